@@ -1,0 +1,72 @@
+//! `GET /fhir/metadata`: a CapabilityStatement that says exactly what this server does.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::fhir_response;
+
+/// `GET /fhir/metadata` (no token needed).
+pub async fn metadata(State(s): State<AppState>) -> Response {
+    fhir_response(StatusCode::OK, &capability_statement(&s))
+}
+
+fn capability_statement(s: &AppState) -> Value {
+    let schema = mamori_fhir_schema::r4();
+    let base = &s.config.public_url;
+    let resources: Vec<Value> = schema
+        .resources()
+        .iter()
+        .map(|rt| {
+            json!({
+                "type": rt,
+                "interaction": [
+                    {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "patch"},
+                    {"code": "delete"}, {"code": "history-instance"}, {"code": "history-type"},
+                    {"code": "create"}, {"code": "search-type"}
+                ],
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "searchParam": [
+                    {"name": "_id", "type": "token", "documentation": "logical id"},
+                    {"name": "identifier", "type": "token", "documentation": "[system|]value of a top-level identifier"}
+                ],
+                "operation": [{"name": "approve", "definition": "urn:mamori:OperationDefinition:approve",
+                    "documentation": "the author finalises (確定) a version entered on their behalf (代行入力)"}]
+            })
+        })
+        .collect();
+    json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": s.started,
+        "publisher": "Mamori",
+        "kind": "instance",
+        "software": {"name": "Mamori", "version": s.config.version},
+        "implementation": {"description": "Mamori FHIR R4 server", "url": format!("{base}/fhir")},
+        "fhirVersion": schema.fhir_version(),
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Every interaction except metadata needs a bearer access token (OAuth 2.0 client credentials). Conditional interactions and search support `_id` and `identifier` only.",
+            "security": {
+                "cors": false,
+                "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
+                "extension": [{
+                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                    "extension": [{"url": "token", "valueUri": format!("{base}/oauth/token")}]
+                }]
+            },
+            "resource": resources,
+            "interaction": [{"code": "history-system"}]
+        }]
+    })
+}

@@ -1,0 +1,114 @@
+//! The single enforcement point. Authentication turns a bearer token into a [`Principal`];
+//! [`Principal::authorize`] decides each action; [`Principal::may_reveal`] is the one function
+//! every resource passes through before a response reveals it (read, vread, history, search).
+//!
+//! Today the decision is the token's SMART scopes; the access-rights work (information classes,
+//! roles, care relationship, Cedar) plugs in here and nowhere else.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use mamori_oauth::{BearerError, Grant, Perm};
+use mamori_records::{Actor, ActorKind, VersionRecord};
+
+use crate::{ApiError, AppState};
+
+/// Who is asking, established from the bearer token.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    grant: Grant,
+}
+
+/// An action on a resource type, in SMART terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// read / vread / history
+    Read,
+    /// search
+    Search,
+    /// create
+    Create,
+    /// update / patch
+    Update,
+    /// delete
+    Delete,
+}
+
+impl Principal {
+    /// The actor recorded as 入力者 for writes.
+    pub fn actor(&self) -> Actor {
+        match &self.grant.subject {
+            Some(user) => Actor {
+                kind: ActorKind::User,
+                id: user.clone(),
+                fhir_user: self.grant.fhir_user.clone(),
+                client_id: Some(self.grant.client_id.clone()),
+            },
+            None => Actor::client(&self.grant.client_id),
+        }
+    }
+
+    /// Decides one action on one resource type. Deny unless a granted scope allows it.
+    pub fn authorize(&self, resource_type: &str, action: Action) -> Result<(), ApiError> {
+        let perm = match action {
+            Action::Read => Perm::Read,
+            Action::Search => Perm::Search,
+            Action::Create => Perm::Create,
+            Action::Update => Perm::Update,
+            Action::Delete => Perm::Delete,
+        };
+        if self.grant.scopes.allows(resource_type, perm) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the access token does not allow {} on {resource_type}",
+                match action {
+                    Action::Read => "read",
+                    Action::Search => "search",
+                    Action::Create => "create",
+                    Action::Update => "update",
+                    Action::Delete => "delete",
+                }
+            )))
+        }
+    }
+
+    /// Whether a stored version may appear in a response to this principal.
+    pub fn may_reveal(&self, v: &VersionRecord) -> bool {
+        self.grant.scopes.allows(v.resource_type.as_str(), Perm::Read)
+    }
+
+    /// Whether every resource type is readable (so counts reveal nothing hidden).
+    pub fn reads_everything(&self) -> bool {
+        self.grant.scopes.iter().any(|s| s.resource.is_none() && s.allows("*", Perm::Read))
+    }
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Authenticates every `/fhir` request except `metadata`.
+pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    if req.uri().path() == "/metadata" || req.uri().path() == "/fhir/metadata" {
+        return next.run(req).await;
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string());
+    let Some(token) = token else { return ApiError::Unauthorized.into_response() };
+    let oauth = s.oauth.clone();
+    let result = tokio::task::spawn_blocking(move || oauth.validate(&token, now_secs())).await;
+    match result {
+        Ok(Ok(grant)) => {
+            req.extensions_mut().insert(Principal { grant });
+            next.run(req).await
+        }
+        Ok(Err(BearerError::Invalid)) => ApiError::Unauthorized.into_response(),
+        Ok(Err(BearerError::Store)) | Err(_) => ApiError::Internal("token validation failed".into()).into_response(),
+    }
+}

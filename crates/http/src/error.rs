@@ -1,0 +1,154 @@
+//! The one error type at the edge, mapped to FHIR OperationOutcome; and the request-id layer.
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use mamori_records::{Issue, IssueCode, RecordError, Severity};
+use serde_json::{Value, json};
+
+/// Content type of every FHIR response.
+pub const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// Why a request failed, as the client will see it.
+#[derive(Debug)]
+pub enum ApiError {
+    /// From the record service.
+    Record(RecordError),
+    /// No or bad bearer token (401 with `WWW-Authenticate`).
+    Unauthorized,
+    /// The token does not allow this (403).
+    Forbidden(String),
+    /// Malformed request (400).
+    BadRequest(IssueCode, String),
+    /// Body too large (413).
+    PayloadTooLarge(usize),
+    /// Unsupported `Content-Type` (415).
+    UnsupportedMediaType(String),
+    /// Unsupported `Accept` / `_format` (406).
+    NotAcceptable,
+    /// No such endpoint (404).
+    NotFound(String),
+    /// Something failed inside (500); the detail is logged, never shown.
+    Internal(String),
+}
+
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        ApiError::Record(e)
+    }
+}
+
+/// Builds an OperationOutcome.
+pub fn outcome(issues: &[Issue]) -> Value {
+    let issues: Vec<Value> = issues
+        .iter()
+        .map(|i| {
+            let mut o = json!({
+                "severity": match i.severity { Severity::Error => "error", Severity::Warning => "warning", Severity::Information => "information" },
+                "code": i.code.as_str(),
+                "diagnostics": i.diagnostics,
+            });
+            if let (Some(e), Some(m)) = (&i.expression, o.as_object_mut()) {
+                m.insert("expression".into(), json!([e]));
+            }
+            o
+        })
+        .collect();
+    json!({"resourceType": "OperationOutcome", "issue": issues})
+}
+
+/// A FHIR JSON response with a status.
+pub fn fhir_response(status: StatusCode, body: &Value) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    r
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let one = |code, msg: String| vec![Issue::error(code, msg)];
+        let (status, issues) = match self {
+            ApiError::Record(e) => match e {
+                RecordError::Invalid(issues) => (StatusCode::BAD_REQUEST, issues),
+                RecordError::NotFound(what) => (StatusCode::NOT_FOUND, one(IssueCode::NotFound, format!("{what} not found"))),
+                RecordError::Gone(what) => (StatusCode::GONE, one(IssueCode::Deleted, format!("{what} is deleted"))),
+                e @ RecordError::VersionConflict { .. } => (StatusCode::PRECONDITION_FAILED, one(IssueCode::Conflict, e.to_string())),
+                e @ RecordError::MultipleMatches(_) => (StatusCode::PRECONDITION_FAILED, one(IssueCode::Duplicate, e.to_string())),
+                RecordError::Conflict(m) => (StatusCode::CONFLICT, one(IssueCode::Conflict, m)),
+                RecordError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, one(IssueCode::Processing, m)),
+                RecordError::Forbidden(m) => (StatusCode::FORBIDDEN, one(IssueCode::Forbidden, m)),
+                RecordError::Store(e) => {
+                    tracing::error!(error = %e, "storage failure");
+                    (StatusCode::INTERNAL_SERVER_ERROR, one(IssueCode::Exception, "the server could not complete the request; nothing was changed".into()))
+                }
+                other => {
+                    tracing::error!(error = %other, "unmapped record error");
+                    (StatusCode::INTERNAL_SERVER_ERROR, one(IssueCode::Exception, "the server could not complete the request".into()))
+                }
+            },
+            ApiError::Unauthorized => {
+                let mut r = fhir_response(
+                    StatusCode::UNAUTHORIZED,
+                    &outcome(&one(IssueCode::Login, "a valid bearer access token is required (認証が必要です)".into())),
+                );
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"mamori\", error=\"invalid_token\""),
+                );
+                return r;
+            }
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, one(IssueCode::Forbidden, m)),
+            ApiError::BadRequest(code, m) => (StatusCode::BAD_REQUEST, one(code, m)),
+            ApiError::PayloadTooLarge(max) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                one(IssueCode::TooCostly, format!("request body exceeds the limit of {max} bytes")),
+            ),
+            ApiError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, one(IssueCode::NotSupported, m)),
+            ApiError::NotAcceptable => (
+                StatusCode::NOT_ACCEPTABLE,
+                one(IssueCode::NotSupported, "only JSON (application/fhir+json) is served".into()),
+            ),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, one(IssueCode::NotFound, m)),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, one(IssueCode::Exception, "the server could not complete the request".into()))
+            }
+        };
+        fhir_response(status, &outcome(&issues))
+    }
+}
+
+/// The request id of a request, also in its response's `X-Request-ID`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn sane_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| s.to_string())
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    // A request id is not a secret; if the OS RNG fails, a time-based id is still unique enough.
+    if getrandom::fill(&mut b).is_err() {
+        let t = time::OffsetDateTime::now_utc().unix_timestamp_nanos();
+        return format!("t{t:x}");
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Takes the caller's sane `X-Request-ID` or makes one, and echoes it on the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req.headers().get("x-request-id").and_then(sane_request_id).unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let mut resp = next.run(req).await;
+    tracing::info!(request_id = %id, %method, %path, status = resp.status().as_u16(), "request");
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,570 @@
+//! FHIR RESTful interactions: create, read, vread, update, patch, delete, history, conditional
+//! create/update/delete, a search on `_id`/`identifier`, and `$approve` (確定 of proxy entries).
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mamori_records::{
+    Condition, HistoryQuery, IssueCode, Method, ParsedBody, RecordError, ResourceId, ResourceType, Timestamp,
+    VersionRecord, parse_conditions, parse_resource,
+};
+use serde_json::{Value, json};
+
+use crate::enforce::{Action, Principal};
+use crate::error::{FHIR_JSON, fhir_response, outcome};
+use crate::{ApiError, AppState};
+
+type ApiResult = Result<Response, ApiError>;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, RecordError> + Send + 'static) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::Internal(format!("worker failed: {e}"))),
+    }
+}
+
+fn rtype(s: &str) -> Result<ResourceType, ApiError> {
+    ResourceType::parse(s).map_err(|_| {
+        ApiError::NotFound(format!("`{}` is not an R4 resource type", s.chars().take(64).collect::<String>()))
+    })
+}
+
+fn rid(s: &str) -> Result<ResourceId, ApiError> {
+    ResourceId::parse(s).map_err(ApiError::from)
+}
+
+/// Refuses `Accept` / `_format` values that ask for something other than JSON.
+fn check_format(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+    if let Some(q) = query {
+        for pair in q.split('&') {
+            if let Some(f) = pair.strip_prefix("_format=") {
+                let f = f.replace("%2B", "+").replace("%2b", "+").replace("%2F", "/").replace("%2f", "/");
+                if !matches!(f.as_str(), "json" | "application/json" | "application/fhir+json" | "application/fhir json") {
+                    return Err(ApiError::NotAcceptable);
+                }
+            }
+        }
+    }
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        let ok = accept.split(',').any(|a| {
+            let m = a.split(';').next().unwrap_or("").trim();
+            m.is_empty() || m == "*/*" || m == "application/*" || m == "application/json" || m == "application/fhir+json"
+        });
+        if !ok {
+            return Err(ApiError::NotAcceptable);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Resource,
+    JsonPatch,
+}
+
+/// Reads a request body within the configured limit, refusing early on `Content-Length`.
+async fn read_body(s: &AppState, headers: &HeaderMap, body: Body, kind: BodyKind) -> Result<Bytes, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ok = match kind {
+        BodyKind::Resource => matches!(mime.as_str(), "application/fhir+json" | "application/json"),
+        BodyKind::JsonPatch => mime == "application/json-patch+json",
+    };
+    if !ok {
+        return Err(ApiError::UnsupportedMediaType(match kind {
+            BodyKind::Resource => format!("Content-Type `{ct}` is not supported; send application/fhir+json"),
+            BodyKind::JsonPatch => format!("Content-Type `{ct}` is not supported; PATCH takes application/json-patch+json"),
+        }));
+    }
+    let max = s.config.max_body_bytes;
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::PayloadTooLarge(max));
+    }
+    match axum::body::to_bytes(body, max).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let too_big = std::error::Error::source(&e)
+                .is_some_and(|src| src.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+            if too_big {
+                Err(ApiError::PayloadTooLarge(max))
+            } else {
+                Err(ApiError::BadRequest(IssueCode::Structure, "the request body could not be read".into()))
+            }
+        }
+    }
+}
+
+async fn parse_body(bytes: Bytes) -> Result<ParsedBody, ApiError> {
+    blocking(move || parse_resource(&bytes)).await
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let s = v.to_str().unwrap_or("").trim();
+    let inner = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
+    inner
+        .parse::<u64>()
+        .map(Some)
+        .map_err(|_| ApiError::BadRequest(IssueCode::Invalid, format!("If-Match `{s}` is not a version ETag such as W/\"3\"")))
+}
+
+fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
+    let Some(v) = headers.get("x-provenance") else { return Ok(None) };
+    let s = v.to_str().map_err(|_| ApiError::BadRequest(IssueCode::Invalid, "X-Provenance is not valid text".into()))?;
+    serde_json::from_str(s)
+        .map(Some)
+        .map_err(|e| ApiError::BadRequest(IssueCode::Invalid, format!("X-Provenance is not JSON: {e}")))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Return {
+    Representation,
+    Minimal,
+    Outcome,
+}
+
+fn prefer_return(headers: &HeaderMap) -> Return {
+    let p = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or("");
+    if p.contains("return=minimal") {
+        Return::Minimal
+    } else if p.contains("return=OperationOutcome") {
+        Return::Outcome
+    } else {
+        Return::Representation
+    }
+}
+
+fn http_date(t: Timestamp) -> String {
+    let dt = time::OffsetDateTime::from_unix_timestamp(t.0 / 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    dt.format(&f).unwrap_or_default()
+}
+
+fn etag(v: &VersionRecord) -> String {
+    format!("W/\"{}\"", v.version)
+}
+
+fn set(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// The response for a stored version: the stored JSON byte for byte.
+fn resource_response(s: &AppState, status: StatusCode, v: &VersionRecord, ret: Return, location: bool) -> Response {
+    let mut r = match (ret, v.body.as_deref()) {
+        (Return::Minimal, _) | (_, None) => status.into_response(),
+        (Return::Outcome, _) => fhir_response(
+            status,
+            &json!({"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational",
+                "diagnostics": format!("{}/{} version {} stored", v.resource_type, v.id, v.version)}]}),
+        ),
+        (Return::Representation, Some(body)) => {
+            let mut r = (status, body.to_string()).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+            r
+        }
+    };
+    let h = r.headers_mut();
+    set(h, header::ETAG, &etag(v));
+    set(h, header::LAST_MODIFIED, &http_date(v.last_updated));
+    if location {
+        set(h, header::LOCATION, &format!("{}/fhir/{}/{}/_history/{}", s.config.public_url, v.resource_type, v.id, v.version));
+    }
+    r
+}
+
+/// `POST /fhir/{type}`.
+pub async fn create(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(rt): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let rt = rtype(&rt)?;
+    p.authorize(rt.as_str(), Action::Create)?;
+    let cond = match headers.get("if-none-exist") {
+        Some(v) => {
+            let q = v.to_str().map_err(|_| ApiError::BadRequest(IssueCode::Invalid, "If-None-Exist is not valid text".into()))?;
+            let q = q.strip_prefix(&format!("{rt}?")).unwrap_or(q);
+            p.authorize(rt.as_str(), Action::Search)?;
+            Some(parse_conditions(q)?)
+        }
+        None => None,
+    };
+    let prov = x_provenance(&headers)?;
+    let parsed = parse_body(read_body(&s, &headers, body, BodyKind::Resource).await?).await?;
+    let records = s.records.clone();
+    let actor = p.actor();
+    let (rt2, prov2) = (rt.clone(), prov.clone());
+    let out = blocking(move || records.create(&actor, &rt2, parsed, cond.as_deref(), prov2.as_ref())).await?;
+    let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(resource_response(&s, status, &out.record, prefer_return(&headers), out.created))
+}
+
+/// `GET /fhir/{type}/{id}`.
+pub async fn read(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((rt, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    p.authorize(rt.as_str(), Action::Read)?;
+    let records = s.records.clone();
+    let v = blocking(move || records.read(&rt, &id)).await?;
+    if !p.may_reveal(&v) {
+        return Err(ApiError::Forbidden("not allowed".into()));
+    }
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        if inm.trim() == etag(&v) {
+            let mut r = StatusCode::NOT_MODIFIED.into_response();
+            set(r.headers_mut(), header::ETAG, &etag(&v));
+            return Ok(r);
+        }
+    }
+    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+}
+
+/// `GET /fhir/{type}/{id}/_history/{vid}`.
+pub async fn vread(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((rt, id, vid)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    let vid: u64 = vid
+        .parse()
+        .map_err(|_| ApiError::BadRequest(IssueCode::Value, format!("`{}` is not a version id", vid.chars().take(32).collect::<String>())))?;
+    p.authorize(rt.as_str(), Action::Read)?;
+    let records = s.records.clone();
+    let v = blocking(move || records.vread(&rt, &id, vid)).await?;
+    if !p.may_reveal(&v) {
+        return Err(ApiError::Forbidden("not allowed".into()));
+    }
+    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+}
+
+/// `PUT /fhir/{type}/{id}`.
+pub async fn update(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((rt, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    p.authorize(rt.as_str(), Action::Update)?;
+    let im = if_match(&headers)?;
+    let prov = x_provenance(&headers)?;
+    let parsed = parse_body(read_body(&s, &headers, body, BodyKind::Resource).await?).await?;
+    let records = s.records.clone();
+    let actor = p.actor();
+    let out = blocking(move || records.update(&actor, &rt, &id, parsed, im, prov.as_ref())).await?;
+    let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(resource_response(&s, status, &out.record, prefer_return(&headers), out.created))
+}
+
+/// `PUT /fhir/{type}?criteria`.
+pub async fn conditional_update(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(rt): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> ApiResult {
+    let rt = rtype(&rt)?;
+    p.authorize(rt.as_str(), Action::Update)?;
+    p.authorize(rt.as_str(), Action::Create)?;
+    p.authorize(rt.as_str(), Action::Search)?;
+    let conds = conditions(q.as_deref())?;
+    let prov = x_provenance(&headers)?;
+    let parsed = parse_body(read_body(&s, &headers, body, BodyKind::Resource).await?).await?;
+    let records = s.records.clone();
+    let actor = p.actor();
+    let out = blocking(move || records.conditional_update(&actor, &rt, &conds, parsed, prov.as_ref())).await?;
+    let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok(resource_response(&s, status, &out.record, prefer_return(&headers), out.created))
+}
+
+fn conditions(q: Option<&str>) -> Result<Vec<Condition>, ApiError> {
+    let q = q.unwrap_or("");
+    let filtered: Vec<&str> = q.split('&').filter(|p| !p.starts_with("_format=")).collect();
+    Ok(parse_conditions(&filtered.join("&"))?)
+}
+
+/// `PATCH /fhir/{type}/{id}` (JSON Patch).
+pub async fn patch(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((rt, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    p.authorize(rt.as_str(), Action::Update)?;
+    let im = if_match(&headers)?;
+    let bytes = read_body(&s, &headers, body, BodyKind::JsonPatch).await?;
+    let records = s.records.clone();
+    let actor = p.actor();
+    let out = blocking(move || records.patch(&actor, &rt, &id, &bytes, im)).await?;
+    Ok(resource_response(&s, StatusCode::OK, &out.record, prefer_return(&headers), false))
+}
+
+/// `DELETE /fhir/{type}/{id}`.
+pub async fn delete(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((rt, id)): Path<(String, String)>,
+) -> ApiResult {
+    let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    p.authorize(rt.as_str(), Action::Delete)?;
+    let records = s.records.clone();
+    let actor = p.actor();
+    let out = blocking(move || records.delete(&actor, &rt, &id)).await?;
+    Ok(deleted_response(out))
+}
+
+fn deleted_response(v: Option<VersionRecord>) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    if let Some(v) = v {
+        set(r.headers_mut(), header::ETAG, &etag(&v));
+    }
+    r
+}
+
+/// `DELETE /fhir/{type}?criteria`.
+pub async fn conditional_delete(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(rt): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let rt = rtype(&rt)?;
+    p.authorize(rt.as_str(), Action::Delete)?;
+    p.authorize(rt.as_str(), Action::Search)?;
+    let conds = conditions(q.as_deref())?;
+    let records = s.records.clone();
+    let actor = p.actor();
+    let out = blocking(move || records.conditional_delete(&actor, &rt, &conds)).await?;
+    Ok(deleted_response(out))
+}
+
+/// `POST /fhir/{type}/{id}/$approve`: the author finalises (確定) a proxy entry (代行入力).
+pub async fn approve(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((rt, id)): Path<(String, String)>,
+) -> ApiResult {
+    let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    p.authorize(rt.as_str(), Action::Update)?;
+    let records = s.records.clone();
+    let actor = p.actor();
+    let v = blocking(move || records.approve(&actor, &rt, &id)).await?;
+    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+}
+
+/// `GET /fhir/{type}?_id=…&identifier=…`.
+pub async fn search(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(rt): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let rt = rtype(&rt)?;
+    p.authorize(rt.as_str(), Action::Search)?;
+    let conds = conditions(q.as_deref())?;
+    let records = s.records.clone();
+    let rt2 = rt.clone();
+    let found = blocking(move || records.search(&rt2, &conds)).await?;
+    let entries: Vec<Value> = found
+        .iter()
+        .filter(|v| p.may_reveal(v))
+        .map(|v| {
+            json!({
+                "fullUrl": format!("{}/fhir/{}/{}", s.config.public_url, v.resource_type, v.id),
+                "resource": body_value(v),
+                "search": {"mode": "match"},
+            })
+        })
+        .collect();
+    let self_url = format!("{}/fhir/{}?{}", s.config.public_url, rt, q.unwrap_or_default());
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": entries.len(),
+        "link": [{"relation": "self", "url": self_url}],
+        "entry": entries,
+    });
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
+fn body_value(v: &VersionRecord) -> Value {
+    v.body.as_deref().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null)
+}
+
+struct HistoryParams {
+    count: usize,
+    offset: usize,
+    since: Option<Timestamp>,
+    before: Option<Timestamp>,
+}
+
+fn history_params(q: Option<&str>) -> Result<HistoryParams, ApiError> {
+    let mut p = HistoryParams { count: 50, offset: 0, since: None, before: None };
+    for pair in q.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = v.replace("%3A", ":").replace("%3a", ":").replace("%2B", "+").replace("%2b", "+");
+        let bad = |what: &str| ApiError::BadRequest(IssueCode::Value, format!("`{k}` must be {what}"));
+        match k {
+            "_count" => p.count = v.parse::<usize>().map_err(|_| bad("a number"))?.clamp(1, 1000),
+            "_offset" => p.offset = v.parse().map_err(|_| bad("a number"))?,
+            "_since" => p.since = Some(Timestamp::parse_rfc3339(&v).ok_or_else(|| bad("an instant"))?),
+            "_before" => p.before = Some(Timestamp::parse_rfc3339(&v).ok_or_else(|| bad("an instant"))?),
+            "_format" => {}
+            other => {
+                return Err(ApiError::BadRequest(
+                    IssueCode::NotSupported,
+                    format!("history does not support the parameter `{}`", other.chars().take(64).collect::<String>()),
+                ));
+            }
+        }
+    }
+    Ok(p)
+}
+
+async fn history(s: AppState, p: Principal, rt: Option<ResourceType>, id: Option<ResourceId>, q: Option<String>) -> ApiResult {
+    let params = history_params(q.as_deref())?;
+    // Anchor paging at the first page's time, so versions written meanwhile do not shift pages.
+    let before = match params.before {
+        Some(b) => b,
+        None => mamori_records::Clock::now(&mamori_records::SystemClock),
+    };
+    let query = HistoryQuery {
+        resource_type: rt.clone(),
+        id: id.clone(),
+        since: params.since,
+        before: Some(before),
+        count: params.count,
+        offset: params.offset,
+    };
+    let records = s.records.clone();
+    let page = blocking(move || records.history(&query)).await?;
+    let base = &s.config.public_url;
+    let mut entries = Vec::new();
+    let mut hidden = false;
+    for v in &page.entries {
+        if !p.may_reveal(v) {
+            hidden = true;
+            continue;
+        }
+        let (method, url, status) = match v.method {
+            Method::Create => ("POST", v.resource_type.to_string(), "201 Created"),
+            Method::Update | Method::Approve => ("PUT", format!("{}/{}", v.resource_type, v.id), "200 OK"),
+            Method::Patch => ("PATCH", format!("{}/{}", v.resource_type, v.id), "200 OK"),
+            Method::Delete => ("DELETE", format!("{}/{}", v.resource_type, v.id), "204 No Content"),
+        };
+        let mut e = json!({
+            "fullUrl": format!("{base}/fhir/{}/{}", v.resource_type, v.id),
+            "request": {"method": method, "url": url},
+            "response": {"status": status, "etag": etag(v), "lastModified": v.last_updated.to_fhir()},
+        });
+        if let (Some(_), Some(o)) = (&v.body, e.as_object_mut()) {
+            o.insert("resource".into(), body_value(v));
+        }
+        entries.push(e);
+    }
+    let path = match (&rt, &id) {
+        (Some(rt), Some(id)) => format!("{base}/fhir/{rt}/{id}/_history"),
+        (Some(rt), None) => format!("{base}/fhir/{rt}/_history"),
+        _ => format!("{base}/fhir/_history"),
+    };
+    let mut common = format!("_count={}&_before={}", params.count, before.to_fhir().replace(':', "%3A"));
+    if let Some(since) = params.since {
+        common.push_str(&format!("&_since={}", since.to_fhir().replace(':', "%3A")));
+    }
+    let mut links = vec![json!({"relation": "self", "url": format!("{path}?{common}&_offset={}", params.offset)})];
+    let next = params.offset + params.count;
+    if (next as u64) < page.total {
+        links.push(json!({"relation": "next", "url": format!("{path}?{common}&_offset={next}")}));
+    }
+    if params.offset > 0 {
+        links.push(json!({"relation": "previous", "url": format!("{path}?{common}&_offset={}", params.offset.saturating_sub(params.count))}));
+    }
+    let mut bundle = json!({"resourceType": "Bundle", "type": "history", "link": links, "entry": entries});
+    // A total would count versions this principal may not see; give it only when nothing is hidden.
+    if !hidden && (rt.is_some() || p.reads_everything()) {
+        if let Some(o) = bundle.as_object_mut() {
+            o.insert("total".into(), json!(page.total));
+        }
+    }
+    Ok(fhir_response(StatusCode::OK, &bundle))
+}
+
+/// `GET /fhir/{type}/{id}/_history`.
+pub async fn history_instance(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((rt, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    p.authorize(rt.as_str(), Action::Read)?;
+    history(s, p, Some(rt), Some(id), q).await
+}
+
+/// `GET /fhir/{type}/_history`.
+pub async fn history_type(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(rt): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let rt = rtype(&rt)?;
+    p.authorize(rt.as_str(), Action::Read)?;
+    history(s, p, Some(rt), None, q).await
+}
+
+/// `GET /fhir/_history`.
+pub async fn history_system(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    history(s, p, None, None, q).await
+}
+
+/// Anything else.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    let path: String = uri.path().chars().take(200).collect();
+    fhir_response(
+        StatusCode::NOT_FOUND,
+        &outcome(&[mamori_records::Issue::error(IssueCode::NotFound, format!("no endpoint at `{path}`"))]),
+    )
+}

@@ -1,0 +1,89 @@
+//! The HTTP edge: the axum router for `/fhir`, `/oauth` and `/healthz`, request ids, bearer
+//! authentication, the single enforcement point, OperationOutcome and OAuth error mapping, and
+//! the plain/TLS listeners.
+//!
+//! Every request: request id → principal (bearer token) → decision ([`enforce`]) → handler.
+
+mod capability;
+mod enforce;
+mod error;
+mod fhir;
+mod oauth;
+mod serve;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use mamori_oauth::OAuth;
+use mamori_records::Records;
+
+pub use error::{ApiError, RequestId};
+pub use serve::{TlsFiles, serve, tls_config};
+
+/// A readiness probe for `/healthz`.
+pub trait Health: Send + Sync {
+    /// `Ok` when the server can serve requests.
+    fn ready(&self) -> Result<(), String>;
+}
+
+/// Limits and settings of the HTTP edge.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// The public base URL, e.g. `https://ehr.example.jp` (no trailing slash).
+    pub public_url: String,
+    /// Software version shown in the CapabilityStatement.
+    pub version: String,
+}
+
+/// Shared state of the router.
+#[derive(Clone)]
+pub struct AppState {
+    /// Clinical records.
+    pub records: Arc<Records>,
+    /// Token service.
+    pub oauth: Arc<OAuth>,
+    /// Readiness.
+    pub health: Arc<dyn Health>,
+    /// Settings.
+    pub config: Arc<HttpConfig>,
+    /// Server start time (CapabilityStatement `date`).
+    pub started: String,
+}
+
+/// Builds the application router.
+pub fn app(state: AppState) -> Router {
+    let fhir = Router::new()
+        .route("/metadata", get(capability::metadata))
+        .route("/_history", get(fhir::history_system))
+        .route("/{rtype}", post(fhir::create).put(fhir::conditional_update).delete(fhir::conditional_delete).get(fhir::search))
+        .route("/{rtype}/_history", get(fhir::history_type))
+        .route("/{rtype}/{id}", get(fhir::read).put(fhir::update).patch(fhir::patch).delete(fhir::delete))
+        .route("/{rtype}/{id}/_history", get(fhir::history_instance))
+        .route("/{rtype}/{id}/_history/{vid}", get(fhir::vread))
+        .route("/{rtype}/{id}/$approve", post(fhir::approve))
+        .fallback(fhir::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/oauth/token", post(oauth::token))
+        .nest("/fhir", fhir)
+        .fallback(fhir::not_found)
+        .layer(axum::middleware::from_fn(error::request_id))
+        .with_state(state)
+}
+
+async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let h = s.health.clone();
+    match tokio::task::spawn_blocking(move || h.ready()).await {
+        Ok(Ok(())) => (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check failed");
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"}))).into_response()
+        }
+        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"}))).into_response(),
+    }
+}

@@ -1,0 +1,124 @@
+//! `POST /oauth/token`: the client-credentials grant (RFC 6749 §4.4) with client-secret
+//! authentication; errors in RFC 6749 §5.2 form.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use mamori_oauth::{ClientAuth, OAuthError};
+use serde_json::json;
+
+use crate::AppState;
+
+const MAX_FORM: usize = 16 * 1024;
+
+fn error(e: &OAuthError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = (status, axum::Json(json!({"error": e.error, "error_description": e.description}))).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mamori\""));
+    }
+    r
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 2;
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+    let s = std::str::from_utf8(body).map_err(|_| OAuthError::invalid_request("the form is not UTF-8"))?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for pair in s.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (
+            percent_decode(k).ok_or_else(|| OAuthError::invalid_request("malformed form encoding"))?,
+            percent_decode(v).ok_or_else(|| OAuthError::invalid_request("malformed form encoding"))?,
+        );
+        // RFC 6749 §3.2: parameters must not be repeated.
+        if out.iter().any(|(ek, _)| *ek == k) {
+            return Err(OAuthError::invalid_request(format!("parameter `{k}` is repeated")));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn basic_auth(headers: &HeaderMap) -> Result<Option<ClientAuth>, OAuthError> {
+    let Some(v) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let s = v.to_str().map_err(|_| OAuthError::invalid_client())?;
+    let Some(b64) = s.strip_prefix("Basic ") else { return Err(OAuthError::invalid_client()) };
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| OAuthError::invalid_client())?;
+    let raw = String::from_utf8(raw).map_err(|_| OAuthError::invalid_client())?;
+    let (id, secret) = raw.split_once(':').ok_or_else(OAuthError::invalid_client)?;
+    // RFC 6749 §2.3.1: both parts are form-urlencoded.
+    Ok(Some(ClientAuth {
+        id: percent_decode(id).ok_or_else(OAuthError::invalid_client)?,
+        secret: percent_decode(secret).ok_or_else(OAuthError::invalid_client)?,
+    }))
+}
+
+/// `POST /oauth/token`.
+pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match token_inner(s, headers, body).await {
+        Ok(r) => r,
+        Err(e) => error(&e),
+    }
+}
+
+async fn token_inner(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, OAuthError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request("the token request must be application/x-www-form-urlencoded"));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| OAuthError::invalid_request("the form is too large"))?;
+    let form = parse_form(&bytes)?;
+    let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());
+    let header_auth = basic_auth(&headers)?;
+    let post_auth = match (get("client_id"), get("client_secret")) {
+        (Some(id), Some(secret)) => Some(ClientAuth { id, secret }),
+        _ => None,
+    };
+    let auth = match (header_auth, post_auth) {
+        (Some(_), Some(_)) => return Err(OAuthError::invalid_request("use one client authentication method, not two")),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return Err(OAuthError::invalid_client()),
+    };
+    match get("grant_type").as_deref() {
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(OAuthError::unsupported_grant_type(format!(
+                "grant type `{}` is not supported",
+                other.chars().take(64).collect::<String>()
+            )));
+        }
+        None => return Err(OAuthError::invalid_request("`grant_type` is required")),
+    }
+    let scope = get("scope");
+    let oauth = s.oauth.clone();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let resp = tokio::task::spawn_blocking(move || oauth.client_credentials(&auth, scope.as_deref(), now))
+        .await
+        .map_err(|_| OAuthError::server_error())??;
+    let mut r = (StatusCode::OK, axum::Json(resp)).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(r)
+}

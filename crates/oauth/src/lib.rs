@@ -1,0 +1,284 @@
+//! OAuth 2.0 authorization server pieces: registered clients, SMART App Launch scopes and
+//! opaque bearer access tokens.
+//!
+//! Today: the client-credentials grant with a client secret (`client_secret_basic` /
+//! `client_secret_post`, SMART `client-confidential-symmetric`). Tokens are 256-bit random
+//! strings; only their SHA-256 is stored, so a copy of the database does not yield usable tokens,
+//! and revocation takes effect at once on every node that shares the store.
+
+mod scope;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+pub use scope::{Context, Perm, Scope, ScopeSet};
+
+/// A storage failure, described for logs.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// A registered application.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Client {
+    /// `client_id`.
+    pub id: String,
+    /// Human name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// SHA-256 (hex) of the client secret; `None` for a client without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_sha256: Option<String>,
+    /// The scopes the client may be granted (space-separated SMART scopes).
+    pub scope: String,
+    /// Disabled clients get no tokens and their tokens stop working.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Access-token lifetime in seconds.
+    pub token_lifetime_secs: u64,
+}
+
+/// An issued access token as stored (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    /// SHA-256 of the token.
+    pub token_sha256: [u8; 32],
+    /// Who it was issued to.
+    pub client_id: String,
+    /// The person it acts for, if any.
+    pub subject: Option<String>,
+    /// That person's FHIR resource, if any.
+    pub fhir_user: Option<String>,
+    /// Granted scopes.
+    pub scope: String,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds.
+    pub expires_at: i64,
+    /// Revoked.
+    pub revoked: bool,
+}
+
+/// What the OAuth service needs from storage.
+pub trait OAuthStore: Send + Sync {
+    /// A registered client.
+    fn client(&self, id: &str) -> Result<Option<Client>, StoreError>;
+    /// Stores an issued token.
+    fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
+    /// Looks a token up by its hash.
+    fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+    /// Marks a token revoked; returns whether it existed.
+    fn revoke_token(&self, sha256: &[u8; 32]) -> Result<bool, StoreError>;
+}
+
+/// An OAuth error response (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}: {description}")]
+pub struct OAuthError {
+    /// The error code (`invalid_client`, `invalid_scope`…).
+    pub error: &'static str,
+    /// A sentence for the developer.
+    pub description: String,
+    /// HTTP status to answer with.
+    pub status: u16,
+}
+
+impl OAuthError {
+    fn new(error: &'static str, status: u16, description: impl Into<String>) -> Self {
+        OAuthError { error, description: description.into(), status }
+    }
+    /// `invalid_request` (400).
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new("invalid_request", 400, d)
+    }
+    /// `invalid_client` (401).
+    pub fn invalid_client() -> Self {
+        Self::new("invalid_client", 401, "client authentication failed")
+    }
+    /// `invalid_scope` (400).
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::new("invalid_scope", 400, d)
+    }
+    /// `unsupported_grant_type` (400).
+    pub fn unsupported_grant_type(d: impl Into<String>) -> Self {
+        Self::new("unsupported_grant_type", 400, d)
+    }
+    /// `server_error` (500); the detail goes to logs only.
+    pub fn server_error() -> Self {
+        Self::new("server_error", 500, "the authorization server failed; try again")
+    }
+}
+
+impl From<StoreError> for OAuthError {
+    /// The storage detail is dropped here: a client sees only `server_error`; the store adapter
+    /// reports its own failures.
+    fn from(_: StoreError) -> Self {
+        OAuthError::server_error()
+    }
+}
+
+/// A successful token response (RFC 6749 §5.1).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    /// The bearer token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds.
+    pub expires_in: u64,
+    /// Granted scopes.
+    pub scope: String,
+}
+
+/// Why a bearer token was not accepted. Deliberately coarse: the client learns only that the
+/// token is not valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    /// Missing, unknown, expired, revoked or of a disabled client.
+    #[error("the access token is missing, expired or not valid")]
+    Invalid,
+    /// Storage failed.
+    #[error("token storage failed")]
+    Store,
+}
+
+/// A validated bearer token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Client the token was issued to.
+    pub client_id: String,
+    /// The person, if any.
+    pub subject: Option<String>,
+    /// The person's FHIR resource, if any.
+    pub fhir_user: Option<String>,
+    /// Granted scopes.
+    pub scopes: ScopeSet,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// Client authentication presented at the token endpoint.
+#[derive(Debug, Clone)]
+pub struct ClientAuth {
+    /// `client_id`.
+    pub id: String,
+    /// `client_secret`.
+    pub secret: String,
+}
+
+/// SHA-256 of a secret or token, hex.
+pub fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+/// A fresh 256-bit random string, base64url.
+pub fn random_secret() -> Result<String, StoreError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| StoreError(format!("random: {e}")))?;
+    Ok(URL_SAFE_NO_PAD.encode(b))
+}
+
+/// The token service.
+pub struct OAuth {
+    store: Arc<dyn OAuthStore>,
+}
+
+impl OAuth {
+    /// A service over a store.
+    pub fn new(store: Arc<dyn OAuthStore>) -> Self {
+        OAuth { store }
+    }
+
+    fn authenticate(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+        let client = self.store.client(&auth.id)?;
+        // Hash the presented secret even for unknown clients so timing does not reveal which ids exist.
+        let presented = Sha256::digest(auth.secret.as_bytes());
+        let Some(client) = client else { return Err(OAuthError::invalid_client()) };
+        let expected = client.secret_sha256.as_deref().and_then(|h| hex::decode(h).ok()).unwrap_or_default();
+        let ok: bool = expected.len() == 32 && bool::from(expected.as_slice().ct_eq(presented.as_slice()));
+        if !ok || client.disabled {
+            return Err(OAuthError::invalid_client());
+        }
+        Ok(client)
+    }
+
+    /// The client-credentials grant (RFC 6749 §4.4), for system scopes only.
+    pub fn client_credentials(&self, auth: &ClientAuth, scope: Option<&str>, now: i64) -> Result<TokenResponse, OAuthError> {
+        let client = self.authenticate(auth)?;
+        let registered = ScopeSet::parse(&client.scope).map_err(|_| OAuthError::server_error())?;
+        let requested = match scope {
+            Some(s) if !s.trim().is_empty() => ScopeSet::parse(s).map_err(OAuthError::invalid_scope)?,
+            _ => registered.clone(),
+        };
+        if let Some(bad) = requested.iter().find(|s| s.context != Context::System) {
+            return Err(OAuthError::invalid_scope(format!(
+                "`{bad}` is not a system scope; the client-credentials grant carries only system/ scopes"
+            )));
+        }
+        if let Some(bad) = requested.iter().find(|s| !registered.covers(s)) {
+            return Err(OAuthError::invalid_scope(format!("`{bad}` exceeds the scopes registered for this client")));
+        }
+        let token = random_secret()?;
+        let lifetime = client.token_lifetime_secs.clamp(60, 86_400);
+        let record = TokenRecord {
+            token_sha256: Sha256::digest(token.as_bytes()).into(),
+            client_id: client.id.clone(),
+            subject: None,
+            fhir_user: None,
+            scope: requested.to_string(),
+            issued_at: now,
+            expires_at: now.saturating_add(i64::try_from(lifetime).unwrap_or(3600)),
+            revoked: false,
+        };
+        self.store.insert_token(&record)?;
+        Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime, scope: record.scope })
+    }
+
+    /// Issues a token directly to a person through an already authenticated session (the login
+    /// flow of the identity layer uses this; tests use it to act as a clinician).
+    pub fn issue_for_user(&self, client_id: &str, subject: &str, fhir_user: Option<&str>, scope: &str, lifetime_secs: u64, now: i64) -> Result<TokenResponse, OAuthError> {
+        let scopes = ScopeSet::parse(scope).map_err(OAuthError::invalid_scope)?;
+        let token = random_secret()?;
+        let record = TokenRecord {
+            token_sha256: Sha256::digest(token.as_bytes()).into(),
+            client_id: client_id.to_string(),
+            subject: Some(subject.to_string()),
+            fhir_user: fhir_user.map(str::to_string),
+            scope: scopes.to_string(),
+            issued_at: now,
+            expires_at: now.saturating_add(i64::try_from(lifetime_secs).unwrap_or(3600)),
+            revoked: false,
+        };
+        self.store.insert_token(&record)?;
+        Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime_secs, scope: record.scope })
+    }
+
+    /// Validates a bearer token.
+    pub fn validate(&self, token: &str, now: i64) -> Result<Grant, BearerError> {
+        if token.is_empty() || token.len() > 512 {
+            return Err(BearerError::Invalid);
+        }
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let t = self.store.token(&hash).map_err(|_| BearerError::Store)?.ok_or(BearerError::Invalid)?;
+        if t.revoked || t.expires_at <= now {
+            return Err(BearerError::Invalid);
+        }
+        let client = self.store.client(&t.client_id).map_err(|_| BearerError::Store)?;
+        if client.is_none_or(|c| c.disabled) {
+            return Err(BearerError::Invalid);
+        }
+        let scopes = ScopeSet::parse(&t.scope).map_err(|_| BearerError::Invalid)?;
+        Ok(Grant { client_id: t.client_id, subject: t.subject, fhir_user: t.fhir_user, scopes, expires_at: t.expires_at })
+    }
+
+    /// Revokes a token (RFC 7009 semantics: unknown tokens are not an error).
+    pub fn revoke(&self, token: &str) -> Result<(), StoreError> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.store.revoke_token(&hash).map(|_| ())
+    }
+}

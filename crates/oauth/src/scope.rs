@@ -1,0 +1,207 @@
+//! SMART App Launch scopes, v2 (`patient/Observation.rs`) and v1 (`patient/Observation.read`),
+//! parsed into one model.
+
+use std::fmt;
+
+/// Whose data a scope is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Context {
+    /// `patient/`: the patient in context.
+    Patient,
+    /// `user/`: whatever the user may see.
+    User,
+    /// `system/`: a backend service.
+    System,
+}
+
+/// One permission letter of SMART v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Perm {
+    /// c
+    Create,
+    /// r
+    Read,
+    /// u
+    Update,
+    /// d
+    Delete,
+    /// s
+    Search,
+}
+
+const ORDER: [(Perm, char); 5] =
+    [(Perm::Create, 'c'), (Perm::Read, 'r'), (Perm::Update, 'u'), (Perm::Delete, 'd'), (Perm::Search, 's')];
+
+/// A resource scope such as `system/Patient.cruds`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    /// Context.
+    pub context: Context,
+    /// Resource type, `None` for `*`.
+    pub resource: Option<String>,
+    /// Granted permissions (bit set in `ORDER`).
+    perms: u8,
+}
+
+fn bit(p: Perm) -> u8 {
+    match p {
+        Perm::Create => 1,
+        Perm::Read => 2,
+        Perm::Update => 4,
+        Perm::Delete => 8,
+        Perm::Search => 16,
+    }
+}
+
+impl Scope {
+    /// Parses one scope.
+    pub fn parse(s: &str) -> Result<Scope, String> {
+        let bad = || format!("`{}` is not a SMART resource scope", s.chars().take(80).collect::<String>());
+        let (ctx, rest) = s.split_once('/').ok_or_else(bad)?;
+        let context = match ctx {
+            "patient" => Context::Patient,
+            "user" => Context::User,
+            "system" => Context::System,
+            _ => return Err(bad()),
+        };
+        let (res, perm) = rest.split_once('.').ok_or_else(bad)?;
+        let resource = match res {
+            "*" => None,
+            r if !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphabetic()) && r.starts_with(|c: char| c.is_ascii_uppercase()) => {
+                Some(r.to_string())
+            }
+            _ => return Err(bad()),
+        };
+        // SMART v2 allows `?query` restrictions on a scope; they are not supported yet, so
+        // refuse rather than silently widen the grant.
+        let perms = match perm {
+            "read" => bit(Perm::Read) | bit(Perm::Search),
+            "write" => bit(Perm::Create) | bit(Perm::Update) | bit(Perm::Delete),
+            "*" => 31,
+            letters => {
+                let mut bits = 0u8;
+                let mut last = 0usize;
+                for ch in letters.chars() {
+                    let pos = ORDER.iter().position(|(_, c)| *c == ch).ok_or_else(bad)?;
+                    // v2 requires the letters in c r u d s order, each at most once.
+                    if bits != 0 && pos <= last {
+                        return Err(bad());
+                    }
+                    last = pos;
+                    bits |= ORDER.get(pos).map_or(0, |(p, _)| bit(*p));
+                }
+                if bits == 0 {
+                    return Err(bad());
+                }
+                bits
+            }
+        };
+        Ok(Scope { context, resource, perms })
+    }
+
+    /// Whether this scope grants `perm` on `resource_type`.
+    pub fn allows(&self, resource_type: &str, perm: Perm) -> bool {
+        self.perms & bit(perm) != 0 && self.resource.as_deref().is_none_or(|r| r == resource_type)
+    }
+
+    /// Whether everything `other` grants is granted by `self`.
+    pub fn covers(&self, other: &Scope) -> bool {
+        self.context == other.context
+            && (self.resource.is_none() || self.resource == other.resource)
+            && (other.perms & !self.perms) == 0
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ctx = match self.context {
+            Context::Patient => "patient",
+            Context::User => "user",
+            Context::System => "system",
+        };
+        let letters: String = ORDER.iter().filter(|(p, _)| self.perms & bit(*p) != 0).map(|(_, c)| *c).collect();
+        write!(f, "{ctx}/{}.{letters}", self.resource.as_deref().unwrap_or("*"))
+    }
+}
+
+/// A set of scopes, as granted to a client or token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeSet(Vec<Scope>);
+
+impl ScopeSet {
+    /// Parses space-separated scopes. Non-resource scopes (`openid`, `launch/patient`…) are not
+    /// accepted by the client-credentials grant and are refused here until the code flow lands.
+    pub fn parse(s: &str) -> Result<ScopeSet, String> {
+        let mut out = Vec::new();
+        for part in s.split_ascii_whitespace() {
+            let sc = Scope::parse(part)?;
+            if !out.contains(&sc) {
+                out.push(sc);
+            }
+        }
+        if out.is_empty() {
+            return Err("no scope given".into());
+        }
+        Ok(ScopeSet(out))
+    }
+
+    /// The scopes.
+    pub fn iter(&self) -> impl Iterator<Item = &Scope> {
+        self.0.iter()
+    }
+
+    /// Whether any scope grants `perm` on `resource_type`.
+    pub fn allows(&self, resource_type: &str, perm: Perm) -> bool {
+        self.0.iter().any(|s| s.allows(resource_type, perm))
+    }
+
+    /// Whether some scope of the set covers `s`.
+    pub fn covers(&self, s: &Scope) -> bool {
+        self.0.iter().any(|mine| mine.covers(s))
+    }
+}
+
+impl fmt::Display for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v2_and_v1_parse_into_one_model() {
+        let v2 = Scope::parse("patient/Observation.rs").unwrap_or_else(|e| unreachable!("{e}"));
+        let v1 = Scope::parse("patient/Observation.read").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(v2, v1);
+        assert!(v2.allows("Observation", Perm::Search));
+        assert!(!v2.allows("Observation", Perm::Create));
+        assert!(!v2.allows("Patient", Perm::Read));
+        assert_eq!(Scope::parse("system/*.write").map(|s| s.to_string()), Ok("system/*.cud".into()));
+    }
+
+    #[test]
+    fn malformed_scopes_are_refused() {
+        for bad in ["system/Patient.rc", "system/Patient.", "system/Patient.x", "admin/Patient.r", "system/patient.r", "system/Patient.rr", "openid", "system/Patient.r?code=1"] {
+            assert!(Scope::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cover_is_containment() {
+        let all = Scope::parse("system/*.cruds").unwrap_or_else(|e| unreachable!("{e}"));
+        let one = Scope::parse("system/Patient.r").unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(all.covers(&one));
+        assert!(!one.covers(&all));
+        let user = Scope::parse("user/Patient.r").unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(!all.covers(&user));
+    }
+}

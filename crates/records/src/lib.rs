@@ -1,0 +1,28 @@
+//! Clinical records (診療録等) as FHIR R4 resources: parsing and structural validation, immutable
+//! versions with content hashes and server-written Provenance (真正性), the storage traits the
+//! store adapters implement, and the record service that the HTTP edge and the CLI call.
+//!
+//! No I/O happens here: storage sits behind [`Store`], time behind [`Clock`].
+
+mod canonical;
+mod clock;
+mod error;
+pub mod primitive;
+mod provenance;
+mod service;
+mod store;
+mod types;
+pub mod validate;
+
+pub use canonical::{canonical_json, content_hash};
+pub use clock::{Clock, SystemClock, Timestamp};
+pub use error::{Issue, IssueCode, RecordError, Severity};
+pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM};
+pub use service::{
+    Condition, FsckReport, HistoryPage, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
+    parse_resource,
+};
+pub use store::{
+    EntryStatus, HistoryQuery, IdentifierToken, Method, Store, StoreError, Tx, VersionRecord,
+};
+pub use types::{ResourceId, ResourceType};

@@ -1,0 +1,703 @@
+//! The record service: every create, read, update, patch, delete, history, conditional
+//! interaction, approval (確定), integrity check and purge goes through here.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::provenance::{ProvenanceFacts, build as build_provenance};
+use crate::{
+    Actor, Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, Issue, IssueCode, Method,
+    RecordError, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord, canonical, validate,
+};
+
+/// Retention periods (保存期間) per resource type, in years from the record's last version.
+#[derive(Debug, Clone)]
+pub struct RetentionPolicy {
+    /// For types not listed.
+    pub default_years: u32,
+    /// Per type.
+    pub per_type: HashMap<String, u32>,
+}
+
+impl Default for RetentionPolicy {
+    /// Five years for everything: 診療録 must be kept 5 years (医師法 §24), and no type is
+    /// purgeable sooner unless configured so.
+    fn default() -> Self {
+        RetentionPolicy { default_years: 5, per_type: HashMap::new() }
+    }
+}
+
+impl RetentionPolicy {
+    /// Years for one type.
+    pub fn years_for(&self, rt: &ResourceType) -> u32 {
+        self.per_type.get(rt.as_str()).copied().unwrap_or(self.default_years)
+    }
+
+    /// When retention of a record last changed at `last` ends.
+    pub fn ends(&self, rt: &ResourceType, last: Timestamp) -> Timestamp {
+        // Calendar years, counted in 365.25-day years so leap days never shorten retention.
+        let micros_per_year: i64 = 36_525 * 24 * 3600 * 10_000;
+        Timestamp(last.0.saturating_add(i64::from(self.years_for(rt)).saturating_mul(micros_per_year)))
+    }
+}
+
+/// A body parsed and structurally validated against R4.
+#[derive(Debug, Clone)]
+pub struct ParsedBody(pub Value);
+
+/// Parses JSON bytes into a validated R4 resource.
+pub fn parse_resource(bytes: &[u8]) -> Result<ParsedBody, RecordError> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|e| RecordError::invalid(IssueCode::Structure, format!("body is not valid JSON: {e}")))?;
+    let issues = validate::validate_resource(mamori_fhir_schema::r4(), &v);
+    if issues.is_empty() { Ok(ParsedBody(v)) } else { Err(RecordError::Invalid(issues)) }
+}
+
+/// One search criterion of a conditional interaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// `_id=…`
+    Id(ResourceId),
+    /// `identifier=[system|]value`; `system` `None` = any system, `Some("")` = no system.
+    Identifier {
+        /// System.
+        system: Option<String>,
+        /// Value.
+        value: String,
+    },
+}
+
+fn percent_decode(s: &str) -> Result<String, RecordError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                    RecordError::invalid(IssueCode::Invalid, "malformed percent-encoding in condition")
+                })?;
+                out.push(v);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| RecordError::invalid(IssueCode::Invalid, "condition is not UTF-8"))
+}
+
+/// Parses the query of a conditional interaction (`identifier=urn:x|123&_id=abc`).
+///
+/// Only `_id` and `identifier` are supported until full search lands; anything else is refused
+/// rather than ignored, because ignoring a criterion would widen the match.
+pub fn parse_conditions(query: &str) -> Result<Vec<Condition>, RecordError> {
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k)?, percent_decode(v)?);
+        if v.is_empty() {
+            return Err(RecordError::invalid(IssueCode::Invalid, format!("condition parameter `{k}` has no value")));
+        }
+        match k.as_str() {
+            "_id" => out.push(Condition::Id(ResourceId::parse(&v)?)),
+            "identifier" => {
+                let (system, value) = match v.split_once('|') {
+                    Some((s, val)) => (Some(s.to_string()), val.to_string()),
+                    None => (None, v.clone()),
+                };
+                if value.is_empty() {
+                    return Err(RecordError::invalid(IssueCode::Invalid, "`identifier` condition needs a value"));
+                }
+                out.push(Condition::Identifier { system, value });
+            }
+            other => {
+                return Err(RecordError::invalid(
+                    IssueCode::NotSupported,
+                    format!("conditional interactions support only `_id` and `identifier`, not `{other}`"),
+                ));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(RecordError::invalid(IssueCode::Invalid, "a conditional interaction needs at least one criterion"));
+    }
+    Ok(out)
+}
+
+/// The result of a write.
+#[derive(Debug, Clone)]
+pub struct WriteOutcome {
+    /// Whether a new resource was created (201) rather than an existing one changed or matched.
+    pub created: bool,
+    /// Whether anything was written (a matched conditional create writes nothing).
+    pub written: bool,
+    /// The resulting current version.
+    pub record: VersionRecord,
+}
+
+/// One page of history, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Versions on this page.
+    pub entries: Vec<VersionRecord>,
+    /// All matching versions.
+    pub total: u64,
+}
+
+/// The result of an integrity scrub.
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    /// Versions re-hashed.
+    pub checked: u64,
+    /// `Type/id/_history/v` of each version whose stored hash does not match its content.
+    pub mismatches: Vec<String>,
+}
+
+/// The record service.
+pub struct Records {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    retention: RetentionPolicy,
+}
+
+struct Draft<'a> {
+    rt: &'a ResourceType,
+    id: &'a ResourceId,
+    method: Method,
+    body: Option<Value>,
+    previous: Option<&'a VersionRecord>,
+    actor: &'a Actor,
+    /// Author named by the client (X-Provenance), if any.
+    author: Option<String>,
+}
+
+/// Who the client says authored the content, from an `X-Provenance` resource.
+fn provenance_author(x_provenance: Option<&Value>) -> Result<Option<String>, RecordError> {
+    let Some(p) = x_provenance else { return Ok(None) };
+    if p.get("resourceType").and_then(Value::as_str) != Some("Provenance") {
+        return Err(RecordError::invalid(IssueCode::Invalid, "X-Provenance must be a Provenance resource"));
+    }
+    let agents = p.get("agent").and_then(Value::as_array).cloned().unwrap_or_default();
+    for a in &agents {
+        let is_author = a
+            .pointer("/type/coding")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c.get("code").and_then(Value::as_str) == Some("author")));
+        if is_author {
+            let r = a.pointer("/who/reference").and_then(Value::as_str).ok_or_else(|| {
+                RecordError::invalid(IssueCode::Invalid, "X-Provenance author needs `who.reference`")
+            })?;
+            if !r.split_once('/').is_some_and(|(t, id)| crate::primitive::is_id(id) && !t.is_empty()) {
+                return Err(RecordError::invalid(IssueCode::Value, "X-Provenance author must be a relative reference such as `Practitioner/123`"));
+            }
+            return Ok(Some(r.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+fn identifiers(body: &Value) -> Vec<IdentifierToken> {
+    let mut out = Vec::new();
+    let items: Vec<&Value> = match body.get("identifier") {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(v @ Value::Object(_)) => vec![v],
+        _ => Vec::new(),
+    };
+    for i in items {
+        if let Some(value) = i.get("value").and_then(Value::as_str) {
+            out.push(IdentifierToken {
+                system: i.get("system").and_then(Value::as_str).map(str::to_string),
+                value: value.to_string(),
+            });
+        }
+    }
+    out
+}
+
+/// Sets server-managed meta; drops client attempts to set version, time or entry status.
+fn stamp_meta(body: &mut Value, version: u64, now: Timestamp, pending_for: Option<&str>) {
+    let Some(obj) = body.as_object_mut() else { return };
+    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    let Some(m) = meta.as_object_mut() else { return };
+    m.insert("versionId".into(), Value::String(version.to_string()));
+    m.insert("lastUpdated".into(), Value::String(now.to_fhir()));
+    let mut tags: Vec<Value> = m
+        .get("tag")
+        .and_then(Value::as_array)
+        .map(|t| t.iter().filter(|t| t.get("system").and_then(Value::as_str) != Some(ENTRY_STATUS_SYSTEM)).cloned().collect())
+        .unwrap_or_default();
+    if let Some(author) = pending_for {
+        tags.push(json!({
+            "system": ENTRY_STATUS_SYSTEM,
+            "code": "pending-approval",
+            "display": format!("代行入力・承認待ち (awaiting approval by {author})"),
+        }));
+    }
+    if tags.is_empty() {
+        m.remove("tag");
+    } else {
+        m.insert("tag".into(), Value::Array(tags));
+    }
+}
+
+fn hex_hash(h: &[u8; 32]) -> String {
+    hex::encode(h)
+}
+
+fn reference(rt: &ResourceType, id: &ResourceId, v: u64) -> String {
+    format!("{rt}/{id}/_history/{v}")
+}
+
+impl Records {
+    /// A service over a store and a clock.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: RetentionPolicy) -> Self {
+        Records { store, clock, retention }
+    }
+
+    /// The retention policy in force.
+    pub fn retention(&self) -> &RetentionPolicy {
+        &self.retention
+    }
+
+    fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError>) -> Result<R, RecordError> {
+        let mut out = None;
+        self.store.write(&mut |tx| {
+            out = Some(f(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| RecordError::Store(crate::StoreError("transaction produced no result".into())))
+    }
+
+    fn read_tx<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError>) -> Result<R, RecordError> {
+        let mut out = None;
+        self.store.read(&mut |tx| {
+            out = Some(f(tx)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| RecordError::Store(crate::StoreError("read produced no result".into())))
+    }
+
+    /// Server time for a write: the clock, but never before anything already stored.
+    fn now(&self, tx: &mut dyn Tx) -> Result<Timestamp, RecordError> {
+        let now = self.clock.now();
+        Ok(match tx.latest_timestamp()? {
+            Some(last) if last >= now => last.next(),
+            _ => now,
+        })
+    }
+
+    /// Writes one version and the Provenance that records it, in the caller's transaction.
+    fn commit(&self, tx: &mut dyn Tx, d: Draft<'_>) -> Result<VersionRecord, RecordError> {
+        let now = self.now(tx)?;
+        let version = d.previous.map_or(1, |p| p.version + 1);
+        let enterer = d.actor.label();
+        // A correction by someone other than the pending author keeps it pending for that author.
+        let inherited = match d.previous.map(|p| &p.status) {
+            Some(EntryStatus::Pending { author }) if *author != enterer && d.method != Method::Delete => Some(author.clone()),
+            _ => None,
+        };
+        let author = d.author.clone().or(inherited).unwrap_or_else(|| enterer.clone());
+        let pending = author != enterer && d.method != Method::Delete;
+        let status = if pending { EntryStatus::Pending { author: author.clone() } } else { EntryStatus::Final };
+
+        let (body, hash) = match d.body {
+            Some(mut b) => {
+                stamp_meta(&mut b, version, now, pending.then_some(author.as_str()));
+                let hash = canonical::content_hash(&b);
+                (Some(b), hash)
+            }
+            None => (None, canonical::content_hash(&Value::Null)),
+        };
+        let tokens = body.as_ref().map(identifiers).unwrap_or_default();
+        let record = VersionRecord {
+            resource_type: d.rt.clone(),
+            id: d.id.clone(),
+            version,
+            last_updated: now,
+            method: d.method,
+            body: body.map(|b| Arc::from(b.to_string())),
+            content_sha256: hash,
+            entered_by: enterer.clone(),
+            status,
+            server_written: false,
+        };
+        tx.put(&record, &tokens)?;
+
+        let mut prov = build_provenance(&ProvenanceFacts {
+            target: reference(d.rt, d.id, version),
+            sha256_hex: hex_hash(&hash),
+            recorded: now,
+            method: d.method,
+            enterer: &enterer,
+            author: &author,
+            attester: if pending { None } else if d.method == Method::Approve { Some(&enterer) } else { Some(&author) },
+            previous: d.previous.map(|p| reference(&p.resource_type, &p.id, p.version)),
+        });
+        let prov_id = ResourceId::generate()?;
+        if let Some(o) = prov.as_object_mut() {
+            o.insert("id".into(), Value::String(prov_id.to_string()));
+        }
+        stamp_meta(&mut prov, 1, now, None);
+        let prov_hash = canonical::content_hash(&prov);
+        let prov_record = VersionRecord {
+            resource_type: ResourceType::parse("Provenance")?,
+            id: prov_id,
+            version: 1,
+            last_updated: now,
+            method: Method::Create,
+            body: Some(Arc::from(prov.to_string())),
+            content_sha256: prov_hash,
+            entered_by: "operator:mamori".into(),
+            status: EntryStatus::Final,
+            server_written: true,
+        };
+        tx.put(&prov_record, &[])?;
+        Ok(record)
+    }
+
+    fn matches(&self, tx: &mut dyn Tx, rt: &ResourceType, conds: &[Condition]) -> Result<Vec<ResourceId>, RecordError> {
+        let mut result: Option<BTreeSet<ResourceId>> = None;
+        for c in conds {
+            let found: BTreeSet<ResourceId> = match c {
+                Condition::Id(id) => match tx.current(rt, id)? {
+                    Some(v) if !v.is_deleted() => [id.clone()].into_iter().collect(),
+                    _ => BTreeSet::new(),
+                },
+                Condition::Identifier { system, value } => {
+                    tx.find_by_identifier(rt, system.as_deref(), value)?.into_iter().collect()
+                }
+            };
+            result = Some(match result {
+                None => found,
+                Some(r) => r.intersection(&found).cloned().collect(),
+            });
+        }
+        Ok(result.unwrap_or_default().into_iter().collect())
+    }
+
+    /// `POST /Type`, optionally conditional on `If-None-Exist`.
+    pub fn create(
+        &self,
+        actor: &Actor,
+        rt: &ResourceType,
+        body: ParsedBody,
+        if_none_exist: Option<&[Condition]>,
+        x_provenance: Option<&Value>,
+    ) -> Result<WriteOutcome, RecordError> {
+        let mut v = body.0;
+        check_type(&v, rt)?;
+        let author = provenance_author(x_provenance)?;
+        self.write(|tx| {
+            if let Some(conds) = if_none_exist {
+                let found = self.matches(tx, rt, conds)?;
+                match found.as_slice() {
+                    [] => {}
+                    [one] => {
+                        let record = tx.current(rt, one)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{one}")))?;
+                        return Ok(WriteOutcome { created: false, written: false, record });
+                    }
+                    many => return Err(RecordError::MultipleMatches(many.len())),
+                }
+            }
+            let id = ResourceId::generate()?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("id".into(), Value::String(id.to_string()));
+            }
+            let record = self.commit(tx, Draft {
+                rt,
+                id: &id,
+                method: Method::Create,
+                body: Some(v.clone()),
+                previous: None,
+                actor,
+                author: author.clone(),
+            })?;
+            Ok(WriteOutcome { created: true, written: true, record })
+        })
+    }
+
+    /// `PUT /Type/id`: update, or create with that id when it does not exist.
+    pub fn update(
+        &self,
+        actor: &Actor,
+        rt: &ResourceType,
+        id: &ResourceId,
+        body: ParsedBody,
+        if_match: Option<u64>,
+        x_provenance: Option<&Value>,
+    ) -> Result<WriteOutcome, RecordError> {
+        let v = body.0;
+        check_type(&v, rt)?;
+        match v.get("id").and_then(Value::as_str) {
+            Some(body_id) if body_id == id.as_str() => {}
+            Some(body_id) => {
+                return Err(RecordError::invalid(
+                    IssueCode::Invalid,
+                    format!("resource id `{body_id}` does not match the URL id `{id}`"),
+                ));
+            }
+            None => return Err(RecordError::invalid(IssueCode::Invalid, "an update needs the resource `id` in the body")),
+        }
+        let author = provenance_author(x_provenance)?;
+        self.write(|tx| self.update_in(tx, actor, rt, id, v.clone(), if_match, author.clone(), Method::Update))
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one internal step shared by update, patch and conditional update")]
+    fn update_in(
+        &self,
+        tx: &mut dyn Tx,
+        actor: &Actor,
+        rt: &ResourceType,
+        id: &ResourceId,
+        body: Value,
+        if_match: Option<u64>,
+        author: Option<String>,
+        method: Method,
+    ) -> Result<WriteOutcome, RecordError> {
+        let current = tx.current(rt, id)?;
+        if let Some(expected) = if_match {
+            let now = current.as_ref().map_or(0, |c| c.version);
+            if now != expected {
+                return Err(RecordError::VersionConflict { expected, current: now });
+            }
+        }
+        if current.as_ref().is_some_and(|c| c.server_written) {
+            return Err(RecordError::Forbidden(format!("{rt}/{id} is written by the server and cannot be changed")));
+        }
+        let created = current.as_ref().is_none_or(VersionRecord::is_deleted);
+        let method = if current.is_none() { Method::Create } else { method };
+        let record = self.commit(tx, Draft { rt, id, method, body: Some(body), previous: current.as_ref(), actor, author })?;
+        Ok(WriteOutcome { created, written: true, record })
+    }
+
+    /// `PUT /Type?criteria`.
+    pub fn conditional_update(
+        &self,
+        actor: &Actor,
+        rt: &ResourceType,
+        conds: &[Condition],
+        body: ParsedBody,
+        x_provenance: Option<&Value>,
+    ) -> Result<WriteOutcome, RecordError> {
+        let mut v = body.0;
+        check_type(&v, rt)?;
+        let author = provenance_author(x_provenance)?;
+        let body_id = match v.get("id") {
+            Some(Value::String(s)) => Some(ResourceId::parse(s)?),
+            _ => None,
+        };
+        self.write(|tx| {
+            let found = self.matches(tx, rt, conds)?;
+            let id = match (found.as_slice(), &body_id) {
+                ([], Some(bid)) => bid.clone(),
+                ([], None) => ResourceId::generate()?,
+                ([one], Some(bid)) if one != bid => {
+                    return Err(RecordError::invalid(
+                        IssueCode::Invalid,
+                        format!("the condition matched `{one}` but the body has id `{bid}`"),
+                    ));
+                }
+                ([one], _) => one.clone(),
+                (many, _) => return Err(RecordError::MultipleMatches(many.len())),
+            };
+            if let Some(o) = v.as_object_mut() {
+                o.insert("id".into(), Value::String(id.to_string()));
+            }
+            self.update_in(tx, actor, rt, &id, v.clone(), None, author.clone(), Method::Update)
+        })
+    }
+
+    /// `PATCH /Type/id` with a JSON Patch (RFC 6902) document.
+    pub fn patch(
+        &self,
+        actor: &Actor,
+        rt: &ResourceType,
+        id: &ResourceId,
+        patch: &[u8],
+        if_match: Option<u64>,
+    ) -> Result<WriteOutcome, RecordError> {
+        let ops: json_patch::Patch = serde_json::from_slice(patch)
+            .map_err(|e| RecordError::invalid(IssueCode::Structure, format!("not a JSON Patch document: {e}")))?;
+        self.write(|tx| {
+            let current = live(tx.current(rt, id)?, rt, id)?;
+            let body = current.body.as_deref().unwrap_or("null");
+            let mut v: Value = serde_json::from_str(body).map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
+            json_patch::patch(&mut v, &ops)
+                .map_err(|e| RecordError::Unprocessable(format!("patch failed: {e}")))?;
+            check_type(&v, rt)?;
+            if v.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+                return Err(RecordError::invalid(IssueCode::Invalid, "a patch may not change the resource id"));
+            }
+            let issues = validate::validate_resource(mamori_fhir_schema::r4(), &v);
+            if !issues.is_empty() {
+                return Err(RecordError::Invalid(issues));
+            }
+            self.update_in(tx, actor, rt, id, v, if_match, None, Method::Patch)
+        })
+    }
+
+    /// `DELETE /Type/id`: a logical delete. Returns the deletion version, or `None` if there was
+    /// nothing live to delete.
+    pub fn delete(&self, actor: &Actor, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, RecordError> {
+        self.write(|tx| self.delete_in(tx, actor, rt, id))
+    }
+
+    fn delete_in(&self, tx: &mut dyn Tx, actor: &Actor, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, RecordError> {
+        match tx.current(rt, id)? {
+            None => Err(RecordError::NotFound(format!("{rt}/{id}"))),
+            Some(c) if c.is_deleted() => Ok(None),
+            Some(c) if c.server_written => {
+                Err(RecordError::Forbidden(format!("{rt}/{id} is written by the server and cannot be deleted")))
+            }
+            Some(c) => {
+                let r = self.commit(tx, Draft { rt, id, method: Method::Delete, body: None, previous: Some(&c), actor, author: None })?;
+                Ok(Some(r))
+            }
+        }
+    }
+
+    /// `DELETE /Type?criteria`: deletes the one match; no match is not an error.
+    pub fn conditional_delete(&self, actor: &Actor, rt: &ResourceType, conds: &[Condition]) -> Result<Option<VersionRecord>, RecordError> {
+        self.write(|tx| {
+            let found = self.matches(tx, rt, conds)?;
+            match found.as_slice() {
+                [] => Ok(None),
+                [one] => self.delete_in(tx, actor, rt, one),
+                many => Err(RecordError::MultipleMatches(many.len())),
+            }
+        })
+    }
+
+    /// `POST /Type/id/$approve`: the author finalises (確定) a version entered on their behalf.
+    pub fn approve(&self, actor: &Actor, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
+        self.write(|tx| {
+            let current = live(tx.current(rt, id)?, rt, id)?;
+            let EntryStatus::Pending { author } = &current.status else {
+                return Err(RecordError::Conflict(format!("{rt}/{id} is not awaiting approval")));
+            };
+            if *author != actor.label() {
+                return Err(RecordError::Forbidden(format!(
+                    "only {author}, the author named at proxy entry (代行入力), can approve {rt}/{id}"
+                )));
+            }
+            let body: Value = serde_json::from_str(current.body.as_deref().unwrap_or("null"))
+                .map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
+            self.commit(tx, Draft {
+                rt,
+                id,
+                method: Method::Approve,
+                body: Some(body),
+                previous: Some(&current),
+                actor,
+                author: Some(author.clone()),
+            })
+        })
+    }
+
+    /// `GET /Type/id`.
+    pub fn read(&self, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
+        self.read_tx(|tx| live(tx.current(rt, id)?, rt, id))
+    }
+
+    /// `GET /Type/id/_history/vid`.
+    pub fn vread(&self, rt: &ResourceType, id: &ResourceId, version: u64) -> Result<VersionRecord, RecordError> {
+        self.read_tx(|tx| match tx.version(rt, id, version)? {
+            Some(v) if v.is_deleted() => Err(RecordError::Gone(reference(rt, id, version))),
+            Some(v) => Ok(v),
+            None => Err(RecordError::NotFound(reference(rt, id, version))),
+        })
+    }
+
+    /// Current, live resources of a type matching every condition.
+    pub fn search(&self, rt: &ResourceType, conds: &[Condition]) -> Result<Vec<VersionRecord>, RecordError> {
+        self.read_tx(|tx| {
+            let mut out = Vec::new();
+            for id in self.matches(tx, rt, conds)? {
+                if let Some(v) = tx.current(rt, &id)? {
+                    if !v.is_deleted() {
+                        out.push(v);
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Instance, type or system history.
+    pub fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, RecordError> {
+        self.read_tx(|tx| {
+            if let (Some(rt), Some(id)) = (&q.resource_type, &q.id) {
+                if tx.current(rt, id)?.is_none() {
+                    return Err(RecordError::NotFound(format!("{rt}/{id}")));
+                }
+            }
+            let (entries, total) = tx.history(q)?;
+            Ok(HistoryPage { entries, total })
+        })
+    }
+
+    /// Re-hashes every stored version and reports mismatches (R2/R4 integrity scrub).
+    pub fn fsck(&self) -> Result<FsckReport, RecordError> {
+        self.read_tx(|tx| {
+            let mut report = FsckReport::default();
+            tx.for_each_version(&mut |v| {
+                report.checked += 1;
+                let actual = match v.body.as_deref() {
+                    None => Some(canonical::content_hash(&Value::Null)),
+                    Some(b) => serde_json::from_str::<Value>(b).ok().map(|v| canonical::content_hash(&v)),
+                };
+                if actual != Some(v.content_sha256) {
+                    report.mismatches.push(reference(&v.resource_type, &v.id, v.version));
+                }
+                true
+            })?;
+            Ok(report)
+        })
+    }
+
+    /// Physically removes a deleted record whose retention period has ended. Inside retention
+    /// this always fails.
+    pub fn purge(&self, rt: &ResourceType, id: &ResourceId) -> Result<u64, RecordError> {
+        self.write(|tx| {
+            let current = tx.current(rt, id)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{id}")))?;
+            if !current.is_deleted() {
+                return Err(RecordError::Conflict(format!("{rt}/{id} is live; delete it before it can be purged")));
+            }
+            let ends = self.retention.ends(rt, current.last_updated);
+            if self.clock.now() < ends {
+                return Err(RecordError::Forbidden(format!(
+                    "{rt}/{id} is within its retention period (保存期間, {} years) until {}",
+                    self.retention.years_for(rt),
+                    ends.to_fhir()
+                )));
+            }
+            Ok(tx.purge(rt, id)?)
+        })
+    }
+}
+
+fn live(v: Option<VersionRecord>, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
+    match v {
+        Some(v) if v.is_deleted() => Err(RecordError::Gone(format!("{rt}/{id}"))),
+        Some(v) => Ok(v),
+        None => Err(RecordError::NotFound(format!("{rt}/{id}"))),
+    }
+}
+
+fn check_type(v: &Value, rt: &ResourceType) -> Result<(), RecordError> {
+    match v.get("resourceType").and_then(Value::as_str) {
+        Some(t) if t == rt.as_str() => Ok(()),
+        Some(t) => Err(RecordError::Invalid(vec![
+            Issue::error(IssueCode::Invalid, format!("resourceType `{t}` does not match the URL type `{rt}`")).at("resourceType"),
+        ])),
+        None => Err(RecordError::invalid(IssueCode::Structure, "missing `resourceType`")),
+    }
+}

@@ -1,0 +1,152 @@
+//! What the record service needs from storage. Adapters (SQLite, PostgreSQL) implement these.
+//!
+//! INVARIANT: a version, its index entries and its Provenance are written in one [`Store::write`]
+//! transaction; if any part fails, none is visible.
+
+use std::sync::Arc;
+
+use crate::{RecordError, ResourceId, ResourceType, Timestamp};
+
+/// A storage failure, described for logs.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+/// How a version came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Created.
+    Create,
+    /// Replaced by an update.
+    Update,
+    /// Changed by a JSON Patch.
+    Patch,
+    /// Logically deleted.
+    Delete,
+    /// Finalised (確定) by its author after proxy entry.
+    Approve,
+}
+
+impl Method {
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Create => "create",
+            Method::Update => "update",
+            Method::Patch => "patch",
+            Method::Delete => "delete",
+            Method::Approve => "approve",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Method> {
+        Some(match s {
+            "create" => Method::Create,
+            "update" => Method::Update,
+            "patch" => Method::Patch,
+            "delete" => Method::Delete,
+            "approve" => Method::Approve,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether a version is final or awaits its author's approval (代行入力).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryStatus {
+    /// Final: entered by its author, or approved.
+    Final,
+    /// Entered on behalf of `author` (a reference such as `Practitioner/123`), awaiting approval.
+    Pending {
+        /// Who must approve.
+        author: String,
+    },
+}
+
+/// One immutable stored version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// Type.
+    pub resource_type: ResourceType,
+    /// Logical id.
+    pub id: ResourceId,
+    /// Version, from 1.
+    pub version: u64,
+    /// Server time of the write (never going backwards).
+    pub last_updated: Timestamp,
+    /// How the version came to be.
+    pub method: Method,
+    /// The JSON as stored (with `meta`); `None` for a deletion.
+    pub body: Option<Arc<str>>,
+    /// SHA-256 of the canonical form of `body` (of `null` for a deletion).
+    pub content_sha256: [u8; 32],
+    /// Who entered it (入力者), as a reference or `client:ID` / `user:NAME`.
+    pub entered_by: String,
+    /// Final or pending.
+    pub status: EntryStatus,
+    /// Written by the server itself (its own Provenance); clients may not change it.
+    pub server_written: bool,
+}
+
+impl VersionRecord {
+    /// Whether this version is a deletion.
+    pub fn is_deleted(&self) -> bool {
+        self.method == Method::Delete
+    }
+}
+
+/// An `identifier` token of the current version, kept for conditional interactions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentifierToken {
+    /// `Identifier.system`, if any.
+    pub system: Option<String>,
+    /// `Identifier.value`.
+    pub value: String,
+}
+
+/// Which versions a history asks for, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryQuery {
+    /// Restrict to one type.
+    pub resource_type: Option<ResourceType>,
+    /// Restrict to one resource (needs `resource_type`).
+    pub id: Option<ResourceId>,
+    /// Only versions written at or after this time (`_since`).
+    pub since: Option<Timestamp>,
+    /// Only versions written at or before this time (`_at`).
+    pub before: Option<Timestamp>,
+    /// Page size.
+    pub count: usize,
+    /// Versions to skip (paging).
+    pub offset: usize,
+}
+
+/// Reads and writes inside one transaction.
+pub trait Tx {
+    /// The newest version of a resource, deleted or not.
+    fn current(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, StoreError>;
+    /// One version.
+    fn version(&mut self, rt: &ResourceType, id: &ResourceId, version: u64) -> Result<Option<VersionRecord>, StoreError>;
+    /// A page of history, newest first, and the total count of matching versions.
+    fn history(&mut self, q: &HistoryQuery) -> Result<(Vec<VersionRecord>, u64), StoreError>;
+    /// Current, not deleted resources of a type having an identifier (`system` `None` = any system).
+    fn find_by_identifier(&mut self, rt: &ResourceType, system: Option<&str>, value: &str) -> Result<Vec<ResourceId>, StoreError>;
+    /// The latest timestamp ever stored, so time never goes backwards across restarts and processes.
+    fn latest_timestamp(&mut self) -> Result<Option<Timestamp>, StoreError>;
+    /// Appends a version and makes it current, replacing the resource's identifier tokens.
+    /// Fails if that version number already exists.
+    fn put(&mut self, v: &VersionRecord, identifiers: &[IdentifierToken]) -> Result<(), StoreError>;
+    /// Visits every stored version (for `fsck`); stop early by returning `false`.
+    fn for_each_version(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError>;
+    /// Removes every version of a resource; returns how many were removed.
+    fn purge(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<u64, StoreError>;
+}
+
+/// A transactional store.
+pub trait Store: Send + Sync {
+    /// Runs `f` in a serialisable write transaction; commits when it returns `Ok`.
+    fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError>;
+    /// Runs `f` on a consistent read snapshot.
+    fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError>;
+}

@@ -1,0 +1,197 @@
+//! The one path for security-configuration changes (C1): every change is a new version of a
+//! `(kind, key)` entry, attributed and with a reason, in an append-only table. Clients (X2) live
+//! here; roles, policies and classes will too.
+//!
+//! Also the OAuth token store.
+
+use mamori_oauth::{Client, OAuthStore, StoreError, TokenRecord};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use crate::{Error, SqliteStore};
+
+fn se(e: impl std::fmt::Display) -> StoreError {
+    let msg = e.to_string();
+    tracing::error!(error = %msg, "oauth store failure");
+    StoreError(msg)
+}
+
+/// A proposed change.
+#[derive(Debug, Clone)]
+pub struct ConfigChange<'a> {
+    /// Kind, e.g. `client`.
+    pub kind: &'a str,
+    /// Key within the kind, e.g. the client id.
+    pub key: &'a str,
+    /// New value (JSON); `None` removes the entry.
+    pub value: Option<serde_json::Value>,
+    /// Who makes the change.
+    pub changed_by: &'a str,
+    /// Why.
+    pub reason: &'a str,
+    /// The version the change was based on (`None` = must not exist yet); a mismatch is refused
+    /// so that concurrent edits cannot overwrite each other.
+    pub expected_version: Option<u64>,
+    /// Unix microseconds.
+    pub now_micros: i64,
+}
+
+/// One version of a configuration entry.
+#[derive(Debug, Clone)]
+pub struct ConfigEntry {
+    /// Kind.
+    pub kind: String,
+    /// Key.
+    pub key: String,
+    /// Version, from 1.
+    pub version: u64,
+    /// Value; `None` if removed.
+    pub value: Option<serde_json::Value>,
+    /// Who.
+    pub changed_by: String,
+    /// Unix microseconds.
+    pub changed_at: i64,
+    /// Why.
+    pub reason: String,
+}
+
+impl SqliteStore {
+    /// Applies a configuration change; returns the new version. Fails with
+    /// [`Error::Corrupt`] naming the conflict if `expected_version` is stale.
+    pub fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error> {
+        let mut conn = self.writer()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<i64> = tx
+            .query_row("SELECT MAX(version) FROM config_versions WHERE kind = ?1 AND key = ?2", params![c.kind, c.key], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let current = current.and_then(|v| u64::try_from(v).ok());
+        if current != c.expected_version {
+            return Err(Error::Corrupt(format!(
+                "{} `{}` changed concurrently (now at version {}); reload and retry",
+                c.kind,
+                c.key,
+                current.unwrap_or(0)
+            )));
+        }
+        let next = current.unwrap_or(0) + 1;
+        tx.execute(
+            "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                c.kind,
+                c.key,
+                i64::try_from(next).unwrap_or(i64::MAX),
+                c.value.as_ref().map(|v| v.to_string()),
+                c.changed_by,
+                c.now_micros,
+                c.reason
+            ],
+        )?;
+        tx.commit()?;
+        Ok(next)
+    }
+
+    /// The current version of every live entry of a kind.
+    pub fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let conn = self.reader()?;
+        let mut st = conn.prepare_cached(
+            "SELECT c.kind, c.key, c.version, c.value, c.changed_by, c.changed_at, c.reason FROM config_versions c
+             WHERE c.kind = ?1 AND c.version = (SELECT MAX(version) FROM config_versions d WHERE d.kind = c.kind AND d.key = c.key)
+             AND c.value IS NOT NULL ORDER BY c.key",
+        )?;
+        let rows = st.query_map(params![kind], entry)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+
+    /// One entry's current version.
+    pub fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error> {
+        let conn = self.reader()?;
+        let mut st = conn.prepare_cached(
+            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
+             WHERE kind = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
+        )?;
+        st.query_row(params![kind, key], entry).optional()?.transpose()
+    }
+
+    /// Every version of one entry, oldest first.
+    pub fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let conn = self.reader()?;
+        let mut st = conn.prepare_cached(
+            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
+             WHERE kind = ?1 AND key = ?2 ORDER BY version",
+        )?;
+        let rows = st.query_map(params![kind, key], entry)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r??);
+        }
+        Ok(out)
+    }
+}
+
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ConfigEntry, Error>> {
+    let value: Option<String> = r.get(3)?;
+    let version: i64 = r.get(2)?;
+    Ok((|| {
+        Ok(ConfigEntry {
+            kind: r.get(0)?,
+            key: r.get(1)?,
+            version: u64::try_from(version).map_err(|e| Error::Corrupt(e.to_string()))?,
+            value: value.map(|v| serde_json::from_str(&v)).transpose().map_err(|e| Error::Corrupt(e.to_string()))?,
+            changed_by: r.get(4)?,
+            changed_at: r.get(5)?,
+            reason: r.get(6)?,
+        })
+    })())
+}
+
+impl OAuthStore for SqliteStore {
+    fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        let Some(e) = self.config_get("client", id).map_err(se)? else { return Ok(None) };
+        match e.value {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v).map(Some).map_err(se),
+        }
+    }
+
+    fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let conn = self.writer().map_err(se)?;
+        conn.prepare_cached(
+            "INSERT INTO access_tokens (sha256, client_id, subject, fhir_user, scope, issued_at, expires_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(se)?
+        .execute(params![&t.token_sha256[..], t.client_id, t.subject, t.fhir_user, t.scope, t.issued_at, t.expires_at, i64::from(t.revoked)])
+        .map_err(se)?;
+        Ok(())
+    }
+
+    fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        let conn = self.reader().map_err(se)?;
+        let mut st = conn
+            .prepare_cached("SELECT client_id, subject, fhir_user, scope, issued_at, expires_at, revoked FROM access_tokens WHERE sha256 = ?1")
+            .map_err(se)?;
+        st.query_row(params![&sha256[..]], |r| {
+            Ok(TokenRecord {
+                token_sha256: *sha256,
+                client_id: r.get(0)?,
+                subject: r.get(1)?,
+                fhir_user: r.get(2)?,
+                scope: r.get(3)?,
+                issued_at: r.get(4)?,
+                expires_at: r.get(5)?,
+                revoked: r.get::<_, i64>(6)? != 0,
+            })
+        })
+        .optional()
+        .map_err(se)
+    }
+
+    fn revoke_token(&self, sha256: &[u8; 32]) -> Result<bool, StoreError> {
+        let conn = self.writer().map_err(se)?;
+        let n = conn.execute("UPDATE access_tokens SET revoked = 1 WHERE sha256 = ?1", params![&sha256[..]]).map_err(se)?;
+        Ok(n > 0)
+    }
+}

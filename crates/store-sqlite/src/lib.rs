@@ -1,0 +1,157 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, one file under the data
+//! directory, no set-up. Implements the record store, the OAuth store and the single path for
+//! security-configuration changes (versioned, attributed).
+//!
+//! Several processes may open the same file (the server and the CLI); SQLite's locking
+//! serialises writers and `busy_timeout` makes them wait rather than fail.
+
+mod config;
+mod records;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags};
+
+pub use config::{ConfigChange, ConfigEntry};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value did not decode.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// A lock was poisoned by a panic in another thread.
+    #[error("store lock poisoned")]
+    Poisoned,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS versions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    method TEXT NOT NULL,
+    body TEXT,
+    sha256 BLOB NOT NULL,
+    entered_by TEXT NOT NULL,
+    pending_author TEXT,
+    server_written INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (type, id, version)
+);
+CREATE INDEX IF NOT EXISTS versions_by_time ON versions (last_updated);
+CREATE INDEX IF NOT EXISTS versions_by_type ON versions (type, seq);
+CREATE TABLE IF NOT EXISTS resources (
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (type, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS identifier_index (
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    system TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS identifier_lookup ON identifier_index (type, value, system);
+CREATE INDEX IF NOT EXISTS identifier_owner ON identifier_index (type, id);
+CREATE TABLE IF NOT EXISTS store_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Versions are immutable (真正性): no UPDATE ever, DELETE only inside a purge.
+CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
+BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
+WHEN (SELECT value FROM store_flags WHERE name = 'purge') IS NULL
+BEGIN SELECT RAISE(ABORT, 'versions are removed only by a purge'); END;
+CREATE TABLE IF NOT EXISTS config_versions (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    value TEXT,
+    changed_by TEXT NOT NULL,
+    changed_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, key, version)
+);
+CREATE TRIGGER IF NOT EXISTS config_no_update BEFORE UPDATE ON config_versions
+BEGIN SELECT RAISE(ABORT, 'configuration history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS config_no_delete BEFORE DELETE ON config_versions
+BEGIN SELECT RAISE(ABORT, 'configuration history is append-only'); END;
+CREATE TABLE IF NOT EXISTS access_tokens (
+    sha256 BLOB PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    subject TEXT,
+    fhir_user TEXT,
+    scope TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_tokens_by_client ON access_tokens (client_id);
+"#;
+
+const READERS: usize = 4;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+fn open_conn(path: &Path, read_only: bool) -> Result<Connection, Error> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let c = Connection::open_with_flags(path, flags)?;
+    c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // FULL: a committed transaction survives power loss, not just a process crash.
+    c.pragma_update(None, "synchronous", "FULL")?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(c)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file `mamori.db` in `dir`.
+    pub fn open(dir: &Path) -> Result<SqliteStore, Error> {
+        let path = dir.join("mamori.db");
+        let writer = open_conn(&path, false)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.execute_batch(SCHEMA)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(Mutex::new(open_conn(&path, true)?));
+        }
+        Ok(SqliteStore { writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, Connection>, Error> {
+        self.writer.lock().map_err(|_| Error::Poisoned)
+    }
+
+    fn reader(&self) -> Result<MutexGuard<'_, Connection>, Error> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            if let Some(m) = self.readers.get((start + i) % self.readers.len()) {
+                if let Ok(g) = m.try_lock() {
+                    return Ok(g);
+                }
+            }
+        }
+        self.readers.get(start % self.readers.len()).ok_or(Error::Poisoned)?.lock().map_err(|_| Error::Poisoned)
+    }
+
+    /// A quick liveness check for `/healthz`.
+    pub fn ping(&self) -> Result<(), Error> {
+        self.reader()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}

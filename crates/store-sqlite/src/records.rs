@@ -1,0 +1,246 @@
+//! [`mamori_records::Store`] on SQLite.
+
+use std::sync::Arc;
+
+use mamori_records::{
+    EntryStatus, HistoryQuery, IdentifierToken, Method, RecordError, ResourceId, ResourceType, Store, StoreError,
+    Timestamp, Tx, VersionRecord,
+};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::{Error, SqliteStore};
+
+fn se(e: impl std::fmt::Display) -> StoreError {
+    let msg = e.to_string();
+    tracing::error!(error = %msg, "record store failure");
+    StoreError(msg)
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        se(e)
+    }
+}
+
+const COLS: &str = "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written";
+
+fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
+    let rt: String = r.get(0)?;
+    let id: String = r.get(1)?;
+    let version: i64 = r.get(2)?;
+    let method: String = r.get(4)?;
+    let body: Option<String> = r.get(5)?;
+    let sha: Vec<u8> = r.get(6)?;
+    let pending: Option<String> = r.get(8)?;
+    let server_written: i64 = r.get(9)?;
+    Ok((|| {
+        Ok(VersionRecord {
+            resource_type: ResourceType::parse(&rt).map_err(se)?,
+            id: ResourceId::parse(&id).map_err(se)?,
+            version: u64::try_from(version).map_err(se)?,
+            last_updated: Timestamp(r.get(3).map_err(se)?),
+            method: Method::parse(&method).ok_or_else(|| se(format!("unknown method `{method}`")))?,
+            body: body.map(Arc::from),
+            content_sha256: sha.try_into().map_err(|_| se("hash is not 32 bytes"))?,
+            entered_by: r.get(7).map_err(se)?,
+            status: pending.map_or(EntryStatus::Final, |author| EntryStatus::Pending { author }),
+            server_written: server_written != 0,
+        })
+    })())
+}
+
+struct SqlTx<'c> {
+    c: &'c Connection,
+}
+
+impl SqlTx<'_> {
+    fn one(&self, sql: &str, p: impl rusqlite::Params) -> Result<Option<VersionRecord>, StoreError> {
+        let mut st = self.c.prepare_cached(sql).map_err(se)?;
+        st.query_row(p, row_to_version).optional().map_err(se)?.transpose()
+    }
+}
+
+impl Tx for SqlTx<'_> {
+    fn current(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, StoreError> {
+        self.one(
+            &format!("SELECT {COLS} FROM versions WHERE seq = (SELECT seq FROM resources WHERE type = ?1 AND id = ?2)"),
+            params![rt.as_str(), id.as_str()],
+        )
+    }
+
+    fn version(&mut self, rt: &ResourceType, id: &ResourceId, version: u64) -> Result<Option<VersionRecord>, StoreError> {
+        let v = i64::try_from(version).unwrap_or(i64::MAX);
+        self.one(
+            &format!("SELECT {COLS} FROM versions WHERE type = ?1 AND id = ?2 AND version = ?3"),
+            params![rt.as_str(), id.as_str(), v],
+        )
+    }
+
+    fn history(&mut self, q: &HistoryQuery) -> Result<(Vec<VersionRecord>, u64), StoreError> {
+        // Server-written Provenance is listed in system and type history like any resource.
+        let mut cond = vec!["1 = 1".to_string()];
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(rt) = &q.resource_type {
+            args.push(rt.as_str().to_string().into());
+            cond.push(format!("type = ?{}", args.len()));
+        }
+        if let Some(id) = &q.id {
+            args.push(id.as_str().to_string().into());
+            cond.push(format!("id = ?{}", args.len()));
+        }
+        if let Some(s) = q.since {
+            args.push(s.0.into());
+            cond.push(format!("last_updated >= ?{}", args.len()));
+        }
+        if let Some(b) = q.before {
+            args.push(b.0.into());
+            cond.push(format!("last_updated <= ?{}", args.len()));
+        }
+        let wh = cond.join(" AND ");
+        let total: i64 = self
+            .c
+            .prepare_cached(&format!("SELECT COUNT(*) FROM versions WHERE {wh}"))
+            .map_err(se)?
+            .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+            .map_err(se)?;
+        let limit = i64::try_from(q.count).unwrap_or(i64::MAX);
+        let offset = i64::try_from(q.offset).unwrap_or(i64::MAX);
+        let sql = format!("SELECT {COLS} FROM versions WHERE {wh} ORDER BY seq DESC LIMIT {limit} OFFSET {offset}");
+        let mut st = self.c.prepare_cached(&sql).map_err(se)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args.iter()), row_to_version).map_err(se)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r.map_err(se)??);
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
+    }
+
+    fn find_by_identifier(&mut self, rt: &ResourceType, system: Option<&str>, value: &str) -> Result<Vec<ResourceId>, StoreError> {
+        let mut out = Vec::new();
+        let ids: Vec<String> = match system {
+            None => {
+                let mut st = self
+                    .c
+                    .prepare_cached("SELECT DISTINCT id FROM identifier_index WHERE type = ?1 AND value = ?2")
+                    .map_err(se)?;
+                st.query_map(params![rt.as_str(), value], |r| r.get(0)).map_err(se)?.collect::<Result<_, _>>().map_err(se)?
+            }
+            Some(sys) => {
+                let mut st = self
+                    .c
+                    .prepare_cached("SELECT DISTINCT id FROM identifier_index WHERE type = ?1 AND value = ?2 AND system = ?3")
+                    .map_err(se)?;
+                st.query_map(params![rt.as_str(), value, sys], |r| r.get(0))
+                    .map_err(se)?
+                    .collect::<Result<_, _>>()
+                    .map_err(se)?
+            }
+        };
+        for id in ids {
+            out.push(ResourceId::parse(&id).map_err(se)?);
+        }
+        Ok(out)
+    }
+
+    fn latest_timestamp(&mut self) -> Result<Option<Timestamp>, StoreError> {
+        let v: Option<i64> = self
+            .c
+            .prepare_cached("SELECT MAX(last_updated) FROM versions")
+            .map_err(se)?
+            .query_row([], |r| r.get(0))
+            .map_err(se)?;
+        Ok(v.map(Timestamp))
+    }
+
+    fn put(&mut self, v: &VersionRecord, identifiers: &[IdentifierToken]) -> Result<(), StoreError> {
+        let pending = match &v.status {
+            EntryStatus::Final => None,
+            EntryStatus::Pending { author } => Some(author.as_str()),
+        };
+        let version = i64::try_from(v.version).map_err(se)?;
+        self.c
+            .prepare_cached(
+                "INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(se)?
+            .execute(params![
+                v.resource_type.as_str(),
+                v.id.as_str(),
+                version,
+                v.last_updated.0,
+                v.method.as_str(),
+                v.body.as_deref(),
+                &v.content_sha256[..],
+                v.entered_by,
+                pending,
+                i64::from(v.server_written),
+            ])
+            .map_err(se)?;
+        let seq = self.c.last_insert_rowid();
+        self.c
+            .prepare_cached("INSERT INTO resources (type, id, seq) VALUES (?1, ?2, ?3) ON CONFLICT (type, id) DO UPDATE SET seq = excluded.seq")
+            .map_err(se)?
+            .execute(params![v.resource_type.as_str(), v.id.as_str(), seq])
+            .map_err(se)?;
+        self.c
+            .prepare_cached("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2")
+            .map_err(se)?
+            .execute(params![v.resource_type.as_str(), v.id.as_str()])
+            .map_err(se)?;
+        if !v.is_deleted() {
+            let mut st = self
+                .c
+                .prepare_cached("INSERT INTO identifier_index (type, id, system, value) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(se)?;
+            for t in identifiers {
+                st.execute(params![v.resource_type.as_str(), v.id.as_str(), t.system.as_deref().unwrap_or(""), t.value])
+                    .map_err(se)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn for_each_version(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError> {
+        let mut st = self.c.prepare(&format!("SELECT {COLS} FROM versions ORDER BY seq")).map_err(se)?;
+        let mut rows = st.query([]).map_err(se)?;
+        while let Some(r) = rows.next().map_err(se)? {
+            let v = row_to_version(r).map_err(se)??;
+            if !f(&v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn purge(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<u64, StoreError> {
+        let c = self.c;
+        c.execute("INSERT INTO store_flags (name, value) VALUES ('purge', 'on')", []).map_err(se)?;
+        let n = c
+            .execute("DELETE FROM versions WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
+            .map_err(se)?;
+        c.execute("DELETE FROM store_flags WHERE name = 'purge'", []).map_err(se)?;
+        c.execute("DELETE FROM resources WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()]).map_err(se)?;
+        c.execute("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
+            .map_err(se)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+impl Store for SqliteStore {
+    fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {
+        let mut conn = self.writer().map_err(StoreError::from)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(se)?;
+        f(&mut SqlTx { c: &tx })?;
+        tx.commit().map_err(se)?;
+        Ok(())
+    }
+
+    fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {
+        let mut conn = self.reader().map_err(StoreError::from)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred).map_err(se)?;
+        f(&mut SqlTx { c: &tx })?;
+        tx.finish().map_err(se)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The command line: `serve`, `init`, `client`, `fsck`, `purge`. Every subcommand takes
+//! `--data-dir` and works while a server runs on the same directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mamori_oauth::{Client, ScopeSet, random_secret, sha256_hex};
+use mamori_records::{ResourceId, ResourceType};
+use mamori_store_sqlite::ConfigChange;
+
+use crate::datadir::{self, open_node};
+
+/// Mamori (守り): a FHIR R4 medical information system with the MHLW security guideline built in.
+#[derive(Debug, Parser)]
+#[command(name = "mamori", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+struct DataDir {
+    /// Data directory (embedded store, configuration, keys).
+    #[arg(long, default_value = "./mamori-data", env = "MAMORI_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (initialises an empty data directory first).
+    Serve(ServeArgs),
+    /// Initialise a data directory (configuration, keys, schema) without serving.
+    Init(DataDir),
+    /// Registered applications (OAuth clients).
+    #[command(subcommand)]
+    Client(ClientCmd),
+    /// Re-hash every stored version and report any mismatch (exit 1 if one is found).
+    Fsck(DataDir),
+    /// Physically remove a deleted record whose retention period (保存期間) has ended.
+    Purge {
+        #[command(flatten)]
+        dir: DataDir,
+        /// `Type/id`, e.g. `Patient/123`.
+        reference: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    dir: DataDir,
+    /// Address to listen on. Plain HTTP only on loopback; other addresses need TLS.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// TLS certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Public base URL used in links (default: derived from --listen).
+    #[arg(long)]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCmd {
+    /// Register a confidential client for the client-credentials grant; prints its secret once.
+    Add {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The client id.
+        client_id: String,
+        /// Scopes the client may be granted, e.g. "system/Patient.cruds system/Observation.rs".
+        #[arg(long)]
+        scope: String,
+        /// Human-readable name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Access-token lifetime, e.g. 300s, 15m, 1h (60 s – 24 h).
+        #[arg(long, default_value = "15m")]
+        token_lifetime: String,
+        /// Who registers it (recorded with the change).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// List registered clients.
+    List(DataDir),
+    /// Show one client and its configuration history.
+    Show {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The client id.
+        client_id: String,
+    },
+    /// Disable a client: it gets no tokens and its tokens stop working.
+    Disable {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The client id.
+        client_id: String,
+        /// Who disables it.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(code) => code,
+        Err(msg) => {
+            eprintln!("mamori: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let level = match std::env::var("MAMORI_LOG").as_deref() {
+        Ok("debug") => tracing::Level::DEBUG,
+        Ok("warn") => tracing::Level::WARN,
+        Ok("error") => tracing::Level::ERROR,
+        Ok("trace") => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).try_init();
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Serve(a) => serve(a),
+        Command::Init(d) => {
+            datadir::init(&d.data_dir)?;
+            open_node(&d.data_dir)?;
+            println!("initialised {}", d.data_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(c) => client(c),
+        Command::Fsck(d) => {
+            let node = open_node(&d.data_dir)?;
+            let report = node.records.fsck().map_err(|e| e.to_string())?;
+            if report.mismatches.is_empty() {
+                println!("fsck: {} versions checked, all hashes match", report.checked);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for m in &report.mismatches {
+                    println!("MISMATCH {m}");
+                }
+                println!("fsck: {} versions checked, {} mismatches", report.checked, report.mismatches.len());
+                Ok(ExitCode::from(1))
+            }
+        }
+        Command::Purge { dir, reference } => {
+            let (t, i) = reference.split_once('/').ok_or_else(|| format!("`{reference}` is not Type/id"))?;
+            let rt = ResourceType::parse(t).map_err(|e| e.to_string())?;
+            let id = ResourceId::parse(i).map_err(|e| e.to_string())?;
+            let node = open_node(&dir.data_dir)?;
+            let n = node.records.purge(&rt, &id).map_err(|e| e.to_string())?;
+            println!("purged {rt}/{id}: {n} versions removed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s2 = s.strip_prefix("localhost:").map(|p| format!("127.0.0.1:{p}"));
+    s2.as_deref().unwrap_or(s).parse().map_err(|_| format!("--listen `{s}` is not an address such as 127.0.0.1:8080"))
+}
+
+fn serve(a: ServeArgs) -> Result<ExitCode, String> {
+    let addr = parse_listen(&a.listen)?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(mamori_http::tls_config(&mamori_http::TlsFiles { cert: cert.clone(), key: key.clone() })?),
+        _ => None,
+    };
+    if tls.is_none() && !addr.ip().is_loopback() {
+        return Err(format!(
+            "refusing plain HTTP on `{addr}`: only loopback may be served without TLS; give --tls-cert and --tls-key"
+        ));
+    }
+    let node = open_node(&a.dir.data_dir)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{addr}`: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%bound, data_dir = %node.dir.display(), tls = tls.is_some(), "mamori serving");
+        println!("mamori serving {scheme}://{bound}/fhir (data: {})", node.dir.display());
+        mamori_http::serve(listener, app, tls, shutdown_signal()).await.map_err(|e| format!("server: {e}"))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn parse_duration(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (s.get(..i), 1),
+        Some((i, 'm')) => (s.get(..i), 60),
+        Some((i, 'h')) => (s.get(..i), 3600),
+        Some((i, 'd')) => (s.get(..i), 86_400),
+        _ => (Some(s), 1),
+    };
+    let n: u64 = num.and_then(|n| n.parse().ok()).ok_or_else(|| format!("`{s}` is not a duration such as 300s, 15m or 1h"))?;
+    let secs = n.saturating_mul(mult);
+    if !(60..=86_400).contains(&secs) {
+        return Err(format!("token lifetime `{s}` must be between 60 s and 24 h"));
+    }
+    Ok(secs)
+}
+
+fn valid_client_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn now_micros() -> i64 {
+    mamori_records::Clock::now(&mamori_records::SystemClock).0
+}
+
+fn client(c: ClientCmd) -> Result<ExitCode, String> {
+    match c {
+        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, operator } => {
+            if !valid_client_id(&client_id) {
+                return Err(format!("client id `{client_id}` must be 1–64 characters of A–Z a–z 0–9 - _ ."));
+            }
+            let scopes = ScopeSet::parse(&scope)?;
+            let lifetime = parse_duration(&token_lifetime)?;
+            let node = open_node(&dir.data_dir)?;
+            if node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.is_some_and(|e| e.value.is_some()) {
+                return Err(format!("client `{client_id}` already exists"));
+            }
+            let secret = random_secret().map_err(|e| e.to_string())?;
+            let record = Client {
+                id: client_id.clone(),
+                name,
+                secret_sha256: Some(sha256_hex(&secret)),
+                scope: scopes.to_string(),
+                disabled: false,
+                token_lifetime_secs: lifetime,
+            };
+            let previous = node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.map(|e| e.version);
+            node.store
+                .change_config(&ConfigChange {
+                    kind: "client",
+                    key: &client_id,
+                    value: Some(serde_json::to_value(&record).map_err(|e| e.to_string())?),
+                    changed_by: &format!("operator:{operator}"),
+                    reason: "client registered from the command line",
+                    expected_version: previous,
+                    now_micros: now_micros(),
+                })
+                .map_err(|e| e.to_string())?;
+            println!("client_id={client_id}");
+            println!("client_secret={secret}");
+            println!("scope={}", record.scope);
+            eprintln!("The secret is shown only now; store it in the application's secret store.");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::List(dir) => {
+            let node = open_node(&dir.data_dir)?;
+            for e in node.store.config_current("client").map_err(|e| e.to_string())? {
+                let c: Client = serde_json::from_value(e.value.unwrap_or_default()).map_err(|e| e.to_string())?;
+                println!("{}\t{}\t{}\tv{}", c.id, if c.disabled { "disabled" } else { "enabled" }, c.scope, e.version);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Show { dir, client_id } => {
+            let node = open_node(&dir.data_dir)?;
+            let history = node.store.config_history("client", &client_id).map_err(|e| e.to_string())?;
+            let Some(last) = history.last() else { return Err(format!("no client `{client_id}`")) };
+            let mut shown = last.value.clone().unwrap_or_default();
+            if let Some(o) = shown.as_object_mut() {
+                o.remove("secret_sha256");
+            }
+            println!("{}", serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?);
+            for h in &history {
+                println!("v{} {} by {}: {}", h.version, mamori_records::Timestamp(h.changed_at).to_fhir(), h.changed_by, h.reason);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Disable { dir, client_id, operator } => {
+            let node = open_node(&dir.data_dir)?;
+            let cur = node
+                .store
+                .config_get("client", &client_id)
+                .map_err(|e| e.to_string())?
+                .filter(|e| e.value.is_some())
+                .ok_or_else(|| format!("no client `{client_id}`"))?;
+            let mut c: Client = serde_json::from_value(cur.value.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
+            c.disabled = true;
+            node.store
+                .change_config(&ConfigChange {
+                    kind: "client",
+                    key: &client_id,
+                    value: Some(serde_json::to_value(&c).map_err(|e| e.to_string())?),
+                    changed_by: &format!("operator:{operator}"),
+                    reason: "client disabled from the command line",
+                    expected_version: Some(cur.version),
+                    now_micros: now_micros(),
+                })
+                .map_err(|e| e.to_string())?;
+            println!("client `{client_id}` disabled");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Ok(900));
+        assert_eq!(parse_duration("1h"), Ok(3600));
+        assert_eq!(parse_duration("120"), Ok(120));
+        assert!(parse_duration("5s").is_err());
+        assert!(parse_duration("2d").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! Mamori (守り): assembly of the domain crates, the stores and the HTTP edge into one program,
+//! and its command line. The binary's `main` only calls [`cli::main`].
+
+pub mod cli;
+pub mod config;
+pub mod datadir;
+
+pub use datadir::{Node, open_node};
