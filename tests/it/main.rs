@@ -1,1 +1,11 @@
-fn main(){}
+//! Mamori's integration tests: one binary, modules by capability. Most drive the real router with
+//! `oneshot`; `binary` starts the real `mamori` executable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod authenticity;
+mod binary;
+mod crud;
+mod examples;
+mod oauth;
+mod support;

@@ -77,12 +77,14 @@ pub fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// `[^\s]+(\s[^\s]+)*` where `\s` is the regex (ASCII) class, as in the FHIR specification:
+/// a no-break space inside a code is content, not whitespace.
 fn is_code(s: &str) -> bool {
+    let ws = |c: char| c.is_ascii_whitespace() || c == '\u{0B}';
     !s.is_empty()
-        && !s.starts_with(char::is_whitespace)
-        && !s.ends_with(char::is_whitespace)
-        && !s.contains("  ")
-        && !s.chars().any(|c| c.is_whitespace() && c != ' ')
+        && !s.starts_with(ws)
+        && !s.ends_with(ws)
+        && !s.chars().zip(s.chars().skip(1)).any(|(a, b)| ws(a) && ws(b))
 }
 
 fn is_oid(s: &str) -> bool {
@@ -255,6 +257,8 @@ mod tests {
         assert!(!is_base64("aGVsbG8"));
         assert!(check("code", &Value::from("a b")).is_ok());
         assert!(check("code", &Value::from(" a")).is_err());
+        assert!(check("code", &Value::from("a\t b")).is_err());
+        assert!(check("code", &Value::from("CHEST\u{a0}")).is_ok(), "NBSP is not regex whitespace");
         assert!(check("string", &Value::from("")).is_err());
         assert!(check("positiveInt", &Value::from(0)).is_err());
         assert!(check("integer", &Value::from(5_000_000_000i64)).is_err());

@@ -1,0 +1,1 @@
+//! End to end with the real `mamori` executable (filled in below).

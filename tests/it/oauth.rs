@@ -1,0 +1,101 @@
+//! The client-credentials grant at `/oauth/token` as an outside client sees it.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+
+use crate::support::{Harness, SECRET};
+
+fn form(body: &str, basic: Option<(&str, &str)>) -> Request<Body> {
+    let mut b = Request::builder().method("POST").uri("/oauth/token").header("content-type", "application/x-www-form-urlencoded");
+    if let Some((id, secret)) = basic {
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+        b = b.header("authorization", format!("Basic {v}"));
+    }
+    b.body(Body::from(body.to_string())).unwrap()
+}
+
+#[tokio::test]
+async fn client_credentials_issue_tokens_within_registered_scopes() {
+    let h = Harness::new();
+    crate::support::register_client(&h.node, "lab", "system/Observation.cruds system/Patient.rs");
+    let r = h.send(form("grant_type=client_credentials&scope=system%2FObservation.rs", Some(("lab", SECRET)))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let j = r.json();
+    assert_eq!(j["token_type"], "Bearer");
+    assert_eq!(j["scope"], "system/Observation.rs");
+    assert_eq!(j["expires_in"], 900);
+    let token = j["access_token"].as_str().unwrap().to_string();
+    assert!(token.len() >= 43);
+
+    // client_secret_post works too; without a scope the registered scopes are granted.
+    let r = h.send(form(&format!("grant_type=client_credentials&client_id=lab&client_secret={SECRET}"), None)).await;
+    assert_eq!(r.json()["scope"], "system/Observation.cruds system/Patient.rs");
+
+    let r = h.send(form("grant_type=client_credentials&scope=system%2FPatient.cruds", Some(("lab", SECRET)))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "invalid_scope");
+    let r = h.send(form("grant_type=client_credentials&scope=patient%2FObservation.rs", Some(("lab", SECRET)))).await;
+    assert_eq!(r.json()["error"], "invalid_scope");
+    let r = h.send(form("grant_type=client_credentials&scope=nonsense", Some(("lab", SECRET)))).await;
+    assert_eq!(r.json()["error"], "invalid_scope");
+
+    // The token works for what it allows and nothing else.
+    let get = |uri: &str, t: &str| Request::builder().uri(uri).header("authorization", format!("Bearer {t}")).body(Body::empty()).unwrap();
+    assert_eq!(h.send(get("/fhir/Observation/x", &token)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.send(get("/fhir/Patient/x", &token)).await.status, StatusCode::FORBIDDEN);
+
+    // Revocation and disabling take effect at once.
+    h.node.oauth.revoke(&token).unwrap();
+    assert_eq!(h.send(get("/fhir/Observation/x", &token)).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn token_endpoint_errors_are_oauth_json() {
+    let h = Harness::new();
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (form("grant_type=client_credentials", Some(("test-app", "wrong"))), StatusCode::UNAUTHORIZED, "invalid_client"),
+        (form("grant_type=client_credentials", Some(("nobody", SECRET))), StatusCode::UNAUTHORIZED, "invalid_client"),
+        (form("grant_type=client_credentials", None), StatusCode::UNAUTHORIZED, "invalid_client"),
+        (form("grant_type=password&username=a&password=b", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        (form("scope=system%2F*.rs", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
+        (form("grant_type=client_credentials&grant_type=client_credentials", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
+        (form(&format!("grant_type=client_credentials&client_id=test-app&client_secret={SECRET}"), Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
+        (form("grant_type=client_credentials&%zz=1", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
+    ];
+    for (req, status, error) in cases {
+        let r = h.send(req).await;
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["error"], error);
+        assert!(r.json()["error_description"].is_string());
+    }
+    let json_body = Request::builder()
+        .method("POST")
+        .uri("/oauth/token")
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(h.send(json_body).await.json()["error"], "invalid_request");
+
+    // A disabled client gets nothing, and its tokens stop working.
+    let mut c: mamori_oauth::Client = serde_json::from_value(h.node.store.config_get("client", "test-app").unwrap().unwrap().value.unwrap()).unwrap();
+    c.disabled = true;
+    let v = h.node.store.config_get("client", "test-app").unwrap().unwrap().version;
+    h.node
+        .store
+        .change_config(&mamori_store_sqlite::ConfigChange {
+            kind: "client",
+            key: "test-app",
+            value: Some(serde_json::to_value(&c).unwrap()),
+            changed_by: "operator:test",
+            reason: "test",
+            expected_version: Some(v),
+            now_micros: 0,
+        })
+        .unwrap();
+    let r = h.send(form("grant_type=client_credentials", Some(("test-app", SECRET)))).await;
+    assert_eq!(r.json()["error"], "invalid_client");
+    assert_eq!(h.call("GET", "/fhir/Patient/x", None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.node.store.config_history("client", "test-app").unwrap().len(), 2, "every change is a version");
+}

@@ -1,0 +1,138 @@
+//! Test harness: a fresh data directory, the real router, a registered client and its token.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use mamori::Node;
+use mamori_oauth::{Client, sha256_hex};
+use mamori_store_sqlite::ConfigChange;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const SECRET: &str = "test-secret-0123456789abcdefghijklmnop";
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub node: Node,
+    pub app: Router,
+    pub token: String,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
+    }
+    /// The first issue's diagnostics of an OperationOutcome.
+    pub fn diagnostics(&self) -> String {
+        let j = self.json();
+        assert_eq!(j["resourceType"], "OperationOutcome", "expected an OperationOutcome: {j}");
+        j["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+pub fn register_client(node: &Node, id: &str, scope: &str) {
+    let c = Client {
+        id: id.into(),
+        name: None,
+        secret_sha256: Some(sha256_hex(SECRET)),
+        scope: scope.into(),
+        disabled: false,
+        token_lifetime_secs: 900,
+    };
+    let prev = node.store.config_get("client", id).unwrap().map(|e| e.version);
+    node.store
+        .change_config(&ConfigChange {
+            kind: "client",
+            key: id,
+            value: Some(serde_json::to_value(c).unwrap()),
+            changed_by: "operator:test",
+            reason: "test",
+            expected_version: prev,
+            now_micros: 0,
+        })
+        .unwrap();
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        Self::with_config(None)
+    }
+
+    /// A harness whose `mamori.toml` is `config` (default file when `None`).
+    pub fn with_config(config: Option<&str>) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(c) = config {
+            std::fs::write(dir.path().join("mamori.toml"), c).unwrap();
+        }
+        let node = mamori::open_node(dir.path()).unwrap();
+        register_client(&node, "test-app", "system/*.cruds");
+        let token = node
+            .oauth
+            .client_credentials(&mamori_oauth::ClientAuth { id: "test-app".into(), secret: SECRET.into() }, None, now_secs())
+            .unwrap()
+            .access_token;
+        let app = mamori_http::app(node.app_state("http://mamori.test"));
+        Harness { dir, node, app, token }
+    }
+
+    /// A token for `scope` from a client registered with it.
+    pub fn token_for(&self, client: &str, scope: &str) -> String {
+        register_client(&self.node, client, scope);
+        self.node
+            .oauth
+            .client_credentials(&mamori_oauth::ClientAuth { id: client.into(), secret: SECRET.into() }, None, now_secs())
+            .unwrap()
+            .access_token
+    }
+
+    /// A token acting for a person (the identity layer's login will issue these).
+    pub fn user_token(&self, user: &str, fhir_user: &str) -> String {
+        self.node.oauth.issue_for_user("test-app", user, Some(fhir_user), "user/*.cruds", 900, now_secs()).unwrap().access_token
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let r = self.app.clone().oneshot(req).await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Resp { status, headers, body }
+    }
+
+    /// A request with the harness token; `body` is sent as FHIR JSON.
+    pub async fn call(&self, method: &str, uri: &str, body: Option<&Value>) -> Resp {
+        self.call_with(method, uri, body, &[]).await
+    }
+
+    pub async fn call_with(&self, method: &str, uri: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
+        let mut b = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {}", self.token));
+        if body.is_some() {
+            b = b.header("content-type", "application/fhir+json");
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let body = body.map(|v| Body::from(v.to_string())).unwrap_or_else(Body::empty);
+        self.send(b.body(body).unwrap()).await
+    }
+
+    pub async fn create(&self, v: &Value) -> Value {
+        let rt = v["resourceType"].as_str().unwrap();
+        let r = self.call("POST", &format!("/fhir/{rt}"), Some(v)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&r.body));
+        r.json()
+    }
+}
