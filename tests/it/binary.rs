@@ -1,1 +1,271 @@
-//! End to end with the real `mamori` executable (filled in below).
+//! End to end with the real `mamori` executable: start-up on an empty directory, the CLI beside
+//! a running server, the loopback/TLS rule, and a crash (SIGKILL) under write load.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mamori");
+
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `mamori serve` on a free loopback port and waits until `/healthz` answers.
+pub fn start(dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // "mamori serving http://127.0.0.1:PORT/fhir (data: …)"
+    let url = line.split_whitespace().nth(2).unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
+    let hostport = url.split("://").nth(1).unwrap().split('/').next().unwrap();
+    let addr: SocketAddr = hostport.parse().unwrap();
+    Server { child, addr }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close` over any stream.
+pub fn http_on<S: Read + Write>(mut s: S, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    // rustls reports an unclean close as an error even when the response is complete.
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Reply { status, head, body: raw[split + 4..].to_vec() })
+}
+
+pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
+    let s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    http_on(s, method, path, headers, body)
+}
+
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Registers a client with the CLI and gets a token over HTTP.
+pub fn token(addr: SocketAddr, dir: &Path, client: &str) -> String {
+    let out = cli(&["client", "add", client, "--scope", "system/*.cruds", "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let secret = stdout.lines().find_map(|l| l.strip_prefix("client_secret=")).unwrap().to_string();
+    let form = format!("grant_type=client_credentials&client_id={client}&client_secret={secret}");
+    let r = http(addr, "POST", "/oauth/token", &[("Content-Type", "application/x-www-form-urlencoded")], form.as_bytes()).unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["access_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn serves_an_empty_directory_and_the_cli_works_beside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fresh");
+    let server = start(&dir, &[]);
+    assert!(dir.join("mamori.toml").exists() && dir.join("keys/signing-ed25519.seed").exists() && dir.join("mamori.db").exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("keys/master.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "keys are private to the service account");
+    }
+    let r = http(server.addr, "GET", "/healthz", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.head.to_ascii_lowercase().contains("x-request-id:"));
+
+    let t = token(server.addr, &dir, "e2e");
+    let auth = format!("Bearer {t}");
+    let body = json!({"resourceType": "Patient", "name": [{"family": "鈴木", "given": ["花子"]}], "birthDate": "1985-04-01"}).to_string();
+    let r = http(server.addr, "POST", "/fhir/Patient", &[("Authorization", &auth), ("Content-Type", "application/fhir+json")], body.as_bytes()).unwrap();
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = http(server.addr, "GET", &format!("/fhir/Patient/{id}"), &[("Authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"][0]["family"], "鈴木");
+
+    // The CLI works on the same directory while the server runs.
+    let d = dir.to_str().unwrap();
+    let out = cli(&["client", "list", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("e2e\tenabled"));
+    let out = cli(&["fsck", "--data-dir", d]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 versions checked, all hashes match"));
+    let out = cli(&["purge", &format!("Patient/{id}"), "--data-dir", d]);
+    assert!(!out.status.success(), "a live record within retention is not purged");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("delete it before"));
+    let out = cli(&["client", "disable", "e2e", "--data-dir", d]);
+    assert!(out.status.success());
+    let r = http(server.addr, "GET", &format!("/fhir/Patient/{id}"), &[("Authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 401, "a disabled client's token stops working at once");
+
+    // Bad input at the CLI: a clear message and a non-zero exit.
+    for args in [
+        vec!["client", "add", "x y", "--scope", "system/*.rs"],
+        vec!["client", "add", "ok", "--scope", "system/Patient.xyz"],
+        vec!["client", "add", "ok", "--scope", "system/*.rs", "--token-lifetime", "1s"],
+        vec!["purge", "Nope/1"],
+        vec!["purge", "garbage"],
+    ] {
+        let mut a = args.clone();
+        a.extend(["--data-dir", d]);
+        let out = cli(&a);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("mamori: "), "{args:?}");
+    }
+    let out = cli(&["client", "add", "e2e", "--scope", "system/*.rs", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+#[test]
+fn plain_http_only_on_loopback_and_tls_on_any_address() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let out = Command::new(BIN).args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(&d).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only loopback may be served without TLS"));
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(tmp.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(tmp.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let c = tmp.path().join("cert.pem");
+    let k = tmp.path().join("key.pem");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(&d)
+        .arg("--tls-cert")
+        .arg(&c)
+        .arg("--tls-key")
+        .arg(&k)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("https://0.0.0.0:"), "{line}");
+    let port: u16 = line.split("0.0.0.0:").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    for (versions, expect) in [
+        (vec![&rustls::version::TLS13, &rustls::version::TLS12], rustls::ProtocolVersion::TLSv1_3),
+        (vec![&rustls::version::TLS12], rustls::ProtocolVersion::TLSv1_2),
+    ] {
+        let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(cfg), "localhost".try_into().unwrap()).unwrap();
+        let tcp = TcpStream::connect(server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        let r = http_on(&mut tls, "GET", "/healthz", &[], b"").unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(tls.conn.protocol_version(), Some(expect));
+    }
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let r = http(server.addr, "GET", "/healthz", &[], b"");
+    assert!(r.map(|r| r.status != 200).unwrap_or(true));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_crash_under_write_load_loses_no_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("crash");
+    let mut server = start(&dir, &[]);
+    let t = token(server.addr, &dir, "loader");
+    let addr = server.addr;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (acked, stop, t) = (acked.clone(), stop.clone(), t.clone());
+        workers.push(std::thread::spawn(move || {
+            let auth = format!("Bearer {t}");
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let body = json!({"resourceType": "Observation", "status": "final", "code": {"text": format!("w{w}-{i}")},
+                    "valueQuantity": {"value": i, "unit": "mmHg"}}).to_string();
+                match http(addr, "POST", "/fhir/Observation", &[("Authorization", &auth), ("Content-Type", "application/fhir+json")], body.as_bytes()) {
+                    Ok(r) if r.status == 201 => acked.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_string()),
+                    _ => break,
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 150 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: no shutdown, no flush.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let restarted = start(&dir, &[]);
+    let auth = format!("Bearer {t}");
+    for id in &acked {
+        let r = http(restarted.addr, "GET", &format!("/fhir/Observation/{id}"), &[("Authorization", &auth)], b"").unwrap();
+        assert_eq!(r.status, 200, "acknowledged Observation/{id} was lost");
+    }
+    // Every version that exists is whole: its hash matches and it has its Provenance.
+    let out = cli(&["fsck", "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let db = rusqlite::Connection::open(dir.join("mamori.db")).unwrap();
+    let (obs, prov): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM versions WHERE type = 'Observation'), (SELECT COUNT(*) FROM versions WHERE type = 'Provenance')",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(obs, prov, "a version and its Provenance are written together or not at all");
+    assert!(obs as usize >= acked.len());
+}
