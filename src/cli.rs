@@ -175,7 +175,9 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     let addr = parse_listen(&a.listen)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => Some(mamori_http::tls_config(&mamori_http::TlsFiles { cert: cert.clone(), key: key.clone() })?),
+        (Some(cert), Some(key)) => {
+            Some(mamori_http::tls_config(&mamori_http::TlsFiles { cert: cert.clone(), key: key.clone() })?)
+        }
         _ => None,
     };
     if tls.is_none() && !addr.ip().is_loopback() {
@@ -189,7 +191,8 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{addr}`: {e}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{addr}`: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%bound, data_dir = %node.dir.display(), tls = tls.is_some(), "mamori serving");
         println!("mamori serving {scheme}://{bound}/fhir (data: {})", node.dir.display());
@@ -228,7 +231,8 @@ fn parse_duration(s: &str) -> Result<u64, String> {
         Some((i, 'd')) => (s.get(..i), 86_400),
         _ => (Some(s), 1),
     };
-    let n: u64 = num.and_then(|n| n.parse().ok()).ok_or_else(|| format!("`{s}` is not a duration such as 300s, 15m or 1h"))?;
+    let n: u64 =
+        num.and_then(|n| n.parse().ok()).ok_or_else(|| format!("`{s}` is not a duration such as 300s, 15m or 1h"))?;
     let secs = n.saturating_mul(mult);
     if !(60..=86_400).contains(&secs) {
         return Err(format!("token lifetime `{s}` must be between 60 s and 24 h"));
@@ -253,7 +257,12 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             let scopes = ScopeSet::parse(&scope)?;
             let lifetime = parse_duration(&token_lifetime)?;
             let node = open_node(&dir.data_dir)?;
-            if node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.is_some_and(|e| e.value.is_some()) {
+            if node
+                .store
+                .config_get("client", &client_id)
+                .map_err(|e| e.to_string())?
+                .is_some_and(|e| e.value.is_some())
+            {
                 return Err(format!("client `{client_id}` already exists"));
             }
             let secret = random_secret().map_err(|e| e.to_string())?;
@@ -294,14 +303,22 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
         ClientCmd::Show { dir, client_id } => {
             let node = open_node(&dir.data_dir)?;
             let history = node.store.config_history("client", &client_id).map_err(|e| e.to_string())?;
-            let Some(last) = history.last() else { return Err(format!("no client `{client_id}`")) };
+            let Some(last) = history.last() else {
+                return Err(format!("no client `{client_id}`"));
+            };
             let mut shown = last.value.clone().unwrap_or_default();
             if let Some(o) = shown.as_object_mut() {
                 o.remove("secret_sha256");
             }
             println!("{}", serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?);
             for h in &history {
-                println!("v{} {} by {}: {}", h.version, mamori_records::Timestamp(h.changed_at).to_fhir(), h.changed_by, h.reason);
+                println!(
+                    "v{} {} by {}: {}",
+                    h.version,
+                    mamori_records::Timestamp(h.changed_at).to_fhir(),
+                    h.changed_by,
+                    h.reason
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -313,7 +330,8 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?
                 .filter(|e| e.value.is_some())
                 .ok_or_else(|| format!("no client `{client_id}`"))?;
-            let mut c: Client = serde_json::from_value(cur.value.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
+            let mut c: Client =
+                serde_json::from_value(cur.value.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
             c.disabled = true;
             node.store
                 .change_config(&ConfigChange {

@@ -76,7 +76,8 @@ pub fn init(dir: &Path) -> Result<(), String> {
         if !p.exists() {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed).map_err(|e| format!("random: {e}"))?;
-            write_private(&p, hex::encode(seed).as_bytes()).map_err(|e| format!("cannot write `{}`: {e}", p.display()))?;
+            write_private(&p, hex::encode(seed).as_bytes())
+                .map_err(|e| format!("cannot write `{}`: {e}", p.display()))?;
         }
     }
     Ok(())
@@ -86,7 +87,8 @@ pub fn init(dir: &Path) -> Result<(), String> {
 pub fn open_node(dir: &Path) -> Result<Node, String> {
     init(dir)?;
     let config = config::load(&dir.join("mamori.toml"))?;
-    let store = Arc::new(SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?);
+    let store =
+        Arc::new(SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?);
     let records = Arc::new(Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone()));
     let oauth = Arc::new(OAuth::new(store.clone()));
     Ok(Node { dir: dir.to_path_buf(), config, store, records, oauth })

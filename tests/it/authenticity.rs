@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::http::StatusCode;
-use mamori_records::{Actor, Clock, Records, ResourceId, ResourceType, RetentionPolicy, Timestamp, content_hash, parse_resource};
+use mamori_records::{
+    Actor, Clock, Records, ResourceId, ResourceType, RetentionPolicy, Timestamp, content_hash, parse_resource,
+};
 use serde_json::{Value, json};
 
 use crate::support::Harness;
@@ -46,14 +48,22 @@ async fn each_version_has_a_hash_and_a_provenance() {
         let p = for_target(&ps, &target);
         let stored = h.call("GET", &format!("/fhir/{target}"), None).await.json();
         let hash = mamori_records::content_hash(&stored);
-        assert_eq!(p["target"][0]["extension"][0]["valueString"], hex(&hash), "Provenance carries the version's SHA-256");
+        assert_eq!(
+            p["target"][0]["extension"][0]["valueString"],
+            hex(&hash),
+            "Provenance carries the version's SHA-256"
+        );
         assert_eq!(p["recorded"], stored["meta"]["lastUpdated"], "recorded from the server clock");
         assert_eq!(agent(p, "enterer").unwrap()["identifier"]["value"], "test-app", "入力者 is the client");
         assert!(agent(p, "attester").is_some(), "a direct entry is final: 確定者 present");
     }
     let p2 = for_target(&ps, &format!("Observation/{id}/_history/2"));
     assert_eq!(p2["entity"][0]["role"], "revision");
-    assert_eq!(p2["entity"][0]["what"]["reference"], format!("Observation/{id}/_history/1"), "a correction links to what it corrects");
+    assert_eq!(
+        p2["entity"][0]["what"]["reference"],
+        format!("Observation/{id}/_history/1"),
+        "a correction links to what it corrects"
+    );
     assert_eq!(p2["activity"]["coding"][0]["code"], "UPDATE");
 
     // The server's own Provenance cannot be changed or deleted through the API.
@@ -121,7 +131,8 @@ async fn proxy_entry_stays_pending_until_the_author_approves() {
 
     // A client cannot forge the status tag.
     let mut forged = obs();
-    forged["meta"] = json!({"tag": [{"system": "urn:mamori:entry-status", "code": "pending-approval"}], "versionId": "99"});
+    forged["meta"] =
+        json!({"tag": [{"system": "urn:mamori:entry-status", "code": "pending-approval"}], "versionId": "99"});
     let r = h.create(&forged).await;
     assert!(r["meta"].get("tag").is_none());
     assert_eq!(r["meta"]["versionId"], "1");
@@ -132,7 +143,13 @@ async fn proxy_entry_stays_pending_until_the_author_approves() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
 
-async fn call_as(h: &Harness, method: &str, uri: &str, body: Option<&Value>, headers: &[(String, String)]) -> crate::support::Resp {
+async fn call_as(
+    h: &Harness,
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+    headers: &[(String, String)],
+) -> crate::support::Resp {
     let mut b = axum::http::Request::builder().method(method).uri(uri);
     if body.is_some() {
         b = b.header("content-type", "application/fhir+json");
@@ -155,12 +172,17 @@ impl Clock for SteppingBack {
 #[tokio::test]
 async fn stored_time_never_goes_backwards() {
     let h = Harness::new();
-    let records = Records::new(h.node.store.clone(), Arc::new(SteppingBack(AtomicI64::new(1_900_000_000_000_000))), RetentionPolicy::default());
+    let records = Records::new(
+        h.node.store.clone(),
+        Arc::new(SteppingBack(AtomicI64::new(1_900_000_000_000_000))),
+        RetentionPolicy::default(),
+    );
     let rt = ResourceType::parse("Observation").unwrap();
     let actor = Actor::operator("test");
     let mut last = Timestamp(0);
     for _ in 0..5 {
-        let out = records.create(&actor, &rt, parse_resource(obs().to_string().as_bytes()).unwrap(), None, None).unwrap();
+        let out =
+            records.create(&actor, &rt, parse_resource(obs().to_string().as_bytes()).unwrap(), None, None).unwrap();
         assert!(out.record.last_updated > last, "time went backwards");
         last = out.record.last_updated;
     }

@@ -56,8 +56,17 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request with `Connection: close` over any stream.
-pub fn http_on<S: Read + Write>(mut s: S, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+pub fn http_on<S: Read + Write>(
+    mut s: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -67,13 +76,20 @@ pub fn http_on<S: Read + Write>(mut s: S, method: &str, path: &str, headers: &[(
     let mut raw = Vec::new();
     // rustls reports an unclean close as an error even when the response is complete.
     let _ = s.read_to_end(&mut raw);
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
+    let split =
+        raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| std::io::Error::other("no response head"))?;
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok(Reply { status, head, body: raw[split + 4..].to_vec() })
 }
 
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
     let s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     http_on(s, method, path, headers, body)
@@ -90,7 +106,9 @@ pub fn token(addr: SocketAddr, dir: &Path, client: &str) -> String {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let secret = stdout.lines().find_map(|l| l.strip_prefix("client_secret=")).unwrap().to_string();
     let form = format!("grant_type=client_credentials&client_id={client}&client_secret={secret}");
-    let r = http(addr, "POST", "/oauth/token", &[("Content-Type", "application/x-www-form-urlencoded")], form.as_bytes()).unwrap();
+    let r =
+        http(addr, "POST", "/oauth/token", &[("Content-Type", "application/x-www-form-urlencoded")], form.as_bytes())
+            .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["access_token"].as_str().unwrap().to_string()
 }
@@ -100,7 +118,11 @@ fn serves_an_empty_directory_and_the_cli_works_beside_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fresh");
     let server = start(&dir, &[]);
-    assert!(dir.join("mamori.toml").exists() && dir.join("keys/signing-ed25519.seed").exists() && dir.join("mamori.db").exists());
+    assert!(
+        dir.join("mamori.toml").exists()
+            && dir.join("keys/signing-ed25519.seed").exists()
+            && dir.join("mamori.db").exists()
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -113,8 +135,17 @@ fn serves_an_empty_directory_and_the_cli_works_beside_it() {
 
     let t = token(server.addr, &dir, "e2e");
     let auth = format!("Bearer {t}");
-    let body = json!({"resourceType": "Patient", "name": [{"family": "鈴木", "given": ["花子"]}], "birthDate": "1985-04-01"}).to_string();
-    let r = http(server.addr, "POST", "/fhir/Patient", &[("Authorization", &auth), ("Content-Type", "application/fhir+json")], body.as_bytes()).unwrap();
+    let body =
+        json!({"resourceType": "Patient", "name": [{"family": "鈴木", "given": ["花子"]}], "birthDate": "1985-04-01"})
+            .to_string();
+    let r = http(
+        server.addr,
+        "POST",
+        "/fhir/Patient",
+        &[("Authorization", &auth), ("Content-Type", "application/fhir+json")],
+        body.as_bytes(),
+    )
+    .unwrap();
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_str().unwrap().to_string();
     let r = http(server.addr, "GET", &format!("/fhir/Patient/{id}"), &[("Authorization", &auth)], b"").unwrap();
@@ -229,10 +260,20 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 i += 1;
-                let body = json!({"resourceType": "Observation", "status": "final", "code": {"text": format!("w{w}-{i}")},
-                    "valueQuantity": {"value": i, "unit": "mmHg"}}).to_string();
-                match http(addr, "POST", "/fhir/Observation", &[("Authorization", &auth), ("Content-Type", "application/fhir+json")], body.as_bytes()) {
-                    Ok(r) if r.status == 201 => acked.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_string()),
+                let body =
+                    json!({"resourceType": "Observation", "status": "final", "code": {"text": format!("w{w}-{i}")},
+                    "valueQuantity": {"value": i, "unit": "mmHg"}})
+                    .to_string();
+                match http(
+                    addr,
+                    "POST",
+                    "/fhir/Observation",
+                    &[("Authorization", &auth), ("Content-Type", "application/fhir+json")],
+                    body.as_bytes(),
+                ) {
+                    Ok(r) if r.status == 201 => {
+                        acked.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_string())
+                    }
                     _ => break,
                 }
             }
@@ -252,7 +293,8 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
     let restarted = start(&dir, &[]);
     let auth = format!("Bearer {t}");
     for id in &acked {
-        let r = http(restarted.addr, "GET", &format!("/fhir/Observation/{id}"), &[("Authorization", &auth)], b"").unwrap();
+        let r =
+            http(restarted.addr, "GET", &format!("/fhir/Observation/{id}"), &[("Authorization", &auth)], b"").unwrap();
         assert_eq!(r.status, 200, "acknowledged Observation/{id} was lost");
     }
     // Every version that exists is whole: its hash matches and it has its Provenance.

@@ -145,13 +145,20 @@ async fn json_patch_applies_and_refuses_bad_patches() {
             .body(Body::from(body.to_string()))
             .unwrap()
     };
-    let r = h.send(patch(r#"[{"op":"replace","path":"/gender","value":"other"},{"op":"add","path":"/active","value":true}]"#, "application/json-patch+json")).await;
+    let r = h
+        .send(patch(
+            r#"[{"op":"replace","path":"/gender","value":"other"},{"op":"add","path":"/active","value":true}]"#,
+            "application/json-patch+json",
+        ))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["gender"], "other");
     assert_eq!(r.json()["active"], true);
     assert_eq!(r.json()["meta"]["versionId"], "2");
 
-    let r = h.send(patch(r#"[{"op":"replace","path":"/birthDate","value":"not-a-date"}]"#, "application/json-patch+json")).await;
+    let r = h
+        .send(patch(r#"[{"op":"replace","path":"/birthDate","value":"not-a-date"}]"#, "application/json-patch+json"))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "a patch producing an invalid resource is refused");
     let r = h.send(patch(r#"[{"op":"remove","path":"/nonexistent"}]"#, "application/json-patch+json")).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -213,7 +220,10 @@ async fn type_and_system_history_page_with_links() {
     let b = r.json();
     assert_eq!(b["total"], 5);
     assert_eq!(b["entry"].as_array().unwrap().len(), 2);
-    let next = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].as_str().unwrap().to_string();
+    let next = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Writes after the first page do not shift later pages.
     h.create(&patient()).await;
     let path = next.strip_prefix("http://mamori.test").unwrap();
@@ -265,14 +275,21 @@ async fn conditional_create_update_delete() {
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
     let r = h.call_with("POST", "/fhir/Patient", Some(&p), &[("if-none-exist", "identifier=new")]).await;
     assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(h.call("DELETE", "/fhir/Patient?identifier=urn:x|new", None).await.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        h.call("DELETE", "/fhir/Patient?identifier=urn:x|new", None).await.status,
+        StatusCode::PRECONDITION_FAILED
+    );
 
     // Search on identifier sees the two; delete one match by _id.
     let s = h.call("GET", "/fhir/Patient?identifier=urn:x%7Cnew", None).await.json();
     assert_eq!(s["total"], 2);
     assert_eq!(h.call("DELETE", &format!("/fhir/Patient?{cond}"), None).await.status, StatusCode::NO_CONTENT);
     assert_eq!(h.call("GET", &format!("/fhir/Patient/{id}"), None).await.status, StatusCode::GONE);
-    assert_eq!(h.call("DELETE", &format!("/fhir/Patient?{cond}"), None).await.status, StatusCode::NO_CONTENT, "no match is not an error");
+    assert_eq!(
+        h.call("DELETE", &format!("/fhir/Patient?{cond}"), None).await.status,
+        StatusCode::NO_CONTENT,
+        "no match is not an error"
+    );
     let s = h.call("GET", &format!("/fhir/Patient?_id={id}"), None).await.json();
     assert_eq!(s["total"], 0, "deleted resources are not found by search");
 }
@@ -282,12 +299,22 @@ async fn the_api_is_never_open() {
     let h = Harness::new();
     let p = h.create(&patient()).await;
     let id = p["id"].as_str().unwrap();
-    for (method, uri) in [("GET", format!("/fhir/Patient/{id}")), ("GET", "/fhir/_history".into()), ("POST", "/fhir/Patient".into()), ("DELETE", format!("/fhir/Patient/{id}"))] {
+    for (method, uri) in [
+        ("GET", format!("/fhir/Patient/{id}")),
+        ("GET", "/fhir/_history".into()),
+        ("POST", "/fhir/Patient".into()),
+        ("DELETE", format!("/fhir/Patient/{id}")),
+    ] {
         let r = h.send(Request::builder().method(method).uri(&uri).body(Body::empty()).unwrap()).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
         assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
         assert_eq!(r.json()["resourceType"], "OperationOutcome");
-        let forged = Request::builder().method(method).uri(&uri).header("authorization", "Bearer forged-token").body(Body::empty()).unwrap();
+        let forged = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("authorization", "Bearer forged-token")
+            .body(Body::empty())
+            .unwrap();
         assert_eq!(h.send(forged).await.status, StatusCode::UNAUTHORIZED);
     }
     // metadata is open and truthful.
@@ -302,12 +329,24 @@ async fn the_api_is_never_open() {
     // A token whose scopes do not cover the act gets 403.
     let ro = h.token_for("reader", "system/Observation.rs");
     let r = h
-        .send(Request::builder().uri(format!("/fhir/Patient/{id}")).header("authorization", format!("Bearer {ro}")).body(Body::empty()).unwrap())
+        .send(
+            Request::builder()
+                .uri(format!("/fhir/Patient/{id}"))
+                .header("authorization", format!("Bearer {ro}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // System history hides what the token may not read, and then gives no total.
     let r = h
-        .send(Request::builder().uri("/fhir/_history").header("authorization", format!("Bearer {ro}")).body(Body::empty()).unwrap())
+        .send(
+            Request::builder()
+                .uri("/fhir/_history")
+                .header("authorization", format!("Bearer {ro}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     let b = r.json();
     assert!(b.get("total").is_none());

@@ -33,7 +33,8 @@ pub fn examples_dir() -> PathBuf {
 }
 
 /// Examples in the package that break R4 itself: this one's id has 65 characters (ids allow 64).
-const KNOWN_INVALID: &[&str] = &["SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json"];
+const KNOWN_INVALID: &[&str] =
+    &["SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json"];
 
 fn strip_server_meta(v: &mut Value) {
     if let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut) {
@@ -60,8 +61,12 @@ async fn every_official_r4_example_round_trips() {
             continue;
         }
         let text = std::fs::read_to_string(&f).unwrap();
-        let Ok(original) = serde_json::from_str::<Value>(&text) else { continue };
-        let (Some(rt), Some(id)) = (original["resourceType"].as_str(), original["id"].as_str()) else { continue };
+        let Ok(original) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
+        let (Some(rt), Some(id)) = (original["resourceType"].as_str(), original["id"].as_str()) else {
+            continue;
+        };
         tried += 1;
         let r = h.call("PUT", &format!("/fhir/{rt}/{id}"), Some(&original)).await;
         if KNOWN_INVALID.contains(&name.as_str()) {
@@ -69,7 +74,11 @@ async fn every_official_r4_example_round_trips() {
             continue;
         }
         if !matches!(r.status, StatusCode::CREATED | StatusCode::OK) {
-            failures.push(format!("{name}: {} {}", r.status, String::from_utf8_lossy(&r.body).chars().take(300).collect::<String>()));
+            failures.push(format!(
+                "{name}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body).chars().take(300).collect::<String>()
+            ));
             continue;
         }
         let mut back = h.call("GET", &format!("/fhir/{rt}/{id}"), None).await.json();

@@ -7,7 +7,10 @@ use base64::Engine;
 use crate::support::{Harness, SECRET};
 
 fn form(body: &str, basic: Option<(&str, &str)>) -> Request<Body> {
-    let mut b = Request::builder().method("POST").uri("/oauth/token").header("content-type", "application/x-www-form-urlencoded");
+    let mut b = Request::builder()
+        .method("POST")
+        .uri("/oauth/token")
+        .header("content-type", "application/x-www-form-urlencoded");
     if let Some((id, secret)) = basic {
         let v = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
         b = b.header("authorization", format!("Basic {v}"));
@@ -42,7 +45,9 @@ async fn client_credentials_issue_tokens_within_registered_scopes() {
     assert_eq!(r.json()["error"], "invalid_scope");
 
     // The token works for what it allows and nothing else.
-    let get = |uri: &str, t: &str| Request::builder().uri(uri).header("authorization", format!("Bearer {t}")).body(Body::empty()).unwrap();
+    let get = |uri: &str, t: &str| {
+        Request::builder().uri(uri).header("authorization", format!("Bearer {t}")).body(Body::empty()).unwrap()
+    };
     assert_eq!(h.send(get("/fhir/Observation/x", &token)).await.status, StatusCode::NOT_FOUND);
     assert_eq!(h.send(get("/fhir/Patient/x", &token)).await.status, StatusCode::FORBIDDEN);
 
@@ -55,14 +60,37 @@ async fn client_credentials_issue_tokens_within_registered_scopes() {
 async fn token_endpoint_errors_are_oauth_json() {
     let h = Harness::new();
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
-        (form("grant_type=client_credentials", Some(("test-app", "wrong"))), StatusCode::UNAUTHORIZED, "invalid_client"),
+        (
+            form("grant_type=client_credentials", Some(("test-app", "wrong"))),
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+        ),
         (form("grant_type=client_credentials", Some(("nobody", SECRET))), StatusCode::UNAUTHORIZED, "invalid_client"),
         (form("grant_type=client_credentials", None), StatusCode::UNAUTHORIZED, "invalid_client"),
-        (form("grant_type=password&username=a&password=b", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "unsupported_grant_type"),
+        (
+            form("grant_type=password&username=a&password=b", Some(("test-app", SECRET))),
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+        ),
         (form("scope=system%2F*.rs", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
-        (form("grant_type=client_credentials&grant_type=client_credentials", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
-        (form(&format!("grant_type=client_credentials&client_id=test-app&client_secret={SECRET}"), Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
-        (form("grant_type=client_credentials&%zz=1", Some(("test-app", SECRET))), StatusCode::BAD_REQUEST, "invalid_request"),
+        (
+            form("grant_type=client_credentials&grant_type=client_credentials", Some(("test-app", SECRET))),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            form(
+                &format!("grant_type=client_credentials&client_id=test-app&client_secret={SECRET}"),
+                Some(("test-app", SECRET)),
+            ),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+        (
+            form("grant_type=client_credentials&%zz=1", Some(("test-app", SECRET))),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
     ];
     for (req, status, error) in cases {
         let r = h.send(req).await;
@@ -79,7 +107,8 @@ async fn token_endpoint_errors_are_oauth_json() {
     assert_eq!(h.send(json_body).await.json()["error"], "invalid_request");
 
     // A disabled client gets nothing, and its tokens stop working.
-    let mut c: mamori_oauth::Client = serde_json::from_value(h.node.store.config_get("client", "test-app").unwrap().unwrap().value.unwrap()).unwrap();
+    let mut c: mamori_oauth::Client =
+        serde_json::from_value(h.node.store.config_get("client", "test-app").unwrap().unwrap().value.unwrap()).unwrap();
     c.disabled = true;
     let v = h.node.store.config_get("client", "test-app").unwrap().unwrap().version;
     h.node

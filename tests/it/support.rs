@@ -27,7 +27,8 @@ pub struct Resp {
 
 impl Resp {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers.get(name).map(|v| v.to_str().unwrap().to_string())
@@ -82,7 +83,11 @@ impl Harness {
         register_client(&node, "test-app", "system/*.cruds");
         let token = node
             .oauth
-            .client_credentials(&mamori_oauth::ClientAuth { id: "test-app".into(), secret: SECRET.into() }, None, now_secs())
+            .client_credentials(
+                &mamori_oauth::ClientAuth { id: "test-app".into(), secret: SECRET.into() },
+                None,
+                now_secs(),
+            )
             .unwrap()
             .access_token;
         let app = mamori_http::app(node.app_state("http://mamori.test"));
@@ -94,14 +99,22 @@ impl Harness {
         register_client(&self.node, client, scope);
         self.node
             .oauth
-            .client_credentials(&mamori_oauth::ClientAuth { id: client.into(), secret: SECRET.into() }, None, now_secs())
+            .client_credentials(
+                &mamori_oauth::ClientAuth { id: client.into(), secret: SECRET.into() },
+                None,
+                now_secs(),
+            )
             .unwrap()
             .access_token
     }
 
     /// A token acting for a person (the identity layer's login will issue these).
     pub fn user_token(&self, user: &str, fhir_user: &str) -> String {
-        self.node.oauth.issue_for_user("test-app", user, Some(fhir_user), "user/*.cruds", 900, now_secs()).unwrap().access_token
+        self.node
+            .oauth
+            .issue_for_user("test-app", user, Some(fhir_user), "user/*.cruds", 900, now_secs())
+            .unwrap()
+            .access_token
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
@@ -118,7 +131,8 @@ impl Harness {
     }
 
     pub async fn call_with(&self, method: &str, uri: &str, body: Option<&Value>, headers: &[(&str, &str)]) -> Resp {
-        let mut b = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {}", self.token));
+        let mut b =
+            Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {}", self.token));
         if body.is_some() {
             b = b.header("content-type", "application/fhir+json");
         }

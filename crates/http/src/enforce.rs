@@ -100,7 +100,9 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|t| t.trim().to_string());
-    let Some(token) = token else { return ApiError::Unauthorized.into_response() };
+    let Some(token) = token else {
+        return ApiError::Unauthorized.into_response();
+    };
     let oauth = s.oauth.clone();
     let result = tokio::task::spawn_blocking(move || oauth.validate(&token, now_secs())).await;
     match result {

@@ -71,20 +71,35 @@ impl IntoResponse for ApiError {
         let (status, issues) = match self {
             ApiError::Record(e) => match e {
                 RecordError::Invalid(issues) => (StatusCode::BAD_REQUEST, issues),
-                RecordError::NotFound(what) => (StatusCode::NOT_FOUND, one(IssueCode::NotFound, format!("{what} not found"))),
+                RecordError::NotFound(what) => {
+                    (StatusCode::NOT_FOUND, one(IssueCode::NotFound, format!("{what} not found")))
+                }
                 RecordError::Gone(what) => (StatusCode::GONE, one(IssueCode::Deleted, format!("{what} is deleted"))),
-                e @ RecordError::VersionConflict { .. } => (StatusCode::PRECONDITION_FAILED, one(IssueCode::Conflict, e.to_string())),
-                e @ RecordError::MultipleMatches(_) => (StatusCode::PRECONDITION_FAILED, one(IssueCode::Duplicate, e.to_string())),
+                e @ RecordError::VersionConflict { .. } => {
+                    (StatusCode::PRECONDITION_FAILED, one(IssueCode::Conflict, e.to_string()))
+                }
+                e @ RecordError::MultipleMatches(_) => {
+                    (StatusCode::PRECONDITION_FAILED, one(IssueCode::Duplicate, e.to_string()))
+                }
                 RecordError::Conflict(m) => (StatusCode::CONFLICT, one(IssueCode::Conflict, m)),
                 RecordError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, one(IssueCode::Processing, m)),
                 RecordError::Forbidden(m) => (StatusCode::FORBIDDEN, one(IssueCode::Forbidden, m)),
                 RecordError::Store(e) => {
                     tracing::error!(error = %e, "storage failure");
-                    (StatusCode::INTERNAL_SERVER_ERROR, one(IssueCode::Exception, "the server could not complete the request; nothing was changed".into()))
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        one(
+                            IssueCode::Exception,
+                            "the server could not complete the request; nothing was changed".into(),
+                        ),
+                    )
                 }
                 other => {
                     tracing::error!(error = %other, "unmapped record error");
-                    (StatusCode::INTERNAL_SERVER_ERROR, one(IssueCode::Exception, "the server could not complete the request".into()))
+                    (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        one(IssueCode::Exception, "the server could not complete the request".into()),
+                    )
                 }
             },
             ApiError::Unauthorized => {
@@ -112,7 +127,10 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, one(IssueCode::NotFound, m)),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, one(IssueCode::Exception, "the server could not complete the request".into()))
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    one(IssueCode::Exception, "the server could not complete the request".into()),
+                )
             }
         };
         fhir_response(status, &outcome(&issues))

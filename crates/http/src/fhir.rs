@@ -17,7 +17,9 @@ use crate::{ApiError, AppState};
 
 type ApiResult = Result<Response, ApiError>;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, RecordError> + Send + 'static) -> Result<T, ApiError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RecordError> + Send + 'static,
+) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
         Err(e) => Err(ApiError::Internal(format!("worker failed: {e}"))),
@@ -40,7 +42,10 @@ fn check_format(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError
         for pair in q.split('&') {
             if let Some(f) = pair.strip_prefix("_format=") {
                 let f = f.replace("%2B", "+").replace("%2b", "+").replace("%2F", "/").replace("%2f", "/");
-                if !matches!(f.as_str(), "json" | "application/json" | "application/fhir+json" | "application/fhir json") {
+                if !matches!(
+                    f.as_str(),
+                    "json" | "application/json" | "application/fhir+json" | "application/fhir json"
+                ) {
                     return Err(ApiError::NotAcceptable);
                 }
             }
@@ -49,7 +54,11 @@ fn check_format(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError
     if let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
         let ok = accept.split(',').any(|a| {
             let m = a.split(';').next().unwrap_or("").trim();
-            m.is_empty() || m == "*/*" || m == "application/*" || m == "application/json" || m == "application/fhir+json"
+            m.is_empty()
+                || m == "*/*"
+                || m == "application/*"
+                || m == "application/json"
+                || m == "application/fhir+json"
         });
         if !ok {
             return Err(ApiError::NotAcceptable);
@@ -74,12 +83,17 @@ async fn read_body(s: &AppState, headers: &HeaderMap, body: Body, kind: BodyKind
     };
     if !ok {
         return Err(ApiError::UnsupportedMediaType(match kind {
-            BodyKind::Resource => format!("Content-Type `{ct}` is not supported; send application/fhir+json"),
-            BodyKind::JsonPatch => format!("Content-Type `{ct}` is not supported; PATCH takes application/json-patch+json"),
+            BodyKind::Resource => {
+                format!("Content-Type `{ct}` is not supported; send application/fhir+json")
+            }
+            BodyKind::JsonPatch => {
+                format!("Content-Type `{ct}` is not supported; PATCH takes application/json-patch+json")
+            }
         }));
     }
     let max = s.config.max_body_bytes;
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::PayloadTooLarge(max));
     }
@@ -102,18 +116,22 @@ async fn parse_body(bytes: Bytes) -> Result<ParsedBody, ApiError> {
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let s = v.to_str().unwrap_or("").trim();
     let inner = s.strip_prefix("W/").unwrap_or(s).trim_matches('"');
-    inner
-        .parse::<u64>()
-        .map(Some)
-        .map_err(|_| ApiError::BadRequest(IssueCode::Invalid, format!("If-Match `{s}` is not a version ETag such as W/\"3\"")))
+    inner.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::BadRequest(IssueCode::Invalid, format!("If-Match `{s}` is not a version ETag such as W/\"3\""))
+    })
 }
 
 fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
-    let Some(v) = headers.get("x-provenance") else { return Ok(None) };
-    let s = v.to_str().map_err(|_| ApiError::BadRequest(IssueCode::Invalid, "X-Provenance is not valid text".into()))?;
+    let Some(v) = headers.get("x-provenance") else {
+        return Ok(None);
+    };
+    let s =
+        v.to_str().map_err(|_| ApiError::BadRequest(IssueCode::Invalid, "X-Provenance is not valid text".into()))?;
     serde_json::from_str(s)
         .map(Some)
         .map_err(|e| ApiError::BadRequest(IssueCode::Invalid, format!("X-Provenance is not JSON: {e}")))
@@ -174,7 +192,11 @@ fn resource_response(s: &AppState, status: StatusCode, v: &VersionRecord, ret: R
     set(h, header::ETAG, &etag(v));
     set(h, header::LAST_MODIFIED, &http_date(v.last_updated));
     if location {
-        set(h, header::LOCATION, &format!("{}/fhir/{}/{}/_history/{}", s.config.public_url, v.resource_type, v.id, v.version));
+        set(
+            h,
+            header::LOCATION,
+            &format!("{}/fhir/{}/{}/_history/{}", s.config.public_url, v.resource_type, v.id, v.version),
+        );
     }
     r
 }
@@ -193,7 +215,9 @@ pub async fn create(
     p.authorize(rt.as_str(), Action::Create)?;
     let cond = match headers.get("if-none-exist") {
         Some(v) => {
-            let q = v.to_str().map_err(|_| ApiError::BadRequest(IssueCode::Invalid, "If-None-Exist is not valid text".into()))?;
+            let q = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest(IssueCode::Invalid, "If-None-Exist is not valid text".into()))?;
             let q = q.strip_prefix(&format!("{rt}?")).unwrap_or(q);
             p.authorize(rt.as_str(), Action::Search)?;
             Some(parse_conditions(q)?)
@@ -226,12 +250,12 @@ pub async fn read(
     if !p.may_reveal(&v) {
         return Err(ApiError::Forbidden("not allowed".into()));
     }
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        if inm.trim() == etag(&v) {
-            let mut r = StatusCode::NOT_MODIFIED.into_response();
-            set(r.headers_mut(), header::ETAG, &etag(&v));
-            return Ok(r);
-        }
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
+        && inm.trim() == etag(&v)
+    {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        set(r.headers_mut(), header::ETAG, &etag(&v));
+        return Ok(r);
     }
     Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
 }
@@ -246,9 +270,12 @@ pub async fn vread(
 ) -> ApiResult {
     check_format(&headers, q.as_deref())?;
     let (rt, id) = (rtype(&rt)?, rid(&id)?);
-    let vid: u64 = vid
-        .parse()
-        .map_err(|_| ApiError::BadRequest(IssueCode::Value, format!("`{}` is not a version id", vid.chars().take(32).collect::<String>())))?;
+    let vid: u64 = vid.parse().map_err(|_| {
+        ApiError::BadRequest(
+            IssueCode::Value,
+            format!("`{}` is not a version id", vid.chars().take(32).collect::<String>()),
+        )
+    })?;
     p.authorize(rt.as_str(), Action::Read)?;
     let records = s.records.clone();
     let v = blocking(move || records.vread(&rt, &id, vid)).await?;
@@ -453,7 +480,13 @@ fn history_params(q: Option<&str>) -> Result<HistoryParams, ApiError> {
     Ok(p)
 }
 
-async fn history(s: AppState, p: Principal, rt: Option<ResourceType>, id: Option<ResourceId>, q: Option<String>) -> ApiResult {
+async fn history(
+    s: AppState,
+    p: Principal,
+    rt: Option<ResourceType>,
+    id: Option<ResourceId>,
+    q: Option<String>,
+) -> ApiResult {
     let params = history_params(q.as_deref())?;
     // Anchor paging at the first page's time, so versions written meanwhile do not shift pages.
     let before = match params.before {
@@ -513,10 +546,11 @@ async fn history(s: AppState, p: Principal, rt: Option<ResourceType>, id: Option
     }
     let mut bundle = json!({"resourceType": "Bundle", "type": "history", "link": links, "entry": entries});
     // A total would count versions this principal may not see; give it only when nothing is hidden.
-    if !hidden && (rt.is_some() || p.reads_everything()) {
-        if let Some(o) = bundle.as_object_mut() {
-            o.insert("total".into(), json!(page.total));
-        }
+    if !hidden
+        && (rt.is_some() || p.reads_everything())
+        && let Some(o) = bundle.as_object_mut()
+    {
+        o.insert("total".into(), json!(page.total));
     }
     Ok(fhir_response(StatusCode::OK, &bundle))
 }

@@ -58,7 +58,10 @@ pub fn app(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
         .route("/_history", get(fhir::history_system))
-        .route("/{rtype}", post(fhir::create).put(fhir::conditional_update).delete(fhir::conditional_delete).get(fhir::search))
+        .route(
+            "/{rtype}",
+            post(fhir::create).put(fhir::conditional_update).delete(fhir::conditional_delete).get(fhir::search),
+        )
         .route("/{rtype}/_history", get(fhir::history_type))
         .route("/{rtype}/{id}", get(fhir::read).put(fhir::update).patch(fhir::patch).delete(fhir::delete))
         .route("/{rtype}/{id}/_history", get(fhir::history_instance))
@@ -82,8 +85,12 @@ async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> axu
         Ok(Ok(())) => (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check failed");
-            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"}))).into_response()
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"})))
+                .into_response()
         }
-        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"}))).into_response(),
+        Err(_) => {
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"})))
+                .into_response()
+        }
     }
 }

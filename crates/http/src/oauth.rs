@@ -62,9 +62,13 @@ fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
 }
 
 fn basic_auth(headers: &HeaderMap) -> Result<Option<ClientAuth>, OAuthError> {
-    let Some(v) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let Some(v) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let s = v.to_str().map_err(|_| OAuthError::invalid_client())?;
-    let Some(b64) = s.strip_prefix("Basic ") else { return Err(OAuthError::invalid_client()) };
+    let Some(b64) = s.strip_prefix("Basic ") else {
+        return Err(OAuthError::invalid_client());
+    };
     let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| OAuthError::invalid_client())?;
     let raw = String::from_utf8(raw).map_err(|_| OAuthError::invalid_client())?;
     let (id, secret) = raw.split_once(':').ok_or_else(OAuthError::invalid_client)?;
@@ -88,7 +92,8 @@ async fn token_inner(s: AppState, headers: HeaderMap, body: Body) -> Result<Resp
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request("the token request must be application/x-www-form-urlencoded"));
     }
-    let bytes = axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| OAuthError::invalid_request("the form is too large"))?;
+    let bytes =
+        axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| OAuthError::invalid_request("the form is too large"))?;
     let form = parse_form(&bytes)?;
     let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());
     let header_auth = basic_auth(&headers)?;
@@ -97,7 +102,9 @@ async fn token_inner(s: AppState, headers: HeaderMap, body: Body) -> Result<Resp
         _ => None,
     };
     let auth = match (header_auth, post_auth) {
-        (Some(_), Some(_)) => return Err(OAuthError::invalid_request("use one client authentication method, not two")),
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request("use one client authentication method, not two"));
+        }
         (Some(a), None) | (None, Some(a)) => a,
         (None, None) => return Err(OAuthError::invalid_client()),
     };

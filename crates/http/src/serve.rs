@@ -31,7 +31,8 @@ pub fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, String>
     if certs.is_empty() {
         return Err(format!("no certificate in `{}`", files.cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| format!("cannot read key `{}`: {e}", files.key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| format!("cannot read key `{}`: {e}", files.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])

@@ -198,7 +198,9 @@ impl OAuth {
         let client = self.store.client(&auth.id)?;
         // Hash the presented secret even for unknown clients so timing does not reveal which ids exist.
         let presented = Sha256::digest(auth.secret.as_bytes());
-        let Some(client) = client else { return Err(OAuthError::invalid_client()) };
+        let Some(client) = client else {
+            return Err(OAuthError::invalid_client());
+        };
         let expected = client.secret_sha256.as_deref().and_then(|h| hex::decode(h).ok()).unwrap_or_default();
         let ok: bool = expected.len() == 32 && bool::from(expected.as_slice().ct_eq(presented.as_slice()));
         if !ok || client.disabled {
@@ -208,7 +210,12 @@ impl OAuth {
     }
 
     /// The client-credentials grant (RFC 6749 §4.4), for system scopes only.
-    pub fn client_credentials(&self, auth: &ClientAuth, scope: Option<&str>, now: i64) -> Result<TokenResponse, OAuthError> {
+    pub fn client_credentials(
+        &self,
+        auth: &ClientAuth,
+        scope: Option<&str>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
         let client = self.authenticate(auth)?;
         let registered = ScopeSet::parse(&client.scope).map_err(|_| OAuthError::server_error())?;
         let requested = match scope {
@@ -241,7 +248,15 @@ impl OAuth {
 
     /// Issues a token directly to a person through an already authenticated session (the login
     /// flow of the identity layer uses this; tests use it to act as a clinician).
-    pub fn issue_for_user(&self, client_id: &str, subject: &str, fhir_user: Option<&str>, scope: &str, lifetime_secs: u64, now: i64) -> Result<TokenResponse, OAuthError> {
+    pub fn issue_for_user(
+        &self,
+        client_id: &str,
+        subject: &str,
+        fhir_user: Option<&str>,
+        scope: &str,
+        lifetime_secs: u64,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
         let scopes = ScopeSet::parse(scope).map_err(OAuthError::invalid_scope)?;
         let token = random_secret()?;
         let record = TokenRecord {
@@ -273,7 +288,13 @@ impl OAuth {
             return Err(BearerError::Invalid);
         }
         let scopes = ScopeSet::parse(&t.scope).map_err(|_| BearerError::Invalid)?;
-        Ok(Grant { client_id: t.client_id, subject: t.subject, fhir_user: t.fhir_user, scopes, expires_at: t.expires_at })
+        Ok(Grant {
+            client_id: t.client_id,
+            subject: t.subject,
+            fhir_user: t.fhir_user,
+            scopes,
+            expires_at: t.expires_at,
+        })
     }
 
     /// Revokes a token (RFC 7009 semantics: unknown tokens are not an error).

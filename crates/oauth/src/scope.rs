@@ -67,7 +67,10 @@ impl Scope {
         let (res, perm) = rest.split_once('.').ok_or_else(bad)?;
         let resource = match res {
             "*" => None,
-            r if !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphabetic()) && r.starts_with(|c: char| c.is_ascii_uppercase()) => {
+            r if !r.is_empty()
+                && r.bytes().all(|b| b.is_ascii_alphabetic())
+                && r.starts_with(|c: char| c.is_ascii_uppercase()) =>
+            {
                 Some(r.to_string())
             }
             _ => return Err(bad()),
@@ -190,7 +193,16 @@ mod tests {
 
     #[test]
     fn malformed_scopes_are_refused() {
-        for bad in ["system/Patient.rc", "system/Patient.", "system/Patient.x", "admin/Patient.r", "system/patient.r", "system/Patient.rr", "openid", "system/Patient.r?code=1"] {
+        for bad in [
+            "system/Patient.rc",
+            "system/Patient.",
+            "system/Patient.x",
+            "admin/Patient.r",
+            "system/patient.r",
+            "system/Patient.rr",
+            "openid",
+            "system/Patient.r?code=1",
+        ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
     }

@@ -9,10 +9,10 @@ pub struct Timestamp(pub i64);
 impl Timestamp {
     /// FHIR `instant` form in UTC with microseconds, e.g. `2026-11-21T09:45:00.123456Z`.
     pub fn to_fhir(self) -> String {
-        let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let f = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
+        let dt =
+            OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let f =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
         dt.format(&f).unwrap_or_default()
     }
 

@@ -22,7 +22,5 @@ pub use service::{
     Condition, FsckReport, HistoryPage, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
     parse_resource,
 };
-pub use store::{
-    EntryStatus, HistoryQuery, IdentifierToken, Method, Store, StoreError, Tx, VersionRecord,
-};
+pub use store::{EntryStatus, HistoryQuery, IdentifierToken, Method, Store, StoreError, Tx, VersionRecord};
 pub use types::{ResourceId, ResourceType};

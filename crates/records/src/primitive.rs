@@ -88,7 +88,9 @@ fn is_code(s: &str) -> bool {
 }
 
 fn is_oid(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix("urn:oid:") else { return false };
+    let Some(rest) = s.strip_prefix("urn:oid:") else {
+        return false;
+    };
     let mut parts = rest.split('.');
     match parts.next() {
         Some("0" | "1" | "2") => {}
@@ -105,7 +107,9 @@ fn is_oid(s: &str) -> bool {
 }
 
 fn is_uuid_urn(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix("urn:uuid:") else { return false };
+    let Some(rest) = s.strip_prefix("urn:uuid:") else {
+        return false;
+    };
     let groups: Vec<&str> = rest.split('-').collect();
     let lens = [8, 4, 4, 4, 12];
     groups.len() == 5
@@ -129,7 +133,7 @@ fn is_base64(s: &str) -> bool {
         }
         n += 1;
     }
-    n % 4 == 0 && pad <= 2
+    n.is_multiple_of(4) && pad <= 2
 }
 
 fn digits(s: &str, n: usize) -> Option<u32> {
@@ -140,7 +144,7 @@ fn days_in_month(y: u32, m: u32) -> u32 {
     match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 if (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400) => 29,
         2 => 28,
         _ => 0,
     }
@@ -153,7 +157,9 @@ pub fn is_date(s: &str) -> bool {
     if it.next().is_some() {
         return false;
     }
-    let Some(year) = y.and_then(|y| digits(y, 4)) else { return false };
+    let Some(year) = y.and_then(|y| digits(y, 4)) else {
+        return false;
+    };
     match (m, d) {
         (None, None) => true,
         (Some(m), None) => digits(m, 2).is_some_and(|m| (1..=12).contains(&m)),
@@ -171,10 +177,10 @@ pub fn is_time(s: &str) -> bool {
         Some((a, f)) => (a, Some(f)),
         None => (s, None),
     };
-    if let Some(f) = frac {
-        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
+    if let Some(f) = frac
+        && (f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return false;
     }
     let mut it = main.split(':');
     let (h, m, sec) = (it.next(), it.next(), it.next());
@@ -191,7 +197,9 @@ fn is_zone(z: &str) -> bool {
     if z == "Z" {
         return true;
     }
-    let Some(rest) = z.strip_prefix('+').or_else(|| z.strip_prefix('-')) else { return false };
+    let Some(rest) = z.strip_prefix('+').or_else(|| z.strip_prefix('-')) else {
+        return false;
+    };
     match rest.split_once(':') {
         Some((h, m)) => {
             matches!((digits(h, 2), digits(m, 2)), (Some(h), Some(m)) if h <= 14 && m < 60)

@@ -178,7 +178,9 @@ struct Draft<'a> {
 
 /// Who the client says authored the content, from an `X-Provenance` resource.
 fn provenance_author(x_provenance: Option<&Value>) -> Result<Option<String>, RecordError> {
-    let Some(p) = x_provenance else { return Ok(None) };
+    let Some(p) = x_provenance else {
+        return Ok(None);
+    };
     if p.get("resourceType").and_then(Value::as_str) != Some("Provenance") {
         return Err(RecordError::invalid(IssueCode::Invalid, "X-Provenance must be a Provenance resource"));
     }
@@ -189,11 +191,15 @@ fn provenance_author(x_provenance: Option<&Value>) -> Result<Option<String>, Rec
             .and_then(Value::as_array)
             .is_some_and(|cs| cs.iter().any(|c| c.get("code").and_then(Value::as_str) == Some("author")));
         if is_author {
-            let r = a.pointer("/who/reference").and_then(Value::as_str).ok_or_else(|| {
-                RecordError::invalid(IssueCode::Invalid, "X-Provenance author needs `who.reference`")
-            })?;
+            let r = a
+                .pointer("/who/reference")
+                .and_then(Value::as_str)
+                .ok_or_else(|| RecordError::invalid(IssueCode::Invalid, "X-Provenance author needs `who.reference`"))?;
             if !r.split_once('/').is_some_and(|(t, id)| crate::primitive::is_id(id) && !t.is_empty()) {
-                return Err(RecordError::invalid(IssueCode::Value, "X-Provenance author must be a relative reference such as `Practitioner/123`"));
+                return Err(RecordError::invalid(
+                    IssueCode::Value,
+                    "X-Provenance author must be a relative reference such as `Practitioner/123`",
+                ));
             }
             return Ok(Some(r.to_string()));
         }
@@ -221,18 +227,24 @@ fn identifiers(body: &Value) -> Vec<IdentifierToken> {
 
 /// Sets server-managed meta; drops client attempts to set version, time or entry status.
 fn stamp_meta(body: &mut Value, version: u64, now: Timestamp, pending_for: Option<&str>) {
-    let Some(obj) = body.as_object_mut() else { return };
+    let Some(obj) = body.as_object_mut() else {
+        return;
+    };
     let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
-    let Some(m) = meta.as_object_mut() else { return };
+    let Some(m) = meta.as_object_mut() else {
+        return;
+    };
     m.insert("versionId".into(), Value::String(version.to_string()));
     m.insert("lastUpdated".into(), Value::String(now.to_fhir()));
     let mut tags: Vec<Value> = m
         .get("tag")
         .and_then(Value::as_array)
-        .map(|t| t.iter().filter(|t| t.get("system").and_then(Value::as_str) != Some(ENTRY_STATUS_SYSTEM)).cloned().collect())
+        .map(|t| {
+            t.iter().filter(|t| t.get("system").and_then(Value::as_str) != Some(ENTRY_STATUS_SYSTEM)).cloned().collect()
+        })
         .unwrap_or_default();
     if let Some(author) = pending_for {
         tags.push(json!({
@@ -301,7 +313,9 @@ impl Records {
         let enterer = d.actor.label();
         // A correction by someone other than the pending author keeps it pending for that author.
         let inherited = match d.previous.map(|p| &p.status) {
-            Some(EntryStatus::Pending { author }) if *author != enterer && d.method != Method::Delete => Some(author.clone()),
+            Some(EntryStatus::Pending { author }) if *author != enterer && d.method != Method::Delete => {
+                Some(author.clone())
+            }
             _ => None,
         };
         let author = d.author.clone().or(inherited).unwrap_or_else(|| enterer.clone());
@@ -338,7 +352,13 @@ impl Records {
             method: d.method,
             enterer: &enterer,
             author: &author,
-            attester: if pending { None } else if d.method == Method::Approve { Some(&enterer) } else { Some(&author) },
+            attester: if pending {
+                None
+            } else if d.method == Method::Approve {
+                Some(&enterer)
+            } else {
+                Some(&author)
+            },
             previous: d.previous.map(|p| reference(&p.resource_type, &p.id, p.version)),
         });
         let prov_id = ResourceId::generate()?;
@@ -401,7 +421,8 @@ impl Records {
                 match found.as_slice() {
                     [] => {}
                     [one] => {
-                        let record = tx.current(rt, one)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{one}")))?;
+                        let record =
+                            tx.current(rt, one)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{one}")))?;
                         return Ok(WriteOutcome { created: false, written: false, record });
                     }
                     many => return Err(RecordError::MultipleMatches(many.len())),
@@ -411,15 +432,18 @@ impl Records {
             if let Some(o) = v.as_object_mut() {
                 o.insert("id".into(), Value::String(id.to_string()));
             }
-            let record = self.commit(tx, Draft {
-                rt,
-                id: &id,
-                method: Method::Create,
-                body: Some(v.clone()),
-                previous: None,
-                actor,
-                author: author.clone(),
-            })?;
+            let record = self.commit(
+                tx,
+                Draft {
+                    rt,
+                    id: &id,
+                    method: Method::Create,
+                    body: Some(v.clone()),
+                    previous: None,
+                    actor,
+                    author: author.clone(),
+                },
+            )?;
             Ok(WriteOutcome { created: true, written: true, record })
         })
     }
@@ -444,7 +468,9 @@ impl Records {
                     format!("resource id `{body_id}` does not match the URL id `{id}`"),
                 ));
             }
-            None => return Err(RecordError::invalid(IssueCode::Invalid, "an update needs the resource `id` in the body")),
+            None => {
+                return Err(RecordError::invalid(IssueCode::Invalid, "an update needs the resource `id` in the body"));
+            }
         }
         let author = provenance_author(x_provenance)?;
         self.write(|tx| self.update_in(tx, actor, rt, id, v.clone(), if_match, author.clone(), Method::Update))
@@ -474,7 +500,8 @@ impl Records {
         }
         let created = current.as_ref().is_none_or(VersionRecord::is_deleted);
         let method = if current.is_none() { Method::Create } else { method };
-        let record = self.commit(tx, Draft { rt, id, method, body: Some(body), previous: current.as_ref(), actor, author })?;
+        let record =
+            self.commit(tx, Draft { rt, id, method, body: Some(body), previous: current.as_ref(), actor, author })?;
         Ok(WriteOutcome { created, written: true, record })
     }
 
@@ -529,9 +556,9 @@ impl Records {
         self.write(|tx| {
             let current = live(tx.current(rt, id)?, rt, id)?;
             let body = current.body.as_deref().unwrap_or("null");
-            let mut v: Value = serde_json::from_str(body).map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
-            json_patch::patch(&mut v, &ops)
-                .map_err(|e| RecordError::Unprocessable(format!("patch failed: {e}")))?;
+            let mut v: Value =
+                serde_json::from_str(body).map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
+            json_patch::patch(&mut v, &ops).map_err(|e| RecordError::Unprocessable(format!("patch failed: {e}")))?;
             check_type(&v, rt)?;
             if v.get("id").and_then(Value::as_str) != Some(id.as_str()) {
                 return Err(RecordError::invalid(IssueCode::Invalid, "a patch may not change the resource id"));
@@ -546,11 +573,22 @@ impl Records {
 
     /// `DELETE /Type/id`: a logical delete. Returns the deletion version, or `None` if there was
     /// nothing live to delete.
-    pub fn delete(&self, actor: &Actor, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, RecordError> {
+    pub fn delete(
+        &self,
+        actor: &Actor,
+        rt: &ResourceType,
+        id: &ResourceId,
+    ) -> Result<Option<VersionRecord>, RecordError> {
         self.write(|tx| self.delete_in(tx, actor, rt, id))
     }
 
-    fn delete_in(&self, tx: &mut dyn Tx, actor: &Actor, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, RecordError> {
+    fn delete_in(
+        &self,
+        tx: &mut dyn Tx,
+        actor: &Actor,
+        rt: &ResourceType,
+        id: &ResourceId,
+    ) -> Result<Option<VersionRecord>, RecordError> {
         match tx.current(rt, id)? {
             None => Err(RecordError::NotFound(format!("{rt}/{id}"))),
             Some(c) if c.is_deleted() => Ok(None),
@@ -558,14 +596,22 @@ impl Records {
                 Err(RecordError::Forbidden(format!("{rt}/{id} is written by the server and cannot be deleted")))
             }
             Some(c) => {
-                let r = self.commit(tx, Draft { rt, id, method: Method::Delete, body: None, previous: Some(&c), actor, author: None })?;
+                let r = self.commit(
+                    tx,
+                    Draft { rt, id, method: Method::Delete, body: None, previous: Some(&c), actor, author: None },
+                )?;
                 Ok(Some(r))
             }
         }
     }
 
     /// `DELETE /Type?criteria`: deletes the one match; no match is not an error.
-    pub fn conditional_delete(&self, actor: &Actor, rt: &ResourceType, conds: &[Condition]) -> Result<Option<VersionRecord>, RecordError> {
+    pub fn conditional_delete(
+        &self,
+        actor: &Actor,
+        rt: &ResourceType,
+        conds: &[Condition],
+    ) -> Result<Option<VersionRecord>, RecordError> {
         self.write(|tx| {
             let found = self.matches(tx, rt, conds)?;
             match found.as_slice() {
@@ -590,15 +636,18 @@ impl Records {
             }
             let body: Value = serde_json::from_str(current.body.as_deref().unwrap_or("null"))
                 .map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
-            self.commit(tx, Draft {
-                rt,
-                id,
-                method: Method::Approve,
-                body: Some(body),
-                previous: Some(&current),
-                actor,
-                author: Some(author.clone()),
-            })
+            self.commit(
+                tx,
+                Draft {
+                    rt,
+                    id,
+                    method: Method::Approve,
+                    body: Some(body),
+                    previous: Some(&current),
+                    actor,
+                    author: Some(author.clone()),
+                },
+            )
         })
     }
 
@@ -621,10 +670,10 @@ impl Records {
         self.read_tx(|tx| {
             let mut out = Vec::new();
             for id in self.matches(tx, rt, conds)? {
-                if let Some(v) = tx.current(rt, &id)? {
-                    if !v.is_deleted() {
-                        out.push(v);
-                    }
+                if let Some(v) = tx.current(rt, &id)?
+                    && !v.is_deleted()
+                {
+                    out.push(v);
                 }
             }
             Ok(out)
@@ -634,10 +683,10 @@ impl Records {
     /// Instance, type or system history.
     pub fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, RecordError> {
         self.read_tx(|tx| {
-            if let (Some(rt), Some(id)) = (&q.resource_type, &q.id) {
-                if tx.current(rt, id)?.is_none() {
-                    return Err(RecordError::NotFound(format!("{rt}/{id}")));
-                }
+            if let (Some(rt), Some(id)) = (&q.resource_type, &q.id)
+                && tx.current(rt, id)?.is_none()
+            {
+                return Err(RecordError::NotFound(format!("{rt}/{id}")));
             }
             let (entries, total) = tx.history(q)?;
             Ok(HistoryPage { entries, total })
@@ -696,7 +745,8 @@ fn check_type(v: &Value, rt: &ResourceType) -> Result<(), RecordError> {
     match v.get("resourceType").and_then(Value::as_str) {
         Some(t) if t == rt.as_str() => Ok(()),
         Some(t) => Err(RecordError::Invalid(vec![
-            Issue::error(IssueCode::Invalid, format!("resourceType `{t}` does not match the URL type `{rt}`")).at("resourceType"),
+            Issue::error(IssueCode::Invalid, format!("resourceType `{t}` does not match the URL type `{rt}`"))
+                .at("resourceType"),
         ])),
         None => Err(RecordError::invalid(IssueCode::Structure, "missing `resourceType`")),
     }

@@ -127,11 +127,21 @@ pub trait Tx {
     /// The newest version of a resource, deleted or not.
     fn current(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, StoreError>;
     /// One version.
-    fn version(&mut self, rt: &ResourceType, id: &ResourceId, version: u64) -> Result<Option<VersionRecord>, StoreError>;
+    fn version(
+        &mut self,
+        rt: &ResourceType,
+        id: &ResourceId,
+        version: u64,
+    ) -> Result<Option<VersionRecord>, StoreError>;
     /// A page of history, newest first, and the total count of matching versions.
     fn history(&mut self, q: &HistoryQuery) -> Result<(Vec<VersionRecord>, u64), StoreError>;
     /// Current, not deleted resources of a type having an identifier (`system` `None` = any system).
-    fn find_by_identifier(&mut self, rt: &ResourceType, system: Option<&str>, value: &str) -> Result<Vec<ResourceId>, StoreError>;
+    fn find_by_identifier(
+        &mut self,
+        rt: &ResourceType,
+        system: Option<&str>,
+        value: &str,
+    ) -> Result<Vec<ResourceId>, StoreError>;
     /// The latest timestamp ever stored, so time never goes backwards across restarts and processes.
     fn latest_timestamp(&mut self) -> Result<Option<Timestamp>, StoreError>;
     /// Appends a version and makes it current, replacing the resource's identifier tokens.

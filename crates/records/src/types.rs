@@ -40,7 +40,10 @@ impl ResourceId {
         if primitive::is_id(s) {
             Ok(ResourceId(s.to_string()))
         } else {
-            Err(RecordError::invalid(IssueCode::Value, format!("`{}` is not a valid FHIR id", s.chars().take(64).collect::<String>())))
+            Err(RecordError::invalid(
+                IssueCode::Value,
+                format!("`{}` is not a valid FHIR id", s.chars().take(64).collect::<String>()),
+            ))
         }
     }
 

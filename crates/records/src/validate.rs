@@ -40,10 +40,10 @@ fn resource(schema: &Schema, v: &Value, path: &str, issues: &mut Vec<Issue>) {
         }
     };
     let here = if path.is_empty() { rt.to_string() } else { path.to_string() };
-    if let Some(id) = obj.get("id") {
-        if !id.as_str().is_some_and(primitive::is_id) {
-            push(issues, IssueCode::Value, &format!("{here}.id"), "`id` must be 1–64 characters of A–Z a–z 0–9 - .".into());
-        }
+    if let Some(id) = obj.get("id")
+        && !id.as_str().is_some_and(primitive::is_id)
+    {
+        push(issues, IssueCode::Value, &format!("{here}.id"), "`id` must be 1–64 characters of A–Z a–z 0–9 - .".into());
     }
     structure(schema, obj, rt, &here, true, issues);
 }
@@ -55,8 +55,12 @@ fn lookup<'a>(schema: &'a Schema, type_path: &str, key: &str) -> Option<(&'a Ele
         return Some((e, None));
     }
     for (name, e) in elements {
-        let Some(prefix) = name.strip_suffix("[x]") else { continue };
-        let Some(suffix) = key.strip_prefix(prefix) else { continue };
+        let Some(prefix) = name.strip_suffix("[x]") else {
+            continue;
+        };
+        let Some(suffix) = key.strip_prefix(prefix) else {
+            continue;
+        };
         for t in &e.types {
             let mut chars = t.chars();
             let cap = match chars.next() {
@@ -71,7 +75,14 @@ fn lookup<'a>(schema: &'a Schema, type_path: &str, key: &str) -> Option<(&'a Ele
     None
 }
 
-fn structure(schema: &Schema, obj: &Map<String, Value>, type_path: &str, path: &str, is_resource: bool, issues: &mut Vec<Issue>) {
+fn structure(
+    schema: &Schema,
+    obj: &Map<String, Value>,
+    type_path: &str,
+    path: &str,
+    is_resource: bool,
+    issues: &mut Vec<Issue>,
+) {
     if obj.is_empty() {
         push(issues, IssueCode::Structure, path, "empty object; omit the element instead".into());
     }
@@ -83,7 +94,11 @@ fn structure(schema: &Schema, obj: &Map<String, Value>, type_path: &str, path: &
         if let Some(base) = key.strip_prefix('_') {
             // The companion of a primitive: its id and extensions.
             match lookup(schema, type_path, base) {
-                Some((e, chosen)) if chosen.as_deref().map_or_else(|| e.types.iter().all(|t| schema.is_primitive(t)), |t| schema.is_primitive(t)) => {
+                Some((e, chosen))
+                    if chosen
+                        .as_deref()
+                        .map_or_else(|| e.types.iter().all(|t| schema.is_primitive(t)), |t| schema.is_primitive(t)) =>
+                {
                     companion(schema, value, e.many, &child_path, issues);
                 }
                 _ => push(issues, IssueCode::Structure, &child_path, format!("unknown element `{key}`")),
@@ -116,7 +131,9 @@ fn structure(schema: &Schema, obj: &Map<String, Value>, type_path: &str, path: &
                         typed(schema, item, &ty, &p, issues);
                     }
                 }
-                Value::Array(_) => push(issues, IssueCode::Structure, &child_path, "empty array; omit the element instead".into()),
+                Value::Array(_) => {
+                    push(issues, IssueCode::Structure, &child_path, "empty array; omit the element instead".into())
+                }
                 _ => push(issues, IssueCode::Structure, &child_path, format!("`{key}` must be an array")),
             }
         } else if value.is_array() {

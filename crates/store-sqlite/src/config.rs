@@ -61,7 +61,11 @@ impl SqliteStore {
         let mut conn = self.writer()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<i64> = tx
-            .query_row("SELECT MAX(version) FROM config_versions WHERE kind = ?1 AND key = ?2", params![c.kind, c.key], |r| r.get(0))
+            .query_row(
+                "SELECT MAX(version) FROM config_versions WHERE kind = ?1 AND key = ?2",
+                params![c.kind, c.key],
+                |r| r.get(0),
+            )
             .optional()?
             .flatten();
         let current = current.and_then(|v| u64::try_from(v).ok());
@@ -150,7 +154,9 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ConfigEntry, Error>> 
 
 impl OAuthStore for SqliteStore {
     fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
-        let Some(e) = self.config_get("client", id).map_err(se)? else { return Ok(None) };
+        let Some(e) = self.config_get("client", id).map_err(se)? else {
+            return Ok(None);
+        };
         match e.value {
             None => Ok(None),
             Some(v) => serde_json::from_value(v).map(Some).map_err(se),
@@ -191,7 +197,8 @@ impl OAuthStore for SqliteStore {
 
     fn revoke_token(&self, sha256: &[u8; 32]) -> Result<bool, StoreError> {
         let conn = self.writer().map_err(se)?;
-        let n = conn.execute("UPDATE access_tokens SET revoked = 1 WHERE sha256 = ?1", params![&sha256[..]]).map_err(se)?;
+        let n =
+            conn.execute("UPDATE access_tokens SET revoked = 1 WHERE sha256 = ?1", params![&sha256[..]]).map_err(se)?;
         Ok(n > 0)
     }
 }

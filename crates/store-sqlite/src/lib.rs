@@ -140,10 +140,10 @@ impl SqliteStore {
     fn reader(&self) -> Result<MutexGuard<'_, Connection>, Error> {
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         for i in 0..self.readers.len() {
-            if let Some(m) = self.readers.get((start + i) % self.readers.len()) {
-                if let Ok(g) = m.try_lock() {
-                    return Ok(g);
-                }
+            if let Some(m) = self.readers.get((start + i) % self.readers.len())
+                && let Ok(g) = m.try_lock()
+            {
+                return Ok(g);
             }
         }
         self.readers.get(start % self.readers.len()).ok_or(Error::Poisoned)?.lock().map_err(|_| Error::Poisoned)

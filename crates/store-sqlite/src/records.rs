@@ -68,7 +68,12 @@ impl Tx for SqlTx<'_> {
         )
     }
 
-    fn version(&mut self, rt: &ResourceType, id: &ResourceId, version: u64) -> Result<Option<VersionRecord>, StoreError> {
+    fn version(
+        &mut self,
+        rt: &ResourceType,
+        id: &ResourceId,
+        version: u64,
+    ) -> Result<Option<VersionRecord>, StoreError> {
         let v = i64::try_from(version).unwrap_or(i64::MAX);
         self.one(
             &format!("SELECT {COLS} FROM versions WHERE type = ?1 AND id = ?2 AND version = ?3"),
@@ -115,7 +120,12 @@ impl Tx for SqlTx<'_> {
         Ok((out, u64::try_from(total).unwrap_or(0)))
     }
 
-    fn find_by_identifier(&mut self, rt: &ResourceType, system: Option<&str>, value: &str) -> Result<Vec<ResourceId>, StoreError> {
+    fn find_by_identifier(
+        &mut self,
+        rt: &ResourceType,
+        system: Option<&str>,
+        value: &str,
+    ) -> Result<Vec<ResourceId>, StoreError> {
         let mut out = Vec::new();
         let ids: Vec<String> = match system {
             None => {
@@ -123,12 +133,17 @@ impl Tx for SqlTx<'_> {
                     .c
                     .prepare_cached("SELECT DISTINCT id FROM identifier_index WHERE type = ?1 AND value = ?2")
                     .map_err(se)?;
-                st.query_map(params![rt.as_str(), value], |r| r.get(0)).map_err(se)?.collect::<Result<_, _>>().map_err(se)?
+                st.query_map(params![rt.as_str(), value], |r| r.get(0))
+                    .map_err(se)?
+                    .collect::<Result<_, _>>()
+                    .map_err(se)?
             }
             Some(sys) => {
                 let mut st = self
                     .c
-                    .prepare_cached("SELECT DISTINCT id FROM identifier_index WHERE type = ?1 AND value = ?2 AND system = ?3")
+                    .prepare_cached(
+                        "SELECT DISTINCT id FROM identifier_index WHERE type = ?1 AND value = ?2 AND system = ?3",
+                    )
                     .map_err(se)?;
                 st.query_map(params![rt.as_str(), value, sys], |r| r.get(0))
                     .map_err(se)?
@@ -194,8 +209,13 @@ impl Tx for SqlTx<'_> {
                 .prepare_cached("INSERT INTO identifier_index (type, id, system, value) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(se)?;
             for t in identifiers {
-                st.execute(params![v.resource_type.as_str(), v.id.as_str(), t.system.as_deref().unwrap_or(""), t.value])
-                    .map_err(se)?;
+                st.execute(params![
+                    v.resource_type.as_str(),
+                    v.id.as_str(),
+                    t.system.as_deref().unwrap_or(""),
+                    t.value
+                ])
+                .map_err(se)?;
             }
         }
         Ok(())
@@ -220,7 +240,8 @@ impl Tx for SqlTx<'_> {
             .execute("DELETE FROM versions WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
             .map_err(se)?;
         c.execute("DELETE FROM store_flags WHERE name = 'purge'", []).map_err(se)?;
-        c.execute("DELETE FROM resources WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()]).map_err(se)?;
+        c.execute("DELETE FROM resources WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
+            .map_err(se)?;
         c.execute("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
             .map_err(se)?;
         Ok(u64::try_from(n).unwrap_or(0))
