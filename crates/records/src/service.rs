@@ -751,3 +751,68 @@ fn check_type(v: &Value, rt: &ResourceType) -> Result<(), RecordError> {
         None => Err(RecordError::invalid(IssueCode::Structure, "missing `resourceType`")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic relative of the cargo-fuzz target: mutated resources never panic the parser.
+    #[test]
+    fn mutated_input_never_panics() {
+        let seeds: [&[u8]; 3] = [
+            br#"{"resourceType":"Patient","id":"p1","name":[{"family":"Yamada","given":["Taro"]}],"birthDate":"1970-01-01","_birthDate":{"extension":[{"url":"http://x","valueString":"y"}]},"contained":[{"resourceType":"Organization","id":"o"}]}"#,
+            br#"{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"valueQuantity":{"value":1.50,"unit":"mg"},"component":[{"code":{"text":"a"},"valueString":"b"}]}"#,
+            br#"{"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient","active":true}}]}"#,
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let interesting = b"{}[]\":,0123456789.-eE \\tnull true false _ x";
+        let mut parsed_ok = 0;
+        for seed in seeds {
+            assert!(parse_resource(seed).is_ok(), "seed must be valid");
+            for _ in 0..3000 {
+                let mut m = seed.to_vec();
+                for _ in 0..(next() % 4 + 1) {
+                    let pos = (next() as usize) % m.len().max(1);
+                    let b = interesting.get((next() as usize) % interesting.len()).copied().unwrap_or(b'x');
+                    match next() % 3 {
+                        0 => m.insert(pos, b),
+                        1 if !m.is_empty() => {
+                            m.remove(pos);
+                        }
+                        _ => {
+                            if let Some(slot) = m.get_mut(pos) {
+                                *slot = b;
+                            }
+                        }
+                    }
+                }
+                if parse_resource(&m).is_ok() {
+                    parsed_ok += 1;
+                }
+            }
+        }
+        assert!(parsed_ok > 0, "some mutations stay valid, so the validator is not refusing everything");
+    }
+
+    #[test]
+    fn conditions_parse_and_refuse() {
+        assert_eq!(
+            parse_conditions("identifier=urn%3Ax%7C1&_id=a").ok(),
+            Some(vec![
+                Condition::Identifier { system: Some("urn:x".into()), value: "1".into() },
+                Condition::Id(ResourceId::parse("a").unwrap_or_else(|e| unreachable!("{e}"))),
+            ])
+        );
+        assert!(parse_conditions("").is_err());
+        assert!(parse_conditions("name=x").is_err());
+        assert!(parse_conditions("identifier=").is_err());
+        assert!(parse_conditions("identifier=%zz").is_err());
+        assert!(parse_conditions("identifier=urn:x|").is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! Fuzz the SMART scope parser and the conditional-interaction query parser.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        if let Ok(set) = mamori_oauth::ScopeSet::parse(s) {
+            // Display and parse again: the model round-trips.
+            assert_eq!(mamori_oauth::ScopeSet::parse(&set.to_string()).ok(), Some(set));
+        }
+        let _ = mamori_records::parse_conditions(s);
+    }
+});

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Load benchmark of the whole stack: /healthz (baseline), authorised FHIR read, and durable create,
+# measured with wrk from a separate process on loopback, in one run, so ratios are comparable on a
+# shared, noisy machine. Writes the table into BENCHMARKS.md between the BENCH markers.
+#
+# Usage: scripts/bench.sh [DURATION_SECONDS] [CONNECTIONS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=${2:-16}
+command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --quiet
+BIN=target/release/mamori
+DATA=$(mktemp -d)
+PORT=${BENCH_PORT:-18180}
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+
+SECRET=$($BIN client add bench --scope "system/*.cruds" --token-lifetime 1h --data-dir "$DATA" 2>/dev/null | sed -n 's/^client_secret=//p')
+MAMORI_LOG=warn $BIN serve --data-dir "$DATA" --listen 127.0.0.1:$PORT >/dev/null 2>&1 &
+SERVER=$!
+for _ in $(seq 50); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+TOKEN=$(curl -sf -u "bench:$SECRET" -d grant_type=client_credentials http://127.0.0.1:$PORT/oauth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+export TOKEN
+PATIENT='{"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.392.100495.20.3.51.11234567890","value":"00012345"}],"name":[{"family":"山田","given":["太郎"]}],"gender":"male","birthDate":"1970-01-01"}'
+ID=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/fhir+json' -d "$PATIENT" http://127.0.0.1:$PORT/fhir/Patient | sed 's/.*"id":"\([^"]*\)".*/\1/')
+
+LUA=$(mktemp --suffix .lua)
+cat > "$LUA" <<LUAEOF
+wrk.method = "POST"
+wrk.body = '$PATIENT'
+wrk.headers["Content-Type"] = "application/fhir+json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
+LUAEOF
+
+run() { # name, then wrk args
+  local name=$1; shift
+  local out; out=$(wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$@")
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  local errs; errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  echo "$name|$rps|$p50|$p99|${errs:-0}"
+}
+
+H=$(run healthz http://127.0.0.1:$PORT/healthz)
+R=$(run read -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$PORT/fhir/Patient/$ID)
+C=$(run create -s "$LUA" http://127.0.0.1:$PORT/fhir/Patient)
+rm -f "$LUA"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+HR=$(echo "$H" | cut -d'|' -f2); RR=$(echo "$R" | cut -d'|' -f2); CR=$(echo "$C" | cut -d'|' -f2)
+TABLE=$(cat <<TEOF
+Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr);
+\`scripts/bench.sh $DUR $CONNS\` (wrk -t2 -c$CONNS -d${DUR}s, server and load generator share the machine).
+
+| endpoint | requests/s | p50 | p99 | non-2xx | ratio to /healthz |
+|---|---|---|---|---|---|
+| \`GET /healthz\` (baseline) | $(echo "$H" | cut -d'|' -f2) | $(echo "$H" | cut -d'|' -f3) | $(echo "$H" | cut -d'|' -f4) | $(echo "$H" | cut -d'|' -f5) | 1.000 |
+| \`GET /fhir/Patient/{id}\` (bearer token) | $RR | $(echo "$R" | cut -d'|' -f3) | $(echo "$R" | cut -d'|' -f4) | $(echo "$R" | cut -d'|' -f5) | $(ratio "$RR" "$HR") |
+| \`POST /fhir/Patient\` (durable create + Provenance) | $CR | $(echo "$C" | cut -d'|' -f3) | $(echo "$C" | cut -d'|' -f4) | $(echo "$C" | cut -d'|' -f5) | $(ratio "$CR" "$HR") |
+TEOF
+)
+echo "$TABLE"
+if [ -f BENCHMARKS.md ] && grep -q '<!-- BENCH:BEGIN -->' BENCHMARKS.md; then
+  python3 - "$TABLE" <<'PY'
+import sys, re
+t = open("BENCHMARKS.md").read()
+new = "<!-- BENCH:BEGIN -->\n" + sys.argv[1] + "\n<!-- BENCH:END -->"
+t = re.sub(r"<!-- BENCH:BEGIN -->.*?<!-- BENCH:END -->", lambda m: new, t, flags=re.S)
+open("BENCHMARKS.md", "w").write(t)
+PY
+fi
