@@ -81,6 +81,14 @@ async fn update_as_create_and_id_rules() {
 
     let r = h.call("GET", "/fhir/Patient/bad$id", None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Errors the framework raises are OperationOutcome too.
+    let r = h.call("GET", "/fhir/Patient/%FF%FE", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    let r = h.call("POST", "/fhir/Patient/pt-1", Some(&p)).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.json()["issue"][0]["code"], "not-supported");
+    assert!(r.header("allow").is_some());
 }
 
 #[tokio::test]

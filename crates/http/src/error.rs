@@ -137,6 +137,39 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Turns any error response inside `/fhir` that is not already FHIR JSON (axum's own rejections:
+/// 405 for a wrong method, a path that does not decode, …) into an OperationOutcome, so clients
+/// see one error form whatever produced the error.
+pub async fn fhir_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_fhir = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/fhir+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return resp;
+    }
+    let allow = resp.headers().get(header::ALLOW).cloned();
+    let (_, body) = resp.into_parts();
+    let text =
+        axum::body::to_bytes(body, 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let (code, msg) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            (IssueCode::NotSupported, "this interaction is not supported at this URL".to_string())
+        }
+        s if s.is_server_error() => (IssueCode::Exception, "the server could not complete the request".to_string()),
+        _ if text.is_empty() => (IssueCode::Invalid, status.canonical_reason().unwrap_or("bad request").to_lowercase()),
+        _ => (IssueCode::Invalid, text.chars().take(300).collect()),
+    };
+    let mut r = fhir_response(status, &outcome(&[Issue::error(code, msg)]));
+    if let Some(a) = allow {
+        r.headers_mut().insert(header::ALLOW, a);
+    }
+    r
+}
+
 /// The request id of a request, also in its response's `X-Request-ID`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);

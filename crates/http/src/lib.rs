@@ -68,7 +68,8 @@ pub fn app(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history/{vid}", get(fhir::vread))
         .route("/{rtype}/{id}/$approve", post(fhir::approve))
         .fallback(fhir::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate))
+        .layer(axum::middleware::from_fn(error::fhir_errors));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/token", post(oauth::token))
