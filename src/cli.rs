@@ -38,6 +38,9 @@ enum Command {
     Client(ClientCmd),
     /// Re-hash every stored version and report any mismatch (exit 1 if one is found).
     Fsck(DataDir),
+    /// The audit trail (監査証跡): verifier key, offline verification, export.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Physically remove a deleted record whose retention period (保存期間) has ended.
     Purge {
         #[command(flatten)]
@@ -63,6 +66,100 @@ struct ServeArgs {
     /// Public base URL used in links (default: derived from --listen).
     #[arg(long)]
     public_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Print the checkpoint verifier key (`name+hash+base64`), for witnesses and auditors.
+    VerifierKey(DataDir),
+    /// Recompute the tree from the stored entries; check every checkpoint, tile and timestamp.
+    /// Exits 1 naming the first bad entry.
+    Verify {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Verify against this key instead of the one in the data directory (recommended: a copy
+        /// kept outside the system).
+        #[arg(long)]
+        verifier_key: Option<String>,
+        /// Also compare the checkpoints a witness kept (its directory with `checkpoints.log`).
+        #[arg(long)]
+        witness_dir: Option<PathBuf>,
+    },
+    /// Export entries as NDJSON, RFC 5424 syslog or CSV.
+    Export {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "ndjson")]
+        format: crate::export::Format,
+        /// Only entries at or after this instant (RFC 3339) or date (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries before this instant or date.
+        #[arg(long)]
+        until: Option<String>,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn parse_instant(s: &str) -> Result<i64, String> {
+    let t = if s.len() == 10 { format!("{s}T00:00:00Z") } else { s.to_string() };
+    mamori_records::Timestamp::parse_rfc3339(&t).map(|t| t.0).ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD) or RFC 3339 instant"))
+}
+
+fn audit(c: AuditCmd) -> Result<ExitCode, String> {
+    match c {
+        AuditCmd::VerifierKey(d) => {
+            datadir::init(&d.data_dir)?;
+            let (signer, _) = datadir::load_signer(&d.data_dir)?;
+            println!("{}", signer.verifier_key());
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCmd::Verify { dir, verifier_key, witness_dir } => {
+            let key = match verifier_key {
+                Some(k) => k,
+                None => datadir::load_signer(&dir.data_dir)?.0.verifier_key(),
+            };
+            let r = crate::verify::verify(&dir.data_dir, &key, witness_dir.as_deref())?;
+            if r.problems.is_empty() {
+                println!(
+                    "audit verify: {} entries, {} checkpoints verified; root {}",
+                    r.entries,
+                    r.checkpoints,
+                    hex::encode(r.root)
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &r.problems {
+                    println!("BAD {p}");
+                }
+                println!("audit verify: FAILED after {} entries, {} checkpoints verified", r.entries, r.checkpoints);
+                Ok(ExitCode::from(1))
+            }
+        }
+        AuditCmd::Export { dir, format, since, until, output } => {
+            let since = since.as_deref().map(parse_instant).transpose()?;
+            let until = until.as_deref().map(parse_instant).transpose()?;
+            let node = open_node(&dir.data_dir)?;
+            let n = match output {
+                Some(p) => {
+                    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| format!("cannot create `{}`: {e}", p.display()))?);
+                    let n = crate::export::export(&*node.store, format, since, until, &mut f)?;
+                    std::io::Write::flush(&mut f).map_err(|e| e.to_string())?;
+                    n
+                }
+                None => {
+                    let stdout = std::io::stdout();
+                    let mut lock = stdout.lock();
+                    crate::export::export(&*node.store, format, since, until, &mut lock)?
+                }
+            };
+            eprintln!("exported {n} entries");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(c) => client(c),
+        Command::Audit(c) => audit(c),
         Command::Fsck(d) => {
             let node = open_node(&d.data_dir)?;
             let report = node.records.fsck().map_err(|e| e.to_string())?;
@@ -160,7 +258,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let rt = ResourceType::parse(t).map_err(|e| e.to_string())?;
             let id = ResourceId::parse(i).map_err(|e| e.to_string())?;
             let node = open_node(&dir.data_dir)?;
-            let n = node.records.purge(&rt, &id).map_err(|e| e.to_string())?;
+            let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+            let ctx = mamori_records::RequestContext::of(mamori_records::Actor::operator(&operator));
+            let n = node.records.purge(&ctx, &rt, &id).map_err(|e| e.to_string())?;
             println!("purged {rt}/{id}: {n} versions removed");
             Ok(ExitCode::SUCCESS)
         }
@@ -185,7 +285,8 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             "refusing plain HTTP on `{addr}`: only loopback may be served without TLS; give --tls-cert and --tls-key"
         ));
     }
-    let node = open_node(&a.dir.data_dir)?;
+    let node = std::sync::Arc::new(open_node(&a.dir.data_dir)?);
+    node.spawn_integrator();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));

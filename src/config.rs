@@ -19,7 +19,12 @@ default_years = 5
 
 [retention.types]
 # Per resource type, e.g.:
-# AuditEvent = 5
+# Observation = 10
+
+[audit]
+# A directory outside the data directory (ideally another machine or write-once storage) where
+# every signed checkpoint is also written, so that rewriting history would be caught.
+# witness_dir = "/mnt/witness/mamori"
 "#;
 
 #[derive(Debug, Deserialize, Default)]
@@ -29,6 +34,14 @@ struct Raw {
     server: RawServer,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    witness_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -55,6 +68,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Retention.
     pub retention: mamori_records::RetentionPolicy,
+    /// Where checkpoints are also published.
+    pub witness_dir: Option<std::path::PathBuf>,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -89,6 +104,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
             default_years: raw.retention.default_years.unwrap_or(5),
             per_type: raw.retention.types,
         },
+        witness_dir: raw.audit.witness_dir,
     })
 }
 

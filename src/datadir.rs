@@ -10,6 +10,7 @@ use mamori_records::{Records, SystemClock};
 use mamori_store_sqlite::SqliteStore;
 
 use crate::config::{self, Config};
+use mamori_audit::note::NoteSigner;
 
 /// An opened data directory.
 pub struct Node {
@@ -23,6 +24,10 @@ pub struct Node {
     pub records: Arc<Records>,
     /// Token service.
     pub oauth: Arc<OAuth>,
+    /// Checkpoint signer.
+    pub signer: Arc<NoteSigner>,
+    /// The audit log's origin (checkpoint first line, verifier key name).
+    pub origin: String,
 }
 
 struct StoreHealth(Arc<SqliteStore>);
@@ -91,15 +96,59 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
         Arc::new(SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?);
     let records = Arc::new(Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone()));
     let oauth = Arc::new(OAuth::new(store.clone()));
-    Ok(Node { dir: dir.to_path_buf(), config, store, records, oauth })
+    let (signer, origin) = load_signer(dir)?;
+    Ok(Node { dir: dir.to_path_buf(), config, store, records, oauth, signer: Arc::new(signer), origin })
+}
+
+/// The checkpoint signer from `keys/signing-ed25519.seed`; the origin is derived from its public
+/// key so that two installations never share one.
+pub fn load_signer(dir: &Path) -> Result<(NoteSigner, String), String> {
+    let p = dir.join("keys").join("signing-ed25519.seed");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+    let seed: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("`{}` is not a 32-byte hex seed", p.display()))?;
+    let probe = NoteSigner::new("mamori", &seed).map_err(|e| e.to_string())?;
+    let vkey = probe.verifier_key();
+    let id = vkey.split('+').nth(1).unwrap_or("0");
+    let origin = format!("mamori.local/audit/{id}");
+    let signer = NoteSigner::new(&origin, &seed).map_err(|e| e.to_string())?;
+    Ok((signer, origin))
 }
 
 impl Node {
+    /// Integrates new audit entries and signs a checkpoint if the log grew; publishes it to the
+    /// witness directory when one is configured.
+    pub fn integrate_audit(&self) -> Result<Option<String>, String> {
+        use mamori_audit::AuditLog;
+        let note = self.store.integrate(&self.signer, &self.origin).map_err(|e| e.to_string())?;
+        if let (Some(n), Some(w)) = (&note, &self.config.witness_dir) {
+            publish(w, n).map_err(|e| format!("witness `{}`: {e}", w.display()))?;
+        }
+        Ok(note)
+    }
+
+    /// Runs [`Node::integrate_audit`] every 250 ms on a background thread, so that a checkpoint
+    /// follows any growth within a second.
+    pub fn spawn_integrator(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let node = self.clone();
+        std::thread::spawn(move || {
+            loop {
+                if let Err(e) = node.integrate_audit() {
+                    tracing::error!(error = %e, "audit integration failed; will retry");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+        })
+    }
+
     /// Router state for this node.
     pub fn app_state(&self, public_url: &str) -> AppState {
         AppState {
             records: self.records.clone(),
             oauth: self.oauth.clone(),
+            audit: self.store.clone(),
             health: Arc::new(StoreHealth(self.store.clone())),
             config: Arc::new(HttpConfig {
                 max_body_bytes: self.config.max_body_bytes,
@@ -109,4 +158,17 @@ impl Node {
             started: mamori_records::Clock::now(&SystemClock).to_fhir(),
         }
     }
+}
+
+/// Appends a checkpoint to `checkpoints.log` in the witness directory and replaces `checkpoint`.
+fn publish(dir: &Path, note: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let mut log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("checkpoints.log"))?;
+    log.write_all(note.as_bytes())?;
+    log.write_all(b"\n")?;
+    log.sync_data()?;
+    let tmp = dir.join("checkpoint.tmp");
+    std::fs::write(&tmp, note)?;
+    std::fs::rename(&tmp, dir.join("checkpoint"))
 }

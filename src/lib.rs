@@ -4,5 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod datadir;
+pub mod export;
+pub mod verify;
 
 pub use datadir::{Node, open_node};

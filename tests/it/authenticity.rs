@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::http::StatusCode;
 use mamori_records::{
+    RequestContext,
     Actor, Clock, Records, ResourceId, ResourceType, RetentionPolicy, Timestamp, content_hash, parse_resource,
 };
 use serde_json::{Value, json};
@@ -178,11 +179,11 @@ async fn stored_time_never_goes_backwards() {
         RetentionPolicy::default(),
     );
     let rt = ResourceType::parse("Observation").unwrap();
-    let actor = Actor::operator("test");
+    let ctx = RequestContext::of(Actor::operator("test"));
     let mut last = Timestamp(0);
     for _ in 0..5 {
         let out =
-            records.create(&actor, &rt, parse_resource(obs().to_string().as_bytes()).unwrap(), None, None).unwrap();
+            records.create(&ctx, &rt, parse_resource(obs().to_string().as_bytes()).unwrap(), None, None).unwrap();
         assert!(out.record.last_updated > last, "time went backwards");
         last = out.record.last_updated;
     }
@@ -218,10 +219,10 @@ async fn nothing_inside_retention_can_be_purged() {
     let created = h.create(&obs()).await;
     let id = ResourceId::parse(created["id"].as_str().unwrap()).unwrap();
     let rt = ResourceType::parse("Observation").unwrap();
-    let err = h.node.records.purge(&rt, &id).unwrap_err();
+    let err = h.node.records.purge(&op(), &rt, &id).unwrap_err();
     assert!(err.to_string().contains("delete it before"), "{err}");
     h.call("DELETE", &format!("/fhir/Observation/{id}"), None).await;
-    let err = h.node.records.purge(&rt, &id).unwrap_err();
+    let err = h.node.records.purge(&op(), &rt, &id).unwrap_err();
     assert!(err.to_string().contains("retention period"), "{err}");
     assert_eq!(h.call("GET", &format!("/fhir/Observation/{id}/_history/1"), None).await.status, StatusCode::OK);
 
@@ -230,8 +231,12 @@ async fn nothing_inside_retention_can_be_purged() {
     let created = h0.create(&obs()).await;
     let id = ResourceId::parse(created["id"].as_str().unwrap()).unwrap();
     h0.call("DELETE", &format!("/fhir/Observation/{id}"), None).await;
-    assert_eq!(h0.node.records.purge(&rt, &id).unwrap(), 2);
+    assert_eq!(h0.node.records.purge(&op(), &rt, &id).unwrap(), 2);
     assert_eq!(h0.call("GET", &format!("/fhir/Observation/{id}/_history/1"), None).await.status, StatusCode::NOT_FOUND);
     // The Provenance of the purged versions remains as evidence.
     assert_eq!(provenances(&h0).await.len(), 2);
+}
+
+fn op() -> RequestContext {
+    RequestContext::of(Actor::operator("test"))
 }

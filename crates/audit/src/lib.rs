@@ -31,3 +31,47 @@ pub enum Error {
     #[error("hash source: {0}")]
     Source(String),
 }
+
+/// A stored entry: its leaf index and canonical JSON.
+pub type StoredEntry = (u64, Vec<u8>);
+
+/// Filters for reading entries back (FHIR view, export).
+#[derive(Debug, Clone, Default)]
+pub struct EntryQuery {
+    /// Entries at or after this time (µs since the epoch).
+    pub since: Option<i64>,
+    /// Entries before this time (µs).
+    pub until: Option<i64>,
+    /// Entries naming this patient (`Patient/123`).
+    pub patient: Option<String>,
+    /// Entries by this actor id or `fhirUser`.
+    pub agent: Option<String>,
+    /// Entries with this action.
+    pub action: Option<String>,
+    /// First leaf index to consider (paging).
+    pub from_index: u64,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The audit log as the rest of the system sees it. The store adapters implement it.
+///
+/// INVARIANT: `append` returns only after the entries are durable; their indexes are final.
+pub trait AuditLog: Send + Sync {
+    /// Appends records (their `time` is set by the log, never going backwards) and returns their
+    /// leaf indexes once durable.
+    fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<u64>, Error>;
+    /// Entries `[start, start + count)` by leaf index.
+    fn entries(&self, start: u64, count: u64) -> Result<Vec<Vec<u8>>, Error>;
+    /// Entries matching a query, in log order.
+    fn query(&self, q: &EntryQuery) -> Result<Vec<StoredEntry>, Error>;
+    /// The hashes of one stored tile (empty if none).
+    fn tile(&self, level: u8, index: u64) -> Result<Vec<Hash>, Error>;
+    /// The newest signed checkpoint note, if any.
+    fn latest_checkpoint(&self) -> Result<Option<String>, Error>;
+    /// Every stored checkpoint note, oldest first.
+    fn checkpoints(&self) -> Result<Vec<String>, Error>;
+    /// Integrates appended entries into the tree and, if it grew, signs and stores a checkpoint;
+    /// returns the new checkpoint note.
+    fn integrate(&self, signer: &note::NoteSigner, origin: &str) -> Result<Option<String>, Error>;
+}

@@ -123,3 +123,124 @@ mod tests {
         }
     }
 }
+
+/// One tile row: level, index, and its hashes (full when 256).
+pub type TileRow = (u8, u64, Vec<crate::Hash>);
+
+/// Integrates new leaf hashes into the tiles of a tree of `size` leaves. `load(level, index)`
+/// returns the stored hashes of a tile (empty if none). Returns every row that changed; full
+/// tiles roll up into the level above.
+pub fn append_leaves(
+    size: u64,
+    leaves: &[crate::Hash],
+    mut load: impl FnMut(u8, u64) -> Result<Vec<crate::Hash>, Error>,
+) -> Result<Vec<TileRow>, Error> {
+    // Working tile per level: (index, hashes, dirty).
+    let mut work: Vec<(u64, Vec<crate::Hash>, bool)> = Vec::new();
+    let mut out = Vec::new();
+    for leaf in leaves {
+        let mut level: u8 = 0;
+        let mut h = *leaf;
+        loop {
+            let li = usize::from(level);
+            if work.len() <= li {
+                // Complete nodes at this tile level before this append.
+                let count = size.checked_shr(u32::from(level) * u32::from(HEIGHT)).unwrap_or(0);
+                let index = count / WIDTH;
+                let existing = if count % WIDTH == 0 { Vec::new() } else { load(level, index)? };
+                work.push((index, existing, false));
+            }
+            let Some(slot) = work.get_mut(li) else { return Err(Error::Range("tile level".into())) };
+            slot.1.push(h);
+            slot.2 = true;
+            if slot.1.len() as u64 == WIDTH {
+                let full = std::mem::take(&mut slot.1);
+                let root = crate::merkle::root_of(&full);
+                out.push((level, slot.0, full));
+                slot.0 += 1;
+                slot.2 = false;
+                h = root;
+                level = level.checked_add(1).ok_or_else(|| Error::Range("tree too large".into()))?;
+                continue;
+            }
+            break;
+        }
+    }
+    for (level, (index, hashes, dirty)) in work.into_iter().enumerate() {
+        if dirty && !hashes.is_empty() {
+            out.push((u8::try_from(level).unwrap_or(u8::MAX), index, hashes));
+        }
+    }
+    Ok(out)
+}
+
+/// Complete-subtree hashes answered from stored tiles. `fetch(level, index)` returns a tile's
+/// hashes; results are cached for the life of the value (one proof or one root).
+pub struct TileNodes<F> {
+    fetch: F,
+    cache: std::cell::RefCell<std::collections::HashMap<(u8, u64), std::rc::Rc<Vec<crate::Hash>>>>,
+}
+
+impl<F: Fn(u8, u64) -> Result<Vec<crate::Hash>, Error>> TileNodes<F> {
+    /// A node source over a tile fetcher.
+    pub fn new(fetch: F) -> Self {
+        TileNodes { fetch, cache: std::cell::RefCell::new(std::collections::HashMap::new()) }
+    }
+
+    fn tile(&self, level: u8, index: u64) -> Result<std::rc::Rc<Vec<crate::Hash>>, Error> {
+        if let Some(t) = self.cache.borrow().get(&(level, index)) {
+            return Ok(t.clone());
+        }
+        let t = std::rc::Rc::new((self.fetch)(level, index)?);
+        self.cache.borrow_mut().insert((level, index), t.clone());
+        Ok(t)
+    }
+}
+
+impl<F: Fn(u8, u64) -> Result<Vec<crate::Hash>, Error>> crate::merkle::NodeSource for TileNodes<F> {
+    fn node(&self, level: u8, index: u64) -> Result<crate::Hash, Error> {
+        let tile_level = level / HEIGHT;
+        let r = u32::from(level % HEIGHT);
+        let first = index.checked_shl(r).ok_or_else(|| Error::Range("node index".into()))?;
+        let tile = self.tile(tile_level, first / WIDTH)?;
+        let start = usize::try_from(first % WIDTH).map_err(|e| Error::Range(e.to_string()))?;
+        let hashes = tile
+            .get(start..start + (1usize << r))
+            .ok_or_else(|| Error::Source(format!("tile {tile_level}/{} lacks node {level}/{index}", first / WIDTH)))?;
+        Ok(crate::merkle::root_of(hashes))
+    }
+}
+
+#[cfg(test)]
+mod tile_tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::merkle::{self, NodeSource};
+
+    #[test]
+    fn tiles_built_in_batches_answer_roots_and_proofs() {
+        let leaves: Vec<crate::Hash> = (0..70_000u64).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+        let mut store: HashMap<(u8, u64), Vec<crate::Hash>> = HashMap::new();
+        let mut size = 0u64;
+        for batch in [1usize, 255, 1, 3000, 513, 65_536 - 3770, 4464] {
+            let new = &leaves[size as usize..size as usize + batch];
+            let rows = append_leaves(size, new, |l, i| Ok(store.get(&(l, i)).cloned().unwrap_or_default())).unwrap();
+            for (l, i, h) in rows {
+                store.insert((l, i), h);
+            }
+            size += batch as u64;
+            let nodes = TileNodes::new(|l, i| Ok(store.get(&(l, i)).cloned().unwrap_or_default()));
+            assert_eq!(merkle::root(&nodes, size).unwrap(), merkle::root_of(&leaves[..size as usize]), "size {size}");
+        }
+        assert_eq!(size, 70_000);
+        assert_eq!(store[&(2, 0)].len(), 1, "65536 leaves roll up into one level-2 hash");
+        let nodes = TileNodes::new(|l, i| Ok(store.get(&(l, i)).cloned().unwrap_or_default()));
+        let root = merkle::root(&nodes, size).unwrap();
+        for idx in [0u64, 255, 256, 65_535, 65_536, 69_999] {
+            let p = merkle::inclusion_proof(&nodes, idx, size).unwrap();
+            merkle::verify_inclusion(&leaves[idx as usize], idx, size, &p, &root).unwrap();
+        }
+        assert!(nodes.node(0, 70_000).is_err());
+    }
+}

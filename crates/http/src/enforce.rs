@@ -18,6 +18,8 @@ use crate::{ApiError, AppState};
 #[derive(Debug, Clone)]
 pub struct Principal {
     grant: Grant,
+    request_id: Option<String>,
+    source: Option<String>,
 }
 
 /// An action on a resource type, in SMART terms.
@@ -46,6 +48,16 @@ impl Principal {
                 client_id: Some(self.grant.client_id.clone()),
             },
             None => Actor::client(&self.grant.client_id),
+        }
+    }
+
+    /// Who asks, from where, for what, as the record service and the audit trail need it.
+    pub fn context(&self) -> mamori_records::RequestContext {
+        mamori_records::RequestContext {
+            actor: self.actor(),
+            request_id: self.request_id.clone(),
+            source: self.source.clone(),
+            purpose: "TREAT".into(),
         }
     }
 
@@ -79,6 +91,16 @@ impl Principal {
         self.grant.scopes.allows(v.resource_type.as_str(), Perm::Read)
     }
 
+    /// The principal as the audit trail records it.
+    pub fn audit_actor(&self) -> mamori_audit::AuditActor {
+        mamori_audit::AuditActor {
+            client_id: Some(self.grant.client_id.clone()),
+            fhir_user: self.grant.fhir_user.clone(),
+            id: self.grant.subject.clone().unwrap_or_else(|| self.grant.client_id.clone()),
+            kind: if self.grant.subject.is_some() { "user" } else { "client" }.into(),
+        }
+    }
+
     /// Whether every resource type is readable (so counts reveal nothing hidden).
     pub fn reads_everything(&self) -> bool {
         self.grant.scopes.iter().any(|s| s.resource.is_none() && s.allows("*", Perm::Read))
@@ -107,8 +129,17 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
     let result = tokio::task::spawn_blocking(move || oauth.validate(&token, now_secs())).await;
     match result {
         Ok(Ok(grant)) => {
-            req.extensions_mut().insert(Principal { grant });
-            next.run(req).await
+            let request_id = req.extensions().get::<crate::RequestId>().map(|r| r.0.clone());
+            let source = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string());
+            let principal = Principal { grant, request_id, source };
+            req.extensions_mut().insert(principal.clone());
+            let mut resp = next.run(req).await;
+            // For the audit layer outside this one.
+            resp.extensions_mut().insert(principal);
+            resp
         }
         Ok(Err(BearerError::Invalid)) => ApiError::Unauthorized.into_response(),
         Ok(Err(BearerError::Store)) | Err(_) => ApiError::Internal("token validation failed".into()).into_response(),

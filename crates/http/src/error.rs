@@ -29,6 +29,8 @@ pub enum ApiError {
     NotAcceptable,
     /// No such endpoint (404).
     NotFound(String),
+    /// The interaction is not allowed on this resource type (405).
+    MethodNotAllowed(String),
     /// Something failed inside (500); the detail is logged, never shown.
     Internal(String),
 }
@@ -125,6 +127,7 @@ impl IntoResponse for ApiError {
                 one(IssueCode::NotSupported, "only JSON (application/fhir+json) is served".into()),
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, one(IssueCode::NotFound, m)),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, one(IssueCode::NotSupported, m)),
             ApiError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 (

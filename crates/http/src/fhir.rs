@@ -11,11 +11,44 @@ use mamori_records::{
 };
 use serde_json::{Value, json};
 
+use crate::audit::AuditNote;
 use crate::enforce::{Action, Principal};
 use crate::error::{FHIR_JSON, fhir_response, outcome};
 use crate::{ApiError, AppState};
 
 type ApiResult = Result<Response, ApiError>;
+
+fn note_of(v: &VersionRecord, in_transaction: bool) -> AuditNote {
+    AuditNote {
+        resources: vec![format!("{}/{}/_history/{}", v.resource_type, v.id, v.version)],
+        patients: v.patient.clone().into_iter().collect(),
+        in_transaction,
+    }
+}
+
+fn note_of_all<'a>(vs: impl Iterator<Item = &'a VersionRecord>) -> AuditNote {
+    let mut n = AuditNote::default();
+    for v in vs {
+        n.resources.push(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
+        if let Some(p) = &v.patient {
+            if !n.patients.contains(p) {
+                n.patients.push(p.clone());
+            }
+        }
+    }
+    n
+}
+
+/// AuditEvent is the audit trail's read-only view.
+fn refuse_audit_event_writes(rt: &ResourceType) -> Result<(), ApiError> {
+    if rt.as_str() == "AuditEvent" {
+        Err(ApiError::MethodNotAllowed(
+            "AuditEvent is written only by the server's audit trail; it cannot be created, changed or deleted".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RecordError> + Send + 'static,
@@ -212,6 +245,7 @@ pub async fn create(
 ) -> ApiResult {
     check_format(&headers, q.as_deref())?;
     let rt = rtype(&rt)?;
+    refuse_audit_event_writes(&rt)?;
     p.authorize(rt.as_str(), Action::Create)?;
     let cond = match headers.get("if-none-exist") {
         Some(v) => {
@@ -227,11 +261,11 @@ pub async fn create(
     let prov = x_provenance(&headers)?;
     let parsed = parse_body(read_body(&s, &headers, body, BodyKind::Resource).await?).await?;
     let records = s.records.clone();
-    let actor = p.actor();
+    let ctx = p.context();
     let (rt2, prov2) = (rt.clone(), prov.clone());
-    let out = blocking(move || records.create(&actor, &rt2, parsed, cond.as_deref(), prov2.as_ref())).await?;
+    let out = blocking(move || records.create(&ctx, &rt2, parsed, cond.as_deref(), prov2.as_ref())).await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(resource_response(&s, status, &out.record, prefer_return(&headers), out.created))
+    Ok(note_of(&out.record, out.written).attach(resource_response(&s, status, &out.record, prefer_return(&headers), out.created)))
 }
 
 /// `GET /fhir/{type}/{id}`.
@@ -245,6 +279,9 @@ pub async fn read(
     check_format(&headers, q.as_deref())?;
     let (rt, id) = (rtype(&rt)?, rid(&id)?);
     p.authorize(rt.as_str(), Action::Read)?;
+    if rt.as_str() == "AuditEvent" {
+        return audit_event_read(&s, &id).await;
+    }
     let records = s.records.clone();
     let v = blocking(move || records.read(&rt, &id)).await?;
     if !p.may_reveal(&v) {
@@ -255,9 +292,21 @@ pub async fn read(
     {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         set(r.headers_mut(), header::ETAG, &etag(&v));
-        return Ok(r);
+        return Ok(note_of(&v, false).attach(r));
     }
-    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+    Ok(note_of(&v, false).attach(resource_response(&s, StatusCode::OK, &v, Return::Representation, false)))
+}
+
+async fn audit_event_read(s: &AppState, id: &ResourceId) -> ApiResult {
+    let index: u64 = id.as_str().parse().map_err(|_| ApiError::Record(RecordError::NotFound(format!("AuditEvent/{id}"))))?;
+    let log = s.audit.clone();
+    let entries = tokio::task::spawn_blocking(move || log.entries(index, 1))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let entry = entries.first().ok_or_else(|| ApiError::Record(RecordError::NotFound(format!("AuditEvent/{id}"))))?;
+    let note = AuditNote { resources: vec![format!("AuditEvent/{index}")], ..AuditNote::default() };
+    Ok(note.attach(fhir_response(StatusCode::OK, &crate::audit::audit_event(index, entry))))
 }
 
 /// `GET /fhir/{type}/{id}/_history/{vid}`.
@@ -282,7 +331,7 @@ pub async fn vread(
     if !p.may_reveal(&v) {
         return Err(ApiError::Forbidden("not allowed".into()));
     }
-    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+    Ok(note_of(&v, false).attach(resource_response(&s, StatusCode::OK, &v, Return::Representation, false)))
 }
 
 /// `PUT /fhir/{type}/{id}`.
@@ -296,15 +345,16 @@ pub async fn update(
 ) -> ApiResult {
     check_format(&headers, q.as_deref())?;
     let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    refuse_audit_event_writes(&rt)?;
     p.authorize(rt.as_str(), Action::Update)?;
     let im = if_match(&headers)?;
     let prov = x_provenance(&headers)?;
     let parsed = parse_body(read_body(&s, &headers, body, BodyKind::Resource).await?).await?;
     let records = s.records.clone();
-    let actor = p.actor();
-    let out = blocking(move || records.update(&actor, &rt, &id, parsed, im, prov.as_ref())).await?;
+    let ctx = p.context();
+    let out = blocking(move || records.update(&ctx, &rt, &id, parsed, im, prov.as_ref())).await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(resource_response(&s, status, &out.record, prefer_return(&headers), out.created))
+    Ok(note_of(&out.record, out.written).attach(resource_response(&s, status, &out.record, prefer_return(&headers), out.created)))
 }
 
 /// `PUT /fhir/{type}?criteria`.
@@ -317,6 +367,7 @@ pub async fn conditional_update(
     body: Body,
 ) -> ApiResult {
     let rt = rtype(&rt)?;
+    refuse_audit_event_writes(&rt)?;
     p.authorize(rt.as_str(), Action::Update)?;
     p.authorize(rt.as_str(), Action::Create)?;
     p.authorize(rt.as_str(), Action::Search)?;
@@ -324,10 +375,10 @@ pub async fn conditional_update(
     let prov = x_provenance(&headers)?;
     let parsed = parse_body(read_body(&s, &headers, body, BodyKind::Resource).await?).await?;
     let records = s.records.clone();
-    let actor = p.actor();
-    let out = blocking(move || records.conditional_update(&actor, &rt, &conds, parsed, prov.as_ref())).await?;
+    let ctx = p.context();
+    let out = blocking(move || records.conditional_update(&ctx, &rt, &conds, parsed, prov.as_ref())).await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(resource_response(&s, status, &out.record, prefer_return(&headers), out.created))
+    Ok(note_of(&out.record, out.written).attach(resource_response(&s, status, &out.record, prefer_return(&headers), out.created)))
 }
 
 fn conditions(q: Option<&str>) -> Result<Vec<Condition>, ApiError> {
@@ -347,13 +398,14 @@ pub async fn patch(
 ) -> ApiResult {
     check_format(&headers, q.as_deref())?;
     let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    refuse_audit_event_writes(&rt)?;
     p.authorize(rt.as_str(), Action::Update)?;
     let im = if_match(&headers)?;
     let bytes = read_body(&s, &headers, body, BodyKind::JsonPatch).await?;
     let records = s.records.clone();
-    let actor = p.actor();
-    let out = blocking(move || records.patch(&actor, &rt, &id, &bytes, im)).await?;
-    Ok(resource_response(&s, StatusCode::OK, &out.record, prefer_return(&headers), false))
+    let ctx = p.context();
+    let out = blocking(move || records.patch(&ctx, &rt, &id, &bytes, im)).await?;
+    Ok(note_of(&out.record, true).attach(resource_response(&s, StatusCode::OK, &out.record, prefer_return(&headers), false)))
 }
 
 /// `DELETE /fhir/{type}/{id}`.
@@ -363,19 +415,23 @@ pub async fn delete(
     Path((rt, id)): Path<(String, String)>,
 ) -> ApiResult {
     let (rt, id) = (rtype(&rt)?, rid(&id)?);
+    refuse_audit_event_writes(&rt)?;
     p.authorize(rt.as_str(), Action::Delete)?;
     let records = s.records.clone();
-    let actor = p.actor();
-    let out = blocking(move || records.delete(&actor, &rt, &id)).await?;
+    let ctx = p.context();
+    let out = blocking(move || records.delete(&ctx, &rt, &id)).await?;
     Ok(deleted_response(out))
 }
 
 fn deleted_response(v: Option<VersionRecord>) -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
-    if let Some(v) = v {
-        set(r.headers_mut(), header::ETAG, &etag(&v));
+    match v {
+        Some(v) => {
+            set(r.headers_mut(), header::ETAG, &etag(&v));
+            note_of(&v, true).attach(r)
+        }
+        None => r,
     }
-    r
 }
 
 /// `DELETE /fhir/{type}?criteria`.
@@ -386,12 +442,13 @@ pub async fn conditional_delete(
     RawQuery(q): RawQuery,
 ) -> ApiResult {
     let rt = rtype(&rt)?;
+    refuse_audit_event_writes(&rt)?;
     p.authorize(rt.as_str(), Action::Delete)?;
     p.authorize(rt.as_str(), Action::Search)?;
     let conds = conditions(q.as_deref())?;
     let records = s.records.clone();
-    let actor = p.actor();
-    let out = blocking(move || records.conditional_delete(&actor, &rt, &conds)).await?;
+    let ctx = p.context();
+    let out = blocking(move || records.conditional_delete(&ctx, &rt, &conds)).await?;
     Ok(deleted_response(out))
 }
 
@@ -404,9 +461,9 @@ pub async fn approve(
     let (rt, id) = (rtype(&rt)?, rid(&id)?);
     p.authorize(rt.as_str(), Action::Update)?;
     let records = s.records.clone();
-    let actor = p.actor();
-    let v = blocking(move || records.approve(&actor, &rt, &id)).await?;
-    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+    let ctx = p.context();
+    let v = blocking(move || records.approve(&ctx, &rt, &id)).await?;
+    Ok(note_of(&v, true).attach(resource_response(&s, StatusCode::OK, &v, Return::Representation, false)))
 }
 
 /// `GET /fhir/{type}?_id=…&identifier=…`.
@@ -420,13 +477,17 @@ pub async fn search(
     check_format(&headers, q.as_deref())?;
     let rt = rtype(&rt)?;
     p.authorize(rt.as_str(), Action::Search)?;
+    if rt.as_str() == "AuditEvent" {
+        return audit_event_search(&s, q.as_deref()).await;
+    }
     let conds = conditions(q.as_deref())?;
     let records = s.records.clone();
     let rt2 = rt.clone();
     let found = blocking(move || records.search(&rt2, &conds)).await?;
-    let entries: Vec<Value> = found
+    let revealed: Vec<&VersionRecord> = found.iter().filter(|v| p.may_reveal(v)).collect();
+    let note = note_of_all(revealed.iter().copied());
+    let entries: Vec<Value> = revealed
         .iter()
-        .filter(|v| p.may_reveal(v))
         .map(|v| {
             json!({
                 "fullUrl": format!("{}/fhir/{}/{}", s.config.public_url, v.resource_type, v.id),
@@ -443,7 +504,39 @@ pub async fn search(
         "link": [{"relation": "self", "url": self_url}],
         "entry": entries,
     });
-    Ok(fhir_response(StatusCode::OK, &bundle))
+    Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
+}
+
+async fn audit_event_search(s: &AppState, query: Option<&str>) -> ApiResult {
+    let (q, letter) = crate::audit::search_query(query)?;
+    let limit = q.limit;
+    let log = s.audit.clone();
+    let q2 = q.clone();
+    let found = tokio::task::spawn_blocking(move || log.query(&q2))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let events: Vec<(u64, Value)> = found
+        .iter()
+        .map(|(i, e)| (*i, crate::audit::audit_event(*i, e)))
+        .filter(|(_, ev)| letter.as_deref().is_none_or(|l| ev["action"] == l))
+        .collect();
+    let base = &s.config.public_url;
+    let mut links = vec![json!({"relation": "self", "url": format!("{base}/fhir/AuditEvent?{}", query.unwrap_or_default())})];
+    if found.len() >= limit {
+        if let Some((last, _)) = found.last() {
+            let rest: Vec<&str> = query.unwrap_or_default().split('&').filter(|p| !p.starts_with("_from=") && !p.is_empty()).collect();
+            links.push(json!({"relation": "next", "url": format!("{base}/fhir/AuditEvent?{}&_from={}", rest.join("&"), last + 1)}));
+        }
+    }
+    let note = AuditNote { resources: events.iter().map(|(i, _)| format!("AuditEvent/{i}")).collect(), ..AuditNote::default() };
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "link": links,
+        "entry": events.into_iter().map(|(i, ev)| json!({"fullUrl": format!("{base}/fhir/AuditEvent/{i}"), "resource": ev, "search": {"mode": "match"}})).collect::<Vec<_>>(),
+    });
+    Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
 }
 
 fn body_value(v: &VersionRecord) -> Value {
@@ -506,6 +599,7 @@ async fn history(
     let base = &s.config.public_url;
     let mut entries = Vec::new();
     let mut hidden = false;
+    let note = note_of_all(page.entries.iter().filter(|v| p.may_reveal(v)));
     for v in &page.entries {
         if !p.may_reveal(v) {
             hidden = true;
@@ -552,7 +646,7 @@ async fn history(
     {
         o.insert("total".into(), json!(page.total));
     }
-    Ok(fhir_response(StatusCode::OK, &bundle))
+    Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
 }
 
 /// `GET /fhir/{type}/{id}/_history`.

@@ -4,6 +4,7 @@
 //!
 //! Every request: request id → principal (bearer token) → decision ([`enforce`]) → handler.
 
+mod audit;
 mod capability;
 mod enforce;
 mod error;
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use mamori_oauth::OAuth;
 use mamori_records::Records;
 
+pub use audit::AuditNote;
 pub use error::{ApiError, RequestId};
 pub use serve::{TlsFiles, serve, tls_config};
 
@@ -45,6 +47,8 @@ pub struct AppState {
     pub records: Arc<Records>,
     /// Token service.
     pub oauth: Arc<OAuth>,
+    /// The audit trail.
+    pub audit: Arc<dyn mamori_audit::AuditLog>,
     /// Readiness.
     pub health: Arc<dyn Health>,
     /// Settings.
@@ -69,11 +73,22 @@ pub fn app(state: AppState) -> Router {
         .route("/{rtype}/{id}/$approve", post(fhir::approve))
         .fallback(fhir::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
+        .layer(axum::middleware::from_fn(error::fhir_errors));
+    let audit_log = Router::new()
+        .route("/log/checkpoint", get(audit::checkpoint))
+        .route("/log/tile/{*path}", get(audit::tile))
+        .route("/proof/inclusion", get(audit::inclusion))
+        .route("/proof/consistency", get(audit::consistency))
+        .fallback(fhir::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::from_fn(error::fhir_errors));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/token", post(oauth::token))
         .nest("/fhir", fhir)
+        .nest("/audit", audit_log)
         .fallback(fhir::not_found)
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(state)

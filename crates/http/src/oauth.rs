@@ -79,15 +79,62 @@ fn basic_auth(headers: &HeaderMap) -> Result<Option<ClientAuth>, OAuthError> {
     }))
 }
 
-/// `POST /oauth/token`.
-pub async fn token(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match token_inner(s, headers, body).await {
-        Ok(r) => r,
+/// `POST /oauth/token`. Every issued or refused token is audited (never the secret); if the
+/// audit entry cannot be written the client gets `server_error` instead of a token.
+pub async fn token(
+    State(s): State<AppState>,
+    rid: Option<axum::Extension<crate::RequestId>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut client = None;
+    let result = token_inner(&s, headers, body, &mut client).await;
+    let (outcome, detail, status) = match &result {
+        Ok((_, scope)) => (mamori_audit::Outcome::Success, format!("granted {scope}"), 200),
+        Err(e) if e.error == "invalid_client" => (mamori_audit::Outcome::Denied, e.error.to_string(), e.status),
+        Err(e) => (mamori_audit::Outcome::Failure, e.error.to_string(), e.status),
+    };
+    let record = mamori_audit::AuditRecord {
+        action: "token".into(),
+        actor: mamori_audit::AuditActor {
+            client_id: client.clone(),
+            fhir_user: None,
+            id: client.unwrap_or_default(),
+            kind: "client".into(),
+        },
+        detail: Some(detail),
+        outcome,
+        patients: Vec::new(),
+        purpose: "TREAT".into(),
+        query: None,
+        request_id: rid.map(|r| r.0.0.clone()),
+        resources: vec!["/oauth/token".into()],
+        source: peer.map(|p| p.0.0.ip().to_string()),
+        status: Some(status),
+        time: String::new(),
+        v: 1,
+    };
+    let log = s.audit.clone();
+    match tokio::task::spawn_blocking(move || log.append(vec![record])).await {
+        Ok(Ok(_)) => {}
+        _ => {
+            tracing::error!("audit append failed at the token endpoint; refusing");
+            return error(&OAuthError::server_error());
+        }
+    }
+    match result {
+        Ok((r, _)) => r,
         Err(e) => error(&e),
     }
 }
 
-async fn token_inner(s: AppState, headers: HeaderMap, body: Body) -> Result<Response, OAuthError> {
+async fn token_inner(
+    s: &AppState,
+    headers: HeaderMap,
+    body: Body,
+    client: &mut Option<String>,
+) -> Result<(Response, String), OAuthError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request("the token request must be application/x-www-form-urlencoded"));
@@ -108,6 +155,7 @@ async fn token_inner(s: AppState, headers: HeaderMap, body: Body) -> Result<Resp
         (Some(a), None) | (None, Some(a)) => a,
         (None, None) => return Err(OAuthError::invalid_client()),
     };
+    *client = Some(auth.id.chars().take(64).collect());
     match get("grant_type").as_deref() {
         Some("client_credentials") => {}
         Some(other) => {
@@ -124,8 +172,9 @@ async fn token_inner(s: AppState, headers: HeaderMap, body: Body) -> Result<Resp
     let resp = tokio::task::spawn_blocking(move || oauth.client_credentials(&auth, scope.as_deref(), now))
         .await
         .map_err(|_| OAuthError::server_error())??;
+    let scope = resp.scope.clone();
     let mut r = (StatusCode::OK, axum::Json(resp)).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(r)
+    Ok((r, scope))
 }

@@ -67,7 +67,8 @@ pub async fn serve(
             () = &mut shutdown => return Ok(()),
         };
         let acceptor = acceptor.clone();
-        let app = app.clone();
+        // The peer address, for the audit trail, as axum's ConnectInfo would carry it.
+        let app = app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer)));
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(stream)).await {
                 Ok(Ok(t)) => t,

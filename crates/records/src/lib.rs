@@ -17,7 +17,7 @@ pub mod validate;
 pub use canonical::{canonical_json, content_hash};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{Issue, IssueCode, RecordError, Severity};
-pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM};
+pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM, RequestContext, patient_of};
 pub use service::{
     Condition, FsckReport, HistoryPage, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
     parse_resource,

@@ -59,6 +59,56 @@ impl Actor {
     }
 }
 
+/// Who asks, for what purpose, from where: carried into every audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    /// The principal.
+    pub actor: Actor,
+    /// `X-Request-ID`.
+    pub request_id: Option<String>,
+    /// Source address.
+    pub source: Option<String>,
+    /// Purpose of use (`TREAT`, or `ETREAT` under break-glass).
+    pub purpose: String,
+}
+
+impl RequestContext {
+    /// A context for an actor with no request (command line, tests).
+    pub fn of(actor: Actor) -> Self {
+        RequestContext { actor, request_id: None, source: None, purpose: "TREAT".into() }
+    }
+
+    /// The actor as the audit trail records it.
+    pub fn audit_actor(&self) -> mamori_audit::AuditActor {
+        let a = &self.actor;
+        mamori_audit::AuditActor {
+            client_id: a.client_id.clone(),
+            fhir_user: a.fhir_user.clone(),
+            id: a.id.clone(),
+            kind: match a.kind {
+                ActorKind::Client => "client",
+                ActorKind::User => "user",
+                ActorKind::Operator => "operator",
+            }
+            .into(),
+        }
+    }
+}
+
+/// The patient a resource is about: itself for a Patient, else its `subject`, `patient` or
+/// `beneficiary` reference when that names a Patient.
+pub fn patient_of(rt: &str, id: &str, body: Option<&serde_json::Value>) -> Option<String> {
+    if rt == "Patient" {
+        return Some(format!("Patient/{id}"));
+    }
+    let body = body?;
+    ["subject", "patient", "beneficiary"].iter().find_map(|k| {
+        let r = body.get(*k)?.get("reference")?.as_str()?;
+        let r = r.split("/_history/").next().unwrap_or(r);
+        r.strip_prefix("Patient/").filter(|id| crate::primitive::is_id(id)).map(|id| format!("Patient/{id}"))
+    })
+}
+
 /// The FHIR `Reference` for a stored label.
 pub(crate) fn who(label: &str) -> Value {
     match label.split_once(':') {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use crate::provenance::{ProvenanceFacts, build as build_provenance};
 use crate::{
-    Actor, Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, Issue, IssueCode, Method,
+    Clock, RequestContext, patient_of, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, Issue, IssueCode, Method,
     RecordError, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord, canonical, validate,
 };
 
@@ -171,7 +171,7 @@ struct Draft<'a> {
     method: Method,
     body: Option<Value>,
     previous: Option<&'a VersionRecord>,
-    actor: &'a Actor,
+    ctx: &'a RequestContext,
     /// Author named by the client (X-Provenance), if any.
     author: Option<String>,
 }
@@ -310,7 +310,7 @@ impl Records {
     fn commit(&self, tx: &mut dyn Tx, d: Draft<'_>) -> Result<VersionRecord, RecordError> {
         let now = self.now(tx)?;
         let version = d.previous.map_or(1, |p| p.version + 1);
-        let enterer = d.actor.label();
+        let enterer = d.ctx.actor.label();
         // A correction by someone other than the pending author keeps it pending for that author.
         let inherited = match d.previous.map(|p| &p.status) {
             Some(EntryStatus::Pending { author }) if *author != enterer && d.method != Method::Delete => {
@@ -331,6 +331,8 @@ impl Records {
             None => (None, canonical::content_hash(&Value::Null)),
         };
         let tokens = body.as_ref().map(identifiers).unwrap_or_default();
+        let patient = patient_of(d.rt.as_str(), d.id.as_str(), body.as_ref())
+            .or_else(|| d.previous.and_then(|p| p.patient.clone()));
         let record = VersionRecord {
             resource_type: d.rt.clone(),
             id: d.id.clone(),
@@ -342,6 +344,7 @@ impl Records {
             entered_by: enterer.clone(),
             status,
             server_written: false,
+            patient: patient.clone(),
         };
         tx.put(&record, &tokens)?;
 
@@ -378,8 +381,24 @@ impl Records {
             entered_by: "operator:mamori".into(),
             status: EntryStatus::Final,
             server_written: true,
+            patient: None,
         };
         tx.put(&prov_record, &[])?;
+        tx.append_audit(mamori_audit::AuditRecord {
+            action: d.method.as_str().into(),
+            actor: d.ctx.audit_actor(),
+            detail: pending.then(|| format!("proxy entry (代行入力), awaiting approval by {author}")),
+            outcome: mamori_audit::Outcome::Success,
+            patients: patient.into_iter().collect(),
+            purpose: d.ctx.purpose.clone(),
+            query: None,
+            request_id: d.ctx.request_id.clone(),
+            resources: vec![reference(d.rt, d.id, version), format!("Provenance/{}/_history/1", prov_record.id)],
+            source: d.ctx.source.clone(),
+            status: None,
+            time: String::new(),
+            v: 1,
+        })?;
         Ok(record)
     }
 
@@ -406,7 +425,7 @@ impl Records {
     /// `POST /Type`, optionally conditional on `If-None-Exist`.
     pub fn create(
         &self,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         body: ParsedBody,
         if_none_exist: Option<&[Condition]>,
@@ -440,7 +459,7 @@ impl Records {
                     method: Method::Create,
                     body: Some(v.clone()),
                     previous: None,
-                    actor,
+                    ctx,
                     author: author.clone(),
                 },
             )?;
@@ -451,7 +470,7 @@ impl Records {
     /// `PUT /Type/id`: update, or create with that id when it does not exist.
     pub fn update(
         &self,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
         body: ParsedBody,
@@ -473,14 +492,14 @@ impl Records {
             }
         }
         let author = provenance_author(x_provenance)?;
-        self.write(|tx| self.update_in(tx, actor, rt, id, v.clone(), if_match, author.clone(), Method::Update))
+        self.write(|tx| self.update_in(tx, ctx, rt, id, v.clone(), if_match, author.clone(), Method::Update))
     }
 
     #[expect(clippy::too_many_arguments, reason = "one internal step shared by update, patch and conditional update")]
     fn update_in(
         &self,
         tx: &mut dyn Tx,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
         body: Value,
@@ -501,14 +520,14 @@ impl Records {
         let created = current.as_ref().is_none_or(VersionRecord::is_deleted);
         let method = if current.is_none() { Method::Create } else { method };
         let record =
-            self.commit(tx, Draft { rt, id, method, body: Some(body), previous: current.as_ref(), actor, author })?;
+            self.commit(tx, Draft { rt, id, method, body: Some(body), previous: current.as_ref(), ctx, author })?;
         Ok(WriteOutcome { created, written: true, record })
     }
 
     /// `PUT /Type?criteria`.
     pub fn conditional_update(
         &self,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         conds: &[Condition],
         body: ParsedBody,
@@ -538,14 +557,14 @@ impl Records {
             if let Some(o) = v.as_object_mut() {
                 o.insert("id".into(), Value::String(id.to_string()));
             }
-            self.update_in(tx, actor, rt, &id, v.clone(), None, author.clone(), Method::Update)
+            self.update_in(tx, ctx, rt, &id, v.clone(), None, author.clone(), Method::Update)
         })
     }
 
     /// `PATCH /Type/id` with a JSON Patch (RFC 6902) document.
     pub fn patch(
         &self,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
         patch: &[u8],
@@ -567,7 +586,7 @@ impl Records {
             if !issues.is_empty() {
                 return Err(RecordError::Invalid(issues));
             }
-            self.update_in(tx, actor, rt, id, v, if_match, None, Method::Patch)
+            self.update_in(tx, ctx, rt, id, v, if_match, None, Method::Patch)
         })
     }
 
@@ -575,17 +594,17 @@ impl Records {
     /// nothing live to delete.
     pub fn delete(
         &self,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
     ) -> Result<Option<VersionRecord>, RecordError> {
-        self.write(|tx| self.delete_in(tx, actor, rt, id))
+        self.write(|tx| self.delete_in(tx, ctx, rt, id))
     }
 
     fn delete_in(
         &self,
         tx: &mut dyn Tx,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
     ) -> Result<Option<VersionRecord>, RecordError> {
@@ -598,7 +617,7 @@ impl Records {
             Some(c) => {
                 let r = self.commit(
                     tx,
-                    Draft { rt, id, method: Method::Delete, body: None, previous: Some(&c), actor, author: None },
+                    Draft { rt, id, method: Method::Delete, body: None, previous: Some(&c), ctx, author: None },
                 )?;
                 Ok(Some(r))
             }
@@ -608,7 +627,7 @@ impl Records {
     /// `DELETE /Type?criteria`: deletes the one match; no match is not an error.
     pub fn conditional_delete(
         &self,
-        actor: &Actor,
+        ctx: &RequestContext,
         rt: &ResourceType,
         conds: &[Condition],
     ) -> Result<Option<VersionRecord>, RecordError> {
@@ -616,20 +635,20 @@ impl Records {
             let found = self.matches(tx, rt, conds)?;
             match found.as_slice() {
                 [] => Ok(None),
-                [one] => self.delete_in(tx, actor, rt, one),
+                [one] => self.delete_in(tx, ctx, rt, one),
                 many => Err(RecordError::MultipleMatches(many.len())),
             }
         })
     }
 
     /// `POST /Type/id/$approve`: the author finalises (確定) a version entered on their behalf.
-    pub fn approve(&self, actor: &Actor, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
+    pub fn approve(&self, ctx: &RequestContext, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
         self.write(|tx| {
             let current = live(tx.current(rt, id)?, rt, id)?;
             let EntryStatus::Pending { author } = &current.status else {
                 return Err(RecordError::Conflict(format!("{rt}/{id} is not awaiting approval")));
             };
-            if *author != actor.label() {
+            if *author != ctx.actor.label() {
                 return Err(RecordError::Forbidden(format!(
                     "only {author}, the author named at proxy entry (代行入力), can approve {rt}/{id}"
                 )));
@@ -644,7 +663,7 @@ impl Records {
                     method: Method::Approve,
                     body: Some(body),
                     previous: Some(&current),
-                    actor,
+                    ctx,
                     author: Some(author.clone()),
                 },
             )
@@ -714,7 +733,7 @@ impl Records {
 
     /// Physically removes a deleted record whose retention period has ended. Inside retention
     /// this always fails.
-    pub fn purge(&self, rt: &ResourceType, id: &ResourceId) -> Result<u64, RecordError> {
+    pub fn purge(&self, ctx: &RequestContext, rt: &ResourceType, id: &ResourceId) -> Result<u64, RecordError> {
         self.write(|tx| {
             let current = tx.current(rt, id)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{id}")))?;
             if !current.is_deleted() {
@@ -728,7 +747,23 @@ impl Records {
                     ends.to_fhir()
                 )));
             }
-            Ok(tx.purge(rt, id)?)
+            let removed = tx.purge(rt, id)?;
+            tx.append_audit(mamori_audit::AuditRecord {
+                action: "purge".into(),
+                actor: ctx.audit_actor(),
+                detail: Some(format!("{removed} versions removed after retention ended at {}", ends.to_fhir())),
+                outcome: mamori_audit::Outcome::Success,
+                patients: current.patient.clone().into_iter().collect(),
+                purpose: "HOPERAT".into(),
+                query: None,
+                request_id: ctx.request_id.clone(),
+                resources: vec![format!("{rt}/{id}")],
+                source: ctx.source.clone(),
+                status: None,
+                time: String::new(),
+                v: 1,
+            })?;
+            Ok(removed)
         })
     }
 }

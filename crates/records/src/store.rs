@@ -87,6 +87,8 @@ pub struct VersionRecord {
     pub status: EntryStatus,
     /// Written by the server itself (its own Provenance); clients may not change it.
     pub server_written: bool,
+    /// The patient the version is about (`Patient/123`), if any: for the audit trail.
+    pub patient: Option<String>,
 }
 
 impl VersionRecord {
@@ -151,11 +153,15 @@ pub trait Tx {
     fn for_each_version(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError>;
     /// Removes every version of a resource; returns how many were removed.
     fn purge(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<u64, StoreError>;
+    /// Appends an audit record in this transaction (its time is set by the log); returns its
+    /// leaf index. The write and its audit entry commit together or not at all.
+    fn append_audit(&mut self, record: mamori_audit::AuditRecord) -> Result<u64, StoreError>;
 }
 
 /// A transactional store.
 pub trait Store: Send + Sync {
-    /// Runs `f` in a serialisable write transaction; commits when it returns `Ok`.
+    /// Runs `f` in a serialisable write transaction; commits when it returns `Ok` and returns
+    /// only once the commit is durable.
     fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError>;
     /// Runs `f` on a consistent read snapshot.
     fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError>;

@@ -22,7 +22,7 @@ impl From<Error> for StoreError {
     }
 }
 
-const COLS: &str = "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written";
+const COLS: &str = "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient";
 
 fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
     let rt: String = r.get(0)?;
@@ -33,6 +33,7 @@ fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreEr
     let sha: Vec<u8> = r.get(6)?;
     let pending: Option<String> = r.get(8)?;
     let server_written: i64 = r.get(9)?;
+    let patient: Option<String> = r.get(10)?;
     Ok((|| {
         Ok(VersionRecord {
             resource_type: ResourceType::parse(&rt).map_err(se)?,
@@ -45,6 +46,7 @@ fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreEr
             entered_by: r.get(7).map_err(se)?,
             status: pending.map_or(EntryStatus::Final, |author| EntryStatus::Pending { author }),
             server_written: server_written != 0,
+            patient,
         })
     })())
 }
@@ -175,8 +177,8 @@ impl Tx for SqlTx<'_> {
         let version = i64::try_from(v.version).map_err(se)?;
         self.c
             .prepare_cached(
-                "INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .map_err(se)?
             .execute(params![
@@ -190,6 +192,7 @@ impl Tx for SqlTx<'_> {
                 v.entered_by,
                 pending,
                 i64::from(v.server_written),
+                v.patient.as_deref(),
             ])
             .map_err(se)?;
         let seq = self.c.last_insert_rowid();
@@ -246,6 +249,10 @@ impl Tx for SqlTx<'_> {
             .map_err(se)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
+
+    fn append_audit(&mut self, record: mamori_audit::AuditRecord) -> Result<u64, StoreError> {
+        crate::audit::insert(self.c, record).map_err(se)
+    }
 }
 
 impl Store for SqliteStore {
@@ -254,6 +261,11 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(se)?;
         f(&mut SqlTx { c: &tx })?;
         tx.commit().map_err(se)?;
+        let ticket = self.durability.committed();
+        // Release the writer before waiting for the fsync, so others can commit meanwhile and
+        // share it.
+        drop(conn);
+        self.durability.wait(ticket).map_err(se)?;
         Ok(())
     }
 

@@ -1,0 +1,153 @@
+//! `mamori audit verify`: an offline verifier that shares only the pure audit module with the
+//! writer. It opens the database read-only with its own queries, recomputes every leaf and root,
+//! checks every checkpoint's signature and root, the stored tiles, and that time never goes
+//! backwards; optionally it compares a witness's copies of the checkpoints.
+
+use std::path::Path;
+
+use mamori_audit::merkle::{CompactRange, leaf_hash};
+use mamori_audit::note::{Checkpoint, NoteVerifier};
+use rusqlite::{Connection, OpenFlags};
+
+/// What the verifier found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Entries read.
+    pub entries: u64,
+    /// Checkpoints verified.
+    pub checkpoints: u64,
+    /// Root of all entries.
+    pub root: [u8; 32],
+    /// Problems, first one first. Empty means the log verifies.
+    pub problems: Vec<String>,
+}
+
+fn hashes(blob: &[u8]) -> Vec<[u8; 32]> {
+    blob.chunks_exact(32).filter_map(|c| c.try_into().ok()).collect()
+}
+
+/// Verifies the audit log in `dir` against `verifier_key`.
+pub fn verify(dir: &Path, verifier_key: &str, witness_dir: Option<&Path>) -> Result<Report, String> {
+    let verifier = NoteVerifier::parse(verifier_key).map_err(|e| e.to_string())?;
+    let db = Connection::open_with_flags(dir.join("mamori.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open the store read-only: {e}"))?;
+    let sql = |e: rusqlite::Error| e.to_string();
+
+    // Checkpoints, by size, each with its signature checked.
+    let mut cps: Vec<(u64, Checkpoint, String)> = Vec::new();
+    let mut report = Report::default();
+    {
+        let mut st = db.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size").map_err(sql)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(sql)?;
+        for row in rows {
+            let (size, note) = row.map_err(sql)?;
+            match verifier.verify(&note).and_then(Checkpoint::parse) {
+                Ok(cp) if i64::try_from(cp.size).ok() == Some(size) => cps.push((cp.size, cp, note)),
+                Ok(cp) => report.problems.push(format!("checkpoint row {size} carries size {}", cp.size)),
+                Err(e) => report.problems.push(format!("checkpoint at size {size}: {e}")),
+            }
+        }
+    }
+    let mut witness: Vec<Checkpoint> = Vec::new();
+    if let Some(w) = witness_dir {
+        let text = std::fs::read_to_string(w.join("checkpoints.log")).map_err(|e| format!("witness: {e}"))?;
+        for n in witness_notes(&text) {
+            match verifier.verify(&n).and_then(Checkpoint::parse) {
+                Ok(cp) => witness.push(cp),
+                Err(e) => report.problems.push(format!("a witness checkpoint does not verify: {e}")),
+            }
+        }
+    }
+
+    // Level-0 tiles as written at integration, to name the first altered entry.
+    let mut tile_stmt = db.prepare("SELECT hashes FROM audit_tiles WHERE level = 0 AND idx = ?1").map_err(sql)?;
+    let mut tile: (u64, Vec<[u8; 32]>) = (u64::MAX, Vec::new());
+
+    let mut range = CompactRange::default();
+    let mut next_cp = 0usize;
+    let mut last_time = i64::MIN;
+    let mut st = db.prepare("SELECT idx, time, entry FROM audit_entries ORDER BY idx").map_err(sql)?;
+    let mut rows = st.query([]).map_err(sql)?;
+    while let Some(r) = rows.next().map_err(sql)? {
+        let idx: i64 = r.get(0).map_err(sql)?;
+        let time: i64 = r.get(1).map_err(sql)?;
+        let entry: Vec<u8> = r.get(2).map_err(sql)?;
+        let leaf_index = range.size();
+        if u64::try_from(idx - 1).ok() != Some(leaf_index) {
+            report.problems.push(format!("entry {leaf_index} is missing (next stored is {})", idx - 1));
+            break;
+        }
+        if time < last_time {
+            report.problems.push(format!("entry {leaf_index}: time goes backwards"));
+        }
+        last_time = time;
+        let lh = leaf_hash(&entry);
+        let tile_index = leaf_index / 256;
+        if tile.0 != tile_index {
+            let blob: Option<Vec<u8>> =
+                tile_stmt.query_row([i64::try_from(tile_index).unwrap_or(i64::MAX)], |r| r.get(0)).ok();
+            tile = (tile_index, blob.map(|b| hashes(&b)).unwrap_or_default());
+        }
+        if let Some(stored) = tile.1.get(usize::try_from(leaf_index % 256).unwrap_or(usize::MAX)) {
+            if *stored != lh {
+                report.problems.push(format!("entry {leaf_index} does not match the hash integrated into the tree: it was altered"));
+            }
+        }
+        if serde_json::from_slice::<mamori_audit::AuditRecord>(&entry).is_err() {
+            report.problems.push(format!("entry {leaf_index} is not a valid audit record"));
+        }
+        range.push(lh);
+        while let Some((size, cp, _)) = cps.get(next_cp) {
+            if *size != range.size() {
+                break;
+            }
+            if range.root() != cp.root {
+                report.problems.push(format!("checkpoint at size {size} does not match the entries: an entry at or before {} was altered", size - 1));
+            }
+            report.checkpoints += 1;
+            next_cp += 1;
+        }
+        if report.problems.len() > 20 {
+            break;
+        }
+    }
+    report.entries = range.size();
+    report.root = range.root();
+    for (size, _, _) in cps.get(next_cp..).unwrap_or_default() {
+        report.problems.push(format!("checkpoint at size {size} covers entries that are missing (only {} stored)", report.entries));
+    }
+    // A witness's copy must agree with what we recomputed for that size.
+    for w in &witness {
+        match cps.iter().find(|(s, _, _)| *s == w.size) {
+            Some((_, cp, _)) if cp.root == w.root => {}
+            Some(_) => report.problems.push(format!("the witness's checkpoint at size {} differs from the stored one", w.size)),
+            None if w.size > report.entries => {
+                report.problems.push(format!("the witness saw size {} but only {} entries are stored: entries were removed", w.size, report.entries))
+            }
+            None => report.problems.push(format!("the witness's checkpoint at size {} is no longer stored", w.size)),
+        }
+    }
+    Ok(report)
+}
+
+/// Splits a witness log (notes separated by blank lines after their signature lines).
+fn witness_notes(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_sigs = false;
+    for line in text.split_inclusive('\n') {
+        if line == "\n" {
+            if in_sigs {
+                out.push(std::mem::take(&mut cur));
+                in_sigs = false;
+                continue;
+            }
+            in_sigs = true;
+        }
+        cur.push_str(line);
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}
