@@ -106,7 +106,9 @@ enum AuditCmd {
 
 fn parse_instant(s: &str) -> Result<i64, String> {
     let t = if s.len() == 10 { format!("{s}T00:00:00Z") } else { s.to_string() };
-    mamori_records::Timestamp::parse_rfc3339(&t).map(|t| t.0).ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD) or RFC 3339 instant"))
+    mamori_records::Timestamp::parse_rfc3339(&t)
+        .map(|t| t.0)
+        .ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD) or RFC 3339 instant"))
 }
 
 fn audit(c: AuditCmd) -> Result<ExitCode, String> {
@@ -145,7 +147,9 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
             let node = open_node(&dir.data_dir)?;
             let n = match output {
                 Some(p) => {
-                    let mut f = std::io::BufWriter::new(std::fs::File::create(&p).map_err(|e| format!("cannot create `{}`: {e}", p.display()))?);
+                    let mut f = std::io::BufWriter::new(
+                        std::fs::File::create(&p).map_err(|e| format!("cannot create `{}`: {e}", p.display()))?,
+                    );
                     let n = crate::export::export(&*node.store, format, since, until, &mut f)?;
                     std::io::Write::flush(&mut f).map_err(|e| e.to_string())?;
                     n

@@ -46,7 +46,13 @@ pub fn syslog_line(index: u64, entry: &[u8], host: &str) -> String {
 }
 
 /// Writes every entry in `[since, until)` in `format`.
-pub fn export(log: &dyn AuditLog, format: Format, since: Option<i64>, until: Option<i64>, out: &mut dyn Write) -> Result<u64, String> {
+pub fn export(
+    log: &dyn AuditLog,
+    format: Format,
+    since: Option<i64>,
+    until: Option<i64>,
+    out: &mut dyn Write,
+) -> Result<u64, String> {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "-".into());
     let host = if host.is_empty() { "-".to_string() } else { host };
     if format == Format::Csv {
@@ -87,7 +93,8 @@ pub fn export(log: &dyn AuditLog, format: Format, since: Option<i64>, until: Opt
                         r.request_id.unwrap_or_default(),
                         r.detail.unwrap_or_default(),
                     ];
-                    writeln!(out, "{}", cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(",")).map_err(|e| e.to_string())?;
+                    writeln!(out, "{}", cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))
+                        .map_err(|e| e.to_string())?;
                 }
             }
             n += 1;

@@ -71,7 +71,11 @@ pub fn verify(dir: &Path, verifier_key: &str, witness_dir: Option<&Path>) -> Res
     while let Some(r) = rows.next().map_err(sql)? {
         let idx: i64 = r.get(0).map_err(sql)?;
         let time: i64 = r.get(1).map_err(sql)?;
-        let entry: Vec<u8> = r.get(2).map_err(sql)?;
+        // Read whatever is stored: an edited entry may no longer even be a BLOB.
+        let entry: Vec<u8> = match r.get_ref(2).map_err(sql)? {
+            rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.to_vec(),
+            _ => Vec::new(),
+        };
         let leaf_index = range.size();
         if u64::try_from(idx - 1).ok() != Some(leaf_index) {
             report.problems.push(format!("entry {leaf_index} is missing (next stored is {})", idx - 1));
@@ -90,7 +94,9 @@ pub fn verify(dir: &Path, verifier_key: &str, witness_dir: Option<&Path>) -> Res
         }
         if let Some(stored) = tile.1.get(usize::try_from(leaf_index % 256).unwrap_or(usize::MAX)) {
             if *stored != lh {
-                report.problems.push(format!("entry {leaf_index} does not match the hash integrated into the tree: it was altered"));
+                report.problems.push(format!(
+                    "entry {leaf_index} does not match the hash integrated into the tree: it was altered"
+                ));
             }
         }
         if serde_json::from_slice::<mamori_audit::AuditRecord>(&entry).is_err() {
@@ -102,7 +108,10 @@ pub fn verify(dir: &Path, verifier_key: &str, witness_dir: Option<&Path>) -> Res
                 break;
             }
             if range.root() != cp.root {
-                report.problems.push(format!("checkpoint at size {size} does not match the entries: an entry at or before {} was altered", size - 1));
+                report.problems.push(format!(
+                    "checkpoint at size {size} does not match the entries: an entry at or before {} was altered",
+                    size - 1
+                ));
             }
             report.checkpoints += 1;
             next_cp += 1;
@@ -114,16 +123,22 @@ pub fn verify(dir: &Path, verifier_key: &str, witness_dir: Option<&Path>) -> Res
     report.entries = range.size();
     report.root = range.root();
     for (size, _, _) in cps.get(next_cp..).unwrap_or_default() {
-        report.problems.push(format!("checkpoint at size {size} covers entries that are missing (only {} stored)", report.entries));
+        report.problems.push(format!(
+            "checkpoint at size {size} covers entries that are missing (only {} stored)",
+            report.entries
+        ));
     }
     // A witness's copy must agree with what we recomputed for that size.
     for w in &witness {
         match cps.iter().find(|(s, _, _)| *s == w.size) {
             Some((_, cp, _)) if cp.root == w.root => {}
-            Some(_) => report.problems.push(format!("the witness's checkpoint at size {} differs from the stored one", w.size)),
-            None if w.size > report.entries => {
-                report.problems.push(format!("the witness saw size {} but only {} entries are stored: entries were removed", w.size, report.entries))
+            Some(_) => {
+                report.problems.push(format!("the witness's checkpoint at size {} differs from the stored one", w.size))
             }
+            None if w.size > report.entries => report.problems.push(format!(
+                "the witness saw size {} but only {} entries are stored: entries were removed",
+                w.size, report.entries
+            )),
             None => report.problems.push(format!("the witness's checkpoint at size {} is no longer stored", w.size)),
         }
     }

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::http::StatusCode;
 use mamori_records::{
-    RequestContext,
-    Actor, Clock, Records, ResourceId, ResourceType, RetentionPolicy, Timestamp, content_hash, parse_resource,
+    Actor, Clock, Records, RequestContext, ResourceId, ResourceType, RetentionPolicy, Timestamp, content_hash,
+    parse_resource,
 };
 use serde_json::{Value, json};
 
@@ -182,8 +182,7 @@ async fn stored_time_never_goes_backwards() {
     let ctx = RequestContext::of(Actor::operator("test"));
     let mut last = Timestamp(0);
     for _ in 0..5 {
-        let out =
-            records.create(&ctx, &rt, parse_resource(obs().to_string().as_bytes()).unwrap(), None, None).unwrap();
+        let out = records.create(&ctx, &rt, parse_resource(obs().to_string().as_bytes()).unwrap(), None, None).unwrap();
         assert!(out.record.last_updated > last, "time went backwards");
         last = out.record.last_updated;
     }

@@ -251,10 +251,11 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
     let t = token(server.addr, &dir, "loader");
     let addr = server.addr;
     let acked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let acked_requests = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..4 {
-        let (acked, stop, t) = (acked.clone(), stop.clone(), t.clone());
+        let (acked, stop, t, acked_requests) = (acked.clone(), stop.clone(), t.clone(), acked_requests.clone());
         workers.push(std::thread::spawn(move || {
             let auth = format!("Bearer {t}");
             let mut i = 0;
@@ -264,15 +265,24 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
                     json!({"resourceType": "Observation", "status": "final", "code": {"text": format!("w{w}-{i}")},
                     "valueQuantity": {"value": i, "unit": "mmHg"}})
                     .to_string();
-                match http(
-                    addr,
-                    "POST",
-                    "/fhir/Observation",
-                    &[("Authorization", &auth), ("Content-Type", "application/fhir+json")],
-                    body.as_bytes(),
-                ) {
+                let rid = format!("crash-w{w}-{i}");
+                let headers = [
+                    ("Authorization", auth.as_str()),
+                    ("Content-Type", "application/fhir+json"),
+                    ("X-Request-ID", rid.as_str()),
+                ];
+                match http(addr, "POST", "/fhir/Observation", &headers, body.as_bytes()) {
                     Ok(r) if r.status == 201 => {
-                        acked.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_string())
+                        let id = r.json()["id"].as_str().unwrap().to_string();
+                        acked.lock().unwrap().push(id.clone());
+                        acked_requests.lock().unwrap().push(rid);
+                        // And a read of it: reads must be in the trail too.
+                        let rid = format!("crash-w{w}-{i}-read");
+                        let headers = [("Authorization", auth.as_str()), ("X-Request-ID", rid.as_str())];
+                        match http(addr, "GET", &format!("/fhir/Observation/{id}"), &headers, b"") {
+                            Ok(r) if r.status == 200 => acked_requests.lock().unwrap().push(rid),
+                            _ => break,
+                        }
                     }
                     _ => break,
                 }
@@ -310,4 +320,111 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
         .unwrap();
     assert_eq!(obs, prov, "a version and its Provenance are written together or not at all");
     assert!(obs as usize >= acked.len());
+
+    // Every request that got a response is in the audit trail (L3).
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    let logged: std::collections::HashSet<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok()?.get("request_id")?.as_str().map(str::to_string))
+        .collect();
+    let acked_requests = acked_requests.lock().unwrap().clone();
+    assert!(acked_requests.len() > 150);
+    for rid in &acked_requests {
+        assert!(logged.contains(rid), "acknowledged request {rid} is missing from the audit trail");
+    }
+    // And the trail verifies once the restarted server has integrated it.
+    wait_for_checkpoint(restarted.addr, &auth, dir.as_path());
+    let out = cli(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Waits until the integrator has covered every entry appended so far.
+fn wait_for_checkpoint(_addr: SocketAddr, _auth: &str, dir: &Path) {
+    let db = rusqlite::Connection::open(dir.join("mamori.db")).unwrap();
+    for _ in 0..100 {
+        let (total, done): (i64, i64) = db
+            .query_row(
+                "SELECT (SELECT COALESCE(MAX(idx), 0) FROM audit_entries), (SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if total > 0 && done >= total {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no checkpoint covering the log within 10 s");
+}
+
+#[test]
+fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let witness = tmp.path().join("witness");
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    std::fs::write(dir.join("mamori.toml"), format!("[audit]\nwitness_dir = \"{}\"\n", witness.display())).unwrap();
+    let vkey = String::from_utf8(cli(&["audit", "verifier-key", "--data-dir", d]).stdout).unwrap().trim().to_string();
+    assert!(vkey.starts_with("mamori.local/audit/"), "{vkey}");
+    let server = start(&dir, &[]);
+    let t = token(server.addr, &dir, "w");
+    let auth = format!("Bearer {t}");
+    for i in 0..40 {
+        http(server.addr, "GET", &format!("/fhir/Patient/p{i}"), &[("Authorization", &auth)], b"").unwrap();
+    }
+    wait_for_checkpoint(server.addr, &auth, &dir);
+    // A checkpoint over HTTP verifies with the printed key (with an audit-scoped client).
+    let out = cli(&["client", "add", "auditor", "--scope", "system/AuditEvent.rs", "--data-dir", d]);
+    let secret = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret=").map(str::to_string))
+        .unwrap();
+    let form = format!("grant_type=client_credentials&client_id=auditor&client_secret={secret}");
+    let tok = http(
+        server.addr,
+        "POST",
+        "/oauth/token",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+    .unwrap()
+    .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let note =
+        http(server.addr, "GET", "/audit/log/checkpoint", &[("Authorization", &format!("Bearer {tok}"))], b"").unwrap();
+    assert_eq!(note.status, 200);
+    let v = mamori_audit::note::NoteVerifier::parse(&vkey).unwrap();
+    v.verify(std::str::from_utf8(&note.body).unwrap()).unwrap();
+    drop(server);
+
+    let ok =
+        cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey, "--witness-dir", witness.to_str().unwrap()]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("checkpoints verified"));
+
+    // Someone with database access edits entry 5.
+    let db = rusqlite::Connection::open(dir.join("mamori.db")).unwrap();
+    db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
+    db.execute("UPDATE audit_entries SET entry = replace(entry, 'p3', 'p9') WHERE idx = 6", []).unwrap();
+    let bad = cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey]);
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert!(text.lines().next().unwrap().contains("entry 5"), "names the first bad entry: {text}");
+
+    // Or deletes the tail of the log; the witness still has the larger checkpoint.
+    db.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit_entries WHERE idx > 20; DELETE FROM audit_checkpoints WHERE size > 20;").unwrap();
+    let bad =
+        cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey, "--witness-dir", witness.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stdout).contains("the witness saw size"),
+        "{}",
+        String::from_utf8_lossy(&bad.stdout)
+    );
 }

@@ -73,7 +73,7 @@ pub fn range_hash(src: &(impl NodeSource + ?Sized), start: u64, end: u64) -> Res
     if n == 0 {
         return Ok(empty_root());
     }
-    if n.is_power_of_two() && start % n == 0 {
+    if n.is_power_of_two() && start.is_multiple_of(n) {
         let level = u8::try_from(n.trailing_zeros()).map_err(|e| Error::Range(e.to_string()))?;
         return src.node(level, start >> level);
     }
@@ -125,7 +125,14 @@ pub fn consistency_proof(src: &(impl NodeSource + ?Sized), old: u64, new: u64) -
     Ok(out)
 }
 
-fn subproof(src: &(impl NodeSource + ?Sized), m: u64, start: u64, end: u64, b: bool, out: &mut Vec<Hash>) -> Result<(), Error> {
+fn subproof(
+    src: &(impl NodeSource + ?Sized),
+    m: u64,
+    start: u64,
+    end: u64,
+    b: bool,
+    out: &mut Vec<Hash>,
+) -> Result<(), Error> {
     let n = end - start;
     if m == n {
         if !b {
@@ -191,7 +198,11 @@ pub fn verify_consistency(old: u64, new: u64, old_root: &Hash, new_root: &Hash, 
         };
     }
     if old == 0 {
-        return if proof.is_empty() { Ok(()) } else { Err(Error::BadProof("proof from the empty tree must be empty".into())) };
+        return if proof.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::BadProof("proof from the empty tree must be empty".into()))
+        };
     }
     let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
     if old.is_power_of_two() {

@@ -111,8 +111,13 @@ impl NoteVerifier {
             if blob.len() != 68 || blob.get(..4) != Some(&self.id[..]) {
                 continue;
             }
-            let sig = Signature::from_slice(blob.get(4..).unwrap_or_default()).map_err(|_| Error::Note("bad signature".into()))?;
-            return self.key.verify(body.as_bytes(), &sig).map(|()| body).map_err(|_| Error::Note("signature does not verify".into()));
+            let sig = Signature::from_slice(blob.get(4..).unwrap_or_default())
+                .map_err(|_| Error::Note("bad signature".into()))?;
+            return self
+                .key
+                .verify(body.as_bytes(), &sig)
+                .map(|()| body)
+                .map_err(|_| Error::Note("signature does not verify".into()));
         }
         Err(Error::Note(format!("no signature by `{}`", self.name)))
     }
@@ -141,7 +146,8 @@ impl Checkpoint {
         let bad = || Error::Note("malformed checkpoint".into());
         let origin = lines.next().filter(|o| !o.is_empty()).ok_or_else(bad)?.to_string();
         let size: u64 = lines.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
-        let root: Hash = lines.next().and_then(|r| B64.decode(r).ok()).and_then(|r| r.try_into().ok()).ok_or_else(bad)?;
+        let root: Hash =
+            lines.next().and_then(|r| B64.decode(r).ok()).and_then(|r| r.try_into().ok()).ok_or_else(bad)?;
         Ok(Checkpoint { origin, size, root })
     }
 }

@@ -111,7 +111,12 @@ mod tests {
     fn rec() -> AuditRecord {
         AuditRecord {
             action: "read".into(),
-            actor: AuditActor { client_id: Some("app".into()), fhir_user: None, id: "app".into(), kind: "client".into() },
+            actor: AuditActor {
+                client_id: Some("app".into()),
+                fhir_user: None,
+                id: "app".into(),
+                kind: "client".into(),
+            },
             detail: None,
             status: Some(200),
             outcome: Outcome::Success,
@@ -143,7 +148,8 @@ mod tests {
         let entries = r.into_entries();
         assert!(entries.len() > 1);
         assert!(entries.iter().all(|e| e.len() <= MAX_ENTRY));
-        let total: usize = entries.iter().map(|e| serde_json::from_slice::<AuditRecord>(e).unwrap().resources.len()).sum();
+        let total: usize =
+            entries.iter().map(|e| serde_json::from_slice::<AuditRecord>(e).unwrap().resources.len()).sum();
         assert_eq!(total, 5000);
     }
 }

@@ -16,7 +16,12 @@ pub fn encode_index(n: u64) -> String {
     let s = format!("{}{s}", "0".repeat(pad));
     let groups: Vec<&str> = s.as_bytes().chunks(3).filter_map(|c| std::str::from_utf8(c).ok()).collect();
     let last = groups.len().saturating_sub(1);
-    groups.iter().enumerate().map(|(i, g)| if i < last { format!("x{g}") } else { (*g).to_string() }).collect::<Vec<_>>().join("/")
+    groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| if i < last { format!("x{g}") } else { (*g).to_string() })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// What a tile path names.
@@ -118,7 +123,19 @@ mod tests {
         ] {
             assert_eq!(parse(path(t).strip_prefix("tile/").unwrap()), Ok(t));
         }
-        for bad in ["0/5", "0/0005", "0/x000/005", "00/005", "0/005.p/0", "0/005.p/256", "0/005.p/07", "64/000", "0/", "x/000", "0/abc"] {
+        for bad in [
+            "0/5",
+            "0/0005",
+            "0/x000/005",
+            "00/005",
+            "0/005.p/0",
+            "0/005.p/256",
+            "0/005.p/07",
+            "64/000",
+            "0/",
+            "x/000",
+            "0/abc",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }
@@ -178,8 +195,10 @@ pub fn append_leaves(
 /// hashes; results are cached for the life of the value (one proof or one root).
 pub struct TileNodes<F> {
     fetch: F,
-    cache: std::cell::RefCell<std::collections::HashMap<(u8, u64), std::rc::Rc<Vec<crate::Hash>>>>,
+    cache: std::cell::RefCell<TileCache>,
 }
+
+type TileCache = std::collections::HashMap<(u8, u64), std::rc::Rc<Vec<crate::Hash>>>;
 
 impl<F: Fn(u8, u64) -> Result<Vec<crate::Hash>, Error>> TileNodes<F> {
     /// A node source over a tile fetcher.

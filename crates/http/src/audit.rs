@@ -91,7 +91,10 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         kind: "anonymous".into(),
     });
     let record = AuditRecord {
-        action: action_of(&method, &format!("/fhir{path}").replace("/fhir/fhir", "/fhir").replace("/fhir/audit", "/audit")),
+        action: action_of(
+            &method,
+            &format!("/fhir{path}").replace("/fhir/fhir", "/fhir").replace("/fhir/audit", "/audit"),
+        ),
         actor,
         detail: None,
         outcome: if status.is_success() || status == StatusCode::NOT_MODIFIED {
@@ -137,7 +140,10 @@ fn require_audit(p: &Principal) -> Result<(), ApiError> {
 }
 
 /// `GET /audit/log/checkpoint`.
-pub async fn checkpoint(State(s): State<AppState>, axum::Extension(p): axum::Extension<Principal>) -> Result<Response, ApiError> {
+pub async fn checkpoint(
+    State(s): State<AppState>,
+    axum::Extension(p): axum::Extension<Principal>,
+) -> Result<Response, ApiError> {
     require_audit(&p)?;
     let log = s.audit.clone();
     let note = tokio::task::spawn_blocking(move || log.latest_checkpoint())
@@ -264,7 +270,10 @@ pub async fn consistency(
     let s2 = s.clone();
     let v = tokio::task::spawn_blocking(move || -> Result<Value, ApiError> {
         if q.from > q.to || q.to > integrated(&s2)? {
-            return Err(ApiError::BadRequest(IssueCode::Value, format!("sizes {}..{} are not integrated sizes in order", q.from, q.to)));
+            return Err(ApiError::BadRequest(
+                IssueCode::Value,
+                format!("sizes {}..{} are not integrated sizes in order", q.from, q.to),
+            ));
         }
         let log = s2.audit.clone();
         let nodes = TileNodes::new(|l, i| log.tile(l, i));
@@ -351,7 +360,9 @@ pub fn audit_event(index: u64, entry: &[u8]) -> Value {
 
 fn parse_date_bound(v: &str) -> Option<(String, i64, i64)> {
     let (prefix, rest) = match v.get(..2) {
-        Some(p @ ("eq" | "ne" | "lt" | "le" | "gt" | "ge" | "sa" | "eb" | "ap")) => (p.to_string(), v.get(2..).unwrap_or("")),
+        Some(p @ ("eq" | "ne" | "lt" | "le" | "gt" | "ge" | "sa" | "eb" | "ap")) => {
+            (p.to_string(), v.get(2..).unwrap_or(""))
+        }
         _ => ("eq".to_string(), v),
     };
     // The range [start, end) the value denotes at its precision.
@@ -372,7 +383,13 @@ pub fn search_query(query: Option<&str>) -> Result<(EntryQuery, Option<String>),
     let mut letter = None;
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = v.replace("%2F", "/").replace("%2f", "/").replace("%3A", ":").replace("%3a", ":").replace("%2B", "+").replace("%2b", "+");
+        let v = v
+            .replace("%2F", "/")
+            .replace("%2f", "/")
+            .replace("%3A", ":")
+            .replace("%3a", ":")
+            .replace("%2B", "+")
+            .replace("%2b", "+");
         let bad = |m: &str| ApiError::BadRequest(IssueCode::Value, format!("`{k}`: {m}"));
         match k {
             "patient" => q.patient = Some(if v.starts_with("Patient/") { v } else { format!("Patient/{v}") }),
@@ -399,7 +416,10 @@ pub fn search_query(query: Option<&str>) -> Result<(EntryQuery, Option<String>),
             other => {
                 return Err(ApiError::BadRequest(
                     IssueCode::NotSupported,
-                    format!("AuditEvent search supports patient, agent, date, action, _count; not `{}`", other.chars().take(64).collect::<String>()),
+                    format!(
+                        "AuditEvent search supports patient, agent, date, action, _count; not `{}`",
+                        other.chars().take(64).collect::<String>()
+                    ),
                 ));
             }
         }

@@ -30,10 +30,10 @@ fn note_of_all<'a>(vs: impl Iterator<Item = &'a VersionRecord>) -> AuditNote {
     let mut n = AuditNote::default();
     for v in vs {
         n.resources.push(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
-        if let Some(p) = &v.patient {
-            if !n.patients.contains(p) {
-                n.patients.push(p.clone());
-            }
+        if let Some(p) = &v.patient
+            && !n.patients.contains(p)
+        {
+            n.patients.push(p.clone());
         }
     }
     n
@@ -265,7 +265,13 @@ pub async fn create(
     let (rt2, prov2) = (rt.clone(), prov.clone());
     let out = blocking(move || records.create(&ctx, &rt2, parsed, cond.as_deref(), prov2.as_ref())).await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(note_of(&out.record, out.written).attach(resource_response(&s, status, &out.record, prefer_return(&headers), out.created)))
+    Ok(note_of(&out.record, out.written).attach(resource_response(
+        &s,
+        status,
+        &out.record,
+        prefer_return(&headers),
+        out.created,
+    )))
 }
 
 /// `GET /fhir/{type}/{id}`.
@@ -298,7 +304,8 @@ pub async fn read(
 }
 
 async fn audit_event_read(s: &AppState, id: &ResourceId) -> ApiResult {
-    let index: u64 = id.as_str().parse().map_err(|_| ApiError::Record(RecordError::NotFound(format!("AuditEvent/{id}"))))?;
+    let index: u64 =
+        id.as_str().parse().map_err(|_| ApiError::Record(RecordError::NotFound(format!("AuditEvent/{id}"))))?;
     let log = s.audit.clone();
     let entries = tokio::task::spawn_blocking(move || log.entries(index, 1))
         .await
@@ -354,7 +361,13 @@ pub async fn update(
     let ctx = p.context();
     let out = blocking(move || records.update(&ctx, &rt, &id, parsed, im, prov.as_ref())).await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(note_of(&out.record, out.written).attach(resource_response(&s, status, &out.record, prefer_return(&headers), out.created)))
+    Ok(note_of(&out.record, out.written).attach(resource_response(
+        &s,
+        status,
+        &out.record,
+        prefer_return(&headers),
+        out.created,
+    )))
 }
 
 /// `PUT /fhir/{type}?criteria`.
@@ -378,7 +391,13 @@ pub async fn conditional_update(
     let ctx = p.context();
     let out = blocking(move || records.conditional_update(&ctx, &rt, &conds, parsed, prov.as_ref())).await?;
     let status = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(note_of(&out.record, out.written).attach(resource_response(&s, status, &out.record, prefer_return(&headers), out.created)))
+    Ok(note_of(&out.record, out.written).attach(resource_response(
+        &s,
+        status,
+        &out.record,
+        prefer_return(&headers),
+        out.created,
+    )))
 }
 
 fn conditions(q: Option<&str>) -> Result<Vec<Condition>, ApiError> {
@@ -405,7 +424,13 @@ pub async fn patch(
     let records = s.records.clone();
     let ctx = p.context();
     let out = blocking(move || records.patch(&ctx, &rt, &id, &bytes, im)).await?;
-    Ok(note_of(&out.record, true).attach(resource_response(&s, StatusCode::OK, &out.record, prefer_return(&headers), false)))
+    Ok(note_of(&out.record, true).attach(resource_response(
+        &s,
+        StatusCode::OK,
+        &out.record,
+        prefer_return(&headers),
+        false,
+    )))
 }
 
 /// `DELETE /fhir/{type}/{id}`.
@@ -522,14 +547,21 @@ async fn audit_event_search(s: &AppState, query: Option<&str>) -> ApiResult {
         .filter(|(_, ev)| letter.as_deref().is_none_or(|l| ev["action"] == l))
         .collect();
     let base = &s.config.public_url;
-    let mut links = vec![json!({"relation": "self", "url": format!("{base}/fhir/AuditEvent?{}", query.unwrap_or_default())})];
-    if found.len() >= limit {
-        if let Some((last, _)) = found.last() {
-            let rest: Vec<&str> = query.unwrap_or_default().split('&').filter(|p| !p.starts_with("_from=") && !p.is_empty()).collect();
-            links.push(json!({"relation": "next", "url": format!("{base}/fhir/AuditEvent?{}&_from={}", rest.join("&"), last + 1)}));
-        }
+    let mut links =
+        vec![json!({"relation": "self", "url": format!("{base}/fhir/AuditEvent?{}", query.unwrap_or_default())})];
+    if found.len() >= limit
+        && let Some((last, _)) = found.last()
+    {
+        let rest: Vec<&str> =
+            query.unwrap_or_default().split('&').filter(|p| !p.starts_with("_from=") && !p.is_empty()).collect();
+        links.push(
+            json!({"relation": "next", "url": format!("{base}/fhir/AuditEvent?{}&_from={}", rest.join("&"), last + 1)}),
+        );
     }
-    let note = AuditNote { resources: events.iter().map(|(i, _)| format!("AuditEvent/{i}")).collect(), ..AuditNote::default() };
+    let note = AuditNote {
+        resources: events.iter().map(|(i, _)| format!("AuditEvent/{i}")).collect(),
+        ..AuditNote::default()
+    };
     let bundle = json!({
         "resourceType": "Bundle",
         "type": "searchset",

@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 
 use crate::provenance::{ProvenanceFacts, build as build_provenance};
 use crate::{
-    Clock, RequestContext, patient_of, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, Issue, IssueCode, Method,
-    RecordError, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord, canonical, validate,
+    Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, Issue, IssueCode, Method, RecordError,
+    RequestContext, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord, canonical, patient_of, validate,
 };
 
 /// Retention periods (保存期間) per resource type, in years from the record's last version.
@@ -642,7 +642,12 @@ impl Records {
     }
 
     /// `POST /Type/id/$approve`: the author finalises (確定) a version entered on their behalf.
-    pub fn approve(&self, ctx: &RequestContext, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
+    pub fn approve(
+        &self,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        id: &ResourceId,
+    ) -> Result<VersionRecord, RecordError> {
         self.write(|tx| {
             let current = live(tx.current(rt, id)?, rt, id)?;
             let EntryStatus::Pending { author } = &current.status else {

@@ -19,8 +19,10 @@ fn ae(e: impl std::fmt::Display) -> AuditError {
 /// Inserts one record inside the caller's transaction; returns its leaf index.
 /// Time never goes backwards: it is at least one microsecond after the previous entry's.
 pub(crate) fn insert(c: &Connection, mut record: AuditRecord) -> Result<u64, Error> {
-    let last: Option<i64> =
-        c.prepare_cached("SELECT time FROM audit_entries ORDER BY idx DESC LIMIT 1")?.query_row([], |r| r.get(0)).optional()?;
+    let last: Option<i64> = c
+        .prepare_cached("SELECT time FROM audit_entries ORDER BY idx DESC LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
     let now = SystemClock.now().0;
     let t = match last {
         Some(l) if l >= now => l + 1,
@@ -51,8 +53,10 @@ fn load_tile(c: &Connection, level: u8, index: u64) -> Result<Vec<Hash>, AuditEr
 }
 
 fn state(c: &Connection, name: &str) -> Result<u64, Error> {
-    let v: Option<i64> =
-        c.prepare_cached("SELECT value FROM audit_state WHERE name = ?1")?.query_row(params![name], |r| r.get(0)).optional()?;
+    let v: Option<i64> = c
+        .prepare_cached("SELECT value FROM audit_state WHERE name = ?1")?
+        .query_row(params![name], |r| r.get(0))
+        .optional()?;
     Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
 }
 
@@ -119,7 +123,9 @@ impl AuditLog for SqliteStore {
 
     fn entries(&self, start: u64, count: u64) -> Result<Vec<Vec<u8>>, AuditError> {
         let c = self.reader().map_err(ae)?;
-        let mut st = c.prepare_cached("SELECT entry FROM audit_entries WHERE idx > ?1 AND idx <= ?2 ORDER BY idx").map_err(ae)?;
+        let mut st = c
+            .prepare_cached("SELECT entry FROM audit_entries WHERE idx > ?1 AND idx <= ?2 ORDER BY idx")
+            .map_err(ae)?;
         let (a, b) = (i64::try_from(start).map_err(ae)?, i64::try_from(start.saturating_add(count)).map_err(ae)?);
         let rows = st.query_map(params![a, b], |r| r.get::<_, Vec<u8>>(0)).map_err(ae)?;
         rows.collect::<Result<_, _>>().map_err(ae)
@@ -181,7 +187,8 @@ impl AuditLog for SqliteStore {
         let mut conn = self.writer().map_err(ae)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(ae)?;
         let mut size = state(&tx, "integrated").map_err(ae)?;
-        let total: i64 = tx.query_row("SELECT COALESCE(MAX(idx), 0) FROM audit_entries", [], |r| r.get(0)).map_err(ae)?;
+        let total: i64 =
+            tx.query_row("SELECT COALESCE(MAX(idx), 0) FROM audit_entries", [], |r| r.get(0)).map_err(ae)?;
         let total = u64::try_from(total).map_err(ae)?;
         if total == size {
             return Ok(None);
@@ -193,9 +200,10 @@ impl AuditLog for SqliteStore {
                     .prepare_cached("SELECT entry FROM audit_entries WHERE idx > ?1 AND idx <= ?2 ORDER BY idx")
                     .map_err(ae)?;
                 let rows = st
-                    .query_map(params![i64::try_from(size).map_err(ae)?, i64::try_from(size + chunk).map_err(ae)?], |r| {
-                        r.get::<_, Vec<u8>>(0)
-                    })
+                    .query_map(
+                        params![i64::try_from(size).map_err(ae)?, i64::try_from(size + chunk).map_err(ae)?],
+                        |r| r.get::<_, Vec<u8>>(0),
+                    )
                     .map_err(ae)?;
                 let mut v = Vec::with_capacity(usize::try_from(chunk).unwrap_or(0));
                 for e in rows {
@@ -243,6 +251,8 @@ fn matches(q: &EntryQuery, entry: &[u8]) -> bool {
     }
     let Ok(r) = serde_json::from_slice::<AuditRecord>(entry) else { return false };
     q.patient.as_ref().is_none_or(|p| r.patients.iter().any(|x| x == p))
-        && q.agent.as_ref().is_none_or(|a| r.actor.id == *a || r.actor.fhir_user.as_ref() == Some(a) || r.actor.client_id.as_ref() == Some(a))
+        && q.agent.as_ref().is_none_or(|a| {
+            r.actor.id == *a || r.actor.fhir_user.as_ref() == Some(a) || r.actor.client_id.as_ref() == Some(a)
+        })
         && q.action.as_ref().is_none_or(|a| r.action == *a)
 }

@@ -22,7 +22,8 @@ impl From<Error> for StoreError {
     }
 }
 
-const COLS: &str = "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient";
+const COLS: &str =
+    "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient";
 
 fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
     let rt: String = r.get(0)?;
