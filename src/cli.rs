@@ -99,8 +99,17 @@ enum AuditCmd {
         #[arg(long)]
         until: Option<String>,
         /// Write to this file instead of standard output.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "syslog_tls")]
         output: Option<PathBuf>,
+        /// Stream RFC 5424 messages to this collector (`host:port`) over TLS (RFC 5425).
+        #[arg(long, requires = "ca_file")]
+        syslog_tls: Option<String>,
+        /// CA certificate(s) (PEM) that sign the collector's certificate.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Name to verify in the collector's certificate (default: the host of --syslog-tls).
+        #[arg(long)]
+        server_name: Option<String>,
     },
 }
 
@@ -141,10 +150,21 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                 Ok(ExitCode::from(1))
             }
         }
-        AuditCmd::Export { dir, format, since, until, output } => {
+        AuditCmd::Export { dir, format, since, until, output, syslog_tls, ca_file, server_name } => {
             let since = since.as_deref().map(parse_instant).transpose()?;
             let until = until.as_deref().map(parse_instant).transpose()?;
             let node = open_node(&dir.data_dir)?;
+            if let (Some(addr), Some(ca_file)) = (syslog_tls, ca_file) {
+                if format != crate::export::Format::Syslog {
+                    return Err("--syslog-tls sends syslog messages; use --format syslog".into());
+                }
+                let server_name =
+                    server_name.unwrap_or_else(|| addr.rsplit_once(':').map_or(addr.clone(), |(h, _)| h.to_string()));
+                let to = crate::export::SyslogTls { addr, server_name, ca_file };
+                let n = crate::export::stream_syslog_tls(&*node.store, since, until, &to)?;
+                eprintln!("sent {n} entries to {}", to.addr);
+                return Ok(ExitCode::SUCCESS);
+            }
             let n = match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(
@@ -289,7 +309,9 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             "refusing plain HTTP on `{addr}`: only loopback may be served without TLS; give --tls-cert and --tls-key"
         ));
     }
-    let node = std::sync::Arc::new(open_node(&a.dir.data_dir)?);
+    let mut node = open_node(&a.dir.data_dir)?;
+    node.monitor_clock();
+    let node = std::sync::Arc::new(node);
     node.spawn_integrator();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));

@@ -28,13 +28,22 @@ pub struct Node {
     pub signer: Arc<NoteSigner>,
     /// The audit log's origin (checkpoint first line, verifier key name).
     pub origin: String,
+    /// Clock-sync status, refreshed in the background.
+    pub clock: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
 }
 
-struct StoreHealth(Arc<SqliteStore>);
+struct StoreHealth {
+    store: Arc<SqliteStore>,
+    clock: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
+}
 
 impl Health for StoreHealth {
-    fn ready(&self) -> Result<(), String> {
-        self.0.ping().map_err(|e| e.to_string())
+    fn check(&self) -> Result<serde_json::Value, String> {
+        self.store.ping().map_err(|e| e.to_string())?;
+        let clock = self.clock.lock().map(|c| c.to_json()).unwrap_or_default();
+        let appended = self.store.audit_size().map_err(|e| e.to_string())?;
+        let integrated = self.store.audit_integrated_size().map_err(|e| e.to_string())?;
+        Ok(serde_json::json!({"clock": clock, "audit": {"entries": appended, "checkpointed": integrated}}))
     }
 }
 
@@ -97,7 +106,12 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
     let records = Arc::new(Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone()));
     let oauth = Arc::new(OAuth::new(store.clone()));
     let (signer, origin) = load_signer(dir)?;
-    Ok(Node { dir: dir.to_path_buf(), config, store, records, oauth, signer: Arc::new(signer), origin })
+    let clock = Arc::new(std::sync::Mutex::new(crate::clock_sync::ClockStatus {
+        source: "unknown",
+        synchronized: None,
+        offset_ms: None,
+    }));
+    Ok(Node { dir: dir.to_path_buf(), config, store, records, oauth, signer: Arc::new(signer), origin, clock })
 }
 
 /// The checkpoint signer from `keys/signing-ed25519.seed`; the origin is derived from its public
@@ -129,6 +143,11 @@ impl Node {
         Ok(note)
     }
 
+    /// Starts clock-sync monitoring for `/healthz` (the CLI does not need it).
+    pub fn monitor_clock(&mut self) {
+        self.clock = crate::clock_sync::monitor();
+    }
+
     /// Runs [`Node::integrate_audit`] every 250 ms on a background thread, so that a checkpoint
     /// follows any growth within a second.
     pub fn spawn_integrator(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
@@ -149,7 +168,7 @@ impl Node {
             records: self.records.clone(),
             oauth: self.oauth.clone(),
             audit: self.store.clone(),
-            health: Arc::new(StoreHealth(self.store.clone())),
+            health: Arc::new(StoreHealth { store: self.store.clone(), clock: self.clock.clone() }),
             config: Arc::new(HttpConfig {
                 max_body_bytes: self.config.max_body_bytes,
                 public_url: self.config.public_url.clone().unwrap_or_else(|| public_url.to_string()),

@@ -2,6 +2,7 @@
 //! and its command line. The binary's `main` only calls [`cli::main`].
 
 pub mod cli;
+pub mod clock_sync;
 pub mod config;
 pub mod datadir;
 pub mod export;

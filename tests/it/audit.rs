@@ -251,3 +251,58 @@ async fn export_formats() {
         0
     );
 }
+
+#[test]
+fn syslog_streams_to_a_tls_collector_with_octet_counting() {
+    use std::io::Read;
+    let h = Harness::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["collector.test".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(tmp.path().join("c.pem"), cert.pem()).unwrap();
+    std::fs::write(tmp.path().join("k.pem"), key.serialize_pem()).unwrap();
+    let server_cfg = mamori_http::tls_config(&mamori_http::TlsFiles {
+        cert: tmp.path().join("c.pem"),
+        key: tmp.path().join("k.pem"),
+    })
+    .unwrap();
+    let collect = |cfg: std::sync::Arc<rustls::ServerConfig>| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let t = std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().unwrap();
+            let conn = rustls::ServerConnection::new(cfg).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = Vec::new();
+            let _ = tls.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        });
+        (addr, t)
+    };
+    let (addr, collector) = collect(server_cfg.clone());
+    let to = mamori::export::SyslogTls {
+        addr: addr.to_string(),
+        server_name: "collector.test".into(),
+        ca_file: tmp.path().join("c.pem"),
+    };
+    let n = mamori::export::stream_syslog_tls(&*h.node.store, None, None, &to).unwrap();
+    assert!(n >= 1);
+    let received = collector.join().unwrap();
+    // Octet counting: "LEN SP MSG", repeated.
+    let mut rest = received.as_str();
+    let mut frames = 0;
+    while !rest.is_empty() {
+        let (len, tail) = rest.split_once(' ').unwrap();
+        let len: usize = len.parse().unwrap();
+        let msg = &tail[..len];
+        assert!(msg.starts_with("<86>1 ") || msg.starts_with("<85>1 "), "{msg}");
+        rest = &tail[len..];
+        frames += 1;
+    }
+    assert_eq!(frames, n);
+    // A collector whose certificate does not name it is refused, and receives nothing.
+    let (addr, collector) = collect(server_cfg);
+    let wrong = mamori::export::SyslogTls { addr: addr.to_string(), server_name: "other.test".into(), ..to };
+    assert!(mamori::export::stream_syslog_tls(&*h.node.store, None, None, &wrong).is_err());
+    assert!(collector.join().unwrap().is_empty());
+}

@@ -25,8 +25,8 @@ pub use serve::{TlsFiles, serve, tls_config};
 
 /// A readiness probe for `/healthz`.
 pub trait Health: Send + Sync {
-    /// `Ok` when the server can serve requests.
-    fn ready(&self) -> Result<(), String>;
+    /// Details (clock sync, audit backlog…) when the server can serve requests; `Err` when not.
+    fn check(&self) -> Result<serde_json::Value, String>;
 }
 
 /// Limits and settings of the HTTP edge.
@@ -97,8 +97,14 @@ pub fn app(state: AppState) -> Router {
 async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let h = s.health.clone();
-    match tokio::task::spawn_blocking(move || h.ready()).await {
-        Ok(Ok(())) => (axum::http::StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response(),
+    match tokio::task::spawn_blocking(move || h.check()).await {
+        Ok(Ok(detail)) => {
+            let mut body = serde_json::json!({"status": "ok"});
+            if let (Some(o), serde_json::Value::Object(d)) = (body.as_object_mut(), detail) {
+                o.extend(d);
+            }
+            (axum::http::StatusCode::OK, axum::Json(body)).into_response()
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "health check failed");
             (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "unavailable"})))

@@ -21,6 +21,7 @@ struct State {
 
 pub(crate) struct Durability {
     wal: File,
+    fsyncs: std::sync::atomic::AtomicU64,
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -33,7 +34,12 @@ impl Durability {
         // The WAL's directory entry must survive a power loss too.
         File::open(dir)?.sync_all()?;
         wal.sync_data()?;
-        Ok(Durability { wal, state: Mutex::new(State::default()), cv: Condvar::new() })
+        Ok(Durability {
+            wal,
+            fsyncs: std::sync::atomic::AtomicU64::new(0),
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+        })
     }
 
     /// Records a commit that has just happened; returns its ticket.
@@ -41,6 +47,16 @@ impl Durability {
         let mut s = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.committed += 1;
         s.committed
+    }
+
+    /// fsyncs performed so far.
+    pub(crate) fn fsyncs(&self) -> u64 {
+        self.fsyncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Commits recorded so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.state.lock().map(|s| s.committed).unwrap_or(0)
     }
 
     /// Returns once every commit up to `ticket` is on disk.
@@ -58,6 +74,7 @@ impl Durability {
             let target = s.committed;
             drop(s);
             let r = self.wal.sync_data();
+            self.fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             s = self.state.lock().map_err(|_| Error::Poisoned)?;
             s.syncing = false;
             if r.is_ok() {

@@ -181,6 +181,11 @@ impl SqliteStore {
         self.readers.get(start % self.readers.len()).ok_or(Error::Poisoned)?.lock().map_err(|_| Error::Poisoned)
     }
 
+    /// `(commits, fsyncs)` since this store was opened: group commit makes the second smaller.
+    pub fn durability_stats(&self) -> (u64, u64) {
+        (self.durability.commits(), self.durability.fsyncs())
+    }
+
     /// A quick liveness check for `/healthz`.
     pub fn ping(&self) -> Result<(), Error> {
         self.reader()?.query_row("SELECT 1", [], |_| Ok(()))?;
