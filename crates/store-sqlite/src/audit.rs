@@ -16,6 +16,47 @@ fn ae(e: impl std::fmt::Display) -> AuditError {
     AuditError::Source(msg)
 }
 
+/// An appender's place in the queue.
+#[derive(Default)]
+pub(crate) struct Slot {
+    state: std::sync::Mutex<SlotState>,
+    cv: std::sync::Condvar,
+}
+
+#[derive(Default, Clone)]
+enum SlotState {
+    #[default]
+    Queued,
+    Taken,
+    Done(Result<Vec<u64>, String>),
+}
+
+/// Entries waiting for the writer, each with its appender's slot.
+pub(crate) type AuditQueue = std::sync::Mutex<Vec<(Vec<AuditRecord>, std::sync::Arc<Slot>)>>;
+
+impl Slot {
+    fn is_queued(&self) -> bool {
+        self.state.lock().map(|s| matches!(*s, SlotState::Queued)).unwrap_or(false)
+    }
+
+    fn set(&self, st: SlotState) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = st;
+        }
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> Result<Vec<u64>, AuditError> {
+        let mut s = self.state.lock().map_err(ae)?;
+        loop {
+            if let SlotState::Done(r) = &*s {
+                return r.clone().map_err(AuditError::Source);
+            }
+            s = self.cv.wait(s).map_err(ae)?;
+        }
+    }
+}
+
 /// Inserts one record inside the caller's transaction; returns its leaf index.
 /// Time never goes backwards: it is at least one microsecond after the previous entry's.
 pub(crate) fn insert(c: &Connection, mut record: AuditRecord) -> Result<u64, Error> {
@@ -108,17 +149,47 @@ impl SqliteStore {
 
 impl AuditLog for SqliteStore {
     fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<u64>, AuditError> {
-        let mut conn = self.writer().map_err(ae)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(ae)?;
-        let mut out = Vec::with_capacity(records.len());
-        for r in records {
-            out.push(insert(&tx, r).map_err(ae)?);
+        // Group commit of entries: queue ours, then whoever holds the writer takes everything
+        // queued into one transaction; the others find their entries taken and wait for them.
+        let slot = std::sync::Arc::new(Slot::default());
+        self.audit_queue.lock().map_err(ae)?.push((records, slot.clone()));
+        let conn = self.writer().map_err(ae)?;
+        if !slot.is_queued() {
+            drop(conn);
+            return slot.wait();
         }
-        tx.commit().map_err(ae)?;
-        let ticket = self.durability.committed();
+        let batch = std::mem::take(&mut *self.audit_queue.lock().map_err(ae)?);
+        for (_, s) in &batch {
+            s.set(SlotState::Taken);
+        }
+        let result = (|| -> Result<(Vec<Vec<u64>>, u64), AuditError> {
+            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(ae)?;
+            let mut all = Vec::with_capacity(batch.len());
+            for (records, _) in &batch {
+                let mut ids = Vec::with_capacity(records.len());
+                for r in records {
+                    ids.push(insert(&tx, r.clone()).map_err(ae)?);
+                }
+                all.push(ids);
+            }
+            tx.commit().map_err(ae)?;
+            Ok((all, self.durability.committed()))
+        })();
         drop(conn);
-        self.durability.wait(ticket).map_err(ae)?;
-        Ok(out)
+        match result {
+            Ok((all, ticket)) => {
+                let durable = self.durability.wait(ticket).map_err(|e| e.to_string());
+                for ((_, s), ids) in batch.iter().zip(all) {
+                    s.set(SlotState::Done(durable.clone().map(|()| ids)));
+                }
+            }
+            Err(e) => {
+                for (_, s) in &batch {
+                    s.set(SlotState::Done(Err(e.to_string())));
+                }
+            }
+        }
+        slot.wait()
     }
 
     fn entries(&self, start: u64, count: u64) -> Result<Vec<Vec<u8>>, AuditError> {

@@ -130,6 +130,7 @@ const READERS: usize = 4;
 /// The SQLite store.
 pub struct SqliteStore {
     durability: durability::Durability,
+    audit_queue: audit::AuditQueue,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -162,7 +163,13 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(Mutex::new(open_conn(&path, true)?));
         }
-        Ok(SqliteStore { durability, writer: Mutex::new(writer), readers, next_reader: AtomicUsize::new(0) })
+        Ok(SqliteStore {
+            durability,
+            audit_queue: audit::AuditQueue::default(),
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
     }
 
     fn writer(&self) -> Result<MutexGuard<'_, Connection>, Error> {
