@@ -32,6 +32,9 @@ pub enum Error {
     Source(String),
 }
 
+/// Called with the outcome of an [`AuditLog::append_then`].
+pub type AppendDone = Box<dyn FnOnce(Result<Vec<u64>, Error>) + Send>;
+
 /// A stored entry: its leaf index and canonical JSON.
 pub type StoredEntry = (u64, Vec<u8>);
 
@@ -61,6 +64,9 @@ pub trait AuditLog: Send + Sync {
     /// Appends records (their `time` is set by the log, never going backwards) and returns their
     /// leaf indexes once durable.
     fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<u64>, Error>;
+    /// Like [`AuditLog::append`], but returns at once; `done` is called once the entries are
+    /// durable (or failed). Lets async callers wait without parking a thread.
+    fn append_then(&self, records: Vec<AuditRecord>, done: AppendDone);
     /// Entries `[start, start + count)` by leaf index.
     fn entries(&self, start: u64, count: u64) -> Result<Vec<Vec<u8>>, Error>;
     /// Entries matching a query, in log order.

@@ -114,11 +114,25 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         time: String::new(),
         v: 1,
     };
-    let log = s.audit.clone();
-    match tokio::task::spawn_blocking(move || log.append(vec![record])).await {
-        Ok(Ok(_)) => resp,
-        Ok(Err(e)) => fail_closed(&e.to_string()),
-        Err(e) => fail_closed(&e.to_string()),
+    match append(&s, record).await {
+        Ok(()) => resp,
+        Err(e) => fail_closed(&e),
+    }
+}
+
+/// Appends one record and waits, without holding a thread, until it is durable.
+pub async fn append(s: &AppState, record: AuditRecord) -> Result<(), String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    s.audit.append_then(
+        vec![record],
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    match rx.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the audit writer dropped the request".into()),
     }
 }
 

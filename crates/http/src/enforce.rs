@@ -125,10 +125,9 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
     let Some(token) = token else {
         return ApiError::Unauthorized.into_response();
     };
-    let oauth = s.oauth.clone();
-    let result = tokio::task::spawn_blocking(move || oauth.validate(&token, now_secs())).await;
-    match result {
-        Ok(Ok(grant)) => {
+    // Inline: two indexed reads of a few microseconds cost less than a hop to the blocking pool.
+    match s.oauth.validate(&token, now_secs()) {
+        Ok(grant) => {
             let request_id = req.extensions().get::<crate::RequestId>().map(|r| r.0.clone());
             let source = req
                 .extensions()
@@ -141,7 +140,7 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
             resp.extensions_mut().insert(principal);
             resp
         }
-        Ok(Err(BearerError::Invalid)) => ApiError::Unauthorized.into_response(),
-        Ok(Err(BearerError::Store)) | Err(_) => ApiError::Internal("token validation failed".into()).into_response(),
+        Err(BearerError::Invalid) => ApiError::Unauthorized.into_response(),
+        Err(BearerError::Store) => ApiError::Internal("token validation failed".into()).into_response(),
     }
 }

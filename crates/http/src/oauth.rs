@@ -115,10 +115,9 @@ pub async fn token(
         time: String::new(),
         v: 1,
     };
-    let log = s.audit.clone();
-    match tokio::task::spawn_blocking(move || log.append(vec![record])).await {
-        Ok(Ok(_)) => {}
-        _ => {
+    match crate::audit::append(&s, record).await {
+        Ok(()) => {}
+        Err(_) => {
             tracing::error!("audit append failed at the token endpoint; refusing");
             return error(&OAuthError::server_error());
         }

@@ -16,44 +16,67 @@ fn ae(e: impl std::fmt::Display) -> AuditError {
     AuditError::Source(msg)
 }
 
-/// An appender's place in the queue.
-#[derive(Default)]
-pub(crate) struct Slot {
-    state: std::sync::Mutex<SlotState>,
-    cv: std::sync::Condvar,
-}
+/// One append waiting for the audit writer thread.
+pub(crate) type Job = (Vec<AuditRecord>, mamori_audit::AppendDone);
 
-#[derive(Default, Clone)]
-enum SlotState {
-    #[default]
-    Queued,
-    Taken,
-    Done(Result<Vec<u64>, String>),
-}
-
-/// Entries waiting for the writer, each with its appender's slot.
-pub(crate) type AuditQueue = std::sync::Mutex<Vec<(Vec<AuditRecord>, std::sync::Arc<Slot>)>>;
-
-impl Slot {
-    fn is_queued(&self) -> bool {
-        self.state.lock().map(|s| matches!(*s, SlotState::Queued)).unwrap_or(false)
-    }
-
-    fn set(&self, st: SlotState) {
-        if let Ok(mut s) = self.state.lock() {
-            *s = st;
-        }
-        self.cv.notify_all();
-    }
-
-    fn wait(&self) -> Result<Vec<u64>, AuditError> {
-        let mut s = self.state.lock().map_err(ae)?;
-        loop {
-            if let SlotState::Done(r) = &*s {
-                return r.clone().map_err(AuditError::Source);
+/// The audit writer: takes every queued append into one transaction and one fsync, then reports
+/// to each appender. Runs until the store is dropped.
+fn writer_loop(
+    rx: std::sync::mpsc::Receiver<Job>,
+    writer: std::sync::Arc<std::sync::Mutex<Connection>>,
+    durability: std::sync::Arc<crate::durability::Durability>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4096 {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
             }
-            s = self.cv.wait(s).map_err(ae)?;
         }
+        let result = (|| -> Result<(Vec<Vec<u64>>, u64), String> {
+            let conn = writer.lock().map_err(|_| "store lock poisoned".to_string())?;
+            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+            let mut all = Vec::with_capacity(batch.len());
+            for (records, _) in &batch {
+                let mut ids = Vec::with_capacity(records.len());
+                for r in records {
+                    ids.push(insert(&tx, r.clone()).map_err(|e| e.to_string())?);
+                }
+                all.push(ids);
+            }
+            tx.commit().map_err(|e| e.to_string())?;
+            Ok((all, durability.committed()))
+        })();
+        match result {
+            Ok((all, ticket)) => {
+                let durable = durability.wait(ticket).map_err(|e| e.to_string());
+                for ((_, done), ids) in batch.into_iter().zip(all) {
+                    done(durable.clone().map(|()| ids).map_err(AuditError::Source));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit append failed");
+                for (_, done) in batch {
+                    done(Err(AuditError::Source(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+impl SqliteStore {
+    fn audit_sender(&self) -> &std::sync::mpsc::Sender<Job> {
+        self.audit_tx.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (writer, durability) = (self.writer.clone(), self.durability.clone());
+            std::thread::Builder::new()
+                .name("mamori-audit-writer".into())
+                .spawn(move || writer_loop(rx, writer, durability))
+                .map_err(|e| tracing::error!(error = %e, "cannot start the audit writer"))
+                .ok();
+            tx
+        })
     }
 }
 
@@ -149,47 +172,20 @@ impl SqliteStore {
 
 impl AuditLog for SqliteStore {
     fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<u64>, AuditError> {
-        // Group commit of entries: queue ours, then whoever holds the writer takes everything
-        // queued into one transaction; the others find their entries taken and wait for them.
-        let slot = std::sync::Arc::new(Slot::default());
-        self.audit_queue.lock().map_err(ae)?.push((records, slot.clone()));
-        let conn = self.writer().map_err(ae)?;
-        if !slot.is_queued() {
-            drop(conn);
-            return slot.wait();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.append_then(
+            records,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().map_err(|_| AuditError::Source("the audit writer stopped".into()))?
+    }
+
+    fn append_then(&self, records: Vec<AuditRecord>, done: mamori_audit::AppendDone) {
+        if let Err(std::sync::mpsc::SendError((_, done))) = self.audit_sender().send((records, done)) {
+            done(Err(AuditError::Source("the audit writer stopped".into())));
         }
-        let batch = std::mem::take(&mut *self.audit_queue.lock().map_err(ae)?);
-        for (_, s) in &batch {
-            s.set(SlotState::Taken);
-        }
-        let result = (|| -> Result<(Vec<Vec<u64>>, u64), AuditError> {
-            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(ae)?;
-            let mut all = Vec::with_capacity(batch.len());
-            for (records, _) in &batch {
-                let mut ids = Vec::with_capacity(records.len());
-                for r in records {
-                    ids.push(insert(&tx, r.clone()).map_err(ae)?);
-                }
-                all.push(ids);
-            }
-            tx.commit().map_err(ae)?;
-            Ok((all, self.durability.committed()))
-        })();
-        drop(conn);
-        match result {
-            Ok((all, ticket)) => {
-                let durable = self.durability.wait(ticket).map_err(|e| e.to_string());
-                for ((_, s), ids) in batch.iter().zip(all) {
-                    s.set(SlotState::Done(durable.clone().map(|()| ids)));
-                }
-            }
-            Err(e) => {
-                for (_, s) in &batch {
-                    s.set(SlotState::Done(Err(e.to_string())));
-                }
-            }
-        }
-        slot.wait()
     }
 
     fn entries(&self, start: u64, count: u64) -> Result<Vec<Vec<u8>>, AuditError> {

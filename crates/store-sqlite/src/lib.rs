@@ -129,9 +129,9 @@ const READERS: usize = 4;
 
 /// The SQLite store.
 pub struct SqliteStore {
-    durability: durability::Durability,
-    audit_queue: audit::AuditQueue,
-    writer: Mutex<Connection>,
+    durability: std::sync::Arc<durability::Durability>,
+    audit_tx: std::sync::OnceLock<std::sync::mpsc::Sender<audit::Job>>,
+    writer: std::sync::Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -164,9 +164,9 @@ impl SqliteStore {
             readers.push(Mutex::new(open_conn(&path, true)?));
         }
         Ok(SqliteStore {
-            durability,
-            audit_queue: audit::AuditQueue::default(),
-            writer: Mutex::new(writer),
+            durability: std::sync::Arc::new(durability),
+            audit_tx: std::sync::OnceLock::new(),
+            writer: std::sync::Arc::new(Mutex::new(writer)),
             readers,
             next_reader: AtomicUsize::new(0),
         })
