@@ -36,7 +36,8 @@ fn writer_loop(
         }
         let result = (|| -> Result<(Vec<Vec<u64>>, u64), String> {
             let conn = writer.lock().map_err(|_| "store lock poisoned".to_string())?;
-            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
+                .map_err(|e| e.to_string())?;
             let mut all = Vec::with_capacity(batch.len());
             for (records, _) in &batch {
                 let mut ids = Vec::with_capacity(records.len());
