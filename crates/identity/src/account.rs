@@ -1,0 +1,114 @@
+//! Accounts (A1), their credentials, lifecycle (A7) and the two-factor coverage report (A2).
+
+use serde::{Deserialize, Serialize};
+
+/// 身元確認: how a person's identity was verified before the account was issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proofing {
+    /// Method, e.g. `マイナンバーカード eKYC`, `運転免許証 対面確認`.
+    pub method: String,
+    /// Who verified.
+    pub verifier: String,
+    /// When (YYYY-MM-DD).
+    pub date: String,
+}
+
+/// Account status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// May sign in.
+    Active,
+    /// Disabled by an administrator or for dormancy.
+    Disabled,
+    /// The person left (退職); never re-enabled.
+    Left,
+}
+
+/// One account per person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// Login name.
+    pub username: String,
+    /// Display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Roles by job type (職種).
+    pub roles: Vec<String>,
+    /// The person's Practitioner / PractitionerRole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_user: Option<String>,
+    /// Business unit (業務単位).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
+    /// Identity proofing record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proofing: Option<Proofing>,
+    /// Status.
+    pub status: Status,
+    /// Unix time of creation.
+    pub created_at: i64,
+}
+
+/// A TOTP authenticator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpFactor {
+    /// The seed, sealed under the master key (see [`crate::secret`]).
+    pub sealed_secret: String,
+    /// Last accepted step (replay protection).
+    pub last_step: Option<i64>,
+    /// Unix time of enrolment.
+    pub enrolled_at: i64,
+}
+
+/// Credentials of one account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Unix time of the last change.
+    pub password_changed_at: i64,
+    /// Initial or reset password: must be changed at first use.
+    pub must_change: bool,
+    /// Previous hashes, newest first.
+    pub history: Vec<String>,
+    /// TOTP, if enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpFactor>,
+}
+
+impl Credentials {
+    /// Second factors enrolled (names).
+    pub fn second_factors(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.totp.is_some() {
+            v.push("totp");
+        }
+        v
+    }
+}
+
+/// A valid user name: 3–64 of `a-z 0-9 . _ -`, starting with a letter.
+pub fn valid_username(s: &str) -> bool {
+    (3..=64).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+/// Two-factor coverage against the FY2027 (令和9年度) deadline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Coverage {
+    /// Active accounts.
+    pub active: usize,
+    /// Active accounts with a second factor.
+    pub with_second_factor: usize,
+    /// Active accounts without one (user names).
+    pub without: Vec<String>,
+}
+
+impl Coverage {
+    /// Share covered, 0–100.
+    pub fn percent(&self) -> f64 {
+        if self.active == 0 { 100.0 } else { self.with_second_factor as f64 * 100.0 / self.active as f64 }
+    }
+}

@@ -1,0 +1,339 @@
+//! The identity service: adding and changing accounts, enrolment, password authentication with
+//! lockout, lifecycle events. Every act is audited; account definitions change only through the
+//! store's configuration path.
+
+use std::sync::Arc;
+
+use mamori_audit::{AuditActor, AuditLog, AuditRecord, Outcome};
+
+use crate::account::{Account, Coverage, Credentials, Proofing, Status, TotpFactor, valid_username};
+use crate::{Error, Message, lockout, password, secret, totp};
+
+/// What the identity service needs from storage.
+pub trait IdentityStore: Send + Sync {
+    /// An account and its configuration version.
+    fn account(&self, username: &str) -> Result<Option<(Account, u64)>, Error>;
+    /// Saves an account definition through the audited configuration path; `expected` is the
+    /// version it was based on (`None` = new).
+    fn save_account(&self, a: &Account, expected: Option<u64>, actor: &str, reason: &str) -> Result<u64, Error>;
+    /// Every account.
+    fn accounts(&self) -> Result<Vec<Account>, Error>;
+    /// Credentials.
+    fn credentials(&self, username: &str) -> Result<Option<Credentials>, Error>;
+    /// Saves credentials.
+    fn save_credentials(&self, username: &str, c: &Credentials) -> Result<(), Error>;
+    /// Lockout counters.
+    fn lockout(&self, username: &str) -> Result<lockout::State, Error>;
+    /// Saves lockout counters and the last login time (if given).
+    fn save_lockout(&self, username: &str, s: &lockout::State, last_login: Option<i64>) -> Result<(), Error>;
+    /// Revokes every token issued to a person.
+    fn revoke_tokens_of(&self, username: &str) -> Result<u64, Error>;
+}
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Login name.
+    pub username: String,
+    /// Roles.
+    pub roles: Vec<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// fhirUser reference.
+    pub fhir_user: Option<String>,
+    /// Department.
+    pub department: Option<String>,
+    /// 身元確認.
+    pub proofing: Option<Proofing>,
+}
+
+/// A successful password(+TOTP) authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The account.
+    pub account: Account,
+    /// Second factors enrolled (the login flow requires one before data is reachable).
+    pub second_factors: Vec<&'static str>,
+    /// Whether the TOTP code was checked in this attempt.
+    pub totp_verified: bool,
+    /// Whether the password must be changed before anything else.
+    pub must_change_password: bool,
+}
+
+/// A refused authentication: the message is always 「認証に失敗しました」; the reason is for the
+/// audit trail only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// What the person sees.
+    pub message: Message,
+    /// Seconds before another attempt is accepted, if any.
+    pub retry_after: Option<i64>,
+}
+
+/// The identity service.
+pub struct Identity {
+    store: Arc<dyn IdentityStore>,
+    audit: Arc<dyn AuditLog>,
+    master_key: [u8; 32],
+    /// Password rules.
+    pub password_policy: password::Policy,
+    /// Lockout rules.
+    pub lockout_policy: lockout::Policy,
+}
+
+fn operator(actor: &str) -> AuditActor {
+    let (kind, id) = actor.split_once(':').unwrap_or(("operator", actor));
+    AuditActor { client_id: None, fhir_user: None, id: id.into(), kind: kind.into() }
+}
+
+fn event(action: &str, actor: AuditActor, target: &str, outcome: Outcome, detail: Option<String>, source: Option<&str>) -> AuditRecord {
+    AuditRecord {
+        action: action.into(),
+        actor,
+        detail,
+        outcome,
+        patients: Vec::new(),
+        purpose: "HOPERAT".into(),
+        query: None,
+        request_id: None,
+        resources: vec![format!("account/{target}")],
+        source: source.map(str::to_string),
+        status: None,
+        time: String::new(),
+        v: 1,
+    }
+}
+
+impl Identity {
+    /// A service over a store, the audit log and the master key.
+    pub fn new(store: Arc<dyn IdentityStore>, audit: Arc<dyn AuditLog>, master_key: [u8; 32]) -> Self {
+        Identity {
+            store,
+            audit,
+            master_key,
+            password_policy: password::Policy::default(),
+            lockout_policy: lockout::Policy::default(),
+        }
+    }
+
+    fn log(&self, r: AuditRecord) -> Result<(), Error> {
+        self.audit.append(vec![r]).map(|_| ()).map_err(|e| Error::Invalid(format!("audit: {e}")))
+    }
+
+    /// Adds an account with an initial password that must be changed at first login.
+    pub fn add(&self, actor: &str, n: NewAccount, initial_password: &str, now: i64) -> Result<Account, Error> {
+        if !valid_username(&n.username) {
+            return Err(Error::Invalid(format!(
+                "user name `{}` must be 3–64 of a–z 0–9 . _ - and start with a letter",
+                n.username
+            )));
+        }
+        if n.roles.is_empty() {
+            return Err(Error::Invalid("an account needs at least one role".into()));
+        }
+        if let Some(f) = &n.fhir_user {
+            let ok = f.split_once('/').is_some_and(|(t, id)| {
+                matches!(t, "Practitioner" | "PractitionerRole") && !id.is_empty() && id.len() <= 64
+            });
+            if !ok {
+                return Err(Error::Invalid(format!("--fhir-user `{f}` must be Practitioner/ID or PractitionerRole/ID")));
+            }
+        }
+        if self.store.account(&n.username)?.is_some() {
+            return Err(Error::Invalid(format!("account `{}` already exists (one account per person)", n.username)));
+        }
+        // The initial password is checked as if a second factor were enrolled: it is temporary,
+        // and the person is led through enrolment before reaching any data.
+        let ctx = password::Context {
+            username: &n.username,
+            display_name: n.display_name.as_deref(),
+            has_second_factor: true,
+            previous: &[],
+        };
+        self.password_policy.check(initial_password, &ctx)?;
+        let account = Account {
+            username: n.username.clone(),
+            display_name: n.display_name,
+            roles: n.roles,
+            fhir_user: n.fhir_user,
+            department: n.department,
+            proofing: n.proofing,
+            status: Status::Active,
+            created_at: now,
+        };
+        self.store.save_account(&account, None, actor, "account issued (join)")?;
+        let creds = Credentials { password_hash: password::hash(initial_password)?, password_changed_at: now, must_change: true, ..Credentials::default() };
+        self.store.save_credentials(&account.username, &creds)?;
+        self.log(event("credential", operator(actor), &account.username, Outcome::Success, Some("initial password set".into()), None))?;
+        Ok(account)
+    }
+
+    /// Enrols a TOTP authenticator; returns the `otpauth://` URI (shown once).
+    pub fn enroll_totp(&self, actor: &str, username: &str, issuer: &str, now: i64) -> Result<String, Error> {
+        let (account, _) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let mut creds = self.store.credentials(username)?.unwrap_or_default();
+        let seed = totp::new_secret()?;
+        creds.totp = Some(TotpFactor { sealed_secret: secret::seal(&self.master_key, username, &seed)?, last_step: None, enrolled_at: now });
+        self.store.save_credentials(username, &creds)?;
+        self.log(event("enrol", operator(actor), username, Outcome::Success, Some("TOTP authenticator enrolled".into()), None))?;
+        Ok(totp::otpauth_uri(issuer, &account.username, &seed))
+    }
+
+    /// Changes a password (the person, knowing the current one).
+    pub fn change_password(&self, username: &str, current: &str, new: &str, now: i64) -> Result<(), Error> {
+        let (account, _) = self.store.account(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
+        let mut creds = self.store.credentials(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
+        if !password::verify(current, &creds.password_hash) {
+            return Err(Error::PasswordRefused(vec![crate::login_failed()]));
+        }
+        let mut previous = vec![creds.password_hash.clone()];
+        previous.extend(creds.history.iter().cloned());
+        previous.truncate(self.password_policy.history.max(1));
+        let ctx = password::Context {
+            username,
+            display_name: account.display_name.as_deref(),
+            has_second_factor: !creds.second_factors().is_empty(),
+            previous: &previous,
+        };
+        self.password_policy.check(new, &ctx)?;
+        creds.history = previous;
+        creds.password_hash = password::hash(new)?;
+        creds.password_changed_at = now;
+        creds.must_change = false;
+        self.store.save_credentials(username, &creds)?;
+        self.log(event("credential", AuditActor { client_id: None, fhir_user: account.fhir_user, id: username.into(), kind: "user".into() }, username, Outcome::Success, Some("password changed".into()), None))
+    }
+
+    /// Checks a password and, when given, a TOTP code. Lockout applies first; every failure says
+    /// only 「認証に失敗しました」.
+    pub fn authenticate(&self, username: &str, pw: &str, code: Option<&str>, now: i64, source: Option<&str>) -> Result<Result<Authenticated, Refused>, Error> {
+        let who = AuditActor { client_id: None, fhir_user: None, id: username.chars().take(64).collect(), kind: "user".into() };
+        let refuse = |reason: &str, retry_after: Option<i64>| -> Result<Result<Authenticated, Refused>, Error> {
+            self.log(event("login", who.clone(), username, Outcome::Denied, Some(reason.into()), source))?;
+            Ok(Err(Refused { message: crate::login_failed(), retry_after }))
+        };
+        let Some((account, _)) = self.store.account(username)? else {
+            let _ = password::verify(pw, password::dummy_hash());
+            return refuse("unknown account", None);
+        };
+        let mut state = self.store.lockout(username)?;
+        match self.lockout_policy.gate(&state, now) {
+            lockout::Gate::Open => {}
+            lockout::Gate::RetryAfter(s) => return refuse("retry too early", Some(s)),
+            lockout::Gate::Locked(until) => return refuse("account locked", Some(until - now)),
+        }
+        let mut creds = self.store.credentials(username)?.unwrap_or_default();
+        let pw_ok = password::verify(pw, &creds.password_hash);
+        let mut totp_ok = None;
+        if let (Some(c), Some(t)) = (code, &creds.totp) {
+            let seed = secret::open(&self.master_key, username, &t.sealed_secret)?;
+            totp_ok = Some(totp::verify(&seed, c, now, t.last_step));
+        }
+        let status_ok = account.status == Status::Active;
+        let second_ok = match (code, totp_ok) {
+            (None, _) => true,
+            (Some(_), Some(Some(_))) => true,
+            _ => false,
+        };
+        if !(pw_ok && status_ok && second_ok) {
+            let reason = if !pw_ok {
+                "wrong password"
+            } else if !status_ok {
+                "account not active"
+            } else {
+                "wrong or reused one-time code"
+            };
+            let after = self.lockout_policy.fail(&mut state, now);
+            self.store.save_lockout(username, &state, None)?;
+            if let lockout::AfterFailure::LockedNow(until) = after {
+                self.log(event("alert-lock", who.clone(), username, Outcome::Denied, Some(format!("account locked until unix {until} after {} failures", state.failures)), source))?;
+            }
+            return refuse(reason, None);
+        }
+        if let (Some(Some(step)), Some(t)) = (totp_ok, creds.totp.as_mut()) {
+            t.last_step = Some(step);
+            self.store.save_credentials(username, &creds)?;
+        }
+        self.lockout_policy.succeed(&mut state);
+        self.store.save_lockout(username, &state, Some(now))?;
+        let days = |t: i64| t.div_euclid(86_400);
+        let must_change = creds.must_change || self.password_policy.expired(days(creds.password_changed_at), days(now));
+        let factors = creds.second_factors();
+        let detail = format!("password{}", if totp_ok.is_some() { " + totp" } else { "" });
+        self.log(event("login", AuditActor { fhir_user: account.fhir_user.clone(), ..who }, username, Outcome::Success, Some(detail), source))?;
+        Ok(Ok(Authenticated { account, second_factors: factors, totp_verified: totp_ok.is_some(), must_change_password: must_change }))
+    }
+
+    fn set_status(&self, actor: &str, username: &str, status: Status, reason: &str) -> Result<Account, Error> {
+        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        if a.status == Status::Left && status != Status::Left {
+            return Err(Error::Invalid(format!("`{username}` has left; a leaver's account is never re-enabled")));
+        }
+        a.status = status;
+        self.store.save_account(&a, Some(v), actor, reason)?;
+        Ok(a)
+    }
+
+    /// Disables an account.
+    pub fn disable(&self, actor: &str, username: &str) -> Result<Account, Error> {
+        let a = self.set_status(actor, username, Status::Disabled, "account disabled")?;
+        self.store.revoke_tokens_of(username)?;
+        Ok(a)
+    }
+
+    /// Re-enables a disabled account.
+    pub fn enable(&self, actor: &str, username: &str) -> Result<Account, Error> {
+        self.set_status(actor, username, Status::Active, "account enabled")
+    }
+
+    /// Leave (退職): disabled at once, every token revoked.
+    pub fn leave(&self, actor: &str, username: &str) -> Result<u64, Error> {
+        self.set_status(actor, username, Status::Left, "leave (退職): disabled at once")?;
+        let n = self.store.revoke_tokens_of(username)?;
+        self.log(event("leave", operator(actor), username, Outcome::Success, Some(format!("{n} tokens revoked")), None))?;
+        Ok(n)
+    }
+
+    /// Transfer (人事異動): new department and roles; an access review is opened (recorded as an
+    /// audit event until the access-review work lands).
+    pub fn transfer(&self, actor: &str, username: &str, department: Option<String>, roles: Option<Vec<String>>) -> Result<Account, Error> {
+        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        if a.status == Status::Left {
+            return Err(Error::Invalid(format!("`{username}` has left")));
+        }
+        if let Some(d) = department {
+            a.department = Some(d);
+        }
+        if let Some(r) = roles {
+            if r.is_empty() {
+                return Err(Error::Invalid("an account needs at least one role".into()));
+            }
+            a.roles = r;
+        }
+        self.store.save_account(&a, Some(v), actor, "transfer (人事異動)")?;
+        self.log(event("access-review-opened", operator(actor), username, Outcome::Success, Some("transfer: review this account's roles (見直し)".into()), None))?;
+        Ok(a)
+    }
+
+    /// Clears a lock (administrator).
+    pub fn unlock(&self, actor: &str, username: &str) -> Result<(), Error> {
+        self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        self.store.save_lockout(username, &lockout::State::default(), None)?;
+        self.log(event("unlock", operator(actor), username, Outcome::Success, None, None))
+    }
+
+    /// Two-factor coverage of active accounts.
+    pub fn coverage(&self) -> Result<Coverage, Error> {
+        let mut c = Coverage::default();
+        for a in self.store.accounts()?.into_iter().filter(|a| a.status == Status::Active) {
+            c.active += 1;
+            let has = self.store.credentials(&a.username)?.is_some_and(|cr| !cr.second_factors().is_empty());
+            if has {
+                c.with_second_factor += 1;
+            } else {
+                c.without.push(a.username);
+            }
+        }
+        Ok(c)
+    }
+}
