@@ -21,10 +21,10 @@ struct Cli {
 }
 
 #[derive(Debug, Args, Clone)]
-struct DataDir {
+pub struct DataDir {
     /// Data directory (embedded store, configuration, keys).
     #[arg(long, default_value = "./mamori-data", env = "MAMORI_DATA_DIR")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,6 +38,9 @@ enum Command {
     Client(ClientCmd),
     /// Re-hash every stored version and report any mismatch (exit 1 if one is found).
     Fsck(DataDir),
+    /// Accounts (利用者): one per person, MHLW password rules, TOTP, lifecycle.
+    #[command(subcommand)]
+    User(UserCmd),
     /// The audit trail (監査証跡): verifier key, offline verification, export.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -67,6 +70,8 @@ struct ServeArgs {
     #[arg(long)]
     public_url: Option<String>,
 }
+
+pub use crate::user_cli::UserCmd;
 
 #[derive(Debug, Subcommand)]
 enum AuditCmd {
@@ -263,6 +268,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Client(c) => client(c),
         Command::Audit(c) => audit(c),
+        Command::User(c) => crate::user_cli::run(c),
         Command::Fsck(d) => {
             let node = open_node(&d.data_dir)?;
             let report = node.records.fsck().map_err(|e| e.to_string())?;

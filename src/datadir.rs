@@ -28,6 +28,8 @@ pub struct Node {
     pub signer: Arc<NoteSigner>,
     /// The audit log's origin (checkpoint first line, verifier key name).
     pub origin: String,
+    /// Accounts and authentication.
+    pub identity: Arc<mamori_identity::service::Identity>,
     /// Clock-sync status, refreshed in the background.
     pub clock: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
 }
@@ -106,12 +108,34 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
     let records = Arc::new(Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone()));
     let oauth = Arc::new(OAuth::new(store.clone()));
     let (signer, origin) = load_signer(dir)?;
+    let identity =
+        Arc::new(mamori_identity::service::Identity::new(store.clone(), store.clone(), load_master_key(dir)?));
     let clock = Arc::new(std::sync::Mutex::new(crate::clock_sync::ClockStatus {
         source: "unknown",
         synchronized: None,
         offset_ms: None,
     }));
-    Ok(Node { dir: dir.to_path_buf(), config, store, records, oauth, signer: Arc::new(signer), origin, clock })
+    Ok(Node {
+        dir: dir.to_path_buf(),
+        config,
+        store,
+        records,
+        oauth,
+        signer: Arc::new(signer),
+        origin,
+        identity,
+        clock,
+    })
+}
+
+/// The master key (encryption at rest of authenticator secrets) from `keys/master.key`.
+pub fn load_master_key(dir: &Path) -> Result<[u8; 32], String> {
+    let p = dir.join("keys").join("master.key");
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| format!("`{}` is not a 32-byte hex key", p.display()))
 }
 
 /// The checkpoint signer from `keys/signing-ed25519.seed`; the origin is derived from its public

@@ -6,6 +6,7 @@ pub mod clock_sync;
 pub mod config;
 pub mod datadir;
 pub mod export;
+pub mod user_cli;
 pub mod verify;
 
 pub use datadir::{Node, open_node};

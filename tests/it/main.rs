@@ -8,5 +8,6 @@ mod authenticity;
 mod binary;
 mod crud;
 mod examples;
+mod identity;
 mod oauth;
 mod support;

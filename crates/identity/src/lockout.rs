@@ -65,10 +65,10 @@ impl Policy {
 
     /// May an attempt proceed at `now`?
     pub fn gate(&self, s: &State, now: i64) -> Gate {
-        if let Some(until) = s.locked_until {
-            if now < until {
-                return Gate::Locked(until);
-            }
+        if let Some(until) = s.locked_until
+            && now < until
+        {
+            return Gate::Locked(until);
         }
         match s.last_failure {
             Some(last) if s.failures > 0 && s.locked_until.is_none_or(|u| now >= u && last >= u) => {

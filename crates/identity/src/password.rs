@@ -108,7 +108,10 @@ impl Policy {
             ));
         }
         if len > 256 {
-            why.push(Message::new("パスワードが長すぎます（256文字まで）", "the password is too long (256 characters at most)"));
+            why.push(Message::new(
+                "パスワードが長すぎます（256文字まで）",
+                "the password is too long (256 characters at most)",
+            ));
         }
         let (l, d, s) = kinds(candidate);
         if !(l && d && s) {
@@ -120,13 +123,22 @@ impl Policy {
         let lower = candidate.to_lowercase();
         let user = ctx.username.to_lowercase();
         if user.chars().count() >= 3 && lower.contains(&user) {
-            why.push(Message::new("パスワードに利用者IDを含めないでください", "the password must not contain the user name"));
+            why.push(Message::new(
+                "パスワードに利用者IDを含めないでください",
+                "the password must not contain the user name",
+            ));
         }
         if let Some(dn) = ctx.display_name {
-            let parts: Vec<String> =
-                dn.split(|c: char| c.is_whitespace() || c == '・').filter(|p| p.chars().count() >= 2).map(str::to_lowercase).collect();
+            let parts: Vec<String> = dn
+                .split(|c: char| c.is_whitespace() || c == '・')
+                .filter(|p| p.chars().count() >= 2)
+                .map(str::to_lowercase)
+                .collect();
             if parts.iter().any(|p| lower.contains(p.as_str())) {
-                why.push(Message::new("パスワードに氏名を含めないでください", "the password must not contain your name"));
+                why.push(Message::new(
+                    "パスワードに氏名を含めないでください",
+                    "the password must not contain your name",
+                ));
             }
         }
         if common().contains(&lower) {

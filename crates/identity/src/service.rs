@@ -86,7 +86,14 @@ fn operator(actor: &str) -> AuditActor {
     AuditActor { client_id: None, fhir_user: None, id: id.into(), kind: kind.into() }
 }
 
-fn event(action: &str, actor: AuditActor, target: &str, outcome: Outcome, detail: Option<String>, source: Option<&str>) -> AuditRecord {
+fn event(
+    action: &str,
+    actor: AuditActor,
+    target: &str,
+    outcome: Outcome,
+    detail: Option<String>,
+    source: Option<&str>,
+) -> AuditRecord {
     AuditRecord {
         action: action.into(),
         actor,
@@ -136,7 +143,9 @@ impl Identity {
                 matches!(t, "Practitioner" | "PractitionerRole") && !id.is_empty() && id.len() <= 64
             });
             if !ok {
-                return Err(Error::Invalid(format!("--fhir-user `{f}` must be Practitioner/ID or PractitionerRole/ID")));
+                return Err(Error::Invalid(format!(
+                    "--fhir-user `{f}` must be Practitioner/ID or PractitionerRole/ID"
+                )));
             }
         }
         if self.store.account(&n.username)?.is_some() {
@@ -162,27 +171,53 @@ impl Identity {
             created_at: now,
         };
         self.store.save_account(&account, None, actor, "account issued (join)")?;
-        let creds = Credentials { password_hash: password::hash(initial_password)?, password_changed_at: now, must_change: true, ..Credentials::default() };
+        let creds = Credentials {
+            password_hash: password::hash(initial_password)?,
+            password_changed_at: now,
+            must_change: true,
+            ..Credentials::default()
+        };
         self.store.save_credentials(&account.username, &creds)?;
-        self.log(event("credential", operator(actor), &account.username, Outcome::Success, Some("initial password set".into()), None))?;
+        self.log(event(
+            "credential",
+            operator(actor),
+            &account.username,
+            Outcome::Success,
+            Some("initial password set".into()),
+            None,
+        ))?;
         Ok(account)
     }
 
     /// Enrols a TOTP authenticator; returns the `otpauth://` URI (shown once).
     pub fn enroll_totp(&self, actor: &str, username: &str, issuer: &str, now: i64) -> Result<String, Error> {
-        let (account, _) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (account, _) =
+            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
         let mut creds = self.store.credentials(username)?.unwrap_or_default();
         let seed = totp::new_secret()?;
-        creds.totp = Some(TotpFactor { sealed_secret: secret::seal(&self.master_key, username, &seed)?, last_step: None, enrolled_at: now });
+        creds.totp = Some(TotpFactor {
+            sealed_secret: secret::seal(&self.master_key, username, &seed)?,
+            last_step: None,
+            enrolled_at: now,
+        });
         self.store.save_credentials(username, &creds)?;
-        self.log(event("enrol", operator(actor), username, Outcome::Success, Some("TOTP authenticator enrolled".into()), None))?;
+        self.log(event(
+            "enrol",
+            operator(actor),
+            username,
+            Outcome::Success,
+            Some("TOTP authenticator enrolled".into()),
+            None,
+        ))?;
         Ok(totp::otpauth_uri(issuer, &account.username, &seed))
     }
 
     /// Changes a password (the person, knowing the current one).
     pub fn change_password(&self, username: &str, current: &str, new: &str, now: i64) -> Result<(), Error> {
-        let (account, _) = self.store.account(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
-        let mut creds = self.store.credentials(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
+        let (account, _) =
+            self.store.account(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
+        let mut creds =
+            self.store.credentials(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
         if !password::verify(current, &creds.password_hash) {
             return Err(Error::PasswordRefused(vec![crate::login_failed()]));
         }
@@ -201,13 +236,32 @@ impl Identity {
         creds.password_changed_at = now;
         creds.must_change = false;
         self.store.save_credentials(username, &creds)?;
-        self.log(event("credential", AuditActor { client_id: None, fhir_user: account.fhir_user, id: username.into(), kind: "user".into() }, username, Outcome::Success, Some("password changed".into()), None))
+        self.log(event(
+            "credential",
+            AuditActor { client_id: None, fhir_user: account.fhir_user, id: username.into(), kind: "user".into() },
+            username,
+            Outcome::Success,
+            Some("password changed".into()),
+            None,
+        ))
     }
 
     /// Checks a password and, when given, a TOTP code. Lockout applies first; every failure says
     /// only 「認証に失敗しました」.
-    pub fn authenticate(&self, username: &str, pw: &str, code: Option<&str>, now: i64, source: Option<&str>) -> Result<Result<Authenticated, Refused>, Error> {
-        let who = AuditActor { client_id: None, fhir_user: None, id: username.chars().take(64).collect(), kind: "user".into() };
+    pub fn authenticate(
+        &self,
+        username: &str,
+        pw: &str,
+        code: Option<&str>,
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Result<Authenticated, Refused>, Error> {
+        let who = AuditActor {
+            client_id: None,
+            fhir_user: None,
+            id: username.chars().take(64).collect(),
+            kind: "user".into(),
+        };
         let refuse = |reason: &str, retry_after: Option<i64>| -> Result<Result<Authenticated, Refused>, Error> {
             self.log(event("login", who.clone(), username, Outcome::Denied, Some(reason.into()), source))?;
             Ok(Err(Refused { message: crate::login_failed(), retry_after }))
@@ -230,11 +284,8 @@ impl Identity {
             totp_ok = Some(totp::verify(&seed, c, now, t.last_step));
         }
         let status_ok = account.status == Status::Active;
-        let second_ok = match (code, totp_ok) {
-            (None, _) => true,
-            (Some(_), Some(Some(_))) => true,
-            _ => false,
-        };
+        // No code offered: the password step alone (the login flow asks for the factor next).
+        let second_ok = code.is_none() || matches!(totp_ok, Some(Some(_)));
         if !(pw_ok && status_ok && second_ok) {
             let reason = if !pw_ok {
                 "wrong password"
@@ -246,7 +297,14 @@ impl Identity {
             let after = self.lockout_policy.fail(&mut state, now);
             self.store.save_lockout(username, &state, None)?;
             if let lockout::AfterFailure::LockedNow(until) = after {
-                self.log(event("alert-lock", who.clone(), username, Outcome::Denied, Some(format!("account locked until unix {until} after {} failures", state.failures)), source))?;
+                self.log(event(
+                    "alert-lock",
+                    who.clone(),
+                    username,
+                    Outcome::Denied,
+                    Some(format!("account locked until unix {until} after {} failures", state.failures)),
+                    source,
+                ))?;
             }
             return refuse(reason, None);
         }
@@ -260,12 +318,25 @@ impl Identity {
         let must_change = creds.must_change || self.password_policy.expired(days(creds.password_changed_at), days(now));
         let factors = creds.second_factors();
         let detail = format!("password{}", if totp_ok.is_some() { " + totp" } else { "" });
-        self.log(event("login", AuditActor { fhir_user: account.fhir_user.clone(), ..who }, username, Outcome::Success, Some(detail), source))?;
-        Ok(Ok(Authenticated { account, second_factors: factors, totp_verified: totp_ok.is_some(), must_change_password: must_change }))
+        self.log(event(
+            "login",
+            AuditActor { fhir_user: account.fhir_user.clone(), ..who },
+            username,
+            Outcome::Success,
+            Some(detail),
+            source,
+        ))?;
+        Ok(Ok(Authenticated {
+            account,
+            second_factors: factors,
+            totp_verified: totp_ok.is_some(),
+            must_change_password: must_change,
+        }))
     }
 
     fn set_status(&self, actor: &str, username: &str, status: Status, reason: &str) -> Result<Account, Error> {
-        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (mut a, v) =
+            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
         if a.status == Status::Left && status != Status::Left {
             return Err(Error::Invalid(format!("`{username}` has left; a leaver's account is never re-enabled")));
         }
@@ -290,14 +361,28 @@ impl Identity {
     pub fn leave(&self, actor: &str, username: &str) -> Result<u64, Error> {
         self.set_status(actor, username, Status::Left, "leave (退職): disabled at once")?;
         let n = self.store.revoke_tokens_of(username)?;
-        self.log(event("leave", operator(actor), username, Outcome::Success, Some(format!("{n} tokens revoked")), None))?;
+        self.log(event(
+            "leave",
+            operator(actor),
+            username,
+            Outcome::Success,
+            Some(format!("{n} tokens revoked")),
+            None,
+        ))?;
         Ok(n)
     }
 
     /// Transfer (人事異動): new department and roles; an access review is opened (recorded as an
     /// audit event until the access-review work lands).
-    pub fn transfer(&self, actor: &str, username: &str, department: Option<String>, roles: Option<Vec<String>>) -> Result<Account, Error> {
-        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+    pub fn transfer(
+        &self,
+        actor: &str,
+        username: &str,
+        department: Option<String>,
+        roles: Option<Vec<String>>,
+    ) -> Result<Account, Error> {
+        let (mut a, v) =
+            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
         if a.status == Status::Left {
             return Err(Error::Invalid(format!("`{username}` has left")));
         }
@@ -311,7 +396,14 @@ impl Identity {
             a.roles = r;
         }
         self.store.save_account(&a, Some(v), actor, "transfer (人事異動)")?;
-        self.log(event("access-review-opened", operator(actor), username, Outcome::Success, Some("transfer: review this account's roles (見直し)".into()), None))?;
+        self.log(event(
+            "access-review-opened",
+            operator(actor),
+            username,
+            Outcome::Success,
+            Some("transfer: review this account's roles (見直し)".into()),
+            None,
+        ))?;
         Ok(a)
     }
 

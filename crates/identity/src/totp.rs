@@ -19,8 +19,9 @@ pub fn hotp(secret: &[u8], counter: u64, digits: u32) -> Result<u32, Error> {
     mac.update(&counter.to_be_bytes());
     let h = mac.finalize().into_bytes();
     let offset = usize::from(h.get(19).copied().unwrap_or(0) & 0x0f);
-    let b = h.get(offset..offset + 4).ok_or_else(|| Error::Crypto("hmac output".into()))?;
-    let bin = (u32::from(b[0] & 0x7f) << 24) | (u32::from(b[1]) << 16) | (u32::from(b[2]) << 8) | u32::from(b[3]);
+    let b: [u8; 4] =
+        h.get(offset..offset + 4).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::Crypto("hmac output".into()))?;
+    let bin = u32::from_be_bytes(b) & 0x7fff_ffff;
     Ok(bin % 10u32.pow(digits))
 }
 
@@ -69,18 +70,24 @@ pub fn base32(data: &[u8]) -> String {
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(char::from(A[((buf >> bits) & 31) as usize]));
+            out.extend(A.get(((buf >> bits) & 31) as usize).map(|&c| char::from(c)));
         }
     }
     if bits > 0 {
-        out.push(char::from(A[((buf << (5 - bits)) & 31) as usize]));
+        out.extend(A.get(((buf << (5 - bits)) & 31) as usize).map(|&c| char::from(c)));
     }
     out
 }
 
 fn uri_escape(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 

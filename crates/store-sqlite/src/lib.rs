@@ -8,6 +8,7 @@
 mod audit;
 mod config;
 mod durability;
+mod identity;
 mod records;
 
 use std::path::Path;
@@ -123,6 +124,15 @@ CREATE TABLE IF NOT EXISTS audit_checkpoints (
     note TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+-- Identity: credentials (Argon2id hashes, sealed TOTP seeds) and lockout counters. Account
+-- definitions live in config_versions (kind 'account').
+CREATE TABLE IF NOT EXISTS credentials (username TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS auth_state (
+    username TEXT PRIMARY KEY,
+    data TEXT NOT NULL,
+    last_login INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS access_tokens_by_subject ON access_tokens (subject);
 "#;
 
 const READERS: usize = 4;

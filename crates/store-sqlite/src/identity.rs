@@ -1,0 +1,111 @@
+//! [`mamori_identity::service::IdentityStore`] on SQLite.
+
+use mamori_identity::Error;
+use mamori_identity::account::{Account, Credentials};
+use mamori_identity::lockout;
+use mamori_identity::service::IdentityStore;
+use mamori_records::{Clock, SystemClock};
+use rusqlite::{OptionalExtension, params};
+
+use crate::{ConfigChange, SqliteStore};
+
+fn ie(e: impl std::fmt::Display) -> Error {
+    let msg = e.to_string();
+    tracing::error!(error = %msg, "identity store failure");
+    Error::Invalid(format!("storage: {msg}"))
+}
+
+impl SqliteStore {
+    fn durable_write(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, Error> {
+        let conn = self.writer().map_err(ie)?;
+        let n = conn.execute(sql, p).map_err(ie)?;
+        let ticket = self.durability.committed();
+        drop(conn);
+        self.durability.wait(ticket).map_err(ie)?;
+        Ok(n)
+    }
+
+    /// Unix time of an account's last successful login.
+    pub fn last_login(&self, username: &str) -> Result<Option<i64>, Error> {
+        let c = self.reader().map_err(ie)?;
+        let v: Option<Option<i64>> = c
+            .query_row("SELECT last_login FROM auth_state WHERE username = ?1", params![username], |r| r.get(0))
+            .optional()
+            .map_err(ie)?;
+        Ok(v.flatten())
+    }
+}
+
+impl IdentityStore for SqliteStore {
+    fn account(&self, username: &str) -> Result<Option<(Account, u64)>, Error> {
+        let Some(e) = self.config_get("account", username).map_err(ie)? else { return Ok(None) };
+        match e.value {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v).map(|a| Some((a, e.version))).map_err(ie),
+        }
+    }
+
+    fn save_account(&self, a: &Account, expected: Option<u64>, actor: &str, reason: &str) -> Result<u64, Error> {
+        self.change_config(&ConfigChange {
+            kind: "account",
+            key: &a.username,
+            value: Some(serde_json::to_value(a).map_err(ie)?),
+            changed_by: actor,
+            reason,
+            expected_version: expected,
+            now_micros: SystemClock.now().0,
+        })
+        .map_err(ie)
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, Error> {
+        self.config_current("account")
+            .map_err(ie)?
+            .into_iter()
+            .filter_map(|e| e.value)
+            .map(|v| serde_json::from_value(v).map_err(ie))
+            .collect()
+    }
+
+    fn credentials(&self, username: &str) -> Result<Option<Credentials>, Error> {
+        let c = self.reader().map_err(ie)?;
+        let v: Option<String> = c
+            .query_row("SELECT data FROM credentials WHERE username = ?1", params![username], |r| r.get(0))
+            .optional()
+            .map_err(ie)?;
+        v.map(|s| serde_json::from_str(&s).map_err(ie)).transpose()
+    }
+
+    fn save_credentials(&self, username: &str, cr: &Credentials) -> Result<(), Error> {
+        let data = serde_json::to_string(cr).map_err(ie)?;
+        self.durable_write(
+            "INSERT INTO credentials (username, data) VALUES (?1, ?2) ON CONFLICT (username) DO UPDATE SET data = excluded.data",
+            params![username, data],
+        )
+        .map(|_| ())
+    }
+
+    fn lockout(&self, username: &str) -> Result<lockout::State, Error> {
+        let c = self.reader().map_err(ie)?;
+        let v: Option<String> = c
+            .query_row("SELECT data FROM auth_state WHERE username = ?1", params![username], |r| r.get(0))
+            .optional()
+            .map_err(ie)?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
+    }
+
+    fn save_lockout(&self, username: &str, s: &lockout::State, last_login: Option<i64>) -> Result<(), Error> {
+        let data = serde_json::to_string(s).map_err(ie)?;
+        self.durable_write(
+            "INSERT INTO auth_state (username, data, last_login) VALUES (?1, ?2, ?3)
+             ON CONFLICT (username) DO UPDATE SET data = excluded.data, last_login = COALESCE(excluded.last_login, auth_state.last_login)",
+            params![username, data, last_login],
+        )
+        .map(|_| ())
+    }
+
+    fn revoke_tokens_of(&self, username: &str) -> Result<u64, Error> {
+        self.durable_write("UPDATE access_tokens SET revoked = 1 WHERE subject = ?1 AND revoked = 0", params![username])
+            .map(|n| n as u64)
+    }
+}
