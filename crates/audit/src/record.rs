@@ -74,6 +74,25 @@ pub struct AuditRecord {
 pub const MAX_ENTRY: usize = 65_535;
 
 impl AuditRecord {
+    /// A record with its essentials and every optional field empty; the log sets `time`.
+    pub fn new(action: &str, actor: AuditActor, outcome: Outcome, purpose: &str) -> Self {
+        AuditRecord {
+            action: action.into(),
+            actor,
+            detail: None,
+            outcome,
+            patients: Vec::new(),
+            purpose: purpose.into(),
+            query: None,
+            request_id: None,
+            resources: Vec::new(),
+            source: None,
+            status: None,
+            time: String::new(),
+            v: 1,
+        }
+    }
+
     /// The canonical JSON of the record.
     pub fn to_canonical(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()

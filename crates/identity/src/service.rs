@@ -95,19 +95,10 @@ fn event(
     source: Option<&str>,
 ) -> AuditRecord {
     AuditRecord {
-        action: action.into(),
-        actor,
         detail,
-        outcome,
-        patients: Vec::new(),
-        purpose: "HOPERAT".into(),
-        query: None,
-        request_id: None,
         resources: vec![format!("account/{target}")],
         source: source.map(str::to_string),
-        status: None,
-        time: String::new(),
-        v: 1,
+        ..AuditRecord::new(action, actor, outcome, "HOPERAT")
     }
 }
 

@@ -385,19 +385,17 @@ impl Records {
         };
         tx.put(&prov_record, &[])?;
         tx.append_audit(mamori_audit::AuditRecord {
-            action: d.method.as_str().into(),
-            actor: d.ctx.audit_actor(),
             detail: pending.then(|| format!("proxy entry (代行入力), awaiting approval by {author}")),
-            outcome: mamori_audit::Outcome::Success,
             patients: patient.into_iter().collect(),
-            purpose: d.ctx.purpose.clone(),
-            query: None,
             request_id: d.ctx.request_id.clone(),
             resources: vec![reference(d.rt, d.id, version), format!("Provenance/{}/_history/1", prov_record.id)],
             source: d.ctx.source.clone(),
-            status: None,
-            time: String::new(),
-            v: 1,
+            ..mamori_audit::AuditRecord::new(
+                d.method.as_str(),
+                d.ctx.audit_actor(),
+                mamori_audit::Outcome::Success,
+                &d.ctx.purpose,
+            )
         })?;
         Ok(record)
     }
@@ -754,19 +752,12 @@ impl Records {
             }
             let removed = tx.purge(rt, id)?;
             tx.append_audit(mamori_audit::AuditRecord {
-                action: "purge".into(),
-                actor: ctx.audit_actor(),
                 detail: Some(format!("{removed} versions removed after retention ended at {}", ends.to_fhir())),
-                outcome: mamori_audit::Outcome::Success,
                 patients: current.patient.clone().into_iter().collect(),
-                purpose: "HOPERAT".into(),
-                query: None,
                 request_id: ctx.request_id.clone(),
                 resources: vec![format!("{rt}/{id}")],
                 source: ctx.source.clone(),
-                status: None,
-                time: String::new(),
-                v: 1,
+                ..mamori_audit::AuditRecord::new("purge", ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT")
             })?;
             Ok(removed)
         })

@@ -305,9 +305,7 @@ impl AuditLog for SqliteStore {
         )
         .map_err(ae)?;
         tx.commit().map_err(ae)?;
-        let ticket = self.durability.committed();
-        drop(conn);
-        self.durability.wait(ticket).map_err(ae)?;
+        self.release_durably(conn).map_err(ae)?;
         Ok(Some(note))
     }
 }

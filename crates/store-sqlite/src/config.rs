@@ -94,25 +94,18 @@ impl SqliteStore {
         crate::audit::insert(
             &tx,
             mamori_audit::AuditRecord {
-                action: "config".into(),
-                actor: mamori_audit::AuditActor { client_id: None, fhir_user: None, id: id.into(), kind: kind.into() },
                 detail: Some(c.reason.to_string()),
-                outcome: mamori_audit::Outcome::Success,
-                patients: Vec::new(),
-                purpose: "HOPERAT".into(),
-                query: None,
-                request_id: None,
                 resources: vec![format!("config/{}/{}/v{next}", c.kind, c.key)],
-                source: None,
-                status: None,
-                time: String::new(),
-                v: 1,
+                ..mamori_audit::AuditRecord::new(
+                    "config",
+                    mamori_audit::AuditActor { client_id: None, fhir_user: None, id: id.into(), kind: kind.into() },
+                    mamori_audit::Outcome::Success,
+                    "HOPERAT",
+                )
             },
         )?;
         tx.commit()?;
-        let ticket = self.durability.committed();
-        drop(conn);
-        self.durability.wait(ticket)?;
+        self.release_durably(conn)?;
         Ok(next)
     }
 
@@ -193,9 +186,7 @@ impl OAuthStore for SqliteStore {
         .map_err(se)?
         .execute(params![&t.token_sha256[..], t.client_id, t.subject, t.fhir_user, t.scope, t.issued_at, t.expires_at, i64::from(t.revoked)])
         .map_err(se)?;
-        let ticket = self.durability.committed();
-        drop(conn);
-        self.durability.wait(ticket).map_err(se)
+        self.release_durably(conn).map_err(se)
     }
 
     fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {

@@ -19,9 +19,7 @@ impl SqliteStore {
     fn durable_write(&self, sql: &str, p: impl rusqlite::Params) -> Result<usize, Error> {
         let conn = self.writer().map_err(ie)?;
         let n = conn.execute(sql, p).map_err(ie)?;
-        let ticket = self.durability.committed();
-        drop(conn);
-        self.durability.wait(ticket).map_err(ie)?;
+        self.release_durably(conn).map_err(ie)?;
         Ok(n)
     }
 

@@ -182,6 +182,15 @@ impl SqliteStore {
         })
     }
 
+    /// Releases the writer after a commit and returns once everything committed so far is
+    /// durable. Releasing first lets others commit meanwhile and share the fsync.
+    /// INVARIANT: writes are acknowledged only after this (or the audit writer thread's wait).
+    fn release_durably(&self, conn: MutexGuard<'_, Connection>) -> Result<(), Error> {
+        let ticket = self.durability.committed();
+        drop(conn);
+        self.durability.wait(ticket)
+    }
+
     fn writer(&self) -> Result<MutexGuard<'_, Connection>, Error> {
         self.writer.lock().map_err(|_| Error::Poisoned)
     }

@@ -262,11 +262,7 @@ impl Store for SqliteStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(se)?;
         f(&mut SqlTx { c: &tx })?;
         tx.commit().map_err(se)?;
-        let ticket = self.durability.committed();
-        // Release the writer before waiting for the fsync, so others can commit meanwhile and
-        // share it.
-        drop(conn);
-        self.durability.wait(ticket).map_err(se)?;
+        self.release_durably(conn).map_err(se)?;
         Ok(())
     }
 
