@@ -192,6 +192,7 @@ impl Node {
             records: self.records.clone(),
             oauth: self.oauth.clone(),
             audit: self.store.clone(),
+            identity: self.identity.clone(),
             health: Arc::new(StoreHealth { store: self.store.clone(), clock: self.clock.clone() }),
             config: Arc::new(HttpConfig {
                 max_body_bytes: self.config.max_body_bytes,

@@ -9,5 +9,6 @@ mod binary;
 mod crud;
 mod examples;
 mod identity;
+mod login;
 mod oauth;
 mod support;

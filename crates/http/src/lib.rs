@@ -9,6 +9,7 @@ mod capability;
 mod enforce;
 mod error;
 mod fhir;
+mod login;
 mod oauth;
 mod serve;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub oauth: Arc<OAuth>,
     /// The audit trail.
     pub audit: Arc<dyn mamori_audit::AuditLog>,
+    /// Accounts, sessions and login.
+    pub identity: Arc<mamori_identity::service::Identity>,
     /// Readiness.
     pub health: Arc<dyn Health>,
     /// Settings.
@@ -87,6 +90,12 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/token", post(oauth::token))
+        .route("/login", get(login::login_page).post(login::login_submit))
+        .route("/login/totp", get(login::totp_page).post(login::totp_submit))
+        .route("/login/enroll", get(login::enroll_page).post(login::enroll_submit))
+        .route("/login/password", get(login::password_page).post(login::password_submit))
+        .route("/account", get(login::account_page))
+        .route("/logout", post(login::logout))
         .nest("/fhir", fhir)
         .nest("/audit", audit_log)
         .fallback(fhir::not_found)

@@ -43,7 +43,7 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
+pub(crate) fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, OAuthError> {
     let s = std::str::from_utf8(body).map_err(|_| OAuthError::invalid_request("the form is not UTF-8"))?;
     let mut out: Vec<(String, String)> = Vec::new();
     for pair in s.split('&').filter(|p| !p.is_empty()) {
@@ -176,4 +176,17 @@ async fn token_inner(
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok((r, scope))
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub(crate) fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

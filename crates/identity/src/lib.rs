@@ -6,6 +6,7 @@ pub mod lockout;
 pub mod password;
 pub mod secret;
 pub mod service;
+pub mod session;
 pub mod totp;
 
 /// A message for people, Japanese first, English available.
@@ -33,6 +34,13 @@ impl std::fmt::Display for Message {
 /// What every failed login says, whatever the cause (A4).
 pub fn login_failed() -> Message {
     Message::new("認証に失敗しました", "Authentication failed")
+}
+
+/// A fresh 256-bit session token (base16).
+pub fn session_token() -> Result<String, Error> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| Error::Crypto(e.to_string()))?;
+    Ok(hex::encode(b))
 }
 
 /// Why an identity operation failed.

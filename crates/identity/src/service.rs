@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mamori_audit::{AuditActor, AuditLog, AuditRecord, Outcome};
 
 use crate::account::{Account, Coverage, Credentials, Proofing, Status, TotpFactor, valid_username};
+use crate::session::{self, Invalid, Session, Stage};
 use crate::{Error, Message, lockout, password, secret, totp};
 
 /// What the identity service needs from storage.
@@ -28,6 +29,14 @@ pub trait IdentityStore: Send + Sync {
     fn save_lockout(&self, username: &str, s: &lockout::State, last_login: Option<i64>) -> Result<(), Error>;
     /// Revokes every token issued to a person.
     fn revoke_tokens_of(&self, username: &str) -> Result<u64, Error>;
+    /// A session by the SHA-256 of its token.
+    fn session(&self, id: &str) -> Result<Option<Session>, Error>;
+    /// Saves a session.
+    fn save_session(&self, id: &str, s: &Session) -> Result<(), Error>;
+    /// Deletes a session.
+    fn delete_session(&self, id: &str) -> Result<(), Error>;
+    /// Deletes every session of a person; returns how many.
+    fn delete_sessions_of(&self, username: &str) -> Result<u64, Error>;
 }
 
 /// A new account.
@@ -79,6 +88,8 @@ pub struct Identity {
     pub password_policy: password::Policy,
     /// Lockout rules.
     pub lockout_policy: lockout::Policy,
+    /// Session lifetimes.
+    pub session_policy: session::Policy,
 }
 
 fn operator(actor: &str) -> AuditActor {
@@ -111,6 +122,7 @@ impl Identity {
             master_key,
             password_policy: password::Policy::default(),
             lockout_policy: lockout::Policy::default(),
+            session_policy: session::Policy::default(),
         }
     }
 
@@ -336,10 +348,11 @@ impl Identity {
         Ok(a)
     }
 
-    /// Disables an account.
+    /// Disables an account (its sessions end and its tokens are revoked).
     pub fn disable(&self, actor: &str, username: &str) -> Result<Account, Error> {
         let a = self.set_status(actor, username, Status::Disabled, "account disabled")?;
         self.store.revoke_tokens_of(username)?;
+        self.store.delete_sessions_of(username)?;
         Ok(a)
     }
 
@@ -352,6 +365,7 @@ impl Identity {
     pub fn leave(&self, actor: &str, username: &str) -> Result<u64, Error> {
         self.set_status(actor, username, Status::Left, "leave (退職): disabled at once")?;
         let n = self.store.revoke_tokens_of(username)?;
+        self.store.delete_sessions_of(username)?;
         self.log(event(
             "leave",
             operator(actor),
@@ -403,6 +417,224 @@ impl Identity {
         self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
         self.store.save_lockout(username, &lockout::State::default(), None)?;
         self.log(event("unlock", operator(actor), username, Outcome::Success, None, None))
+    }
+
+    /// Starts a browser session after the password step; returns the cookie token and the next
+    /// stage (TOTP, or enrolment when the account has no second factor).
+    pub fn start_session(&self, auth: &Authenticated, browser: &str, now: i64) -> Result<(String, Stage), Error> {
+        let token = crate::session_token()?;
+        let stage = if auth.second_factors.is_empty() { Stage::NeedEnrol } else { Stage::NeedTotp };
+        let s = Session {
+            username: auth.account.username.clone(),
+            stage,
+            created: now,
+            last_seen: now,
+            browser: session::digest(browser),
+            pending_totp: None,
+        };
+        self.store.save_session(&session::digest(&token), &s)?;
+        Ok((token, stage))
+    }
+
+    /// The session behind a cookie token, checked (idle, lifetime, browser, account still
+    /// active); a full session's idle timer restarts.
+    pub fn session(&self, token: &str, browser: &str, now: i64) -> Result<Result<Session, Invalid>, Error> {
+        let id = session::digest(token);
+        let Some(mut s) = self.store.session(&id)? else { return Ok(Err(Invalid::Unknown)) };
+        if let Err(why) = self.session_policy.check(&s, now, browser) {
+            if why != Invalid::OtherBrowser {
+                self.store.delete_session(&id)?;
+            }
+            return Ok(Err(why));
+        }
+        let active = self.store.account(&s.username)?.is_some_and(|(a, _)| a.status == Status::Active);
+        if !active {
+            self.store.delete_session(&id)?;
+            return Ok(Err(Invalid::Unknown));
+        }
+        if s.stage == Stage::Full && now > s.last_seen {
+            s.last_seen = now;
+            self.store.save_session(&id, &s)?;
+        }
+        Ok(Ok(s))
+    }
+
+    fn after_second_factor(
+        &self,
+        id: &str,
+        s: &mut Session,
+        now: i64,
+        source: Option<&str>,
+        how: &str,
+    ) -> Result<Stage, Error> {
+        let creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        let days = |t: i64| t.div_euclid(86_400);
+        let must = creds.must_change || self.password_policy.expired(days(creds.password_changed_at), days(now));
+        s.stage = if must { Stage::NeedPasswordChange } else { Stage::Full };
+        s.last_seen = now;
+        self.store.save_session(id, s)?;
+        let fhir_user = self.store.account(&s.username)?.and_then(|(a, _)| a.fhir_user);
+        let actor = AuditActor { client_id: None, fhir_user, id: s.username.clone(), kind: "user".into() };
+        self.log(event(
+            "login",
+            actor,
+            &s.username,
+            Outcome::Success,
+            Some(format!("two-factor: password + {how}")),
+            source,
+        ))?;
+        Ok(s.stage)
+    }
+
+    /// The second step: a TOTP code. Lockout applies as for passwords.
+    pub fn verify_totp(
+        &self,
+        token: &str,
+        browser: &str,
+        code: &str,
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Result<Stage, Refused>, Error> {
+        let id = session::digest(token);
+        let refused = Refused { message: crate::login_failed(), retry_after: None };
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
+        if s.stage != Stage::NeedTotp {
+            return Ok(Err(refused));
+        }
+        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+        let mut state = self.store.lockout(&s.username)?;
+        if self.lockout_policy.gate(&state, now) != lockout::Gate::Open {
+            self.log(event(
+                "login",
+                who,
+                &s.username,
+                Outcome::Denied,
+                Some("second step refused: retry too early or locked".into()),
+                source,
+            ))?;
+            return Ok(Err(refused));
+        }
+        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        let step = match &creds.totp {
+            Some(t) => {
+                totp::verify(&secret::open(&self.master_key, &s.username, &t.sealed_secret)?, code, now, t.last_step)
+            }
+            None => None,
+        };
+        let Some(step) = step else {
+            if let lockout::AfterFailure::LockedNow(until) = self.lockout_policy.fail(&mut state, now) {
+                self.log(event(
+                    "alert-lock",
+                    who.clone(),
+                    &s.username,
+                    Outcome::Denied,
+                    Some(format!("account locked until unix {until}")),
+                    source,
+                ))?;
+            }
+            self.store.save_lockout(&s.username, &state, None)?;
+            self.log(event(
+                "login",
+                who,
+                &s.username,
+                Outcome::Denied,
+                Some("wrong or reused one-time code".into()),
+                source,
+            ))?;
+            return Ok(Err(refused));
+        };
+        if let Some(t) = creds.totp.as_mut() {
+            t.last_step = Some(step);
+        }
+        self.store.save_credentials(&s.username, &creds)?;
+        self.lockout_policy.succeed(&mut state);
+        self.store.save_lockout(&s.username, &state, Some(now))?;
+        Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "totp")?))
+    }
+
+    /// Self-service enrolment after the password step: returns the `otpauth://` URI to show.
+    pub fn begin_enrol(&self, token: &str, browser: &str, issuer: &str, now: i64) -> Result<Option<String>, Error> {
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(None) };
+        if s.stage != Stage::NeedEnrol {
+            return Ok(None);
+        }
+        let seed = totp::new_secret()?;
+        s.pending_totp = Some(secret::seal(&self.master_key, &s.username, &seed)?);
+        self.store.save_session(&session::digest(token), &s)?;
+        Ok(Some(totp::otpauth_uri(issuer, &s.username, &seed)))
+    }
+
+    /// Confirms enrolment with a first code from the new authenticator.
+    pub fn confirm_enrol(
+        &self,
+        token: &str,
+        browser: &str,
+        code: &str,
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Result<Stage, Refused>, Error> {
+        let id = session::digest(token);
+        let refused = Refused { message: crate::login_failed(), retry_after: None };
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
+        let (Stage::NeedEnrol, Some(sealed)) = (s.stage, s.pending_totp.clone()) else { return Ok(Err(refused)) };
+        let seed = secret::open(&self.master_key, &s.username, &sealed)?;
+        let Some(step) = totp::verify(&seed, code, now, None) else { return Ok(Err(refused)) };
+        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        creds.totp = Some(TotpFactor { sealed_secret: sealed, last_step: Some(step), enrolled_at: now });
+        self.store.save_credentials(&s.username, &creds)?;
+        s.pending_totp = None;
+        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+        self.log(event(
+            "enrol",
+            who,
+            &s.username,
+            Outcome::Success,
+            Some("TOTP authenticator enrolled at login".into()),
+            source,
+        ))?;
+        Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "totp (enrolled)")?))
+    }
+
+    /// The forced password change within a login.
+    pub fn change_password_in_session(
+        &self,
+        token: &str,
+        browser: &str,
+        current: &str,
+        new: &str,
+        now: i64,
+    ) -> Result<Result<Stage, Error>, Error> {
+        let Ok(mut s) = self.session(token, browser, now)? else {
+            return Ok(Err(Error::PasswordRefused(vec![crate::login_failed()])));
+        };
+        if s.stage != Stage::NeedPasswordChange {
+            return Ok(Err(Error::PasswordRefused(vec![crate::login_failed()])));
+        }
+        if let Err(e) = self.change_password(&s.username, current, new, now) {
+            return Ok(Err(e));
+        }
+        s.stage = Stage::Full;
+        s.last_seen = now;
+        self.store.save_session(&session::digest(token), &s)?;
+        Ok(Ok(Stage::Full))
+    }
+
+    /// Logout: ends the session and records how long it lasted.
+    pub fn logout(&self, token: &str, now: i64, source: Option<&str>) -> Result<(), Error> {
+        let id = session::digest(token);
+        if let Some(s) = self.store.session(&id)? {
+            self.store.delete_session(&id)?;
+            let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+            self.log(event(
+                "logout",
+                who,
+                &s.username,
+                Outcome::Success,
+                Some(format!("session lasted {} s", now - s.created)),
+                source,
+            ))?;
+        }
+        Ok(())
     }
 
     /// Two-factor coverage of active accounts.

@@ -4,6 +4,7 @@ use mamori_identity::Error;
 use mamori_identity::account::{Account, Credentials};
 use mamori_identity::lockout;
 use mamori_identity::service::IdentityStore;
+use mamori_identity::session::Session;
 use mamori_records::{Clock, SystemClock};
 use rusqlite::{OptionalExtension, params};
 
@@ -100,6 +101,30 @@ impl IdentityStore for SqliteStore {
             params![username, data, last_login],
         )
         .map(|_| ())
+    }
+
+    fn session(&self, id: &str) -> Result<Option<Session>, Error> {
+        let c = self.reader().map_err(ie)?;
+        let v: Option<String> =
+            c.query_row("SELECT data FROM sessions WHERE id = ?1", params![id], |r| r.get(0)).optional().map_err(ie)?;
+        v.map(|s| serde_json::from_str(&s).map_err(ie)).transpose()
+    }
+
+    fn save_session(&self, id: &str, s: &Session) -> Result<(), Error> {
+        let data = serde_json::to_string(s).map_err(ie)?;
+        self.durable_write(
+            "INSERT INTO sessions (id, username, data) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            params![id, s.username, data],
+        )
+        .map(|_| ())
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), Error> {
+        self.durable_write("DELETE FROM sessions WHERE id = ?1", params![id]).map(|_| ())
+    }
+
+    fn delete_sessions_of(&self, username: &str) -> Result<u64, Error> {
+        self.durable_write("DELETE FROM sessions WHERE username = ?1", params![username]).map(|n| n as u64)
     }
 
     fn revoke_tokens_of(&self, username: &str) -> Result<u64, Error> {

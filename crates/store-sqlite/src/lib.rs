@@ -133,6 +133,8 @@ CREATE TABLE IF NOT EXISTS auth_state (
     last_login INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_tokens_by_subject ON access_tokens (subject);
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (username);
 "#;
 
 const READERS: usize = 4;

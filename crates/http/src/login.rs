@@ -1,0 +1,522 @@
+//! Login pages (A2, A4–A6): password → TOTP (or enrolment) → forced password change → signed in.
+//! Japanese first, English with `?lang=en`. Standard form fields and `autocomplete` values so
+//! password managers and assistive tools work; a double-submit CSRF token on every form;
+//! session cookies HttpOnly, SameSite=Strict, and Secure when served over https. Every failure
+//! shows only 「認証に失敗しました」.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mamori_identity::session::Stage;
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+
+const SESSION: &str = "mamori_session";
+const CSRF: &str = "mamori_csrf";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lang {
+    Ja,
+    En,
+}
+
+fn t(lang: Lang, ja: &'static str, en: &'static str) -> &'static str {
+    if lang == Lang::Ja { ja } else { en }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
+}
+
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then(|| v.to_string())
+    })
+}
+
+fn browser(headers: &HeaderMap) -> String {
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Only same-site relative paths may be `next` targets (no open redirects).
+fn safe_next(n: Option<&String>) -> String {
+    match n {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 2048 => n.clone(),
+        _ => "/account".into(),
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct PageQuery {
+    lang: Option<String>,
+    next: Option<String>,
+}
+
+fn lang_of(q: &PageQuery, headers: &HeaderMap) -> Lang {
+    match q.lang.as_deref().or(cookie(headers, "mamori_lang").as_deref()) {
+        Some("en") => Lang::En,
+        _ => Lang::Ja,
+    }
+}
+
+struct Page {
+    status: StatusCode,
+    html: String,
+    cookies: Vec<String>,
+}
+
+fn secure(s: &AppState) -> &'static str {
+    if s.config.public_url.starts_with("https://") { "; Secure" } else { "" }
+}
+
+fn csrf_token(headers: &HeaderMap) -> (String, Option<String>) {
+    match cookie(headers, CSRF) {
+        Some(c) if c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()) => (c, None),
+        _ => {
+            let t: String = mamori_identity::session_token().map(|t| t.chars().take(32).collect()).unwrap_or_default();
+            (t.clone(), Some(t))
+        }
+    }
+}
+
+fn render(
+    s: &AppState,
+    headers: &HeaderMap,
+    lang: Lang,
+    title: &str,
+    error: Option<&str>,
+    form: &str,
+    status: StatusCode,
+) -> Response {
+    let (csrf, new_cookie) = csrf_token(headers);
+    let form = form.replace("{csrf}", &format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(&csrf)));
+    let err = error.map(|e| format!(r#"<p role="alert" class="error">{}</p>"#, esc(e))).unwrap_or_default();
+    let other = if lang == Lang::Ja {
+        r#"<a href="?lang=en" hreflang="en">English</a>"#
+    } else {
+        r#"<a href="?lang=ja" hreflang="ja">日本語</a>"#
+    };
+    let html = format!(
+        r#"<!doctype html>
+<html lang="{l}"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title} — Mamori</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem}}label{{display:block;margin-top:1rem}}input{{font-size:1.1rem;width:100%;padding:.4rem}}button{{margin-top:1.2rem;font-size:1.1rem;padding:.4rem 1.2rem}}.error{{color:#a00;font-weight:bold}}</style>
+</head><body><main><h1>{title}</h1>{err}{form}<p>{other}</p></main></body></html>"#,
+        l = if lang == Lang::Ja { "ja" } else { "en" },
+        title = esc(title),
+    );
+    let mut page = Page { status, html, cookies: Vec::new() };
+    if let Some(c) = new_cookie {
+        page.cookies.push(format!("{CSRF}={c}; Path=/; HttpOnly; SameSite=Strict{}", secure(s)));
+    }
+    page.cookies.push(format!(
+        "mamori_lang={}; Path=/; SameSite=Strict{}",
+        if lang == Lang::Ja { "ja" } else { "en" },
+        secure(s)
+    ));
+    finish(page)
+}
+
+fn finish(p: Page) -> Response {
+    let mut r = (p.status, p.html).into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    for c in p.cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+fn redirect(to: &str, cookies: Vec<String>) -> Response {
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+/// Reads a form body and checks its CSRF token against the cookie.
+async fn form(headers: &HeaderMap, body: Body) -> Option<Vec<(String, String)>> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return None;
+    }
+    let bytes = axum::body::to_bytes(body, 16 * 1024).await.ok()?;
+    let f = crate::oauth::parse_form(&bytes).ok()?;
+    let sent = f.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.clone())?;
+    let expected = cookie(headers, CSRF)?;
+    (expected.len() == 32 && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))).then_some(f)
+}
+
+fn field<'a>(f: &'a [(String, String)], k: &str) -> &'a str {
+    f.iter().find(|(fk, _)| fk == k).map_or("", |(_, v)| v.as_str())
+}
+
+fn bad_request(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
+    render(
+        s,
+        headers,
+        lang,
+        t(lang, "不正なリクエストです", "Invalid request"),
+        Some(t(lang, "ページを読み込み直してからやり直してください。", "Reload the page and try again.")),
+        "",
+        StatusCode::FORBIDDEN,
+    )
+}
+
+fn stage_path(stage: Stage, next: &str) -> String {
+    let n = crate::oauth::form_encode(next);
+    match stage {
+        Stage::NeedTotp => format!("/login/totp?next={n}"),
+        Stage::NeedEnrol => format!("/login/enroll?next={n}"),
+        Stage::NeedPasswordChange => format!("/login/password?next={n}"),
+        Stage::Full => next.to_string(),
+    }
+}
+
+fn login_form(lang: Lang, next: &str) -> String {
+    format!(
+        r#"<form method="post" action="/login?next={n}">{{csrf}}
+<label for="username">{u}</label><input id="username" name="username" autocomplete="username" autocapitalize="none" required>
+<label for="password">{p}</label><input id="password" name="password" type="password" autocomplete="current-password" required>
+<button type="submit">{b}</button></form>"#,
+        n = esc(&crate::oauth::form_encode(next)),
+        u = t(lang, "利用者ID", "User name"),
+        p = t(lang, "パスワード", "Password"),
+        b = t(lang, "ログイン", "Sign in"),
+    )
+}
+
+/// `GET /login`.
+pub async fn login_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&q, &headers);
+    render(
+        &s,
+        &headers,
+        lang,
+        t(lang, "ログイン", "Sign in"),
+        None,
+        &login_form(lang, &safe_next(q.next.as_ref())),
+        StatusCode::OK,
+    )
+}
+
+/// `POST /login`: the password step.
+pub async fn login_submit(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let lang = lang_of(&q, &headers);
+    let next = safe_next(q.next.as_ref());
+    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
+    let source = peer.map(|p| p.0.0.ip().to_string());
+    let (user, pw) = (field(&f, "username").trim().to_string(), field(&f, "password").to_string());
+    let id = s.identity.clone();
+    let ua = browser(&headers);
+    let r = tokio::task::spawn_blocking(move || -> Result<Option<(String, Stage)>, mamori_identity::Error> {
+        match id.authenticate(&user, &pw, None, now(), source.as_deref())? {
+            Ok(auth) => id.start_session(&auth, &ua, now()).map(Some),
+            Err(_) => Ok(None),
+        }
+    })
+    .await;
+    match r {
+        Ok(Ok(Some((token, stage)))) => {
+            let c = format!("{SESSION}={token}; Path=/; HttpOnly; SameSite=Strict{}", secure(&s));
+            redirect(&stage_path(stage, &next), vec![c])
+        }
+        Ok(Ok(None)) => failed(&s, &headers, lang, &login_form(lang, &next)),
+        _ => server_error(&s, &headers, lang),
+    }
+}
+
+fn failed(s: &AppState, headers: &HeaderMap, lang: Lang, form: &str) -> Response {
+    render(
+        s,
+        headers,
+        lang,
+        t(lang, "ログイン", "Sign in"),
+        Some(t(lang, "認証に失敗しました", "Authentication failed")),
+        form,
+        StatusCode::UNAUTHORIZED,
+    )
+}
+
+fn server_error(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
+    render(
+        s,
+        headers,
+        lang,
+        t(lang, "エラー", "Error"),
+        Some(t(
+            lang,
+            "処理できませんでした。時間をおいてやり直してください。",
+            "The request could not be completed; try again later.",
+        )),
+        "",
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+}
+
+fn code_form(lang: Lang, action: &str, next: &str) -> String {
+    format!(
+        r#"<form method="post" action="{action}?next={n}">{{csrf}}
+<label for="code">{l}</label><input id="code" name="code" inputmode="numeric" pattern="[0-9]{{6}}" maxlength="6" autocomplete="one-time-code" required>
+<button type="submit">{b}</button></form>"#,
+        n = esc(&crate::oauth::form_encode(next)),
+        l = t(lang, "確認コード（認証アプリの6桁）", "Verification code (6 digits from your authenticator app)"),
+        b = t(lang, "確認", "Verify"),
+    )
+}
+
+/// `GET /login/totp`.
+pub async fn totp_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&q, &headers);
+    let next = safe_next(q.next.as_ref());
+    render(
+        &s,
+        &headers,
+        lang,
+        t(lang, "二要素認証", "Two-factor authentication"),
+        None,
+        &code_form(lang, "/login/totp", &next),
+        StatusCode::OK,
+    )
+}
+
+/// `POST /login/totp`.
+pub async fn totp_submit(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let lang = lang_of(&q, &headers);
+    let next = safe_next(q.next.as_ref());
+    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
+    let Some(token) = cookie(&headers, SESSION) else {
+        return redirect(&format!("/login?next={}", crate::oauth::form_encode(&next)), Vec::new());
+    };
+    let code = field(&f, "code").to_string();
+    let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
+    let r = tokio::task::spawn_blocking(move || id.verify_totp(&token, &ua, &code, now(), source.as_deref())).await;
+    match r {
+        Ok(Ok(Ok(stage))) => redirect(&stage_path(stage, &next), Vec::new()),
+        Ok(Ok(Err(_))) => render(
+            &s,
+            &headers,
+            lang,
+            t(lang, "二要素認証", "Two-factor authentication"),
+            Some(t(lang, "認証に失敗しました", "Authentication failed")),
+            &code_form(lang, "/login/totp", &next),
+            StatusCode::UNAUTHORIZED,
+        ),
+        _ => server_error(&s, &headers, lang),
+    }
+}
+
+/// `GET /login/enroll`: shows a new authenticator secret to add, then asks for its first code.
+pub async fn enroll_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&q, &headers);
+    let next = safe_next(q.next.as_ref());
+    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login", Vec::new()) };
+    let (id, ua) = (s.identity.clone(), browser(&headers));
+    let r = tokio::task::spawn_blocking(move || id.begin_enrol(&token, &ua, "Mamori", now())).await;
+    let uri = match r {
+        Ok(Ok(Some(u))) => u,
+        Ok(Ok(None)) => return redirect("/login", Vec::new()),
+        _ => return server_error(&s, &headers, lang),
+    };
+    let secret = uri.split("secret=").nth(1).and_then(|x| x.split('&').next()).unwrap_or_default();
+    let intro = format!(
+        r#"<p>{msg}</p><p><a href="{uri}">{uri_l}</a></p><p>{key_l}: <code>{secret}</code></p>"#,
+        msg = t(
+            lang,
+            "データを利用する前に、二要素認証の登録が必要です。認証アプリにこのアカウントを追加してください。",
+            "Before you can reach any data, enrol a second factor: add this account to an authenticator app."
+        ),
+        uri = esc(&uri),
+        uri_l = t(lang, "認証アプリで開く", "Open in authenticator app"),
+        key_l = t(lang, "手入力用のキー", "Key for manual entry"),
+        secret = esc(secret),
+    );
+    render(
+        &s,
+        &headers,
+        lang,
+        t(lang, "二要素認証の登録", "Enrol two-factor authentication"),
+        None,
+        &format!("{intro}{}", code_form(lang, "/login/enroll", &next)),
+        StatusCode::OK,
+    )
+}
+
+/// `POST /login/enroll`: confirms the new authenticator with its first code.
+pub async fn enroll_submit(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let lang = lang_of(&q, &headers);
+    let next = safe_next(q.next.as_ref());
+    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
+    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login", Vec::new()) };
+    let code = field(&f, "code").to_string();
+    let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
+    let r = tokio::task::spawn_blocking(move || id.confirm_enrol(&token, &ua, &code, now(), source.as_deref())).await;
+    match r {
+        Ok(Ok(Ok(stage))) => redirect(&stage_path(stage, &next), Vec::new()),
+        Ok(Ok(Err(_))) => render(
+            &s,
+            &headers,
+            lang,
+            t(lang, "二要素認証の登録", "Enrol two-factor authentication"),
+            Some(t(lang, "認証に失敗しました", "Authentication failed")),
+            &code_form(lang, "/login/enroll", &next),
+            StatusCode::UNAUTHORIZED,
+        ),
+        _ => server_error(&s, &headers, lang),
+    }
+}
+
+fn password_form(lang: Lang, next: &str) -> String {
+    format!(
+        r#"<p>{msg}</p><form method="post" action="/login/password?next={n}">{{csrf}}
+<label for="current">{c}</label><input id="current" name="current_password" type="password" autocomplete="current-password" required>
+<label for="new">{nw}</label><input id="new" name="new_password" type="password" autocomplete="new-password" required>
+<label for="new2">{n2}</label><input id="new2" name="new_password2" type="password" autocomplete="new-password" required>
+<button type="submit">{b}</button></form>"#,
+        msg = t(
+            lang,
+            "初期パスワードまたは期限切れのパスワードです。新しいパスワードを設定してください。",
+            "Your password is an initial or expired one: set a new password."
+        ),
+        n = esc(&crate::oauth::form_encode(next)),
+        c = t(lang, "現在のパスワード", "Current password"),
+        nw = t(lang, "新しいパスワード", "New password"),
+        n2 = t(lang, "新しいパスワード（確認）", "New password (again)"),
+        b = t(lang, "変更", "Change"),
+    )
+}
+
+/// `GET /login/password`.
+pub async fn password_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&q, &headers);
+    render(
+        &s,
+        &headers,
+        lang,
+        t(lang, "パスワードの変更", "Change your password"),
+        None,
+        &password_form(lang, &safe_next(q.next.as_ref())),
+        StatusCode::OK,
+    )
+}
+
+/// `POST /login/password`.
+pub async fn password_submit(
+    State(s): State<AppState>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let lang = lang_of(&q, &headers);
+    let next = safe_next(q.next.as_ref());
+    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
+    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login", Vec::new()) };
+    let title = t(lang, "パスワードの変更", "Change your password");
+    if field(&f, "new_password") != field(&f, "new_password2") {
+        let msg = t(lang, "新しいパスワードが一致しません", "The new passwords do not match");
+        return render(&s, &headers, lang, title, Some(msg), &password_form(lang, &next), StatusCode::BAD_REQUEST);
+    }
+    let (cur, new) = (field(&f, "current_password").to_string(), field(&f, "new_password").to_string());
+    let (id, ua) = (s.identity.clone(), browser(&headers));
+    let r = tokio::task::spawn_blocking(move || id.change_password_in_session(&token, &ua, &cur, &new, now())).await;
+    match r {
+        Ok(Ok(Ok(_))) => redirect(&next, Vec::new()),
+        Ok(Ok(Err(mamori_identity::Error::PasswordRefused(why)))) => {
+            let text: Vec<String> =
+                why.iter().map(|m| if lang == Lang::Ja { m.ja.clone() } else { m.en.clone() }).collect();
+            render(
+                &s,
+                &headers,
+                lang,
+                title,
+                Some(&text.join(" / ")),
+                &password_form(lang, &next),
+                StatusCode::BAD_REQUEST,
+            )
+        }
+        _ => server_error(&s, &headers, lang),
+    }
+}
+
+/// `GET /account`: who is signed in (a full, two-factor session only).
+pub async fn account_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+    let lang = lang_of(&q, &headers);
+    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login?next=/account", Vec::new()) };
+    let (id, ua) = (s.identity.clone(), browser(&headers));
+    let r = tokio::task::spawn_blocking(move || id.session(&token, &ua, now())).await;
+    let sess = match r {
+        Ok(Ok(Ok(sess))) if sess.stage == Stage::Full => sess,
+        Ok(Ok(Ok(sess))) => return redirect(&stage_path(sess.stage, "/account"), Vec::new()),
+        Ok(Ok(Err(_))) => return redirect("/login?next=/account", Vec::new()),
+        _ => return server_error(&s, &headers, lang),
+    };
+    let body = format!(
+        r#"<p>{l}: <strong>{u}</strong></p><form method="post" action="/logout">{{csrf}}<button type="submit">{b}</button></form>"#,
+        l = t(lang, "ログイン中", "Signed in as"),
+        u = esc(&sess.username),
+        b = t(lang, "ログアウト", "Sign out"),
+    );
+    render(&s, &headers, lang, t(lang, "アカウント", "Account"), None, &body, StatusCode::OK)
+}
+
+/// `POST /logout`.
+pub async fn logout(
+    State(s): State<AppState>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let lang = lang_of(&PageQuery::default(), &headers);
+    if form(&headers, body).await.is_none() {
+        return bad_request(&s, &headers, lang);
+    }
+    if let Some(token) = cookie(&headers, SESSION) {
+        let (id, source) = (s.identity.clone(), peer.map(|p| p.0.0.ip().to_string()));
+        let _ = tokio::task::spawn_blocking(move || id.logout(&token, now(), source.as_deref())).await;
+    }
+    let clear = format!("{SESSION}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}", secure(&s));
+    redirect("/login", vec![clear])
+}
