@@ -48,6 +48,46 @@ fn main() {
     let sha_rate = m as f64 / t0.elapsed().as_secs_f64();
     std::hint::black_box(x);
 
+    // Session checks: cookie token → stored session (SQLite), browser binding, idle/absolute
+    // limits, account still active.
+    let tmp = tempfile::tempdir_in("target").unwrap();
+    let dir = tmp.path().join("d");
+    mamori::datadir::init(&dir).unwrap();
+    let store = std::sync::Arc::new(mamori_store_sqlite::SqliteStore::open(&dir).unwrap());
+    let key = mamori::datadir::load_master_key(&dir).unwrap();
+    let id = mamori_identity::service::Identity::new(store.clone(), store.clone(), key);
+    id.add(
+        "operator:bench",
+        mamori_identity::service::NewAccount {
+            username: "bench".into(),
+            roles: vec!["doctor".into()],
+            display_name: None,
+            fhir_user: None,
+            department: None,
+            proofing: None,
+        },
+        pw,
+        1_900_000_000,
+    )
+    .unwrap();
+    let token = "f".repeat(64);
+    use mamori_identity::service::IdentityStore;
+    let sess = mamori_identity::session::Session {
+        username: "bench".into(),
+        stage: mamori_identity::session::Stage::Full,
+        created: 1_900_000_000,
+        last_seen: 1_900_000_000,
+        browser: mamori_identity::session::digest("UA"),
+        pending_totp: None,
+    };
+    store.save_session(&mamori_identity::session::digest(&token), &sess).unwrap();
+    let k = 50_000;
+    let t0 = Instant::now();
+    for _ in 0..k {
+        assert!(id.session(&token, "UA", 1_900_000_000).unwrap().is_ok());
+    }
+    let session_rate = k as f64 / t0.elapsed().as_secs_f64();
+
     println!("| figure | value | same-run baseline / reference |");
     println!("|---|---|---|");
     println!(
@@ -55,4 +95,5 @@ fn main() {
     );
     println!("| Argon2id verify, {cores} threads | {all:.1}/s ({:.1}/s per core) | |", all / cores as f64);
     println!("| TOTP verify (3 windows, HMAC-SHA-1) | {totp_rate:.0}/s | SHA-256 of 32 bytes: {sha_rate:.0}/s |");
+    println!("| session check (SQLite: session + account) | {session_rate:.0}/s | |");
 }

@@ -21,6 +21,19 @@ default_years = 5
 # Per resource type, e.g.:
 # Observation = 10
 
+[identity]
+# Password rule (MHLW Q&A): "long" (13+), "rotate" (8+, changed every max_age_days),
+# or "second-factor" (8+ with a second factor enrolled, else 13+).
+password_mode = "second-factor"
+password_max_age_days = 60
+password_history = 5
+# Lockout: failures before the account locks, and for how long (seconds).
+lockout_threshold = 10
+lockout_secs = 1800
+# Sessions: idle auto-lock and absolute lifetime (seconds).
+session_idle_secs = 900
+session_absolute_secs = 43200
+
 [audit]
 # A directory outside the data directory (ideally another machine or write-once storage) where
 # every signed checkpoint is also written, so that rewriting history would be caught.
@@ -36,6 +49,20 @@ struct Raw {
     retention: RawRetention,
     #[serde(default)]
     audit: RawAudit,
+    #[serde(default)]
+    identity: RawIdentity,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    password_mode: Option<mamori_identity::password::Mode>,
+    password_max_age_days: Option<u32>,
+    password_history: Option<usize>,
+    lockout_threshold: Option<u32>,
+    lockout_secs: Option<i64>,
+    session_idle_secs: Option<i64>,
+    session_absolute_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -70,6 +97,12 @@ pub struct Config {
     pub retention: mamori_records::RetentionPolicy,
     /// Where checkpoints are also published.
     pub witness_dir: Option<std::path::PathBuf>,
+    /// Password rules.
+    pub password: mamori_identity::password::Policy,
+    /// Lockout rules.
+    pub lockout: mamori_identity::lockout::Policy,
+    /// Session lifetimes.
+    pub session: mamori_identity::session::Policy,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -97,7 +130,46 @@ pub fn parse(text: &str) -> Result<Config, String> {
             return Err(format!("server.public_url `{u}` must start with https:// or http://"));
         }
     }
+    let i = raw.identity;
+    let defaults = (
+        mamori_identity::password::Policy::default(),
+        mamori_identity::lockout::Policy::default(),
+        mamori_identity::session::Policy::default(),
+    );
+    let password = mamori_identity::password::Policy {
+        mode: i.password_mode.unwrap_or(defaults.0.mode),
+        max_age_days: i.password_max_age_days.unwrap_or(defaults.0.max_age_days),
+        history: i.password_history.unwrap_or(defaults.0.history),
+    };
+    if password.max_age_days == 0 || password.max_age_days > 60 {
+        return Err(format!(
+            "identity.password_max_age_days `{}` must be 1–60 (the Q&A: at least every two months)",
+            password.max_age_days
+        ));
+    }
+    let lockout = mamori_identity::lockout::Policy {
+        threshold: i.lockout_threshold.unwrap_or(defaults.1.threshold),
+        lock_secs: i.lockout_secs.unwrap_or(defaults.1.lock_secs),
+        ..defaults.1
+    };
+    if !(3..=100).contains(&lockout.threshold) || !(60..=86_400).contains(&lockout.lock_secs) {
+        return Err("identity.lockout_threshold must be 3–100 and lockout_secs 60–86400".into());
+    }
+    let session = mamori_identity::session::Policy {
+        idle_secs: i.session_idle_secs.unwrap_or(defaults.2.idle_secs),
+        absolute_secs: i.session_absolute_secs.unwrap_or(defaults.2.absolute_secs),
+        ..defaults.2
+    };
+    if !(60..=3600).contains(&session.idle_secs)
+        || !(600..=86_400).contains(&session.absolute_secs)
+        || session.idle_secs > session.absolute_secs
+    {
+        return Err("identity.session_idle_secs must be 60–3600 and session_absolute_secs 600–86400 (and not shorter than idle)".into());
+    }
     Ok(Config {
+        password,
+        lockout,
+        session,
         max_body_bytes: usize::try_from(max).map_err(|e| e.to_string())?,
         public_url,
         retention: mamori_records::RetentionPolicy {
@@ -124,5 +196,12 @@ mod tests {
         assert!(parse("[server]\nmax_body_bites = 5\n").is_err(), "unknown keys are refused");
         assert!(parse("[retention.types]\nPatiant = 3\n").is_err());
         assert!(parse("[server]\nmax_body_bytes = 10\n").is_err());
+        assert!(parse("[identity]\npassword_mode = \"short\"\n").is_err());
+        assert!(parse("[identity]\npassword_max_age_days = 90\n").is_err(), "the Q&A requires two months at most");
+        assert!(parse("[identity]\nlockout_threshold = 1\n").is_err());
+        let c = parse("[identity]\npassword_mode = \"long\"\nlockout_threshold = 5\nsession_idle_secs = 600\n")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.password.mode, mamori_identity::password::Mode::Long);
+        assert_eq!((c.lockout.threshold, c.session.idle_secs), (5, 600));
     }
 }

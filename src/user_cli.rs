@@ -61,6 +61,8 @@ pub enum UserCmd {
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
     },
+    /// Issue 10 single-use recovery codes (replacing unused ones); printed once.
+    RecoveryCodes(UserTarget),
     /// List accounts.
     List(DataDir),
     /// Show one account.
@@ -188,6 +190,17 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             eprintln!(
                 "認証アプリで登録してください（この URI は一度だけ表示されます） / add it to an authenticator app (shown once)"
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCmd::RecoveryCodes(t) => {
+            let codes = open_node(&t.dir.data_dir)?
+                .identity
+                .new_recovery_codes(&format!("operator:{}", t.operator), &t.username)
+                .map_err(err)?;
+            for c in codes {
+                println!("{c}");
+            }
+            eprintln!("各コードは一度だけ使えます。安全に保管してください / each code works once; keep them safe");
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::List(dir) => {

@@ -252,3 +252,36 @@ fn the_cli_issues_accounts_and_refuses_bad_passwords_in_both_languages() {
     let out = run(&["user", "add", "x", "--role", "nurse"], "");
     assert_eq!(out.status.code(), Some(2), "--password-stdin is required: passwords never go on the command line");
 }
+
+#[tokio::test]
+async fn recovery_codes_work_once_in_place_of_the_authenticator() {
+    let h = Harness::new();
+    add(&h, "endo");
+    let id = &h.node.identity;
+    id.enroll_totp("operator:admin", "endo", "Mamori", T0).unwrap();
+    let codes = id.new_recovery_codes("operator:admin", "endo").unwrap();
+    assert_eq!(codes.len(), 10);
+    assert!(codes.iter().all(|c| c.len() == 19 && c.matches('-').count() == 3));
+    let stored = h.node.store.credentials("endo").unwrap().unwrap().recovery;
+    assert!(!stored.iter().any(|s| s.contains(&codes[0][..4])), "only hashes are stored");
+
+    let ua = "browser-1";
+    let auth = id.authenticate("endo", PW, None, T0, None).unwrap().unwrap();
+    let (token, stage) = id.start_session(&auth, ua, T0).unwrap();
+    assert_eq!(stage, mamori_identity::session::Stage::NeedTotp);
+    assert!(id.verify_recovery(&token, ua, "AAAA-BBBB-CCCC-DDDD", T0 + 1, None).unwrap().is_err());
+    let typed = codes[3].to_lowercase().replace('-', " ");
+    let stage = id.verify_recovery(&token, ua, &typed, T0 + 3, None).unwrap().unwrap();
+    assert_eq!(stage, mamori_identity::session::Stage::NeedPasswordChange, "then the initial password must change");
+    assert_eq!(h.node.store.credentials("endo").unwrap().unwrap().recovery.len(), 9);
+
+    // The same code cannot be used again.
+    let auth = id.authenticate("endo", PW, None, T0 + 10, None).unwrap().unwrap();
+    let (token, _) = id.start_session(&auth, ua, T0 + 10).unwrap();
+    assert!(id.verify_recovery(&token, ua, &codes[3], T0 + 11, None).unwrap().is_err());
+    // A session presented by another browser cannot continue the login.
+    assert!(id.verify_recovery(&token, "browser-2", &codes[4], T0 + 12, None).unwrap().is_err());
+    assert!(
+        events(&h, "login").iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("recovery code (9 left)")))
+    );
+}

@@ -285,6 +285,18 @@ fn server_error(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
     )
 }
 
+fn recovery_form(lang: Lang, next: &str) -> String {
+    format!(
+        r#"<details><summary>{s}</summary><form method="post" action="/login/totp?next={n}">{{csrf}}
+<label for="recovery">{l}</label><input id="recovery" name="recovery_code" autocomplete="off" autocapitalize="characters" required>
+<button type="submit">{b}</button></form></details>"#,
+        s = t(lang, "認証アプリを使えない場合", "Cannot use your authenticator?"),
+        n = esc(&crate::oauth::form_encode(next)),
+        l = t(lang, "リカバリーコード", "Recovery code"),
+        b = t(lang, "確認", "Verify"),
+    )
+}
+
 fn code_form(lang: Lang, action: &str, next: &str) -> String {
     format!(
         r#"<form method="post" action="{action}?next={n}">{{csrf}}
@@ -300,15 +312,8 @@ fn code_form(lang: Lang, action: &str, next: &str) -> String {
 pub async fn totp_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
     let lang = lang_of(&q, &headers);
     let next = safe_next(q.next.as_ref());
-    render(
-        &s,
-        &headers,
-        lang,
-        t(lang, "二要素認証", "Two-factor authentication"),
-        None,
-        &code_form(lang, "/login/totp", &next),
-        StatusCode::OK,
-    )
+    let forms = format!("{}{}", code_form(lang, "/login/totp", &next), recovery_form(lang, &next));
+    render(&s, &headers, lang, t(lang, "二要素認証", "Two-factor authentication"), None, &forms, StatusCode::OK)
 }
 
 /// `POST /login/totp`.
@@ -326,19 +331,30 @@ pub async fn totp_submit(
         return redirect(&format!("/login?next={}", crate::oauth::form_encode(&next)), Vec::new());
     };
     let code = field(&f, "code").to_string();
+    let recovery = field(&f, "recovery_code").to_string();
     let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
-    let r = tokio::task::spawn_blocking(move || id.verify_totp(&token, &ua, &code, now(), source.as_deref())).await;
+    let r = tokio::task::spawn_blocking(move || {
+        if recovery.is_empty() {
+            id.verify_totp(&token, &ua, &code, now(), source.as_deref())
+        } else {
+            id.verify_recovery(&token, &ua, &recovery, now(), source.as_deref())
+        }
+    })
+    .await;
     match r {
         Ok(Ok(Ok(stage))) => redirect(&stage_path(stage, &next), Vec::new()),
-        Ok(Ok(Err(_))) => render(
-            &s,
-            &headers,
-            lang,
-            t(lang, "二要素認証", "Two-factor authentication"),
-            Some(t(lang, "認証に失敗しました", "Authentication failed")),
-            &code_form(lang, "/login/totp", &next),
-            StatusCode::UNAUTHORIZED,
-        ),
+        Ok(Ok(Err(_))) => {
+            let forms = format!("{}{}", code_form(lang, "/login/totp", &next), recovery_form(lang, &next));
+            render(
+                &s,
+                &headers,
+                lang,
+                t(lang, "二要素認証", "Two-factor authentication"),
+                Some(t(lang, "認証に失敗しました", "Authentication failed")),
+                &forms,
+                StatusCode::UNAUTHORIZED,
+            )
+        }
         _ => server_error(&s, &headers, lang),
     }
 }

@@ -75,6 +75,9 @@ pub struct Credentials {
     /// TOTP, if enrolled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<TotpFactor>,
+    /// SHA-256 (hex) of each unused recovery code (80 random bits each, single use).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recovery: Vec<String>,
 }
 
 impl Credentials {

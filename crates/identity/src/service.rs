@@ -486,6 +486,99 @@ impl Identity {
         Ok(s.stage)
     }
 
+    /// Issues 10 new recovery codes (replacing any unused ones); shown once.
+    pub fn new_recovery_codes(&self, actor: &str, username: &str) -> Result<Vec<String>, Error> {
+        self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let mut creds = self.store.credentials(username)?.unwrap_or_default();
+        let mut codes = Vec::with_capacity(10);
+        for _ in 0..10 {
+            let mut b = [0u8; 10];
+            getrandom::fill(&mut b).map_err(|e| Error::Crypto(e.to_string()))?;
+            let raw = totp::base32(&b);
+            codes.push(format!("{}-{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12], &raw[12..16]));
+        }
+        creds.recovery = codes.iter().map(|c| session::digest(&normalise_recovery(c))).collect();
+        self.store.save_credentials(username, &creds)?;
+        self.log(event(
+            "enrol",
+            operator(actor),
+            username,
+            Outcome::Success,
+            Some("10 recovery codes issued".into()),
+            None,
+        ))?;
+        Ok(codes)
+    }
+
+    /// The second step with a recovery code instead of the authenticator (single use).
+    pub fn verify_recovery(
+        &self,
+        token: &str,
+        browser: &str,
+        code: &str,
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Result<Stage, Refused>, Error> {
+        let id = session::digest(token);
+        let refused = Refused { message: crate::login_failed(), retry_after: None };
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
+        if s.stage != Stage::NeedTotp {
+            return Ok(Err(refused));
+        }
+        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+        let mut state = self.store.lockout(&s.username)?;
+        if self.lockout_policy.gate(&state, now) != lockout::Gate::Open {
+            self.log(event(
+                "login",
+                who,
+                &s.username,
+                Outcome::Denied,
+                Some("second step refused: retry too early or locked".into()),
+                source,
+            ))?;
+            return Ok(Err(refused));
+        }
+        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        let want = session::digest(&normalise_recovery(code));
+        let Some(pos) = creds
+            .recovery
+            .iter()
+            .position(|h| bool::from(subtle::ConstantTimeEq::ct_eq(h.as_bytes(), want.as_bytes())))
+        else {
+            if let lockout::AfterFailure::LockedNow(until) = self.lockout_policy.fail(&mut state, now) {
+                self.log(event(
+                    "alert-lock",
+                    who.clone(),
+                    &s.username,
+                    Outcome::Denied,
+                    Some(format!("account locked until unix {until}")),
+                    source,
+                ))?;
+            }
+            self.store.save_lockout(&s.username, &state, None)?;
+            self.log(event(
+                "login",
+                who,
+                &s.username,
+                Outcome::Denied,
+                Some("wrong or used recovery code".into()),
+                source,
+            ))?;
+            return Ok(Err(refused));
+        };
+        creds.recovery.remove(pos);
+        self.store.save_credentials(&s.username, &creds)?;
+        self.lockout_policy.succeed(&mut state);
+        self.store.save_lockout(&s.username, &state, Some(now))?;
+        Ok(Ok(self.after_second_factor(
+            &id,
+            &mut s,
+            now,
+            source,
+            &format!("recovery code ({} left)", creds.recovery.len()),
+        )?))
+    }
+
     /// The second step: a TOTP code. Lockout applies as for passwords.
     pub fn verify_totp(
         &self,
@@ -651,4 +744,9 @@ impl Identity {
         }
         Ok(c)
     }
+}
+
+/// Recovery codes compare without dashes, spaces or case.
+fn normalise_recovery(c: &str) -> String {
+    c.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_uppercase()
 }
