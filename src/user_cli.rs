@@ -187,6 +187,16 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             let uri =
                 node.identity.enroll_totp(&format!("operator:{operator}"), &username, &issuer, now()).map_err(err)?;
             println!("{uri}");
+            match qrcode::QrCode::new(uri.as_bytes()) {
+                Ok(code) => println!(
+                    "{}",
+                    code.render::<qrcode::render::unicode::Dense1x2>()
+                        .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                        .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                        .build()
+                ),
+                Err(e) => eprintln!("QR code unavailable: {e}"),
+            }
             eprintln!(
                 "認証アプリで登録してください（この URI は一度だけ表示されます） / add it to an authenticator app (shown once)"
             );
