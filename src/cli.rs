@@ -208,6 +208,9 @@ enum ClientCmd {
         /// Access-token lifetime, e.g. 300s, 15m, 1h (60 s – 24 h).
         #[arg(long, default_value = "15m")]
         token_lifetime: String,
+        /// Source addresses (CIDR, repeatable) the client may connect from; default any.
+        #[arg(long = "allow-ip")]
+        allow_ip: Vec<String>,
         /// Who registers it (recorded with the change).
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
@@ -383,7 +386,10 @@ fn now_micros() -> i64 {
 
 fn client(c: ClientCmd) -> Result<ExitCode, String> {
     match c {
-        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, operator } => {
+        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, allow_ip, operator } => {
+            if let Some(bad) = allow_ip.iter().find(|c| !mamori_oauth::valid_cidr(c)) {
+                return Err(format!("--allow-ip `{bad}` is not an address or CIDR block such as 10.1.0.0/16"));
+            }
             if !valid_client_id(&client_id) {
                 return Err(format!("client id `{client_id}` must be 1–64 characters of A–Z a–z 0–9 - _ ."));
             }
@@ -406,6 +412,7 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
                 scope: scopes.to_string(),
                 disabled: false,
                 token_lifetime_secs: lifetime,
+                allow_ip,
             };
             let previous = node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.map(|e| e.version);
             node.store

@@ -128,3 +128,140 @@ async fn token_endpoint_errors_are_oauth_json() {
     assert_eq!(h.call("GET", "/fhir/Patient/x", None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.node.store.config_history("client", "test-app").unwrap().len(), 2, "every change is a version");
 }
+
+fn post_form(uri: &str, body: &str, basic: Option<(&str, &str)>, peer: Option<&str>) -> Request<Body> {
+    let mut r = form(body, basic);
+    *r.uri_mut() = uri.parse().unwrap();
+    if let Some(p) = peer {
+        r.extensions_mut().insert(axum::extract::ConnectInfo(p.parse::<std::net::SocketAddr>().unwrap()));
+    }
+    r
+}
+
+#[tokio::test]
+async fn introspection_and_revocation_show_and_touch_only_the_clients_own_tokens() {
+    let h = Harness::new();
+    crate::support::register_client(&h.node, "other", "system/Patient.rs");
+    let other_token = h.token_for("other", "system/Patient.rs");
+    let mine = h.token.clone();
+
+    let r = h.send(post_form("/oauth/introspect", &format!("token={mine}"), Some(("test-app", SECRET)), None)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let j = r.json();
+    assert_eq!(j["active"], true);
+    assert_eq!(j["client_id"], "test-app");
+    assert_eq!(j["scope"], "system/*.cruds");
+    assert!(j["exp"].as_i64().unwrap() > crate::support::now_secs());
+    let r =
+        h.send(post_form("/oauth/introspect", &format!("token={other_token}"), Some(("test-app", SECRET)), None)).await;
+    assert_eq!(r.json(), serde_json::json!({"active": false}), "another client's token is not disclosed");
+    let r = h.send(post_form("/oauth/introspect", "token=forged", Some(("test-app", SECRET)), None)).await;
+    assert_eq!(r.json()["active"], false);
+    let r = h.send(post_form("/oauth/introspect", &format!("token={mine}"), None, None)).await;
+    assert_eq!((r.status, r.json()["error"].clone()), (StatusCode::UNAUTHORIZED, "invalid_client".into()));
+    let r = h.send(post_form("/oauth/introspect", "", Some(("test-app", SECRET)), None)).await;
+    assert_eq!(r.json()["error"], "invalid_request");
+
+    // Revoking another client's token does nothing (but answers 200, as RFC 7009 asks).
+    let r = h.send(post_form("/oauth/revoke", &format!("token={other_token}"), Some(("test-app", SECRET)), None)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let get = |t: &str| {
+        Request::builder()
+            .uri("/fhir/Patient/x")
+            .header("authorization", format!("Bearer {t}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(h.send(get(&other_token)).await.status, StatusCode::NOT_FOUND, "still valid");
+    let r = h
+        .send(post_form(
+            "/oauth/revoke",
+            &format!("token={mine}&token_type_hint=access_token"),
+            Some(("test-app", SECRET)),
+            None,
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(h.send(get(&mine)).await.status, StatusCode::UNAUTHORIZED, "revoked tokens stop working at once");
+    let r = h.send(post_form("/oauth/introspect", &format!("token={mine}"), Some(("test-app", SECRET)), None)).await;
+    assert_eq!(r.json()["active"], false);
+
+    let recs: Vec<mamori_audit::AuditRecord> =
+        mamori_audit::AuditLog::query(&*h.node.store, &mamori_audit::EntryQuery::default())
+            .unwrap()
+            .iter()
+            .map(|(_, e)| serde_json::from_slice(e).unwrap())
+            .collect();
+    assert!(recs.iter().any(|r| r.action == "introspect" && r.detail.as_deref() == Some("active")));
+    assert!(recs.iter().any(|r| r.action == "revoke" && r.detail.as_deref() == Some("revoked")));
+    assert!(recs.iter().any(|r| r.action == "revoke" && r.detail.as_deref() == Some("nothing to revoke")));
+}
+
+#[tokio::test]
+async fn discovery_lists_what_exists() {
+    let h = Harness::new();
+    let r =
+        h.send(Request::builder().uri("/.well-known/oauth-authorization-server").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let m = r.json();
+    assert_eq!(m["issuer"], "http://mamori.test");
+    assert_eq!(m["introspection_endpoint"], "http://mamori.test/oauth/introspect");
+    assert_eq!(m["revocation_endpoint"], "http://mamori.test/oauth/revoke");
+    assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    let r = h.send(Request::builder().uri("/fhir/.well-known/smart-configuration").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "no token needed");
+    let caps = r.json()["capabilities"].clone();
+    assert!(caps.as_array().unwrap().contains(&"permission-v2".into()));
+    assert!(!caps.as_array().unwrap().contains(&"launch-standalone".into()), "not claimed until the code flow exists");
+}
+
+#[tokio::test]
+async fn clients_limited_to_source_addresses() {
+    let h = Harness::new();
+    let mut c: mamori_oauth::Client =
+        serde_json::from_value(h.node.store.config_get("client", "test-app").unwrap().unwrap().value.unwrap()).unwrap();
+    c.id = "ward".into();
+    c.allow_ip = vec!["10.20.0.0/16".into()];
+    h.node
+        .store
+        .change_config(&mamori_store_sqlite::ConfigChange {
+            kind: "client",
+            key: "ward",
+            value: Some(serde_json::to_value(&c).unwrap()),
+            changed_by: "operator:test",
+            reason: "test",
+            expected_version: None,
+            now_micros: 0,
+        })
+        .unwrap();
+    let r = h
+        .send(post_form(
+            "/oauth/token",
+            "grant_type=client_credentials",
+            Some(("ward", SECRET)),
+            Some("192.0.2.7:5000"),
+        ))
+        .await;
+    assert_eq!(r.json()["error"], "unauthorized_client");
+    let r = h
+        .send(post_form(
+            "/oauth/token",
+            "grant_type=client_credentials",
+            Some(("ward", SECRET)),
+            Some("10.20.3.4:5000"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    let at = |peer: &str| {
+        let mut r = Request::builder()
+            .uri("/fhir/Patient/x")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        r.extensions_mut().insert(axum::extract::ConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap()));
+        r
+    };
+    assert_eq!(h.send(at("10.20.9.9:1")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.send(at("198.51.100.1:1")).await.status, StatusCode::UNAUTHORIZED, "the token is useless elsewhere");
+}

@@ -49,6 +49,7 @@ pub fn register_client(node: &Node, id: &str, scope: &str) {
         scope: scope.into(),
         disabled: false,
         token_lifetime_secs: 900,
+        allow_ip: Vec::new(),
     };
     let prev = node.store.config_get("client", id).unwrap().map(|e| e.version);
     node.store

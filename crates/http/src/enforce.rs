@@ -113,7 +113,10 @@ fn now_secs() -> i64 {
 
 /// Authenticates every `/fhir` request except `metadata`.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    if req.uri().path() == "/metadata" || req.uri().path() == "/fhir/metadata" {
+    if req.uri().path() == "/metadata"
+        || req.uri().path() == "/fhir/metadata"
+        || req.uri().path().ends_with("/.well-known/smart-configuration")
+    {
         return next.run(req).await;
     }
     let token = req
@@ -126,7 +129,8 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         return ApiError::Unauthorized.into_response();
     };
     // Inline: two indexed reads of a few microseconds cost less than a hop to the blocking pool.
-    match s.oauth.validate(&token, now_secs()) {
+    let source = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    match s.oauth.validate_from(&token, now_secs(), source) {
         Ok(grant) => {
             let request_id = req.extensions().get::<crate::RequestId>().map(|r| r.0.clone());
             let source = req

@@ -79,6 +79,200 @@ fn basic_auth(headers: &HeaderMap) -> Result<Option<ClientAuth>, OAuthError> {
     }))
 }
 
+/// Client authentication (RFC 6749 §2.3.1): HTTP Basic or form fields, not both.
+fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientAuth, OAuthError> {
+    let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());
+    let header_auth = basic_auth(headers)?;
+    let post_auth = match (get("client_id"), get("client_secret")) {
+        (Some(id), Some(secret)) => Some(ClientAuth { id, secret }),
+        _ => None,
+    };
+    match (header_auth, post_auth) {
+        (Some(_), Some(_)) => Err(OAuthError::invalid_request("use one client authentication method, not two")),
+        (Some(a), None) | (None, Some(a)) => Ok(a),
+        (None, None) => Err(OAuthError::invalid_client()),
+    }
+}
+
+async fn read_form(headers: &HeaderMap, body: Body) -> Result<Vec<(String, String)>, OAuthError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(OAuthError::invalid_request("the request must be application/x-www-form-urlencoded"));
+    }
+    let bytes =
+        axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| OAuthError::invalid_request("the form is too large"))?;
+    parse_form(&bytes)
+}
+
+fn audit_record(
+    action: &str,
+    client: Option<String>,
+    outcome: mamori_audit::Outcome,
+    detail: String,
+    status: u16,
+) -> mamori_audit::AuditRecord {
+    mamori_audit::AuditRecord {
+        detail: Some(detail),
+        status: Some(status),
+        ..mamori_audit::AuditRecord::new(
+            action,
+            mamori_audit::AuditActor {
+                client_id: client.clone(),
+                fhir_user: None,
+                id: client.unwrap_or_default(),
+                kind: "client".into(),
+            },
+            outcome,
+            "TREAT",
+        )
+    }
+}
+
+fn ok_json(v: serde_json::Value) -> Response {
+    let mut r = (StatusCode::OK, axum::Json(v)).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `POST /oauth/introspect` (RFC 7662): client authentication required; a client sees only its
+/// own tokens as active. Audited.
+pub async fn introspect(
+    State(s): State<AppState>,
+    rid: Option<axum::Extension<crate::RequestId>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut client = None;
+    let result = async {
+        let form = read_form(&headers, body).await?;
+        let auth = client_auth(&headers, &form)?;
+        client = Some(auth.id.chars().take(64).collect::<String>());
+        let token = form
+            .iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
+        let oauth = s.oauth.clone();
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        tokio::task::spawn_blocking(move || oauth.introspect_as(&auth, &token, now))
+            .await
+            .map_err(|_| OAuthError::server_error())?
+    }
+    .await;
+    let (outcome, detail, status) = match &result {
+        Ok(Some(_)) => (mamori_audit::Outcome::Success, "active".to_string(), 200),
+        Ok(None) => (mamori_audit::Outcome::Success, "inactive".to_string(), 200),
+        Err(e) => (
+            if e.status == 401 { mamori_audit::Outcome::Denied } else { mamori_audit::Outcome::Failure },
+            e.error.to_string(),
+            e.status,
+        ),
+    };
+    let mut rec = audit_record("introspect", client, outcome, detail, status);
+    rec.request_id = rid.map(|r| r.0.0.clone());
+    if crate::audit::append(&s, rec).await.is_err() {
+        return error(&OAuthError::server_error());
+    }
+    match result {
+        Ok(Some(t)) => {
+            let mut v = serde_json::json!({
+                "active": true, "scope": t.scope, "client_id": t.client_id, "token_type": "Bearer",
+                "exp": t.expires_at, "iat": t.issued_at, "iss": s.config.public_url,
+            });
+            if let (Some(sub), Some(o)) = (&t.subject, v.as_object_mut()) {
+                o.insert("sub".into(), sub.clone().into());
+                o.insert("username".into(), sub.clone().into());
+            }
+            if let (Some(fu), Some(o)) = (&t.fhir_user, v.as_object_mut()) {
+                o.insert("fhirUser".into(), fu.clone().into());
+            }
+            ok_json(v)
+        }
+        Ok(None) => ok_json(serde_json::json!({"active": false})),
+        Err(e) => error(&e),
+    }
+}
+
+/// `POST /oauth/revoke` (RFC 7009): client authentication required; 200 whether or not the token
+/// existed; only the client's own tokens are revoked. Audited.
+pub async fn revoke(
+    State(s): State<AppState>,
+    rid: Option<axum::Extension<crate::RequestId>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut client = None;
+    let result = async {
+        let form = read_form(&headers, body).await?;
+        let auth = client_auth(&headers, &form)?;
+        client = Some(auth.id.chars().take(64).collect::<String>());
+        let token = form
+            .iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
+        let oauth = s.oauth.clone();
+        tokio::task::spawn_blocking(move || oauth.revoke_as(&auth, &token))
+            .await
+            .map_err(|_| OAuthError::server_error())?
+    }
+    .await;
+    let (outcome, detail, status) = match &result {
+        Ok(true) => (mamori_audit::Outcome::Success, "revoked".to_string(), 200),
+        Ok(false) => (mamori_audit::Outcome::Success, "nothing to revoke".to_string(), 200),
+        Err(e) => (
+            if e.status == 401 { mamori_audit::Outcome::Denied } else { mamori_audit::Outcome::Failure },
+            e.error.to_string(),
+            e.status,
+        ),
+    };
+    let mut rec = audit_record("revoke", client, outcome, detail, status);
+    rec.request_id = rid.map(|r| r.0.0.clone());
+    if crate::audit::append(&s, rec).await.is_err() {
+        return error(&OAuthError::server_error());
+    }
+    match result {
+        Ok(_) => ok_json(serde_json::json!({})),
+        Err(e) => error(&e),
+    }
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414): what this server supports today.
+pub async fn metadata(State(s): State<AppState>) -> Response {
+    let base = &s.config.public_url;
+    axum::Json(serde_json::json!({
+        "issuer": base,
+        "token_endpoint": format!("{base}/oauth/token"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write"],
+        "code_challenge_methods_supported": ["S256"],
+    }))
+    .into_response()
+}
+
+/// `GET /fhir/.well-known/smart-configuration`: SMART App Launch 2.x discovery, listing only the
+/// capabilities that exist today (backend services with symmetric client authentication).
+pub async fn smart_configuration(State(s): State<AppState>) -> Response {
+    let base = &s.config.public_url;
+    axum::Json(serde_json::json!({
+        "token_endpoint": format!("{base}/oauth/token"),
+        "introspection_endpoint": format!("{base}/oauth/introspect"),
+        "revocation_endpoint": format!("{base}/oauth/revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": ["system/*.cruds", "system/*.rs"],
+        "capabilities": ["client-confidential-symmetric", "permission-v1", "permission-v2"],
+        "code_challenge_methods_supported": ["S256"],
+    }))
+    .into_response()
+}
+
 /// `POST /oauth/token`. Every issued or refused token is audited (never the secret); if the
 /// audit entry cannot be written the client gets `server_error` instead of a token.
 pub async fn token(
@@ -89,7 +283,8 @@ pub async fn token(
     body: Body,
 ) -> Response {
     let mut client = None;
-    let result = token_inner(&s, headers, body, &mut client).await;
+    let source = peer.as_ref().map(|p| p.0.0.ip());
+    let result = token_inner(&s, headers, body, &mut client, source).await;
     let (outcome, detail, status) = match &result {
         Ok((_, scope)) => (mamori_audit::Outcome::Success, format!("granted {scope}"), 200),
         Err(e) if e.error == "invalid_client" => (mamori_audit::Outcome::Denied, e.error.to_string(), e.status),
@@ -133,6 +328,7 @@ async fn token_inner(
     headers: HeaderMap,
     body: Body,
     client: &mut Option<String>,
+    source: Option<std::net::IpAddr>,
 ) -> Result<(Response, String), OAuthError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
@@ -168,7 +364,7 @@ async fn token_inner(
     let scope = get("scope");
     let oauth = s.oauth.clone();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let resp = tokio::task::spawn_blocking(move || oauth.client_credentials(&auth, scope.as_deref(), now))
+    let resp = tokio::task::spawn_blocking(move || oauth.client_credentials_from(&auth, scope.as_deref(), now, source))
         .await
         .map_err(|_| OAuthError::server_error())??;
     let scope = resp.scope.clone();

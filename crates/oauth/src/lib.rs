@@ -41,6 +41,48 @@ pub struct Client {
     pub disabled: bool,
     /// Access-token lifetime in seconds.
     pub token_lifetime_secs: u64,
+    /// Source addresses (CIDR) the client may connect from; empty = any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_ip: Vec<String>,
+}
+
+/// Whether `ip` is inside a CIDR block such as `10.1.0.0/16` or `2001:db8::/32` (a bare address
+/// is a /32 or /128).
+pub fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> bool {
+    let (net, len) = match cidr.split_once('/') {
+        Some((n, l)) => (n, l.parse::<u32>().ok()),
+        None => (cidr, None),
+    };
+    match (net.parse::<std::net::IpAddr>(), ip) {
+        (Ok(std::net::IpAddr::V4(n)), std::net::IpAddr::V4(a)) => {
+            let len = len.unwrap_or(32).min(32);
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(n) & mask == u32::from(a) & mask
+        }
+        (Ok(std::net::IpAddr::V6(n)), std::net::IpAddr::V6(a)) => {
+            let len = len.unwrap_or(128).min(128);
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            u128::from(n) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Whether a CIDR string parses.
+pub fn valid_cidr(cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap_or((cidr, ""));
+    match net.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => len.is_empty() || len.parse::<u32>().is_ok_and(|l| l <= 32),
+        Ok(std::net::IpAddr::V6(_)) => len.is_empty() || len.parse::<u32>().is_ok_and(|l| l <= 128),
+        Err(_) => false,
+    }
+}
+
+impl Client {
+    /// Whether the client may connect from `ip` (`None` = unknown source, refused when limited).
+    pub fn allows_source(&self, ip: Option<std::net::IpAddr>) -> bool {
+        self.allow_ip.is_empty() || ip.is_some_and(|ip| self.allow_ip.iter().any(|c| cidr_contains(c, ip)))
+    }
 }
 
 /// An issued access token as stored (never the token itself).
@@ -89,7 +131,7 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    fn new(error: &'static str, status: u16, description: impl Into<String>) -> Self {
+    pub(crate) fn new(error: &'static str, status: u16, description: impl Into<String>) -> Self {
         OAuthError { error, description: description.into(), status }
     }
     /// `invalid_request` (400).
@@ -216,7 +258,22 @@ impl OAuth {
         scope: Option<&str>,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
+        self.client_credentials_from(auth, scope, now, None)
+    }
+
+    /// The client-credentials grant from a known source address (checked against the client's
+    /// allowed addresses).
+    pub fn client_credentials_from(
+        &self,
+        auth: &ClientAuth,
+        scope: Option<&str>,
+        now: i64,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<TokenResponse, OAuthError> {
         let client = self.authenticate(auth)?;
+        if !client.allows_source(source) {
+            return Err(OAuthError::new("unauthorized_client", 400, "this client may not connect from this address"));
+        }
         let registered = ScopeSet::parse(&client.scope).map_err(|_| OAuthError::server_error())?;
         let requested = match scope {
             Some(s) if !s.trim().is_empty() => ScopeSet::parse(s).map_err(OAuthError::invalid_scope)?,
@@ -273,6 +330,14 @@ impl OAuth {
         Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime_secs, scope: record.scope })
     }
 
+    /// Validates a bearer token presented from `source` (checked against the client's allowed
+    /// addresses).
+    pub fn validate_from(&self, token: &str, now: i64, source: Option<std::net::IpAddr>) -> Result<Grant, BearerError> {
+        let grant = self.validate(token, now)?;
+        let client = self.store.client(&grant.client_id).map_err(|_| BearerError::Store)?;
+        if client.is_some_and(|c| c.allows_source(source)) { Ok(grant) } else { Err(BearerError::Invalid) }
+    }
+
     /// Validates a bearer token.
     pub fn validate(&self, token: &str, now: i64) -> Result<Grant, BearerError> {
         if token.is_empty() || token.len() > 512 {
@@ -301,5 +366,48 @@ impl OAuth {
     pub fn revoke(&self, token: &str) -> Result<(), StoreError> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.store.revoke_token(&hash).map(|_| ())
+    }
+
+    /// RFC 7009 revocation by an authenticated client: only its own tokens are revoked; anything
+    /// else (unknown, another client's) is answered the same way and left alone. Returns whether
+    /// a token was revoked.
+    pub fn revoke_as(&self, auth: &ClientAuth, token: &str) -> Result<bool, OAuthError> {
+        let client = self.authenticate(auth)?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        match self.store.token(&hash)? {
+            Some(t) if t.client_id == client.id && !t.revoked => Ok(self.store.revoke_token(&hash)?),
+            _ => Ok(false),
+        }
+    }
+
+    /// RFC 7662 introspection by an authenticated client: active only for its own live tokens
+    /// (a client learns nothing about other clients' tokens).
+    pub fn introspect_as(&self, auth: &ClientAuth, token: &str, now: i64) -> Result<Option<TokenRecord>, OAuthError> {
+        let client = self.authenticate(auth)?;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        Ok(match self.store.token(&hash)? {
+            Some(t) if t.client_id == client.id && !t.revoked && t.expires_at > now => Some(t),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        let ip =
+            |s: &str| s.parse::<std::net::IpAddr>().unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        assert!(cidr_contains("10.1.0.0/16", ip("10.1.200.3")));
+        assert!(!cidr_contains("10.1.0.0/16", ip("10.2.0.1")));
+        assert!(cidr_contains("127.0.0.1", ip("127.0.0.1")));
+        assert!(cidr_contains("0.0.0.0/0", ip("192.0.2.1")));
+        assert!(cidr_contains("2001:db8::/32", ip("2001:db8:1::5")));
+        assert!(!cidr_contains("2001:db8::/32", ip("10.0.0.1")));
+        assert!(
+            valid_cidr("192.168.0.0/24") && valid_cidr("::1") && !valid_cidr("10.0.0.0/33") && !valid_cidr("nonsense")
+        );
     }
 }
