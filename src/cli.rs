@@ -41,6 +41,9 @@ enum Command {
     /// Accounts (利用者): one per person, MHLW password rules, TOTP, lifecycle.
     #[command(subcommand)]
     User(UserCmd),
+    /// Information classes (情報区分): the taxonomy and the labelling rules.
+    #[command(subcommand)]
+    Classes(ClassesCmd),
     /// The audit trail (監査証跡): verifier key, offline verification, export.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -72,6 +75,61 @@ struct ServeArgs {
 }
 
 pub use crate::user_cli::UserCmd;
+
+#[derive(Debug, Subcommand)]
+enum ClassesCmd {
+    /// Print the taxonomy and the active labelling rules (JSON).
+    Show(DataDir),
+    /// Replace the labelling rules from a JSON file (validated, versioned, audited). New and
+    /// changed resources are labelled with them; existing versions keep their labels.
+    Set {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The rules file (the shape `classes show` prints under "rules").
+        #[arg(long)]
+        file: PathBuf,
+        /// Why (recorded with the change).
+        #[arg(long)]
+        reason: String,
+        /// Who.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+}
+
+fn classes(c: ClassesCmd) -> Result<ExitCode, String> {
+    match c {
+        ClassesCmd::Show(d) => {
+            let node = open_node(&d.data_dir)?;
+            let rules = datadir::load_class_rules(&node.store)?;
+            let out = serde_json::json!({"system": mamori_authz::SYSTEM, "classes": mamori_authz::taxonomy(), "rules": rules});
+            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        ClassesCmd::Set { dir, file, reason, operator } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
+            let rules: mamori_authz::Rules =
+                serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
+            rules.validate().map_err(|e| e.to_string())?;
+            let node = open_node(&dir.data_dir)?;
+            let prev = node.store.config_get("class-rules", "active").map_err(|e| e.to_string())?.map(|e| e.version);
+            let v = node
+                .store
+                .change_config(&ConfigChange {
+                    kind: "class-rules",
+                    key: "active",
+                    value: Some(serde_json::to_value(&rules).map_err(|e| e.to_string())?),
+                    changed_by: &format!("operator:{operator}"),
+                    reason: &reason,
+                    expected_version: prev,
+                    now_micros: now_micros(),
+                })
+                .map_err(|e| e.to_string())?;
+            println!("class rules updated to version {v}; restart the server to apply them");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
 
 #[derive(Debug, Subcommand)]
 enum AuditCmd {
@@ -272,6 +330,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Client(c) => client(c),
         Command::Audit(c) => audit(c),
         Command::User(c) => crate::user_cli::run(c),
+        Command::Classes(c) => classes(c),
         Command::Fsck(d) => {
             let node = open_node(&d.data_dir)?;
             let report = node.records.fsck().map_err(|e| e.to_string())?;

@@ -105,7 +105,10 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
     let config = config::load(&dir.join("mamori.toml"))?;
     let store =
         Arc::new(SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?);
-    let records = Arc::new(Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone()));
+    let records = Arc::new(
+        Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone())
+            .with_labeler(Arc::new(ClassLabeler(load_class_rules(&store)?))),
+    );
     let oauth = Arc::new(OAuth::new(store.clone()));
     let (signer, origin) = load_signer(dir)?;
     let identity =
@@ -215,4 +218,37 @@ fn publish(dir: &Path, note: &str) -> std::io::Result<()> {
     let tmp = dir.join("checkpoint.tmp");
     std::fs::write(&tmp, note)?;
     std::fs::rename(&tmp, dir.join("checkpoint"))
+}
+
+/// Labels resources with their information classes (情報区分) from the active rules.
+pub struct ClassLabeler(pub mamori_authz::Rules);
+
+impl mamori_records::Labeler for ClassLabeler {
+    fn system(&self) -> &str {
+        mamori_authz::SYSTEM
+    }
+
+    fn labels(&self, resource_type: &str, body: &serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
+        let tax = mamori_authz::taxonomy();
+        let classes = mamori_authz::classify(&self.0, resource_type, body).map_err(|e| e.to_string())?;
+        Ok(classes
+            .into_iter()
+            .map(|c| {
+                let display = tax.iter().find(|d| d.code == c).map(|d| d.ja.clone()).unwrap_or_default();
+                serde_json::json!({"system": mamori_authz::SYSTEM, "code": c, "display": display})
+            })
+            .collect())
+    }
+}
+
+/// The active labelling rules: the latest `class-rules/active` configuration, else the defaults.
+pub fn load_class_rules(store: &SqliteStore) -> Result<mamori_authz::Rules, String> {
+    match store.config_get("class-rules", "active").map_err(|e| e.to_string())?.and_then(|e| e.value) {
+        Some(v) => {
+            let r: mamori_authz::Rules = serde_json::from_value(v).map_err(|e| format!("stored class rules: {e}"))?;
+            r.validate().map_err(|e| e.to_string())?;
+            Ok(r)
+        }
+        None => Ok(mamori_authz::default_rules()),
+    }
 }

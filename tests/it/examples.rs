@@ -36,10 +36,17 @@ pub fn examples_dir() -> PathBuf {
 const KNOWN_INVALID: &[&str] =
     &["SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json"];
 
+/// Removes what the server manages in `meta`: version, time and its information-class labels.
 fn strip_server_meta(v: &mut Value) {
     if let Some(meta) = v.get_mut("meta").and_then(Value::as_object_mut) {
         meta.remove("versionId");
         meta.remove("lastUpdated");
+        if let Some(sec) = meta.get_mut("security").and_then(Value::as_array_mut) {
+            sec.retain(|c| c.get("system").and_then(Value::as_str) != Some("urn:mamori:information-class"));
+            if sec.is_empty() {
+                meta.remove("security");
+            }
+        }
         if meta.is_empty() {
             v.as_object_mut().unwrap().remove("meta");
         }
@@ -87,6 +94,12 @@ async fn every_official_r4_example_round_trips() {
             continue;
         }
         let mut back = h.call("GET", &format!("/fhir/{rt}/{id}"), None).await.json();
+        let labelled = back["meta"]["security"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|c| c["system"] == "urn:mamori:information-class"));
+        if !labelled {
+            failures.push(format!("{name}: stored without an information class"));
+        }
         strip_server_meta(&mut back);
         let mut want = original.clone();
         strip_server_meta(&mut want);

@@ -6,6 +6,7 @@
 mod audit;
 mod authenticity;
 mod binary;
+mod classes;
 mod crud;
 mod examples;
 mod identity;

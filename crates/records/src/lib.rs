@@ -19,7 +19,7 @@ pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{Issue, IssueCode, RecordError, Severity};
 pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM, RequestContext, patient_of};
 pub use service::{
-    Condition, FsckReport, HistoryPage, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
+    Condition, FsckReport, HistoryPage, Labeler, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
     parse_resource,
 };
 pub use store::{EntryStatus, HistoryQuery, IdentifierToken, Method, Store, StoreError, Tx, VersionRecord};

@@ -158,11 +158,38 @@ pub struct FsckReport {
     pub mismatches: Vec<String>,
 }
 
+/// Labels resources with security labels (information classes, 情報区分) before they are stored.
+pub trait Labeler: Send + Sync {
+    /// The code system this labeler owns in `meta.security`: its codings are replaced, others kept.
+    fn system(&self) -> &str;
+    /// The labels (FHIR Codings) for a resource about to be stored; `Err` refuses the write.
+    fn labels(&self, resource_type: &str, body: &Value) -> Result<Vec<Value>, String>;
+}
+
 /// The record service.
 pub struct Records {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     retention: RetentionPolicy,
+    labeler: Option<Arc<dyn Labeler>>,
+}
+
+/// Replaces the labeler's codings in `meta.security` with `labels`.
+fn set_labels(body: &mut Value, system: &str, labels: &[Value]) {
+    let Some(obj) = body.as_object_mut() else { return };
+    let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
+    let Some(m) = meta.as_object_mut() else { return };
+    let mut sec: Vec<Value> = m
+        .get("security")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter(|c| c.get("system").and_then(Value::as_str) != Some(system)).cloned().collect())
+        .unwrap_or_default();
+    sec.extend(labels.iter().cloned());
+    if sec.is_empty() {
+        m.remove("security");
+    } else {
+        m.insert("security".into(), Value::Array(sec));
+    }
 }
 
 struct Draft<'a> {
@@ -271,7 +298,13 @@ fn reference(rt: &ResourceType, id: &ResourceId, v: u64) -> String {
 impl Records {
     /// A service over a store and a clock.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: RetentionPolicy) -> Self {
-        Records { store, clock, retention }
+        Records { store, clock, retention, labeler: None }
+    }
+
+    /// Labels every stored resource (and its Provenance) with `labeler`.
+    pub fn with_labeler(mut self, labeler: Arc<dyn Labeler>) -> Self {
+        self.labeler = Some(labeler);
+        self
     }
 
     /// The retention policy in force.
@@ -322,8 +355,13 @@ impl Records {
         let pending = author != enterer && d.method != Method::Delete;
         let status = if pending { EntryStatus::Pending { author: author.clone() } } else { EntryStatus::Final };
 
+        let mut labels = Vec::new();
         let (body, hash) = match d.body {
             Some(mut b) => {
+                if let Some(l) = &self.labeler {
+                    labels = l.labels(d.rt.as_str(), &b).map_err(|e| RecordError::invalid(IssueCode::Value, e))?;
+                    set_labels(&mut b, l.system(), &labels);
+                }
                 stamp_meta(&mut b, version, now, pending.then_some(author.as_str()));
                 let hash = canonical::content_hash(&b);
                 (Some(b), hash)
@@ -367,6 +405,10 @@ impl Records {
         let prov_id = ResourceId::generate()?;
         if let Some(o) = prov.as_object_mut() {
             o.insert("id".into(), Value::String(prov_id.to_string()));
+        }
+        if let Some(l) = &self.labeler {
+            // The Provenance reveals what its target is about: it carries the target's classes.
+            set_labels(&mut prov, l.system(), &labels);
         }
         stamp_meta(&mut prov, 1, now, None);
         let prov_hash = canonical::content_hash(&prov);
