@@ -173,6 +173,14 @@ async fn tiles_checkpoints_and_proofs_verify_from_outside() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = get_as(&h, &auditor, &format!("/audit/proof/inclusion?index={}", cp.size + 5)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Reading the audit log is itself recorded, as such, with the full path.
+    let reads: Vec<AuditRecord> = all_records(&h).into_iter().filter(|r| r.actor.id == "auditor").collect();
+    assert!(
+        reads.iter().any(|r| r.action == "audit-read" && r.resources == vec!["/audit/log/checkpoint".to_string()]),
+        "{reads:?}"
+    );
+    assert!(reads.iter().all(|r| r.action == "audit-read"), "{reads:?}");
 }
 
 #[tokio::test]

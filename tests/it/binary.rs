@@ -172,6 +172,8 @@ fn serves_an_empty_directory_and_the_cli_works_beside_it() {
         vec!["client", "add", "x y", "--scope", "system/*.rs"],
         vec!["client", "add", "ok", "--scope", "system/Patient.xyz"],
         vec!["client", "add", "ok", "--scope", "system/*.rs", "--token-lifetime", "1s"],
+        vec!["client", "add", "ok", "--scope", "system/*.rs", "--allow-ip", "10.0.0.0/33"],
+        vec!["client", "add", "ok", "--scope", "system/*.rs", "--allow-ip", "not-an-address"],
         vec!["purge", "Nope/1"],
         vec!["purge", "garbage"],
     ] {

@@ -325,6 +325,9 @@ async fn the_api_is_never_open() {
             .unwrap();
         assert_eq!(h.send(forged).await.status, StatusCode::UNAUTHORIZED);
     }
+    // Only the FHIR metadata is exempt, not any nested path named like it.
+    let r = h.send(Request::builder().uri("/audit/metadata").body(Body::empty()).unwrap()).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // metadata is open and truthful.
     let r = h.send(Request::builder().uri("/fhir/metadata").body(Body::empty()).unwrap()).await;
     assert_eq!(r.status, StatusCode::OK);

@@ -69,8 +69,12 @@ fn action_of(method: &Method, path: &str) -> String {
 
 /// Records every request that reaches `/fhir` or `/audit` (except `metadata`).
 pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if path == "/fhir/metadata" || path == "/metadata" {
+    // The full path: inside a nested router `req.uri()` has lost its `/fhir` or `/audit` prefix.
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path().to_string(), |u| u.0.path().to_string());
+    if path == "/fhir/metadata" {
         return next.run(req).await;
     }
     let method = req.method().clone();
@@ -91,10 +95,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         kind: "anonymous".into(),
     });
     let record = AuditRecord {
-        action: action_of(
-            &method,
-            &format!("/fhir{path}").replace("/fhir/fhir", "/fhir").replace("/fhir/audit", "/audit"),
-        ),
+        action: action_of(&method, &path),
         actor,
         detail: None,
         outcome: if status.is_success() || status == StatusCode::NOT_MODIFIED {

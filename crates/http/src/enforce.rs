@@ -113,10 +113,9 @@ fn now_secs() -> i64 {
 
 /// Authenticates every `/fhir` request except `metadata`.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    if req.uri().path() == "/metadata"
-        || req.uri().path() == "/fhir/metadata"
-        || req.uri().path().ends_with("/.well-known/smart-configuration")
-    {
+    // Exempt exact full paths only (`req.uri()` inside a nested router has lost its prefix).
+    let full = req.extensions().get::<axum::extract::OriginalUri>().map(|u| u.0.path().to_string());
+    if matches!(full.as_deref(), Some("/fhir/metadata" | "/fhir/.well-known/smart-configuration")) {
         return next.run(req).await;
     }
     let token = req

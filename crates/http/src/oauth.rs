@@ -128,6 +128,30 @@ fn audit_record(
     }
 }
 
+/// The shared prelude of introspection and revocation: the form, client authentication (the
+/// client id is kept for the audit entry) and the required `token`.
+async fn token_request(
+    headers: &HeaderMap,
+    body: Body,
+    client: &mut Option<String>,
+) -> Result<(ClientAuth, String), OAuthError> {
+    let form = read_form(headers, body).await?;
+    let auth = client_auth(headers, &form)?;
+    *client = Some(auth.id.chars().take(64).collect());
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
+    Ok((auth, token))
+}
+
+/// How a refused OAuth request is recorded: failed client authentication is a denial.
+fn refused(e: &OAuthError) -> (mamori_audit::Outcome, String, u16) {
+    let outcome = if e.status == 401 { mamori_audit::Outcome::Denied } else { mamori_audit::Outcome::Failure };
+    (outcome, e.error.to_string(), e.status)
+}
+
 fn ok_json(v: serde_json::Value) -> Response {
     let mut r = (StatusCode::OK, axum::Json(v)).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -144,14 +168,7 @@ pub async fn introspect(
 ) -> Response {
     let mut client = None;
     let result = async {
-        let form = read_form(&headers, body).await?;
-        let auth = client_auth(&headers, &form)?;
-        client = Some(auth.id.chars().take(64).collect::<String>());
-        let token = form
-            .iter()
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
+        let (auth, token) = token_request(&headers, body, &mut client).await?;
         let oauth = s.oauth.clone();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         tokio::task::spawn_blocking(move || oauth.introspect_as(&auth, &token, now))
@@ -162,11 +179,7 @@ pub async fn introspect(
     let (outcome, detail, status) = match &result {
         Ok(Some(_)) => (mamori_audit::Outcome::Success, "active".to_string(), 200),
         Ok(None) => (mamori_audit::Outcome::Success, "inactive".to_string(), 200),
-        Err(e) => (
-            if e.status == 401 { mamori_audit::Outcome::Denied } else { mamori_audit::Outcome::Failure },
-            e.error.to_string(),
-            e.status,
-        ),
+        Err(e) => refused(e),
     };
     let mut rec = audit_record("introspect", client, outcome, detail, status);
     rec.request_id = rid.map(|r| r.0.0.clone());
@@ -203,14 +216,7 @@ pub async fn revoke(
 ) -> Response {
     let mut client = None;
     let result = async {
-        let form = read_form(&headers, body).await?;
-        let auth = client_auth(&headers, &form)?;
-        client = Some(auth.id.chars().take(64).collect::<String>());
-        let token = form
-            .iter()
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
+        let (auth, token) = token_request(&headers, body, &mut client).await?;
         let oauth = s.oauth.clone();
         tokio::task::spawn_blocking(move || oauth.revoke_as(&auth, &token))
             .await
@@ -220,11 +226,7 @@ pub async fn revoke(
     let (outcome, detail, status) = match &result {
         Ok(true) => (mamori_audit::Outcome::Success, "revoked".to_string(), 200),
         Ok(false) => (mamori_audit::Outcome::Success, "nothing to revoke".to_string(), 200),
-        Err(e) => (
-            if e.status == 401 { mamori_audit::Outcome::Denied } else { mamori_audit::Outcome::Failure },
-            e.error.to_string(),
-            e.status,
-        ),
+        Err(e) => refused(e),
     };
     let mut rec = audit_record("revoke", client, outcome, detail, status);
     rec.request_id = rid.map(|r| r.0.0.clone());
@@ -287,8 +289,7 @@ pub async fn token(
     let result = token_inner(&s, headers, body, &mut client, source).await;
     let (outcome, detail, status) = match &result {
         Ok((_, scope)) => (mamori_audit::Outcome::Success, format!("granted {scope}"), 200),
-        Err(e) if e.error == "invalid_client" => (mamori_audit::Outcome::Denied, e.error.to_string(), e.status),
-        Err(e) => (mamori_audit::Outcome::Failure, e.error.to_string(), e.status),
+        Err(e) => refused(e),
     };
     let record = mamori_audit::AuditRecord {
         action: "token".into(),

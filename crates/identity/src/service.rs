@@ -519,64 +519,17 @@ impl Identity {
         now: i64,
         source: Option<&str>,
     ) -> Result<Result<Stage, Refused>, Error> {
-        let id = session::digest(token);
-        let refused = Refused { message: crate::login_failed(), retry_after: None };
-        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
-        if s.stage != Stage::NeedTotp {
-            return Ok(Err(refused));
-        }
-        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
-        let mut state = self.store.lockout(&s.username)?;
-        if self.lockout_policy.gate(&state, now) != lockout::Gate::Open {
-            self.log(event(
-                "login",
-                who,
-                &s.username,
-                Outcome::Denied,
-                Some("second step refused: retry too early or locked".into()),
-                source,
-            ))?;
-            return Ok(Err(refused));
-        }
-        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
         let want = session::digest(&normalise_recovery(code));
-        let Some(pos) = creds
-            .recovery
-            .iter()
-            .position(|h| bool::from(subtle::ConstantTimeEq::ct_eq(h.as_bytes(), want.as_bytes())))
-        else {
-            if let lockout::AfterFailure::LockedNow(until) = self.lockout_policy.fail(&mut state, now) {
-                self.log(event(
-                    "alert-lock",
-                    who.clone(),
-                    &s.username,
-                    Outcome::Denied,
-                    Some(format!("account locked until unix {until}")),
-                    source,
-                ))?;
-            }
-            self.store.save_lockout(&s.username, &state, None)?;
-            self.log(event(
-                "login",
-                who,
-                &s.username,
-                Outcome::Denied,
-                Some("wrong or used recovery code".into()),
-                source,
-            ))?;
-            return Ok(Err(refused));
-        };
-        creds.recovery.remove(pos);
-        self.store.save_credentials(&s.username, &creds)?;
-        self.lockout_policy.succeed(&mut state);
-        self.store.save_lockout(&s.username, &state, Some(now))?;
-        Ok(Ok(self.after_second_factor(
-            &id,
-            &mut s,
-            now,
-            source,
-            &format!("recovery code ({} left)", creds.recovery.len()),
-        )?))
+        self.second_step(token, browser, now, source, "wrong or used recovery code", |_, creds| {
+            let pos = creds
+                .recovery
+                .iter()
+                .position(|h| bool::from(subtle::ConstantTimeEq::ct_eq(h.as_bytes(), want.as_bytes())));
+            Ok(pos.map(|p| {
+                creds.recovery.remove(p);
+                format!("recovery code ({} left)", creds.recovery.len())
+            }))
+        })
     }
 
     /// The second step: a TOTP code. Lockout applies as for passwords.
@@ -588,6 +541,28 @@ impl Identity {
         now: i64,
         source: Option<&str>,
     ) -> Result<Result<Stage, Refused>, Error> {
+        self.second_step(token, browser, now, source, "wrong or reused one-time code", |username, creds| {
+            let Some(t) = creds.totp.as_mut() else { return Ok(None) };
+            let seed = secret::open(&self.master_key, username, &t.sealed_secret)?;
+            Ok(totp::verify(&seed, code, now, t.last_step).map(|step| {
+                t.last_step = Some(step);
+                "totp".to_string()
+            }))
+        })
+    }
+
+    /// The one second-step sequence: the session must be waiting for it, lockout applies,
+    /// `check` verifies (and consumes) the credential, returning how on success; a failure counts
+    /// toward lockout, raises an alert on locking, and says only 「認証に失敗しました」.
+    fn second_step(
+        &self,
+        token: &str,
+        browser: &str,
+        now: i64,
+        source: Option<&str>,
+        failure: &str,
+        check: impl FnOnce(&str, &mut Credentials) -> Result<Option<String>, Error>,
+    ) -> Result<Result<Stage, Refused>, Error> {
         let id = session::digest(token);
         let refused = Refused { message: crate::login_failed(), retry_after: None };
         let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
@@ -597,52 +572,24 @@ impl Identity {
         let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
         let mut state = self.store.lockout(&s.username)?;
         if self.lockout_policy.gate(&state, now) != lockout::Gate::Open {
-            self.log(event(
-                "login",
-                who,
-                &s.username,
-                Outcome::Denied,
-                Some("second step refused: retry too early or locked".into()),
-                source,
-            ))?;
+            let detail = Some("second step refused: retry too early or locked".into());
+            self.log(event("login", who, &s.username, Outcome::Denied, detail, source))?;
             return Ok(Err(refused));
         }
         let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
-        let step = match &creds.totp {
-            Some(t) => {
-                totp::verify(&secret::open(&self.master_key, &s.username, &t.sealed_secret)?, code, now, t.last_step)
-            }
-            None => None,
-        };
-        let Some(step) = step else {
+        let Some(how) = check(&s.username, &mut creds)? else {
             if let lockout::AfterFailure::LockedNow(until) = self.lockout_policy.fail(&mut state, now) {
-                self.log(event(
-                    "alert-lock",
-                    who.clone(),
-                    &s.username,
-                    Outcome::Denied,
-                    Some(format!("account locked until unix {until}")),
-                    source,
-                ))?;
+                let detail = Some(format!("account locked until unix {until}"));
+                self.log(event("alert-lock", who.clone(), &s.username, Outcome::Denied, detail, source))?;
             }
             self.store.save_lockout(&s.username, &state, None)?;
-            self.log(event(
-                "login",
-                who,
-                &s.username,
-                Outcome::Denied,
-                Some("wrong or reused one-time code".into()),
-                source,
-            ))?;
+            self.log(event("login", who, &s.username, Outcome::Denied, Some(failure.into()), source))?;
             return Ok(Err(refused));
         };
-        if let Some(t) = creds.totp.as_mut() {
-            t.last_step = Some(step);
-        }
         self.store.save_credentials(&s.username, &creds)?;
         self.lockout_policy.succeed(&mut state);
         self.store.save_lockout(&s.username, &state, Some(now))?;
-        Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "totp")?))
+        Ok(Ok(self.after_second_factor(&id, &mut s, now, source, &how)?))
     }
 
     /// Self-service enrolment after the password step: returns the `otpauth://` URI to show.
