@@ -269,6 +269,10 @@ enum ClientCmd {
         /// Source addresses (CIDR, repeatable) the client may connect from; default any.
         #[arg(long = "allow-ip")]
         allow_ip: Vec<String>,
+        /// Information classes (repeatable) the client may reach, e.g. `general`; default every
+        /// class its scopes' resource types carry.
+        #[arg(long = "class")]
+        class: Vec<String>,
         /// Who registers it (recorded with the change).
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
@@ -381,6 +385,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     node.monitor_clock();
     let node = std::sync::Arc::new(node);
     node.spawn_integrator();
+    node.spawn_policy_watcher();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));
@@ -445,7 +450,11 @@ fn now_micros() -> i64 {
 
 fn client(c: ClientCmd) -> Result<ExitCode, String> {
     match c {
-        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, allow_ip, operator } => {
+        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, allow_ip, class, operator } => {
+            let known: Vec<String> = mamori_authz::taxonomy().into_iter().map(|c| c.code).collect();
+            if let Some(bad) = class.iter().find(|c| !known.contains(c)) {
+                return Err(format!("--class `{bad}` is not an information class ({})", known.join(", ")));
+            }
             if let Some(bad) = allow_ip.iter().find(|c| !mamori_oauth::valid_cidr(c)) {
                 return Err(format!("--allow-ip `{bad}` is not an address or CIDR block such as 10.1.0.0/16"));
             }
@@ -472,6 +481,7 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
                 disabled: false,
                 token_lifetime_secs: lifetime,
                 allow_ip,
+                classes: class,
             };
             let previous = node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.map(|e| e.version);
             node.store

@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use mamori_http::{AppState, Health, HttpConfig};
+use mamori_authz::PolicyEngine;
+use mamori_http::{AppState, Enforcer, Health, HttpConfig};
 use mamori_oauth::OAuth;
 use mamori_records::{Records, SystemClock};
 use mamori_store_sqlite::SqliteStore;
@@ -32,6 +33,8 @@ pub struct Node {
     pub identity: Arc<mamori_identity::service::Identity>,
     /// Clock-sync status, refreshed in the background.
     pub clock: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
+    /// The enforcement point's policies and class rules.
+    pub enforcer: Arc<Enforcer>,
 }
 
 struct StoreHealth {
@@ -105,9 +108,10 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
     let config = config::load(&dir.join("mamori.toml"))?;
     let store =
         Arc::new(SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?);
+    let enforcer = Arc::new(Enforcer::new(load_policies(&store)?, load_class_rules(&store)?));
     let records = Arc::new(
         Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone())
-            .with_labeler(Arc::new(ClassLabeler(load_class_rules(&store)?))),
+            .with_labeler(Arc::new(ClassLabeler(enforcer.clone()))),
     );
     let oauth = Arc::new(OAuth::new(store.clone()));
     let (signer, origin) = load_signer(dir)?;
@@ -128,6 +132,7 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
         origin,
         identity,
         clock,
+        enforcer,
     })
 }
 
@@ -189,6 +194,36 @@ impl Node {
         })
     }
 
+    /// Reloads the access policies and class rules when the configuration changed (in this
+    /// process or another: the CLI, another node). Returns whether anything was reloaded.
+    pub fn refresh_policy(&self, seen: &mut u64) -> Result<bool, String> {
+        let generation = self.store.config_generation().map_err(|e| e.to_string())?;
+        if generation == *seen {
+            return Ok(false);
+        }
+        self.enforcer.set_engine(load_policies(&self.store)?);
+        self.enforcer.set_rules(load_class_rules(&self.store)?);
+        *seen = generation;
+        Ok(true)
+    }
+
+    /// Runs [`Node::refresh_policy`] every second on a background thread, so a policy or rule
+    /// change applied with the CLI takes effect on a running server within about a second.
+    pub fn spawn_policy_watcher(self: &Arc<Self>) -> std::thread::JoinHandle<()> {
+        let node = self.clone();
+        std::thread::spawn(move || {
+            let mut seen = node.store.config_generation().unwrap_or(0);
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                match node.refresh_policy(&mut seen) {
+                    Ok(true) => tracing::info!("access policies and class rules reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "policy reload failed; the previous policies stay in force"),
+                }
+            }
+        })
+    }
+
     /// Router state for this node.
     pub fn app_state(&self, public_url: &str) -> AppState {
         AppState {
@@ -197,6 +232,7 @@ impl Node {
             audit: self.store.clone(),
             identity: self.identity.clone(),
             health: Arc::new(StoreHealth { store: self.store.clone(), clock: self.clock.clone() }),
+            enforcer: self.enforcer.clone(),
             config: Arc::new(HttpConfig {
                 max_body_bytes: self.config.max_body_bytes,
                 public_url: self.config.public_url.clone().unwrap_or_else(|| public_url.to_string()),
@@ -221,7 +257,7 @@ fn publish(dir: &Path, note: &str) -> std::io::Result<()> {
 }
 
 /// Labels resources with their information classes (情報区分) from the active rules.
-pub struct ClassLabeler(pub mamori_authz::Rules);
+pub struct ClassLabeler(pub Arc<Enforcer>);
 
 impl mamori_records::Labeler for ClassLabeler {
     fn system(&self) -> &str {
@@ -230,7 +266,7 @@ impl mamori_records::Labeler for ClassLabeler {
 
     fn labels(&self, resource_type: &str, body: &serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
         let tax = mamori_authz::taxonomy();
-        let classes = mamori_authz::classify(&self.0, resource_type, body).map_err(|e| e.to_string())?;
+        let classes = mamori_authz::classify(&self.0.rules(), resource_type, body).map_err(|e| e.to_string())?;
         Ok(classes
             .into_iter()
             .map(|c| {
@@ -238,6 +274,21 @@ impl mamori_records::Labeler for ClassLabeler {
                 serde_json::json!({"system": mamori_authz::SYSTEM, "code": c, "display": display})
             })
             .collect())
+    }
+}
+
+/// The configuration kind and key of the access policies.
+pub const POLICY_KIND: &str = "policies";
+
+/// The active access policies: the latest `policies/active` configuration, else the shipped
+/// ones. Stored policies were validated when set; they are validated again here.
+pub fn load_policies(store: &SqliteStore) -> Result<PolicyEngine, String> {
+    match store.config_get(POLICY_KIND, "active").map_err(|e| e.to_string())?.and_then(|e| e.value) {
+        Some(v) => {
+            let text = v.get("text").and_then(serde_json::Value::as_str).ok_or("stored policies have no `text`")?;
+            PolicyEngine::new(text).map_err(|e| format!("stored policies: {e}"))
+        }
+        None => PolicyEngine::default_policies().map_err(|e| e.to_string()),
     }
 }
 

@@ -83,9 +83,14 @@ fn hex(b: &[u8]) -> String {
 #[tokio::test]
 async fn proxy_entry_stays_pending_until_the_author_approves() {
     let h = Harness::new();
-    let clerk = h.user_token("clerk1", "Practitioner/clerk1");
-    let doctor = h.user_token("dr-sato", "Practitioner/dr-sato");
-    let other = h.user_token("dr-ito", "Practitioner/dr-ito");
+    // A nurse enters on the doctor's behalf (代行入力); all three care for Patient/p1.
+    let clerk = h.user_token("ns-kato", &["nurse"], "Practitioner/ns-kato");
+    let doctor = h.user_token("dr-sato", &["doctor"], "Practitioner/dr-sato");
+    let other = h.user_token("dr-ito", &["doctor"], "Practitioner/dr-ito");
+    h.create(&json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p1"},
+        "participant": [{"member": {"reference": "Practitioner/ns-kato"}}, {"member": {"reference": "Practitioner/dr-sato"}},
+                        {"member": {"reference": "Practitioner/dr-ito"}}]}))
+        .await;
     let as_user = |token: &str| vec![("authorization".to_string(), format!("Bearer {token}"))];
     let xprov = json!({"resourceType": "Provenance", "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]}, "who": {"reference": "Practitioner/dr-sato"}}]}).to_string();
 
@@ -98,7 +103,7 @@ async fn proxy_entry_stays_pending_until_the_author_approves() {
     assert_eq!(v1["meta"]["tag"][0]["code"], "pending-approval");
     let ps = provenances(&h).await;
     let p1 = for_target(&ps, &format!("Observation/{id}/_history/1"));
-    assert_eq!(agent(p1, "enterer").unwrap()["reference"], "Practitioner/clerk1");
+    assert_eq!(agent(p1, "enterer").unwrap()["reference"], "Practitioner/ns-kato");
     assert_eq!(agent(p1, "author").unwrap()["reference"], "Practitioner/dr-sato");
     assert!(agent(p1, "attester").is_none(), "no 確定者 while pending");
 

@@ -50,6 +50,7 @@ pub fn register_client(node: &Node, id: &str, scope: &str) {
         disabled: false,
         token_lifetime_secs: 900,
         allow_ip: Vec::new(),
+        classes: Vec::new(),
     };
     let prev = node.store.config_get("client", id).unwrap().map(|e| e.version);
     node.store
@@ -109,8 +110,32 @@ impl Harness {
             .access_token
     }
 
-    /// A token acting for a person (the identity layer's login will issue these).
-    pub fn user_token(&self, user: &str, fhir_user: &str) -> String {
+    /// Adds an account (if it does not exist) with these roles and fhirUser.
+    pub fn add_user(&self, user: &str, roles: &[&str], fhir_user: &str) {
+        if self.node.identity.account(user).unwrap().is_some() {
+            return;
+        }
+        self.node
+            .identity
+            .add(
+                "test",
+                mamori_identity::service::NewAccount {
+                    username: user.into(),
+                    roles: roles.iter().map(|r| (*r).to_string()).collect(),
+                    display_name: None,
+                    fhir_user: Some(fhir_user.into()),
+                    department: None,
+                    proofing: None,
+                },
+                "k7#Vq2!mZp-w9Xr",
+                now_secs(),
+            )
+            .unwrap();
+    }
+
+    /// A token acting for a person with these roles (an account is added if missing).
+    pub fn user_token(&self, user: &str, roles: &[&str], fhir_user: &str) -> String {
+        self.add_user(user, roles, fhir_user);
         self.node
             .oauth
             .issue_for_user("test-app", user, Some(fhir_user), "user/*.cruds", 900, now_secs())

@@ -97,6 +97,11 @@ pub fn default_rules() -> Rules {
         "RelatedPerson",
         "Person",
         "Group",
+        // Registering a visit (受付) or a care team is the front office's work, and it is what
+        // establishes the care relationship clinicians then act within.
+        "Encounter",
+        "EpisodeOfCare",
+        "CareTeam",
     ] {
         by_type.insert(t.to_string(), vec!["administrative".to_string()]);
     }

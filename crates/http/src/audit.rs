@@ -94,19 +94,26 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         id: String::new(),
         kind: "anonymous".into(),
     });
+    // Denials by the access policy are recorded with their reasons, even when the response
+    // (a 404, or a search with records withheld) does not say so to the client.
+    let denied = principal.as_ref().map(Principal::denied).unwrap_or_default();
+    let detail = (!denied.is_empty()).then(|| format!("withheld or refused by access policy: {}", denied.join("; ")));
     let record = AuditRecord {
         action: action_of(&method, &path),
         actor,
-        detail: None,
+        detail,
         outcome: if status.is_success() || status == StatusCode::NOT_MODIFIED {
             Outcome::Success
-        } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        } else if status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
+            || (status == StatusCode::NOT_FOUND && !denied.is_empty())
+        {
             Outcome::Denied
         } else {
             Outcome::Failure
         },
         patients: note.patients,
-        purpose: "TREAT".into(),
+        purpose: principal.as_ref().map_or_else(|| "TREAT".to_string(), Principal::purpose),
         query,
         request_id,
         resources: if note.resources.is_empty() { vec![path.clone()] } else { note.resources },

@@ -1,28 +1,105 @@
-//! The single enforcement point. Authentication turns a bearer token into a [`Principal`];
-//! [`Principal::authorize`] decides each action; [`Principal::may_reveal`] is the one function
-//! every resource passes through before a response reveals it (read, vread, history, search).
+//! The single enforcement point (Z3). Authentication turns a bearer token into a [`Principal`];
+//! then every decision is made here and nowhere else:
 //!
-//! Today the decision is the token's SMART scopes; the access-rights work (information classes,
-//! roles, care relationship, Cedar) plugs in here and nowhere else.
+//! - [`Principal::authorize`]: may this principal do this action on this resource *type* at all
+//!   (scopes, then the type-level access policy)? Refusal: 403, which reveals nothing about any
+//!   record.
+//! - [`Principal::may_see`] / [`Principal::may_write`] (the [`Guard`] the record service calls
+//!   inside its transactions): may this *record* be revealed — by read, vread, history, search,
+//!   conditional matches and every path built on them — or written? A hidden record is
+//!   indistinguishable from one that does not exist (404, never counted).
+//!
+//! Effective rights = the token's SMART scopes ∩ the user's roles (Cedar policies over
+//! information classes, care relationship and break-glass) or, for an application acting for
+//! itself, scopes ∩ its registered classes. Every denial is audited (the audit layer reads the
+//! principal's [`RequestState`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use mamori_authz::{Act, Decision, PolicyEngine, Rules, Situation, Subject, Target};
 use mamori_oauth::{BearerError, Grant, Perm};
-use mamori_records::{Actor, ActorKind, VersionRecord};
+use mamori_records::{Actor, ActorKind, Guard, GuardRef, Method, RecordError, Tx, VersionRecord};
 
 use crate::{ApiError, AppState};
 
-/// Who is asking, established from the bearer token.
+/// The policies and class rules in force, swapped as a whole when configuration changes.
+pub struct Enforcer {
+    engine: RwLock<Arc<PolicyEngine>>,
+    rules: RwLock<Arc<Rules>>,
+}
+
+impl std::fmt::Debug for Enforcer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Enforcer")
+    }
+}
+
+impl Enforcer {
+    /// An enforcer with these policies and labelling rules.
+    pub fn new(engine: PolicyEngine, rules: Rules) -> Self {
+        Enforcer { engine: RwLock::new(Arc::new(engine)), rules: RwLock::new(Arc::new(rules)) }
+    }
+
+    /// Replaces the policies (configuration change).
+    pub fn set_engine(&self, engine: PolicyEngine) {
+        if let Ok(mut e) = self.engine.write() {
+            *e = Arc::new(engine);
+        }
+    }
+
+    /// Replaces the labelling rules (configuration change).
+    pub fn set_rules(&self, rules: Rules) {
+        if let Ok(mut r) = self.rules.write() {
+            *r = Arc::new(rules);
+        }
+    }
+
+    /// The policies in force.
+    pub fn engine(&self) -> Option<Arc<PolicyEngine>> {
+        self.engine.read().ok().map(|e| e.clone())
+    }
+
+    /// The labelling rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().map(|r| r.clone()).unwrap_or_else(|_| Arc::new(mamori_authz::default_rules()))
+    }
+
+    fn type_classes(&self, resource_type: &str) -> BTreeSet<String> {
+        self.rules
+            .read()
+            .map(|r| r.by_type.get(resource_type).unwrap_or(&r.default).iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What one request's decisions found, for the audit layer.
+#[derive(Debug, Default)]
+pub struct RequestState {
+    care: HashMap<String, bool>,
+    break_glass: HashMap<String, bool>,
+    /// An access relied on break-glass: the purpose of use is ETREAT.
+    pub used_break_glass: bool,
+    /// Records withheld or writes refused by the access policy.
+    pub denied: Vec<String>,
+}
+
+/// Who is asking, established from the bearer token (and, for a person, their account).
 #[derive(Debug, Clone)]
 pub struct Principal {
     grant: Grant,
+    subject: Subject,
     request_id: Option<String>,
     source: Option<String>,
+    enforcer: Arc<Enforcer>,
+    state: Arc<Mutex<RequestState>>,
 }
 
-/// An action on a resource type, in SMART terms.
+/// An action, as a request asks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// read / vread / history
@@ -35,9 +112,84 @@ pub enum Action {
     Update,
     /// delete
     Delete,
+    /// an operation (`$name`)
+    Execute(&'static str),
+}
+
+impl Action {
+    fn act(self) -> Act {
+        match self {
+            Action::Read => Act::Read,
+            Action::Search => Act::Search,
+            Action::Create => Act::Create,
+            Action::Update => Act::Update,
+            Action::Delete => Act::Delete,
+            Action::Execute(_) => Act::Execute,
+        }
+    }
+
+    fn perm(self) -> Perm {
+        match self {
+            Action::Read => Perm::Read,
+            Action::Search => Perm::Search,
+            Action::Create => Perm::Create,
+            Action::Update | Action::Execute(_) => Perm::Update,
+            Action::Delete => Perm::Delete,
+        }
+    }
+
+    fn operation(self) -> &'static str {
+        if let Action::Execute(op) = self { op } else { "" }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Search => "search",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+            Action::Execute(op) => op,
+        }
+    }
+}
+
+fn all_classes() -> Vec<String> {
+    mamori_authz::taxonomy().into_iter().map(|c| c.code).collect()
 }
 
 impl Principal {
+    /// A principal for a validated grant. `account` is the person's account when the token was
+    /// issued for one: `(roles, fhirUser, department)`.
+    pub fn new(
+        grant: Grant,
+        account: Option<(Vec<String>, Option<String>, Option<String>)>,
+        enforcer: Arc<Enforcer>,
+        request_id: Option<String>,
+        source: Option<String>,
+    ) -> Principal {
+        let subject = match (&grant.subject, account) {
+            (Some(user), Some((roles, fhir_user, department))) => Subject::User {
+                username: user.clone(),
+                roles,
+                department: department.unwrap_or_default(),
+                has_fhir_user: fhir_user.is_some(),
+            },
+            // A person's token without an account has no roles: nothing is permitted.
+            (Some(user), None) => Subject::User {
+                username: user.clone(),
+                roles: Vec::new(),
+                department: String::new(),
+                has_fhir_user: false,
+            },
+            (None, _) => Subject::Client {
+                id: grant.client_id.clone(),
+                classes: if grant.client_classes.is_empty() { all_classes() } else { grant.client_classes.clone() },
+            },
+        };
+        Principal { grant, subject, request_id, source, enforcer, state: Arc::new(Mutex::new(RequestState::default())) }
+    }
+
     /// The actor recorded as 入力者 for writes.
     pub fn actor(&self) -> Actor {
         match &self.grant.subject {
@@ -51,44 +203,189 @@ impl Principal {
         }
     }
 
-    /// Who asks, from where, for what, as the record service and the audit trail need it.
+    /// Who asks, from where, for what, as the record service and the audit trail need it; it
+    /// carries this principal as the record service's [`Guard`].
     pub fn context(&self) -> mamori_records::RequestContext {
         mamori_records::RequestContext {
             actor: self.actor(),
             request_id: self.request_id.clone(),
             source: self.source.clone(),
             purpose: "TREAT".into(),
+            guard: Some(GuardRef(Arc::new(self.clone()))),
         }
     }
 
-    /// Decides one action on one resource type. Deny unless a granted scope allows it.
+    /// The purpose of use of this request so far.
+    pub fn purpose(&self) -> String {
+        if self.state.lock().is_ok_and(|s| s.used_break_glass) { "ETREAT".into() } else { "TREAT".into() }
+    }
+
+    /// Records withheld or refused so far (for the audit layer).
+    pub fn denied(&self) -> Vec<String> {
+        self.state.lock().map(|s| s.denied.clone()).unwrap_or_default()
+    }
+
+    fn deny(&self, what: String) {
+        if let Ok(mut s) = self.state.lock()
+            && s.denied.len() < 100
+        {
+            s.denied.push(what);
+        }
+    }
+
+    fn engine(&self) -> Result<Arc<PolicyEngine>, ApiError> {
+        self.enforcer.engine().ok_or_else(|| ApiError::Internal("policy engine unavailable".into()))
+    }
+
+    /// Decides one action on one resource type: the token's scopes, then the access policy for
+    /// the type's own classes (every record of the type carries at least those, so a type-level
+    /// refusal can never hide an allowed record). Refusal: 403.
     pub fn authorize(&self, resource_type: &str, action: Action) -> Result<(), ApiError> {
-        let perm = match action {
-            Action::Read => Perm::Read,
-            Action::Search => Perm::Search,
-            Action::Create => Perm::Create,
-            Action::Update => Perm::Update,
-            Action::Delete => Perm::Delete,
+        let refused = |why: &str| {
+            self.deny(format!("{resource_type} ({}): {why}", action.name()));
+            Err(ApiError::Forbidden(format!("{why}: {} on {resource_type}", action.name())))
         };
-        if self.grant.scopes.allows(resource_type, perm) {
+        if !self.grant.scopes.allows(resource_type, action.perm()) {
+            return refused("the access token's scopes do not allow it");
+        }
+        let target = Target {
+            resource_type: resource_type.to_string(),
+            reference: None,
+            classes: self.enforcer.type_classes(resource_type),
+            patient_bound: false,
+            lab: true,
+        };
+        let situation = Situation { care: false, break_glass: false, operation: action.operation().to_string() };
+        if self.engine()?.decide(&self.subject, action.act(), &target, &situation).allowed {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "the access token does not allow {} on {resource_type}",
-                match action {
-                    Action::Read => "read",
-                    Action::Search => "search",
-                    Action::Create => "create",
-                    Action::Update => "update",
-                    Action::Delete => "delete",
-                }
-            )))
+            refused("the access policy does not allow it")
+        }
+    }
+
+    fn target(v: &VersionRecord) -> Target {
+        Target {
+            resource_type: v.resource_type.to_string(),
+            reference: Some(format!("{}/{}", v.resource_type, v.id)),
+            classes: v.classes.iter().cloned().collect(),
+            patient_bound: v.patient.is_some(),
+            lab: v.lab,
+        }
+    }
+
+    /// The record-level decision. Returns the decision and whether it relied on break-glass.
+    fn decide_record(
+        &self,
+        tx: &mut dyn Tx,
+        act: Act,
+        operation: &str,
+        v: &VersionRecord,
+    ) -> Result<(Arc<Decision>, bool), RecordError> {
+        let engine = self
+            .enforcer
+            .engine()
+            .ok_or_else(|| RecordError::Store(mamori_records::StoreError("policy engine unavailable".into())))?;
+        let target = Self::target(v);
+        let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
+        if let (Subject::User { username, .. }, Some(patient)) = (&self.subject, &v.patient) {
+            situation.care = self.care(tx, patient)?;
+            let d = engine.decide(&self.subject, act, &target, &situation);
+            if d.allowed || situation.care || !self.break_glass(tx, username, patient)? {
+                return Ok((d, false));
+            }
+            situation.break_glass = true;
+            let d = engine.decide(&self.subject, act, &target, &situation);
+            let used = d.allowed;
+            return Ok((d, used));
+        }
+        Ok((engine.decide(&self.subject, act, &target, &situation), false))
+    }
+
+    fn care(&self, tx: &mut dyn Tx, patient: &str) -> Result<bool, RecordError> {
+        let Some(me) = self.grant.fhir_user.as_deref() else { return Ok(false) };
+        if let Some(c) = self.state.lock().ok().and_then(|s| s.care.get(patient).copied()) {
+            return Ok(c);
+        }
+        let c = tx.in_care(patient, me)?;
+        if let Ok(mut s) = self.state.lock() {
+            s.care.insert(patient.to_string(), c);
+        }
+        Ok(c)
+    }
+
+    fn break_glass(&self, tx: &mut dyn Tx, username: &str, patient: &str) -> Result<bool, RecordError> {
+        if let Some(c) = self.state.lock().ok().and_then(|s| s.break_glass.get(patient).copied()) {
+            return Ok(c);
+        }
+        let now = mamori_records::Clock::now(&mamori_records::SystemClock);
+        let c = tx.break_glass_active(username, patient, now)?;
+        if let Ok(mut s) = self.state.lock() {
+            s.break_glass.insert(patient.to_string(), c);
+        }
+        Ok(c)
+    }
+
+    fn note_use(&self, used_break_glass: bool) {
+        if used_break_glass && let Ok(mut s) = self.state.lock() {
+            s.used_break_glass = true;
         }
     }
 
     /// Whether a stored version may appear in a response to this principal.
-    pub fn may_reveal(&self, v: &VersionRecord) -> bool {
-        self.grant.scopes.allows(v.resource_type.as_str(), Perm::Read)
+    pub fn may_see(&self, tx: &mut dyn Tx, v: &VersionRecord) -> Result<bool, RecordError> {
+        let reference = format!("{}/{}/_history/{}", v.resource_type, v.id, v.version);
+        if !self.grant.scopes.allows(v.resource_type.as_str(), Perm::Read) {
+            self.deny(format!("{reference} (read): scopes"));
+            return Ok(false);
+        }
+        let (d, bg) = self.decide_record(tx, Act::Read, "", v)?;
+        if d.allowed {
+            self.note_use(bg);
+            Ok(true)
+        } else {
+            self.deny(format!("{reference} (read): policy"));
+            Ok(false)
+        }
+    }
+
+    /// Whether this principal may write `new` (the method says which action).
+    pub fn may_write(&self, tx: &mut dyn Tx, new: &VersionRecord) -> Result<(), RecordError> {
+        let (action, op) = match new.method {
+            Method::Create => (Action::Create, ""),
+            Method::Update | Method::Patch => (Action::Update, ""),
+            Method::Delete => (Action::Delete, ""),
+            Method::Approve => (Action::Execute("approve"), "approve"),
+        };
+        let reference = format!("{}/{}", new.resource_type, new.id);
+        if !self.grant.scopes.allows(new.resource_type.as_str(), action.perm()) {
+            self.deny(format!("{reference} ({}): scopes", action.name()));
+            return Err(RecordError::Forbidden(format!(
+                "the access token's scopes do not allow {} on {}",
+                action.name(),
+                new.resource_type
+            )));
+        }
+        let (d, bg) = self.decide_record(tx, action.act(), op, new)?;
+        if d.allowed {
+            self.note_use(bg);
+            Ok(())
+        } else {
+            self.deny(format!("{reference} ({}): policy, classes {}", action.name(), new.classes.join(",")));
+            Err(RecordError::Forbidden(format!(
+                "the access policy does not allow {} of {} with information classes [{}] for this patient",
+                action.name(),
+                new.resource_type,
+                new.classes.join(", ")
+            )))
+        }
+    }
+
+    /// An application acting for itself with a wildcard read scope and no class limit: the
+    /// shipped policies hide nothing from it, so counts reveal nothing.
+    pub fn reads_everything(&self) -> bool {
+        self.grant.subject.is_none()
+            && self.grant.client_classes.is_empty()
+            && self.grant.scopes.iter().any(|s| s.resource.is_none() && s.allows("*", Perm::Read))
     }
 
     /// The principal as the audit trail records it.
@@ -100,10 +397,19 @@ impl Principal {
             kind: if self.grant.subject.is_some() { "user" } else { "client" }.into(),
         }
     }
+}
 
-    /// Whether every resource type is readable (so counts reveal nothing hidden).
-    pub fn reads_everything(&self) -> bool {
-        self.grant.scopes.iter().any(|s| s.resource.is_none() && s.allows("*", Perm::Read))
+impl Guard for Principal {
+    fn may_see(&self, tx: &mut dyn Tx, v: &VersionRecord) -> Result<bool, RecordError> {
+        Principal::may_see(self, tx, v)
+    }
+
+    fn may_write(&self, tx: &mut dyn Tx, new: &VersionRecord) -> Result<(), RecordError> {
+        Principal::may_write(self, tx, new)
+    }
+
+    fn purpose(&self) -> Option<String> {
+        self.state.lock().ok().filter(|s| s.used_break_glass).map(|_| "ETREAT".to_string())
     }
 }
 
@@ -129,21 +435,33 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
     };
     // Inline: two indexed reads of a few microseconds cost less than a hop to the blocking pool.
     let source = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    match s.oauth.validate_from(&token, now_secs(), source) {
-        Ok(grant) => {
-            let request_id = req.extensions().get::<crate::RequestId>().map(|r| r.0.clone());
-            let source = req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-                .map(|c| c.0.ip().to_string());
-            let principal = Principal { grant, request_id, source };
-            req.extensions_mut().insert(principal.clone());
-            let mut resp = next.run(req).await;
-            // For the audit layer outside this one.
-            resp.extensions_mut().insert(principal);
-            resp
-        }
-        Err(BearerError::Invalid) => ApiError::Unauthorized.into_response(),
-        Err(BearerError::Store) => ApiError::Internal("token validation failed".into()).into_response(),
+    let grant = match s.oauth.validate_from(&token, now_secs(), source) {
+        Ok(grant) => grant,
+        Err(BearerError::Invalid) => return ApiError::Unauthorized.into_response(),
+        Err(BearerError::Store) => return ApiError::Internal("token validation failed".into()).into_response(),
+    };
+    // A person's token works only while their account is active; their roles are read afresh,
+    // so a role removed or an account disabled takes effect at once.
+    let account = match &grant.subject {
+        Some(user) => match s.identity.account(user) {
+            Ok(Some(a)) if a.status == mamori_identity::account::Status::Active => {
+                Some((a.roles, a.fhir_user, a.department))
+            }
+            Ok(_) => return ApiError::Unauthorized.into_response(),
+            Err(_) => return ApiError::Internal("account lookup failed".into()).into_response(),
+        },
+        None => None,
+    };
+    let request_id = req.extensions().get::<crate::RequestId>().map(|r| r.0.clone());
+    let source = source.map(|ip| ip.to_string());
+    let mut grant = grant;
+    if let Some((_, fhir_user, _)) = &account {
+        grant.fhir_user = fhir_user.clone();
     }
+    let principal = Principal::new(grant, account, s.enforcer.clone(), request_id, source);
+    req.extensions_mut().insert(principal.clone());
+    let mut resp = next.run(req).await;
+    // For the audit layer outside this one.
+    resp.extensions_mut().insert(principal);
+    resp
 }

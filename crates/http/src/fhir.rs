@@ -288,11 +288,8 @@ pub async fn read(
     if rt.as_str() == "AuditEvent" {
         return audit_event_read(&s, &id).await;
     }
-    // Inline: one indexed read by primary key.
-    let v = s.records.read(&rt, &id)?;
-    if !p.may_reveal(&v) {
-        return Err(ApiError::Forbidden("not allowed".into()));
-    }
+    // Inline: indexed reads by primary key (and the care-relationship index).
+    let v = s.records.read(&p.context(), &rt, &id)?;
     if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
         && inm.trim() == etag(&v)
     {
@@ -333,10 +330,7 @@ pub async fn vread(
         )
     })?;
     p.authorize(rt.as_str(), Action::Read)?;
-    let v = s.records.vread(&rt, &id, vid)?;
-    if !p.may_reveal(&v) {
-        return Err(ApiError::Forbidden("not allowed".into()));
-    }
+    let v = s.records.vread(&p.context(), &rt, &id, vid)?;
     Ok(note_of(&v, false).attach(resource_response(&s, StatusCode::OK, &v, Return::Representation, false)))
 }
 
@@ -476,6 +470,82 @@ pub async fn conditional_delete(
     Ok(deleted_response(out))
 }
 
+/// The `duration` of a break-glass request in minutes: a `valueDuration` in `min` or `h`.
+fn break_glass_minutes(p: &Value) -> Result<u32, ApiError> {
+    let bad = |m: &str| ApiError::BadRequest(IssueCode::Value, m.to_string());
+    let d = p
+        .get("valueDuration")
+        .ok_or_else(|| bad("`duration` must be a valueDuration (e.g. {\"value\": 2, \"code\": \"h\"})"))?;
+    let value = d.get("value").and_then(Value::as_f64).ok_or_else(|| bad("`duration` needs a numeric `value`"))?;
+    let unit = d.get("code").or_else(|| d.get("unit")).and_then(Value::as_str).unwrap_or("");
+    let minutes = match unit {
+        "min" => value,
+        "h" => value * 60.0,
+        _ => return Err(bad("`duration` must be in `min` or `h` (UCUM)")),
+    };
+    if !(1.0..=1440.0).contains(&minutes) || minutes.fract() != 0.0 {
+        return Err(bad("`duration` must be whole minutes between 1 minute and 24 hours"));
+    }
+    Ok(minutes as u32)
+}
+
+/// `POST /fhir/Patient/{id}/$break-glass` (非常時, Z5): a Parameters resource with `reason`
+/// (required) and `duration` (default 1 h, at most 24 h). The caller gets their role's rights on
+/// this patient without a care relationship until it expires; the grant raises an alert and
+/// enters the security manager's review queue; every access under it is audited with purpose
+/// ETREAT.
+pub async fn break_glass(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult {
+    let id = rid(&id)?;
+    p.authorize("Patient", Action::Execute("break-glass"))?;
+    let parsed = parse_body(read_body(&s, &headers, body, BodyKind::Resource).await?).await?;
+    let v = parsed.0;
+    if v.get("resourceType").and_then(Value::as_str) != Some("Parameters") {
+        return Err(ApiError::BadRequest(IssueCode::Invalid, "the body must be a Parameters resource".into()));
+    }
+    let mut reason = None;
+    let mut minutes = 60;
+    for param in v.get("parameter").and_then(Value::as_array).into_iter().flatten() {
+        match param.get("name").and_then(Value::as_str) {
+            Some("reason") => {
+                reason =
+                    Some(param.get("valueString").and_then(Value::as_str).map(str::to_string).ok_or_else(|| {
+                        ApiError::BadRequest(IssueCode::Value, "`reason` must be a valueString".into())
+                    })?)
+            }
+            Some("duration") => minutes = break_glass_minutes(param)?,
+            Some(other) => {
+                return Err(ApiError::BadRequest(
+                    IssueCode::NotSupported,
+                    format!("$break-glass has no parameter `{}`", other.chars().take(64).collect::<String>()),
+                ));
+            }
+            None => return Err(ApiError::BadRequest(IssueCode::Value, "every parameter needs a `name`".into())),
+        }
+    }
+    let Some(reason) = reason else {
+        return Err(ApiError::BadRequest(IssueCode::Value, "$break-glass needs a `reason` parameter".into()));
+    };
+    let records = s.records.clone();
+    let ctx = p.context();
+    let g = blocking(move || records.break_glass(&ctx, &id, &reason, minutes)).await?;
+    let out = json!({
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "grant", "valueString": g.id},
+            {"name": "patient", "valueReference": {"reference": g.patient}},
+            {"name": "expires", "valueInstant": g.expires.to_fhir()},
+        ],
+    });
+    let note = AuditNote { patients: vec![g.patient.clone()], in_transaction: true, ..AuditNote::default() };
+    Ok(note.attach(fhir_response(StatusCode::OK, &out)))
+}
+
 /// `POST /fhir/{type}/{id}/$approve`: the author finalises (確定) a proxy entry (代行入力).
 pub async fn approve(
     State(s): State<AppState>,
@@ -483,7 +553,7 @@ pub async fn approve(
     Path((rt, id)): Path<(String, String)>,
 ) -> ApiResult {
     let (rt, id) = (rtype(&rt)?, rid(&id)?);
-    p.authorize(rt.as_str(), Action::Update)?;
+    p.authorize(rt.as_str(), Action::Execute("approve"))?;
     let records = s.records.clone();
     let ctx = p.context();
     let v = blocking(move || records.approve(&ctx, &rt, &id)).await?;
@@ -507,10 +577,10 @@ pub async fn search(
     let conds = conditions(q.as_deref())?;
     let records = s.records.clone();
     let rt2 = rt.clone();
-    let found = blocking(move || records.search(&rt2, &conds)).await?;
-    let revealed: Vec<&VersionRecord> = found.iter().filter(|v| p.may_reveal(v)).collect();
-    let note = note_of_all(revealed.iter().copied());
-    let entries: Vec<Value> = revealed
+    let ctx = p.context();
+    let found = blocking(move || records.search(&ctx, &rt2, &conds)).await?;
+    let note = note_of_all(found.iter());
+    let entries: Vec<Value> = found
         .iter()
         .map(|v| {
             json!({
@@ -626,16 +696,12 @@ async fn history(
         offset: params.offset,
     };
     let records = s.records.clone();
-    let page = blocking(move || records.history(&query)).await?;
+    let ctx = p.context();
+    let page = blocking(move || records.history(&ctx, &query)).await?;
     let base = &s.config.public_url;
     let mut entries = Vec::new();
-    let mut hidden = false;
-    let note = note_of_all(page.entries.iter().filter(|v| p.may_reveal(v)));
+    let note = note_of_all(page.entries.iter());
     for v in &page.entries {
-        if !p.may_reveal(v) {
-            hidden = true;
-            continue;
-        }
         let (method, url, status) = match v.method {
             Method::Create => ("POST", v.resource_type.to_string(), "201 Created"),
             Method::Update | Method::Approve => ("PUT", format!("{}/{}", v.resource_type, v.id), "200 OK"),
@@ -670,9 +736,11 @@ async fn history(
         links.push(json!({"relation": "previous", "url": format!("{path}?{common}&_offset={}", params.offset.saturating_sub(params.count))}));
     }
     let mut bundle = json!({"resourceType": "Bundle", "type": "history", "link": links, "entry": entries});
-    // A total would count versions this principal may not see; give it only when nothing is hidden.
-    if !hidden
-        && (rt.is_some() || p.reads_everything())
+    // A total would count versions this principal may not see. Give it only when nothing on
+    // this page was withheld and either the whole history is on this page (so it counts exactly
+    // what is shown) or the principal is an application unrestricted by scope and class.
+    if !page.hidden
+        && ((params.offset == 0 && page.total <= params.count as u64) || p.reads_everything())
         && let Some(o) = bundle.as_object_mut()
     {
         o.insert("total".into(), json!(page.total));

@@ -21,6 +21,7 @@ use mamori_oauth::OAuth;
 use mamori_records::Records;
 
 pub use audit::AuditNote;
+pub use enforce::Enforcer;
 pub use error::{ApiError, RequestId};
 pub use serve::{TlsFiles, serve, tls_config};
 
@@ -54,6 +55,8 @@ pub struct AppState {
     pub identity: Arc<mamori_identity::service::Identity>,
     /// Readiness.
     pub health: Arc<dyn Health>,
+    /// Access policies and class rules in force (the enforcement point's configuration).
+    pub enforcer: Arc<Enforcer>,
     /// Settings.
     pub config: Arc<HttpConfig>,
     /// Server start time (CapabilityStatement `date`).
@@ -74,6 +77,7 @@ pub fn app(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history", get(fhir::history_instance))
         .route("/{rtype}/{id}/_history/{vid}", get(fhir::vread))
         .route("/{rtype}/{id}/$approve", post(fhir::approve))
+        .route("/Patient/{id}/$break-glass", post(fhir::break_glass))
         .fallback(fhir::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))

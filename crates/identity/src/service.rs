@@ -130,6 +130,11 @@ impl Identity {
         self.audit.append(vec![r]).map(|_| ()).map_err(|e| Error::Invalid(format!("audit: {e}")))
     }
 
+    /// One account, if it exists.
+    pub fn account(&self, username: &str) -> Result<Option<Account>, Error> {
+        Ok(self.store.account(username)?.map(|(a, _)| a))
+    }
+
     /// Adds an account with an initial password that must be changed at first login.
     pub fn add(&self, actor: &str, n: NewAccount, initial_password: &str, now: i64) -> Result<Account, Error> {
         if !valid_username(&n.username) {

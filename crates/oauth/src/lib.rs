@@ -44,6 +44,10 @@ pub struct Client {
     /// Source addresses (CIDR) the client may connect from; empty = any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_ip: Vec<String>,
+    /// Information classes (情報区分) the client may reach; empty = every class its scopes'
+    /// resource types carry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 /// Whether `ip` is inside a CIDR block such as `10.1.0.0/16` or `2001:db8::/32` (a bare address
@@ -202,6 +206,9 @@ pub struct Grant {
     pub scopes: ScopeSet,
     /// Unix seconds.
     pub expires_at: i64,
+    /// The client's registered information classes (empty = not limited); set by
+    /// [`OAuth::validate_from`].
+    pub client_classes: Vec<String>,
 }
 
 /// Client authentication presented at the token endpoint.
@@ -333,13 +340,16 @@ impl OAuth {
     /// Validates a bearer token presented from `source` (checked against the client's allowed
     /// addresses).
     pub fn validate_from(&self, token: &str, now: i64, source: Option<std::net::IpAddr>) -> Result<Grant, BearerError> {
-        let grant = self.validate(token, now)?;
-        let client = self.store.client(&grant.client_id).map_err(|_| BearerError::Store)?;
-        if client.is_some_and(|c| c.allows_source(source)) { Ok(grant) } else { Err(BearerError::Invalid) }
+        let (grant, client) = self.validate_with_client(token, now)?;
+        if client.allows_source(source) { Ok(grant) } else { Err(BearerError::Invalid) }
     }
 
     /// Validates a bearer token.
     pub fn validate(&self, token: &str, now: i64) -> Result<Grant, BearerError> {
+        self.validate_with_client(token, now).map(|(g, _)| g)
+    }
+
+    fn validate_with_client(&self, token: &str, now: i64) -> Result<(Grant, Client), BearerError> {
         if token.is_empty() || token.len() > 512 {
             return Err(BearerError::Invalid);
         }
@@ -348,18 +358,20 @@ impl OAuth {
         if t.revoked || t.expires_at <= now {
             return Err(BearerError::Invalid);
         }
-        let client = self.store.client(&t.client_id).map_err(|_| BearerError::Store)?;
-        if client.is_none_or(|c| c.disabled) {
-            return Err(BearerError::Invalid);
-        }
+        let client = match self.store.client(&t.client_id).map_err(|_| BearerError::Store)? {
+            Some(c) if !c.disabled => c,
+            _ => return Err(BearerError::Invalid),
+        };
         let scopes = ScopeSet::parse(&t.scope).map_err(|_| BearerError::Invalid)?;
-        Ok(Grant {
+        let grant = Grant {
             client_id: t.client_id,
             subject: t.subject,
             fhir_user: t.fhir_user,
             scopes,
             expires_at: t.expires_at,
-        })
+            client_classes: client.classes.clone(),
+        };
+        Ok((grant, client))
     }
 
     /// Revokes a token (RFC 7009 semantics: unknown tokens are not an error).

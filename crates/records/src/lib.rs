@@ -5,6 +5,7 @@
 //! No I/O happens here: storage sits behind [`Store`], time behind [`Clock`].
 
 mod canonical;
+mod care;
 mod clock;
 mod error;
 pub mod primitive;
@@ -15,12 +16,16 @@ mod types;
 pub mod validate;
 
 pub use canonical::{canonical_json, content_hash};
+pub use care::{care_links, is_lab};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{Issue, IssueCode, RecordError, Severity};
-pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM, RequestContext, patient_of};
+pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM, Guard, GuardRef, RequestContext, patient_of};
 pub use service::{
     Condition, FsckReport, HistoryPage, Labeler, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
     parse_resource,
 };
-pub use store::{EntryStatus, HistoryQuery, IdentifierToken, Method, Store, StoreError, Tx, VersionRecord};
+pub use store::{
+    BreakGlassGrant, CareLink, EntryStatus, HistoryQuery, IdentifierToken, IndexEntries, Method, Store, StoreError, Tx,
+    VersionRecord,
+};
 pub use types::{ResourceId, ResourceType};

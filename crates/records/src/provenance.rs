@@ -59,6 +59,37 @@ impl Actor {
     }
 }
 
+/// The access-rights hook: the record service calls it inside its transactions so that
+/// conditional matches and writes are decided by the same enforcement point as reads. The
+/// implementation lives with the enforcement point (`mamori-http`'s `enforce.rs`).
+pub trait Guard: Send + Sync {
+    /// Whether `v` may be revealed to the requester (and so matched by a condition, or changed).
+    fn may_see(&self, tx: &mut dyn crate::Tx, v: &crate::VersionRecord) -> Result<bool, crate::RecordError>;
+    /// Whether the requester may write `new` (its method says create/update/patch/delete/approve);
+    /// `Err(Forbidden)` refuses.
+    fn may_write(&self, tx: &mut dyn crate::Tx, new: &crate::VersionRecord) -> Result<(), crate::RecordError>;
+    /// The purpose of use so far: `ETREAT` once an access relied on break-glass.
+    fn purpose(&self) -> Option<String>;
+}
+
+/// A shared [`Guard`]; compares by identity.
+#[derive(Clone)]
+pub struct GuardRef(pub std::sync::Arc<dyn Guard>);
+
+impl std::fmt::Debug for GuardRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GuardRef")
+    }
+}
+
+impl PartialEq for GuardRef {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for GuardRef {}
+
 /// Who asks, for what purpose, from where: carried into every audit entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestContext {
@@ -70,12 +101,28 @@ pub struct RequestContext {
     pub source: Option<String>,
     /// Purpose of use (`TREAT`, or `ETREAT` under break-glass).
     pub purpose: String,
+    /// The access-rights hook; `None` for the operator's own tools (command line), which act
+    /// with the filesystem access that already grants everything.
+    pub guard: Option<GuardRef>,
 }
 
 impl RequestContext {
     /// A context for an actor with no request (command line, tests).
     pub fn of(actor: Actor) -> Self {
-        RequestContext { actor, request_id: None, source: None, purpose: "TREAT".into() }
+        RequestContext { actor, request_id: None, source: None, purpose: "TREAT".into(), guard: None }
+    }
+
+    /// Whether `v` may be revealed under this context's guard (always, without one).
+    pub fn may_see(&self, tx: &mut dyn crate::Tx, v: &crate::VersionRecord) -> Result<bool, crate::RecordError> {
+        match &self.guard {
+            Some(g) => g.0.may_see(tx, v),
+            None => Ok(true),
+        }
+    }
+
+    /// The purpose to record now.
+    pub fn current_purpose(&self) -> String {
+        self.guard.as_ref().and_then(|g| g.0.purpose()).unwrap_or_else(|| self.purpose.clone())
     }
 
     /// The actor as the audit trail records it.

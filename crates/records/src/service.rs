@@ -8,8 +8,9 @@ use serde_json::{Map, Value, json};
 
 use crate::provenance::{ProvenanceFacts, build as build_provenance};
 use crate::{
-    Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, Issue, IssueCode, Method, RecordError,
-    RequestContext, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord, canonical, patient_of, validate,
+    BreakGlassGrant, Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, IndexEntries, Issue,
+    IssueCode, Method, RecordError, RequestContext, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord,
+    canonical, care_links, is_lab, patient_of, validate,
 };
 
 /// Retention periods (保存期間) per resource type, in years from the record's last version.
@@ -145,8 +146,10 @@ pub struct WriteOutcome {
 pub struct HistoryPage {
     /// Versions on this page.
     pub entries: Vec<VersionRecord>,
-    /// All matching versions.
+    /// All matching versions, including any withheld.
     pub total: u64,
+    /// Whether versions on this page were withheld from the requester.
+    pub hidden: bool,
 }
 
 /// The result of an integrity scrub.
@@ -368,9 +371,20 @@ impl Records {
             }
             None => (None, canonical::content_hash(&Value::Null)),
         };
-        let tokens = body.as_ref().map(identifiers).unwrap_or_default();
+        let index = IndexEntries {
+            identifiers: body.as_ref().map(identifiers).unwrap_or_default(),
+            care: body.as_ref().map(|b| care_links(d.rt.as_str(), d.id.as_str(), b)).unwrap_or_default(),
+        };
         let patient = patient_of(d.rt.as_str(), d.id.as_str(), body.as_ref())
             .or_else(|| d.previous.and_then(|p| p.patient.clone()));
+        let (classes, lab) = match &body {
+            Some(b) => (
+                labels.iter().filter_map(|l| l.get("code").and_then(Value::as_str)).map(str::to_string).collect(),
+                is_lab(d.rt.as_str(), b),
+            ),
+            // A deletion reveals what it deleted: it keeps that version's classes.
+            None => d.previous.map(|p| (p.classes.clone(), p.lab)).unwrap_or_default(),
+        };
         let record = VersionRecord {
             resource_type: d.rt.clone(),
             id: d.id.clone(),
@@ -383,8 +397,13 @@ impl Records {
             status,
             server_written: false,
             patient: patient.clone(),
+            classes: classes.clone(),
+            lab,
         };
-        tx.put(&record, &tokens)?;
+        if let Some(g) = &d.ctx.guard {
+            g.0.may_write(tx, &record)?;
+        }
+        tx.put(&record, &index)?;
 
         let mut prov = build_provenance(&ProvenanceFacts {
             target: reference(d.rt, d.id, version),
@@ -423,9 +442,12 @@ impl Records {
             entered_by: "operator:mamori".into(),
             status: EntryStatus::Final,
             server_written: true,
-            patient: None,
+            // The Provenance is about the same patient and carries the same classes.
+            patient: patient.clone(),
+            classes,
+            lab: false,
         };
-        tx.put(&prov_record, &[])?;
+        tx.put(&prov_record, &IndexEntries::default())?;
         tx.append_audit(mamori_audit::AuditRecord {
             detail: pending.then(|| format!("proxy entry (代行入力), awaiting approval by {author}")),
             patients: patient.into_iter().collect(),
@@ -436,13 +458,39 @@ impl Records {
                 d.method.as_str(),
                 d.ctx.audit_actor(),
                 mamori_audit::Outcome::Success,
-                &d.ctx.purpose,
+                &d.ctx.current_purpose(),
             )
         })?;
         Ok(record)
     }
 
-    fn matches(&self, tx: &mut dyn Tx, rt: &ResourceType, conds: &[Condition]) -> Result<Vec<ResourceId>, RecordError> {
+    /// The resources a condition matches, as a search by the same requester would find them:
+    /// records the requester may not see are not matched (nor revealed by a multiple-match error).
+    fn matches(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        conds: &[Condition],
+    ) -> Result<Vec<ResourceId>, RecordError> {
+        let found = self.matches_unguarded(tx, rt, conds)?;
+        let mut out = Vec::with_capacity(found.len());
+        for id in found {
+            if let Some(v) = tx.current(rt, &id)?
+                && ctx.may_see(tx, &v)?
+            {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn matches_unguarded(
+        &self,
+        tx: &mut dyn Tx,
+        rt: &ResourceType,
+        conds: &[Condition],
+    ) -> Result<Vec<ResourceId>, RecordError> {
         let mut result: Option<BTreeSet<ResourceId>> = None;
         for c in conds {
             let found: BTreeSet<ResourceId> = match c {
@@ -476,7 +524,7 @@ impl Records {
         let author = provenance_author(x_provenance)?;
         self.write(|tx| {
             if let Some(conds) = if_none_exist {
-                let found = self.matches(tx, rt, conds)?;
+                let found = self.matches(tx, ctx, rt, conds)?;
                 match found.as_slice() {
                     [] => {}
                     [one] => {
@@ -548,6 +596,13 @@ impl Records {
         method: Method,
     ) -> Result<WriteOutcome, RecordError> {
         let current = tx.current(rt, id)?;
+        if let Some(c) = &current
+            && !c.is_deleted()
+            && !ctx.may_see(tx, c)?
+        {
+            // Indistinguishable from a resource that does not exist.
+            return Err(RecordError::NotFound(format!("{rt}/{id}")));
+        }
         if let Some(expected) = if_match {
             let now = current.as_ref().map_or(0, |c| c.version);
             if now != expected {
@@ -581,7 +636,7 @@ impl Records {
             _ => None,
         };
         self.write(|tx| {
-            let found = self.matches(tx, rt, conds)?;
+            let found = self.matches(tx, ctx, rt, conds)?;
             let id = match (found.as_slice(), &body_id) {
                 ([], Some(bid)) => bid.clone(),
                 ([], None) => ResourceId::generate()?,
@@ -614,6 +669,9 @@ impl Records {
             .map_err(|e| RecordError::invalid(IssueCode::Structure, format!("not a JSON Patch document: {e}")))?;
         self.write(|tx| {
             let current = live(tx.current(rt, id)?, rt, id)?;
+            if !ctx.may_see(tx, &current)? {
+                return Err(RecordError::NotFound(format!("{rt}/{id}")));
+            }
             let body = current.body.as_deref().unwrap_or("null");
             let mut v: Value =
                 serde_json::from_str(body).map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
@@ -648,7 +706,13 @@ impl Records {
         rt: &ResourceType,
         id: &ResourceId,
     ) -> Result<Option<VersionRecord>, RecordError> {
-        match tx.current(rt, id)? {
+        let current = tx.current(rt, id)?;
+        if let Some(c) = &current
+            && !ctx.may_see(tx, c)?
+        {
+            return Err(RecordError::NotFound(format!("{rt}/{id}")));
+        }
+        match current {
             None => Err(RecordError::NotFound(format!("{rt}/{id}"))),
             Some(c) if c.is_deleted() => Ok(None),
             Some(c) if c.server_written => {
@@ -672,7 +736,7 @@ impl Records {
         conds: &[Condition],
     ) -> Result<Option<VersionRecord>, RecordError> {
         self.write(|tx| {
-            let found = self.matches(tx, rt, conds)?;
+            let found = self.matches(tx, ctx, rt, conds)?;
             match found.as_slice() {
                 [] => Ok(None),
                 [one] => self.delete_in(tx, ctx, rt, one),
@@ -690,6 +754,9 @@ impl Records {
     ) -> Result<VersionRecord, RecordError> {
         self.write(|tx| {
             let current = live(tx.current(rt, id)?, rt, id)?;
+            if !ctx.may_see(tx, &current)? {
+                return Err(RecordError::NotFound(format!("{rt}/{id}")));
+            }
             let EntryStatus::Pending { author } = &current.status else {
                 return Err(RecordError::Conflict(format!("{rt}/{id} is not awaiting approval")));
             };
@@ -715,25 +782,45 @@ impl Records {
         })
     }
 
-    /// `GET /Type/id`.
-    pub fn read(&self, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
-        self.read_tx(|tx| live(tx.current(rt, id)?, rt, id))
+    /// `GET /Type/id`. A record the requester may not see is reported as not found.
+    pub fn read(&self, ctx: &RequestContext, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
+        self.read_tx(|tx| {
+            let v = tx.current(rt, id)?;
+            if let Some(v) = &v
+                && !ctx.may_see(tx, v)?
+            {
+                return Err(RecordError::NotFound(format!("{rt}/{id}")));
+            }
+            live(v, rt, id)
+        })
     }
 
     /// `GET /Type/id/_history/vid`.
-    pub fn vread(&self, rt: &ResourceType, id: &ResourceId, version: u64) -> Result<VersionRecord, RecordError> {
+    pub fn vread(
+        &self,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        id: &ResourceId,
+        version: u64,
+    ) -> Result<VersionRecord, RecordError> {
         self.read_tx(|tx| match tx.version(rt, id, version)? {
+            Some(v) if !ctx.may_see(tx, &v)? => Err(RecordError::NotFound(reference(rt, id, version))),
             Some(v) if v.is_deleted() => Err(RecordError::Gone(reference(rt, id, version))),
             Some(v) => Ok(v),
             None => Err(RecordError::NotFound(reference(rt, id, version))),
         })
     }
 
-    /// Current, live resources of a type matching every condition.
-    pub fn search(&self, rt: &ResourceType, conds: &[Condition]) -> Result<Vec<VersionRecord>, RecordError> {
+    /// Current, live resources of a type matching every condition that the requester may see.
+    pub fn search(
+        &self,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        conds: &[Condition],
+    ) -> Result<Vec<VersionRecord>, RecordError> {
         self.read_tx(|tx| {
             let mut out = Vec::new();
-            for id in self.matches(tx, rt, conds)? {
+            for id in self.matches(tx, ctx, rt, conds)? {
                 if let Some(v) = tx.current(rt, &id)?
                     && !v.is_deleted()
                 {
@@ -744,16 +831,28 @@ impl Records {
         })
     }
 
-    /// Instance, type or system history.
-    pub fn history(&self, q: &HistoryQuery) -> Result<HistoryPage, RecordError> {
+    /// Instance, type or system history: only versions the requester may see. `hidden` says
+    /// whether any were withheld (so a total would reveal them).
+    pub fn history(&self, ctx: &RequestContext, q: &HistoryQuery) -> Result<HistoryPage, RecordError> {
         self.read_tx(|tx| {
-            if let (Some(rt), Some(id)) = (&q.resource_type, &q.id)
-                && tx.current(rt, id)?.is_none()
-            {
-                return Err(RecordError::NotFound(format!("{rt}/{id}")));
+            if let (Some(rt), Some(id)) = (&q.resource_type, &q.id) {
+                match tx.current(rt, id)? {
+                    None => return Err(RecordError::NotFound(format!("{rt}/{id}"))),
+                    Some(c) if !ctx.may_see(tx, &c)? => return Err(RecordError::NotFound(format!("{rt}/{id}"))),
+                    Some(_) => {}
+                }
             }
-            let (entries, total) = tx.history(q)?;
-            Ok(HistoryPage { entries, total })
+            let (all, total) = tx.history(q)?;
+            let mut entries = Vec::with_capacity(all.len());
+            let mut hidden = false;
+            for v in all {
+                if ctx.may_see(tx, &v)? {
+                    entries.push(v);
+                } else {
+                    hidden = true;
+                }
+            }
+            Ok(HistoryPage { entries, total, hidden })
         })
     }
 
@@ -773,6 +872,97 @@ impl Records {
                 true
             })?;
             Ok(report)
+        })
+    }
+
+    /// Break-glass (非常時, Z5): grants `ctx`'s user their role's rights on `Patient/patient`
+    /// without a care relationship for `minutes`. The grant, an alert and the audit entry (purpose
+    /// ETREAT) commit together. Whether the user may break glass at all is decided before, by the
+    /// enforcement point.
+    pub fn break_glass(
+        &self,
+        ctx: &RequestContext,
+        patient: &ResourceId,
+        reason: &str,
+        minutes: u32,
+    ) -> Result<BreakGlassGrant, RecordError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(RecordError::invalid(IssueCode::Value, "break-glass needs a `reason`"));
+        }
+        if reason.chars().count() > 1000 {
+            return Err(RecordError::invalid(IssueCode::Value, "`reason` is longer than 1000 characters"));
+        }
+        if !(1..=24 * 60).contains(&minutes) {
+            return Err(RecordError::invalid(IssueCode::Value, "the duration must be between 1 minute and 24 hours"));
+        }
+        if ctx.actor.kind != crate::ActorKind::User {
+            return Err(RecordError::Forbidden("break-glass is for a person signed in, not an application".into()));
+        }
+        let rt = ResourceType::parse("Patient")?;
+        self.write(|tx| {
+            live(tx.current(&rt, patient)?, &rt, patient)?;
+            let now = self.now(tx)?;
+            let g = BreakGlassGrant {
+                id: ResourceId::generate()?.to_string(),
+                username: ctx.actor.id.clone(),
+                patient: format!("Patient/{patient}"),
+                reason: reason.to_string(),
+                granted: now,
+                expires: Timestamp(now.0.saturating_add(i64::from(minutes) * 60_000_000)),
+                review: None,
+            };
+            tx.add_break_glass(&g)?;
+            let detail = format!("grant {} for {} min: {}", g.id, minutes, g.reason);
+            for action in ["break-glass", "alert-break-glass"] {
+                tx.append_audit(mamori_audit::AuditRecord {
+                    detail: Some(detail.clone()),
+                    patients: vec![g.patient.clone()],
+                    request_id: ctx.request_id.clone(),
+                    source: ctx.source.clone(),
+                    resources: vec![g.patient.clone()],
+                    ..mamori_audit::AuditRecord::new(
+                        action,
+                        ctx.audit_actor(),
+                        mamori_audit::Outcome::Success,
+                        "ETREAT",
+                    )
+                })?;
+            }
+            Ok(g)
+        })
+    }
+
+    /// Break-glass grants, newest first (`open_only`: not yet reviewed).
+    pub fn break_glass_grants(&self, open_only: bool) -> Result<Vec<BreakGlassGrant>, RecordError> {
+        self.read_tx(|tx| Ok(tx.break_glass_grants(open_only)?))
+    }
+
+    /// The security manager closes the review of a break-glass use (audited).
+    pub fn close_break_glass(&self, ctx: &RequestContext, id: &str, note: &str) -> Result<(), RecordError> {
+        if note.trim().is_empty() {
+            return Err(RecordError::invalid(IssueCode::Value, "closing a review needs a note"));
+        }
+        self.write(|tx| {
+            let now = self.now(tx)?;
+            let grants = tx.break_glass_grants(true)?;
+            let Some(g) = grants.iter().find(|g| g.id == id) else {
+                return Err(RecordError::NotFound(format!("no open break-glass review `{id}`")));
+            };
+            if !tx.close_break_glass(id, &ctx.actor.label(), note.trim(), now)? {
+                return Err(RecordError::NotFound(format!("no open break-glass review `{id}`")));
+            }
+            tx.append_audit(mamori_audit::AuditRecord {
+                detail: Some(format!("review of break-glass grant {id} closed: {}", note.trim())),
+                patients: vec![g.patient.clone()],
+                ..mamori_audit::AuditRecord::new(
+                    "break-glass-review",
+                    ctx.audit_actor(),
+                    mamori_audit::Outcome::Success,
+                    "HOPERAT",
+                )
+            })?;
+            Ok(())
         })
     }
 

@@ -87,8 +87,14 @@ pub struct VersionRecord {
     pub status: EntryStatus,
     /// Written by the server itself (its own Provenance); clients may not change it.
     pub server_written: bool,
-    /// The patient the version is about (`Patient/123`), if any: for the audit trail.
+    /// The patient the version is about (`Patient/123`), if any: for the audit trail and the
+    /// care-relationship check.
     pub patient: Option<String>,
+    /// Its information classes (情報区分), as labelled in `meta.security` (a deletion keeps
+    /// those of the version it deletes; a Provenance those of its target).
+    pub classes: Vec<String>,
+    /// A laboratory result (Observation / DiagnosticReport of category laboratory).
+    pub lab: bool,
 }
 
 impl VersionRecord {
@@ -105,6 +111,47 @@ pub struct IdentifierToken {
     pub system: Option<String>,
     /// `Identifier.value`.
     pub value: String,
+}
+
+/// A care relationship (Z3) a version establishes: `member` (a Practitioner or PractitionerRole
+/// reference) cares for `patient`. From active CareTeams, in-progress Encounters and
+/// `Patient.generalPractitioner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CareLink {
+    /// `Patient/id`.
+    pub patient: String,
+    /// `Practitioner/id` or `PractitionerRole/id`.
+    pub member: String,
+}
+
+/// The index entries of a version, replaced with every write of the resource in the same
+/// transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexEntries {
+    /// `identifier` tokens (conditional interactions).
+    pub identifiers: Vec<IdentifierToken>,
+    /// Care relationships.
+    pub care: Vec<CareLink>,
+}
+
+/// A break-glass (非常時) grant (Z5): `username` may use their role's rights on `patient` without
+/// a care relationship until `expires`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassGrant {
+    /// Grant id.
+    pub id: String,
+    /// The user.
+    pub username: String,
+    /// `Patient/id`.
+    pub patient: String,
+    /// Why (required).
+    pub reason: String,
+    /// When granted.
+    pub granted: Timestamp,
+    /// Until when.
+    pub expires: Timestamp,
+    /// When the security manager closed its review, by whom and with what note.
+    pub review: Option<(Timestamp, String, String)>,
 }
 
 /// Which versions a history asks for, newest first.
@@ -146,9 +193,19 @@ pub trait Tx {
     ) -> Result<Vec<ResourceId>, StoreError>;
     /// The latest timestamp ever stored, so time never goes backwards across restarts and processes.
     fn latest_timestamp(&mut self) -> Result<Option<Timestamp>, StoreError>;
-    /// Appends a version and makes it current, replacing the resource's identifier tokens.
+    /// Appends a version and makes it current, replacing the resource's index entries.
     /// Fails if that version number already exists.
-    fn put(&mut self, v: &VersionRecord, identifiers: &[IdentifierToken]) -> Result<(), StoreError>;
+    fn put(&mut self, v: &VersionRecord, index: &IndexEntries) -> Result<(), StoreError>;
+    /// Whether `member` has a care relationship with `patient` (current, live versions only).
+    fn in_care(&mut self, patient: &str, member: &str) -> Result<bool, StoreError>;
+    /// Whether an unexpired break-glass grant covers `username` and `patient` at `now`.
+    fn break_glass_active(&mut self, username: &str, patient: &str, now: Timestamp) -> Result<bool, StoreError>;
+    /// Records a break-glass grant.
+    fn add_break_glass(&mut self, g: &BreakGlassGrant) -> Result<(), StoreError>;
+    /// Break-glass grants, newest first; `open_only` = those whose review is not closed.
+    fn break_glass_grants(&mut self, open_only: bool) -> Result<Vec<BreakGlassGrant>, StoreError>;
+    /// Closes the review of a grant; `false` if there is no such open grant.
+    fn close_break_glass(&mut self, id: &str, by: &str, note: &str, at: Timestamp) -> Result<bool, StoreError>;
     /// Visits every stored version (for `fsck`); stop early by returning `false`.
     fn for_each_version(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError>;
     /// Removes every version of a resource; returns how many were removed.

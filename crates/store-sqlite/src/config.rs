@@ -55,6 +55,13 @@ pub struct ConfigEntry {
 }
 
 impl SqliteStore {
+    /// A number that grows with every configuration change (the history is append-only), for
+    /// cheap polling by long-running processes.
+    pub fn config_generation(&self) -> Result<u64, Error> {
+        let n: i64 = self.reader()?.query_row("SELECT COUNT(*) FROM config_versions", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Applies a configuration change; returns the new version. Fails with
     /// [`Error::Corrupt`] naming the conflict if `expected_version` is stale.
     pub fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error> {

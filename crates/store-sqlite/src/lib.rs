@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS versions (
     pending_author TEXT,
     server_written INTEGER NOT NULL DEFAULT 0,
     patient TEXT,
+    classes TEXT NOT NULL DEFAULT '',
+    lab INTEGER NOT NULL DEFAULT 0,
     UNIQUE (type, id, version)
 );
 CREATE INDEX IF NOT EXISTS versions_by_time ON versions (last_updated);
@@ -69,6 +71,28 @@ CREATE TABLE IF NOT EXISTS identifier_index (
 );
 CREATE INDEX IF NOT EXISTS identifier_lookup ON identifier_index (type, value, system);
 CREATE INDEX IF NOT EXISTS identifier_owner ON identifier_index (type, id);
+-- Care relationships (Z3) from the current versions of CareTeam, Encounter and Patient.
+CREATE TABLE IF NOT EXISTS care_index (
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    patient TEXT NOT NULL,
+    member TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS care_lookup ON care_index (patient, member);
+CREATE INDEX IF NOT EXISTS care_owner ON care_index (type, id);
+-- Break-glass grants (Z5) and their review.
+CREATE TABLE IF NOT EXISTS break_glass (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    patient TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    granted INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    reviewed_at INTEGER,
+    reviewed_by TEXT,
+    review_note TEXT
+);
+CREATE INDEX IF NOT EXISTS break_glass_lookup ON break_glass (username, patient, expires);
 CREATE TABLE IF NOT EXISTS store_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- Versions are immutable (真正性): no UPDATE ever, DELETE only inside a purge.
 CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions

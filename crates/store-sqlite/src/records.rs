@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use mamori_records::{
-    EntryStatus, HistoryQuery, IdentifierToken, Method, RecordError, ResourceId, ResourceType, Store, StoreError,
-    Timestamp, Tx, VersionRecord,
+    BreakGlassGrant, EntryStatus, HistoryQuery, IndexEntries, Method, RecordError, ResourceId, ResourceType, Store,
+    StoreError, Timestamp, Tx, VersionRecord,
 };
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -22,8 +22,7 @@ impl From<Error> for StoreError {
     }
 }
 
-const COLS: &str =
-    "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient";
+const COLS: &str = "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient, classes, lab";
 
 fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
     let rt: String = r.get(0)?;
@@ -35,6 +34,8 @@ fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreEr
     let pending: Option<String> = r.get(8)?;
     let server_written: i64 = r.get(9)?;
     let patient: Option<String> = r.get(10)?;
+    let classes: String = r.get(11)?;
+    let lab: i64 = r.get(12)?;
     Ok((|| {
         Ok(VersionRecord {
             resource_type: ResourceType::parse(&rt).map_err(se)?,
@@ -48,6 +49,8 @@ fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreEr
             status: pending.map_or(EntryStatus::Final, |author| EntryStatus::Pending { author }),
             server_written: server_written != 0,
             patient,
+            classes: classes.split(' ').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+            lab: lab != 0,
         })
     })())
 }
@@ -170,7 +173,7 @@ impl Tx for SqlTx<'_> {
         Ok(v.map(Timestamp))
     }
 
-    fn put(&mut self, v: &VersionRecord, identifiers: &[IdentifierToken]) -> Result<(), StoreError> {
+    fn put(&mut self, v: &VersionRecord, index: &IndexEntries) -> Result<(), StoreError> {
         let pending = match &v.status {
             EntryStatus::Final => None,
             EntryStatus::Pending { author } => Some(author.as_str()),
@@ -178,8 +181,8 @@ impl Tx for SqlTx<'_> {
         let version = i64::try_from(v.version).map_err(se)?;
         self.c
             .prepare_cached(
-                "INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient, classes, lab)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .map_err(se)?
             .execute(params![
@@ -194,6 +197,8 @@ impl Tx for SqlTx<'_> {
                 pending,
                 i64::from(v.server_written),
                 v.patient.as_deref(),
+                v.classes.join(" "),
+                i64::from(v.lab),
             ])
             .map_err(se)?;
         let seq = self.c.last_insert_rowid();
@@ -212,7 +217,7 @@ impl Tx for SqlTx<'_> {
                 .c
                 .prepare_cached("INSERT INTO identifier_index (type, id, system, value) VALUES (?1, ?2, ?3, ?4)")
                 .map_err(se)?;
-            for t in identifiers {
+            for t in &index.identifiers {
                 st.execute(params![
                     v.resource_type.as_str(),
                     v.id.as_str(),
@@ -222,7 +227,88 @@ impl Tx for SqlTx<'_> {
                 .map_err(se)?;
             }
         }
+        if matches!(v.resource_type.as_str(), "CareTeam" | "Encounter" | "Patient") {
+            self.c
+                .prepare_cached("DELETE FROM care_index WHERE type = ?1 AND id = ?2")
+                .map_err(se)?
+                .execute(params![v.resource_type.as_str(), v.id.as_str()])
+                .map_err(se)?;
+            if !v.is_deleted() {
+                let mut st = self
+                    .c
+                    .prepare_cached("INSERT INTO care_index (type, id, patient, member) VALUES (?1, ?2, ?3, ?4)")
+                    .map_err(se)?;
+                for l in &index.care {
+                    st.execute(params![v.resource_type.as_str(), v.id.as_str(), l.patient, l.member]).map_err(se)?;
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn in_care(&mut self, patient: &str, member: &str) -> Result<bool, StoreError> {
+        self.c
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM care_index WHERE patient = ?1 AND member = ?2)")
+            .map_err(se)?
+            .query_row(params![patient, member], |r| r.get(0))
+            .map_err(se)
+    }
+
+    fn break_glass_active(&mut self, username: &str, patient: &str, now: Timestamp) -> Result<bool, StoreError> {
+        self.c
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM break_glass WHERE username = ?1 AND patient = ?2 AND expires > ?3 AND granted <= ?3)",
+            )
+            .map_err(se)?
+            .query_row(params![username, patient, now.0], |r| r.get(0))
+            .map_err(se)
+    }
+
+    fn add_break_glass(&mut self, g: &BreakGlassGrant) -> Result<(), StoreError> {
+        self.c
+            .prepare_cached(
+                "INSERT INTO break_glass (id, username, patient, reason, granted, expires) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(se)?
+            .execute(params![g.id, g.username, g.patient, g.reason, g.granted.0, g.expires.0])
+            .map_err(se)?;
+        Ok(())
+    }
+
+    fn break_glass_grants(&mut self, open_only: bool) -> Result<Vec<BreakGlassGrant>, StoreError> {
+        let sql = format!(
+            "SELECT id, username, patient, reason, granted, expires, reviewed_at, reviewed_by, review_note FROM break_glass {} ORDER BY granted DESC",
+            if open_only { "WHERE reviewed_at IS NULL" } else { "" }
+        );
+        let mut st = self.c.prepare(&sql).map_err(se)?;
+        let rows = st
+            .query_map([], |r| {
+                let reviewed: Option<i64> = r.get(6)?;
+                let by: Option<String> = r.get(7)?;
+                let note: Option<String> = r.get(8)?;
+                Ok(BreakGlassGrant {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    patient: r.get(2)?,
+                    reason: r.get(3)?,
+                    granted: Timestamp(r.get(4)?),
+                    expires: Timestamp(r.get(5)?),
+                    review: reviewed.map(|t| (Timestamp(t), by.unwrap_or_default(), note.unwrap_or_default())),
+                })
+            })
+            .map_err(se)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(se)
+    }
+
+    fn close_break_glass(&mut self, id: &str, by: &str, note: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let n = self
+            .c
+            .execute(
+                "UPDATE break_glass SET reviewed_at = ?2, reviewed_by = ?3, review_note = ?4 WHERE id = ?1 AND reviewed_at IS NULL",
+                params![id, at.0, by, note],
+            )
+            .map_err(se)?;
+        Ok(n == 1)
     }
 
     fn for_each_version(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError> {
@@ -247,6 +333,8 @@ impl Tx for SqlTx<'_> {
         c.execute("DELETE FROM resources WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
             .map_err(se)?;
         c.execute("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
+            .map_err(se)?;
+        c.execute("DELETE FROM care_index WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
             .map_err(se)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
