@@ -47,6 +47,12 @@ enum Command {
     /// The audit trail (監査証跡): verifier key, offline verification, export.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Access policies (アクセス権限, Cedar): show, set, explain a decision, test a proposal.
+    #[command(subcommand)]
+    Policy(crate::policy_cli::PolicyCmd),
+    /// The security manager's reviews: break-glass uses, access review campaigns, least privilege.
+    #[command(subcommand)]
+    Review(crate::review::ReviewCmd),
     /// Physically remove a deleted record whose retention period (保存期間) has ended.
     Purge {
         #[command(flatten)]
@@ -125,7 +131,7 @@ fn classes(c: ClassesCmd) -> Result<ExitCode, String> {
                     now_micros: now_micros(),
                 })
                 .map_err(|e| e.to_string())?;
-            println!("class rules updated to version {v}; restart the server to apply them");
+            println!("class rules updated to version {v}; a running server applies them within a second");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -335,6 +341,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Audit(c) => audit(c),
         Command::User(c) => crate::user_cli::run(c),
         Command::Classes(c) => classes(c),
+        Command::Policy(c) => crate::policy_cli::run(c),
+        Command::Review(c) => crate::review::run(c),
         Command::Fsck(d) => {
             let node = open_node(&d.data_dir)?;
             let report = node.records.fsck().map_err(|e| e.to_string())?;

@@ -6,6 +6,8 @@ pub mod clock_sync;
 pub mod config;
 pub mod datadir;
 pub mod export;
+pub mod policy_cli;
+pub mod review;
 pub mod user_cli;
 pub mod verify;
 

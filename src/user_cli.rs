@@ -292,14 +292,20 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
         }
         UserCmd::Transfer { target, department, roles } => {
             let roles = if roles.is_empty() { None } else { Some(roles) };
-            let a = open_node(&target.dir.data_dir)?
-                .identity
-                .transfer(&format!("operator:{}", target.operator), &target.username, department, roles)
-                .map_err(err)?;
+            let node = open_node(&target.dir.data_dir)?;
+            let by = format!("operator:{}", target.operator);
+            let a = node.identity.transfer(&by, &target.username, department, roles).map_err(err)?;
+            let c = crate::review::open_campaign(
+                &node,
+                &format!("transfer (人事異動) of {}", a.username),
+                std::slice::from_ref(&a.username),
+                &by,
+            )?;
             println!(
-                "異動を記録し、権限の見直しを開始しました / transferred, access review opened: {} ({})",
+                "異動を記録し、権限の見直しを開始しました / transferred, access review opened: {} ({}) — campaign {}",
                 a.username,
-                a.roles.join(", ")
+                a.roles.join(", "),
+                c.id
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -533,3 +533,115 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod combination {
+    //! Properties of how decisions combine, over arbitrary roles, classes and circumstances.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const ROLES: &[&str] =
+        &["doctor", "nurse", "pharmacist", "clerk", "security_manager", "system_admin", "maintenance_vendor", "other"];
+    const CLASSES: &[&str] =
+        &["general", "administrative", "infectious", "genetic", "mental", "hiv", "reproductive", "audit", "system"];
+    const TYPES: &[&str] =
+        &["Observation", "Patient", "MedicationDispense", "Condition", "AuditEvent", "CapabilityStatement"];
+
+    fn engine() -> &'static PolicyEngine {
+        static E: std::sync::OnceLock<PolicyEngine> = std::sync::OnceLock::new();
+        E.get_or_init(|| PolicyEngine::default_policies().unwrap_or_else(|e| unreachable!("{e}")))
+    }
+
+    fn pick(all: &'static [&'static str]) -> impl Strategy<Value = Vec<String>> {
+        proptest::sample::subsequence(all.to_vec(), 0..=all.len())
+            .prop_map(|v| v.into_iter().map(str::to_string).collect())
+    }
+
+    prop_compose! {
+        fn case()(roles in pick(ROLES), classes in pick(CLASSES).prop_filter("a record has a class", |c| !c.is_empty()),
+                  t in proptest::sample::select(TYPES), act in proptest::sample::select(&Act::ALL[..5]),
+                  bound: bool, lab: bool, care: bool, bg: bool)
+            -> (Vec<String>, BTreeSet<String>, String, Act, bool, bool, bool, bool) {
+            (roles, classes.into_iter().collect(), t.to_string(), act, bound, lab, care, bg)
+        }
+    }
+
+    fn user(roles: &[String]) -> Subject {
+        Subject::User { username: "p".into(), roles: roles.to_vec(), department: String::new(), has_fhir_user: true }
+    }
+
+    fn target(t: &str, classes: &BTreeSet<String>, bound: bool, lab: bool) -> Target {
+        Target {
+            resource_type: t.into(),
+            reference: Some(format!("{t}/x")),
+            classes: classes.clone(),
+            patient_bound: bound,
+            lab,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Memoised, sliced decisions equal a full evaluation of every policy.
+        #[test]
+        fn fast_path_equals_full_evaluation((roles, classes, t, act, bound, lab, care, bg) in case()) {
+            let s = Situation { care, break_glass: bg, operation: String::new() };
+            let tg = target(&t, &classes, bound, lab);
+            let fast = engine().decide(&user(&roles), act, &tg, &s);
+            prop_assert_eq!(fast.allowed, engine().decide_unsliced(&user(&roles), act, &tg, &s).allowed);
+        }
+
+        /// Deny overrides allow: a maintenance-vendor role denies everything, whatever else is held.
+        #[test]
+        fn forbid_overrides((mut roles, classes, t, act, bound, lab, care, bg) in case()) {
+            roles.push("maintenance_vendor".into());
+            let s = Situation { care, break_glass: bg, operation: String::new() };
+            prop_assert!(!engine().decide(&user(&roles), act, &target(&t, &classes, bound, lab), &s).allowed);
+        }
+
+        /// Adding a class label only narrows: allowed with classes C ⇒ allowed with any non-empty subset.
+        #[test]
+        fn labels_only_narrow((roles, classes, t, act, bound, lab, care, bg) in case(), drop in 0usize..9) {
+            let s = Situation { care, break_glass: bg, operation: String::new() };
+            let full = engine().decide(&user(&roles), act, &target(&t, &classes, bound, lab), &s).allowed;
+            let mut fewer = classes.clone();
+            if let Some(c) = classes.iter().nth(drop % classes.len()) { fewer.remove(c); }
+            if full && !fewer.is_empty() {
+                prop_assert!(engine().decide(&user(&roles), act, &target(&t, &fewer, bound, lab), &s).allowed);
+            }
+        }
+
+        /// More roles never take rights away (unless a forbidding role is added); care and
+        /// break-glass never take rights away; no rights without any role.
+        #[test]
+        fn monotonic((roles, classes, t, act, bound, lab, care, bg) in case(), extra in proptest::sample::select(&ROLES[..6])) {
+            let s = Situation { care, break_glass: bg, operation: String::new() };
+            let tg = target(&t, &classes, bound, lab);
+            let base = engine().decide(&user(&roles), act, &tg, &s).allowed;
+            let mut more = roles.clone();
+            more.push(extra.to_string());
+            if base { prop_assert!(engine().decide(&user(&more), act, &tg, &s).allowed); }
+            let with_care = Situation { care: true, ..s.clone() };
+            if base { prop_assert!(engine().decide(&user(&roles), act, &tg, &with_care).allowed); }
+            let with_bg = Situation { break_glass: true, ..s.clone() };
+            if base { prop_assert!(engine().decide(&user(&roles), act, &tg, &with_bg).allowed); }
+            prop_assert!(!engine().decide(&user(&[]), act, &tg, &s).allowed);
+        }
+
+        /// Without care or break-glass, no patient-bound clinical record is reachable except by
+        /// the clerk's administrative right.
+        #[test]
+        fn care_is_required((roles, classes, t, act, lab, ..) in case()) {
+            let s = Situation::default();
+            let d = engine().decide(&user(&roles), act, &target(&t, &classes, true, lab), &s);
+            if d.allowed {
+                prop_assert!(
+                    classes.iter().all(|c| c == "administrative") || classes.iter().all(|c| c == "audit" || c == "system"),
+                    "allowed without care: {:?} {:?}", roles, classes
+                );
+            }
+        }
+    }
+}

@@ -130,6 +130,11 @@ impl Identity {
         self.audit.append(vec![r]).map(|_| ()).map_err(|e| Error::Invalid(format!("audit: {e}")))
     }
 
+    /// Every account.
+    pub fn accounts(&self) -> Result<Vec<Account>, Error> {
+        self.store.accounts()
+    }
+
     /// One account, if it exists.
     pub fn account(&self, username: &str) -> Result<Option<Account>, Error> {
         Ok(self.store.account(username)?.map(|(a, _)| a))
@@ -414,6 +419,16 @@ impl Identity {
             Some("transfer: review this account's roles (見直し)".into()),
             None,
         ))?;
+        Ok(a)
+    }
+
+    /// Replaces an account's roles (an access-review decision); audited.
+    pub fn set_roles(&self, actor: &str, username: &str, roles: Vec<String>, reason: &str) -> Result<Account, Error> {
+        let (mut a, v) =
+            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        a.roles = roles;
+        self.store.save_account(&a, Some(v), actor, reason)?;
+        self.log(event("roles-changed", operator(actor), username, Outcome::Success, Some(reason.to_string()), None))?;
         Ok(a)
     }
 

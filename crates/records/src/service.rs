@@ -933,6 +933,33 @@ impl Records {
         })
     }
 
+    /// Whether `member` has a care relationship with `patient` (for explanations).
+    pub fn in_care(&self, patient: &str, member: &str) -> Result<bool, RecordError> {
+        self.read_tx(|tx| Ok(tx.in_care(patient, member)?))
+    }
+
+    /// Whether an active break-glass grant covers `username` and `patient` now.
+    pub fn break_glass_active(&self, username: &str, patient: &str) -> Result<bool, RecordError> {
+        let now = self.clock.now();
+        self.read_tx(|tx| Ok(tx.break_glass_active(username, patient, now)?))
+    }
+
+    /// The current version of a resource, deleted or not, without any access check (operator
+    /// tools: explanations, reports).
+    pub fn current_unguarded(&self, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, RecordError> {
+        self.read_tx(|tx| Ok(tx.current(rt, id)?))
+    }
+
+    /// One version without any access check (operator tools).
+    pub fn version_unguarded(
+        &self,
+        rt: &ResourceType,
+        id: &ResourceId,
+        version: u64,
+    ) -> Result<Option<VersionRecord>, RecordError> {
+        self.read_tx(|tx| Ok(tx.version(rt, id, version)?))
+    }
+
     /// Break-glass grants, newest first (`open_only`: not yet reviewed).
     pub fn break_glass_grants(&self, open_only: bool) -> Result<Vec<BreakGlassGrant>, RecordError> {
         self.read_tx(|tx| Ok(tx.break_glass_grants(open_only)?))

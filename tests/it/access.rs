@@ -1,0 +1,559 @@
+//! Access rights (issue #5): the generated role × class × path matrix, care relationship,
+//! break-glass with its review, explain/test, access review campaigns and the least-privilege
+//! report.
+
+use std::collections::BTreeSet;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use crate::binary::cli;
+use crate::support::{Harness, Resp};
+
+const ROLES: &[&str] =
+    &["doctor", "nurse", "pharmacist", "clerk", "security_manager", "system_admin", "maintenance_vendor"];
+
+const CLINICAL: &[&str] = &["general", "administrative", "infectious", "genetic", "mental", "hiv", "reproductive"];
+
+/// The specification of the shipped roles, written independently of the Cedar policies: may
+/// `role` read a record of `rt` with `classes` (patient-bound or not, lab or not), given care?
+fn oracle_read(role: &str, rt: &str, classes: &BTreeSet<String>, bound: bool, lab: bool, care: bool) -> bool {
+    let within = |allowed: &[&str]| classes.iter().all(|c| allowed.contains(&c.as_str()));
+    let in_care = !bound || care;
+    match role {
+        "doctor" => within(CLINICAL) && in_care,
+        "nurse" => within(&["general", "infectious", "administrative"]) && in_care,
+        "pharmacist" => {
+            let meds = [
+                "Medication",
+                "MedicationKnowledge",
+                "MedicationRequest",
+                "MedicationDispense",
+                "MedicationAdministration",
+                "MedicationStatement",
+                "AllergyIntolerance",
+                "Patient",
+            ];
+            in_care
+                && ((meds.contains(&rt) && within(&["general", "administrative"]))
+                    || (["Observation", "DiagnosticReport"].contains(&rt) && lab && within(&["general"])))
+        }
+        "clerk" => within(&["administrative"]),
+        "security_manager" => within(&["audit"]) || within(&["system"]),
+        "system_admin" => within(&["system"]),
+        _ => false,
+    }
+}
+
+/// The type-level part of the same specification (may the role search this type at all?).
+fn oracle_search_type(role: &str, rt: &str, type_classes: &BTreeSet<String>) -> bool {
+    match role {
+        // security_manager may read but not search the system class.
+        "security_manager" => type_classes.iter().all(|c| c == "audit"),
+        _ => oracle_read(role, rt, type_classes, false, true, true),
+    }
+}
+
+struct Rec {
+    rt: String,
+    id: String,
+    classes: BTreeSet<String>,
+    bound: bool,
+    lab: bool,
+    patient: Option<String>,
+    type_classes: BTreeSet<String>,
+}
+
+fn records_for(patient: &str) -> Vec<Value> {
+    let subj = json!({"reference": format!("Patient/{patient}")});
+    let obs = |system: &str, code: &str, cat: &str| {
+        json!({"resourceType": "Observation", "status": "final", "subject": subj,
+               "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": cat}]}],
+               "code": {"coding": [{"system": system, "code": code}]}})
+    };
+    let cond = |code: &str| {
+        json!({"resourceType": "Condition", "subject": subj,
+               "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": code}]}})
+    };
+    vec![
+        obs("http://loinc.org", "8867-4", "vital-signs"), // general
+        obs("http://loinc.org", "2345-7", "laboratory"),  // general, lab
+        json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": subj,
+               "medicationCodeableConcept": {"text": "アムロジピン 5mg"}}), // general
+        json!({"resourceType": "Coverage", "status": "active", "beneficiary": subj,
+               "payor": [{"display": "全国健康保険協会"}]}), // administrative
+        cond("A15.0"),                                    // infectious
+        obs("http://loinc.org", "51969-4", "laboratory"), // genetic
+        cond("F32.1"),                                    // mental
+        obs("http://loinc.org", "7917-8", "laboratory"),  // hiv
+        cond("O80"),                                      // reproductive
+    ]
+}
+
+async fn body_of(r: &Resp) -> Value {
+    r.json()
+}
+
+async fn setup() -> (Harness, Vec<Rec>, Vec<(String, String)>) {
+    let h = Harness::new();
+    let mut recs = Vec::new();
+    for p in ["p-care", "p-other"] {
+        let pat = h
+            .call(
+                "PUT",
+                &format!("/fhir/Patient/{p}"),
+                Some(&json!({"resourceType": "Patient", "id": p, "name": [{"family": "山田"}]})),
+            )
+            .await;
+        assert!(pat.status.is_success());
+        for r in records_for(p).into_iter().chain([json!({"resourceType": "Patient", "id": p})]) {
+            let rt = r["resourceType"].as_str().unwrap().to_string();
+            let stored = if rt == "Patient" {
+                h.call("GET", &format!("/fhir/Patient/{p}"), None).await.json()
+            } else {
+                h.create(&r).await
+            };
+            let classes: BTreeSet<String> = stored["meta"]["security"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["system"] == "urn:mamori:information-class")
+                .map(|c| c["code"].as_str().unwrap().to_string())
+                .collect();
+            let lab = stored["category"][0]["coding"][0]["code"] == "laboratory";
+            let type_classes = if ["Coverage", "Patient"].contains(&rt.as_str()) {
+                ["administrative".to_string()].into()
+            } else {
+                ["general".to_string()].into()
+            };
+            recs.push(Rec {
+                rt,
+                id: stored["id"].as_str().unwrap().to_string(),
+                classes,
+                bound: true,
+                lab,
+                patient: Some(p.to_string()),
+                type_classes,
+            });
+        }
+    }
+    // Not patient-bound: system configuration.
+    let cs = h
+        .create(&json!({"resourceType": "CapabilityStatement", "status": "active", "date": "2026-11-01",
+                         "kind": "instance", "fhirVersion": "4.0.1", "format": ["json"]}))
+        .await;
+    recs.push(Rec {
+        rt: "CapabilityStatement".into(),
+        id: cs["id"].as_str().unwrap().into(),
+        classes: ["system".to_string()].into(),
+        bound: false,
+        lab: false,
+        patient: None,
+        type_classes: ["system".to_string()].into(),
+    });
+    // Every role's user cares for p-care (CareTeam), none for p-other.
+    let members: Vec<Value> = ROLES
+        .iter()
+        .map(|r| json!({"member": {"reference": format!("Practitioner/pr-{}", r.replace('_', "-"))}}))
+        .collect();
+    h.create(&json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p-care"}, "participant": members}))
+        .await;
+    let tokens: Vec<(String, String)> = ROLES
+        .iter()
+        .map(|r| {
+            let user = format!("u-{}", r.replace('_', "-"));
+            (r.to_string(), h.user_token(&user, &[r], &format!("Practitioner/pr-{}", r.replace('_', "-"))))
+        })
+        .collect();
+    (h, recs, tokens)
+}
+
+async fn get(h: &Harness, token: &str, uri: &str) -> Resp {
+    let req = axum::http::Request::builder()
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    h.send(req).await
+}
+
+#[tokio::test]
+async fn every_role_class_and_path_is_decided_as_specified() {
+    let (h, recs, tokens) = setup().await;
+    // Every class of the taxonomy that can be stored as a record is covered.
+    let covered: BTreeSet<String> = recs.iter().flat_map(|r| r.classes.iter().cloned()).collect();
+    for c in CLINICAL.iter().chain(&["system"]) {
+        assert!(covered.contains(*c), "class {c} not covered");
+    }
+    let mut checked = 0;
+    for (role, token) in &tokens {
+        for r in &recs {
+            let care = r.patient.as_deref() == Some("p-care");
+            let allowed = oracle_read(role, &r.rt, &r.classes, r.bound, r.lab, care);
+            let type_ok = oracle_read(role, &r.rt, &r.type_classes, false, true, true);
+            let ctx = format!("{role} × {}/{} {:?} care={care}", r.rt, r.id, r.classes);
+            let hidden = if type_ok { StatusCode::NOT_FOUND } else { StatusCode::FORBIDDEN };
+
+            // read
+            let resp = get(&h, token, &format!("/fhir/{}/{}", r.rt, r.id)).await;
+            assert_eq!(resp.status, if allowed { StatusCode::OK } else { hidden }, "read: {ctx}");
+            if !allowed && type_ok {
+                // Indistinguishable from a record that does not exist.
+                let missing = get(&h, token, &format!("/fhir/{}/no-such-id", r.rt)).await;
+                assert_eq!(resp.status, missing.status, "read 404 = missing: {ctx}");
+                assert_eq!(body_of(&resp).await["issue"][0]["code"], body_of(&missing).await["issue"][0]["code"]);
+            }
+            // vread
+            let resp = get(&h, token, &format!("/fhir/{}/{}/_history/1", r.rt, r.id)).await;
+            assert_eq!(resp.status, if allowed { StatusCode::OK } else { hidden }, "vread: {ctx}");
+            // instance history
+            let resp = get(&h, token, &format!("/fhir/{}/{}/_history", r.rt, r.id)).await;
+            assert_eq!(resp.status, if allowed { StatusCode::OK } else { hidden }, "history: {ctx}");
+            // search and its count
+            let search_ok = oracle_search_type(role, &r.rt, &r.type_classes);
+            let resp = get(&h, token, &format!("/fhir/{}?_id={}", r.rt, r.id)).await;
+            if search_ok {
+                assert_eq!(resp.status, StatusCode::OK, "search: {ctx}");
+                let b = resp.json();
+                let n = b["entry"].as_array().map_or(0, Vec::len);
+                assert_eq!(n, usize::from(allowed), "search entries: {ctx}");
+                assert_eq!(b["total"], json!(usize::from(allowed)), "search total: {ctx}");
+            } else {
+                assert_eq!(resp.status, StatusCode::FORBIDDEN, "search: {ctx}");
+            }
+            checked += 4;
+        }
+        // Type history and system history reveal exactly the allowed records (and their
+        // Provenance, which carries the same classes and patient).
+        let sys = get(&h, token, "/fhir/_history?_count=1000").await;
+        assert_eq!(sys.status, StatusCode::OK);
+        let shown: BTreeSet<String> = sys.json()["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["resource"]["resourceType"] != "Provenance" && e["resource"]["resourceType"] != "CareTeam")
+            .map(|e| {
+                format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap())
+            })
+            .collect();
+        let expected: BTreeSet<String> = recs
+            .iter()
+            .filter(|r| oracle_read(role, &r.rt, &r.classes, r.bound, r.lab, r.patient.as_deref() == Some("p-care")))
+            .map(|r| format!("{}/{}", r.rt, r.id))
+            .collect();
+        assert_eq!(shown, expected, "system history for {role}");
+        assert!(sys.json().get("total").is_none(), "no total when records are withheld ({role})");
+        checked += 1;
+    }
+    assert!(checked > 300, "{checked}");
+}
+
+#[tokio::test]
+async fn writes_are_decided_on_the_new_content_and_hidden_records_cannot_be_probed() {
+    let (h, _recs, tokens) = setup().await;
+    let tok = |role: &str| tokens.iter().find(|(r, _)| r == role).unwrap().1.clone();
+    let post = |token: String, body: Value| {
+        let h = &h;
+        async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri(format!("/fhir/{}", body["resourceType"].as_str().unwrap()))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/fhir+json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            h.send(req).await
+        }
+    };
+    let hiv = json!({"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p-care"},
+                     "code": {"coding": [{"system": "http://loinc.org", "code": "7917-8"}]}});
+    let plain = json!({"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p-care"},
+                       "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}});
+    // A nurse in care may record a pulse but not an HIV result; a doctor may record both.
+    assert_eq!(post(tok("nurse"), plain.clone()).await.status, StatusCode::CREATED);
+    let r = post(tok("nurse"), hiv.clone()).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.diagnostics().contains("hiv"), "{}", r.diagnostics());
+    assert_eq!(post(tok("doctor"), hiv.clone()).await.status, StatusCode::CREATED);
+    // Not for a patient outside the care relationship.
+    let mut other = plain.clone();
+    other["subject"]["reference"] = json!("Patient/p-other");
+    assert_eq!(post(tok("doctor"), other).await.status, StatusCode::FORBIDDEN);
+    // A clerk registers patients; a pharmacist dispenses but does not prescribe.
+    assert_eq!(
+        post(tok("clerk"), json!({"resourceType": "Patient", "name": [{"family": "佐藤"}]})).await.status,
+        StatusCode::CREATED
+    );
+    let dispense = json!({"resourceType": "MedicationDispense", "status": "completed", "subject": {"reference": "Patient/p-care"},
+                          "medicationCodeableConcept": {"text": "アムロジピン 5mg"}});
+    assert_eq!(post(tok("pharmacist"), dispense).await.status, StatusCode::CREATED);
+    let order = json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": {"reference": "Patient/p-care"},
+                       "medicationCodeableConcept": {"text": "x"}});
+    assert_eq!(post(tok("pharmacist"), order).await.status, StatusCode::FORBIDDEN);
+
+    // An update that would reveal or change a hidden record is a 404, like a missing one.
+    let secret = h
+        .create(&json!({"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/p-other"},
+                                   "identifier": [{"system": "urn:lab", "value": "L-1"}], "code": {"text": "x"}}))
+        .await;
+    let sid = secret["id"].as_str().unwrap();
+    let req = axum::http::Request::builder()
+        .method("PUT")
+        .uri(format!("/fhir/Observation/{sid}"))
+        .header("authorization", format!("Bearer {}", tok("doctor")))
+        .header("content-type", "application/fhir+json")
+        .body(axum::body::Body::from(json!({"resourceType": "Observation", "id": sid, "status": "final", "code": {"text": "y"}, "subject": {"reference": "Patient/p-care"}}).to_string()))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::NOT_FOUND);
+    let req = axum::http::Request::builder()
+        .method("DELETE")
+        .uri(format!("/fhir/Observation/{sid}"))
+        .header("authorization", format!("Bearer {}", tok("doctor")))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    // Doctors have no delete right (削除) at all: 403 whether the record exists, is hidden or not.
+    assert_eq!(h.send(req).await.status, StatusCode::FORBIDDEN);
+    // A conditional search sees what a search would: the hidden record is not matched.
+    let found = get(&h, &tok("doctor"), "/fhir/Observation?identifier=urn:lab|L-1").await.json();
+    assert_eq!(found["total"], 0);
+    // The stored record is unchanged.
+    let still = h.call("GET", &format!("/fhir/Observation/{sid}"), None).await.json();
+    assert_eq!(still["meta"]["versionId"], "1");
+    // Every denial is in the audit trail with its reason, even when the client saw a 404.
+    let audit = h.call("GET", "/fhir/AuditEvent?_count=1000", None).await.json();
+    let denied: Vec<&Value> = audit["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"]["outcome"] != "0")
+        .filter(|e| e["resource"]["outcomeDesc"].as_str().unwrap_or("").contains("access policy"))
+        .collect();
+    assert!(denied.len() >= 3, "denials audited: {}", denied.len());
+}
+
+#[tokio::test]
+async fn break_glass_grants_time_limited_access_audited_as_etreat_and_queued_for_review() {
+    let (h, recs, tokens) = setup().await;
+    let nurse = tokens.iter().find(|(r, _)| r == "nurse").unwrap().1.clone();
+    let obs = recs
+        .iter()
+        .find(|r| r.rt == "Observation" && r.patient.as_deref() == Some("p-other") && r.classes.len() == 1)
+        .unwrap();
+    let uri = format!("/fhir/Observation/{}", obs.id);
+    assert_eq!(get(&h, &nurse, &uri).await.status, StatusCode::NOT_FOUND);
+
+    let send = |body: Value| {
+        let h = &h;
+        let nurse = nurse.clone();
+        async move {
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/fhir/Patient/p-other/$break-glass")
+                .header("authorization", format!("Bearer {nurse}"))
+                .header("content-type", "application/fhir+json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            h.send(req).await
+        }
+    };
+    // No reason → 400; bad duration → 400; unknown parameter → 400; nothing granted.
+    let r = send(json!({"resourceType": "Parameters", "parameter": []})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&r.body));
+    let r = send(json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "急変"}, {"name": "duration", "valueDuration": {"value": 25, "code": "h"}}]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = send(json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "急変"}, {"name": "scope", "valueString": "all"}]})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(get(&h, &nurse, &uri).await.status, StatusCode::NOT_FOUND);
+    // An application cannot break glass; a maintenance vendor has no right to.
+    let r = h
+        .call(
+            "POST",
+            "/fhir/Patient/p-other/$break-glass",
+            Some(&json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "x"}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let r = send(json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "救急外来で意識障害、既往歴の確認"}, {"name": "duration", "valueDuration": {"value": 30, "code": "min"}}]})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let grant = r.json()["parameter"][0]["valueString"].as_str().unwrap().to_string();
+    assert_eq!(get(&h, &nurse, &uri).await.status, StatusCode::OK);
+    // The role's limits still hold under break-glass: the nurse still cannot see mental-health records.
+    let mental = recs.iter().find(|r| r.patient.as_deref() == Some("p-other") && r.classes.contains("mental")).unwrap();
+    assert_eq!(get(&h, &nurse, &format!("/fhir/Condition/{}", mental.id)).await.status, StatusCode::NOT_FOUND);
+
+    let audit = h.call("GET", "/fhir/AuditEvent?_count=1000", None).await.json();
+    let events: Vec<&Value> = audit["entry"].as_array().unwrap().iter().map(|e| &e["resource"]).collect();
+    let purpose = |e: &Value| e["purposeOfEvent"][0]["coding"][0]["code"].as_str().unwrap_or("").to_string();
+    let actions = |e: &Value| e["action"].as_str().unwrap_or("").to_string();
+    let _ = actions;
+    let text = serde_json::to_string(&events).unwrap();
+    assert!(text.contains("alert-break-glass"), "an alert is raised");
+    let etreat = events.iter().filter(|e| purpose(e) == "ETREAT").count();
+    assert!(etreat >= 3, "grant, alert and the access under it are ETREAT: {etreat}");
+
+    // The review queue lists it until the security manager closes it.
+    let dir = h.dir.path().to_str().unwrap();
+    let out = cli(&["review", "break-glass", "--data-dir", dir]);
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(listing.contains(&grant) && listing.contains("OPEN"), "{listing}");
+    let out = cli(&["review", "close", &grant, "--note", "", "--data-dir", dir]);
+    assert!(!out.status.success(), "a note is required");
+    let out = cli(&["review", "close", &grant, "--note", "正当な救急対応と確認", "--data-dir", dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["review", "break-glass", "--data-dir", dir]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&grant));
+    let out = cli(&["review", "close", &grant, "--note", "again", "--data-dir", dir]);
+    assert!(!out.status.success(), "closing twice fails");
+}
+
+#[tokio::test]
+async fn policies_are_explained_tested_and_changed_only_through_the_configuration_path() {
+    let (h, recs, tokens) = setup().await;
+    let dir = h.dir.path().to_str().unwrap().to_string();
+    let hiv = recs.iter().find(|r| r.classes.contains("hiv") && r.patient.as_deref() == Some("p-care")).unwrap();
+    let res = format!("Observation/{}", hiv.id);
+    let out =
+        cli(&["policy", "explain", "--user", "u-nurse", "--action", "read", "--resource", &res, "--data-dir", &dir]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("DENY") && text.contains("hiv") && text.contains("care relationship yes"), "{text}");
+    let out =
+        cli(&["policy", "explain", "--user", "u-doctor", "--action", "read", "--resource", &res, "--data-dir", &dir]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("ALLOW") && text.contains("doctor-clinical"), "{text}");
+    let out =
+        cli(&["policy", "explain", "--user", "nobody", "--action", "read", "--resource", &res, "--data-dir", &dir]);
+    assert!(!out.status.success());
+
+    // A proposal: nurses may also read HIV results. The table of expectations catches it.
+    let proposal = mamori_authz::DEFAULT_POLICIES.replace(
+        r#"["general", "infectious", "administrative"].containsAll"#,
+        r#"["general", "infectious", "administrative", "hiv"].containsAll"#,
+    );
+    let pfile = h.dir.path().join("proposal.cedar");
+    std::fs::write(&pfile, &proposal).unwrap();
+    let table = h.dir.path().join("expect.toml");
+    std::fs::write(
+        &table,
+        r#"
+[[case]]
+name = "nurses never see HIV results"
+roles = ["nurse"]
+action = "read"
+type = "Observation"
+classes = ["general", "hiv"]
+care = true
+expect = "deny"
+
+[[case]]
+name = "a doctor in care reads a pulse"
+roles = ["doctor"]
+action = "read"
+type = "Observation"
+classes = ["general"]
+care = true
+expect = "allow"
+
+[[case]]
+name = "vendors get nothing even as doctors"
+roles = ["doctor", "maintenance_vendor"]
+action = "read"
+type = "Observation"
+classes = ["general"]
+care = true
+expect = "deny"
+"#,
+    )
+    .unwrap();
+    let out = cli(&["policy", "test", table.to_str().unwrap(), "--data-dir", &dir]);
+    assert!(out.status.success(), "the shipped policies pass: {}", String::from_utf8_lossy(&out.stdout));
+    let out =
+        cli(&["policy", "test", table.to_str().unwrap(), "--policies", pfile.to_str().unwrap(), "--data-dir", &dir]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL nurses never see HIV results"));
+    let out = cli(&[
+        "policy",
+        "set",
+        pfile.to_str().unwrap(),
+        "--test",
+        table.to_str().unwrap(),
+        "--reason",
+        "try",
+        "--data-dir",
+        &dir,
+    ]);
+    assert!(!out.status.success(), "a failing proposal is not applied");
+    // Malformed and schema-violating policies are refused with the reason.
+    let bad = h.dir.path().join("bad.cedar");
+    std::fs::write(&bad, "@id(\"x\") permit(principal, action, resource) when { resource.clases.isEmpty() };").unwrap();
+    let out = cli(&["policy", "set", bad.to_str().unwrap(), "--reason", "typo", "--data-dir", &dir]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schema"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Applying the proposal (without the table) takes effect on the next refresh, and is audited.
+    let nurse = tokens.iter().find(|(r, _)| r == "nurse").unwrap().1.clone();
+    assert_eq!(get(&h, &nurse, &format!("/fhir/{res}")).await.status, StatusCode::NOT_FOUND);
+    let out =
+        cli(&["policy", "set", pfile.to_str().unwrap(), "--reason", "HIV外来の看護師に参照を許可", "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut seen = 0;
+    assert!(h.node.refresh_policy(&mut seen).unwrap());
+    assert_eq!(get(&h, &nurse, &format!("/fhir/{res}")).await.status, StatusCode::OK);
+    let hist = h.node.store.config_history("policies", "active").unwrap();
+    assert_eq!(hist.len(), 1);
+    assert_eq!(hist[0].reason, "HIV外来の看護師に参照を許可");
+    let out = cli(&["policy", "show", "--data-dir", &dir]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""administrative", "hiv"]"#));
+}
+
+#[tokio::test]
+async fn access_review_campaigns_and_least_privilege_report() {
+    let (h, recs, tokens) = setup().await;
+    let dir = h.dir.path().to_str().unwrap().to_string();
+    // The doctor reads one record so that some rights are used.
+    let doctor = tokens.iter().find(|(r, _)| r == "doctor").unwrap().1.clone();
+    let obs = recs.iter().find(|r| r.rt == "Observation" && r.patient.as_deref() == Some("p-care")).unwrap();
+    assert_eq!(get(&h, &doctor, &format!("/fhir/Observation/{}", obs.id)).await.status, StatusCode::OK);
+    // Give the doctor an extra role they never use.
+    let out = cli(&["review", "start", "--reason", "2026年度 定期見直し", "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let campaign = text.split("opened: ").nth(1).unwrap().split(' ').next().unwrap().to_string();
+    let out = cli(&["review", "show", &campaign, "--data-dir", &dir]);
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(shown.matches("OPEN").count(), ROLES.len(), "{shown}");
+    let out =
+        cli(&["review", "decide", &campaign, "u-clerk", "--revoke", "clerk", "--note", "異動済み", "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(h.node.identity.account("u-clerk").unwrap().unwrap().roles.is_empty());
+    let clerk = tokens.iter().find(|(r, _)| r == "clerk").unwrap().1.clone();
+    assert_eq!(get(&h, &clerk, "/fhir/Patient/p-care").await.status, StatusCode::FORBIDDEN, "revocation is immediate");
+    let out = cli(&["review", "decide", &campaign, "u-clerk", "--confirm", "--data-dir", &dir]);
+    assert!(!out.status.success(), "decided once");
+    let out = cli(&["review", "decide", &campaign, "u-doctor", "--revoke", "nurse", "--data-dir", &dir]);
+    assert!(!out.status.success(), "cannot revoke a role not held");
+    let out = cli(&["review", "decide", &campaign, "u-doctor", "--confirm", "--data-dir", &dir]);
+    assert!(out.status.success());
+    let out = cli(&["review", "list", "--data-dir", &dir]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!(
+        "{campaign}\t{} open of {}",
+        ROLES.len() - 2,
+        ROLES.len()
+    )));
+
+    // A transfer opens a campaign for that person.
+    let out = cli(&["user", "transfer", "u-nurse", "--department", "ICU", "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("campaign"));
+
+    let out = cli(&["review", "report", "--days", "30", "--user", "u-doctor", "--data-dir", &dir]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success());
+    assert!(report.contains("used:    general:read"), "{report}");
+    assert!(report.contains("unused:") && report.contains("hiv:read/search/create/update"), "{report}");
+    let out = cli(&["review", "report", "--days", "30", "--user", "u-pharmacist", "--data-dir", &dir]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(report.contains("role `pharmacist` was not used"), "{report}");
+}
