@@ -44,7 +44,26 @@ pub enum UserCmd {
         /// Read the initial password from standard input (required: never on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// An emergency account (非常時用): the password is sealed for when normal sign-in is
+        /// unavailable; every use raises an alert, and after use it must be rotated.
+        #[arg(long)]
+        emergency: bool,
         /// Who issues it.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// Emergency accounts and whether their sealed credential has been used (must be rotated).
+    Emergency(DataDir),
+    /// Rotate an emergency account's sealed password (read from stdin) after use.
+    RotateEmergency {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Login name.
+        username: String,
+        /// Read the new password from standard input (required).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        /// Who rotates it.
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
     },
@@ -152,6 +171,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             proofing_verifier,
             proofing_date,
             password_stdin: _,
+            emergency,
             operator,
         } => {
             let mut pw = String::new();
@@ -179,7 +199,48 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
                 )
                 .map_err(err)?;
             println!("アカウントを発行しました / account issued: {} (roles: {})", a.username, a.roles.join(", "));
-            println!("初回ログイン時にパスワードの変更が必要です / the password must be changed at first login");
+            if emergency {
+                node.identity.mark_emergency(&format!("operator:{operator}"), &a.username).map_err(err)?;
+                println!(
+                    "非常時用アカウントです。パスワードを封印して保管してください / emergency account: seal the password; every use raises an alert"
+                );
+            } else {
+                println!("初回ログイン時にパスワードの変更が必要です / the password must be changed at first login");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UserCmd::Emergency(dir) => {
+            let node = open_node(&dir.data_dir)?;
+            let list = node.identity.emergency_accounts().map_err(err)?;
+            if list.is_empty() {
+                println!("非常時用アカウントはありません / no emergency accounts");
+            }
+            let mut to_rotate = 0;
+            for (a, opened) in list {
+                match opened {
+                    None => println!("{}	sealed (未使用)	{}", a.username, a.roles.join(", ")),
+                    Some(t) => {
+                        to_rotate += 1;
+                        println!(
+                            "{}	USED at unix {t} — rotate now (使用済み・要更新)	{}",
+                            a.username,
+                            a.roles.join(", ")
+                        );
+                    }
+                }
+            }
+            Ok(if to_rotate > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        UserCmd::RotateEmergency { dir, username, password_stdin: _, operator } => {
+            let mut pw = String::new();
+            std::io::stdin()
+                .read_to_string(&mut pw)
+                .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+            let node = open_node(&dir.data_dir)?;
+            node.identity
+                .rotate_emergency(&format!("operator:{operator}"), &username, pw.trim_end_matches(['\n', '\r']), now())
+                .map_err(err)?;
+            println!("封印パスワードを更新しました / sealed credential rotated: {username}");
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::EnrollTotp { dir, username, issuer, operator } => {

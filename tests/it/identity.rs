@@ -285,3 +285,37 @@ async fn recovery_codes_work_once_in_place_of_the_authenticator() {
         events(&h, "login").iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("recovery code (9 left)")))
     );
 }
+
+#[test]
+fn emergency_accounts_alert_on_every_use_and_must_be_rotated_after() {
+    let h = Harness::new();
+    add(&h, "er-sealed");
+    let id = &h.node.identity;
+    id.mark_emergency("operator:admin", "er-sealed").unwrap();
+    // Opened: works, no forced change, and raises an alert each time.
+    let a = id.authenticate("er-sealed", PW, None, T0 + 10, None).unwrap().unwrap();
+    assert!(!a.must_change_password);
+    id.authenticate("er-sealed", PW, None, T0 + 3600, None).unwrap().unwrap();
+    assert_eq!(events(&h, "alert-emergency-account").len(), 2);
+    let listed = id.emergency_accounts().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1, Some(T0 + 10), "use is detected");
+    // After the window, refused (uniformly) until rotated.
+    let late = id.authenticate("er-sealed", PW, None, T0 + 10 + 25 * 3600, None).unwrap();
+    assert!(late.is_err());
+    assert_eq!(events(&h, "alert-emergency-account").len(), 3);
+    // Rotation: policy-checked, must differ, re-seals.
+    assert!(id.rotate_emergency("operator:admin", "er-sealed", "short", T0 + 100_000).is_err());
+    assert!(id.rotate_emergency("operator:admin", "er-sealed", PW, T0 + 100_000).is_err());
+    id.rotate_emergency("operator:admin", "er-sealed", "Zq9!vT4#mWx-2Lp", T0 + 100_000).unwrap();
+    assert_eq!(id.emergency_accounts().unwrap()[0].1, None);
+    id.authenticate("er-sealed", "Zq9!vT4#mWx-2Lp", None, T0 + 100_010, None).unwrap().unwrap();
+    // Only emergency accounts rotate this way.
+    add(&h, "dr-plain");
+    assert!(id.rotate_emergency("operator:admin", "dr-plain", "Zq9!vT4#mWx-2Lp", T0).is_err());
+    // The CLI lists it and exits 1 while a used credential awaits rotation.
+    let dir = h.dir.path().to_str().unwrap();
+    let out = crate::binary::cli(&["user", "emergency", "--data-dir", dir]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("USED"));
+}

@@ -48,7 +48,15 @@ pub struct Account {
     pub status: Status,
     /// Unix time of creation.
     pub created_at: i64,
+    /// An emergency account (非常時用アカウント): its credentials are sealed (e.g. in an envelope
+    /// in the director's safe) for when normal sign-in is unavailable. Every use raises an alert;
+    /// after first use it works for [`EMERGENCY_WINDOW_SECS`] and then not until rotated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub emergency: bool,
 }
+
+/// How long an opened emergency credential keeps working before it must be rotated (24 h).
+pub const EMERGENCY_WINDOW_SECS: i64 = 24 * 3600;
 
 /// A TOTP authenticator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +86,10 @@ pub struct Credentials {
     /// SHA-256 (hex) of each unused recovery code (80 random bits each, single use).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recovery: Vec<String>,
+    /// For an emergency account: when its sealed credential was first used (unix seconds);
+    /// cleared by rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emergency_opened_at: Option<i64>,
 }
 
 impl Credentials {

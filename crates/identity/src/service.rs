@@ -182,6 +182,7 @@ impl Identity {
             proofing: n.proofing,
             status: Status::Active,
             created_at: now,
+            emergency: false,
         };
         self.store.save_account(&account, None, actor, "account issued (join)")?;
         let creds = Credentials {
@@ -325,6 +326,36 @@ impl Identity {
             t.last_step = Some(step);
             self.store.save_credentials(username, &creds)?;
         }
+        if account.emergency {
+            // 非常時用アカウント: every use is an alert; once opened it works for a window, then
+            // not until an administrator rotates it.
+            match creds.emergency_opened_at {
+                Some(t) if now - t > crate::account::EMERGENCY_WINDOW_SECS => {
+                    self.log(event(
+                        "alert-emergency-account",
+                        who.clone(),
+                        username,
+                        Outcome::Denied,
+                        Some("emergency credential used after its window; it must be rotated".into()),
+                        source,
+                    ))?;
+                    return refuse("emergency credential not rotated after use", None);
+                }
+                Some(_) => {}
+                None => {
+                    creds.emergency_opened_at = Some(now);
+                    self.store.save_credentials(username, &creds)?;
+                }
+            }
+            self.log(event(
+                "alert-emergency-account",
+                who.clone(),
+                username,
+                Outcome::Success,
+                Some("emergency account used (非常時用アカウントの使用): review and rotate it".into()),
+                source,
+            ))?;
+        }
         self.lockout_policy.succeed(&mut state);
         self.store.save_lockout(username, &state, Some(now))?;
         let days = |t: i64| t.div_euclid(86_400);
@@ -420,6 +451,66 @@ impl Identity {
             None,
         ))?;
         Ok(a)
+    }
+
+    /// Flags an account as an emergency account with sealed credentials: its initial password
+    /// is the sealed one (no change is forced at first use) and every use raises an alert.
+    pub fn mark_emergency(&self, actor: &str, username: &str) -> Result<Account, Error> {
+        let (mut a, v) =
+            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        a.emergency = true;
+        self.store.save_account(&a, Some(v), actor, "flagged as emergency account (非常時用)")?;
+        let mut creds = self.store.credentials(username)?.unwrap_or_default();
+        creds.must_change = false;
+        self.store.save_credentials(username, &creds)?;
+        self.log(event("emergency-flagged", operator(actor), username, Outcome::Success, None, None))?;
+        Ok(a)
+    }
+
+    /// Rotates an emergency account's sealed password after use (or periodically).
+    pub fn rotate_emergency(&self, actor: &str, username: &str, new_password: &str, now: i64) -> Result<(), Error> {
+        let (a, _) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        if !a.emergency {
+            return Err(Error::Invalid(format!("`{username}` is not an emergency account")));
+        }
+        let mut creds = self.store.credentials(username)?.unwrap_or_default();
+        let ctx = password::Context {
+            username,
+            display_name: a.display_name.as_deref(),
+            has_second_factor: creds.totp.is_some(),
+            previous: &creds.history,
+        };
+        self.password_policy.check(new_password, &ctx)?;
+        if password::verify(new_password, &creds.password_hash) {
+            return Err(Error::Invalid("the new sealed password must differ from the old one".into()));
+        }
+        let old = std::mem::replace(&mut creds.password_hash, password::hash(new_password)?);
+        creds.history.insert(0, old);
+        creds.history.truncate(self.password_policy.history);
+        creds.password_changed_at = now;
+        creds.must_change = false;
+        creds.emergency_opened_at = None;
+        self.store.save_credentials(username, &creds)?;
+        self.store.revoke_tokens_of(username)?;
+        self.store.delete_sessions_of(username)?;
+        self.log(event(
+            "emergency-rotated",
+            operator(actor),
+            username,
+            Outcome::Success,
+            Some("sealed credential rotated".into()),
+            None,
+        ))
+    }
+
+    /// Emergency accounts and whether each was opened (unix seconds) and not yet rotated.
+    pub fn emergency_accounts(&self) -> Result<Vec<(Account, Option<i64>)>, Error> {
+        let mut out = Vec::new();
+        for a in self.store.accounts()?.into_iter().filter(|a| a.emergency) {
+            let opened = self.store.credentials(&a.username)?.and_then(|c| c.emergency_opened_at);
+            out.push((a, opened));
+        }
+        Ok(out)
     }
 
     /// Replaces an account's roles (an access-review decision); audited.
