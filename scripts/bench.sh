@@ -4,13 +4,14 @@
 # shared, noisy machine. Writes the table into BENCHMARKS.md between the BENCH markers.
 #
 # Usage: scripts/bench.sh [DURATION_SECONDS] [CONNECTIONS]
+# BENCH_BIN=path/to/mamori: load that binary instead of building this tree, and print the table
+# without rewriting BENCHMARKS.md (for A/B runs of two builds in one session).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
 CONNS=${2:-16}
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --quiet
-BIN=target/release/mamori
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=target/release/mamori; fi
 DATA=$(mktemp -d)
 PORT=${BENCH_PORT:-18180}
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
@@ -62,7 +63,7 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%
 TEOF
 )
 echo "$TABLE"
-if [ -f BENCHMARKS.md ] && grep -q '<!-- BENCH:BEGIN -->' BENCHMARKS.md; then
+if [ -z "${BENCH_BIN:-}" ] && [ -f BENCHMARKS.md ] && grep -q '<!-- BENCH:BEGIN -->' BENCHMARKS.md; then
   python3 - "$TABLE" <<'PY'
 import sys, re
 t = open("BENCHMARKS.md").read()

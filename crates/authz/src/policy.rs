@@ -175,7 +175,8 @@ pub struct PolicyEngine {
     by_role: HashMap<String, Vec<Policy>>,
     by_resource: HashMap<String, Vec<Policy>>,
     unscoped: Vec<Policy>,
-    named: HashSet<EntityUid>,
+    /// `(type, id)` of every entity a policy names as a literal.
+    named: HashSet<(String, String)>,
     sliced: Mutex<HashMap<SliceKey, Arc<PolicySet>>>,
     memo: Mutex<HashMap<Key, Arc<Decision>>>,
     authorizer: Authorizer,
@@ -225,7 +226,9 @@ impl PolicyEngine {
             if !ids.insert(id.to_string()) {
                 return Err(PolicyError(format!("two policies have @id(\"{id}\")")));
             }
-            named.extend(p.entity_literals());
+            named.extend(
+                p.entity_literals().into_iter().map(|u| (u.type_name().to_string(), u.id().unescaped().to_string())),
+            );
             match (p.principal_constraint(), p.resource_constraint()) {
                 (PrincipalConstraint::In(u), _) if u.type_name().to_string() == "Mamori::Role" => {
                     by_role.entry(u.id().unescaped().to_string()).or_default().push(p.clone())
@@ -372,17 +375,21 @@ impl PolicyEngine {
         }
     }
 
+    fn names(&self, ty: &str, id: &str) -> bool {
+        !self.named.is_empty() && self.named.contains(&(ty.to_string(), id.to_string()))
+    }
+
     fn key(&self, subject: &Subject, act: Act, target: &Target, situation: &Situation) -> Result<Key, PolicyError> {
         let (principal, roles, attrs, client) = match subject {
             Subject::User { username, roles, department, has_fhir_user } => {
-                let named = self.named.contains(&uid("Mamori::User", username)?);
+                let named = self.names("Mamori::User", username);
                 let mut roles = roles.clone();
                 roles.sort();
                 roles.dedup();
                 (named.then(|| username.clone()), roles, vec![department.clone(), has_fhir_user.to_string()], false)
             }
             Subject::Client { id, classes } => {
-                let named = self.named.contains(&uid("Mamori::Client", id)?);
+                let named = self.names("Mamori::Client", id);
                 let mut classes = classes.clone();
                 classes.sort();
                 classes.dedup();
@@ -390,7 +397,7 @@ impl PolicyEngine {
             }
         };
         let rid = target.reference.as_deref().unwrap_or(&target.resource_type);
-        let resource = self.named.contains(&uid("Mamori::Resource", rid)?).then(|| rid.to_string());
+        let resource = self.names("Mamori::Resource", rid).then(|| rid.to_string());
         Ok(Key {
             principal,
             roles,

@@ -155,7 +155,8 @@ impl Action {
 }
 
 fn all_classes() -> Vec<String> {
-    mamori_authz::taxonomy().into_iter().map(|c| c.code).collect()
+    static ALL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| mamori_authz::taxonomy().into_iter().map(|c| c.code).collect()).clone()
 }
 
 impl Principal {
