@@ -279,6 +279,10 @@ enum ClientCmd {
         /// class its scopes' resource types carry.
         #[arg(long = "class")]
         class: Vec<String>,
+        /// The client's public keys (a JWK Set file): it authenticates with `private_key_jwt`
+        /// (ES256, ES384, RS384) instead of a secret.
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
         /// Who registers it (recorded with the change).
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
@@ -291,6 +295,19 @@ enum ClientCmd {
         dir: DataDir,
         /// The client id.
         client_id: String,
+    },
+    /// Replace a client's public keys (JWK Set) for `private_key_jwt`.
+    RotateJwks {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The client id.
+        client_id: String,
+        /// The new JWK Set file (include the old key too for an overlap period).
+        #[arg(long)]
+        jwks_file: PathBuf,
+        /// Who rotates it.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
     },
     /// Disable a client: it gets no tokens and its tokens stop working.
     Disable {
@@ -395,13 +412,15 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     node.spawn_integrator();
     node.spawn_policy_watcher();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
-    let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{addr}`: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        // From the bound address, so that `--listen 127.0.0.1:0` yields the real port in links,
+        // discovery documents and the `aud` clients must use.
+        let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
+        let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));
         tracing::info!(%bound, data_dir = %node.dir.display(), tls = tls.is_some(), "mamori serving");
         println!("mamori serving {scheme}://{bound}/fhir (data: {})", node.dir.display());
         mamori_http::serve(listener, app, tls, shutdown_signal()).await.map_err(|e| format!("server: {e}"))
@@ -456,9 +475,46 @@ fn now_micros() -> i64 {
     mamori_records::Clock::now(&mamori_records::SystemClock).0
 }
 
+/// Reads and checks a JWK Set file: public EC (P-256/P-384) or RSA keys only.
+fn read_jwks(path: &PathBuf) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    mamori_oauth::assertion::validate_jwks(&v).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    Ok(v)
+}
+
 fn client(c: ClientCmd) -> Result<ExitCode, String> {
     match c {
-        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, allow_ip, class, operator } => {
+        ClientCmd::RotateJwks { dir, client_id, jwks_file, operator } => {
+            let jwks = read_jwks(&jwks_file)?;
+            let node = open_node(&dir.data_dir)?;
+            let entry = node
+                .store
+                .config_get("client", &client_id)
+                .map_err(|e| e.to_string())?
+                .filter(|e| e.value.is_some())
+                .ok_or_else(|| format!("no client `{client_id}`"))?;
+            let mut c: Client = serde_json::from_value(entry.value.unwrap_or_default()).map_err(|e| e.to_string())?;
+            if c.jwks.is_none() {
+                return Err(format!("client `{client_id}` uses a secret, not private_key_jwt"));
+            }
+            c.jwks = Some(jwks);
+            node.store
+                .change_config(&ConfigChange {
+                    kind: "client",
+                    key: &client_id,
+                    value: Some(serde_json::to_value(&c).map_err(|e| e.to_string())?),
+                    changed_by: &format!("operator:{operator}"),
+                    reason: "client keys rotated (JWK Set replaced)",
+                    expected_version: Some(entry.version),
+                    now_micros: now_micros(),
+                })
+                .map_err(|e| e.to_string())?;
+            println!("client {client_id}: keys replaced");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, allow_ip, class, jwks_file, operator } => {
+            let jwks = jwks_file.as_ref().map(read_jwks).transpose()?;
             let known: Vec<String> = mamori_authz::taxonomy().into_iter().map(|c| c.code).collect();
             if let Some(bad) = class.iter().find(|c| !known.contains(c)) {
                 return Err(format!("--class `{bad}` is not an information class ({})", known.join(", ")));
@@ -480,16 +536,17 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             {
                 return Err(format!("client `{client_id}` already exists"));
             }
-            let secret = random_secret().map_err(|e| e.to_string())?;
+            let secret = if jwks.is_some() { None } else { Some(random_secret().map_err(|e| e.to_string())?) };
             let record = Client {
                 id: client_id.clone(),
                 name,
-                secret_sha256: Some(sha256_hex(&secret)),
+                secret_sha256: secret.as_deref().map(sha256_hex),
                 scope: scopes.to_string(),
                 disabled: false,
                 token_lifetime_secs: lifetime,
                 allow_ip,
                 classes: class,
+                jwks,
             };
             let previous = node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.map(|e| e.version);
             node.store
@@ -504,9 +561,17 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
                 })
                 .map_err(|e| e.to_string())?;
             println!("client_id={client_id}");
-            println!("client_secret={secret}");
-            println!("scope={}", record.scope);
-            eprintln!("The secret is shown only now; store it in the application's secret store.");
+            match &secret {
+                Some(secret) => {
+                    println!("client_secret={secret}");
+                    println!("scope={}", record.scope);
+                    eprintln!("The secret is shown only now; store it in the application's secret store.");
+                }
+                None => {
+                    println!("token_endpoint_auth_method=private_key_jwt");
+                    println!("scope={}", record.scope);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::List(dir) => {

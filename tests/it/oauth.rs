@@ -265,3 +265,97 @@ async fn clients_limited_to_source_addresses() {
     assert_eq!(h.send(at("10.20.9.9:1")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(h.send(at("198.51.100.1:1")).await.status, StatusCode::UNAUTHORIZED, "the token is useless elsewhere");
 }
+
+/// PyJWT + cryptography + requests, installed once into the test's temporary directory.
+fn jwt_deps() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pydeps-jwt");
+    if dir.join("jwt").exists() && dir.join("cryptography").exists() && dir.join("requests").exists() {
+        return dir;
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+        .arg(&dir)
+        .args(["PyJWT==2.10.1", "cryptography==50.0.2", "requests==2.32.3"])
+        .output()
+        .expect("python3 with pip is needed for the backend-services test");
+    assert!(out.status.success(), "pip install failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+fn backend_client(deps: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/backend_client.py"))
+        .args(args)
+        .env("PYTHONPATH", deps)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn backend_services_authenticate_with_private_key_jwt_and_forgeries_are_refused() {
+    use crate::binary::{cli, start};
+    let deps = jwt_deps();
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    backend_client(&deps, &["keys", keys.to_str().unwrap()]);
+    let dir = tmp.path().join("d");
+    let d = dir.to_str().unwrap();
+    // A JWK Set with a private member is refused at registration.
+    let leaky = tmp.path().join("leaky.json");
+    let mut jwks: serde_json::Value = serde_json::from_slice(&std::fs::read(keys.join("jwks.json")).unwrap()).unwrap();
+    let mut with_private = jwks.clone();
+    with_private["keys"][0]["d"] = serde_json::json!("AAAA");
+    std::fs::write(&leaky, with_private.to_string()).unwrap();
+    let out = cli(&[
+        "client",
+        "add",
+        "leaky",
+        "--scope",
+        "system/Patient.rs",
+        "--jwks-file",
+        leaky.to_str().unwrap(),
+        "--data-dir",
+        d,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public keys only"));
+    let out = cli(&[
+        "client",
+        "add",
+        "backend",
+        "--scope",
+        "system/Patient.rs",
+        "--jwks-file",
+        keys.join("jwks.json").to_str().unwrap(),
+        "--data-dir",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("private_key_jwt") && !stdout.contains("client_secret="), "{stdout}");
+    let server = start(&dir, &[]);
+    let base = format!("http://{}", server.addr);
+    backend_client(&deps, &["flow", &base, keys.to_str().unwrap()]);
+    // Key rotation: drop the P-384 key; assertions signed with it stop working.
+    jwks["keys"].as_array_mut().unwrap().remove(0);
+    let rotated = tmp.path().join("rotated.json");
+    std::fs::write(&rotated, jwks.to_string()).unwrap();
+    let out = cli(&["client", "rotate-jwks", "backend", "--jwks-file", rotated.to_str().unwrap(), "--data-dir", d]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let show = cli(&["client", "show", "backend", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&show.stdout).contains("k256"));
+    assert!(!String::from_utf8_lossy(&show.stdout).contains("\"k384\""));
+    // Every refusal above is in the audit trail under the client's id.
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let refused =
+        text.lines().filter(|l| l.contains("\"action\":\"token\"") && l.contains("\"outcome\":\"denied\"")).count();
+    assert!(refused >= 10, "refused token requests audited: {refused}");
+}

@@ -51,6 +51,7 @@ pub fn register_client(node: &Node, id: &str, scope: &str) {
         token_lifetime_secs: 900,
         allow_ip: Vec::new(),
         classes: Vec::new(),
+        jwks: None,
     };
     let prev = node.store.config_get("client", id).unwrap().map(|e| e.version);
     node.store

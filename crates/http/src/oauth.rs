@@ -249,7 +249,8 @@ pub async fn metadata(State(s): State<AppState>) -> Response {
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "grant_types_supported": ["client_credentials"],
         "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": mamori_oauth::assertion::ALGORITHMS,
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "scopes_supported": ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write"],
@@ -259,7 +260,7 @@ pub async fn metadata(State(s): State<AppState>) -> Response {
 }
 
 /// `GET /fhir/.well-known/smart-configuration`: SMART App Launch 2.x discovery, listing only the
-/// capabilities that exist today (backend services with symmetric client authentication).
+/// capabilities that exist today (backend services with symmetric or asymmetric client authentication).
 pub async fn smart_configuration(State(s): State<AppState>) -> Response {
     let base = &s.config.public_url;
     axum::Json(serde_json::json!({
@@ -267,9 +268,10 @@ pub async fn smart_configuration(State(s): State<AppState>) -> Response {
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
         "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": mamori_oauth::assertion::ALGORITHMS,
         "scopes_supported": ["system/*.cruds", "system/*.rs"],
-        "capabilities": ["client-confidential-symmetric", "permission-v1", "permission-v2"],
+        "capabilities": ["client-confidential-symmetric", "client-confidential-asymmetric", "permission-v1", "permission-v2"],
         "code_challenge_methods_supported": ["S256"],
     }))
     .into_response()
@@ -339,19 +341,6 @@ async fn token_inner(
         axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| OAuthError::invalid_request("the form is too large"))?;
     let form = parse_form(&bytes)?;
     let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());
-    let header_auth = basic_auth(&headers)?;
-    let post_auth = match (get("client_id"), get("client_secret")) {
-        (Some(id), Some(secret)) => Some(ClientAuth { id, secret }),
-        _ => None,
-    };
-    let auth = match (header_auth, post_auth) {
-        (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("use one client authentication method, not two"));
-        }
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => return Err(OAuthError::invalid_client()),
-    };
-    *client = Some(auth.id.chars().take(64).collect());
     match get("grant_type").as_deref() {
         Some("client_credentials") => {}
         Some(other) => {
@@ -365,9 +354,31 @@ async fn token_inner(
     let scope = get("scope");
     let oauth = s.oauth.clone();
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let resp = tokio::task::spawn_blocking(move || oauth.client_credentials_from(&auth, scope.as_deref(), now, source))
-        .await
-        .map_err(|_| OAuthError::server_error())??;
+    let resp = match (get("client_assertion"), get("client_assertion_type")) {
+        // private_key_jwt (RFC 7523): the assertion is the only client authentication allowed.
+        (Some(assertion), Some(kind)) => {
+            if basic_auth(&headers)?.is_some() || get("client_secret").is_some() {
+                return Err(OAuthError::invalid_request("use one client authentication method, not two"));
+            }
+            *client = mamori_oauth::assertion::claimed_client(&assertion).ok();
+            let endpoint = format!("{}/oauth/token", s.config.public_url);
+            tokio::task::spawn_blocking(move || {
+                oauth.client_credentials_assertion(&kind, &assertion, scope.as_deref(), &endpoint, now, source)
+            })
+            .await
+            .map_err(|_| OAuthError::server_error())??
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(OAuthError::invalid_request("client_assertion and client_assertion_type go together"));
+        }
+        (None, None) => {
+            let auth = client_auth(&headers, &form)?;
+            *client = Some(auth.id.chars().take(64).collect());
+            tokio::task::spawn_blocking(move || oauth.client_credentials_from(&auth, scope.as_deref(), now, source))
+                .await
+                .map_err(|_| OAuthError::server_error())??
+        }
+    };
     let scope = resp.scope.clone();
     let mut r = (StatusCode::OK, axum::Json(resp)).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -221,6 +221,22 @@ impl OAuthStore for SqliteStore {
         let conn = self.writer().map_err(se)?;
         let n =
             conn.execute("UPDATE access_tokens SET revoked = 1 WHERE sha256 = ?1", params![&sha256[..]]).map_err(se)?;
+        // A revocation is acknowledged only once durable.
+        self.release_durably(conn).map_err(se)?;
         Ok(n > 0)
+    }
+
+    fn use_jti(&self, client_id: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        let conn = self.writer().map_err(se)?;
+        conn.execute("DELETE FROM client_assertions WHERE expires_at < ?1", params![now]).map_err(se)?;
+        let n = conn
+            .execute(
+                "INSERT OR IGNORE INTO client_assertions (client_id, jti, expires_at) VALUES (?1, ?2, ?3)",
+                params![client_id, jti, expires_at],
+            )
+            .map_err(se)?;
+        // Durable before the token it guards is issued, so a crash cannot reopen a replay.
+        self.release_durably(conn).map_err(se)?;
+        Ok(n == 1)
     }
 }

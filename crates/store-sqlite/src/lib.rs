@@ -125,6 +125,13 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     revoked INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_tokens_by_client ON access_tokens (client_id);
+-- private_key_jwt replay cache: each assertion's jti once per client, until it expires.
+CREATE TABLE IF NOT EXISTS client_assertions (
+    client_id TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (client_id, jti)
+) WITHOUT ROWID;
 -- The audit trail (L2/L3): append-only entries; leaf index = idx - 1.
 CREATE TABLE IF NOT EXISTS audit_entries (
     idx INTEGER PRIMARY KEY,
