@@ -469,6 +469,12 @@ expect = "deny"
     .unwrap();
     let out = cli(&["policy", "test", table.to_str().unwrap(), "--data-dir", &dir]);
     assert!(out.status.success(), "the shipped policies pass: {}", String::from_utf8_lossy(&out.stdout));
+    // The table shipped in the repository holds for the shipped policies, and catches the proposal.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/expected-decisions.toml");
+    let out = cli(&["policy", "test", shipped, "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = cli(&["policy", "test", shipped, "--policies", pfile.to_str().unwrap(), "--data-dir", &dir]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     let out =
         cli(&["policy", "test", table.to_str().unwrap(), "--policies", pfile.to_str().unwrap(), "--data-dir", &dir]);
     assert_eq!(out.status.code(), Some(1));
