@@ -563,3 +563,43 @@ async fn access_review_campaigns_and_least_privilege_report() {
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(report.contains("role `pharmacist` was not used"), "{report}");
 }
+
+#[tokio::test]
+async fn a_store_from_before_access_rights_is_migrated_and_its_records_stay_classified() {
+    // A data directory written by the previous schema: versions without `classes`/`lab`.
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let c = rusqlite::Connection::open(tmp.path().join("mamori.db")).unwrap();
+        c.execute_batch(
+            "CREATE TABLE versions (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, id TEXT NOT NULL,
+               version INTEGER NOT NULL, last_updated INTEGER NOT NULL, method TEXT NOT NULL, body TEXT,
+               sha256 BLOB NOT NULL, entered_by TEXT NOT NULL, pending_author TEXT,
+               server_written INTEGER NOT NULL DEFAULT 0, patient TEXT, UNIQUE (type, id, version));
+             CREATE TABLE resources (type TEXT NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (type, id)) WITHOUT ROWID;",
+        )
+        .unwrap();
+        let body = json!({"resourceType": "Observation", "id": "old-hiv", "status": "final",
+            "subject": {"reference": "Patient/p-care"}, "code": {"text": "HIV-1 Ab"},
+            "meta": {"versionId": "1", "lastUpdated": "2026-11-01T00:00:00Z",
+                     "security": [{"system": "urn:mamori:information-class", "code": "general"},
+                                  {"system": "urn:mamori:information-class", "code": "hiv"}]}});
+        c.execute(
+            "INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, patient)
+             VALUES ('Observation', 'old-hiv', 1, 1, 'create', ?1, zeroblob(32), 'client:old', 'Patient/p-care')",
+            [body.to_string()],
+        )
+        .unwrap();
+        c.execute("INSERT INTO resources (type, id, seq) VALUES ('Observation', 'old-hiv', 1)", []).unwrap();
+    }
+    let node = mamori::open_node(tmp.path()).unwrap();
+    crate::support::register_client(&node, "test-app", "system/*.cruds");
+    let h = Harness::from_node(tmp, node);
+    let nurse = h.user_token("u-nurse", &["nurse"], "Practitioner/pr-nurse");
+    let doctor = h.user_token("u-doctor", &["doctor"], "Practitioner/pr-doctor");
+    h.create(&json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p-care"},
+        "participant": [{"member": {"reference": "Practitioner/pr-nurse"}}, {"member": {"reference": "Practitioner/pr-doctor"}}]}))
+        .await;
+    // The legacy version's labels come from its own meta.security: the nurse may not see it.
+    assert_eq!(get(&h, &nurse, "/fhir/Observation/old-hiv").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(get(&h, &doctor, "/fhir/Observation/old-hiv").await.status, StatusCode::OK);
+}

@@ -84,6 +84,11 @@ impl Harness {
         }
         let node = mamori::open_node(dir.path()).unwrap();
         register_client(&node, "test-app", "system/*.cruds");
+        Self::from_node(dir, node)
+    }
+
+    /// A harness over a node already opened on `dir` (with client `test-app` registered).
+    pub fn from_node(dir: tempfile::TempDir, node: Node) -> Harness {
         let token = node
             .oauth
             .client_credentials(

@@ -264,11 +264,32 @@ impl Principal {
         }
     }
 
-    fn target(v: &VersionRecord) -> Target {
+    fn target(&self, v: &VersionRecord) -> Target {
+        let mut classes: BTreeSet<String> = v.classes.iter().cloned().collect();
+        if classes.is_empty() {
+            // A version stored before classes were recorded beside it: its labels are in its own
+            // meta.security; failing that, the rules' classes for its type. Never "no classes",
+            // which every permit would cover.
+            classes = v
+                .body
+                .as_deref()
+                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+                .map(|b| {
+                    b.pointer("/meta/security")
+                        .and_then(serde_json::Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter(|c| c.get("system").and_then(serde_json::Value::as_str) == Some(mamori_authz::SYSTEM))
+                        .filter_map(|c| c.get("code").and_then(serde_json::Value::as_str).map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            classes.extend(self.enforcer.type_classes(v.resource_type.as_str()));
+        }
         Target {
             resource_type: v.resource_type.to_string(),
             reference: Some(format!("{}/{}", v.resource_type, v.id)),
-            classes: v.classes.iter().cloned().collect(),
+            classes,
             patient_bound: v.patient.is_some(),
             lab: v.lab,
         }
@@ -286,7 +307,7 @@ impl Principal {
             .enforcer
             .engine()
             .ok_or_else(|| RecordError::Store(mamori_records::StoreError("policy engine unavailable".into())))?;
-        let target = Self::target(v);
+        let target = self.target(v);
         let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
         if let (Subject::User { username, .. }, Some(patient)) = (&self.subject, &v.patient) {
             situation.care = self.care(tx, patient)?;

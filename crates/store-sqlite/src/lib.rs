@@ -168,6 +168,21 @@ CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (username);
 "#;
 
+/// Brings a store made by an earlier version up to the current schema. Additive only.
+fn migrate(c: &Connection) -> Result<(), Error> {
+    let mut st = c.prepare("SELECT name FROM pragma_table_info('versions')")?;
+    let cols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    // Versions written before access rights (issue #5) have no stored classes; the enforcement
+    // point then reads them from the version's own meta.security (see enforce.rs).
+    if !cols.iter().any(|c| c == "classes") {
+        c.execute_batch("ALTER TABLE versions ADD COLUMN classes TEXT NOT NULL DEFAULT ''")?;
+    }
+    if !cols.iter().any(|c| c == "lab") {
+        c.execute_batch("ALTER TABLE versions ADD COLUMN lab INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 const READERS: usize = 4;
 
 /// The SQLite store.
@@ -201,6 +216,7 @@ impl SqliteStore {
         let writer = open_conn(&path, false)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.execute_batch(SCHEMA)?;
+        migrate(&writer)?;
         let durability = durability::Durability::open(dir, &path)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
