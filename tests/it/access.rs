@@ -603,3 +603,62 @@ async fn a_store_from_before_access_rights_is_migrated_and_its_records_stay_clas
     assert_eq!(get(&h, &nurse, "/fhir/Observation/old-hiv").await.status, StatusCode::NOT_FOUND);
     assert_eq!(get(&h, &doctor, "/fhir/Observation/old-hiv").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn patient_scopes_reach_only_the_patient_in_context() {
+    let (h, recs, _tokens) = setup().await;
+    // The doctor cares for both patients here, so only the token's patient context limits it.
+    h.create(&json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p-other"},
+        "participant": [{"member": {"reference": "Practitioner/pr-doctor"}}]}))
+        .await;
+    let token = |patient: Option<&str>, scope: &str| {
+        h.node
+            .oauth
+            .issue_for_user_in_context(
+                "test-app",
+                "u-doctor",
+                Some("Practitioner/pr-doctor"),
+                scope,
+                patient,
+                900,
+                crate::support::now_secs(),
+            )
+            .unwrap()
+            .access_token
+    };
+    let obs = |p: &str| {
+        recs.iter().find(|r| r.rt == "Observation" && r.patient.as_deref() == Some(p) && r.classes.len() == 1).unwrap()
+    };
+    let in_context = token(Some("Patient/p-care"), "patient/Observation.rs patient/Patient.r");
+    assert_eq!(get(&h, &in_context, &format!("/fhir/Observation/{}", obs("p-care").id)).await.status, StatusCode::OK);
+    assert_eq!(
+        get(&h, &in_context, &format!("/fhir/Observation/{}", obs("p-other").id)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(get(&h, &in_context, "/fhir/Patient/p-care").await.status, StatusCode::OK);
+    assert_eq!(get(&h, &in_context, "/fhir/Patient/p-other").await.status, StatusCode::NOT_FOUND);
+    let b = get(&h, &in_context, &format!("/fhir/Observation?_id={}", obs("p-other").id)).await.json();
+    assert_eq!(b["total"], 0);
+    // patient/ scopes without a patient in context reach nothing; user/ scopes are not limited by it.
+    let no_context = token(None, "patient/Observation.rs");
+    assert_eq!(
+        get(&h, &no_context, &format!("/fhir/Observation/{}", obs("p-care").id)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let user = token(Some("Patient/p-care"), "user/Observation.rs");
+    assert_eq!(get(&h, &user, &format!("/fhir/Observation/{}", obs("p-other").id)).await.status, StatusCode::OK);
+    // Writes too: a patient/ write scope cannot create for another patient.
+    let writer = token(Some("Patient/p-care"), "patient/Observation.cruds");
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/fhir/Observation")
+        .header("authorization", format!("Bearer {writer}"))
+        .header("content-type", "application/fhir+json")
+        .body(axum::body::Body::from(
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Patient/p-other"}})
+            .to_string(),
+        ))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::FORBIDDEN);
+}

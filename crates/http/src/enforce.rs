@@ -353,10 +353,20 @@ impl Principal {
         }
     }
 
+    /// Whether the token's scopes let `perm` reach record `v`: `patient/` scopes reach only
+    /// the patient in context (and nothing without one).
+    fn scopes_reach(&self, v: &VersionRecord, perm: Perm) -> bool {
+        match self.grant.scopes.reach(v.resource_type.as_str(), perm) {
+            None => false,
+            Some(false) => true,
+            Some(true) => self.grant.patient.is_some() && self.grant.patient == v.patient,
+        }
+    }
+
     /// Whether a stored version may appear in a response to this principal.
     pub fn may_see(&self, tx: &mut dyn Tx, v: &VersionRecord) -> Result<bool, RecordError> {
         let reference = format!("{}/{}/_history/{}", v.resource_type, v.id, v.version);
-        if !self.grant.scopes.allows(v.resource_type.as_str(), Perm::Read) {
+        if !self.scopes_reach(v, Perm::Read) {
             self.deny(format!("{reference} (read): scopes"));
             return Ok(false);
         }
@@ -379,7 +389,7 @@ impl Principal {
             Method::Approve => (Action::Execute("approve"), "approve"),
         };
         let reference = format!("{}/{}", new.resource_type, new.id);
-        if !self.grant.scopes.allows(new.resource_type.as_str(), action.perm()) {
+        if !self.scopes_reach(new, action.perm()) {
             self.deny(format!("{reference} ({}): scopes", action.name()));
             return Err(RecordError::Forbidden(format!(
                 "the access token's scopes do not allow {} on {}",
@@ -406,6 +416,7 @@ impl Principal {
     /// shipped policies hide nothing from it, so counts reveal nothing.
     pub fn reads_everything(&self) -> bool {
         self.grant.subject.is_none()
+            && self.grant.patient.is_none()
             && self.grant.client_classes.is_empty()
             && self.grant.scopes.iter().any(|s| s.resource.is_none() && s.allows("*", Perm::Read))
     }

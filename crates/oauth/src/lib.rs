@@ -112,6 +112,8 @@ pub struct TokenRecord {
     pub expires_at: i64,
     /// Revoked.
     pub revoked: bool,
+    /// The patient in context (`Patient/123`) for `patient/` scopes, if any.
+    pub patient: Option<String>,
 }
 
 /// What the OAuth service needs from storage.
@@ -216,6 +218,9 @@ pub struct Grant {
     /// The client's registered information classes (empty = not limited); set by
     /// [`OAuth::validate_from`].
     pub client_classes: Vec<String>,
+    /// The patient in context (`Patient/123`): `patient/` scopes reach only this patient's
+    /// records; without one they reach nothing.
+    pub patient: Option<String>,
 }
 
 /// Client authentication presented at the token endpoint.
@@ -355,6 +360,7 @@ impl OAuth {
             issued_at: now,
             expires_at: now.saturating_add(i64::try_from(lifetime).unwrap_or(3600)),
             revoked: false,
+            patient: None,
         };
         self.store.insert_token(&record)?;
         Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime, scope: record.scope })
@@ -371,6 +377,22 @@ impl OAuth {
         lifetime_secs: u64,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
+        self.issue_for_user_in_context(client_id, subject, fhir_user, scope, None, lifetime_secs, now)
+    }
+
+    /// As [`OAuth::issue_for_user`], with a patient in context (`Patient/123`) for `patient/`
+    /// scopes (a SMART launch with `launch/patient` will use this).
+    #[expect(clippy::too_many_arguments, reason = "the fields of one token")]
+    pub fn issue_for_user_in_context(
+        &self,
+        client_id: &str,
+        subject: &str,
+        fhir_user: Option<&str>,
+        scope: &str,
+        patient: Option<&str>,
+        lifetime_secs: u64,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
         let scopes = ScopeSet::parse(scope).map_err(OAuthError::invalid_scope)?;
         let token = random_secret()?;
         let record = TokenRecord {
@@ -382,6 +404,7 @@ impl OAuth {
             issued_at: now,
             expires_at: now.saturating_add(i64::try_from(lifetime_secs).unwrap_or(3600)),
             revoked: false,
+            patient: patient.map(str::to_string),
         };
         self.store.insert_token(&record)?;
         Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime_secs, scope: record.scope })
@@ -420,6 +443,7 @@ impl OAuth {
             scopes,
             expires_at: t.expires_at,
             client_classes: client.classes.clone(),
+            patient: t.patient,
         };
         Ok((grant, client))
     }

@@ -158,6 +158,21 @@ impl ScopeSet {
         self.0.iter().any(|s| s.allows(resource_type, perm))
     }
 
+    /// How far the set lets `perm` on `resource_type` reach: `None` (not at all), `Some(true)`
+    /// (only the patient in context, by `patient/` scopes) or `Some(false)` (unrestricted by
+    /// patient, by a `user/` or `system/` scope).
+    pub fn reach(&self, resource_type: &str, perm: Perm) -> Option<bool> {
+        let mut patient_only = None;
+        for s in self.0.iter().filter(|s| s.allows(resource_type, perm)) {
+            if s.context == Context::Patient {
+                patient_only = Some(true);
+            } else {
+                return Some(false);
+            }
+        }
+        patient_only
+    }
+
     /// Whether some scope of the set covers `s`.
     pub fn covers(&self, s: &Scope) -> bool {
         self.0.iter().any(|mine| mine.covers(s))

@@ -188,10 +188,10 @@ impl OAuthStore for SqliteStore {
     fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
         let conn = self.writer().map_err(se)?;
         conn.prepare_cached(
-            "INSERT INTO access_tokens (sha256, client_id, subject, fhir_user, scope, issued_at, expires_at, revoked) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO access_tokens (sha256, client_id, subject, fhir_user, scope, issued_at, expires_at, revoked, patient) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )
         .map_err(se)?
-        .execute(params![&t.token_sha256[..], t.client_id, t.subject, t.fhir_user, t.scope, t.issued_at, t.expires_at, i64::from(t.revoked)])
+        .execute(params![&t.token_sha256[..], t.client_id, t.subject, t.fhir_user, t.scope, t.issued_at, t.expires_at, i64::from(t.revoked), t.patient])
         .map_err(se)?;
         self.release_durably(conn).map_err(se)
     }
@@ -199,7 +199,7 @@ impl OAuthStore for SqliteStore {
     fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
         let conn = self.reader().map_err(se)?;
         let mut st = conn
-            .prepare_cached("SELECT client_id, subject, fhir_user, scope, issued_at, expires_at, revoked FROM access_tokens WHERE sha256 = ?1")
+            .prepare_cached("SELECT client_id, subject, fhir_user, scope, issued_at, expires_at, revoked, patient FROM access_tokens WHERE sha256 = ?1")
             .map_err(se)?;
         st.query_row(params![&sha256[..]], |r| {
             Ok(TokenRecord {
@@ -211,6 +211,7 @@ impl OAuthStore for SqliteStore {
                 issued_at: r.get(4)?,
                 expires_at: r.get(5)?,
                 revoked: r.get::<_, i64>(6)? != 0,
+                patient: r.get(7)?,
             })
         })
         .optional()

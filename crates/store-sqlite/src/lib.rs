@@ -122,7 +122,8 @@ CREATE TABLE IF NOT EXISTS access_tokens (
     scope TEXT NOT NULL,
     issued_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0,
+    patient TEXT
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS access_tokens_by_client ON access_tokens (client_id);
 -- private_key_jwt replay cache: each assertion's jti once per client, until it expires.
@@ -179,6 +180,11 @@ fn migrate(c: &Connection) -> Result<(), Error> {
     }
     if !cols.iter().any(|c| c == "lab") {
         c.execute_batch("ALTER TABLE versions ADD COLUMN lab INTEGER NOT NULL DEFAULT 0")?;
+    }
+    let mut st = c.prepare("SELECT name FROM pragma_table_info('access_tokens')")?;
+    let cols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if !cols.iter().any(|c| c == "patient") {
+        c.execute_batch("ALTER TABLE access_tokens ADD COLUMN patient TEXT")?;
     }
     Ok(())
 }
