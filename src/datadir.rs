@@ -216,7 +216,7 @@ impl Node {
             loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
                 match node.refresh_policy(&mut seen) {
-                    Ok(true) => tracing::info!("access policies and class rules reloaded"),
+                    Ok(true) => tracing::debug!("configuration changed; access policies and class rules reloaded"),
                     Ok(false) => {}
                     Err(e) => tracing::error!(error = %e, "policy reload failed; the previous policies stay in force"),
                 }
