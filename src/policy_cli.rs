@@ -281,28 +281,11 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
                         .current_unguarded(&rt, &id)
                         .map_err(|e| e.to_string())?
                         .ok_or_else(|| format!("no record `{resource}`"))?;
-                    let target = Target {
-                        resource_type: rt.to_string(),
-                        reference: Some(format!("{rt}/{id}")),
-                        classes: v.classes.iter().cloned().collect(),
-                        patient_bound: v.patient.is_some(),
-                        lab: v.lab,
-                    };
-                    (target, v.patient.clone())
+                    (mamori_http::record_target(&v, &rules), v.patient.clone())
                 }
                 None => {
                     ResourceType::parse(&resource).map_err(|e| e.to_string())?;
-                    let classes = rules.by_type.get(&resource).unwrap_or(&rules.default).iter().cloned().collect();
-                    (
-                        Target {
-                            resource_type: resource.clone(),
-                            reference: None,
-                            classes,
-                            patient_bound: false,
-                            lab: true,
-                        },
-                        None,
-                    )
+                    (mamori_http::type_target(&resource, &rules), None)
                 }
             };
             let (care, break_glass) = match (&patient, &account.fhir_user) {

@@ -491,6 +491,38 @@ expect = "deny"
         &dir,
     ]);
     assert!(!out.status.success(), "a failing proposal is not applied");
+    // A malformed table is refused with the reason, nothing applied.
+    let broken = h.dir.path().join("broken.toml");
+    for (text, why) in [
+        ("[[case]]\nroles = [\"nurse\"]\naction = \"read\"\ntype = \"Observation\"\nexpect = \"maybe\"\n", "expect"),
+        (
+            "[[case]]\nroles = [\"nurse\"]\naction = \"peek\"\ntype = \"Observation\"\nexpect = \"deny\"\n",
+            "unknown action",
+        ),
+        (
+            "[[case]]\nrole = [\"nurse\"]\naction = \"read\"\ntype = \"Observation\"\nexpect = \"deny\"\n",
+            "unknown field",
+        ),
+        ("not toml [", "broken.toml"),
+    ] {
+        std::fs::write(&broken, text).unwrap();
+        let out = cli(&["policy", "test", broken.to_str().unwrap(), "--data-dir", &dir]);
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{why}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = cli(&[
+            "policy",
+            "set",
+            pfile.to_str().unwrap(),
+            "--test",
+            broken.to_str().unwrap(),
+            "--reason",
+            "x",
+            "--data-dir",
+            &dir,
+        ]);
+        assert!(!out.status.success());
+    }
+    assert!(h.node.store.config_history("policies", "active").unwrap().is_empty(), "nothing applied");
     // Malformed and schema-violating policies are refused with the reason.
     let bad = h.dir.path().join("bad.cedar");
     std::fs::write(&bad, "@id(\"x\") permit(principal, action, resource) when { resource.clases.isEmpty() };").unwrap();
@@ -602,6 +634,22 @@ async fn a_store_from_before_access_rights_is_migrated_and_its_records_stay_clas
     // The legacy version's labels come from its own meta.security: the nurse may not see it.
     assert_eq!(get(&h, &nurse, "/fhir/Observation/old-hiv").await.status, StatusCode::NOT_FOUND);
     assert_eq!(get(&h, &doctor, "/fhir/Observation/old-hiv").await.status, StatusCode::OK);
+    // Explanations judge the record the same way as the server.
+    let dir = h.dir.path().to_str().unwrap();
+    let out = cli(&[
+        "policy",
+        "explain",
+        "--user",
+        "u-nurse",
+        "--action",
+        "read",
+        "--resource",
+        "Observation/old-hiv",
+        "--data-dir",
+        dir,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("DENY") && text.contains("general, hiv"), "{text}");
 }
 
 #[tokio::test]

@@ -10,18 +10,7 @@ use crate::binary::{BIN, cli, start};
 
 /// A directory with `requests` and `pyotp`, installed with pip once.
 fn python_deps() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pydeps");
-    if dir.join("pyotp").exists() && dir.join("requests").exists() {
-        return dir;
-    }
-    let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
-        .arg(&dir)
-        .args(["requests==2.32.3", "pyotp==2.9.0"])
-        .output()
-        .expect("python3 with pip is needed for the outside-client login test");
-    assert!(out.status.success(), "pip install failed: {}", String::from_utf8_lossy(&out.stderr));
-    dir
+    crate::support::pip_target("pydeps", &["requests==2.32.3", "pyotp==2.9.0"], &["pyotp", "requests"])
 }
 
 fn add_user(dir: &Path, user: &str, pw: &str) {
@@ -49,19 +38,9 @@ fn add_user(dir: &Path, user: &str, pw: &str) {
 }
 
 fn client(deps: &Path, base: &str, args: &[&str]) {
-    let out = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/login_client.py"))
-        .arg(base)
-        .args(args)
-        .env("PYTHONPATH", deps)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "python client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let mut all = vec![base];
+    all.extend_from_slice(args);
+    crate::support::python_ok(deps, "login_client.py", &all);
 }
 
 #[test]

@@ -268,33 +268,15 @@ async fn clients_limited_to_source_addresses() {
 
 /// PyJWT + cryptography + requests, installed once into the test's temporary directory.
 fn jwt_deps() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pydeps-jwt");
-    if dir.join("jwt").exists() && dir.join("cryptography").exists() && dir.join("requests").exists() {
-        return dir;
-    }
-    let out = std::process::Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
-        .arg(&dir)
-        .args(["PyJWT==2.10.1", "cryptography==50.0.2", "requests==2.32.3"])
-        .output()
-        .expect("python3 with pip is needed for the backend-services test");
-    assert!(out.status.success(), "pip install failed: {}", String::from_utf8_lossy(&out.stderr));
-    dir
+    crate::support::pip_target(
+        "pydeps-jwt",
+        &["PyJWT==2.10.1", "cryptography==50.0.2", "requests==2.32.3"],
+        &["jwt", "cryptography", "requests"],
+    )
 }
 
 fn backend_client(deps: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("python3")
-        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/backend_client.py"))
-        .args(args)
-        .env("PYTHONPATH", deps)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
-        "python client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::python_ok(deps, "backend_client.py", args);
 }
 
 #[test]
@@ -349,6 +331,12 @@ fn backend_services_authenticate_with_private_key_jwt_and_forgeries_are_refused(
     std::fs::write(&rotated, jwks.to_string()).unwrap();
     let out = cli(&["client", "rotate-jwks", "backend", "--jwks-file", rotated.to_str().unwrap(), "--data-dir", d]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Rotation is refused for unknown clients and for clients that use a secret.
+    let out = cli(&["client", "rotate-jwks", "nobody", "--jwks-file", rotated.to_str().unwrap(), "--data-dir", d]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no client"));
+    assert!(cli(&["client", "add", "with-secret", "--scope", "system/Patient.rs", "--data-dir", d]).status.success());
+    let out = cli(&["client", "rotate-jwks", "with-secret", "--jwks-file", rotated.to_str().unwrap(), "--data-dir", d]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("uses a secret"));
     let show = cli(&["client", "show", "backend", "--data-dir", d]);
     assert!(String::from_utf8_lossy(&show.stdout).contains("k256"));
     assert!(!String::from_utf8_lossy(&show.stdout).contains("\"k384\""));

@@ -182,3 +182,36 @@ impl Harness {
         r.json()
     }
 }
+
+/// Python packages (pinned `packages`), installed with pip once into `CARGO_TARGET_TMPDIR/name`;
+/// `present` are import names whose directories show the install is complete.
+pub fn pip_target(name: &str, packages: &[&str], present: &[&str]) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if present.iter().all(|p| dir.join(p).exists()) {
+        return dir;
+    }
+    let out = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target"])
+        .arg(&dir)
+        .args(packages)
+        .output()
+        .expect("python3 with pip is needed for the outside-client tests");
+    assert!(out.status.success(), "pip install failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// Runs `tests/it/{script}` with `deps` on the Python path; it must print exactly `ok`.
+pub fn python_ok(deps: &std::path::Path, script: &str, args: &[&str]) {
+    let out = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it").join(script))
+        .args(args)
+        .env("PYTHONPATH", deps)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -68,12 +68,55 @@ impl Enforcer {
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.read().map(|r| r.clone()).unwrap_or_else(|_| Arc::new(mamori_authz::default_rules()))
     }
+}
 
-    fn type_classes(&self, resource_type: &str) -> BTreeSet<String> {
-        self.rules
-            .read()
-            .map(|r| r.by_type.get(resource_type).unwrap_or(&r.default).iter().cloned().collect())
-            .unwrap_or_default()
+fn type_classes(rules: &Rules, resource_type: &str) -> BTreeSet<String> {
+    rules.by_type.get(resource_type).unwrap_or(&rules.default).iter().cloned().collect()
+}
+
+/// What a type-level decision is about: the type with its own classes (every record of the type
+/// carries at least those, so a type-level refusal can never hide an allowed record), not tied to
+/// a patient, possibly a lab result. Used by [`Principal::authorize`] and by explanations.
+pub fn type_target(resource_type: &str, rules: &Rules) -> Target {
+    Target {
+        resource_type: resource_type.to_string(),
+        reference: None,
+        classes: type_classes(rules, resource_type),
+        patient_bound: false,
+        lab: true,
+    }
+}
+
+/// What a record-level decision is about. Used by [`Principal::may_see`] /
+/// [`Principal::may_write`] and by explanations, so both judge a record alike.
+pub fn record_target(v: &VersionRecord, rules: &Rules) -> Target {
+    let mut classes: BTreeSet<String> = v.classes.iter().cloned().collect();
+    if classes.is_empty() {
+        // A version stored before classes were recorded beside it: its labels are in its own
+        // meta.security, plus the rules' classes for its type. Never "no classes", which every
+        // permit would cover.
+        classes = v
+            .body
+            .as_deref()
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+            .map(|b| {
+                b.pointer("/meta/security")
+                    .and_then(serde_json::Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c.get("system").and_then(serde_json::Value::as_str) == Some(mamori_authz::SYSTEM))
+                    .filter_map(|c| c.get("code").and_then(serde_json::Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        classes.extend(type_classes(rules, v.resource_type.as_str()));
+    }
+    Target {
+        resource_type: v.resource_type.to_string(),
+        reference: Some(format!("{}/{}", v.resource_type, v.id)),
+        classes,
+        patient_bound: v.patient.is_some(),
+        lab: v.lab,
     }
 }
 
@@ -249,49 +292,12 @@ impl Principal {
         if !self.grant.scopes.allows(resource_type, action.perm()) {
             return refused("the access token's scopes do not allow it");
         }
-        let target = Target {
-            resource_type: resource_type.to_string(),
-            reference: None,
-            classes: self.enforcer.type_classes(resource_type),
-            patient_bound: false,
-            lab: true,
-        };
+        let target = type_target(resource_type, &self.enforcer.rules());
         let situation = Situation { care: false, break_glass: false, operation: action.operation().to_string() };
         if self.engine()?.decide(&self.subject, action.act(), &target, &situation).allowed {
             Ok(())
         } else {
             refused("the access policy does not allow it")
-        }
-    }
-
-    fn target(&self, v: &VersionRecord) -> Target {
-        let mut classes: BTreeSet<String> = v.classes.iter().cloned().collect();
-        if classes.is_empty() {
-            // A version stored before classes were recorded beside it: its labels are in its own
-            // meta.security; failing that, the rules' classes for its type. Never "no classes",
-            // which every permit would cover.
-            classes = v
-                .body
-                .as_deref()
-                .and_then(|b| serde_json::from_str::<serde_json::Value>(b).ok())
-                .map(|b| {
-                    b.pointer("/meta/security")
-                        .and_then(serde_json::Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter(|c| c.get("system").and_then(serde_json::Value::as_str) == Some(mamori_authz::SYSTEM))
-                        .filter_map(|c| c.get("code").and_then(serde_json::Value::as_str).map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default();
-            classes.extend(self.enforcer.type_classes(v.resource_type.as_str()));
-        }
-        Target {
-            resource_type: v.resource_type.to_string(),
-            reference: Some(format!("{}/{}", v.resource_type, v.id)),
-            classes,
-            patient_bound: v.patient.is_some(),
-            lab: v.lab,
         }
     }
 
@@ -307,7 +313,7 @@ impl Principal {
             .enforcer
             .engine()
             .ok_or_else(|| RecordError::Store(mamori_records::StoreError("policy engine unavailable".into())))?;
-        let target = self.target(v);
+        let target = record_target(v, &self.enforcer.rules());
         let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
         if let (Subject::User { username, .. }, Some(patient)) = (&self.subject, &v.patient) {
             situation.care = self.care(tx, patient)?;
@@ -365,9 +371,9 @@ impl Principal {
 
     /// Whether a stored version may appear in a response to this principal.
     pub fn may_see(&self, tx: &mut dyn Tx, v: &VersionRecord) -> Result<bool, RecordError> {
-        let reference = format!("{}/{}/_history/{}", v.resource_type, v.id, v.version);
+        let reference = || format!("{}/{}/_history/{}", v.resource_type, v.id, v.version);
         if !self.scopes_reach(v, Perm::Read) {
-            self.deny(format!("{reference} (read): scopes"));
+            self.deny(format!("{} (read): scopes", reference()));
             return Ok(false);
         }
         let (d, bg) = self.decide_record(tx, Act::Read, "", v)?;
@@ -375,7 +381,7 @@ impl Principal {
             self.note_use(bg);
             Ok(true)
         } else {
-            self.deny(format!("{reference} (read): policy"));
+            self.deny(format!("{} (read): policy", reference()));
             Ok(false)
         }
     }

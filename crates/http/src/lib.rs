@@ -21,7 +21,7 @@ use mamori_oauth::OAuth;
 use mamori_records::Records;
 
 pub use audit::AuditNote;
-pub use enforce::Enforcer;
+pub use enforce::{Enforcer, record_target, type_target};
 pub use error::{ApiError, RequestId};
 pub use serve::{TlsFiles, serve, tls_config};
 

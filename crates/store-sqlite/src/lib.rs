@@ -171,20 +171,21 @@ CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (username);
 
 /// Brings a store made by an earlier version up to the current schema. Additive only.
 fn migrate(c: &Connection) -> Result<(), Error> {
-    let mut st = c.prepare("SELECT name FROM pragma_table_info('versions')")?;
-    let cols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     // Versions written before access rights (issue #5) have no stored classes; the enforcement
-    // point then reads them from the version's own meta.security (see enforce.rs).
-    if !cols.iter().any(|c| c == "classes") {
-        c.execute_batch("ALTER TABLE versions ADD COLUMN classes TEXT NOT NULL DEFAULT ''")?;
-    }
-    if !cols.iter().any(|c| c == "lab") {
-        c.execute_batch("ALTER TABLE versions ADD COLUMN lab INTEGER NOT NULL DEFAULT 0")?;
-    }
-    let mut st = c.prepare("SELECT name FROM pragma_table_info('access_tokens')")?;
-    let cols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    if !cols.iter().any(|c| c == "patient") {
-        c.execute_batch("ALTER TABLE access_tokens ADD COLUMN patient TEXT")?;
+    // point then reads them from the version's own meta.security (`mamori_http::record_target`).
+    for (table, column, decl) in [
+        ("versions", "classes", "TEXT NOT NULL DEFAULT ''"),
+        ("versions", "lab", "INTEGER NOT NULL DEFAULT 0"),
+        ("access_tokens", "patient", "TEXT"),
+    ] {
+        let present: bool = c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            rusqlite::params![table, column],
+            |r| r.get(0),
+        )?;
+        if !present {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
+        }
     }
     Ok(())
 }
