@@ -36,6 +36,9 @@ enum Command {
     /// Registered applications (OAuth clients).
     #[command(subcommand)]
     Client(ClientCmd),
+    /// ID-token signing keys (RS256): list them, rotate now.
+    #[command(subcommand)]
+    Keys(KeysCmd),
     /// Re-hash every stored version and report any mismatch (exit 1 if one is found).
     Fsck(DataDir),
     /// Accounts (利用者): one per person, MHLW password rules, TOTP, lifecycle.
@@ -257,7 +260,9 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
 
 #[derive(Debug, Subcommand)]
 enum ClientCmd {
-    /// Register a confidential client for the client-credentials grant; prints its secret once.
+    /// Register an application. With `--jwks-file` it authenticates with `private_key_jwt`;
+    /// with `--redirect-uri` and no keys it is a public app (PKCE, no secret); with neither it is
+    /// a backend service with a secret, printed once.
     Add {
         #[command(flatten)]
         dir: DataDir,
@@ -283,6 +288,10 @@ enum ClientCmd {
         /// (ES256, ES384, RS384) instead of a secret.
         #[arg(long)]
         jwks_file: Option<PathBuf>,
+        /// Redirect URI (repeatable, matched exactly) for the authorization-code flow: https, or
+        /// http on a loopback address, or a private-use scheme such as `jp.example.app:/cb`.
+        #[arg(long = "redirect-uri")]
+        redirect_uri: Vec<String>,
         /// Who registers it (recorded with the change).
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
@@ -321,6 +330,90 @@ enum ClientCmd {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// The signing keys: id, created, retired, whether still published.
+    List(DataDir),
+    /// Start a new signing key now; the current one keeps being published for the overlap.
+    Rotate {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Who rotates (recorded with the change).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+        /// Why (e.g. `scheduled`, `suspected compromise`).
+        #[arg(long, default_value = "rotation from the command line")]
+        reason: String,
+    },
+}
+
+fn keys(c: KeysCmd) -> Result<ExitCode, String> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match c {
+        KeysCmd::List(dir) => {
+            let node = open_node(&dir.data_dir)?;
+            let jwks = node.oauth.jwks(now).map_err(|e| e.to_string())?;
+            let published: Vec<&str> = jwks
+                .get("keys")
+                .and_then(serde_json::Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| k.get("kid").and_then(serde_json::Value::as_str))
+                .collect();
+            let ts = |t: i64| mamori_records::Timestamp(t.saturating_mul(1_000_000)).to_fhir();
+            for k in node.oauth.signing_keys().map_err(|e| e.to_string())? {
+                let state = match k.retired_at {
+                    None => "signing".to_string(),
+                    Some(r) => format!("retired {}", ts(r)),
+                };
+                let shown = if published.contains(&k.kid.as_str()) { "published" } else { "withdrawn" };
+                println!("{}\t{}\tcreated {}\t{state}\t{shown}", k.kid, k.alg, ts(k.created_at));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCmd::Rotate { dir, operator, reason } => {
+            let node = open_node(&dir.data_dir)?;
+            let kid = node
+                .oauth
+                .rotate_signing_key(now, &format!("rotated by operator:{operator}: {reason}"))
+                .map_err(|e| e.to_string())?;
+            println!("signing key {kid} is now in use; the previous key stays published for the overlap");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Whether a redirect URI may be registered (RFC 6749 §3.1.2, RFC 8252 §7): absolute, no
+/// fragment; https, http only on a loopback address, or a private-use (reverse-DNS) scheme.
+fn valid_redirect_uri(u: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("--redirect-uri `{u}`: {why}"));
+    if u.contains('#') {
+        return bad("a redirect URI must not have a fragment");
+    }
+    if u.len() > 1024 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return bad("not a URI");
+    }
+    let Some((scheme, rest)) = u.split_once(':') else { return bad("not an absolute URI") };
+    match scheme {
+        "https" if rest.starts_with("//") && rest.len() > 2 => Ok(()),
+        "http" => {
+            let host = rest.trim_start_matches("//").split(['/', '?']).next().unwrap_or("");
+            let host = host
+                .rsplit_once(':')
+                .map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
+            if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                Ok(())
+            } else {
+                bad("http is allowed only on a loopback address (127.0.0.1, [::1], localhost); use https")
+            }
+        }
+        s if s.contains('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+')) => {
+            Ok(())
+        }
+        _ => bad("use https, http on a loopback address, or a private-use scheme such as jp.example.app"),
+    }
+}
+
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -355,6 +448,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(c) => client(c),
+        Command::Keys(c) => keys(c),
         Command::Audit(c) => audit(c),
         Command::User(c) => crate::user_cli::run(c),
         Command::Classes(c) => classes(c),
@@ -513,8 +607,22 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             println!("client {client_id}: keys replaced");
             Ok(ExitCode::SUCCESS)
         }
-        ClientCmd::Add { dir, client_id, scope, name, token_lifetime, allow_ip, class, jwks_file, operator } => {
+        ClientCmd::Add {
+            dir,
+            client_id,
+            scope,
+            name,
+            token_lifetime,
+            allow_ip,
+            class,
+            jwks_file,
+            redirect_uri,
+            operator,
+        } => {
             let jwks = jwks_file.as_ref().map(read_jwks).transpose()?;
+            for u in &redirect_uri {
+                valid_redirect_uri(u)?;
+            }
             let known: Vec<String> = mamori_authz::taxonomy().into_iter().map(|c| c.code).collect();
             if let Some(bad) = class.iter().find(|c| !known.contains(c)) {
                 return Err(format!("--class `{bad}` is not an information class ({})", known.join(", ")));
@@ -536,7 +644,20 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             {
                 return Err(format!("client `{client_id}` already exists"));
             }
-            let secret = if jwks.is_some() { None } else { Some(random_secret().map_err(|e| e.to_string())?) };
+            if redirect_uri.is_empty() && scopes.iter().any(|s| s.context != mamori_oauth::Context::System) {
+                return Err("patient/ and user/ scopes are granted by a person: give --redirect-uri".into());
+            }
+            if redirect_uri.is_empty() && scopes.specials().next().is_some() {
+                return Err(
+                    "openid, fhirUser, launch/patient and offline_access need a person: give --redirect-uri".into()
+                );
+            }
+            // A public app (redirect URIs, no keys) gets no secret: it proves itself with PKCE.
+            let secret = if jwks.is_some() || !redirect_uri.is_empty() {
+                None
+            } else {
+                Some(random_secret().map_err(|e| e.to_string())?)
+            };
             let record = Client {
                 id: client_id.clone(),
                 name,
@@ -546,6 +667,7 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
                 token_lifetime_secs: lifetime,
                 allow_ip,
                 classes: class,
+                redirect_uris: redirect_uri,
                 jwks,
             };
             let previous = node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.map(|e| e.version);
@@ -567,9 +689,14 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
                     println!("scope={}", record.scope);
                     eprintln!("The secret is shown only now; store it in the application's secret store.");
                 }
-                None => {
+                None if record.jwks.is_some() => {
                     println!("token_endpoint_auth_method=private_key_jwt");
                     println!("scope={}", record.scope);
+                }
+                None => {
+                    println!("token_endpoint_auth_method=none");
+                    println!("scope={}", record.scope);
+                    eprintln!("A public client: it must use PKCE (S256) and has no secret.");
                 }
             }
             Ok(ExitCode::SUCCESS)

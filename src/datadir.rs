@@ -113,10 +113,10 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
         Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone())
             .with_labeler(Arc::new(ClassLabeler(enforcer.clone()))),
     );
-    let oauth = Arc::new(OAuth::new(store.clone()));
+    let master = load_master_key(dir)?;
+    let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
     let (signer, origin) = load_signer(dir)?;
-    let identity =
-        Arc::new(mamori_identity::service::Identity::new(store.clone(), store.clone(), load_master_key(dir)?));
+    let identity = Arc::new(mamori_identity::service::Identity::new(store.clone(), store.clone(), master));
     let clock = Arc::new(std::sync::Mutex::new(crate::clock_sync::ClockStatus {
         source: "unknown",
         synchronized: None,
@@ -134,6 +134,20 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
         clock,
         enforcer,
     })
+}
+
+/// Seals ID-token signing keys with the data directory's master key (ChaCha20-Poly1305, the key
+/// id bound as associated data), as authenticator secrets are.
+struct MasterKeySealer([u8; 32]);
+
+impl mamori_oauth::Sealer for MasterKeySealer {
+    fn seal(&self, aad: &str, plain: &[u8]) -> Result<String, mamori_oauth::StoreError> {
+        mamori_identity::secret::seal(&self.0, aad, plain).map_err(|e| mamori_oauth::StoreError(e.to_string()))
+    }
+
+    fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>, mamori_oauth::StoreError> {
+        mamori_identity::secret::open(&self.0, aad, sealed).map_err(|e| mamori_oauth::StoreError(e.to_string()))
+    }
 }
 
 /// The master key (encryption at rest of authenticator secrets) from `keys/master.key`.

@@ -13,4 +13,5 @@ mod examples;
 mod identity;
 mod login;
 mod oauth;
+mod smart;
 mod support;

@@ -212,7 +212,16 @@ async fn discovery_lists_what_exists() {
     assert_eq!(r.status, StatusCode::OK, "no token needed");
     let caps = r.json()["capabilities"].clone();
     assert!(caps.as_array().unwrap().contains(&"permission-v2".into()));
-    assert!(!caps.as_array().unwrap().contains(&"launch-standalone".into()), "not claimed until the code flow exists");
+    for c in [
+        "launch-standalone",
+        "client-public",
+        "client-confidential-asymmetric",
+        "context-standalone-patient",
+        "permission-v1",
+        "sso-openid-connect",
+    ] {
+        assert!(caps.as_array().unwrap().contains(&c.into()), "{c}");
+    }
 }
 
 #[tokio::test]

@@ -52,6 +52,7 @@ pub fn register_client(node: &Node, id: &str, scope: &str) {
         allow_ip: Vec::new(),
         classes: Vec::new(),
         jwks: None,
+        redirect_uris: Vec::new(),
     };
     let prev = node.store.config_get("client", id).unwrap().map(|e| e.version);
     node.store

@@ -5,6 +5,7 @@
 //! Every request: request id → principal (bearer token) → decision ([`enforce`]) → handler.
 
 mod audit;
+mod authorize;
 mod capability;
 mod enforce;
 mod error;
@@ -93,6 +94,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(error::fhir_errors));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/oauth/authorize", get(authorize::authorize).post(authorize::decide))
+        .route("/oauth/jwks", get(oauth::jwks))
+        .route("/.well-known/openid-configuration", get(oauth::openid_configuration))
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))

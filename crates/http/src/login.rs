@@ -15,53 +15,53 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 
-const SESSION: &str = "mamori_session";
+pub(crate) const SESSION: &str = "mamori_session";
 const CSRF: &str = "mamori_csrf";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Lang {
+pub(crate) enum Lang {
     Ja,
     En,
 }
 
-fn t(lang: Lang, ja: &'static str, en: &'static str) -> &'static str {
+pub(crate) fn t(lang: Lang, ja: &'static str, en: &'static str) -> &'static str {
     if lang == Lang::Ja { ja } else { en }
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
         let (k, v) = kv.trim().split_once('=')?;
         (k == name).then(|| v.to_string())
     })
 }
 
-fn browser(headers: &HeaderMap) -> String {
+pub(crate) fn browser(headers: &HeaderMap) -> String {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// Only same-site relative paths may be `next` targets (no open redirects).
 fn safe_next(n: Option<&String>) -> String {
     match n {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 2048 => n.clone(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 8192 => n.clone(),
         _ => "/account".into(),
     }
 }
 
 #[derive(serde::Deserialize, Default)]
 pub struct PageQuery {
-    lang: Option<String>,
-    next: Option<String>,
+    pub(crate) lang: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
-fn lang_of(q: &PageQuery, headers: &HeaderMap) -> Lang {
+pub(crate) fn lang_of(q: &PageQuery, headers: &HeaderMap) -> Lang {
     match q.lang.as_deref().or(cookie(headers, "mamori_lang").as_deref()) {
         Some("en") => Lang::En,
         _ => Lang::Ja,
@@ -74,7 +74,7 @@ struct Page {
     cookies: Vec<String>,
 }
 
-fn secure(s: &AppState) -> &'static str {
+pub(crate) fn secure(s: &AppState) -> &'static str {
     if s.config.public_url.starts_with("https://") { "; Secure" } else { "" }
 }
 
@@ -88,7 +88,7 @@ fn csrf_token(headers: &HeaderMap) -> (String, Option<String>) {
     }
 }
 
-fn render(
+pub(crate) fn render(
     s: &AppState,
     headers: &HeaderMap,
     lang: Lang,
@@ -116,7 +116,7 @@ fn render(
     );
     let mut page = Page { status, html, cookies: Vec::new() };
     if let Some(c) = new_cookie {
-        page.cookies.push(format!("{CSRF}={c}; Path=/; HttpOnly; SameSite=Strict{}", secure(s)));
+        page.cookies.push(format!("{CSRF}={c}; Path=/; HttpOnly; SameSite=Lax{}", secure(s)));
     }
     page.cookies.push(format!(
         "mamori_lang={}; Path=/; SameSite=Strict{}",
@@ -146,7 +146,7 @@ fn finish(p: Page) -> Response {
     r
 }
 
-fn redirect(to: &str, cookies: Vec<String>) -> Response {
+pub(crate) fn redirect(to: &str, cookies: Vec<String>) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -160,7 +160,7 @@ fn redirect(to: &str, cookies: Vec<String>) -> Response {
 }
 
 /// Reads a form body and checks its CSRF token against the cookie.
-async fn form(headers: &HeaderMap, body: Body) -> Option<Vec<(String, String)>> {
+pub(crate) async fn form(headers: &HeaderMap, body: Body) -> Option<Vec<(String, String)>> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return None;
@@ -172,11 +172,11 @@ async fn form(headers: &HeaderMap, body: Body) -> Option<Vec<(String, String)>> 
     (expected.len() == 32 && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))).then_some(f)
 }
 
-fn field<'a>(f: &'a [(String, String)], k: &str) -> &'a str {
+pub(crate) fn field<'a>(f: &'a [(String, String)], k: &str) -> &'a str {
     f.iter().find(|(fk, _)| fk == k).map_or("", |(_, v)| v.as_str())
 }
 
-fn bad_request(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
+pub(crate) fn bad_request(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
     render(
         s,
         headers,
@@ -188,7 +188,7 @@ fn bad_request(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
     )
 }
 
-fn stage_path(stage: Stage, next: &str) -> String {
+pub(crate) fn stage_path(stage: Stage, next: &str) -> String {
     let n = crate::oauth::form_encode(next);
     match stage {
         Stage::NeedTotp => format!("/login/totp?next={n}"),
@@ -249,7 +249,9 @@ pub async fn login_submit(
     .await;
     match r {
         Ok(Ok(Some((token, stage)))) => {
-            let c = format!("{SESSION}={token}; Path=/; HttpOnly; SameSite=Strict{}", secure(&s));
+            // Lax, not Strict: an application's top-level redirect to /oauth/authorize must carry
+            // the session (single sign-on). Every state-changing form still needs the CSRF token.
+            let c = format!("{SESSION}={token}; Path=/; HttpOnly; SameSite=Lax{}", secure(&s));
             redirect(&stage_path(stage, &next), vec![c])
         }
         Ok(Ok(None)) => failed(&s, &headers, lang, &login_form(lang, &next)),
@@ -269,7 +271,7 @@ fn failed(s: &AppState, headers: &HeaderMap, lang: Lang, form: &str) -> Response
     )
 }
 
-fn server_error(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
+pub(crate) fn server_error(s: &AppState, headers: &HeaderMap, lang: Lang) -> Response {
     render(
         s,
         headers,
@@ -533,6 +535,6 @@ pub async fn logout(
         let (id, source) = (s.identity.clone(), peer.map(|p| p.0.0.ip().to_string()));
         let _ = tokio::task::spawn_blocking(move || id.logout(&token, now(), source.as_deref())).await;
     }
-    let clear = format!("{SESSION}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}", secure(&s));
+    let clear = format!("{SESSION}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", secure(&s));
     redirect("/login", vec![clear])
 }

@@ -1,12 +1,13 @@
-//! `POST /oauth/token`: the client-credentials grant (RFC 6749 §4.4) with client-secret
-//! authentication; errors in RFC 6749 §5.2 form.
+//! The token, introspection and revocation endpoints, discovery (RFC 8414, OpenID Connect
+//! Discovery, SMART configuration) and the JWKS. Errors in RFC 6749 §5.2 form; every token
+//! issued or refused, introspected or revoked is audited.
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use mamori_oauth::{ClientAuth, OAuthError};
+use mamori_oauth::{ClientAuth, ClientCredential, OAuthError};
 use serde_json::json;
 
 use crate::AppState;
@@ -94,6 +95,48 @@ fn client_auth(headers: &HeaderMap, form: &[(String, String)]) -> Result<ClientA
     }
 }
 
+/// How the client authenticates (RFC 6749 §2.3, RFC 7523, RFC 7636 public clients): exactly one
+/// method. The client id is kept for the audit entry.
+fn credential(
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    client: &mut Option<String>,
+) -> Result<ClientCredential, OAuthError> {
+    let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());
+    let cred = match (get("client_assertion"), get("client_assertion_type")) {
+        (Some(jwt), Some(kind)) => {
+            if basic_auth(headers)?.is_some() || get("client_secret").is_some() {
+                return Err(OAuthError::invalid_request("use one client authentication method, not two"));
+            }
+            *client = mamori_oauth::assertion::claimed_client(&jwt).ok();
+            ClientCredential::Assertion { kind, jwt }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(OAuthError::invalid_request("client_assertion and client_assertion_type go together"));
+        }
+        (None, None) => match (basic_auth(headers)?, get("client_secret")) {
+            (None, None) => {
+                let id = get("client_id").ok_or_else(OAuthError::invalid_client)?;
+                *client = Some(id.chars().take(64).collect());
+                ClientCredential::Public(id)
+            }
+            _ => {
+                let auth = client_auth(headers, form)?;
+                *client = Some(auth.id.chars().take(64).collect());
+                ClientCredential::Secret(auth)
+            }
+        },
+    };
+    // A client_id beside another method must name the same client.
+    if let (Some(id), Some(c)) = (get("client_id"), client.as_ref())
+        && !matches!(cred, ClientCredential::Public(_))
+        && id != *c
+    {
+        return Err(OAuthError::invalid_client());
+    }
+    Ok(cred)
+}
+
 async fn read_form(headers: &HeaderMap, body: Body) -> Result<Vec<(String, String)>, OAuthError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
@@ -131,19 +174,28 @@ fn audit_record(
 /// The shared prelude of introspection and revocation: the form, client authentication (the
 /// client id is kept for the audit entry) and the required `token`.
 async fn token_request(
+    s: &AppState,
     headers: &HeaderMap,
     body: Body,
     client: &mut Option<String>,
-) -> Result<(ClientAuth, String), OAuthError> {
+) -> Result<(mamori_oauth::Client, String), OAuthError> {
     let form = read_form(headers, body).await?;
-    let auth = client_auth(headers, &form)?;
-    *client = Some(auth.id.chars().take(64).collect());
+    let cred = credential(headers, &form, client)?;
     let token = form
         .iter()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.clone())
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
-    Ok((auth, token))
+    let oauth = s.oauth.clone();
+    let endpoint = format!("{}/oauth/token", s.config.public_url);
+    let c = tokio::task::spawn_blocking(move || oauth.authenticate_client(&cred, &endpoint, now_secs()))
+        .await
+        .map_err(|_| OAuthError::server_error())??;
+    Ok((c, token))
+}
+
+fn now_secs() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// How a refused OAuth request is recorded: failed client authentication is a denial.
@@ -168,10 +220,10 @@ pub async fn introspect(
 ) -> Response {
     let mut client = None;
     let result = async {
-        let (auth, token) = token_request(&headers, body, &mut client).await?;
+        let (c, token) = token_request(&s, &headers, body, &mut client).await?;
         let oauth = s.oauth.clone();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        tokio::task::spawn_blocking(move || oauth.introspect_as(&auth, &token, now))
+        let now = now_secs();
+        tokio::task::spawn_blocking(move || oauth.introspect_for(&c, &token, now))
             .await
             .map_err(|_| OAuthError::server_error())?
     }
@@ -199,6 +251,9 @@ pub async fn introspect(
             if let (Some(fu), Some(o)) = (&t.fhir_user, v.as_object_mut()) {
                 o.insert("fhirUser".into(), fu.clone().into());
             }
+            if let (Some(p), Some(o)) = (&t.patient, v.as_object_mut()) {
+                o.insert("patient".into(), p.strip_prefix("Patient/").unwrap_or(p).into());
+            }
             ok_json(v)
         }
         Ok(None) => ok_json(serde_json::json!({"active": false})),
@@ -216,9 +271,9 @@ pub async fn revoke(
 ) -> Response {
     let mut client = None;
     let result = async {
-        let (auth, token) = token_request(&headers, body, &mut client).await?;
+        let (c, token) = token_request(&s, &headers, body, &mut client).await?;
         let oauth = s.oauth.clone();
-        tokio::task::spawn_blocking(move || oauth.revoke_as(&auth, &token))
+        tokio::task::spawn_blocking(move || oauth.revoke_for(&c, &token))
             .await
             .map_err(|_| OAuthError::server_error())?
     }
@@ -239,39 +294,112 @@ pub async fn revoke(
     }
 }
 
-/// `GET /.well-known/oauth-authorization-server` (RFC 8414): what this server supports today.
-pub async fn metadata(State(s): State<AppState>) -> Response {
+const SCOPES: [&str; 16] = [
+    "openid",
+    "fhirUser",
+    "profile",
+    "launch/patient",
+    "offline_access",
+    "online_access",
+    "patient/*.rs",
+    "patient/*.cruds",
+    "user/*.rs",
+    "user/*.cruds",
+    "system/*.rs",
+    "system/*.cruds",
+    "patient/*.read",
+    "user/*.read",
+    "user/*.write",
+    "system/*.read",
+];
+
+const AUTH_METHODS: [&str; 4] = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"];
+
+/// The authorization-server metadata shared by RFC 8414 and OpenID Connect Discovery.
+fn server_metadata(s: &AppState) -> serde_json::Value {
     let base = &s.config.public_url;
-    axum::Json(serde_json::json!({
+    serde_json::json!({
         "issuer": base,
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
         "token_endpoint": format!("{base}/oauth/token"),
+        "jwks_uri": format!("{base}/oauth/jwks"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
-        "grant_types_supported": ["client_credentials"],
-        "response_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": mamori_oauth::assertion::ALGORITHMS,
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": ["system/*.cruds", "system/*.rs", "system/*.read", "system/*.write"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+        "scopes_supported": SCOPES,
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "azp", "fhirUser", "name", "preferred_username"],
         "code_challenge_methods_supported": ["S256"],
-    }))
-    .into_response()
+        "authorization_response_iss_parameter_supported": true,
+        "ui_locales_supported": ["ja", "en"],
+    })
 }
 
-/// `GET /fhir/.well-known/smart-configuration`: SMART App Launch 2.x discovery, listing only the
-/// capabilities that exist today (backend services with symmetric or asymmetric client authentication).
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414).
+pub async fn metadata(State(s): State<AppState>) -> Response {
+    axum::Json(server_metadata(&s)).into_response()
+}
+
+/// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0).
+pub async fn openid_configuration(State(s): State<AppState>) -> Response {
+    axum::Json(server_metadata(&s)).into_response()
+}
+
+/// `GET /oauth/jwks`: the ID-token verification keys (public only), the signing key and those
+/// retired within the overlap.
+pub async fn jwks(State(s): State<AppState>) -> Response {
+    let oauth = s.oauth.clone();
+    match tokio::task::spawn_blocking(move || oauth.jwks(now_secs())).await {
+        Ok(Ok(v)) => {
+            let mut r = (StatusCode::OK, axum::Json(v)).into_response();
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+            r
+        }
+        _ => error(&OAuthError::server_error()),
+    }
+}
+
+/// `GET /fhir/.well-known/smart-configuration`: SMART App Launch 2.x discovery.
 pub async fn smart_configuration(State(s): State<AppState>) -> Response {
     let base = &s.config.public_url;
     axum::Json(serde_json::json!({
+        "issuer": base,
+        "jwks_uri": format!("{base}/oauth/jwks"),
+        "authorization_endpoint": format!("{base}/oauth/authorize"),
         "token_endpoint": format!("{base}/oauth/token"),
         "introspection_endpoint": format!("{base}/oauth/introspect"),
         "revocation_endpoint": format!("{base}/oauth/revoke"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "management_endpoint": format!("{base}/account"),
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "response_types_supported": ["code"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": mamori_oauth::assertion::ALGORITHMS,
-        "scopes_supported": ["system/*.cruds", "system/*.rs"],
-        "capabilities": ["client-confidential-symmetric", "client-confidential-asymmetric", "permission-v1", "permission-v2"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "scopes_supported": SCOPES,
+        "capabilities": [
+            "launch-standalone",
+            "client-public",
+            "client-confidential-symmetric",
+            "client-confidential-asymmetric",
+            "context-standalone-patient",
+            "context-banner",
+            "sso-openid-connect",
+            "permission-offline",
+            "permission-online",
+            "permission-patient",
+            "permission-user",
+            "permission-v1",
+            "permission-v2",
+            "authorize-post",
+        ],
         "code_challenge_methods_supported": ["S256"],
     }))
     .into_response()
@@ -288,22 +416,27 @@ pub async fn token(
 ) -> Response {
     let mut client = None;
     let source = peer.as_ref().map(|p| p.0.0.ip());
-    let result = token_inner(&s, headers, body, &mut client, source).await;
+    let mut person = None;
+    let result = token_inner(&s, headers, body, &mut client, &mut person, source).await;
     let (outcome, detail, status) = match &result {
-        Ok((_, scope)) => (mamori_audit::Outcome::Success, format!("granted {scope}"), 200),
+        Ok((_, scope, grant)) => (mamori_audit::Outcome::Success, format!("{grant}: granted {scope}"), 200),
         Err(e) => refused(e),
+    };
+    let patients = match &result {
+        Ok((_, _, _)) => person.as_ref().and_then(|(_, p)| p.clone()).into_iter().collect(),
+        Err(_) => Vec::new(),
     };
     let record = mamori_audit::AuditRecord {
         action: "token".into(),
         actor: mamori_audit::AuditActor {
             client_id: client.clone(),
             fhir_user: None,
-            id: client.unwrap_or_default(),
-            kind: "client".into(),
+            id: person.as_ref().map(|(u, _)| u.clone()).or_else(|| client.clone()).unwrap_or_default(),
+            kind: if person.is_some() { "user" } else { "client" }.into(),
         },
         detail: Some(detail),
         outcome,
-        patients: Vec::new(),
+        patients,
         purpose: "TREAT".into(),
         query: None,
         request_id: rid.map(|r| r.0.0.clone()),
@@ -321,7 +454,7 @@ pub async fn token(
         }
     }
     match result {
-        Ok((r, _)) => r,
+        Ok((r, _, _)) => r,
         Err(e) => error(&e),
     }
 }
@@ -331,8 +464,9 @@ async fn token_inner(
     headers: HeaderMap,
     body: Body,
     client: &mut Option<String>,
+    person: &mut Option<(String, Option<String>)>,
     source: Option<std::net::IpAddr>,
-) -> Result<(Response, String), OAuthError> {
+) -> Result<(Response, String, &'static str), OAuthError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return Err(OAuthError::invalid_request("the token request must be application/x-www-form-urlencoded"));
@@ -341,8 +475,10 @@ async fn token_inner(
         axum::body::to_bytes(body, MAX_FORM).await.map_err(|_| OAuthError::invalid_request("the form is too large"))?;
     let form = parse_form(&bytes)?;
     let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());
-    match get("grant_type").as_deref() {
-        Some("client_credentials") => {}
+    let grant: &'static str = match get("grant_type").as_deref() {
+        Some("client_credentials") => "client_credentials",
+        Some("authorization_code") => "authorization_code",
+        Some("refresh_token") => "refresh_token",
         Some(other) => {
             return Err(OAuthError::unsupported_grant_type(format!(
                 "grant type `{}` is not supported",
@@ -350,40 +486,69 @@ async fn token_inner(
             )));
         }
         None => return Err(OAuthError::invalid_request("`grant_type` is required")),
-    }
-    let scope = get("scope");
-    let oauth = s.oauth.clone();
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let resp = match (get("client_assertion"), get("client_assertion_type")) {
-        // private_key_jwt (RFC 7523): the assertion is the only client authentication allowed.
-        (Some(assertion), Some(kind)) => {
-            if basic_auth(&headers)?.is_some() || get("client_secret").is_some() {
-                return Err(OAuthError::invalid_request("use one client authentication method, not two"));
-            }
-            *client = mamori_oauth::assertion::claimed_client(&assertion).ok();
-            let endpoint = format!("{}/oauth/token", s.config.public_url);
-            tokio::task::spawn_blocking(move || {
-                oauth.client_credentials_assertion(&kind, &assertion, scope.as_deref(), &endpoint, now, source)
-            })
-            .await
-            .map_err(|_| OAuthError::server_error())??
-        }
-        (Some(_), None) | (None, Some(_)) => {
-            return Err(OAuthError::invalid_request("client_assertion and client_assertion_type go together"));
-        }
-        (None, None) => {
-            let auth = client_auth(&headers, &form)?;
-            *client = Some(auth.id.chars().take(64).collect());
-            tokio::task::spawn_blocking(move || oauth.client_credentials_from(&auth, scope.as_deref(), now, source))
-                .await
-                .map_err(|_| OAuthError::server_error())??
-        }
     };
+    let cred = credential(&headers, &form, client)?;
+    let oauth = s.oauth.clone();
+    let now = now_secs();
+    let endpoint = format!("{}/oauth/token", s.config.public_url);
+    let issuer = s.config.public_url.clone();
+    let (resp, subject) = tokio::task::spawn_blocking(move || {
+        let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());
+        let c = oauth.authenticate_client(&cred, &endpoint, now)?;
+        match grant {
+            "client_credentials" => {
+                oauth.issue_client_token(&c, get("scope").as_deref(), now, source).map(|r| (r, None))
+            }
+            _ if !c.allows_source(source) => {
+                Err(OAuthError::unauthorized_client("this client may not connect from this address"))
+            }
+            "authorization_code" => {
+                let code = get("code").ok_or_else(|| OAuthError::invalid_request("`code` is required"))?;
+                oauth
+                    .exchange_code(
+                        &c,
+                        &code,
+                        get("redirect_uri").as_deref(),
+                        get("code_verifier").as_deref(),
+                        &issuer,
+                        now,
+                    )
+                    .map(|(r, u)| (r, Some(u)))
+            }
+            _ => {
+                let rt =
+                    get("refresh_token").ok_or_else(|| OAuthError::invalid_request("`refresh_token` is required"))?;
+                oauth.refresh(&c, &rt, get("scope").as_deref(), now).map(|(r, u)| (r, Some(u)))
+            }
+        }
+    })
+    .await
+    .map_err(|_| OAuthError::server_error())??;
+    if let Some(user) = subject {
+        *person = Some((user.clone(), resp.patient.as_ref().map(|p| format!("Patient/{p}"))));
+        // A person's tokens exist only while their account is active.
+        let active = matches!(
+            s.identity.account(&user),
+            Ok(Some(a)) if a.status == mamori_identity::account::Status::Active
+        );
+        if !active {
+            let oauth = s.oauth.clone();
+            let (access, refresh) = (resp.access_token.clone(), resp.refresh_token.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = oauth.revoke(&access);
+                if let Some(r) = refresh {
+                    let _ = oauth.revoke(&r);
+                }
+            })
+            .await;
+            return Err(OAuthError::invalid_grant("the account is not active"));
+        }
+    }
     let scope = resp.scope.clone();
     let mut r = (StatusCode::OK, axum::Json(resp)).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok((r, scope))
+    Ok((r, scope, grant))
 }
 
 /// `application/x-www-form-urlencoded` encoding of one value.

@@ -1,12 +1,16 @@
 //! OAuth 2.0 authorization server pieces: registered clients, SMART App Launch scopes and
 //! opaque bearer access tokens.
 //!
-//! Today: the client-credentials grant with a client secret (`client_secret_basic` /
-//! `client_secret_post`, SMART `client-confidential-symmetric`). Tokens are 256-bit random
-//! strings; only their SHA-256 is stored, so a copy of the database does not yield usable tokens,
-//! and revocation takes effect at once on every node that shares the store.
+//! Grants: client credentials (client secret or `private_key_jwt`), authorization code with
+//! PKCE (S256 only) for people signing in through the login pages, and refresh tokens with
+//! rotation and reuse detection ([`flow`]). ID tokens are RS256 JWTs under rotating keys
+//! ([`keys`]). Access and refresh tokens are 256-bit random strings; only their SHA-256 is
+//! stored, so a copy of the database does not yield usable tokens, and revocation takes effect
+//! at once on every node that shares the store.
 
 pub mod assertion;
+pub mod flow;
+pub mod keys;
 mod scope;
 
 use std::sync::Arc;
@@ -17,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-pub use scope::{Context, Perm, Scope, ScopeSet};
+pub use flow::{Authorization, AuthorizeError, CodeRecord, RefreshRecord};
+pub use keys::{Sealer, SigningKey};
+pub use scope::{Context, Perm, Scope, ScopeSet, Special};
 
 /// A storage failure, described for logs.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -25,7 +31,7 @@ pub use scope::{Context, Perm, Scope, ScopeSet};
 pub struct StoreError(pub String);
 
 /// A registered application.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Client {
     /// `client_id`.
     pub id: String,
@@ -52,6 +58,10 @@ pub struct Client {
     /// Public keys (a JWK Set) for `private_key_jwt` client authentication.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<serde_json::Value>,
+    /// Redirect URIs for the authorization-code flow, matched exactly; empty = the client has no
+    /// user-facing flow.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
 }
 
 /// Whether `ip` is inside a CIDR block such as `10.1.0.0/16` or `2001:db8::/32` (a bare address
@@ -87,6 +97,11 @@ pub fn valid_cidr(cidr: &str) -> bool {
 }
 
 impl Client {
+    /// A public client (SMART `client-public`): neither a secret nor keys; it must use PKCE.
+    pub fn is_public(&self) -> bool {
+        self.secret_sha256.is_none() && self.jwks.is_none()
+    }
+
     /// Whether the client may connect from `ip` (`None` = unknown source, refused when limited).
     pub fn allows_source(&self, ip: Option<std::net::IpAddr>) -> bool {
         self.allow_ip.is_empty() || ip.is_some_and(|ip| self.allow_ip.iter().any(|c| cidr_contains(c, ip)))
@@ -114,6 +129,9 @@ pub struct TokenRecord {
     pub revoked: bool,
     /// The patient in context (`Patient/123`) for `patient/` scopes, if any.
     pub patient: Option<String>,
+    /// The authorization this token descends from (authorization code and refresh tokens); a
+    /// replayed code or refresh token revokes the whole family.
+    pub family: Option<String>,
 }
 
 /// What the OAuth service needs from storage.
@@ -129,6 +147,23 @@ pub trait OAuthStore: Send + Sync {
     /// Records a client assertion's `jti` until `expires_at`; `false` if it was already used
     /// (replay). Forgets entries that expired before `now`.
     fn use_jti(&self, client_id: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool, StoreError>;
+    /// Stores an authorization code (by hash).
+    fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError>;
+    /// Marks a code used and returns it with whether this was its first use (atomic: of two
+    /// concurrent redemptions exactly one is first).
+    fn take_code(&self, sha256: &[u8; 32]) -> Result<Option<(CodeRecord, bool)>, StoreError>;
+    /// Stores a refresh token (by hash).
+    fn insert_refresh(&self, r: &RefreshRecord) -> Result<(), StoreError>;
+    /// Looks a refresh token up by its hash.
+    fn refresh_token(&self, sha256: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError>;
+    /// Marks a refresh token used; `false` if it already was (atomic compare-and-set).
+    fn use_refresh(&self, sha256: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Revokes every access and refresh token of a family; returns how many.
+    fn revoke_family(&self, family: &str) -> Result<u64, StoreError>;
+    /// The ID-token signing keys (private halves sealed).
+    fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+    /// Adds or replaces a signing key (through the audited configuration path).
+    fn put_signing_key(&self, k: &SigningKey, reason: &str) -> Result<(), StoreError>;
 }
 
 /// An OAuth error response (RFC 6749 §5.2).
@@ -144,7 +179,7 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    pub(crate) fn new(error: &'static str, status: u16, description: impl Into<String>) -> Self {
+    pub fn new(error: &'static str, status: u16, description: impl Into<String>) -> Self {
         OAuthError { error, description: description.into(), status }
     }
     /// `invalid_request` (400).
@@ -154,6 +189,14 @@ impl OAuthError {
     /// `invalid_client` (401).
     pub fn invalid_client() -> Self {
         Self::new("invalid_client", 401, "client authentication failed")
+    }
+    /// `invalid_grant` (400).
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new("invalid_grant", 400, d)
+    }
+    /// `unauthorized_client` (400).
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::new("unauthorized_client", 400, d)
     }
     /// `invalid_scope` (400).
     pub fn invalid_scope(d: impl Into<String>) -> Self {
@@ -188,6 +231,49 @@ pub struct TokenResponse {
     pub expires_in: u64,
     /// Granted scopes.
     pub scope: String,
+    /// OpenID Connect ID token (when `openid` was granted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    /// A refresh token (when `offline_access` or `online_access` was granted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// SMART launch context: the patient's id (when `launch/patient` was granted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient: Option<String>,
+    /// SMART: the app should show which patient it is working on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub need_patient_banner: Option<bool>,
+}
+
+impl TokenResponse {
+    fn bearer(access_token: String, expires_in: u64, scope: String) -> Self {
+        TokenResponse {
+            access_token,
+            token_type: "Bearer",
+            expires_in,
+            scope,
+            id_token: None,
+            refresh_token: None,
+            patient: None,
+            need_patient_banner: None,
+        }
+    }
+}
+
+/// How a client authenticates at the token, introspection and revocation endpoints.
+#[derive(Debug, Clone)]
+pub enum ClientCredential {
+    /// `client_secret_basic` / `client_secret_post`.
+    Secret(ClientAuth),
+    /// `private_key_jwt` (RFC 7523): the assertion type and the signed JWT.
+    Assertion {
+        /// `client_assertion_type`.
+        kind: String,
+        /// `client_assertion`.
+        jwt: String,
+    },
+    /// A public client identifies itself by `client_id` only (it proves possession through PKCE).
+    Public(String),
 }
 
 /// Why a bearer token was not accepted. Deliberately coarse: the client learns only that the
@@ -247,12 +333,73 @@ pub fn random_secret() -> Result<String, StoreError> {
 /// The token service.
 pub struct OAuth {
     store: Arc<dyn OAuthStore>,
+    keys: keys::KeyRing,
 }
 
 impl OAuth {
-    /// A service over a store.
+    /// A service over a store. Without [`OAuth::with_sealer`] it cannot sign ID tokens.
     pub fn new(store: Arc<dyn OAuthStore>) -> Self {
-        OAuth { store }
+        OAuth { store, keys: keys::KeyRing::default() }
+    }
+
+    /// Enables ID tokens: signing keys are sealed (encrypted at rest) with `sealer`.
+    pub fn with_sealer(mut self, sealer: Arc<dyn Sealer>) -> Self {
+        self.keys.sealer = Some(sealer);
+        self
+    }
+
+    /// Sets how often ID-token signing keys rotate and how long a retired key stays published.
+    pub fn with_key_schedule(mut self, rotate_after_secs: i64, overlap_secs: i64) -> Self {
+        self.keys.rotate_after = rotate_after_secs.max(3600);
+        self.keys.overlap = overlap_secs.max(600);
+        self
+    }
+
+    /// Authenticates a client by any of the methods it is registered for: a secret client must
+    /// present its secret, a key-holding client a signed assertion (`token_endpoint` is the
+    /// `aud` it must name), a public client only its id. Anything else is `invalid_client`.
+    pub fn authenticate_client(
+        &self,
+        cred: &ClientCredential,
+        token_endpoint: &str,
+        now: i64,
+    ) -> Result<Client, OAuthError> {
+        match cred {
+            ClientCredential::Secret(auth) => self.authenticate(auth),
+            ClientCredential::Assertion { kind, jwt } => self.authenticate_assertion(kind, jwt, token_endpoint, now),
+            ClientCredential::Public(id) => match self.store.client(id)? {
+                Some(c) if !c.disabled && c.is_public() => Ok(c),
+                _ => Err(OAuthError::invalid_client()),
+            },
+        }
+    }
+
+    fn authenticate_assertion(
+        &self,
+        assertion_type: &str,
+        assertion: &str,
+        token_endpoint: &str,
+        now: i64,
+    ) -> Result<Client, OAuthError> {
+        if assertion_type != assertion::JWT_BEARER {
+            return Err(OAuthError::invalid_request(format!(
+                "client_assertion_type must be {}",
+                assertion::JWT_BEARER
+            )));
+        }
+        let id = assertion::claimed_client(assertion)?;
+        let client = match self.store.client(&id)? {
+            Some(c) if !c.disabled => c,
+            _ => return Err(OAuthError::invalid_client()),
+        };
+        let Some(jwks) = &client.jwks else {
+            return Err(OAuthError::invalid_client());
+        };
+        let (jti, exp) = assertion::verify(assertion, &client.id, jwks, token_endpoint, now)?;
+        if !self.store.use_jti(&client.id, &jti, exp.max(now) + 60, now)? {
+            return Err(OAuthError::invalid_grant("this client assertion (jti) was already used"));
+        }
+        Ok(client)
     }
 
     fn authenticate(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
@@ -305,42 +452,37 @@ impl OAuth {
         now: i64,
         source: Option<std::net::IpAddr>,
     ) -> Result<TokenResponse, OAuthError> {
-        if assertion_type != assertion::JWT_BEARER {
-            return Err(OAuthError::invalid_request(format!(
-                "client_assertion_type must be {}",
-                assertion::JWT_BEARER
-            )));
-        }
-        let id = assertion::claimed_client(assertion)?;
-        let client = match self.store.client(&id)? {
-            Some(c) if !c.disabled => c,
-            _ => return Err(OAuthError::invalid_client()),
-        };
-        let Some(jwks) = &client.jwks else {
-            return Err(OAuthError::invalid_client());
-        };
-        let (jti, exp) = assertion::verify(assertion, &client.id, jwks, token_endpoint, now)?;
-        if !self.store.use_jti(&client.id, &jti, exp.max(now) + 60, now)? {
-            return Err(OAuthError::new("invalid_grant", 400, "this client assertion (jti) was already used"));
-        }
+        let client = self.authenticate_assertion(assertion_type, assertion, token_endpoint, now)?;
         self.issue_client_token(&client, scope, now, source)
     }
 
-    fn issue_client_token(
+    /// The client-credentials grant (RFC 6749 §4.4) for an authenticated client: system scopes
+    /// only, within what it is registered for, from an allowed address. Public clients cannot
+    /// use it.
+    pub fn issue_client_token(
         &self,
         client: &Client,
         scope: Option<&str>,
         now: i64,
         source: Option<std::net::IpAddr>,
     ) -> Result<TokenResponse, OAuthError> {
+        if client.is_public() {
+            return Err(OAuthError::unauthorized_client("a public client cannot use the client-credentials grant"));
+        }
         if !client.allows_source(source) {
-            return Err(OAuthError::new("unauthorized_client", 400, "this client may not connect from this address"));
+            return Err(OAuthError::unauthorized_client("this client may not connect from this address"));
         }
         let registered = ScopeSet::parse(&client.scope).map_err(|_| OAuthError::server_error())?;
         let requested = match scope {
             Some(s) if !s.trim().is_empty() => ScopeSet::parse(s).map_err(OAuthError::invalid_scope)?,
             _ => registered.clone(),
         };
+        if let Some(bad) = requested.specials().next() {
+            return Err(OAuthError::invalid_scope(format!(
+                "`{}` needs a person; the client-credentials grant carries only system/ scopes",
+                bad.as_str()
+            )));
+        }
         if let Some(bad) = requested.iter().find(|s| s.context != Context::System) {
             return Err(OAuthError::invalid_scope(format!(
                 "`{bad}` is not a system scope; the client-credentials grant carries only system/ scopes"
@@ -361,9 +503,10 @@ impl OAuth {
             expires_at: now.saturating_add(i64::try_from(lifetime).unwrap_or(3600)),
             revoked: false,
             patient: None,
+            family: None,
         };
         self.store.insert_token(&record)?;
-        Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime, scope: record.scope })
+        Ok(TokenResponse::bearer(token, lifetime, record.scope))
     }
 
     /// Issues a token directly to a person through an already authenticated session (the login
@@ -405,9 +548,10 @@ impl OAuth {
             expires_at: now.saturating_add(i64::try_from(lifetime_secs).unwrap_or(3600)),
             revoked: false,
             patient: patient.map(str::to_string),
+            family: None,
         };
         self.store.insert_token(&record)?;
-        Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime_secs, scope: record.scope })
+        Ok(TokenResponse::bearer(token, lifetime_secs, record.scope))
     }
 
     /// Validates a bearer token presented from `source` (checked against the client's allowed
@@ -449,9 +593,16 @@ impl OAuth {
     }
 
     /// Revokes a token (RFC 7009 semantics: unknown tokens are not an error).
+    /// An access token is revoked alone; a refresh token takes its family with it.
     pub fn revoke(&self, token: &str) -> Result<(), StoreError> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.store.revoke_token(&hash).map(|_| ())
+        if self.store.revoke_token(&hash)? {
+            return Ok(());
+        }
+        if let Some(r) = self.store.refresh_token(&hash)? {
+            self.store.revoke_family(&r.family)?;
+        }
+        Ok(())
     }
 
     /// RFC 7009 revocation by an authenticated client: only its own tokens are revoked; anything
@@ -459,9 +610,19 @@ impl OAuth {
     /// a token was revoked.
     pub fn revoke_as(&self, auth: &ClientAuth, token: &str) -> Result<bool, OAuthError> {
         let client = self.authenticate(auth)?;
+        self.revoke_for(&client, token)
+    }
+
+    /// RFC 7009 revocation for an authenticated client: an access token is revoked alone; a
+    /// refresh token revokes its whole family (the refresh tokens and the access tokens issued
+    /// from the same authorization).
+    pub fn revoke_for(&self, client: &Client, token: &str) -> Result<bool, OAuthError> {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        match self.store.token(&hash)? {
-            Some(t) if t.client_id == client.id && !t.revoked => Ok(self.store.revoke_token(&hash)?),
+        if let Some(t) = self.store.token(&hash)? {
+            return Ok(t.client_id == client.id && !t.revoked && self.store.revoke_token(&hash)?);
+        }
+        match self.store.refresh_token(&hash)? {
+            Some(r) if r.client_id == client.id && !r.revoked => Ok(self.store.revoke_family(&r.family)? > 0),
             _ => Ok(false),
         }
     }
@@ -470,9 +631,32 @@ impl OAuth {
     /// (a client learns nothing about other clients' tokens).
     pub fn introspect_as(&self, auth: &ClientAuth, token: &str, now: i64) -> Result<Option<TokenRecord>, OAuthError> {
         let client = self.authenticate(auth)?;
+        self.introspect_for(&client, token, now)
+    }
+
+    /// RFC 7662 introspection for an authenticated (non-public) client: its own live access or
+    /// refresh tokens are active; a refresh token is described like the access tokens it yields.
+    pub fn introspect_for(&self, client: &Client, token: &str, now: i64) -> Result<Option<TokenRecord>, OAuthError> {
+        if client.is_public() {
+            return Err(OAuthError::invalid_client());
+        }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        Ok(match self.store.token(&hash)? {
-            Some(t) if t.client_id == client.id && !t.revoked && t.expires_at > now => Some(t),
+        if let Some(t) = self.store.token(&hash)? {
+            return Ok((t.client_id == client.id && !t.revoked && t.expires_at > now).then_some(t));
+        }
+        Ok(match self.store.refresh_token(&hash)? {
+            Some(r) if r.client_id == client.id && !r.revoked && !r.used && r.expires_at > now => Some(TokenRecord {
+                token_sha256: hash,
+                client_id: r.client_id,
+                subject: Some(r.subject),
+                fhir_user: r.fhir_user,
+                scope: r.scope,
+                issued_at: r.issued_at,
+                expires_at: r.expires_at,
+                revoked: false,
+                patient: r.patient,
+                family: Some(r.family),
+            }),
             _ => None,
         })
     }

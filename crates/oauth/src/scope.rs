@@ -127,35 +127,113 @@ impl fmt::Display for Scope {
     }
 }
 
-/// A set of scopes, as granted to a client or token.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ScopeSet(Vec<Scope>);
+/// A scope that grants no resource access but asks for an identity claim, a launch context or
+/// a kind of refresh token (SMART App Launch 2.x, OpenID Connect Core).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Special {
+    /// `openid`: an ID token.
+    OpenId,
+    /// `fhirUser`: the `fhirUser` claim in the ID token.
+    FhirUser,
+    /// `profile`: the person's display name in the ID token.
+    Profile,
+    /// `launch/patient`: a patient chosen at authorization (standalone launch, patient picker).
+    LaunchPatient,
+    /// `offline_access`: a refresh token that outlives the sign-in.
+    OfflineAccess,
+    /// `online_access`: a refresh token bounded by the sign-in's lifetime.
+    OnlineAccess,
+}
 
-impl ScopeSet {
-    /// Parses space-separated scopes. Non-resource scopes (`openid`, `launch/patient`…) are not
-    /// accepted by the client-credentials grant and are refused here until the code flow lands.
-    pub fn parse(s: &str) -> Result<ScopeSet, String> {
-        let mut out = Vec::new();
-        for part in s.split_ascii_whitespace() {
-            let sc = Scope::parse(part)?;
-            if !out.contains(&sc) {
-                out.push(sc);
-            }
+impl Special {
+    /// Every special scope, in display order.
+    pub const ALL: [Special; 6] = [
+        Special::OpenId,
+        Special::FhirUser,
+        Special::Profile,
+        Special::LaunchPatient,
+        Special::OfflineAccess,
+        Special::OnlineAccess,
+    ];
+
+    /// The scope string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Special::OpenId => "openid",
+            Special::FhirUser => "fhirUser",
+            Special::Profile => "profile",
+            Special::LaunchPatient => "launch/patient",
+            Special::OfflineAccess => "offline_access",
+            Special::OnlineAccess => "online_access",
         }
-        if out.is_empty() {
-            return Err("no scope given".into());
-        }
-        Ok(ScopeSet(out))
     }
 
-    /// The scopes.
+    fn parse(s: &str) -> Option<Special> {
+        Special::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A set of scopes, as granted to a client or token: resource scopes (v1 and v2 in one model)
+/// and special scopes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeSet {
+    resources: Vec<Scope>,
+    special: Vec<Special>,
+}
+
+impl ScopeSet {
+    /// Parses space-separated scopes. Anything that is neither a SMART resource scope nor a
+    /// known special scope is refused (never silently dropped).
+    pub fn parse(s: &str) -> Result<ScopeSet, String> {
+        let mut out = ScopeSet::default();
+        for part in s.split_ascii_whitespace() {
+            if let Some(sp) = Special::parse(part) {
+                if !out.special.contains(&sp) {
+                    out.special.push(sp);
+                }
+                continue;
+            }
+            let sc = Scope::parse(part)?;
+            if !out.resources.contains(&sc) {
+                out.resources.push(sc);
+            }
+        }
+        if out.resources.is_empty() && out.special.is_empty() {
+            return Err("no scope given".into());
+        }
+        out.special.sort();
+        Ok(out)
+    }
+
+    /// The resource scopes.
     pub fn iter(&self) -> impl Iterator<Item = &Scope> {
-        self.0.iter()
+        self.resources.iter()
+    }
+
+    /// The special scopes.
+    pub fn specials(&self) -> impl Iterator<Item = Special> + '_ {
+        self.special.iter().copied()
+    }
+
+    /// Whether the special scope `s` is in the set.
+    pub fn has(&self, s: Special) -> bool {
+        self.special.contains(&s)
+    }
+
+    /// Whether every scope of `other` (resource and special) is within this set.
+    pub fn contains_all(&self, other: &ScopeSet) -> Result<(), String> {
+        if let Some(bad) = other.resources.iter().find(|s| !self.covers(s)) {
+            return Err(bad.to_string());
+        }
+        if let Some(bad) = other.special.iter().find(|s| !self.special.contains(s)) {
+            return Err(bad.as_str().to_string());
+        }
+        Ok(())
     }
 
     /// Whether any scope grants `perm` on `resource_type`.
     pub fn allows(&self, resource_type: &str, perm: Perm) -> bool {
-        self.0.iter().any(|s| s.allows(resource_type, perm))
+        self.resources.iter().any(|s| s.allows(resource_type, perm))
     }
 
     /// How far the set lets `perm` on `resource_type` reach: `None` (not at all), `Some(true)`
@@ -163,7 +241,7 @@ impl ScopeSet {
     /// patient, by a `user/` or `system/` scope).
     pub fn reach(&self, resource_type: &str, perm: Perm) -> Option<bool> {
         let mut patient_only = None;
-        for s in self.0.iter().filter(|s| s.allows(resource_type, perm)) {
+        for s in self.resources.iter().filter(|s| s.allows(resource_type, perm)) {
             if s.context == Context::Patient {
                 patient_only = Some(true);
             } else {
@@ -175,17 +253,25 @@ impl ScopeSet {
 
     /// Whether some scope of the set covers `s`.
     pub fn covers(&self, s: &Scope) -> bool {
-        self.0.iter().any(|mine| mine.covers(s))
+        self.resources.iter().any(|mine| mine.covers(s))
     }
 }
 
 impl fmt::Display for ScopeSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, s) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(" ")?;
-            }
+        let mut first = true;
+        let mut sep = |f: &mut fmt::Formatter<'_>| {
+            let r = if first { Ok(()) } else { f.write_str(" ") };
+            first = false;
+            r
+        };
+        for s in &self.resources {
+            sep(f)?;
             write!(f, "{s}")?;
+        }
+        for s in &self.special {
+            sep(f)?;
+            f.write_str(s.as_str())?;
         }
         Ok(())
     }
@@ -220,6 +306,22 @@ mod tests {
         ] {
             assert!(Scope::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn special_scopes_parse_and_print_in_one_order() {
+        let s = ScopeSet::parse("offline_access launch/patient patient/Observation.rs openid fhirUser")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(s.to_string(), "patient/Observation.rs openid fhirUser launch/patient offline_access");
+        assert!(s.has(Special::LaunchPatient) && !s.has(Special::OnlineAccess));
+        assert_eq!(s.iter().count(), 1);
+        assert!(ScopeSet::parse("openid launch/encounter").is_err(), "unknown special scopes are refused");
+        assert!(ScopeSet::parse("launch").is_err(), "EHR launch is not offered");
+        let registered = ScopeSet::parse("user/*.rs openid fhirUser").unwrap_or_else(|e| unreachable!("{e}"));
+        let asked = ScopeSet::parse("user/Patient.r openid").unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(registered.contains_all(&asked).is_ok());
+        let more = ScopeSet::parse("user/Patient.r offline_access").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(registered.contains_all(&more), Err("offline_access".into()));
     }
 
     #[test]

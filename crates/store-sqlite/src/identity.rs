@@ -128,7 +128,11 @@ impl IdentityStore for SqliteStore {
     }
 
     fn revoke_tokens_of(&self, username: &str) -> Result<u64, Error> {
+        let r = self.durable_write(
+            "UPDATE refresh_tokens SET revoked = 1 WHERE subject = ?1 AND revoked = 0",
+            params![username],
+        )?;
         self.durable_write("UPDATE access_tokens SET revoked = 1 WHERE subject = ?1 AND revoked = 0", params![username])
-            .map(|n| n as u64)
+            .map(|n| (n + r) as u64)
     }
 }

@@ -133,6 +133,30 @@ CREATE TABLE IF NOT EXISTS client_assertions (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (client_id, jti)
 ) WITHOUT ROWID;
+-- Authorization codes (by hash; JSON record), kept after use until expiry so a replay is seen.
+CREATE TABLE IF NOT EXISTS auth_codes (
+    sha256 BLOB PRIMARY KEY,
+    data TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+-- Refresh tokens (by hash), rotated on use; `family` ties them to the access tokens of one
+-- authorization so reuse revokes them all.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    sha256 BLOB PRIMARY KEY,
+    family TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    fhir_user TEXT,
+    scope TEXT NOT NULL,
+    patient TEXT,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used INTEGER NOT NULL DEFAULT 0,
+    revoked INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS refresh_by_family ON refresh_tokens (family);
+CREATE INDEX IF NOT EXISTS refresh_by_subject ON refresh_tokens (subject);
 -- The audit trail (L2/L3): append-only entries; leaf index = idx - 1.
 CREATE TABLE IF NOT EXISTS audit_entries (
     idx INTEGER PRIMARY KEY,
@@ -177,6 +201,7 @@ fn migrate(c: &Connection) -> Result<(), Error> {
         ("versions", "classes", "TEXT NOT NULL DEFAULT ''"),
         ("versions", "lab", "INTEGER NOT NULL DEFAULT 0"),
         ("access_tokens", "patient", "TEXT"),
+        ("access_tokens", "family", "TEXT"),
     ] {
         let present: bool = c.query_row(
             "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
@@ -187,6 +212,7 @@ fn migrate(c: &Connection) -> Result<(), Error> {
             c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
+    c.execute_batch("CREATE INDEX IF NOT EXISTS access_tokens_by_family ON access_tokens (family)")?;
     Ok(())
 }
 

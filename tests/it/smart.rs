@@ -1,0 +1,593 @@
+//! Issue #7: the authorization-code flow as a browser and an app see it through the real router —
+//! PKCE, the two-factor login session, the Japanese consent page with its patient picker, ID
+//! tokens verified against the JWKS, refresh rotation with reuse detection, code replay, key
+//! rotation — and every malformed or forged request refused in OAuth's own form.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use mamori_audit::AuditLog;
+use serde_json::{Value, json};
+use sha2::Digest;
+
+use crate::support::{Harness, Resp, now_secs};
+
+const PW: &str = "k7#Vq2!mZp-w9Xr";
+const NEW_PW: &str = "Zq9!tRe4#vWx-7Lp";
+const UA: &str = "smart-test-browser/1.0";
+const REDIRECT: &str = "http://127.0.0.1:9/cb";
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const APP_SCOPE: &str = "patient/*.rs user/*.rs openid fhirUser profile launch/patient offline_access";
+
+fn b32decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".iter().position(|&a| a == c).unwrap() as u32;
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// An account with TOTP that has signed in fully (password, TOTP, initial password changed):
+/// the session cookie value.
+fn signed_in(h: &Harness, user: &str, roles: &[&str], fhir_user: &str) -> String {
+    h.add_user(user, roles, fhir_user);
+    let id = &h.node.identity;
+    let uri = id.enroll_totp("operator:test", user, "Mamori", now_secs()).unwrap();
+    let seed = b32decode(uri.split("secret=").nth(1).unwrap().split('&').next().unwrap());
+    let auth = id.authenticate(user, PW, None, now_secs(), None).unwrap().unwrap();
+    let (token, _) = id.start_session(&auth, UA, now_secs()).unwrap();
+    let code = mamori_identity::totp::code_at(&seed, now_secs()).unwrap();
+    id.verify_totp(&token, UA, &code, now_secs(), None).unwrap().unwrap();
+    id.change_password_in_session(&token, UA, PW, NEW_PW, now_secs()).unwrap().unwrap();
+    token
+}
+
+fn register_app(h: &Harness, id: &str, scope: &str, secret: bool) {
+    let c = mamori_oauth::Client {
+        id: id.into(),
+        name: Some("診療ビューア".into()),
+        secret_sha256: secret.then(|| mamori_oauth::sha256_hex(crate::support::SECRET)),
+        scope: scope.into(),
+        token_lifetime_secs: 900,
+        redirect_uris: vec![REDIRECT.into()],
+        ..Default::default()
+    };
+    let prev = h.node.store.config_get("client", id).unwrap().map(|e| e.version);
+    h.node
+        .store
+        .change_config(&mamori_store_sqlite::ConfigChange {
+            kind: "client",
+            key: id,
+            value: Some(serde_json::to_value(c).unwrap()),
+            changed_by: "operator:test",
+            reason: "test",
+            expected_version: prev,
+            now_micros: 0,
+        })
+        .unwrap();
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn authorize_query(client: &str, scope: &str, extra: &[(&str, &str)]) -> String {
+    let mut q = vec![
+        ("response_type", "code"),
+        ("client_id", client),
+        ("redirect_uri", REDIRECT),
+        ("scope", scope),
+        ("state", "st-1"),
+        ("nonce", "n-0S6_WzA2Mj"),
+        ("aud", "http://mamori.test/fhir"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    for (k, v) in extra {
+        q.retain(|(qk, _)| qk != k);
+        if !v.is_empty() {
+            q.push((k, v));
+        }
+    }
+    q.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect::<Vec<_>>().join("&")
+}
+
+async fn browse(h: &Harness, session: Option<&str>, uri: &str) -> Resp {
+    let mut b = Request::builder().uri(uri).header("user-agent", UA);
+    if let Some(s) = session {
+        b = b.header("cookie", format!("mamori_session={s}"));
+    }
+    h.send(b.body(Body::empty()).unwrap()).await
+}
+
+fn csrf_of(r: &Resp) -> String {
+    let html = String::from_utf8_lossy(&r.body);
+    let at = html.find(r#"name="csrf" value=""#).expect("a CSRF field") + 19;
+    html[at..at + 32].to_string()
+}
+
+/// Posts the consent form shown in `page` with `decision` (and a chosen patient).
+async fn consent(h: &Harness, session: &str, page: &Resp, decision: &str, patient: Option<&str>) -> Resp {
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    let form_at = html.find(r#"<form id="consent""#).expect("the consent form");
+    let form = &html[form_at..];
+    let mut fields: Vec<(String, String)> = Vec::new();
+    for part in form.split("<input type=\"hidden\" name=\"").skip(1) {
+        let name = part.split('"').next().unwrap().to_string();
+        let value = part.split("value=\"").nth(1).unwrap().split('"').next().unwrap();
+        let value = value
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">");
+        fields.push((name, value));
+    }
+    fields.push(("decision".into(), decision.into()));
+    if let Some(p) = patient {
+        fields.push(("patient".into(), p.into()));
+    }
+    let body = fields.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect::<Vec<_>>().join("&");
+    let csrf = csrf_of(page);
+    h.send(
+        Request::builder()
+            .method("POST")
+            .uri("/oauth/authorize")
+            .header("user-agent", UA)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("mamori_session={session}; mamori_csrf={csrf}"))
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await
+}
+
+fn query_param(location: &str, name: &str) -> Option<String> {
+    let q = location.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| {
+            let mut out = Vec::new();
+            let b = v.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' {
+                    out.push(u8::from_str_radix(&v[i + 1..i + 3], 16).unwrap());
+                    i += 3;
+                } else {
+                    out.push(b[i]);
+                    i += 1;
+                }
+            }
+            String::from_utf8(out).unwrap()
+        })
+    })
+}
+
+async fn token(h: &Harness, body: &str) -> Resp {
+    h.send(
+        Request::builder()
+            .method("POST")
+            .uri("/oauth/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn bearer(h: &Harness, token: &str, uri: &str) -> Resp {
+    h.send(Request::builder().uri(uri).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap())
+        .await
+}
+
+/// Two patients; the doctor is in care of the first (an in-progress Encounter) only.
+async fn patients(h: &Harness) {
+    h.create(&json!({"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "MRN-0001"}],
+        "name": [{"family": "山田", "given": ["太郎"]}, {"family": "ヤマダ", "given": ["タロウ"]}], "birthDate": "1970-01-02"}))
+        .await;
+    h.call("PUT", "/fhir/Patient/p1", Some(&json!({"resourceType": "Patient", "id": "p1",
+        "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "MRN-0001"}],
+        "name": [{"family": "山田", "given": ["太郎"]}, {"family": "ヤマダ", "given": ["タロウ"]}], "birthDate": "1970-01-02"})))
+        .await;
+    h.call(
+        "PUT",
+        "/fhir/Patient/p2",
+        Some(&json!({"resourceType": "Patient", "id": "p2",
+        "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "MRN-0002"}],
+        "name": [{"family": "佐藤", "given": ["花子"]}]})),
+    )
+    .await;
+    h.create(&json!({"resourceType": "Encounter", "status": "in-progress", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/p1"}, "participant": [{"individual": {"reference": "Practitioner/sato"}}]}))
+        .await;
+}
+
+/// Verifies an ID token against the published JWKS (RS256 only).
+async fn verify_id_token(h: &Harness, id_token: &str, audience: &str) -> Value {
+    let jwks = browse(h, None, "/oauth/jwks").await.json();
+    let header = jsonwebtoken::decode_header(id_token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let kid = header.kid.unwrap();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the signing key is published");
+    assert!(jwk.get("d").is_none() && jwk.get("p").is_none(), "public keys only");
+    let key =
+        jsonwebtoken::DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    v.set_audience(&[audience]);
+    v.set_issuer(&["http://mamori.test"]);
+    jsonwebtoken::decode::<Value>(id_token, &key, &v).unwrap().claims
+}
+
+#[tokio::test]
+async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
+    let h = Harness::new();
+    patients(&h).await;
+    register_app(&h, "viewer", APP_SCOPE, false);
+    let q = authorize_query("viewer", APP_SCOPE, &[]);
+
+    // Not signed in: through the login pages and back to this very request.
+    let r = browse(&h, None, &format!("/oauth/authorize?{q}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let to = r.header("location").unwrap();
+    assert!(
+        to.starts_with("/login?next=%2Foauth%2Fauthorize") || to.starts_with("/login?next=/oauth/authorize"),
+        "{to}"
+    );
+
+    // A session that has not finished two-factor login is sent on to finish it.
+    h.add_user("half", &["doctor"], "Practitioner/half");
+    let auth = h.node.identity.authenticate("half", PW, None, now_secs(), None).unwrap().unwrap();
+    let (half, _) = h.node.identity.start_session(&auth, UA, now_secs()).unwrap();
+    let r = browse(&h, Some(&half), &format!("/oauth/authorize?{q}")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.header("location").unwrap().starts_with("/login/enroll"), "no consent before the second factor");
+
+    let session = signed_in(&h, "dr-sato", &["doctor"], "Practitioner/sato");
+    let page = browse(&h, Some(&session), &format!("/oauth/authorize?{q}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", String::from_utf8_lossy(&page.body));
+    let html = String::from_utf8_lossy(&page.body).to_string();
+    assert!(html.contains(r#"<html lang="ja">"#) && html.contains("アクセスの許可") && html.contains("診療ビューア"));
+    assert!(html.contains("選択した患者のすべての種類の記録の閲覧・検索"), "scopes in words");
+    assert!(html.contains("ログアウト後も最長30日間"), "offline_access in words");
+    assert!(html.contains("対象患者の選択"), "a patient picker");
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("form-action 'self' http://127.0.0.1:9"), "{csp}");
+
+    // The picker finds a patient in the doctor's care by number, and not one outside it.
+    let found = browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query=MRN-0001")).await;
+    let found_html = String::from_utf8_lossy(&found.body).to_string();
+    assert!(found_html.contains(r#"value="p1""#) && found_html.contains("山田 太郎"), "{found_html}");
+    let hidden = browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query=MRN-0002")).await;
+    let hidden_html = String::from_utf8_lossy(&hidden.body).to_string();
+    assert!(!hidden_html.contains(r#"value="p2""#) && hidden_html.contains("該当する患者はいません"));
+
+    // Choosing a patient the person may not see is refused on the form, not granted.
+    let r = consent(&h, &session, &found, "allow", Some("p2")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Without CSRF: refused.
+    let r = h
+        .send(
+            Request::builder()
+                .method("POST")
+                .uri("/oauth/authorize")
+                .header("user-agent", UA)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", format!("mamori_session={session}"))
+                .body(Body::from(format!("{q}&decision=allow&patient=p1")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let r = consent(&h, &session, &found, "allow", Some("p1")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&r.body));
+    let loc = r.header("location").unwrap();
+    assert!(loc.starts_with(REDIRECT), "{loc}");
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("st-1"));
+    assert_eq!(query_param(&loc, "iss").as_deref(), Some("http://mamori.test"));
+    let code = query_param(&loc, "code").unwrap();
+
+    // Wrong verifier, wrong redirect URI, missing verifier: refused (and the code is spent).
+    let base = format!("grant_type=authorization_code&client_id=viewer&redirect_uri={}", enc(REDIRECT));
+    let r = token(&h, &format!("{base}&code={code}&code_verifier={}", "x".repeat(43))).await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
+
+    // A fresh approval (single sign-on: no second login), redeemed properly.
+    let r = consent(&h, &session, &found, "allow", Some("p1")).await;
+    let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+    let r = token(&h, &format!("grant_type=authorization_code&client_id=viewer&code={code}&code_verifier={VERIFIER}&redirect_uri=http://127.0.0.1:9/other")).await;
+    assert_eq!(r.json()["error"], "invalid_grant", "the redirect URI must match");
+    let r = consent(&h, &session, &found, "allow", Some("p1")).await;
+    let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+    let r = token(&h, &format!("{base}&code={code}&code_verifier={VERIFIER}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let t = r.json();
+    assert_eq!(t["token_type"], "Bearer");
+    assert_eq!(t["patient"], "p1");
+    assert_eq!(t["need_patient_banner"], true);
+    assert_eq!(t["scope"], APP_SCOPE);
+    let access = t["access_token"].as_str().unwrap().to_string();
+    let refresh = t["refresh_token"].as_str().unwrap().to_string();
+    let claims = verify_id_token(&h, t["id_token"].as_str().unwrap(), "viewer").await;
+    assert_eq!(claims["sub"], "dr-sato");
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    assert_eq!(claims["fhirUser"], "http://mamori.test/fhir/Practitioner/sato");
+    assert!(claims["auth_time"].as_i64().unwrap() <= now_secs());
+
+    // The token reaches what the doctor may see (their rights ∩ the scopes), nothing else.
+    assert_eq!(bearer(&h, &access, "/fhir/Patient/p1").await.status, StatusCode::OK);
+    assert_eq!(bearer(&h, &access, "/fhir/Patient/p2").await.status, StatusCode::NOT_FOUND);
+    let r = h
+        .send(
+            Request::builder()
+                .method("POST")
+                .uri("/fhir/Patient")
+                .header("authorization", format!("Bearer {access}"))
+                .header("content-type", "application/fhir+json")
+                .body(Body::from(r#"{"resourceType":"Patient"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "read-only scopes");
+    // The audit trail names the person and the client for the data access.
+    let entries: Vec<Value> = h
+        .node
+        .store
+        .query(&mamori_audit::EntryQuery::default())
+        .unwrap()
+        .iter()
+        .map(|(_, e)| serde_json::from_slice(e).unwrap())
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "authorize" && e["actor"]["id"] == "dr-sato" && e["outcome"] == "success")
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "read" && e["actor"]["id"] == "dr-sato" && e["actor"]["client_id"] == "viewer")
+    );
+
+    // Replaying the code: refused, and everything issued from it is revoked.
+    let r = token(&h, &format!("{base}&code={code}&code_verifier={VERIFIER}")).await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert_eq!(bearer(&h, &access, "/fhir/Patient/p1").await.status, StatusCode::UNAUTHORIZED);
+    let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh}")).await;
+    assert_eq!(r.json()["error"], "invalid_grant", "the refresh token went with the family");
+
+    // Refresh rotation: a new authorization, refreshed once; the spent token replayed revokes all.
+    let r = consent(&h, &session, &found, "allow", Some("p1")).await;
+    let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+    let t = token(&h, &format!("{base}&code={code}&code_verifier={VERIFIER}")).await.json();
+    let (access1, refresh1) =
+        (t["access_token"].as_str().unwrap().to_string(), t["refresh_token"].as_str().unwrap().to_string());
+    let r = token(
+        &h,
+        &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh1}&scope=patient%2FPatient.r"),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let t2 = r.json();
+    assert_eq!(t2["scope"], "patient/Patient.r", "a refresh may narrow");
+    let (access2, refresh2) =
+        (t2["access_token"].as_str().unwrap().to_string(), t2["refresh_token"].as_str().unwrap().to_string());
+    assert_ne!(refresh1, refresh2, "rotated");
+    assert_eq!(bearer(&h, &access2, "/fhir/Patient/p1").await.status, StatusCode::OK);
+    let r = token(
+        &h,
+        &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh2}&scope=user%2FPatient.cruds"),
+    )
+    .await;
+    assert_eq!(r.json()["error"], "invalid_scope", "never wider than granted");
+    let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh1}")).await;
+    assert_eq!(r.json()["error"], "invalid_grant", "reuse detected");
+    for t in [&access1, &access2] {
+        assert_eq!(bearer(&h, t, "/fhir/Patient/p1").await.status, StatusCode::UNAUTHORIZED, "the family is revoked");
+    }
+    let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh2}")).await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+
+    // Refusing consent sends access_denied back to the app.
+    let r = consent(&h, &session, &found, "deny", None).await;
+    let loc = r.header("location").unwrap();
+    assert_eq!(query_param(&loc, "error").as_deref(), Some("access_denied"));
+    assert_eq!(query_param(&loc, "state").as_deref(), Some("st-1"));
+
+    // A person who leaves: their refresh tokens stop at once.
+    let r = consent(&h, &session, &found, "allow", Some("p1")).await;
+    let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+    let t = token(&h, &format!("{base}&code={code}&code_verifier={VERIFIER}")).await.json();
+    h.node.identity.leave("operator:test", "dr-sato").unwrap();
+    let r = token(
+        &h,
+        &format!("grant_type=refresh_token&client_id=viewer&refresh_token={}", t["refresh_token"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn bad_authorization_requests_are_refused_in_oauth_form() {
+    let h = Harness::new();
+    register_app(&h, "viewer", "user/*.rs openid fhirUser", false);
+    register_app(&h, "confidential", "user/*.rs openid", true);
+    let session = signed_in(&h, "dr-ito", &["doctor"], "Practitioner/ito");
+    let go = |q: String| {
+        let session = session.clone();
+        let h = &h;
+        async move { browse(h, Some(&session), &format!("/oauth/authorize?{q}")).await }
+    };
+    // The client or redirect URI cannot be trusted: an error page, never a redirect.
+    for q in [
+        authorize_query("nobody", "user/*.rs", &[]),
+        authorize_query("viewer", "user/*.rs", &[("redirect_uri", "http://127.0.0.1:9/evil")]),
+        authorize_query("viewer", "user/*.rs", &[("redirect_uri", "http://127.0.0.1:9/cb/")]),
+        authorize_query("viewer", "user/*.rs", &[("client_id", "")]),
+    ] {
+        let r = go(q).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(r.header("location").is_none());
+        assert!(String::from_utf8_lossy(&r.body).contains("続行できません"));
+    }
+    // Everything else goes back to the app with the error and the state.
+    for (extra, error) in [
+        (vec![("code_challenge", "")], "invalid_request"),
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (vec![("code_challenge_method", "")], "invalid_request"),
+        (vec![("code_challenge", "short")], "invalid_request"),
+        (vec![("response_type", "token")], "unsupported_response_type"),
+        (vec![("aud", "")], "invalid_request"),
+        (vec![("aud", "https://elsewhere.example/fhir")], "invalid_request"),
+        (vec![("scope", "user/*.cruds")], "invalid_scope"),
+        (vec![("scope", "system/*.rs")], "invalid_scope"),
+        (vec![("scope", "user/*.rs offline_access")], "invalid_scope"),
+        (vec![("scope", "user/Patient.rs?name=x")], "invalid_scope"),
+        (vec![("scope", "")], "invalid_scope"),
+        (vec![("launch", "xyz")], "invalid_request"),
+        (vec![("prompt", "none")], "consent_required"),
+    ] {
+        let r = go(authorize_query("viewer", "user/*.rs", &extra)).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{extra:?}");
+        let loc = r.header("location").unwrap();
+        assert!(loc.starts_with(REDIRECT), "{loc}");
+        assert_eq!(query_param(&loc, "error").as_deref(), Some(error), "{extra:?}: {loc}");
+        assert_eq!(query_param(&loc, "state").as_deref(), Some("st-1"));
+    }
+    let r = go(format!("{}&state=again", authorize_query("viewer", "user/*.rs", &[]))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "a repeated parameter: which redirect_uri is meant is unknowable");
+    assert!(r.header("location").is_none());
+    let r = go("%zz=1".into()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Token endpoint: a public client cannot use client credentials; a confidential client must
+    // authenticate; an unknown code or grant type is refused.
+    let r = token(&h, "grant_type=client_credentials&client_id=viewer").await;
+    assert_eq!(r.json()["error"], "unauthorized_client");
+    let r = token(
+        &h,
+        &format!(
+            "grant_type=authorization_code&client_id=confidential&code=abc&code_verifier={VERIFIER}&redirect_uri={}",
+            enc(REDIRECT)
+        ),
+    )
+    .await;
+    assert_eq!((r.status, r.json()["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")));
+    let r = token(
+        &h,
+        &format!(
+            "grant_type=authorization_code&client_id=viewer&code=forged&code_verifier={VERIFIER}&redirect_uri={}",
+            enc(REDIRECT)
+        ),
+    )
+    .await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = token(&h, "grant_type=refresh_token&client_id=viewer&refresh_token=forged").await;
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = token(&h, "grant_type=password&client_id=viewer&username=a&password=b").await;
+    assert_eq!(r.json()["error"], "unsupported_grant_type");
+    let r = token(&h, "grant_type=authorization_code").await;
+    assert_eq!(r.json()["error"], "invalid_client");
+
+    // A confidential app authenticates with its secret at the token endpoint.
+    let page = go(authorize_query("confidential", "user/*.rs openid", &[])).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let r = consent(&h, &session, &page, "allow", None).await;
+    let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+    let body =
+        format!("grant_type=authorization_code&code={code}&code_verifier={VERIFIER}&redirect_uri={}", enc(REDIRECT));
+    let r = token(&h, &format!("{body}&client_id=confidential&client_secret={}", crate::support::SECRET)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let t = r.json();
+    assert!(t.get("refresh_token").is_none(), "no offline_access, no refresh token");
+    let claims = verify_id_token(&h, t["id_token"].as_str().unwrap(), "confidential").await;
+    assert!(claims.get("fhirUser").is_none(), "fhirUser only with its scope");
+
+    // Introspection needs client authentication; a public client cannot introspect but may revoke.
+    let intro = |body: String| {
+        let h = &h;
+        async move {
+            h.send(
+                Request::builder()
+                    .method("POST")
+                    .uri("/oauth/introspect")
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let access = t["access_token"].as_str().unwrap();
+    let r = intro(format!("token={access}&client_id=confidential&client_secret={}", crate::support::SECRET)).await;
+    let j = r.json();
+    assert_eq!((j["active"].as_bool(), j["sub"].as_str()), (Some(true), Some("dr-ito")));
+    assert_eq!(intro(format!("token={access}&client_id=viewer")).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn signing_keys_rotate_with_overlap_and_only_public_halves_are_published() {
+    let h = Harness::new();
+    let now = now_secs();
+    let oauth = &h.node.oauth;
+    let first = oauth.rotate_signing_key(now, "test").unwrap();
+    let jwks = oauth.jwks(now).unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    let second = oauth.rotate_signing_key(now + 10, "test").unwrap();
+    assert_ne!(first, second);
+    let kids = |v: &Value| {
+        v["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(kids(&oauth.jwks(now + 10).unwrap()), vec![second.clone(), first.clone()], "the old key overlaps");
+    assert_eq!(kids(&oauth.jwks(now + 10 + 86_400).unwrap()), vec![second.clone()], "then it is withdrawn");
+    // The key id is the RFC 7638 thumbprint of the public key.
+    let k = &oauth.jwks(now + 10).unwrap()["keys"][0];
+    let thumb = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, k["e"].as_str().unwrap(), k["n"].as_str().unwrap());
+    assert_eq!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(thumb.as_bytes())), second);
+    for k in oauth.jwks(now + 10).unwrap()["keys"].as_array().unwrap() {
+        assert_eq!(k["kty"], "RSA");
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(k.get(private).is_none());
+        }
+    }
+    // Stored sealed: the configuration history holds no private key in the clear.
+    let stored = h.node.store.config_get("signing-key", &second).unwrap().unwrap().value.unwrap();
+    let sealed = stored["private_sealed"].as_str().unwrap();
+    assert!(sealed.bytes().all(|b| b.is_ascii_hexdigit()) && !sealed.contains("MII"));
+    // Each rotation is a configuration change, audited.
+    assert!(h.node.store.config_history("signing-key", &first).unwrap().len() >= 2, "created, then retired");
+    // Served at /oauth/jwks with discovery pointing there.
+    let r = browse(&h, None, "/.well-known/openid-configuration").await;
+    let m = r.json();
+    assert_eq!(m["issuer"], "http://mamori.test");
+    assert_eq!(m["jwks_uri"], "http://mamori.test/oauth/jwks");
+    assert_eq!(m["authorization_endpoint"], "http://mamori.test/oauth/authorize");
+    assert_eq!(m["id_token_signing_alg_values_supported"], json!(["RS256"]));
+    assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
+    let r = browse(&h, None, "/oauth/jwks").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(kids(&r.json())[0], second);
+}
