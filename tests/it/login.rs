@@ -13,7 +13,7 @@ fn python_deps() -> PathBuf {
     crate::support::pip_target("pydeps", &["requests==2.32.3", "pyotp==2.9.0"], &["pyotp", "requests"])
 }
 
-fn add_user(dir: &Path, user: &str, pw: &str) {
+pub(crate) fn add_user(dir: &Path, user: &str, pw: &str) {
     let mut c = Command::new(BIN)
         .args([
             "user",

@@ -591,3 +591,96 @@ async fn signing_keys_rotate_with_overlap_and_only_public_halves_are_published()
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(kids(&r.json())[0], second);
 }
+
+/// Authlib (code flow with PKCE, ID token checked with joserfc, refresh, revocation) and
+/// fhirclient (standalone launch with the patient picker) against the real binary, as they are.
+#[test]
+fn outside_smart_clients_launch_unchanged() {
+    use crate::binary::{cli, http, start};
+    let deps = crate::support::pip_target(
+        "smartdeps",
+        &["Authlib==1.9.9", "fhirclient==4.4.0", "requests==2.32.3", "pyotp==2.9.0", "cryptography==50.0.2"],
+        &["authlib", "fhirclient", "joserfc", "pyotp", "requests", "cryptography"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    crate::login::add_user(&dir, "sato", "k7#Vq2!mZp-w9");
+    let out = cli(&["user", "enroll-totp", "sato", "--data-dir", d]);
+    let uri = String::from_utf8(out.stdout).unwrap();
+    let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    // A public app: redirect URI, no keys, so no secret; it must use PKCE.
+    let out = cli(&[
+        "client",
+        "add",
+        "viewer",
+        "--redirect-uri",
+        REDIRECT,
+        "--scope",
+        "openid fhirUser profile launch/patient offline_access patient/*.rs",
+        "--name",
+        "診療ビューア",
+        "--data-dir",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("token_endpoint_auth_method=none") && !printed.contains("client_secret="), "{printed}");
+    // Registration refuses what cannot work.
+    for bad in [
+        vec!["client", "add", "x1", "--redirect-uri", "http://app.example.jp/cb", "--scope", "user/*.rs"],
+        vec!["client", "add", "x2", "--redirect-uri", "https://app.example.jp/cb#frag", "--scope", "user/*.rs"],
+        vec!["client", "add", "x3", "--scope", "user/*.rs"],
+        vec!["client", "add", "x4", "--scope", "system/*.rs openid"],
+    ] {
+        let mut args = bad.clone();
+        args.extend(["--data-dir", d]);
+        let out = cli(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    let server = start(&dir, &[]);
+    let base = format!("http://{}", server.addr);
+    let system = crate::binary::token(server.addr, &dir, "loader");
+    let put = |path: &str, body: Value| {
+        let r = http(
+            server.addr,
+            "PUT",
+            path,
+            &[("Authorization", &format!("Bearer {system}")), ("Content-Type", "application/fhir+json")],
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert!(r.status == 200 || r.status == 201, "{}", String::from_utf8_lossy(&r.body));
+    };
+    put(
+        "/fhir/Patient/pt-yamada",
+        json!({"resourceType": "Patient", "id": "pt-yamada",
+        "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "00012345"}],
+        "name": [{"use": "official", "family": "山田", "given": ["太郎"]}], "gender": "male", "birthDate": "1970-01-02"}),
+    );
+    put("/fhir/Patient/other-patient", json!({"resourceType": "Patient", "id": "other-patient"}));
+    put(
+        "/fhir/Encounter/enc-1",
+        json!({"resourceType": "Encounter", "id": "enc-1", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/pt-yamada"}, "participant": [{"individual": {"reference": "Practitioner/sato"}}]}),
+    );
+    crate::support::python_ok(
+        &deps,
+        "smart_client.py",
+        &[&base, "sato", "k7#Vq2!mZp-w9", "Zq9!tRe4#vWx-7Lp", &secret, "00012345", "pt-yamada"],
+    );
+    // `mamori keys list` shows the key the flow created; `keys rotate` starts another.
+    drop(server);
+    let out = cli(&["keys", "list", "--data-dir", d]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && listed.contains("RS256") && listed.contains("signing\tpublished"), "{listed}");
+    let out = cli(&["keys", "rotate", "--data-dir", d, "--reason", "test"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["keys", "list", "--data-dir", d]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(listed.contains("retired") && listed.contains("signing\tpublished"), "{listed}");
+}

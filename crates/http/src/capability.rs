@@ -62,7 +62,13 @@ fn capability_statement(s: &AppState) -> Value {
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "extension": [{
                     "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                    "extension": [{"url": "token", "valueUri": format!("{base}/oauth/token")}]
+                    "extension": [
+                        {"url": "authorize", "valueUri": format!("{base}/oauth/authorize")},
+                        {"url": "token", "valueUri": format!("{base}/oauth/token")},
+                        {"url": "introspect", "valueUri": format!("{base}/oauth/introspect")},
+                        {"url": "revoke", "valueUri": format!("{base}/oauth/revoke")},
+                        {"url": "manage", "valueUri": format!("{base}/account")}
+                    ]
                 }]
             },
             "resource": resources,
