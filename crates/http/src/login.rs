@@ -1,7 +1,7 @@
 //! Login pages (A2, A4–A6): password → TOTP (or enrolment) → forced password change → signed in.
 //! Japanese first, English with `?lang=en`. Standard form fields and `autocomplete` values so
 //! password managers and assistive tools work; a double-submit CSRF token on every form;
-//! session cookies HttpOnly, SameSite=Strict, and Secure when served over https. Every failure
+//! session cookies HttpOnly, SameSite=Lax (single sign-on into `/oauth/authorize`), and Secure when served over https. Every failure
 //! shows only 「認証に失敗しました」.
 
 use std::net::SocketAddr;
