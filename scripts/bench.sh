@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Load benchmark of the whole stack: /healthz (baseline), authorised FHIR read, and durable create,
+# Load benchmark of the whole stack: /healthz (baseline), authorised FHIR read, durable create and
+# client-credentials token issuance (durable token + audit entry),
 # measured with wrk from a separate process on loopback, in one run, so ratios are comparable on a
 # shared, noisy machine. Writes the table into BENCHMARKS.md between the BENCH markers.
 #
@@ -32,6 +33,13 @@ wrk.body = '$PATIENT'
 wrk.headers["Content-Type"] = "application/fhir+json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 LUAEOF
+TLUA=$(mktemp --suffix .lua)
+cat > "$TLUA" <<LUAEOF
+wrk.method = "POST"
+wrk.body = "grant_type=client_credentials&scope=system%2FPatient.rs"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $(printf 'bench:%s' "$SECRET" | base64 -w0)"
+LUAEOF
 
 run() { # name, then wrk args
   local name=$1; shift
@@ -47,10 +55,11 @@ run() { # name, then wrk args
 H=$(run healthz http://127.0.0.1:$PORT/healthz)
 R=$(run read -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$PORT/fhir/Patient/$ID)
 C=$(run create -s "$LUA" http://127.0.0.1:$PORT/fhir/Patient)
-rm -f "$LUA"
+T=$(run token -s "$TLUA" http://127.0.0.1:$PORT/oauth/token)
+rm -f "$LUA" "$TLUA"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-HR=$(echo "$H" | cut -d'|' -f2); RR=$(echo "$R" | cut -d'|' -f2); CR=$(echo "$C" | cut -d'|' -f2)
+HR=$(echo "$H" | cut -d'|' -f2); RR=$(echo "$R" | cut -d'|' -f2); CR=$(echo "$C" | cut -d'|' -f2); TR=$(echo "$T" | cut -d'|' -f2)
 TABLE=$(cat <<TEOF
 Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr);
 \`scripts/bench.sh $DUR $CONNS\` (wrk -t2 -c$CONNS -d${DUR}s, server and load generator share the machine).
@@ -60,6 +69,7 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%
 | \`GET /healthz\` (baseline) | $(echo "$H" | cut -d'|' -f2) | $(echo "$H" | cut -d'|' -f3) | $(echo "$H" | cut -d'|' -f4) | $(echo "$H" | cut -d'|' -f5) | 1.000 |
 | \`GET /fhir/Patient/{id}\` (bearer token) | $RR | $(echo "$R" | cut -d'|' -f3) | $(echo "$R" | cut -d'|' -f4) | $(echo "$R" | cut -d'|' -f5) | $(ratio "$RR" "$HR") |
 | \`POST /fhir/Patient\` (durable create + Provenance) | $CR | $(echo "$C" | cut -d'|' -f3) | $(echo "$C" | cut -d'|' -f4) | $(echo "$C" | cut -d'|' -f5) | $(ratio "$CR" "$HR") |
+| \`POST /oauth/token\` (client credentials, durable token + audit entry) | $TR | $(echo "$T" | cut -d'|' -f3) | $(echo "$T" | cut -d'|' -f4) | $(echo "$T" | cut -d'|' -f5) | $(ratio "$TR" "$HR") |
 TEOF
 )
 echo "$TABLE"
