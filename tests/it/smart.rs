@@ -684,3 +684,56 @@ fn outside_smart_clients_launch_unchanged() {
     assert_eq!(listed.lines().count(), 2, "{listed}");
     assert!(listed.contains("retired") && listed.contains("signing\tpublished"), "{listed}");
 }
+
+/// An app registered for some information classes (`--class`) never reaches beyond them, even
+/// with a person whose own rights are wider: rights ∩ scopes ∩ the app's classes.
+#[tokio::test]
+async fn a_persons_token_through_an_app_stays_within_the_apps_classes() {
+    let h = Harness::new();
+    h.add_user("dr-kato", &["doctor"], "Practitioner/kato");
+    h.create(&json!({"resourceType": "Patient", "id": "pk"})).await;
+    h.call("PUT", "/fhir/Patient/pk", Some(&json!({"resourceType": "Patient", "id": "pk"}))).await;
+    h.create(&json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/pk"},
+        "participant": [{"member": {"reference": "Practitioner/kato"}}]}))
+        .await;
+    let obs = |code: &str| {
+        json!({"resourceType": "Observation", "status": "final", "subject": {"reference": "Patient/pk"},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]}})
+    };
+    let general = h.create(&obs("2345-7")).await["id"].as_str().unwrap().to_string();
+    let hiv = h.create(&obs("7917-8")).await["id"].as_str().unwrap().to_string();
+    register_app(&h, "general-only", "user/*.rs openid", false);
+    let mut c: mamori_oauth::Client =
+        serde_json::from_value(h.node.store.config_get("client", "general-only").unwrap().unwrap().value.unwrap())
+            .unwrap();
+    c.classes = vec!["general".into(), "administrative".into()];
+    h.node
+        .store
+        .change_config(&mamori_store_sqlite::ConfigChange {
+            kind: "client",
+            key: "general-only",
+            value: Some(serde_json::to_value(c).unwrap()),
+            changed_by: "operator:test",
+            reason: "test",
+            expected_version: Some(1),
+            now_micros: 0,
+        })
+        .unwrap();
+    let issue = |client: &str| {
+        h.node
+            .oauth
+            .issue_for_user(client, "dr-kato", Some("Practitioner/kato"), "user/*.rs", 900, now_secs())
+            .unwrap()
+            .access_token
+    };
+    let (wide, narrow) = (issue("test-app"), issue("general-only"));
+    assert_eq!(bearer(&h, &wide, &format!("/fhir/Observation/{hiv}")).await.status, StatusCode::OK, "the doctor may");
+    assert_eq!(bearer(&h, &narrow, &format!("/fhir/Observation/{general}")).await.status, StatusCode::OK);
+    assert_eq!(
+        bearer(&h, &narrow, &format!("/fhir/Observation/{hiv}")).await.status,
+        StatusCode::NOT_FOUND,
+        "the app may not"
+    );
+    assert_eq!(bearer(&h, &narrow, "/fhir/Patient/pk").await.status, StatusCode::OK);
+}

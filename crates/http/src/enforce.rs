@@ -293,12 +293,22 @@ impl Principal {
             return refused("the access token's scopes do not allow it");
         }
         let target = type_target(resource_type, &self.enforcer.rules());
+        if !self.client_reaches(&target) {
+            return refused("the application is not registered for these information classes");
+        }
         let situation = Situation { care: false, break_glass: false, operation: action.operation().to_string() };
         if self.engine()?.decide(&self.subject, action.act(), &target, &situation).allowed {
             Ok(())
         } else {
             refused("the access policy does not allow it")
         }
+    }
+
+    /// Whether the application's registered classes (`client add --class`) cover the target's:
+    /// a person's token through an app never reaches beyond the app's registration. (For an
+    /// application acting for itself the policy already judges its classes.)
+    fn client_reaches(&self, target: &Target) -> bool {
+        self.grant.client_classes.is_empty() || target.classes.iter().all(|c| self.grant.client_classes.contains(c))
     }
 
     /// The record-level decision. Returns the decision and whether it relied on break-glass.
@@ -314,6 +324,10 @@ impl Principal {
             .engine()
             .ok_or_else(|| RecordError::Store(mamori_records::StoreError("policy engine unavailable".into())))?;
         let target = record_target(v, &self.enforcer.rules());
+        if !self.client_reaches(&target) {
+            let d = Decision { allowed: false, policies: vec!["client-classes".into()], errors: Vec::new() };
+            return Ok((Arc::new(d), false));
+        }
         let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
         if let (Subject::User { username, .. }, Some(patient)) = (&self.subject, &v.patient) {
             situation.care = self.care(tx, patient)?;
