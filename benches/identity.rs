@@ -79,6 +79,7 @@ fn main() {
         last_seen: 1_900_000_000,
         browser: mamori_identity::session::digest("UA"),
         pending_totp: None,
+        pending_webauthn: None,
     };
     store.save_session(&mamori_identity::session::digest(&token), &sess).unwrap();
     let k = 50_000;

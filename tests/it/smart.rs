@@ -737,3 +737,48 @@ async fn a_persons_token_through_an_app_stays_within_the_apps_classes() {
     );
     assert_eq!(bearer(&h, &narrow, "/fhir/Patient/pk").await.status, StatusCode::OK);
 }
+
+/// Bearer tokens that are forged, expired, revoked or of a disabled account are all refused alike
+/// (401 with an OperationOutcome and `WWW-Authenticate`), on every request.
+#[tokio::test]
+async fn forged_expired_and_revoked_bearer_tokens_are_refused() {
+    let h = Harness::new();
+    h.add_user("dr-mori", &["doctor"], "Practitioner/mori");
+    let now = now_secs();
+    let issue = |at: i64, life: u64| {
+        h.node
+            .oauth
+            .issue_for_user("test-app", "dr-mori", Some("Practitioner/mori"), "user/*.rs", life, at)
+            .unwrap()
+            .access_token
+    };
+    let expired = issue(now - 7200, 3600);
+    let live = issue(now, 900);
+    let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 32]);
+    for (what, t) in
+        [("forged", forged.as_str()), ("expired", expired.as_str()), ("empty", ""), ("oversized", &"a".repeat(600))]
+    {
+        let r = bearer(&h, t, "/fhir/Patient/nobody").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{what}");
+        assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    }
+    // A JWT-looking token (alg none) is just another unknown opaque string.
+    let none = format!(
+        "{}.{}.",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"dr-mori","scope":"user/*.cruds"}"#)
+    );
+    assert_eq!(bearer(&h, &none, "/fhir/Patient/nobody").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        bearer(&h, &live, "/fhir/Patient/nobody").await.status,
+        StatusCode::NOT_FOUND,
+        "accepted: no such patient"
+    );
+    h.node.oauth.revoke(&live).unwrap();
+    assert_eq!(bearer(&h, &live, "/fhir/Patient/nobody").await.status, StatusCode::UNAUTHORIZED, "revoked at once");
+    h.node.identity.disable("operator:test", "dr-mori").unwrap();
+    // Even a token minted after the account was disabled does not act for it.
+    let after = issue(now, 900);
+    assert_eq!(bearer(&h, &after, "/fhir/Patient/nobody").await.status, StatusCode::UNAUTHORIZED, "account disabled");
+}

@@ -90,14 +90,34 @@ pub struct Credentials {
     /// cleared by rotation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emergency_opened_at: Option<i64>,
+    /// WebAuthn passkeys / security keys ([`crate::passkey::PasskeyFactor`] as JSON: public keys
+    /// and counters, no secret).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passkeys: Vec<serde_json::Value>,
+    /// The random WebAuthn user handle of this account (set at the first passkey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webauthn_handle: Option<String>,
 }
 
 impl Credentials {
+    /// The registered passkeys.
+    pub fn passkey_factors(&self) -> Vec<crate::passkey::PasskeyFactor> {
+        self.passkeys.iter().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect()
+    }
+
+    /// Replaces the registered passkeys.
+    pub fn set_passkey_factors(&mut self, keys: &[crate::passkey::PasskeyFactor]) {
+        self.passkeys = keys.iter().filter_map(|k| serde_json::to_value(k).ok()).collect();
+    }
+
     /// Second factors enrolled (names).
     pub fn second_factors(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.totp.is_some() {
             v.push("totp");
+        }
+        if !self.passkeys.is_empty() {
+            v.push("passkey");
         }
         v
     }

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod lockout;
+pub mod passkey;
 pub mod password;
 pub mod secret;
 pub mod service;

@@ -8,7 +8,7 @@ use mamori_audit::{AuditActor, AuditLog, AuditRecord, Outcome};
 
 use crate::account::{Account, Coverage, Credentials, Proofing, Status, TotpFactor, valid_username};
 use crate::session::{self, Invalid, Session, Stage};
-use crate::{Error, Message, lockout, password, secret, totp};
+use crate::{Error, Message, lockout, passkey, password, secret, totp};
 
 /// What the identity service needs from storage.
 pub trait IdentityStore: Send + Sync {
@@ -542,6 +542,7 @@ impl Identity {
             last_seen: now,
             browser: session::digest(browser),
             pending_totp: None,
+            pending_webauthn: None,
         };
         self.store.save_session(&session::digest(&token), &s)?;
         Ok((token, stage))
@@ -744,6 +745,154 @@ impl Identity {
             source,
         ))?;
         Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "totp (enrolled)")?))
+    }
+
+    /// Which second factors the account behind a session awaiting its second step has:
+    /// `(totp, passkey)`. `None` if the session is not waiting for one.
+    pub fn pending_factors(&self, token: &str, browser: &str, now: i64) -> Result<Option<(bool, bool)>, Error> {
+        let Ok(s) = self.session(token, browser, now)? else { return Ok(None) };
+        if s.stage != Stage::NeedTotp {
+            return Ok(None);
+        }
+        let creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        Ok(Some((creds.totp.is_some(), !creds.passkeys.is_empty())))
+    }
+
+    /// The passkeys of a signed-in person: `(name, enrolled_at, last_used)`.
+    pub fn passkeys_of(&self, username: &str) -> Result<Vec<(String, i64, Option<i64>)>, Error> {
+        let creds = self.store.credentials(username)?.unwrap_or_default();
+        Ok(creds.passkey_factors().into_iter().map(|k| (k.name, k.enrolled_at, k.last_used)).collect())
+    }
+
+    /// Starts registering a passkey: while enrolling a second factor at login, or from a full
+    /// session (adding another key). Returns the options for `navigator.credentials.create`.
+    pub fn begin_passkey_registration(
+        &self,
+        rp: &passkey::RelyingParty,
+        token: &str,
+        browser: &str,
+        now: i64,
+    ) -> Result<Option<serde_json::Value>, Error> {
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(None) };
+        if !matches!(s.stage, Stage::NeedEnrol | Stage::Full) {
+            return Ok(None);
+        }
+        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        let handle = match creds.webauthn_handle.as_deref().and_then(|h| h.parse().ok()) {
+            Some(h) => h,
+            None => {
+                let h = passkey::new_user_handle()?;
+                creds.webauthn_handle = Some(h.to_string());
+                self.store.save_credentials(&s.username, &creds)?;
+                h
+            }
+        };
+        let display =
+            self.store.account(&s.username)?.and_then(|(a, _)| a.display_name).unwrap_or_else(|| s.username.clone());
+        let (options, state) = rp.begin_register(handle, &s.username, &display, &creds.passkey_factors())?;
+        s.pending_webauthn = Some(serde_json::to_value(state).map_err(|e| Error::Invalid(e.to_string()))?);
+        self.store.save_session(&session::digest(token), &s)?;
+        Ok(Some(options))
+    }
+
+    /// Finishes registering a passkey with the browser's response. At login enrolment this
+    /// completes the second factor (then the password change if due); from a full session it adds
+    /// the key. Audited.
+    #[expect(clippy::too_many_arguments, reason = "the parts of one ceremony step")]
+    pub fn finish_passkey_registration(
+        &self,
+        rp: &passkey::RelyingParty,
+        token: &str,
+        browser: &str,
+        response: &str,
+        name: &str,
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Result<Stage, Refused>, Error> {
+        let id = session::digest(token);
+        let refused = Refused { message: crate::login_failed(), retry_after: None };
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
+        let Some(state) = s.pending_webauthn.take() else { return Ok(Err(refused)) };
+        // The ceremony is single use whatever its outcome.
+        self.store.save_session(&id, &s)?;
+        let Ok(state) = serde_json::from_value::<passkey::Ceremony>(state) else { return Ok(Err(refused)) };
+        if !matches!(s.stage, Stage::NeedEnrol | Stage::Full) {
+            return Ok(Err(refused));
+        }
+        let Some(key) = rp.finish_register(response, &state)? else {
+            let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+            let detail = Some("passkey registration refused".into());
+            self.log(event("enrol", who, &s.username, Outcome::Failure, detail, source))?;
+            return Ok(Err(refused));
+        };
+        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        let mut keys = creds.passkey_factors();
+        let name: String = name.trim().chars().take(64).collect();
+        let name = if name.is_empty() { format!("passkey {}", keys.len() + 1) } else { name };
+        keys.push(passkey::PasskeyFactor { name: name.clone(), enrolled_at: now, last_used: None, credential: key });
+        creds.set_passkey_factors(&keys);
+        self.store.save_credentials(&s.username, &creds)?;
+        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+        let detail = Some(format!("passkey `{name}` registered ({} in all)", keys.len()));
+        self.log(event("enrol", who, &s.username, Outcome::Success, detail, source))?;
+        if s.stage == Stage::NeedEnrol {
+            return Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "passkey (enrolled)")?));
+        }
+        Ok(Ok(s.stage))
+    }
+
+    /// Starts the passkey second step after the password: options for
+    /// `navigator.credentials.get`, or `None` if the session is not waiting for a second factor or
+    /// the account has no passkey.
+    pub fn begin_passkey_login(
+        &self,
+        rp: &passkey::RelyingParty,
+        token: &str,
+        browser: &str,
+        now: i64,
+    ) -> Result<Option<serde_json::Value>, Error> {
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(None) };
+        if s.stage != Stage::NeedTotp {
+            return Ok(None);
+        }
+        let keys = self.store.credentials(&s.username)?.unwrap_or_default().passkey_factors();
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        let (options, state) = rp.begin_authenticate(&keys)?;
+        s.pending_webauthn = Some(serde_json::to_value(state).map_err(|e| Error::Invalid(e.to_string()))?);
+        self.store.save_session(&session::digest(token), &s)?;
+        Ok(Some(options))
+    }
+
+    /// The second step with a passkey assertion. The challenge is single use; lockout applies as
+    /// for other factors.
+    pub fn verify_passkey(
+        &self,
+        rp: &passkey::RelyingParty,
+        token: &str,
+        browser: &str,
+        response: &str,
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Result<Stage, Refused>, Error> {
+        let id = session::digest(token);
+        let mut state = None;
+        if let Ok(mut s) = self.session(token, browser, now)?
+            && let Some(st) = s.pending_webauthn.take()
+        {
+            self.store.save_session(&id, &s)?;
+            state = serde_json::from_value::<passkey::Ceremony>(st).ok();
+        }
+        self.second_step(token, browser, now, source, "passkey assertion refused", |_, creds| {
+            let Some(state) = state else { return Ok(None) };
+            let mut keys = creds.passkey_factors();
+            let used = rp.finish_authenticate(response, &state, &mut keys, now);
+            if used.is_some() {
+                creds.set_passkey_factors(&keys);
+            }
+            Ok(used.map(|name| format!("passkey ({name})")))
+        })
     }
 
     /// The forced password change within a login.

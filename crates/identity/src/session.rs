@@ -35,6 +35,9 @@ pub struct Session {
     /// TOTP seed being enrolled (sealed), between showing it and confirming it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_totp: Option<String>,
+    /// A WebAuthn ceremony in progress ([`crate::passkey::Ceremony`] as JSON), server-side only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_webauthn: Option<serde_json::Value>,
 }
 
 /// Session lifetimes.
@@ -103,6 +106,7 @@ mod tests {
             last_seen: 0,
             browser: digest("UA1"),
             pending_totp: None,
+            pending_webauthn: None,
         };
         assert_eq!(p.check(&s, 900, "UA1"), Ok(()));
         assert_eq!(p.check(&s, 901, "UA1"), Err(Invalid::Idle));
