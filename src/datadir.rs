@@ -240,7 +240,16 @@ impl Node {
 
     /// Router state for this node.
     pub fn app_state(&self, public_url: &str) -> AppState {
+        let public = self.config.public_url.clone().unwrap_or_else(|| public_url.to_string());
+        let passkeys = match mamori_identity::passkey::RelyingParty::new(&public) {
+            Ok(rp) => Some(Arc::new(rp)),
+            Err(e) => {
+                tracing::info!(public_url = %public, reason = %e, "passkeys are not offered at this address");
+                None
+            }
+        };
         AppState {
+            passkeys,
             records: self.records.clone(),
             oauth: self.oauth.clone(),
             audit: self.store.clone(),
@@ -249,7 +258,7 @@ impl Node {
             enforcer: self.enforcer.clone(),
             config: Arc::new(HttpConfig {
                 max_body_bytes: self.config.max_body_bytes,
-                public_url: self.config.public_url.clone().unwrap_or_else(|| public_url.to_string()),
+                public_url: public,
                 version: env!("CARGO_PKG_VERSION").to_string(),
             }),
             started: mamori_records::Clock::now(&SystemClock).to_fhir(),

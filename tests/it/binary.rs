@@ -26,8 +26,11 @@ impl Drop for Server {
 
 /// Starts `mamori serve` on a free loopback port and waits until `/healthz` answers.
 pub fn start(dir: &Path, extra: &[&str]) -> Server {
+    let listen: &[&str] = if extra.contains(&"--listen") { &[] } else { &["--listen", "127.0.0.1:0"] };
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg("serve")
+        .args(listen)
+        .arg("--data-dir")
         .arg(dir)
         .args(extra)
         .stdout(Stdio::piped())

@@ -70,3 +70,46 @@ fn an_outside_client_signs_in_with_two_factors_through_the_pages() {
     let out = cli(&["user", "coverage", "--data-dir", dir.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("100.0%"), "self-enrolment counts");
 }
+
+/// Debian's Chromium and ChromeDriver, installed once if missing (the project installs what its
+/// tests need).
+fn chromium() {
+    if std::path::Path::new("/usr/bin/chromium").exists() && std::path::Path::new("/usr/bin/chromedriver").exists() {
+        return;
+    }
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .output()
+            .expect("apt-get is needed to install Chromium for the passkey test")
+    };
+    if !install().status.success() {
+        let _ = Command::new("apt-get").args(["update", "-qq"]).output();
+        let out = install();
+        assert!(out.status.success(), "installing chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Passkeys in a real browser: Chromium's virtual authenticator registers a passkey at
+/// enrolment and signs in with it; a browser without it cannot pass the second step.
+#[test]
+fn a_real_browser_enrols_and_signs_in_with_a_passkey() {
+    chromium();
+    let deps = crate::support::pip_target("seleniumdeps", &["selenium==4.27.1"], &["selenium"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    assert!(cli(&["init", "--data-dir", dir.to_str().unwrap()]).status.success());
+    add_user(&dir, "kimura", "k7#Vq2!mZp-w9");
+    // WebAuthn needs a domain name: serve on a fixed free port with public URL http://localhost.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://localhost:{port}");
+    let server = start(&dir, &["--listen", &format!("127.0.0.1:{port}"), "--public-url", &base]);
+    let _ = &server;
+    crate::support::python_ok(&deps, "passkey_browser.py", &[&base, "kimura", "k7#Vq2!mZp-w9", "Zq9!tRe4#vWx-7Lp"]);
+    // The audit trail has the enrolment and a login by password + passkey.
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", dir.to_str().unwrap()]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("passkey `診察室PC` registered"), "{log}");
+    assert!(log.contains("two-factor: password + passkey (診察室PC)"), "{log}");
+}

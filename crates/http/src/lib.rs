@@ -12,6 +12,7 @@ mod error;
 mod fhir;
 mod login;
 mod oauth;
+mod passkey;
 mod serve;
 
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub struct AppState {
     pub audit: Arc<dyn mamori_audit::AuditLog>,
     /// Accounts, sessions and login.
     pub identity: Arc<mamori_identity::service::Identity>,
+    /// The WebAuthn relying party (this server's public URL); `None` when the URL has no domain
+    /// name (passkeys need one), and then passkeys are not offered.
+    pub passkeys: Option<Arc<mamori_identity::passkey::RelyingParty>>,
     /// Readiness.
     pub health: Arc<dyn Health>,
     /// Access policies and class rules in force (the enforcement point's configuration).
@@ -106,6 +110,11 @@ pub fn app(state: AppState) -> Router {
         .route("/login/totp", get(login::totp_page).post(login::totp_submit))
         .route("/login/enroll", get(login::enroll_page).post(login::enroll_submit))
         .route("/login/password", get(login::password_page).post(login::password_submit))
+        .route("/login/webauthn.js", get(passkey::script))
+        .route("/login/passkey/register/begin", post(passkey::register_begin))
+        .route("/login/passkey/register/finish", post(passkey::register_finish))
+        .route("/login/passkey/login/begin", post(passkey::login_begin))
+        .route("/login/passkey/login/finish", post(passkey::login_finish))
         .route("/account", get(login::account_page))
         .route("/logout", post(login::logout))
         .nest("/fhir", fhir)

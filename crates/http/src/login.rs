@@ -55,6 +55,36 @@ fn safe_next(n: Option<&String>) -> String {
     }
 }
 
+/// The `next` of a page query, made safe.
+pub(crate) fn safe_next_of(q: &PageQuery) -> String {
+    safe_next(q.next.as_ref())
+}
+
+/// The passkey part of a page: a button wired by `/login/webauthn.js` and a failure notice.
+fn passkey_block(
+    lang: Lang,
+    id: &str,
+    label_ja: &'static str,
+    label_en: &'static str,
+    next: &str,
+    with_name: bool,
+) -> String {
+    let name = if with_name {
+        format!(
+            r#"<label for="passkey-name">{}</label><input id="passkey-name" name="passkey_name" autocomplete="off" maxlength="64">"#,
+            t(lang, "パスキーの名前（例: 業務用PC）", "Name of this passkey (e.g. work PC)")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"<section>{name}<button type="button" id="{id}" data-next="{next}">{label}</button><p id="passkey-error" role="alert" class="error" hidden>{err}</p><script src="/login/webauthn.js" defer></script></section>"#,
+        next = esc(next),
+        label = t(lang, label_ja, label_en),
+        err = t(lang, "認証に失敗しました", "Authentication failed"),
+    )
+}
+
 #[derive(serde::Deserialize, Default)]
 pub struct PageQuery {
     pub(crate) lang: Option<String>,
@@ -135,7 +165,7 @@ fn finish(p: Page) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
     for c in p.cookies {
@@ -310,11 +340,43 @@ fn code_form(lang: Lang, action: &str, next: &str) -> String {
     )
 }
 
+/// The second-step forms for what the account has: passkey button, TOTP code, recovery code.
+async fn second_step_forms(s: &AppState, headers: &HeaderMap, lang: Lang, next: &str) -> String {
+    let factors = match cookie(headers, SESSION) {
+        Some(token) => {
+            let (id, ua) = (s.identity.clone(), browser(headers));
+            tokio::task::spawn_blocking(move || id.pending_factors(&token, &ua, now()))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+        }
+        None => None,
+    };
+    let (totp, passkey) = factors.unwrap_or((true, false));
+    let mut out = String::new();
+    if passkey && s.passkeys.is_some() {
+        out.push_str(&passkey_block(
+            lang,
+            "passkey-login",
+            "パスキーでログイン",
+            "Sign in with a passkey",
+            next,
+            false,
+        ));
+    }
+    if totp || !passkey {
+        out.push_str(&code_form(lang, "/login/totp", next));
+    }
+    out.push_str(&recovery_form(lang, next));
+    out
+}
+
 /// `GET /login/totp`.
 pub async fn totp_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
     let lang = lang_of(&q, &headers);
     let next = safe_next(q.next.as_ref());
-    let forms = format!("{}{}", code_form(lang, "/login/totp", &next), recovery_form(lang, &next));
+    let forms = second_step_forms(&s, &headers, lang, &next).await;
     render(&s, &headers, lang, t(lang, "二要素認証", "Two-factor authentication"), None, &forms, StatusCode::OK)
 }
 
@@ -346,7 +408,7 @@ pub async fn totp_submit(
     match r {
         Ok(Ok(Ok(stage))) => redirect(&stage_path(stage, &next), Vec::new()),
         Ok(Ok(Err(_))) => {
-            let forms = format!("{}{}", code_form(lang, "/login/totp", &next), recovery_form(lang, &next));
+            let forms = second_step_forms(&s, &headers, lang, &next).await;
             render(
                 &s,
                 &headers,
@@ -386,13 +448,28 @@ pub async fn enroll_page(State(s): State<AppState>, Query(q): Query<PageQuery>, 
         key_l = t(lang, "手入力用のキー", "Key for manual entry"),
         secret = esc(secret),
     );
+    let passkey = if s.passkeys.is_some() {
+        format!(
+            "<h2>{}</h2><p>{}</p>{}<h2>{}</h2>",
+            t(lang, "パスキー／セキュリティキーを使う", "Use a passkey or security key"),
+            t(
+                lang,
+                "この端末の生体認証・PIN、またはセキュリティキーを登録します。",
+                "Register this device's biometrics or PIN, or a security key."
+            ),
+            passkey_block(lang, "passkey-register", "パスキーを登録", "Register a passkey", &next, true),
+            t(lang, "認証アプリを使う", "Use an authenticator app"),
+        )
+    } else {
+        String::new()
+    };
     render(
         &s,
         &headers,
         lang,
         t(lang, "二要素認証の登録", "Enrol two-factor authentication"),
         None,
-        &format!("{intro}{}", code_form(lang, "/login/enroll", &next)),
+        &format!("{passkey}{intro}{}", code_form(lang, "/login/enroll", &next)),
         StatusCode::OK,
     )
 }
@@ -511,8 +588,37 @@ pub async fn account_page(State(s): State<AppState>, Query(q): Query<PageQuery>,
         Ok(Ok(Err(_))) => return redirect("/login?next=/account", Vec::new()),
         _ => return server_error(&s, &headers, lang),
     };
+    let (id, user) = (s.identity.clone(), sess.username.clone());
+    let keys =
+        tokio::task::spawn_blocking(move || id.passkeys_of(&user)).await.ok().and_then(Result::ok).unwrap_or_default();
+    let listed: String = keys
+        .iter()
+        .map(|(name, enrolled, used)| {
+            let used = used.map_or_else(
+                || t(lang, "未使用", "never used").to_string(),
+                |u| mamori_records::Timestamp(u * 1_000_000).to_fhir(),
+            );
+            format!(
+                "<li>{} — {} {} / {} {}</li>",
+                esc(name),
+                t(lang, "登録", "added"),
+                mamori_records::Timestamp(enrolled * 1_000_000).to_fhir(),
+                t(lang, "最終使用", "last used"),
+                used
+            )
+        })
+        .collect();
+    let passkeys = if s.passkeys.is_some() {
+        format!(
+            "<h2>{}</h2><ul>{listed}</ul>{}",
+            t(lang, "パスキー", "Passkeys"),
+            passkey_block(lang, "passkey-register", "パスキーを追加", "Add a passkey", "/account", true)
+        )
+    } else {
+        String::new()
+    };
     let body = format!(
-        r#"<p>{l}: <strong>{u}</strong></p><form method="post" action="/logout">{{csrf}}<button type="submit">{b}</button></form>"#,
+        r#"<p>{l}: <strong>{u}</strong></p><form method="post" action="/logout">{{csrf}}<button type="submit">{b}</button></form>{passkeys}"#,
         l = t(lang, "ログイン中", "Signed in as"),
         u = esc(&sess.username),
         b = t(lang, "ログアウト", "Sign out"),

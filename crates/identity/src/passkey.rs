@@ -117,3 +117,33 @@ pub fn new_user_handle() -> Result<Uuid, Error> {
     getrandom::fill(&mut b).map_err(|e| Error::Crypto(e.to_string()))?;
     Ok(Uuid::from_bytes(b))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_relying_party_is_the_public_host() {
+        assert!(RelyingParty::new("https://ehr.example.jp").is_ok());
+        assert!(RelyingParty::new("http://localhost:8080").is_ok());
+        assert!(RelyingParty::new("http://127.0.0.1:8080").is_err(), "an IP address cannot be an RP ID");
+        assert!(RelyingParty::new("http://[::1]:8080").is_err());
+        assert!(RelyingParty::new("not a url").is_err());
+    }
+
+    #[test]
+    fn garbage_responses_are_refused_without_panicking() {
+        let rp = RelyingParty::new("https://ehr.example.jp").unwrap_or_else(|e| unreachable!("{e}"));
+        let handle = new_user_handle().unwrap_or_else(|e| unreachable!("{e}"));
+        let (options, state) = rp.begin_register(handle, "sato", "佐藤", &[]).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(options.pointer("/publicKey/rp/id").and_then(|v| v.as_str()), Some("ehr.example.jp"));
+        for bad in ["", "{}", "null", "[1,2]", r#"{"id":"x","rawId":"x","type":"public-key","response":{}}"#] {
+            assert!(matches!(rp.finish_register(bad, &state), Ok(None)), "{bad}");
+        }
+        let mut none: Vec<PasskeyFactor> = Vec::new();
+        assert!(
+            rp.finish_authenticate("{}", &state, &mut none, 0).is_none(),
+            "a registration state is not an assertion"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Passkey (WebAuthn) endpoints behind the login pages: JSON in and out, called by
+//! `/login/webauthn.js`. Each needs the session cookie of this browser and the CSRF token in
+//! `X-CSRF-Token` (double submit). Failures answer only 「認証に失敗しました」.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::AppState;
+use crate::login::{PageQuery, browser, cookie, now, stage_path};
+
+const SCRIPT: &str = include_str!("../assets/webauthn.js");
+const MAX_JSON: usize = 64 * 1024;
+
+/// `GET /login/webauthn.js`.
+pub async fn script() -> Response {
+    let mut r = SCRIPT.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    r
+}
+
+fn refused() -> Response {
+    let mut r = (
+        StatusCode::UNAUTHORIZED,
+        axum::Json(serde_json::json!({"error": "認証に失敗しました / Authentication failed"})),
+    )
+        .into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json(v: serde_json::Value) -> Response {
+    let mut r = (StatusCode::OK, axum::Json(v)).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// The session token, if the request carries the CSRF header matching its cookie.
+fn checked(headers: &HeaderMap) -> Option<String> {
+    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok())?;
+    let expected = cookie(headers, "mamori_csrf")?;
+    let ok = expected.len() == 32 && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()));
+    if !ok {
+        return None;
+    }
+    cookie(headers, crate::login::SESSION)
+}
+
+async fn body_text(body: Body) -> Option<String> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON).await.ok()?;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct FinishQuery {
+    next: Option<String>,
+    name: Option<String>,
+}
+
+fn next_of(q: &FinishQuery) -> String {
+    let pq = PageQuery { lang: None, next: q.next.clone() };
+    crate::login::safe_next_of(&pq)
+}
+
+/// `POST /login/passkey/register/begin`.
+pub async fn register_begin(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
+    let (id, ua) = (s.identity.clone(), browser(&headers));
+    match tokio::task::spawn_blocking(move || id.begin_passkey_registration(&rp, &token, &ua, now())).await {
+        Ok(Ok(Some(options))) => json(options),
+        _ => refused(),
+    }
+}
+
+/// `POST /login/passkey/register/finish?next=…&name=…`.
+pub async fn register_finish(
+    State(s): State<AppState>,
+    Query(q): Query<FinishQuery>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
+    let Some(response) = body_text(body).await else { return refused() };
+    let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
+    let name = q.name.clone().unwrap_or_default();
+    let r = tokio::task::spawn_blocking(move || {
+        id.finish_passkey_registration(&rp, &token, &ua, &response, &name, now(), source.as_deref())
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(stage))) => json(serde_json::json!({"next": stage_path(stage, &next_of(&q))})),
+        _ => refused(),
+    }
+}
+
+/// `POST /login/passkey/login/begin`.
+pub async fn login_begin(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
+    let (id, ua) = (s.identity.clone(), browser(&headers));
+    match tokio::task::spawn_blocking(move || id.begin_passkey_login(&rp, &token, &ua, now())).await {
+        Ok(Ok(Some(options))) => json(options),
+        _ => refused(),
+    }
+}
+
+/// `POST /login/passkey/login/finish?next=…`.
+pub async fn login_finish(
+    State(s): State<AppState>,
+    Query(q): Query<FinishQuery>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
+    let Some(response) = body_text(body).await else { return refused() };
+    let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
+    let r =
+        tokio::task::spawn_blocking(move || id.verify_passkey(&rp, &token, &ua, &response, now(), source.as_deref()))
+            .await;
+    match r {
+        Ok(Ok(Ok(stage))) => json(serde_json::json!({"next": stage_path(stage, &next_of(&q))})),
+        _ => refused(),
+    }
+}
