@@ -379,6 +379,14 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
                 c.active
             );
             println!("期限 / deadline: 令和9年度 (FY2027: 2027-04-01 – 2028-03-31)");
+            for (factor, n) in &c.by_factor {
+                let name = match factor.as_str() {
+                    "totp" => "認証アプリ (TOTP)",
+                    "passkey" => "パスキー／セキュリティキー (WebAuthn)",
+                    other => other,
+                };
+                println!("要素別 / by factor: {name}: {n}");
+            }
             for u in &c.without {
                 println!("未対応 / without a second factor: {u}");
             }

@@ -244,7 +244,9 @@ fn the_cli_issues_accounts_and_refuses_bad_passwords_in_both_languages() {
     assert_eq!(j["must_change_password"], true);
     assert!(j.get("password_hash").is_none(), "no secrets shown");
     let out = run(&["user", "coverage"], "");
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("100.0%"));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("100.0%"), "{text}");
+    assert!(text.contains("要素別 / by factor: 認証アプリ (TOTP): 1"), "{text}");
     let out = run(&["user", "leave", "tanaka"], "");
     assert!(out.status.success());
     let out = run(&["user", "enable", "tanaka"], "");

@@ -112,4 +112,7 @@ fn a_real_browser_enrols_and_signs_in_with_a_passkey() {
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("passkey `診察室PC` registered"), "{log}");
     assert!(log.contains("two-factor: password + passkey (診察室PC)"), "{log}");
+    let out = cli(&["user", "coverage", "--data-dir", dir.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && text.contains("パスキー／セキュリティキー (WebAuthn): 1"), "{text}");
 }

@@ -139,6 +139,9 @@ pub struct Coverage {
     pub with_second_factor: usize,
     /// Active accounts without one (user names).
     pub without: Vec<String>,
+    /// Active accounts by second factor (`totp`, `passkey`): how many have each (an account
+    /// with both counts in both).
+    pub by_factor: std::collections::BTreeMap<String, usize>,
 }
 
 impl Coverage {

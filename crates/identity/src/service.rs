@@ -942,8 +942,11 @@ impl Identity {
         let mut c = Coverage::default();
         for a in self.store.accounts()?.into_iter().filter(|a| a.status == Status::Active) {
             c.active += 1;
-            let has = self.store.credentials(&a.username)?.is_some_and(|cr| !cr.second_factors().is_empty());
-            if has {
+            let factors = self.store.credentials(&a.username)?.map(|cr| cr.second_factors()).unwrap_or_default();
+            for f in &factors {
+                *c.by_factor.entry((*f).to_string()).or_default() += 1;
+            }
+            if !factors.is_empty() {
                 c.with_second_factor += 1;
             } else {
                 c.without.push(a.username);
