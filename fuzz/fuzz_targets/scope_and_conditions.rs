@@ -1,4 +1,5 @@
-//! Fuzz the SMART scope parser and the conditional-interaction query parser.
+//! Fuzz the SMART scope parser (resource and special scopes), the client-assertion issuer
+//! peek, PKCE verification and the conditional-interaction query parser.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
@@ -8,5 +9,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             assert_eq!(mamori_oauth::ScopeSet::parse(&set.to_string()).ok(), Some(set));
         }
         let _ = mamori_records::parse_conditions(s);
+        let _ = mamori_oauth::assertion::claimed_client(s);
+        let (a, b) = s.split_at(s.len() / 2);
+        let _ = mamori_oauth::flow::pkce_matches(a, b);
     }
 });

@@ -325,6 +325,31 @@ mod tests {
     }
 
     #[test]
+    fn mutated_scope_strings_never_panic_and_round_trip() {
+        let seed =
+            "patient/Observation.rs user/*.cruds system/Patient.read openid fhirUser launch/patient offline_access";
+        let bytes = seed.as_bytes();
+        let subs = [b' ', b'/', b'.', b'*', b'?', b'x', 0xff, b'r', b'c'];
+        for i in 0..bytes.len() {
+            for &b in &subs {
+                let mut m = bytes.to_vec();
+                if let Some(x) = m.get_mut(i) {
+                    *x = b;
+                }
+                let mut cut = bytes.to_vec();
+                cut.truncate(i);
+                for cand in [m, cut] {
+                    if let Ok(s) = std::str::from_utf8(&cand)
+                        && let Ok(set) = ScopeSet::parse(s)
+                    {
+                        assert_eq!(ScopeSet::parse(&set.to_string()).ok(), Some(set), "{s}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn cover_is_containment() {
         let all = Scope::parse("system/*.cruds").unwrap_or_else(|e| unreachable!("{e}"));
         let one = Scope::parse("system/Patient.r").unwrap_or_else(|e| unreachable!("{e}"));
