@@ -36,6 +36,19 @@ enum Command {
     /// Registered applications (OAuth clients).
     #[command(subcommand)]
     Client(ClientCmd),
+    /// Bulk import of FHIR NDJSON files (one resource per line); resources keep their ids.
+    Import {
+        #[command(flatten)]
+        dir: DataDir,
+        /// NDJSON files.
+        files: Vec<PathBuf>,
+        /// Resources per transaction (one fsync each).
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Who imports (recorded as 入力者 of every version and in the audit trail).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
     /// ID-token signing keys (RS256): list them, rotate now.
     #[command(subcommand)]
     Keys(KeysCmd),
@@ -449,6 +462,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Client(c) => client(c),
         Command::Keys(c) => keys(c),
+        Command::Import { dir, files, batch, operator } => crate::import::run(&dir.data_dir, &files, &operator, batch),
         Command::Audit(c) => audit(c),
         Command::User(c) => crate::user_cli::run(c),
         Command::Classes(c) => classes(c),

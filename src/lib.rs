@@ -6,6 +6,7 @@ pub mod clock_sync;
 pub mod config;
 pub mod datadir;
 pub mod export;
+pub mod import;
 pub mod policy_cli;
 pub mod review;
 pub mod user_cli;

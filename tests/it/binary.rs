@@ -433,3 +433,56 @@ fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
         String::from_utf8_lossy(&bad.stdout)
     );
 }
+
+/// `mamori import`: NDJSON lines go in with their ids (references between them hold), each with
+/// Provenance and an audit entry; refused lines are named by file and line, and nothing of them
+/// is stored.
+#[test]
+fn import_ndjson_keeps_ids_and_reports_refused_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let d = dir.to_str().unwrap();
+    let file = tmp.path().join("patients.ndjson");
+    std::fs::write(
+        &file,
+        [
+            r#"{"resourceType":"Patient","id":"pt-a","name":[{"family":"山田","given":["太郎"]}],"birthDate":"1970-01-02"}"#,
+            r#"{"resourceType":"Observation","id":"obs-1","status":"final","code":{"text":"体温"},"subject":{"reference":"Patient/pt-a"},"valueQuantity":{"value":36.5,"unit":"Cel"}}"#,
+            "",
+            r#"{"resourceType":"Patient","name":[{"family":"佐藤"}]}"#,
+            r#"{"resourceType":"Patient","id":"bad","gender":12}"#,
+            r#"{"resourceType":"Patient","id":"#,
+            r#"{"resourceType":"NoSuchType","id":"x"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let out = cli(&["import", file.to_str().unwrap(), "--data-dir", d, "--batch", "2"]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("imported 3 resources") && stdout.contains("3 line(s) refused"), "{stdout}");
+    for line in [5, 6, 7] {
+        assert!(stderr.contains(&format!("patients.ndjson:{line}:")), "line {line}: {stderr}");
+    }
+    assert!(!stderr.contains("patients.ndjson:4:"), "{stderr}");
+    // Importing the same file again makes new versions of the same ids, nothing else.
+    let out = cli(&["import", file.to_str().unwrap(), "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 3 resources"));
+    let server = start(&dir, &[]);
+    let token = token(server.addr, &dir, "reader");
+    let auth = format!("Bearer {token}");
+    let r = http(server.addr, "GET", "/fhir/Observation/obs-1", &[("Authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["subject"]["reference"], "Patient/pt-a");
+    assert_eq!(r.json()["meta"]["versionId"], "2");
+    let r = http(server.addr, "GET", "/fhir/Patient/bad", &[("Authorization", &auth)], b"").unwrap();
+    assert_eq!(r.status, 404, "a refused line stores nothing");
+    drop(server);
+    assert!(cli(&["fsck", "--data-dir", d]).status.success());
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains(r#""kind":"operator""#) && log.contains("Observation/obs-1/_history/1"), "every import is audited");
+    // No files: a clear message and exit 2.
+    let out = cli(&["import", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+}

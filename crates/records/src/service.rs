@@ -619,6 +619,29 @@ impl Records {
         Ok(WriteOutcome { created, written: true, record })
     }
 
+    /// Bulk import: writes resources with their ids (update-as-create, as `PUT /Type/id`) in one
+    /// transaction — one fsync for the whole batch — each with its Provenance and audit entry.
+    /// All or nothing: an error rolls the batch back (the caller may retry items one by one to
+    /// find the culprit).
+    pub fn import_batch(
+        &self,
+        ctx: &RequestContext,
+        items: &[(ResourceType, ResourceId, ParsedBody)],
+    ) -> Result<usize, RecordError> {
+        for (rt, id, body) in items {
+            check_type(&body.0, rt)?;
+            if body.0.get("id").and_then(Value::as_str) != Some(id.as_str()) {
+                return Err(RecordError::invalid(IssueCode::Invalid, format!("{rt}/{id}: the body's id differs")));
+            }
+        }
+        self.write(|tx| {
+            for (rt, id, body) in items {
+                self.update_in(tx, ctx, rt, id, body.0.clone(), None, None, Method::Update)?;
+            }
+            Ok(items.len())
+        })
+    }
+
     /// `PUT /Type?criteria`.
     pub fn conditional_update(
         &self,
