@@ -481,7 +481,10 @@ fn import_ndjson_keeps_ids_and_reports_refused_lines() {
     assert!(cli(&["fsck", "--data-dir", d]).status.success());
     let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
     let log = String::from_utf8_lossy(&out.stdout);
-    assert!(log.contains(r#""kind":"operator""#) && log.contains("Observation/obs-1/_history/1"), "every import is audited");
+    assert!(
+        log.contains(r#""kind":"operator""#) && log.contains("Observation/obs-1/_history/1"),
+        "every import is audited"
+    );
     // No files: a clear message and exit 2.
     let out = cli(&["import", "--data-dir", d]);
     assert_eq!(out.status.code(), Some(2));

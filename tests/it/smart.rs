@@ -371,6 +371,13 @@ async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
             .iter()
             .any(|e| e["action"] == "read" && e["actor"]["id"] == "dr-sato" && e["actor"]["client_id"] == "viewer")
     );
+    // What the patient picker revealed is audited as a search by the person.
+    assert!(entries.iter().any(|e| e["action"] == "search"
+        && e["actor"]["id"] == "dr-sato"
+        && e["patients"] == json!(["Patient/p1"])
+        && e["detail"].as_str().is_some_and(|d| d.contains("MRN-0001"))));
+    assert!(entries.iter().any(|e| e["action"] == "search"
+        && e["detail"].as_str().is_some_and(|d| d.contains("`MRN-0002`, 0 shown"))));
 
     // Replaying the code: refused, and everything issued from it is revoked.
     let r = token(&h, &format!("{base}&code={code}&code_verifier={VERIFIER}")).await;
@@ -403,9 +410,16 @@ async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
     )
     .await;
     assert_eq!(r.json()["error"], "invalid_scope", "never wider than granted");
+    // The refused request did not spend refresh2, and the narrowing did not shrink the family's
+    // grant: the next refresh gets the whole of it back (RFC 6749 §6).
+    let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh2}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let t3 = r.json();
+    assert_eq!(t3["scope"], APP_SCOPE);
+    let access3 = t3["access_token"].as_str().unwrap().to_string();
     let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh1}")).await;
     assert_eq!(r.json()["error"], "invalid_grant", "reuse detected");
-    for t in [&access1, &access2] {
+    for t in [&access1, &access2, &access3] {
         assert_eq!(bearer(&h, t, "/fhir/Patient/p1").await.status, StatusCode::UNAUTHORIZED, "the family is revoked");
     }
     let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh2}")).await;
@@ -590,6 +604,14 @@ async fn signing_keys_rotate_with_overlap_and_only_public_halves_are_published()
     let r = browse(&h, None, "/oauth/jwks").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(kids(&r.json())[0], second);
+    // Once its overlap has ended, a retired key's private half is destroyed.
+    let third = oauth.rotate_signing_key(now + 20 + 86_400, "test").unwrap();
+    let private = |kid: &str| {
+        h.node.store.config_get("signing-key", kid).unwrap().unwrap().value.unwrap().get("private_sealed").cloned()
+    };
+    assert!(private(&first).is_none(), "withdrawn: destroyed");
+    assert!(private(&second).is_some() && private(&third).is_some(), "still within the overlap, or signing");
+    assert_eq!(kids(&oauth.jwks(now + 20 + 86_400).unwrap()), vec![third.clone(), second.clone()]);
 }
 
 /// Authlib (code flow with PKCE, ID token checked with joserfc, refresh, revocation) and

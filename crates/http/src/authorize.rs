@@ -20,7 +20,7 @@ use mamori_records::{Condition, ResourceId, ResourceType};
 
 use crate::AppState;
 use crate::enforce::Principal;
-use crate::login::{Lang, PageQuery, esc, field, lang_of, render, t};
+use crate::login::{Lang, PageQuery, esc, field, lang_of, now, render, t};
 use crate::oauth::form_encode;
 
 /// The request parameters carried from the authorization request into the consent form.
@@ -129,18 +129,13 @@ fn with_query(base: &str, params: &[(&str, &str)]) -> String {
     out
 }
 
-/// A redirect to the application, allowed through the page's CSP.
-fn to_app(location: &str) -> Response {
-    crate::login::redirect(location, Vec::new())
-}
-
 fn error_redirect(s: &AppState, redirect_uri: &str, state: Option<&str>, e: &OAuthError) -> Response {
     let mut p: Vec<(&str, &str)> = vec![("error", e.error), ("error_description", e.description.as_str())];
     if let Some(st) = state {
         p.push(("state", st));
     }
     p.push(("iss", s.config.public_url.as_str()));
-    to_app(&with_query(redirect_uri, &p))
+    crate::login::redirect(&with_query(redirect_uri, &p), Vec::new())
 }
 
 fn error_page(s: &AppState, headers: &HeaderMap, lang: Lang, why: &str) -> Response {
@@ -154,10 +149,6 @@ fn error_page(s: &AppState, headers: &HeaderMap, lang: Lang, why: &str) -> Respo
         esc(why)
     );
     render(s, headers, lang, t(lang, "認可できません", "Cannot authorize"), None, &body, StatusCode::BAD_REQUEST)
-}
-
-fn now() -> i64 {
-    crate::login::now()
 }
 
 async fn check(s: &AppState, params: Vec<(String, String)>) -> Result<Authorization, AuthorizeError> {
@@ -351,17 +342,21 @@ fn app_origin(uri: &str) -> String {
     }
 }
 
+/// One audit entry through the single append path (`crate::audit::append`): `false` if it could
+/// not be written, and then nothing may be shown.
+#[expect(clippy::too_many_arguments, reason = "the fields of one audit entry")]
 async fn audit(
     s: &AppState,
+    action: &str,
     username: &str,
     client: &str,
     outcome: mamori_audit::Outcome,
     detail: String,
-    patient: Option<&str>,
+    patients: Vec<String>,
     source: Option<String>,
 ) -> bool {
     let mut rec = mamori_audit::AuditRecord::new(
-        "authorize",
+        action,
         mamori_audit::AuditActor {
             client_id: Some(client.to_string()),
             fhir_user: None,
@@ -372,14 +367,19 @@ async fn audit(
         "TREAT",
     );
     rec.detail = Some(detail);
-    rec.resources = vec!["/oauth/authorize".into()];
-    rec.patients = patient.map(|p| vec![p.to_string()]).unwrap_or_default();
+    rec.resources = if action == "search" { patients.clone() } else { vec!["/oauth/authorize".into()] };
+    rec.patients = patients;
     rec.source = source;
     crate::audit::append(s, rec).await.is_ok()
 }
 
 /// `GET /oauth/authorize`.
-pub async fn authorize(State(s): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+pub async fn authorize(
+    State(s): State<AppState>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
     let raw = q.unwrap_or_default();
     let page = PageQuery::default();
     let lang = lang_of(&page, &headers);
@@ -426,6 +426,18 @@ pub async fn authorize(State(s): State<AppState>, headers: HeaderMap, RawQuery(q
     let patients = if a.scopes.has(Special::LaunchPatient) {
         let query = extra.iter().find(|(k, _)| k == "patient_query").map(|(_, v)| v.clone()).unwrap_or_default();
         let found = find_patients(&s, &sess.username, &query).await;
+        // The picker reveals patients' names and birth dates: audited like any search.
+        if !query.is_empty() {
+            let shown: Vec<String> = found.iter().map(|(id, _)| format!("Patient/{id}")).collect();
+            let detail =
+                format!("patient picker: `{}`, {} shown", query.chars().take(128).collect::<String>(), shown.len());
+            let source = peer.as_ref().map(|p| p.0.0.ip().to_string());
+            if !audit(&s, "search", &sess.username, &a.client.id, mamori_audit::Outcome::Success, detail, shown, source)
+                .await
+            {
+                return crate::login::server_error(&s, &headers, lang);
+            }
+        }
         Some((query, found))
     } else {
         None
@@ -470,11 +482,12 @@ pub async fn decide(
     if field(&f, "decision") != "allow" {
         if !audit(
             &s,
+            "authorize",
             &sess.username,
             &a.client.id,
             mamori_audit::Outcome::Denied,
             format!("refused {}", a.scopes),
-            None,
+            Vec::new(),
             source,
         )
         .await
@@ -511,11 +524,12 @@ pub async fn decide(
     };
     if !audit(
         &s,
+        "authorize",
         &sess.username,
         &a.client.id,
         mamori_audit::Outcome::Success,
         format!("approved {}", a.scopes),
-        patient.as_deref(),
+        patient.iter().cloned().collect(),
         source,
     )
     .await
@@ -527,7 +541,7 @@ pub async fn decide(
         p.push(("state", st));
     }
     p.push(("iss", s.config.public_url.as_str()));
-    to_app(&with_query(&a.redirect_uri, &p))
+    crate::login::redirect(&with_query(&a.redirect_uri, &p), Vec::new())
 }
 
 #[cfg(test)]

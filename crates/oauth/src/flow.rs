@@ -302,6 +302,7 @@ impl OAuth {
             &c.subject,
             c.fhir_user.as_deref(),
             &scopes,
+            &scopes,
             c.patient.as_deref(),
             None,
             now,
@@ -312,7 +313,9 @@ impl OAuth {
         Ok((resp, c.subject))
     }
 
-    /// Access token (and a rotated refresh token when one was granted) for a person.
+    /// An access token with `access` scopes for a person and, when the authorization
+    /// (`granted`) includes `offline_access` or `online_access`, a new refresh token carrying the
+    /// whole grant (RFC 6749 §6: a rotated refresh token keeps the scope of the one it replaces).
     #[expect(clippy::too_many_arguments, reason = "the fields of one token family")]
     fn issue_person_tokens(
         &self,
@@ -320,7 +323,8 @@ impl OAuth {
         family: &str,
         subject: &str,
         fhir_user: Option<&str>,
-        scopes: &ScopeSet,
+        access: &ScopeSet,
+        granted: &ScopeSet,
         patient: Option<&str>,
         refresh_expires_at: Option<i64>,
         now: i64,
@@ -332,7 +336,7 @@ impl OAuth {
             client_id: client.id.clone(),
             subject: Some(subject.to_string()),
             fhir_user: fhir_user.map(str::to_string),
-            scope: scopes.to_string(),
+            scope: access.to_string(),
             issued_at: now,
             expires_at: now.saturating_add(i64::try_from(lifetime).unwrap_or(3600)),
             revoked: false,
@@ -341,8 +345,8 @@ impl OAuth {
         };
         self.store.insert_token(&record)?;
         let mut resp = TokenResponse::bearer(token, lifetime, record.scope.clone());
-        if scopes.has(Special::OfflineAccess) || scopes.has(Special::OnlineAccess) {
-            let life = if scopes.has(Special::OfflineAccess) { OFFLINE_LIFETIME_SECS } else { ONLINE_LIFETIME_SECS };
+        if granted.has(Special::OfflineAccess) || granted.has(Special::OnlineAccess) {
+            let life = if granted.has(Special::OfflineAccess) { OFFLINE_LIFETIME_SECS } else { ONLINE_LIFETIME_SECS };
             let refresh = random_secret()?;
             self.store.insert_refresh(&RefreshRecord {
                 sha256: hash(&refresh),
@@ -350,7 +354,7 @@ impl OAuth {
                 client_id: client.id.clone(),
                 subject: subject.to_string(),
                 fhir_user: record.fhir_user.clone(),
-                scope: record.scope.clone(),
+                scope: granted.to_string(),
                 patient: record.patient.clone(),
                 issued_at: now,
                 expires_at: refresh_expires_at.unwrap_or(now + life),
@@ -423,54 +427,45 @@ impl OAuth {
         if r.revoked || r.expires_at <= now {
             return Err(OAuthError::invalid_grant("the refresh token has expired or was revoked"));
         }
-        if r.used || !self.store.use_refresh(&sha)? {
+        let reused = || -> Result<(TokenResponse, String), OAuthError> {
             self.store.revoke_family(&r.family)?;
-            return Err(OAuthError::invalid_grant(
+            Err(OAuthError::invalid_grant(
                 "the refresh token was already used; every token of this authorization is revoked",
-            ));
+            ))
+        };
+        if r.used {
+            return reused();
         }
         let granted = ScopeSet::parse(&r.scope).map_err(|_| OAuthError::server_error())?;
-        let scopes = match scope {
+        // A narrowed scope applies to this access token only; the new refresh token keeps the
+        // whole grant.
+        let access = match scope {
             Some(s) if !s.trim().is_empty() => {
                 let asked = ScopeSet::parse(s).map_err(OAuthError::invalid_scope)?;
                 granted.contains_all(&asked).map_err(|bad| {
                     OAuthError::invalid_scope(format!("`{bad}` was not granted in the authorization"))
                 })?;
-                // The refresh token keeps the family's full grant; a narrowed scope applies to
-                // this access token only.
                 asked
             }
             _ => granted.clone(),
         };
-        // Keep refresh rotation even if the narrowed set lacks offline_access/online_access.
-        let mut carry = scopes.clone();
-        if (granted.has(Special::OfflineAccess) || granted.has(Special::OnlineAccess))
-            && !(carry.has(Special::OfflineAccess) || carry.has(Special::OnlineAccess))
-        {
-            carry = ScopeSet::parse(&format!(
-                "{carry} {}",
-                if granted.has(Special::OfflineAccess) { "offline_access" } else { "online_access" }
-            ))
-            .map_err(|_| OAuthError::server_error())?;
+        // Spent only once the request is otherwise valid (a malformed retry must not burn it);
+        // losing the race to a concurrent use is reuse too.
+        if !self.store.use_refresh(&sha)? {
+            return reused();
         }
-        let mut resp = self.issue_person_tokens(
+        let resp = self.issue_person_tokens(
             client,
             &r.family,
             &r.subject,
             r.fhir_user.as_deref(),
-            &carry,
+            &access,
+            &granted,
             r.patient.as_deref(),
             Some(r.expires_at),
             now,
         )?;
-        resp.scope = scopes.to_string();
         Ok((resp, r.subject))
-    }
-
-    /// Revokes every token descended from the authorization of `refresh_or_family` (used when
-    /// the person behind it can no longer act: account disabled or left).
-    pub fn revoke_family(&self, family: &str) -> Result<u64, OAuthError> {
-        Ok(self.store.revoke_family(family)?)
     }
 }
 

@@ -95,6 +95,7 @@ impl OAuth {
     /// overlap). Returns the new key id.
     pub fn rotate_signing_key(&self, now: i64, reason: &str) -> Result<String, OAuthError> {
         let sealer = self.sealer()?.clone();
+        let existing = self.store.signing_keys()?;
         let (kid, jwk, der) = generate()?;
         let key = SigningKey {
             kid: kid.clone(),
@@ -105,43 +106,49 @@ impl OAuth {
             private_sealed: Some(sealer.seal(&aad(&kid), &der)?),
         };
         self.store.put_signing_key(&key, reason)?;
-        for mut old in self.store.signing_keys()? {
-            if old.kid != kid && old.retired_at.is_none() {
+        for mut old in existing {
+            if old.retired_at.is_none() {
                 old.retired_at = Some(now);
                 self.store.put_signing_key(&old, "retired by rotation; published until the overlap ends")?;
+            } else {
+                self.destroy_if_withdrawn(old, now)?;
             }
         }
-        self.prune_keys(now)?;
         Ok(kid)
     }
 
-    /// Destroys the private halves of keys whose overlap has ended.
-    fn prune_keys(&self, now: i64) -> Result<(), OAuthError> {
-        for mut k in self.store.signing_keys()? {
-            if k.private_sealed.is_some() && k.retired_at.is_some_and(|r| r + self.keys.overlap <= now) {
-                k.private_sealed = None;
-                self.store.put_signing_key(&k, "overlap ended: private key destroyed")?;
-                if let Ok(mut c) = self.keys.cache.lock() {
-                    c.remove(&k.kid);
-                }
+    /// Destroys the private half of a retired key once its overlap has ended (it is no longer
+    /// published, so nothing signed with it can be verified any more).
+    fn destroy_if_withdrawn(&self, mut k: SigningKey, now: i64) -> Result<(), OAuthError> {
+        if k.private_sealed.is_some() && k.retired_at.is_some_and(|r| r + self.keys.overlap <= now) {
+            k.private_sealed = None;
+            self.store.put_signing_key(&k, "overlap ended: private key destroyed")?;
+            if let Ok(mut c) = self.keys.cache.lock() {
+                c.remove(&k.kid);
             }
         }
         Ok(())
     }
 
-    /// The key that signs now, rotating first when there is none or it is due.
+    /// The key that signs now, rotating first when there is none or it is due; retired keys
+    /// past their overlap lose their private half on the way.
     pub(crate) fn current_signing_key(&self, now: i64) -> Result<(String, Arc<EncodingKey>), OAuthError> {
         let sealer = self.sealer()?.clone();
-        let active = |keys: Vec<SigningKey>| {
-            keys.into_iter()
-                .filter(|k| k.retired_at.is_none() && k.private_sealed.is_some())
-                .max_by_key(|k| (k.created_at, k.kid.clone()))
-        };
-        let key = match active(self.store.signing_keys()?) {
+        let mut active = None;
+        for k in self.store.signing_keys()? {
+            if k.retired_at.is_some() {
+                self.destroy_if_withdrawn(k, now)?;
+            } else if k.private_sealed.is_some()
+                && active.as_ref().is_none_or(|a: &SigningKey| (k.created_at, &k.kid) > (a.created_at, &a.kid))
+            {
+                active = Some(k);
+            }
+        }
+        let key = match active {
             Some(k) if k.created_at + self.keys.rotate_after > now => k,
             _ => {
-                self.rotate_signing_key(now, "scheduled rotation of the ID-token signing key")?;
-                active(self.store.signing_keys()?).ok_or_else(OAuthError::server_error)?
+                let kid = self.rotate_signing_key(now, "scheduled rotation of the ID-token signing key")?;
+                self.store.signing_keys()?.into_iter().find(|k| k.kid == kid).ok_or_else(OAuthError::server_error)?
             }
         };
         if let Some(k) = self.keys.cache.lock().ok().and_then(|c| c.get(&key.kid).cloned()) {
