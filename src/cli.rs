@@ -591,33 +591,49 @@ fn read_jwks(path: &PathBuf) -> Result<serde_json::Value, String> {
     Ok(v)
 }
 
+/// Changes a registered client through the audited configuration path, refusing if it was changed
+/// meanwhile (optimistic concurrency on its version).
+fn edit_client(
+    dir: &DataDir,
+    client_id: &str,
+    operator: &str,
+    reason: &str,
+    change: impl FnOnce(&mut Client) -> Result<(), String>,
+) -> Result<(), String> {
+    let node = open_node(&dir.data_dir)?;
+    let cur = node
+        .store
+        .config_get("client", client_id)
+        .map_err(|e| e.to_string())?
+        .filter(|e| e.value.is_some())
+        .ok_or_else(|| format!("no client `{client_id}`"))?;
+    let mut c: Client = serde_json::from_value(cur.value.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
+    change(&mut c)?;
+    node.store
+        .change_config(&ConfigChange {
+            kind: "client",
+            key: client_id,
+            value: Some(serde_json::to_value(&c).map_err(|e| e.to_string())?),
+            changed_by: &format!("operator:{operator}"),
+            reason,
+            expected_version: Some(cur.version),
+            now_micros: now_micros(),
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 fn client(c: ClientCmd) -> Result<ExitCode, String> {
     match c {
         ClientCmd::RotateJwks { dir, client_id, jwks_file, operator } => {
             let jwks = read_jwks(&jwks_file)?;
-            let node = open_node(&dir.data_dir)?;
-            let entry = node
-                .store
-                .config_get("client", &client_id)
-                .map_err(|e| e.to_string())?
-                .filter(|e| e.value.is_some())
-                .ok_or_else(|| format!("no client `{client_id}`"))?;
-            let mut c: Client = serde_json::from_value(entry.value.unwrap_or_default()).map_err(|e| e.to_string())?;
-            if c.jwks.is_none() {
-                return Err(format!("client `{client_id}` uses a secret, not private_key_jwt"));
-            }
-            c.jwks = Some(jwks);
-            node.store
-                .change_config(&ConfigChange {
-                    kind: "client",
-                    key: &client_id,
-                    value: Some(serde_json::to_value(&c).map_err(|e| e.to_string())?),
-                    changed_by: &format!("operator:{operator}"),
-                    reason: "client keys rotated (JWK Set replaced)",
-                    expected_version: Some(entry.version),
-                    now_micros: now_micros(),
-                })
-                .map_err(|e| e.to_string())?;
+            edit_client(&dir, &client_id, &operator, "client keys rotated (JWK Set replaced)", |c| {
+                if c.jwks.is_none() {
+                    return Err(format!("client `{client_id}` uses a secret, not private_key_jwt"));
+                }
+                c.jwks = Some(jwks);
+                Ok(())
+            })?;
             println!("client {client_id}: keys replaced");
             Ok(ExitCode::SUCCESS)
         }
@@ -746,27 +762,10 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::Disable { dir, client_id, operator } => {
-            let node = open_node(&dir.data_dir)?;
-            let cur = node
-                .store
-                .config_get("client", &client_id)
-                .map_err(|e| e.to_string())?
-                .filter(|e| e.value.is_some())
-                .ok_or_else(|| format!("no client `{client_id}`"))?;
-            let mut c: Client =
-                serde_json::from_value(cur.value.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
-            c.disabled = true;
-            node.store
-                .change_config(&ConfigChange {
-                    kind: "client",
-                    key: &client_id,
-                    value: Some(serde_json::to_value(&c).map_err(|e| e.to_string())?),
-                    changed_by: &format!("operator:{operator}"),
-                    reason: "client disabled from the command line",
-                    expected_version: Some(cur.version),
-                    now_micros: now_micros(),
-                })
-                .map_err(|e| e.to_string())?;
+            edit_client(&dir, &client_id, &operator, "client disabled from the command line", |c| {
+                c.disabled = true;
+                Ok(())
+            })?;
             println!("client `{client_id}` disabled");
             Ok(ExitCode::SUCCESS)
         }

@@ -15,7 +15,9 @@ use mamori_records::{ParsedBody, RecordError, RequestContext, ResourceId, Resour
 type Item = (ResourceType, ResourceId, ParsedBody);
 
 struct Progress {
-    total: usize,
+    /// Bytes in all files, and bytes read so far (progress without reading the files twice).
+    total: u64,
+    read: u64,
     done: usize,
     refused: usize,
     started: Instant,
@@ -30,7 +32,7 @@ impl Progress {
         }
         self.last = Instant::now();
         let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        let pct = ((self.done + self.refused) * 100).checked_div(self.total).unwrap_or(100).min(100);
+        let pct = usize::try_from((self.read * 100).checked_div(self.total).unwrap_or(100).min(100)).unwrap_or(100);
         let filled = pct / 5;
         let bar: String = "#".repeat(filled) + &".".repeat(20 - filled.min(20));
         let line =
@@ -74,31 +76,30 @@ pub fn run(data_dir: &std::path::Path, files: &[PathBuf], operator: &str, batch:
     }
     let mut total = 0;
     for f in files {
-        let file = std::fs::File::open(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
-        total += std::io::BufReader::new(file).lines().map_while(Result::ok).filter(|l| !l.trim().is_empty()).count();
+        total += std::fs::metadata(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?.len();
     }
     let node = crate::open_node(data_dir)?;
     let ctx = RequestContext::of(mamori_records::Actor::operator(operator));
     let now = Instant::now();
-    let mut p = Progress { total, done: 0, refused: 0, started: now, last: now, tty: std::io::stderr().is_terminal() };
+    let tty = std::io::stderr().is_terminal();
+    let mut p = Progress { total, read: 0, done: 0, refused: 0, started: now, last: now, tty };
     let mut refusals: Vec<String> = Vec::new();
     let batch = batch.clamp(1, 10_000);
     for f in files {
         let file = std::fs::File::open(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
-        let mut pending: Vec<(usize, Item)> = Vec::with_capacity(batch);
-        let flush = |pending: &mut Vec<(usize, Item)>, p: &mut Progress, refusals: &mut Vec<String>| {
+        // The batch and the line number of each of its items.
+        let mut pending: Vec<Item> = Vec::with_capacity(batch);
+        let mut lines: Vec<usize> = Vec::with_capacity(batch);
+        let flush = |pending: &mut Vec<Item>, lines: &mut Vec<usize>, p: &mut Progress, refusals: &mut Vec<String>| {
             if pending.is_empty() {
                 return;
             }
-            let items: Vec<Item> =
-                pending.iter().map(|(_, i)| (i.0.clone(), i.1.clone(), ParsedBody(i.2.0.clone()))).collect();
-            match node.records.import_batch(&ctx, &items) {
+            match node.records.import_batch(&ctx, pending) {
                 Ok(n) => p.done += n,
                 Err(_) => {
                     // Find the culprits one by one; the others still go in.
-                    for (line, item) in pending.iter() {
-                        let one = [(item.0.clone(), item.1.clone(), ParsedBody(item.2.0.clone()))];
-                        match node.records.import_batch(&ctx, &one) {
+                    for (item, line) in pending.iter().zip(lines.iter()) {
+                        match node.records.import_batch(&ctx, std::slice::from_ref(item)) {
                             Ok(n) => p.done += n,
                             Err(e) => {
                                 p.refused += 1;
@@ -109,25 +110,30 @@ pub fn run(data_dir: &std::path::Path, files: &[PathBuf], operator: &str, batch:
                 }
             }
             pending.clear();
+            lines.clear();
             p.show(false);
         };
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
             let line = line.map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+            p.read += line.len() as u64 + 1;
             if line.trim().is_empty() {
                 continue;
             }
             match item_of(&line) {
-                Ok(item) => pending.push((n + 1, item)),
+                Ok(item) => {
+                    pending.push(item);
+                    lines.push(n + 1);
+                }
                 Err(why) => {
                     p.refused += 1;
                     refusals.push(format!("{}:{}: {why}", f.display(), n + 1));
                 }
             }
             if pending.len() >= batch {
-                flush(&mut pending, &mut p, &mut refusals);
+                flush(&mut pending, &mut lines, &mut p, &mut refusals);
             }
         }
-        flush(&mut pending, &mut p, &mut refusals);
+        flush(&mut pending, &mut lines, &mut p, &mut refusals);
     }
     p.show(true);
     if p.tty {

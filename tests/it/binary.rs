@@ -488,4 +488,8 @@ fn import_ndjson_keeps_ids_and_reports_refused_lines() {
     // No files: a clear message and exit 2.
     let out = cli(&["import", "--data-dir", d]);
     assert_eq!(out.status.code(), Some(2));
+    // A missing file: named, exit 2, nothing imported.
+    let out = cli(&["import", tmp.path().join("missing.ndjson").to_str().unwrap(), "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.ndjson"));
 }

@@ -48,16 +48,11 @@ pub(crate) fn now() -> i64 {
 }
 
 /// Only same-site relative paths may be `next` targets (no open redirects).
-fn safe_next(n: Option<&String>) -> String {
+pub(crate) fn safe_next(n: Option<&String>) -> String {
     match n {
         Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 8192 => n.clone(),
         _ => "/account".into(),
     }
-}
-
-/// The `next` of a page query, made safe.
-pub(crate) fn safe_next_of(q: &PageQuery) -> String {
-    safe_next(q.next.as_ref())
 }
 
 /// The passkey part of a page: a button wired by `/login/webauthn.js` and a failure notice.

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::login::{PageQuery, browser, cookie, now, stage_path};
+use crate::login::{browser, cookie, now, safe_next, stage_path};
 
 const SCRIPT: &str = include_str!("../assets/webauthn.js");
 const MAX_JSON: usize = 64 * 1024;
@@ -64,19 +64,58 @@ pub struct FinishQuery {
     name: Option<String>,
 }
 
-fn next_of(q: &FinishQuery) -> String {
-    let pq = PageQuery { lang: None, next: q.next.clone() };
-    crate::login::safe_next_of(&pq)
+type Rp = std::sync::Arc<mamori_identity::passkey::RelyingParty>;
+type Identity = std::sync::Arc<mamori_identity::service::Identity>;
+
+type Begin = fn(&Identity, &Rp, &str, &str, i64) -> Result<Option<serde_json::Value>, mamori_identity::Error>;
+
+/// The shared start of a ceremony: options for the browser, or refused.
+async fn begin(s: &AppState, headers: &HeaderMap, start: Begin) -> Response {
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(headers)) else { return refused() };
+    let (id, ua) = (s.identity.clone(), browser(headers));
+    match tokio::task::spawn_blocking(move || start(&id, &rp, &token, &ua, now())).await {
+        Ok(Ok(Some(options))) => json(options),
+        _ => refused(),
+    }
+}
+
+type Finish =
+    fn(
+        &Identity,
+        &Rp,
+        &str,
+        &str,
+        &str,
+        &str,
+        i64,
+        Option<&str>,
+    )
+        -> Result<Result<mamori_identity::session::Stage, mamori_identity::service::Refused>, mamori_identity::Error>;
+
+/// The shared end of a ceremony: the browser's answer checked, then where to go next.
+async fn finish(
+    s: &AppState,
+    q: FinishQuery,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: &HeaderMap,
+    body: Body,
+    end: Finish,
+) -> Response {
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(headers)) else { return refused() };
+    let Some(response) = body_text(body).await else { return refused() };
+    let (id, ua, source) = (s.identity.clone(), browser(headers), peer.map(|p| p.0.0.ip().to_string()));
+    let name = q.name.unwrap_or_default();
+    let r = tokio::task::spawn_blocking(move || end(&id, &rp, &token, &ua, &response, &name, now(), source.as_deref()))
+        .await;
+    match r {
+        Ok(Ok(Ok(stage))) => json(serde_json::json!({"next": stage_path(stage, &safe_next(q.next.as_ref()))})),
+        _ => refused(),
+    }
 }
 
 /// `POST /login/passkey/register/begin`.
 pub async fn register_begin(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
-    let (id, ua) = (s.identity.clone(), browser(&headers));
-    match tokio::task::spawn_blocking(move || id.begin_passkey_registration(&rp, &token, &ua, now())).await {
-        Ok(Ok(Some(options))) => json(options),
-        _ => refused(),
-    }
+    begin(&s, &headers, |id, rp, token, ua, now| id.begin_passkey_registration(rp, token, ua, now)).await
 }
 
 /// `POST /login/passkey/register/finish?next=…&name=…`.
@@ -87,28 +126,15 @@ pub async fn register_finish(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
-    let Some(response) = body_text(body).await else { return refused() };
-    let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
-    let name = q.name.clone().unwrap_or_default();
-    let r = tokio::task::spawn_blocking(move || {
-        id.finish_passkey_registration(&rp, &token, &ua, &response, &name, now(), source.as_deref())
+    finish(&s, q, peer, &headers, body, |id, rp, token, ua, response, name, now, source| {
+        id.finish_passkey_registration(rp, token, ua, response, name, now, source)
     })
-    .await;
-    match r {
-        Ok(Ok(Ok(stage))) => json(serde_json::json!({"next": stage_path(stage, &next_of(&q))})),
-        _ => refused(),
-    }
+    .await
 }
 
 /// `POST /login/passkey/login/begin`.
 pub async fn login_begin(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
-    let (id, ua) = (s.identity.clone(), browser(&headers));
-    match tokio::task::spawn_blocking(move || id.begin_passkey_login(&rp, &token, &ua, now())).await {
-        Ok(Ok(Some(options))) => json(options),
-        _ => refused(),
-    }
+    begin(&s, &headers, |id, rp, token, ua, now| id.begin_passkey_login(rp, token, ua, now)).await
 }
 
 /// `POST /login/passkey/login/finish?next=…`.
@@ -119,14 +145,8 @@ pub async fn login_finish(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(&headers)) else { return refused() };
-    let Some(response) = body_text(body).await else { return refused() };
-    let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
-    let r =
-        tokio::task::spawn_blocking(move || id.verify_passkey(&rp, &token, &ua, &response, now(), source.as_deref()))
-            .await;
-    match r {
-        Ok(Ok(Ok(stage))) => json(serde_json::json!({"next": stage_path(stage, &next_of(&q))})),
-        _ => refused(),
-    }
+    finish(&s, q, peer, &headers, body, |id, rp, token, ua, response, _name, now, source| {
+        id.verify_passkey(rp, token, ua, response, now, source)
+    })
+    .await
 }

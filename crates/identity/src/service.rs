@@ -681,7 +681,7 @@ impl Identity {
         if s.stage != Stage::NeedTotp {
             return Ok(Err(refused));
         }
-        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+        let who = user_actor(&s.username);
         let mut state = self.store.lockout(&s.username)?;
         if self.lockout_policy.gate(&state, now) != lockout::Gate::Open {
             let detail = Some("second step refused: retry too early or locked".into());
@@ -735,7 +735,7 @@ impl Identity {
         creds.totp = Some(TotpFactor { sealed_secret: sealed, last_step: Some(step), enrolled_at: now });
         self.store.save_credentials(&s.username, &creds)?;
         s.pending_totp = None;
-        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+        let who = user_actor(&s.username);
         self.log(event(
             "enrol",
             who,
@@ -745,6 +745,25 @@ impl Identity {
             source,
         ))?;
         Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "totp (enrolled)")?))
+    }
+
+    /// Keeps a WebAuthn ceremony in the server-side session until the browser answers.
+    fn hold_ceremony(&self, token: &str, s: &mut Session, state: &passkey::Ceremony) -> Result<(), Error> {
+        s.pending_webauthn = Some(serde_json::to_value(state).map_err(|e| Error::Invalid(e.to_string()))?);
+        self.store.save_session(&session::digest(token), s)
+    }
+
+    /// Takes the session's WebAuthn ceremony out: single use, whatever the answer turns out to be.
+    fn take_ceremony(
+        &self,
+        token: &str,
+        browser: &str,
+        now: i64,
+    ) -> Result<Option<(Session, passkey::Ceremony)>, Error> {
+        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(None) };
+        let Some(state) = s.pending_webauthn.take() else { return Ok(None) };
+        self.store.save_session(&session::digest(token), &s)?;
+        Ok(serde_json::from_value::<passkey::Ceremony>(state).ok().map(|c| (s, c)))
     }
 
     /// Which second factors the account behind a session awaiting its second step has:
@@ -790,8 +809,7 @@ impl Identity {
         let display =
             self.store.account(&s.username)?.and_then(|(a, _)| a.display_name).unwrap_or_else(|| s.username.clone());
         let (options, state) = rp.begin_register(handle, &s.username, &display, &creds.passkey_factors())?;
-        s.pending_webauthn = Some(serde_json::to_value(state).map_err(|e| Error::Invalid(e.to_string()))?);
-        self.store.save_session(&session::digest(token), &s)?;
+        self.hold_ceremony(token, &mut s, &state)?;
         Ok(Some(options))
     }
 
@@ -811,16 +829,12 @@ impl Identity {
     ) -> Result<Result<Stage, Refused>, Error> {
         let id = session::digest(token);
         let refused = Refused { message: crate::login_failed(), retry_after: None };
-        let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
-        let Some(state) = s.pending_webauthn.take() else { return Ok(Err(refused)) };
-        // The ceremony is single use whatever its outcome.
-        self.store.save_session(&id, &s)?;
-        let Ok(state) = serde_json::from_value::<passkey::Ceremony>(state) else { return Ok(Err(refused)) };
+        let Some((mut s, state)) = self.take_ceremony(token, browser, now)? else { return Ok(Err(refused)) };
         if !matches!(s.stage, Stage::NeedEnrol | Stage::Full) {
             return Ok(Err(refused));
         }
         let Some(key) = rp.finish_register(response, &state)? else {
-            let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+            let who = user_actor(&s.username);
             let detail = Some("passkey registration refused".into());
             self.log(event("enrol", who, &s.username, Outcome::Failure, detail, source))?;
             return Ok(Err(refused));
@@ -832,7 +846,7 @@ impl Identity {
         keys.push(passkey::PasskeyFactor { name: name.clone(), enrolled_at: now, last_used: None, credential: key });
         creds.set_passkey_factors(&keys);
         self.store.save_credentials(&s.username, &creds)?;
-        let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+        let who = user_actor(&s.username);
         let detail = Some(format!("passkey `{name}` registered ({} in all)", keys.len()));
         self.log(event("enrol", who, &s.username, Outcome::Success, detail, source))?;
         if s.stage == Stage::NeedEnrol {
@@ -860,8 +874,7 @@ impl Identity {
             return Ok(None);
         }
         let (options, state) = rp.begin_authenticate(&keys)?;
-        s.pending_webauthn = Some(serde_json::to_value(state).map_err(|e| Error::Invalid(e.to_string()))?);
-        self.store.save_session(&session::digest(token), &s)?;
+        self.hold_ceremony(token, &mut s, &state)?;
         Ok(Some(options))
     }
 
@@ -876,14 +889,7 @@ impl Identity {
         now: i64,
         source: Option<&str>,
     ) -> Result<Result<Stage, Refused>, Error> {
-        let id = session::digest(token);
-        let mut state = None;
-        if let Ok(mut s) = self.session(token, browser, now)?
-            && let Some(st) = s.pending_webauthn.take()
-        {
-            self.store.save_session(&id, &s)?;
-            state = serde_json::from_value::<passkey::Ceremony>(st).ok();
-        }
+        let state = self.take_ceremony(token, browser, now)?.map(|(_, c)| c);
         self.second_step(token, browser, now, source, "passkey assertion refused", |_, creds| {
             let Some(state) = state else { return Ok(None) };
             let mut keys = creds.passkey_factors();
@@ -924,7 +930,7 @@ impl Identity {
         let id = session::digest(token);
         if let Some(s) = self.store.session(&id)? {
             self.store.delete_session(&id)?;
-            let who = AuditActor { client_id: None, fhir_user: None, id: s.username.clone(), kind: "user".into() };
+            let who = user_actor(&s.username);
             self.log(event(
                 "logout",
                 who,
@@ -954,6 +960,11 @@ impl Identity {
         }
         Ok(c)
     }
+}
+
+/// A person acting for themselves (login steps, enrolment), as the audit trail records them.
+fn user_actor(username: &str) -> AuditActor {
+    AuditActor { client_id: None, fhir_user: None, id: username.to_string(), kind: "user".into() }
 }
 
 /// Recovery codes compare without dashes, spaces or case.

@@ -440,22 +440,6 @@ impl OAuth {
         self.issue_client_token(&client, scope, now, source)
     }
 
-    /// The client-credentials grant authenticated with a signed JWT (`private_key_jwt`,
-    /// RFC 7523), as SMART Backend Services use it. `token_endpoint` is the `aud` the assertion
-    /// must name. A replayed `jti` is refused with `invalid_grant`.
-    pub fn client_credentials_assertion(
-        &self,
-        assertion_type: &str,
-        assertion: &str,
-        scope: Option<&str>,
-        token_endpoint: &str,
-        now: i64,
-        source: Option<std::net::IpAddr>,
-    ) -> Result<TokenResponse, OAuthError> {
-        let client = self.authenticate_assertion(assertion_type, assertion, token_endpoint, now)?;
-        self.issue_client_token(&client, scope, now, source)
-    }
-
     /// The client-credentials grant (RFC 6749 §4.4) for an authenticated client: system scopes
     /// only, within what it is registered for, from an allowed address. Public clients cannot
     /// use it.
@@ -605,14 +589,6 @@ impl OAuth {
         Ok(())
     }
 
-    /// RFC 7009 revocation by an authenticated client: only its own tokens are revoked; anything
-    /// else (unknown, another client's) is answered the same way and left alone. Returns whether
-    /// a token was revoked.
-    pub fn revoke_as(&self, auth: &ClientAuth, token: &str) -> Result<bool, OAuthError> {
-        let client = self.authenticate(auth)?;
-        self.revoke_for(&client, token)
-    }
-
     /// RFC 7009 revocation for an authenticated client: an access token is revoked alone; a
     /// refresh token revokes its whole family (the refresh tokens and the access tokens issued
     /// from the same authorization).
@@ -625,13 +601,6 @@ impl OAuth {
             Some(r) if r.client_id == client.id && !r.revoked => Ok(self.store.revoke_family(&r.family)? > 0),
             _ => Ok(false),
         }
-    }
-
-    /// RFC 7662 introspection by an authenticated client: active only for its own live tokens
-    /// (a client learns nothing about other clients' tokens).
-    pub fn introspect_as(&self, auth: &ClientAuth, token: &str, now: i64) -> Result<Option<TokenRecord>, OAuthError> {
-        let client = self.authenticate(auth)?;
-        self.introspect_for(&client, token, now)
     }
 
     /// RFC 7662 introspection for an authenticated (non-public) client: its own live access or
