@@ -5,7 +5,7 @@ Usage: scripts/gen-fhir-schema.py PATH/TO/hl7.fhir.r4.examples/package
 (`npm pack hl7.fhir.r4.examples@4.0.1` and untar; the FHIR specification is CC0.)
 
 The output is compact: for every resource, complex datatype and backbone element, each child
-element's allowed type codes and whether it repeats. Choice elements keep their `[x]` name.
+element's allowed type codes, whether it repeats and whether it is a summary element. Choice elements keep their `[x]` name.
 """
 import glob, json, os, sys
 
@@ -59,8 +59,9 @@ def main(pkg):
                         c = path
                     if c not in codes:
                         codes.append(c)
-            many = 1 if el.get("max") not in ("0", "1") else 0
-            out["types"].setdefault(parent, {})[child] = [codes, many]
+            # Flags: bit 0 = repeats (max > 1), bit 1 = in the summary (`_summary=true`).
+            flags = (1 if el.get("max") not in ("0", "1") else 0) | (2 if el.get("isSummary") else 0)
+            out["types"].setdefault(parent, {})[child] = [codes, flags]
     out["primitives"].sort()
     out["resources"].sort()
     json.dump(out, sys.stdout, separators=(",", ":"), sort_keys=True)

@@ -20,11 +20,63 @@ pub struct Element {
     pub types: Vec<String>,
     /// Whether the element is an array in JSON (max cardinality above 1).
     pub many: bool,
+    /// Whether the element is part of the summary (`_summary=true`).
+    pub summary: bool,
 }
 
 impl From<(Vec<String>, u8)> for Element {
-    fn from((types, many): (Vec<String>, u8)) -> Self {
-        Element { types, many: many != 0 }
+    fn from((types, flags): (Vec<String>, u8)) -> Self {
+        Element { types, many: flags & 1 != 0, summary: flags & 2 != 0 }
+    }
+}
+
+const R4_SEARCH_PARAMS: &str = include_str!("../data/r4-search-params.json");
+
+/// The kind of a search parameter (R4 `SearchParamType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamKind {
+    /// number
+    Number,
+    /// date
+    Date,
+    /// string
+    String,
+    /// token
+    Token,
+    /// reference
+    Reference,
+    /// composite
+    Composite,
+    /// quantity
+    Quantity,
+    /// uri
+    Uri,
+    /// special
+    Special,
+}
+
+/// One official R4 search parameter, as defined for one base type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(from = "(ParamKind, String, Vec<String>, Vec<(String, ParamKind, String)>)")]
+pub struct SearchParamDef {
+    /// Its kind.
+    pub kind: ParamKind,
+    /// Its FHIRPath expression, reduced to the alternatives rooted at the base; empty when the
+    /// specification gives none.
+    pub expression: String,
+    /// Resource types a reference parameter may point to.
+    pub targets: Vec<String>,
+    /// For a composite: each component's parameter code, kind and expression relative to the
+    /// composite's element.
+    pub components: Vec<(String, ParamKind, String)>,
+}
+
+impl From<(ParamKind, String, Vec<String>, Vec<(String, ParamKind, String)>)> for SearchParamDef {
+    fn from(
+        (kind, expression, targets, components): (ParamKind, String, Vec<String>, Vec<(String, ParamKind, String)>),
+    ) -> Self {
+        SearchParamDef { kind, expression, targets, components }
     }
 }
 
@@ -46,6 +98,7 @@ pub struct Schema {
     resource_set: HashSet<String>,
     types: HashMap<String, HashMap<String, Element>>,
     empty: HashMap<String, Element>,
+    search: HashMap<String, HashMap<String, SearchParamDef>>,
 }
 
 impl Schema {
@@ -74,6 +127,20 @@ impl Schema {
         self.types.get(type_or_path).unwrap_or(&self.empty)
     }
 
+    /// The official search parameter `code` of resource type `rt`, including those every
+    /// resource has (`_id`, `_lastUpdated`, `_tag`…).
+    pub fn search_param(&self, rt: &str, code: &str) -> Option<&SearchParamDef> {
+        [rt, "DomainResource", "Resource"].iter().find_map(|b| self.search.get(*b).and_then(|m| m.get(code)))
+    }
+
+    /// Every official search parameter of resource type `rt` (its own and the common ones).
+    pub fn search_params(&self, rt: &str) -> impl Iterator<Item = (&str, &SearchParamDef)> {
+        [rt, "DomainResource", "Resource"]
+            .into_iter()
+            .filter_map(|b| self.search.get(b))
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+
     /// Whether a structure of that name or path is known.
     pub fn has_structure(&self, type_or_path: &str) -> bool {
         self.types.contains_key(type_or_path)
@@ -99,6 +166,7 @@ pub fn r4() -> &'static Schema {
             resources: raw.resources,
             types: raw.types,
             empty: HashMap::new(),
+            search: serde_json::from_str(R4_SEARCH_PARAMS).unwrap_or_default(),
         }
     })
 }
@@ -121,5 +189,24 @@ mod tests {
         assert!(s.elements("Patient")["name"].many);
         assert!(s.elements("Observation").contains_key("value[x]"));
         assert!(s.has_structure("Patient.contact"));
+        assert!(s.elements("Patient")["name"].summary);
+        assert!(!s.elements("Patient")["contact"].summary);
+    }
+
+    #[test]
+    fn search_parameters_are_the_official_ones() {
+        let s = r4();
+        let name = s.search_param("Patient", "name").unwrap();
+        assert_eq!(name.kind, ParamKind::String);
+        assert_eq!(name.expression, "Patient.name");
+        let subj = s.search_param("Observation", "patient").unwrap();
+        assert_eq!(subj.kind, ParamKind::Reference);
+        assert!(subj.targets.contains(&"Patient".to_string()));
+        assert_eq!(s.search_param("Observation", "_lastUpdated").unwrap().kind, ParamKind::Date);
+        let cvq = s.search_param("Observation", "code-value-quantity").unwrap();
+        assert_eq!(cvq.components.len(), 2);
+        assert!(s.search_param("Patient", "age").is_none(), "experimental examples are left out");
+        let n: usize = s.resources().iter().map(|r| s.search_params(r).count()).sum();
+        assert!(n > 1500, "{n}");
     }
 }

@@ -10,6 +10,7 @@ mod clock;
 mod error;
 pub mod primitive;
 mod provenance;
+pub mod search;
 mod service;
 mod store;
 mod types;

@@ -1,0 +1,318 @@
+//! Criteria → one SQL statement over the index tables (`docs/SEARCH.md`). Placeholders are
+//! numbered (`?1`, `?2`… for SQLite; the PostgreSQL store writes them `$1`, `$2`…).
+//!
+//! Tables (`type`, `id`, `param` lead every one):
+//! `sp_string(norm, exact)`, `sp_token(system, code, text)`, `sp_date(lo, hi)`,
+//! `sp_number(lo, hi, system, code)`, `sp_ref(target_type, target_id, url)`,
+//! `sp_composite(system, code, s_system, s_code, lo, hi)`.
+
+use super::{Criterion, Cursor, Pred, Prefix, SearchQuery, SortKey, SortVal, StrMode, Table};
+
+/// A bound argument.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    /// Integer.
+    Int(i64),
+    /// Real.
+    Real(f64),
+    /// Text.
+    Text(String),
+}
+
+/// A statement and its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sql {
+    /// SQL text with numbered `?N` placeholders.
+    pub text: String,
+    /// Arguments in order.
+    pub args: Vec<Arg>,
+}
+
+/// The highest code point: `x >= v AND x < v || MAX` is "starts with v" on an index.
+const MAX_CHAR: char = '\u{10FFFF}';
+
+struct B {
+    args: Vec<Arg>,
+}
+
+impl B {
+    fn push(&mut self, a: Arg) -> String {
+        self.args.push(a);
+        format!("?{}", self.args.len())
+    }
+    fn t(&mut self, s: &str) -> String {
+        self.push(Arg::Text(s.to_string()))
+    }
+    fn i(&mut self, v: i64) -> String {
+        self.push(Arg::Int(v))
+    }
+    fn r(&mut self, v: f64) -> String {
+        self.push(Arg::Real(v))
+    }
+
+    /// A boolean SQL condition: the id in column `col` (of a resource of type `ty`) satisfies `c`.
+    fn cond(&mut self, c: &Criterion, ty: &str, col: &str) -> String {
+        match c {
+            Criterion::Id(ids) => {
+                let ph: Vec<String> = ids.iter().map(|i| self.t(i)).collect();
+                format!("{col} IN ({})", ph.join(", "))
+            }
+            Criterion::Match { param, table, any, negate } => {
+                let t = self.t(ty);
+                let p = self.t(param);
+                let preds: Vec<String> = any.iter().map(|pr| self.pred(pr, *table)).collect();
+                format!(
+                    "{col} {}IN (SELECT id FROM {} WHERE type = {t} AND param = {p} AND ({}))",
+                    if *negate { "NOT " } else { "" },
+                    table.name(),
+                    preds.join(" OR ")
+                )
+            }
+            Criterion::Missing { param, table, missing } => {
+                let t = self.t(ty);
+                let p = self.t(param);
+                format!(
+                    "{col} {}IN (SELECT id FROM {} WHERE type = {t} AND param = {p})",
+                    if *missing { "NOT " } else { "" },
+                    table.name()
+                )
+            }
+            Criterion::Has { source, param, inner } => {
+                let s = self.t(source);
+                let p = self.t(param);
+                let tt = self.t(ty);
+                let inner = self.cond(inner, source, "h.id");
+                format!(
+                    "{col} IN (SELECT h.target_id FROM sp_ref h WHERE h.type = {s} AND h.param = {p} AND h.target_type = {tt} AND {inner})"
+                )
+            }
+        }
+    }
+
+    fn pred(&mut self, p: &Pred, table: Table) -> String {
+        match (p, table) {
+            (Pred::Composite { system, code, second }, _) => {
+                let mut s = format!("(code = {}", self.t(code));
+                if let Some(sys) = system {
+                    s += &format!(" AND system = {}", self.t(sys));
+                }
+                let second = self.value_pred(second, "s_system", "s_code", "s_code");
+                format!("{s} AND {second})")
+            }
+            (Pred::Chain(targets), _) => {
+                let parts: Vec<String> = targets
+                    .iter()
+                    .map(|(ty, c)| {
+                        let t = self.t(ty);
+                        let inner = self.cond(c, ty, "target_id");
+                        format!("(target_type = {t} AND {inner})")
+                    })
+                    .collect();
+                format!("({})", parts.join(" OR "))
+            }
+            (Pred::Ref { ty, id }, _) => match ty {
+                Some(t) => format!("(target_id = {} AND target_type = {})", self.t(id), self.t(t)),
+                None => format!("target_id = {}", self.t(id)),
+            },
+            (Pred::RefUrl(u), _) => {
+                // An absolute URL also matches its local `Type/id` when it names one.
+                match super::extract::reference_value(u) {
+                    Some(super::IndexValue::Ref { ty, id, .. }) if !id.is_empty() => format!(
+                        "(url = {} OR (target_id = {} AND target_type = {}))",
+                        self.t(u),
+                        self.t(&id),
+                        self.t(&ty)
+                    ),
+                    _ => format!("url = {}", self.t(u)),
+                }
+            }
+            (p, _) => self.value_pred(p, "system", "code", "norm"),
+        }
+    }
+
+    /// Predicates on plain value columns (also a composite's second part, whose token and
+    /// string columns are `s_system`/`s_code`).
+    fn value_pred(&mut self, p: &Pred, system_col: &str, code_col: &str, norm_col: &str) -> String {
+        match p {
+            Pred::Str(StrMode::Prefix, v) => {
+                format!("({norm_col} >= {} AND {norm_col} < {})", self.t(v), self.t(&format!("{v}{MAX_CHAR}")))
+            }
+            Pred::Str(StrMode::Exact, v) => format!("exact = {}", self.t(v)),
+            Pred::Str(StrMode::Contains, v) => format!("{norm_col} LIKE {} ESCAPE '\\'", self.t(&like_contains(v))),
+            Pred::Token { system, code } => {
+                let mut parts = Vec::new();
+                if let Some(c) = code {
+                    parts.push(format!("{code_col} = {}", self.t(c)));
+                }
+                if let Some(s) = system {
+                    parts.push(format!("{system_col} = {}", self.t(s)));
+                }
+                if parts.is_empty() { "1 = 0".into() } else { format!("({})", parts.join(" AND ")) }
+            }
+            Pred::TokenText(v) => format!("text LIKE {} ESCAPE '\\'", self.t(&like_contains(v))),
+            Pred::UriBelow(v) => format!("(code >= {} AND code < {})", self.t(v), self.t(&format!("{v}{MAX_CHAR}"))),
+            Pred::UriAbove(v) => {
+                let a = self.t(v);
+                format!("(length(code) > 0 AND substr({a}, 1, length(code)) = code)")
+            }
+            Pred::Date { prefix, lo, hi, margin } => {
+                let (lo, hi) = (*lo, *hi);
+                match prefix {
+                    Prefix::Eq => format!("(lo >= {} AND hi <= {})", self.i(lo), self.i(hi)),
+                    Prefix::Ne => format!("NOT (lo >= {} AND hi <= {})", self.i(lo), self.i(hi)),
+                    Prefix::Gt => format!("hi > {}", self.i(hi)),
+                    Prefix::Lt => format!("lo < {}", self.i(lo)),
+                    Prefix::Ge => format!("(hi > {} OR (lo >= {} AND hi <= {}))", self.i(hi), self.i(lo), self.i(hi)),
+                    Prefix::Le => format!("(lo < {} OR (lo >= {} AND hi <= {}))", self.i(lo), self.i(lo), self.i(hi)),
+                    Prefix::Sa => format!("lo > {}", self.i(hi)),
+                    Prefix::Eb => format!("hi < {}", self.i(lo)),
+                    Prefix::Ap => format!(
+                        "(lo <= {} AND hi >= {})",
+                        self.i(hi.saturating_add(*margin)),
+                        self.i(lo.saturating_sub(*margin))
+                    ),
+                }
+            }
+            Pred::Number { prefix, value, lo, hi, system, code } => {
+                let v = *value;
+                let mut s = match prefix {
+                    Prefix::Eq => format!("(lo >= {} AND hi <= {})", self.r(*lo), self.r(*hi)),
+                    Prefix::Ne => format!("NOT (lo >= {} AND hi <= {})", self.r(*lo), self.r(*hi)),
+                    Prefix::Gt => format!("hi > {}", self.r(v)),
+                    Prefix::Lt => format!("lo < {}", self.r(v)),
+                    Prefix::Ge => format!("hi >= {}", self.r(v)),
+                    Prefix::Le => format!("lo <= {}", self.r(v)),
+                    Prefix::Sa => format!("lo > {}", self.r(v)),
+                    Prefix::Eb => format!("hi < {}", self.r(v)),
+                    Prefix::Ap => {
+                        let m = (v * 0.1).abs();
+                        format!("(lo <= {} AND hi >= {})", self.r(v + m), self.r(v - m))
+                    }
+                };
+                if let Some(sys) = system {
+                    s = format!("({s} AND {system_col} = {})", self.t(sys));
+                }
+                if let Some(c) = code {
+                    s = format!("({s} AND {code_col} = {})", self.t(c));
+                }
+                s
+            }
+            Pred::Ref { .. } | Pred::RefUrl(_) | Pred::Chain(_) | Pred::Composite { .. } => "1 = 0".into(),
+        }
+    }
+}
+
+fn like_contains(v: &str) -> String {
+    let escaped = v.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// The sort expression of a key: the least (ascending) or greatest (descending) value.
+fn sort_expr(b: &mut B, key: &SortKey, desc: bool) -> String {
+    match key {
+        SortKey::Id => "r.id".into(),
+        SortKey::LastUpdated => "v.last_updated".into(),
+        SortKey::Param { param, table } => {
+            let agg = if desc { "MAX" } else { "MIN" };
+            let col = match (table, desc) {
+                (Table::Str, _) => "norm",
+                (Table::Token, _) => "code",
+                (Table::Date | Table::Number, false) => "lo",
+                (Table::Date | Table::Number, true) => "hi",
+                (Table::Ref, _) => "target_id",
+                (Table::Composite, _) => "code",
+            };
+            let p = b.t(param);
+            format!(
+                "(SELECT {agg}({col}) FROM {} s WHERE s.type = r.type AND s.id = r.id AND s.param = {p})",
+                table.name()
+            )
+        }
+    }
+}
+
+fn zero_of(key: &SortKey) -> &'static str {
+    match key {
+        SortKey::Id => "''",
+        SortKey::LastUpdated => "0",
+        SortKey::Param { table: Table::Date | Table::Number, .. } => "0",
+        SortKey::Param { .. } => "''",
+    }
+}
+
+fn arg_of(v: &SortVal) -> Arg {
+    match v {
+        SortVal::Int(i) => Arg::Int(*i),
+        SortVal::Real(r) => Arg::Real(*r),
+        SortVal::Text(t) => Arg::Text(t.clone()),
+    }
+}
+
+/// The statement listing matches in order, from the cursor, at most `limit` rows. Columns:
+/// `id`, then per sort key `n{i}` (1 when the resource has no value) and `k{i}` (the value).
+pub fn search(q: &SearchQuery, limit: usize) -> Sql {
+    let mut b = B { args: Vec::new() };
+    let mut cols = vec!["r.id AS id".to_string()];
+    for (i, (key, desc)) in q.sort.iter().enumerate() {
+        let e = sort_expr(&mut b, key, *desc);
+        // Missing values sort last either way.
+        cols.push(format!("CASE WHEN {e} IS NULL THEN 1 ELSE 0 END AS n{i}"));
+        let e2 = sort_expr(&mut b, key, *desc);
+        cols.push(format!("COALESCE({e2}, {}) AS k{i}", zero_of(key)));
+    }
+    let wh = where_clause(&mut b, q);
+    let mut text = format!(
+        "SELECT * FROM (SELECT {} FROM resources r JOIN versions v ON v.seq = r.seq WHERE {wh}) m",
+        cols.join(", ")
+    );
+    let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
+    if let Some(c) = &q.cursor {
+        text += &format!(" WHERE {}", keyset(&mut b, q, c));
+    }
+    let order: Vec<String> = q
+        .sort
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, desc))| {
+            let d = desc ^ backwards;
+            [
+                format!("n{i} {}", if backwards { "DESC" } else { "ASC" }),
+                format!("k{i} {}", if d { "DESC" } else { "ASC" }),
+            ]
+        })
+        .chain([format!("id {}", if backwards { "DESC" } else { "ASC" })])
+        .collect();
+    text += &format!(" ORDER BY {} LIMIT {}", order.join(", "), b.i(i64::try_from(limit).unwrap_or(i64::MAX)));
+    Sql { text, args: b.args }
+}
+
+/// The statement counting every match (no guard applied: callers decide when it may be shown).
+pub fn count(q: &SearchQuery) -> Sql {
+    let mut b = B { args: Vec::new() };
+    let wh = where_clause(&mut b, q);
+    Sql { text: format!("SELECT COUNT(*) FROM resources r JOIN versions v ON v.seq = r.seq WHERE {wh}"), args: b.args }
+}
+
+fn where_clause(b: &mut B, q: &SearchQuery) -> String {
+    let mut parts = vec![format!("r.type = {}", b.t(&q.resource_type)), "v.method <> 'delete'".to_string()];
+    for c in &q.criteria {
+        parts.push(b.cond(c, &q.resource_type, "r.id"));
+    }
+    parts.join(" AND ")
+}
+
+/// Rows strictly after (or, backwards, before) the cursor in the sort order.
+fn keyset(b: &mut B, q: &SearchQuery, c: &Cursor) -> String {
+    // Innermost: the id breaks ties.
+    let mut acc = format!("id {} {}", if c.backwards { "<" } else { ">" }, b.t(&c.id));
+    for (i, ((_, desc), (missing, val))) in q.sort.iter().zip(&c.keys).enumerate().rev() {
+        let k_after = if desc ^ c.backwards { "<" } else { ">" };
+        let n_after = if c.backwards { "<" } else { ">" };
+        let n = i64::from(*missing);
+        // (n > cur_n) OR (n = cur_n AND ((k after cur_k) OR (k = cur_k AND rest)))
+        let (n1, n2) = (b.i(n), b.i(n));
+        let (k1, k2) = (b.push(arg_of(val)), b.push(arg_of(val)));
+        acc = format!("(n{i} {n_after} {n1} OR (n{i} = {n2} AND (k{i} {k_after} {k1} OR (k{i} = {k2} AND {acc}))))");
+    }
+    acc
+}
