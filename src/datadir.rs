@@ -113,6 +113,10 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
         Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone())
             .with_labeler(Arc::new(ClassLabeler(enforcer.clone()))),
     );
+    let reindexed = records.ensure_search_index().map_err(|e| format!("cannot build the search index: {e}"))?;
+    if reindexed > 0 {
+        tracing::info!(resources = reindexed, "search index rebuilt for the current index format");
+    }
     let master = load_master_key(dir)?;
     let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
     let (signer, origin) = load_signer(dir)?;

@@ -13,5 +13,6 @@ mod examples;
 mod identity;
 mod login;
 mod oauth;
+mod search;
 mod smart;
 mod support;

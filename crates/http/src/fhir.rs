@@ -1,10 +1,11 @@
 //! FHIR RESTful interactions: create, read, vread, update, patch, delete, history, conditional
-//! create/update/delete, a search on `_id`/`identifier`, and `$approve` (確定 of proxy entries).
+//! create/update/delete, search (GET and POST `_search`), and `$approve` (確定 of proxy entries).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mamori_records::search;
 use mamori_records::{
     Condition, HistoryQuery, IssueCode, Method, ParsedBody, RecordError, ResourceId, ResourceType, Timestamp,
     VersionRecord, parse_conditions, parse_resource,
@@ -560,7 +561,7 @@ pub async fn approve(
     Ok(note_of(&v, true).attach(resource_response(&s, StatusCode::OK, &v, Return::Representation, false)))
 }
 
-/// `GET /fhir/{type}?_id=…&identifier=…`.
+/// `GET /fhir/{type}?…`: search by the official R4 parameters (`docs/SEARCH.md`).
 pub async fn search(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -574,30 +575,101 @@ pub async fn search(
     if rt.as_str() == "AuditEvent" {
         return audit_event_search(&s, q.as_deref()).await;
     }
-    let conds = conditions(q.as_deref())?;
-    let records = s.records.clone();
-    let rt2 = rt.clone();
-    let ctx = p.context();
-    let found = blocking(move || records.search(&ctx, &rt2, &conds)).await?;
-    let note = note_of_all(found.iter());
-    let entries: Vec<Value> = found
+    run_search(&s, &p, &rt, &headers, q.unwrap_or_default()).await
+}
+
+/// `POST /fhir/{type}/_search` with the parameters as a form body (and/or in the URL).
+pub async fn search_post(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(rt): Path<String>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> ApiResult {
+    check_format(&headers, q.as_deref())?;
+    let rt = rtype(&rt)?;
+    p.authorize(rt.as_str(), Action::Search)?;
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if mime != "application/x-www-form-urlencoded"
+        && !(mime.is_empty() && headers.get(header::CONTENT_LENGTH).is_none_or(|l| l == "0"))
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Type `{ct}` is not supported; `_search` takes application/x-www-form-urlencoded"
+        )));
+    }
+    let max = s.config.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::PayloadTooLarge(max))?;
+    let form = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::BadRequest(IssueCode::Structure, "the form body is not UTF-8".into()))?;
+    let all =
+        [q.as_deref().unwrap_or(""), form].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join("&");
+    if rt.as_str() == "AuditEvent" {
+        return audit_event_search(&s, Some(&all)).await;
+    }
+    run_search(&s, &p, &rt, &headers, all).await
+}
+
+fn strict_handling(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("prefer")
         .iter()
-        .map(|v| {
-            json!({
-                "fullUrl": format!("{}/fhir/{}/{}", s.config.public_url, v.resource_type, v.id),
-                "resource": body_value(v),
-                "search": {"mode": "match"},
-            })
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([',', ';']))
+        .any(|p| p.trim() == "handling=strict")
+}
+
+async fn run_search(s: &AppState, p: &Principal, rt: &ResourceType, headers: &HeaderMap, query: String) -> ApiResult {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp().saturating_mul(1_000_000);
+    let req = search::parse_search(rt.as_str(), &query, strict_handling(headers), now)?;
+    let records = s.records.clone();
+    let ctx = p.context();
+    let req2 = req.clone();
+    let page = blocking(move || records.search_page(&ctx, &req2)).await?;
+    let base = &s.config.public_url;
+    let link = |extra: Option<String>| {
+        let mut params = req.used.clone();
+        params.extend(extra);
+        format!("{base}/fhir/{rt}?{}", params.join("&"))
+    };
+    let mut links = vec![json!({"relation": "self", "url": link(None)})];
+    if let Some(c) = &page.next {
+        links.push(json!({"relation": "next", "url": link(Some(format!("_cursor={}", search::encode_cursor(c))))}));
+    }
+    if let Some(c) = &page.previous {
+        links.push(json!({"relation": "previous", "url": link(Some(format!("_cursor={}", search::encode_cursor(c))))}));
+    }
+    let entry = |v: &VersionRecord, mode: &str| {
+        let mut body = body_value(v);
+        search::subset::apply(v.resource_type.as_str(), &mut body, req.summary, req.elements.as_deref());
+        json!({
+            "fullUrl": format!("{base}/fhir/{}/{}", v.resource_type, v.id),
+            "resource": body,
+            "search": {"mode": mode},
         })
-        .collect();
-    let self_url = format!("{}/fhir/{}?{}", s.config.public_url, rt, q.unwrap_or_default());
-    let bundle = json!({
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": entries.len(),
-        "link": [{"relation": "self", "url": self_url}],
-        "entry": entries,
-    });
+    };
+    let mut entries: Vec<Value> = page.matches.iter().map(|v| entry(v, "match")).collect();
+    entries.extend(page.included.iter().map(|v| entry(v, "include")));
+    let notes: Vec<String> =
+        req.ignored.iter().map(|w| format!("ignored: {w}")).chain(page.notes.iter().cloned()).collect();
+    if !notes.is_empty() {
+        let issues: Vec<Value> =
+            notes.iter().map(|n| json!({"severity": "warning", "code": "not-supported", "diagnostics": n})).collect();
+        entries.push(json!({
+            "resource": {"resourceType": "OperationOutcome", "issue": issues},
+            "search": {"mode": "outcome"},
+        }));
+    }
+    let mut bundle = json!({"resourceType": "Bundle", "type": "searchset"});
+    if let (Some(t), Some(o)) = (page.total, bundle.as_object_mut()) {
+        o.insert("total".into(), json!(t));
+    }
+    if let Some(o) = bundle.as_object_mut() {
+        o.insert("link".into(), Value::Array(links));
+        o.insert("entry".into(), Value::Array(entries));
+    }
+    let note = note_of_all(page.matches.iter().chain(page.included.iter()));
     Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
 }
 

@@ -78,6 +78,7 @@ pub fn app(state: AppState) -> Router {
             post(fhir::create).put(fhir::conditional_update).delete(fhir::conditional_delete).get(fhir::search),
         )
         .route("/{rtype}/_history", get(fhir::history_type))
+        .route("/{rtype}/_search", post(fhir::search_post))
         .route("/{rtype}/{id}", get(fhir::read).put(fhir::update).patch(fhir::patch).delete(fhir::delete))
         .route("/{rtype}/{id}/_history", get(fhir::history_instance))
         .route("/{rtype}/{id}/_history/{vid}", get(fhir::vread))

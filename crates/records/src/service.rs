@@ -171,7 +171,7 @@ pub trait Labeler: Send + Sync {
 
 /// The record service.
 pub struct Records {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     retention: RetentionPolicy,
     labeler: Option<Arc<dyn Labeler>>,
@@ -255,6 +255,16 @@ fn identifiers(body: &Value) -> Vec<IdentifierToken> {
     out
 }
 
+/// Every index entry of a version: identifiers (conditional interactions), care links (Z3) and
+/// search rows — written by the store in the version's own transaction.
+pub(crate) fn index_for(rt: &ResourceType, id: &ResourceId, body: Option<&Value>) -> IndexEntries {
+    IndexEntries {
+        identifiers: body.map(identifiers).unwrap_or_default(),
+        care: body.map(|b| care_links(rt.as_str(), id.as_str(), b)).unwrap_or_default(),
+        search: body.map(|b| crate::search::rows_for(rt.as_str(), b)).unwrap_or_default(),
+    }
+}
+
 /// Sets server-managed meta; drops client attempts to set version, time or entry status.
 fn stamp_meta(body: &mut Value, version: u64, now: Timestamp, pending_for: Option<&str>) {
     let Some(obj) = body.as_object_mut() else {
@@ -324,7 +334,10 @@ impl Records {
         out.ok_or_else(|| RecordError::Store(crate::StoreError("transaction produced no result".into())))
     }
 
-    fn read_tx<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError>) -> Result<R, RecordError> {
+    pub(crate) fn read_tx<R>(
+        &self,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError>,
+    ) -> Result<R, RecordError> {
         let mut out = None;
         self.store.read(&mut |tx| {
             out = Some(f(tx)?);
@@ -371,10 +384,7 @@ impl Records {
             }
             None => (None, canonical::content_hash(&Value::Null)),
         };
-        let index = IndexEntries {
-            identifiers: body.as_ref().map(identifiers).unwrap_or_default(),
-            care: body.as_ref().map(|b| care_links(d.rt.as_str(), d.id.as_str(), b)).unwrap_or_default(),
-        };
+        let index = index_for(d.rt, d.id, body.as_ref());
         let patient = patient_of(d.rt.as_str(), d.id.as_str(), body.as_ref())
             .or_else(|| d.previous.and_then(|p| p.patient.clone()));
         let (classes, lab) = match &body {
@@ -447,7 +457,7 @@ impl Records {
             classes,
             lab: false,
         };
-        tx.put(&prov_record, &IndexEntries::default())?;
+        tx.put(&prov_record, &index_for(&prov_record.resource_type, &prov_record.id, Some(&prov)))?;
         tx.append_audit(mamori_audit::AuditRecord {
             detail: pending.then(|| format!("proxy entry (代行入力), awaiting approval by {author}")),
             patients: patient.into_iter().collect(),

@@ -126,12 +126,14 @@ pub struct CareLink {
 
 /// The index entries of a version, replaced with every write of the resource in the same
 /// transaction.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct IndexEntries {
     /// `identifier` tokens (conditional interactions).
     pub identifiers: Vec<IdentifierToken>,
     /// Care relationships.
     pub care: Vec<CareLink>,
+    /// Search index rows ([`crate::search`]).
+    pub search: Vec<crate::search::SearchRow>,
 }
 
 /// A break-glass (非常時) grant (Z5): `username` may use their role's rights on `patient` without
@@ -210,6 +212,36 @@ pub trait Tx {
     fn for_each_version(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError>;
     /// Removes every version of a resource; returns how many were removed.
     fn purge(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<u64, StoreError>;
+    /// Search: matching current, live resources in the query's order from its cursor, at most
+    /// `limit`. No access check: the record service passes each through the guard.
+    fn search(&mut self, q: &crate::search::SearchQuery, limit: usize) -> Result<Vec<crate::search::Hit>, StoreError>;
+    /// How many current, live resources match (no access check).
+    fn search_count(&mut self, q: &crate::search::SearchQuery) -> Result<u64, StoreError>;
+    /// Local references a resource's current version makes through `param` (any reference
+    /// parameter when `None`): `(target type, target id)`.
+    fn references_from(
+        &mut self,
+        rt: &ResourceType,
+        id: &ResourceId,
+        param: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+    /// Ids of current resources of type `source` referring to `target_type/target_id` through
+    /// `param` (any when `None`).
+    fn references_to(
+        &mut self,
+        source: &str,
+        param: Option<&str>,
+        target_type: &str,
+        target_id: &str,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Replaces a resource's index entries (used when the index format changes).
+    fn replace_index(&mut self, rt: &ResourceType, id: &ResourceId, index: &IndexEntries) -> Result<(), StoreError>;
+    /// Visits the current, live version of every resource; stop early by returning `false`.
+    fn for_each_current(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError>;
+    /// The version of the index format the stored index entries were built with.
+    fn index_version(&mut self) -> Result<Option<String>, StoreError>;
+    /// Records the index format version.
+    fn set_index_version(&mut self, v: &str) -> Result<(), StoreError>;
     /// Appends an audit record in this transaction (its time is set by the log); returns its
     /// leaf index. The write and its audit entry commit together or not at all.
     fn append_audit(&mut self, record: mamori_audit::AuditRecord) -> Result<u64, StoreError>;

@@ -93,6 +93,25 @@ CREATE TABLE IF NOT EXISTS break_glass (
     review_note TEXT
 );
 CREATE INDEX IF NOT EXISTS break_glass_lookup ON break_glass (username, patient, expires);
+CREATE TABLE IF NOT EXISTS sp_string (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sp_string_value ON sp_string (type, param, norm);
+CREATE INDEX IF NOT EXISTS sp_string_owner ON sp_string (type, id, param);
+CREATE TABLE IF NOT EXISTS sp_token (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sp_token_value ON sp_token (type, param, code, system);
+CREATE INDEX IF NOT EXISTS sp_token_owner ON sp_token (type, id, param);
+CREATE TABLE IF NOT EXISTS sp_date (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sp_date_value ON sp_date (type, param, lo);
+CREATE INDEX IF NOT EXISTS sp_date_owner ON sp_date (type, id, param);
+CREATE TABLE IF NOT EXISTS sp_number (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sp_number_value ON sp_number (type, param, lo);
+CREATE INDEX IF NOT EXISTS sp_number_owner ON sp_number (type, id, param);
+CREATE TABLE IF NOT EXISTS sp_ref (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, target_type TEXT NOT NULL, target_id TEXT NOT NULL, url TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS sp_ref_value ON sp_ref (type, param, target_id, target_type);
+CREATE INDEX IF NOT EXISTS sp_ref_target ON sp_ref (target_type, target_id);
+CREATE INDEX IF NOT EXISTS sp_ref_owner ON sp_ref (type, id, param);
+CREATE TABLE IF NOT EXISTS sp_composite (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL, s_system TEXT NOT NULL, s_code TEXT NOT NULL, lo NUMERIC, hi NUMERIC);
+CREATE INDEX IF NOT EXISTS sp_composite_value ON sp_composite (type, param, code, system);
+CREATE INDEX IF NOT EXISTS sp_composite_owner ON sp_composite (type, id, param);
 CREATE TABLE IF NOT EXISTS store_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- Versions are immutable (真正性): no UPDATE ever, DELETE only inside a purge.
 CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use mamori_records::search::{Hit, IndexValue, SearchQuery, SortVal, sql as search_sql, sql::Arg};
 use mamori_records::{
     BreakGlassGrant, EntryStatus, HistoryQuery, IndexEntries, Method, RecordError, ResourceId, ResourceType, Store,
     StoreError, Timestamp, Tx, VersionRecord,
@@ -63,6 +64,128 @@ impl SqlTx<'_> {
     fn one(&self, sql: &str, p: impl rusqlite::Params) -> Result<Option<VersionRecord>, StoreError> {
         let mut st = self.c.prepare_cached(sql).map_err(se)?;
         st.query_row(p, row_to_version).optional().map_err(se)?.transpose()
+    }
+}
+
+const SEARCH_TABLES: [&str; 6] = ["sp_string", "sp_token", "sp_date", "sp_number", "sp_ref", "sp_composite"];
+
+fn sql_args(args: &[Arg]) -> Vec<rusqlite::types::Value> {
+    args.iter()
+        .map(|a| match a {
+            Arg::Int(i) => rusqlite::types::Value::Integer(*i),
+            Arg::Real(r) => rusqlite::types::Value::Real(*r),
+            Arg::Text(t) => rusqlite::types::Value::Text(t.clone()),
+        })
+        .collect()
+}
+
+fn sort_val(v: rusqlite::types::ValueRef<'_>) -> SortVal {
+    match v {
+        rusqlite::types::ValueRef::Integer(i) => SortVal::Int(i),
+        rusqlite::types::ValueRef::Real(r) => SortVal::Real(r),
+        rusqlite::types::ValueRef::Text(t) => SortVal::Text(String::from_utf8_lossy(t).into_owned()),
+        rusqlite::types::ValueRef::Null | rusqlite::types::ValueRef::Blob(_) => SortVal::Int(0),
+    }
+}
+
+impl SqlTx<'_> {
+    /// Replaces every index entry of a resource: identifiers, care links (for the types that
+    /// make them) and search rows. A deletion leaves none.
+    fn write_index(
+        &self,
+        rt: &ResourceType,
+        id: &ResourceId,
+        deleted: bool,
+        index: &IndexEntries,
+    ) -> Result<(), StoreError> {
+        let (t, i) = (rt.as_str(), id.as_str());
+        self.c
+            .prepare_cached("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2")
+            .map_err(se)?
+            .execute(params![t, i])
+            .map_err(se)?;
+        if !deleted {
+            let mut st = self
+                .c
+                .prepare_cached("INSERT INTO identifier_index (type, id, system, value) VALUES (?1, ?2, ?3, ?4)")
+                .map_err(se)?;
+            for tok in &index.identifiers {
+                st.execute(params![t, i, tok.system.as_deref().unwrap_or(""), tok.value]).map_err(se)?;
+            }
+        }
+        if matches!(t, "CareTeam" | "Encounter" | "Patient") {
+            self.c
+                .prepare_cached("DELETE FROM care_index WHERE type = ?1 AND id = ?2")
+                .map_err(se)?
+                .execute(params![t, i])
+                .map_err(se)?;
+            if !deleted {
+                let mut st = self
+                    .c
+                    .prepare_cached("INSERT INTO care_index (type, id, patient, member) VALUES (?1, ?2, ?3, ?4)")
+                    .map_err(se)?;
+                for l in &index.care {
+                    st.execute(params![t, i, l.patient, l.member]).map_err(se)?;
+                }
+            }
+        }
+        for table in SEARCH_TABLES {
+            self.c
+                .prepare_cached(&format!("DELETE FROM {table} WHERE type = ?1 AND id = ?2"))
+                .map_err(se)?
+                .execute(params![t, i])
+                .map_err(se)?;
+        }
+        if deleted {
+            return Ok(());
+        }
+        for row in &index.search {
+            let p = row.param.as_str();
+            match &row.value {
+                IndexValue::Str { norm, exact } => self
+                    .c
+                    .prepare_cached("INSERT INTO sp_string (type, id, param, norm, exact) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .map_err(se)?
+                    .execute(params![t, i, p, norm, exact]),
+                IndexValue::Token { system, code, text } => self
+                    .c
+                    .prepare_cached("INSERT INTO sp_token (type, id, param, system, code, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                    .map_err(se)?
+                    .execute(params![t, i, p, system, code, text]),
+                IndexValue::Date { lo, hi } => self
+                    .c
+                    .prepare_cached("INSERT INTO sp_date (type, id, param, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .map_err(se)?
+                    .execute(params![t, i, p, lo, hi]),
+                IndexValue::Number { lo, hi, system, code } => self
+                    .c
+                    .prepare_cached("INSERT INTO sp_number (type, id, param, lo, hi, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                    .map_err(se)?
+                    .execute(params![t, i, p, lo, hi, system, code]),
+                IndexValue::Ref { ty, id: target, url } => self
+                    .c
+                    .prepare_cached("INSERT INTO sp_ref (type, id, param, target_type, target_id, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                    .map_err(se)?
+                    .execute(params![t, i, p, ty, target, url]),
+                IndexValue::Composite { system, code, second } => {
+                    let (s_system, s_code, lo, hi): (&str, &str, Option<f64>, Option<f64>) = match second.as_ref() {
+                        IndexValue::Token { system, code, .. } => (system, code, None, None),
+                        IndexValue::Str { norm, .. } => ("", norm, None, None),
+                        IndexValue::Number { lo, hi, system, code } => (system, code, Some(*lo), Some(*hi)),
+                        // Microseconds fit a double exactly (below 2^53).
+                        #[allow(clippy::cast_precision_loss)]
+                        IndexValue::Date { lo, hi } => ("", "", Some(*lo as f64), Some(*hi as f64)),
+                        IndexValue::Ref { .. } | IndexValue::Composite { .. } => continue,
+                    };
+                    self.c
+                        .prepare_cached("INSERT INTO sp_composite (type, id, param, system, code, s_system, s_code, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+                        .map_err(se)?
+                        .execute(params![t, i, p, system, code, s_system, s_code, lo, hi])
+                }
+            }
+            .map_err(se)?;
+        }
+        Ok(())
     }
 }
 
@@ -207,42 +330,7 @@ impl Tx for SqlTx<'_> {
             .map_err(se)?
             .execute(params![v.resource_type.as_str(), v.id.as_str(), seq])
             .map_err(se)?;
-        self.c
-            .prepare_cached("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2")
-            .map_err(se)?
-            .execute(params![v.resource_type.as_str(), v.id.as_str()])
-            .map_err(se)?;
-        if !v.is_deleted() {
-            let mut st = self
-                .c
-                .prepare_cached("INSERT INTO identifier_index (type, id, system, value) VALUES (?1, ?2, ?3, ?4)")
-                .map_err(se)?;
-            for t in &index.identifiers {
-                st.execute(params![
-                    v.resource_type.as_str(),
-                    v.id.as_str(),
-                    t.system.as_deref().unwrap_or(""),
-                    t.value
-                ])
-                .map_err(se)?;
-            }
-        }
-        if matches!(v.resource_type.as_str(), "CareTeam" | "Encounter" | "Patient") {
-            self.c
-                .prepare_cached("DELETE FROM care_index WHERE type = ?1 AND id = ?2")
-                .map_err(se)?
-                .execute(params![v.resource_type.as_str(), v.id.as_str()])
-                .map_err(se)?;
-            if !v.is_deleted() {
-                let mut st = self
-                    .c
-                    .prepare_cached("INSERT INTO care_index (type, id, patient, member) VALUES (?1, ?2, ?3, ?4)")
-                    .map_err(se)?;
-                for l in &index.care {
-                    st.execute(params![v.resource_type.as_str(), v.id.as_str(), l.patient, l.member]).map_err(se)?;
-                }
-            }
-        }
+        self.write_index(&v.resource_type, &v.id, v.is_deleted(), index)?;
         Ok(())
     }
 
@@ -336,7 +424,114 @@ impl Tx for SqlTx<'_> {
             .map_err(se)?;
         c.execute("DELETE FROM care_index WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
             .map_err(se)?;
+        for table in SEARCH_TABLES {
+            c.execute(&format!("DELETE FROM {table} WHERE type = ?1 AND id = ?2"), params![rt.as_str(), id.as_str()])
+                .map_err(se)?;
+        }
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn search(&mut self, q: &SearchQuery, limit: usize) -> Result<Vec<Hit>, StoreError> {
+        let sql = search_sql::search(q, limit);
+        let mut st = self.c.prepare_cached(&sql.text).map_err(se)?;
+        let mut rows = st.query(rusqlite::params_from_iter(sql_args(&sql.args))).map_err(se)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(se)? {
+            let mut keys = Vec::with_capacity(q.sort.len());
+            for i in 0..q.sort.len() {
+                let n: i64 = r.get(1 + 2 * i).map_err(se)?;
+                keys.push((n != 0, sort_val(r.get_ref(2 + 2 * i).map_err(se)?)));
+            }
+            out.push(Hit { id: r.get(0).map_err(se)?, keys });
+        }
+        Ok(out)
+    }
+
+    fn search_count(&mut self, q: &SearchQuery) -> Result<u64, StoreError> {
+        let sql = search_sql::count(q);
+        let n: i64 = self
+            .c
+            .prepare_cached(&sql.text)
+            .map_err(se)?
+            .query_row(rusqlite::params_from_iter(sql_args(&sql.args)), |r| r.get(0))
+            .map_err(se)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn references_from(
+        &mut self,
+        rt: &ResourceType,
+        id: &ResourceId,
+        param: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut st = self
+            .c
+            .prepare_cached(
+                "SELECT DISTINCT target_type, target_id FROM sp_ref WHERE type = ?1 AND id = ?2 AND (?3 IS NULL OR param = ?3) AND target_id <> ''",
+            )
+            .map_err(se)?;
+        st.query_map(params![rt.as_str(), id.as_str(), param], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(se)?
+            .collect::<Result<_, _>>()
+            .map_err(se)
+    }
+
+    fn references_to(
+        &mut self,
+        source: &str,
+        param: Option<&str>,
+        target_type: &str,
+        target_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut st = self
+            .c
+            .prepare_cached(
+                "SELECT DISTINCT id FROM sp_ref WHERE target_type = ?3 AND target_id = ?4 AND type = ?1 AND (?2 IS NULL OR param = ?2)",
+            )
+            .map_err(se)?;
+        st.query_map(params![source, param, target_type, target_id], |r| r.get(0))
+            .map_err(se)?
+            .collect::<Result<_, _>>()
+            .map_err(se)
+    }
+
+    fn replace_index(&mut self, rt: &ResourceType, id: &ResourceId, index: &IndexEntries) -> Result<(), StoreError> {
+        self.write_index(rt, id, false, index)
+    }
+
+    fn for_each_current(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError> {
+        let cols = COLS.split(", ").map(|c| format!("v.{c}")).collect::<Vec<_>>().join(", ");
+        let mut st = self
+            .c
+            .prepare(&format!(
+                "SELECT {cols} FROM resources r JOIN versions v ON v.seq = r.seq WHERE v.method <> 'delete' ORDER BY r.seq"
+            ))
+            .map_err(se)?;
+        let mut rows = st.query([]).map_err(se)?;
+        while let Some(r) = rows.next().map_err(se)? {
+            let v = row_to_version(r).map_err(se)??;
+            if !f(&v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn index_version(&mut self) -> Result<Option<String>, StoreError> {
+        self.c
+            .query_row("SELECT value FROM store_flags WHERE name = 'index_version'", [], |r| r.get(0))
+            .optional()
+            .map_err(se)
+    }
+
+    fn set_index_version(&mut self, v: &str) -> Result<(), StoreError> {
+        self.c
+            .execute(
+                "INSERT INTO store_flags (name, value) VALUES ('index_version', ?1) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![v],
+            )
+            .map_err(se)?;
+        Ok(())
     }
 
     fn append_audit(&mut self, record: mamori_audit::AuditRecord) -> Result<u64, StoreError> {

@@ -12,10 +12,13 @@ pub mod extract;
 pub mod normalize;
 pub mod parse;
 pub mod path;
+pub mod run;
 pub mod sql;
+pub mod subset;
 
 pub use extract::rows_for;
-pub use parse::{SearchRequest, Summary, TotalMode, parse_search};
+pub use parse::{Include, SearchRequest, Summary, TotalMode, encode_cursor, parse_search};
+pub use run::SearchPage;
 
 /// One indexed value of one search parameter of a resource.
 #[derive(Debug, Clone, PartialEq)]

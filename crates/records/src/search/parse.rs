@@ -242,6 +242,12 @@ pub fn parse_search(rt: &str, query: &str, strict: bool, now: i64) -> Result<Sea
         }
         req.used.push(format!("{rk}={rv}"));
     }
+    if req.summary == Summary::Count {
+        req.count = 0;
+        if req.total == TotalMode::Default {
+            req.total = TotalMode::Accurate;
+        }
+    }
     Ok(req)
 }
 

@@ -1,0 +1,224 @@
+//! Running a search: the store lists candidates in order; every resource about to be revealed —
+//! match, `_include`, `_revinclude` — passes through the request's guard (the one enforcement
+//! point) before it is returned; paging follows the store's keyset cursor.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::parse::{Include, SearchRequest, TotalMode};
+use super::{Cursor, Hit};
+use crate::{RecordError, Records, RequestContext, ResourceId, ResourceType, Tx, VersionRecord};
+
+/// At most this many resources are added by `_include`/`_revinclude` to one page.
+pub const MAX_INCLUDED: usize = 1000;
+
+/// The bump to rebuild every stored resource's index entries (see [`Records::ensure_search_index`]).
+pub const INDEX_VERSION: &str = "search-1";
+
+/// One page of a search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchPage {
+    /// Matches, in order.
+    pub matches: Vec<VersionRecord>,
+    /// Resources added by `_include` / `_revinclude`.
+    pub included: Vec<VersionRecord>,
+    /// Where the next page starts.
+    pub next: Option<Cursor>,
+    /// Where the previous page ends.
+    pub previous: Option<Cursor>,
+    /// Total matches, when known or asked for.
+    pub total: Option<u64>,
+    /// Warnings for the Bundle's OperationOutcome.
+    pub notes: Vec<String>,
+}
+
+fn visible(tx: &mut dyn Tx, ctx: &RequestContext, rt: &str, id: &str) -> Result<Option<VersionRecord>, RecordError> {
+    let (Ok(rt), Ok(id)) = (ResourceType::parse(rt), ResourceId::parse(id)) else { return Ok(None) };
+    match tx.current(&rt, &id)? {
+        Some(v) if !v.is_deleted() && ctx.may_see(tx, &v)? => Ok(Some(v)),
+        _ => Ok(None),
+    }
+}
+
+impl Records {
+    /// Rebuilds every current resource's index entries when they were built by an older index
+    /// format (or before search existed); returns how many resources were reindexed.
+    pub fn ensure_search_index(&self) -> Result<usize, RecordError> {
+        let mut n = 0;
+        self.store.write(&mut |tx| {
+            if tx.index_version()?.as_deref() == Some(INDEX_VERSION) {
+                return Ok(());
+            }
+            let mut all = Vec::new();
+            tx.for_each_current(&mut |v| {
+                all.push((v.resource_type.clone(), v.id.clone()));
+                true
+            })?;
+            for (rt, id) in &all {
+                if let Some(v) = tx.current(rt, id)?
+                    && let Some(body) = v.body.as_deref()
+                {
+                    let body: Value = serde_json::from_str(body)
+                        .map_err(|e| RecordError::Store(crate::StoreError(format!("{rt}/{id}: stored body: {e}"))))?;
+                    tx.replace_index(rt, id, &crate::service::index_for(rt, id, Some(&body)))?;
+                }
+            }
+            n = all.len();
+            tx.set_index_version(INDEX_VERSION)?;
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    /// One page of a search, every revealed resource checked by `ctx`'s guard.
+    pub fn search_page(&self, ctx: &RequestContext, req: &SearchRequest) -> Result<SearchPage, RecordError> {
+        self.read_tx(|tx| {
+            let q = &req.query;
+            let rt = q.resource_type.as_str();
+            let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
+            let mut found: Vec<(VersionRecord, Hit)> = Vec::new();
+            let mut more = false;
+            let mut cur = q.clone();
+            if req.count > 0 {
+                'pages: loop {
+                    let batch = tx.search(&cur, req.count + 1)?;
+                    let full = batch.len() > req.count;
+                    let mut last = None;
+                    for hit in batch {
+                        if found.len() == req.count {
+                            more = true;
+                            break 'pages;
+                        }
+                        if let Some(v) = visible(tx, ctx, rt, &hit.id)? {
+                            found.push((v, hit.clone()));
+                        }
+                        last = Some(hit);
+                    }
+                    match last {
+                        Some(h) if full => cur.cursor = Some(Cursor { keys: h.keys, id: h.id, backwards }),
+                        _ => break,
+                    }
+                }
+            }
+            if backwards {
+                found.reverse();
+            }
+            let cursor_at = |h: &Hit, backwards: bool| Cursor { keys: h.keys.clone(), id: h.id.clone(), backwards };
+            let (first, last) = (found.first().map(|f| &f.1), found.last().map(|f| &f.1));
+            let (next, previous) = if backwards {
+                (last.map(|h| cursor_at(h, false)), if more { first.map(|h| cursor_at(h, true)) } else { None })
+            } else {
+                (
+                    if more { last.map(|h| cursor_at(h, false)) } else { None },
+                    if q.cursor.is_some() { first.map(|h| cursor_at(h, true)) } else { None },
+                )
+            };
+            let total = match req.total {
+                TotalMode::None => None,
+                TotalMode::Default => (q.cursor.is_none() && !more && req.count > 0).then_some(found.len() as u64),
+                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, req)?),
+            };
+            let matches: Vec<VersionRecord> = found.into_iter().map(|(v, _)| v).collect();
+            let mut page = SearchPage { matches, next, previous, total, ..SearchPage::default() };
+            self.add_includes(tx, ctx, req, &mut page)?;
+            Ok(page)
+        })
+    }
+
+    /// Matches the requester may see; without a guard (operator tools) the store's count.
+    fn count_visible(&self, tx: &mut dyn Tx, ctx: &RequestContext, req: &SearchRequest) -> Result<u64, RecordError> {
+        let mut q = req.query.clone();
+        q.cursor = None;
+        if ctx.guard.is_none() {
+            return Ok(tx.search_count(&q)?);
+        }
+        let mut n = 0u64;
+        loop {
+            let batch = tx.search(&q, 1000)?;
+            let len = batch.len();
+            for hit in &batch {
+                if visible(tx, ctx, &q.resource_type, &hit.id)?.is_some() {
+                    n += 1;
+                }
+            }
+            match batch.into_iter().last() {
+                Some(h) if len == 1000 => q.cursor = Some(Cursor { keys: h.keys, id: h.id, backwards: false }),
+                _ => return Ok(n),
+            }
+        }
+    }
+
+    fn add_includes(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        req: &SearchRequest,
+        page: &mut SearchPage,
+    ) -> Result<(), RecordError> {
+        if req.include.is_empty() && req.revinclude.is_empty() {
+            return Ok(());
+        }
+        let key = |v: &VersionRecord| (v.resource_type.to_string(), v.id.to_string());
+        let mut seen: HashSet<(String, String)> = page.matches.iter().map(key).collect();
+        let mut truncated = false;
+        let mut round = |from: &[VersionRecord],
+                         iterate: bool,
+                         out: &mut Vec<VersionRecord>|
+         -> Result<(), RecordError> {
+            let applies = |i: &&Include| !iterate || i.iterate;
+            for v in from {
+                for inc in req.include.iter().filter(applies) {
+                    if inc.source != v.resource_type.as_str() {
+                        continue;
+                    }
+                    for (t, id) in tx.references_from(&v.resource_type, &v.id, inc.param.as_deref())? {
+                        if inc.target.as_deref().is_some_and(|x| x != t) || seen.contains(&(t.clone(), id.clone())) {
+                            continue;
+                        }
+                        if seen.len() - page.matches.len() >= MAX_INCLUDED {
+                            truncated = true;
+                            return Ok(());
+                        }
+                        if let Some(r) = visible(tx, ctx, &t, &id)? {
+                            seen.insert((t, id));
+                            out.push(r);
+                        }
+                    }
+                }
+                for inc in req.revinclude.iter().filter(applies) {
+                    if inc.target.as_deref().is_some_and(|x| x != v.resource_type.as_str()) {
+                        continue;
+                    }
+                    for id in
+                        tx.references_to(&inc.source, inc.param.as_deref(), v.resource_type.as_str(), v.id.as_str())?
+                    {
+                        if seen.contains(&(inc.source.clone(), id.clone())) {
+                            continue;
+                        }
+                        if seen.len() - page.matches.len() >= MAX_INCLUDED {
+                            truncated = true;
+                            return Ok(());
+                        }
+                        if let Some(r) = visible(tx, ctx, &inc.source, &id)? {
+                            seen.insert((inc.source.clone(), id));
+                            out.push(r);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        };
+        let mut first = Vec::new();
+        round(&page.matches, false, &mut first)?;
+        let mut second = Vec::new();
+        // `:iterate`, one level: the includes applied once more to what the first round added.
+        round(&first, true, &mut second)?;
+        page.included = first;
+        page.included.extend(second);
+        if truncated {
+            page.notes.push(format!("only the first {MAX_INCLUDED} included resources are returned"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,399 @@
+//! FHIR search (#3): the official R4 parameters of every kind, modifiers and prefixes, chains and
+//! `_has`, result parameters, keyset paging that survives concurrent writes, strict and lenient
+//! handling, and the guard on everything a search reveals.
+
+use std::collections::BTreeSet;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{Harness, Resp};
+
+async fn put(h: &Harness, v: Value) {
+    let uri = format!("/fhir/{}/{}", v["resourceType"].as_str().unwrap(), v["id"].as_str().unwrap());
+    let r = h.call("PUT", &uri, Some(&v)).await;
+    assert!(r.status.is_success(), "{uri}: {}", r.diagnostics());
+}
+
+/// Seeds four patients, a practitioner and three observations.
+async fn seed(h: &Harness) {
+    put(h, json!({"resourceType": "Practitioner", "id": "dr1", "name": [{"family": "医師", "given": ["一郎"]}]})).await;
+    put(
+        h,
+        json!({"resourceType": "Patient", "id": "p1",
+        "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.1", "value": "00012345"}],
+        "name": [{"family": "山田", "given": ["太郎"]}, {"family": "ヤマダ", "given": ["タロウ"]}],
+        "gender": "male", "birthDate": "1970-04-01", "generalPractitioner": [{"reference": "Practitioner/dr1"}]}),
+    )
+    .await;
+    put(
+        h,
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "佐藤", "given": ["花子"]}],
+        "gender": "female", "birthDate": "1985-12-24"}),
+    )
+    .await;
+    put(
+        h,
+        json!({"resourceType": "Patient", "id": "p3", "name": [{"family": "Smith", "given": ["Renée"]}],
+        "gender": "female", "birthDate": "2000-02-29"}),
+    )
+    .await;
+    put(h, json!({"resourceType": "Patient", "id": "p4", "name": [{"text": "名前不明"}], "gender": "unknown"})).await;
+    let bp = |id: &str, patient: &str, v: f64, when: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6", "display": "Systolic blood pressure"}]},
+            "subject": {"reference": format!("Patient/{patient}")}, "effectiveDateTime": when,
+            "valueQuantity": {"value": v, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}})
+    };
+    put(h, bp("o1", "p1", 120.0, "2024-05-01T09:00:00+09:00")).await;
+    put(
+        h,
+        json!({"resourceType": "Observation", "id": "o2", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-01T09:05:00+09:00",
+        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"}}),
+    )
+    .await;
+    put(h, bp("o3", "p2", 140.0, "2024-06-01")).await;
+}
+
+fn ids(b: &Value, mode: &str) -> BTreeSet<String> {
+    b["entry"]
+        .as_array()
+        .map(|es| {
+            es.iter()
+                .filter(|e| e["search"]["mode"] == mode)
+                .map(|e| {
+                    format!(
+                        "{}/{}",
+                        e["resource"]["resourceType"].as_str().unwrap(),
+                        e["resource"]["id"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn find(h: &Harness, uri: &str) -> BTreeSet<String> {
+    let r = h.call("GET", uri, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.diagnostics());
+    ids(&r.json(), "match").into_iter().map(|i| i.split('/').nth(1).unwrap().to_string()).collect()
+}
+
+fn set(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| (*s).to_string()).collect()
+}
+
+#[tokio::test]
+async fn every_parameter_kind_modifier_and_prefix() {
+    let h = Harness::new();
+    seed(&h).await;
+    let cases: &[(&str, &[&str])] = &[
+        // string: prefix, ignoring case, accents, width and kana kind; whole JP names
+        ("/fhir/Patient?name=やまだ", &["p1"]),
+        ("/fhir/Patient?name=%E5%B1%B1%E7%94%B0%E5%A4%AA%E9%83%8E", &["p1"]), // 山田太郎
+        ("/fhir/Patient?family=ﾔﾏﾀﾞ", &["p1"]),
+        ("/fhir/Patient?name=ren", &["p3"]),
+        ("/fhir/Patient?name=SMI", &["p3"]),
+        ("/fhir/Patient?name:exact=Ren%C3%A9e", &["p3"]),
+        ("/fhir/Patient?name:exact=renee", &[]),
+        ("/fhir/Patient?name:contains=mit", &["p3"]),
+        ("/fhir/Patient?name=不明", &[]),
+        ("/fhir/Patient?name:contains=不明", &["p4"]),
+        ("/fhir/Patient?name=sato,smith", &["p3"]),
+        // token
+        ("/fhir/Patient?gender=female", &["p2", "p3"]),
+        ("/fhir/Patient?gender:not=female", &["p1", "p4"]),
+        ("/fhir/Patient?identifier=urn:oid:1.2.392.100495.20.3.51.1|00012345", &["p1"]),
+        ("/fhir/Patient?identifier=00012345", &["p1"]),
+        ("/fhir/Patient?identifier=urn:other|00012345", &[]),
+        ("/fhir/Observation?code=http://loinc.org|", &["o1", "o2", "o3"]),
+        ("/fhir/Observation?code:text=systolic", &["o1", "o3"]),
+        // date with prefixes and precision
+        ("/fhir/Patient?birthdate=1970", &["p1"]),
+        ("/fhir/Patient?birthdate=1970-04-01", &["p1"]),
+        ("/fhir/Patient?birthdate=lt1980", &["p1"]),
+        ("/fhir/Patient?birthdate=ge1985-12", &["p2", "p3"]),
+        ("/fhir/Patient?birthdate=gt1985-12-24", &["p3"]),
+        ("/fhir/Patient?birthdate=le1985-12-24", &["p1", "p2"]),
+        ("/fhir/Patient?birthdate=sa1985", &["p3"]),
+        ("/fhir/Patient?birthdate=eb1985", &["p1"]),
+        ("/fhir/Patient?birthdate=ne1970-04-01", &["p2", "p3"]),
+        ("/fhir/Patient?birthdate=ap1970-04-03", &["p1"]),
+        ("/fhir/Patient?birthdate=ge1980&birthdate=lt1990", &["p2"]),
+        ("/fhir/Patient?birthdate:missing=true", &["p4"]),
+        ("/fhir/Observation?date=2024-05", &["o1", "o2"]),
+        ("/fhir/Observation?date=2024-05-01T00:00:00Z", &["o1"]), // 09:00+09:00, to the second
+        ("/fhir/Observation?date=2024-05-01T00:00:01Z", &[]),
+        ("/fhir/Observation?date=ge2024-05-01T00:00:00%2B09:00", &["o1", "o2", "o3"]),
+        // quantity
+        ("/fhir/Observation?value-quantity=gt130", &["o3"]),
+        ("/fhir/Observation?value-quantity=120||mm[Hg]", &["o1"]),
+        ("/fhir/Observation?value-quantity=120|http://unitsofmeasure.org|/min", &[]),
+        ("/fhir/Observation?value-quantity=lt100", &["o2"]),
+        ("/fhir/Observation?value-quantity=ap125", &["o1"]),
+        // reference, chained, _has
+        ("/fhir/Observation?patient=p1&code=8480-6", &["o1"]),
+        ("/fhir/Observation?subject=Patient/p2", &["o3"]),
+        ("/fhir/Observation?subject:Patient=p2", &["o3"]),
+        ("/fhir/Observation?subject=http://mamori.test/fhir/Patient/p2", &["o3"]),
+        ("/fhir/Observation?subject:Patient.name=%E4%BD%90%E8%97%A4", &["o3"]), // 佐藤
+        ("/fhir/Observation?patient.gender=male", &["o1", "o2"]),
+        ("/fhir/Patient?general-practitioner.name=医師", &["p1"]),
+        ("/fhir/Patient?_has:Observation:patient:code=8867-4", &["p1"]),
+        ("/fhir/Patient?_has:Observation:patient:value-quantity=gt130", &["p2"]),
+        // composite
+        ("/fhir/Observation?code-value-quantity=http://loinc.org|8480-6$gt130", &["o3"]),
+        ("/fhir/Observation?code-value-quantity=8480-6$lt130", &["o1"]),
+        // common parameters
+        ("/fhir/Patient?_id=p1,p2", &["p1", "p2"]),
+        ("/fhir/Observation?_lastUpdated=gt2000-01-01", &["o1", "o2", "o3"]),
+        ("/fhir/Observation?_lastUpdated=lt2000-01-01", &[]),
+    ];
+    for (uri, want) in cases {
+        assert_eq!(find(&h, uri).await, set(want), "{uri}");
+    }
+    // POST _search takes the same parameters as a form.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/fhir/Observation/_search?code=8480-6")
+        .header("authorization", format!("Bearer {}", h.token))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("patient=p1"))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
+    assert_eq!(ids(&r.json(), "match"), set(&["Observation/o1"]));
+    let req = Request::builder()
+        .method("POST")
+        .uri("/fhir/Observation/_search")
+        .header("authorization", format!("Bearer {}", h.token))
+        .header("content-type", "application/json")
+        .body(Body::from("{}"))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // The index follows every write: an update replaces rows, a deletion removes them.
+    put(
+        &h,
+        json!({"resourceType": "Patient", "id": "p2", "name": [{"family": "鈴木", "given": ["花子"]}],
+        "gender": "female", "birthDate": "1985-12-24"}),
+    )
+    .await;
+    assert_eq!(find(&h, "/fhir/Patient?family=佐藤").await, set(&[]));
+    assert_eq!(find(&h, "/fhir/Patient?family=鈴木").await, set(&["p2"]));
+    assert!(h.call("DELETE", "/fhir/Observation/o3", None).await.status.is_success());
+    assert_eq!(find(&h, "/fhir/Observation?value-quantity=gt130").await, set(&[]));
+    assert_eq!(find(&h, "/fhir/Patient?_has:Observation:patient:value-quantity=gt130").await, set(&[]));
+}
+
+#[tokio::test]
+async fn result_parameters_includes_and_handling() {
+    let h = Harness::new();
+    seed(&h).await;
+    // _include, _revinclude (with the server's own Provenance), :iterate one level
+    let b = h.call("GET", "/fhir/Observation?code=8480-6&_include=Observation:patient", None).await.json();
+    assert_eq!(ids(&b, "match"), set(&["Observation/o1", "Observation/o3"]));
+    assert_eq!(ids(&b, "include"), set(&["Patient/p1", "Patient/p2"]));
+    let b = h.call("GET", "/fhir/Patient?_id=p1&_revinclude=Observation:subject", None).await.json();
+    assert_eq!(ids(&b, "include"), set(&["Observation/o1", "Observation/o2"]));
+    let b = h.call("GET", "/fhir/Patient?_id=p1&_revinclude=Provenance:target", None).await.json();
+    assert_eq!(ids(&b, "include").len(), 1, "the Provenance of p1's one version: {b}");
+    let b = h
+        .call(
+            "GET",
+            "/fhir/Observation?_id=o1&_include=Observation:patient&_include:iterate=Patient:general-practitioner",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(ids(&b, "include"), set(&["Patient/p1", "Practitioner/dr1"]));
+    let b = h.call("GET", "/fhir/Observation?_id=o1&_include=Observation:subject:Group", None).await.json();
+    assert!(ids(&b, "include").is_empty());
+
+    // _summary and _elements
+    let b = h.call("GET", "/fhir/Patient?_summary=count", None).await.json();
+    assert_eq!(b["total"], 4);
+    assert!(b["entry"].as_array().is_none_or(Vec::is_empty));
+    let b = h.call("GET", "/fhir/Patient?_id=p1&_elements=birthDate", None).await.json();
+    let p = &b["entry"][0]["resource"];
+    assert_eq!(p["birthDate"], "1970-04-01");
+    assert!(p.get("name").is_none() && p.get("gender").is_none());
+    assert_eq!(p["meta"]["tag"][0]["code"], "SUBSETTED");
+    let b = h.call("GET", "/fhir/Patient?_id=p1&_summary=true", None).await.json();
+    assert!(b["entry"][0]["resource"].get("name").is_some());
+
+    // _sort with several keys, descending, missing values last
+    let order = |b: &Value| -> Vec<String> {
+        b["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap().to_string()).collect()
+    };
+    let b = h.call("GET", "/fhir/Patient?_sort=-birthdate", None).await.json();
+    assert_eq!(order(&b), ["p3", "p2", "p1", "p4"]);
+    let b = h.call("GET", "/fhir/Patient?_sort=gender,-birthdate", None).await.json();
+    assert_eq!(order(&b), ["p3", "p2", "p1", "p4"]);
+    let b = h.call("GET", "/fhir/Patient?_sort=birthdate", None).await.json();
+    assert_eq!(order(&b), ["p1", "p2", "p3", "p4"]);
+    let b = h.call("GET", "/fhir/Patient?_sort=family", None).await.json();
+    assert_eq!(order(&b)[0], "p3", "smith < ヤマダ/佐藤/山田 in code-point order");
+
+    // _total
+    let b = h.call("GET", "/fhir/Patient?_count=1&_total=accurate", None).await.json();
+    assert_eq!(b["total"], 4);
+    assert_eq!(b["entry"].as_array().unwrap().len(), 1);
+    let b = h.call("GET", "/fhir/Patient?_count=1&_total=none", None).await.json();
+    assert!(b.get("total").is_none());
+
+    // Lenient by default: unknown parameters are ignored and said so; strict refuses them.
+    let b = h.call("GET", "/fhir/Patient?nonsense=1&gender=male", None).await.json();
+    assert_eq!(ids(&b, "match"), set(&["Patient/p1"]));
+    let outcome = b["entry"].as_array().unwrap().iter().find(|e| e["search"]["mode"] == "outcome").unwrap();
+    assert!(outcome["resource"]["issue"][0]["diagnostics"].as_str().unwrap().contains("nonsense"));
+    assert!(!b["link"][0]["url"].as_str().unwrap().contains("nonsense"), "the self link shows what was used");
+    let r = h.call_with("GET", "/fhir/Patient?nonsense=1", None, &[("prefer", "handling=strict")]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    assert!(r.diagnostics().contains("nonsense"));
+    // Malformed values are refused either way, and nothing is changed by a refused search.
+    for bad in [
+        "/fhir/Patient?birthdate=1970-13",
+        "/fhir/Patient?_count=x",
+        "/fhir/Patient?_sort=nonsense",
+        "/fhir/Patient?_cursor=00ff",
+        "/fhir/Observation?value-quantity=abc",
+        "/fhir/Patient?name=",
+        "/fhir/Patient?_include=Nope:x",
+        "/fhir/Observation?subject:Nope=1",
+        "/fhir/Patient?name=%zz",
+    ] {
+        let r = h.call("GET", bad, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(r.json()["resourceType"], "OperationOutcome", "{bad}");
+    }
+    assert_eq!(find(&h, "/fhir/Patient").await.len(), 4);
+}
+
+async fn follow(h: &Harness, b: &Value, rel: &str) -> Option<Value> {
+    let url = b["link"].as_array()?.iter().find(|l| l["relation"] == rel)?["url"].as_str()?.to_string();
+    let path = url.strip_prefix("http://mamori.test").unwrap().to_string();
+    let r: Resp = h.call("GET", &path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.diagnostics());
+    Some(r.json())
+}
+
+fn page_ids(b: &Value) -> Vec<String> {
+    b["entry"]
+        .as_array()
+        .map(|es| es.iter().map(|e| e["resource"]["id"].as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn paging_is_stable_under_concurrent_writes() {
+    let h = Harness::new();
+    for i in 0..25 {
+        put(&h, json!({"resourceType": "Patient", "id": format!("pt{i:02}"), "gender": if i % 2 == 0 { "male" } else { "female" },
+            "birthDate": format!("19{:02}-01-01", 50 + i % 7)}))
+        .await;
+    }
+    for sort in ["", "&_sort=-birthdate,gender", "&_sort=_lastUpdated"] {
+        let first = h.call("GET", &format!("/fhir/Patient?_count=4{sort}"), None).await.json();
+        assert!(first["link"].as_array().unwrap().iter().all(|l| l["relation"] != "previous"));
+        let mut seen = page_ids(&first);
+        let mut page = first.clone();
+        let mut pages = vec![page_ids(&first)];
+        // A write between pages: a new patient sorting first, and an update of one already seen.
+        put(&h, json!({"resourceType": "Patient", "id": format!("a-new{}", pages.len() + sort.len()), "birthDate": "2020-01-01"}))
+            .await;
+        while let Some(next) = follow(&h, &page, "next").await {
+            seen.extend(page_ids(&next));
+            pages.push(page_ids(&next));
+            page = next;
+        }
+        let originals: Vec<&String> = seen.iter().filter(|i| i.starts_with("pt")).collect();
+        let unique: BTreeSet<&String> = originals.iter().copied().collect();
+        assert_eq!(originals.len(), 25, "{sort}: every original once: {pages:?}");
+        assert_eq!(unique.len(), 25, "{sort}: no duplicates: {pages:?}");
+        // previous from the last page gives the page before it again
+        let prev = follow(&h, &page, "previous").await.unwrap();
+        assert_eq!(page_ids(&prev), pages[pages.len() - 2], "{sort}");
+        let again = follow(&h, &prev, "next").await.unwrap();
+        assert_eq!(page_ids(&again), pages[pages.len() - 1], "{sort}");
+    }
+}
+
+#[tokio::test]
+async fn search_reveals_only_what_the_guard_allows() {
+    let h = Harness::new();
+    seed(&h).await;
+    h.add_user("u-doc", &["doctor"], "Practitioner/dr1");
+    for p in ["p1", "p2"] {
+        h.create(
+            &json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": format!("Patient/{p}")},
+            "participant": [{"member": {"reference": "Practitioner/dr1"}}]}),
+        )
+        .await;
+    }
+    // A token in p1's context: matches, includes, revincludes, chains and totals see only p1.
+    let token = h
+        .node
+        .oauth
+        .issue_for_user_in_context(
+            "test-app",
+            "u-doc",
+            Some("Practitioner/dr1"),
+            "patient/Observation.rs patient/Patient.rs",
+            Some("Patient/p1"),
+            900,
+            crate::support::now_secs(),
+        )
+        .unwrap()
+        .access_token;
+    let get = |uri: &'static str| {
+        let t = token.clone();
+        let h = &h;
+        async move {
+            let req =
+                Request::builder().uri(uri).header("authorization", format!("Bearer {t}")).body(Body::empty()).unwrap();
+            let r = h.send(req).await;
+            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.diagnostics());
+            r.json()
+        }
+    };
+    let b = get("/fhir/Observation?code=8480-6&_include=Observation:patient&_total=accurate").await;
+    assert_eq!(ids(&b, "match"), set(&["Observation/o1"]));
+    assert_eq!(ids(&b, "include"), set(&["Patient/p1"]));
+    assert_eq!(b["total"], 1);
+    let b = get("/fhir/Patient?gender=female&_revinclude=Observation:patient").await;
+    assert!(ids(&b, "match").is_empty() && ids(&b, "include").is_empty(), "{b}");
+    let b = get("/fhir/Patient?_id=p1&_revinclude=Observation:patient").await;
+    assert_eq!(ids(&b, "include"), set(&["Observation/o1", "Observation/o2"]));
+    let b = get("/fhir/Observation?_count=1").await;
+    assert_eq!(ids(&b, "match").len(), 1);
+    let b = get("/fhir/Observation?_summary=count").await;
+    assert_eq!(b["total"], 2, "counts only what may be seen");
+    // The audit entry of a search names every revealed resource and patient.
+    let b = get("/fhir/Observation?patient=p1&_include=Observation:patient").await;
+    assert_eq!(ids(&b, "match").len(), 2);
+}
+
+#[tokio::test]
+async fn data_written_before_search_is_reindexed_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let node = mamori::open_node(tmp.path()).unwrap();
+        crate::support::register_client(&node, "test-app", "system/*.cruds");
+        let h = Harness::from_node(tempfile::tempdir().unwrap(), node);
+        put(&h, json!({"resourceType": "Patient", "id": "old", "name": [{"family": "古川"}]})).await;
+    }
+    {
+        // As a store from before search: no rows, no index version.
+        let c = rusqlite::Connection::open(tmp.path().join("mamori.db")).unwrap();
+        c.execute_batch("DELETE FROM sp_string; DELETE FROM sp_token; DELETE FROM sp_date; DELETE FROM sp_ref; DELETE FROM store_flags WHERE name = 'index_version';").unwrap();
+    }
+    let node = mamori::open_node(tmp.path()).unwrap();
+    crate::support::register_client(&node, "test-app", "system/*.cruds");
+    let h = Harness::from_node(tmp, node);
+    assert_eq!(find(&h, "/fhir/Patient?family=古川").await, set(&["old"]));
+}
