@@ -89,6 +89,18 @@ fn sort_val(v: rusqlite::types::ValueRef<'_>) -> SortVal {
 }
 
 impl SqlTx<'_> {
+    /// Removes every index entry of a resource.
+    fn clear_index(&self, t: &str, i: &str) -> Result<(), StoreError> {
+        for table in ["identifier_index", "care_index"].into_iter().chain(SEARCH_TABLES) {
+            self.c
+                .prepare_cached(&format!("DELETE FROM {table} WHERE type = ?1 AND id = ?2"))
+                .map_err(se)?
+                .execute(params![t, i])
+                .map_err(se)?;
+        }
+        Ok(())
+    }
+
     /// Replaces every index entry of a resource: identifiers, care links (for the types that
     /// make them) and search rows. A deletion leaves none.
     fn write_index(
@@ -96,14 +108,13 @@ impl SqlTx<'_> {
         rt: &ResourceType,
         id: &ResourceId,
         deleted: bool,
+        fresh: bool,
         index: &IndexEntries,
     ) -> Result<(), StoreError> {
         let (t, i) = (rt.as_str(), id.as_str());
-        self.c
-            .prepare_cached("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2")
-            .map_err(se)?
-            .execute(params![t, i])
-            .map_err(se)?;
+        if !fresh {
+            self.clear_index(t, i)?;
+        }
         if !deleted {
             let mut st = self
                 .c
@@ -112,14 +123,7 @@ impl SqlTx<'_> {
             for tok in &index.identifiers {
                 st.execute(params![t, i, tok.system.as_deref().unwrap_or(""), tok.value]).map_err(se)?;
             }
-        }
-        if matches!(t, "CareTeam" | "Encounter" | "Patient") {
-            self.c
-                .prepare_cached("DELETE FROM care_index WHERE type = ?1 AND id = ?2")
-                .map_err(se)?
-                .execute(params![t, i])
-                .map_err(se)?;
-            if !deleted {
+            if matches!(t, "CareTeam" | "Encounter" | "Patient") {
                 let mut st = self
                     .c
                     .prepare_cached("INSERT INTO care_index (type, id, patient, member) VALUES (?1, ?2, ?3, ?4)")
@@ -129,13 +133,6 @@ impl SqlTx<'_> {
                 }
             }
         }
-        for table in SEARCH_TABLES {
-            self.c
-                .prepare_cached(&format!("DELETE FROM {table} WHERE type = ?1 AND id = ?2"))
-                .map_err(se)?
-                .execute(params![t, i])
-                .map_err(se)?;
-        }
         if deleted {
             return Ok(());
         }
@@ -144,27 +141,27 @@ impl SqlTx<'_> {
             match &row.value {
                 IndexValue::Str { norm, exact } => self
                     .c
-                    .prepare_cached("INSERT INTO sp_string (type, id, param, norm, exact) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .prepare_cached("INSERT OR IGNORE INTO sp_string (type, id, param, norm, exact) VALUES (?1, ?2, ?3, ?4, ?5)")
                     .map_err(se)?
                     .execute(params![t, i, p, norm, exact]),
                 IndexValue::Token { system, code, text } => self
                     .c
-                    .prepare_cached("INSERT INTO sp_token (type, id, param, system, code, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                    .prepare_cached("INSERT OR IGNORE INTO sp_token (type, id, param, system, code, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                     .map_err(se)?
                     .execute(params![t, i, p, system, code, text]),
                 IndexValue::Date { lo, hi } => self
                     .c
-                    .prepare_cached("INSERT INTO sp_date (type, id, param, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .prepare_cached("INSERT OR IGNORE INTO sp_date (type, id, param, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5)")
                     .map_err(se)?
                     .execute(params![t, i, p, lo, hi]),
                 IndexValue::Number { lo, hi, system, code } => self
                     .c
-                    .prepare_cached("INSERT INTO sp_number (type, id, param, lo, hi, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                    .prepare_cached("INSERT OR IGNORE INTO sp_number (type, id, param, lo, hi, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
                     .map_err(se)?
                     .execute(params![t, i, p, lo, hi, system, code]),
                 IndexValue::Ref { ty, id: target, url } => self
                     .c
-                    .prepare_cached("INSERT INTO sp_ref (type, id, param, target_type, target_id, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                    .prepare_cached("INSERT OR IGNORE INTO sp_ref (type, id, param, target_type, target_id, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                     .map_err(se)?
                     .execute(params![t, i, p, ty, target, url]),
                 IndexValue::Composite { system, code, second } => {
@@ -330,7 +327,8 @@ impl Tx for SqlTx<'_> {
             .map_err(se)?
             .execute(params![v.resource_type.as_str(), v.id.as_str(), seq])
             .map_err(se)?;
-        self.write_index(&v.resource_type, &v.id, v.is_deleted(), index)?;
+        // A first version has no earlier entries to replace (a purge removes them all).
+        self.write_index(&v.resource_type, &v.id, v.is_deleted(), v.version == 1, index)?;
         Ok(())
     }
 
@@ -420,14 +418,7 @@ impl Tx for SqlTx<'_> {
         c.execute("DELETE FROM store_flags WHERE name = 'purge'", []).map_err(se)?;
         c.execute("DELETE FROM resources WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
             .map_err(se)?;
-        c.execute("DELETE FROM identifier_index WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
-            .map_err(se)?;
-        c.execute("DELETE FROM care_index WHERE type = ?1 AND id = ?2", params![rt.as_str(), id.as_str()])
-            .map_err(se)?;
-        for table in SEARCH_TABLES {
-            c.execute(&format!("DELETE FROM {table} WHERE type = ?1 AND id = ?2"), params![rt.as_str(), id.as_str()])
-                .map_err(se)?;
-        }
+        self.clear_index(rt.as_str(), id.as_str())?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -486,7 +477,7 @@ impl Tx for SqlTx<'_> {
         let mut st = self
             .c
             .prepare_cached(
-                "SELECT DISTINCT id FROM sp_ref WHERE target_type = ?3 AND target_id = ?4 AND type = ?1 AND (?2 IS NULL OR param = ?2)",
+                "SELECT DISTINCT id FROM sp_ref WHERE type = ?1 AND (?2 IS NULL OR param = ?2) AND target_id = ?4 AND target_type = ?3",
             )
             .map_err(se)?;
         st.query_map(params![source, param, target_type, target_id], |r| r.get(0))
@@ -496,7 +487,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn replace_index(&mut self, rt: &ResourceType, id: &ResourceId, index: &IndexEntries) -> Result<(), StoreError> {
-        self.write_index(rt, id, false, index)
+        self.write_index(rt, id, false, false, index)
     }
 
     fn for_each_current(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError> {

@@ -237,6 +237,8 @@ pub enum Pred {
 pub enum Criterion {
     /// `_id`
     Id(Vec<String>),
+    /// `_lastUpdated` (date predicates on the version's own time).
+    LastUpdated(Vec<Pred>),
     /// Rows of `param` in `table` matching any of `any`; `negate` (`:not`) = resources with no
     /// such row.
     Match {

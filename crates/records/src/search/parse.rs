@@ -326,6 +326,13 @@ fn criterion(rt: &str, key: &str, value: &str, now: i64) -> Result<Parsed, Recor
         }
         return Ok(Parsed::Crit(Criterion::Id(ids)));
     }
+    if name == "_lastUpdated" {
+        if modifier.is_some() || chain.is_some() {
+            return Ok(Parsed::Unknown(Unknown(format!("`{key}`: `_lastUpdated` takes no modifier"))));
+        }
+        let any = split_values(value).iter().map(|v| date(key, v, now)).collect::<Result<Vec<_>, _>>()?;
+        return Ok(Parsed::Crit(Criterion::LastUpdated(any)));
+    }
     let Some(p) = extract::param(rt, name) else {
         return Ok(Parsed::Unknown(Unknown(format!("`{name}` is not a search parameter of {rt}"))));
     };

@@ -57,6 +57,14 @@ impl B {
                 let ph: Vec<String> = ids.iter().map(|i| self.t(i)).collect();
                 format!("{col} IN ({})", ph.join(", "))
             }
+            Criterion::LastUpdated(any) => {
+                let t = self.t(ty);
+                let preds: Vec<String> = any.iter().map(|pr| self.value_pred(pr, "system", "code", "norm")).collect();
+                format!(
+                    "{col} IN (SELECT lr.id FROM resources lr JOIN versions lv ON lv.seq = lr.seq WHERE lr.type = {t} AND EXISTS (SELECT 1 FROM (SELECT lv.last_updated AS lo, lv.last_updated AS hi) x WHERE {}))",
+                    preds.join(" OR ")
+                )
+            }
             Criterion::Match { param, table, any, negate } => {
                 let t = self.t(ty);
                 let p = self.t(param);
@@ -293,10 +301,48 @@ pub fn count(q: &SearchQuery) -> Sql {
     Sql { text: format!("SELECT COUNT(*) FROM resources r JOIN versions v ON v.seq = r.seq WHERE {wh}"), args: b.args }
 }
 
+/// How well a criterion narrows the candidates (lower drives the query).
+fn selectivity(c: &Criterion) -> u8 {
+    match c {
+        Criterion::Id(_) => 0,
+        Criterion::LastUpdated(_) => 5,
+        Criterion::Match { negate: true, .. } | Criterion::Missing { .. } => 9,
+        Criterion::Match { table: Table::Ref, any, .. } if any.iter().all(|p| !matches!(p, Pred::Chain(_))) => 1,
+        Criterion::Match { table: Table::Str | Table::Token | Table::Composite, .. } => 2,
+        Criterion::Match { .. } => 3,
+        Criterion::Has { .. } => 4,
+    }
+}
+
 fn where_clause(b: &mut B, q: &SearchQuery) -> String {
     let mut parts = vec![format!("r.type = {}", b.t(&q.resource_type)), "v.method <> 'delete'".to_string()];
-    for c in &q.criteria {
-        parts.push(b.cond(c, &q.resource_type, "r.id"));
+    // The most selective criterion drives the query through its value index (`r.id IN (…)`);
+    // the others are checked per candidate through the owner index (`EXISTS … id = r.id`), so a
+    // common code never materialises all its matches.
+    let mut order: Vec<&Criterion> = q.criteria.iter().collect();
+    order.sort_by_key(|c| selectivity(c));
+    for (i, c) in order.into_iter().enumerate() {
+        match c {
+            Criterion::Match { param, table, any, negate } if i > 0 => {
+                let t = b.t(&q.resource_type);
+                let p = b.t(param);
+                let preds: Vec<String> = any.iter().map(|pr| b.pred(pr, *table)).collect();
+                parts.push(format!(
+                    "{}EXISTS (SELECT 1 FROM {} x WHERE x.type = {t} AND x.id = r.id AND x.param = {p} AND ({}))",
+                    if *negate { "NOT " } else { "" },
+                    table.name(),
+                    preds.join(" OR ")
+                ));
+            }
+            Criterion::LastUpdated(any) if i > 0 => {
+                let preds: Vec<String> = any.iter().map(|pr| b.value_pred(pr, "system", "code", "norm")).collect();
+                parts.push(format!(
+                    "EXISTS (SELECT 1 FROM (SELECT v.last_updated AS lo, v.last_updated AS hi) x WHERE {})",
+                    preds.join(" OR ")
+                ));
+            }
+            c => parts.push(b.cond(c, &q.resource_type, "r.id")),
+        }
     }
     parts.join(" AND ")
 }

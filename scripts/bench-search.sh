@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Search benchmark (P3, P4, P7): generates N synthetic Japanese resources (scripts/gen-ndjson.py:
+# 1 patient per 50 resources, Observations of 4 codes), imports them with `mamori import`
+# (P4: resources/s, index rows included), then loads the server from wrk on loopback with
+#   - GET /healthz (the baseline, same run),
+#   - GET /fhir/Observation?patient=X&code=Y (random patient and code),
+#   - GET /fhir/Patient?name=… (random family name in kanji, katakana or hiragana),
+# and reads the server's peak RSS after the load (P7). Writes the table into BENCHMARKS.md
+# between the SEARCH-N markers.
+#
+# Usage: scripts/bench-search.sh [N=100000] [DURATION_SECONDS=10] [CONNECTIONS=8]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-100000}
+DUR=${2:-10}
+CONNS=${3:-8}
+command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --quiet
+BIN=target/release/mamori
+DATA=$(mktemp -d)
+PORT=${BENCH_PORT:-18181}
+trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+SERVER=
+
+python3 scripts/gen-ndjson.py "$N" "$DATA/load.ndjson"
+T0=$(date +%s.%N)
+$BIN import "$DATA/load.ndjson" --data-dir "$DATA/d" 2>/dev/null
+T1=$(date +%s.%N)
+IMPORT_RATE=$(awk -v n="$N" -v a="$T0" -v b="$T1" 'BEGIN { printf "%.0f", n / (b - a) }')
+DB_MB=$(du -sm "$DATA/d" | cut -f1)
+
+SECRET=$($BIN client add bench --scope "system/*.cruds" --token-lifetime 1h --data-dir "$DATA/d" 2>/dev/null | sed -n 's/^client_secret=//p')
+MAMORI_LOG=warn $BIN serve --data-dir "$DATA/d" --listen 127.0.0.1:$PORT >/dev/null 2>&1 &
+SERVER=$!
+for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+TOKEN=$(curl -sf -u "bench:$SECRET" -d grant_type=client_credentials http://127.0.0.1:$PORT/oauth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+PATIENTS=$(( N / 50 > 0 ? N / 50 : 1 ))
+
+OLUA=$(mktemp --suffix .lua)
+cat > "$OLUA" <<LUAEOF
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+local codes = {"8310-5", "8867-4", "2345-7", "718-7"}
+request = function()
+  local p = string.format("pt-%07d", math.random(0, $PATIENTS - 1))
+  return wrk.format("GET", "/fhir/Observation?patient=" .. p .. "&code=http://loinc.org%7C" .. codes[math.random(1, 4)])
+end
+LUAEOF
+NLUA=$(mktemp --suffix .lua)
+NAMES=$(python3 -c '
+import urllib.parse
+fam = [("山田","ヤマダ","やまだ"),("佐藤","サトウ","さとう"),("鈴木","スズキ","すずき"),("高橋","タカハシ","たかはし"),("田中","タナカ","たなか"),("伊藤","イトウ","いとう"),("渡辺","ワタナベ","わたなべ"),("中村","ナカムラ","なかむら")]
+print(", ".join("\"%s\"" % urllib.parse.quote(n) for f in fam for n in f))')
+cat > "$NLUA" <<LUAEOF
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+local names = {$NAMES}
+request = function()
+  return wrk.format("GET", "/fhir/Patient?name=" .. names[math.random(1, #names)])
+end
+LUAEOF
+
+run() { # name, then wrk args
+  local name=$1; shift
+  local out; out=$(wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$@")
+  local rps p50 p99 errs
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  echo "$name|$rps|$p50|$p99|${errs:-0}"
+}
+H=$(run healthz http://127.0.0.1:$PORT/healthz)
+O=$(run obs -s "$OLUA" http://127.0.0.1:$PORT)
+P=$(run name -s "$NLUA" http://127.0.0.1:$PORT)
+RSS_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
+rm -f "$OLUA" "$NLUA"
+# One sample answer, to show what a query returns.
+SAMPLE=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/fhir/Patient?name=%E5%B1%B1%E7%94%B0&_summary=count" | sed 's/.*"total":\([0-9]*\).*/\1/')
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+f() { echo "$1" | cut -d'|' -f"$2"; }
+HR=$(f "$H" 2)
+TABLE=$(cat <<TEOF
+Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -sr); \`scripts/bench-search.sh $N $DUR $CONNS\`
+($N resources: $PATIENTS patients, $((N - PATIENTS)) Observations; store ${DB_MB} MB; \`Patient?name=山田\` matches $SAMPLE).
+
+| measure | value | p50 | p99 | non-2xx | ratio to /healthz |
+|---|---|---|---|---|---|
+| \`mamori import\` (P4), resources/s | $IMPORT_RATE | | | | |
+| \`GET /healthz\` (baseline), requests/s | $HR | $(f "$H" 3) | $(f "$H" 4) | $(f "$H" 5) | 1.000 |
+| \`GET /fhir/Observation?patient=X&code=Y\` (P3), requests/s | $(f "$O" 2) | $(f "$O" 3) | $(f "$O" 4) | $(f "$O" 5) | $(ratio "$(f "$O" 2)" "$HR") |
+| \`GET /fhir/Patient?name=…\` (P3), requests/s | $(f "$P" 2) | $(f "$P" 3) | $(f "$P" 4) | $(f "$P" 5) | $(ratio "$(f "$P" 2)" "$HR") |
+| server peak RSS after the load (P7) | ${RSS_MB} MB | | | | |
+TEOF
+)
+echo "$TABLE"
+if [ -f BENCHMARKS.md ] && grep -q "<!-- SEARCH-$N:BEGIN -->" BENCHMARKS.md; then
+  python3 - "$TABLE" "$N" <<'PY'
+import sys, re
+t = open("BENCHMARKS.md").read()
+n = sys.argv[2]
+new = f"<!-- SEARCH-{n}:BEGIN -->\n" + sys.argv[1] + f"\n<!-- SEARCH-{n}:END -->"
+t = re.sub(rf"<!-- SEARCH-{n}:BEGIN -->.*?<!-- SEARCH-{n}:END -->", lambda _: new, t, flags=re.S)
+open("BENCHMARKS.md", "w").write(t)
+PY
+fi
