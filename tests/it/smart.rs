@@ -282,6 +282,12 @@ async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
     let hidden = browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query=MRN-0002")).await;
     let hidden_html = String::from_utf8_lossy(&hidden.body).to_string();
     assert!(!hidden_html.contains(r#"value="p2""#) && hidden_html.contains("該当する患者はいません"));
+    // …and by name, in kana too (ヤマダ is found as やまだ), still only within the person's rights.
+    let by_kana =
+        browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query=%E3%82%84%E3%81%BE%E3%81%A0")).await;
+    assert!(String::from_utf8_lossy(&by_kana.body).contains(r#"value="p1""#));
+    let by_name = browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query=%E4%BD%90%E8%97%A4")).await;
+    assert!(!String::from_utf8_lossy(&by_name.body).contains(r#"value="p2""#), "佐藤 is outside the doctor's care");
 
     // Choosing a patient the person may not see is refused on the form, not granted.
     let r = consent(&h, &session, &found, "allow", Some("p2")).await;

@@ -191,7 +191,8 @@ fn person_principal(s: &AppState, username: &str) -> Option<Principal> {
     Some(Principal::new(grant, Some((a.roles, a.fhir_user, a.department)), s.enforcer.clone(), None, None))
 }
 
-/// Patients matching an id or identifier that the person may see: `(id, label)`.
+/// Patients matching an id, identifier or name (kanji or kana, by prefix) that the person may
+/// see: `(id, label)`.
 async fn find_patients(s: &AppState, username: &str, query: &str) -> Vec<(String, String)> {
     let Some(p) = person_principal(s, username) else { return Vec::new() };
     let records = s.records.clone();
@@ -211,6 +212,20 @@ async fn find_patients(s: &AppState, username: &str, query: &str) -> Vec<(String
         let ident = Condition::Identifier { system: None, value: q.clone() };
         if let Ok(vs) = records.search(&ctx, &rt, &[ident]) {
             for v in vs {
+                if !found.iter().any(|f| f.id == v.id) {
+                    found.push(v);
+                }
+            }
+        }
+        let encoded: String = q
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let by_name = format!("name={encoded}&_count=20");
+        if let Ok(req) = mamori_records::search::parse_search("Patient", &by_name, false, 0)
+            && let Ok(page) = records.search_page(&ctx, &req)
+        {
+            for v in page.matches {
                 if !found.iter().any(|f| f.id == v.id) {
                     found.push(v);
                 }
@@ -278,7 +293,11 @@ fn consent_page(
             let search = format!(
                 r#"<form method="get" action="/oauth/authorize">{hidden}<label for="patient_query">{l}</label><input id="patient_query" name="patient_query" value="{q}" autocomplete="off"><button type="submit">{b}</button></form>"#,
                 hidden = hidden(params),
-                l = t(lang, "患者を検索（患者ID または 患者番号）", "Find the patient (patient id or number)"),
+                l = t(
+                    lang,
+                    "患者を検索（患者ID・患者番号・氏名（漢字・カナ））",
+                    "Find the patient (patient id, number or name)"
+                ),
                 q = esc(query),
                 b = t(lang, "検索", "Search"),
             );
