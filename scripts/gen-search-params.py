@@ -30,7 +30,7 @@ def main(pkg):
         else:
             expr = sp.get("expression", "")
             for base in sp["base"]:
-                alts = [a for a in expr.split(" | ") if a.lstrip("(").startswith(base + ".")]
+                alts = [a for a in expr.split(" | ") if a.lstrip("(") == base or a.lstrip("(").startswith(base + ".")]
                 mine = " | ".join(alts) if alts else expr
                 out.setdefault(base, {})[sp["code"]] = [sp["type"], mine, sorted(sp.get("target", [])), comps]
     json.dump(out, sys.stdout, separators=(",", ":"), sort_keys=True)

@@ -389,6 +389,8 @@ mod tests {
         let cvq = of(&rows, "code-value-quantity");
         assert_eq!(cvq.len(), 1);
         assert!(matches!(&cvq[0], IndexValue::Composite { code, .. } if code == "8480-6"));
+        // `Observation | Observation.component`: the resource itself is one of the bases.
+        assert_eq!(of(&rows, "combo-code-value-quantity").len(), 1);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::{RecordError, Records, RequestContext, ResourceId, ResourceType, Tx, 
 pub const MAX_INCLUDED: usize = 1000;
 
 /// The bump to rebuild every stored resource's index entries (see [`Records::ensure_search_index`]).
-pub const INDEX_VERSION: &str = "search-1";
+pub const INDEX_VERSION: &str = "search-2";
 
 /// One page of a search.
 #[derive(Debug, Clone, Default)]
