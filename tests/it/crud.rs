@@ -336,6 +336,12 @@ async fn the_api_is_never_open() {
     let pat = cs["rest"][0]["resource"].as_array().unwrap().iter().find(|r| r["type"] == "Patient").unwrap().clone();
     assert_eq!(pat["conditionalDelete"], "single");
     assert_eq!(cs["rest"][0]["resource"].as_array().unwrap().len(), 146);
+    // The search parameters it lists are the ones search takes.
+    let names: Vec<&str> = pat["searchParam"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    for n in ["_id", "_lastUpdated", "name", "birthdate", "identifier", "general-practitioner", "_security"] {
+        assert!(names.contains(&n), "{n}: {names:?}");
+    }
+    assert!(pat["searchInclude"].as_array().unwrap().iter().any(|i| i == "Patient:general-practitioner"));
 
     // A token whose scopes do not cover the act gets 403.
     let ro = h.token_for("reader", "system/Observation.rs");

@@ -13,6 +13,21 @@ pub async fn metadata(State(s): State<AppState>) -> Response {
     fhir_response(StatusCode::OK, &capability_statement(&s))
 }
 
+fn kind_name(k: mamori_fhir_schema::ParamKind) -> &'static str {
+    use mamori_fhir_schema::ParamKind as K;
+    match k {
+        K::Number => "number",
+        K::Date => "date",
+        K::String => "string",
+        K::Token => "token",
+        K::Reference => "reference",
+        K::Composite => "composite",
+        K::Quantity => "quantity",
+        K::Uri => "uri",
+        K::Special => "special",
+    }
+}
+
 fn capability_statement(s: &AppState) -> Value {
     let schema = mamori_fhir_schema::r4();
     let base = &s.config.public_url;
@@ -20,6 +35,18 @@ fn capability_statement(s: &AppState) -> Value {
         .resources()
         .iter()
         .map(|rt| {
+            let mut params: Vec<(&str, &str)> = mamori_records::search::extract::params(rt)
+                .filter(|p| p.table().is_some())
+                .map(|p| (p.code.as_str(), kind_name(p.kind)))
+                .chain([("_id", "token"), ("_lastUpdated", "date")])
+                .collect();
+            params.sort_unstable();
+            let search_params: Vec<Value> = params.iter().map(|(n, k)| json!({"name": n, "type": k})).collect();
+            let mut includes: Vec<String> = mamori_records::search::extract::params(rt)
+                .filter(|p| p.kind == mamori_fhir_schema::ParamKind::Reference && p.table().is_some())
+                .map(|p| format!("{rt}:{}", p.code))
+                .collect();
+            includes.sort_unstable();
             json!({
                 "type": rt,
                 "interaction": [
@@ -34,10 +61,8 @@ fn capability_statement(s: &AppState) -> Value {
                 "conditionalRead": "not-supported",
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
-                "searchParam": [
-                    {"name": "_id", "type": "token", "documentation": "logical id"},
-                    {"name": "identifier", "type": "token", "documentation": "[system|]value of a top-level identifier"}
-                ],
+                "searchParam": search_params,
+                "searchInclude": includes,
                 "operation": [{"name": "approve", "definition": "urn:mamori:OperationDefinition:approve",
                     "documentation": "the author finalises (確定) a version entered on their behalf (代行入力)"}]
             })
@@ -56,7 +81,7 @@ fn capability_statement(s: &AppState) -> Value {
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Every interaction except metadata needs a bearer access token (OAuth 2.0 client credentials). Conditional interactions and search support `_id` and `identifier` only.",
+            "documentation": "Every interaction except metadata needs a bearer access token (OAuth 2.0 client credentials). Search takes the official R4 search parameters listed per resource (see docs/SEARCH.md for modifiers and paging); conditional interactions take `_id` and `identifier` only.",
             "security": {
                 "cors": false,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
