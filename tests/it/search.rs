@@ -174,6 +174,17 @@ async fn every_parameter_kind_modifier_and_prefix() {
         .body(Body::from("{}"))
         .unwrap();
     assert_eq!(h.send(req).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let req = Request::builder()
+        .method("POST")
+        .uri("/fhir/Observation/_search")
+        .header("authorization", format!("Bearer {}", h.token))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", (16 * 1024 * 1024 + 1).to_string())
+        .body(Body::from("patient=p1"))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
 
     // The index follows every write: an update replaces rows, a deletion removes them.
     put(

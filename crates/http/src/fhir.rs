@@ -105,6 +105,7 @@ fn check_format(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError
 enum BodyKind {
     Resource,
     JsonPatch,
+    Form,
 }
 
 /// Reads a request body within the configured limit, refusing early on `Content-Length`.
@@ -114,6 +115,7 @@ async fn read_body(s: &AppState, headers: &HeaderMap, body: Body, kind: BodyKind
     let ok = match kind {
         BodyKind::Resource => matches!(mime.as_str(), "application/fhir+json" | "application/json"),
         BodyKind::JsonPatch => mime == "application/json-patch+json",
+        BodyKind::Form => mime == "application/x-www-form-urlencoded",
     };
     if !ok {
         return Err(ApiError::UnsupportedMediaType(match kind {
@@ -122,6 +124,9 @@ async fn read_body(s: &AppState, headers: &HeaderMap, body: Body, kind: BodyKind
             }
             BodyKind::JsonPatch => {
                 format!("Content-Type `{ct}` is not supported; PATCH takes application/json-patch+json")
+            }
+            BodyKind::Form => {
+                format!("Content-Type `{ct}` is not supported; `_search` takes application/x-www-form-urlencoded")
             }
         }));
     }
@@ -590,17 +595,7 @@ pub async fn search_post(
     check_format(&headers, q.as_deref())?;
     let rt = rtype(&rt)?;
     p.authorize(rt.as_str(), Action::Search)?;
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if mime != "application/x-www-form-urlencoded"
-        && !(mime.is_empty() && headers.get(header::CONTENT_LENGTH).is_none_or(|l| l == "0"))
-    {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type `{ct}` is not supported; `_search` takes application/x-www-form-urlencoded"
-        )));
-    }
-    let max = s.config.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|_| ApiError::PayloadTooLarge(max))?;
+    let bytes = read_body(&s, &headers, body, BodyKind::Form).await?;
     let form = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::BadRequest(IssueCode::Structure, "the form body is not UTF-8".into()))?;
     let all =

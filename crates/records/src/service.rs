@@ -70,28 +70,6 @@ pub enum Condition {
     },
 }
 
-fn percent_decode(s: &str) -> Result<String, RecordError> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-                let v = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
-                    RecordError::invalid(IssueCode::Invalid, "malformed percent-encoding in condition")
-                })?;
-                out.push(v);
-                i += 2;
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).map_err(|_| RecordError::invalid(IssueCode::Invalid, "condition is not UTF-8"))
-}
-
 /// Parses the query of a conditional interaction (`identifier=urn:x|123&_id=abc`).
 ///
 /// Only `_id` and `identifier` are supported until full search lands; anything else is refused
@@ -100,7 +78,7 @@ pub fn parse_conditions(query: &str) -> Result<Vec<Condition>, RecordError> {
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (percent_decode(k)?, percent_decode(v)?);
+        let (k, v) = (crate::search::parse::percent_decode(k)?, crate::search::parse::percent_decode(v)?);
         if v.is_empty() {
             return Err(RecordError::invalid(IssueCode::Invalid, format!("condition parameter `{k}` has no value")));
         }

@@ -45,6 +45,10 @@ impl Records {
     /// Rebuilds every current resource's index entries when they were built by an older index
     /// format (or before search existed); returns how many resources were reindexed.
     pub fn ensure_search_index(&self) -> Result<usize, RecordError> {
+        // The common case, checked without taking the writer (and its fsync) on every start.
+        if self.read_tx(|tx| Ok(tx.index_version()?))?.as_deref() == Some(INDEX_VERSION) {
+            return Ok(0);
+        }
         let mut n = 0;
         self.store.write(&mut |tx| {
             if tx.index_version()?.as_deref() == Some(INDEX_VERSION) {

@@ -50,6 +50,20 @@ impl B {
         self.push(Arg::Real(v))
     }
 
+    /// `FROM table x WHERE x.type = ? AND x.param = ? AND (preds)` of a `Match`.
+    fn match_from(&mut self, ty: &str, param: &str, table: Table, any: &[Pred]) -> String {
+        let t = self.t(ty);
+        let p = self.t(param);
+        let preds: Vec<String> = any.iter().map(|pr| self.pred(pr, table)).collect();
+        format!("FROM {} x WHERE x.type = {t} AND x.param = {p} AND ({})", table.name(), preds.join(" OR "))
+    }
+
+    /// `_lastUpdated` predicates on the version time in `col`.
+    fn last_updated(&mut self, any: &[Pred], col: &str) -> String {
+        let preds: Vec<String> = any.iter().map(|pr| self.value_pred(pr, "system", "code", "norm")).collect();
+        format!("EXISTS (SELECT 1 FROM (SELECT {col} AS lo, {col} AS hi) x WHERE {})", preds.join(" OR "))
+    }
+
     /// A boolean SQL condition: the id in column `col` (of a resource of type `ty`) satisfies `c`.
     fn cond(&mut self, c: &Criterion, ty: &str, col: &str) -> String {
         match c {
@@ -59,22 +73,14 @@ impl B {
             }
             Criterion::LastUpdated(any) => {
                 let t = self.t(ty);
-                let preds: Vec<String> = any.iter().map(|pr| self.value_pred(pr, "system", "code", "norm")).collect();
+                let cond = self.last_updated(any, "lv.last_updated");
                 format!(
-                    "{col} IN (SELECT lr.id FROM resources lr JOIN versions lv ON lv.seq = lr.seq WHERE lr.type = {t} AND EXISTS (SELECT 1 FROM (SELECT lv.last_updated AS lo, lv.last_updated AS hi) x WHERE {}))",
-                    preds.join(" OR ")
+                    "{col} IN (SELECT lr.id FROM resources lr JOIN versions lv ON lv.seq = lr.seq WHERE lr.type = {t} AND {cond})"
                 )
             }
             Criterion::Match { param, table, any, negate } => {
-                let t = self.t(ty);
-                let p = self.t(param);
-                let preds: Vec<String> = any.iter().map(|pr| self.pred(pr, *table)).collect();
-                format!(
-                    "{col} {}IN (SELECT id FROM {} WHERE type = {t} AND param = {p} AND ({}))",
-                    if *negate { "NOT " } else { "" },
-                    table.name(),
-                    preds.join(" OR ")
-                )
+                let from = self.match_from(ty, param, *table, any);
+                format!("{col} {}IN (SELECT x.id {from})", if *negate { "NOT " } else { "" })
             }
             Criterion::Missing { param, table, missing } => {
                 let t = self.t(ty);
@@ -324,23 +330,10 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> String {
     for (i, c) in order.into_iter().enumerate() {
         match c {
             Criterion::Match { param, table, any, negate } if i > 0 => {
-                let t = b.t(&q.resource_type);
-                let p = b.t(param);
-                let preds: Vec<String> = any.iter().map(|pr| b.pred(pr, *table)).collect();
-                parts.push(format!(
-                    "{}EXISTS (SELECT 1 FROM {} x WHERE x.type = {t} AND x.id = r.id AND x.param = {p} AND ({}))",
-                    if *negate { "NOT " } else { "" },
-                    table.name(),
-                    preds.join(" OR ")
-                ));
+                let from = b.match_from(&q.resource_type, param, *table, any);
+                parts.push(format!("{}EXISTS (SELECT 1 {from} AND x.id = r.id)", if *negate { "NOT " } else { "" }));
             }
-            Criterion::LastUpdated(any) if i > 0 => {
-                let preds: Vec<String> = any.iter().map(|pr| b.value_pred(pr, "system", "code", "norm")).collect();
-                parts.push(format!(
-                    "EXISTS (SELECT 1 FROM (SELECT v.last_updated AS lo, v.last_updated AS hi) x WHERE {})",
-                    preds.join(" OR ")
-                ));
-            }
+            Criterion::LastUpdated(any) if i > 0 => parts.push(b.last_updated(any, "v.last_updated")),
             c => parts.push(b.cond(c, &q.resource_type, "r.id")),
         }
     }
