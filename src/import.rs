@@ -1,18 +1,15 @@
 //! `mamori import FILE.ndjson…`: bulk ingestion of FHIR NDJSON (one resource per line, as Bulk
-//! Data exports write it). Each line is parsed and validated like a REST write; resources keep
-//! their ids (update-as-create, so references between them hold) or get one. Lines are written in
-//! batches, one transaction and one fsync per batch, each resource with its Provenance and audit
-//! entry. A line that is refused is reported with its file and line number and nothing of it is
-//! stored; the rest still go in. Progress goes to stderr.
+//! Data exports write it), through [`mamori_records::ndjson::Importer`] (shared with
+//! `POST /fhir/$import`). A line that is refused is reported with its file and line number and
+//! nothing of it is stored; the rest still go in. Progress goes to stderr.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use mamori_records::{ParsedBody, RecordError, RequestContext, ResourceId, ResourceType, parse_resource};
-
-type Item = (ResourceType, ResourceId, ParsedBody);
+use mamori_records::RequestContext;
+use mamori_records::ndjson::Importer;
 
 struct Progress {
     /// Bytes in all files, and bytes read so far (progress without reading the files twice).
@@ -47,28 +44,6 @@ impl Progress {
     }
 }
 
-fn item_of(line: &str) -> Result<Item, String> {
-    let ParsedBody(mut v) = parse_resource(line.as_bytes()).map_err(|e| describe(&e))?;
-    let rt = v.get("resourceType").and_then(serde_json::Value::as_str).ok_or("no resourceType")?.to_string();
-    let rt = ResourceType::parse(&rt).map_err(|e| describe(&e))?;
-    let id = match v.get("id").and_then(serde_json::Value::as_str) {
-        Some(id) => ResourceId::parse(id).map_err(|e| describe(&e))?,
-        None => {
-            let id = ResourceId::generate().map_err(|e| describe(&e))?;
-            if let Some(o) = v.as_object_mut() {
-                o.insert("id".into(), id.to_string().into());
-            }
-            id
-        }
-    };
-    Ok((rt, id, ParsedBody(v)))
-}
-
-fn describe(e: &RecordError) -> String {
-    let s = e.to_string();
-    s.chars().take(300).collect()
-}
-
 /// Runs the import; exit 0 when every line went in, 1 when some were refused.
 pub fn run(data_dir: &std::path::Path, files: &[PathBuf], operator: &str, batch: usize) -> Result<ExitCode, String> {
     if files.is_empty() {
@@ -83,58 +58,22 @@ pub fn run(data_dir: &std::path::Path, files: &[PathBuf], operator: &str, batch:
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut p = Progress { total, read: 0, done: 0, refused: 0, started: now, last: now, tty };
-    let mut refusals: Vec<String> = Vec::new();
-    let batch = batch.clamp(1, 10_000);
+    let mut importer = Importer::new(node.records.clone(), ctx, batch);
     for f in files {
         let file = std::fs::File::open(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
-        // The batch and the line number of each of its items.
-        let mut pending: Vec<Item> = Vec::with_capacity(batch);
-        let mut lines: Vec<usize> = Vec::with_capacity(batch);
-        let flush = |pending: &mut Vec<Item>, lines: &mut Vec<usize>, p: &mut Progress, refusals: &mut Vec<String>| {
-            if pending.is_empty() {
-                return;
-            }
-            match node.records.import_batch(&ctx, pending) {
-                Ok(n) => p.done += n,
-                Err(_) => {
-                    // Find the culprits one by one; the others still go in.
-                    for (item, line) in pending.iter().zip(lines.iter()) {
-                        match node.records.import_batch(&ctx, std::slice::from_ref(item)) {
-                            Ok(n) => p.done += n,
-                            Err(e) => {
-                                p.refused += 1;
-                                refusals.push(format!("{}:{line}: {}", f.display(), describe(&e)));
-                            }
-                        }
-                    }
-                }
-            }
-            pending.clear();
-            lines.clear();
-            p.show(false);
-        };
+        let source = f.display().to_string();
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+            let line = line.map_err(|e| format!("cannot read `{source}`: {e}"))?;
             p.read += line.len() as u64 + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match item_of(&line) {
-                Ok(item) => {
-                    pending.push(item);
-                    lines.push(n + 1);
-                }
-                Err(why) => {
-                    p.refused += 1;
-                    refusals.push(format!("{}:{}: {why}", f.display(), n + 1));
-                }
-            }
-            if pending.len() >= batch {
-                flush(&mut pending, &mut lines, &mut p, &mut refusals);
-            }
+            importer.line(&source, n + 1, &line);
+            (p.done, p.refused) = (importer.done, importer.refused);
+            p.show(false);
         }
-        flush(&mut pending, &mut lines, &mut p, &mut refusals);
+        importer.flush();
+        (p.done, p.refused) = (importer.done, importer.refused);
     }
+    let refusals: Vec<String> =
+        importer.refusals.iter().map(|r| format!("{}:{}: {}", r.source, r.line, r.why)).collect();
     p.show(true);
     if p.tty {
         eprintln!();

@@ -97,7 +97,7 @@ fn capability_statement(s: &AppState) -> Value {
                 }]
             },
             "resource": resources,
-            "interaction": [{"code": "history-system"}]
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}]
         }]
     })
 }

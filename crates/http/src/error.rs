@@ -67,10 +67,11 @@ pub fn fhir_response(status: StatusCode, body: &Value) -> Response {
     r
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status and issues this error answers with (also a Bundle entry's `response`).
+    pub fn status_issues(self) -> (StatusCode, Vec<Issue>) {
         let one = |code, msg: String| vec![Issue::error(code, msg)];
-        let (status, issues) = match self {
+        match self {
             ApiError::Record(e) => match e {
                 RecordError::Invalid(issues) => (StatusCode::BAD_REQUEST, issues),
                 RecordError::NotFound(what) => {
@@ -104,17 +105,10 @@ impl IntoResponse for ApiError {
                     )
                 }
             },
-            ApiError::Unauthorized => {
-                let mut r = fhir_response(
-                    StatusCode::UNAUTHORIZED,
-                    &outcome(&one(IssueCode::Login, "a valid bearer access token is required (認証が必要です)".into())),
-                );
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"mamori\", error=\"invalid_token\""),
-                );
-                return r;
-            }
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                one(IssueCode::Login, "a valid bearer access token is required (認証が必要です)".into()),
+            ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, one(IssueCode::Forbidden, m)),
             ApiError::BadRequest(code, m) => (StatusCode::BAD_REQUEST, one(code, m)),
             ApiError::PayloadTooLarge(max) => (
@@ -135,8 +129,22 @@ impl IntoResponse for ApiError {
                     one(IssueCode::Exception, "the server could not complete the request".into()),
                 )
             }
-        };
-        fhir_response(status, &outcome(&issues))
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let unauthorized = matches!(self, ApiError::Unauthorized);
+        let (status, issues) = self.status_issues();
+        let mut r = fhir_response(status, &outcome(&issues));
+        if unauthorized {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mamori\", error=\"invalid_token\""),
+            );
+        }
+        r
     }
 }
 

@@ -27,7 +27,7 @@ fn note_of(v: &VersionRecord, in_transaction: bool) -> AuditNote {
     }
 }
 
-fn note_of_all<'a>(vs: impl Iterator<Item = &'a VersionRecord>) -> AuditNote {
+pub(crate) fn note_of_all<'a>(vs: impl Iterator<Item = &'a VersionRecord>) -> AuditNote {
     let mut n = AuditNote::default();
     for v in vs {
         n.resources.push(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
@@ -41,7 +41,7 @@ fn note_of_all<'a>(vs: impl Iterator<Item = &'a VersionRecord>) -> AuditNote {
 }
 
 /// AuditEvent is the audit trail's read-only view.
-fn refuse_audit_event_writes(rt: &ResourceType) -> Result<(), ApiError> {
+pub(crate) fn refuse_audit_event_writes(rt: &ResourceType) -> Result<(), ApiError> {
     if rt.as_str() == "AuditEvent" {
         Err(ApiError::MethodNotAllowed(
             "AuditEvent is written only by the server's audit trail; it cannot be created, changed or deleted".into(),
@@ -51,7 +51,7 @@ fn refuse_audit_event_writes(rt: &ResourceType) -> Result<(), ApiError> {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RecordError> + Send + 'static,
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
@@ -71,7 +71,7 @@ fn rid(s: &str) -> Result<ResourceId, ApiError> {
 }
 
 /// Refuses `Accept` / `_format` values that ask for something other than JSON.
-fn check_format(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
+pub(crate) fn check_format(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError> {
     if let Some(q) = query {
         for pair in q.split('&') {
             if let Some(f) = pair.strip_prefix("_format=") {
@@ -102,14 +102,19 @@ fn check_format(headers: &HeaderMap, query: Option<&str>) -> Result<(), ApiError
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
+pub(crate) enum BodyKind {
     Resource,
     JsonPatch,
     Form,
 }
 
 /// Reads a request body within the configured limit, refusing early on `Content-Length`.
-async fn read_body(s: &AppState, headers: &HeaderMap, body: Body, kind: BodyKind) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    kind: BodyKind,
+) -> Result<Bytes, ApiError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let ok = match kind {
@@ -177,13 +182,13 @@ fn x_provenance(headers: &HeaderMap) -> Result<Option<Value>, ApiError> {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Return {
+pub(crate) enum Return {
     Representation,
     Minimal,
     Outcome,
 }
 
-fn prefer_return(headers: &HeaderMap) -> Return {
+pub(crate) fn prefer_return(headers: &HeaderMap) -> Return {
     let p = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or("");
     if p.contains("return=minimal") {
         Return::Minimal
@@ -194,7 +199,7 @@ fn prefer_return(headers: &HeaderMap) -> Return {
     }
 }
 
-fn http_date(t: Timestamp) -> String {
+pub(crate) fn http_date(t: Timestamp) -> String {
     let dt = time::OffsetDateTime::from_unix_timestamp(t.0 / 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let f = time::macros::format_description!(
         "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
@@ -202,7 +207,7 @@ fn http_date(t: Timestamp) -> String {
     dt.format(&f).unwrap_or_default()
 }
 
-fn etag(v: &VersionRecord) -> String {
+pub(crate) fn etag(v: &VersionRecord) -> String {
     format!("W/\"{}\"", v.version)
 }
 
@@ -606,7 +611,7 @@ pub async fn search_post(
     run_search(&s, &p, &rt, &headers, all).await
 }
 
-fn strict_handling(headers: &HeaderMap) -> bool {
+pub(crate) fn strict_handling(headers: &HeaderMap) -> bool {
     headers
         .get_all("prefer")
         .iter()
@@ -622,6 +627,13 @@ async fn run_search(s: &AppState, p: &Principal, rt: &ResourceType, headers: &He
     let ctx = p.context();
     let req2 = req.clone();
     let page = blocking(move || records.search_page(&ctx, &req2)).await?;
+    let bundle = searchset(s, rt.as_str(), &req, &page);
+    let note = note_of_all(page.matches.iter().chain(page.included.iter()));
+    Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
+}
+
+/// A search result page as a `searchset` Bundle with its paging links.
+pub(crate) fn searchset(s: &AppState, rt: &str, req: &search::SearchRequest, page: &search::SearchPage) -> Value {
     let base = &s.config.public_url;
     let link = |extra: Option<String>| {
         let mut params = req.used.clone();
@@ -664,8 +676,7 @@ async fn run_search(s: &AppState, p: &Principal, rt: &ResourceType, headers: &He
         o.insert("link".into(), Value::Array(links));
         o.insert("entry".into(), Value::Array(entries));
     }
-    let note = note_of_all(page.matches.iter().chain(page.included.iter()));
-    Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
+    bundle
 }
 
 async fn audit_event_search(s: &AppState, query: Option<&str>) -> ApiResult {
@@ -707,7 +718,7 @@ async fn audit_event_search(s: &AppState, query: Option<&str>) -> ApiResult {
     Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
 }
 
-fn body_value(v: &VersionRecord) -> Value {
+pub(crate) fn body_value(v: &VersionRecord) -> Value {
     v.body.as_deref().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null)
 }
 

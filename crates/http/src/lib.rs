@@ -6,6 +6,7 @@
 
 mod audit;
 mod authorize;
+mod bundle;
 mod capability;
 mod enforce;
 mod error;
@@ -71,6 +72,7 @@ pub struct AppState {
 /// Builds the application router.
 pub fn app(state: AppState) -> Router {
     let fhir = Router::new()
+        .route("/", post(bundle::process))
         .route("/metadata", get(capability::metadata))
         .route("/_history", get(fhir::history_system))
         .route(

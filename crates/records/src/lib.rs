@@ -4,10 +4,12 @@
 //!
 //! No I/O happens here: storage sits behind [`Store`], time behind [`Clock`].
 
+pub mod bundle;
 mod canonical;
 mod care;
 mod clock;
 mod error;
+pub mod ndjson;
 pub mod primitive;
 mod provenance;
 pub mod search;

@@ -56,6 +56,12 @@ pub fn parse_resource(bytes: &[u8]) -> Result<ParsedBody, RecordError> {
     if issues.is_empty() { Ok(ParsedBody(v)) } else { Err(RecordError::Invalid(issues)) }
 }
 
+/// Parses a JSON Patch (RFC 6902) document.
+pub fn parse_patch(bytes: &[u8]) -> Result<json_patch::Patch, RecordError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| RecordError::invalid(IssueCode::Structure, format!("not a JSON Patch document: {e}")))
+}
+
 /// One search criterion of a conditional interaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
@@ -173,15 +179,15 @@ fn set_labels(body: &mut Value, system: &str, labels: &[Value]) {
     }
 }
 
-struct Draft<'a> {
-    rt: &'a ResourceType,
-    id: &'a ResourceId,
-    method: Method,
-    body: Option<Value>,
-    previous: Option<&'a VersionRecord>,
-    ctx: &'a RequestContext,
+pub(crate) struct Draft<'a> {
+    pub(crate) rt: &'a ResourceType,
+    pub(crate) id: &'a ResourceId,
+    pub(crate) method: Method,
+    pub(crate) body: Option<Value>,
+    pub(crate) previous: Option<&'a VersionRecord>,
+    pub(crate) ctx: &'a RequestContext,
     /// Author named by the client (X-Provenance), if any.
-    author: Option<String>,
+    pub(crate) author: Option<String>,
 }
 
 /// Who the client says authored the content, from an `X-Provenance` resource.
@@ -303,7 +309,7 @@ impl Records {
         &self.retention
     }
 
-    fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError>) -> Result<R, RecordError> {
+    pub(crate) fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError>) -> Result<R, RecordError> {
         let mut out = None;
         self.store.write(&mut |tx| {
             out = Some(f(tx)?);
@@ -334,7 +340,7 @@ impl Records {
     }
 
     /// Writes one version and the Provenance that records it, in the caller's transaction.
-    fn commit(&self, tx: &mut dyn Tx, d: Draft<'_>) -> Result<VersionRecord, RecordError> {
+    pub(crate) fn commit(&self, tx: &mut dyn Tx, d: Draft<'_>) -> Result<VersionRecord, RecordError> {
         let now = self.now(tx)?;
         let version = d.previous.map_or(1, |p| p.version + 1);
         let enterer = d.ctx.actor.label();
@@ -454,7 +460,7 @@ impl Records {
 
     /// The resources a condition matches, as a search by the same requester would find them:
     /// records the requester may not see are not matched (nor revealed by a multiple-match error).
-    fn matches(
+    pub(crate) fn matches(
         &self,
         tx: &mut dyn Tx,
         ctx: &RequestContext,
@@ -572,7 +578,7 @@ impl Records {
     }
 
     #[expect(clippy::too_many_arguments, reason = "one internal step shared by update, patch and conditional update")]
-    fn update_in(
+    pub(crate) fn update_in(
         &self,
         tx: &mut dyn Tx,
         ctx: &RequestContext,
@@ -676,9 +682,21 @@ impl Records {
         patch: &[u8],
         if_match: Option<u64>,
     ) -> Result<WriteOutcome, RecordError> {
-        let ops: json_patch::Patch = serde_json::from_slice(patch)
-            .map_err(|e| RecordError::invalid(IssueCode::Structure, format!("not a JSON Patch document: {e}")))?;
-        self.write(|tx| {
+        let ops = parse_patch(patch)?;
+        self.write(|tx| self.patch_in(tx, ctx, rt, id, &ops, if_match))
+    }
+
+    /// Applies a JSON Patch to the current version in the caller's transaction.
+    pub(crate) fn patch_in(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        id: &ResourceId,
+        ops: &json_patch::Patch,
+        if_match: Option<u64>,
+    ) -> Result<WriteOutcome, RecordError> {
+        {
             let current = live(tx.current(rt, id)?, rt, id)?;
             if !ctx.may_see(tx, &current)? {
                 return Err(RecordError::NotFound(format!("{rt}/{id}")));
@@ -686,7 +704,7 @@ impl Records {
             let body = current.body.as_deref().unwrap_or("null");
             let mut v: Value =
                 serde_json::from_str(body).map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
-            json_patch::patch(&mut v, &ops).map_err(|e| RecordError::Unprocessable(format!("patch failed: {e}")))?;
+            json_patch::patch(&mut v, ops).map_err(|e| RecordError::Unprocessable(format!("patch failed: {e}")))?;
             check_type(&v, rt)?;
             if v.get("id").and_then(Value::as_str) != Some(id.as_str()) {
                 return Err(RecordError::invalid(IssueCode::Invalid, "a patch may not change the resource id"));
@@ -696,7 +714,7 @@ impl Records {
                 return Err(RecordError::Invalid(issues));
             }
             self.update_in(tx, ctx, rt, id, v, if_match, None, Method::Patch)
-        })
+        }
     }
 
     /// `DELETE /Type/id`: a logical delete. Returns the deletion version, or `None` if there was
@@ -710,7 +728,7 @@ impl Records {
         self.write(|tx| self.delete_in(tx, ctx, rt, id))
     }
 
-    fn delete_in(
+    pub(crate) fn delete_in(
         &self,
         tx: &mut dyn Tx,
         ctx: &RequestContext,

@@ -77,7 +77,17 @@ impl Records {
 
     /// One page of a search, every revealed resource checked by `ctx`'s guard.
     pub fn search_page(&self, ctx: &RequestContext, req: &SearchRequest) -> Result<SearchPage, RecordError> {
-        self.read_tx(|tx| {
+        self.read_tx(|tx| self.search_in(tx, ctx, req))
+    }
+
+    /// [`Records::search_page`] in the caller's transaction (a transaction Bundle's searches).
+    pub(crate) fn search_in(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        req: &SearchRequest,
+    ) -> Result<SearchPage, RecordError> {
+        {
             let q = &req.query;
             let rt = q.resource_type.as_str();
             let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
@@ -127,7 +137,7 @@ impl Records {
             let mut page = SearchPage { matches, next, previous, total, ..SearchPage::default() };
             self.add_includes(tx, ctx, req, &mut page)?;
             Ok(page)
-        })
+        }
     }
 
     /// Matches the requester may see; without a guard (operator tools) the store's count.

@@ -1,0 +1,727 @@
+//! batch and transaction Bundles (`POST /fhir`).
+//!
+//! A transaction runs in one store transaction: every entry commits or none does. Entries are
+//! processed in the order the specification prescribes (DELETE, POST, PUT/PATCH, GET), whatever
+//! their order in the Bundle; the response lists them in the request's order. Before anything is
+//! written, every POST entry gets its id (or its conditional match), every PUT its target, and
+//! the references to the entries' `fullUrl`s (`urn:uuid:…`) and conditional references
+//! (`Patient?identifier=…`) in the bodies are replaced by `Type/id`.
+//!
+//! A batch runs each entry as a transaction of its own: one entry's failure is reported in its
+//! response and does not touch the others.
+//!
+//! Every resource an entry reads, changes or matches passes the request's guard, as the single
+//! interactions do (they share the same internal steps).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::search::{SearchPage, SearchRequest, parse::parse_search};
+use crate::service::{Draft, WriteOutcome, parse_patch};
+use crate::{
+    Condition, Issue, IssueCode, Method, RecordError, Records, RequestContext, ResourceId, ResourceType, Tx,
+    VersionRecord, parse_conditions, validate,
+};
+
+/// At most this many entries in one Bundle.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// batch or transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleKind {
+    /// Independent entries.
+    Batch,
+    /// All or nothing.
+    Transaction,
+}
+
+/// What an entry aims at: an id, or the resource a search finds.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `Type/id`.
+    Id(ResourceId),
+    /// `Type?criteria`.
+    Conditions(Vec<Condition>),
+}
+
+/// One entry's interaction.
+#[derive(Debug, Clone)]
+pub enum BundleOp {
+    /// `POST Type` (with `ifNoneExist`).
+    Create {
+        /// Type.
+        rt: ResourceType,
+        /// Validated body.
+        body: Value,
+        /// Conditional create.
+        if_none_exist: Option<Vec<Condition>>,
+    },
+    /// `PUT Type/id` or `PUT Type?criteria`.
+    Update {
+        /// Type.
+        rt: ResourceType,
+        /// Which resource.
+        target: Target,
+        /// Validated body.
+        body: Value,
+        /// `ifMatch`.
+        if_match: Option<u64>,
+    },
+    /// `PATCH Type/id` with a JSON Patch (a Binary of `application/json-patch+json`).
+    Patch {
+        /// Type.
+        rt: ResourceType,
+        /// Id.
+        id: ResourceId,
+        /// The patch.
+        patch: json_patch::Patch,
+        /// `ifMatch`.
+        if_match: Option<u64>,
+    },
+    /// `DELETE Type/id` or `DELETE Type?criteria`.
+    Delete {
+        /// Type.
+        rt: ResourceType,
+        /// Which resource.
+        target: Target,
+    },
+    /// `GET Type/id[/_history/v]`.
+    Read {
+        /// Type.
+        rt: ResourceType,
+        /// Id.
+        id: ResourceId,
+        /// Version, for a vread.
+        version: Option<u64>,
+    },
+    /// `GET Type?criteria`.
+    Search(Box<SearchRequest>),
+}
+
+/// The interaction an entry asks for, for the enforcement point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interaction {
+    /// read / vread.
+    Read,
+    /// search (also any conditional match).
+    Search,
+    /// create.
+    Create,
+    /// update / patch.
+    Update,
+    /// delete.
+    Delete,
+}
+
+impl BundleOp {
+    /// The resource type and the interactions the entry needs to be allowed.
+    pub fn needs(&self) -> (&str, Vec<Interaction>) {
+        use Interaction as I;
+        match self {
+            BundleOp::Create { rt, if_none_exist, .. } => {
+                (rt.as_str(), if if_none_exist.is_some() { vec![I::Create, I::Search] } else { vec![I::Create] })
+            }
+            BundleOp::Update { rt, target: Target::Id(_), .. } => (rt.as_str(), vec![I::Update]),
+            BundleOp::Update { rt, target: Target::Conditions(_), .. } => {
+                (rt.as_str(), vec![I::Update, I::Create, I::Search])
+            }
+            BundleOp::Patch { rt, .. } => (rt.as_str(), vec![I::Update]),
+            BundleOp::Delete { rt, target: Target::Id(_) } => (rt.as_str(), vec![I::Delete]),
+            BundleOp::Delete { rt, target: Target::Conditions(_) } => (rt.as_str(), vec![I::Delete, I::Search]),
+            BundleOp::Read { rt, .. } => (rt.as_str(), vec![I::Read]),
+            BundleOp::Search(req) => (req.query.resource_type.as_str(), vec![I::Search]),
+        }
+    }
+
+    /// Processing rank in a transaction: DELETE, POST, PUT/PATCH, GET.
+    fn rank(&self) -> u8 {
+        match self {
+            BundleOp::Delete { .. } => 0,
+            BundleOp::Create { .. } => 1,
+            BundleOp::Update { .. } | BundleOp::Patch { .. } => 2,
+            BundleOp::Read { .. } | BundleOp::Search(_) => 3,
+        }
+    }
+
+    /// The written resource type (for refusing writes the server keeps to itself).
+    pub fn writes(&self) -> Option<&ResourceType> {
+        match self {
+            BundleOp::Create { rt, .. }
+            | BundleOp::Update { rt, .. }
+            | BundleOp::Patch { rt, .. }
+            | BundleOp::Delete { rt, .. } => Some(rt),
+            BundleOp::Read { .. } | BundleOp::Search(_) => None,
+        }
+    }
+}
+
+/// One parsed entry.
+#[derive(Debug, Clone)]
+pub struct BundleEntry {
+    /// `fullUrl`, if any.
+    pub full_url: Option<String>,
+    /// What it asks.
+    pub op: BundleOp,
+}
+
+/// A parsed Bundle: its kind and each entry, or why the entry cannot be run.
+#[derive(Debug)]
+pub struct ParsedBundle {
+    /// batch or transaction.
+    pub kind: BundleKind,
+    /// In the request's order.
+    pub entries: Vec<Result<BundleEntry, RecordError>>,
+}
+
+/// What an entry did.
+#[derive(Debug, Clone)]
+pub enum BundleDone {
+    /// Created, updated, patched, or matched by a conditional create.
+    Written(WriteOutcome),
+    /// Deleted (the deletion version), or nothing there to delete.
+    Deleted(Option<VersionRecord>),
+    /// Read.
+    Read(VersionRecord),
+    /// A search page, with the search that found it.
+    Found(Box<SearchRequest>, SearchPage),
+}
+
+fn bad(at: usize, msg: impl Into<String>) -> RecordError {
+    RecordError::invalid(IssueCode::Invalid, format!("Bundle.entry[{at}]: {}", msg.into()))
+}
+
+/// Parses a `Bundle` of type `batch` or `transaction`. `base` is the server's FHIR base URL
+/// (`https://host/fhir`); entry URLs may be relative or start with it. `now` (µs) is for search
+/// entries' `ap` dates.
+pub fn parse_bundle(v: &Value, base: &str, now: i64) -> Result<ParsedBundle, RecordError> {
+    if v.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(RecordError::invalid(IssueCode::Invalid, "the body must be a Bundle"));
+    }
+    let kind = match v.get("type").and_then(Value::as_str) {
+        Some("batch") => BundleKind::Batch,
+        Some("transaction") => BundleKind::Transaction,
+        Some(other) => {
+            return Err(RecordError::invalid(
+                IssueCode::NotSupported,
+                format!("a Bundle of type `{other}` cannot be processed; send a `batch` or a `transaction`"),
+            ));
+        }
+        None => return Err(RecordError::invalid(IssueCode::Invalid, "the Bundle has no `type`")),
+    };
+    // The Bundle itself; each entry's resource is validated with its entry (a batch reports it
+    // there).
+    let mut shell = v.clone();
+    if let Some(entries) = shell.get_mut("entry").and_then(Value::as_array_mut) {
+        for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+            e.remove("resource");
+        }
+    }
+    let issues = validate::validate_resource(mamori_fhir_schema::r4(), &shell);
+    if !issues.is_empty() {
+        return Err(RecordError::Invalid(issues));
+    }
+    let empty = Vec::new();
+    let raw = v.get("entry").and_then(Value::as_array).unwrap_or(&empty);
+    if raw.len() > MAX_ENTRIES {
+        return Err(RecordError::invalid(
+            IssueCode::TooCostly,
+            format!("the Bundle has {} entries; at most {MAX_ENTRIES} are processed at once", raw.len()),
+        ));
+    }
+    let entries = raw.iter().enumerate().map(|(i, e)| parse_entry(i, e, base, now)).collect();
+    Ok(ParsedBundle { kind, entries })
+}
+
+fn parse_entry(i: usize, e: &Value, base: &str, now: i64) -> Result<BundleEntry, RecordError> {
+    let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
+    let req = e.get("request").ok_or_else(|| bad(i, "the entry has no `request`"))?;
+    let method = req.get("method").and_then(Value::as_str).ok_or_else(|| bad(i, "`request.method` is missing"))?;
+    let url = req.get("url").and_then(Value::as_str).ok_or_else(|| bad(i, "`request.url` is missing"))?;
+    let url = url.strip_prefix(base).map(|u| u.trim_start_matches('/')).unwrap_or(url);
+    if url.contains("://") {
+        return Err(bad(i, format!("`{url}` is not on this server")));
+    }
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rt = match parts.first() {
+        Some(t) => ResourceType::parse(t).map_err(|_| bad(i, format!("`{t}` is not an R4 resource type")))?,
+        None => return Err(bad(i, "`request.url` names no resource type")),
+    };
+    let id = match parts.get(1) {
+        Some(s) => Some(ResourceId::parse(s).map_err(|_| bad(i, format!("`{s}` is not a resource id")))?),
+        None => None,
+    };
+    let if_match = match req.get("ifMatch").and_then(Value::as_str) {
+        Some(s) => {
+            let inner = s.trim().strip_prefix("W/").unwrap_or(s.trim()).trim_matches('"');
+            Some(inner.parse::<u64>().map_err(|_| bad(i, format!("ifMatch `{s}` is not a version ETag")))?)
+        }
+        None => None,
+    };
+    let rt_name = rt.to_string();
+    let resource = || -> Result<Value, RecordError> {
+        let r = e.get("resource").ok_or_else(|| bad(i, format!("a {method} entry needs a `resource`")))?;
+        if r.get("resourceType").and_then(Value::as_str) != Some(rt_name.as_str()) {
+            return Err(bad(i, format!("the resource is not a {rt_name}")));
+        }
+        let issues = validate::validate_resource(mamori_fhir_schema::r4(), r);
+        if !issues.is_empty() {
+            return Err(RecordError::Invalid(issues.into_iter().map(|x| locate(i, x)).collect()));
+        }
+        Ok(r.clone())
+    };
+    let conditions = |q: &str| parse_conditions(q).map_err(|e| prefix(i, e));
+    let op = match (method, id, query, parts.len()) {
+        ("POST", None, None, 1) => BundleOp::Create {
+            rt: rt.clone(),
+            body: resource()?,
+            if_none_exist: match req.get("ifNoneExist").and_then(Value::as_str) {
+                Some(q) => Some(conditions(q.strip_prefix(&format!("{rt}?")).unwrap_or(q))?),
+                None => None,
+            },
+        },
+        ("PUT", Some(id), None, 2) => {
+            let body = resource()?;
+            match body.get("id").and_then(Value::as_str) {
+                Some(b) if b == id.as_str() => {}
+                _ => return Err(bad(i, format!("the resource's id must be `{id}`, as in the URL"))),
+            }
+            BundleOp::Update { rt, target: Target::Id(id), body, if_match }
+        }
+        ("PUT", None, Some(q), 1) => {
+            BundleOp::Update { rt, target: Target::Conditions(conditions(q)?), body: resource()?, if_match }
+        }
+        ("PATCH", Some(id), None, 2) => BundleOp::Patch { rt, id, patch: entry_patch(i, e)?, if_match },
+        ("DELETE", Some(id), None, 2) => BundleOp::Delete { rt, target: Target::Id(id) },
+        ("DELETE", None, Some(q), 1) => BundleOp::Delete { rt, target: Target::Conditions(conditions(q)?) },
+        ("GET", Some(id), None, 2) => BundleOp::Read { rt, id, version: None },
+        ("GET", Some(id), None, 4) if parts.get(2) == Some(&"_history") => {
+            let v = parts.get(3).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| bad(i, "bad version id"))?;
+            BundleOp::Read { rt, id, version: Some(v) }
+        }
+        ("GET", None, q, 1) => BundleOp::Search(Box::new(
+            parse_search(rt.as_str(), q.unwrap_or(""), false, now).map_err(|e| prefix(i, e))?,
+        )),
+        (m @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE"), ..) => {
+            return Err(RecordError::invalid(
+                IssueCode::NotSupported,
+                format!("Bundle.entry[{i}]: {m} {url} is not an interaction a Bundle entry can ask for here"),
+            ));
+        }
+        (m, ..) => return Err(bad(i, format!("`{m}` is not an HTTP verb FHIR uses"))),
+    };
+    Ok(BundleEntry { full_url, op })
+}
+
+/// Places an entry's issues under `Bundle.entry[i]` (inside `.resource` when they have a path).
+pub fn locate(i: usize, issue: Issue) -> Issue {
+    let at = match &issue.expression {
+        Some(x) if !x.starts_with("Bundle.") => format!("Bundle.entry[{i}].resource.{x}"),
+        Some(x) => x.clone(),
+        None => format!("Bundle.entry[{i}]"),
+    };
+    issue.at(&at)
+}
+
+fn prefix(i: usize, e: RecordError) -> RecordError {
+    match e {
+        RecordError::Invalid(issues) => RecordError::Invalid(issues.into_iter().map(|x| locate(i, x)).collect()),
+        other => other,
+    }
+}
+
+/// A PATCH entry's JSON Patch: a Binary of `application/json-patch+json` with base64 `data`.
+fn entry_patch(i: usize, e: &Value) -> Result<json_patch::Patch, RecordError> {
+    use base64::Engine as _;
+    let r = e.get("resource").ok_or_else(|| bad(i, "a PATCH entry needs a Binary `resource`"))?;
+    let ok_type = r.get("resourceType").and_then(Value::as_str) == Some("Binary")
+        && r.get("contentType").and_then(Value::as_str) == Some("application/json-patch+json");
+    if !ok_type {
+        return Err(RecordError::invalid(
+            IssueCode::NotSupported,
+            format!("Bundle.entry[{i}]: a PATCH entry takes a Binary of application/json-patch+json"),
+        ));
+    }
+    let data = r.get("data").and_then(Value::as_str).ok_or_else(|| bad(i, "the Binary has no `data`"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|_| bad(i, "the Binary's `data` is not base64"))?;
+    parse_patch(&bytes).map_err(|e| prefix(i, e))
+}
+
+/// The references in `v` (every `reference` string), visited mutably.
+fn for_each_reference(
+    v: &mut Value,
+    f: &mut dyn FnMut(&mut String) -> Result<(), RecordError>,
+) -> Result<(), RecordError> {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                match x {
+                    Value::String(s) if k == "reference" => f(s)?,
+                    _ => for_each_reference(x, f)?,
+                }
+            }
+            Ok(())
+        }
+        Value::Array(a) => a.iter_mut().try_for_each(|x| for_each_reference(x, f)),
+        _ => Ok(()),
+    }
+}
+
+/// A conditional reference (`Patient?identifier=…`): the type and query.
+fn conditional_reference(s: &str) -> Option<(&str, &str)> {
+    let (t, q) = s.split_once('?')?;
+    (!t.contains('/') && !t.contains(':')).then_some((t, q))
+}
+
+impl Records {
+    /// Runs a parsed Bundle's entries (all parsed successfully for a transaction). For a
+    /// transaction: all or nothing, `Err((entry index, error))` on the first failure. For a batch
+    /// use [`Records::batch`].
+    pub fn transaction(
+        &self,
+        ctx: &RequestContext,
+        entries: &[BundleEntry],
+    ) -> Result<Vec<BundleDone>, (Option<usize>, RecordError)> {
+        let mut failed = None;
+        let out = self.write(|tx| {
+            failed = None;
+            self.transaction_in(tx, ctx, entries, &mut failed)
+        });
+        out.map_err(|e| (failed, e))
+    }
+
+    /// Runs each entry on its own (a batch): each result in the request's order.
+    pub fn batch(
+        &self,
+        ctx: &RequestContext,
+        entries: Vec<Result<BundleEntry, RecordError>>,
+    ) -> Vec<Result<BundleDone, RecordError>> {
+        entries
+            .into_iter()
+            .map(|e| {
+                let e = e?;
+                let done = match &e.op {
+                    // Reads need no write transaction (nor its fsync).
+                    BundleOp::Read { .. } | BundleOp::Search(_) => {
+                        self.read_tx(|tx| self.transaction_in(tx, ctx, std::slice::from_ref(&e), &mut None))
+                    }
+                    _ => self.write(|tx| self.transaction_in(tx, ctx, std::slice::from_ref(&e), &mut None)),
+                };
+                done.and_then(|mut d| d.pop().ok_or_else(|| RecordError::Unprocessable("the entry did nothing".into())))
+            })
+            .collect()
+    }
+
+    fn transaction_in(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        entries: &[BundleEntry],
+        failed: &mut Option<usize>,
+    ) -> Result<Vec<BundleDone>, RecordError> {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&i| entries.get(i).map_or(9, |e| e.op.rank()));
+        let mut done: Vec<Option<BundleDone>> = vec![None; entries.len()];
+        // fullUrl → `Type/id`, and the resolved id of each POST / PUT entry.
+        let mut resolved: HashMap<String, String> = HashMap::new();
+        let mut ids: Vec<Option<(ResourceId, Option<VersionRecord>)>> = vec![None; entries.len()];
+        let mut touched: HashMap<(String, String), usize> = HashMap::new();
+        let mut touch = |i: usize, rt: &ResourceType, id: &ResourceId| -> Result<(), RecordError> {
+            match touched.insert((rt.to_string(), id.to_string()), i) {
+                Some(j) if j != i => Err(RecordError::invalid(
+                    IssueCode::Invalid,
+                    format!(
+                        "Bundle.entry[{j}] and Bundle.entry[{i}] both change {rt}/{id}; a transaction may change a resource once"
+                    ),
+                )),
+                _ => Ok(()),
+            }
+        };
+        let step = |i: usize, failed: &mut Option<usize>, r: Result<(), RecordError>| {
+            if r.is_err() {
+                *failed = Some(i);
+            }
+            r
+        };
+
+        // 1. DELETE.
+        for &i in &order {
+            let Some(BundleEntry { op: BundleOp::Delete { rt, target }, .. }) = entries.get(i) else { continue };
+            let r = (|| {
+                let id = match target {
+                    Target::Id(id) => Some(id.clone()),
+                    Target::Conditions(c) => match self.matches(tx, ctx, rt, c)?.as_slice() {
+                        [] => None,
+                        [one] => Some(one.clone()),
+                        many => return Err(RecordError::MultipleMatches(many.len())),
+                    },
+                };
+                let out = match id {
+                    Some(id) => {
+                        touch(i, rt, &id)?;
+                        self.delete_in(tx, ctx, rt, &id)?
+                    }
+                    None => None,
+                };
+                if let Some(slot) = done.get_mut(i) {
+                    *slot = Some(BundleDone::Deleted(out));
+                }
+                Ok(())
+            })();
+            step(i, failed, r)?;
+        }
+
+        // 2. Resolve the identities of POST and PUT entries before writing any.
+        for &i in &order {
+            let Some(e) = entries.get(i) else { continue };
+            let r = (|| {
+                let (rt, id, existing) = match &e.op {
+                    BundleOp::Create { rt, if_none_exist, .. } => {
+                        let found = match if_none_exist {
+                            Some(c) => self.matches(tx, ctx, rt, c)?,
+                            None => Vec::new(),
+                        };
+                        match found.as_slice() {
+                            [] => (rt, ResourceId::generate()?, None),
+                            [one] => {
+                                let v =
+                                    tx.current(rt, one)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{one}")))?;
+                                (rt, one.clone(), Some(v))
+                            }
+                            many => return Err(RecordError::MultipleMatches(many.len())),
+                        }
+                    }
+                    BundleOp::Update { rt, target, body, .. } => {
+                        let id = match target {
+                            Target::Id(id) => id.clone(),
+                            Target::Conditions(c) => {
+                                let body_id = match body.get("id") {
+                                    Some(Value::String(s)) => Some(ResourceId::parse(s)?),
+                                    _ => None,
+                                };
+                                match (self.matches(tx, ctx, rt, c)?.as_slice(), body_id) {
+                                    ([], Some(b)) => b,
+                                    ([], None) => ResourceId::generate()?,
+                                    ([one], Some(b)) if *one != b => {
+                                        return Err(RecordError::invalid(
+                                            IssueCode::Invalid,
+                                            format!("the condition matched `{one}` but the body has id `{b}`"),
+                                        ));
+                                    }
+                                    ([one], _) => one.clone(),
+                                    (many, _) => return Err(RecordError::MultipleMatches(many.len())),
+                                }
+                            }
+                        };
+                        touch(i, rt, &id)?;
+                        (rt, id, None)
+                    }
+                    BundleOp::Patch { rt, id, .. } => {
+                        touch(i, rt, id)?;
+                        return Ok(());
+                    }
+                    _ => return Ok(()),
+                };
+                if existing.is_none() {
+                    touch(i, rt, &id)?;
+                }
+                if let Some(u) = &e.full_url {
+                    resolved.insert(u.clone(), format!("{rt}/{id}"));
+                }
+                if let Some(slot) = ids.get_mut(i) {
+                    *slot = Some((id, existing));
+                }
+                Ok(())
+            })();
+            step(i, failed, r)?;
+        }
+
+        // 3. Rewrite references, then write: POST, then PUT / PATCH.
+        for &i in &order {
+            let Some(e) = entries.get(i) else { continue };
+            let r = (|| {
+                let (rt, mut body) = match &e.op {
+                    BundleOp::Create { rt, body, .. } | BundleOp::Update { rt, body, .. } => (rt, body.clone()),
+                    BundleOp::Patch { rt, id, patch, if_match } => {
+                        let out = self.patch_in(tx, ctx, rt, id, patch, *if_match)?;
+                        if let Some(slot) = done.get_mut(i) {
+                            *slot = Some(BundleDone::Written(out));
+                        }
+                        return Ok(());
+                    }
+                    _ => return Ok(()),
+                };
+                let Some(Some((id, existing))) = ids.get(i).cloned() else { return Ok(()) };
+                if let Some(v) = existing {
+                    // A conditional create that matched: nothing is written.
+                    if let Some(slot) = done.get_mut(i) {
+                        *slot = Some(BundleDone::Written(WriteOutcome { created: false, written: false, record: v }));
+                    }
+                    return Ok(());
+                }
+                let mut conditional: Vec<String> = Vec::new();
+                for_each_reference(&mut body, &mut |s| {
+                    if let Some(to) = resolved.get(s.as_str()) {
+                        *s = to.clone();
+                    } else if s.starts_with("urn:uuid:") || s.starts_with("urn:oid:") {
+                        return Err(RecordError::invalid(
+                            IssueCode::Invalid,
+                            format!("Bundle.entry[{i}]: reference `{s}` names no entry's fullUrl"),
+                        ));
+                    } else if conditional_reference(s).is_some() {
+                        conditional.push(s.clone());
+                    }
+                    Ok(())
+                })?;
+                for c in conditional {
+                    if resolved.contains_key(&c) {
+                        continue;
+                    }
+                    let Some((t, q)) = conditional_reference(&c) else { continue };
+                    let t = ResourceType::parse(t)?;
+                    let to = match self.matches(tx, ctx, &t, &parse_conditions(q)?)?.as_slice() {
+                        [one] => format!("{t}/{one}"),
+                        [] => {
+                            return Err(RecordError::invalid(
+                                IssueCode::NotFound,
+                                format!("Bundle.entry[{i}]: conditional reference `{c}` matches nothing"),
+                            ));
+                        }
+                        many => return Err(RecordError::MultipleMatches(many.len())),
+                    };
+                    resolved.insert(c, to);
+                }
+                for_each_reference(&mut body, &mut |s| {
+                    if let Some(to) = resolved.get(s.as_str()) {
+                        *s = to.clone();
+                    }
+                    Ok(())
+                })?;
+                if let Some(o) = body.as_object_mut() {
+                    o.insert("id".into(), Value::String(id.to_string()));
+                }
+                let out = match &e.op {
+                    BundleOp::Update { if_match, .. } => {
+                        self.update_in(tx, ctx, rt, &id, body, *if_match, None, Method::Update)?
+                    }
+                    _ => {
+                        let record = self.commit(
+                            tx,
+                            Draft {
+                                rt,
+                                id: &id,
+                                method: Method::Create,
+                                body: Some(body),
+                                previous: None,
+                                ctx,
+                                author: None,
+                            },
+                        )?;
+                        WriteOutcome { created: true, written: true, record }
+                    }
+                };
+                if let Some(slot) = done.get_mut(i) {
+                    *slot = Some(BundleDone::Written(out));
+                }
+                Ok(())
+            })();
+            step(i, failed, r)?;
+        }
+
+        // 4. GET.
+        for &i in &order {
+            let Some(e) = entries.get(i) else { continue };
+            let r = (|| {
+                let d = match &e.op {
+                    BundleOp::Read { rt, id, version } => {
+                        let v = match version {
+                            Some(n) => tx.version(rt, id, *n)?,
+                            None => tx.current(rt, id)?,
+                        };
+                        let v = match v {
+                            Some(v) if ctx.may_see(tx, &v)? => v,
+                            _ => return Err(RecordError::NotFound(format!("{rt}/{id}"))),
+                        };
+                        if v.is_deleted() {
+                            return Err(RecordError::Gone(format!("{rt}/{id}")));
+                        }
+                        BundleDone::Read(v)
+                    }
+                    BundleOp::Search(req) => BundleDone::Found(req.clone(), self.search_in(tx, ctx, req)?),
+                    _ => return Ok(()),
+                };
+                if let Some(slot) = done.get_mut(i) {
+                    *slot = Some(d);
+                }
+                Ok(())
+            })();
+            step(i, failed, r)?;
+        }
+        done.into_iter().enumerate().map(|(i, d)| d.ok_or_else(|| bad(i, "the entry was not processed"))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn entries_parse_or_say_why() {
+        let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+            {"request": {"method": "GET", "url": "Patient?name=x"}},
+            {"request": {"method": "DELETE", "url": "https://h/fhir/Patient/abc"}},
+            {"resource": {"resourceType": "Patient", "id": "zz"}, "request": {"method": "PUT", "url": "Patient/abc"}},
+            {"request": {"method": "FETCH", "url": "Patient"}},
+            {"request": {"method": "GET", "url": "https://elsewhere/fhir/Patient/1"}},
+            {"request": {"method": "PUT", "url": "Patient?identifier=a|b"}, "resource": {"resourceType": "Observation"}},
+        ]});
+        let p = parse_bundle(&b, "https://h/fhir", 0).unwrap();
+        assert_eq!(p.kind, BundleKind::Transaction);
+        let e = &p.entries;
+        assert!(matches!(e[0].as_ref().unwrap().op, BundleOp::Create { .. }));
+        assert_eq!(e[0].as_ref().unwrap().full_url.as_deref(), Some("urn:uuid:1"));
+        assert!(matches!(e[1].as_ref().unwrap().op, BundleOp::Search(_)));
+        assert!(matches!(e[2].as_ref().unwrap().op, BundleOp::Delete { target: Target::Id(_), .. }));
+        assert!(e[3].as_ref().unwrap_err().to_string().contains("must be `abc`"));
+        assert!(e[4].as_ref().unwrap_err().to_string().contains("FETCH"));
+        assert!(e[5].as_ref().unwrap_err().to_string().contains("not on this server"));
+        assert!(e[6].as_ref().unwrap_err().to_string().contains("not a Patient"));
+    }
+
+    #[test]
+    fn bundles_that_are_not_batches_are_refused() {
+        for b in [
+            json!({"resourceType": "Patient"}),
+            json!({"resourceType": "Bundle", "type": "searchset"}),
+            json!({"resourceType": "Bundle"}),
+            json!({"resourceType": "Bundle", "type": "batch", "entry": "x"}),
+        ] {
+            assert!(parse_bundle(&b, "", 0).is_err(), "{b}");
+        }
+    }
+
+    #[test]
+    fn references_are_found_everywhere() {
+        let mut v = json!({"subject": {"reference": "urn:uuid:a"}, "x": [{"y": {"reference": "Patient?identifier=1"}}], "reference": 3});
+        let mut seen = Vec::new();
+        for_each_reference(&mut v, &mut |s| {
+            seen.push(s.clone());
+            *s = "Patient/1".into();
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, ["urn:uuid:a", "Patient?identifier=1"]);
+        assert_eq!(v["subject"]["reference"], "Patient/1");
+        assert_eq!(conditional_reference("Patient?identifier=1"), Some(("Patient", "identifier=1")));
+        assert_eq!(conditional_reference("http://x/Patient?a=1"), None);
+        assert_eq!(conditional_reference("Patient/1"), None);
+    }
+}

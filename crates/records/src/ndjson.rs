@@ -1,0 +1,138 @@
+//! NDJSON ingestion shared by `mamori import` and `POST /fhir/$import`: one resource per line, as
+//! Bulk Data exports write them.
+//!
+//! Each line is parsed and validated like a REST write. Resources keep their ids
+//! (update-as-create, so references between them hold) or get one. Lines are written in batches:
+//! one transaction and one fsync per batch, each resource with its Provenance and audit entry. When
+//! a batch fails, its lines are retried one by one, so a refused line is reported with its number
+//! and stores nothing while the rest still go in.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::{ParsedBody, RecordError, Records, RequestContext, ResourceId, ResourceType, parse_resource};
+
+type Item = (ResourceType, ResourceId, ParsedBody);
+
+/// A line that was not stored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// File name or `body`.
+    pub source: String,
+    /// Line number, from 1.
+    pub line: usize,
+    /// Why (at most 300 characters).
+    pub why: String,
+}
+
+/// Decides whether the importer may write a resource type (the HTTP enforcement point); `Err`
+/// says why not.
+pub type TypeCheck = Box<dyn FnMut(&ResourceType) -> Result<(), String> + Send>;
+
+/// Batches lines into transactions.
+pub struct Importer {
+    records: Arc<Records>,
+    ctx: RequestContext,
+    batch: usize,
+    pending: Vec<(Item, String, usize)>,
+    check: Option<TypeCheck>,
+    /// Resources stored so far.
+    pub done: usize,
+    /// Lines refused so far (all of them are counted; the first 1,000 are kept).
+    pub refused: usize,
+    /// The first 1,000 refusals.
+    pub refusals: Vec<Refusal>,
+}
+
+fn describe(e: &RecordError) -> String {
+    e.to_string().chars().take(300).collect()
+}
+
+/// Parses one line into the resource to store.
+fn item_of(line: &str) -> Result<Item, String> {
+    let ParsedBody(mut v) = parse_resource(line.as_bytes()).map_err(|e| describe(&e))?;
+    let rt = v.get("resourceType").and_then(Value::as_str).ok_or("no resourceType")?.to_string();
+    let rt = ResourceType::parse(&rt).map_err(|e| describe(&e))?;
+    let id = match v.get("id").and_then(Value::as_str) {
+        Some(id) => ResourceId::parse(id).map_err(|e| describe(&e))?,
+        None => {
+            let id = ResourceId::generate().map_err(|e| describe(&e))?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("id".into(), id.to_string().into());
+            }
+            id
+        }
+    };
+    Ok((rt, id, ParsedBody(v)))
+}
+
+impl Importer {
+    /// An importer writing as `ctx`, `batch` resources per transaction (1–10,000).
+    pub fn new(records: Arc<Records>, ctx: RequestContext, batch: usize) -> Self {
+        let batch = batch.clamp(1, 10_000);
+        Importer {
+            records,
+            ctx,
+            batch,
+            pending: Vec::with_capacity(batch),
+            check: None,
+            done: 0,
+            refused: 0,
+            refusals: Vec::new(),
+        }
+    }
+
+    /// Checks each resource type before it is written.
+    pub fn with_check(mut self, check: TypeCheck) -> Self {
+        self.check = Some(check);
+        self
+    }
+
+    fn refuse(&mut self, source: &str, line: usize, why: String) {
+        self.refused += 1;
+        if self.refusals.len() < 1000 {
+            self.refusals.push(Refusal { source: source.to_string(), line, why });
+        }
+    }
+
+    /// Takes one line (blank lines are skipped); writes a batch when it is full.
+    pub fn line(&mut self, source: &str, n: usize, line: &str) {
+        if line.trim().is_empty() {
+            return;
+        }
+        let item = item_of(line).and_then(|item| match &mut self.check {
+            Some(check) => check(&item.0).map(|()| item),
+            None => Ok(item),
+        });
+        match item {
+            Ok(item) => self.pending.push((item, source.to_string(), n)),
+            Err(why) => self.refuse(source, n, why),
+        }
+        if self.pending.len() >= self.batch {
+            self.flush();
+        }
+    }
+
+    /// Writes what is pending.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let items: Vec<Item> = pending.iter().map(|(i, ..)| i.clone()).collect();
+        match self.records.import_batch(&self.ctx, &items) {
+            Ok(n) => self.done += n,
+            Err(_) => {
+                // Find the culprits one by one; the others still go in.
+                for (item, source, line) in pending {
+                    match self.records.import_batch(&self.ctx, std::slice::from_ref(&item)) {
+                        Ok(n) => self.done += n,
+                        Err(e) => self.refuse(&source, line, describe(&e)),
+                    }
+                }
+            }
+        }
+        self.pending = Vec::with_capacity(self.batch);
+    }
+}
