@@ -266,6 +266,7 @@ impl Node {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             }),
             started: mamori_records::Clock::now(&SystemClock).to_fhir(),
+            bulk: Arc::new(mamori_http::BulkJobs::new(self.dir.join("bulk"))),
         }
     }
 }

@@ -7,6 +7,7 @@ mod access;
 mod audit;
 mod authenticity;
 mod binary;
+mod bulk;
 mod bundle;
 mod classes;
 mod crud;

@@ -79,6 +79,7 @@ fn capability_statement(s: &AppState) -> Value {
         "fhirVersion": schema.fhir_version(),
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
         "rest": [{
             "mode": "server",
             "documentation": "Every interaction except metadata needs a bearer access token (OAuth 2.0 client credentials). Search takes the official R4 search parameters listed per resource (see docs/SEARCH.md for modifiers and paging); conditional interactions take `_id` and `identifier` only.",
@@ -97,7 +98,14 @@ fn capability_statement(s: &AppState) -> Value {
                 }]
             },
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}]
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "operation": [
+                {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"},
+                {"name": "patient-export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"},
+                {"name": "group-export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"},
+                {"name": "import", "definition": format!("{base}/fhir/OperationDefinition/import"),
+                 "documentation": "POST an application/fhir+ndjson body; see docs/BULK.md"}
+            ]
         }]
     })
 }

@@ -285,22 +285,35 @@ impl Principal {
     /// the type's own classes (every record of the type carries at least those, so a type-level
     /// refusal can never hide an allowed record). Refusal: 403.
     pub fn authorize(&self, resource_type: &str, action: Action) -> Result<(), ApiError> {
-        let refused = |why: &str| {
-            self.deny(format!("{resource_type} ({}): {why}", action.name()));
-            Err(ApiError::Forbidden(format!("{why}: {} on {resource_type}", action.name())))
-        };
+        match self.refusal(resource_type, action)? {
+            None => Ok(()),
+            Some(why) => {
+                self.deny(format!("{resource_type} ({}): {why}", action.name()));
+                Err(ApiError::Forbidden(format!("{why}: {} on {resource_type}", action.name())))
+            }
+        }
+    }
+
+    /// Whether [`Principal::authorize`] would allow it, without recording a refusal: for
+    /// choosing the types an export without `_type` covers.
+    pub fn allows(&self, resource_type: &str, action: Action) -> bool {
+        matches!(self.refusal(resource_type, action), Ok(None))
+    }
+
+    /// Why the action would be refused, if it would.
+    fn refusal(&self, resource_type: &str, action: Action) -> Result<Option<&'static str>, ApiError> {
         if !self.grant.scopes.allows(resource_type, action.perm()) {
-            return refused("the access token's scopes do not allow it");
+            return Ok(Some("the access token's scopes do not allow it"));
         }
         let target = type_target(resource_type, &self.enforcer.rules());
         if !self.client_reaches(&target) {
-            return refused("the application is not registered for these information classes");
+            return Ok(Some("the application is not registered for these information classes"));
         }
         let situation = Situation { care: false, break_glass: false, operation: action.operation().to_string() };
         if self.engine()?.decide(&self.subject, action.act(), &target, &situation).allowed {
-            Ok(())
+            Ok(None)
         } else {
-            refused("the access policy does not allow it")
+            Ok(Some("the access policy does not allow it"))
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod audit;
 mod authorize;
+mod bulk;
 mod bundle;
 mod capability;
 mod enforce;
@@ -24,6 +25,7 @@ use mamori_oauth::OAuth;
 use mamori_records::Records;
 
 pub use audit::AuditNote;
+pub use bulk::Jobs as BulkJobs;
 pub use enforce::{Enforcer, record_target, type_target};
 pub use error::{ApiError, RequestId};
 pub use serve::{TlsFiles, serve, tls_config};
@@ -67,6 +69,8 @@ pub struct AppState {
     pub config: Arc<HttpConfig>,
     /// Server start time (CapabilityStatement `date`).
     pub started: String,
+    /// Bulk Data export jobs.
+    pub bulk: Arc<bulk::Jobs>,
 }
 
 /// Builds the application router.
@@ -74,6 +78,12 @@ pub fn app(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/", post(bundle::process))
         .route("/metadata", get(capability::metadata))
+        .route("/$export", get(bulk::export_system))
+        .route("/$import", post(bulk::import))
+        .route("/Patient/$export", get(bulk::export_patients))
+        .route("/Group/{id}/$export", get(bulk::export_group))
+        .route("/$bulk/{job}", get(bulk::status).delete(bulk::cancel))
+        .route("/$bulk/{job}/{file}", get(bulk::file))
         .route("/_history", get(fhir::history_system))
         .route(
             "/{rtype}",

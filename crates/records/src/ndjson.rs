@@ -89,7 +89,8 @@ impl Importer {
         self
     }
 
-    fn refuse(&mut self, source: &str, line: usize, why: String) {
+    /// Records a line refused before it reached the importer (unreadable, too long).
+    pub fn refuse(&mut self, source: &str, line: usize, why: String) {
         self.refused += 1;
         if self.refusals.len() < 1000 {
             self.refusals.push(Refusal { source: source.to_string(), line, why });
@@ -134,5 +135,74 @@ impl Importer {
             }
         }
         self.pending = Vec::with_capacity(self.batch);
+    }
+}
+
+/// Which resources a Bulk Data export takes.
+#[derive(Debug, Clone)]
+pub struct ExportFilter {
+    /// Only these types (`_type`); all when `None`.
+    pub types: Option<std::collections::BTreeSet<String>>,
+    /// Only resources changed after this time (`_since`).
+    pub since: Option<crate::Timestamp>,
+    /// Whose resources.
+    pub scope: ExportScope,
+}
+
+/// The population of an export.
+#[derive(Debug, Clone)]
+pub enum ExportScope {
+    /// `/$export`: everything.
+    System,
+    /// `/Patient/$export`: every resource about a patient (the patients themselves included).
+    AllPatients,
+    /// `/Group/id/$export`: the resources about these patients (`Patient/id`).
+    Patients(std::collections::HashSet<String>),
+}
+
+impl ExportFilter {
+    fn takes(&self, v: &crate::VersionRecord) -> bool {
+        if v.is_deleted() || self.since.is_some_and(|s| v.last_updated <= s) {
+            return false;
+        }
+        if self.types.as_ref().is_some_and(|t| !t.contains(v.resource_type.as_str())) {
+            return false;
+        }
+        match &self.scope {
+            ExportScope::System => true,
+            ExportScope::AllPatients => v.patient.is_some(),
+            ExportScope::Patients(set) => v.patient.as_ref().is_some_and(|p| set.contains(p)),
+        }
+    }
+}
+
+impl Records {
+    /// Visits, on one read snapshot, every current resource `filter` takes that the requester may
+    /// see (each passes `ctx`'s guard); `sink` returns `false` to stop.
+    pub fn export(
+        &self,
+        ctx: &RequestContext,
+        filter: &ExportFilter,
+        sink: &mut dyn FnMut(&crate::VersionRecord) -> Result<bool, RecordError>,
+    ) -> Result<(), RecordError> {
+        self.read_tx(|tx| {
+            let mut keys = Vec::new();
+            tx.for_each_current(&mut |v| {
+                if filter.takes(v) {
+                    keys.push((v.resource_type.clone(), v.id.clone()));
+                }
+                true
+            })?;
+            for (rt, id) in &keys {
+                if let Some(v) = tx.current(rt, id)?
+                    && filter.takes(&v)
+                    && ctx.may_see(tx, &v)?
+                    && !sink(&v)?
+                {
+                    break;
+                }
+            }
+            Ok(())
+        })
     }
 }
