@@ -10,6 +10,7 @@ mod binary;
 mod bulk;
 mod bundle;
 mod classes;
+mod clinosim;
 mod crud;
 mod examples;
 mod identity;
