@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::search::{SearchPage, SearchRequest, parse::parse_search};
-use crate::service::{Draft, WriteOutcome, parse_patch};
+use crate::service::{WriteOutcome, parse_patch};
 use crate::{
     Condition, Issue, IssueCode, Method, RecordError, Records, RequestContext, ResourceId, ResourceType, Tx,
     VersionRecord, parse_conditions, validate,
@@ -483,43 +483,21 @@ impl Records {
             let r = (|| {
                 let (rt, id, existing) = match &e.op {
                     BundleOp::Create { rt, if_none_exist, .. } => {
-                        let found = match if_none_exist {
-                            Some(c) => self.matches(tx, ctx, rt, c)?,
-                            None => Vec::new(),
+                        let existing = match if_none_exist {
+                            Some(c) => self.existing_match(tx, ctx, rt, c)?,
+                            None => None,
                         };
-                        match found.as_slice() {
-                            [] => (rt, ResourceId::generate()?, None),
-                            [one] => {
-                                let v =
-                                    tx.current(rt, one)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{one}")))?;
-                                (rt, one.clone(), Some(v))
-                            }
-                            many => return Err(RecordError::MultipleMatches(many.len())),
-                        }
+                        let id = match &existing {
+                            Some(v) => v.id.clone(),
+                            None => ResourceId::generate()?,
+                        };
+                        (rt, id, existing)
                     }
                     BundleOp::Update { rt, target, body, .. } => {
                         let id = match target {
                             Target::Id(id) => id.clone(),
-                            Target::Conditions(c) => {
-                                let body_id = match body.get("id") {
-                                    Some(Value::String(s)) => Some(ResourceId::parse(s)?),
-                                    _ => None,
-                                };
-                                match (self.matches(tx, ctx, rt, c)?.as_slice(), body_id) {
-                                    ([], Some(b)) => b,
-                                    ([], None) => ResourceId::generate()?,
-                                    ([one], Some(b)) if *one != b => {
-                                        return Err(RecordError::invalid(
-                                            IssueCode::Invalid,
-                                            format!("the condition matched `{one}` but the body has id `{b}`"),
-                                        ));
-                                    }
-                                    ([one], _) => one.clone(),
-                                    (many, _) => return Err(RecordError::MultipleMatches(many.len())),
-                                }
-                            }
+                            Target::Conditions(c) => self.conditional_target(tx, ctx, rt, c, body)?,
                         };
-                        touch(i, rt, &id)?;
                         (rt, id, None)
                     }
                     BundleOp::Patch { rt, id, .. } => {
@@ -603,28 +581,14 @@ impl Records {
                     }
                     Ok(())
                 })?;
-                if let Some(o) = body.as_object_mut() {
-                    o.insert("id".into(), Value::String(id.to_string()));
-                }
                 let out = match &e.op {
                     BundleOp::Update { if_match, .. } => {
+                        if let Some(o) = body.as_object_mut() {
+                            o.insert("id".into(), Value::String(id.to_string()));
+                        }
                         self.update_in(tx, ctx, rt, &id, body, *if_match, None, Method::Update)?
                     }
-                    _ => {
-                        let record = self.commit(
-                            tx,
-                            Draft {
-                                rt,
-                                id: &id,
-                                method: Method::Create,
-                                body: Some(body),
-                                previous: None,
-                                ctx,
-                                author: None,
-                            },
-                        )?;
-                        WriteOutcome { created: true, written: true, record }
-                    }
+                    _ => self.create_in(tx, ctx, rt, &id, body, None)?,
                 };
                 if let Some(slot) = done.get_mut(i) {
                     *slot = Some(BundleDone::Written(out));

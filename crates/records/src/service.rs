@@ -513,40 +513,77 @@ impl Records {
         if_none_exist: Option<&[Condition]>,
         x_provenance: Option<&Value>,
     ) -> Result<WriteOutcome, RecordError> {
-        let mut v = body.0;
+        let v = body.0;
         check_type(&v, rt)?;
         let author = provenance_author(x_provenance)?;
         self.write(|tx| {
-            if let Some(conds) = if_none_exist {
-                let found = self.matches(tx, ctx, rt, conds)?;
-                match found.as_slice() {
-                    [] => {}
-                    [one] => {
-                        let record =
-                            tx.current(rt, one)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{one}")))?;
-                        return Ok(WriteOutcome { created: false, written: false, record });
-                    }
-                    many => return Err(RecordError::MultipleMatches(many.len())),
-                }
+            if let Some(conds) = if_none_exist
+                && let Some(record) = self.existing_match(tx, ctx, rt, conds)?
+            {
+                return Ok(WriteOutcome { created: false, written: false, record });
             }
             let id = ResourceId::generate()?;
-            if let Some(o) = v.as_object_mut() {
-                o.insert("id".into(), Value::String(id.to_string()));
-            }
-            let record = self.commit(
-                tx,
-                Draft {
-                    rt,
-                    id: &id,
-                    method: Method::Create,
-                    body: Some(v.clone()),
-                    previous: None,
-                    ctx,
-                    author: author.clone(),
-                },
-            )?;
-            Ok(WriteOutcome { created: true, written: true, record })
+            self.create_in(tx, ctx, rt, &id, v.clone(), author.clone())
         })
+    }
+
+    /// The one resource a conditional create's criteria match (`None`: create), as the
+    /// requester may see it; several matches are an error.
+    pub(crate) fn existing_match(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        conds: &[Condition],
+    ) -> Result<Option<VersionRecord>, RecordError> {
+        match self.matches(tx, ctx, rt, conds)?.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(tx.current(rt, one)?.ok_or_else(|| RecordError::NotFound(format!("{rt}/{one}")))?)),
+            many => Err(RecordError::MultipleMatches(many.len())),
+        }
+    }
+
+    /// Creates `rt/id` (a fresh id) in the caller's transaction.
+    pub(crate) fn create_in(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        id: &ResourceId,
+        mut body: Value,
+        author: Option<String>,
+    ) -> Result<WriteOutcome, RecordError> {
+        if let Some(o) = body.as_object_mut() {
+            o.insert("id".into(), Value::String(id.to_string()));
+        }
+        let record =
+            self.commit(tx, Draft { rt, id, method: Method::Create, body: Some(body), previous: None, ctx, author })?;
+        Ok(WriteOutcome { created: true, written: true, record })
+    }
+
+    /// The id a conditional update writes: the one match, else the body's id, else a new one.
+    pub(crate) fn conditional_target(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        conds: &[Condition],
+        body: &Value,
+    ) -> Result<ResourceId, RecordError> {
+        let body_id = match body.get("id") {
+            Some(Value::String(s)) => Some(ResourceId::parse(s)?),
+            _ => None,
+        };
+        match (self.matches(tx, ctx, rt, conds)?.as_slice(), body_id) {
+            ([], Some(bid)) => Ok(bid),
+            ([], None) => ResourceId::generate(),
+            ([one], Some(bid)) if *one != bid => Err(RecordError::invalid(
+                IssueCode::Invalid,
+                format!("the condition matched `{one}` but the body has id `{bid}`"),
+            )),
+            ([one], _) => Ok(one.clone()),
+            (many, _) => Err(RecordError::MultipleMatches(many.len())),
+        }
     }
 
     /// `PUT /Type/id`: update, or create with that id when it does not exist.
@@ -648,24 +685,8 @@ impl Records {
         let mut v = body.0;
         check_type(&v, rt)?;
         let author = provenance_author(x_provenance)?;
-        let body_id = match v.get("id") {
-            Some(Value::String(s)) => Some(ResourceId::parse(s)?),
-            _ => None,
-        };
         self.write(|tx| {
-            let found = self.matches(tx, ctx, rt, conds)?;
-            let id = match (found.as_slice(), &body_id) {
-                ([], Some(bid)) => bid.clone(),
-                ([], None) => ResourceId::generate()?,
-                ([one], Some(bid)) if one != bid => {
-                    return Err(RecordError::invalid(
-                        IssueCode::Invalid,
-                        format!("the condition matched `{one}` but the body has id `{bid}`"),
-                    ));
-                }
-                ([one], _) => one.clone(),
-                (many, _) => return Err(RecordError::MultipleMatches(many.len())),
-            };
+            let id = self.conditional_target(tx, ctx, rt, conds, &v)?;
             if let Some(o) = v.as_object_mut() {
                 o.insert("id".into(), Value::String(id.to_string()));
             }
