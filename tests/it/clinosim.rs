@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::Value;
 
-use crate::support::{Harness, pip_target};
+use crate::support::{Harness, enc, pip_target};
 
 /// The simulator's output directory (generated once per target directory; the seed fixes it).
 fn simulate() -> PathBuf {
@@ -64,18 +64,6 @@ async fn search(h: &Harness, q: &str) -> Vec<Value> {
     let r = h.call("GET", q, None).await;
     assert_eq!(r.status, StatusCode::OK, "{q}: {}", r.diagnostics());
     r.json()["entry"].as_array().cloned().unwrap_or_default().into_iter().map(|e| e["resource"].clone()).collect()
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use mamori_audit::AuditLog;
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::support::{Harness, Resp, now_secs};
+use crate::support::{Harness, Resp, enc, now_secs};
 
 const PW: &str = "k7#Vq2!mZp-w9Xr";
 const NEW_PW: &str = "Zq9!tRe4#vWx-7Lp";
@@ -73,18 +73,6 @@ fn register_app(h: &Harness, id: &str, scope: &str, secret: bool) {
             now_micros: 0,
         })
         .unwrap();
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 fn authorize_query(client: &str, scope: &str, extra: &[(&str, &str)]) -> String {
