@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use crate::audit::AuditNote;
 use crate::enforce::{Action, Principal};
 use crate::error::fhir_response;
-use crate::fhir::{blocking, http_date, strict_handling};
+use crate::fhir::{blocking, http_date, prefers, strict_handling};
 use crate::{ApiError, AppState};
 
 /// How long a completed job's files are kept.
@@ -201,23 +201,15 @@ fn kickoff_params(q: Option<&str>, lenient: bool) -> Result<Kickoff, ApiError> {
 }
 
 fn lenient(headers: &HeaderMap) -> bool {
-    !strict_handling(headers)
-        && headers
-            .get_all("prefer")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split([',', ';']))
-            .any(|p| p.trim() == "handling=lenient")
+    !strict_handling(headers) && prefers(headers, "handling=lenient")
 }
 
 fn respond_async(headers: &HeaderMap) -> Result<(), ApiError> {
-    let asked = headers
-        .get_all("prefer")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([',', ';']))
-        .any(|p| p.trim() == "respond-async");
-    if asked { Ok(()) } else { Err(bad("a Bulk Data export runs asynchronously: send `Prefer: respond-async`")) }
+    if prefers(headers, "respond-async") {
+        Ok(())
+    } else {
+        Err(bad("a Bulk Data export runs asynchronously: send `Prefer: respond-async`"))
+    }
 }
 
 /// `GET /fhir/$export`.

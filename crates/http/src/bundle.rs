@@ -181,7 +181,7 @@ pub async fn process(
                 }
             }
             let (at, ok): (Vec<usize>, Vec<BundleEntry>) = runnable.into_iter().unzip();
-            let done = blocking(move || Ok(records.batch(&ctx, ok.into_iter().map(Ok).collect()))).await?;
+            let done = blocking(move || Ok(records.batch(&ctx, &ok))).await?;
             for (i, d) in at.into_iter().zip(done) {
                 if let Some(slot) = results.get_mut(i) {
                     *slot = Some(d.map_err(ApiError::from));

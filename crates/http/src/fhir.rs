@@ -189,10 +189,9 @@ pub(crate) enum Return {
 }
 
 pub(crate) fn prefer_return(headers: &HeaderMap) -> Return {
-    let p = headers.get("prefer").and_then(|v| v.to_str().ok()).unwrap_or("");
-    if p.contains("return=minimal") {
+    if prefers(headers, "return=minimal") {
         Return::Minimal
-    } else if p.contains("return=OperationOutcome") {
+    } else if prefers(headers, "return=OperationOutcome") {
         Return::Outcome
     } else {
         Return::Representation
@@ -611,13 +610,18 @@ pub async fn search_post(
     run_search(&s, &p, &rt, &headers, all).await
 }
 
-pub(crate) fn strict_handling(headers: &HeaderMap) -> bool {
+/// Whether a `Prefer` header (any of them, comma- or semicolon-separated) carries `token`.
+pub(crate) fn prefers(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all("prefer")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split([',', ';']))
-        .any(|p| p.trim() == "handling=strict")
+        .any(|p| p.trim() == token)
+}
+
+pub(crate) fn strict_handling(headers: &HeaderMap) -> bool {
+    prefers(headers, "handling=strict")
 }
 
 async fn run_search(s: &AppState, p: &Principal, rt: &ResourceType, headers: &HeaderMap, query: String) -> ApiResult {

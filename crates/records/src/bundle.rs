@@ -209,14 +209,34 @@ pub fn parse_bundle(v: &Value, base: &str, now: i64) -> Result<ParsedBundle, Rec
         }
         None => return Err(RecordError::invalid(IssueCode::Invalid, "the Bundle has no `type`")),
     };
-    // The Bundle itself; each entry's resource is validated with its entry (a batch reports it
-    // there).
-    let mut shell = v.clone();
-    if let Some(entries) = shell.get_mut("entry").and_then(Value::as_array_mut) {
-        for e in entries.iter_mut().filter_map(Value::as_object_mut) {
-            e.remove("resource");
-        }
-    }
+    // The Bundle itself, without its entries' resources: each resource is validated with its
+    // entry (a batch reports it there). Only the small parts are copied.
+    let shell: serde_json::Map<String, Value> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, x)| match (k.as_str(), x) {
+            ("entry", Value::Array(entries)) => (
+                k.clone(),
+                Value::Array(
+                    entries
+                        .iter()
+                        .map(|e| match e.as_object() {
+                            Some(o) => Value::Object(
+                                o.iter()
+                                    .filter(|(k, _)| *k != "resource")
+                                    .map(|(k, x)| (k.clone(), x.clone()))
+                                    .collect(),
+                            ),
+                            None => e.clone(),
+                        })
+                        .collect(),
+                ),
+            ),
+            _ => (k.clone(), x.clone()),
+        })
+        .collect();
+    let shell = Value::Object(shell);
     let issues = validate::validate_resource(mamori_fhir_schema::r4(), &shell);
     if !issues.is_empty() {
         return Err(RecordError::Invalid(issues));
@@ -397,21 +417,17 @@ impl Records {
     }
 
     /// Runs each entry on its own (a batch): each result in the request's order.
-    pub fn batch(
-        &self,
-        ctx: &RequestContext,
-        entries: Vec<Result<BundleEntry, RecordError>>,
-    ) -> Vec<Result<BundleDone, RecordError>> {
+    pub fn batch(&self, ctx: &RequestContext, entries: &[BundleEntry]) -> Vec<Result<BundleDone, RecordError>> {
         entries
-            .into_iter()
+            .iter()
             .map(|e| {
-                let e = e?;
+                let one = std::slice::from_ref(e);
                 let done = match &e.op {
                     // Reads need no write transaction (nor its fsync).
                     BundleOp::Read { .. } | BundleOp::Search(_) => {
-                        self.read_tx(|tx| self.transaction_in(tx, ctx, std::slice::from_ref(&e), &mut None))
+                        self.read_tx(|tx| self.transaction_in(tx, ctx, one, &mut None))
                     }
-                    _ => self.write(|tx| self.transaction_in(tx, ctx, std::slice::from_ref(&e), &mut None)),
+                    _ => self.write(|tx| self.transaction_in(tx, ctx, one, &mut None)),
                 };
                 done.and_then(|mut d| d.pop().ok_or_else(|| RecordError::Unprocessable("the entry did nothing".into())))
             })

@@ -35,7 +35,9 @@ pub struct Importer {
     records: Arc<Records>,
     ctx: RequestContext,
     batch: usize,
-    pending: Vec<(Item, String, usize)>,
+    pending: Vec<Item>,
+    /// Where each pending item came from: source and line.
+    pending_at: Vec<(String, usize)>,
     check: Option<TypeCheck>,
     /// Resources stored so far.
     pub done: usize,
@@ -76,6 +78,7 @@ impl Importer {
             ctx,
             batch,
             pending: Vec::with_capacity(batch),
+            pending_at: Vec::with_capacity(batch),
             check: None,
             done: 0,
             refused: 0,
@@ -107,7 +110,10 @@ impl Importer {
             None => Ok(item),
         });
         match item {
-            Ok(item) => self.pending.push((item, source.to_string(), n)),
+            Ok(item) => {
+                self.pending.push(item);
+                self.pending_at.push((source.to_string(), n));
+            }
             Err(why) => self.refuse(source, n, why),
         }
         if self.pending.len() >= self.batch {
@@ -120,21 +126,22 @@ impl Importer {
         if self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
-        let items: Vec<Item> = pending.iter().map(|(i, ..)| i.clone()).collect();
-        match self.records.import_batch(&self.ctx, &items) {
+        match self.records.import_batch(&self.ctx, &self.pending) {
             Ok(n) => self.done += n,
             Err(_) => {
                 // Find the culprits one by one; the others still go in.
-                for (item, source, line) in pending {
-                    match self.records.import_batch(&self.ctx, std::slice::from_ref(&item)) {
+                let pending = std::mem::take(&mut self.pending);
+                let at = std::mem::take(&mut self.pending_at);
+                for (item, (source, line)) in pending.iter().zip(at) {
+                    match self.records.import_batch(&self.ctx, std::slice::from_ref(item)) {
                         Ok(n) => self.done += n,
                         Err(e) => self.refuse(&source, line, describe(&e)),
                     }
                 }
             }
         }
-        self.pending = Vec::with_capacity(self.batch);
+        self.pending.clear();
+        self.pending_at.clear();
     }
 }
 

@@ -25,6 +25,21 @@ impl From<Error> for StoreError {
 
 const COLS: &str = "type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient, classes, lab";
 
+/// Runs a version query (selecting `COLS`) and hands each row to `f` until it returns `false`.
+fn visit_versions(
+    st: &mut rusqlite::Statement<'_>,
+    f: &mut dyn FnMut(&VersionRecord) -> bool,
+) -> Result<(), StoreError> {
+    let mut rows = st.query([]).map_err(se)?;
+    while let Some(r) = rows.next().map_err(se)? {
+        let v = row_to_version(r).map_err(se)??;
+        if !f(&v) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn row_to_version(r: &Row<'_>) -> rusqlite::Result<Result<VersionRecord, StoreError>> {
     let rt: String = r.get(0)?;
     let id: String = r.get(1)?;
@@ -399,14 +414,7 @@ impl Tx for SqlTx<'_> {
 
     fn for_each_version(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError> {
         let mut st = self.c.prepare(&format!("SELECT {COLS} FROM versions ORDER BY seq")).map_err(se)?;
-        let mut rows = st.query([]).map_err(se)?;
-        while let Some(r) = rows.next().map_err(se)? {
-            let v = row_to_version(r).map_err(se)??;
-            if !f(&v) {
-                break;
-            }
-        }
-        Ok(())
+        visit_versions(&mut st, f)
     }
 
     fn purge(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<u64, StoreError> {
@@ -498,14 +506,7 @@ impl Tx for SqlTx<'_> {
                 "SELECT {cols} FROM resources r JOIN versions v ON v.seq = r.seq WHERE v.method <> 'delete' ORDER BY r.seq"
             ))
             .map_err(se)?;
-        let mut rows = st.query([]).map_err(se)?;
-        while let Some(r) = rows.next().map_err(se)? {
-            let v = row_to_version(r).map_err(se)??;
-            if !f(&v) {
-                break;
-            }
-        }
-        Ok(())
+        visit_versions(&mut st, f)
     }
 
     fn index_version(&mut self) -> Result<Option<String>, StoreError> {
