@@ -10,7 +10,7 @@ use mamori_oauth::{Client, ScopeSet, random_secret, sha256_hex};
 use mamori_records::{ResourceId, ResourceType};
 use mamori_store_sqlite::ConfigChange;
 
-use crate::datadir::{self, open_node};
+use crate::datadir;
 
 /// Mamori (守り): a FHIR R4 medical information system with the MHLW security guideline built in.
 #[derive(Debug, Parser)]
@@ -25,6 +25,17 @@ pub struct DataDir {
     /// Data directory (embedded store, configuration, keys).
     #[arg(long, default_value = "./mamori-data", env = "MAMORI_DATA_DIR")]
     pub data_dir: PathBuf,
+    /// PostgreSQL database shared by several nodes (`postgres://user@host:5432/db`); overrides
+    /// `[store] database` in mamori.toml. Without either, the embedded store in the data directory.
+    #[arg(long, env = "MAMORI_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
+}
+
+impl DataDir {
+    /// Initialises if needed and opens the node on its store.
+    pub fn open(&self) -> Result<datadir::Node, String> {
+        datadir::open_node_on(&self.data_dir, self.database.as_deref())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,8 +133,8 @@ enum ClassesCmd {
 fn classes(c: ClassesCmd) -> Result<ExitCode, String> {
     match c {
         ClassesCmd::Show(d) => {
-            let node = open_node(&d.data_dir)?;
-            let rules = datadir::load_class_rules(&node.store)?;
+            let node = d.open()?;
+            let rules = datadir::load_class_rules(&*node.store)?;
             let out = serde_json::json!({"system": mamori_authz::SYSTEM, "classes": mamori_authz::taxonomy(), "rules": rules});
             println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
@@ -133,7 +144,7 @@ fn classes(c: ClassesCmd) -> Result<ExitCode, String> {
             let rules: mamori_authz::Rules =
                 serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
             rules.validate().map_err(|e| e.to_string())?;
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let prev = node.store.config_get("class-rules", "active").map_err(|e| e.to_string())?.map(|e| e.version);
             let v = node
                 .store
@@ -218,7 +229,7 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                 Some(k) => k,
                 None => datadir::load_signer(&dir.data_dir)?.0.verifier_key(),
             };
-            let r = crate::verify::verify(&dir.data_dir, &key, witness_dir.as_deref())?;
+            let r = crate::verify::verify(&dir.data_dir, dir.database.as_deref(), &key, witness_dir.as_deref())?;
             if r.problems.is_empty() {
                 println!(
                     "audit verify: {} entries, {} checkpoints verified; root {}",
@@ -238,7 +249,7 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
         AuditCmd::Export { dir, format, since, until, output, syslog_tls, ca_file, server_name } => {
             let since = since.as_deref().map(parse_instant).transpose()?;
             let until = until.as_deref().map(parse_instant).transpose()?;
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             if let (Some(addr), Some(ca_file)) = (syslog_tls, ca_file) {
                 if format != crate::export::Format::Syslog {
                     return Err("--syslog-tls sends syslog messages; use --format syslog".into());
@@ -364,7 +375,7 @@ fn keys(c: KeysCmd) -> Result<ExitCode, String> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     match c {
         KeysCmd::List(dir) => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let jwks = node.oauth.jwks(now).map_err(|e| e.to_string())?;
             let published: Vec<&str> = jwks
                 .get("keys")
@@ -385,7 +396,7 @@ fn keys(c: KeysCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Rotate { dir, operator, reason } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let kid = node
                 .oauth
                 .rotate_signing_key(now, &format!("rotated by operator:{operator}: {reason}"))
@@ -456,20 +467,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(a) => serve(a),
         Command::Init(d) => {
             datadir::init(&d.data_dir)?;
-            open_node(&d.data_dir)?;
+            d.open()?;
             println!("initialised {}", d.data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(c) => client(c),
         Command::Keys(c) => keys(c),
-        Command::Import { dir, files, batch, operator } => crate::import::run(&dir.data_dir, &files, &operator, batch),
+        Command::Import { dir, files, batch, operator } => crate::import::run(&dir, &files, &operator, batch),
         Command::Audit(c) => audit(c),
         Command::User(c) => crate::user_cli::run(c),
         Command::Classes(c) => classes(c),
         Command::Policy(c) => crate::policy_cli::run(c),
         Command::Review(c) => crate::review::run(c),
         Command::Fsck(d) => {
-            let node = open_node(&d.data_dir)?;
+            let node = d.open()?;
             let report = node.records.fsck().map_err(|e| e.to_string())?;
             if report.mismatches.is_empty() {
                 println!("fsck: {} versions checked, all hashes match", report.checked);
@@ -486,7 +497,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let (t, i) = reference.split_once('/').ok_or_else(|| format!("`{reference}` is not Type/id"))?;
             let rt = ResourceType::parse(t).map_err(|e| e.to_string())?;
             let id = ResourceId::parse(i).map_err(|e| e.to_string())?;
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
             let ctx = mamori_records::RequestContext::of(mamori_records::Actor::operator(&operator));
             let n = node.records.purge(&ctx, &rt, &id).map_err(|e| e.to_string())?;
@@ -514,7 +525,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
             "refusing plain HTTP on `{addr}`: only loopback may be served without TLS; give --tls-cert and --tls-key"
         ));
     }
-    let mut node = open_node(&a.dir.data_dir)?;
+    let mut node = a.dir.open()?;
     node.monitor_clock();
     let node = std::sync::Arc::new(node);
     node.spawn_integrator();
@@ -529,8 +540,9 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         // discovery documents and the `aud` clients must use.
         let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
         let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));
-        tracing::info!(%bound, data_dir = %node.dir.display(), tls = tls.is_some(), "mamori serving");
-        println!("mamori serving {scheme}://{bound}/fhir (data: {})", node.dir.display());
+        let store = format!("{} {}", node.store.kind(), node.store.describe());
+        tracing::info!(%bound, data_dir = %node.dir.display(), %store, tls = tls.is_some(), "mamori serving");
+        println!("mamori serving {scheme}://{bound}/fhir (data: {}; store: {store})", node.dir.display());
         mamori_http::serve(listener, app, tls, shutdown_signal()).await.map_err(|e| format!("server: {e}"))
     })?;
     Ok(ExitCode::SUCCESS)
@@ -600,7 +612,7 @@ fn edit_client(
     reason: &str,
     change: impl FnOnce(&mut Client) -> Result<(), String>,
 ) -> Result<(), String> {
-    let node = open_node(&dir.data_dir)?;
+    let node = dir.open()?;
     let cur = node
         .store
         .config_get("client", client_id)
@@ -665,7 +677,7 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             }
             let scopes = ScopeSet::parse(&scope)?;
             let lifetime = parse_duration(&token_lifetime)?;
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             if node
                 .store
                 .config_get("client", &client_id)
@@ -732,7 +744,7 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::List(dir) => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             for e in node.store.config_current("client").map_err(|e| e.to_string())? {
                 let c: Client = serde_json::from_value(e.value.unwrap_or_default()).map_err(|e| e.to_string())?;
                 println!("{}\t{}\t{}\tv{}", c.id, if c.disabled { "disabled" } else { "enabled" }, c.scope, e.version);
@@ -740,7 +752,7 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::Show { dir, client_id } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let history = node.store.config_history("client", &client_id).map_err(|e| e.to_string())?;
             let Some(last) = history.last() else {
                 return Err(format!("no client `{client_id}`"));

@@ -34,6 +34,13 @@ lockout_secs = 1800
 session_idle_secs = 900
 session_absolute_secs = 43200
 
+[store]
+# The store this node uses. Absent: the embedded store (SQLite) in this data directory. For
+# several nodes on one PostgreSQL database (docs/DEPLOYMENT.md), a postgres:// URL; the
+# `--database` option and MAMORI_DATABASE override it. Prefer a password file (~/.pgpass) to a
+# password in this URL.
+# database = "postgres://mamori@db.example.local:5432/mamori"
+
 [audit]
 # A directory outside the data directory (ideally another machine or write-once storage) where
 # every signed checkpoint is also written, so that rewriting history would be caught.
@@ -51,6 +58,14 @@ struct Raw {
     audit: RawAudit,
     #[serde(default)]
     identity: RawIdentity,
+    #[serde(default)]
+    store: RawStore,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    database: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -103,6 +118,8 @@ pub struct Config {
     pub lockout: mamori_identity::lockout::Policy,
     /// Session lifetimes.
     pub session: mamori_identity::session::Policy,
+    /// The PostgreSQL database (`[store] database`), if the node does not use the embedded store.
+    pub database: Option<String>,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -128,6 +145,12 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if let Some(u) = &public_url {
         if !(u.starts_with("https://") || u.starts_with("http://")) {
             return Err(format!("server.public_url `{u}` must start with https:// or http://"));
+        }
+    }
+    let database = raw.store.database.map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
+    if let Some(d) = &database {
+        if !(d.starts_with("postgres://") || d.starts_with("postgresql://")) {
+            return Err("store.database must be a postgres:// URL (or absent for the embedded store)".into());
         }
     }
     let i = raw.identity;
@@ -177,6 +200,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
             per_type: raw.retention.types,
         },
         witness_dir: raw.audit.witness_dir,
+        database,
     })
 }
 

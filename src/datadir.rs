@@ -8,8 +8,8 @@ use mamori_authz::PolicyEngine;
 use mamori_http::{AppState, Enforcer, Health, HttpConfig};
 use mamori_oauth::OAuth;
 use mamori_records::{Records, SystemClock};
-use mamori_store_sqlite::SqliteStore;
 
+use crate::backend::{self, Backend};
 use crate::config::{self, Config};
 use mamori_audit::note::NoteSigner;
 
@@ -19,8 +19,8 @@ pub struct Node {
     pub dir: PathBuf,
     /// Validated configuration.
     pub config: Config,
-    /// The embedded store.
-    pub store: Arc<SqliteStore>,
+    /// The store: embedded, or the PostgreSQL database shared with other nodes.
+    pub store: Arc<dyn Backend>,
     /// Record service.
     pub records: Arc<Records>,
     /// Token service.
@@ -38,17 +38,21 @@ pub struct Node {
 }
 
 struct StoreHealth {
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Backend>,
     clock: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
 }
 
 impl Health for StoreHealth {
     fn check(&self) -> Result<serde_json::Value, String> {
-        self.store.ping().map_err(|e| e.to_string())?;
+        self.store.ping()?;
         let clock = self.clock.lock().map(|c| c.to_json()).unwrap_or_default();
-        let appended = self.store.audit_size().map_err(|e| e.to_string())?;
-        let integrated = self.store.audit_integrated_size().map_err(|e| e.to_string())?;
-        Ok(serde_json::json!({"clock": clock, "audit": {"entries": appended, "checkpointed": integrated}}))
+        let appended = self.store.audit_size()?;
+        let integrated = self.store.audit_integrated_size()?;
+        Ok(serde_json::json!({
+            "clock": clock,
+            "store": self.store.kind(),
+            "audit": {"entries": appended, "checkpointed": integrated}
+        }))
     }
 }
 
@@ -102,13 +106,19 @@ pub fn init(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Initialises if needed and opens a data directory.
+/// Initialises if needed and opens a data directory on the store its configuration names
+/// (`[store] database`; the embedded store when absent).
 pub fn open_node(dir: &Path) -> Result<Node, String> {
+    open_node_on(dir, None)
+}
+
+/// Initialises if needed and opens a data directory; `database` (a `postgres://` URL, from
+/// `--database`) overrides the configuration's store.
+pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> {
     init(dir)?;
     let config = config::load(&dir.join("mamori.toml"))?;
-    let store =
-        Arc::new(SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?);
-    let enforcer = Arc::new(Enforcer::new(load_policies(&store)?, load_class_rules(&store)?));
+    let store = backend::open(dir, database.or(config.database.as_deref()))?;
+    let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?));
     let records = Arc::new(
         Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone())
             .with_labeler(Arc::new(ClassLabeler(enforcer.clone()))),
@@ -120,6 +130,7 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
     let master = load_master_key(dir)?;
     let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
     let (signer, origin) = load_signer(dir)?;
+    check_node_keys(&*store, &master, &signer)?;
     let identity = Arc::new(mamori_identity::service::Identity::new(store.clone(), store.clone(), master));
     let clock = Arc::new(std::sync::Mutex::new(crate::clock_sync::ClockStatus {
         source: "unknown",
@@ -138,6 +149,33 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
         clock,
         enforcer,
     })
+}
+
+/// Every node on one store must hold the same keys: the master key (it opens the sealed
+/// authenticator secrets and ID-token keys every node reads) and the checkpoint signing key (one
+/// log, one origin). The first node records their fingerprints; a node with other keys refuses
+/// to start rather than write what the others cannot read or sign a second history.
+fn check_node_keys(store: &dyn Backend, master: &[u8; 32], signer: &NoteSigner) -> Result<(), String> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"mamori master key fingerprint\0");
+    h.update(master);
+    let fingerprint = hex::encode(h.finalize());
+    let vkey = signer.verifier_key();
+    for (name, mine, what) in [
+        ("master_key_sha256", fingerprint.as_str(), "keys/master.key"),
+        ("checkpoint_verifier_key", vkey.as_str(), "keys/signing-ed25519.seed"),
+    ] {
+        let shared = store.shared_flag(name, mine)?;
+        if shared != mine {
+            return Err(format!(
+                "this node's `{what}` differs from the one the store {} was set up with; \
+                 copy the keys directory of the first node to every node (docs/DEPLOYMENT.md)",
+                store.describe()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Seals ID-token signing keys with the data directory's master key (ChaCha20-Poly1305, the key
@@ -185,7 +223,6 @@ impl Node {
     /// Integrates new audit entries and signs a checkpoint if the log grew; publishes it to the
     /// witness directory when one is configured.
     pub fn integrate_audit(&self) -> Result<Option<String>, String> {
-        use mamori_audit::AuditLog;
         let note = self.store.integrate(&self.signer, &self.origin).map_err(|e| e.to_string())?;
         if let (Some(n), Some(w)) = (&note, &self.config.witness_dir) {
             publish(w, n).map_err(|e| format!("witness `{}`: {e}", w.display()))?;
@@ -215,12 +252,12 @@ impl Node {
     /// Reloads the access policies and class rules when the configuration changed (in this
     /// process or another: the CLI, another node). Returns whether anything was reloaded.
     pub fn refresh_policy(&self, seen: &mut u64) -> Result<bool, String> {
-        let generation = self.store.config_generation().map_err(|e| e.to_string())?;
+        let generation = self.store.config_generation()?;
         if generation == *seen {
             return Ok(false);
         }
-        self.enforcer.set_engine(load_policies(&self.store)?);
-        self.enforcer.set_rules(load_class_rules(&self.store)?);
+        self.enforcer.set_engine(load_policies(&*self.store)?);
+        self.enforcer.set_rules(load_class_rules(&*self.store)?);
         *seen = generation;
         Ok(true)
     }
@@ -310,8 +347,8 @@ pub const POLICY_KIND: &str = "policies";
 
 /// The active access policies: the latest `policies/active` configuration, else the shipped
 /// ones. Stored policies were validated when set; they are validated again here.
-pub fn load_policies(store: &SqliteStore) -> Result<PolicyEngine, String> {
-    match store.config_get(POLICY_KIND, "active").map_err(|e| e.to_string())?.and_then(|e| e.value) {
+pub fn load_policies(store: &dyn Backend) -> Result<PolicyEngine, String> {
+    match store.config_get(POLICY_KIND, "active")?.and_then(|e| e.value) {
         Some(v) => {
             let text = v.get("text").and_then(serde_json::Value::as_str).ok_or("stored policies have no `text`")?;
             PolicyEngine::new(text).map_err(|e| format!("stored policies: {e}"))
@@ -321,8 +358,8 @@ pub fn load_policies(store: &SqliteStore) -> Result<PolicyEngine, String> {
 }
 
 /// The active labelling rules: the latest `class-rules/active` configuration, else the defaults.
-pub fn load_class_rules(store: &SqliteStore) -> Result<mamori_authz::Rules, String> {
-    match store.config_get("class-rules", "active").map_err(|e| e.to_string())?.and_then(|e| e.value) {
+pub fn load_class_rules(store: &dyn Backend) -> Result<mamori_authz::Rules, String> {
+    match store.config_get("class-rules", "active")?.and_then(|e| e.value) {
         Some(v) => {
             let r: mamori_authz::Rules = serde_json::from_value(v).map_err(|e| format!("stored class rules: {e}"))?;
             r.validate().map_err(|e| e.to_string())?;

@@ -45,7 +45,7 @@ impl Progress {
 }
 
 /// Runs the import; exit 0 when every line went in, 1 when some were refused.
-pub fn run(data_dir: &std::path::Path, files: &[PathBuf], operator: &str, batch: usize) -> Result<ExitCode, String> {
+pub fn run(dir: &crate::cli::DataDir, files: &[PathBuf], operator: &str, batch: usize) -> Result<ExitCode, String> {
     if files.is_empty() {
         return Err("give at least one NDJSON file".into());
     }
@@ -53,7 +53,7 @@ pub fn run(data_dir: &std::path::Path, files: &[PathBuf], operator: &str, batch:
     for f in files {
         total += std::fs::metadata(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?.len();
     }
-    let node = crate::open_node(data_dir)?;
+    let node = dir.open()?;
     let ctx = RequestContext::of(mamori_records::Actor::operator(operator));
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();

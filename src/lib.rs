@@ -1,6 +1,7 @@
 //! Mamori (守り): assembly of the domain crates, the stores and the HTTP edge into one program,
 //! and its command line. The binary's `main` only calls [`cli::main`].
 
+pub mod backend;
 pub mod cli;
 pub mod clock_sync;
 pub mod config;
@@ -12,4 +13,4 @@ pub mod review;
 pub mod user_cli;
 pub mod verify;
 
-pub use datadir::{Node, open_node};
+pub use datadir::{Node, open_node, open_node_on};

@@ -11,7 +11,7 @@ use mamori_store_sqlite::ConfigChange;
 use serde::Deserialize;
 
 use crate::cli::DataDir;
-use crate::datadir::{self, POLICY_KIND, open_node};
+use crate::datadir::{self, POLICY_KIND};
 
 /// `mamori policy` subcommands.
 #[derive(Debug, Subcommand)]
@@ -195,8 +195,8 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
                 print!("{}", mamori_authz::DEFAULT_POLICIES);
                 return Ok(ExitCode::SUCCESS);
             }
-            let node = open_node(&dir.data_dir)?;
-            let engine = datadir::load_policies(&node.store)?;
+            let node = dir.open()?;
+            let engine = datadir::load_policies(&*node.store)?;
             match node.store.config_get(POLICY_KIND, "active").map_err(|e| e.to_string())? {
                 Some(e) => eprintln!(
                     "# policies version {} ({} policies), set by {}: {}",
@@ -231,7 +231,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
             if reason.trim().is_empty() {
                 return Err("--reason must say why".into());
             }
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let prev = node.store.config_get(POLICY_KIND, "active").map_err(|e| e.to_string())?.map(|e| e.version);
             let v = node
                 .store
@@ -255,10 +255,10 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
             let act = Act::parse(&action).ok_or_else(|| {
                 format!("--action `{action}` must be read, search, create, update, delete or execute")
             })?;
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let engine = match &policies {
                 Some(p) => engine_from(p)?,
-                None => datadir::load_policies(&node.store)?,
+                None => datadir::load_policies(&*node.store)?,
             };
             let account = node
                 .identity
@@ -271,7 +271,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
                 department: account.department.clone().unwrap_or_default(),
                 has_fhir_user: account.fhir_user.is_some(),
             };
-            let rules = datadir::load_class_rules(&node.store)?;
+            let rules = datadir::load_class_rules(&*node.store)?;
             let (target, patient) = match resource.split_once('/') {
                 Some((t, i)) => {
                     let rt = ResourceType::parse(t).map_err(|e| e.to_string())?;
@@ -336,7 +336,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
         PolicyCmd::Test { dir, file, policies } => {
             let engine = match &policies {
                 Some(p) => engine_from(p)?,
-                None => datadir::load_policies(&open_node(&dir.data_dir)?.store)?,
+                None => datadir::load_policies(&*dir.open()?.store)?,
             };
             let table = load_table(&file)?;
             let failures = run_table(&engine, &table)?;

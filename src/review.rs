@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use mamori_audit::{AuditLog, EntryQuery};
+use mamori_audit::EntryQuery;
 use mamori_authz::{Act, PolicyEngine, Situation, Subject, Target};
 use mamori_identity::account::Status;
 use mamori_records::{RequestContext, ResourceId, ResourceType};
@@ -19,7 +19,7 @@ use mamori_store_sqlite::ConfigChange;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::DataDir;
-use crate::datadir::{self, Node, open_node};
+use crate::datadir::{self, Node};
 
 /// The configuration kind of campaigns.
 pub const CAMPAIGN_KIND: &str = "access-review";
@@ -343,7 +343,7 @@ fn fmt_rights(r: &BTreeSet<Right>) -> String {
 pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
     match c {
         ReviewCmd::BreakGlass { dir, all } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let grants = node.records.break_glass_grants(!all).map_err(|e| e.to_string())?;
             if grants.is_empty() {
                 println!("レビュー待ちの非常時アクセスはありません / no break-glass use awaiting review");
@@ -366,7 +366,7 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::Close { dir, grant, note, operator } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let ctx = RequestContext::of(mamori_records::Actor::operator(&operator));
             node.records.close_break_glass(&ctx, &grant, &note).map_err(|e| e.to_string())?;
             println!("レビューを完了しました / review closed: {grant}");
@@ -376,13 +376,13 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
             if reason.trim().is_empty() {
                 return Err("--reason must say why".into());
             }
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let c = open_campaign(&node, &reason, &users, &format!("operator:{operator}"))?;
             println!("権限の見直しを開始しました / access review opened: {} ({} accounts)", c.id, c.items.len());
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::List(dir) => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             for e in node.store.config_current(CAMPAIGN_KIND).map_err(|e| e.to_string())? {
                 let c: Campaign = serde_json::from_value(e.value.unwrap_or_default()).map_err(|e| e.to_string())?;
                 println!("{}\t{} open of {}\t{}", c.id, c.open_items(), c.items.len(), c.reason);
@@ -390,7 +390,7 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::Show { dir, campaign } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             print_campaign(&load(&node, &campaign)?.0);
             Ok(ExitCode::SUCCESS)
         }
@@ -398,7 +398,7 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
             if !confirm && revoke.is_empty() {
                 return Err("say --confirm, or --revoke ROLE for each role to remove".into());
             }
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let (mut c, version) = load(&node, &campaign)?;
             let by = format!("operator:{operator}");
             let account = node
@@ -445,8 +445,8 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::Report { dir, days, user } => {
-            let node = open_node(&dir.data_dir)?;
-            let engine = datadir::load_policies(&node.store)?;
+            let node = dir.open()?;
+            let engine = datadir::load_policies(&*node.store)?;
             let since = now_micros() - i64::from(days) * 86_400_000_000;
             println!("最小権限レポート / least-privilege report: rights granted vs used in the last {days} days");
             for a in node.identity.accounts().map_err(|e| e.to_string())? {

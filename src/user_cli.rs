@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use mamori_identity::account::{Proofing, Status};
-use mamori_identity::service::{IdentityStore, NewAccount};
+use mamori_identity::service::NewAccount;
 
 use crate::cli::DataDir;
-use crate::datadir::open_node;
 
 /// `mamori user` subcommands.
 #[derive(Debug, Subcommand)]
@@ -188,7 +187,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
                 }
                 _ => None,
             };
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let a = node
                 .identity
                 .add(
@@ -210,7 +209,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Emergency(dir) => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let list = node.identity.emergency_accounts().map_err(err)?;
             if list.is_empty() {
                 println!("非常時用アカウントはありません / no emergency accounts");
@@ -236,7 +235,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             std::io::stdin()
                 .read_to_string(&mut pw)
                 .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             node.identity
                 .rotate_emergency(&format!("operator:{operator}"), &username, pw.trim_end_matches(['\n', '\r']), now())
                 .map_err(err)?;
@@ -244,7 +243,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::EnrollTotp { dir, username, issuer, operator } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let uri =
                 node.identity.enroll_totp(&format!("operator:{operator}"), &username, &issuer, now()).map_err(err)?;
             println!("{uri}");
@@ -264,7 +263,9 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::RecoveryCodes(t) => {
-            let codes = open_node(&t.dir.data_dir)?
+            let codes = t
+                .dir
+                .open()?
                 .identity
                 .new_recovery_codes(&format!("operator:{}", t.operator), &t.username)
                 .map_err(err)?;
@@ -275,7 +276,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::List(dir) => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             for a in node.store.accounts().map_err(err)? {
                 let f = node
                     .store
@@ -298,7 +299,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Show { dir, username } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let (a, v) =
                 node.store.account(&username).map_err(err)?.ok_or_else(|| format!("no account `{username}`"))?;
             let mut j = serde_json::to_value(&a).map_err(|e| e.to_string())?;
@@ -314,46 +315,34 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
                     "lockout".into(),
                     serde_json::to_value(node.store.lockout(&username).map_err(err)?).unwrap_or_default(),
                 );
-                o.insert("last_login".into(), node.store.last_login(&username).map_err(err)?.into());
+                o.insert("last_login".into(), node.store.last_login(&username)?.into());
             }
             println!("{}", serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Disable(t) => {
-            open_node(&t.dir.data_dir)?
-                .identity
-                .disable(&format!("operator:{}", t.operator), &t.username)
-                .map_err(err)?;
+            t.dir.open()?.identity.disable(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
             println!("無効化しました / disabled: {}", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Enable(t) => {
-            open_node(&t.dir.data_dir)?
-                .identity
-                .enable(&format!("operator:{}", t.operator), &t.username)
-                .map_err(err)?;
+            t.dir.open()?.identity.enable(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
             println!("有効化しました / enabled: {}", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Unlock(t) => {
-            open_node(&t.dir.data_dir)?
-                .identity
-                .unlock(&format!("operator:{}", t.operator), &t.username)
-                .map_err(err)?;
+            t.dir.open()?.identity.unlock(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
             println!("ロックを解除しました / unlocked: {}", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Leave(t) => {
-            let n = open_node(&t.dir.data_dir)?
-                .identity
-                .leave(&format!("operator:{}", t.operator), &t.username)
-                .map_err(err)?;
+            let n = t.dir.open()?.identity.leave(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
             println!("退職処理をしました / left: {} ({n} tokens revoked)", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Transfer { target, department, roles } => {
             let roles = if roles.is_empty() { None } else { Some(roles) };
-            let node = open_node(&target.dir.data_dir)?;
+            let node = target.dir.open()?;
             let by = format!("operator:{}", target.operator);
             let a = node.identity.transfer(&by, &target.username, department, roles).map_err(err)?;
             let c = crate::review::open_campaign(
@@ -371,7 +360,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Coverage(dir) => {
-            let c = open_node(&dir.data_dir)?.identity.coverage().map_err(err)?;
+            let c = dir.open()?.identity.coverage().map_err(err)?;
             println!(
                 "二要素認証の導入率 / two-factor coverage: {:.1}% ({} of {} active accounts)",
                 c.percent(),
@@ -393,10 +382,10 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(if c.without.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         UserCmd::Dormant { dir, days, disable, operator } => {
-            let node = open_node(&dir.data_dir)?;
+            let node = dir.open()?;
             let cutoff = now() - days * 86_400;
             for a in node.store.accounts().map_err(err)?.into_iter().filter(|a| a.status == Status::Active) {
-                let last = node.store.last_login(&a.username).map_err(err)?.unwrap_or(a.created_at);
+                let last = node.store.last_login(&a.username)?.unwrap_or(a.created_at);
                 if last < cutoff {
                     if disable {
                         node.identity.disable(&format!("operator:{operator}"), &a.username).map_err(err)?;

@@ -26,26 +26,139 @@ fn hashes(blob: &[u8]) -> Vec<[u8; 32]> {
     blob.chunks_exact(32).filter_map(|c| c.try_into().ok()).collect()
 }
 
-/// Verifies the audit log in `dir` against `verifier_key`.
-pub fn verify(dir: &Path, verifier_key: &str, witness_dir: Option<&Path>) -> Result<Report, String> {
+/// What the verifier reads, with its own queries on either store: it shares no code with the
+/// writer beyond the pure audit module.
+trait Source {
+    /// `(size, note)` of every stored checkpoint, by size.
+    fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String>;
+    /// The stored level-0 tile `idx`, if any.
+    fn tile0(&mut self, idx: i64) -> Result<Option<Vec<u8>>, String>;
+    /// Up to `limit` entries `(idx, time, entry)` after `after`, by index.
+    fn entries(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, String>;
+}
+
+struct SqliteSource(Connection);
+
+impl Source for SqliteSource {
+    fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String> {
+        let sql = |e: rusqlite::Error| e.to_string();
+        let mut st = self.0.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size").map_err(sql)?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(sql)?;
+        rows.collect::<Result<_, _>>().map_err(sql)
+    }
+
+    fn tile0(&mut self, idx: i64) -> Result<Option<Vec<u8>>, String> {
+        use rusqlite::OptionalExtension;
+        self.0
+            .query_row("SELECT hashes FROM audit_tiles WHERE level = 0 AND idx = ?1", [idx], |r| r.get(0))
+            .optional()
+            .map_err(|e| e.to_string())
+    }
+
+    fn entries(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, String> {
+        let sql = |e: rusqlite::Error| e.to_string();
+        let mut st = self
+            .0
+            .prepare("SELECT idx, time, entry FROM audit_entries WHERE idx > ?1 ORDER BY idx LIMIT ?2")
+            .map_err(sql)?;
+        let mut rows = st.query([after, limit]).map_err(sql)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(sql)? {
+            // Read whatever is stored: an edited entry may no longer even be a BLOB.
+            let entry: Vec<u8> = match r.get_ref(2).map_err(sql)? {
+                rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.to_vec(),
+                _ => Vec::new(),
+            };
+            out.push((r.get(0).map_err(sql)?, r.get(1).map_err(sql)?, entry));
+        }
+        Ok(out)
+    }
+}
+
+/// PostgreSQL, read in one `REPEATABLE READ READ ONLY` transaction (one consistent snapshot).
+struct PgSource {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl PgSource {
+    fn open(url: &str) -> Result<PgSource, String> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        let config: tokio_postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        let client = rt.block_on(async {
+            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(conn);
+            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+            Ok::<_, tokio_postgres::Error>(client)
+        });
+        let client = client.map_err(|e| format!("cannot open the database read-only: {e}"))?;
+        Ok(PgSource { rt, client })
+    }
+
+    fn rows(
+        &self,
+        sql: &str,
+        p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, String> {
+        self.rt
+            .block_on(self.client.query(sql, p))
+            .map_err(|e| e.as_db_error().map_or(e.to_string(), |d| d.message().to_string()))
+    }
+}
+
+impl Source for PgSource {
+    fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String> {
+        let rows = self.rows("SELECT size, note FROM audit_checkpoints ORDER BY size", &[])?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0).map_err(|e| e.to_string())?, r.try_get(1).map_err(|e| e.to_string())?)))
+            .collect()
+    }
+
+    fn tile0(&mut self, idx: i64) -> Result<Option<Vec<u8>>, String> {
+        let rows = self.rows("SELECT hashes FROM audit_tiles WHERE level = 0 AND idx = $1", &[&idx])?;
+        rows.first().map(|r| r.try_get(0).map_err(|e| e.to_string())).transpose()
+    }
+
+    fn entries(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, String> {
+        let rows = self.rows(
+            "SELECT idx, time, entry FROM audit_entries WHERE idx > $1 ORDER BY idx LIMIT $2",
+            &[&after, &limit],
+        )?;
+        rows.iter()
+            .map(|r| {
+                let e = |e: tokio_postgres::Error| e.to_string();
+                Ok((r.try_get(0).map_err(e)?, r.try_get(1).map_err(e)?, r.try_get(2).map_err(e)?))
+            })
+            .collect()
+    }
+}
+
+/// Verifies the audit log of data directory `dir` (on `database` when given, else the store its
+/// configuration names) against `verifier_key`.
+pub fn verify(
+    dir: &Path,
+    database: Option<&str>,
+    verifier_key: &str,
+    witness_dir: Option<&Path>,
+) -> Result<Report, String> {
     let verifier = NoteVerifier::parse(verifier_key).map_err(|e| e.to_string())?;
-    let db = Connection::open_with_flags(dir.join("mamori.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(|e| format!("cannot open the store read-only: {e}"))?;
-    let sql = |e: rusqlite::Error| e.to_string();
+    let configured = crate::config::load(&dir.join("mamori.toml")).ok().and_then(|c| c.database);
+    let mut db: Box<dyn Source> = match database.or(configured.as_deref()) {
+        Some(url) => Box::new(PgSource::open(url)?),
+        None => Box::new(SqliteSource(
+            Connection::open_with_flags(dir.join("mamori.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| format!("cannot open the store read-only: {e}"))?,
+        )),
+    };
 
     // Checkpoints, by size, each with its signature checked.
     let mut cps: Vec<(u64, Checkpoint, String)> = Vec::new();
     let mut report = Report::default();
-    {
-        let mut st = db.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size").map_err(sql)?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(sql)?;
-        for row in rows {
-            let (size, note) = row.map_err(sql)?;
-            match verifier.verify(&note).and_then(Checkpoint::parse) {
-                Ok(cp) if i64::try_from(cp.size).ok() == Some(size) => cps.push((cp.size, cp, note)),
-                Ok(cp) => report.problems.push(format!("checkpoint row {size} carries size {}", cp.size)),
-                Err(e) => report.problems.push(format!("checkpoint at size {size}: {e}")),
-            }
+    for (size, note) in db.checkpoints()? {
+        match verifier.verify(&note).and_then(Checkpoint::parse) {
+            Ok(cp) if i64::try_from(cp.size).ok() == Some(size) => cps.push((cp.size, cp, note)),
+            Ok(cp) => report.problems.push(format!("checkpoint row {size} carries size {}", cp.size)),
+            Err(e) => report.problems.push(format!("checkpoint at size {size}: {e}")),
         }
     }
     let mut witness: Vec<Checkpoint> = Vec::new();
@@ -60,64 +173,61 @@ pub fn verify(dir: &Path, verifier_key: &str, witness_dir: Option<&Path>) -> Res
     }
 
     // Level-0 tiles as written at integration, to name the first altered entry.
-    let mut tile_stmt = db.prepare("SELECT hashes FROM audit_tiles WHERE level = 0 AND idx = ?1").map_err(sql)?;
     let mut tile: (u64, Vec<[u8; 32]>) = (u64::MAX, Vec::new());
 
     let mut range = CompactRange::default();
     let mut next_cp = 0usize;
     let mut last_time = i64::MIN;
-    let mut st = db.prepare("SELECT idx, time, entry FROM audit_entries ORDER BY idx").map_err(sql)?;
-    let mut rows = st.query([]).map_err(sql)?;
-    while let Some(r) = rows.next().map_err(sql)? {
-        let idx: i64 = r.get(0).map_err(sql)?;
-        let time: i64 = r.get(1).map_err(sql)?;
-        // Read whatever is stored: an edited entry may no longer even be a BLOB.
-        let entry: Vec<u8> = match r.get_ref(2).map_err(sql)? {
-            rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.to_vec(),
-            _ => Vec::new(),
-        };
-        let leaf_index = range.size();
-        if u64::try_from(idx - 1).ok() != Some(leaf_index) {
-            report.problems.push(format!("entry {leaf_index} is missing (next stored is {})", idx - 1));
+    let mut after = 0i64;
+    'pages: loop {
+        let page = db.entries(after, 10_000)?;
+        if page.is_empty() {
             break;
         }
-        if time < last_time {
-            report.problems.push(format!("entry {leaf_index}: time goes backwards"));
-        }
-        last_time = time;
-        let lh = leaf_hash(&entry);
-        let tile_index = leaf_index / 256;
-        if tile.0 != tile_index {
-            let blob: Option<Vec<u8>> =
-                tile_stmt.query_row([i64::try_from(tile_index).unwrap_or(i64::MAX)], |r| r.get(0)).ok();
-            tile = (tile_index, blob.map(|b| hashes(&b)).unwrap_or_default());
-        }
-        if let Some(stored) = tile.1.get(usize::try_from(leaf_index % 256).unwrap_or(usize::MAX)) {
-            if *stored != lh {
-                report.problems.push(format!(
-                    "entry {leaf_index} does not match the hash integrated into the tree: it was altered"
-                ));
+        for (idx, time, entry) in page {
+            after = idx;
+            let leaf_index = range.size();
+            if u64::try_from(idx - 1).ok() != Some(leaf_index) {
+                report.problems.push(format!("entry {leaf_index} is missing (next stored is {})", idx - 1));
+                break 'pages;
             }
-        }
-        if serde_json::from_slice::<mamori_audit::AuditRecord>(&entry).is_err() {
-            report.problems.push(format!("entry {leaf_index} is not a valid audit record"));
-        }
-        range.push(lh);
-        while let Some((size, cp, _)) = cps.get(next_cp) {
-            if *size != range.size() {
-                break;
+            if time < last_time {
+                report.problems.push(format!("entry {leaf_index}: time goes backwards"));
             }
-            if range.root() != cp.root {
-                report.problems.push(format!(
-                    "checkpoint at size {size} does not match the entries: an entry at or before {} was altered",
-                    size - 1
-                ));
+            last_time = time;
+            let lh = leaf_hash(&entry);
+            let tile_index = leaf_index / 256;
+            if tile.0 != tile_index {
+                let blob = db.tile0(i64::try_from(tile_index).unwrap_or(i64::MAX)).ok().flatten();
+                tile = (tile_index, blob.map(|b| hashes(&b)).unwrap_or_default());
             }
-            report.checkpoints += 1;
-            next_cp += 1;
-        }
-        if report.problems.len() > 20 {
-            break;
+            if let Some(stored) = tile.1.get(usize::try_from(leaf_index % 256).unwrap_or(usize::MAX)) {
+                if *stored != lh {
+                    report.problems.push(format!(
+                        "entry {leaf_index} does not match the hash integrated into the tree: it was altered"
+                    ));
+                }
+            }
+            if serde_json::from_slice::<mamori_audit::AuditRecord>(&entry).is_err() {
+                report.problems.push(format!("entry {leaf_index} is not a valid audit record"));
+            }
+            range.push(lh);
+            while let Some((size, cp, _)) = cps.get(next_cp) {
+                if *size != range.size() {
+                    break;
+                }
+                if range.root() != cp.root {
+                    report.problems.push(format!(
+                        "checkpoint at size {size} does not match the entries: an entry at or before {} was altered",
+                        size - 1
+                    ));
+                }
+                report.checkpoints += 1;
+                next_cp += 1;
+            }
+            if report.problems.len() > 20 {
+                break 'pages;
+            }
         }
     }
     report.entries = range.size();

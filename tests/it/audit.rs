@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use mamori_audit::merkle;
 use mamori_audit::note::{Checkpoint, NoteVerifier};
-use mamori_audit::{AuditLog, AuditRecord, EntryQuery};
+use mamori_audit::{AuditRecord, EntryQuery};
 use serde_json::json;
 
 use crate::support::Harness;
@@ -72,9 +72,11 @@ async fn when_the_trail_cannot_be_written_requests_fail_closed_and_nothing_chang
     let h = Harness::new();
     let p = h.create(&json!({"resourceType": "Patient", "active": true})).await;
     let pid = p["id"].as_str().unwrap().to_string();
-    let db = rusqlite::Connection::open(h.dir.path().join("mamori.db")).unwrap();
-    db.execute_batch(
+    let db = crate::support::RawDb::at(h.dir.path());
+    db.exec(
         "CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
+         CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_down();",
     )
     .unwrap();
 
@@ -87,10 +89,10 @@ async fn when_the_trail_cannot_be_written_requests_fail_closed_and_nothing_chang
     let r = h.call("DELETE", &format!("/fhir/Patient/{pid}"), None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
 
-    db.execute_batch("DROP TRIGGER audit_down").unwrap();
+    db.exec("DROP TRIGGER audit_down", "DROP TRIGGER audit_down ON audit_entries").unwrap();
     let r = h.call("GET", &format!("/fhir/Patient/{pid}"), None).await;
     assert_eq!(r.status, StatusCode::OK, "the delete did not happen");
-    let n: i64 = db.query_row("SELECT COUNT(*) FROM versions WHERE type = 'Patient'", [], |r| r.get(0)).unwrap();
+    let n = db.int("SELECT COUNT(*) FROM versions WHERE type = 'Patient'");
     assert_eq!(n, 1, "the refused create stored nothing");
 }
 

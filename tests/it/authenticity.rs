@@ -202,16 +202,25 @@ async fn versions_are_immutable_and_fsck_finds_tampering() {
     assert_eq!(report.checked, 2);
     assert!(report.mismatches.is_empty());
 
-    let db = rusqlite::Connection::open(h.dir.path().join("mamori.db")).unwrap();
-    let err = db.execute("UPDATE versions SET body = '{}' WHERE id = ?1", [id]).unwrap_err();
-    assert!(err.to_string().contains("immutable"), "{err}");
-    let err = db.execute("DELETE FROM versions WHERE id = ?1", [id]).unwrap_err();
-    assert!(err.to_string().contains("purge"), "{err}");
+    let db = crate::support::RawDb::at(h.dir.path());
+    let err = db.exec_both(&format!("UPDATE versions SET body = '{{}}' WHERE id = '{id}'")).unwrap_err();
+    assert!(err.contains("immutable"), "{err}");
+    let err = db.exec_both(&format!("DELETE FROM versions WHERE id = '{id}'")).unwrap_err();
+    assert!(err.contains("purge"), "{err}");
+    let err = db.exec("SELECT 'no TRUNCATE in SQLite: the DELETE guard covers it' || 'immutable'", "TRUNCATE versions");
+    if db.is_pg() {
+        assert!(err.unwrap_err().contains("immutable"));
+    }
 
     // Someone with raw database access drops the guard and edits a value.
-    db.execute_batch("DROP TRIGGER versions_no_update").unwrap();
-    let tampered = created.to_string().replace("72", "27");
-    db.execute("UPDATE versions SET body = ?1 WHERE id = ?2", [tampered.as_str(), id]).unwrap();
+    let tampered = created.to_string().replace("72", "27").replace('\'', "''");
+    db.exec(
+        &format!("DROP TRIGGER versions_no_update; UPDATE versions SET body = '{tampered}' WHERE id = '{id}'"),
+        &format!(
+            "DROP TRIGGER versions_no_update ON versions; UPDATE versions SET body = '{tampered}' WHERE id = '{id}'"
+        ),
+    )
+    .unwrap();
     let report = h.node.records.fsck().unwrap();
     assert_eq!(report.mismatches, vec![format!("Observation/{id}/_history/1")]);
     assert_eq!(content_hash(&created), content_hash(&serde_json::from_str::<Value>(&created.to_string()).unwrap()));

@@ -120,11 +120,13 @@ pub fn token(addr: SocketAddr, dir: &Path, client: &str) -> String {
 fn serves_an_empty_directory_and_the_cli_works_beside_it() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("fresh");
+    let _db = crate::support::store_for(&dir);
     let server = start(&dir, &[]);
     assert!(
         dir.join("mamori.toml").exists()
             && dir.join("keys/signing-ed25519.seed").exists()
-            && dir.join("mamori.db").exists()
+            && dir.join("mamori.db").exists() == _db.is_none(),
+        "configuration, keys, and the embedded store file only when no database is configured"
     );
     #[cfg(unix)]
     {
@@ -194,6 +196,7 @@ fn serves_an_empty_directory_and_the_cli_works_beside_it() {
 fn plain_http_only_on_loopback_and_tls_on_any_address() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("d");
+    let _db = crate::support::store_for(&d);
     let out = Command::new(BIN).args(["serve", "--listen", "0.0.0.0:0", "--data-dir"]).arg(&d).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("only loopback may be served without TLS"));
@@ -252,6 +255,7 @@ fn plain_http_only_on_loopback_and_tls_on_any_address() {
 fn a_crash_under_write_load_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("crash");
+    let _db = crate::support::store_for(&dir);
     let mut server = start(&dir, &[]);
     let t = token(server.addr, &dir, "loader");
     let addr = server.addr;
@@ -315,14 +319,9 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
     // Every version that exists is whole: its hash matches and it has its Provenance.
     let out = cli(&["fsck", "--data-dir", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    let db = rusqlite::Connection::open(dir.join("mamori.db")).unwrap();
-    let (obs, prov): (i64, i64) = db
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM versions WHERE type = 'Observation'), (SELECT COUNT(*) FROM versions WHERE type = 'Provenance')",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
+    let db = crate::support::RawDb::at(&dir);
+    let obs = db.int("SELECT COUNT(*) FROM versions WHERE type = 'Observation'");
+    let prov = db.int("SELECT COUNT(*) FROM versions WHERE type = 'Provenance'");
     assert_eq!(obs, prov, "a version and its Provenance are written together or not at all");
     assert!(obs as usize >= acked.len());
 
@@ -347,15 +346,10 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
 
 /// Waits until the integrator has covered every entry appended so far.
 fn wait_for_checkpoint(_addr: SocketAddr, _auth: &str, dir: &Path) {
-    let db = rusqlite::Connection::open(dir.join("mamori.db")).unwrap();
+    let db = crate::support::RawDb::at(dir);
     for _ in 0..100 {
-        let (total, done): (i64, i64) = db
-            .query_row(
-                "SELECT (SELECT COALESCE(MAX(idx), 0) FROM audit_entries), (SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
+        let total = db.int("SELECT COALESCE(MAX(idx), 0) FROM audit_entries");
+        let done = db.int("SELECT COALESCE(MAX(size), 0) FROM audit_checkpoints");
         if total > 0 && done >= total {
             return;
         }
@@ -368,6 +362,7 @@ fn wait_for_checkpoint(_addr: SocketAddr, _auth: &str, dir: &Path) {
 fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
     let witness = tmp.path().join("witness");
     let d = dir.to_str().unwrap();
     assert!(cli(&["init", "--data-dir", d]).status.success());
@@ -414,16 +409,24 @@ fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
     assert!(String::from_utf8_lossy(&ok.stdout).contains("checkpoints verified"));
 
     // Someone with database access edits entry 5.
-    let db = rusqlite::Connection::open(dir.join("mamori.db")).unwrap();
-    db.execute_batch("DROP TRIGGER audit_no_update").unwrap();
-    db.execute("UPDATE audit_entries SET entry = replace(entry, 'p3', 'p9') WHERE idx = 6", []).unwrap();
+    let db = crate::support::RawDb::at(&dir);
+    db.exec(
+        "DROP TRIGGER audit_no_update; UPDATE audit_entries SET entry = replace(entry, 'p3', 'p9') WHERE idx = 6",
+        "DROP TRIGGER audit_no_change ON audit_entries;
+         UPDATE audit_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'p3', 'p9'), 'UTF8') WHERE idx = 6",
+    )
+    .unwrap();
     let bad = cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey]);
     assert_eq!(bad.status.code(), Some(1));
     let text = String::from_utf8_lossy(&bad.stdout).to_string();
     assert!(text.lines().next().unwrap().contains("entry 5"), "names the first bad entry: {text}");
 
     // Or deletes the tail of the log; the witness still has the larger checkpoint.
-    db.execute_batch("DROP TRIGGER audit_no_delete; DELETE FROM audit_entries WHERE idx > 20; DELETE FROM audit_checkpoints WHERE size > 20;").unwrap();
+    db.exec(
+        "DROP TRIGGER audit_no_delete; DELETE FROM audit_entries WHERE idx > 20; DELETE FROM audit_checkpoints WHERE size > 20;",
+        "DELETE FROM audit_entries WHERE idx > 20; DELETE FROM audit_checkpoints WHERE size > 20;",
+    )
+    .unwrap();
     let bad =
         cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey, "--witness-dir", witness.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(1));
@@ -441,6 +444,7 @@ fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
 fn import_ndjson_keeps_ids_and_reports_refused_lines() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
     let d = dir.to_str().unwrap();
     let file = tmp.path().join("patients.ndjson");
     std::fs::write(

@@ -62,6 +62,7 @@ async fn resources_are_labelled_on_write() {
 fn rules_are_versioned_configuration() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("d");
+    let _db = crate::support::store_for(&d);
     let d = d.to_str().unwrap();
     let out = crate::binary::cli(&["classes", "show", "--data-dir", d]);
     assert!(out.status.success());

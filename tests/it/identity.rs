@@ -2,8 +2,8 @@
 //! events — through the identity service with injected time, and the `mamori user` CLI.
 
 use axum::http::StatusCode;
-use mamori_audit::{AuditLog, AuditRecord, EntryQuery};
-use mamori_identity::service::{IdentityStore, NewAccount};
+use mamori_audit::{AuditRecord, EntryQuery};
+use mamori_identity::service::NewAccount;
 use mamori_identity::totp;
 
 use crate::support::Harness;
@@ -209,6 +209,7 @@ fn the_cli_issues_accounts_and_refuses_bad_passwords_in_both_languages() {
     use std::process::{Command, Stdio};
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("d");
+    let _db = crate::support::store_for(&d);
     let d = d.to_str().unwrap();
     let run = |args: &[&str], stdin: &str| {
         let mut c = Command::new(crate::binary::BIN)

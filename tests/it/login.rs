@@ -48,6 +48,7 @@ fn an_outside_client_signs_in_with_two_factors_through_the_pages() {
     let deps = python_deps();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
     assert!(cli(&["init", "--data-dir", dir.to_str().unwrap()]).status.success());
     add_user(&dir, "sato", "k7#Vq2!mZp-w9");
     add_user(&dir, "ito", "Qp4$wL8!nRx-2");
@@ -99,6 +100,7 @@ fn a_real_browser_enrols_and_signs_in_with_a_passkey() {
     let deps = crate::support::pip_target("seleniumdeps", &["selenium==4.27.1"], &["selenium"]);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
     assert!(cli(&["init", "--data-dir", dir.to_str().unwrap()]).status.success());
     add_user(&dir, "kimura", "k7#Vq2!mZp-w9");
     // WebAuthn needs a domain name: serve on a fixed free port with public URL http://localhost.

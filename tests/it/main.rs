@@ -15,6 +15,7 @@ mod crud;
 mod examples;
 mod identity;
 mod login;
+mod nodes;
 mod oauth;
 mod search;
 mod smart;

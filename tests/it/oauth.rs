@@ -297,6 +297,7 @@ fn backend_services_authenticate_with_private_key_jwt_and_forgeries_are_refused(
     std::fs::create_dir_all(&keys).unwrap();
     backend_client(&deps, &["keys", keys.to_str().unwrap()]);
     let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
     let d = dir.to_str().unwrap();
     // A JWK Set with a private member is refused at registration.
     let leaky = tmp.path().join("leaky.json");

@@ -392,19 +392,21 @@ async fn search_reveals_only_what_the_guard_allows() {
 #[tokio::test]
 async fn data_written_before_search_is_reindexed_on_open() {
     let tmp = tempfile::tempdir().unwrap();
+    let db;
     {
-        let node = mamori::open_node(tmp.path()).unwrap();
+        let (node, d) = crate::support::open_node(tmp.path());
+        db = d;
         crate::support::register_client(&node, "test-app", "system/*.cruds");
         let h = Harness::from_node(tempfile::tempdir().unwrap(), node);
         put(&h, json!({"resourceType": "Patient", "id": "old", "name": [{"family": "古川"}]})).await;
     }
     {
         // As a store from before search: no rows, no index version.
-        let c = rusqlite::Connection::open(tmp.path().join("mamori.db")).unwrap();
-        c.execute_batch("DELETE FROM sp_string; DELETE FROM sp_token; DELETE FROM sp_date; DELETE FROM sp_ref; DELETE FROM store_flags WHERE name = 'index_version';").unwrap();
+        let c = crate::support::RawDb::at(tmp.path());
+        c.exec_both("DELETE FROM sp_string; DELETE FROM sp_token; DELETE FROM sp_date; DELETE FROM sp_ref; DELETE FROM store_flags WHERE name = 'index_version';").unwrap();
     }
     let node = mamori::open_node(tmp.path()).unwrap();
     crate::support::register_client(&node, "test-app", "system/*.cruds");
-    let h = Harness::from_node(tmp, node);
+    let h = Harness::from_node(tmp, node).with_db(db);
     assert_eq!(find(&h, "/fhir/Patient?family=古川").await, set(&["old"]));
 }

@@ -6,7 +6,6 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
-use mamori_audit::AuditLog;
 use serde_json::{Value, json};
 use sha2::Digest;
 
@@ -620,6 +619,7 @@ fn outside_smart_clients_launch_unchanged() {
     );
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
     let d = dir.to_str().unwrap();
     assert!(cli(&["init", "--data-dir", d]).status.success());
     crate::login::add_user(&dir, "sato", "k7#Vq2!mZp-w9");

@@ -17,6 +17,64 @@ pub struct Harness {
     pub node: Node,
     pub app: Router,
     pub token: String,
+    /// The test's own PostgreSQL database, dropped last (none on the embedded store).
+    pub db: Option<TestDb>,
+}
+
+/// The backend under test: `MAMORI_TEST_BACKEND=postgres` runs the suite on PostgreSQL
+/// (`MAMORI_TEST_PG`, default the local server with trust auth); anything else, the embedded store.
+pub fn postgres_admin() -> Option<String> {
+    match std::env::var("MAMORI_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Some(
+            std::env::var("MAMORI_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        ),
+        _ => None,
+    }
+}
+
+/// A database created for one test and dropped (with its connections) when this is dropped.
+pub struct TestDb {
+    admin: String,
+    pub name: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Err(e) = mamori_store_postgres::drop_database(&self.admin, &self.name) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// On PostgreSQL: a fresh database for the data directory `dir`, named in its `mamori.toml`
+/// (`[store] database`) so the server and every CLI command on `dir` use it. `None` on the
+/// embedded store.
+pub fn store_for(dir: &std::path::Path) -> Option<TestDb> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let admin = postgres_admin()?;
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("mamori_t_{}_{n}_{}", std::process::id(), now_secs() % 100_000);
+    mamori_store_postgres::create_database(&admin, &name).unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+    let url = format!("{base}/{name}");
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("mamori.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap_or_default();
+    text.push_str(&format!("\n[store]\ndatabase = \"{url}\"\n"));
+    std::fs::write(&cfg, text).unwrap();
+    Some(TestDb { admin, name })
+}
+
+/// Opens a node on `dir` (its own database on PostgreSQL).
+pub fn open_node(dir: &std::path::Path) -> (Node, Option<TestDb>) {
+    let db = if dir.join("mamori.toml").exists()
+        && std::fs::read_to_string(dir.join("mamori.toml")).unwrap().contains("[store]")
+    {
+        None
+    } else {
+        store_for(dir)
+    };
+    (mamori::open_node(dir).unwrap(), db)
 }
 
 pub struct Resp {
@@ -83,9 +141,15 @@ impl Harness {
         if let Some(c) = config {
             std::fs::write(dir.path().join("mamori.toml"), c).unwrap();
         }
-        let node = mamori::open_node(dir.path()).unwrap();
+        let (node, db) = open_node(dir.path());
         register_client(&node, "test-app", "system/*.cruds");
-        Self::from_node(dir, node)
+        Self::from_node(dir, node).with_db(db)
+    }
+
+    /// Keeps the test database alive as long as the harness.
+    pub fn with_db(mut self, db: Option<TestDb>) -> Harness {
+        self.db = db;
+        self
     }
 
     /// A harness over a node already opened on `dir` (with client `test-app` registered).
@@ -100,7 +164,7 @@ impl Harness {
             .unwrap()
             .access_token;
         let app = mamori_http::app(node.app_state("http://mamori.test"));
-        Harness { dir, node, app, token }
+        Harness { dir, node, app, token, db: None }
     }
 
     /// A token for `scope` from a client registered with it.
@@ -228,4 +292,50 @@ pub fn enc(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Raw access to a node's database behind the server's back (tamper and failure tests), on
+/// either backend.
+pub enum RawDb {
+    Sqlite(rusqlite::Connection),
+    Pg(String),
+}
+
+impl RawDb {
+    /// The database of data directory `dir` (its `[store] database`, else `mamori.db`).
+    pub fn at(dir: &std::path::Path) -> RawDb {
+        let cfg = std::fs::read_to_string(dir.join("mamori.toml")).unwrap_or_default();
+        let url = cfg
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("database = \"").and_then(|r| r.strip_suffix('"')).map(str::to_string));
+        match url {
+            Some(u) => RawDb::Pg(u),
+            None => RawDb::Sqlite(rusqlite::Connection::open(dir.join("mamori.db")).unwrap()),
+        }
+    }
+
+    pub fn is_pg(&self) -> bool {
+        matches!(self, RawDb::Pg(_))
+    }
+
+    /// Runs `sqlite` or `pg` (the same act in each dialect).
+    pub fn exec(&self, sqlite: &str, pg: &str) -> Result<(), String> {
+        match self {
+            RawDb::Sqlite(c) => c.execute_batch(sqlite).map_err(|e| e.to_string()),
+            RawDb::Pg(url) => mamori_store_postgres::execute_batch(url, pg).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Runs SQL that is the same in both dialects.
+    pub fn exec_both(&self, sql: &str) -> Result<(), String> {
+        self.exec(sql, sql)
+    }
+
+    /// An integer query (the same SQL in both dialects).
+    pub fn int(&self, sql: &str) -> i64 {
+        match self {
+            RawDb::Sqlite(c) => c.query_row(sql, [], |r| r.get(0)).unwrap(),
+            RawDb::Pg(url) => mamori_store_postgres::query_i64(url, sql).unwrap(),
+        }
+    }
 }

@@ -57,6 +57,21 @@ pub struct EntryQuery {
     pub limit: usize,
 }
 
+impl EntryQuery {
+    /// Whether a stored entry matches the query's content filters (patient, agent, action).
+    pub fn matches(&self, entry: &[u8]) -> bool {
+        if self.patient.is_none() && self.agent.is_none() && self.action.is_none() {
+            return true;
+        }
+        let Ok(r) = serde_json::from_slice::<AuditRecord>(entry) else { return false };
+        self.patient.as_ref().is_none_or(|p| r.patients.iter().any(|x| x == p))
+            && self.agent.as_ref().is_none_or(|a| {
+                r.actor.id == *a || r.actor.fhir_user.as_ref() == Some(a) || r.actor.client_id.as_ref() == Some(a)
+            })
+            && self.action.as_ref().is_none_or(|a| r.action == *a)
+    }
+}
+
 /// The audit log as the rest of the system sees it. The store adapters implement it.
 ///
 /// INVARIANT: `append` returns only after the entries are durable; their indexes are final.

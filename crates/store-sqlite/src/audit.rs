@@ -219,7 +219,7 @@ impl AuditLog for SqliteStore {
                 .map_err(ae)?;
             let Some(last) = rows.last().map(|r| r.0) else { break };
             for (idx, entry) in rows {
-                if matches(q, &entry) {
+                if q.matches(&entry) {
                     out.push((u64::try_from(idx - 1).map_err(ae)?, entry));
                     if out.len() >= limit {
                         return Ok(out);
@@ -308,17 +308,4 @@ impl AuditLog for SqliteStore {
         self.release_durably(conn).map_err(ae)?;
         Ok(Some(note))
     }
-}
-
-/// Whether an entry matches the query's content filters.
-fn matches(q: &EntryQuery, entry: &[u8]) -> bool {
-    if q.patient.is_none() && q.agent.is_none() && q.action.is_none() {
-        return true;
-    }
-    let Ok(r) = serde_json::from_slice::<AuditRecord>(entry) else { return false };
-    q.patient.as_ref().is_none_or(|p| r.patients.iter().any(|x| x == p))
-        && q.agent.as_ref().is_none_or(|a| {
-            r.actor.id == *a || r.actor.fhir_user.as_ref() == Some(a) || r.actor.client_id.as_ref() == Some(a)
-        })
-        && q.action.as_ref().is_none_or(|a| r.action == *a)
 }

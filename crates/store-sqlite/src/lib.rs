@@ -243,6 +243,7 @@ pub struct SqliteStore {
     writer: std::sync::Arc<Mutex<Connection>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    path: std::path::PathBuf,
 }
 
 fn open_conn(path: &Path, read_only: bool) -> Result<Connection, Error> {
@@ -294,6 +295,7 @@ impl SqliteStore {
             writer: std::sync::Arc::new(Mutex::new(writer)),
             readers,
             next_reader: AtomicUsize::new(0),
+            path,
         })
     }
 
@@ -325,6 +327,24 @@ impl SqliteStore {
     /// `(commits, fsyncs)` since this store was opened: group commit makes the second smaller.
     pub fn durability_stats(&self) -> (u64, u64) {
         (self.durability.commits(), self.durability.fsyncs())
+    }
+
+    /// The store file.
+    pub fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Sets a named value if it is not set yet; returns the value now stored.
+    pub fn flag_init(&self, name: &str, value: &str) -> Result<String, Error> {
+        let conn = self.writer()?;
+        conn.execute(
+            "INSERT INTO store_flags (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+            rusqlite::params![name, value],
+        )?;
+        let v: String =
+            conn.query_row("SELECT value FROM store_flags WHERE name = ?1", rusqlite::params![name], |r| r.get(0))?;
+        self.release_durably(conn)?;
+        Ok(v)
     }
 
     /// A quick liveness check for `/healthz`.

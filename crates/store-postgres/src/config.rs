@@ -1,0 +1,342 @@
+//! The one path for security-configuration changes (C1) and the OAuth token store, on
+//! PostgreSQL. A configuration change is a write transaction: it takes the writer lock, checks
+//! the expected version, appends the new version and its audit entry, all or nothing.
+
+use mamori_oauth::{Client, CodeRecord, OAuthStore, RefreshRecord, SigningKey, StoreError, TokenRecord};
+use tokio_postgres::Row;
+
+use crate::{ConfigChange, ConfigEntry, Error, PgStore, params};
+
+fn se(e: impl std::fmt::Display) -> StoreError {
+    let msg = e.to_string();
+    tracing::error!(error = %msg, "oauth store failure");
+    StoreError(msg)
+}
+
+fn entry(r: &Row) -> Result<ConfigEntry, Error> {
+    let value: Option<String> = r.try_get(3)?;
+    let version: i64 = r.try_get(2)?;
+    Ok(ConfigEntry {
+        kind: r.try_get(0)?,
+        key: r.try_get(1)?,
+        version: u64::try_from(version).map_err(|e| Error::Corrupt(e.to_string()))?,
+        value: value.map(|v| serde_json::from_str(&v)).transpose().map_err(|e| Error::Corrupt(e.to_string()))?,
+        changed_by: r.try_get(4)?,
+        changed_at: r.try_get(5)?,
+        reason: r.try_get(6)?,
+    })
+}
+
+impl PgStore {
+    /// A number that grows with every configuration change (the history is append-only), for
+    /// cheap polling by every node.
+    pub fn config_generation(&self) -> Result<u64, Error> {
+        let r = self.lease()?.opt("SELECT COUNT(*) FROM config_versions", params![])?;
+        Ok(r.map(|r| r.try_get::<_, i64>(0)).transpose()?.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    /// Applies a configuration change; returns the new version. Fails with
+    /// [`Error::Corrupt`] naming the conflict if `expected_version` is stale — on any node.
+    pub fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error> {
+        let mut l = self.lease()?;
+        l.write(|l| -> Result<u64, Error> {
+            let current = l
+                .opt(
+                    "SELECT MAX(version) FROM config_versions WHERE kind = $1 AND key = $2",
+                    params![c.kind.to_string(), c.key.to_string()],
+                )?
+                .map(|r| r.try_get::<_, Option<i64>>(0))
+                .transpose()?
+                .flatten()
+                .and_then(|v| u64::try_from(v).ok());
+            if current != c.expected_version {
+                return Err(Error::Corrupt(format!(
+                    "{} `{}` changed concurrently (now at version {}); reload and retry",
+                    c.kind,
+                    c.key,
+                    current.unwrap_or(0)
+                )));
+            }
+            let next = current.unwrap_or(0) + 1;
+            l.execute(
+                "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                params![
+                    c.kind.to_string(),
+                    c.key.to_string(),
+                    i64::try_from(next).unwrap_or(i64::MAX),
+                    c.value.as_ref().map(|v| v.to_string()),
+                    c.changed_by.to_string(),
+                    c.now_micros,
+                    c.reason.to_string()
+                ],
+            )?;
+            let (kind, id) = c.changed_by.split_once(':').unwrap_or(("operator", c.changed_by));
+            crate::audit::insert(
+                l,
+                mamori_audit::AuditRecord {
+                    detail: Some(c.reason.to_string()),
+                    resources: vec![format!("config/{}/{}/v{next}", c.kind, c.key)],
+                    ..mamori_audit::AuditRecord::new(
+                        "config",
+                        mamori_audit::AuditActor { client_id: None, fhir_user: None, id: id.into(), kind: kind.into() },
+                        mamori_audit::Outcome::Success,
+                        "HOPERAT",
+                    )
+                },
+            )?;
+            Ok(next)
+        })
+    }
+
+    /// The current version of every live entry of a kind.
+    pub fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let rows = self.lease()?.query(
+            "SELECT DISTINCT ON (key) kind, key, version, value, changed_by, changed_at, reason FROM config_versions
+             WHERE kind = $1 ORDER BY key, version DESC",
+            params![kind.to_string()],
+        )?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let e = entry(r)?;
+            if e.value.is_some() {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One entry's current version.
+    pub fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error> {
+        self.lease()?
+            .opt(
+                "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
+                 WHERE kind = $1 AND key = $2 ORDER BY version DESC LIMIT 1",
+                params![kind.to_string(), key.to_string()],
+            )?
+            .map(|r| entry(&r))
+            .transpose()
+    }
+
+    /// Every version of one entry, oldest first.
+    pub fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let rows = self.lease()?.query(
+            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
+             WHERE kind = $1 AND key = $2 ORDER BY version",
+            params![kind.to_string(), key.to_string()],
+        )?;
+        rows.iter().map(entry).collect()
+    }
+
+    /// Runs one statement outside any lock (single-row token and session state, atomic by
+    /// itself); PostgreSQL has made it durable when this returns.
+    pub(crate) fn exec(&self, sql: &str, p: Vec<crate::P>) -> Result<u64, Error> {
+        self.lease()?.execute(sql, p)
+    }
+}
+
+fn token(sha256: &[u8; 32], r: &Row) -> Result<TokenRecord, Error> {
+    Ok(TokenRecord {
+        token_sha256: *sha256,
+        client_id: r.try_get(0)?,
+        subject: r.try_get(1)?,
+        fhir_user: r.try_get(2)?,
+        scope: r.try_get(3)?,
+        issued_at: r.try_get(4)?,
+        expires_at: r.try_get(5)?,
+        revoked: r.try_get(6)?,
+        patient: r.try_get(7)?,
+        family: r.try_get(8)?,
+    })
+}
+
+fn refresh(sha256: &[u8; 32], r: &Row) -> Result<RefreshRecord, Error> {
+    Ok(RefreshRecord {
+        sha256: *sha256,
+        family: r.try_get(0)?,
+        client_id: r.try_get(1)?,
+        subject: r.try_get(2)?,
+        fhir_user: r.try_get(3)?,
+        scope: r.try_get(4)?,
+        patient: r.try_get(5)?,
+        issued_at: r.try_get(6)?,
+        expires_at: r.try_get(7)?,
+        used: r.try_get(8)?,
+        revoked: r.try_get(9)?,
+    })
+}
+
+impl OAuthStore for PgStore {
+    fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        let Some(e) = self.config_get("client", id).map_err(se)? else {
+            return Ok(None);
+        };
+        match e.value {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v).map(Some).map_err(se),
+        }
+    }
+
+    fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO access_tokens (sha256, client_id, subject, fhir_user, scope, issued_at, expires_at, revoked, patient, family) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            params![
+                t.token_sha256.to_vec(),
+                t.client_id.clone(),
+                t.subject.clone(),
+                t.fhir_user.clone(),
+                t.scope.clone(),
+                t.issued_at,
+                t.expires_at,
+                t.revoked,
+                t.patient.clone(),
+                t.family.clone()
+            ],
+        )
+        .map_err(se)?;
+        Ok(())
+    }
+
+    fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        self.lease()
+            .map_err(se)?
+            .opt(
+                "SELECT client_id, subject, fhir_user, scope, issued_at, expires_at, revoked, patient, family FROM access_tokens WHERE sha256 = $1",
+                params![sha256.to_vec()],
+            )
+            .map_err(se)?
+            .map(|r| token(sha256, &r).map_err(se))
+            .transpose()
+    }
+
+    fn revoke_token(&self, sha256: &[u8; 32]) -> Result<bool, StoreError> {
+        let n = self
+            .exec("UPDATE access_tokens SET revoked = TRUE WHERE sha256 = $1", params![sha256.to_vec()])
+            .map_err(se)?;
+        Ok(n > 0)
+    }
+
+    fn use_jti(&self, client_id: &str, jti: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        let mut l = self.lease().map_err(se)?;
+        l.execute("DELETE FROM client_assertions WHERE expires_at < $1", params![now]).map_err(se)?;
+        // The primary key makes the first use win on every node at once.
+        let n = l
+            .execute(
+                "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                params![client_id.to_string(), jti.to_string(), expires_at],
+            )
+            .map_err(se)?;
+        Ok(n == 1)
+    }
+
+    fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
+        let data = serde_json::to_string(c).map_err(se)?;
+        let mut l = self.lease().map_err(se)?;
+        l.execute("DELETE FROM auth_codes WHERE expires_at < $1", params![c.expires_at - 3600]).map_err(se)?;
+        l.execute(
+            "INSERT INTO auth_codes (sha256, data, expires_at) VALUES ($1, $2, $3)",
+            params![c.code_sha256.to_vec(), data, c.expires_at],
+        )
+        .map_err(se)?;
+        Ok(())
+    }
+
+    fn take_code(&self, sha256: &[u8; 32]) -> Result<Option<(CodeRecord, bool)>, StoreError> {
+        // One statement: of two concurrent redemptions (on any nodes) exactly one sees `used`
+        // false before its own update.
+        let row = self
+            .lease()
+            .map_err(se)?
+            .opt(
+                "UPDATE auth_codes n SET used = TRUE FROM (SELECT sha256, used FROM auth_codes WHERE sha256 = $1 FOR UPDATE) o
+                 WHERE n.sha256 = o.sha256 RETURNING n.data, o.used",
+                params![sha256.to_vec()],
+            )
+            .map_err(se)?;
+        let Some(r) = row else { return Ok(None) };
+        let data: String = r.try_get(0).map_err(se)?;
+        let used: bool = r.try_get(1).map_err(se)?;
+        let mut rec: CodeRecord = serde_json::from_str(&data).map_err(se)?;
+        rec.code_sha256 = *sha256;
+        Ok(Some((rec, !used)))
+    }
+
+    fn insert_refresh(&self, r: &RefreshRecord) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO refresh_tokens (sha256, family, client_id, subject, fhir_user, scope, patient, issued_at, expires_at, used, revoked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            params![
+                r.sha256.to_vec(),
+                r.family.clone(),
+                r.client_id.clone(),
+                r.subject.clone(),
+                r.fhir_user.clone(),
+                r.scope.clone(),
+                r.patient.clone(),
+                r.issued_at,
+                r.expires_at,
+                r.used,
+                r.revoked
+            ],
+        )
+        .map_err(se)?;
+        Ok(())
+    }
+
+    fn refresh_token(&self, sha256: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError> {
+        self.lease()
+            .map_err(se)?
+            .opt(
+                "SELECT family, client_id, subject, fhir_user, scope, patient, issued_at, expires_at, used, revoked FROM refresh_tokens WHERE sha256 = $1",
+                params![sha256.to_vec()],
+            )
+            .map_err(se)?
+            .map(|r| refresh(sha256, &r).map_err(se))
+            .transpose()
+    }
+
+    fn use_refresh(&self, sha256: &[u8; 32]) -> Result<bool, StoreError> {
+        let n = self
+            .exec("UPDATE refresh_tokens SET used = TRUE WHERE sha256 = $1 AND NOT used", params![sha256.to_vec()])
+            .map_err(se)?;
+        Ok(n == 1)
+    }
+
+    fn revoke_family(&self, family: &str) -> Result<u64, StoreError> {
+        let mut l = self.lease().map_err(se)?;
+        l.transaction("BEGIN", |l| -> Result<u64, Error> {
+            let a = l.execute(
+                "UPDATE access_tokens SET revoked = TRUE WHERE family = $1 AND NOT revoked",
+                params![family.to_string()],
+            )?;
+            let r = l.execute(
+                "UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1 AND NOT revoked",
+                params![family.to_string()],
+            )?;
+            Ok(a + r)
+        })
+        .map_err(se)
+    }
+
+    fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        self.config_current("signing-key")
+            .map_err(se)?
+            .into_iter()
+            .filter_map(|e| e.value)
+            .map(|v| serde_json::from_value(v).map_err(se))
+            .collect()
+    }
+
+    fn put_signing_key(&self, k: &SigningKey, reason: &str) -> Result<(), StoreError> {
+        let previous = self.config_get("signing-key", &k.kid).map_err(se)?.map(|e| e.version);
+        self.change_config(&ConfigChange {
+            kind: "signing-key",
+            key: &k.kid,
+            value: Some(serde_json::to_value(k).map_err(se)?),
+            changed_by: "system:oauth",
+            reason,
+            expected_version: previous,
+            now_micros: crate::now_micros(),
+        })
+        .map_err(se)?;
+        Ok(())
+    }
+}

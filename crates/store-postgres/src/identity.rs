@@ -1,0 +1,138 @@
+//! [`mamori_identity::service::IdentityStore`] on PostgreSQL: credentials, lockout counters and
+//! sessions shared by every node.
+
+use mamori_identity::Error;
+use mamori_identity::account::{Account, Credentials};
+use mamori_identity::lockout;
+use mamori_identity::service::IdentityStore;
+use mamori_identity::session::Session;
+
+use crate::{ConfigChange, PgStore, params};
+
+fn ie(e: impl std::fmt::Display) -> Error {
+    let msg = e.to_string();
+    tracing::error!(error = %msg, "identity store failure");
+    Error::Invalid(format!("storage: {msg}"))
+}
+
+impl PgStore {
+    fn text_of(&self, sql: &str, key: &str) -> Result<Option<String>, Error> {
+        let r = self.lease().map_err(ie)?.opt(sql, params![key.to_string()]).map_err(ie)?;
+        r.map(|r| r.try_get::<_, String>(0).map_err(ie)).transpose()
+    }
+
+    /// Unix time of an account's last successful login.
+    pub fn last_login(&self, username: &str) -> Result<Option<i64>, Error> {
+        let r = self
+            .lease()
+            .map_err(ie)?
+            .opt("SELECT last_login FROM auth_state WHERE username = $1", params![username.to_string()])
+            .map_err(ie)?;
+        Ok(r.map(|r| r.try_get::<_, Option<i64>>(0).map_err(ie)).transpose()?.flatten())
+    }
+}
+
+impl IdentityStore for PgStore {
+    fn account(&self, username: &str) -> Result<Option<(Account, u64)>, Error> {
+        let Some(e) = self.config_get("account", username).map_err(ie)? else { return Ok(None) };
+        match e.value {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v).map(|a| Some((a, e.version))).map_err(ie),
+        }
+    }
+
+    fn save_account(&self, a: &Account, expected: Option<u64>, actor: &str, reason: &str) -> Result<u64, Error> {
+        self.change_config(&ConfigChange {
+            kind: "account",
+            key: &a.username,
+            value: Some(serde_json::to_value(a).map_err(ie)?),
+            changed_by: actor,
+            reason,
+            expected_version: expected,
+            now_micros: crate::now_micros(),
+        })
+        .map_err(ie)
+    }
+
+    fn accounts(&self) -> Result<Vec<Account>, Error> {
+        self.config_current("account")
+            .map_err(ie)?
+            .into_iter()
+            .filter_map(|e| e.value)
+            .map(|v| serde_json::from_value(v).map_err(ie))
+            .collect()
+    }
+
+    fn credentials(&self, username: &str) -> Result<Option<Credentials>, Error> {
+        self.text_of("SELECT data FROM credentials WHERE username = $1", username)?
+            .map(|s| serde_json::from_str(&s).map_err(ie))
+            .transpose()
+    }
+
+    fn save_credentials(&self, username: &str, cr: &Credentials) -> Result<(), Error> {
+        let data = serde_json::to_string(cr).map_err(ie)?;
+        self.exec(
+            "INSERT INTO credentials (username, data) VALUES ($1, $2) ON CONFLICT (username) DO UPDATE SET data = excluded.data",
+            params![username.to_string(), data],
+        )
+        .map_err(ie)?;
+        Ok(())
+    }
+
+    fn lockout(&self, username: &str) -> Result<lockout::State, Error> {
+        let v = self.text_of("SELECT data FROM auth_state WHERE username = $1", username)?;
+        Ok(v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
+    }
+
+    fn save_lockout(&self, username: &str, s: &lockout::State, last_login: Option<i64>) -> Result<(), Error> {
+        let data = serde_json::to_string(s).map_err(ie)?;
+        self.exec(
+            "INSERT INTO auth_state (username, data, last_login) VALUES ($1, $2, $3)
+             ON CONFLICT (username) DO UPDATE SET data = excluded.data, last_login = COALESCE(excluded.last_login, auth_state.last_login)",
+            params![username.to_string(), data, last_login],
+        )
+        .map_err(ie)?;
+        Ok(())
+    }
+
+    fn session(&self, id: &str) -> Result<Option<Session>, Error> {
+        self.text_of("SELECT data FROM sessions WHERE id = $1", id)?
+            .map(|s| serde_json::from_str(&s).map_err(ie))
+            .transpose()
+    }
+
+    fn save_session(&self, id: &str, s: &Session) -> Result<(), Error> {
+        let data = serde_json::to_string(s).map_err(ie)?;
+        self.exec(
+            "INSERT INTO sessions (id, username, data) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET data = excluded.data",
+            params![id.to_string(), s.username.clone(), data],
+        )
+        .map_err(ie)?;
+        Ok(())
+    }
+
+    fn delete_session(&self, id: &str) -> Result<(), Error> {
+        self.exec("DELETE FROM sessions WHERE id = $1", params![id.to_string()]).map_err(ie)?;
+        Ok(())
+    }
+
+    fn delete_sessions_of(&self, username: &str) -> Result<u64, Error> {
+        self.exec("DELETE FROM sessions WHERE username = $1", params![username.to_string()]).map_err(ie)
+    }
+
+    fn revoke_tokens_of(&self, username: &str) -> Result<u64, Error> {
+        let r = self
+            .exec(
+                "UPDATE refresh_tokens SET revoked = TRUE WHERE subject = $1 AND NOT revoked",
+                params![username.to_string()],
+            )
+            .map_err(ie)?;
+        let a = self
+            .exec(
+                "UPDATE access_tokens SET revoked = TRUE WHERE subject = $1 AND NOT revoked",
+                params![username.to_string()],
+            )
+            .map_err(ie)?;
+        Ok(a + r)
+    }
+}

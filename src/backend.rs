@@ -1,0 +1,131 @@
+//! The store a node runs on: the embedded SQLite file (default) or a PostgreSQL database shared
+//! by several nodes (`--database postgres://…`). Everything above sees one [`Backend`].
+
+use std::path::Path;
+use std::sync::Arc;
+
+use mamori_audit::{AuditLog, Hash};
+use mamori_identity::service::IdentityStore;
+use mamori_oauth::OAuthStore;
+use mamori_records::Store;
+use mamori_store_postgres::PgStore;
+use mamori_store_sqlite::{ConfigChange, ConfigEntry, SqliteStore};
+
+/// Every piece of state a node keeps, behind one object: records, tokens, accounts, the audit
+/// log and the configuration path (C1).
+pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+    /// Where the data is (a file path, or a database URL without its password).
+    fn describe(&self) -> String;
+    /// A quick liveness check for `/healthz`.
+    fn ping(&self) -> Result<(), String>;
+    /// Grows with every configuration change (polled by every node to reload policies).
+    fn config_generation(&self) -> Result<u64, String>;
+    /// The one path for configuration changes: versioned, attributed, audited.
+    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, String>;
+    /// The current version of every live entry of a kind.
+    fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String>;
+    /// One entry's current version.
+    fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, String>;
+    /// Every version of one entry, oldest first.
+    fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, String>;
+    /// Unix time of an account's last successful login.
+    fn last_login(&self, username: &str) -> Result<Option<i64>, String>;
+    /// Audit entries appended.
+    fn audit_size(&self) -> Result<u64, String>;
+    /// Audit entries covered by the latest checkpoint.
+    fn audit_integrated_size(&self) -> Result<u64, String>;
+    /// Inclusion proof of leaf `index` in the tree of `size`.
+    fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, mamori_audit::Error>;
+    /// Consistency proof between two integrated sizes.
+    fn audit_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, mamori_audit::Error>;
+    /// Root of an integrated tree size.
+    fn audit_root(&self, size: u64) -> Result<Hash, mamori_audit::Error>;
+    /// `(commits, fsyncs)` of the embedded store's group commit (zeros on PostgreSQL, which
+    /// flushes its own WAL).
+    fn durability_stats(&self) -> (u64, u64);
+    /// A value shared by every node (set once by the first); the embedded store keeps it in the
+    /// data directory's own database.
+    fn shared_flag(&self, name: &str, first: &str) -> Result<String, String>;
+}
+
+fn s(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Implements [`Backend`] for a store whose inherent methods have these names.
+macro_rules! backend {
+    ($t:ty, $kind:literal) => {
+        impl Backend for $t {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+            fn describe(&self) -> String {
+                <$t>::describe(self).to_string()
+            }
+            fn ping(&self) -> Result<(), String> {
+                <$t>::ping(self).map_err(s)
+            }
+            fn config_generation(&self) -> Result<u64, String> {
+                <$t>::config_generation(self).map_err(s)
+            }
+            fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, String> {
+                <$t>::change_config(self, c).map_err(s)
+            }
+            fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String> {
+                <$t>::config_current(self, kind).map_err(s)
+            }
+            fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, String> {
+                <$t>::config_get(self, kind, key).map_err(s)
+            }
+            fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, String> {
+                <$t>::config_history(self, kind, key).map_err(s)
+            }
+            fn last_login(&self, username: &str) -> Result<Option<i64>, String> {
+                <$t>::last_login(self, username).map_err(s)
+            }
+            fn audit_size(&self) -> Result<u64, String> {
+                <$t>::audit_size(self).map_err(s)
+            }
+            fn audit_integrated_size(&self) -> Result<u64, String> {
+                <$t>::audit_integrated_size(self).map_err(s)
+            }
+            fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, mamori_audit::Error> {
+                <$t>::audit_inclusion_proof(self, index, size)
+            }
+            fn audit_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, mamori_audit::Error> {
+                <$t>::audit_consistency_proof(self, old, new)
+            }
+            fn audit_root(&self, size: u64) -> Result<Hash, mamori_audit::Error> {
+                <$t>::audit_root(self, size)
+            }
+            fn durability_stats(&self) -> (u64, u64) {
+                <$t>::durability_stats(self)
+            }
+            fn shared_flag(&self, name: &str, first: &str) -> Result<String, String> {
+                <$t>::flag_init(self, name, first).map_err(s)
+            }
+        }
+    };
+}
+
+backend!(SqliteStore, "sqlite");
+backend!(PgStore, "postgres");
+
+/// Opens the store: PostgreSQL when `database` is a `postgres://` (or `postgresql://`) URL,
+/// else the embedded store in `dir`.
+pub fn open(dir: &Path, database: Option<&str>) -> Result<Arc<dyn Backend>, String> {
+    match database.map(str::trim).filter(|d| !d.is_empty()) {
+        None => Ok(Arc::new(
+            SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?,
+        )),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PgStore::open(url).map_err(|e| format!("cannot open the database: {e}"))?))
+        }
+        Some(other) => Err(format!(
+            "--database must be a postgres:// URL (got `{}`); without it the embedded store in the data directory is used",
+            other.chars().take(40).collect::<String>()
+        )),
+    }
+}

@@ -1,0 +1,263 @@
+//! Issue #8: two `mamori serve` processes on one PostgreSQL database behave as one system —
+//! records, versions and `If-Match`, tokens and their revocation, configuration, and one audit
+//! log whose checkpoints, signed by either node, are consistent with one tree.
+//!
+//! Always on PostgreSQL (the local server CI provides), whichever backend the suite runs on.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use mamori_audit::merkle;
+use mamori_audit::note::{Checkpoint, NoteVerifier};
+use serde_json::{Value, json};
+
+use crate::binary::{Reply, Server, cli, http, start};
+
+/// The admin URL of the test PostgreSQL server.
+fn admin() -> String {
+    crate::support::postgres_admin()
+        .or_else(|| std::env::var("MAMORI_TEST_PG").ok())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database for this test, dropped at the end.
+struct Db {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = mamori_store_postgres::drop_database(&self.admin, &self.name);
+    }
+}
+
+fn fresh_db(tag: &str) -> Db {
+    let admin = admin();
+    let name = format!("mamori_n_{tag}_{}", std::process::id());
+    let _ = mamori_store_postgres::drop_database(&admin, &name);
+    mamori_store_postgres::create_database(&admin, &name).unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+    let url = format!("{base}/{name}");
+    Db { admin, name, url }
+}
+
+/// A node directory: the shared keys, and `mamori.toml` naming the database.
+fn node_dir(dir: &Path, keys: &Path, url: &str) {
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    for f in ["master.key", "signing-ed25519.seed"] {
+        std::fs::copy(keys.join(f), dir.join("keys").join(f)).unwrap();
+    }
+    std::fs::write(dir.join("mamori.toml"), format!("[store]\ndatabase = \"{url}\"\n")).unwrap();
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+fn token(addr: std::net::SocketAddr, client: &str, secret: &str) -> String {
+    let form = format!("grant_type=client_credentials&client_id={client}&client_secret={secret}");
+    let r =
+        http(addr, "POST", "/oauth/token", &[("Content-Type", "application/x-www-form-urlencoded")], form.as_bytes())
+            .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["access_token"].as_str().unwrap().to_string()
+}
+
+fn add_client(dir: &Path, client: &str, scope: &str) -> String {
+    let out = cli(&["client", "add", client, "--scope", scope, "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    stdout.lines().find_map(|l| l.strip_prefix("client_secret=")).unwrap().to_string()
+}
+
+fn fhir(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    tok: &str,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let auth = bearer(tok);
+    let mut headers = vec![("Authorization", auth.as_str()), ("Content-Type", "application/fhir+json")];
+    headers.extend_from_slice(extra);
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    http(addr, method, path, &headers, body.as_bytes()).unwrap()
+}
+
+/// The latest checkpoint a node serves, once it covers at least `min` entries.
+fn checkpoint(node: &Server, tok: &str, verifier: &NoteVerifier, min: u64) -> (Checkpoint, String) {
+    for _ in 0..200 {
+        let r = fhir(node.addr, "GET", "/audit/log/checkpoint", tok, None, &[]);
+        if r.status == 200 {
+            let note = String::from_utf8(r.body).unwrap();
+            let cp = Checkpoint::parse(verifier.verify(&note).unwrap()).unwrap();
+            if cp.size >= min {
+                return (cp, note);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no checkpoint covering {min} entries");
+}
+
+fn hashes(v: &Value) -> Vec<[u8; 32]> {
+    v["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| B64.decode(x.as_str().unwrap()).unwrap().try_into().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_nodes_on_one_database_are_one_system() {
+    let db = fresh_db("two");
+    let tmp = tempfile::tempdir().unwrap();
+    // Keys are made once (as the first node's `init` would) and copied to every node.
+    let seed_dir = tmp.path().join("keys-source");
+    assert!(cli(&["init", "--data-dir", seed_dir.to_str().unwrap()]).status.success());
+    let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
+    node_dir(&a_dir, &seed_dir.join("keys"), &db.url);
+    node_dir(&b_dir, &seed_dir.join("keys"), &db.url);
+
+    // Both start at once on the empty database: one migrates, the other waits and finds it done.
+    let (a, b) = std::thread::scope(|s| {
+        let ta = s.spawn(|| start(&a_dir, &[]));
+        let tb = s.spawn(|| start(&b_dir, &[]));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    for n in [&a, &b] {
+        let h = http(n.addr, "GET", "/healthz", &[], b"").unwrap();
+        assert_eq!(h.json()["store"], "postgres", "{}", String::from_utf8_lossy(&h.body));
+    }
+    assert!(!a_dir.join("mamori.db").exists(), "no embedded store beside the database");
+
+    // A client registered through node A's CLI gets tokens from node B.
+    let secret = add_client(&a_dir, "ward-app", "system/*.cruds system/AuditEvent.rs");
+    let tok_b = token(b.addr, "ward-app", &secret);
+    let tok_a = token(a.addr, "ward-app", &secret);
+
+    // Written on A, read on B; updated on B; a stale If-Match on A is refused.
+    let p = json!({"resourceType": "Patient", "name": [{"family": "山田", "given": ["花子"]}], "gender": "female"});
+    let r = fhir(a.addr, "POST", "/fhir/Patient", &tok_a, Some(&p), &[]);
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let created = r.json();
+    let id = created["id"].as_str().unwrap().to_string();
+    let r = fhir(b.addr, "GET", &format!("/fhir/Patient/{id}"), &tok_b, None, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"], created["name"]);
+    let found = fhir(b.addr, "GET", "/fhir/Patient?family=山田", &tok_b, None, &[]).json();
+    assert_eq!(found["total"], 1, "B's search sees A's index rows: {found}");
+    let mut changed = created.clone();
+    changed["gender"] = json!("other");
+    let r = fhir(b.addr, "PUT", &format!("/fhir/Patient/{id}"), &tok_b, Some(&changed), &[("If-Match", "W/\"1\"")]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["meta"]["versionId"], "2");
+    let r = fhir(a.addr, "PUT", &format!("/fhir/Patient/{id}"), &tok_a, Some(&created), &[("If-Match", "W/\"1\"")]);
+    assert_eq!(r.status, 412, "a stale If-Match on the other node: {}", String::from_utf8_lossy(&r.body));
+    let r = fhir(a.addr, "GET", &format!("/fhir/Patient/{id}/_history"), &tok_a, None, &[]);
+    assert_eq!(r.json()["total"], 2);
+
+    // Concurrent updates through both nodes: each version number is used exactly once.
+    let outcomes: Vec<u16> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|i| {
+                let (node, tok) = if i % 2 == 0 { (a.addr, &tok_a) } else { (b.addr, &tok_b) };
+                let body = json!({"resourceType": "Patient", "id": id, "gender": "female", "active": i % 3 == 0});
+                let path = format!("/fhir/Patient/{id}");
+                s.spawn(move || fhir(node, "PUT", &path, tok, Some(&body), &[("If-Match", "W/\"2\"")]).status)
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(outcomes.iter().filter(|s| **s == 200).count(), 1, "exactly one writer wins: {outcomes:?}");
+    assert!(outcomes.iter().all(|s| *s == 200 || *s == 412), "{outcomes:?}");
+
+    // A token revoked on A is refused on B at once.
+    let victim = token(a.addr, "ward-app", &secret);
+    assert_eq!(fhir(b.addr, "GET", &format!("/fhir/Patient/{id}"), &victim, None, &[]).status, 200);
+    let form = format!("token={victim}&client_id=ward-app&client_secret={secret}");
+    let r = http(
+        a.addr,
+        "POST",
+        "/oauth/revoke",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        form.as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(fhir(b.addr, "GET", &format!("/fhir/Patient/{id}"), &victim, None, &[]).status, 401);
+
+    // One audit log: checkpoints served (and signed) by either node are consistent with one tree.
+    let verifier = NoteVerifier::parse(
+        &String::from_utf8(cli(&["audit", "verifier-key", "--data-dir", a_dir.to_str().unwrap()]).stdout)
+            .unwrap()
+            .trim()
+            .to_string(),
+    )
+    .unwrap();
+    let (first, _) = checkpoint(&b, &tok_b, &verifier, 1);
+    for i in 0..30 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let tok = if i % 2 == 0 { &tok_a } else { &tok_b };
+        assert_eq!(fhir(node.addr, "GET", &format!("/fhir/Patient/{id}"), tok, None, &[]).status, 200);
+    }
+    let (later, _) = checkpoint(&a, &tok_a, &verifier, first.size + 30);
+    assert_eq!(first.origin, later.origin, "one log, one origin");
+    for node in [&a, &b] {
+        let tok = if std::ptr::eq(node, &a) { &tok_a } else { &tok_b };
+        let r = fhir(
+            node.addr,
+            "GET",
+            &format!("/audit/proof/consistency?from={}&to={}", first.size, later.size),
+            tok,
+            None,
+            &[],
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        merkle::verify_consistency(first.size, later.size, &first.root, &later.root, &hashes(&r.json())).unwrap();
+    }
+    // Every entry, whichever node appended it, is in one gap-free sequence that verifies.
+    let out = cli(&["audit", "verify", "--data-dir", b_dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let exported = cli(&["audit", "export", "--format", "ndjson", "--data-dir", a_dir.to_str().unwrap()]);
+    let reads = String::from_utf8(exported.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&format!("Patient/{id}")) && l.contains("\"read\""))
+        .count();
+    assert!(reads >= 32, "reads through both nodes are in the one log ({reads})");
+
+    // A node with other keys refuses to start rather than fork the log or miss sealed secrets.
+    let c_dir = tmp.path().join("c");
+    std::fs::create_dir_all(&c_dir).unwrap();
+    std::fs::write(c_dir.join("mamori.toml"), format!("[store]\ndatabase = \"{}\"\n", db.url)).unwrap();
+    let out = cli(&["client", "list", "--data-dir", c_dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keys directory"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop((a, b));
+}
+
+#[test]
+fn a_bad_database_url_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let out = cli(&["init", "--data-dir", d.to_str().unwrap(), "--database", "mysql://x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("postgres://"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli(&["init", "--data-dir", d.to_str().unwrap(), "--database", "postgres://postgres@127.0.0.1:1/none"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect"), "{err}");
+    let out =
+        cli(&["init", "--data-dir", d.to_str().unwrap(), "--database", "postgres://postgres:hunter2@127.0.0.1:1/none"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"), "no password in messages");
+}
