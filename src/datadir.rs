@@ -301,6 +301,7 @@ impl Node {
                 max_body_bytes: self.config.max_body_bytes,
                 public_url: public,
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                inline_lookups: self.store.kind() == "sqlite",
             }),
             started: mamori_records::Clock::now(&SystemClock).to_fhir(),
             bulk: Arc::new(mamori_http::BulkJobs::new(self.dir.join("bulk"))),

@@ -193,13 +193,9 @@ fn two_nodes_on_one_database_are_one_system() {
     assert_eq!(fhir(b.addr, "GET", &format!("/fhir/Patient/{id}"), &victim, None, &[]).status, 401);
 
     // One audit log: checkpoints served (and signed) by either node are consistent with one tree.
-    let verifier = NoteVerifier::parse(
-        &String::from_utf8(cli(&["audit", "verifier-key", "--data-dir", a_dir.to_str().unwrap()]).stdout)
-            .unwrap()
-            .trim()
-            .to_string(),
-    )
-    .unwrap();
+    let vkey =
+        String::from_utf8(cli(&["audit", "verifier-key", "--data-dir", a_dir.to_str().unwrap()]).stdout).unwrap();
+    let verifier = NoteVerifier::parse(vkey.trim()).unwrap();
     let (first, _) = checkpoint(&b, &tok_b, &verifier, 1);
     for i in 0..30 {
         let node = if i % 2 == 0 { &a } else { &b };

@@ -45,6 +45,10 @@ pub struct HttpConfig {
     pub public_url: String,
     /// Software version shown in the CapabilityStatement.
     pub version: String,
+    /// Whether the per-request token and account lookups may run inline on the async thread:
+    /// true for the embedded store (indexed reads of microseconds, cheaper than a hop to the
+    /// blocking pool); false for a networked store, whose round trips must not stall the executor.
+    pub inline_lookups: bool,
 }
 
 /// Shared state of the router.

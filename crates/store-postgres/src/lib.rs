@@ -323,6 +323,10 @@ impl Inner {
                     tracing::warn!(error = %e, "postgres connection closed");
                 }
             });
+            // A node that stalls inside a transaction (and so holds the writer lock) is cut off
+            // by the server after 30 s; a writer waits at most 30 s for the lock, then fails
+            // (503/500) rather than hanging.
+            client.batch_execute("SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'").await?;
             Ok::<_, tokio_postgres::Error>(client)
         })??;
         Ok(Conn { client: Arc::new(client), stmts: HashMap::new() })
