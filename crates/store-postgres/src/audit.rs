@@ -23,26 +23,45 @@ fn ae(e: impl std::fmt::Display) -> AuditError {
 /// One append waiting for the audit writer thread.
 pub(crate) type Job = (Vec<AuditRecord>, mamori_audit::AppendDone);
 
-/// Inserts one record inside the caller's write transaction (which holds the writer lock);
-/// returns its last leaf index.
-pub(crate) fn insert(l: &mut Lease<'_>, mut record: AuditRecord) -> Result<u64, Error> {
+/// Inserts records inside the caller's write transaction (which holds the writer lock), all in
+/// one statement; returns each record's last leaf index.
+pub(crate) fn insert_all(l: &mut Lease<'_>, records: Vec<AuditRecord>) -> Result<Vec<u64>, Error> {
     let last = l.opt("SELECT idx, time FROM audit_entries ORDER BY idx DESC LIMIT 1", params![])?;
-    let (mut idx, last_time) = match last {
+    let (mut idx, mut prev) = match last {
         Some(r) => (r.try_get::<_, i64>(0)?, Some(r.try_get::<_, i64>(1)?)),
         None => (0, None),
     };
-    let now = SystemClock.now().0;
-    // Time never goes backwards, even when the nodes' clocks differ slightly.
-    let t = match last_time {
-        Some(prev) if prev >= now => prev + 1,
-        _ => now,
-    };
-    record.time = Timestamp(t).to_fhir();
-    for entry in record.into_entries() {
-        idx += 1;
-        l.execute("INSERT INTO audit_entries (idx, time, entry) VALUES ($1, $2, $3)", params![idx, t, entry])?;
+    let (mut idxs, mut times, mut entries) = (Vec::new(), Vec::new(), Vec::new());
+    let mut out = Vec::with_capacity(records.len());
+    for mut record in records {
+        let now = SystemClock.now().0;
+        // Time never goes backwards, even when the nodes' clocks differ slightly.
+        let t = match prev {
+            Some(p) if p >= now => p + 1,
+            _ => now,
+        };
+        prev = Some(t);
+        record.time = Timestamp(t).to_fhir();
+        for entry in record.into_entries() {
+            idx += 1;
+            idxs.push(idx);
+            times.push(t);
+            entries.push(entry);
+        }
+        out.push(u64::try_from(idx - 1).map_err(|e| Error::Corrupt(e.to_string()))?);
     }
-    u64::try_from(idx - 1).map_err(|e| Error::Corrupt(e.to_string()))
+    if !idxs.is_empty() {
+        l.execute(
+            "INSERT INTO audit_entries (idx, time, entry) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])",
+            params![idxs, times, entries],
+        )?;
+    }
+    Ok(out)
+}
+
+/// Inserts one record inside the caller's write transaction; returns its last leaf index.
+pub(crate) fn insert(l: &mut Lease<'_>, record: AuditRecord) -> Result<u64, Error> {
+    insert_all(l, vec![record])?.pop().ok_or_else(|| Error::Corrupt("no audit entry written".into()))
 }
 
 fn decode_hashes(blob: &[u8]) -> Vec<Hash> {
@@ -94,19 +113,12 @@ fn writer_loop(rx: std::sync::mpsc::Receiver<Job>, store: std::sync::Arc<Inner>)
                 Err(_) => break,
             }
         }
-        let result = store
-            .lease()
+        let result = crate::lease(&store)
             .and_then(|mut l| {
                 l.write(|l| -> Result<Vec<Vec<u64>>, Error> {
-                    let mut all = Vec::with_capacity(batch.len());
-                    for (records, _) in &batch {
-                        let mut ids = Vec::with_capacity(records.len());
-                        for r in records {
-                            ids.push(insert(l, r.clone())?);
-                        }
-                        all.push(ids);
-                    }
-                    Ok(all)
+                    let records: Vec<AuditRecord> = batch.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+                    let mut ids = insert_all(l, records)?.into_iter();
+                    Ok(batch.iter().map(|(r, _)| ids.by_ref().take(r.len()).collect()).collect())
                 })
             })
             .map_err(|e| e.to_string());

@@ -116,6 +116,18 @@ impl Drop for Runtime {
 pub(crate) struct Conn {
     client: Arc<Client>,
     stmts: HashMap<String, Statement>,
+    /// Statements to send with the next request on this connection, in the same flight: a
+    /// transaction's `BEGIN` goes out with its first query, saving a round trip.
+    prefix: String,
+}
+
+impl Conn {
+    fn queue(&mut self, sql: &str) {
+        if !self.prefix.is_empty() {
+            self.prefix.push_str("; ");
+        }
+        self.prefix.push_str(sql);
+    }
 }
 
 /// At most this many statements are kept prepared per connection (search builds many shapes).
@@ -123,7 +135,7 @@ const STATEMENT_CACHE: usize = 512;
 
 /// A checked-out connection; goes back to the pool when dropped unless it broke.
 pub(crate) struct Lease<'s> {
-    store: &'s Inner,
+    store: &'s Arc<Inner>,
     conn: Option<Conn>,
 }
 
@@ -149,13 +161,25 @@ impl Lease<'_> {
         Ok(st)
     }
 
+    /// The client and whatever is queued to go out before the next request.
+    fn take_prefix(&mut self) -> Result<(Arc<Client>, String), Error> {
+        let c = self.conn()?;
+        Ok((c.client.clone(), std::mem::take(&mut c.prefix)))
+    }
+
     /// Runs `sql` with `params` and returns its rows.
     pub(crate) fn query(&mut self, sql: &str, params: Vec<P>) -> Result<Vec<Row>, Error> {
         let st = self.prepare(sql)?;
-        let client = self.conn()?.client.clone();
+        let (client, prefix) = self.take_prefix()?;
         Ok(self.store.rt.run(async move {
             let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-            client.query(&st, &refs).await
+            if prefix.is_empty() {
+                return client.query(&st, &refs).await;
+            }
+            // Pipelined: both requests leave before either answer arrives.
+            let (p, r) = tokio::join!(client.batch_execute(&prefix), client.query(&st, &refs));
+            p?;
+            r
         })??)
     }
 
@@ -167,17 +191,25 @@ impl Lease<'_> {
     /// Runs `sql` with `params` and returns the number of rows changed.
     pub(crate) fn execute(&mut self, sql: &str, params: Vec<P>) -> Result<u64, Error> {
         let st = self.prepare(sql)?;
-        let client = self.conn()?.client.clone();
+        let (client, prefix) = self.take_prefix()?;
         Ok(self.store.rt.run(async move {
             let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
-            client.execute(&st, &refs).await
+            if prefix.is_empty() {
+                return client.execute(&st, &refs).await;
+            }
+            let (p, r) = tokio::join!(client.batch_execute(&prefix), client.execute(&st, &refs));
+            p?;
+            r
         })??)
     }
 
-    /// Runs statements without parameters (`BEGIN`, DDL…).
+    /// Runs statements without parameters (`COMMIT`, DDL…), after anything queued.
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), Error> {
-        let client = self.conn()?.client.clone();
-        let text = sql.to_string();
+        let (client, mut text) = self.take_prefix()?;
+        if !text.is_empty() {
+            text.push_str("; ");
+        }
+        text.push_str(sql);
         Ok(self.store.rt.run(async move { client.batch_execute(&text).await })??)
     }
 
@@ -186,17 +218,22 @@ impl Lease<'_> {
         Ok(self.prepare(sql)?.params().to_vec())
     }
 
-    /// Runs `f` in a transaction: `BEGIN` with `begin`'s options, `COMMIT` if `f` succeeds,
-    /// `ROLLBACK` otherwise.
+    /// Runs `f` in a transaction: `BEGIN` with `begin`'s options (sent with the first query),
+    /// `COMMIT` if `f` succeeds, `ROLLBACK` otherwise. A read-only transaction's `COMMIT` is not
+    /// waited for: it goes out when the connection is returned, before anyone else may use it.
     pub(crate) fn transaction<T, E: From<Error>>(
         &mut self,
         begin: &str,
         f: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.batch(begin)?;
+        self.conn()?.queue(begin);
         match f(self) {
             Ok(v) => {
-                self.batch("COMMIT")?;
+                if begin.ends_with("READ ONLY") {
+                    self.conn()?.queue("COMMIT");
+                } else {
+                    self.batch("COMMIT")?;
+                }
                 Ok(v)
             }
             Err(e) => {
@@ -225,15 +262,18 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take()
-            && !c.client.is_closed()
-            && let Ok(mut idle) = self.store.pool.idle.lock()
-        {
-            idle.push(c);
-        }
-        if let Ok(mut n) = self.store.pool.out.lock() {
-            *n = n.saturating_sub(1);
-            self.store.pool.freed.notify_one();
+        match self.conn.take() {
+            // Queued statements (a read's `COMMIT`) go out on the store's thread; the connection
+            // is pooled again once they are done, so the caller does not wait for them.
+            Some(mut c) if !c.prefix.is_empty() => {
+                let inner = self.store.clone();
+                self.store.rt.handle.spawn(async move {
+                    let prefix = std::mem::take(&mut c.prefix);
+                    let ok = c.client.batch_execute(&prefix).await.is_ok();
+                    inner.give_back(ok.then_some(c));
+                });
+            }
+            c => self.store.give_back(c),
         }
     }
 }
@@ -308,11 +348,25 @@ impl PgStore {
 
     /// A connection from the pool.
     pub(crate) fn lease(&self) -> Result<Lease<'_>, Error> {
-        self.inner.lease()
+        lease(&self.inner)
     }
 }
 
 impl Inner {
+    /// Returns a connection to the pool (unless it broke) and frees its slot.
+    fn give_back(&self, c: Option<Conn>) {
+        if let Some(c) = c
+            && !c.client.is_closed()
+            && let Ok(mut idle) = self.pool.idle.lock()
+        {
+            idle.push(c);
+        }
+        if let Ok(mut n) = self.pool.out.lock() {
+            *n = n.saturating_sub(1);
+            self.pool.freed.notify_one();
+        }
+    }
+
     fn connect(&self) -> Result<Conn, Error> {
         let config = self.pool.config.clone();
         let handle = self.rt.handle.clone();
@@ -329,11 +383,28 @@ impl Inner {
             client.batch_execute("SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'").await?;
             Ok::<_, tokio_postgres::Error>(client)
         })??;
-        Ok(Conn { client: Arc::new(client), stmts: HashMap::new() })
+        Ok(Conn { client: Arc::new(client), stmts: HashMap::new(), prefix: String::new() })
     }
+}
 
-    /// A connection from the pool (waiting while [`POOL_MAX`] are out).
-    pub(crate) fn lease(&self) -> Result<Lease<'_>, Error> {
+/// A connection from the pool (waiting while [`POOL_MAX`] are out).
+pub(crate) fn lease(inner: &Arc<Inner>) -> Result<Lease<'_>, Error> {
+    inner.lease_slot()?;
+    // From here the slot is released by the lease's drop.
+    let mut lease = Lease { store: inner, conn: None };
+    let idle = inner.pool.idle.lock().ok().and_then(|mut v| v.pop());
+    lease.conn = Some(match idle {
+        Some(c) => c,
+        None => inner.connect().map_err(|e| match e {
+            Error::Pg(p) => Error::Unavailable(format!("cannot connect to {}: {}", inner.display, Error::text(&p))),
+            other => other,
+        })?,
+    });
+    Ok(lease)
+}
+
+impl Inner {
+    fn lease_slot(&self) -> Result<(), Error> {
         {
             let poisoned = |_| Error::Unavailable("pool lock poisoned".into());
             let mut out = self.pool.out.lock().map_err(poisoned)?;
@@ -342,17 +413,7 @@ impl Inner {
             }
             *out += 1;
         }
-        // From here the slot is released by the lease's drop.
-        let mut lease = Lease { store: self, conn: None };
-        let idle = self.pool.idle.lock().ok().and_then(|mut v| v.pop());
-        lease.conn = Some(match idle {
-            Some(c) => c,
-            None => self.connect().map_err(|e| match e {
-                Error::Pg(p) => Error::Unavailable(format!("cannot connect to {}: {}", self.display, Error::text(&p))),
-                other => other,
-            })?,
-        });
-        Ok(lease)
+        Ok(())
     }
 }
 
