@@ -5,7 +5,7 @@
 use mamori_oauth::{Client, CodeRecord, OAuthStore, RefreshRecord, SigningKey, StoreError, TokenRecord};
 use tokio_postgres::Row;
 
-use crate::{ConfigChange, ConfigEntry, Error, PgStore, params};
+use crate::{ConfigChange, ConfigEntry, Error, PgStore, decode, decode_all, params};
 
 fn se(e: impl std::fmt::Display) -> StoreError {
     let msg = e.to_string();
@@ -167,13 +167,7 @@ fn refresh(sha256: &[u8; 32], r: &Row) -> Result<RefreshRecord, Error> {
 
 impl OAuthStore for PgStore {
     fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
-        let Some(e) = self.config_get("client", id).map_err(se)? else {
-            return Ok(None);
-        };
-        match e.value {
-            None => Ok(None),
-            Some(v) => serde_json::from_value(v).map(Some).map_err(se),
-        }
+        Ok(decode(self.config_get("client", id).map_err(se)?).map_err(se)?.map(|(c, _)| c))
     }
 
     fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
@@ -317,26 +311,14 @@ impl OAuthStore for PgStore {
     }
 
     fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
-        self.config_current("signing-key")
-            .map_err(se)?
-            .into_iter()
-            .filter_map(|e| e.value)
-            .map(|v| serde_json::from_value(v).map_err(se))
-            .collect()
+        decode_all(self.config_current("signing-key").map_err(se)?).map_err(se)
     }
 
     fn put_signing_key(&self, k: &SigningKey, reason: &str) -> Result<(), StoreError> {
         let previous = self.config_get("signing-key", &k.kid).map_err(se)?.map(|e| e.version);
-        self.change_config(&ConfigChange {
-            kind: "signing-key",
-            key: &k.kid,
-            value: Some(serde_json::to_value(k).map_err(se)?),
-            changed_by: "system:oauth",
-            reason,
-            expected_version: previous,
-            now_micros: crate::now_micros(),
-        })
-        .map_err(se)?;
+        let value = serde_json::to_value(k).map_err(se)?;
+        self.change_config(&ConfigChange::set("signing-key", &k.kid, value, "system:oauth", reason, previous))
+            .map_err(se)?;
         Ok(())
     }
 }

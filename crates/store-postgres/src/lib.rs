@@ -34,6 +34,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 pub use mamori_store_sqlite::{ConfigChange, ConfigEntry};
+use mamori_store_sqlite::{decode, decode_all};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]

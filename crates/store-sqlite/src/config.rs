@@ -54,6 +54,43 @@ pub struct ConfigEntry {
     pub reason: String,
 }
 
+impl ConfigChange<'_> {
+    /// Sets `kind`/`key` to `value` now, based on version `expected` (`None` = new).
+    pub fn set<'a>(
+        kind: &'a str,
+        key: &'a str,
+        value: serde_json::Value,
+        changed_by: &'a str,
+        reason: &'a str,
+        expected: Option<u64>,
+    ) -> ConfigChange<'a> {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
+        ConfigChange {
+            kind,
+            key,
+            value: Some(value),
+            changed_by,
+            reason,
+            expected_version: expected,
+            now_micros: i64::try_from(now).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// An entry's value as `T` with its version; `None` when there is no entry or it was removed.
+/// (Clients, accounts and signing keys are stored this way by both stores.)
+pub fn decode<T: serde::de::DeserializeOwned>(e: Option<ConfigEntry>) -> Result<Option<(T, u64)>, serde_json::Error> {
+    match e {
+        Some(ConfigEntry { value: Some(v), version, .. }) => serde_json::from_value(v).map(|t| Some((t, version))),
+        _ => Ok(None),
+    }
+}
+
+/// The live values of entries as `T`.
+pub fn decode_all<T: serde::de::DeserializeOwned>(entries: Vec<ConfigEntry>) -> Result<Vec<T>, serde_json::Error> {
+    entries.into_iter().filter_map(|e| e.value).map(serde_json::from_value).collect()
+}
+
 impl SqliteStore {
     /// A number that grows with every configuration change (the history is append-only), for
     /// cheap polling by long-running processes.
@@ -176,13 +213,7 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ConfigEntry, Error>> 
 
 impl OAuthStore for SqliteStore {
     fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
-        let Some(e) = self.config_get("client", id).map_err(se)? else {
-            return Ok(None);
-        };
-        match e.value {
-            None => Ok(None),
-            Some(v) => serde_json::from_value(v).map(Some).map_err(se),
-        }
+        Ok(decode(self.config_get("client", id).map_err(se)?).map_err(se)?.map(|(c, _)| c))
     }
 
     fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
@@ -349,27 +380,14 @@ impl OAuthStore for SqliteStore {
     }
 
     fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
-        self.config_current("signing-key")
-            .map_err(se)?
-            .into_iter()
-            .filter_map(|e| e.value)
-            .map(|v| serde_json::from_value(v).map_err(se))
-            .collect()
+        decode_all(self.config_current("signing-key").map_err(se)?).map_err(se)
     }
 
     fn put_signing_key(&self, k: &SigningKey, reason: &str) -> Result<(), StoreError> {
         let previous = self.config_get("signing-key", &k.kid).map_err(se)?.map(|e| e.version);
-        let now_micros = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000;
-        self.change_config(&ConfigChange {
-            kind: "signing-key",
-            key: &k.kid,
-            value: Some(serde_json::to_value(k).map_err(se)?),
-            changed_by: "system:oauth",
-            reason,
-            expected_version: previous,
-            now_micros: i64::try_from(now_micros).unwrap_or(i64::MAX),
-        })
-        .map_err(se)?;
+        let value = serde_json::to_value(k).map_err(se)?;
+        self.change_config(&ConfigChange::set("signing-key", &k.kid, value, "system:oauth", reason, previous))
+            .map_err(se)?;
         Ok(())
     }
 }

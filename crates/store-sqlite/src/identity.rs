@@ -5,10 +5,9 @@ use mamori_identity::account::{Account, Credentials};
 use mamori_identity::lockout;
 use mamori_identity::service::IdentityStore;
 use mamori_identity::session::Session;
-use mamori_records::{Clock, SystemClock};
 use rusqlite::{OptionalExtension, params};
 
-use crate::{ConfigChange, SqliteStore};
+use crate::{ConfigChange, SqliteStore, decode, decode_all};
 
 fn ie(e: impl std::fmt::Display) -> Error {
     let msg = e.to_string();
@@ -37,33 +36,16 @@ impl SqliteStore {
 
 impl IdentityStore for SqliteStore {
     fn account(&self, username: &str) -> Result<Option<(Account, u64)>, Error> {
-        let Some(e) = self.config_get("account", username).map_err(ie)? else { return Ok(None) };
-        match e.value {
-            None => Ok(None),
-            Some(v) => serde_json::from_value(v).map(|a| Some((a, e.version))).map_err(ie),
-        }
+        decode(self.config_get("account", username).map_err(ie)?).map_err(ie)
     }
 
     fn save_account(&self, a: &Account, expected: Option<u64>, actor: &str, reason: &str) -> Result<u64, Error> {
-        self.change_config(&ConfigChange {
-            kind: "account",
-            key: &a.username,
-            value: Some(serde_json::to_value(a).map_err(ie)?),
-            changed_by: actor,
-            reason,
-            expected_version: expected,
-            now_micros: SystemClock.now().0,
-        })
-        .map_err(ie)
+        let value = serde_json::to_value(a).map_err(ie)?;
+        self.change_config(&ConfigChange::set("account", &a.username, value, actor, reason, expected)).map_err(ie)
     }
 
     fn accounts(&self) -> Result<Vec<Account>, Error> {
-        self.config_current("account")
-            .map_err(ie)?
-            .into_iter()
-            .filter_map(|e| e.value)
-            .map(|v| serde_json::from_value(v).map_err(ie))
-            .collect()
+        decode_all(self.config_current("account").map_err(ie)?).map_err(ie)
     }
 
     fn credentials(&self, username: &str) -> Result<Option<Credentials>, Error> {

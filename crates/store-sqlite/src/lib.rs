@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags};
 
-pub use config::{ConfigChange, ConfigEntry};
+pub use config::{ConfigChange, ConfigEntry, decode, decode_all};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
