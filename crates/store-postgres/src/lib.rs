@@ -204,6 +204,33 @@ impl Lease<'_> {
         })??)
     }
 
+    /// Runs several statements whose results are not needed, pipelined: all leave in one
+    /// flight and the server runs them in order. Fails with the first error.
+    pub(crate) fn execute_many(&mut self, stmts: Vec<(&str, Vec<P>)>) -> Result<(), Error> {
+        if stmts.is_empty() {
+            return Ok(());
+        }
+        let mut prepared = Vec::with_capacity(stmts.len());
+        for (sql, p) in stmts {
+            prepared.push((self.prepare(sql)?, p));
+        }
+        let (client, prefix) = self.take_prefix()?;
+        self.store.rt.run(async move {
+            let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
+                prepared.iter().map(|(_, p)| p.iter().map(|x| x.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+            let all = futures_util::future::try_join_all(
+                prepared.iter().zip(&refs).map(|((st, _), r)| client.execute(st, r.as_slice())),
+            );
+            if prefix.is_empty() {
+                return all.await.map(|_| ());
+            }
+            let (p, r) = tokio::join!(client.batch_execute(&prefix), all);
+            p?;
+            r.map(|_| ())
+        })??;
+        Ok(())
+    }
+
     /// Runs statements without parameters (`COMMIT`, DDL…), after anything queued.
     pub(crate) fn batch(&mut self, sql: &str) -> Result<(), Error> {
         let (client, mut text) = self.take_prefix()?;

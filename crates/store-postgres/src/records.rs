@@ -140,7 +140,17 @@ fn clip(s: &str) -> String {
     s.get(..end).unwrap_or_default().to_string()
 }
 
-const SEARCH_TABLES: [&str; 6] = ["sp_string", "sp_token", "sp_date", "sp_number", "sp_ref", "sp_composite"];
+/// Removes a resource's index entries (`$1` type, `$2` id).
+const CLEAR: [&str; 8] = [
+    "DELETE FROM identifier_index WHERE type = $1 AND id = $2",
+    "DELETE FROM care_index WHERE type = $1 AND id = $2",
+    "DELETE FROM sp_string WHERE type = $1 AND id = $2",
+    "DELETE FROM sp_token WHERE type = $1 AND id = $2",
+    "DELETE FROM sp_date WHERE type = $1 AND id = $2",
+    "DELETE FROM sp_number WHERE type = $1 AND id = $2",
+    "DELETE FROM sp_ref WHERE type = $1 AND id = $2",
+    "DELETE FROM sp_composite WHERE type = $1 AND id = $2",
+];
 
 struct PgTx<'l, 's> {
     l: &'l mut Lease<'s>,
@@ -158,65 +168,63 @@ impl PgTx<'_, '_> {
         Ok(self.l.query(&text, args)?)
     }
 
-    fn clear_index(&mut self, t: &str, i: &str) -> Result<(), StoreError> {
-        for table in ["identifier_index", "care_index"].into_iter().chain(SEARCH_TABLES) {
-            self.l.execute(
-                &format!("DELETE FROM {table} WHERE type = $1 AND id = $2"),
-                params![t.to_string(), i.to_string()],
-            )?;
+    /// The statements removing every index entry of a resource.
+    fn clear_index(t: &str, i: &str, out: &mut Vec<(&'static str, Vec<P>)>) {
+        for sql in CLEAR {
+            out.push((sql, params![t.to_string(), i.to_string()]));
         }
-        Ok(())
     }
 
-    fn write_index(
-        &mut self,
+    /// The statements replacing every index entry of a resource (none left for a deletion).
+    fn index_statements(
         rt: &ResourceType,
         id: &ResourceId,
         deleted: bool,
         fresh: bool,
         index: &IndexEntries,
-    ) -> Result<(), StoreError> {
+        out: &mut Vec<(&'static str, Vec<P>)>,
+    ) {
         let (t, i) = (rt.as_str().to_string(), id.as_str().to_string());
         if !fresh {
-            self.clear_index(&t, &i)?;
+            Self::clear_index(&t, &i, out);
         }
         if deleted {
-            return Ok(());
+            return;
         }
         for tok in &index.identifiers {
-            self.l.execute(
+            out.push((
                 "INSERT INTO identifier_index (type, id, system, value) VALUES ($1, $2, $3, $4)",
                 params![t.clone(), i.clone(), clip(tok.system.as_deref().unwrap_or_default()), clip(&tok.value)],
-            )?;
+            ));
         }
         if matches!(t.as_str(), "CareTeam" | "Encounter" | "Patient") {
             for c in &index.care {
-                self.l.execute(
+                out.push((
                     "INSERT INTO care_index (type, id, patient, member) VALUES ($1, $2, $3, $4)",
                     params![t.clone(), i.clone(), c.patient.clone(), c.member.clone()],
-                )?;
+                ));
             }
         }
         for row in &index.search {
             let p = row.param.clone();
-            match &row.value {
-                IndexValue::Str { norm, exact } => self.l.execute(
+            out.push(match &row.value {
+                IndexValue::Str { norm, exact } => (
                     "INSERT INTO sp_string (type, id, param, norm, exact) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     params![t.clone(), i.clone(), p, clip(norm), clip(exact)],
                 ),
-                IndexValue::Token { system, code, text } => self.l.execute(
+                IndexValue::Token { system, code, text } => (
                     "INSERT INTO sp_token (type, id, param, system, code, text) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                     params![t.clone(), i.clone(), p, clip(system), clip(code), clip(text)],
                 ),
-                IndexValue::Date { lo, hi } => self.l.execute(
+                IndexValue::Date { lo, hi } => (
                     "INSERT INTO sp_date (type, id, param, lo, hi) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     params![t.clone(), i.clone(), p, *lo, *hi],
                 ),
-                IndexValue::Number { lo, hi, system, code } => self.l.execute(
+                IndexValue::Number { lo, hi, system, code } => (
                     "INSERT INTO sp_number (type, id, param, lo, hi, system, code) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                     params![t.clone(), i.clone(), p, *lo, *hi, clip(system), clip(code)],
                 ),
-                IndexValue::Ref { ty, id: target, url } => self.l.execute(
+                IndexValue::Ref { ty, id: target, url } => (
                     "INSERT INTO sp_ref (type, id, param, target_type, target_id, url) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                     params![t.clone(), i.clone(), p, clip(ty), clip(target), clip(url)],
                 ),
@@ -232,14 +240,13 @@ impl PgTx<'_, '_> {
                         IndexValue::Date { lo, hi } => (String::new(), String::new(), Some(*lo as f64), Some(*hi as f64)),
                         IndexValue::Ref { .. } | IndexValue::Composite { .. } => continue,
                     };
-                    self.l.execute(
+                    (
                         "INSERT INTO sp_composite (type, id, param, system, code, s_system, s_code, lo, hi) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                         params![t.clone(), i.clone(), p, clip(system), clip(code), clip(&s_system), clip(&s_code), lo, hi],
                     )
                 }
-            }?;
+            });
         }
-        Ok(())
     }
 
     fn visit(&mut self, sql: &str, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError> {
@@ -366,9 +373,13 @@ impl Tx for PgTx<'_, '_> {
             EntryStatus::Pending { author } => Some(author.clone()),
         };
         let version = i64::try_from(v.version).map_err(se)?;
-        let row = self.l.opt(
-            "INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient, classes, lab)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING seq",
+        // The version, the current-version pointer and the index rows leave in one flight.
+        let mut out: Vec<(&'static str, Vec<P>)> = vec![(
+            "WITH v AS (
+                INSERT INTO versions (type, id, version, last_updated, method, body, sha256, entered_by, pending_author, server_written, patient, classes, lab)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING type, id, seq)
+             INSERT INTO resources (type, id, seq) SELECT type, id, seq FROM v
+             ON CONFLICT (type, id) DO UPDATE SET seq = excluded.seq",
             params![
                 v.resource_type.as_str().to_string(),
                 v.id.as_str().to_string(),
@@ -384,13 +395,10 @@ impl Tx for PgTx<'_, '_> {
                 v.classes.join(" "),
                 v.lab,
             ],
-        )?;
-        let seq: i64 = row.ok_or_else(|| se("INSERT returned no seq"))?.try_get(0).map_err(se)?;
-        self.l.execute(
-            "INSERT INTO resources (type, id, seq) VALUES ($1, $2, $3) ON CONFLICT (type, id) DO UPDATE SET seq = excluded.seq",
-            params![v.resource_type.as_str().to_string(), v.id.as_str().to_string(), seq],
-        )?;
-        self.write_index(&v.resource_type, &v.id, v.is_deleted(), v.version == 1, index)
+        )];
+        // A first version has no earlier entries to replace (a purge removes them all).
+        Self::index_statements(&v.resource_type, &v.id, v.is_deleted(), v.version == 1, index, &mut out);
+        Ok(self.l.execute_many(out)?)
     }
 
     fn in_care(&mut self, patient: &str, member: &str) -> Result<bool, StoreError> {
@@ -460,7 +468,9 @@ impl Tx for PgTx<'_, '_> {
         let n = self.l.execute("DELETE FROM versions WHERE type = $1 AND id = $2", params![t.clone(), i.clone()])?;
         self.l.batch("SET LOCAL mamori.purge = 'off'")?;
         self.l.execute("DELETE FROM resources WHERE type = $1 AND id = $2", params![t.clone(), i.clone()])?;
-        self.clear_index(&t, &i)?;
+        let mut clear = Vec::new();
+        Self::clear_index(&t, &i, &mut clear);
+        self.l.execute_many(clear)?;
         Ok(n)
     }
 
@@ -514,7 +524,9 @@ impl Tx for PgTx<'_, '_> {
     }
 
     fn replace_index(&mut self, rt: &ResourceType, id: &ResourceId, index: &IndexEntries) -> Result<(), StoreError> {
-        self.write_index(rt, id, false, false, index)
+        let mut out = Vec::new();
+        Self::index_statements(rt, id, false, false, index, &mut out);
+        Ok(self.l.execute_many(out)?)
     }
 
     fn for_each_current(&mut self, f: &mut dyn FnMut(&VersionRecord) -> bool) -> Result<(), StoreError> {
