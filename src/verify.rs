@@ -84,10 +84,10 @@ struct PgSource {
 impl PgSource {
     fn open(url: &str) -> Result<PgSource, String> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        let config: tokio_postgres::Config = url.parse().map_err(|e| format!("not a PostgreSQL URL: {e}"))?;
+        let target = mamori_store_postgres::Target::parse(url).map_err(|e| e.to_string())?;
         let client = rt.block_on(async {
-            let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let (client, driver) = target.connect().await?;
+            tokio::spawn(driver);
             client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
             Ok::<_, tokio_postgres::Error>(client)
         });

@@ -257,3 +257,65 @@ fn a_bad_database_url_is_a_clear_error() {
         cli(&["init", "--data-dir", d.to_str().unwrap(), "--database", "postgres://postgres:hunter2@127.0.0.1:1/none"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"), "no password in messages");
 }
+
+#[test]
+fn the_database_link_is_tls_verified_against_the_given_ca() {
+    let admin = admin();
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let ssl = mamori_store_postgres::query_i64(
+        &admin,
+        &format!(
+            "SELECT (current_setting('ssl') = 'on' AND current_setting('ssl_cert_file') = '{snakeoil}')::int::bigint"
+        ),
+    )
+    .unwrap();
+    if ssl != 1 {
+        eprintln!("skipped: this PostgreSQL server does not serve TLS with the Debian snakeoil certificate");
+        return;
+    }
+    let db = fresh_db("tls");
+    let tmp = tempfile::tempdir().unwrap();
+    let base = format!("postgres://postgres@localhost:5432/{}", db.name);
+    let d = tmp.path().join("d");
+    let ds = d.to_str().unwrap();
+
+    // Verified TLS: the server's certificate (CN localhost) against the named CA.
+    let url = format!("{base}?sslrootcert={snakeoil}");
+    let out = cli(&["init", "--data-dir", ds, "--database", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(d.join("mamori.toml"), format!("[store]\ndatabase = \"{url}\"\n")).unwrap();
+    let node = start(&d, &[]);
+    let _ = http(node.addr, "GET", "/healthz", &[], b"").unwrap();
+    let plain = mamori_store_postgres::query_i64(
+        &admin,
+        &format!("SELECT COUNT(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{}' AND NOT s.ssl", db.name),
+    )
+    .unwrap();
+    let tls = mamori_store_postgres::query_i64(
+        &admin,
+        &format!(
+            "SELECT COUNT(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.datname = '{}' AND s.ssl",
+            db.name
+        ),
+    )
+    .unwrap();
+    assert!(tls > 0 && plain == 0, "the node's connections are TLS ({tls} TLS, {plain} plain)");
+    drop(node);
+
+    // A name the certificate does not carry, another CA, or TLS nobody verifies: refused.
+    let other_ca = tmp.path().join("other-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(&other_ca, ca.pem()).unwrap();
+    for (url, expect) in [
+        (format!("postgres://postgres@127.0.0.1:5432/{}?sslrootcert={snakeoil}", db.name), "TLS"),
+        (format!("{base}?sslrootcert={}", other_ca.display()), "TLS"),
+        (format!("{base}?sslmode=require"), "sslrootcert"),
+        (format!("{base}?sslrootcert=/nonexistent/ca.pem"), "sslrootcert"),
+    ] {
+        let out = cli(&["client", "list", "--data-dir", ds, "--database", &url]);
+        assert!(!out.status.success(), "{url} must be refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{url}: {err}");
+    }
+}

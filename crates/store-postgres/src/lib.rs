@@ -32,6 +32,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use mamori_store_sqlite::{ConfigChange, ConfigEntry};
 use mamori_store_sqlite::{decode, decode_all};
@@ -56,7 +57,92 @@ impl Error {
     fn text(e: &tokio_postgres::Error) -> String {
         match e.as_db_error() {
             Some(db) => db.message().to_string(),
-            None => e.to_string(),
+            None => match std::error::Error::source(e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
+        }
+    }
+}
+
+/// Where and how to connect: the parsed URL and, when it asks for TLS, the verifying connector.
+#[derive(Clone)]
+pub struct Target {
+    config: tokio_postgres::Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+/// A connection's driver: run it (spawn it) for the client to work.
+pub type Driver = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Target {
+    /// Parses `postgres://user@host:port/db[?sslmode=require&sslrootcert=/path/ca.pem]`.
+    ///
+    /// TLS is verified or not used: `sslrootcert` names the PEM file of the CA that signed the
+    /// server's certificate (checked with the host name), and implies `sslmode=require`;
+    /// `sslmode=require` without it is refused, as a certificate no one checks would not keep a
+    /// man in the middle out.
+    pub fn parse(url: &str) -> Result<Target, Error> {
+        let bad = |e: String| Error::Unavailable(format!("`{}` is not a usable PostgreSQL URL: {e}", redact(url)));
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut rootcert = None;
+        let rest: Vec<&str> = query
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .filter(|kv| match kv.strip_prefix("sslrootcert=") {
+                Some(path) => {
+                    rootcert = Some(path.to_string());
+                    false
+                }
+                None => true,
+            })
+            .collect();
+        let plain = if rest.is_empty() { base.to_string() } else { format!("{base}?{}", rest.join("&")) };
+        let mut config: tokio_postgres::Config = plain.parse().map_err(|e| bad(format!("{e}")))?;
+        let require = matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        let tls = match (rootcert, require) {
+            (None, false) => None,
+            (None, true) => {
+                return Err(bad("sslmode=require needs sslrootcert=/path/to/ca.pem to verify the server".into()));
+            }
+            (Some(path), _) => {
+                use rustls::pki_types::CertificateDer;
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in
+                    CertificateDer::pem_file_iter(&path).map_err(|e| bad(format!("sslrootcert `{path}`: {e}")))?
+                {
+                    let cert = cert.map_err(|e| bad(format!("sslrootcert `{path}`: {e}")))?;
+                    roots.add(cert).map_err(|e| bad(format!("sslrootcert `{path}`: {e}")))?;
+                }
+                if roots.is_empty() {
+                    return Err(bad(format!("sslrootcert `{path}` holds no certificate")));
+                }
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
+                let tls = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Some(MakeRustlsConnect::new(tls))
+            }
+        };
+        Ok(Target { config, tls })
+    }
+
+    /// Connects; the driver must be spawned (or awaited) for the client to work.
+    pub async fn connect(&self) -> Result<(Client, Driver), tokio_postgres::Error> {
+        fn drive<F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static>(f: F) -> Driver {
+            Box::pin(async move {
+                if let Err(e) = f.await {
+                    tracing::warn!(error = %e, "postgres connection closed");
+                }
+            })
+        }
+        match &self.tls {
+            None => self.config.connect(NoTls).await.map(|(c, conn)| (c, drive(conn))),
+            Some(tls) => self.config.connect(tls.clone()).await.map(|(c, conn)| (c, drive(conn))),
         }
     }
 }
@@ -307,7 +393,7 @@ impl Drop for Lease<'_> {
 }
 
 struct Pool {
-    config: tokio_postgres::Config,
+    target: Target,
     idle: Mutex<Vec<Conn>>,
     out: Mutex<usize>,
     freed: Condvar,
@@ -349,13 +435,12 @@ impl PgStore {
     /// Connects to `url` (`postgres://user@host:5432/db`) and brings the schema up to date.
     /// Several nodes may start at once: migrations run under an advisory lock.
     pub fn open(url: &str) -> Result<PgStore, Error> {
-        let config: tokio_postgres::Config =
-            url.parse().map_err(|e| Error::Unavailable(format!("`{}` is not a PostgreSQL URL: {e}", redact(url))))?;
+        let target = Target::parse(url)?;
         let store = PgStore {
             inner: Arc::new(Inner {
                 rt: Runtime::new()?,
                 pool: Pool {
-                    config,
+                    target,
                     idle: Mutex::new(Vec::new()),
                     out: Mutex::new(0),
                     freed: Condvar::new(),
@@ -396,15 +481,11 @@ impl Inner {
     }
 
     fn connect(&self) -> Result<Conn, Error> {
-        let config = self.pool.config.clone();
+        let target = self.pool.target.clone();
         let handle = self.rt.handle.clone();
         let client = self.rt.run(async move {
-            let (client, connection) = config.connect(NoTls).await?;
-            handle.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::warn!(error = %e, "postgres connection closed");
-                }
-            });
+            let (client, driver) = target.connect().await?;
+            handle.spawn(driver);
             // A node that stalls inside a transaction (and so holds the writer lock) is cut off
             // by the server after 30 s; a writer waits at most 30 s for the lock, then fails
             // (503/500) rather than hanging.
@@ -531,13 +612,12 @@ pub fn execute_batch(url: &str, sql: &str) -> Result<(), Error> {
 
 /// The first column of the first row of `sql` on the database at `url`, as an integer.
 pub fn query_i64(url: &str, sql: &str) -> Result<i64, Error> {
-    let config: tokio_postgres::Config =
-        url.parse().map_err(|e| Error::Unavailable(format!("`{}`: {e}", redact(url))))?;
+    let target = Target::parse(url)?;
     let sql = sql.to_string();
     let rt = Runtime::new()?;
     rt.run(async move {
-        let (client, connection) = config.connect(NoTls).await?;
-        let driver = tokio::spawn(connection);
+        let (client, driver) = target.connect().await?;
+        let driver = tokio::spawn(driver);
         let r = client.query_one(&sql, &[]).await.and_then(|row| row.try_get::<_, i64>(0));
         drop(client);
         let _ = driver.await;
@@ -547,12 +627,11 @@ pub fn query_i64(url: &str, sql: &str) -> Result<i64, Error> {
 }
 
 fn admin(admin_url: &str, sql: String) -> Result<(), Error> {
-    let config: tokio_postgres::Config =
-        admin_url.parse().map_err(|e| Error::Unavailable(format!("`{}`: {e}", redact(admin_url))))?;
+    let target = Target::parse(admin_url)?;
     let rt = Runtime::new()?;
     rt.run(async move {
-        let (client, connection) = config.connect(NoTls).await?;
-        let driver = tokio::spawn(connection);
+        let (client, driver) = target.connect().await?;
+        let driver = tokio::spawn(driver);
         let r = client.batch_execute(&sql).await;
         drop(client);
         let _ = driver.await;
