@@ -127,6 +127,48 @@ async fn lockout_delays_then_locks_and_alerts() {
 }
 
 #[tokio::test]
+async fn concurrent_failures_are_each_counted() {
+    // Attempts that pass the gate together (several browsers, or several nodes) each count: the
+    // counter is changed atomically in the store, not read here and written back.
+    let h = Harness::new();
+    add(&h, "ueda");
+    let id = h.node.identity.clone();
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            let id = id.clone();
+            s.spawn(move || id.authenticate("ueda", "wrong#pass9x", None, T0, None).unwrap().unwrap_err());
+        }
+    });
+    let state = mamori_identity::service::IdentityStore::lockout(&*h.node.store, "ueda").unwrap();
+    assert!(state.failures >= 1 && state.failures <= 6);
+    let counted = events(&h, "login").iter().filter(|e| e.detail.as_deref() == Some("wrong password")).count();
+    assert_eq!(state.failures as usize, counted, "every failure that reached the password check is counted");
+}
+
+#[tokio::test]
+async fn a_one_time_code_used_concurrently_succeeds_once() {
+    // RFC 6238 §5.2: once a code has been accepted it must not be accepted again — also when the
+    // two uses race (two browsers, or two nodes on one database).
+    let h = Harness::new();
+    add(&h, "noda");
+    let id = h.node.identity.clone();
+    let uri = id.enroll_totp("operator:admin", "noda", "Mamori", T0).unwrap();
+    let secret = base32_decode(uri.split("secret=").nth(1).unwrap().split('&').next().unwrap());
+    let t = T0 + 100;
+    let code = totp::code_at(&secret, t).unwrap();
+    let accepted = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let (id, code) = (id.clone(), code.clone());
+                s.spawn(move || id.authenticate("noda", PW, Some(&code), t, None).unwrap().is_ok())
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).filter(|ok| *ok).count()
+    });
+    assert_eq!(accepted, 1, "the code is accepted exactly once");
+}
+
+#[tokio::test]
 async fn leave_revokes_tokens_transfer_opens_a_review_and_coverage_counts() {
     let h = Harness::new();
     add(&h, "mori");

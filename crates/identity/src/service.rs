@@ -25,6 +25,18 @@ pub trait IdentityStore: Send + Sync {
     fn save_credentials(&self, username: &str, c: &Credentials) -> Result<(), Error>;
     /// Lockout counters.
     fn lockout(&self, username: &str) -> Result<lockout::State, Error>;
+    /// Changes credentials atomically: `f` sees the stored credentials (none yet: the default)
+    /// and returns whether to save what it changed. Consuming a one-time credential (a TOTP step,
+    /// a recovery code, a passkey counter) goes through here, so two concurrent uses — on one
+    /// node or two — cannot both succeed. Returns whether it saved.
+    fn update_credentials(
+        &self,
+        username: &str,
+        f: &mut dyn FnMut(&mut Credentials) -> Result<bool, Error>,
+    ) -> Result<bool, Error>;
+    /// Changes lockout counters atomically (no failure counted on any node is lost) and returns
+    /// them as saved.
+    fn update_lockout(&self, username: &str, f: &mut dyn FnMut(&mut lockout::State)) -> Result<lockout::State, Error>;
     /// Saves lockout counters and the last login time (if given).
     fn save_lockout(&self, username: &str, s: &lockout::State, last_login: Option<i64>) -> Result<(), Error>;
     /// Revokes every token issued to a person.
@@ -290,7 +302,7 @@ impl Identity {
             lockout::Gate::RetryAfter(s) => return refuse("retry too early", Some(s)),
             lockout::Gate::Locked(until) => return refuse("account locked", Some(until - now)),
         }
-        let mut creds = self.store.credentials(username)?.unwrap_or_default();
+        let creds = self.store.credentials(username)?.unwrap_or_default();
         let pw_ok = password::verify(pw, &creds.password_hash);
         let mut totp_ok = None;
         if let (Some(c), Some(t)) = (code, &creds.totp) {
@@ -298,6 +310,21 @@ impl Identity {
             totp_ok = Some(totp::verify(&seed, c, now, t.last_step));
         }
         let status_ok = account.status == Status::Active;
+        // A valid code is spent atomically (RFC 6238 §5.2): of two concurrent uses, one wins.
+        if let (true, true, Some(Some(step))) = (pw_ok, status_ok, totp_ok) {
+            let spent = self.store.update_credentials(username, &mut |c| {
+                Ok(match c.totp.as_mut() {
+                    Some(t) if t.last_step.is_none_or(|l| step > l) => {
+                        t.last_step = Some(step);
+                        true
+                    }
+                    _ => false,
+                })
+            })?;
+            if !spent {
+                totp_ok = Some(None);
+            }
+        }
         // No code offered: the password step alone (the login flow asks for the factor next).
         let second_ok = code.is_none() || matches!(totp_ok, Some(Some(_)));
         if !(pw_ok && status_ok && second_ok) {
@@ -308,8 +335,8 @@ impl Identity {
             } else {
                 "wrong or reused one-time code"
             };
-            let after = self.lockout_policy.fail(&mut state, now);
-            self.store.save_lockout(username, &state, None)?;
+            let mut after = lockout::AfterFailure::Delayed(0);
+            state = self.store.update_lockout(username, &mut |s| after = self.lockout_policy.fail(s, now))?;
             if let lockout::AfterFailure::LockedNow(until) = after {
                 self.log(event(
                     "alert-lock",
@@ -321,10 +348,6 @@ impl Identity {
                 ))?;
             }
             return refuse(reason, None);
-        }
-        if let (Some(Some(step)), Some(t)) = (totp_ok, creds.totp.as_mut()) {
-            t.last_step = Some(step);
-            self.store.save_credentials(username, &creds)?;
         }
         if account.emergency {
             // 非常時用アカウント: every use is an alert; once opened it works for a window, then
@@ -343,8 +366,13 @@ impl Identity {
                 }
                 Some(_) => {}
                 None => {
-                    creds.emergency_opened_at = Some(now);
-                    self.store.save_credentials(username, &creds)?;
+                    // Atomically, so the one-time code just spent stays spent.
+                    self.store.update_credentials(username, &mut |c| {
+                        Ok(c.emergency_opened_at.is_none() && {
+                            c.emergency_opened_at = Some(now);
+                            true
+                        })
+                    })?;
                 }
             }
             self.log(event(
@@ -688,17 +716,25 @@ impl Identity {
             self.log(event("login", who, &s.username, Outcome::Denied, detail, source))?;
             return Ok(Err(refused));
         }
-        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
-        let Some(how) = check(&s.username, &mut creds)? else {
-            if let lockout::AfterFailure::LockedNow(until) = self.lockout_policy.fail(&mut state, now) {
+        // Verified and consumed in one atomic change of the stored credentials.
+        let mut how = None;
+        let mut check = Some(check);
+        let username = s.username.clone();
+        self.store.update_credentials(&username, &mut |creds| {
+            let Some(check) = check.take() else { return Ok(false) };
+            how = check(&username, creds)?;
+            Ok(how.is_some())
+        })?;
+        let Some(how) = how else {
+            let mut after = lockout::AfterFailure::Delayed(0);
+            self.store.update_lockout(&s.username, &mut |st| after = self.lockout_policy.fail(st, now))?;
+            if let lockout::AfterFailure::LockedNow(until) = after {
                 let detail = Some(format!("account locked until unix {until}"));
                 self.log(event("alert-lock", who.clone(), &s.username, Outcome::Denied, detail, source))?;
             }
-            self.store.save_lockout(&s.username, &state, None)?;
             self.log(event("login", who, &s.username, Outcome::Denied, Some(failure.into()), source))?;
             return Ok(Err(refused));
         };
-        self.store.save_credentials(&s.username, &creds)?;
         self.lockout_policy.succeed(&mut state);
         self.store.save_lockout(&s.username, &state, Some(now))?;
         Ok(Ok(self.after_second_factor(&id, &mut s, now, source, &how)?))

@@ -15,6 +15,12 @@ fn ie(e: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("storage: {msg}"))
 }
 
+impl From<crate::Error> for Error {
+    fn from(e: crate::Error) -> Self {
+        ie(e)
+    }
+}
+
 impl PgStore {
     fn text_of(&self, sql: &str, key: &str) -> Result<Option<String>, Error> {
         let r = self.lease().map_err(ie)?.opt(sql, params![key.to_string()]).map_err(ie)?;
@@ -65,6 +71,56 @@ impl IdentityStore for PgStore {
     fn lockout(&self, username: &str) -> Result<lockout::State, Error> {
         let v = self.text_of("SELECT data FROM auth_state WHERE username = $1", username)?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
+    }
+
+    fn update_credentials(
+        &self,
+        username: &str,
+        f: &mut dyn FnMut(&mut Credentials) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        let mut l = self.lease().map_err(ie)?;
+        l.transaction("BEGIN", |l| -> Result<bool, Error> {
+            // The row (if any) is locked: a concurrent use on any node waits and then sees this one.
+            let data: Option<String> = l
+                .opt("SELECT data FROM credentials WHERE username = $1 FOR UPDATE", params![username.to_string()])
+                .map_err(ie)?
+                .map(|r| r.try_get(0))
+                .transpose()
+                .map_err(ie)?;
+            let mut creds: Credentials = data.map(|s| serde_json::from_str(&s).map_err(ie)).transpose()?.unwrap_or_default();
+            if !f(&mut creds)? {
+                return Ok(false);
+            }
+            let data = serde_json::to_string(&creds).map_err(ie)?;
+            l.execute(
+                "INSERT INTO credentials (username, data) VALUES ($1, $2) ON CONFLICT (username) DO UPDATE SET data = excluded.data",
+                params![username.to_string(), data],
+            )
+            .map_err(ie)?;
+            Ok(true)
+        })
+    }
+
+    fn update_lockout(&self, username: &str, f: &mut dyn FnMut(&mut lockout::State)) -> Result<lockout::State, Error> {
+        let mut l = self.lease().map_err(ie)?;
+        l.transaction("BEGIN", |l| -> Result<lockout::State, crate::Error> {
+            // The row exists and is locked: concurrent failures on any node queue here.
+            l.execute(
+                "INSERT INTO auth_state (username, data) VALUES ($1, '{}') ON CONFLICT (username) DO NOTHING",
+                params![username.to_string()],
+            )?;
+            let data: String = l
+                .opt("SELECT data FROM auth_state WHERE username = $1 FOR UPDATE", params![username.to_string()])?
+                .map(|r| r.try_get(0))
+                .transpose()?
+                .unwrap_or_default();
+            let mut state: lockout::State = serde_json::from_str(&data).unwrap_or_default();
+            f(&mut state);
+            let data = serde_json::to_string(&state).map_err(|e| crate::Error::Corrupt(e.to_string()))?;
+            l.execute("UPDATE auth_state SET data = $2 WHERE username = $1", params![username.to_string(), data])?;
+            Ok(state)
+        })
+        .map_err(ie)
     }
 
     fn save_lockout(&self, username: &str, s: &lockout::State, last_login: Option<i64>) -> Result<(), Error> {

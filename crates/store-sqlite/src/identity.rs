@@ -75,6 +75,52 @@ impl IdentityStore for SqliteStore {
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
     }
 
+    fn update_credentials(
+        &self,
+        username: &str,
+        f: &mut dyn FnMut(&mut Credentials) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
+        let mut conn = self.writer().map_err(ie)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(ie)?;
+        let v: Option<String> = tx
+            .query_row("SELECT data FROM credentials WHERE username = ?1", params![username], |r| r.get(0))
+            .optional()
+            .map_err(ie)?;
+        let mut creds: Credentials = v.map(|s| serde_json::from_str(&s).map_err(ie)).transpose()?.unwrap_or_default();
+        if !f(&mut creds)? {
+            return Ok(false);
+        }
+        let data = serde_json::to_string(&creds).map_err(ie)?;
+        tx.execute(
+            "INSERT INTO credentials (username, data) VALUES (?1, ?2) ON CONFLICT (username) DO UPDATE SET data = excluded.data",
+            params![username, data],
+        )
+        .map_err(ie)?;
+        tx.commit().map_err(ie)?;
+        self.release_durably(conn).map_err(ie)?;
+        Ok(true)
+    }
+
+    fn update_lockout(&self, username: &str, f: &mut dyn FnMut(&mut lockout::State)) -> Result<lockout::State, Error> {
+        let mut conn = self.writer().map_err(ie)?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(ie)?;
+        let v: Option<String> = tx
+            .query_row("SELECT data FROM auth_state WHERE username = ?1", params![username], |r| r.get(0))
+            .optional()
+            .map_err(ie)?;
+        let mut state: lockout::State = v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        f(&mut state);
+        let data = serde_json::to_string(&state).map_err(ie)?;
+        tx.execute(
+            "INSERT INTO auth_state (username, data) VALUES (?1, ?2) ON CONFLICT (username) DO UPDATE SET data = excluded.data",
+            params![username, data],
+        )
+        .map_err(ie)?;
+        tx.commit().map_err(ie)?;
+        self.release_durably(conn).map_err(ie)?;
+        Ok(state)
+    }
+
     fn save_lockout(&self, username: &str, s: &lockout::State, last_login: Option<i64>) -> Result<(), Error> {
         let data = serde_json::to_string(s).map_err(ie)?;
         self.durable_write(
