@@ -77,8 +77,17 @@ impl EntryQuery {
 /// INVARIANT: `append` returns only after the entries are durable; their indexes are final.
 pub trait AuditLog: Send + Sync {
     /// Appends records (their `time` is set by the log, never going backwards) and returns their
-    /// leaf indexes once durable.
-    fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<u64>, Error>;
+    /// leaf indexes once durable: [`AuditLog::append_then`], waited for on this thread.
+    fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<u64>, Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.append_then(
+            records,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+        rx.recv().map_err(|_| Error::Source("the audit writer stopped".into()))?
+    }
     /// Like [`AuditLog::append`], but returns at once; `done` is called once the entries are
     /// durable (or failed). Lets async callers wait without parking a thread.
     fn append_then(&self, records: Vec<AuditRecord>, done: AppendDone);

@@ -195,17 +195,6 @@ impl PgStore {
 }
 
 impl AuditLog for PgStore {
-    fn append(&self, records: Vec<AuditRecord>) -> Result<Vec<u64>, AuditError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.append_then(
-            records,
-            Box::new(move |r| {
-                let _ = tx.send(r);
-            }),
-        );
-        rx.recv().map_err(|_| AuditError::Source("the audit writer stopped".into()))?
-    }
-
     fn append_then(&self, records: Vec<AuditRecord>, done: mamori_audit::AppendDone) {
         if let Err(std::sync::mpsc::SendError((_, done))) = self.audit_sender().send((records, done)) {
             done(Err(AuditError::Source("the audit writer stopped".into())));
