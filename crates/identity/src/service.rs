@@ -219,14 +219,16 @@ impl Identity {
     pub fn enroll_totp(&self, actor: &str, username: &str, issuer: &str, now: i64) -> Result<String, Error> {
         let (account, _) =
             self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
-        let mut creds = self.store.credentials(username)?.unwrap_or_default();
         let seed = totp::new_secret()?;
-        creds.totp = Some(TotpFactor {
+        let factor = TotpFactor {
             sealed_secret: secret::seal(&self.master_key, username, &seed)?,
             last_step: None,
             enrolled_at: now,
-        });
-        self.store.save_credentials(username, &creds)?;
+        };
+        self.store.update_credentials(username, &mut |creds| {
+            creds.totp = Some(factor.clone());
+            Ok(true)
+        })?;
         self.log(event(
             "enrol",
             operator(actor),
@@ -242,26 +244,29 @@ impl Identity {
     pub fn change_password(&self, username: &str, current: &str, new: &str, now: i64) -> Result<(), Error> {
         let (account, _) =
             self.store.account(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
-        let mut creds =
-            self.store.credentials(username)?.ok_or_else(|| Error::PasswordRefused(vec![crate::login_failed()]))?;
-        if !password::verify(current, &creds.password_hash) {
+        let changed = self.store.update_credentials(username, &mut |creds| {
+            if creds.password_hash.is_empty() || !password::verify(current, &creds.password_hash) {
+                return Err(Error::PasswordRefused(vec![crate::login_failed()]));
+            }
+            let mut previous = vec![creds.password_hash.clone()];
+            previous.extend(creds.history.iter().cloned());
+            previous.truncate(self.password_policy.history.max(1));
+            let ctx = password::Context {
+                username,
+                display_name: account.display_name.as_deref(),
+                has_second_factor: !creds.second_factors().is_empty(),
+                previous: &previous,
+            };
+            self.password_policy.check(new, &ctx)?;
+            creds.history = previous;
+            creds.password_hash = password::hash(new)?;
+            creds.password_changed_at = now;
+            creds.must_change = false;
+            Ok(true)
+        })?;
+        if !changed {
             return Err(Error::PasswordRefused(vec![crate::login_failed()]));
         }
-        let mut previous = vec![creds.password_hash.clone()];
-        previous.extend(creds.history.iter().cloned());
-        previous.truncate(self.password_policy.history.max(1));
-        let ctx = password::Context {
-            username,
-            display_name: account.display_name.as_deref(),
-            has_second_factor: !creds.second_factors().is_empty(),
-            previous: &previous,
-        };
-        self.password_policy.check(new, &ctx)?;
-        creds.history = previous;
-        creds.password_hash = password::hash(new)?;
-        creds.password_changed_at = now;
-        creds.must_change = false;
-        self.store.save_credentials(username, &creds)?;
         self.log(event(
             "credential",
             AuditActor { client_id: None, fhir_user: account.fhir_user, id: username.into(), kind: "user".into() },
@@ -488,9 +493,10 @@ impl Identity {
             self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
         a.emergency = true;
         self.store.save_account(&a, Some(v), actor, "flagged as emergency account (非常時用)")?;
-        let mut creds = self.store.credentials(username)?.unwrap_or_default();
-        creds.must_change = false;
-        self.store.save_credentials(username, &creds)?;
+        self.store.update_credentials(username, &mut |creds| {
+            creds.must_change = false;
+            Ok(true)
+        })?;
         self.log(event("emergency-flagged", operator(actor), username, Outcome::Success, None, None))?;
         Ok(a)
     }
@@ -501,24 +507,25 @@ impl Identity {
         if !a.emergency {
             return Err(Error::Invalid(format!("`{username}` is not an emergency account")));
         }
-        let mut creds = self.store.credentials(username)?.unwrap_or_default();
-        let ctx = password::Context {
-            username,
-            display_name: a.display_name.as_deref(),
-            has_second_factor: creds.totp.is_some(),
-            previous: &creds.history,
-        };
-        self.password_policy.check(new_password, &ctx)?;
-        if password::verify(new_password, &creds.password_hash) {
-            return Err(Error::Invalid("the new sealed password must differ from the old one".into()));
-        }
-        let old = std::mem::replace(&mut creds.password_hash, password::hash(new_password)?);
-        creds.history.insert(0, old);
-        creds.history.truncate(self.password_policy.history);
-        creds.password_changed_at = now;
-        creds.must_change = false;
-        creds.emergency_opened_at = None;
-        self.store.save_credentials(username, &creds)?;
+        self.store.update_credentials(username, &mut |creds| {
+            let ctx = password::Context {
+                username,
+                display_name: a.display_name.as_deref(),
+                has_second_factor: creds.totp.is_some(),
+                previous: &creds.history,
+            };
+            self.password_policy.check(new_password, &ctx)?;
+            if password::verify(new_password, &creds.password_hash) {
+                return Err(Error::Invalid("the new sealed password must differ from the old one".into()));
+            }
+            let old = std::mem::replace(&mut creds.password_hash, password::hash(new_password)?);
+            creds.history.insert(0, old);
+            creds.history.truncate(self.password_policy.history);
+            creds.password_changed_at = now;
+            creds.must_change = false;
+            creds.emergency_opened_at = None;
+            Ok(true)
+        })?;
         self.store.revoke_tokens_of(username)?;
         self.store.delete_sessions_of(username)?;
         self.log(event(
@@ -629,7 +636,6 @@ impl Identity {
     /// Issues 10 new recovery codes (replacing any unused ones); shown once.
     pub fn new_recovery_codes(&self, actor: &str, username: &str) -> Result<Vec<String>, Error> {
         self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
-        let mut creds = self.store.credentials(username)?.unwrap_or_default();
         let mut codes = Vec::with_capacity(10);
         for _ in 0..10 {
             let mut b = [0u8; 10];
@@ -637,8 +643,11 @@ impl Identity {
             let raw = totp::base32(&b);
             codes.push(format!("{}-{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12], &raw[12..16]));
         }
-        creds.recovery = codes.iter().map(|c| session::digest(&normalise_recovery(c))).collect();
-        self.store.save_credentials(username, &creds)?;
+        let digests: Vec<String> = codes.iter().map(|c| session::digest(&normalise_recovery(c))).collect();
+        self.store.update_credentials(username, &mut |creds| {
+            creds.recovery = digests.clone();
+            Ok(true)
+        })?;
         self.log(event(
             "enrol",
             operator(actor),
@@ -767,9 +776,11 @@ impl Identity {
         let (Stage::NeedEnrol, Some(sealed)) = (s.stage, s.pending_totp.clone()) else { return Ok(Err(refused)) };
         let seed = secret::open(&self.master_key, &s.username, &sealed)?;
         let Some(step) = totp::verify(&seed, code, now, None) else { return Ok(Err(refused)) };
-        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
-        creds.totp = Some(TotpFactor { sealed_secret: sealed, last_step: Some(step), enrolled_at: now });
-        self.store.save_credentials(&s.username, &creds)?;
+        let factor = TotpFactor { sealed_secret: sealed, last_step: Some(step), enrolled_at: now };
+        self.store.update_credentials(&s.username, &mut |creds| {
+            creds.totp = Some(factor.clone());
+            Ok(true)
+        })?;
         s.pending_totp = None;
         let who = user_actor(&s.username);
         self.log(event(
@@ -832,16 +843,20 @@ impl Identity {
         if !matches!(s.stage, Stage::NeedEnrol | Stage::Full) {
             return Ok(None);
         }
-        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
-        let handle = match creds.webauthn_handle.as_deref().and_then(|h| h.parse().ok()) {
-            Some(h) => h,
-            None => {
-                let h = passkey::new_user_handle()?;
-                creds.webauthn_handle = Some(h.to_string());
-                self.store.save_credentials(&s.username, &creds)?;
-                h
-            }
-        };
+        // The user handle is made once, atomically (two tabs registering at once share it).
+        let fresh = passkey::new_user_handle()?;
+        self.store.update_credentials(&s.username, &mut |creds| {
+            Ok(creds.webauthn_handle.is_none() && {
+                creds.webauthn_handle = Some(fresh.to_string());
+                true
+            })
+        })?;
+        let creds = self.store.credentials(&s.username)?.unwrap_or_default();
+        let handle = creds
+            .webauthn_handle
+            .as_deref()
+            .and_then(|h| h.parse().ok())
+            .ok_or_else(|| Error::Invalid("stored passkey user handle is not valid".into()))?;
         let display =
             self.store.account(&s.username)?.and_then(|(a, _)| a.display_name).unwrap_or_else(|| s.username.clone());
         let (options, state) = rp.begin_register(handle, &s.username, &display, &creds.passkey_factors())?;
@@ -875,15 +890,25 @@ impl Identity {
             self.log(event("enrol", who, &s.username, Outcome::Failure, detail, source))?;
             return Ok(Err(refused));
         };
-        let mut creds = self.store.credentials(&s.username)?.unwrap_or_default();
-        let mut keys = creds.passkey_factors();
         let name: String = name.trim().chars().take(64).collect();
-        let name = if name.is_empty() { format!("passkey {}", keys.len() + 1) } else { name };
-        keys.push(passkey::PasskeyFactor { name: name.clone(), enrolled_at: now, last_used: None, credential: key });
-        creds.set_passkey_factors(&keys);
-        self.store.save_credentials(&s.username, &creds)?;
+        let (mut named, mut count) = (String::new(), 0);
+        let mut key = Some(key);
+        self.store.update_credentials(&s.username, &mut |creds| {
+            let Some(key) = key.take() else { return Ok(false) };
+            let mut keys = creds.passkey_factors();
+            named = if name.is_empty() { format!("passkey {}", keys.len() + 1) } else { name.clone() };
+            keys.push(passkey::PasskeyFactor {
+                name: named.clone(),
+                enrolled_at: now,
+                last_used: None,
+                credential: key,
+            });
+            creds.set_passkey_factors(&keys);
+            count = keys.len();
+            Ok(true)
+        })?;
         let who = user_actor(&s.username);
-        let detail = Some(format!("passkey `{name}` registered ({} in all)", keys.len()));
+        let detail = Some(format!("passkey `{named}` registered ({count} in all)"));
         self.log(event("enrol", who, &s.username, Outcome::Success, detail, source))?;
         if s.stage == Stage::NeedEnrol {
             return Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "passkey (enrolled)")?));
