@@ -218,6 +218,10 @@ mod tests {
     #[test]
     fn mistakes_are_refused() {
         assert!(parse("[server]\nmax_body_bites = 5\n").is_err(), "unknown keys are refused");
+        assert!(parse("[store]\ndatabase = \"mysql://db/x\"\n").is_err(), "only postgres:// URLs");
+        assert!(parse("[store]\ndatabse = \"postgres://db/x\"\n").is_err());
+        let c = parse("[store]\ndatabase = \"postgres://mamori@db/x\"\n").unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(c.database.as_deref(), Some("postgres://mamori@db/x"));
         assert!(parse("[retention.types]\nPatiant = 3\n").is_err());
         assert!(parse("[server]\nmax_body_bytes = 10\n").is_err());
         assert!(parse("[identity]\npassword_mode = \"short\"\n").is_err());

@@ -486,6 +486,32 @@ fn now_secs() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
+/// The grant of a bearer token and, for a person's token, their active account's roles,
+/// `fhirUser` and department — read afresh, so a role removed or an account disabled takes effect
+/// at once.
+fn lookup_bearer(
+    s: &AppState,
+    token: &str,
+    source: Option<std::net::IpAddr>,
+) -> Result<(Grant, Option<Person>), ApiError> {
+    let grant = match s.oauth.validate_from(token, now_secs(), source) {
+        Ok(grant) => grant,
+        Err(BearerError::Invalid) => return Err(ApiError::Unauthorized),
+        Err(BearerError::Store) => return Err(ApiError::Internal("token validation failed".into())),
+    };
+    let account = match &grant.subject {
+        Some(user) => match s.identity.account(user) {
+            Ok(Some(a)) if a.status == mamori_identity::account::Status::Active => {
+                Some((a.roles, a.fhir_user, a.department))
+            }
+            Ok(_) => return Err(ApiError::Unauthorized),
+            Err(_) => return Err(ApiError::Internal("account lookup failed".into())),
+        },
+        None => None,
+    };
+    Ok((grant, account))
+}
+
 /// Authenticates every `/fhir` request except `metadata`.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     // Exempt exact full paths only (`req.uri()` inside a nested router has lost its prefix).
@@ -503,37 +529,13 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         return ApiError::Unauthorized.into_response();
     };
     let source = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    let lookup = {
-        let s = s.clone();
-        move || -> Result<(Grant, Option<Person>), ApiError> {
-            let grant = match s.oauth.validate_from(&token, now_secs(), source) {
-                Ok(grant) => grant,
-                Err(BearerError::Invalid) => return Err(ApiError::Unauthorized),
-                Err(BearerError::Store) => {
-                    return Err(ApiError::Internal("token validation failed".into()));
-                }
-            };
-            // A person's token works only while their account is active; their roles are read
-            // afresh, so a role removed or an account disabled takes effect at once.
-            let account = match &grant.subject {
-                Some(user) => match s.identity.account(user) {
-                    Ok(Some(a)) if a.status == mamori_identity::account::Status::Active => {
-                        Some((a.roles, a.fhir_user, a.department))
-                    }
-                    Ok(_) => return Err(ApiError::Unauthorized),
-                    Err(_) => return Err(ApiError::Internal("account lookup failed".into())),
-                },
-                None => None,
-            };
-            Ok((grant, account))
-        }
-    };
     // Inline on the embedded store (two indexed reads of a few microseconds cost less than a hop
     // to the blocking pool); on a networked store, off the async threads.
     let looked_up = if s.config.inline_lookups {
-        lookup()
+        lookup_bearer(&s, &token, source)
     } else {
-        match tokio::task::spawn_blocking(lookup).await {
+        let s2 = s.clone();
+        match tokio::task::spawn_blocking(move || lookup_bearer(&s2, &token, source)).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::Internal("token validation failed".into())),
         }

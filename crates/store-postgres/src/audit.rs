@@ -20,8 +20,7 @@ fn ae(e: impl std::fmt::Display) -> AuditError {
     AuditError::Source(msg)
 }
 
-/// One append waiting for the audit writer thread.
-pub(crate) type Job = (Vec<AuditRecord>, mamori_audit::AppendDone);
+pub(crate) use mamori_store_sqlite::AuditJob as Job;
 
 /// Inserts records inside the caller's write transaction (which holds the writer lock), all in
 /// one statement; returns each record's last leaf index.
@@ -104,38 +103,18 @@ impl NodeSource for Tiles<'_, '_> {
     }
 }
 
-fn writer_loop(rx: std::sync::mpsc::Receiver<Job>, store: std::sync::Arc<Inner>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let result = crate::lease(&store)
-            .and_then(|mut l| {
-                l.write(|l| -> Result<Vec<Vec<u64>>, Error> {
-                    let records: Vec<AuditRecord> = batch.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
-                    let mut ids = insert_all(l, records)?.into_iter();
-                    Ok(batch.iter().map(|(r, _)| ids.by_ref().take(r.len()).collect()).collect())
-                })
+/// The audit writer's commit: every queued append in one write transaction (the sequencer's
+/// lock), its entries in one statement.
+fn commit_batch(batch: &[Job], store: &std::sync::Arc<Inner>) -> Result<Vec<Vec<u64>>, String> {
+    crate::lease(store)
+        .and_then(|mut l| {
+            l.write(|l| -> Result<Vec<Vec<u64>>, Error> {
+                let records: Vec<AuditRecord> = batch.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
+                let mut ids = insert_all(l, records)?.into_iter();
+                Ok(batch.iter().map(|(r, _)| ids.by_ref().take(r.len()).collect()).collect())
             })
-            .map_err(|e| e.to_string());
-        match result {
-            Ok(all) => {
-                for ((_, done), ids) in batch.into_iter().zip(all) {
-                    done(Ok(ids));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "audit append failed");
-                for (_, done) in batch {
-                    done(Err(AuditError::Source(e.clone())));
-                }
-            }
-        }
-    }
+        })
+        .map_err(|e| e.to_string())
 }
 
 impl PgStore {
@@ -147,7 +126,7 @@ impl PgStore {
             let inner = self.inner.clone();
             std::thread::Builder::new()
                 .name("mamori-audit-writer".into())
-                .spawn(move || writer_loop(rx, inner))
+                .spawn(move || mamori_store_sqlite::audit_writer_loop(rx, |batch| commit_batch(batch, &inner)))
                 .map_err(|e| tracing::error!(error = %e, "cannot start the audit writer"))
                 .ok();
             tx

@@ -556,18 +556,14 @@ impl PgStore {
         Ok(())
     }
 
-    /// Reads a node-shared value (`store_flags`).
-    pub fn flag(&self, name: &str) -> Result<Option<String>, Error> {
-        Ok(self
-            .lease()?
-            .opt("SELECT value FROM store_flags WHERE name = $1", params![name.to_string()])?
-            .map(|r| r.get(0)))
-    }
-
     /// Sets a node-shared value if it is not set yet; returns the value now stored (the first
     /// node's, when several race).
     pub fn flag_init(&self, name: &str, value: &str) -> Result<String, Error> {
         let mut l = self.lease()?;
+        // Set once, read at every start: read first, write only the first time.
+        if let Some(r) = l.opt("SELECT value FROM store_flags WHERE name = $1", params![name.to_string()])? {
+            return Ok(r.try_get(0)?);
+        }
         l.execute(
             "INSERT INTO store_flags (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
             params![name.to_string(), value.to_string()],

@@ -16,15 +16,16 @@ fn ae(e: impl std::fmt::Display) -> AuditError {
     AuditError::Source(msg)
 }
 
-/// One append waiting for the audit writer thread.
-pub(crate) type Job = (Vec<AuditRecord>, mamori_audit::AppendDone);
+/// One append waiting for a store's audit writer thread.
+pub type Job = (Vec<mamori_audit::AuditRecord>, mamori_audit::AppendDone);
 
-/// The audit writer: takes every queued append into one transaction and one fsync, then reports
-/// to each appender. Runs until the store is dropped.
-fn writer_loop(
+/// The audit writer thread's loop, shared with the PostgreSQL store: takes every queued append
+/// (up to 4096) into one `commit` — one transaction, one flush — and reports each appender's leaf
+/// indexes, or the error to all of them. `commit` returns the indexes per job, once durable. Runs
+/// until every sender is dropped.
+pub fn writer_loop(
     rx: std::sync::mpsc::Receiver<Job>,
-    writer: std::sync::Arc<std::sync::Mutex<Connection>>,
-    durability: std::sync::Arc<crate::durability::Durability>,
+    mut commit: impl FnMut(&[Job]) -> Result<Vec<Vec<u64>>, String>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -34,36 +35,46 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let result = (|| -> Result<(Vec<Vec<u64>>, u64), String> {
-            let conn = writer.lock().map_err(|_| "store lock poisoned".to_string())?;
-            let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
-                .map_err(|e| e.to_string())?;
-            let mut all = Vec::with_capacity(batch.len());
-            for (records, _) in &batch {
-                let mut ids = Vec::with_capacity(records.len());
-                for r in records {
-                    ids.push(insert(&tx, r.clone()).map_err(|e| e.to_string())?);
-                }
-                all.push(ids);
-            }
-            tx.commit().map_err(|e| e.to_string())?;
-            Ok((all, durability.committed()))
-        })();
-        match result {
-            Ok((all, ticket)) => {
-                let durable = durability.wait(ticket).map_err(|e| e.to_string());
+        match commit(&batch) {
+            Ok(all) => {
                 for ((_, done), ids) in batch.into_iter().zip(all) {
-                    done(durable.clone().map(|()| ids).map_err(AuditError::Source));
+                    done(Ok(ids));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "audit append failed");
                 for (_, done) in batch {
-                    done(Err(AuditError::Source(e.clone())));
+                    done(Err(mamori_audit::Error::Source(e.clone())));
                 }
             }
         }
     }
+}
+
+/// The audit writer's commit: every queued append in one transaction, then one group fsync
+/// (waited for after the writer is released, so others commit meanwhile).
+fn commit_batch(
+    batch: &[Job],
+    writer: &std::sync::Mutex<Connection>,
+    durability: &crate::durability::Durability,
+) -> Result<Vec<Vec<u64>>, String> {
+    let (all, ticket) = {
+        let conn = writer.lock().map_err(|_| "store lock poisoned".to_string())?;
+        let tx =
+            rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+        let mut all = Vec::with_capacity(batch.len());
+        for (records, _) in batch {
+            let mut ids = Vec::with_capacity(records.len());
+            for r in records {
+                ids.push(insert(&tx, r.clone()).map_err(|e| e.to_string())?);
+            }
+            all.push(ids);
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+        (all, durability.committed())
+    };
+    durability.wait(ticket).map_err(|e| e.to_string())?;
+    Ok(all)
 }
 
 impl SqliteStore {
@@ -73,7 +84,7 @@ impl SqliteStore {
             let (writer, durability) = (self.writer.clone(), self.durability.clone());
             std::thread::Builder::new()
                 .name("mamori-audit-writer".into())
-                .spawn(move || writer_loop(rx, writer, durability))
+                .spawn(move || writer_loop(rx, |batch| commit_batch(batch, &writer, &durability)))
                 .map_err(|e| tracing::error!(error = %e, "cannot start the audit writer"))
                 .ok();
             tx

@@ -17,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OpenFlags};
 
+pub use audit::{Job as AuditJob, writer_loop as audit_writer_loop};
 pub use config::{ConfigChange, ConfigEntry, decode, decode_all};
 
 /// Why the store failed.
@@ -336,6 +337,17 @@ impl SqliteStore {
 
     /// Sets a named value if it is not set yet; returns the value now stored.
     pub fn flag_init(&self, name: &str, value: &str) -> Result<String, Error> {
+        // Set once, read at every start: read first, take the writer (and an fsync) only the
+        // first time.
+        let set: Option<String> = {
+            use rusqlite::OptionalExtension;
+            self.reader()?
+                .query_row("SELECT value FROM store_flags WHERE name = ?1", rusqlite::params![name], |r| r.get(0))
+                .optional()?
+        };
+        if let Some(v) = set {
+            return Ok(v);
+        }
         let conn = self.writer()?;
         conn.execute(
             "INSERT INTO store_flags (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
