@@ -199,7 +199,7 @@ pub fn open_campaign(node: &Node, reason: &str, users: &[String], operator: &str
     }
     let now = now_micros();
     let date = mamori_records::Timestamp(now).to_fhir();
-    let suffix = ResourceId::generate().map_err(|e| e.to_string())?.to_string();
+    let suffix = ResourceId::random().map_err(|e| e.to_string())?.to_string();
     let id = format!("{}-{}", date.get(0..10).unwrap_or("review"), suffix.get(0..8).unwrap_or("0"));
     let c = Campaign { id, reason: reason.to_string(), opened_at: now, opened_by: operator.to_string(), items };
     save(node, &c, None, operator, &format!("access review opened: {reason}"))?;

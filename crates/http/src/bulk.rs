@@ -303,7 +303,7 @@ async fn kickoff(
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
         return Ok(r);
     }
-    let id = ResourceId::generate().map_err(ApiError::from)?.to_string();
+    let id = ResourceId::random().map_err(ApiError::from)?.to_string();
     let job = Arc::new(Job {
         owner: owner_of(&p),
         state: Mutex::new(JobState::Running),
