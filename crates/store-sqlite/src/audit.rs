@@ -55,11 +55,11 @@ pub fn writer_loop(
 /// (waited for after the writer is released, so others commit meanwhile).
 fn commit_batch(
     batch: &[Job],
-    writer: &std::sync::Mutex<Connection>,
+    writer: &crate::writer::Writer,
     durability: &crate::durability::Durability,
 ) -> Result<Vec<Vec<u64>>, String> {
     let (all, ticket) = {
-        let conn = writer.lock().map_err(|_| "store lock poisoned".to_string())?;
+        let conn = writer.lock().map_err(|e| e.to_string())?;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
         let mut all = Vec::with_capacity(batch.len());

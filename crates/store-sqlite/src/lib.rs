@@ -10,6 +10,7 @@ mod config;
 mod durability;
 mod identity;
 mod records;
+mod writer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,6 +37,9 @@ pub enum Error {
     /// The write-ahead log could not be made durable.
     #[error("fsync failed: {0}")]
     Sync(#[from] std::io::Error),
+    /// The group-committed batch a write was part of failed to commit.
+    #[error("the batch of writes this one was part of failed: {0}")]
+    Batch(String),
 }
 
 const SCHEMA: &str = r#"
@@ -241,7 +245,7 @@ const READERS: usize = 4;
 pub struct SqliteStore {
     durability: std::sync::Arc<durability::Durability>,
     audit_tx: std::sync::OnceLock<std::sync::mpsc::Sender<audit::Job>>,
-    writer: std::sync::Arc<Mutex<Connection>>,
+    writer: std::sync::Arc<writer::Writer>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     path: std::path::PathBuf,
@@ -285,15 +289,15 @@ impl SqliteStore {
         writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         writer.execute_batch(SCHEMA)?;
         migrate(&writer)?;
-        let durability = durability::Durability::open(dir, &path)?;
+        let durability = std::sync::Arc::new(durability::Durability::open(dir, &path)?);
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(Mutex::new(open_conn(&path, true)?));
         }
         Ok(SqliteStore {
-            durability: std::sync::Arc::new(durability),
+            writer: std::sync::Arc::new(writer::Writer::new(writer, durability.clone())),
+            durability,
             audit_tx: std::sync::OnceLock::new(),
-            writer: std::sync::Arc::new(Mutex::new(writer)),
             readers,
             next_reader: AtomicUsize::new(0),
             path,
@@ -309,8 +313,10 @@ impl SqliteStore {
         self.durability.wait(ticket)
     }
 
+    /// The writing connection with no transaction open (any open batch of record writes is
+    /// committed first).
     fn writer(&self) -> Result<MutexGuard<'_, Connection>, Error> {
-        self.writer.lock().map_err(|_| Error::Poisoned)
+        self.writer.lock()
     }
 
     fn reader(&self) -> Result<MutexGuard<'_, Connection>, Error> {

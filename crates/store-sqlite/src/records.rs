@@ -533,12 +533,8 @@ impl Tx for SqlTx<'_> {
 
 impl Store for SqliteStore {
     fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {
-        let mut conn = self.writer().map_err(StoreError::from)?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(se)?;
-        f(&mut SqlTx { c: &tx })?;
-        tx.commit().map_err(se)?;
-        self.release_durably(conn).map_err(se)?;
-        Ok(())
+        // Group commit: concurrent writes share one transaction and one fsync (writer.rs).
+        self.writer.write(&mut |c| f(&mut SqlTx { c }), |e| RecordError::Store(se(e)))
     }
 
     fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {

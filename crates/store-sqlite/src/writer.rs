@@ -1,0 +1,274 @@
+//! The store's one writing connection, and group commit of record writes (issue #9).
+//!
+//! A record write (`Store::write`: a create, an update, an import batch…) runs inside a
+//! `SAVEPOINT` of a transaction that may already hold other writes. When the writer leaves the
+//! connection while other threads are waiting for it, it leaves that transaction open for them and
+//! waits; the last one in (no one waiting, or [`MAX_JOBS`] writes in the batch) commits for
+//! everyone. Every write of a batch is therefore committed by one `COMMIT`, and the pages the
+//! writes share — the right-hand leaves of the version table and of every index, where
+//! time-ordered ids land — go to the WAL once per batch instead of once per write. Durability is
+//! unchanged: each writer is acknowledged only after the group fsync that follows its batch's
+//! commit (`Durability::wait`).
+//!
+//! Invariants:
+//! - A batch is left open only when another thread has announced (`waiting`) that it is about to
+//!   take the connection; whoever takes it next either extends the batch or commits it first
+//!   ([`Writer::lock`] for every other use of the connection), so an open batch always has a
+//!   committer.
+//! - A write that failed is rolled back to its savepoint; the others in its batch are unaffected.
+//! - Every write of a batch, even one that failed or only read, answers only after the batch's
+//!   outcome is known — what it saw in the batch was not yet committed — and a batch that fails to
+//!   commit fails every write in it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+use rusqlite::Connection;
+
+use crate::Error;
+use crate::durability::Durability;
+
+/// Writes committed together at most. Smaller batches let the next batch form while the last
+/// one's fsync runs; at 16 connections 8 measured best (1,938/s and 1,857/s against 1,919/s and
+/// 1,753/s with 64, and about 1,000/s with no batching, in one run).
+pub(crate) const MAX_JOBS: usize = 8;
+
+/// How a batch ended: the durability ticket of its commit, or why it failed.
+type Outcome = Result<u64, String>;
+
+#[derive(Default)]
+struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    cv: Condvar,
+}
+
+impl Slot {
+    fn publish(&self, outcome: Outcome) {
+        *self.outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> Outcome {
+        let mut o = self.outcome.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(r) = o.as_ref() {
+                return r.clone();
+            }
+            o = self.cv.wait(o).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+struct Open {
+    slot: Arc<Slot>,
+    jobs: usize,
+}
+
+/// The writing connection.
+pub(crate) struct Writer {
+    conn: Mutex<Connection>,
+    /// The batch whose transaction is open on `conn`; changed only by the holder of `conn`.
+    open: Mutex<Option<Open>>,
+    /// Threads about to take `conn`.
+    waiting: AtomicUsize,
+    durability: Arc<Durability>,
+}
+
+impl Writer {
+    pub(crate) fn new(conn: Connection, durability: Arc<Durability>) -> Writer {
+        Writer { conn: Mutex::new(conn), open: Mutex::new(None), waiting: AtomicUsize::new(0), durability }
+    }
+
+    fn take(&self) -> Result<MutexGuard<'_, Connection>, MutexGuard<'_, Connection>> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let g = self.conn.lock();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        g.map_err(PoisonError::into_inner)
+    }
+
+    fn open(&self) -> MutexGuard<'_, Option<Open>> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Commits the open batch, if any, and tells its writers how it went.
+    fn close(&self, conn: &Connection) {
+        let Some(open) = self.open().take() else { return };
+        let outcome = match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(self.durability.committed()),
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %e, "a batch of record writes failed to commit");
+                Err(e.to_string())
+            }
+        };
+        open.slot.publish(outcome);
+    }
+
+    /// The connection with no transaction open, for a use of its own (the caller commits and
+    /// waits for durability itself).
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, Error> {
+        match self.take() {
+            Ok(g) => {
+                self.close(&g);
+                Ok(g)
+            }
+            Err(g) => {
+                self.close(&g);
+                Err(Error::Poisoned)
+            }
+        }
+    }
+
+    /// Runs `f` as one write of a group-committed batch; returns once its batch is durable.
+    /// `E` is the caller's error; `wrap` turns the store's own failures into it.
+    pub(crate) fn write<E>(
+        &self,
+        f: &mut dyn FnMut(&Connection) -> Result<(), E>,
+        wrap: impl Fn(Error) -> E,
+    ) -> Result<(), E> {
+        let conn = match self.take() {
+            Ok(g) => g,
+            Err(g) => {
+                self.close(&g);
+                return Err(wrap(Error::Poisoned));
+            }
+        };
+        let mut open = self.open();
+        if open.is_none() {
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| wrap(e.into()))?;
+            *open = Some(Open { slot: Arc::default(), jobs: 0 });
+        }
+        let result = match conn.execute_batch("SAVEPOINT job") {
+            Ok(()) => {
+                let r = f(&conn);
+                let end = if r.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+                match conn.execute_batch(end) {
+                    Ok(()) => r,
+                    Err(e) => Err(wrap(e.into())),
+                }
+            }
+            Err(e) => Err(wrap(e.into())),
+        };
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back (an I/O error, a full disk): the batch is
+            // lost, and everyone in it must hear so.
+            if let Some(o) = open.take() {
+                o.slot.publish(Err("the batch's transaction was rolled back".into()));
+            }
+            return Err(result.err().unwrap_or_else(|| wrap(Error::Batch("transaction rolled back".into()))));
+        }
+        let Some(batch) = open.as_mut() else {
+            return Err(wrap(Error::Batch("no open batch".into())));
+        };
+        batch.jobs += 1;
+        let slot = batch.slot.clone();
+        let outcome = if self.waiting.load(Ordering::SeqCst) > 0 && batch.jobs < MAX_JOBS {
+            // Someone is about to take the connection: they extend the batch or commit it.
+            drop(open);
+            drop(conn);
+            slot.wait()
+        } else {
+            drop(open);
+            self.close(&conn);
+            drop(conn);
+            slot.wait()
+        };
+        let ticket = outcome.map_err(|e| wrap(Error::Batch(e)))?;
+        result?;
+        self.durability.wait(ticket).map_err(wrap)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn writer(dir: &std::path::Path) -> Arc<Writer> {
+        let path = dir.join("t.db");
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
+        let d = Arc::new(Durability::open(dir, &path).unwrap());
+        Arc::new(Writer::new(c, d))
+    }
+
+    fn count(w: &Writer) -> i64 {
+        w.lock().unwrap().query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_waiting_writer_joins_the_open_batch_and_commits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path());
+        let (w2, started) = (w.clone(), Arc::new(std::sync::Barrier::new(2)));
+        let s2 = started.clone();
+        let a = std::thread::spawn(move || {
+            w2.write(
+                &mut |c| {
+                    s2.wait();
+                    // Stay in the write until the other thread waits for the connection.
+                    while w2.waiting.load(Ordering::SeqCst) == 0 {
+                        std::thread::yield_now();
+                    }
+                    c.execute("INSERT INTO t (k) VALUES (1)", [])?;
+                    Ok(())
+                },
+                |e| e,
+            )
+        });
+        started.wait();
+        w.write(
+            &mut |c| {
+                c.execute("INSERT INTO t (k) VALUES (2)", [])?;
+                Ok(())
+            },
+            |e| e,
+        )
+        .unwrap();
+        a.join().unwrap().unwrap();
+        assert_eq!(count(&w), 2);
+        // Two writes, one commit.
+        assert_eq!(w.durability.commits(), 1);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing_and_spares_its_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = writer(dir.path());
+        let threads: Vec<_> = (0..8i64)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    let mut ok = 0;
+                    for i in 0..50i64 {
+                        let k = t * 1000 + i;
+                        let r = w.write(
+                            &mut |c| {
+                                c.execute("INSERT INTO t (k) VALUES (?1)", [k])?;
+                                // Every tenth write fails after writing: its row must go.
+                                if k % 10 == 3 { Err(Error::Corrupt("refused".into())) } else { Ok(()) }
+                            },
+                            |e| e,
+                        );
+                        match r {
+                            Ok(()) => ok += 1,
+                            Err(Error::Corrupt(m)) if m == "refused" => {}
+                            Err(e) => panic!("unexpected failure: {e}"),
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let ok: i64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(ok, 8 * 45);
+        assert_eq!(count(&w), ok);
+        let failed: i64 =
+            w.lock().unwrap().query_row("SELECT COUNT(*) FROM t WHERE k % 10 = 3", [], |r| r.get(0)).unwrap();
+        assert_eq!(failed, 0);
+        // No transaction is left open, and the connection takes a write of its own.
+        let c = w.lock().unwrap();
+        assert!(c.is_autocommit());
+    }
+}
