@@ -1,16 +1,22 @@
-//! NDJSON ingestion shared by `mamori import` and `POST /fhir/$import`: one resource per line, as
-//! Bulk Data exports write them.
+//! NDJSON ingestion shared by `mamori import` and `POST /fhir/$import`: one resource per line,
+//! as Bulk Data exports write them.
 //!
 //! Each line is parsed and validated like a REST write. Resources keep their ids
 //! (update-as-create, so references between them hold) or get one. Lines are written in batches:
 //! one transaction and one fsync per batch, each resource with its Provenance and audit entry. When
 //! a batch fails, its lines are retried one by one, so a refused line is reported with its number
 //! and stores nothing while the rest still go in.
+//!
+//! Two stages on two threads (issue #9): the caller's thread parses, validates, labels and indexes
+//! each line (everything that needs no transaction) while a writer thread stores the previous
+//! batch. At most one batch waits between them, so memory stays bounded by two batches.
 
 use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use serde_json::Value;
 
+use crate::service::Content;
 use crate::{ParsedBody, RecordError, Records, RequestContext, ResourceId, ResourceType, parse_resource};
 
 type Item = (ResourceType, ResourceId, ParsedBody);
@@ -30,20 +36,49 @@ pub struct Refusal {
 /// says why not.
 pub type TypeCheck = Box<dyn FnMut(&ResourceType) -> Result<(), String> + Send>;
 
+/// A line ready to be written: its resource prepared, and the line itself to retry it alone.
+pub(crate) struct Ready {
+    pub(crate) rt: ResourceType,
+    pub(crate) id: ResourceId,
+    pub(crate) content: Option<Content>,
+    line: String,
+    source: Arc<str>,
+    n: usize,
+    /// Order of arrival, to report refusals in input order.
+    seq: u64,
+}
+
+/// What the writer thread reports for one batch.
+#[derive(Default)]
+struct Outcome {
+    done: usize,
+    refused: Vec<(u64, Refusal)>,
+}
+
+/// The writer thread and the batches it has not reported yet.
+struct Writer {
+    to: Option<SyncSender<Vec<Ready>>>,
+    from: Receiver<Outcome>,
+    handle: Option<std::thread::JoinHandle<()>>,
+    in_flight: usize,
+}
+
 /// Batches lines into transactions.
 pub struct Importer {
     records: Arc<Records>,
     ctx: RequestContext,
     batch: usize,
-    pending: Vec<Item>,
-    /// Where each pending item came from: source and line.
-    pending_at: Vec<(String, usize)>,
+    pending: Vec<Ready>,
     check: Option<TypeCheck>,
+    writer: Option<Writer>,
+    seq: u64,
+    /// Refusals not yet put in order.
+    unsorted: Vec<(u64, Refusal)>,
     /// Resources stored so far.
     pub done: usize,
     /// Lines refused so far (all of them are counted; the first 1,000 are kept).
     pub refused: usize,
-    /// The first 1,000 refusals.
+    /// The first 1,000 refusals, in input order (complete after [`Importer::flush`]).
     pub refusals: Vec<Refusal>,
 }
 
@@ -69,6 +104,26 @@ fn item_of(line: &str) -> Result<Item, String> {
     Ok((rt, id, ParsedBody(v)))
 }
 
+/// Stores one batch in one transaction; when that fails, each line alone.
+fn store_batch(records: &Records, ctx: &RequestContext, mut batch: Vec<Ready>) -> Outcome {
+    let mut out = Outcome::default();
+    match records.import_prepared(ctx, &mut batch) {
+        Ok(n) => out.done = n,
+        Err(_) => {
+            // Find the culprits one by one; the others still go in.
+            for r in &batch {
+                let result =
+                    item_of(&r.line).and_then(|item| records.import_batch(ctx, &[item]).map_err(|e| describe(&e)));
+                match result {
+                    Ok(n) => out.done += n,
+                    Err(why) => out.refused.push((r.seq, Refusal { source: r.source.to_string(), line: r.n, why })),
+                }
+            }
+        }
+    }
+    out
+}
+
 impl Importer {
     /// An importer writing as `ctx`, `batch` resources per transaction (1–10,000).
     pub fn new(records: Arc<Records>, ctx: RequestContext, batch: usize) -> Self {
@@ -78,8 +133,10 @@ impl Importer {
             ctx,
             batch,
             pending: Vec::with_capacity(batch),
-            pending_at: Vec::with_capacity(batch),
             check: None,
+            writer: None,
+            seq: 0,
+            unsorted: Vec::new(),
             done: 0,
             refused: 0,
             refusals: Vec::new(),
@@ -92,56 +149,142 @@ impl Importer {
         self
     }
 
-    /// Records a line refused before it reached the importer (unreadable, too long).
-    pub fn refuse(&mut self, source: &str, line: usize, why: String) {
+    fn refuse_at(&mut self, seq: u64, source: &str, line: usize, why: String) {
         self.refused += 1;
-        if self.refusals.len() < 1000 {
-            self.refusals.push(Refusal { source: source.to_string(), line, why });
+        if self.unsorted.len() + self.refusals.len() < 1000 {
+            self.unsorted.push((seq, Refusal { source: source.to_string(), line, why }));
         }
     }
 
-    /// Takes one line (blank lines are skipped); writes a batch when it is full.
+    /// Records a line refused before it reached the importer (unreadable, too long).
+    pub fn refuse(&mut self, source: &str, line: usize, why: String) {
+        self.seq += 1;
+        self.refuse_at(self.seq, source, line, why);
+    }
+
+    /// Takes one line (blank lines are skipped); hands a batch to the writer when it is full.
     pub fn line(&mut self, source: &str, n: usize, line: &str) {
         if line.trim().is_empty() {
             return;
         }
-        let item = item_of(line).and_then(|item| match &mut self.check {
-            Some(check) => check(&item.0).map(|()| item),
-            None => Ok(item),
-        });
-        match item {
-            Ok(item) => {
-                self.pending.push(item);
-                self.pending_at.push((source.to_string(), n));
-            }
-            Err(why) => self.refuse(source, n, why),
+        self.seq += 1;
+        let ready = item_of(line)
+            .and_then(|item| match &mut self.check {
+                Some(check) => check(&item.0).map(|()| item),
+                None => Ok(item),
+            })
+            .and_then(|(rt, id, body)| {
+                // As an update-as-create by the importer: no author of its own.
+                let content = self.records.content(&self.ctx, &rt, &id, body.0, None).map_err(|e| describe(&e))?;
+                Ok(Ready {
+                    rt,
+                    id,
+                    content: Some(content),
+                    line: line.to_string(),
+                    source: Arc::from(source),
+                    n,
+                    seq: self.seq,
+                })
+            });
+        match ready {
+            Ok(r) => self.pending.push(r),
+            Err(why) => self.refuse_at(self.seq, source, n, why),
         }
         if self.pending.len() >= self.batch {
-            self.flush();
+            self.send();
         }
+        self.collect(false);
     }
 
-    /// Writes what is pending.
-    pub fn flush(&mut self) {
+    /// Hands what is pending to the writer thread (started on first use), or stores it here when
+    /// there is no writer thread.
+    fn send(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        match self.records.import_batch(&self.ctx, &self.pending) {
-            Ok(n) => self.done += n,
-            Err(_) => {
-                // Find the culprits one by one; the others still go in.
-                let pending = std::mem::take(&mut self.pending);
-                let at = std::mem::take(&mut self.pending_at);
-                for (item, (source, line)) in pending.iter().zip(at) {
-                    match self.records.import_batch(&self.ctx, std::slice::from_ref(item)) {
-                        Ok(n) => self.done += n,
-                        Err(e) => self.refuse(&source, line, describe(&e)),
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
+        if self.writer.is_none() {
+            let (to, rx) = std::sync::mpsc::sync_channel::<Vec<Ready>>(1);
+            let (tx, from) = std::sync::mpsc::sync_channel::<Outcome>(2);
+            let (records, ctx) = (self.records.clone(), self.ctx.clone());
+            let spawned = std::thread::Builder::new().name("mamori-import-writer".into()).spawn(move || {
+                while let Ok(batch) = rx.recv() {
+                    if tx.send(store_batch(&records, &ctx, batch)).is_err() {
+                        return;
                     }
                 }
+            });
+            // No thread to be had: the batches are stored on this one.
+            if let Ok(h) = spawned {
+                self.writer = Some(Writer { to: Some(to), from, handle: Some(h), in_flight: 0 });
             }
         }
-        self.pending.clear();
-        self.pending_at.clear();
+        let unsent = match self.writer.as_mut() {
+            Some(w) => match w.to.as_ref().map(|to| to.send(batch)) {
+                Some(Ok(())) => {
+                    w.in_flight += 1;
+                    None
+                }
+                Some(Err(std::sync::mpsc::SendError(batch))) => Some(batch),
+                None => None,
+            },
+            None => Some(batch),
+        };
+        if let Some(batch) = unsent {
+            let o = store_batch(&self.records, &self.ctx, batch);
+            self.merge(o);
+        }
+    }
+
+    fn merge(&mut self, o: Outcome) {
+        self.done += o.done;
+        for (seq, r) in o.refused {
+            self.refuse_at(seq, &r.source, r.line, r.why);
+        }
+    }
+
+    /// Takes the writer's reports: those ready, or (`wait`) all of them.
+    fn collect(&mut self, wait: bool) {
+        loop {
+            let Some(w) = self.writer.as_mut() else { return };
+            if w.in_flight == 0 {
+                return;
+            }
+            let o = if wait { w.from.recv().ok() } else { w.from.try_recv().ok() };
+            let Some(o) = o else {
+                if wait {
+                    // The writer thread died: what it had is not stored.
+                    let lost = w.in_flight;
+                    w.in_flight = 0;
+                    self.refused += lost;
+                }
+                return;
+            };
+            w.in_flight -= 1;
+            self.merge(o);
+        }
+    }
+
+    /// Writes what is pending and waits until everything handed over is stored or refused.
+    pub fn flush(&mut self) {
+        self.send();
+        self.collect(true);
+        let mut all: Vec<(u64, Refusal)> = std::mem::take(&mut self.unsorted);
+        all.sort_by_key(|(seq, _)| *seq);
+        self.refusals.extend(all.into_iter().map(|(_, r)| r));
+        self.refusals.truncate(1000);
+    }
+}
+
+impl Drop for Importer {
+    fn drop(&mut self) {
+        if let Some(w) = self.writer.as_mut() {
+            // Closing the channel ends the writer thread once it has finished its batch.
+            w.to = None;
+            if let Some(h) = w.handle.take() {
+                let _ = h.join();
+            }
+        }
     }
 }
 

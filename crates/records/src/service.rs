@@ -179,11 +179,41 @@ fn set_labels(body: &mut Value, system: &str, labels: &[Value]) {
     }
 }
 
+/// What a write derives from its body alone — its information-class labels (情報区分), its entry
+/// status tag and its index entries — so that it can be computed before the writer is taken and
+/// the serialised part of a write stays short (issue #9). `commit` uses it when the entry status
+/// it was prepared for is the one the write gets, and prepares again otherwise.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    labels: Vec<Value>,
+    index: IndexEntries,
+    pending_for: Option<String>,
+}
+
+/// The body of a write, prepared or not.
+#[derive(Debug, Clone)]
+pub(crate) struct Content {
+    pub(crate) body: Value,
+    pub(crate) prepared: Option<Prepared>,
+}
+
+impl From<Value> for Content {
+    fn from(body: Value) -> Self {
+        Content { body, prepared: None }
+    }
+}
+
+/// The content a write closure takes: the store runs the closure once (`Store::write`), so it
+/// is moved in rather than cloned under the writer.
+pub(crate) fn once(c: &mut Option<Content>) -> Result<Content, RecordError> {
+    c.take().ok_or_else(|| RecordError::Store(crate::StoreError("a write closure ran twice".into())))
+}
+
 pub(crate) struct Draft<'a> {
     pub(crate) rt: &'a ResourceType,
     pub(crate) id: &'a ResourceId,
     pub(crate) method: Method,
-    pub(crate) body: Option<Value>,
+    pub(crate) body: Option<Content>,
     pub(crate) previous: Option<&'a VersionRecord>,
     pub(crate) ctx: &'a RequestContext,
     /// Author named by the client (X-Provenance), if any.
@@ -251,18 +281,25 @@ pub(crate) fn index_for(rt: &ResourceType, id: &ResourceId, body: Option<&Value>
 
 /// Sets server-managed meta; drops client attempts to set version, time or entry status.
 fn stamp_meta(body: &mut Value, version: u64, now: Timestamp, pending_for: Option<&str>) {
-    let Some(obj) = body.as_object_mut() else {
-        return;
-    };
+    let Some(m) = meta_of(body) else { return };
+    m.insert("versionId".into(), Value::String(version.to_string()));
+    m.insert("lastUpdated".into(), Value::String(now.to_fhir()));
+    stamp_status(body, pending_for);
+}
+
+/// `meta` of a resource, created (or replaced when it is not an object) if need be.
+fn meta_of(body: &mut Value) -> Option<&mut Map<String, Value>> {
+    let obj = body.as_object_mut()?;
     let meta = obj.entry("meta").or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
-    let Some(m) = meta.as_object_mut() else {
-        return;
-    };
-    m.insert("versionId".into(), Value::String(version.to_string()));
-    m.insert("lastUpdated".into(), Value::String(now.to_fhir()));
+    meta.as_object_mut()
+}
+
+/// Sets the entry-status tag: pending approval by `pending_for`, or none.
+fn stamp_status(body: &mut Value, pending_for: Option<&str>) {
+    let Some(m) = meta_of(body) else { return };
     let mut tags: Vec<Value> = m
         .get("tag")
         .and_then(Value::as_array)
@@ -339,6 +376,42 @@ impl Records {
         })
     }
 
+    /// Labels `body` (情報区分), sets its entry-status tag and derives its index entries: the part
+    /// of a write that needs no transaction.
+    pub(crate) fn prepare(
+        &self,
+        rt: &ResourceType,
+        id: &ResourceId,
+        body: &mut Value,
+        pending_for: Option<&str>,
+    ) -> Result<Prepared, RecordError> {
+        let mut labels = Vec::new();
+        if let Some(l) = &self.labeler {
+            labels = l.labels(rt.as_str(), body).map_err(|e| RecordError::invalid(IssueCode::Value, e))?;
+            set_labels(body, l.system(), &labels);
+        }
+        stamp_status(body, pending_for);
+        let index = index_for(rt, id, Some(body));
+        Ok(Prepared { labels, index, pending_for: pending_for.map(str::to_string) })
+    }
+
+    /// `body` prepared outside any transaction for a write by `ctx` naming `author`: the entry
+    /// status predicted is the one a new resource gets (an update of a record pending for someone
+    /// else may differ, and is prepared again in `commit`).
+    pub(crate) fn content(
+        &self,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        id: &ResourceId,
+        mut body: Value,
+        author: Option<&str>,
+    ) -> Result<Content, RecordError> {
+        let enterer = ctx.actor.label();
+        let pending_for = author.filter(|a| *a != enterer);
+        let prepared = self.prepare(rt, id, &mut body, pending_for)?;
+        Ok(Content { body, prepared: Some(prepared) })
+    }
+
     /// Writes one version and the Provenance that records it, in the caller's transaction.
     pub(crate) fn commit(&self, tx: &mut dyn Tx, d: Draft<'_>) -> Result<VersionRecord, RecordError> {
         let now = self.now(tx)?;
@@ -355,20 +428,19 @@ impl Records {
         let pending = author != enterer && d.method != Method::Delete;
         let status = if pending { EntryStatus::Pending { author: author.clone() } } else { EntryStatus::Final };
 
-        let mut labels = Vec::new();
-        let (body, hash) = match d.body {
-            Some(mut b) => {
-                if let Some(l) = &self.labeler {
-                    labels = l.labels(d.rt.as_str(), &b).map_err(|e| RecordError::invalid(IssueCode::Value, e))?;
-                    set_labels(&mut b, l.system(), &labels);
-                }
-                stamp_meta(&mut b, version, now, pending.then_some(author.as_str()));
-                let hash = canonical::content_hash(&b);
-                (Some(b), hash)
+        let pending_for = pending.then_some(author.as_str());
+        let (body, hash, labels, index) = match d.body {
+            Some(Content { mut body, prepared }) => {
+                let p = match prepared {
+                    Some(p) if p.pending_for.as_deref() == pending_for => p,
+                    _ => self.prepare(d.rt, d.id, &mut body, pending_for)?,
+                };
+                stamp_meta(&mut body, version, now, pending_for);
+                let hash = canonical::content_hash(&body);
+                (Some(body), hash, p.labels, p.index)
             }
-            None => (None, canonical::content_hash(&Value::Null)),
+            None => (None, canonical::content_hash(&Value::Null), Vec::new(), IndexEntries::default()),
         };
-        let index = index_for(d.rt, d.id, body.as_ref());
         let patient = patient_of(d.rt.as_str(), d.id.as_str(), body.as_ref())
             .or_else(|| d.previous.and_then(|p| p.patient.clone()));
         let (classes, lab) = match &body {
@@ -513,17 +585,22 @@ impl Records {
         if_none_exist: Option<&[Condition]>,
         x_provenance: Option<&Value>,
     ) -> Result<WriteOutcome, RecordError> {
-        let v = body.0;
+        let mut v = body.0;
         check_type(&v, rt)?;
         let author = provenance_author(x_provenance)?;
+        // The id and everything derived from the body alone are made before the writer is taken.
+        let id = ResourceId::generate()?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("id".into(), Value::String(id.to_string()));
+        }
+        let mut content = Some(self.content(ctx, rt, &id, v, author.as_deref())?);
         self.write(|tx| {
             if let Some(conds) = if_none_exist
                 && let Some(record) = self.existing_match(tx, ctx, rt, conds)?
             {
                 return Ok(WriteOutcome { created: false, written: false, record });
             }
-            let id = ResourceId::generate()?;
-            self.create_in(tx, ctx, rt, &id, v.clone(), author.clone())
+            self.create_in(tx, ctx, rt, &id, once(&mut content)?, author.clone())
         })
     }
 
@@ -550,10 +627,11 @@ impl Records {
         ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
-        mut body: Value,
+        body: impl Into<Content>,
         author: Option<String>,
     ) -> Result<WriteOutcome, RecordError> {
-        if let Some(o) = body.as_object_mut() {
+        let mut body = body.into();
+        if let Some(o) = body.body.as_object_mut() {
             o.insert("id".into(), Value::String(id.to_string()));
         }
         let record =
@@ -611,7 +689,8 @@ impl Records {
             }
         }
         let author = provenance_author(x_provenance)?;
-        self.write(|tx| self.update_in(tx, ctx, rt, id, v.clone(), if_match, author.clone(), Method::Update))
+        let mut content = Some(self.content(ctx, rt, id, v, author.as_deref())?);
+        self.write(|tx| self.update_in(tx, ctx, rt, id, once(&mut content)?, if_match, author.clone(), Method::Update))
     }
 
     #[expect(clippy::too_many_arguments, reason = "one internal step shared by update, patch and conditional update")]
@@ -621,11 +700,12 @@ impl Records {
         ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
-        body: Value,
+        body: impl Into<Content>,
         if_match: Option<u64>,
         author: Option<String>,
         method: Method,
     ) -> Result<WriteOutcome, RecordError> {
+        let body = body.into();
         let current = tx.current(rt, id)?;
         if let Some(c) = &current
             && !c.is_deleted()
@@ -665,11 +745,32 @@ impl Records {
                 return Err(RecordError::invalid(IssueCode::Invalid, format!("{rt}/{id}: the body's id differs")));
             }
         }
+        // Labels and index rows are derived before the writer is taken.
+        let mut contents = items
+            .iter()
+            .map(|(rt, id, body)| self.content(ctx, rt, id, body.0.clone(), None).map(Some))
+            .collect::<Result<Vec<_>, _>>()?;
         self.write(|tx| {
-            for (rt, id, body) in items {
-                self.update_in(tx, ctx, rt, id, body.0.clone(), None, None, Method::Update)?;
+            for ((rt, id, _), content) in items.iter().zip(contents.iter_mut()) {
+                self.update_in(tx, ctx, rt, id, once(content)?, None, None, Method::Update)?;
             }
             Ok(items.len())
+        })
+    }
+
+    /// [`Records::import_batch`] of resources the NDJSON importer has already parsed, validated
+    /// and prepared (`ndjson`'s first stage).
+    pub(crate) fn import_prepared(
+        &self,
+        ctx: &RequestContext,
+        items: &mut [crate::ndjson::Ready],
+    ) -> Result<usize, RecordError> {
+        let n = items.len();
+        self.write(|tx| {
+            for r in items.iter_mut() {
+                self.update_in(tx, ctx, &r.rt, &r.id, once(&mut r.content)?, None, None, Method::Update)?;
+            }
+            Ok(n)
         })
     }
 
@@ -823,7 +924,7 @@ impl Records {
                     rt,
                     id,
                     method: Method::Approve,
-                    body: Some(body),
+                    body: Some(body.into()),
                     previous: Some(&current),
                     ctx,
                     author: Some(author.clone()),
