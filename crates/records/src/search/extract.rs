@@ -161,8 +161,8 @@ fn token(system: Option<&str>, code: &str, text: Option<&str>) -> IndexValue {
 }
 
 /// The value an extension carries, as a node.
-fn extension_value<'a>(schema: &Schema, node: &Node<'a>) -> Option<Node<'a>> {
-    path::children(schema, &Node { v: node.v, ty: "Extension".into() }, "value").into_iter().next()
+fn extension_value<'a>(schema: &'a Schema, node: &Node<'a>) -> Option<Node<'a>> {
+    path::children(schema, &Node { v: node.v, ty: "Extension" }, "value").into_iter().next()
 }
 
 /// The index values of one node for a parameter of `kind`.
@@ -171,7 +171,7 @@ pub fn values(schema: &Schema, kind: ParamKind, node: &Node<'_>) -> Vec<IndexVal
         return extension_value(schema, node).map(|n| values(schema, kind, &n)).unwrap_or_default();
     }
     let v = node.v;
-    let ty = node.ty.as_str();
+    let ty = node.ty;
     let mut out = Vec::new();
     match kind {
         ParamKind::String => match ty {

@@ -38,8 +38,9 @@ pub type Compiled = Vec<Vec<Step>>;
 pub struct Node<'a> {
     /// The value.
     pub v: &'a Value,
-    /// Its type.
-    pub ty: String,
+    /// Its type (borrowed from the structure definitions, the compiled path or the resource:
+    /// no allocation per node).
+    pub ty: &'a str,
 }
 
 static TRUE: Value = Value::Bool(true);
@@ -182,16 +183,21 @@ fn step(seg: &str) -> Option<Step> {
     }
 }
 
-fn capitalized(t: &str) -> String {
-    let mut c = t.chars();
-    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+fn push_all<'a>(out: &mut Vec<Node<'a>>, v: &'a Value, ty: &'a str) {
+    match v {
+        Value::Array(items) => out.extend(items.iter().map(|i| Node { v: i, ty })),
+        Value::Null => {}
+        v => out.push(Node { v, ty }),
+    }
 }
 
-fn push_all<'a>(out: &mut Vec<Node<'a>>, v: &'a Value, ty: &str) {
-    match v {
-        Value::Array(items) => out.extend(items.iter().map(|i| Node { v: i, ty: ty.to_string() })),
-        Value::Null => {}
-        v => out.push(Node { v, ty: ty.to_string() }),
+/// Whether `suffix` is the type name `t` with its first letter capitalised (`Quantity` for
+/// `Quantity`, `DateTime` for `dateTime`): how a choice element names its type.
+fn is_capitalized(suffix: &str, t: &str) -> bool {
+    let (mut s, mut c) = (suffix.chars(), t.chars());
+    match (s.next(), c.next()) {
+        (Some(a), Some(b)) => a == b.to_ascii_uppercase() && s.as_str() == c.as_str(),
+        _ => false,
     }
 }
 
@@ -205,22 +211,26 @@ pub fn reference_type(r: &str) -> Option<&str> {
 }
 
 /// The child `name` of `node`: with a choice element, every `name[Type]` present.
-pub fn children<'a>(schema: &Schema, node: &Node<'a>, name: &str) -> Vec<Node<'a>> {
+pub fn children<'a>(schema: &'a Schema, node: &Node<'a>, name: &str) -> Vec<Node<'a>> {
     let mut out = Vec::new();
     let Value::Object(obj) = node.v else { return out };
     let ty = if node.ty == "Resource" {
-        obj.get("resourceType").and_then(Value::as_str).unwrap_or("Resource").to_string()
+        obj.get("resourceType").and_then(Value::as_str).unwrap_or("Resource")
     } else {
-        node.ty.clone()
+        node.ty
     };
-    let els = schema.elements(&ty);
+    let els = schema.elements(ty);
     if let Some(el) = els.get(name) {
         if let Some(v) = obj.get(name) {
             push_all(&mut out, v, el.types.first().map_or("Element", String::as_str));
         }
     } else if let Some(el) = els.get(&format!("{name}[x]")) {
-        for t in &el.types {
-            if let Some(v) = obj.get(&format!("{name}{}", capitalized(t))) {
+        // The element present under its type's name (`valueQuantity`), found by scanning the
+        // object's few keys rather than building every `name[Type]`.
+        for (k, v) in obj {
+            if let Some(suffix) = k.strip_prefix(name)
+                && let Some(t) = el.types.iter().find(|t| is_capitalized(suffix, t))
+            {
                 push_all(&mut out, v, t);
             }
         }
@@ -229,19 +239,19 @@ pub fn children<'a>(schema: &Schema, node: &Node<'a>, name: &str) -> Vec<Node<'a
 }
 
 /// Evaluates a compiled expression on a resource of type `rt`.
-pub fn eval<'a>(schema: &Schema, rt: &str, root: &'a Value, compiled: &Compiled) -> Vec<Node<'a>> {
-    eval_from(schema, &Node { v: root, ty: rt.to_string() }, compiled)
+pub fn eval<'a>(schema: &'a Schema, rt: &'a str, root: &'a Value, compiled: &'a Compiled) -> Vec<Node<'a>> {
+    eval_from(schema, &Node { v: root, ty: rt }, compiled)
 }
 
 /// Evaluates a compiled expression from `start` (the root step is `start` itself).
-pub fn eval_from<'a>(schema: &Schema, start: &Node<'a>, compiled: &Compiled) -> Vec<Node<'a>> {
+pub fn eval_from<'a>(schema: &'a Schema, start: &Node<'a>, compiled: &'a Compiled) -> Vec<Node<'a>> {
     let mut out = Vec::new();
     for steps in compiled {
         let mut nodes = vec![start.clone()];
         for s in steps {
             nodes = match s {
                 Step::Child(name) => nodes.iter().flat_map(|n| children(schema, n, name)).collect(),
-                Step::As(t) => nodes.into_iter().filter(|n| &n.ty == t).collect(),
+                Step::As(t) => nodes.into_iter().filter(|n| n.ty == t).collect(),
                 Step::ResolveIs(t) => nodes
                     .into_iter()
                     .filter(|n| {
@@ -252,15 +262,13 @@ pub fn eval_from<'a>(schema: &Schema, start: &Node<'a>, compiled: &Compiled) -> 
                     nodes.into_iter().filter(|n| n.v.get(field).and_then(Value::as_str) == Some(lit.as_str())).collect()
                 }
                 Step::HasExtension(url) => nodes.into_iter().filter(|n| !extensions(n.v, url).is_empty()).collect(),
-                Step::Extension(url) => nodes
-                    .iter()
-                    .flat_map(|n| extensions(n.v, url))
-                    .map(|v| Node { v, ty: "Extension".to_string() })
-                    .collect(),
+                Step::Extension(url) => {
+                    nodes.iter().flat_map(|n| extensions(n.v, url)).map(|v| Node { v, ty: "Extension" }).collect()
+                }
                 Step::Index(i) => nodes.into_iter().nth(*i).into_iter().collect(),
                 Step::Truthy => {
                     let truthy = nodes.iter().any(|n| n.v.as_bool() != Some(false));
-                    vec![Node { v: if truthy { &TRUE } else { &FALSE }, ty: "boolean".to_string() }]
+                    vec![Node { v: if truthy { &TRUE } else { &FALSE }, ty: "boolean" }]
                 }
             };
         }
@@ -284,7 +292,7 @@ mod tests {
 
     fn values(rt: &str, expr: &str, res: &Value) -> Vec<(String, Value)> {
         let c = compile(rt, expr).unwrap_or_else(|| unreachable!("{expr} does not compile"));
-        eval(mamori_fhir_schema::r4(), rt, res, &c).into_iter().map(|n| (n.ty, n.v.clone())).collect()
+        eval(mamori_fhir_schema::r4(), rt, res, &c).into_iter().map(|n| (n.ty.to_string(), n.v.clone())).collect()
     }
 
     #[test]
