@@ -198,6 +198,15 @@ async fn every_parameter_kind_modifier_and_prefix() {
     assert!(h.call("DELETE", "/fhir/Observation/o3", None).await.status.is_success());
     assert_eq!(find(&h, "/fhir/Observation?value-quantity=gt130").await, set(&[]));
     assert_eq!(find(&h, "/fhir/Patient?_has:Observation:patient:value-quantity=gt130").await, set(&[]));
+    // A deleted resource is found by no query shape: driven by an index (which reads no version),
+    // by `_id`, with the version's time, or counted.
+    assert_eq!(find(&h, "/fhir/Observation?code=http://loinc.org|").await, set(&["o1", "o2"]));
+    assert_eq!(find(&h, "/fhir/Observation?patient=p2").await, set(&[]));
+    assert_eq!(find(&h, "/fhir/Observation?_id=o3").await, set(&[]));
+    assert_eq!(find(&h, "/fhir/Observation?code=http://loinc.org|&_sort=-_lastUpdated").await, set(&["o1", "o2"]));
+    assert_eq!(find(&h, "/fhir/Observation?_lastUpdated=gt2000").await, set(&["o1", "o2"]));
+    let r = h.call("GET", "/fhir/Observation?code=http://loinc.org|&_total=accurate&_count=1", None).await;
+    assert_eq!(r.json()["total"], 2);
 }
 
 #[tokio::test]

@@ -274,11 +274,8 @@ pub fn search(q: &SearchQuery, limit: usize) -> Sql {
         let e2 = sort_expr(&mut b, key, *desc);
         cols.push(format!("COALESCE({e2}, {}) AS k{i}", zero_of(key)));
     }
-    let wh = where_clause(&mut b, q);
-    let mut text = format!(
-        "SELECT * FROM (SELECT {} FROM resources r JOIN versions v ON v.seq = r.seq WHERE {wh}) m",
-        cols.join(", ")
-    );
+    let (wh, from) = where_clause(&mut b, q);
+    let mut text = format!("SELECT * FROM (SELECT {} FROM {from} WHERE {wh}) m", cols.join(", "));
     let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
     if let Some(c) = &q.cursor {
         text += &format!(" WHERE {}", keyset(&mut b, q, c));
@@ -303,8 +300,8 @@ pub fn search(q: &SearchQuery, limit: usize) -> Sql {
 /// The statement counting every match (no guard applied: callers decide when it may be shown).
 pub fn count(q: &SearchQuery) -> Sql {
     let mut b = B { args: Vec::new() };
-    let wh = where_clause(&mut b, q);
-    Sql { text: format!("SELECT COUNT(*) FROM resources r JOIN versions v ON v.seq = r.seq WHERE {wh}"), args: b.args }
+    let (wh, from) = where_clause(&mut b, q);
+    Sql { text: format!("SELECT COUNT(*) FROM {from} WHERE {wh}"), args: b.args }
 }
 
 /// How well a criterion narrows the candidates (lower drives the query).
@@ -320,13 +317,28 @@ fn selectivity(c: &Criterion) -> u8 {
     }
 }
 
-fn where_clause(b: &mut B, q: &SearchQuery) -> String {
-    let mut parts = vec![format!("r.type = {}", b.t(&q.resource_type)), "v.method <> 'delete'".to_string()];
+/// The `WHERE` clause and the `FROM` it needs.
+fn where_clause(b: &mut B, q: &SearchQuery) -> (String, &'static str) {
     // The most selective criterion drives the query through its value index (`r.id IN (…)`);
     // the others are checked per candidate through the owner index (`EXISTS … id = r.id`), so a
     // common code never materialises all its matches.
     let mut order: Vec<&Criterion> = q.criteria.iter().collect();
     order.sort_by_key(|c| selectivity(c));
+    // Index rows exist only for live resources (a deletion removes them, in its own
+    // transaction), so when an index match drives the query its candidates are live and the
+    // current version need not be read for its method — at 1M resources that read was a random
+    // page of the version table per candidate (issue #9). The version is joined only for a
+    // deletion check or its time.
+    let index_driven = matches!(order.first(), Some(Criterion::Match { negate: false, .. }));
+    let uses_time = q.sort.iter().any(|(k, _)| matches!(k, SortKey::LastUpdated))
+        || q.criteria.iter().any(|c| matches!(c, Criterion::LastUpdated(_)));
+    let mut parts = vec![format!("r.type = {}", b.t(&q.resource_type))];
+    let from = if index_driven && !uses_time {
+        "resources r"
+    } else {
+        parts.push("v.method <> 'delete'".to_string());
+        "resources r JOIN versions v ON v.seq = r.seq"
+    };
     for (i, c) in order.into_iter().enumerate() {
         match c {
             Criterion::Match { param, table, any, negate } if i > 0 => {
@@ -337,7 +349,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> String {
             c => parts.push(b.cond(c, &q.resource_type, "r.id")),
         }
     }
-    parts.join(" AND ")
+    (parts.join(" AND "), from)
 }
 
 /// Rows strictly after (or, backwards, before) the cursor in the sort order.
