@@ -134,6 +134,11 @@ fn main() {
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     let verify_per_m = verify_s / (r.entries as f64 / 1e6);
 
+    // For scripts/bench-suite.sh.
+    println!("FIGURE P5.append_per_s {append_rate:.0}");
+    println!("FIGURE P5.append_ratio {:.2}", append_rate / base_rate);
+    println!("FIGURE P5.verify_s_per_m {verify_per_m:.2}");
+    println!("FIGURE P5.proof_p99_us {p99:.0}");
     println!();
     println!("| figure | value | baseline (same run) | goal |");
     println!("|---|---|---|---|");

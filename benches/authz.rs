@@ -118,6 +118,9 @@ fn main() {
         b / base,
         u / base
     );
+    // For scripts/bench-suite.sh.
+    println!("FIGURE P6.decide_p99_us {p99:.2}");
+    println!("FIGURE P6.eval_p99_us {p99_eval:.2}");
     println!(
         "P6 goal: p99 <= 50 µs with 1,000 policies: decide() {p99:.2} µs {}; evaluation alone {p99_eval:.2} µs {}",
         if p99 <= 50.0 { "met" } else { "MISSED" },

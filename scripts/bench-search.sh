@@ -5,18 +5,22 @@
 #   - GET /healthz (the baseline, same run),
 #   - GET /fhir/Observation?patient=X&code=Y (random patient and code),
 #   - GET /fhir/Patient?name=… (random family name in kanji, katakana or hiragana),
+#   each first with 2 connections (one per core: the latency of P3) and then with CONNECTIONS
+#   (throughput; its p99 is mostly queueing),
 # and reads the server's peak RSS after the load (P7). Writes the table into BENCHMARKS.md
 # between the SEARCH-N markers.
 #
 # Usage: scripts/bench-search.sh [N=100000] [DURATION_SECONDS=10] [CONNECTIONS=8]
+# BENCH_BIN=path/to/mamori: load that binary instead of building this tree (no rewrite of
+# BENCHMARKS.md); BENCH_NO_WRITE=1: no rewrite; BENCH_FIGURES=FILE: append the P3/P4/P7 figures as
+# `FIGURE key value` lines (scripts/bench-suite.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
 DUR=${2:-10}
 CONNS=${3:-8}
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --quiet
-BIN=target/release/mamori
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=target/release/mamori; fi
 DATA=$(mktemp -d)
 PORT=${BENCH_PORT:-18181}
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
@@ -58,9 +62,9 @@ request = function()
 end
 LUAEOF
 
-run() { # name, then wrk args
-  local name=$1; shift
-  local out; out=$(wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$@")
+run() { # name, connections, then wrk args
+  local name=$1 c=$2; shift 2
+  local out; out=$(wrk -t"$(( c < 2 ? c : 2 ))" -c"$c" -d"${DUR}s" --latency "$@")
   local rps p50 p99 errs
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
@@ -68,9 +72,13 @@ run() { # name, then wrk args
   errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   echo "$name|$rps|$p50|$p99|${errs:-0}"
 }
-H=$(run healthz http://127.0.0.1:$PORT/healthz)
-O=$(run obs -s "$OLUA" http://127.0.0.1:$PORT)
-P=$(run name -s "$NLUA" http://127.0.0.1:$PORT)
+# Latency (P3) with one connection per core, where the server is not saturated; then throughput
+# with CONNECTIONS, where the p99 is mostly queueing behind other requests on two shared cores.
+H=$(run healthz "$CONNS" http://127.0.0.1:$PORT/healthz)
+O2=$(run obs 2 -s "$OLUA" http://127.0.0.1:$PORT)
+P2=$(run name 2 -s "$NLUA" http://127.0.0.1:$PORT)
+O=$(run obs "$CONNS" -s "$OLUA" http://127.0.0.1:$PORT)
+P=$(run name "$CONNS" -s "$NLUA" http://127.0.0.1:$PORT)
 RSS_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
 rm -f "$OLUA" "$NLUA"
 # One sample answer, to show what a query returns.
@@ -87,13 +95,27 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -sr); \`scripts/benc
 |---|---|---|---|---|---|
 | \`mamori import\` (P4), resources/s | $IMPORT_RATE | | | | |
 | \`GET /healthz\` (baseline), requests/s | $HR | $(f "$H" 3) | $(f "$H" 4) | $(f "$H" 5) | 1.000 |
-| \`GET /fhir/Observation?patient=X&code=Y\` (P3), requests/s | $(f "$O" 2) | $(f "$O" 3) | $(f "$O" 4) | $(f "$O" 5) | $(ratio "$(f "$O" 2)" "$HR") |
-| \`GET /fhir/Patient?name=…\` (P3), requests/s | $(f "$P" 2) | $(f "$P" 3) | $(f "$P" 4) | $(f "$P" 5) | $(ratio "$(f "$P" 2)" "$HR") |
+| \`GET /fhir/Observation?patient=X&code=Y\` (P3), 2 connections, requests/s | $(f "$O2" 2) | $(f "$O2" 3) | $(f "$O2" 4) | $(f "$O2" 5) | $(ratio "$(f "$O2" 2)" "$HR") |
+| \`GET /fhir/Patient?name=…\` (P3), 2 connections, requests/s | $(f "$P2" 2) | $(f "$P2" 3) | $(f "$P2" 4) | $(f "$P2" 5) | $(ratio "$(f "$P2" 2)" "$HR") |
+| \`GET /fhir/Observation?patient=X&code=Y\` (P3), $CONNS connections, requests/s | $(f "$O" 2) | $(f "$O" 3) | $(f "$O" 4) | $(f "$O" 5) | $(ratio "$(f "$O" 2)" "$HR") |
+| \`GET /fhir/Patient?name=…\` (P3), $CONNS connections, requests/s | $(f "$P" 2) | $(f "$P" 3) | $(f "$P" 4) | $(f "$P" 5) | $(ratio "$(f "$P" 2)" "$HR") |
 | server peak RSS after the load (P7) | ${RSS_MB} MB | | | | |
 TEOF
 )
 echo "$TABLE"
-if [ -f BENCHMARKS.md ] && grep -q "<!-- SEARCH-$N:BEGIN -->" BENCHMARKS.md; then
+# wrk's latency (850.00us, 4.27ms, 1.02s) in ms.
+ms() { awk -v x="$1" 'BEGIN { u = x; sub(/^[0-9.]+/, "", u); v = x + 0; if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000; printf "%.2f", v }'; }
+if [ -n "${BENCH_FIGURES:-}" ]; then
+  {
+    echo "FIGURE P3.obs_p99_ms $(ms "$(f "$O2" 4)")"
+    echo "FIGURE P3.name_p99_ms $(ms "$(f "$P2" 4)")"
+    echo "FIGURE P3.obs_p99_ms_loaded $(ms "$(f "$O" 4)")"
+    echo "FIGURE P3.name_p99_ms_loaded $(ms "$(f "$P" 4)")"
+    echo "FIGURE P4.import_per_s $IMPORT_RATE"
+    echo "FIGURE P7.rss_mb $RSS_MB"
+  } >> "$BENCH_FIGURES"
+fi
+if [ -z "${BENCH_BIN:-}" ] && [ -z "${BENCH_NO_WRITE:-}" ] && [ -f BENCHMARKS.md ] && grep -q "<!-- SEARCH-$N:BEGIN -->" BENCHMARKS.md; then
   python3 - "$TABLE" "$N" <<'PY'
 import sys, re
 t = open("BENCHMARKS.md").read()

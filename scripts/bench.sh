@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Load benchmark of the whole stack: /healthz (baseline), authorised FHIR read, durable create and
+# Load benchmark of the whole stack: /healthz (baseline), authorised FHIR read (P1), durable
+# create of an Observation (P2, with the store's fsyncs per create read from /healthz) and
 # client-credentials token issuance (durable token + audit entry),
 # measured with wrk from a separate process on loopback, in one run, so ratios are comparable on a
 # shared, noisy machine. Writes the table into BENCHMARKS.md between the BENCH markers.
 #
 # Usage: scripts/bench.sh [DURATION_SECONDS] [CONNECTIONS]
 # BENCH_BIN=path/to/mamori: load that binary instead of building this tree, and print the table
-# without rewriting BENCHMARKS.md (for A/B runs of two builds in one session).
+# without rewriting BENCHMARKS.md (for A/B runs of two builds in one session). BENCH_NO_WRITE=1:
+# do not rewrite BENCHMARKS.md. BENCH_FIGURES=FILE: append the P1/P2 figures to FILE as
+# `FIGURE key value` lines (scripts/bench-suite.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
@@ -26,10 +29,11 @@ export TOKEN
 PATIENT='{"resourceType":"Patient","identifier":[{"system":"urn:oid:1.2.392.100495.20.3.51.11234567890","value":"00012345"}],"name":[{"family":"山田","given":["太郎"]}],"gender":"male","birthDate":"1970-01-01"}'
 ID=$(curl -sf -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/fhir+json' -d "$PATIENT" http://127.0.0.1:$PORT/fhir/Patient | sed 's/.*"id":"\([^"]*\)".*/\1/')
 
+OBS='{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}],"text":"心拍数"},"subject":{"reference":"Patient/'"$ID"'"},"effectiveDateTime":"2026-11-21T09:00:00+09:00","valueQuantity":{"value":72,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}'
 LUA=$(mktemp --suffix .lua)
 cat > "$LUA" <<LUAEOF
 wrk.method = "POST"
-wrk.body = '$PATIENT'
+wrk.body = '$OBS'
 wrk.headers["Content-Type"] = "application/fhir+json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("TOKEN")
 LUAEOF
@@ -44,18 +48,26 @@ LUAEOF
 run() { # name, then wrk args
   local name=$1; shift
   local out; out=$(wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$@")
-  local rps p50 p99
+  local rps p50 p99 n
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
   local errs; errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  echo "$name|$rps|$p50|$p99|${errs:-0}"
+  echo "$name|$rps|$p50|$p99|${errs:-0}|$n"
 }
+# The store's fsyncs so far, from /healthz.
+fsyncs() { curl -sf http://127.0.0.1:$PORT/healthz | sed 's/.*"fsyncs":\([0-9]*\).*/\1/'; }
+# wrk's latency (850.00us, 4.27ms, 1.02s) in ms.
+ms() { awk -v x="$1" 'BEGIN { u = x; sub(/^[0-9.]+/, "", u); v = x + 0; if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000; printf "%.2f", v }'; }
 
 H=$(run healthz http://127.0.0.1:$PORT/healthz)
 R=$(run read -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$PORT/fhir/Patient/$ID)
-C=$(run create -s "$LUA" http://127.0.0.1:$PORT/fhir/Patient)
+F0=$(fsyncs)
+C=$(run create -s "$LUA" http://127.0.0.1:$PORT/fhir/Observation)
+F1=$(fsyncs)
 T=$(run token -s "$TLUA" http://127.0.0.1:$PORT/oauth/token)
+FPC=$(awk -v a="$F0" -v b="$F1" -v n="$(echo "$C" | cut -d'|' -f6)" 'BEGIN { printf "%.3f", (b - a) / (n > 0 ? n : 1) }')
 rm -f "$LUA" "$TLUA"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
@@ -68,12 +80,20 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%
 |---|---|---|---|---|---|
 | \`GET /healthz\` (baseline) | $(echo "$H" | cut -d'|' -f2) | $(echo "$H" | cut -d'|' -f3) | $(echo "$H" | cut -d'|' -f4) | $(echo "$H" | cut -d'|' -f5) | 1.000 |
 | \`GET /fhir/Patient/{id}\` (bearer token) | $RR | $(echo "$R" | cut -d'|' -f3) | $(echo "$R" | cut -d'|' -f4) | $(echo "$R" | cut -d'|' -f5) | $(ratio "$RR" "$HR") |
-| \`POST /fhir/Patient\` (durable create + Provenance) | $CR | $(echo "$C" | cut -d'|' -f3) | $(echo "$C" | cut -d'|' -f4) | $(echo "$C" | cut -d'|' -f5) | $(ratio "$CR" "$HR") |
+| \`POST /fhir/Observation\` (durable create + Provenance + audit entry; $FPC fsyncs per create) | $CR | $(echo "$C" | cut -d'|' -f3) | $(echo "$C" | cut -d'|' -f4) | $(echo "$C" | cut -d'|' -f5) | $(ratio "$CR" "$HR") |
 | \`POST /oauth/token\` (client credentials, durable token + audit entry) | $TR | $(echo "$T" | cut -d'|' -f3) | $(echo "$T" | cut -d'|' -f4) | $(echo "$T" | cut -d'|' -f5) | $(ratio "$TR" "$HR") |
 TEOF
 )
 echo "$TABLE"
-if [ -z "${BENCH_BIN:-}" ] && [ -f BENCHMARKS.md ] && grep -q '<!-- BENCH:BEGIN -->' BENCHMARKS.md; then
+if [ -n "${BENCH_FIGURES:-}" ]; then
+  {
+    echo "FIGURE P1.read_ratio $(ratio "$RR" "$HR")"
+    echo "FIGURE P1.read_p99_ms $(ms "$(echo "$R" | cut -d'|' -f4)")"
+    echo "FIGURE P2.creates_per_s $CR"
+    echo "FIGURE P2.fsyncs_per_create $FPC"
+  } >> "$BENCH_FIGURES"
+fi
+if [ -z "${BENCH_BIN:-}" ] && [ -z "${BENCH_NO_WRITE:-}" ] && [ -f BENCHMARKS.md ] && grep -q '<!-- BENCH:BEGIN -->' BENCHMARKS.md; then
   python3 - "$TABLE" <<'PY'
 import sys, re
 t = open("BENCHMARKS.md").read()

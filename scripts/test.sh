@@ -6,3 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked
 MAMORI_TEST_BACKEND=postgres cargo test --locked --test it
+# The benchmark suite still runs and still produces every figure (issue #9): tiny sizes, the debug
+# build, nothing written, no timed assertion — the figures themselves are not checked.
+scripts/bench-suite.sh --smoke
