@@ -36,7 +36,8 @@ DB_MB=$(du -sm "$DATA/d" | cut -f1)
 SECRET=$($BIN client add bench --scope "system/*.cruds" --token-lifetime 1h --data-dir "$DATA/d" 2>/dev/null | sed -n 's/^client_secret=//p')
 MAMORI_LOG=warn $BIN serve --data-dir "$DATA/d" --listen 127.0.0.1:$PORT >/dev/null 2>&1 &
 SERVER=$!
-for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+curl -sf http://127.0.0.1:$PORT/healthz >/dev/null || { echo "bench-search: the server did not start within 60 s" >&2; exit 1; }
 TOKEN=$(curl -sf -u "bench:$SECRET" -d grant_type=client_credentials http://127.0.0.1:$PORT/oauth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
 PATIENTS=$(( N / 50 > 0 ? N / 50 : 1 ))
 

@@ -60,7 +60,9 @@ struct Writer {
     to: Option<SyncSender<Vec<Ready>>>,
     from: Receiver<Outcome>,
     handle: Option<std::thread::JoinHandle<()>>,
-    in_flight: usize,
+    /// The lines (order, source, number) of each batch handed over and not reported yet, oldest
+    /// first: the writer reports its batches in order.
+    in_flight: std::collections::VecDeque<Vec<(u64, Arc<str>, usize)>>,
 }
 
 /// Batches lines into transactions.
@@ -216,18 +218,20 @@ impl Importer {
             });
             // No thread to be had: the batches are stored on this one.
             if let Ok(h) = spawned {
-                self.writer = Some(Writer { to: Some(to), from, handle: Some(h), in_flight: 0 });
+                self.writer = Some(Writer { to: Some(to), from, handle: Some(h), in_flight: Default::default() });
             }
         }
-        let unsent = match self.writer.as_mut() {
-            Some(w) => match w.to.as_ref().map(|to| to.send(batch)) {
-                Some(Ok(())) => {
-                    w.in_flight += 1;
-                    None
+        let unsent = match self.writer.as_mut().and_then(|w| w.to.as_ref().map(|to| (to, &mut w.in_flight))) {
+            Some((to, in_flight)) => {
+                let lines = batch.iter().map(|r| (r.seq, r.source.clone(), r.n)).collect();
+                match to.send(batch) {
+                    Ok(()) => {
+                        in_flight.push_back(lines);
+                        None
+                    }
+                    Err(std::sync::mpsc::SendError(batch)) => Some(batch),
                 }
-                Some(Err(std::sync::mpsc::SendError(batch))) => Some(batch),
-                None => None,
-            },
+            }
             None => Some(batch),
         };
         if let Some(batch) = unsent {
@@ -247,20 +251,27 @@ impl Importer {
     fn collect(&mut self, wait: bool) {
         loop {
             let Some(w) = self.writer.as_mut() else { return };
-            if w.in_flight == 0 {
+            if w.in_flight.is_empty() {
                 return;
             }
             let o = if wait { w.from.recv().ok() } else { w.from.try_recv().ok() };
             let Some(o) = o else {
                 if wait {
-                    // The writer thread died: what it had is not stored.
-                    let lost = w.in_flight;
-                    w.in_flight = 0;
-                    self.refused += lost;
+                    // The writer thread is gone: the lines it had are reported, since whether
+                    // their batch committed is not known here.
+                    let lost: Vec<_> = w.in_flight.drain(..).flatten().collect();
+                    for (seq, source, n) in lost {
+                        self.refuse_at(
+                            seq,
+                            &source,
+                            n,
+                            "the import writer stopped; this line may not have been stored".into(),
+                        );
+                    }
                 }
                 return;
             };
-            w.in_flight -= 1;
+            w.in_flight.pop_front();
             self.merge(o);
         }
     }
