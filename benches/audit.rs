@@ -38,7 +38,12 @@ fn record(i: u64) -> AuditRecord {
 
 fn main() {
     let n: u64 = std::env::var("MAMORI_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let tmp = tempfile::tempdir_in(std::env::var("MAMORI_BENCH_DIR").unwrap_or_else(|_| "target".into())).unwrap();
+    // Under the build's target directory (wherever CARGO_TARGET_DIR puts it), or MAMORI_BENCH_DIR.
+    let base = std::env::var("MAMORI_BENCH_DIR")
+        .or_else(|_| std::env::var("CARGO_TARGET_DIR"))
+        .unwrap_or_else(|_| "target".into());
+    std::fs::create_dir_all(&base).unwrap();
+    let tmp = tempfile::tempdir_in(base).unwrap();
     let dir = tmp.path().join("d");
     mamori::datadir::init(&dir).unwrap();
     let store = Arc::new(SqliteStore::open(&dir).unwrap());

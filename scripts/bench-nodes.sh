@@ -16,7 +16,7 @@ DBURL="${ADMIN%/*}/mamori_bench_nodes"
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null; }
 command -v psql >/dev/null || { echo "installing psql (Debian package)"; apt-get install -y -qq postgresql-client >/dev/null; }
 cargo build --release --quiet
-BIN=target/release/mamori
+BIN=${CARGO_TARGET_DIR:-target}/release/mamori
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -20,7 +20,7 @@ N=${1:-100000}
 DUR=${2:-10}
 CONNS=${3:-8}
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null; }
-if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=target/release/mamori; fi
+if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=${CARGO_TARGET_DIR:-target}/release/mamori; fi
 DATA=$(mktemp -d)
 PORT=${BENCH_PORT:-18181}
 trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT

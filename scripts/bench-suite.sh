@@ -28,7 +28,8 @@ export BENCH_FIGURES=$FIG
 if [ -n "$SMOKE" ]; then
   N=2000 AUDIT_N=20000 DUR=1
   cargo build --quiet --locked
-  export BENCH_BIN=$PWD/target/debug/mamori BENCH_NO_WRITE=1 AUTHZ_BENCH_N=2000
+  T=${CARGO_TARGET_DIR:-target}; case $T in /*) ;; *) T=$PWD/$T ;; esac
+  export BENCH_BIN=$T/debug/mamori BENCH_NO_WRITE=1 AUTHZ_BENCH_N=2000
   PROFILE=(--profile dev)
 else
   N=${1:-1000000} AUDIT_N=${2:-10000000} DUR=10
