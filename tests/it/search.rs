@@ -213,6 +213,18 @@ async fn every_parameter_kind_modifier_and_prefix() {
 async fn result_parameters_includes_and_handling() {
     let h = Harness::new();
     seed(&h).await;
+    // A whole resource in a searchset is the stored one, byte for byte as a read returns it
+    // (spliced in, not parsed and written again); a subset is still a subset.
+    let read = h.call("GET", "/fhir/Patient/p1", None).await;
+    let r = h.call("GET", "/fhir/Patient?_id=p1&_include=Patient:general-practitioner", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let text = String::from_utf8(r.body.clone()).unwrap();
+    assert!(text.contains(std::str::from_utf8(&read.body).unwrap()), "{text}");
+    assert_eq!(r.json()["entry"][0]["resource"], read.json());
+    let b = h.call("GET", "/fhir/Patient?_id=p1&_elements=gender", None).await.json();
+    assert!(b["entry"][0]["resource"].get("name").is_none() && b["entry"][0]["resource"]["gender"].is_string(), "{b}");
+    let b = h.call("GET", "/fhir/Patient?_id=p1&bogus=1", None).await.json();
+    assert_eq!(b["entry"].as_array().map(Vec::len), Some(2), "the match and the outcome: {b}");
     // _include, _revinclude (with the server's own Provenance), :iterate one level
     let b = h.call("GET", "/fhir/Observation?code=8480-6&_include=Observation:patient", None).await.json();
     assert_eq!(ids(&b, "match"), set(&["Observation/o1", "Observation/o3"]));

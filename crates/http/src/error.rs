@@ -62,7 +62,12 @@ pub fn outcome(issues: &[Issue]) -> Value {
 
 /// A FHIR JSON response with a status.
 pub fn fhir_response(status: StatusCode, body: &Value) -> Response {
-    let mut r = (status, body.to_string()).into_response();
+    fhir_text_response(status, body.to_string())
+}
+
+/// A FHIR JSON response from JSON already serialised.
+pub fn fhir_text_response(status: StatusCode, body: String) -> Response {
+    let mut r = (status, body).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     r
 }
