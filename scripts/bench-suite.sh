@@ -33,6 +33,9 @@ if [ -n "$SMOKE" ]; then
   PROFILE=(--profile dev)
 else
   N=${1:-1000000} AUDIT_N=${2:-10000000} DUR=10
+  for v in "$N" "$AUDIT_N"; do
+    [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "bench-suite: sizes are positive whole numbers, got \`$v\`; usage: scripts/bench-suite.sh [N_SEARCH] [AUDIT_N] | --smoke" >&2; exit 2; }
+  done
   cargo build --release --quiet --locked
   PROFILE=()
 fi
