@@ -79,11 +79,16 @@ impl Writer {
         Writer { conn: Mutex::new(conn), open: Mutex::new(None), waiting: AtomicUsize::new(0), durability }
     }
 
-    fn take(&self) -> Result<MutexGuard<'_, Connection>, MutexGuard<'_, Connection>> {
+    /// The connection, announced in `waiting` while waited for; `Err` when it was poisoned, after
+    /// committing any batch left open so that no writer in it waits for ever.
+    fn take(&self) -> Result<MutexGuard<'_, Connection>, Error> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let g = self.conn.lock();
         self.waiting.fetch_sub(1, Ordering::SeqCst);
-        g.map_err(PoisonError::into_inner)
+        g.map_err(|p| {
+            self.close(&p.into_inner());
+            Error::Poisoned
+        })
     }
 
     fn open(&self) -> MutexGuard<'_, Option<Open>> {
@@ -107,16 +112,9 @@ impl Writer {
     /// The connection with no transaction open, for a use of its own (the caller commits and
     /// waits for durability itself).
     pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, Error> {
-        match self.take() {
-            Ok(g) => {
-                self.close(&g);
-                Ok(g)
-            }
-            Err(g) => {
-                self.close(&g);
-                Err(Error::Poisoned)
-            }
-        }
+        let g = self.take()?;
+        self.close(&g);
+        Ok(g)
     }
 
     /// Runs `f` as one write of a group-committed batch; returns once its batch is durable.
@@ -126,13 +124,7 @@ impl Writer {
         f: &mut dyn FnMut(&Connection) -> Result<(), E>,
         wrap: impl Fn(Error) -> E,
     ) -> Result<(), E> {
-        let conn = match self.take() {
-            Ok(g) => g,
-            Err(g) => {
-                self.close(&g);
-                return Err(wrap(Error::Poisoned));
-            }
-        };
+        let conn = self.take().map_err(&wrap)?;
         let mut open = self.open();
         if open.is_none() {
             conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| wrap(e.into()))?;
@@ -162,18 +154,14 @@ impl Writer {
         };
         batch.jobs += 1;
         let slot = batch.slot.clone();
-        let outcome = if self.waiting.load(Ordering::SeqCst) > 0 && batch.jobs < MAX_JOBS {
-            // Someone is about to take the connection: they extend the batch or commit it.
-            drop(open);
-            drop(conn);
-            slot.wait()
-        } else {
-            drop(open);
+        // When someone is about to take the connection, they extend the batch or commit it.
+        let leave_open = self.waiting.load(Ordering::SeqCst) > 0 && batch.jobs < MAX_JOBS;
+        drop(open);
+        if !leave_open {
             self.close(&conn);
-            drop(conn);
-            slot.wait()
-        };
-        let ticket = outcome.map_err(|e| wrap(Error::Batch(e)))?;
+        }
+        drop(conn);
+        let ticket = slot.wait().map_err(|e| wrap(Error::Batch(e)))?;
         result?;
         self.durability.wait(ticket).map_err(wrap)
     }
