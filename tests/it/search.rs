@@ -209,6 +209,70 @@ async fn every_parameter_kind_modifier_and_prefix() {
     assert_eq!(r.json()["total"], 2);
 }
 
+/// Parameters answered from other parameters' rows (`combo-*` from the plain and `component-*`
+/// ones, `patient` from the `subject` rows that point at a Patient) find what their definitions
+/// say, in every place a parameter is used: criteria, `:missing`, chains, `_has`, `_sort`,
+/// `_include` and `_revinclude`.
+#[tokio::test]
+async fn parameters_answered_from_other_rows() {
+    let h = Harness::new();
+    seed(&h).await;
+    put(&h, json!({"resourceType": "Group", "id": "g1", "type": "person", "actual": true})).await;
+    // A blood-pressure panel about a group: its values are in components only.
+    put(
+        &h,
+        json!({"resourceType": "Observation", "id": "o4", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "subject": {"reference": "Group/g1"}, "effectiveDateTime": "2024-07-01",
+        "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+            "valueQuantity": {"value": 150, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]}),
+    )
+    .await;
+    let cases: &[(&str, &[&str])] = &[
+        ("/fhir/Observation?code=8480-6", &["o1", "o3"]),
+        ("/fhir/Observation?component-code=8480-6", &["o4"]),
+        ("/fhir/Observation?combo-code=8480-6", &["o1", "o3", "o4"]),
+        ("/fhir/Observation?combo-code=85354-9", &["o4"]),
+        ("/fhir/Observation?combo-code:missing=true", &[]),
+        ("/fhir/Observation?value-quantity=gt130", &["o3"]),
+        ("/fhir/Observation?combo-value-quantity=gt130", &["o3", "o4"]),
+        ("/fhir/Observation?combo-value-quantity:missing=true", &[]),
+        ("/fhir/Observation?value-quantity:missing=true", &["o4"]),
+        ("/fhir/Observation?combo-code-value-quantity=8480-6$gt145", &["o4"]),
+        ("/fhir/Observation?combo-code-value-quantity=8480-6$lt130", &["o1"]),
+        ("/fhir/Observation?code-value-quantity=8480-6$gt145", &[]),
+        ("/fhir/Observation?patient=p1", &["o1", "o2"]),
+        ("/fhir/Observation?patient=g1", &[]),
+        ("/fhir/Observation?subject=g1", &["o4"]),
+        ("/fhir/Observation?patient:missing=true", &["o4"]),
+        ("/fhir/Observation?patient:missing=false", &["o1", "o2", "o3"]),
+        ("/fhir/Observation?patient.gender=female", &["o3"]),
+        ("/fhir/Observation?patient:Patient.gender=female", &["o3"]),
+        ("/fhir/Patient?_has:Observation:patient:combo-code=8867-4", &["p1"]),
+        ("/fhir/Group?_has:Observation:patient:code=85354-9", &[]),
+        ("/fhir/Group?_has:Observation:subject:code=85354-9", &["g1"]),
+    ];
+    for (uri, want) in cases {
+        assert_eq!(find(&h, uri).await, set(want), "{uri}");
+    }
+    // Sorted by patient: the Observation with none sorts last.
+    let b = h.call("GET", "/fhir/Observation?_sort=patient,_id", None).await.json();
+    assert_eq!(page_ids(&b), ["o1", "o2", "o3", "o4"], "{b}");
+    let b = h.call("GET", "/fhir/Observation?_sort=-combo-value-quantity", None).await.json();
+    assert_eq!(page_ids(&b), ["o4", "o3", "o1", "o2"], "{b}");
+    // _include and _revinclude of `patient` see Patient targets only.
+    let b = h.call("GET", "/fhir/Observation?_include=Observation:patient", None).await.json();
+    assert_eq!(ids(&b, "include"), set(&["Patient/p1", "Patient/p2"]));
+    let b = h.call("GET", "/fhir/Observation?_include=Observation:subject", None).await.json();
+    assert_eq!(ids(&b, "include"), set(&["Patient/p1", "Patient/p2", "Group/g1"]));
+    let b = h.call("GET", "/fhir/Group?_revinclude=Observation:patient", None).await.json();
+    assert!(ids(&b, "include").is_empty(), "{b}");
+    let b = h.call("GET", "/fhir/Group?_revinclude=Observation:subject", None).await.json();
+    assert_eq!(ids(&b, "include"), set(&["Observation/o4"]));
+    let b = h.call("GET", "/fhir/Patient?_id=p2&_revinclude=Observation:patient", None).await.json();
+    assert_eq!(ids(&b, "include"), set(&["Observation/o3"]));
+}
+
 #[tokio::test]
 async fn result_parameters_includes_and_handling() {
     let h = Harness::new();

@@ -23,6 +23,116 @@ pub struct ParamInfo {
     pub targets: Vec<String>,
     /// Composite components (kind and expression relative to the composite's node).
     pub components: Vec<(ParamKind, Compiled)>,
+    /// Where its index rows are kept.
+    pub stored: Stored,
+}
+
+/// Where a parameter's index rows are kept. Most parameters have rows of their own; a parameter
+/// whose expression is, by definition, another's narrowed or several others' union is answered
+/// from their rows and writes none, so a write does not store the same value twice (issue #9:
+/// an Observation carried `code` and `combo-code`, `value-quantity` and `combo-value-quantity`,
+/// `code-value-quantity` and `combo-code-value-quantity`, `subject` and `patient` — a third of
+/// its rows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    /// Under its own code.
+    Own,
+    /// Under each of these codes: its expression is exactly the union of theirs (`combo-code` is
+    /// `Observation.code | Observation.component.code`, the expressions of `code` and
+    /// `component-code`). Not used for reference parameters.
+    Union(Vec<String>),
+    /// Under the reference parameter `param`, in the rows whose target is of `target_type`: its
+    /// expression is `param`'s with `.where(resolve() is T)` (`patient` is
+    /// `Observation.subject.where(resolve() is Patient)`).
+    Narrowed {
+        /// The reference parameter holding the rows.
+        param: String,
+        /// The target type those rows must have.
+        target_type: String,
+    },
+}
+
+/// The alternatives of a FHIRPath expression: its top-level `|` operands, trimmed.
+fn alternatives(expr: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in expr.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            '|' if depth == 0 => {
+                out.push(expr[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(expr[start..].trim());
+    out
+}
+
+/// Where each parameter of one type keeps its rows, from the definitions' expressions.
+fn storage(
+    defs: &[(&str, &mamori_fhir_schema::SearchParamDef)],
+    indexed: &dyn Fn(&str) -> bool,
+) -> HashMap<String, Stored> {
+    use std::collections::BTreeSet;
+    let components = |d: &mamori_fhir_schema::SearchParamDef| -> Vec<(ParamKind, String)> {
+        d.components.iter().map(|(_, k, e)| (*k, e.clone())).collect()
+    };
+    let mut out = HashMap::new();
+    for (code, def) in defs {
+        if !indexed(code) {
+            continue;
+        }
+        let alts: BTreeSet<&str> = alternatives(&def.expression).into_iter().collect();
+        if def.kind == ParamKind::Reference {
+            // `X.where(resolve() is T)` where `X` is another reference parameter's expression.
+            let narrowed = (alts.len() == 1)
+                .then(|| def.expression.trim().strip_suffix(')'))
+                .flatten()
+                .and_then(|e| e.rsplit_once(".where(resolve() is "))
+                .and_then(|(base, ty)| {
+                    let (other, _) = defs.iter().find(|(c, d)| {
+                        c != code && d.kind == ParamKind::Reference && indexed(c) && d.expression.trim() == base
+                    })?;
+                    Some(Stored::Narrowed { param: other.to_string(), target_type: ty.to_string() })
+                });
+            if let Some(n) = narrowed {
+                out.insert(code.to_string(), n);
+            }
+            continue;
+        }
+        if alts.len() < 2 {
+            continue;
+        }
+        // The parameters of the same kind (and, for composites, the same components) whose
+        // alternatives are a strict subset of this one's; they cover it when their union is it.
+        let mut parts: Vec<String> = Vec::new();
+        let mut covered: BTreeSet<&str> = BTreeSet::new();
+        for (other, d) in defs {
+            if other == code || d.kind != def.kind || !indexed(other) || components(d) != components(def) {
+                continue;
+            }
+            let theirs: BTreeSet<&str> = alternatives(&d.expression).into_iter().collect();
+            if theirs.len() < alts.len() && theirs.is_subset(&alts) {
+                covered.extend(theirs);
+                parts.push(other.to_string());
+            }
+        }
+        if covered == alts {
+            parts.sort();
+            out.insert(code.to_string(), Stored::Union(parts));
+        }
+    }
+    // A parameter that holds another's rows keeps its own (no chains of aliases).
+    let aliased: BTreeSet<String> = out.keys().cloned().collect();
+    out.retain(|_, s| match s {
+        Stored::Own => true,
+        Stored::Union(parts) => parts.iter().all(|p| !aliased.contains(p)),
+        Stored::Narrowed { param, .. } => !aliased.contains(param),
+    });
+    out
 }
 
 impl ParamInfo {
@@ -49,7 +159,7 @@ fn registry() -> &'static Registry {
         let s = mamori_fhir_schema::r4();
         let mut reg = Registry::new();
         for rt in s.resources() {
-            let mut params = HashMap::new();
+            let mut params: HashMap<String, ParamInfo> = HashMap::new();
             for (code, def) in s.search_params(rt) {
                 // `_id` and `_lastUpdated` are answered from the version itself, not index rows.
                 if code == "_id" || code == "_lastUpdated" || params.contains_key(code) {
@@ -78,8 +188,18 @@ fn registry() -> &'static Registry {
                         compiled,
                         targets: def.targets.clone(),
                         components,
+                        stored: Stored::Own,
                     },
                 );
+            }
+            let mut seen = std::collections::HashSet::new();
+            let defs: Vec<_> =
+                s.search_params(rt).filter(|(c, _)| params.contains_key(*c) && seen.insert(*c)).collect();
+            let indexed = |c: &str| params.get(c).is_some_and(|p| p.table().is_some());
+            for (code, stored) in storage(&defs, &indexed) {
+                if let Some(p) = params.get_mut(&code) {
+                    p.stored = stored;
+                }
             }
             reg.insert(rt.clone(), params);
         }
@@ -103,6 +223,9 @@ pub fn rows_for(rt: &str, body: &Value) -> Vec<SearchRow> {
     let mut out: Vec<SearchRow> = Vec::new();
     for p in params(rt) {
         let Some(compiled) = &p.compiled else { continue };
+        if p.stored != Stored::Own {
+            continue;
+        }
         for node in path::eval(schema, rt, body, compiled) {
             let values = if p.kind == ParamKind::Composite {
                 composite(schema, p, &node)
@@ -370,11 +493,12 @@ mod tests {
             "subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-05-01T10:00:00+09:00",
             "valueQuantity": {"value": 120, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}});
         let rows = rows_for("Observation", &o);
+        // `patient` is answered from the `subject` rows that point at a Patient.
+        assert!(of(&rows, "patient").is_empty());
         assert_eq!(
-            of(&rows, "patient"),
+            of(&rows, "subject"),
             vec![IndexValue::Ref { ty: "Patient".into(), id: "p1".into(), url: String::new() }]
         );
-        assert_eq!(of(&rows, "subject").len(), 1);
         assert_eq!(of(&rows, "code").len(), 1);
         assert_eq!(of(&rows, "date").len(), 1);
         assert_eq!(
@@ -389,8 +513,75 @@ mod tests {
         let cvq = of(&rows, "code-value-quantity");
         assert_eq!(cvq.len(), 1);
         assert!(matches!(&cvq[0], IndexValue::Composite { code, .. } if code == "8480-6"));
-        // `Observation | Observation.component`: the resource itself is one of the bases.
-        assert_eq!(of(&rows, "combo-code-value-quantity").len(), 1);
+        // The `combo-*` parameters are unions of these and the `component-*` ones: no rows.
+        for combo in ["combo-code", "combo-value-quantity", "combo-code-value-quantity"] {
+            assert!(of(&rows, combo).is_empty(), "{combo}");
+        }
+        assert_eq!(rows.len(), 6, "{rows:?}");
+        let o = json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": 120, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}}]});
+        let rows = rows_for("Observation", &o);
+        assert_eq!(of(&rows, "component-code").len(), 1);
+        assert_eq!(of(&rows, "component-value-quantity").len(), 1);
+        assert_eq!(of(&rows, "component-code-value-quantity").len(), 1);
+    }
+
+    #[test]
+    fn alternatives_split_at_the_top_level_only() {
+        assert_eq!(
+            alternatives("(Observation.value as Quantity) | (Observation.value as SampledData)"),
+            vec!["(Observation.value as Quantity)", "(Observation.value as SampledData)"]
+        );
+        assert_eq!(alternatives("Observation.code"), vec!["Observation.code"]);
+        assert_eq!(alternatives("a.where((b | c).exists()) | d"), vec!["a.where((b | c).exists())", "d"]);
+    }
+
+    #[test]
+    fn parameters_kept_in_others_rows() {
+        let stored = |rt: &str, code: &str| param(rt, code).unwrap().stored.clone();
+        let union = |v: &[&str]| Stored::Union(v.iter().map(|s| (*s).to_string()).collect());
+        let narrowed = |p: &str, t: &str| Stored::Narrowed { param: p.into(), target_type: t.into() };
+        assert_eq!(stored("Observation", "combo-code"), union(&["code", "component-code"]));
+        assert_eq!(
+            stored("Observation", "combo-value-quantity"),
+            union(&["component-value-quantity", "value-quantity"])
+        );
+        assert_eq!(
+            stored("Observation", "combo-code-value-quantity"),
+            union(&["code-value-quantity", "component-code-value-quantity"])
+        );
+        assert_eq!(stored("Observation", "patient"), narrowed("subject", "Patient"));
+        assert_eq!(stored("Encounter", "practitioner"), narrowed("participant", "Practitioner"));
+        assert_eq!(stored("Provenance", "patient"), narrowed("target", "Patient"));
+        // Their sources keep rows of their own; so do parameters that only resemble another.
+        for (rt, code) in [
+            ("Observation", "code"),
+            ("Observation", "subject"),
+            ("Observation", "value-quantity"),
+            ("Observation", "value-string"),
+            ("Patient", "name"),
+            ("Patient", "family"),
+            ("AllergyIntolerance", "patient"),
+        ] {
+            assert_eq!(stored(rt, code), Stored::Own, "{rt}.{code}");
+        }
+        // No parameter is kept in the rows of one that is itself kept elsewhere.
+        for rt in mamori_fhir_schema::r4().resources() {
+            for p in params(rt) {
+                let sources: Vec<&str> = match &p.stored {
+                    Stored::Own => continue,
+                    Stored::Union(parts) => parts.iter().map(String::as_str).collect(),
+                    Stored::Narrowed { param, .. } => vec![param.as_str()],
+                };
+                for s in sources {
+                    let src = param(rt, s).unwrap();
+                    assert_eq!(src.stored, Stored::Own, "{rt}.{} from {s}", p.code);
+                    assert_eq!(src.table(), p.table(), "{rt}.{} from {s}", p.code);
+                }
+            }
+        }
     }
 
     #[test]

@@ -176,53 +176,57 @@ impl Records {
         let key = |v: &VersionRecord| (v.resource_type.to_string(), v.id.to_string());
         let mut seen: HashSet<(String, String)> = page.matches.iter().map(key).collect();
         let mut truncated = false;
-        let mut round = |from: &[VersionRecord],
-                         iterate: bool,
-                         out: &mut Vec<VersionRecord>|
-         -> Result<(), RecordError> {
-            let applies = |i: &&Include| !iterate || i.iterate;
-            for v in from {
-                for inc in req.include.iter().filter(applies) {
-                    if inc.source != v.resource_type.as_str() {
-                        continue;
-                    }
-                    for (t, id) in tx.references_from(&v.resource_type, &v.id, inc.param.as_deref())? {
-                        if inc.target.as_deref().is_some_and(|x| x != t) || seen.contains(&(t.clone(), id.clone())) {
+        let mut round =
+            |from: &[VersionRecord], iterate: bool, out: &mut Vec<VersionRecord>| -> Result<(), RecordError> {
+                let applies = |i: &&Include| !iterate || i.iterate;
+                for v in from {
+                    for inc in req.include.iter().filter(applies) {
+                        if inc.source != v.resource_type.as_str() {
                             continue;
                         }
-                        if seen.len() - page.matches.len() >= MAX_INCLUDED {
-                            truncated = true;
-                            return Ok(());
+                        let (param, only) = stored_ref(&inc.source, inc.param.as_deref());
+                        for (t, id) in tx.references_from(&v.resource_type, &v.id, param)? {
+                            if inc.target.as_deref().is_some_and(|x| x != t)
+                                || only.is_some_and(|x| x != t)
+                                || seen.contains(&(t.clone(), id.clone()))
+                            {
+                                continue;
+                            }
+                            if seen.len() - page.matches.len() >= MAX_INCLUDED {
+                                truncated = true;
+                                return Ok(());
+                            }
+                            if let Some(r) = visible(tx, ctx, &t, &id)? {
+                                seen.insert((t, id));
+                                out.push(r);
+                            }
                         }
-                        if let Some(r) = visible(tx, ctx, &t, &id)? {
-                            seen.insert((t, id));
-                            out.push(r);
+                    }
+                    for inc in req.revinclude.iter().filter(applies) {
+                        if inc.target.as_deref().is_some_and(|x| x != v.resource_type.as_str()) {
+                            continue;
+                        }
+                        let (param, only) = stored_ref(&inc.source, inc.param.as_deref());
+                        if only.is_some_and(|x| x != v.resource_type.as_str()) {
+                            continue;
+                        }
+                        for id in tx.references_to(&inc.source, param, v.resource_type.as_str(), v.id.as_str())? {
+                            if seen.contains(&(inc.source.clone(), id.clone())) {
+                                continue;
+                            }
+                            if seen.len() - page.matches.len() >= MAX_INCLUDED {
+                                truncated = true;
+                                return Ok(());
+                            }
+                            if let Some(r) = visible(tx, ctx, &inc.source, &id)? {
+                                seen.insert((inc.source.clone(), id));
+                                out.push(r);
+                            }
                         }
                     }
                 }
-                for inc in req.revinclude.iter().filter(applies) {
-                    if inc.target.as_deref().is_some_and(|x| x != v.resource_type.as_str()) {
-                        continue;
-                    }
-                    for id in
-                        tx.references_to(&inc.source, inc.param.as_deref(), v.resource_type.as_str(), v.id.as_str())?
-                    {
-                        if seen.contains(&(inc.source.clone(), id.clone())) {
-                            continue;
-                        }
-                        if seen.len() - page.matches.len() >= MAX_INCLUDED {
-                            truncated = true;
-                            return Ok(());
-                        }
-                        if let Some(r) = visible(tx, ctx, &inc.source, &id)? {
-                            seen.insert((inc.source.clone(), id));
-                            out.push(r);
-                        }
-                    }
-                }
-            }
-            Ok(())
-        };
+                Ok(())
+            };
         let mut first = Vec::new();
         round(&page.matches, false, &mut first)?;
         let mut second = Vec::new();
@@ -234,5 +238,17 @@ impl Records {
             page.notes.push(format!("only the first {MAX_INCLUDED} included resources are returned"));
         }
         Ok(())
+    }
+}
+
+/// The reference parameter whose rows hold `param`'s (of `source`), and the one target type those
+/// rows must have when `param` is narrowed from it (`Observation:patient` is `subject` rows
+/// pointing at a Patient; `extract::Stored`).
+fn stored_ref<'a>(source: &str, param: Option<&'a str>) -> (Option<&'a str>, Option<&'static str>) {
+    match param.and_then(|p| super::extract::param(source, p)).map(|p| &p.stored) {
+        Some(super::extract::Stored::Narrowed { param, target_type }) => {
+            (Some(param.as_str()), Some(target_type.as_str()))
+        }
+        _ => (param, None),
     }
 }

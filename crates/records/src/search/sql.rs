@@ -6,6 +6,7 @@
 //! `sp_number(lo, hi, system, code)`, `sp_ref(target_type, target_id, url)`,
 //! `sp_composite(system, code, s_system, s_code, lo, hi)`.
 
+use super::extract::Stored;
 use super::{Criterion, Cursor, Pred, Prefix, SearchQuery, SortKey, SortVal, StrMode, Table};
 
 /// A bound argument.
@@ -53,9 +54,25 @@ impl B {
     /// `FROM table x WHERE x.type = ? AND x.param = ? AND (preds)` of a `Match`.
     fn match_from(&mut self, ty: &str, param: &str, table: Table, any: &[Pred]) -> String {
         let t = self.t(ty);
-        let p = self.t(param);
+        let p = self.param(ty, param, "x.");
         let preds: Vec<String> = any.iter().map(|pr| self.pred(pr, table)).collect();
-        format!("FROM {} x WHERE x.type = {t} AND x.param = {p} AND ({})", table.name(), preds.join(" OR "))
+        format!("FROM {} x WHERE x.type = {t} AND {p} AND ({})", table.name(), preds.join(" OR "))
+    }
+
+    /// The condition selecting the rows of parameter `param` of `ty` (columns prefixed `a`),
+    /// wherever they are kept (`extract::Stored`): `param = ?`, `param IN (?, ?)` for a union,
+    /// `(param = ? AND target_type = ?)` for a narrowed reference.
+    fn param(&mut self, ty: &str, param: &str, a: &str) -> String {
+        match super::extract::param(ty, param).map(|p| &p.stored) {
+            Some(Stored::Union(parts)) => {
+                let ph: Vec<String> = parts.iter().map(|p| self.t(p)).collect();
+                format!("{a}param IN ({})", ph.join(", "))
+            }
+            Some(Stored::Narrowed { param, target_type }) => {
+                format!("({a}param = {} AND {a}target_type = {})", self.t(param), self.t(target_type))
+            }
+            Some(Stored::Own) | None => format!("{a}param = {}", self.t(param)),
+        }
     }
 
     /// `_lastUpdated` predicates on the version time in `col`.
@@ -84,20 +101,20 @@ impl B {
             }
             Criterion::Missing { param, table, missing } => {
                 let t = self.t(ty);
-                let p = self.t(param);
+                let p = self.param(ty, param, "");
                 format!(
-                    "{col} {}IN (SELECT id FROM {} WHERE type = {t} AND param = {p})",
+                    "{col} {}IN (SELECT id FROM {} WHERE type = {t} AND {p})",
                     if *missing { "NOT " } else { "" },
                     table.name()
                 )
             }
             Criterion::Has { source, param, inner } => {
                 let s = self.t(source);
-                let p = self.t(param);
+                let p = self.param(source, param, "h.");
                 let tt = self.t(ty);
                 let inner = self.cond(inner, source, "h.id");
                 format!(
-                    "{col} IN (SELECT h.target_id FROM sp_ref h WHERE h.type = {s} AND h.param = {p} AND h.target_type = {tt} AND {inner})"
+                    "{col} IN (SELECT h.target_id FROM sp_ref h WHERE h.type = {s} AND {p} AND h.target_type = {tt} AND {inner})"
                 )
             }
         }
@@ -222,7 +239,7 @@ fn like_contains(v: &str) -> String {
 }
 
 /// The sort expression of a key: the least (ascending) or greatest (descending) value.
-fn sort_expr(b: &mut B, key: &SortKey, desc: bool) -> String {
+fn sort_expr(b: &mut B, ty: &str, key: &SortKey, desc: bool) -> String {
     match key {
         SortKey::Id => "r.id".into(),
         SortKey::LastUpdated => "v.last_updated".into(),
@@ -236,11 +253,8 @@ fn sort_expr(b: &mut B, key: &SortKey, desc: bool) -> String {
                 (Table::Ref, _) => "target_id",
                 (Table::Composite, _) => "code",
             };
-            let p = b.t(param);
-            format!(
-                "(SELECT {agg}({col}) FROM {} s WHERE s.type = r.type AND s.id = r.id AND s.param = {p})",
-                table.name()
-            )
+            let p = b.param(ty, param, "s.");
+            format!("(SELECT {agg}({col}) FROM {} s WHERE s.type = r.type AND s.id = r.id AND {p})", table.name())
         }
     }
 }
@@ -268,10 +282,10 @@ pub fn search(q: &SearchQuery, limit: usize) -> Sql {
     let mut b = B { args: Vec::new() };
     let mut cols = vec!["r.id AS id".to_string()];
     for (i, (key, desc)) in q.sort.iter().enumerate() {
-        let e = sort_expr(&mut b, key, *desc);
+        let e = sort_expr(&mut b, &q.resource_type, key, *desc);
         // Missing values sort last either way.
         cols.push(format!("CASE WHEN {e} IS NULL THEN 1 ELSE 0 END AS n{i}"));
-        let e2 = sort_expr(&mut b, key, *desc);
+        let e2 = sort_expr(&mut b, &q.resource_type, key, *desc);
         cols.push(format!("COALESCE({e2}, {}) AS k{i}", zero_of(key)));
     }
     let (wh, from) = where_clause(&mut b, q);
