@@ -332,14 +332,10 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         writer.execute_batch(SCHEMA)?;
         migrate(&writer)?;
-        // Each write runs in a SAVEPOINT of a group-committed batch (writer.rs), and SQLite keeps
-        // the pages a savepoint changes in a sub-journal so it can roll back just that write.
-        // Past 64 KiB that sub-journal spills to a temporary file, which a batch of eight
-        // Observation creates does: a fifth of a create's CPU went to writing it (perf, #9).
-        // MEMORY keeps it in the writer's memory; it is emptied at every commit, so it is bounded
-        // by one batch (at most a few MiB). Set after migrate(), whose index builds may sort a
-        // whole table and should spill to disk.
-        writer.pragma_update(None, "temp_store", "MEMORY")?;
+        // SAVEPOINT sub-journals stay in memory up to 8 MiB (SQLITE_STMTJRNL_SPILL, set for the
+        // bundled SQLite in .cargo/config.toml) and spill to a temporary file beyond: ordinary
+        // group-committed writes never touch the file system for them, a whole-store reindex
+        // cannot exhaust memory (#9).
         let durability = std::sync::Arc::new(durability::Durability::open(dir, &path)?);
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
