@@ -332,7 +332,7 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
         writer.execute_batch(SCHEMA)?;
         migrate(&writer)?;
-        // SAVEPOINT sub-journals stay in memory up to 8 MiB (SQLITE_STMTJRNL_SPILL, set for the
+        // SAVEPOINT sub-journals stay in memory up to 256 MiB (SQLITE_STMTJRNL_SPILL, set for the
         // bundled SQLite in .cargo/config.toml) and spill to a temporary file beyond: ordinary
         // group-committed writes never touch the file system for them, a whole-store reindex
         // cannot exhaust memory (#9).
