@@ -12,7 +12,9 @@
 #
 # Usage: scripts/bench-search.sh [N=100000] [DURATION_SECONDS=10] [CONNECTIONS=8]
 # BENCH_BIN=path/to/mamori: load that binary instead of building this tree (no rewrite of
-# BENCHMARKS.md); BENCH_NO_WRITE=1: no rewrite; BENCH_FIGURES=FILE: append the P3/P4/P7 figures as
+# BENCHMARKS.md); BENCH_NO_WRITE=1: no rewrite; BENCH_STORE=DIR: import into DIR and keep it, or,
+# when DIR already holds a store, load that one without generating or importing (A/B runs of the
+# queries on one store; the import figure then reads `kept`); BENCH_FIGURES=FILE: append the P3/P4/P7 figures as
 # `FIGURE key value` lines (scripts/bench-suite.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,24 +23,35 @@ DUR=${2:-10}
 CONNS=${3:-8}
 command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get install -y -qq wrk >/dev/null; }
 if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=${CARGO_TARGET_DIR:-target}/release/mamori; fi
-DATA=$(mktemp -d)
 PORT=${BENCH_PORT:-18181}
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
 SERVER=
-
-python3 scripts/gen-ndjson.py "$N" "$DATA/load.ndjson"
-T0=$(date +%s.%N)
-$BIN import "$DATA/load.ndjson" --data-dir "$DATA/d" 2>/dev/null
-T1=$(date +%s.%N)
-IMPORT_RATE=$(awk -v n="$N" -v a="$T0" -v b="$T1" 'BEGIN { printf "%.0f", n / (b - a) }')
+if [ -n "${BENCH_STORE:-}" ] && [ -f "$BENCH_STORE/d/mamori.db" ]; then
+  # A kept store (A/B runs of the queries): no generation, no import, nothing removed.
+  DATA=$BENCH_STORE IMPORT_RATE=kept
+  trap 'kill $SERVER 2>/dev/null || true' EXIT
+else
+  if [ -n "${BENCH_STORE:-}" ]; then
+    DATA=$BENCH_STORE; mkdir -p "$DATA"
+    trap 'kill $SERVER 2>/dev/null || true; rm -f "$DATA/load.ndjson"' EXIT
+  else
+    DATA=$(mktemp -d)
+    trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+  fi
+  python3 scripts/gen-ndjson.py "$N" "$DATA/load.ndjson"
+  T0=$(date +%s.%N)
+  $BIN import "$DATA/load.ndjson" --data-dir "$DATA/d" 2>/dev/null
+  T1=$(date +%s.%N)
+  IMPORT_RATE=$(awk -v n="$N" -v a="$T0" -v b="$T1" 'BEGIN { printf "%.0f", n / (b - a) }')
+  rm -f "$DATA/load.ndjson"
+fi
 DB_MB=$(du -sm "$DATA/d" | cut -f1)
 
-SECRET=$($BIN client add bench --scope "system/*.cruds" --token-lifetime 1h --data-dir "$DATA/d" 2>/dev/null | sed -n 's/^client_secret=//p')
+SECRET=$($BIN client add "bench-$$" --scope "system/*.cruds" --token-lifetime 1h --data-dir "$DATA/d" 2>/dev/null | sed -n 's/^client_secret=//p')
 MAMORI_LOG=warn $BIN serve --data-dir "$DATA/d" --listen 127.0.0.1:$PORT >/dev/null 2>&1 &
 SERVER=$!
 for _ in $(seq 600); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
 curl -sf http://127.0.0.1:$PORT/healthz >/dev/null || { echo "bench-search: the server did not start within 60 s" >&2; exit 1; }
-TOKEN=$(curl -sf -u "bench:$SECRET" -d grant_type=client_credentials http://127.0.0.1:$PORT/oauth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+TOKEN=$(curl -sf -u "bench-$$:$SECRET" -d grant_type=client_credentials http://127.0.0.1:$PORT/oauth/token | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
 PATIENTS=$(( N / 50 > 0 ? N / 50 : 1 ))
 
 OLUA=$(mktemp --suffix .lua)
