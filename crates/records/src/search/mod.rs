@@ -286,6 +286,11 @@ pub enum SortKey {
         /// Table.
         table: Table,
     },
+    /// The default order of a search driven by a string prefix (`Patient?name=山田`): the least
+    /// of the resource's values that match it, then the id. Never asked for by `_sort`; chosen
+    /// when `_sort` is absent so that the value index answers in order and the statement stops
+    /// after one page instead of gathering every match (`sql::value_ordered`).
+    Matched,
 }
 
 /// A sort value as stored, for keyset paging.

@@ -242,6 +242,11 @@ pub fn parse_search(rt: &str, query: &str, strict: bool, now: i64) -> Result<Sea
         }
         req.used.push(format!("{rk}={rv}"));
     }
+    // Without `_sort` the order is the server's to choose (FHIR R4 3.1.1.5.7): by id, or for a
+    // search driven by a string prefix by the matching value, which its index gives in order.
+    if req.query.sort.is_empty() && super::sql::value_ordered(&req.query).is_some() {
+        req.query.sort.push((SortKey::Matched, false));
+    }
     if req.summary == Summary::Count {
         req.count = 0;
         if req.total == TotalMode::Default {

@@ -241,7 +241,9 @@ fn like_contains(v: &str) -> String {
 /// The sort expression of a key: the least (ascending) or greatest (descending) value.
 fn sort_expr(b: &mut B, ty: &str, key: &SortKey, desc: bool) -> String {
     match key {
-        SortKey::Id => "r.id".into(),
+        // Only reached when a query's criteria no longer fit the value order (`search` answers
+        // the ones that do); the id is the same order's tie-breaker.
+        SortKey::Id | SortKey::Matched => "r.id".into(),
         SortKey::LastUpdated => "v.last_updated".into(),
         SortKey::Param { param, table } => {
             let agg = if desc { "MAX" } else { "MIN" };
@@ -261,7 +263,7 @@ fn sort_expr(b: &mut B, ty: &str, key: &SortKey, desc: bool) -> String {
 
 fn zero_of(key: &SortKey) -> &'static str {
     match key {
-        SortKey::Id => "''",
+        SortKey::Id | SortKey::Matched => "''",
         SortKey::LastUpdated => "0",
         SortKey::Param { table: Table::Date | Table::Number, .. } => "0",
         SortKey::Param { .. } => "''",
@@ -279,6 +281,11 @@ fn arg_of(v: &SortVal) -> Arg {
 /// The statement listing matches in order, from the cursor, at most `limit` rows. Columns:
 /// `id`, then per sort key `n{i}` (1 when the resource has no value) and `k{i}` (the value).
 pub fn search(q: &SearchQuery, limit: usize) -> Sql {
+    if let [(SortKey::Matched, _)] = q.sort.as_slice()
+        && let Some(driver) = value_ordered(q)
+    {
+        return search_by_value(q, driver, limit);
+    }
     let mut b = B { args: Vec::new() };
     let mut cols = vec!["r.id AS id".to_string()];
     for (i, (key, desc)) in q.sort.iter().enumerate() {
@@ -311,6 +318,80 @@ pub fn search(q: &SearchQuery, limit: usize) -> Sql {
     Sql { text, args: b.args }
 }
 
+/// The criterion that can list a query's matches in its value index's order, when there is one:
+/// the driving criterion (see `where_clause`) is a single string prefix (`name=山田`) on a
+/// parameter with rows of its own, and no criterion needs the version's time. Its index
+/// (`sp_string_value`: type, param, norm, then id) then yields the matches in (value, id) order
+/// and the statement stops after one page; ordered by id, it had to gather and sort every match
+/// first — 2,439 patients and ~7,300 index rows for `Patient?name=山田` at 1M resources (#9).
+/// Returns the criterion's position, its parameter and its prefix.
+pub fn value_ordered(q: &SearchQuery) -> Option<(usize, &str, &str)> {
+    let mut order: Vec<(usize, &Criterion)> = q.criteria.iter().enumerate().collect();
+    order.sort_by_key(|(_, c)| selectivity(c));
+    let &(i, driver) = order.first()?;
+    let Criterion::Match { param, table: Table::Str, any, negate: false } = driver else { return None };
+    let ([Pred::Str(StrMode::Prefix, v)], Some(Stored::Own)) =
+        (any.as_slice(), super::extract::param(&q.resource_type, param).map(|p| &p.stored))
+    else {
+        return None;
+    };
+    if q.criteria.iter().any(|c| matches!(c, Criterion::LastUpdated(_))) {
+        return None;
+    }
+    Some((i, param, v))
+}
+
+/// [`search`] in the order of [`value_ordered`]'s criterion `driver`: each resource is listed
+/// once, at the least of its rows that match (the one no other matching row of the same resource
+/// precedes); the other criteria are checked per row; the cursor carries that row's value.
+fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), limit: usize) -> Sql {
+    let mut b = B { args: Vec::new() };
+    let ty = q.resource_type.as_str();
+    let t = b.t(ty);
+    let p = b.param(ty, param, "d.");
+    let lo = b.t(v);
+    let hi = b.t(&format!("{v}{MAX_CHAR}"));
+    let pe = b.param(ty, param, "e.");
+    let mut parts = vec![
+        format!("d.type = {t}"),
+        p,
+        format!("d.norm >= {lo} AND d.norm < {hi}"),
+        format!(
+            "NOT EXISTS (SELECT 1 FROM sp_string e WHERE e.type = d.type AND e.id = d.id AND {pe} AND e.norm >= {lo} \
+             AND (e.norm < d.norm OR (e.norm = d.norm AND e.exact < d.exact)))"
+        ),
+    ];
+    for (i, c) in q.criteria.iter().enumerate() {
+        match c {
+            _ if i == driver => {}
+            Criterion::Match { param, table, any, negate } => {
+                let from = b.match_from(ty, param, *table, any);
+                parts.push(format!("{}EXISTS (SELECT 1 {from} AND x.id = d.id)", if *negate { "NOT " } else { "" }));
+            }
+            c => parts.push(b.cond(c, ty, "d.id")),
+        }
+    }
+    let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
+    if let Some(c) = &q.cursor {
+        let key = match c.keys.first() {
+            Some((_, SortVal::Text(k))) => k.as_str(),
+            _ => "",
+        };
+        let op = if backwards { "<" } else { ">" };
+        let (k1, k2, id) = (b.t(key), b.t(key), b.t(&c.id));
+        parts.push(format!("(d.norm {op} {k1} OR (d.norm = {k2} AND d.id {op} {id}))"));
+    }
+    let dir = if backwards { "DESC" } else { "ASC" };
+    let limit = b.i(i64::try_from(limit).unwrap_or(i64::MAX));
+    Sql {
+        text: format!(
+            "SELECT d.id AS id, 0 AS n0, d.norm AS k0 FROM sp_string d WHERE {} ORDER BY d.norm {dir}, d.id {dir} LIMIT {limit}",
+            parts.join(" AND ")
+        ),
+        args: b.args,
+    }
+}
+
 /// The statement counting every match (no guard applied: callers decide when it may be shown).
 pub fn count(q: &SearchQuery) -> Sql {
     let mut b = B { args: Vec::new() };
@@ -332,10 +413,10 @@ fn selectivity(c: &Criterion) -> u8 {
 }
 
 /// The `WHERE` clause and the `FROM` it needs.
-fn where_clause(b: &mut B, q: &SearchQuery) -> (String, &'static str) {
-    // The most selective criterion drives the query through its value index (`r.id IN (…)`);
-    // the others are checked per candidate through the owner index (`EXISTS … id = r.id`), so a
-    // common code never materialises all its matches.
+fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
+    // The most selective criterion drives the query through its value index (its rows are the
+    // candidates `r`); the others are checked per candidate through the owner index
+    // (`EXISTS … id = r.id`), so a common code never materialises all its matches.
     let mut order: Vec<&Criterion> = q.criteria.iter().collect();
     order.sort_by_key(|c| selectivity(c));
     // Index rows exist only for live resources (a deletion removes them, in its own
@@ -343,18 +424,26 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, &'static str) {
     // current version need not be read for its method — at 1M resources that read was a random
     // page of the version table per candidate (issue #9). The version is joined only for a
     // deletion check or its time.
-    let index_driven = matches!(order.first(), Some(Criterion::Match { negate: false, .. }));
     let uses_time = q.sort.iter().any(|(k, _)| matches!(k, SortKey::LastUpdated))
         || q.criteria.iter().any(|c| matches!(c, Criterion::LastUpdated(_)));
     let mut parts = vec![format!("r.type = {}", b.t(&q.resource_type))];
-    let from = if index_driven && !uses_time {
-        "resources r"
-    } else {
-        parts.push("v.method <> 'delete'".to_string());
-        "resources r JOIN versions v ON v.seq = r.seq"
+    let from = match order.first() {
+        // The driving index rows are the candidates themselves: `resources` is not read at all
+        // (it was one random b-tree probe per candidate, a third of the page reads of
+        // `Observation?patient=X&code=Y` at 1M resources, #9).
+        Some(Criterion::Match { param, table, any, negate: false }) if !uses_time => {
+            let m = b.match_from(&q.resource_type, param, *table, any);
+            format!("(SELECT DISTINCT x.type AS type, x.id AS id {m}) r")
+        }
+        _ => {
+            parts.push("v.method <> 'delete'".to_string());
+            "resources r JOIN versions v ON v.seq = r.seq".to_string()
+        }
     };
+    let driven = from.starts_with('(');
     for (i, c) in order.into_iter().enumerate() {
         match c {
+            _ if i == 0 && driven => {}
             Criterion::Match { param, table, any, negate } if i > 0 => {
                 let from = b.match_from(&q.resource_type, param, *table, any);
                 parts.push(format!("{}EXISTS (SELECT 1 {from} AND x.id = r.id)", if *negate { "NOT " } else { "" }));
