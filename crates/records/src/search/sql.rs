@@ -362,13 +362,8 @@ fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), lim
         ),
     ];
     for (i, c) in q.criteria.iter().enumerate() {
-        match c {
-            _ if i == driver => {}
-            Criterion::Match { param, table, any, negate } => {
-                let from = b.match_from(ty, param, *table, any);
-                parts.push(format!("{}EXISTS (SELECT 1 {from} AND x.id = d.id)", if *negate { "NOT " } else { "" }));
-            }
-            c => parts.push(b.cond(c, ty, "d.id")),
+        if i != driver {
+            parts.push(check(&mut b, ty, c, "d.id"));
         }
     }
     let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
@@ -427,32 +422,40 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
     let uses_time = q.sort.iter().any(|(k, _)| matches!(k, SortKey::LastUpdated))
         || q.criteria.iter().any(|c| matches!(c, Criterion::LastUpdated(_)));
     let mut parts = vec![format!("r.type = {}", b.t(&q.resource_type))];
-    let from = match order.first() {
+    let (from, driven) = match order.first() {
         // The driving index rows are the candidates themselves: `resources` is not read at all
         // (it was one random b-tree probe per candidate, a third of the page reads of
         // `Observation?patient=X&code=Y` at 1M resources, #9).
         Some(Criterion::Match { param, table, any, negate: false }) if !uses_time => {
             let m = b.match_from(&q.resource_type, param, *table, any);
-            format!("(SELECT DISTINCT x.type AS type, x.id AS id {m}) r")
+            (format!("(SELECT DISTINCT x.type AS type, x.id AS id {m}) r"), true)
         }
         _ => {
             parts.push("v.method <> 'delete'".to_string());
-            "resources r JOIN versions v ON v.seq = r.seq".to_string()
+            ("resources r JOIN versions v ON v.seq = r.seq".to_string(), false)
         }
     };
-    let driven = from.starts_with('(');
     for (i, c) in order.into_iter().enumerate() {
         match c {
             _ if i == 0 && driven => {}
-            Criterion::Match { param, table, any, negate } if i > 0 => {
-                let from = b.match_from(&q.resource_type, param, *table, any);
-                parts.push(format!("{}EXISTS (SELECT 1 {from} AND x.id = r.id)", if *negate { "NOT " } else { "" }));
-            }
             Criterion::LastUpdated(any) if i > 0 => parts.push(b.last_updated(any, "v.last_updated")),
+            c if i > 0 => parts.push(check(b, &q.resource_type, c, "r.id")),
             c => parts.push(b.cond(c, &q.resource_type, "r.id")),
         }
     }
     (parts.join(" AND "), from)
+}
+
+/// A criterion checked for one candidate (its id in `col`) rather than driving the query: a
+/// match through the owner index (`EXISTS … x.id = col`), anything else as its condition.
+fn check(b: &mut B, ty: &str, c: &Criterion, col: &str) -> String {
+    match c {
+        Criterion::Match { param, table, any, negate } => {
+            let from = b.match_from(ty, param, *table, any);
+            format!("{}EXISTS (SELECT 1 {from} AND x.id = {col})", if *negate { "NOT " } else { "" })
+        }
+        c => b.cond(c, ty, col),
+    }
 }
 
 /// Rows strictly after (or, backwards, before) the cursor in the sort order.
