@@ -483,6 +483,22 @@ async fn name_searches_list_by_matching_value() {
         page = n;
     }
     assert_eq!(rest, ["k6", "z1", "a2", "m3"]);
+    // A cursor belongs to its search's order: one of a name search (carrying a value) on a search
+    // by id, or one of a search by id on a name search, is refused rather than paged from.
+    let link = |b: &Value| {
+        let url = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].clone();
+        url.as_str().unwrap().split("_cursor=").nth(1).unwrap().split('&').next().unwrap().to_string()
+    };
+    let by_name = link(&first);
+    let by_id = link(&h.call("GET", "/fhir/Patient?gender=male&_count=1", None).await.json());
+    for bad in [
+        format!("/fhir/Patient?gender=male&_cursor={by_name}"),
+        format!("/fhir/Patient?name=%E5%B1%B1&_cursor={by_id}"),
+    ] {
+        let r = h.call("GET", &bad, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.diagnostics().contains("_cursor"), "{bad}");
+    }
 }
 
 #[tokio::test]

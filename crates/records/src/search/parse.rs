@@ -247,6 +247,20 @@ pub fn parse_search(rt: &str, query: &str, strict: bool, now: i64) -> Result<Sea
     if req.query.sort.is_empty() && super::sql::value_ordered(&req.query).is_some() {
         req.query.sort.push((SortKey::Matched, false));
     }
+    // A cursor carries one value per sort key, as its search's own links wrote it; one made for
+    // another order (or by hand) would page from a meaningless place.
+    if let Some(c) = &req.query.cursor {
+        let fits = c.keys.len() == req.query.sort.len()
+            && req
+                .query
+                .sort
+                .iter()
+                .zip(&c.keys)
+                .all(|((k, _), (_, v))| !matches!(k, SortKey::Matched) || matches!(v, SortVal::Text(_)));
+        if !fits {
+            return Err(bad("`_cursor` does not belong to this search: its sort order differs"));
+        }
+    }
     if req.summary == Summary::Count {
         req.count = 0;
         if req.total == TotalMode::Default {
@@ -626,7 +640,26 @@ mod tests {
             id: "a1".into(),
             backwards: true,
         };
-        let r = parse("Patient", &format!("_cursor={}", encode_cursor(&c))).unwrap();
+        let r = parse("Patient", &format!("_sort=name,-birthdate,_lastUpdated&_cursor={}", encode_cursor(&c))).unwrap();
         assert_eq!(r.query.cursor, Some(c));
+    }
+
+    #[test]
+    fn a_cursor_of_another_order_is_refused() {
+        let cursor = |keys: Vec<(bool, SortVal)>| {
+            format!("_cursor={}", encode_cursor(&Cursor { keys, id: "a1".into(), backwards: false }))
+        };
+        // By id (no sort key): no values.
+        assert!(parse("Patient", &format!("gender=male&{}", cursor(vec![]))).is_ok());
+        assert!(parse("Patient", &format!("gender=male&{}", cursor(vec![(false, SortVal::Int(1))]))).is_err());
+        // By matching name: one text value.
+        assert!(parse("Patient", &format!("name=yam&{}", cursor(vec![(false, SortVal::Text("yam".into()))]))).is_ok());
+        for keys in [vec![], vec![(false, SortVal::Int(7))], vec![(false, SortVal::Real(0.5))]] {
+            let e = parse("Patient", &format!("name=yam&{}", cursor(keys))).unwrap_err();
+            assert!(e.to_string().contains("_cursor"), "{e}");
+        }
+        // By `_sort`: one value per key.
+        assert!(parse("Patient", &format!("_sort=birthdate&{}", cursor(vec![(false, SortVal::Int(1))]))).is_ok());
+        assert!(parse("Patient", &format!("_sort=birthdate,name&{}", cursor(vec![(false, SortVal::Int(1))]))).is_err());
     }
 }
