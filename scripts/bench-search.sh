@@ -79,16 +79,8 @@ request = function()
 end
 LUAEOF
 
-run() { # name, connections, then wrk args
-  local name=$1 c=$2; shift 2
-  local out; out=$(wrk -t"$(( c < 2 ? c : 2 ))" -c"$c" -d"${DUR}s" --latency "$@")
-  local rps p50 p99 errs
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  echo "$name|$rps|$p50|$p99|${errs:-0}"
-}
+. scripts/bench-lib.sh
+run() { wrk_run "$@"; } # name, connections, then wrk args
 # Latency (P3) with one connection per core, where the server is not saturated; then throughput
 # with CONNECTIONS, where the p99 is mostly queueing behind other requests on two shared cores.
 H=$(run healthz "$CONNS" http://127.0.0.1:$PORT/healthz)
@@ -101,7 +93,6 @@ rm -f "$OLUA" "$NLUA"
 # One sample answer, to show what a query returns.
 SAMPLE=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/fhir/Patient?name=%E5%B1%B1%E7%94%B0&_summary=count" | sed 's/.*"total":\([0-9]*\).*/\1/')
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 f() { echo "$1" | cut -d'|' -f"$2"; }
 HR=$(f "$H" 2)
 TABLE=$(cat <<TEOF
@@ -120,8 +111,6 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -sr); \`scripts/benc
 TEOF
 )
 echo "$TABLE"
-# wrk's latency (850.00us, 4.27ms, 1.02s) in ms.
-ms() { awk -v x="$1" 'BEGIN { u = x; sub(/^[0-9.]+/, "", u); v = x + 0; if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000; printf "%.2f", v }'; }
 if [ -n "${BENCH_FIGURES:-}" ]; then
   {
     echo "FIGURE P3.obs_p99_ms $(ms "$(f "$O2" 4)")"

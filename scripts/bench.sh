@@ -45,21 +45,10 @@ wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Authorization"] = "Basic $(printf 'bench:%s' "$SECRET" | base64 -w0)"
 LUAEOF
 
-run() { # name, then wrk args
-  local name=$1; shift
-  local out; out=$(wrk -t2 -c"$CONNS" -d"${DUR}s" --latency "$@")
-  local rps p50 p99 n
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  n=$(echo "$out" | awk '/requests in/ {print $1}')
-  local errs; errs=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  echo "$name|$rps|$p50|$p99|${errs:-0}|$n"
-}
-# The store's fsyncs so far, from /healthz.
+. scripts/bench-lib.sh
+run() { wrk_run "$1" "$CONNS" "${@:2}"; } # name, then wrk args
 fsyncs() { curl -sf http://127.0.0.1:$PORT/healthz | sed 's/.*"fsyncs":\([0-9]*\).*/\1/'; }
 # wrk's latency (850.00us, 4.27ms, 1.02s) in ms.
-ms() { awk -v x="$1" 'BEGIN { u = x; sub(/^[0-9.]+/, "", u); v = x + 0; if (u == "us") v /= 1000; else if (u == "s") v *= 1000; else if (u == "m") v *= 60000; printf "%.2f", v }'; }
 
 H=$(run healthz http://127.0.0.1:$PORT/healthz)
 R=$(run read -H "Authorization: Bearer $TOKEN" http://127.0.0.1:$PORT/fhir/Patient/$ID)
@@ -70,7 +59,6 @@ T=$(run token -s "$TLUA" http://127.0.0.1:$PORT/oauth/token)
 FPC=$(awk -v a="$F0" -v b="$F1" -v n="$(echo "$C" | cut -d'|' -f6)" 'BEGIN { printf "%.3f", (b - a) / (n > 0 ? n : 1) }')
 rm -f "$LUA" "$TLUA"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 HR=$(echo "$H" | cut -d'|' -f2); RR=$(echo "$R" | cut -d'|' -f2); CR=$(echo "$C" | cut -d'|' -f2); TR=$(echo "$T" | cut -d'|' -f2)
 TABLE=$(cat <<TEOF
 Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr);
