@@ -346,7 +346,10 @@ impl Records {
         &self.retention
     }
 
-    pub(crate) fn write<R>(&self, mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError>) -> Result<R, RecordError> {
+    pub(crate) fn write<R: Send>(
+        &self,
+        mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError> + Send,
+    ) -> Result<R, RecordError> {
         let mut out = None;
         self.store.write(&mut |tx| {
             out = Some(f(tx)?);

@@ -252,8 +252,9 @@ pub trait Store: Send + Sync {
     /// Runs `f` once in a serialisable write transaction; commits when it returns `Ok` and
     /// returns only once the commit is durable. (A store may commit several writers' `f`s in one
     /// transaction — each in its own savepoint — but each sees the others' writes only in order
-    /// and answers only once they are all durable.)
-    fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError>;
+    /// and answers only once they are all durable.) `f` is `Send`: a store may run it on a writer
+    /// thread of its own while the caller waits.
+    fn write(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<(), RecordError> + Send)) -> Result<(), RecordError>;
     /// Runs `f` on a consistent read snapshot.
     fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError>;
 }

@@ -557,7 +557,7 @@ impl Tx for PgTx<'_, '_> {
 }
 
 impl Store for PgStore {
-    fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {
+    fn write(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<(), RecordError> + Send)) -> Result<(), RecordError> {
         let mut l = self.lease().map_err(StoreError::from)?;
         l.write(|l| f(&mut PgTx { l }))
     }

@@ -345,7 +345,7 @@ impl SqliteStore {
         checkpointer(&path, stop.clone())?;
         Ok(SqliteStore {
             stop,
-            writer: std::sync::Arc::new(writer::Writer::new(writer, durability.clone())),
+            writer: std::sync::Arc::new(writer::Writer::new(writer, durability.clone())?),
             durability,
             audit_tx: std::sync::OnceLock::new(),
             readers,

@@ -532,7 +532,7 @@ impl Tx for SqlTx<'_> {
 }
 
 impl Store for SqliteStore {
-    fn write(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {
+    fn write(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<(), RecordError> + Send)) -> Result<(), RecordError> {
         // Group commit: concurrent writes share one transaction and one fsync (writer.rs).
         self.writer.write(&mut |c| f(&mut SqlTx { c }), |e| RecordError::Store(se(e)))
     }

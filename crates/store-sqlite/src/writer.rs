@@ -1,19 +1,25 @@
 //! The store's one writing connection, and group commit of record writes (issue #9).
 //!
-//! A record write (`Store::write`: a create, an update, an import batch…) runs inside a
-//! `SAVEPOINT` of a transaction that may already hold other writes. When the writer leaves the
-//! connection while other threads are waiting for it, it leaves that transaction open for them and
-//! waits; the last one in (no one waiting, or [`MAX_JOBS`] writes in the batch) commits for
-//! everyone. Every write of a batch is therefore committed by one `COMMIT`, and the pages the
+//! A record write (`Store::write`: a create, an update, an import batch…) runs on the writer
+//! thread — one thread, a rayon-core pool of one: the caller hands it its closure and blocks until
+//! it has run (`ThreadPool::install`, which runs a closure that borrows the caller's stack on
+//! another thread without `unsafe` here) — inside a `SAVEPOINT` of a transaction that may already
+//! hold other writes. When another write is queued behind it (`pending`), the transaction is left
+//! open for that one; the last one in (none queued, or [`MAX_JOBS`] writes in the batch) commits
+//! for everyone. Every write of a batch is therefore committed by one `COMMIT`, and the pages the
 //! writes share — the right-hand leaves of the version table and of every index, where
 //! time-ordered ids land — go to the WAL once per batch instead of once per write. Durability is
 //! unchanged: each writer is acknowledged only after the group fsync that follows its batch's
-//! commit (`Durability::wait`).
+//! commit (`Durability::wait`), waited for on the caller's own thread.
+//!
+//! One thread runs the writes because passing the connection from thread to thread was what
+//! bounded creates: each pass waited for the next thread to be scheduled (~0.3 ms on two busy
+//! cores), so the connection was held all the time but used half of it (issue #9, BENCHMARKS.md).
 //!
 //! Invariants:
-//! - A batch is left open only when another thread has announced (`waiting`) that it is about to
-//!   take the connection; whoever takes it next either extends the batch or commits it first
-//!   ([`Writer::lock`] for every other use of the connection), so an open batch always has a
+//! - A batch is left open only while a write is queued for the writer thread (`pending` is
+//!   counted before it is queued); that write extends the batch or commits it, and every other
+//!   use of the connection ([`Writer::lock`]) commits it first, so an open batch always has a
 //!   committer.
 //! - A write that failed is rolled back to its savepoint; the others in its batch are unaffected.
 //! - Every write of a batch, even one that failed or only read, answers only after the batch's
@@ -69,23 +75,27 @@ pub(crate) struct Writer {
     conn: Mutex<Connection>,
     /// The batch whose transaction is open on `conn`; changed only by the holder of `conn`.
     open: Mutex<Option<Open>>,
-    /// Threads about to take `conn`.
-    waiting: AtomicUsize,
+    /// Record writes handed to `thread` and not started there yet.
+    pending: AtomicUsize,
+    /// The one thread that runs every record write, one after another.
+    thread: rayon_core::ThreadPool,
     durability: Arc<Durability>,
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, durability: Arc<Durability>) -> Writer {
-        Writer { conn: Mutex::new(conn), open: Mutex::new(None), waiting: AtomicUsize::new(0), durability }
+    pub(crate) fn new(conn: Connection, durability: Arc<Durability>) -> Result<Writer, Error> {
+        let thread = rayon_core::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(|_| "mamori-writer".into())
+            .build()
+            .map_err(|e| Error::Batch(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer { conn: Mutex::new(conn), open: Mutex::new(None), pending: AtomicUsize::new(0), thread, durability })
     }
 
     /// The connection, announced in `waiting` while waited for; `Err` when it was poisoned, after
     /// committing any batch left open so that no writer in it waits for ever.
     fn take(&self) -> Result<MutexGuard<'_, Connection>, Error> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        let g = self.conn.lock();
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
-        g.map_err(|p| {
+        self.conn.lock().map_err(|p| {
             self.close(&p.into_inner());
             Error::Poisoned
         })
@@ -119,15 +129,39 @@ impl Writer {
 
     /// Runs `f` as one write of a group-committed batch; returns once its batch is durable.
     /// `E` is the caller's error; `wrap` turns the store's own failures into it.
-    pub(crate) fn write<E>(
+    pub(crate) fn write<E: Send>(
         &self,
-        f: &mut dyn FnMut(&Connection) -> Result<(), E>,
-        wrap: impl Fn(Error) -> E,
+        f: &mut (dyn FnMut(&Connection) -> Result<(), E> + Send),
+        wrap: impl Fn(Error) -> E + Sync,
     ) -> Result<(), E> {
-        let conn = self.take().map_err(&wrap)?;
+        // Counted before it is queued, so that the write running now leaves its batch open for it.
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        let (result, slot) = self.thread.install(|| {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.run(f, &wrap)
+        });
+        let ticket = slot?.wait().map_err(|e| wrap(Error::Batch(e)))?;
+        result?;
+        self.durability.wait(ticket).map_err(wrap)
+    }
+
+    /// On the writer thread: `f` in a savepoint of the open batch (begun if none is); commits the
+    /// batch unless another write is queued behind it and the batch has room. Returns `f`'s result
+    /// and the batch's slot (`Err` when the batch could not even be joined, or was lost).
+    fn run<E>(
+        &self,
+        f: &mut (dyn FnMut(&Connection) -> Result<(), E> + Send),
+        wrap: &impl Fn(Error) -> E,
+    ) -> (Result<(), E>, Result<Arc<Slot>, E>) {
+        let conn = match self.take() {
+            Ok(c) => c,
+            Err(e) => return (Ok(()), Err(wrap(e))),
+        };
         let mut open = self.open();
         if open.is_none() {
-            conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| wrap(e.into()))?;
+            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                return (Ok(()), Err(wrap(e.into())));
+            }
             *open = Some(Open { slot: Arc::default(), jobs: 0 });
         }
         let result = match conn.execute_batch("SAVEPOINT job") {
@@ -147,23 +181,22 @@ impl Writer {
             if let Some(o) = open.take() {
                 o.slot.publish(Err("the batch's transaction was rolled back".into()));
             }
-            return Err(result.err().unwrap_or_else(|| wrap(Error::Batch("transaction rolled back".into()))));
+            let e = result.err().unwrap_or_else(|| wrap(Error::Batch("transaction rolled back".into())));
+            return (Ok(()), Err(e));
         }
         let Some(batch) = open.as_mut() else {
-            return Err(wrap(Error::Batch("no open batch".into())));
+            return (Ok(()), Err(wrap(Error::Batch("no open batch".into()))));
         };
         batch.jobs += 1;
         let slot = batch.slot.clone();
-        // When someone is about to take the connection, they extend the batch or commit it.
-        let leave_open = self.waiting.load(Ordering::SeqCst) > 0 && batch.jobs < MAX_JOBS;
+        // A write queued behind this one runs next on this thread and extends the batch (or
+        // commits it); the connection's other users commit it when they take the connection.
+        let leave_open = self.pending.load(Ordering::SeqCst) > 0 && batch.jobs < MAX_JOBS;
         drop(open);
         if !leave_open {
             self.close(&conn);
         }
-        drop(conn);
-        let ticket = slot.wait().map_err(|e| wrap(Error::Batch(e)))?;
-        result?;
-        self.durability.wait(ticket).map_err(wrap)
+        (result, Ok(slot))
     }
 }
 
@@ -178,7 +211,7 @@ mod tests {
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
         c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
         let d = Arc::new(Durability::open(dir, &path).unwrap());
-        Arc::new(Writer::new(c, d))
+        Arc::new(Writer::new(c, d).unwrap())
     }
 
     fn count(w: &Writer) -> i64 {
@@ -196,7 +229,7 @@ mod tests {
                 &mut |c| {
                     s2.wait();
                     // Stay in the write until the other thread waits for the connection.
-                    while w2.waiting.load(Ordering::SeqCst) == 0 {
+                    while w2.pending.load(Ordering::SeqCst) == 0 {
                         std::thread::yield_now();
                     }
                     c.execute("INSERT INTO t (k) VALUES (1)", [])?;
