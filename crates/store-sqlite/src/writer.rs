@@ -92,8 +92,8 @@ impl Writer {
         Ok(Writer { conn: Mutex::new(conn), open: Mutex::new(None), pending: AtomicUsize::new(0), thread, durability })
     }
 
-    /// The connection, announced in `waiting` while waited for; `Err` when it was poisoned, after
-    /// committing any batch left open so that no writer in it waits for ever.
+    /// The connection; `Err` when it was poisoned, after committing any batch left open so that
+    /// no writer in it waits for ever.
     fn take(&self) -> Result<MutexGuard<'_, Connection>, Error> {
         self.conn.lock().map_err(|p| {
             self.close(&p.into_inner());
@@ -139,29 +139,24 @@ impl Writer {
         let (result, slot) = self.thread.install(|| {
             self.pending.fetch_sub(1, Ordering::SeqCst);
             self.run(f, &wrap)
-        });
-        let ticket = slot?.wait().map_err(|e| wrap(Error::Batch(e)))?;
+        })?;
+        let ticket = slot.wait().map_err(|e| wrap(Error::Batch(e)))?;
         result?;
         self.durability.wait(ticket).map_err(wrap)
     }
 
     /// On the writer thread: `f` in a savepoint of the open batch (begun if none is); commits the
     /// batch unless another write is queued behind it and the batch has room. Returns `f`'s result
-    /// and the batch's slot (`Err` when the batch could not even be joined, or was lost).
+    /// and the batch's slot; `Err` when the batch could not even be joined, or was lost.
     fn run<E>(
         &self,
         f: &mut (dyn FnMut(&Connection) -> Result<(), E> + Send),
         wrap: &impl Fn(Error) -> E,
-    ) -> (Result<(), E>, Result<Arc<Slot>, E>) {
-        let conn = match self.take() {
-            Ok(c) => c,
-            Err(e) => return (Ok(()), Err(wrap(e))),
-        };
+    ) -> Result<(Result<(), E>, Arc<Slot>), E> {
+        let conn = self.take().map_err(wrap)?;
         let mut open = self.open();
         if open.is_none() {
-            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-                return (Ok(()), Err(wrap(e.into())));
-            }
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| wrap(e.into()))?;
             *open = Some(Open { slot: Arc::default(), jobs: 0 });
         }
         let result = match conn.execute_batch("SAVEPOINT job") {
@@ -181,11 +176,10 @@ impl Writer {
             if let Some(o) = open.take() {
                 o.slot.publish(Err("the batch's transaction was rolled back".into()));
             }
-            let e = result.err().unwrap_or_else(|| wrap(Error::Batch("transaction rolled back".into())));
-            return (Ok(()), Err(e));
+            return Err(result.err().unwrap_or_else(|| wrap(Error::Batch("transaction rolled back".into()))));
         }
         let Some(batch) = open.as_mut() else {
-            return (Ok(()), Err(wrap(Error::Batch("no open batch".into()))));
+            return Err(wrap(Error::Batch("no open batch".into())));
         };
         batch.jobs += 1;
         let slot = batch.slot.clone();
@@ -196,7 +190,7 @@ impl Writer {
         if !leave_open {
             self.close(&conn);
         }
-        (result, Ok(slot))
+        Ok((result, slot))
     }
 }
 
