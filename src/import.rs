@@ -32,8 +32,10 @@ impl Progress {
         let pct = usize::try_from((self.read * 100).checked_div(self.total).unwrap_or(100).min(100)).unwrap_or(100);
         let filled = pct / 5;
         let bar: String = "#".repeat(filled) + &".".repeat(20 - filled.min(20));
-        let line =
-            format!("[{bar}] {pct:>3}% {}/{} imported, {} refused, {rate:.0}/s", self.done, self.total, self.refused);
+        let line = format!(
+            "[{bar}] {pct:>3}% of the bytes read; {} imported, {} refused, {rate:.0}/s",
+            self.done, self.refused
+        );
         let mut err = std::io::stderr();
         if self.tty {
             let _ = write!(err, "\r{line}");
