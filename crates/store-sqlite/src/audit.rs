@@ -252,7 +252,7 @@ impl AuditLog for SqliteStore {
     }
 
     /// Integrates in steps of at most [`INTEGRATE_STEP`] entries, each with its own signed
-    /// checkpoint. A step reads and hashes on a reader connection, without the writer — hashing a
+    /// checkpoint. A step reads and hashes on a read connection of its own, without the writer — hashing a
     /// quarter-second of entries took 2–11 ms, and every write and every audited read waited
     /// behind it (issue #9) — then takes the writer only to store the tiles, the checkpoint and
     /// the new size, after checking that no one integrated meanwhile.
@@ -287,10 +287,11 @@ struct Step {
 }
 
 impl SqliteStore {
-    /// Reads, hashes and signs the next step on a reader, in one read transaction (one snapshot of
-    /// the entries, the tiles and the integrated size); `None` when nothing is left to integrate.
+    /// Reads, hashes and signs the next step on the integrator's own read connection, in one read
+    /// transaction (one snapshot of the entries, the tiles and the integrated size); `None` when
+    /// nothing is left to integrate.
     fn integration_step(&self, signer: &NoteSigner, origin: &str) -> Result<Option<Step>, AuditError> {
-        let c = self.reader().map_err(ae)?;
+        let c = self.integration.lock().map_err(|_| ae("the integrator's connection is poisoned"))?;
         let tx = rusqlite::Transaction::new_unchecked(&c, TransactionBehavior::Deferred).map_err(ae)?;
         let from = state(&tx, "integrated").map_err(ae)?;
         let total: i64 =

@@ -280,6 +280,9 @@ pub struct SqliteStore {
     writer: std::sync::Arc<writer::Writer>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// The audit integrator's reads (entries, tiles), with a small page cache of its own: on the
+    /// shared readers, integrating an import's backlog filled every reader's cache (+80 MB RSS).
+    integration: Mutex<Connection>,
     path: std::path::PathBuf,
 }
 
@@ -343,6 +346,8 @@ impl SqliteStore {
         for _ in 0..READERS {
             readers.push(Mutex::new(open_conn(&path, true)?));
         }
+        let integration = open_conn(&path, true)?;
+        integration.pragma_update(None, "cache_size", -2048)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         checkpointer(&path, stop.clone())?;
         Ok(SqliteStore {
@@ -352,6 +357,7 @@ impl SqliteStore {
             audit_tx: std::sync::OnceLock::new(),
             readers,
             next_reader: AtomicUsize::new(0),
+            integration: Mutex::new(integration),
             path,
         })
     }
