@@ -16,7 +16,8 @@
 #        scripts/bench-suite.sh --smoke     (CI: tiny sizes, 1 s loads, the debug build, nothing
 #                                            written; fails only when a part stops producing its
 #                                            figures — never on a figure's value)
-# The full run takes about 25 minutes on 2 cores and needs ~13 GB free under target/ and /tmp.
+# The full run takes 10–25 minutes on 2 cores (depending on the VM) and needs ~13 GB free under
+# target/ and /tmp. Do not delete large files just before it: the freeing stalls the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SMOKE=
