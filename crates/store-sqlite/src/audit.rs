@@ -252,10 +252,10 @@ impl AuditLog for SqliteStore {
     }
 
     /// Integrates in steps of at most [`INTEGRATE_STEP`] entries, each with its own signed
-    /// checkpoint. A step reads and hashes on a read connection of its own, without the writer — hashing a
-    /// quarter-second of entries took 2–11 ms, and every write and every audited read waited
-    /// behind it (issue #9) — then takes the writer only to store the tiles, the checkpoint and
-    /// the new size, after checking that no one integrated meanwhile.
+    /// checkpoint. A step reads and hashes on a read connection of its own, without the writer
+    /// (hashing a quarter-second of entries took 2–11 ms, and every write and every audited read
+    /// waited behind it, issue #9), then takes the writer only to store the tiles, the checkpoint
+    /// and the new size, after checking that no one integrated meanwhile.
     fn integrate(&self, signer: &NoteSigner, origin: &str) -> Result<Option<String>, AuditError> {
         let mut last = None;
         while let Some(step) = self.integration_step(signer, origin)? {
@@ -277,7 +277,8 @@ impl AuditLog for SqliteStore {
 /// unit tests, to run several steps.
 const INTEGRATE_STEP: u64 = if cfg!(test) { 100 } else { 65_536 };
 
-/// One integration step, computed on a reader: from `from` entries to `size` (of `total`).
+/// One integration step, computed on the integrator's read connection: from `from` entries to
+/// `size` (of `total`).
 struct Step {
     from: u64,
     size: u64,
