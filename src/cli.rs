@@ -229,6 +229,15 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                 Some(k) => k,
                 None => datadir::load_signer(&dir.data_dir)?.0.verifier_key(),
             };
+            let configured = crate::config::load(&dir.data_dir.join("mamori.toml")).ok().and_then(|c| c.witness_dir);
+            let witness_dir = witness_dir.or(configured);
+            if witness_dir.is_none() {
+                eprintln!(
+                    "mamori: WARNING: no external witness is configured ([audit] witness_dir, or --witness-dir): \
+                     only the checkpoint kept in the data directory guards against entries cut off the end of the trail; \
+                     someone who can write the data directory could cut both"
+                );
+            }
             let r = crate::verify::verify(&dir.data_dir, dir.database.as_deref(), &key, witness_dir.as_deref())?;
             if r.problems.is_empty() {
                 println!(
@@ -482,14 +491,22 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Fsck(d) => {
             let node = d.open()?;
             let report = node.records.fsck().map_err(|e| e.to_string())?;
-            if report.mismatches.is_empty() {
+            if report.mismatches.is_empty() && report.unparseable.is_empty() {
                 println!("fsck: {} versions checked, all hashes match", report.checked);
                 Ok(ExitCode::SUCCESS)
             } else {
                 for m in &report.mismatches {
                     println!("MISMATCH {m}");
                 }
-                println!("fsck: {} versions checked, {} mismatches", report.checked, report.mismatches.len());
+                for m in &report.unparseable {
+                    println!("UNPARSEABLE {m} (the stored body cannot be parsed, so its hash cannot be checked)");
+                }
+                println!(
+                    "fsck: {} versions checked, {} mismatches, {} unparseable",
+                    report.checked,
+                    report.mismatches.len(),
+                    report.unparseable.len()
+                );
                 Ok(ExitCode::from(1))
             }
         }

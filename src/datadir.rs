@@ -135,7 +135,14 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
     let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
     let (signer, origin) = load_signer(dir)?;
     check_node_keys(&*store, &master, &signer)?;
-    let identity = Arc::new(mamori_identity::service::Identity::new(store.clone(), store.clone(), master));
+    // The `[identity]` rules of mamori.toml reach the service (A4–A6); they were validated and
+    // then ignored before (issue #22).
+    let identity =
+        Arc::new(mamori_identity::service::Identity::new(store.clone(), store.clone(), master).with_policies(
+            config.password.clone(),
+            config.lockout.clone(),
+            config.session.clone(),
+        ));
     let clock = Arc::new(std::sync::Mutex::new(crate::clock_sync::ClockStatus {
         source: "unknown",
         synchronized: None,
@@ -228,6 +235,9 @@ impl Node {
     /// witness directory when one is configured.
     pub fn integrate_audit(&self) -> Result<Option<String>, String> {
         let note = self.store.integrate(&self.signer, &self.origin).map_err(|e| e.to_string())?;
+        if let Some(n) = &note {
+            keep_local_witness(&self.dir, n).map_err(|e| format!("local witness: {e}"))?;
+        }
         if let (Some(n), Some(w)) = (&note, &self.config.witness_dir) {
             publish(w, n).map_err(|e| format!("witness `{}`: {e}", w.display()))?;
         }
@@ -311,6 +321,26 @@ impl Node {
             bulk: Arc::new(mamori_http::BulkJobs::new(self.dir.join("bulk"))),
         }
     }
+}
+
+/// Where each node keeps the latest checkpoint it signed, outside the database (issue #22):
+/// `mamori audit verify` reads it, so cutting the newest entries off the store is detected even
+/// without an external witness. It is in the data directory, so it is in every backup; it does
+/// not protect against someone who can also write the data directory — that is what the
+/// external witness (`[audit] witness_dir`, another machine) is for.
+pub const LOCAL_WITNESS: &str = "audit-witness/checkpoint";
+
+/// Replaces the local witness checkpoint (written, synced, renamed: never half a note).
+fn keep_local_witness(dir: &Path, note: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let path = dir.join(LOCAL_WITNESS);
+    let parent = path.parent().unwrap_or(dir);
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join("checkpoint.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(note.as_bytes())?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, &path)
 }
 
 /// Appends a checkpoint to `checkpoints.log` in the witness directory and replaces `checkpoint`.

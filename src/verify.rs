@@ -35,11 +35,28 @@ trait Source {
     fn tile0(&mut self, idx: i64) -> Result<Option<Vec<u8>>, String>;
     /// Up to `limit` entries `(idx, time, entry)` after `after`, by index.
     fn entries(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, String>;
+    /// The names of the triggers on the audit entries table (the append-only guard).
+    fn audit_triggers(&mut self) -> Result<Vec<String>, String>;
 }
+
+/// The triggers that keep `audit_entries` append-only, per backend (`store-sqlite` `SCHEMA`,
+/// `store-postgres` `MIGRATIONS`). Missing ones mean someone could have removed entries.
+const SQLITE_AUDIT_TRIGGERS: [&str; 2] = ["audit_no_update", "audit_no_delete"];
+const PG_AUDIT_TRIGGERS: [&str; 2] = ["audit_no_change", "audit_no_truncate"];
 
 struct SqliteSource(Connection);
 
 impl Source for SqliteSource {
+    fn audit_triggers(&mut self) -> Result<Vec<String>, String> {
+        let sql = |e: rusqlite::Error| e.to_string();
+        let mut st = self
+            .0
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'")
+            .map_err(sql)?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+    }
+
     fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String> {
         let sql = |e: rusqlite::Error| e.to_string();
         let mut st = self.0.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size").map_err(sql)?;
@@ -107,6 +124,15 @@ impl PgSource {
 }
 
 impl Source for PgSource {
+    fn audit_triggers(&mut self) -> Result<Vec<String>, String> {
+        let rows = self.rows(
+            "SELECT t.tgname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
+             WHERE c.relname = 'audit_entries' AND NOT t.tgisinternal AND t.tgenabled <> 'D'",
+            &[],
+        )?;
+        rows.iter().map(|r| r.try_get::<_, String>(0).map_err(|e| e.to_string())).collect()
+    }
+
     fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String> {
         let rows = self.rows("SELECT size, note FROM audit_checkpoints ORDER BY size", &[])?;
         rows.iter()
@@ -154,6 +180,40 @@ pub fn verify(
     // Checkpoints, by size, each with its signature checked.
     let mut cps: Vec<(u64, Checkpoint, String)> = Vec::new();
     let mut report = Report::default();
+    let mut witness: Vec<Checkpoint> = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(w) = witness_dir {
+        let text = std::fs::read_to_string(w.join("checkpoints.log")).map_err(|e| format!("witness: {e}"))?;
+        notes.extend(witness_notes(&text));
+    }
+    // The latest checkpoint the server kept outside the database (issue #22): a store whose
+    // newest entries were cut off no longer reaches it. Witnesses are read before the store (the
+    // server writes the store first), so a checkpoint signed meanwhile is never ahead of it.
+    match std::fs::read_to_string(dir.join(crate::datadir::LOCAL_WITNESS)) {
+        Ok(text) => notes.push(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => report.problems.push(format!("the local witness checkpoint cannot be read: {e}")),
+    }
+    for n in notes {
+        match verifier.verify(&n).and_then(Checkpoint::parse) {
+            Ok(cp) => witness.push(cp),
+            Err(e) => report.problems.push(format!("a witness checkpoint does not verify: {e}")),
+        }
+    }
+
+    // The append-only guard must still be there (reported after the entries, so the first
+    // problem still names the first bad entry).
+    let mut trigger_problems = Vec::new();
+    let present = db.audit_triggers()?;
+    let expected: &[&str] =
+        if database.or(configured.as_deref()).is_some() { &PG_AUDIT_TRIGGERS } else { &SQLITE_AUDIT_TRIGGERS };
+    for t in expected {
+        if !present.iter().any(|p| p == t) {
+            trigger_problems.push(format!(
+                "the append-only trigger `{t}` on the audit trail is missing or disabled: entries may have been removed"
+            ));
+        }
+    }
     for (size, note) in db.checkpoints()? {
         match verifier.verify(&note).and_then(Checkpoint::parse) {
             Ok(cp) if i64::try_from(cp.size).ok() == Some(size) => cps.push((cp.size, cp, note)),
@@ -161,17 +221,6 @@ pub fn verify(
             Err(e) => report.problems.push(format!("checkpoint at size {size}: {e}")),
         }
     }
-    let mut witness: Vec<Checkpoint> = Vec::new();
-    if let Some(w) = witness_dir {
-        let text = std::fs::read_to_string(w.join("checkpoints.log")).map_err(|e| format!("witness: {e}"))?;
-        for n in witness_notes(&text) {
-            match verifier.verify(&n).and_then(Checkpoint::parse) {
-                Ok(cp) => witness.push(cp),
-                Err(e) => report.problems.push(format!("a witness checkpoint does not verify: {e}")),
-            }
-        }
-    }
-
     // Level-0 tiles as written at integration, to name the first altered entry.
     let mut tile: (u64, Vec<[u8; 32]>) = (u64::MAX, Vec::new());
 
@@ -252,6 +301,7 @@ pub fn verify(
             None => report.problems.push(format!("the witness's checkpoint at size {} is no longer stored", w.size)),
         }
     }
+    report.problems.extend(trigger_problems);
     Ok(report)
 }
 

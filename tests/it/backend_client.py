@@ -115,6 +115,9 @@ def flow(base, d):
         "alg none": jwt.encode(claims(), None, algorithm="none"),
         "unknown client": jwt.encode(claims(iss="nobody", sub="nobody"), p384, algorithm="ES384"),
         "garbage": "not.a.jwt",
+        # RFC 7523 §3: not yet valid (issue #22).
+        "nbf in the future": jwt.encode(claims(nbf=now + 120), p384, algorithm="ES384"),
+        "iat in the future": jwt.encode(claims(iat=now + 120), p384, algorithm="ES384"),
     }
     # HS256 keyed with the registered public key (key confusion): built by hand, because PyJWT
     # rightly refuses to do it.
@@ -131,6 +134,24 @@ def flow(base, d):
         r = post(assertion)
         assert r.status_code == 401, (name, r.status_code, r.text)
         assert r.json()["error"] == "invalid_client", (name, r.text)
+
+    # The issuer identifier is an accepted audience (current private_key_jwt advice), and so is
+    # the endpoint being called: introspection with `aud` set to the introspection endpoint.
+    r = post(jwt.encode(claims(aud=base), p384, algorithm="ES384"))
+    assert r.status_code == 200, ("issuer as aud", r.status_code, r.text)
+    access = r.json()["access_token"]
+    intro = requests.post(
+        f"{base}/oauth/introspect",
+        data={
+            "token": access,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": jwt.encode(claims(aud=f"{base}/oauth/introspect"), p384, algorithm="ES384"),
+        },
+        timeout=30,
+    )
+    assert intro.status_code == 200 and intro.json()["active"] is True, (intro.status_code, intro.text)
+    # Past nbf and iat are fine.
+    assert post(jwt.encode(claims(nbf=now - 10, iat=now - 10), p384, algorithm="ES384")).status_code == 200
 
     # Scopes beyond the registration; two authentication methods at once; wrong assertion type.
     expect(post(jwt.encode(claims(), p384, algorithm="ES384"), scope="system/Observation.cruds"), 400, "invalid_scope")

@@ -342,6 +342,8 @@ fn a_crash_under_write_load_loses_no_acknowledged_write() {
     wait_for_checkpoint(restarted.addr, &auth, dir.as_path());
     let out = cli(&["audit", "verify", "--data-dir", dir.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    // With no external witness configured, verify says so loudly (issue #22).
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no external witness"));
 }
 
 /// Waits until the integrator has covered every entry appended so far.
@@ -435,6 +437,13 @@ fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
         "{}",
         String::from_utf8_lossy(&bad.stdout)
     );
+    // Without any external witness the cut is still found (issue #22): the server kept its latest
+    // checkpoint in the data directory, and the append-only triggers are gone.
+    let bad = cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey]);
+    assert_eq!(bad.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&bad.stdout).to_string();
+    assert!(text.contains("the witness saw size"), "{text}");
+    assert!(text.contains("append-only trigger"), "{text}");
 }
 
 /// `mamori import`: NDJSON lines go in with their ids (references between them hold), each with

@@ -33,6 +33,8 @@ pub struct AuditNote {
     pub patients: Vec<String>,
     /// The handler's write already appended its entry in the same transaction.
     pub in_transaction: bool,
+    /// The request's criteria when they were not in the URL (`POST …/_search`).
+    pub query: Option<String>,
 }
 
 impl AuditNote {
@@ -56,7 +58,7 @@ fn action_of(method: &Method, path: &str) -> String {
         (_, ["_history"]) | (_, [_, "_history"]) | (_, [_, _, "_history"]) => "history",
         (_, [_, _, "_history", _]) => "vread",
         (_, [_, _, op]) if op.starts_with('$') => op.trim_start_matches('$'),
-        ("GET", [_]) => "search",
+        ("GET", [_]) | ("POST", [_, "_search"]) | ("POST", ["_search"]) => "search",
         ("POST", [_]) => "create",
         ("PUT", _) => "update",
         ("PATCH", _) => "patch",
@@ -83,10 +85,12 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let resp = next.run(req).await;
     let note = resp.extensions().get::<AuditNote>().cloned().unwrap_or_default();
-    if note.in_transaction && resp.status().is_success() {
+    let principal = resp.extensions().get::<Principal>().cloned();
+    // A write's own entry (same transaction) stands for the request, unless something was
+    // withheld or refused on the way: those denials need this entry.
+    if note.in_transaction && resp.status().is_success() && principal.as_ref().is_none_or(|p| p.denied().is_empty()) {
         return resp;
     }
-    let principal = resp.extensions().get::<Principal>().cloned();
     let status = resp.status();
     let actor = principal.as_ref().map(|p| p.audit_actor()).unwrap_or(AuditActor {
         client_id: None,
@@ -114,7 +118,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         },
         patients: note.patients,
         purpose: principal.as_ref().map_or_else(|| "TREAT".to_string(), Principal::purpose),
-        query,
+        query: note.query.or(query),
         request_id,
         resources: if note.resources.is_empty() { vec![path.clone()] } else { note.resources },
         source,

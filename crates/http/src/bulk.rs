@@ -507,6 +507,7 @@ pub async fn file(
         resources: vec![format!("$export/{id}/{t}.ndjson ({} resources)", out.count)],
         patients: out.patients.into_iter().collect(),
         in_transaction: false,
+        query: None,
     };
     Ok(note.attach(r))
 }
@@ -643,6 +644,6 @@ pub async fn import(
         );
     }
     let status = if importer.done == 0 && importer.refused > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-    let note = AuditNote { in_transaction: importer.refused == 0, ..AuditNote::default() };
+    let note = AuditNote { in_transaction: importer.refused == 0 && importer.done > 0, ..AuditNote::default() };
     Ok(note.attach(fhir_response(status, &json!({"resourceType": "OperationOutcome", "issue": issues}))))
 }

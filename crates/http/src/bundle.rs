@@ -11,7 +11,7 @@ use axum::extract::{Extension, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use mamori_records::bundle::{self, BundleDone, BundleEntry, BundleKind, Interaction, locate};
-use mamori_records::{RecordError, VersionRecord};
+use mamori_records::{RecordError, VersionRecord, WriteOutcome};
 use serde_json::{Map, Value, json};
 
 use crate::enforce::{Action, Principal};
@@ -195,7 +195,14 @@ pub async fn process(
     };
     let mut revealed = Vec::new();
     let mut entries = Vec::with_capacity(results.len());
+    // Whether every entry was a write that appended its own audit entry; anything else (a read,
+    // a search, an error, nothing at all) needs the request's own entry.
+    let mut all_written = !results.is_empty();
     for (i, r) in results.into_iter().enumerate() {
+        all_written &= matches!(
+            &r,
+            Ok(BundleDone::Written(WriteOutcome { written: true, .. })) | Ok(BundleDone::Deleted(Some(_)))
+        );
         match r {
             Ok(d) => {
                 let mut b = done_entry(&s, d, ret);
@@ -211,7 +218,8 @@ pub async fn process(
     };
     let bundle = json!({"resourceType": "Bundle", "type": kind, "entry": entries});
     let mut note = crate::fhir::note_of_all(revealed.iter());
-    // The writes were audited with their transaction; the request's own entry names the rest.
-    note.in_transaction = note.resources.is_empty();
+    // The writes were audited with their transaction; the request's own entry names the rest
+    // (reads, searches, refusals and failures), unless every entry was such a write.
+    note.in_transaction = all_written;
     Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
 }

@@ -335,28 +335,93 @@ impl Principal {
         operation: &str,
         v: &VersionRecord,
     ) -> Result<(Arc<Decision>, bool), RecordError> {
+        let target = record_target(v, &self.enforcer.rules());
+        self.decide_target(tx, act, operation, &target, v.patient.as_deref())
+    }
+
+    /// The decision on `target`, a record about `patient` (care relationship and break-glass
+    /// are looked up for that patient).
+    fn decide_target(
+        &self,
+        tx: &mut dyn Tx,
+        act: Act,
+        operation: &str,
+        target: &Target,
+        patient: Option<&str>,
+    ) -> Result<(Arc<Decision>, bool), RecordError> {
         let engine = self
             .enforcer
             .engine()
             .ok_or_else(|| RecordError::Store(mamori_records::StoreError("policy engine unavailable".into())))?;
-        let target = record_target(v, &self.enforcer.rules());
-        if !self.client_reaches(&target) {
+        if !self.client_reaches(target) {
             let d = Decision { allowed: false, policies: vec!["client-classes".into()], errors: Vec::new() };
             return Ok((Arc::new(d), false));
         }
         let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
-        if let (Subject::User { username, .. }, Some(patient)) = (&self.subject, &v.patient) {
+        if let (Subject::User { username, .. }, Some(patient)) = (&self.subject, patient) {
             situation.care = self.care(tx, patient)?;
-            let d = engine.decide(&self.subject, act, &target, &situation);
+            let d = engine.decide(&self.subject, act, target, &situation);
             if d.allowed || situation.care || !self.break_glass(tx, username, patient)? {
                 return Ok((d, false));
             }
             situation.break_glass = true;
-            let d = engine.decide(&self.subject, act, &target, &situation);
+            let d = engine.decide(&self.subject, act, target, &situation);
             let used = d.allowed;
             return Ok((d, used));
         }
-        Ok((engine.decide(&self.subject, act, &target, &situation), false))
+        Ok((engine.decide(&self.subject, act, target, &situation), false))
+    }
+
+    /// Whether an earlier version `v` of a record whose newest version is `current` may be
+    /// revealed: judged with the classes of both (a label added later narrows every earlier
+    /// version; a label can only narrow, so `lab` holds only if it holds for both), for the
+    /// patient of each.
+    pub fn may_see_version(
+        &self,
+        tx: &mut dyn Tx,
+        v: &VersionRecord,
+        current: &VersionRecord,
+    ) -> Result<bool, RecordError> {
+        let reference = || format!("{}/{}/_history/{}", v.resource_type, v.id, v.version);
+        if !self.scopes_reach(v, Perm::Read) || !self.scopes_reach(current, Perm::Read) {
+            self.deny(format!("{} (read): scopes", reference()));
+            return Ok(false);
+        }
+        let rules = self.enforcer.rules();
+        let mut target = record_target(v, &rules);
+        let now = record_target(current, &rules);
+        target.classes.extend(now.classes);
+        target.patient_bound |= now.patient_bound;
+        target.lab &= now.lab;
+        let mut used = false;
+        let mut patients = vec![v.patient.as_deref()];
+        if current.patient.is_some() && current.patient != v.patient {
+            patients.push(current.patient.as_deref());
+        }
+        for patient in patients {
+            let (d, bg) = self.decide_target(tx, Act::Read, "", &target, patient)?;
+            if !d.allowed {
+                self.deny(format!("{} (read): policy", reference()));
+                return Ok(false);
+            }
+            used |= bg;
+        }
+        self.note_use(used);
+        Ok(true)
+    }
+
+    /// Whether this principal may search `resource_type` at all; a refusal is recorded.
+    pub fn may_search(&self, resource_type: &str) -> Result<(), RecordError> {
+        match self.refusal(resource_type, Action::Search) {
+            Ok(None) => Ok(()),
+            Ok(Some(why)) => {
+                self.deny(format!("{resource_type} (search, joined): {why}"));
+                Err(RecordError::Forbidden(format!(
+                    "{why}: search on {resource_type} (in a chained or _has criterion)"
+                )))
+            }
+            Err(_) => Err(RecordError::Store(mamori_records::StoreError("policy engine unavailable".into()))),
+        }
     }
 
     fn care(&self, tx: &mut dyn Tx, patient: &str) -> Result<bool, RecordError> {
@@ -477,6 +542,19 @@ impl Guard for Principal {
         Principal::may_write(self, tx, new)
     }
 
+    fn may_see_version(
+        &self,
+        tx: &mut dyn Tx,
+        v: &VersionRecord,
+        current: &VersionRecord,
+    ) -> Result<bool, RecordError> {
+        Principal::may_see_version(self, tx, v, current)
+    }
+
+    fn may_search(&self, resource_type: &str) -> Result<(), RecordError> {
+        Principal::may_search(self, resource_type)
+    }
+
     fn purpose(&self) -> Option<String> {
         self.state.lock().ok().filter(|s| s.used_break_glass).map(|_| "ETREAT".to_string())
     }
@@ -512,6 +590,14 @@ fn lookup_bearer(
     Ok((grant, account))
 }
 
+/// The token of an `Authorization: Bearer …` value; the scheme name is case-insensitive
+/// (RFC 7235 §2.1), so `BEARER x` and `bEaReR x` are the same as `Bearer x`.
+pub(crate) fn bearer_credentials(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.trim_start().split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 /// Authenticates every `/fhir` request except `metadata`.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     // Exempt exact full paths only (`req.uri()` inside a nested router has lost its prefix).
@@ -523,8 +609,8 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(|t| t.trim().to_string());
+        .and_then(bearer_credentials)
+        .map(str::to_string);
     let Some(token) = token else {
         return ApiError::Unauthorized.into_response();
     };

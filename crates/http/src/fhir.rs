@@ -24,6 +24,7 @@ fn note_of(v: &VersionRecord, in_transaction: bool) -> AuditNote {
         resources: vec![format!("{}/{}/_history/{}", v.resource_type, v.id, v.version)],
         patients: v.patient.clone().into_iter().collect(),
         in_transaction,
+        query: None,
     }
 }
 
@@ -604,10 +605,16 @@ pub async fn search_post(
         .map_err(|_| ApiError::BadRequest(IssueCode::Structure, "the form body is not UTF-8".into()))?;
     let all =
         [q.as_deref().unwrap_or(""), form].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join("&");
+    let criteria: String = all.chars().take(2000).collect();
+    let attach = |r: Response| {
+        let mut note = r.extensions().get::<AuditNote>().cloned().unwrap_or_default();
+        note.query = Some(criteria.clone());
+        note.attach(r)
+    };
     if rt.as_str() == "AuditEvent" {
-        return audit_event_search(&s, Some(&all)).await;
+        return audit_event_search(&s, Some(&all)).await.map(attach);
     }
-    run_search(&s, &p, &rt, &headers, all).await
+    run_search(&s, &p, &rt, &headers, all).await.map(attach)
 }
 
 /// Whether a `Prefer` header (any of them, comma- or semicolon-separated) carries `token`.
@@ -876,21 +883,27 @@ async fn history(
     }
     let mut links = vec![json!({"relation": "self", "url": format!("{path}?{common}&_offset={}", params.offset)})];
     let next = params.offset + params.count;
-    if (next as u64) < page.total {
+    // From visible versions only (`more`), so the link reveals nothing withheld.
+    if page.more {
         links.push(json!({"relation": "next", "url": format!("{path}?{common}&_offset={next}")}));
     }
     if params.offset > 0 {
         links.push(json!({"relation": "previous", "url": format!("{path}?{common}&_offset={}", params.offset.saturating_sub(params.count))}));
     }
     let mut bundle = json!({"resourceType": "Bundle", "type": "history", "link": links, "entry": entries});
-    // A total would count versions this principal may not see. Give it only when nothing on
-    // this page was withheld and either the whole history is on this page (so it counts exactly
-    // what is shown) or the principal is an application unrestricted by scope and class.
-    if !page.hidden
-        && ((params.offset == 0 && page.total <= params.count as u64) || p.reads_everything())
-        && let Some(o) = bundle.as_object_mut()
-    {
-        o.insert("total".into(), json!(page.total));
+    // A total counts what this principal may see: exactly the entries when the whole visible
+    // history is on this first page; the store's count only for an application unrestricted by
+    // scope and class from whom nothing was withheld. Never a count that includes hidden
+    // versions, and its presence never depends on them for anyone else.
+    let total = if params.offset == 0 && !page.more {
+        Some(page.entries.len() as u64)
+    } else if p.reads_everything() && !page.hidden {
+        Some(page.total)
+    } else {
+        None
+    };
+    if let (Some(t), Some(o)) = (total, bundle.as_object_mut()) {
+        o.insert("total".into(), json!(t));
     }
     Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
 }

@@ -47,11 +47,26 @@ pub(crate) fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// Only same-site relative paths may be `next` targets (no open redirects).
+/// Only paths on this server may be `next` targets (no open redirects): `next` is parsed as a
+/// browser would parse it (WHATWG URL: tabs and newlines stripped, `\\` as `/`) relative to
+/// this server's origin, must stay on that origin, and is returned re-serialised as path and
+/// query — so `/%09/evil.example`, `/\\evil`, `//evil` and `https://evil` all fall back.
 pub(crate) fn safe_next(n: Option<&String>) -> String {
-    match n {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && n.len() < 8192 => n.clone(),
-        _ => "/account".into(),
+    const FALLBACK: &str = "/account";
+    // A stand-in for the public origin: only the relation between the two matters.
+    const ORIGIN: &str = "https://mamori.invalid";
+    let Some(n) = n.filter(|n| n.starts_with('/') && n.len() < 8192) else { return FALLBACK.into() };
+    let Ok(base) = url::Url::parse(ORIGIN) else { return FALLBACK.into() };
+    match base.join(n) {
+        Ok(u) if u.origin() == base.origin() && u.username().is_empty() && u.password().is_none() => {
+            let mut out = u.path().to_string();
+            if let Some(q) = u.query() {
+                out.push('?');
+                out.push_str(q);
+            }
+            if out.starts_with("//") { FALLBACK.into() } else { out }
+        }
+        _ => FALLBACK.into(),
     }
 }
 
@@ -638,4 +653,30 @@ pub async fn logout(
     }
     let clear = format!("{SESSION}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", secure(&s));
     redirect("/login", vec![clear])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn open_redirect_next_targets_fall_back() {
+        let s = |n: &str| safe_next(Some(&n.to_string()));
+        for evil in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r\n/evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "/\\/evil.example",
+            "https://evil.example/",
+            "evil.example",
+            "/\t\\evil.example",
+        ] {
+            assert_eq!(s(evil), "/account", "{evil:?}");
+        }
+        assert_eq!(s("/oauth/authorize?client_id=a&state=x%20y"), "/oauth/authorize?client_id=a&state=x%20y");
+        assert_eq!(s("/account"), "/account");
+        assert_eq!(safe_next(None), "/account");
+    }
 }

@@ -178,6 +178,7 @@ async fn token_request(
     headers: &HeaderMap,
     body: Body,
     client: &mut Option<String>,
+    path: &str,
 ) -> Result<(mamori_oauth::Client, String), OAuthError> {
     let form = read_form(headers, body).await?;
     let cred = credential(headers, &form, client)?;
@@ -187,11 +188,22 @@ async fn token_request(
         .map(|(_, v)| v.clone())
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
     let oauth = s.oauth.clone();
-    let endpoint = format!("{}/oauth/token", s.config.public_url);
-    let c = tokio::task::spawn_blocking(move || oauth.authenticate_client(&cred, &endpoint, now_secs()))
+    let audiences = assertion_audiences(s, path);
+    let c = tokio::task::spawn_blocking(move || oauth.authenticate_client(&cred, &audiences, now_secs()))
         .await
         .map_err(|_| OAuthError::server_error())??;
     Ok((c, token))
+}
+
+/// What a client assertion's `aud` may name when posted to `path`: the endpoint being called,
+/// the token endpoint, or the issuer identifier (RFC 7523 §3 leaves the value to the server;
+/// current advice for `private_key_jwt` is the issuer, and Keycloak and others accept the
+/// endpoint called).
+fn assertion_audiences(s: &AppState, path: &str) -> Vec<String> {
+    let base = &s.config.public_url;
+    let mut v = vec![format!("{base}{path}"), format!("{base}/oauth/token"), base.clone()];
+    v.dedup();
+    v
 }
 
 fn now_secs() -> i64 {
@@ -220,7 +232,7 @@ pub async fn introspect(
 ) -> Response {
     let mut client = None;
     let result = async {
-        let (c, token) = token_request(&s, &headers, body, &mut client).await?;
+        let (c, token) = token_request(&s, &headers, body, &mut client, "/oauth/introspect").await?;
         let oauth = s.oauth.clone();
         let now = now_secs();
         tokio::task::spawn_blocking(move || oauth.introspect_for(&c, &token, now))
@@ -271,7 +283,7 @@ pub async fn revoke(
 ) -> Response {
     let mut client = None;
     let result = async {
-        let (c, token) = token_request(&s, &headers, body, &mut client).await?;
+        let (c, token) = token_request(&s, &headers, body, &mut client, "/oauth/revoke").await?;
         let oauth = s.oauth.clone();
         tokio::task::spawn_blocking(move || oauth.revoke_for(&c, &token))
             .await
@@ -490,7 +502,7 @@ async fn token_inner(
     let cred = credential(&headers, &form, client)?;
     let oauth = s.oauth.clone();
     let now = now_secs();
-    let endpoint = format!("{}/oauth/token", s.config.public_url);
+    let endpoint = assertion_audiences(s, "/oauth/token");
     let issuer = s.config.public_url.clone();
     let (resp, subject) = tokio::task::spawn_blocking(move || {
         let get = |k: &str| form.iter().find(|(fk, _)| fk == k).map(|(_, v)| v.clone());

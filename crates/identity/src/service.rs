@@ -138,6 +138,21 @@ impl Identity {
         }
     }
 
+    /// The same service with the operator's password, lockout and session rules (`[identity]`
+    /// of `mamori.toml`, A4–A6) instead of the defaults.
+    #[must_use]
+    pub fn with_policies(
+        mut self,
+        password: password::Policy,
+        lockout: lockout::Policy,
+        session: session::Policy,
+    ) -> Self {
+        self.password_policy = password;
+        self.lockout_policy = lockout;
+        self.session_policy = session;
+        self
+    }
+
     fn log(&self, r: AuditRecord) -> Result<(), Error> {
         self.audit.append(vec![r]).map(|_| ()).map_err(|e| Error::Invalid(format!("audit: {e}")))
     }
@@ -304,8 +319,16 @@ impl Identity {
         let mut state = self.store.lockout(username)?;
         match self.lockout_policy.gate(&state, now) {
             lockout::Gate::Open => {}
-            lockout::Gate::RetryAfter(s) => return refuse("retry too early", Some(s)),
-            lockout::Gate::Locked(until) => return refuse("account locked", Some(until - now)),
+            // The refusal costs what checking a password costs, as for an unknown name: the time
+            // to answer must not tell an existing account from an unknown one (A6).
+            lockout::Gate::RetryAfter(s) => {
+                let _ = password::verify(pw, password::dummy_hash());
+                return refuse("retry too early", Some(s));
+            }
+            lockout::Gate::Locked(until) => {
+                let _ = password::verify(pw, password::dummy_hash());
+                return refuse("account locked", Some(until - now));
+            }
         }
         let creds = self.store.credentials(username)?.unwrap_or_default();
         let pw_ok = password::verify(pw, &creds.password_hash);
@@ -389,11 +412,16 @@ impl Identity {
                 source,
             ))?;
         }
-        self.lockout_policy.succeed(&mut state);
-        self.store.save_lockout(username, &state, Some(now))?;
+        let factors = creds.second_factors();
+        // The failure count is reset only when the sign-in is complete: the second factor
+        // verified here, or none enrolled yet (enrolment follows). A right password alone must
+        // not reset it, or password → wrong codes → password … would guess codes forever (A5).
+        if code.is_some() || factors.is_empty() {
+            self.lockout_policy.succeed(&mut state);
+            self.store.save_lockout(username, &state, Some(now))?;
+        }
         let days = |t: i64| t.div_euclid(86_400);
         let must_change = creds.must_change || self.password_policy.expired(days(creds.password_changed_at), days(now));
-        let factors = creds.second_factors();
         let detail = format!("password{}", if totp_ok.is_some() { " + totp" } else { "" });
         self.log(event(
             "login",

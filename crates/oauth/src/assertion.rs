@@ -5,8 +5,10 @@
 //! Checked: the algorithm is one of ES256, ES384, RS384 (never `none`, never HMAC — a public key
 //! can never be used as an HMAC secret, because only asymmetric keys are registered and the
 //! algorithm must match the key's family); `iss` = `sub` = the client id; `aud` = our token
-//! endpoint; `exp` present, not past and at most five minutes ahead; `jti` present and never
-//! seen before for this client (replay cache until the assertion expires).
+//! endpoint, the endpoint called, or our issuer identifier; `exp` present, not past and at most
+//! five minutes ahead; `nbf` and `iat`, when present, not in the future (RFC 7523 §3, with the
+//! same 30 s leeway as `exp`); `jti` present and never seen before for this client (replay cache
+//! until the assertion expires).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -57,6 +59,10 @@ struct Claims {
     sub: String,
     exp: i64,
     jti: String,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    iat: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,7 +96,7 @@ pub fn verify(
     assertion: &str,
     client_id: &str,
     jwks: &serde_json::Value,
-    token_endpoint: &str,
+    audiences: &[String],
     now: i64,
 ) -> Result<(String, i64), OAuthError> {
     if assertion.len() > 16 * 1024 {
@@ -114,12 +120,13 @@ pub fn verify(
         return Err(reject("no registered key matches the header's kid and alg"));
     }
     let mut v = Validation::new(alg);
-    v.set_audience(&[token_endpoint]);
+    v.set_audience(audiences);
     v.set_issuer(&[client_id]);
     v.sub = Some(client_id.to_string());
     v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
     v.leeway = 30;
     v.validate_exp = true;
+    v.validate_nbf = true;
     let mut last = reject("signature not valid");
     for k in candidates {
         let Ok(key) = DecodingKey::from_jwk(k) else { continue };
@@ -128,6 +135,12 @@ pub fn verify(
                 let c = data.claims;
                 if c.iss != client_id || c.sub != client_id {
                     return Err(reject("`iss` and `sub` must both be the client id"));
+                }
+                if c.nbf.is_some_and(|t| t > now + 30) {
+                    return Err(reject("`nbf` is in the future"));
+                }
+                if c.iat.is_some_and(|t| t > now + 30) {
+                    return Err(reject("`iat` is in the future"));
                 }
                 if c.exp > now + MAX_LIFETIME_SECS + 30 {
                     return Err(reject("`exp` is more than five minutes ahead"));
@@ -140,8 +153,9 @@ pub fn verify(
             Err(e) => {
                 last = reject(&match e.kind() {
                     jsonwebtoken::errors::ErrorKind::ExpiredSignature => "expired".to_string(),
+                    jsonwebtoken::errors::ErrorKind::ImmatureSignature => "`nbf` is in the future".to_string(),
                     jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                        format!("`aud` must be the token endpoint {token_endpoint}")
+                        format!("`aud` must be one of {}", audiences.join(", "))
                     }
                     jsonwebtoken::errors::ErrorKind::InvalidIssuer
                     | jsonwebtoken::errors::ErrorKind::InvalidSubject => {

@@ -356,17 +356,17 @@ impl OAuth {
     }
 
     /// Authenticates a client by any of the methods it is registered for: a secret client must
-    /// present its secret, a key-holding client a signed assertion (`token_endpoint` is the
-    /// `aud` it must name), a public client only its id. Anything else is `invalid_client`.
+    /// present its secret, a key-holding client a signed assertion (whose `aud` must name one of
+    /// `audiences`), a public client only its id. Anything else is `invalid_client`.
     pub fn authenticate_client(
         &self,
         cred: &ClientCredential,
-        token_endpoint: &str,
+        audiences: &[String],
         now: i64,
     ) -> Result<Client, OAuthError> {
         match cred {
             ClientCredential::Secret(auth) => self.authenticate(auth),
-            ClientCredential::Assertion { kind, jwt } => self.authenticate_assertion(kind, jwt, token_endpoint, now),
+            ClientCredential::Assertion { kind, jwt } => self.authenticate_assertion(kind, jwt, audiences, now),
             ClientCredential::Public(id) => match self.store.client(id)? {
                 Some(c) if !c.disabled && c.is_public() => Ok(c),
                 _ => Err(OAuthError::invalid_client()),
@@ -378,7 +378,7 @@ impl OAuth {
         &self,
         assertion_type: &str,
         assertion: &str,
-        token_endpoint: &str,
+        audiences: &[String],
         now: i64,
     ) -> Result<Client, OAuthError> {
         if assertion_type != assertion::JWT_BEARER {
@@ -395,7 +395,7 @@ impl OAuth {
         let Some(jwks) = &client.jwks else {
             return Err(OAuthError::invalid_client());
         };
-        let (jti, exp) = assertion::verify(assertion, &client.id, jwks, token_endpoint, now)?;
+        let (jti, exp) = assertion::verify(assertion, &client.id, jwks, audiences, now)?;
         if !self.store.use_jti(&client.id, &jti, exp.max(now) + 60, now)? {
             return Err(OAuthError::invalid_grant("this client assertion (jti) was already used"));
         }

@@ -68,6 +68,20 @@ pub trait Guard: Send + Sync {
     /// Whether the requester may write `new` (its method says create/update/patch/delete/approve);
     /// `Err(Forbidden)` refuses.
     fn may_write(&self, tx: &mut dyn crate::Tx, new: &crate::VersionRecord) -> Result<(), crate::RecordError>;
+    /// Whether an earlier version `v` of a record whose newest version is `current` may be
+    /// revealed (vread, history): judged by the classes of both together (a label added later
+    /// narrows every earlier version too) and, when the record has moved to another patient,
+    /// for both patients.
+    fn may_see_version(
+        &self,
+        tx: &mut dyn crate::Tx,
+        v: &crate::VersionRecord,
+        current: &crate::VersionRecord,
+    ) -> Result<bool, crate::RecordError>;
+    /// Whether the requester may search records of `resource_type` at all (type level: scopes,
+    /// application classes, policy): asked of every type a chained criterion or `_has` passes
+    /// through. `Err(Forbidden)` refuses the search.
+    fn may_search(&self, resource_type: &str) -> Result<(), crate::RecordError>;
     /// The purpose of use so far: `ETREAT` once an access relied on break-glass.
     fn purpose(&self) -> Option<String>;
 }
@@ -120,6 +134,29 @@ impl RequestContext {
         }
     }
 
+    /// [`Guard::may_see_version`] under this context's guard (always, without one). When `v` is
+    /// the newest version itself this is [`RequestContext::may_see`].
+    pub fn may_see_version(
+        &self,
+        tx: &mut dyn crate::Tx,
+        v: &crate::VersionRecord,
+        current: &crate::VersionRecord,
+    ) -> Result<bool, crate::RecordError> {
+        match &self.guard {
+            Some(g) if v.version == current.version => g.0.may_see(tx, v),
+            Some(g) => g.0.may_see_version(tx, v, current),
+            None => Ok(true),
+        }
+    }
+
+    /// [`Guard::may_search`] under this context's guard (always, without one).
+    pub fn may_search(&self, resource_type: &str) -> Result<(), crate::RecordError> {
+        match &self.guard {
+            Some(g) => g.0.may_search(resource_type),
+            None => Ok(()),
+        }
+    }
+
     /// The purpose to record now.
     pub fn current_purpose(&self) -> String {
         self.guard.as_ref().and_then(|g| g.0.purpose()).unwrap_or_else(|| self.purpose.clone())
@@ -140,20 +177,6 @@ impl RequestContext {
             .into(),
         }
     }
-}
-
-/// The patient a resource is about: itself for a Patient, else its `subject`, `patient` or
-/// `beneficiary` reference when that names a Patient.
-pub fn patient_of(rt: &str, id: &str, body: Option<&serde_json::Value>) -> Option<String> {
-    if rt == "Patient" {
-        return Some(format!("Patient/{id}"));
-    }
-    let body = body?;
-    ["subject", "patient", "beneficiary"].iter().find_map(|k| {
-        let r = body.get(*k)?.get("reference")?.as_str()?;
-        let r = r.split("/_history/").next().unwrap_or(r);
-        r.strip_prefix("Patient/").filter(|id| crate::primitive::is_id(id)).map(|id| format!("Patient/{id}"))
-    })
 }
 
 /// The FHIR `Reference` for a stored label.

@@ -10,7 +10,7 @@ use crate::provenance::{ProvenanceFacts, build as build_provenance};
 use crate::{
     BreakGlassGrant, Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, IndexEntries, Issue,
     IssueCode, Method, RecordError, RequestContext, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord,
-    canonical, care_links, is_lab, patient_of, validate,
+    canonical, care_links, is_lab, validate,
 };
 
 /// Retention periods (保存期間) per resource type, in years from the record's last version.
@@ -134,6 +134,9 @@ pub struct HistoryPage {
     pub total: u64,
     /// Whether versions on this page were withheld from the requester.
     pub hidden: bool,
+    /// Whether a further version the requester may see follows this page (computed from
+    /// visible versions only, so a next link reveals nothing hidden).
+    pub more: bool,
 }
 
 /// The result of an integrity scrub.
@@ -143,6 +146,9 @@ pub struct FsckReport {
     pub checked: u64,
     /// `Type/id/_history/v` of each version whose stored hash does not match its content.
     pub mismatches: Vec<String>,
+    /// `Type/id/_history/v` of each version whose stored body cannot be parsed (so its hash
+    /// cannot be recomputed): reported apart from mismatches, which mean changed content.
+    pub unparseable: Vec<String>,
 }
 
 /// Labels resources with security labels (information classes, 情報区分) before they are stored.
@@ -415,6 +421,33 @@ impl Records {
         Ok(Content { body, prepared: Some(prepared) })
     }
 
+    /// The patient a new version is about (`compartment::patient_of`); a `Binary` is about the
+    /// patient of its security context (the record it names, looked up here), and about an
+    /// undetermined patient when that record is missing.
+    fn patient_of(
+        &self,
+        tx: &mut dyn Tx,
+        rt: &str,
+        id: &str,
+        body: &Value,
+        rows: &[crate::search::SearchRow],
+    ) -> Result<Option<String>, RecordError> {
+        if rt != "Binary" {
+            return Ok(crate::compartment::patient_of(rt, id, Some(body), rows));
+        }
+        Ok(match crate::compartment::security_context(body) {
+            None => None,
+            Some(Ok(patient)) => Some(patient),
+            Some(Err((t, i))) => match (ResourceType::parse(&t), ResourceId::parse(&i)) {
+                (Ok(t), Ok(i)) => match tx.current(&t, &i)? {
+                    Some(v) => v.patient,
+                    None => Some(crate::compartment::UNDETERMINED.to_string()),
+                },
+                _ => Some(crate::compartment::UNDETERMINED.to_string()),
+            },
+        })
+    }
+
     /// Writes one version and the Provenance that records it, in the caller's transaction.
     pub(crate) fn commit(&self, tx: &mut dyn Tx, d: Draft<'_>) -> Result<VersionRecord, RecordError> {
         let now = self.now(tx)?;
@@ -444,8 +477,11 @@ impl Records {
             }
             None => (None, canonical::content_hash(&Value::Null), Vec::new(), IndexEntries::default()),
         };
-        let patient = patient_of(d.rt.as_str(), d.id.as_str(), body.as_ref())
-            .or_else(|| d.previous.and_then(|p| p.patient.clone()));
+        let patient = match &body {
+            Some(b) => self.patient_of(tx, d.rt.as_str(), d.id.as_str(), b, &index.search)?,
+            // A deletion is about whom the deleted version was about.
+            None => d.previous.and_then(|p| p.patient.clone()),
+        };
         let (classes, lab) = match &body {
             Some(b) => (
                 labels.iter().filter_map(|l| l.get("code").and_then(Value::as_str)).map(str::to_string).collect(),
@@ -710,18 +746,21 @@ impl Records {
     ) -> Result<WriteOutcome, RecordError> {
         let body = body.into();
         let current = tx.current(rt, id)?;
-        if let Some(c) = &current
-            && !c.is_deleted()
-            && !ctx.may_see(tx, c)?
-        {
-            // Indistinguishable from a resource that does not exist.
-            return Err(RecordError::NotFound(format!("{rt}/{id}")));
-        }
+        // Visibility first, deleted records included (a deletion keeps its classes): a hidden
+        // record answers exactly as a missing one would, and its id cannot be taken over.
+        let hidden = match &current {
+            Some(c) => !ctx.may_see(tx, c)?,
+            None => false,
+        };
         if let Some(expected) = if_match {
-            let now = current.as_ref().map_or(0, |c| c.version);
-            if now != expected {
+            // A precondition on a record that does not exist (or is hidden) never holds.
+            let now = if hidden { 0 } else { current.as_ref().map_or(0, |c| c.version) };
+            if now == 0 || now != expected {
                 return Err(RecordError::VersionConflict { expected, current: now });
             }
+        }
+        if hidden {
+            return Err(RecordError::NotFound(format!("{rt}/{id}")));
         }
         if current.as_ref().is_some_and(|c| c.server_written) {
             return Err(RecordError::Forbidden(format!("{rt}/{id} is written by the server and cannot be changed")));
@@ -822,10 +861,7 @@ impl Records {
         if_match: Option<u64>,
     ) -> Result<WriteOutcome, RecordError> {
         {
-            let current = live(tx.current(rt, id)?, rt, id)?;
-            if !ctx.may_see(tx, &current)? {
-                return Err(RecordError::NotFound(format!("{rt}/{id}")));
-            }
+            let current = live(visible_current(tx, ctx, rt, id)?, rt, id)?;
             let body = current.body.as_deref().unwrap_or("null");
             let mut v: Value =
                 serde_json::from_str(body).map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
@@ -834,10 +870,16 @@ impl Records {
             if v.get("id").and_then(Value::as_str) != Some(id.as_str()) {
                 return Err(RecordError::invalid(IssueCode::Invalid, "a patch may not change the resource id"));
             }
-            let issues = validate::validate_resource(mamori_fhir_schema::r4(), &v);
-            if !issues.is_empty() {
-                return Err(RecordError::Invalid(issues));
-            }
+            // The result is checked as a new body would be, through the same parser: a patch
+            // may not build what a client could not send (e.g. nesting deeper than the parser
+            // accepts, which could then never be read back or patched again).
+            let text = serde_json::to_vec(&v).map_err(|e| RecordError::Unprocessable(format!("patch failed: {e}")))?;
+            let v = parse_resource(&text)
+                .map_err(|e| match e {
+                    RecordError::Invalid(issues) => RecordError::Invalid(issues),
+                    other => RecordError::Unprocessable(format!("the patched resource is not acceptable: {other}")),
+                })?
+                .0;
             self.update_in(tx, ctx, rt, id, v, if_match, None, Method::Patch)
         }
     }
@@ -907,10 +949,7 @@ impl Records {
         id: &ResourceId,
     ) -> Result<VersionRecord, RecordError> {
         self.write(|tx| {
-            let current = live(tx.current(rt, id)?, rt, id)?;
-            if !ctx.may_see(tx, &current)? {
-                return Err(RecordError::NotFound(format!("{rt}/{id}")));
-            }
+            let current = live(visible_current(tx, ctx, rt, id)?, rt, id)?;
             let EntryStatus::Pending { author } = &current.status else {
                 return Err(RecordError::Conflict(format!("{rt}/{id} is not awaiting approval")));
             };
@@ -957,11 +996,22 @@ impl Records {
         id: &ResourceId,
         version: u64,
     ) -> Result<VersionRecord, RecordError> {
-        self.read_tx(|tx| match tx.version(rt, id, version)? {
-            Some(v) if !ctx.may_see(tx, &v)? => Err(RecordError::NotFound(reference(rt, id, version))),
-            Some(v) if v.is_deleted() => Err(RecordError::Gone(reference(rt, id, version))),
-            Some(v) => Ok(v),
-            None => Err(RecordError::NotFound(reference(rt, id, version))),
+        self.read_tx(|tx| {
+            let Some(v) = tx.version(rt, id, version)? else {
+                return Err(RecordError::NotFound(reference(rt, id, version)));
+            };
+            // Judged with the record's newest version: a class added later narrows this one too.
+            let current = match tx.current(rt, id)? {
+                Some(c) => c,
+                None => v.clone(),
+            };
+            if !ctx.may_see_version(tx, &v, &current)? {
+                return Err(RecordError::NotFound(reference(rt, id, version)));
+            }
+            if v.is_deleted() {
+                return Err(RecordError::Gone(reference(rt, id, version)));
+            }
+            Ok(v)
         })
     }
 
@@ -996,17 +1046,48 @@ impl Records {
                     Some(_) => {}
                 }
             }
-            let (all, total) = tx.history(q)?;
-            let mut entries = Vec::with_capacity(all.len());
-            let mut hidden = false;
-            for v in all {
-                if ctx.may_see(tx, &v)? {
-                    entries.push(v);
-                } else {
-                    hidden = true;
+            // Paged over the versions this requester may see: `offset` skips visible versions and
+            // `more` says whether another visible one follows, so neither the next link nor the
+            // page's contents depend on hidden versions.
+            let batch = (q.offset + q.count + 1).clamp(64, 1000);
+            let mut store_q = q.clone();
+            store_q.offset = 0;
+            store_q.count = batch;
+            let mut currents: std::collections::HashMap<(String, String), VersionRecord> =
+                std::collections::HashMap::new();
+            let (mut entries, mut hidden, mut more, mut skipped) = (Vec::with_capacity(q.count), false, false, 0usize);
+            let mut total;
+            'scan: loop {
+                let (all, t) = tx.history(&store_q)?;
+                total = t;
+                let n = all.len();
+                for v in all {
+                    let key = (v.resource_type.to_string(), v.id.to_string());
+                    let current = match currents.get(&key) {
+                        Some(c) => c.clone(),
+                        None => {
+                            let c = tx.current(&v.resource_type, &v.id)?.unwrap_or_else(|| v.clone());
+                            currents.insert(key, c.clone());
+                            c
+                        }
+                    };
+                    if !ctx.may_see_version(tx, &v, &current)? {
+                        hidden = true;
+                    } else if skipped < q.offset {
+                        skipped += 1;
+                    } else if entries.len() == q.count {
+                        more = true;
+                        break 'scan;
+                    } else {
+                        entries.push(v);
+                    }
                 }
+                if n < batch {
+                    break;
+                }
+                store_q.offset += n;
             }
-            Ok(HistoryPage { entries, total, hidden })
+            Ok(HistoryPage { entries, total, hidden, more })
         })
     }
 
@@ -1020,8 +1101,12 @@ impl Records {
                     None => Some(canonical::content_hash(&Value::Null)),
                     Some(b) => serde_json::from_str::<Value>(b).ok().map(|v| canonical::content_hash(&v)),
                 };
-                if actual != Some(v.content_sha256) {
-                    report.mismatches.push(reference(&v.resource_type, &v.id, v.version));
+                match actual {
+                    None => report.unparseable.push(reference(&v.resource_type, &v.id, v.version)),
+                    Some(h) if h != v.content_sha256 => {
+                        report.mismatches.push(reference(&v.resource_type, &v.id, v.version));
+                    }
+                    Some(_) => {}
                 }
                 true
             })?;
@@ -1174,6 +1259,20 @@ impl Records {
             })?;
             Ok(removed)
         })
+    }
+}
+
+/// The current version of `rt/id` when the requester may see it; a hidden one, live or deleted,
+/// is `None` exactly like a missing one (so the caller's 404/410 cannot tell them apart).
+fn visible_current(
+    tx: &mut dyn Tx,
+    ctx: &RequestContext,
+    rt: &ResourceType,
+    id: &ResourceId,
+) -> Result<Option<VersionRecord>, RecordError> {
+    match tx.current(rt, id)? {
+        Some(v) if !ctx.may_see(tx, &v)? => Ok(None),
+        other => Ok(other),
     }
 }
 

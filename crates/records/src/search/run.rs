@@ -7,11 +7,15 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use super::parse::{Include, SearchRequest, TotalMode};
-use super::{Cursor, Hit};
+use super::{Criterion, Cursor, Hit, Pred, SearchQuery};
 use crate::{RecordError, Records, RequestContext, ResourceId, ResourceType, Tx, VersionRecord};
 
 /// At most this many resources are added by `_include`/`_revinclude` to one page.
 pub const MAX_INCLUDED: usize = 1000;
+
+/// At most this many joined records (over every chain and `_has` of one search) the requester
+/// may see are gathered to answer its joins; a broader join is refused (`too-costly`).
+pub const MAX_JOINED: usize = 10_000;
 
 /// The bump to rebuild every stored resource's index entries (see [`Records::ensure_search_index`]).
 pub const INDEX_VERSION: &str = "search-2";
@@ -93,18 +97,21 @@ impl Records {
             let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
             let mut found: Vec<(VersionRecord, Hit)> = Vec::new();
             let mut more = false;
-            let mut cur = q.clone();
+            let mut cur = self.resolve_joins(tx, ctx, q)?;
+            let joined = cur.clone();
             if req.count > 0 {
+                // Past a full page, keep going until one more *visible* match is found: whether
+                // there is a next page must not depend on hidden candidates.
                 'pages: loop {
                     let batch = tx.search(&cur, req.count + 1)?;
                     let full = batch.len() > req.count;
                     let mut last = None;
                     for hit in batch {
-                        if found.len() == req.count {
-                            more = true;
-                            break 'pages;
-                        }
                         if let Some(v) = visible(tx, ctx, rt, &hit.id)? {
+                            if found.len() == req.count {
+                                more = true;
+                                break 'pages;
+                            }
                             found.push((v, hit.clone()));
                         }
                         last = Some(hit);
@@ -131,7 +138,7 @@ impl Records {
             let total = match req.total {
                 TotalMode::None => None,
                 TotalMode::Default => (q.cursor.is_none() && !more && req.count > 0).then_some(found.len() as u64),
-                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, req)?),
+                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, &joined)?),
             };
             let matches: Vec<VersionRecord> = found.into_iter().map(|(v, _)| v).collect();
             let mut page = SearchPage { matches, next, previous, total, ..SearchPage::default() };
@@ -141,8 +148,8 @@ impl Records {
     }
 
     /// Matches the requester may see; without a guard (operator tools) the store's count.
-    fn count_visible(&self, tx: &mut dyn Tx, ctx: &RequestContext, req: &SearchRequest) -> Result<u64, RecordError> {
-        let mut q = req.query.clone();
+    fn count_visible(&self, tx: &mut dyn Tx, ctx: &RequestContext, q: &SearchQuery) -> Result<u64, RecordError> {
+        let mut q = q.clone();
         q.cursor = None;
         if ctx.guard.is_none() {
             return Ok(tx.search_count(&q)?);
@@ -159,6 +166,111 @@ impl Records {
             match batch.into_iter().last() {
                 Some(h) if len == 1000 => q.cursor = Some(Cursor { keys: h.keys, id: h.id, backwards: false }),
                 _ => return Ok(n),
+            }
+        }
+    }
+
+    /// The query with every chained criterion and `_has` answered from records the requester
+    /// may see (Z3): each type a join passes through must be searchable by the requester (else
+    /// the search is refused, 403, which says nothing about any record), and a joined record
+    /// counts only if the guard would reveal it. A chain becomes the visible targets' ids, a
+    /// `_has` the visible referring records' ids, innermost first; so a hidden Condition cannot
+    /// make its Patient match, and a hidden Observation's value cannot be bisected. Without a
+    /// guard (operator tools) the query is left to the store's joins.
+    fn resolve_joins(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        q: &SearchQuery,
+    ) -> Result<SearchQuery, RecordError> {
+        let mut out = q.clone();
+        if !q.criteria.iter().any(has_join) {
+            return Ok(out);
+        }
+        let mut budget = MAX_JOINED;
+        out.criteria = Vec::with_capacity(q.criteria.len());
+        for c in &q.criteria {
+            out.criteria.push(self.resolve_criterion(tx, ctx, c, &mut budget)?);
+        }
+        Ok(out)
+    }
+
+    fn resolve_criterion(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        c: &Criterion,
+        budget: &mut usize,
+    ) -> Result<Criterion, RecordError> {
+        match c {
+            Criterion::Match { param, table, any, negate } if any.iter().any(|p| matches!(p, Pred::Chain(_))) => {
+                let mut preds = Vec::with_capacity(any.len());
+                for p in any {
+                    let Pred::Chain(targets) = p else {
+                        preds.push(p.clone());
+                        continue;
+                    };
+                    let mut resolved = Vec::with_capacity(targets.len());
+                    for (target, inner) in targets {
+                        ctx.may_search(target)?;
+                        let inner = self.resolve_criterion(tx, ctx, inner, budget)?;
+                        let ids = if ctx.guard.is_some() {
+                            Criterion::Id(self.visible_ids(tx, ctx, target, inner, budget)?)
+                        } else {
+                            inner
+                        };
+                        resolved.push((target.clone(), ids));
+                    }
+                    preds.push(Pred::Chain(resolved));
+                }
+                Ok(Criterion::Match { param: param.clone(), table: *table, any: preds, negate: *negate })
+            }
+            Criterion::Has { source, param, inner } => {
+                ctx.may_search(source)?;
+                let inner = self.resolve_criterion(tx, ctx, inner, budget)?;
+                let inner = if ctx.guard.is_some() {
+                    Criterion::Id(self.visible_ids(tx, ctx, source, inner, budget)?)
+                } else {
+                    inner
+                };
+                Ok(Criterion::Has { source: source.clone(), param: param.clone(), inner: Box::new(inner) })
+            }
+            other => Ok(other.clone()),
+        }
+    }
+
+    /// The ids of live `ty` records matching `c` that the requester may see, at most `budget`
+    /// in all (counted over visible records only, so the refusal reveals nothing hidden).
+    fn visible_ids(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        ty: &str,
+        c: Criterion,
+        budget: &mut usize,
+    ) -> Result<Vec<String>, RecordError> {
+        let mut q = SearchQuery { resource_type: ty.to_string(), criteria: vec![c], sort: Vec::new(), cursor: None };
+        let mut ids = Vec::new();
+        loop {
+            let batch = tx.search(&q, 1000)?;
+            let len = batch.len();
+            for hit in &batch {
+                if visible(tx, ctx, ty, &hit.id)?.is_some() {
+                    if *budget == 0 {
+                        return Err(RecordError::invalid(
+                            crate::IssueCode::TooCostly,
+                            format!(
+                                "a chained or _has criterion on {ty} matches more than {MAX_JOINED} records; narrow it"
+                            ),
+                        ));
+                    }
+                    *budget -= 1;
+                    ids.push(hit.id.clone());
+                }
+            }
+            match batch.into_iter().last() {
+                Some(h) if len == 1000 => q.cursor = Some(Cursor { keys: h.keys, id: h.id, backwards: false }),
+                _ => return Ok(ids),
             }
         }
     }
@@ -238,6 +350,15 @@ impl Records {
             page.notes.push(format!("only the first {MAX_INCLUDED} included resources are returned"));
         }
         Ok(())
+    }
+}
+
+/// Whether a criterion passes through other records (a chain or `_has`).
+fn has_join(c: &Criterion) -> bool {
+    match c {
+        Criterion::Has { .. } => true,
+        Criterion::Match { any, .. } => any.iter().any(|p| matches!(p, Pred::Chain(_))),
+        _ => false,
     }
 }
 

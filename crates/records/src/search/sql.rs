@@ -84,6 +84,8 @@ impl B {
     /// A boolean SQL condition: the id in column `col` (of a resource of type `ty`) satisfies `c`.
     fn cond(&mut self, c: &Criterion, ty: &str, col: &str) -> String {
         match c {
+            // No ids (a join that found no visible record): nothing matches.
+            Criterion::Id(ids) if ids.is_empty() => "1 = 0".into(),
             Criterion::Id(ids) => {
                 let ph: Vec<String> = ids.iter().map(|i| self.t(i)).collect();
                 format!("{col} IN ({})", ph.join(", "))

@@ -1,0 +1,591 @@
+//! Issue #22: regressions for the holes an outside penetration test found, one test per class of
+//! hole, each run on both backends. Oracle tests ask the same question with and without a hidden
+//! record (or of a hidden and a missing one) and demand the same answer.
+
+use axum::http::StatusCode;
+use mamori_audit::{AuditRecord, EntryQuery};
+use serde_json::{Value, json};
+
+use crate::support::{Harness, Resp};
+
+async fn as_(
+    h: &Harness,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    let mut b =
+        axum::http::Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        b = b.header("content-type", "application/fhir+json");
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let body = body.map(|v| axum::body::Body::from(v.to_string())).unwrap_or_else(axum::body::Body::empty);
+    h.send(b.body(body).unwrap()).await
+}
+
+async fn get(h: &Harness, token: &str, uri: &str) -> Resp {
+    as_(h, token, "GET", uri, None, &[]).await
+}
+
+/// `PUT` as the harness's unrestricted application.
+async fn put(h: &Harness, body: Value) {
+    let uri = format!("/fhir/{}/{}", body["resourceType"].as_str().unwrap(), body["id"].as_str().unwrap());
+    let r = h.call("PUT", &uri, Some(&body)).await;
+    assert!(r.status.is_success(), "{uri}: {}", String::from_utf8_lossy(&r.body));
+}
+
+fn obs(id: &str, patient: &str, system: &str, code: &str, value: f64) -> Value {
+    json!({"resourceType": "Observation", "id": id, "status": "final",
+           "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
+           "code": {"coding": [{"system": system, "code": code}]},
+           "subject": {"reference": format!("Patient/{patient}")},
+           "valueQuantity": {"value": value, "unit": "mg/dL"}})
+}
+
+/// A world: patients p-care (in the care of every user below) and p-other (in no one's),
+/// named 山田 and 鈴木; tokens for a doctor, a nurse and a clerk.
+struct World {
+    h: Harness,
+    doctor: String,
+    nurse: String,
+    clerk: String,
+}
+
+async fn world() -> World {
+    let h = Harness::new();
+    put(&h, json!({"resourceType": "Patient", "id": "p-care", "name": [{"family": "山田"}]})).await;
+    put(&h, json!({"resourceType": "Patient", "id": "p-other", "name": [{"family": "鈴木"}]})).await;
+    put(
+        &h,
+        json!({"resourceType": "CareTeam", "id": "ct", "status": "active", "subject": {"reference": "Patient/p-care"},
+               "participant": [{"member": {"reference": "Practitioner/pr-doc"}},
+                               {"member": {"reference": "Practitioner/pr-nurse"}},
+                               {"member": {"reference": "Practitioner/pr-clerk"}}]}),
+    )
+    .await;
+    let doctor = h.user_token("u-doc", &["doctor"], "Practitioner/pr-doc");
+    let nurse = h.user_token("u-nurse", &["nurse"], "Practitioner/pr-nurse");
+    let clerk = h.user_token("u-clerk", &["clerk"], "Practitioner/pr-clerk");
+    World { h, doctor, nurse, clerk }
+}
+
+/// What a searchset reveals besides its self link: entry ids, total, next/previous presence.
+fn shape(r: &Resp) -> (StatusCode, Vec<String>, Value, bool, bool) {
+    let b = r.json();
+    let ids = b["entry"]
+        .as_array()
+        .map(|a| a.iter().map(|e| e["resource"]["id"].as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    let link = |rel: &str| b["link"].as_array().is_some_and(|l| l.iter().any(|x| x["relation"] == rel));
+    (r.status, ids, b["total"].clone(), link("next"), link("previous"))
+}
+
+#[tokio::test]
+async fn r22_has_and_chains_see_only_visible_records_of_authorised_types() {
+    let w = world().await;
+    let h = &w.h;
+    // HIV diagnosis and test result about p-care (class hiv: the doctor may see them, the nurse not).
+    put(
+        h,
+        json!({"resourceType": "Condition", "id": "cond-hiv", "subject": {"reference": "Patient/p-care"},
+               "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "B20"}]}}),
+    )
+    .await;
+    put(h, obs("obs-hiv", "p-care", "http://loinc.org", "7917-8", 150.0)).await;
+
+    // A clerk may not search Condition at all: the _has through it is refused, not answered.
+    let r = get(h, &w.clerk, "/fhir/Patient?_has:Condition:patient:code=B20").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&r.body));
+
+    // The nurse may search Condition but not see the hiv one: the answer is the one for a code
+    // nobody has (oracle).
+    for (hidden, missing) in [
+        ("/fhir/Patient?_has:Condition:patient:code=B20", "/fhir/Patient?_has:Condition:patient:code=ZZZ9"),
+        // A range prefix on a hidden value cannot bisect it.
+        (
+            "/fhir/Patient?_has:Observation:patient:value-quantity=gt100",
+            "/fhir/Patient?_has:Observation:patient:value-quantity=gt100000",
+        ),
+        (
+            "/fhir/Patient?_has:Observation:patient:code=7917-8&_total=accurate",
+            "/fhir/Patient?_has:Observation:patient:code=0000-0&_total=accurate",
+        ),
+    ] {
+        let (a, b) = (get(h, &w.nurse, hidden).await, get(h, &w.nurse, missing).await);
+        assert_eq!(shape(&a), shape(&b), "{hidden}");
+        assert!(shape(&a).1.is_empty(), "{hidden}");
+        // The doctor, who may see them, finds p-care: the queries are not vacuous.
+        assert_eq!(shape(&get(h, &w.doctor, hidden).await).1, vec!["p-care".to_string()], "{hidden}");
+    }
+
+    // A chain through a hidden record: the doctor sees an Observation about p-care whose
+    // performer is p-other, whom the doctor does not care for.
+    put(
+        h,
+        json!({"resourceType": "Observation", "id": "obs-perf", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+               "subject": {"reference": "Patient/p-care"}, "performer": [{"reference": "Patient/p-other"}]}),
+    )
+    .await;
+    assert_eq!(shape(&get(h, &w.doctor, "/fhir/Observation/obs-perf").await).0, StatusCode::OK);
+    let (a, b) = (
+        get(h, &w.doctor, "/fhir/Observation?performer:Patient.name=鈴木").await,
+        get(h, &w.doctor, "/fhir/Observation?performer:Patient.name=存在しない").await,
+    );
+    assert_eq!(shape(&a), shape(&b));
+    // An application that sees everything gets the match: the chain itself works.
+    let all = h.call("GET", "/fhir/Observation?performer:Patient.name=%E9%88%B4%E6%9C%A8", None).await;
+    assert_eq!(shape(&all).1, vec!["obs-perf".to_string()]);
+
+    // A client allowed only Observations may not filter them by patients' names.
+    let only_obs = h.token_for("obs-only", "system/Observation.rs");
+    let r = get(h, &only_obs, "/fhir/Observation?subject:Patient.name=%E5%B1%B1%E7%94%B0").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&r.body));
+    let r = get(h, &only_obs, "/fhir/Observation?subject:Patient.birthdate=gt1900").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let both = h.token_for("obs-and-patients", "system/Observation.rs system/Patient.rs");
+    let r = get(h, &both, "/fhir/Observation?subject:Patient.name=%E5%B1%B1%E7%94%B0&code=7917-8").await;
+    assert_eq!(shape(&r).1, vec!["obs-hiv".to_string()]);
+    // The refusal is audited.
+    let records: Vec<AuditRecord> = h
+        .node
+        .store
+        .query(&EntryQuery::default())
+        .unwrap()
+        .iter()
+        .map(|(_, e)| serde_json::from_slice(e).unwrap())
+        .collect();
+    assert!(records.iter().any(|r| r.detail.as_deref().is_some_and(|d| d.contains("Patient (search, joined)"))));
+}
+
+#[tokio::test]
+async fn r22_paging_links_and_totals_come_from_visible_records_only() {
+    let w = world().await;
+    let h = &w.h;
+    // In id order: two results the nurse may see, then one she may not.
+    put(h, obs("obs-z", "p-care", "http://loinc.org", "7917-8", 1.0)).await; // hiv, written first
+    put(h, obs("obs-a", "p-care", "http://loinc.org", "2345-7", 1.0)).await;
+    put(h, obs("obs-b", "p-care", "http://loinc.org", "2345-7", 2.0)).await;
+    let r = get(h, &w.nurse, "/fhir/Observation?subject=Patient/p-care&_count=2").await;
+    let (status, ids, total, next, _) = shape(&r);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ids, vec!["obs-a".to_string(), "obs-b".to_string()]);
+    assert!(!next, "a next link would reveal the hidden third match");
+    assert_eq!(total, json!(2), "the default total counts the visible matches");
+    // The same with a page size that covers everything.
+    let r3 = get(h, &w.nurse, "/fhir/Observation?subject=Patient/p-care&_count=3").await;
+    assert_eq!((shape(&r3).1, shape(&r3).2), (ids.clone(), json!(2)));
+    // The doctor sees three, so two per page has a next page.
+    assert!(shape(&get(h, &w.doctor, "/fhir/Observation?subject=Patient/p-care&_count=2").await).3);
+
+    // History, newest first: obs-b, obs-a, then the hidden obs-z.
+    let r = get(h, &w.nurse, "/fhir/Observation/_history?_count=2").await;
+    let b = r.json();
+    assert_eq!(b["entry"].as_array().unwrap().len(), 2);
+    assert!(!b["link"].as_array().unwrap().iter().any(|l| l["relation"] == "next"), "{b}");
+    assert_eq!(b["total"], json!(2));
+    let r = get(h, &w.doctor, "/fhir/Observation/_history?_count=2").await;
+    assert!(r.json()["link"].as_array().unwrap().iter().any(|l| l["relation"] == "next"));
+    // The second page skips visible versions only.
+    let r = get(h, &w.nurse, "/fhir/Observation/_history?_count=1&_offset=1").await;
+    let b = r.json();
+    assert_eq!(b["entry"][0]["resource"]["id"], "obs-a", "{b}");
+    assert!(!b["link"].as_array().unwrap().iter().any(|l| l["relation"] == "next"));
+}
+
+#[tokio::test]
+async fn r22_care_relationship_follows_every_link_to_a_patient() {
+    let w = world().await;
+    let h = &w.h;
+    let about = |patient: &str| -> Vec<Value> {
+        let p = format!("Patient/{patient}");
+        let abs = format!("http://mamori.test/fhir/Patient/{patient}");
+        vec![
+            json!({"resourceType": "Task", "id": format!("task-{patient}"), "status": "requested", "intent": "order",
+                   "for": {"reference": p}}),
+            json!({"resourceType": "Appointment", "id": format!("appt-{patient}"), "status": "booked",
+                   "participant": [{"actor": {"reference": p}, "status": "accepted"}]}),
+            json!({"resourceType": "Account", "id": format!("acct-{patient}"), "status": "active",
+                   "subject": [{"reference": p}]}),
+            json!({"resourceType": "ResearchSubject", "id": format!("rs-{patient}"), "status": "on-study",
+                   "study": {"reference": "ResearchStudy/s1"}, "individual": {"reference": p}}),
+            json!({"resourceType": "Contract", "id": format!("contract-{patient}"), "subject": [{"reference": p}]}),
+            json!({"resourceType": "Observation", "id": format!("obs-abs-{patient}"), "status": "final",
+                   "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                   "subject": {"reference": abs}}),
+            json!({"resourceType": "Binary", "id": format!("bin-{patient}"), "contentType": "text/plain",
+                   "securityContext": {"reference": p}, "data": "5YaF5a65"}),
+        ]
+    };
+    for patient in ["p-care", "p-other"] {
+        for r in about(patient) {
+            put(h, r).await;
+        }
+    }
+    for r in about("p-other") {
+        let uri = format!("/fhir/{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap());
+        let hidden = get(h, &w.doctor, &uri).await;
+        let missing = get(h, &w.doctor, &format!("/fhir/{}/no-such-id", r["resourceType"].as_str().unwrap())).await;
+        assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{uri}: no care relationship with p-other");
+        assert_eq!(hidden.json()["issue"][0]["code"], missing.json()["issue"][0]["code"], "{uri}");
+    }
+    for r in about("p-care") {
+        let uri = format!("/fhir/{}/{}", r["resourceType"].as_str().unwrap(), r["id"].as_str().unwrap());
+        assert_eq!(get(h, &w.doctor, &uri).await.status, StatusCode::OK, "{uri}: in care");
+    }
+    // A record referring to a patient in a way the compartment does not cover: its patient is
+    // undetermined, so a person is refused even with a care relationship; an application is not.
+    put(
+        h,
+        json!({"resourceType": "Observation", "id": "obs-focus", "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+               "focus": [{"reference": "Patient/p-care"}]}),
+    )
+    .await;
+    assert_eq!(get(h, &w.doctor, "/fhir/Observation/obs-focus").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.call("GET", "/fhir/Observation/obs-focus", None).await.status, StatusCode::OK);
+    // The audit entries name the patient.
+    let reads: Vec<AuditRecord> = h
+        .node
+        .store
+        .query(&EntryQuery::default())
+        .unwrap()
+        .iter()
+        .map(|(_, e)| serde_json::from_slice(e).unwrap())
+        .filter(|r: &AuditRecord| r.resources.iter().any(|x| x.starts_with("Task/task-p-care")))
+        .collect();
+    assert!(!reads.is_empty());
+    assert!(reads.iter().all(|r| r.patients == vec!["Patient/p-care".to_string()]), "{reads:?}");
+}
+
+#[tokio::test]
+async fn r22_a_class_added_later_narrows_every_earlier_version() {
+    let w = world().await;
+    let h = &w.h;
+    put(h, obs("obs-r", "p-care", "http://loinc.org", "2345-7", 5.0)).await; // general
+    put(h, obs("obs-r", "p-care", "http://loinc.org", "7917-8", 5.0)).await; // now hiv
+    let (hidden, missing) = (
+        get(h, &w.nurse, "/fhir/Observation/obs-r/_history/1").await,
+        get(h, &w.nurse, "/fhir/Observation/obs-r/_history/9").await,
+    );
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(hidden.json()["issue"][0]["code"], missing.json()["issue"][0]["code"]);
+    assert_eq!(get(h, &w.nurse, "/fhir/Observation/obs-r/_history").await.status, StatusCode::NOT_FOUND);
+    let history = get(h, &w.nurse, "/fhir/Observation/_history").await.json();
+    assert!(!history.to_string().contains("obs-r"), "{history}");
+    let system = get(h, &w.nurse, "/fhir/_history").await.json();
+    assert!(!system["entry"].as_array().unwrap().iter().any(|e| e["resource"]["id"] == "obs-r"));
+    // The doctor may read both versions.
+    assert_eq!(get(h, &w.doctor, "/fhir/Observation/obs-r/_history/1").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn r22_write_paths_do_not_tell_hidden_from_missing() {
+    let w = world().await;
+    let h = &w.h;
+    let nurse = &w.nurse;
+    put(h, obs("obs-h", "p-care", "http://loinc.org", "7917-8", 1.0)).await; // hidden from the nurse, live
+    put(h, obs("obs-d", "p-care", "http://loinc.org", "7917-8", 1.0)).await; // hidden, then deleted
+    assert_eq!(h.call("DELETE", "/fhir/Observation/obs-d", None).await.status, StatusCode::NO_CONTENT);
+    let general = |id: &str| obs(id, "p-care", "http://loinc.org", "2345-7", 1.0);
+    let same = |a: &Resp, b: &Resp, what: &str| {
+        assert_eq!(a.status, b.status, "{what}");
+        assert_eq!(a.json()["issue"][0]["code"], b.json()["issue"][0]["code"], "{what}");
+        assert_eq!(
+            a.diagnostics().replace("obs-h", "ID").replace("obs-d", "ID").replace("no-such", "ID"),
+            b.diagnostics().replace("no-such", "ID"),
+            "{what}"
+        );
+    };
+    let if_match = [("if-match", "W/\"1\"")];
+    for hidden in ["obs-h", "obs-d"] {
+        let a = as_(h, nurse, "PUT", &format!("/fhir/Observation/{hidden}"), Some(&general(hidden)), &if_match).await;
+        let b = as_(h, nurse, "PUT", "/fhir/Observation/no-such", Some(&general("no-such")), &if_match).await;
+        assert_eq!(a.status, StatusCode::PRECONDITION_FAILED, "{hidden}");
+        same(&a, &b, &format!("PUT If-Match {hidden}"));
+        let patch = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
+        let (a, b) = (
+            as_(
+                h,
+                nurse,
+                "PATCH",
+                &format!("/fhir/Observation/{hidden}"),
+                Some(&patch),
+                &[("content-type", "application/json-patch+json")],
+            )
+            .await,
+            as_(
+                h,
+                nurse,
+                "PATCH",
+                "/fhir/Observation/no-such",
+                Some(&patch),
+                &[("content-type", "application/json-patch+json")],
+            )
+            .await,
+        );
+        same(&a, &b, &format!("PATCH {hidden}"));
+        let (a, b) = (
+            as_(h, nurse, "POST", &format!("/fhir/Observation/{hidden}/$approve"), None, &[]).await,
+            as_(h, nurse, "POST", "/fhir/Observation/no-such/$approve", None, &[]).await,
+        );
+        same(&a, &b, &format!("$approve {hidden}"));
+    }
+    // A deleted hidden record's id cannot be taken over.
+    let r = as_(h, nurse, "PUT", "/fhir/Observation/obs-d", Some(&general("obs-d")), &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(h.call("GET", "/fhir/Observation/obs-d", None).await.status, StatusCode::GONE);
+    assert_eq!(h.call("GET", "/fhir/Observation/obs-d/_history/3", None).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn r22_unaudited_requests_batch_of_refusals_empty_import_and_post_search() {
+    let w = world().await;
+    let h = &w.h;
+    let count = |action: &str| {
+        h.node.store.query(&EntryQuery { action: Some(action.into()), ..EntryQuery::default() }).unwrap().len()
+    };
+    // A batch whose every entry is refused or missing.
+    put(h, obs("obs-h", "p-care", "http://loinc.org", "7917-8", 1.0)).await;
+    let before = h.node.store.query(&EntryQuery::default()).unwrap().len();
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": "Observation/obs-h"}},
+        {"request": {"method": "GET", "url": "Observation/no-such"}},
+    ]});
+    let r = as_(h, &w.nurse, "POST", "/fhir", Some(&batch), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let after: Vec<AuditRecord> = h
+        .node
+        .store
+        .query(&EntryQuery::default())
+        .unwrap()
+        .iter()
+        .skip(before)
+        .map(|(_, e)| serde_json::from_slice(e).unwrap())
+        .collect();
+    assert!(
+        after.iter().any(|e| e.detail.as_deref().is_some_and(|d| d.contains("Observation/obs-h"))),
+        "the batch's denials are in the trail: {after:?}"
+    );
+    // An empty batch is recorded too.
+    let before = h.node.store.query(&EntryQuery::default()).unwrap().len();
+    let r = h.call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch"}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert!(h.node.store.query(&EntryQuery::default()).unwrap().len() > before, "an empty batch leaves a trace");
+    // An empty $import likewise.
+    let before = h.node.store.query(&EntryQuery::default()).unwrap().len();
+    let r = h
+        .send(
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/fhir/$import")
+                .header("authorization", format!("Bearer {}", h.token))
+                .header("content-type", "application/fhir+ndjson")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert!(h.node.store.query(&EntryQuery::default()).unwrap().len() > before, "an empty import leaves a trace");
+    // POST _search is a search with its criteria.
+    let searches = count("search");
+    let r = h
+        .send(
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/fhir/Patient/_search")
+                .header("authorization", format!("Bearer {}", h.token))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(axum::body::Body::from("family=%E5%B1%B1%E7%94%B0"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(count("search"), searches + 1);
+    let last: AuditRecord = serde_json::from_slice(
+        &h.node
+            .store
+            .query(&EntryQuery { action: Some("search".into()), ..EntryQuery::default() })
+            .unwrap()
+            .last()
+            .unwrap()
+            .1,
+    )
+    .unwrap();
+    assert_eq!(last.query.as_deref(), Some("family=%E5%B1%B1%E7%94%B0"));
+}
+
+#[tokio::test]
+async fn r22_patch_cannot_store_what_a_client_could_not_send() {
+    let h = Harness::new();
+    put(&h, obs("obs-p", "p1", "http://loinc.org", "2345-7", 1.0)).await;
+    // Nest an extension far deeper than the parser accepts.
+    let mut deep = json!({"url": "urn:x", "valueString": "v"});
+    for _ in 0..200 {
+        deep = json!({"url": "urn:x", "extension": [deep]});
+    }
+    let patch = json!([{"op": "add", "path": "/extension", "value": [deep]}]);
+    let r = h
+        .call_with("PATCH", "/fhir/Observation/obs-p", Some(&patch), &[("content-type", "application/json-patch+json")])
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.status);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    let now = h.call("GET", "/fhir/Observation/obs-p", None).await;
+    assert_eq!(now.json()["meta"]["versionId"], "1", "nothing stored");
+    assert!(h.node.records.fsck().unwrap().mismatches.is_empty());
+}
+
+#[tokio::test]
+async fn r22_bearer_scheme_is_case_insensitive() {
+    let h = Harness::new();
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = h
+            .send(
+                axum::http::Request::builder()
+                    .uri("/fhir/Patient")
+                    .header("authorization", format!("{scheme} {}", h.token))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{scheme}");
+    }
+    let r = h
+        .send(
+            axum::http::Request::builder()
+                .uri("/fhir/Patient")
+                .header("authorization", format!("Basic {}", h.token))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+const T0: i64 = 1_900_000_000;
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u32, 0);
+    for c in s.chars() {
+        let v = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".find(c).unwrap() as u32;
+        buf = (buf << 5) | v;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
+}
+const PW: &str = "k7#Vq2!mZp-w9Xr";
+
+fn add_account(h: &Harness, user: &str) {
+    h.node
+        .identity
+        .add(
+            "operator:admin",
+            mamori_identity::service::NewAccount {
+                username: user.into(),
+                roles: vec!["doctor".into()],
+                display_name: None,
+                fhir_user: Some(format!("Practitioner/{user}")),
+                department: None,
+                proofing: None,
+            },
+            PW,
+            T0,
+        )
+        .unwrap();
+}
+
+/// Fails `n` passwords, each after the previous retry delay; returns whether the last locked.
+fn fail_passwords(h: &Harness, user: &str, n: usize, from: i64) -> i64 {
+    let mut t = from;
+    for _ in 0..n {
+        let r = h.node.identity.authenticate(user, "wrong-password#1", None, t, None).unwrap();
+        assert!(r.is_err());
+        t += 120;
+    }
+    t
+}
+
+#[tokio::test]
+async fn r22_identity_settings_of_mamori_toml_take_effect() {
+    // Lockout: 3 failures lock for 600 s (the default, 10 failures for 1800 s, would not).
+    let config = "[identity]\nlockout_threshold = 3\nlockout_secs = 600\nsession_idle_secs = 60\nsession_absolute_secs = 600\npassword_history = 1\n";
+    let h = Harness::with_config(Some(config));
+    let id = &h.node.identity;
+    add_account(&h, "kato");
+    let t = fail_passwords(&h, "kato", 3, T0);
+    assert!(id.authenticate("kato", PW, None, t, None).unwrap().is_err(), "locked after 3 failures");
+    assert!(id.authenticate("kato", PW, None, t + 600, None).unwrap().is_ok(), "unlocked after lockout_secs");
+    // Sessions: idle 60 s, absolute 600 s (a signed-in session: password changed, TOTP).
+    let uri = id.enroll_totp("operator:admin", "kato", "Mamori", t).unwrap();
+    let secret = base32_decode(uri.split("secret=").nth(1).unwrap().split('&').next().unwrap());
+    const NEW: &str = "Zq9!tRe4#vWx-a";
+    id.change_password("kato", PW, NEW, t + 650).unwrap();
+    let signed_in = |at: i64| {
+        let auth = id.authenticate("kato", NEW, None, at, None).unwrap().unwrap();
+        let (token, _) = id.start_session(&auth, "ua", at).unwrap();
+        let code = mamori_identity::totp::code_at(&secret, at + 1).unwrap();
+        let stage = id.verify_totp(&token, "ua", &code, at + 1, None).unwrap().unwrap();
+        assert_eq!(stage, mamori_identity::session::Stage::Full);
+        token
+    };
+    let token = signed_in(t + 700);
+    assert!(id.session(&token, "ua", t + 750).unwrap().is_ok());
+    assert!(id.session(&token, "ua", t + 750 + 61).unwrap().is_err(), "idle lock after session_idle_secs");
+    let token = signed_in(t + 2000);
+    let mut now = t + 2001;
+    while now < t + 2000 + 600 {
+        now += 50;
+        let _ = id.session(&token, "ua", now).unwrap();
+    }
+    assert!(id.session(&token, "ua", now + 1).unwrap().is_err(), "absolute lifetime session_absolute_secs");
+    // Password history 1: the password before the current one may be used again.
+    id.change_password("kato", NEW, "Pm3$kLw8@nBv-q", t + 3001).unwrap();
+    id.change_password("kato", "Pm3$kLw8@nBv-q", NEW, t + 3002).unwrap();
+
+    // With the defaults the same three failures do not lock.
+    let d = Harness::new();
+    add_account(&d, "kato");
+    let t = fail_passwords(&d, "kato", 3, T0);
+    assert!(d.node.identity.authenticate("kato", PW, None, t, None).unwrap().is_ok());
+    assert!(d.node.identity.change_password("kato", PW, "Zq9!tRe4#vWx-a", t).is_ok());
+    assert!(d.node.identity.change_password("kato", "Zq9!tRe4#vWx-a", PW, t + 1).is_err(), "default history 5");
+}
+
+#[tokio::test]
+async fn r22_totp_guessing_locks_even_between_right_passwords() {
+    let h = Harness::new();
+    let id = &h.node.identity;
+    add_account(&h, "ito");
+    id.enroll_totp("operator:admin", "ito", "Mamori", T0).unwrap();
+    let mut t = T0 + 100;
+    let mut locked = false;
+    for _ in 0..12 {
+        // The right password (the login page's first step), then a wrong one-time code.
+        match id.authenticate("ito", PW, None, t, None).unwrap() {
+            Ok(auth) => {
+                let (token, _) = id.start_session(&auth, "ua", t).unwrap();
+                assert!(id.verify_totp(&token, "ua", "000000", t + 1, None).unwrap().is_err());
+            }
+            Err(_) => {
+                locked = true;
+                break;
+            }
+        }
+        t += 120;
+    }
+    assert!(locked, "ten wrong codes lock the account although the password was right each time");
+    assert!(
+        h.node.store.query(&EntryQuery { action: Some("alert-lock".into()), ..EntryQuery::default() }).unwrap().len()
+            == 1
+    );
+}
