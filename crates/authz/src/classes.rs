@@ -62,6 +62,39 @@ pub struct Rules {
     pub default: Vec<String>,
     /// Classes added when any Coding in the resource matches.
     pub by_code: Vec<CodeRule>,
+    /// Classes added when a CodeableConcept carries only text (no coding) containing a word
+    /// (issue #22: a text-only diagnosis must not escape its class).
+    #[serde(default)]
+    pub by_text: Vec<TextRule>,
+}
+
+/// A rule matching the text of an uncoded CodeableConcept: any of `words` (compared after
+/// lower-casing and NFKC width folding) adds `class`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TextRule {
+    /// Words or phrases.
+    pub words: Vec<String>,
+    /// The class it adds.
+    pub class: String,
+}
+
+/// Code systems that are ICD-10 or a national modification of it (ICD-10-CM, the OIDs of both,
+/// and any system URI naming ICD-10, such as Japanese ICD-10 code systems beside MEDIS 標準病名):
+/// the ICD-10 rules apply to them all. ICD-10 codes are case-insensitive and may be written with
+/// or without the dot.
+fn is_icd10(system: &str) -> bool {
+    let s = system.to_ascii_lowercase();
+    s == ICD10
+        || s.starts_with("http://hl7.org/fhir/sid/icd-10")
+        || s == "urn:oid:2.16.840.1.113883.6.3"
+        || s == "urn:oid:2.16.840.1.113883.6.90"
+        || s.contains("icd-10")
+        || s.contains("icd10")
+}
+
+/// A code as rules compare it: ICD-10 codes upper-cased without the dot.
+fn norm_code(system: &str, code: &str) -> String {
+    if is_icd10(system) { code.trim().to_ascii_uppercase().replace('.', "") } else { code.trim().to_string() }
 }
 
 const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
@@ -146,8 +179,22 @@ pub fn default_rules() -> Rules {
                 "reproductive",
             ),
             rule(ICD10, &[], &["Q9"], "genetic"),
-            // LOINC: HIV tests, genetic analyses, SARS-CoV-2.
-            rule(LOINC, &["7917-8", "5221-7", "68961-2", "56888-1", "75622-1", "25836-8"], &[], "hiv"),
+            // LOINC: HIV tests (antibody, antigen, antigen+antibody, RNA/DNA load and genotype of
+            // HIV-1 and HIV-2, from LOINC's HIV 1 / HIV 2 component parts), genetic analyses,
+            // SARS-CoV-2.
+            rule(
+                LOINC,
+                &[
+                    "7917-8", "5221-7", "68961-2", "56888-1", "75622-1", "25836-8", "20447-9", "31201-7", "5220-9",
+                    "5222-5", "7918-6", "9821-1", "10351-6", "25835-0", "29893-5", "30361-0", "43009-0", "49580-4",
+                    "49905-3", "62469-2", "41513-3", "41514-1", "41515-8", "41516-6", "75666-8", "48345-3", "48346-1",
+                    "13499-0", "21007-0", "29539-4", "33866-5", "40733-8", "42917-5", "44533-8", "44607-0", "44873-8",
+                    "51786-2", "57974-8", "57975-5", "69668-2", "80387-4", "85361-4", "85368-9", "86233-4", "89365-1",
+                    "89374-3",
+                ],
+                &[],
+                "hiv",
+            ),
             rule(
                 LOINC,
                 &["51969-4", "55232-3", "81247-9", "69548-6", "48018-6", "48013-7", "51958-7", "62374-4"],
@@ -162,6 +209,60 @@ pub fn default_rules() -> Rules {
             rule(SNOMED, &["409709004", "32895009"], &[], "genetic"),
             rule(SNOMED, &["840539006", "56717001"], &[], "infectious"),
         ],
+        by_text: vec![
+            TextRule {
+                words: [
+                    "hiv",
+                    "acquired immunodeficiency",
+                    "エイズ",
+                    "後天性免疫不全",
+                    "梅毒",
+                    "淋菌",
+                    "クラミジア",
+                    "性感染",
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                class: "hiv".into(),
+            },
+            TextRule {
+                words: [
+                    "精神",
+                    "うつ",
+                    "鬱",
+                    "統合失調",
+                    "双極",
+                    "躁",
+                    "不安障害",
+                    "パニック障害",
+                    "適応障害",
+                    "摂食障害",
+                    "依存症",
+                    "自殺",
+                    "psychiatr",
+                    "depress",
+                    "schizo",
+                    "bipolar",
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                class: "mental".into(),
+            },
+            TextRule {
+                words: ["遺伝", "染色体", "genetic", "hereditary"].map(str::to_string).to_vec(),
+                class: "genetic".into(),
+            },
+            TextRule {
+                words: ["妊娠", "分娩", "不妊", "流産", "中絶", "pregnan", "infertil", "abortion"]
+                    .map(str::to_string)
+                    .to_vec(),
+                class: "reproductive".into(),
+            },
+            TextRule {
+                words: ["結核", "肝炎", "感染症", "tubercul", "hepatitis"].map(str::to_string).to_vec(),
+                class: "infectious".into(),
+            },
+        ],
     }
 }
 
@@ -174,7 +275,13 @@ impl Rules {
     /// Checks that every class named is in the taxonomy.
     pub fn validate(&self) -> Result<(), LabelError> {
         let known: BTreeSet<String> = taxonomy().into_iter().map(|c| c.code).collect();
-        let named = self.by_type.values().flatten().chain(&self.default).chain(self.by_code.iter().map(|r| &r.class));
+        let named = self
+            .by_type
+            .values()
+            .flatten()
+            .chain(&self.default)
+            .chain(self.by_code.iter().map(|r| &r.class))
+            .chain(self.by_text.iter().map(|r| &r.class));
         for c in named {
             if !known.contains(c) {
                 return Err(LabelError(format!("`{c}` is not an information class")));
@@ -187,7 +294,9 @@ impl Rules {
     }
 }
 
-fn codings<'a>(v: &'a Value, out: &mut Vec<(&'a str, &'a str)>, depth: usize) {
+/// Every Coding's `(system, code)` in `v`, and the text of every CodeableConcept that has no
+/// coding (`texts`).
+fn codings<'a>(v: &'a Value, out: &mut Vec<(&'a str, &'a str)>, texts: &mut Vec<&'a str>, depth: usize) {
     if depth > 32 {
         return;
     }
@@ -196,15 +305,19 @@ fn codings<'a>(v: &'a Value, out: &mut Vec<(&'a str, &'a str)>, depth: usize) {
             if let (Some(Value::String(s)), Some(Value::String(c))) = (o.get("system"), o.get("code")) {
                 out.push((s.as_str(), c.as_str()));
             }
+            if let (Some(Value::String(t)), None) = (o.get("text"), o.get("coding")) {
+                // A CodeableConcept's text (a Narrative's `text` is an object, not a string).
+                texts.push(t.as_str());
+            }
             for (k, child) in o {
                 // The resource's own security labels are handled separately; contained
                 // resources are labelled with their container.
                 if k != "meta" {
-                    codings(child, out, depth + 1);
+                    codings(child, out, texts, depth + 1);
                 }
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| codings(x, out, depth + 1)),
+        Value::Array(a) => a.iter().for_each(|x| codings(x, out, texts, depth + 1)),
         _ => {}
     }
 }
@@ -227,10 +340,23 @@ pub fn classify(rules: &Rules, resource_type: &str, body: &Value) -> Result<BTre
     }
     out.extend(rules.by_type.get(resource_type).unwrap_or(&rules.default).iter().cloned());
     let mut found = Vec::new();
-    codings(body, &mut found, 0);
+    let mut texts = Vec::new();
+    codings(body, &mut found, &mut texts, 0);
     for (system, code) in found {
-        for r in rules.by_code.iter().filter(|r| r.system == system) {
-            if r.codes.iter().any(|c| c == code) || r.prefixes.iter().any(|p| code.starts_with(p.as_str())) {
+        let icd = is_icd10(system);
+        let code = norm_code(system, code);
+        for r in rules.by_code.iter().filter(|r| r.system == system || (icd && is_icd10(&r.system))) {
+            let matches = |c: &String| norm_code(&r.system, c) == code;
+            let starts = |p: &String| code.starts_with(norm_code(&r.system, p).as_str());
+            if r.codes.iter().any(matches) || r.prefixes.iter().any(starts) {
+                out.insert(r.class.clone());
+            }
+        }
+    }
+    for t in texts {
+        let t = t.to_lowercase();
+        for r in &rules.by_text {
+            if r.words.iter().any(|w| t.contains(&w.to_lowercase())) {
                 out.insert(r.class.clone());
             }
         }
@@ -262,5 +388,41 @@ mod tests {
         let mut wrong = default_rules();
         wrong.default = vec!["nonsense".into()];
         assert!(wrong.validate().is_err());
+    }
+
+    /// Issue #22 (6): codings the shipped rules missed.
+    #[test]
+    fn common_codings_and_text_only_diagnoses_are_labelled() {
+        let r = default_rules();
+        let c = |v: Value| classify(&r, "Condition", &v).unwrap_or_default();
+        let coded = |system: &str, code: &str| json!({"resourceType": "Condition", "code": {"coding": [{"system": system, "code": code}]}});
+        for (system, code) in [
+            ("http://hl7.org/fhir/sid/icd-10-cm", "B20"),
+            ("urn:oid:2.16.840.1.113883.6.3", "B20"),
+            ("urn:oid:2.16.840.1.113883.6.90", "B20"),
+            ("http://hl7.org/fhir/sid/icd-10", "b20"),
+            ("http://hl7.org/fhir/sid/icd-10", "Z21"),
+            ("http://jpfhir.jp/fhir/core/CodeSystem/JP_ICD10_CS", "B24"),
+        ] {
+            assert!(c(coded(system, code)).contains("hiv"), "{system} {code}");
+        }
+        assert!(c(coded("http://hl7.org/fhir/sid/icd-10-cm", "f32.1")).contains("mental"));
+        // A JP Core Condition: MEDIS 標準病名 code beside its ICD-10 code.
+        let jp = json!({"resourceType": "Condition", "code": {"coding": [
+            {"system": "http://medis.or.jp/CodeSystem/master-disease-keyNumber", "code": "20054525"},
+            {"system": "http://jpfhir.jp/fhir/core/CodeSystem/JP_ICD10_CS", "code": "F20.0"}]}});
+        assert!(c(jp).contains("mental"));
+        for code in ["20447-9", "31201-7"] {
+            let v = json!({"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": code}]}});
+            assert!(classify(&r, "Observation", &v).unwrap_or_default().contains("hiv"), "{code}");
+        }
+        let text = |t: &str| json!({"resourceType": "Condition", "code": {"text": t}});
+        assert!(c(text("HIV感染症")).contains("hiv"));
+        assert!(c(text("統合失調症")).contains("mental"));
+        assert!(c(text("妊娠高血圧症候群")).contains("reproductive"));
+        assert_eq!(c(text("高血圧症")).into_iter().collect::<Vec<_>>(), vec!["general"]);
+        // A narrative is not a CodeableConcept's text.
+        let narrative = json!({"resourceType": "Condition", "text": {"status": "generated", "div": "<div>HIV</div>"}});
+        assert!(!c(narrative).contains("hiv"));
     }
 }
