@@ -589,3 +589,26 @@ async fn r22_totp_guessing_locks_even_between_right_passwords() {
             == 1
     );
 }
+
+#[tokio::test]
+async fn r22_an_export_job_records_what_it_withheld() {
+    let w = world().await;
+    let h = &w.h;
+    put(h, obs("obs-seen", "p-care", "http://loinc.org", "2345-7", 1.0)).await;
+    put(h, obs("obs-withheld", "p-other", "http://loinc.org", "2345-7", 1.0)).await;
+    let m = crate::bulk::export(h, &w.doctor, "/fhir/$export?_type=Observation").await;
+    assert!(m["output"].as_array().is_some_and(|o| !o.is_empty()), "{m}");
+    let jobs: Vec<AuditRecord> = h
+        .node
+        .store
+        .query(&EntryQuery { action: Some("export-job".into()), ..EntryQuery::default() })
+        .unwrap()
+        .iter()
+        .map(|(_, e)| serde_json::from_slice(e).unwrap())
+        .collect();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let detail = jobs[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("Observation/obs-withheld"), "the job's denials are in the trail: {detail}");
+    assert!(!detail.contains("obs-seen"));
+    assert_eq!(jobs[0].patients, vec!["Patient/p-care".to_string()]);
+}

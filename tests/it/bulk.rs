@@ -21,7 +21,7 @@ async fn get_as(h: &Harness, token: &str, uri: &str, headers: &[(&str, &str)]) -
 const ASYNC: &[(&str, &str)] = &[("prefer", "respond-async"), ("accept", "application/fhir+json")];
 
 /// Kicks off an export and polls it to completion; returns the manifest.
-async fn export(h: &Harness, token: &str, uri: &str) -> Value {
+pub(crate) async fn export(h: &Harness, token: &str, uri: &str) -> Value {
     let r = get_as(h, token, uri, ASYNC).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{uri}: {}", r.diagnostics());
     let status = r.header("content-location").unwrap();

@@ -317,8 +317,45 @@ async fn kickoff(
     let transaction_time = mamori_records::Clock::now(&mamori_records::SystemClock);
     let filter = ExportFilter { types: Some(types), since: k.since, scope };
     let (records, ctx, dir) = (s.records.clone(), p.context(), jobs.job_dir(&id));
+    let (audit, principal, job_id) = (s.audit.clone(), p.clone(), id.clone());
     tokio::task::spawn_blocking(move || {
         let result = write_files(&records, &ctx, &filter, &dir, &job);
+        // The job's own audit entry (issue #22): what it wrote and, above all, what the access
+        // policy withheld while it ran, which the kick-off request's entry could not know.
+        let denied = principal.denied();
+        let mut entry = mamori_audit::AuditRecord::new(
+            "export-job",
+            principal.audit_actor(),
+            if result.is_ok() { mamori_audit::Outcome::Success } else { mamori_audit::Outcome::Failure },
+            &principal.purpose(),
+        );
+        entry.resources = vec![format!("$export/{job_id}")];
+        if let Ok(files) = &result {
+            entry.resources.extend(
+                files.iter().map(|f| format!("$export/{job_id}/{}.ndjson ({} resources)", f.resource_type, f.count)),
+            );
+            let mut patients: Vec<String> = files.iter().flat_map(|f| f.patients.iter().cloned()).collect();
+            patients.sort();
+            patients.dedup();
+            entry.patients = patients;
+        }
+        entry.detail =
+            (!denied.is_empty()).then(|| format!("withheld or refused by access policy: {}", denied.join("; ")));
+        if let Err(e) = audit.append(vec![entry]) {
+            tracing::error!(error = %e, "the export job's audit entry could not be written; its files are not offered");
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Ok(mut st) = job.state.lock() {
+                *st = JobState::Ended(Ended {
+                    owner: job.owner.clone(),
+                    request: request.clone(),
+                    transaction_time: transaction_time.to_fhir(),
+                    ended: now_secs(),
+                    files: Vec::new(),
+                    error: Some("the job's audit entry could not be written".into()),
+                });
+            }
+            return;
+        }
         let (files, error) = match result {
             Ok(files) => (files, None),
             Err(e) => {
