@@ -169,7 +169,8 @@ pub fn verify(
 ) -> Result<Report, String> {
     let verifier = NoteVerifier::parse(verifier_key).map_err(|e| e.to_string())?;
     let configured = crate::config::load(&dir.join("mamori.toml")).ok().and_then(|c| c.database);
-    let mut db: Box<dyn Source> = match database.or(configured.as_deref()) {
+    let url = database.or(configured.as_deref());
+    let mut db: Box<dyn Source> = match url {
         Some(url) => Box::new(PgSource::open(url)?),
         None => Box::new(SqliteSource(
             Connection::open_with_flags(dir.join("mamori.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use mamori_audit::{AuditRecord, EntryQuery};
 use serde_json::{Value, json};
 
+use crate::identity::base32_decode;
 use crate::support::{Harness, Resp};
 
 async fn as_(
@@ -469,20 +470,6 @@ async fn r22_bearer_scheme_is_case_insensitive() {
 
 const T0: i64 = 1_900_000_000;
 
-fn base32_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut buf, mut bits) = (0u32, 0);
-    for c in s.chars() {
-        let v = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".find(c).unwrap() as u32;
-        buf = (buf << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    out
-}
 const PW: &str = "k7#Vq2!mZp-w9Xr";
 
 fn add_account(h: &Harness, user: &str) {
@@ -504,7 +491,7 @@ fn add_account(h: &Harness, user: &str) {
         .unwrap();
 }
 
-/// Fails `n` passwords, each after the previous retry delay; returns whether the last locked.
+/// Fails `n` passwords, each after the previous retry delay; returns the time after the last.
 fn fail_passwords(h: &Harness, user: &str, n: usize, from: i64) -> i64 {
     let mut t = from;
     for _ in 0..n {

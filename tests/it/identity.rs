@@ -11,7 +11,7 @@ use crate::support::Harness;
 const T0: i64 = 1_900_000_000;
 const PW: &str = "k7#Vq2!mZp-w9";
 
-fn base32_decode(s: &str) -> Vec<u8> {
+pub(crate) fn base32_decode(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let (mut buf, mut bits) = (0u32, 0);
     for c in s.chars() {

@@ -334,28 +334,19 @@ async fn kickoff(
             entry.resources.extend(
                 files.iter().map(|f| format!("$export/{job_id}/{}.ndjson ({} resources)", f.resource_type, f.count)),
             );
-            let mut patients: Vec<String> = files.iter().flat_map(|f| f.patients.iter().cloned()).collect();
-            patients.sort();
-            patients.dedup();
-            entry.patients = patients;
+            let patients: BTreeSet<&String> = files.iter().flat_map(|f| &f.patients).collect();
+            entry.patients = patients.into_iter().cloned().collect();
         }
         entry.detail =
             (!denied.is_empty()).then(|| format!("withheld or refused by access policy: {}", denied.join("; ")));
-        if let Err(e) = audit.append(vec![entry]) {
-            tracing::error!(error = %e, "the export job's audit entry could not be written; its files are not offered");
-            let _ = std::fs::remove_dir_all(&dir);
-            if let Ok(mut st) = job.state.lock() {
-                *st = JobState::Ended(Ended {
-                    owner: job.owner.clone(),
-                    request: request.clone(),
-                    transaction_time: transaction_time.to_fhir(),
-                    ended: now_secs(),
-                    files: Vec::new(),
-                    error: Some("the job's audit entry could not be written".into()),
-                });
+        // Without its entry the job offers no files: it ends as failed, through the same path.
+        let result = match audit.append(vec![entry]) {
+            Ok(_) => result,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(format!("the job's audit entry could not be written: {e}"))
             }
-            return;
-        }
+        };
         let (files, error) = match result {
             Ok(files) => (files, None),
             Err(e) => {

@@ -1063,15 +1063,13 @@ impl Records {
                 let n = all.len();
                 for v in all {
                     let key = (v.resource_type.to_string(), v.id.to_string());
-                    let current = match currents.get(&key) {
-                        Some(c) => c.clone(),
-                        None => {
-                            let c = tx.current(&v.resource_type, &v.id)?.unwrap_or_else(|| v.clone());
-                            currents.insert(key, c.clone());
-                            c
+                    let current = match currents.entry(key) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(tx.current(&v.resource_type, &v.id)?.unwrap_or_else(|| v.clone()))
                         }
                     };
-                    if !ctx.may_see_version(tx, &v, &current)? {
+                    if !ctx.may_see_version(tx, &v, current)? {
                         hidden = true;
                     } else if skipped < q.offset {
                         skipped += 1;

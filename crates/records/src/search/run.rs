@@ -98,7 +98,6 @@ impl Records {
             let mut found: Vec<(VersionRecord, Hit)> = Vec::new();
             let mut more = false;
             let mut cur = self.resolve_joins(tx, ctx, q)?;
-            let joined = cur.clone();
             if req.count > 0 {
                 // Past a full page, keep going until one more *visible* match is found: whether
                 // there is a next page must not depend on hidden candidates.
@@ -138,7 +137,7 @@ impl Records {
             let total = match req.total {
                 TotalMode::None => None,
                 TotalMode::Default => (q.cursor.is_none() && !more && req.count > 0).then_some(found.len() as u64),
-                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, &joined)?),
+                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, &cur)?),
             };
             let matches: Vec<VersionRecord> = found.into_iter().map(|(v, _)| v).collect();
             let mut page = SearchPage { matches, next, previous, total, ..SearchPage::default() };
@@ -147,7 +146,8 @@ impl Records {
         }
     }
 
-    /// Matches the requester may see; without a guard (operator tools) the store's count.
+    /// Matches of `q` (from its start, whatever its cursor) the requester may see; without a
+    /// guard (operator tools) the store's count.
     fn count_visible(&self, tx: &mut dyn Tx, ctx: &RequestContext, q: &SearchQuery) -> Result<u64, RecordError> {
         let mut q = q.clone();
         q.cursor = None;
