@@ -519,11 +519,12 @@ async fn r22_identity_settings_of_mamori_toml_take_effect() {
     id.change_password("kato", PW, NEW, t + 650).unwrap();
     let signed_in = |at: i64| {
         let auth = id.authenticate("kato", NEW, None, at, None).unwrap().unwrap();
-        let (token, _) = id.start_session(&auth, "ua", at).unwrap();
+        let (token, _) = id.start_session(&auth, "ua", None, at).unwrap();
         let code = mamori_identity::totp::code_at(&secret, at + 1).unwrap();
-        let stage = id.verify_totp(&token, "ua", &code, at + 1, None).unwrap().unwrap();
-        assert_eq!(stage, mamori_identity::session::Stage::Full);
-        token
+        let step = id.verify_totp(&token, "ua", &code, at + 1, None).unwrap().unwrap();
+        assert_eq!(step.stage, mamori_identity::session::Stage::Full);
+        assert_ne!(step.token, token, "the session id changes with the second factor");
+        step.token
     };
     let token = signed_in(t + 700);
     assert!(id.session(&token, "ua", t + 750).unwrap().is_ok());
@@ -560,7 +561,7 @@ async fn r22_totp_guessing_locks_even_between_right_passwords() {
         // The right password (the login page's first step), then a wrong one-time code.
         match id.authenticate("ito", PW, None, t, None).unwrap() {
             Ok(auth) => {
-                let (token, _) = id.start_session(&auth, "ua", t).unwrap();
+                let (token, _) = id.start_session(&auth, "ua", None, t).unwrap();
                 assert!(id.verify_totp(&token, "ua", "000000", t + 1, None).unwrap().is_err());
             }
             Err(_) => {

@@ -312,17 +312,23 @@ async fn recovery_codes_work_once_in_place_of_the_authenticator() {
 
     let ua = "browser-1";
     let auth = id.authenticate("endo", PW, None, T0, None).unwrap().unwrap();
-    let (token, stage) = id.start_session(&auth, ua, T0).unwrap();
+    let (token, stage) = id.start_session(&auth, ua, None, T0).unwrap();
     assert_eq!(stage, mamori_identity::session::Stage::NeedTotp);
     assert!(id.verify_recovery(&token, ua, "AAAA-BBBB-CCCC-DDDD", T0 + 1, None).unwrap().is_err());
     let typed = codes[3].to_lowercase().replace('-', " ");
-    let stage = id.verify_recovery(&token, ua, &typed, T0 + 3, None).unwrap().unwrap();
-    assert_eq!(stage, mamori_identity::session::Stage::NeedPasswordChange, "then the initial password must change");
+    let step = id.verify_recovery(&token, ua, &typed, T0 + 3, None).unwrap().unwrap();
+    assert_eq!(
+        step.stage,
+        mamori_identity::session::Stage::NeedPasswordChange,
+        "then the initial password must change"
+    );
+    assert!(id.session(&token, ua, T0 + 3).unwrap().is_err(), "the pre-second-factor id no longer works");
+    assert!(id.session(&step.token, ua, T0 + 3).unwrap().is_ok());
     assert_eq!(h.node.store.credentials("endo").unwrap().unwrap().recovery.len(), 9);
 
     // The same code cannot be used again.
     let auth = id.authenticate("endo", PW, None, T0 + 10, None).unwrap().unwrap();
-    let (token, _) = id.start_session(&auth, ua, T0 + 10).unwrap();
+    let (token, _) = id.start_session(&auth, ua, None, T0 + 10).unwrap();
     assert!(id.verify_recovery(&token, ua, &codes[3], T0 + 11, None).unwrap().is_err());
     // A session presented by another browser cannot continue the login.
     assert!(id.verify_recovery(&token, "browser-2", &codes[4], T0 + 12, None).unwrap().is_err());

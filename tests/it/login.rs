@@ -64,7 +64,14 @@ fn an_outside_client_signs_in_with_two_factors_through_the_pages() {
 
     let out = cli(&["audit", "export", "--format", "csv", "--data-dir", dir.to_str().unwrap()]);
     let csv = String::from_utf8(out.stdout).unwrap();
-    for needle in [",login,denied,", ",login,success,", ",enrol,success,", ",logout,success,", "session lasted"] {
+    for needle in [
+        ",login,denied,",
+        ",login,success,",
+        ",enrol,success,",
+        ",logout,success,",
+        "session lasted",
+        ",alert-session,denied,",
+    ] {
         assert!(csv.contains(needle), "audit lacks {needle}:\n{csv}");
     }
     assert!(!csv.contains("k7#Vq2!mZp-w9") && !csv.contains(&secret), "no secrets in the trail");

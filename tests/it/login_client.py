@@ -54,11 +54,19 @@ assert r.status_code == 400 and "辞書にある単語" in r.text, r.text
 r = s.post(base + "/login/password?next=/account", data=dict(form, csrf=csrf(r.text)))
 assert r.url.endswith("/account") and user in r.text, (r.url, r.text)
 
-# The session belongs to this browser only.
-other = requests.get(base + "/account", cookies=s.cookies, headers={"User-Agent": "another-terminal"}, allow_redirects=False)
-assert other.status_code == 303, other.status_code
-
 r = s.post(base + "/logout", data={"csrf": csrf(r.text)})
 assert "/login" in r.url
+assert s.get(base + "/account", allow_redirects=False).status_code == 303
+
+# The session belongs to this browser only: its cookie used from another terminal is refused,
+# and the session ends for its owner too (the token was stolen; whoever has it, it is dead).
+r = s.get(base + "/login?next=/account")
+r = s.post(base + "/login?next=/account", data={"username": user, "password": new_pw, "csrf": csrf(r.text)})
+assert "/login/totp" in r.url, r.url
+# The current step's code is spent (replay protection): the next step's is within the window.
+r = s.post(base + "/login/totp?next=/account", data={"code": pyotp.TOTP(secret).at(time.time() + 30), "csrf": csrf(r.text)})
+assert r.url.endswith("/account") and user in r.text, (r.url, r.text)
+other = requests.get(base + "/account", cookies=s.cookies, headers={"User-Agent": "another-terminal"}, allow_redirects=False)
+assert other.status_code == 303, other.status_code
 assert s.get(base + "/account", allow_redirects=False).status_code == 303
 print("ok")

@@ -19,5 +19,6 @@ mod login;
 mod nodes;
 mod oauth;
 mod search;
+mod sessions;
 mod smart;
 mod support;

@@ -42,11 +42,10 @@ fn signed_in(h: &Harness, user: &str, roles: &[&str], fhir_user: &str) -> String
     let uri = id.enroll_totp("operator:test", user, "Mamori", now_secs()).unwrap();
     let seed = b32decode(uri.split("secret=").nth(1).unwrap().split('&').next().unwrap());
     let auth = id.authenticate(user, PW, None, now_secs(), None).unwrap().unwrap();
-    let (token, _) = id.start_session(&auth, UA, now_secs()).unwrap();
+    let (token, _) = id.start_session(&auth, UA, None, now_secs()).unwrap();
     let code = mamori_identity::totp::code_at(&seed, now_secs()).unwrap();
-    id.verify_totp(&token, UA, &code, now_secs(), None).unwrap().unwrap();
-    id.change_password_in_session(&token, UA, PW, NEW_PW, now_secs()).unwrap().unwrap();
-    token
+    let step = id.verify_totp(&token, UA, &code, now_secs(), None).unwrap().unwrap();
+    id.change_password_in_session(&step.token, UA, PW, NEW_PW, now_secs()).unwrap().unwrap().token
 }
 
 fn register_app(h: &Harness, id: &str, scope: &str, secret: bool) {
@@ -246,7 +245,7 @@ async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
     // A session that has not finished two-factor login is sent on to finish it.
     h.add_user("half", &["doctor"], "Practitioner/half");
     let auth = h.node.identity.authenticate("half", PW, None, now_secs(), None).unwrap().unwrap();
-    let (half, _) = h.node.identity.start_session(&auth, UA, now_secs()).unwrap();
+    let (half, _) = h.node.identity.start_session(&auth, UA, None, now_secs()).unwrap();
     let r = browse(&h, Some(&half), &format!("/oauth/authorize?{q}")).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert!(r.header("location").unwrap().starts_with("/login/enroll"), "no consent before the second factor");

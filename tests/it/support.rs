@@ -167,6 +167,12 @@ impl Harness {
         Harness { dir, node, app, token, db: None }
     }
 
+    /// The same node served as if from `public_url` (e.g. `https://…`: `Secure`, `__Host-` cookies).
+    pub fn with_public_url(mut self, public_url: &str) -> Harness {
+        self.app = mamori_http::app(self.node.app_state(public_url));
+        self
+    }
+
     /// A token for `scope` from a client registered with it.
     pub fn token_for(&self, client: &str, scope: &str) -> String {
         register_client(&self.node, client, scope);

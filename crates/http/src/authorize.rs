@@ -162,7 +162,7 @@ async fn check(s: &AppState, params: Vec<(String, String)>) -> Result<Authorizat
 /// The signed-in person with a full two-factor session, or where to send the browser.
 async fn person(s: &AppState, headers: &HeaderMap, back: &str) -> Result<mamori_identity::session::Session, Response> {
     let login = || crate::login::redirect(&format!("/login?next={}", form_encode(back)), Vec::new());
-    let Some(token) = crate::login::cookie(headers, crate::login::SESSION) else { return Err(login()) };
+    let Some(token) = crate::login::session_of(s, headers) else { return Err(login()) };
     let (id, ua) = (s.identity.clone(), crate::login::browser(headers));
     match tokio::task::spawn_blocking(move || id.session(&token, &ua, now())).await {
         Ok(Ok(Ok(sess))) if sess.stage == Stage::Full => Ok(sess),
@@ -481,7 +481,7 @@ pub async fn decide(
     body: Body,
 ) -> Response {
     let lang = lang_of(&PageQuery::default(), &headers);
-    let Some(f) = crate::login::form(&headers, body).await else {
+    let Some(f) = crate::login::form(&s, &headers, body).await else {
         return crate::login::bad_request(&s, &headers, lang);
     };
     let request: Vec<(String, String)> = f.iter().filter(|(k, _)| CARRIED.contains(&k.as_str())).cloned().collect();

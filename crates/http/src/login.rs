@@ -1,8 +1,18 @@
 //! Login pages (A2, A4–A6): password → TOTP (or enrolment) → forced password change → signed in.
 //! Japanese first, English with `?lang=en`. Standard form fields and `autocomplete` values so
-//! password managers and assistive tools work; a double-submit CSRF token on every form;
-//! session cookies HttpOnly, SameSite=Lax (single sign-on into `/oauth/authorize`), and Secure when served over https. Every failure
-//! shows only 「認証に失敗しました」.
+//! password managers and assistive tools work. Every failure shows only 「認証に失敗しました」.
+//!
+//! Browser-session defences, all here:
+//! - every form carries a CSRF token bound to the browser's session (a digest of the session
+//!   token; before sign-in, of a random pre-session cookie), so a token from another session —
+//!   or one an attacker planted in a cookie beside it — does not pass;
+//! - every POST must come from this site: `Sec-Fetch-Site` must be `same-origin` (or `none`), an
+//!   `Origin` must be this server's, and `Origin: null` is refused;
+//! - the session id changes at every login step that raises its privilege (password, second
+//!   factor, password change);
+//! - cookies are HttpOnly and SameSite=Lax (single sign-on into `/oauth/authorize`); over HTTPS
+//!   they are `Secure` and named `__Host-…`, which browsers only accept from this host, for
+//!   path `/`, over HTTPS: a sibling subdomain or a plain-http page cannot plant them.
 
 use std::net::SocketAddr;
 
@@ -15,8 +25,10 @@ use subtle::ConstantTimeEq;
 
 use crate::AppState;
 
-pub(crate) const SESSION: &str = "mamori_session";
-const CSRF: &str = "mamori_csrf";
+const SESSION: &str = "mamori_session";
+const PRE_SESSION: &str = "mamori_csrf";
+const HOST_SESSION: &str = "__Host-mamori_session";
+const HOST_PRE_SESSION: &str = "__Host-mamori_csrf";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lang {
@@ -37,6 +49,77 @@ pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         let (k, v) = kv.trim().split_once('=')?;
         (k == name).then(|| v.to_string())
     })
+}
+
+fn https(s: &AppState) -> bool {
+    s.config.public_url.starts_with("https://")
+}
+
+/// The session token the browser sent, if any.
+pub(crate) fn session_of(s: &AppState, headers: &HeaderMap) -> Option<String> {
+    cookie(headers, if https(s) { HOST_SESSION } else { SESSION })
+}
+
+/// The `Set-Cookie` value that gives the browser a session token.
+pub(crate) fn set_session(s: &AppState, token: &str) -> String {
+    // Lax, not Strict: an application's top-level redirect to /oauth/authorize must carry the
+    // session (single sign-on). Every state-changing form still needs the CSRF token.
+    let name = if https(s) { HOST_SESSION } else { SESSION };
+    format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax{}", secure(s))
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub(crate) fn clear_session(s: &AppState) -> String {
+    let name = if https(s) { HOST_SESSION } else { SESSION };
+    format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", secure(s))
+}
+
+/// What a form's CSRF token is bound to: the session cookie, or before sign-in the pre-session
+/// cookie. `None` when the browser sent neither (or a malformed pre-session cookie).
+fn csrf_binding(s: &AppState, headers: &HeaderMap) -> Option<String> {
+    session_of(s, headers).or_else(|| {
+        cookie(headers, if https(s) { HOST_PRE_SESSION } else { PRE_SESSION })
+            .filter(|c| c.len() == 64 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
+/// The CSRF token for a binding: a digest, so the token tells nothing about the cookie.
+fn csrf_for(binding: &str) -> String {
+    mamori_identity::session::digest(&format!("mamori-csrf\0{binding}")).chars().take(32).collect()
+}
+
+/// Whether a state-changing request comes from this site (Fetch Metadata, then `Origin`). A
+/// request with neither header (a non-browser client, an old browser) passes here and still
+/// needs its CSRF token.
+pub(crate) fn from_this_site(s: &AppState, headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.to_str(), Ok("same-origin" | "none"))
+    {
+        return false;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let Ok(origin) = origin.to_str() else { return false };
+    let Ok(o) = url::Url::parse(origin) else { return false };
+    if o.host_str().is_none() {
+        return false; // `null` and other opaque origins
+    }
+    let ours = url::Url::parse(&s.config.public_url).is_ok_and(|p| p.origin() == o.origin());
+    // The address the browser used (a deployment reached by another name than `public_url`):
+    // a cross-site request names the attacker's origin here, never ours.
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let authority = match (o.host_str(), o.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    };
+    ours || host.is_some_and(|h| h.eq_ignore_ascii_case(&authority))
+}
+
+/// Checks a request's CSRF token (sent in a form field or the `X-CSRF-Token` header) against
+/// the browser's session, and that it comes from this site.
+pub(crate) fn csrf_ok(s: &AppState, headers: &HeaderMap, sent: &str) -> bool {
+    let Some(binding) = csrf_binding(s, headers) else { return false };
+    from_this_site(s, headers) && bool::from(sent.as_bytes().ct_eq(csrf_for(&binding).as_bytes()))
 }
 
 pub(crate) fn browser(headers: &HeaderMap) -> String {
@@ -118,12 +201,14 @@ pub(crate) fn secure(s: &AppState) -> &'static str {
     if s.config.public_url.starts_with("https://") { "; Secure" } else { "" }
 }
 
-fn csrf_token(headers: &HeaderMap) -> (String, Option<String>) {
-    match cookie(headers, CSRF) {
-        Some(c) if c.len() == 32 && c.bytes().all(|b| b.is_ascii_hexdigit()) => (c, None),
-        _ => {
-            let t: String = mamori_identity::session_token().map(|t| t.chars().take(32).collect()).unwrap_or_default();
-            (t.clone(), Some(t))
+/// The CSRF token for a page, and a new pre-session cookie value when the browser has neither
+/// a session nor a pre-session cookie yet.
+fn csrf_token(s: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
+    match csrf_binding(s, headers) {
+        Some(b) => (csrf_for(&b), None),
+        None => {
+            let pre = mamori_identity::session_token().unwrap_or_default();
+            (csrf_for(&pre), Some(pre))
         }
     }
 }
@@ -137,7 +222,7 @@ pub(crate) fn render(
     form: &str,
     status: StatusCode,
 ) -> Response {
-    let (csrf, new_cookie) = csrf_token(headers);
+    let (csrf, new_cookie) = csrf_token(s, headers);
     let form = form.replace("{csrf}", &format!(r#"<input type="hidden" name="csrf" value="{}">"#, esc(&csrf)));
     let err = error.map(|e| format!(r#"<p role="alert" class="error">{}</p>"#, esc(e))).unwrap_or_default();
     let other = if lang == Lang::Ja {
@@ -156,7 +241,8 @@ pub(crate) fn render(
     );
     let mut page = Page { status, html, cookies: Vec::new() };
     if let Some(c) = new_cookie {
-        page.cookies.push(format!("{CSRF}={c}; Path=/; HttpOnly; SameSite=Lax{}", secure(s)));
+        let name = if https(s) { HOST_PRE_SESSION } else { PRE_SESSION };
+        page.cookies.push(format!("{name}={c}; Path=/; HttpOnly; SameSite=Lax{}", secure(s)));
     }
     page.cookies.push(format!(
         "mamori_lang={}; Path=/; SameSite=Strict{}",
@@ -199,17 +285,17 @@ pub(crate) fn redirect(to: &str, cookies: Vec<String>) -> Response {
     r
 }
 
-/// Reads a form body and checks its CSRF token against the cookie.
-pub(crate) async fn form(headers: &HeaderMap, body: Body) -> Option<Vec<(String, String)>> {
+/// Reads a form body and checks its CSRF token against the browser's session and its origin
+/// ([`csrf_ok`]).
+pub(crate) async fn form(s: &AppState, headers: &HeaderMap, body: Body) -> Option<Vec<(String, String)>> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return None;
     }
     let bytes = axum::body::to_bytes(body, 16 * 1024).await.ok()?;
     let f = crate::oauth::parse_form(&bytes).ok()?;
-    let sent = f.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.clone())?;
-    let expected = cookie(headers, CSRF)?;
-    (expected.len() == 32 && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))).then_some(f)
+    let sent = f.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str())?;
+    csrf_ok(s, headers, sent).then_some(f)
 }
 
 pub(crate) fn field<'a>(f: &'a [(String, String)], k: &str) -> &'a str {
@@ -275,25 +361,20 @@ pub async fn login_submit(
 ) -> Response {
     let lang = lang_of(&q, &headers);
     let next = safe_next(q.next.as_ref());
-    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
+    let Some(f) = form(&s, &headers, body).await else { return bad_request(&s, &headers, lang) };
     let source = peer.map(|p| p.0.0.ip().to_string());
     let (user, pw) = (field(&f, "username").trim().to_string(), field(&f, "password").to_string());
     let id = s.identity.clone();
-    let ua = browser(&headers);
+    let (ua, previous) = (browser(&headers), session_of(&s, &headers));
     let r = tokio::task::spawn_blocking(move || -> Result<Option<(String, Stage)>, mamori_identity::Error> {
         match id.authenticate(&user, &pw, None, now(), source.as_deref())? {
-            Ok(auth) => id.start_session(&auth, &ua, now()).map(Some),
+            Ok(auth) => id.start_session(&auth, &ua, previous.as_deref(), now()).map(Some),
             Err(_) => Ok(None),
         }
     })
     .await;
     match r {
-        Ok(Ok(Some((token, stage)))) => {
-            // Lax, not Strict: an application's top-level redirect to /oauth/authorize must carry
-            // the session (single sign-on). Every state-changing form still needs the CSRF token.
-            let c = format!("{SESSION}={token}; Path=/; HttpOnly; SameSite=Lax{}", secure(&s));
-            redirect(&stage_path(stage, &next), vec![c])
-        }
+        Ok(Ok(Some((token, stage)))) => redirect(&stage_path(stage, &next), vec![set_session(&s, &token)]),
         Ok(Ok(None)) => failed(&s, &headers, lang, &login_form(lang, &next)),
         _ => server_error(&s, &headers, lang),
     }
@@ -352,7 +433,7 @@ fn code_form(lang: Lang, action: &str, next: &str) -> String {
 
 /// The second-step forms for what the account has: passkey button, TOTP code, recovery code.
 async fn second_step_forms(s: &AppState, headers: &HeaderMap, lang: Lang, next: &str) -> String {
-    let factors = match cookie(headers, SESSION) {
+    let factors = match session_of(s, headers) {
         Some(token) => {
             let (id, ua) = (s.identity.clone(), browser(headers));
             tokio::task::spawn_blocking(move || id.pending_factors(&token, &ua, now()))
@@ -400,8 +481,8 @@ pub async fn totp_submit(
 ) -> Response {
     let lang = lang_of(&q, &headers);
     let next = safe_next(q.next.as_ref());
-    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
-    let Some(token) = cookie(&headers, SESSION) else {
+    let Some(f) = form(&s, &headers, body).await else { return bad_request(&s, &headers, lang) };
+    let Some(token) = session_of(&s, &headers) else {
         return redirect(&format!("/login?next={}", crate::oauth::form_encode(&next)), Vec::new());
     };
     let code = field(&f, "code").to_string();
@@ -416,7 +497,7 @@ pub async fn totp_submit(
     })
     .await;
     match r {
-        Ok(Ok(Ok(stage))) => redirect(&stage_path(stage, &next), Vec::new()),
+        Ok(Ok(Ok(step))) => redirect(&stage_path(step.stage, &next), vec![set_session(&s, &step.token)]),
         Ok(Ok(Err(_))) => {
             let forms = second_step_forms(&s, &headers, lang, &next).await;
             render(
@@ -437,7 +518,7 @@ pub async fn totp_submit(
 pub async fn enroll_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
     let lang = lang_of(&q, &headers);
     let next = safe_next(q.next.as_ref());
-    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login", Vec::new()) };
+    let Some(token) = session_of(&s, &headers) else { return redirect("/login", Vec::new()) };
     let (id, ua) = (s.identity.clone(), browser(&headers));
     let r = tokio::task::spawn_blocking(move || id.begin_enrol(&token, &ua, "Mamori", now())).await;
     let uri = match r {
@@ -494,13 +575,13 @@ pub async fn enroll_submit(
 ) -> Response {
     let lang = lang_of(&q, &headers);
     let next = safe_next(q.next.as_ref());
-    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
-    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login", Vec::new()) };
+    let Some(f) = form(&s, &headers, body).await else { return bad_request(&s, &headers, lang) };
+    let Some(token) = session_of(&s, &headers) else { return redirect("/login", Vec::new()) };
     let code = field(&f, "code").to_string();
     let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
     let r = tokio::task::spawn_blocking(move || id.confirm_enrol(&token, &ua, &code, now(), source.as_deref())).await;
     match r {
-        Ok(Ok(Ok(stage))) => redirect(&stage_path(stage, &next), Vec::new()),
+        Ok(Ok(Ok(step))) => redirect(&stage_path(step.stage, &next), vec![set_session(&s, &step.token)]),
         Ok(Ok(Err(_))) => render(
             &s,
             &headers,
@@ -557,8 +638,8 @@ pub async fn password_submit(
 ) -> Response {
     let lang = lang_of(&q, &headers);
     let next = safe_next(q.next.as_ref());
-    let Some(f) = form(&headers, body).await else { return bad_request(&s, &headers, lang) };
-    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login", Vec::new()) };
+    let Some(f) = form(&s, &headers, body).await else { return bad_request(&s, &headers, lang) };
+    let Some(token) = session_of(&s, &headers) else { return redirect("/login", Vec::new()) };
     let title = t(lang, "パスワードの変更", "Change your password");
     if field(&f, "new_password") != field(&f, "new_password2") {
         let msg = t(lang, "新しいパスワードが一致しません", "The new passwords do not match");
@@ -568,7 +649,7 @@ pub async fn password_submit(
     let (id, ua) = (s.identity.clone(), browser(&headers));
     let r = tokio::task::spawn_blocking(move || id.change_password_in_session(&token, &ua, &cur, &new, now())).await;
     match r {
-        Ok(Ok(Ok(_))) => redirect(&next, Vec::new()),
+        Ok(Ok(Ok(step))) => redirect(&next, vec![set_session(&s, &step.token)]),
         Ok(Ok(Err(mamori_identity::Error::PasswordRefused(why)))) => {
             let text: Vec<String> =
                 why.iter().map(|m| if lang == Lang::Ja { m.ja.clone() } else { m.en.clone() }).collect();
@@ -589,7 +670,7 @@ pub async fn password_submit(
 /// `GET /account`: who is signed in (a full, two-factor session only).
 pub async fn account_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
     let lang = lang_of(&q, &headers);
-    let Some(token) = cookie(&headers, SESSION) else { return redirect("/login?next=/account", Vec::new()) };
+    let Some(token) = session_of(&s, &headers) else { return redirect("/login?next=/account", Vec::new()) };
     let (id, ua) = (s.identity.clone(), browser(&headers));
     let r = tokio::task::spawn_blocking(move || id.session(&token, &ua, now())).await;
     let sess = match r {
@@ -644,15 +725,14 @@ pub async fn logout(
     body: Body,
 ) -> Response {
     let lang = lang_of(&PageQuery::default(), &headers);
-    if form(&headers, body).await.is_none() {
+    if form(&s, &headers, body).await.is_none() {
         return bad_request(&s, &headers, lang);
     }
-    if let Some(token) = cookie(&headers, SESSION) {
+    if let Some(token) = session_of(&s, &headers) {
         let (id, source) = (s.identity.clone(), peer.map(|p| p.0.0.ip().to_string()));
         let _ = tokio::task::spawn_blocking(move || id.logout(&token, now(), source.as_deref())).await;
     }
-    let clear = format!("{SESSION}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", secure(&s));
-    redirect("/login", vec![clear])
+    redirect("/login", vec![clear_session(&s)])
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Passkey (WebAuthn) endpoints behind the login pages: JSON in and out, called by
 //! `/login/webauthn.js`. Each needs the session cookie of this browser and the CSRF token in
-//! `X-CSRF-Token` (double submit). Failures answer only 「認証に失敗しました」.
+//! `X-CSRF-Token` (bound to that session, [`crate::login::csrf_ok`]). Failures answer only 「認証に失敗しました」.
 
 use std::net::SocketAddr;
 
@@ -8,10 +8,9 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use crate::AppState;
-use crate::login::{browser, cookie, now, safe_next, stage_path};
+use crate::login::{browser, now, safe_next, set_session, stage_path};
 
 const SCRIPT: &str = include_str!("../assets/webauthn.js");
 const MAX_JSON: usize = 64 * 1024;
@@ -42,15 +41,13 @@ fn json(v: serde_json::Value) -> Response {
     r
 }
 
-/// The session token, if the request carries the CSRF header matching its cookie.
-fn checked(headers: &HeaderMap) -> Option<String> {
+/// The session token, if the request comes from this site with the CSRF header of its session.
+fn checked(s: &AppState, headers: &HeaderMap) -> Option<String> {
     let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok())?;
-    let expected = cookie(headers, "mamori_csrf")?;
-    let ok = expected.len() == 32 && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()));
-    if !ok {
+    if !crate::login::csrf_ok(s, headers, sent) {
         return None;
     }
-    cookie(headers, crate::login::SESSION)
+    crate::login::session_of(s, headers)
 }
 
 async fn body_text(body: Body) -> Option<String> {
@@ -71,7 +68,7 @@ type Begin = fn(&Identity, &Rp, &str, &str, i64) -> Result<Option<serde_json::Va
 
 /// The shared start of a ceremony: options for the browser, or refused.
 async fn begin(s: &AppState, headers: &HeaderMap, start: Begin) -> Response {
-    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(headers)) else { return refused() };
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(s, headers)) else { return refused() };
     let (id, ua) = (s.identity.clone(), browser(headers));
     match tokio::task::spawn_blocking(move || start(&id, &rp, &token, &ua, now())).await {
         Ok(Ok(Some(options))) => json(options),
@@ -90,7 +87,7 @@ type Finish =
         i64,
         Option<&str>,
     )
-        -> Result<Result<mamori_identity::session::Stage, mamori_identity::service::Refused>, mamori_identity::Error>;
+        -> Result<Result<mamori_identity::service::Step, mamori_identity::service::Refused>, mamori_identity::Error>;
 
 /// The shared end of a ceremony: the browser's answer checked, then where to go next.
 async fn finish(
@@ -101,14 +98,20 @@ async fn finish(
     body: Body,
     end: Finish,
 ) -> Response {
-    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(headers)) else { return refused() };
+    let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(s, headers)) else { return refused() };
     let Some(response) = body_text(body).await else { return refused() };
     let (id, ua, source) = (s.identity.clone(), browser(headers), peer.map(|p| p.0.0.ip().to_string()));
     let name = q.name.unwrap_or_default();
     let r = tokio::task::spawn_blocking(move || end(&id, &rp, &token, &ua, &response, &name, now(), source.as_deref()))
         .await;
     match r {
-        Ok(Ok(Ok(stage))) => json(serde_json::json!({"next": stage_path(stage, &safe_next(q.next.as_ref()))})),
+        Ok(Ok(Ok(step))) => {
+            let mut r = json(serde_json::json!({"next": stage_path(step.stage, &safe_next(q.next.as_ref()))}));
+            if let Ok(v) = HeaderValue::from_str(&set_session(s, &step.token)) {
+                r.headers_mut().append(header::SET_COOKIE, v);
+            }
+            r
+        }
         _ => refused(),
     }
 }

@@ -91,6 +91,17 @@ pub struct Refused {
     pub retry_after: Option<i64>,
 }
 
+/// A login step that moved the session on. The session's id changes whenever its privilege does
+/// (second factor done, password changed), so a token seen before the step — planted by an
+/// attacker (session fixation) or read off a half-finished login — is worth nothing after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// Where the login stands now.
+    pub stage: Stage,
+    /// The session's token from now on: the browser's cookie must be replaced with it.
+    pub token: String,
+}
+
 /// The identity service.
 pub struct Identity {
     store: Arc<dyn IdentityStore>,
@@ -595,7 +606,18 @@ impl Identity {
 
     /// Starts a browser session after the password step; returns the cookie token and the next
     /// stage (TOTP, or enrolment when the account has no second factor).
-    pub fn start_session(&self, auth: &Authenticated, browser: &str, now: i64) -> Result<(String, Stage), Error> {
+    /// A session the browser still carried (`previous`) ends here: a sign-in never continues
+    /// an earlier session id.
+    pub fn start_session(
+        &self,
+        auth: &Authenticated,
+        browser: &str,
+        previous: Option<&str>,
+        now: i64,
+    ) -> Result<(String, Stage), Error> {
+        if let Some(old) = previous {
+            self.store.delete_session(&session::digest(old))?;
+        }
         let token = crate::session_token()?;
         let stage = if auth.second_factors.is_empty() { Stage::NeedEnrol } else { Stage::NeedTotp };
         let s = Session {
@@ -617,8 +639,12 @@ impl Identity {
         let id = session::digest(token);
         let Some(mut s) = self.store.session(&id)? else { return Ok(Err(Invalid::Unknown)) };
         if let Err(why) = self.session_policy.check(&s, now, browser) {
-            if why != Invalid::OtherBrowser {
-                self.store.delete_session(&id)?;
+            self.store.delete_session(&id)?;
+            if why == Invalid::OtherBrowser {
+                // The token left the browser it was issued to: whoever holds it now, the session
+                // ends for both, and the security manager hears of it.
+                let detail = Some("session token presented by another browser: session revoked".into());
+                self.log(event("alert-session", user_actor(&s.username), &s.username, Outcome::Denied, detail, None))?;
             }
             return Ok(Err(why));
         }
@@ -634,6 +660,15 @@ impl Identity {
         Ok(Ok(s))
     }
 
+    /// Moves a session to its next stage under a new id: the old id is deleted before the new
+    /// one is saved, so no moment exists where both work.
+    fn rotate(&self, old_id: &str, s: &Session) -> Result<String, Error> {
+        let token = crate::session_token()?;
+        self.store.delete_session(old_id)?;
+        self.store.save_session(&session::digest(&token), s)?;
+        Ok(token)
+    }
+
     fn after_second_factor(
         &self,
         id: &str,
@@ -641,13 +676,13 @@ impl Identity {
         now: i64,
         source: Option<&str>,
         how: &str,
-    ) -> Result<Stage, Error> {
+    ) -> Result<Step, Error> {
         let creds = self.store.credentials(&s.username)?.unwrap_or_default();
         let days = |t: i64| t.div_euclid(86_400);
         let must = creds.must_change || self.password_policy.expired(days(creds.password_changed_at), days(now));
         s.stage = if must { Stage::NeedPasswordChange } else { Stage::Full };
         s.last_seen = now;
-        self.store.save_session(id, s)?;
+        let token = self.rotate(id, s)?;
         let fhir_user = self.store.account(&s.username)?.and_then(|(a, _)| a.fhir_user);
         let actor = AuditActor { client_id: None, fhir_user, id: s.username.clone(), kind: "user".into() };
         self.log(event(
@@ -658,7 +693,7 @@ impl Identity {
             Some(format!("two-factor: password + {how}")),
             source,
         ))?;
-        Ok(s.stage)
+        Ok(Step { stage: s.stage, token })
     }
 
     /// Issues 10 new recovery codes (replacing any unused ones); shown once.
@@ -695,7 +730,7 @@ impl Identity {
         code: &str,
         now: i64,
         source: Option<&str>,
-    ) -> Result<Result<Stage, Refused>, Error> {
+    ) -> Result<Result<Step, Refused>, Error> {
         let want = session::digest(&normalise_recovery(code));
         self.second_step(token, browser, now, source, "wrong or used recovery code", |_, creds| {
             let pos = creds
@@ -717,7 +752,7 @@ impl Identity {
         code: &str,
         now: i64,
         source: Option<&str>,
-    ) -> Result<Result<Stage, Refused>, Error> {
+    ) -> Result<Result<Step, Refused>, Error> {
         self.second_step(token, browser, now, source, "wrong or reused one-time code", |username, creds| {
             let Some(t) = creds.totp.as_mut() else { return Ok(None) };
             let seed = secret::open(&self.master_key, username, &t.sealed_secret)?;
@@ -739,7 +774,7 @@ impl Identity {
         source: Option<&str>,
         failure: &str,
         check: impl FnOnce(&str, &mut Credentials) -> Result<Option<String>, Error>,
-    ) -> Result<Result<Stage, Refused>, Error> {
+    ) -> Result<Result<Step, Refused>, Error> {
         let id = session::digest(token);
         let refused = Refused { message: crate::login_failed(), retry_after: None };
         let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
@@ -797,7 +832,7 @@ impl Identity {
         code: &str,
         now: i64,
         source: Option<&str>,
-    ) -> Result<Result<Stage, Refused>, Error> {
+    ) -> Result<Result<Step, Refused>, Error> {
         let id = session::digest(token);
         let refused = Refused { message: crate::login_failed(), retry_after: None };
         let Ok(mut s) = self.session(token, browser, now)? else { return Ok(Err(refused)) };
@@ -905,7 +940,7 @@ impl Identity {
         name: &str,
         now: i64,
         source: Option<&str>,
-    ) -> Result<Result<Stage, Refused>, Error> {
+    ) -> Result<Result<Step, Refused>, Error> {
         let id = session::digest(token);
         let refused = Refused { message: crate::login_failed(), retry_after: None };
         let Some((mut s, state)) = self.take_ceremony(token, browser, now)? else { return Ok(Err(refused)) };
@@ -941,7 +976,7 @@ impl Identity {
         if s.stage == Stage::NeedEnrol {
             return Ok(Ok(self.after_second_factor(&id, &mut s, now, source, "passkey (enrolled)")?));
         }
-        Ok(Ok(s.stage))
+        Ok(Ok(Step { stage: s.stage, token: token.to_string() }))
     }
 
     /// Starts the passkey second step after the password: options for
@@ -977,7 +1012,7 @@ impl Identity {
         response: &str,
         now: i64,
         source: Option<&str>,
-    ) -> Result<Result<Stage, Refused>, Error> {
+    ) -> Result<Result<Step, Refused>, Error> {
         let state = self.take_ceremony(token, browser, now)?.map(|(_, c)| c);
         self.second_step(token, browser, now, source, "passkey assertion refused", |_, creds| {
             let Some(state) = state else { return Ok(None) };
@@ -998,7 +1033,7 @@ impl Identity {
         current: &str,
         new: &str,
         now: i64,
-    ) -> Result<Result<Stage, Error>, Error> {
+    ) -> Result<Result<Step, Error>, Error> {
         let Ok(mut s) = self.session(token, browser, now)? else {
             return Ok(Err(Error::PasswordRefused(vec![crate::login_failed()])));
         };
@@ -1010,8 +1045,8 @@ impl Identity {
         }
         s.stage = Stage::Full;
         s.last_seen = now;
-        self.store.save_session(&session::digest(token), &s)?;
-        Ok(Ok(Stage::Full))
+        let token = self.rotate(&session::digest(token), &s)?;
+        Ok(Ok(Step { stage: Stage::Full, token }))
     }
 
     /// Logout: ends the session and records how long it lasted.
