@@ -600,3 +600,75 @@ async fn r22_an_export_job_records_what_it_withheld() {
     assert!(!detail.contains("obs-seen"));
     assert_eq!(jobs[0].patients, vec!["Patient/p-care".to_string()]);
 }
+
+#[tokio::test]
+async fn r22_an_export_file_is_rechecked_at_download() {
+    let w = world().await;
+    let h = &w.h;
+    put(h, json!({"resourceType": "Patient", "id": "p-care2", "name": [{"family": "田中"}]})).await;
+    put(
+        h,
+        json!({"resourceType": "CareTeam", "id": "ct2", "status": "active", "subject": {"reference": "Patient/p-care2"},
+               "participant": [{"member": {"reference": "Practitioner/pr-doc"}}]}),
+    )
+    .await;
+    put(h, obs("obs-ended", "p-care", "http://loinc.org", "2345-7", 1.0)).await;
+    put(h, obs("obs-kept", "p-care2", "http://loinc.org", "2345-7", 2.0)).await;
+    let m = crate::bulk::export(h, &w.doctor, "/fhir/$export?_type=Observation").await;
+    let url = m["output"][0]["url"].as_str().unwrap().strip_prefix("http://mamori.test").unwrap().to_string();
+    assert_eq!(m["output"][0]["count"], 2, "{m}");
+    let download = |token: String| {
+        let url = url.clone();
+        async move {
+            let r = get(h, &token, &url).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
+            let text = String::from_utf8(r.body).unwrap();
+            let mut ids: Vec<String> = text
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(download(w.doctor.clone()).await, ["obs-ended", "obs-kept"]);
+
+    // The doctor leaves p-care's care team after the export: the finished file no longer gives
+    // them p-care's records, and the download's audit entry says what it withheld.
+    put(
+        h,
+        json!({"resourceType": "CareTeam", "id": "ct", "status": "active", "subject": {"reference": "Patient/p-care"},
+               "participant": [{"member": {"reference": "Practitioner/pr-nurse"}}]}),
+    )
+    .await;
+    assert_eq!(download(w.doctor.clone()).await, ["obs-kept"]);
+    let entries: Vec<AuditRecord> = h
+        .node
+        .store
+        .query(&EntryQuery::default())
+        .unwrap()
+        .iter()
+        .map(|(_, e)| serde_json::from_slice::<AuditRecord>(e).unwrap())
+        .filter(|e| e.resources.iter().any(|r| r.contains("Observation.ndjson") && r.contains("1 withheld")))
+        .collect();
+    assert_eq!(entries.len(), 1, "one download withheld a record");
+    let detail = entries[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("Observation/obs-ended"), "{detail}");
+    assert_eq!(entries[0].patients, vec!["Patient/p-care2".to_string()]);
+    // Nothing is left behind in the job's directory by the filtered copy.
+    let job_dir = h.dir.path().join("bulk");
+    let leftovers: Vec<_> = walk(&job_dir).into_iter().filter(|p| p.ends_with(".part")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}

@@ -524,20 +524,123 @@ pub async fn file(
         JobState::Running => None,
     }
     .ok_or_else(not_found)?;
-    // The token may have changed since the kick-off: decide again.
+    // The token may have changed since the kick-off: decide again, for the type and then for
+    // every record in the file (issue #22: a care relationship may have ended since).
     p.authorize(t, Action::Read)?;
-    let path = s.bulk.job_dir(&id).join(format!("{t}.ndjson"));
-    let file = tokio::fs::File::open(&path).await.map_err(|_| not_found())?;
-    let stream = chunks(file);
-    let mut r = Response::new(Body::from_stream(stream));
+    let rt = ResourceType::parse(t).map_err(|_| not_found())?;
+    let dir = s.bulk.job_dir(&id);
+    let (records, ctx) = (s.records.clone(), p.context());
+    let checked = tokio::task::spawn_blocking(move || recheck(&records, &ctx, &rt, &dir))
+        .await
+        .map_err(|e| ApiError::Internal(format!("worker failed: {e}")))?
+        .map_err(ApiError::Internal)?;
+    let mut r = Response::new(Body::from_stream(chunks(tokio::fs::File::from_std(checked.file))));
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/fhir+ndjson"));
+    let withheld = if checked.withheld > 0 { format!(", {} withheld", checked.withheld) } else { String::new() };
     let note = AuditNote {
-        resources: vec![format!("$export/{id}/{t}.ndjson ({} resources)", out.count)],
-        patients: out.patients.into_iter().collect(),
+        resources: vec![format!(
+            "$export/{id}/{t}.ndjson ({} of {} resources{withheld})",
+            checked.delivered, out.count
+        )],
+        patients: checked.patients.into_iter().collect(),
         in_transaction: false,
         query: None,
     };
     Ok(note.attach(r))
+}
+
+/// Lines of an export file re-checked per read transaction at download.
+const RECHECK_BATCH: usize = 1000;
+
+/// What a download hands out after the re-check.
+struct Rechecked {
+    /// The export file itself, or when anything was withheld a filtered copy (already unlinked).
+    file: std::fs::File,
+    delivered: u64,
+    withheld: u64,
+    /// The patients of the delivered records.
+    patients: BTreeSet<String>,
+}
+
+/// The parts of an exported line the re-check needs.
+#[derive(Deserialize)]
+struct LineHead {
+    id: String,
+    meta: Option<LineMeta>,
+}
+
+#[derive(Deserialize)]
+struct LineMeta {
+    #[serde(rename = "versionId")]
+    version_id: Option<String>,
+}
+
+/// Re-checks every record of `{dir}/{rt}.ndjson` against the requester's rights *now*, as a
+/// `vread` of the exported version would be judged: what they may no longer see is left out
+/// (and recorded as withheld by the guard). A line that cannot be read is left out too.
+fn recheck(
+    records: &mamori_records::Records,
+    ctx: &mamori_records::RequestContext,
+    rt: &ResourceType,
+    dir: &FsPath,
+) -> Result<Rechecked, String> {
+    use std::io::BufRead;
+    let path = dir.join(format!("{rt}.ndjson"));
+    let open = || std::fs::File::open(&path).map_err(|e| format!("cannot open {rt}.ndjson: {e}"));
+    let mut lines = std::io::BufReader::new(open()?).lines();
+    // The first pass decides; the second (only if anything is withheld) writes what passed.
+    let mut keep: Vec<bool> = Vec::new();
+    let mut patients = BTreeSet::new();
+    loop {
+        let mut batch: Vec<(ResourceId, u64)> = Vec::with_capacity(RECHECK_BATCH);
+        let mut slots: Vec<Option<usize>> = Vec::with_capacity(RECHECK_BATCH);
+        for line in lines.by_ref().take(RECHECK_BATCH) {
+            let line = line.map_err(|e| format!("cannot read {rt}.ndjson: {e}"))?;
+            let head = serde_json::from_str::<LineHead>(&line).ok().and_then(|h| {
+                let version = h.meta?.version_id?.parse::<u64>().ok()?;
+                Some((ResourceId::parse(&h.id).ok()?, version))
+            });
+            slots.push(head.map(|h| {
+                batch.push(h);
+                batch.len() - 1
+            }));
+        }
+        if slots.is_empty() {
+            break;
+        }
+        let seen = records.still_visible(ctx, rt, &batch).map_err(|e| e.to_string())?;
+        for slot in slots {
+            let v = slot.and_then(|i| seen.get(i)).and_then(Option::as_ref);
+            if let Some(p) = v.and_then(|v| v.patient.as_ref()) {
+                patients.insert(p.clone());
+            }
+            keep.push(v.is_some());
+        }
+    }
+    let delivered = keep.iter().filter(|k| **k).count() as u64;
+    let withheld = keep.len() as u64 - delivered;
+    if withheld == 0 {
+        return Ok(Rechecked { file: open()?, delivered, withheld, patients });
+    }
+    let part = dir.join(format!(".{rt}.{}.part", ResourceId::random().map_err(|e| e.to_string())?));
+    let write = || -> std::io::Result<std::fs::File> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&part)?);
+        let input = std::io::BufReader::new(std::fs::File::open(&path)?);
+        for (line, keep) in input.split(b'\n').zip(&keep) {
+            let line = line?;
+            if *keep {
+                out.write_all(&line)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        out.flush()?;
+        std::fs::File::open(&part)
+    };
+    let file = write();
+    // The copy lives only as long as the open file: removed now, whatever happened.
+    let _ = std::fs::remove_file(&part);
+    let file = file.map_err(|e| format!("cannot prepare {rt}.ndjson: {e}"))?;
+    Ok(Rechecked { file, delivered, withheld, patients })
 }
 
 /// A file as a stream of chunks (an export file may be far larger than memory allows).

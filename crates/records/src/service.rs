@@ -1015,6 +1015,33 @@ impl Records {
         })
     }
 
+    /// Which of these versions of `rt` the requester may still see, judged as a `vread` of each
+    /// would be judged now (with the record's newest version's classes and patient): for
+    /// handing out something prepared earlier, such as an `$export` file, under today's rights.
+    /// Each answer is the stored version if visible, `None` if not (a version no longer stored
+    /// counts as not visible). One read transaction for the batch.
+    pub fn still_visible(
+        &self,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        versions: &[(ResourceId, u64)],
+    ) -> Result<Vec<Option<VersionRecord>>, RecordError> {
+        self.read_tx(|tx| {
+            let mut out = Vec::with_capacity(versions.len());
+            for (id, version) in versions {
+                let seen = match tx.version(rt, id, *version)? {
+                    None => None,
+                    Some(v) => {
+                        let current = tx.current(rt, id)?.unwrap_or_else(|| v.clone());
+                        ctx.may_see_version(tx, &v, &current)?.then_some(v)
+                    }
+                };
+                out.push(seen);
+            }
+            Ok(out)
+        })
+    }
+
     /// Current, live resources of a type matching every condition that the requester may see.
     pub fn search(
         &self,
