@@ -672,3 +672,76 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test]
+async fn r22_validation_enforces_required_elements_bindings_and_control_characters() {
+    let h = Harness::new();
+    put(&h, json!({"resourceType": "Patient", "id": "pv", "gender": "female"})).await;
+    let issue_at = |r: &Resp, code: &str, at: &str| {
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&r.body));
+        let b = r.json();
+        assert_eq!(b["resourceType"], "OperationOutcome");
+        let issues = b["issue"].as_array().unwrap().clone();
+        assert!(
+            issues.iter().any(|i| i["code"] == code && i["expression"][0] == at && i["severity"] == "error"),
+            "want `{code}` at {at}: {issues:?}"
+        );
+    };
+    let base = obs("ov", "pv", "http://loinc.org", "2345-7", 1.0);
+    // The four cases the penetration test stored.
+    let mut bogus = base.clone();
+    bogus["status"] = json!("bogus-code");
+    issue_at(&h.call("PUT", "/fhir/Observation/ov", Some(&bogus)).await, "code-invalid", "Observation.status");
+    let banana = json!({"resourceType": "Patient", "id": "pv", "gender": "banana"});
+    issue_at(&h.call("PUT", "/fhir/Patient/pv", Some(&banana)).await, "code-invalid", "Patient.gender");
+    let enc = json!({"resourceType": "Encounter", "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}});
+    issue_at(&h.call("POST", "/fhir/Encounter", Some(&enc)).await, "required", "Encounter.status");
+    let mut no_code = base.clone();
+    no_code.as_object_mut().unwrap().remove("code");
+    issue_at(&h.call("POST", "/fhir/Observation", Some(&no_code)).await, "required", "Observation.code");
+    // Nested locations, datatypes and CodeableConcept bindings.
+    let contact = json!({"resourceType": "Patient", "contact": [{"name": {"family": "A"}}, {"gender": "banana"}]});
+    issue_at(&h.call("POST", "/fhir/Patient", Some(&contact)).await, "code-invalid", "Patient.contact[1].gender");
+    let mut cmp = base.clone();
+    cmp["valueQuantity"]["comparator"] = json!("about");
+    issue_at(
+        &h.call("POST", "/fhir/Observation", Some(&cmp)).await,
+        "code-invalid",
+        "Observation.valueQuantity.comparator",
+    );
+    let cond = json!({"resourceType": "Condition", "subject": {"reference": "Patient/pv"},
+        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "maybe"}]}});
+    issue_at(&h.call("POST", "/fhir/Condition", Some(&cond)).await, "code-invalid", "Condition.clinicalStatus");
+    let narrative = json!({"resourceType": "Patient", "text": {"status": "generated"}});
+    issue_at(&h.call("POST", "/fhir/Patient", Some(&narrative)).await, "required", "Patient.text.div");
+    // A primitive with only an extension (data absent) satisfies the minimum.
+    let mut absent = base.clone();
+    absent.as_object_mut().unwrap().remove("status");
+    absent["_status"] = json!({"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason", "valueCode": "unknown"}]});
+    let r = h.call("POST", "/fhir/Observation", Some(&absent)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.diagnostics());
+    // Control characters below U+0020 other than tab, CR and LF, anywhere in a string.
+    for bad in ["a\u{0}b", "bell\u{7}", "esc\u{1b}[31m", "\u{1f}"] {
+        let p = json!({"resourceType": "Patient", "name": [{"family": bad}]});
+        issue_at(&h.call("POST", "/fhir/Patient", Some(&p)).await, "value", "Patient.name[0].family");
+    }
+    let ok = json!({"resourceType": "Patient", "name": [{"text": "line one\nline two\ttabbed\r\n"}]});
+    assert_eq!(h.call("POST", "/fhir/Patient", Some(&ok)).await.status, StatusCode::CREATED);
+    // A patch that would produce an invalid resource is refused, and nothing stored changes.
+    let patch = json!([{"op": "replace", "path": "/gender", "value": "banana"}]);
+    let r = h
+        .call_with("PATCH", "/fhir/Patient/pv", Some(&patch), &[("content-type", "application/json-patch+json")])
+        .await;
+    assert!(r.status.is_client_error(), "{}", r.diagnostics());
+    let stored = h.call("GET", "/fhir/Patient/pv", None).await.json();
+    assert_eq!(stored["gender"], "female");
+    assert_eq!(stored["meta"]["versionId"], "1");
+    // In a transaction the whole bundle is refused, naming the entry.
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "gender": "male"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": bogus, "request": {"method": "PUT", "url": "Observation/ov"}}]});
+    let r = h.call("POST", "/fhir", Some(&tx)).await;
+    assert!(r.status.is_client_error(), "{}", r.diagnostics());
+    assert!(String::from_utf8_lossy(&r.body).contains("Bundle.entry[1].resource.status"), "{}", r.diagnostics());
+    assert_eq!(h.call("GET", "/fhir/Observation/ov", None).await.status, StatusCode::NOT_FOUND);
+}

@@ -162,7 +162,11 @@ async fn a_failed_transaction_writes_nothing() {
         ),
         // The audit trail is not written through Bundles.
         (
-            json!({"resource": {"resourceType": "AuditEvent"}, "request": {"method": "POST", "url": "AuditEvent"}}),
+            json!({"resource": {"resourceType": "AuditEvent",
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+                "recorded": "2026-12-03T10:00:00Z", "agent": [{"requestor": true}],
+                "source": {"observer": {"display": "forged"}}},
+                "request": {"method": "POST", "url": "AuditEvent"}}),
             StatusCode::METHOD_NOT_ALLOWED,
         ),
     ];
@@ -196,7 +200,7 @@ async fn a_batch_runs_each_entry_on_its_own() {
     assert_eq!(status(&out, 1), "404 Not Found");
     assert_eq!(out["entry"][1]["response"]["outcome"]["resourceType"], "OperationOutcome");
     assert_eq!(status(&out, 2), "400 Bad Request");
-    assert!(out["entry"][2]["response"]["outcome"].to_string().contains("Bundle.entry[2].resource.Patient.birthDate"));
+    assert!(out["entry"][2]["response"]["outcome"].to_string().contains("Bundle.entry[2].resource.birthDate"));
     assert_eq!(status(&out, 3), "200 OK");
     assert_eq!(out["entry"][3]["resource"]["entry"].as_array().unwrap().len(), 1, "sees entry 0");
     assert_eq!(status(&out, 4), "400 Bad Request");

@@ -1,5 +1,6 @@
 //! The FHIR R4 (4.0.1) structure definitions as data: which elements each resource, datatype and
-//! backbone element has, their types and whether they repeat.
+//! backbone element has, their types, whether they repeat and whether they are required, and the
+//! value sets of the **required** bindings, expanded from the same official package.
 //!
 //! The data is generated from the official StructureDefinitions (CC0) by
 //! `scripts/gen-fhir-schema.py` and parsed once, on first use.
@@ -22,11 +23,45 @@ pub struct Element {
     pub many: bool,
     /// Whether the element is part of the summary (`_summary=true`).
     pub summary: bool,
+    /// Whether the element must be present (minimum cardinality 1).
+    pub required: bool,
+    /// The value set of its required binding, when R4 gives it one and the official package
+    /// can expand it.
+    pub binding: Option<std::sync::Arc<ValueSet>>,
 }
 
 impl From<(Vec<String>, u8)> for Element {
     fn from((types, flags): (Vec<String>, u8)) -> Self {
-        Element { types, many: flags & 1 != 0, summary: flags & 2 != 0 }
+        Element { types, many: flags & 1 != 0, summary: flags & 2 != 0, required: flags & 4 != 0, binding: None }
+    }
+}
+
+/// A value set of a required binding, expanded: the codes of each code system it draws on.
+#[derive(Debug, Clone)]
+pub struct ValueSet {
+    /// Its canonical URL.
+    pub url: String,
+    systems: HashMap<String, HashSet<String>>,
+}
+
+impl ValueSet {
+    /// Whether `system`|`code` is in the value set.
+    pub fn contains(&self, system: &str, code: &str) -> bool {
+        self.systems.get(system).is_some_and(|c| c.contains(code))
+    }
+
+    /// Whether `code` is in the value set from any of its systems (a `code` element, whose
+    /// system is implied by the binding).
+    pub fn contains_code(&self, code: &str) -> bool {
+        self.systems.values().any(|c| c.contains(code))
+    }
+
+    /// Every code, sorted (for messages).
+    pub fn codes(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self.systems.values().flatten().map(String::as_str).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
     }
 }
 
@@ -87,6 +122,10 @@ struct Raw {
     primitives: Vec<String>,
     resources: Vec<String>,
     types: HashMap<String, HashMap<String, Element>>,
+    #[serde(default)]
+    bindings: HashMap<String, String>,
+    #[serde(default, rename = "valueSets")]
+    value_sets: HashMap<String, Vec<(String, Vec<String>)>>,
 }
 
 /// The R4 structure catalogue.
@@ -99,6 +138,8 @@ pub struct Schema {
     types: HashMap<String, HashMap<String, Element>>,
     empty: HashMap<String, Element>,
     search: HashMap<String, HashMap<String, SearchParamDef>>,
+    /// Required elements of each structure, sorted by name.
+    required: HashMap<String, Vec<String>>,
 }
 
 impl Schema {
@@ -141,6 +182,19 @@ impl Schema {
             .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
     }
 
+    /// The names of the required children (minimum cardinality 1) of a structure, sorted;
+    /// choice elements keep their `[x]`.
+    pub fn required(&self, type_or_path: &str) -> &[String] {
+        self.required.get(type_or_path).map_or(&[], Vec::as_slice)
+    }
+
+    /// The value set of the required binding on element `path` (`Observation.status`), if R4
+    /// gives it one and the official package can expand it.
+    pub fn required_binding(&self, path: &str) -> Option<&ValueSet> {
+        let (parent, child) = path.rsplit_once('.')?;
+        self.elements(parent).get(child)?.binding.as_deref()
+    }
+
     /// Whether a structure of that name or path is known.
     pub fn has_structure(&self, type_or_path: &str) -> bool {
         self.types.contains_key(type_or_path)
@@ -153,13 +207,40 @@ pub fn r4() -> &'static Schema {
     SCHEMA.get_or_init(|| {
         // The data is compiled in and checked by the tests below; a parse failure is a build
         // defect, so fall back to an empty catalogue rather than panic on a request path.
-        let raw: Raw = serde_json::from_str(R4_SCHEMA).unwrap_or(Raw {
+        let mut raw: Raw = serde_json::from_str(R4_SCHEMA).unwrap_or(Raw {
             fhir_version: String::new(),
             primitives: Vec::new(),
             resources: Vec::new(),
             types: HashMap::new(),
+            bindings: HashMap::new(),
+            value_sets: HashMap::new(),
         });
+        let required = raw
+            .types
+            .iter()
+            .map(|(t, els)| {
+                let mut names: Vec<String> = els.iter().filter(|(_, e)| e.required).map(|(n, _)| n.clone()).collect();
+                names.sort();
+                (t.clone(), names)
+            })
+            .filter(|(_, names)| !names.is_empty())
+            .collect();
+        let sets: HashMap<String, std::sync::Arc<ValueSet>> = raw
+            .value_sets
+            .into_iter()
+            .map(|(url, systems)| {
+                let systems = systems.into_iter().map(|(s, codes)| (s, codes.into_iter().collect())).collect();
+                (url.clone(), std::sync::Arc::new(ValueSet { url, systems }))
+            })
+            .collect();
+        for (path, url) in raw.bindings {
+            let Some((parent, child)) = path.rsplit_once('.') else { continue };
+            if let Some(e) = raw.types.get_mut(parent).and_then(|els| els.get_mut(child)) {
+                e.binding = sets.get(&url).cloned();
+            }
+        }
         Schema {
+            required,
             fhir_version: raw.fhir_version,
             primitives: raw.primitives.into_iter().collect(),
             resource_set: raw.resources.iter().cloned().collect(),
@@ -191,6 +272,26 @@ mod tests {
         assert!(s.has_structure("Patient.contact"));
         assert!(s.elements("Patient")["name"].summary);
         assert!(!s.elements("Patient")["contact"].summary);
+        assert_eq!(s.required("Observation"), ["code", "status"]);
+        assert_eq!(s.required("Encounter"), ["class", "status"]);
+        assert!(s.required("Patient").is_empty());
+        assert_eq!(s.required("Narrative"), ["div", "status"]);
+    }
+
+    #[test]
+    fn required_bindings_come_expanded_from_the_package() {
+        let s = r4();
+        let status = s.required_binding("Observation.status").unwrap();
+        assert!(status.contains_code("final") && !status.contains_code("bogus-code"));
+        assert!(status.contains("http://hl7.org/fhir/observation-status", "final"));
+        let gender = s.required_binding("Patient.gender").unwrap();
+        assert_eq!(gender.codes(), ["female", "male", "other", "unknown"]);
+        assert!(s.required_binding("Quantity.comparator").unwrap().contains_code("<="));
+        let clinical = s.required_binding("Condition.clinicalStatus").unwrap();
+        assert!(clinical.contains("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"));
+        assert!(s.required_binding("Observation.code").is_none(), "example bindings are not enforced");
+        // Bindings the package cannot expand (BCP 13 media types) are not enforced.
+        assert!(s.required_binding("Attachment.contentType").is_none());
     }
 
     #[test]

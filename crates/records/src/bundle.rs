@@ -209,40 +209,28 @@ pub fn parse_bundle(v: &Value, base: &str, now: i64) -> Result<ParsedBundle, Rec
         }
         None => return Err(RecordError::invalid(IssueCode::Invalid, "the Bundle has no `type`")),
     };
-    // The Bundle itself, without its entries' resources: each resource is validated with its
-    // entry (a batch reports it there). Only the small parts are copied.
+    // The Bundle itself, without its entries: each entry (its request, then its resource) is
+    // validated on its own, so a batch reports a bad entry there and runs the others.
     let shell: serde_json::Map<String, Value> = v
         .as_object()
         .into_iter()
         .flatten()
-        .map(|(k, x)| match (k.as_str(), x) {
-            ("entry", Value::Array(entries)) => (
-                k.clone(),
-                Value::Array(
-                    entries
-                        .iter()
-                        .map(|e| match e.as_object() {
-                            Some(o) => Value::Object(
-                                o.iter()
-                                    .filter(|(k, _)| *k != "resource")
-                                    .map(|(k, x)| (k.clone(), x.clone()))
-                                    .collect(),
-                            ),
-                            None => e.clone(),
-                        })
-                        .collect(),
-                ),
-            ),
-            _ => (k.clone(), x.clone()),
-        })
+        .filter(|(k, _)| *k != "entry")
+        .map(|(k, x)| (k.clone(), x.clone()))
         .collect();
-    let shell = Value::Object(shell);
-    let issues = validate::validate_resource(mamori_fhir_schema::r4(), &shell);
+    let issues = validate::validate_resource(mamori_fhir_schema::r4(), &Value::Object(shell));
     if !issues.is_empty() {
         return Err(RecordError::Invalid(issues));
     }
-    let empty = Vec::new();
-    let raw = v.get("entry").and_then(Value::as_array).unwrap_or(&empty);
+    let raw = match v.get("entry") {
+        None => &Vec::new(),
+        Some(Value::Array(entries)) if !entries.is_empty() => entries,
+        Some(_) => {
+            return Err(RecordError::Invalid(vec![
+                Issue::error(IssueCode::Structure, "`entry` must be a non-empty array").at("Bundle.entry"),
+            ]));
+        }
+    };
     if raw.len() > MAX_ENTRIES {
         return Err(RecordError::invalid(
             IssueCode::TooCostly,
@@ -254,6 +242,18 @@ pub fn parse_bundle(v: &Value, base: &str, now: i64) -> Result<ParsedBundle, Rec
 }
 
 fn parse_entry(i: usize, e: &Value, base: &str, now: i64) -> Result<BundleEntry, RecordError> {
+    // The entry without its resource, as R4's `Bundle.entry` (request method and URL, their
+    // bindings); the resource is validated below when the method carries one.
+    let Some(o) = e.as_object() else { return Err(bad(i, "an entry must be a JSON object")) };
+    let rest: serde_json::Map<String, Value> =
+        o.iter().filter(|(k, _)| *k != "resource").map(|(k, x)| (k.clone(), x.clone())).collect();
+    if !rest.is_empty() {
+        let at = format!("Bundle.entry[{i}]");
+        let issues = validate::validate_element(mamori_fhir_schema::r4(), &Value::Object(rest), "Bundle.entry", &at);
+        if !issues.is_empty() {
+            return Err(RecordError::Invalid(issues));
+        }
+    }
     let full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
     let req = e.get("request").ok_or_else(|| bad(i, "the entry has no `request`"))?;
     let method = req.get("method").and_then(Value::as_str).ok_or_else(|| bad(i, "`request.method` is missing"))?;
@@ -340,7 +340,11 @@ fn parse_entry(i: usize, e: &Value, base: &str, now: i64) -> Result<BundleEntry,
 /// Places an entry's issues under `Bundle.entry[i]` (inside `.resource` when they have a path).
 pub fn locate(i: usize, issue: Issue) -> Issue {
     let at = match &issue.expression {
-        Some(x) if !x.starts_with("Bundle.") => format!("Bundle.entry[{i}].resource.{x}"),
+        // `Patient.birthDate` of entry 2 is `Bundle.entry[2].resource.birthDate` in FHIRPath.
+        Some(x) if !x.starts_with("Bundle.") => match x.split_once('.') {
+            Some((_, rest)) => format!("Bundle.entry[{i}].resource.{rest}"),
+            None => format!("Bundle.entry[{i}].resource"),
+        },
         Some(x) => x.clone(),
         None => format!("Bundle.entry[{i}]"),
     };

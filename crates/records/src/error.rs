@@ -23,6 +23,10 @@ pub enum IssueCode {
     Structure,
     /// `value`
     Value,
+    /// `required`: a required element is missing.
+    Required,
+    /// `code-invalid`: a code outside its required value set.
+    CodeInvalid,
     /// `not-found`
     NotFound,
     /// `deleted`
@@ -58,6 +62,8 @@ impl IssueCode {
             IssueCode::Invalid => "invalid",
             IssueCode::Structure => "structure",
             IssueCode::Value => "value",
+            IssueCode::Required => "required",
+            IssueCode::CodeInvalid => "code-invalid",
             IssueCode::NotFound => "not-found",
             IssueCode::Deleted => "deleted",
             IssueCode::Conflict => "conflict",

@@ -37,6 +37,14 @@ fn integer(v: &Value, min: i64) -> Result<(), String> {
 }
 
 fn string(type_code: &str, s: &str) -> Result<(), String> {
+    // R4 (datatypes §2.24.0.1): strings may not hold control characters other than tab, CR, LF.
+    if let Some((at, c)) = s.char_indices().find(|(_, c)| (*c as u32) < 0x20 && !matches!(c, '\t' | '\r' | '\n')) {
+        return Err(format!(
+            "control character U+{:04X} at character {} is not allowed",
+            c as u32,
+            s[..at].chars().count()
+        ));
+    }
     let ok = match type_code {
         "string" | "markdown" => !s.is_empty(),
         "code" => is_code(s),

@@ -1,9 +1,14 @@
-//! Structural validation of R4 JSON against the generated catalogue: unknown elements, arrays
-//! where single values belong (and back), wrong JSON kinds and primitive lexical errors.
+//! Validation of R4 JSON against the generated catalogue: unknown elements, arrays where single
+//! values belong (and back), wrong JSON kinds, primitive lexical errors (control characters
+//! included), minimum cardinality, and **required** terminology bindings (the value sets expanded
+//! from the official package). Each problem names its location as a FHIRPath expression
+//! (`Observation.code`, `Patient.contact[0].gender`).
 //!
-//! Cardinality minimums, invariants and terminology bindings are not checked here.
+//! Invariants (FHIRPath constraints) and bindings weaker than required are not checked here.
 
-use mamori_fhir_schema::{Element, Schema};
+use std::collections::BTreeSet;
+
+use mamori_fhir_schema::{Element, Schema, ValueSet};
 use serde_json::{Map, Value};
 
 use crate::{Issue, IssueCode, primitive};
@@ -12,6 +17,14 @@ use crate::{Issue, IssueCode, primitive};
 pub fn validate_resource(schema: &Schema, v: &Value) -> Vec<Issue> {
     let mut issues = Vec::new();
     resource(schema, v, "", &mut issues);
+    issues
+}
+
+/// Validates `v` as an instance of the datatype or backbone element `type_path`
+/// (`Bundle.entry`), reporting locations under `path` (`Bundle.entry[3]`).
+pub fn validate_element(schema: &Schema, v: &Value, type_path: &str, path: &str) -> Vec<Issue> {
+    let mut issues = Vec::new();
+    typed(schema, v, type_path, path, &mut issues);
     issues
 }
 
@@ -48,11 +61,12 @@ fn resource(schema: &Schema, v: &Value, path: &str, issues: &mut Vec<Issue>) {
     structure(schema, obj, rt, &here, true, issues);
 }
 
-/// Finds the element definition for a JSON key, resolving choice types (`valueQuantity`).
-fn lookup<'a>(schema: &'a Schema, type_path: &str, key: &str) -> Option<(&'a Element, Option<String>)> {
+/// Finds the element definition for a JSON key, resolving choice types (`valueQuantity`):
+/// the element's name (`value[x]`), its definition and the chosen type of a choice.
+fn lookup<'a>(schema: &'a Schema, type_path: &str, key: &str) -> Option<(&'a str, &'a Element, Option<String>)> {
     let elements = schema.elements(type_path);
-    if let Some(e) = elements.get(key) {
-        return Some((e, None));
+    if let Some((name, e)) = elements.get_key_value(key) {
+        return Some((name, e, None));
     }
     for (name, e) in elements {
         let Some(prefix) = name.strip_suffix("[x]") else {
@@ -68,7 +82,7 @@ fn lookup<'a>(schema: &'a Schema, type_path: &str, key: &str) -> Option<(&'a Ele
                 None => continue,
             };
             if cap == suffix {
-                return Some((e, Some(t.clone())));
+                return Some((name, e, Some(t.clone())));
             }
         }
     }
@@ -86,6 +100,8 @@ fn structure(
     if obj.is_empty() {
         push(issues, IssueCode::Structure, path, "empty object; omit the element instead".into());
     }
+    // The elements present (a primitive with only its `_companion` counts), for the minimums.
+    let mut present: BTreeSet<&str> = BTreeSet::new();
     for (key, value) in obj {
         if is_resource && (key == "resourceType" || key == "id") {
             continue;
@@ -94,21 +110,23 @@ fn structure(
         if let Some(base) = key.strip_prefix('_') {
             // The companion of a primitive: its id and extensions.
             match lookup(schema, type_path, base) {
-                Some((e, chosen))
+                Some((name, e, chosen))
                     if chosen
                         .as_deref()
                         .map_or_else(|| e.types.iter().all(|t| schema.is_primitive(t)), |t| schema.is_primitive(t)) =>
                 {
+                    present.insert(name);
                     companion(schema, value, e.many, &child_path, issues);
                 }
                 _ => push(issues, IssueCode::Structure, &child_path, format!("unknown element `{key}`")),
             }
             continue;
         }
-        let Some((element, chosen)) = lookup(schema, type_path, key) else {
+        let Some((name, element, chosen)) = lookup(schema, type_path, key) else {
             push(issues, IssueCode::Structure, &child_path, format!("unknown element `{key}`"));
             continue;
         };
+        present.insert(name);
         let ty = match chosen {
             Some(t) => t,
             None => match element.types.as_slice() {
@@ -129,6 +147,9 @@ fn structure(
                             continue;
                         }
                         typed(schema, item, &ty, &p, issues);
+                        if let Some(vs) = &element.binding {
+                            bound(vs, item, &ty, &p, issues);
+                        }
                     }
                 }
                 Value::Array(_) => {
@@ -140,8 +161,71 @@ fn structure(
             push(issues, IssueCode::Structure, &child_path, format!("`{key}` must not be an array"));
         } else if !(value.is_null() && has_companion) {
             typed(schema, value, &ty, &child_path, issues);
+            if let Some(vs) = &element.binding {
+                bound(vs, value, &ty, &child_path, issues);
+            }
         }
     }
+    for name in schema.required(type_path) {
+        if !present.contains(name.as_str()) {
+            let element = name.strip_suffix("[x]").unwrap_or(name);
+            push(
+                issues,
+                IssueCode::Required,
+                &format!("{path}.{element}"),
+                format!("`{element}` is required (minimum cardinality 1) in {type_path}"),
+            );
+        }
+    }
+}
+
+/// Checks a value against the value set of its element's required binding: a `code` must be one
+/// of its codes; a `Coding` must carry a system and code from it; a `CodeableConcept` must hold
+/// at least one such coding. Values of other types (and values already refused as malformed) are
+/// left to the other checks.
+fn bound(vs: &ValueSet, v: &Value, ty: &str, path: &str, issues: &mut Vec<Issue>) {
+    let coding_in = |c: &Value| match (c.get("system").and_then(Value::as_str), c.get("code").and_then(Value::as_str)) {
+        (Some(system), Some(code)) => vs.contains(system, code),
+        _ => false,
+    };
+    let (ok, shown) = match ty {
+        "code" => match v.as_str() {
+            Some(code) => (vs.contains_code(code), format!("`{code}`")),
+            None => return,
+        },
+        "Coding" => {
+            if !v.is_object() {
+                return;
+            }
+            (coding_in(v), coding_text(v))
+        }
+        "CodeableConcept" => {
+            let codings = v.get("coding").and_then(Value::as_array);
+            let ok = codings.is_some_and(|cs| cs.iter().any(coding_in));
+            let shown = codings
+                .map(|cs| cs.iter().map(coding_text).collect::<Vec<_>>().join(", "))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "no coding".into());
+            (ok, shown)
+        }
+        _ => return,
+    };
+    if !ok {
+        let codes = vs.codes();
+        let allowed = if codes.len() <= 12 { format!(" (one of: {})", codes.join(", ")) } else { String::new() };
+        push(
+            issues,
+            IssueCode::CodeInvalid,
+            path,
+            format!("{shown} is not in the required value set {}{allowed}", vs.url),
+        );
+    }
+}
+
+fn coding_text(c: &Value) -> String {
+    let system = c.get("system").and_then(Value::as_str).unwrap_or("(no system)");
+    let code = c.get("code").and_then(Value::as_str).unwrap_or("(no code)");
+    format!("`{system}|{code}`")
 }
 
 fn companion(schema: &Schema, value: &Value, many: bool, path: &str, issues: &mut Vec<Issue>) {
