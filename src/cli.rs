@@ -206,7 +206,18 @@ enum AuditCmd {
         /// Name to verify in the collector's certificate (default: the host of --syslog-tls).
         #[arg(long)]
         server_name: Option<String>,
+        /// Who exports (the export is itself audited in this name).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
     },
+}
+
+/// The audit trail's own entry for an export of it: who took which entries where.
+fn audit_exported(node: &crate::datadir::Node, operator: &str, detail: String) -> Result<(), String> {
+    let actor = mamori_records::RequestContext::operator(operator).audit_actor();
+    let mut entry = mamori_audit::AuditRecord::new("audit-export", actor, mamori_audit::Outcome::Success, "HOPERAT");
+    entry.detail = Some(detail);
+    node.store.append(vec![entry]).map(|_| ()).map_err(|e| format!("the export's own audit entry: {e}"))
 }
 
 fn parse_instant(s: &str) -> Result<i64, String> {
@@ -255,7 +266,12 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                 Ok(ExitCode::from(1))
             }
         }
-        AuditCmd::Export { dir, format, since, until, output, syslog_tls, ca_file, server_name } => {
+        AuditCmd::Export { dir, format, since, until, output, syslog_tls, ca_file, server_name, operator } => {
+            let range = format!(
+                "from {} until {}",
+                since.as_deref().unwrap_or("the first entry"),
+                until.as_deref().unwrap_or("the last entry")
+            );
             let since = since.as_deref().map(parse_instant).transpose()?;
             let until = until.as_deref().map(parse_instant).transpose()?;
             let node = dir.open()?;
@@ -267,9 +283,11 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                     server_name.unwrap_or_else(|| addr.rsplit_once(':').map_or(addr.clone(), |(h, _)| h.to_string()));
                 let to = crate::export::SyslogTls { addr, server_name, ca_file };
                 let n = crate::export::stream_syslog_tls(&*node.store, since, until, &to)?;
+                audit_exported(&node, &operator, format!("{n} entries {range} sent as syslog to {}", to.addr))?;
                 eprintln!("sent {n} entries to {}", to.addr);
                 return Ok(ExitCode::SUCCESS);
             }
+            let to = output.as_ref().map_or_else(|| "standard output".to_string(), |p| format!("`{}`", p.display()));
             let n = match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(
@@ -285,6 +303,7 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                     crate::export::export(&*node.store, format, since, until, &mut lock)?
                 }
             };
+            audit_exported(&node, &operator, format!("{n} entries {range} exported as {format:?} to {to}"))?;
             eprintln!("exported {n} entries");
             Ok(ExitCode::SUCCESS)
         }
@@ -516,7 +535,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let id = ResourceId::parse(i).map_err(|e| e.to_string())?;
             let node = dir.open()?;
             let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-            let ctx = mamori_records::RequestContext::of(mamori_records::Actor::operator(&operator));
+            let ctx = mamori_records::RequestContext::operator(&operator);
             let n = node.records.purge(&ctx, &rt, &id).map_err(|e| e.to_string())?;
             println!("purged {rt}/{id}: {n} versions removed");
             Ok(ExitCode::SUCCESS)

@@ -56,7 +56,7 @@ pub fn run(dir: &crate::cli::DataDir, files: &[PathBuf], operator: &str, batch: 
         total += std::fs::metadata(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?.len();
     }
     let node = dir.open()?;
-    let ctx = RequestContext::of(mamori_records::Actor::operator(operator));
+    let ctx = RequestContext::operator(operator);
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut p = Progress { total, read: 0, done: 0, refused: 0, started: now, last: now, tty };

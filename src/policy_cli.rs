@@ -63,6 +63,9 @@ pub enum PolicyCmd {
         /// Decide with these policies (Cedar file) instead of those in force.
         #[arg(long)]
         policies: Option<PathBuf>,
+        /// Who asks (reading the record for its classes is audited in this name).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
     },
     /// Check policies (those in force, or --policies FILE) against a table of expected
     /// decisions; exit 1 if any differs.
@@ -251,7 +254,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        PolicyCmd::Explain { dir, user, action, resource, operation, policies } => {
+        PolicyCmd::Explain { dir, user, action, resource, operation, policies, operator } => {
             let act = Act::parse(&action).ok_or_else(|| {
                 format!("--action `{action}` must be read, search, create, update, delete or execute")
             })?;
@@ -276,11 +279,14 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
                 Some((t, i)) => {
                     let rt = ResourceType::parse(t).map_err(|e| e.to_string())?;
                     let id = ResourceId::parse(i).map_err(|e| e.to_string())?;
+                    let ctx = mamori_records::RequestContext::operator(&operator);
                     let v = node
                         .records
-                        .current_unguarded(&rt, &id)
+                        .version_of(&ctx, &rt, &id, None)
                         .map_err(|e| e.to_string())?
                         .ok_or_else(|| format!("no record `{resource}`"))?;
+                    let detail = format!("policy explain: {action} by {user}");
+                    node.records.audit_reads(&ctx, "read", Some(detail)).map_err(|e| e.to_string())?;
                     (mamori_http::record_target(&v, &rules), v.patient.clone())
                 }
                 None => {

@@ -102,6 +102,9 @@ pub enum ReviewCmd {
         /// Only this account.
         #[arg(long)]
         user: Option<String>,
+        /// Who runs the report (its reads of records are audited in this name).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
     },
 }
 
@@ -287,7 +290,7 @@ fn act_of(action: &str) -> Option<Act> {
 }
 
 /// The (class, action) pairs a user exercised since `since` (µs), from the audit trail.
-fn used(node: &Node, username: &str, since: i64) -> Result<BTreeSet<Right>, String> {
+fn used(node: &Node, ctx: &RequestContext, username: &str, since: i64) -> Result<BTreeSet<Right>, String> {
     let mut out = BTreeSet::new();
     let mut from = 0;
     loop {
@@ -311,11 +314,8 @@ fn used(node: &Node, username: &str, since: i64) -> Result<BTreeSet<Right>, Stri
                 let parts: Vec<&str> = res.split('/').collect();
                 let (Some(t), Some(i)) = (parts.first(), parts.get(1)) else { continue };
                 let (Ok(rt), Ok(id)) = (ResourceType::parse(t), ResourceId::parse(i)) else { continue };
-                let v = match parts.get(3).and_then(|v| v.parse::<u64>().ok()) {
-                    Some(ver) => node.records.version_unguarded(&rt, &id, ver),
-                    None => node.records.current_unguarded(&rt, &id),
-                }
-                .map_err(|e| e.to_string())?;
+                let version = parts.get(3).and_then(|v| v.parse::<u64>().ok());
+                let v = node.records.version_of(ctx, &rt, &id, version).map_err(|e| e.to_string())?;
                 for c in v.map(|v| v.classes).unwrap_or_default() {
                     out.insert((c, act));
                 }
@@ -367,7 +367,7 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
         }
         ReviewCmd::Close { dir, grant, note, operator } => {
             let node = dir.open()?;
-            let ctx = RequestContext::of(mamori_records::Actor::operator(&operator));
+            let ctx = RequestContext::operator(&operator);
             node.records.close_break_glass(&ctx, &grant, &note).map_err(|e| e.to_string())?;
             println!("レビューを完了しました / review closed: {grant}");
             Ok(ExitCode::SUCCESS)
@@ -444,8 +444,9 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        ReviewCmd::Report { dir, days, user } => {
+        ReviewCmd::Report { dir, days, user, operator } => {
             let node = dir.open()?;
+            let ctx = RequestContext::operator(&operator);
             let engine = datadir::load_policies(&*node.store)?;
             let since = now_micros() - i64::from(days) * 86_400_000_000;
             println!("最小権限レポート / least-privilege report: rights granted vs used in the last {days} days");
@@ -454,7 +455,7 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
                     continue;
                 }
                 let g = granted(&engine, &a.roles);
-                let u = used(&node, &a.username, since)?;
+                let u = used(&node, &ctx, &a.username, since)?;
                 let unused: BTreeSet<Right> = g.difference(&u).cloned().collect();
                 println!("{}\troles [{}]", a.username, a.roles.join(", "));
                 println!("  granted: {}", fmt_rights(&g));
@@ -469,6 +470,9 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
                     }
                 }
             }
+            // The records the report looked at (for their classes) are audited as its reads.
+            let detail = format!("least-privilege report over {days} days: classes of the records each account used");
+            node.records.audit_reads(&ctx, "read", Some(detail)).map_err(|e| e.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
     }

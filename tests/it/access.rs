@@ -716,3 +716,78 @@ async fn patient_scopes_reach_only_the_patient_in_context() {
         .unwrap();
     assert_eq!(h.send(req).await.status, StatusCode::FORBIDDEN);
 }
+
+/// Issue #23: the local operator is an explicit principal whose reads are audited like anyone's:
+/// `policy explain` and the least-privilege report read records (for their classes), and
+/// `audit export` reads the trail; each leaves an entry in the operator's name.
+#[tokio::test]
+async fn the_operators_command_line_reads_are_audited() {
+    let (h, recs, tokens) = setup().await;
+    let dir = h.dir.path().to_str().unwrap().to_string();
+    let operator_entries = |action: &str| -> Vec<mamori_audit::AuditRecord> {
+        let q = mamori_audit::EntryQuery { action: Some(action.into()), ..mamori_audit::EntryQuery::default() };
+        h.node
+            .store
+            .query(&q)
+            .unwrap()
+            .iter()
+            .map(|(_, e)| serde_json::from_slice::<mamori_audit::AuditRecord>(e).unwrap())
+            .filter(|e| e.actor.kind == "operator")
+            .collect()
+    };
+    let hiv = recs.iter().find(|r| r.classes.contains("hiv") && r.patient.as_deref() == Some("p-care")).unwrap();
+    let res = format!("Observation/{}", hiv.id);
+    let explain = |user: &str, resource: &str| {
+        cli(&[
+            "policy",
+            "explain",
+            "--user",
+            user,
+            "--action",
+            "read",
+            "--resource",
+            resource,
+            "--operator",
+            "kansa",
+            "--data-dir",
+            &dir,
+        ])
+    };
+    assert!(operator_entries("read").is_empty());
+    let out = explain("u-nurse", &res);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reads = operator_entries("read");
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!(reads[0].actor.id, "kansa");
+    assert_eq!(reads[0].resources, vec![format!("{res}/_history/1")]);
+    assert_eq!(reads[0].patients, vec!["Patient/p-care".to_string()]);
+    assert_eq!(reads[0].purpose, "HOPERAT");
+    assert!(reads[0].detail.as_deref().unwrap_or("").contains("policy explain"), "{:?}", reads[0].detail);
+    // A type-level explanation reads no record, and a missing one reveals nothing: no read entry.
+    assert!(explain("u-nurse", "Observation").status.success());
+    assert!(!explain("u-nurse", "Observation/no-such-record").status.success());
+    assert_eq!(operator_entries("read").len(), 1);
+
+    // The least-privilege report looks up the classes of what each account used.
+    let doctor = &tokens.iter().find(|(r, _)| r == "doctor").unwrap().1;
+    assert_eq!(get(&h, doctor, &format!("/fhir/{res}")).await.status, StatusCode::OK);
+    let out = cli(&["review", "report", "--user", "u-doctor", "--operator", "kansa", "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hiv:read"), "{}", String::from_utf8_lossy(&out.stdout));
+    let reads = operator_entries("read");
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(reads[1].detail.as_deref().unwrap_or("").contains("least-privilege report"));
+    assert!(reads[1].resources.contains(&format!("{res}/_history/1")), "{:?}", reads[1].resources);
+
+    // Exporting the trail is itself audited.
+    let out = cli(&["audit", "export", "--format", "csv", "--operator", "kansa", "--data-dir", &dir]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exports = operator_entries("audit-export");
+    assert_eq!(exports.len(), 1);
+    assert_eq!(exports[0].actor.id, "kansa");
+    assert!(
+        exports[0].detail.as_deref().unwrap_or("").contains("exported as Csv to standard output"),
+        "{:?}",
+        exports[0].detail
+    );
+}

@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::http::StatusCode;
 use mamori_records::{
-    Actor, Clock, Records, RequestContext, ResourceId, ResourceType, RetentionPolicy, Timestamp, content_hash,
-    parse_resource,
+    Clock, Records, RequestContext, ResourceId, ResourceType, RetentionPolicy, Timestamp, content_hash, parse_resource,
 };
 use serde_json::{Value, json};
 
@@ -184,7 +183,7 @@ async fn stored_time_never_goes_backwards() {
         RetentionPolicy::default(),
     );
     let rt = ResourceType::parse("Observation").unwrap();
-    let ctx = RequestContext::of(Actor::operator("test"));
+    let ctx = RequestContext::operator("test");
     let mut last = Timestamp(0);
     for _ in 0..5 {
         let out = records.create(&ctx, &rt, parse_resource(obs().to_string().as_bytes()).unwrap(), None, None).unwrap();
@@ -251,5 +250,5 @@ async fn nothing_inside_retention_can_be_purged() {
 }
 
 fn op() -> RequestContext {
-    RequestContext::of(Actor::operator("test"))
+    RequestContext::operator("test")
 }

@@ -258,7 +258,7 @@ impl Principal {
             request_id: self.request_id.clone(),
             source: self.source.clone(),
             purpose: "TREAT".into(),
-            guard: Some(GuardRef(Arc::new(self.clone()))),
+            guard: GuardRef(Arc::new(self.clone())),
         }
     }
 

@@ -23,7 +23,7 @@ pub use canonical::{canonical_json, content_hash};
 pub use care::{care_links, is_lab};
 pub use clock::{Clock, SystemClock, Timestamp};
 pub use error::{Issue, IssueCode, RecordError, Severity};
-pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM, Guard, GuardRef, RequestContext};
+pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM, Guard, GuardRef, OperatorGuard, RequestContext, Revealed};
 pub use service::{
     Condition, FsckReport, HistoryPage, Labeler, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
     parse_resource,

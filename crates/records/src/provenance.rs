@@ -84,6 +84,83 @@ pub trait Guard: Send + Sync {
     fn may_search(&self, resource_type: &str) -> Result<(), crate::RecordError>;
     /// The purpose of use so far: `ETREAT` once an access relied on break-glass.
     fn purpose(&self) -> Option<String>;
+    /// Whether this guard hides nothing (the local operator), so a search may use the store's
+    /// own joins and counts, which are then exact.
+    fn hides_nothing(&self) -> bool {
+        false
+    }
+    /// What this guard's reads revealed since last asked, when the service that read must audit
+    /// them itself (the local operator's tools; requests through the API are audited by the
+    /// edge's request entry). Taking it empties it.
+    fn take_revealed(&self) -> Option<Revealed> {
+        None
+    }
+}
+
+/// What reads revealed: `Type/id/_history/n` of each version and the patients they are about.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Revealed {
+    /// Versions revealed.
+    pub resources: std::collections::BTreeSet<String>,
+    /// Their patients (`Patient/123`).
+    pub patients: std::collections::BTreeSet<String>,
+}
+
+/// The local operator's guard (the command line and jobs run on the server machine): an
+/// explicit principal, never a missing one. It allows everything — whoever holds the data
+/// directory already holds the data — but remembers each version it lets through, so the
+/// operator's reads are audited like anyone's ([`crate::Records::audit_reads`]).
+#[derive(Debug, Default)]
+pub struct OperatorGuard {
+    revealed: std::sync::Mutex<Revealed>,
+}
+
+impl OperatorGuard {
+    fn note(&self, v: &crate::VersionRecord) {
+        if let Ok(mut r) = self.revealed.lock() {
+            r.resources.insert(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
+            if let Some(p) = &v.patient {
+                r.patients.insert(p.clone());
+            }
+        }
+    }
+}
+
+impl Guard for OperatorGuard {
+    fn may_see(&self, _tx: &mut dyn crate::Tx, v: &crate::VersionRecord) -> Result<bool, crate::RecordError> {
+        self.note(v);
+        Ok(true)
+    }
+
+    fn may_write(&self, _tx: &mut dyn crate::Tx, _new: &crate::VersionRecord) -> Result<(), crate::RecordError> {
+        Ok(())
+    }
+
+    fn may_see_version(
+        &self,
+        _tx: &mut dyn crate::Tx,
+        v: &crate::VersionRecord,
+        _current: &crate::VersionRecord,
+    ) -> Result<bool, crate::RecordError> {
+        self.note(v);
+        Ok(true)
+    }
+
+    fn may_search(&self, _resource_type: &str) -> Result<(), crate::RecordError> {
+        Ok(())
+    }
+
+    fn purpose(&self) -> Option<String> {
+        None
+    }
+
+    fn hides_nothing(&self) -> bool {
+        true
+    }
+
+    fn take_revealed(&self) -> Option<Revealed> {
+        self.revealed.lock().ok().map(|mut r| std::mem::take(&mut *r))
+    }
 }
 
 /// A shared [`Guard`]; compares by identity.
@@ -115,51 +192,56 @@ pub struct RequestContext {
     pub source: Option<String>,
     /// Purpose of use (`TREAT`, or `ETREAT` under break-glass).
     pub purpose: String,
-    /// The access-rights hook; `None` for the operator's own tools (command line), which act
-    /// with the filesystem access that already grants everything.
-    pub guard: Option<GuardRef>,
+    /// The access-rights hook. Always present: the local operator has an explicit
+    /// [`OperatorGuard`]; there is no unguarded context.
+    pub guard: GuardRef,
 }
 
 impl RequestContext {
-    /// A context for an actor with no request (command line, tests).
-    pub fn of(actor: Actor) -> Self {
-        RequestContext { actor, request_id: None, source: None, purpose: "TREAT".into(), guard: None }
+    /// A context for `actor` under `guard`, with no request id or source yet.
+    pub fn new(actor: Actor, guard: GuardRef) -> Self {
+        RequestContext { actor, request_id: None, source: None, purpose: "TREAT".into(), guard }
     }
 
-    /// Whether `v` may be revealed under this context's guard (always, without one).
+    /// The local operator `name` (command line, jobs on the server machine), under its own
+    /// [`OperatorGuard`]: allowed everything, its reads audited by [`crate::Records::audit_reads`].
+    pub fn operator(name: &str) -> Self {
+        Self::new(Actor::operator(name), GuardRef(std::sync::Arc::new(OperatorGuard::default())))
+    }
+
+    /// Whether `v` may be revealed under this context's guard.
     pub fn may_see(&self, tx: &mut dyn crate::Tx, v: &crate::VersionRecord) -> Result<bool, crate::RecordError> {
-        match &self.guard {
-            Some(g) => g.0.may_see(tx, v),
-            None => Ok(true),
-        }
+        self.guard.0.may_see(tx, v)
     }
 
-    /// [`Guard::may_see_version`] under this context's guard (always, without one). When `v` is
-    /// the newest version itself this is [`RequestContext::may_see`].
+    /// [`Guard::may_see_version`] under this context's guard. When `v` is the newest version
+    /// itself this is [`RequestContext::may_see`].
     pub fn may_see_version(
         &self,
         tx: &mut dyn crate::Tx,
         v: &crate::VersionRecord,
         current: &crate::VersionRecord,
     ) -> Result<bool, crate::RecordError> {
-        match &self.guard {
-            Some(g) if v.version == current.version => g.0.may_see(tx, v),
-            Some(g) => g.0.may_see_version(tx, v, current),
-            None => Ok(true),
+        if v.version == current.version {
+            self.guard.0.may_see(tx, v)
+        } else {
+            self.guard.0.may_see_version(tx, v, current)
         }
     }
 
-    /// [`Guard::may_search`] under this context's guard (always, without one).
+    /// [`Guard::may_search`] under this context's guard.
     pub fn may_search(&self, resource_type: &str) -> Result<(), crate::RecordError> {
-        match &self.guard {
-            Some(g) => g.0.may_search(resource_type),
-            None => Ok(()),
-        }
+        self.guard.0.may_search(resource_type)
+    }
+
+    /// Whether the guard hides nothing ([`Guard::hides_nothing`]).
+    pub fn hides_nothing(&self) -> bool {
+        self.guard.0.hides_nothing()
     }
 
     /// The purpose to record now.
     pub fn current_purpose(&self) -> String {
-        self.guard.as_ref().and_then(|g| g.0.purpose()).unwrap_or_else(|| self.purpose.clone())
+        self.guard.0.purpose().unwrap_or_else(|| self.purpose.clone())
     }
 
     /// The actor as the audit trail records it.

@@ -505,9 +505,7 @@ impl Records {
             classes: classes.clone(),
             lab,
         };
-        if let Some(g) = &d.ctx.guard {
-            g.0.may_write(tx, &record)?;
-        }
+        d.ctx.guard.0.may_write(tx, &record)?;
         tx.put(&record, &index)?;
 
         let mut prov = build_provenance(&ProvenanceFacts {
@@ -1208,20 +1206,46 @@ impl Records {
         self.read_tx(|tx| Ok(tx.break_glass_active(username, patient, now)?))
     }
 
-    /// The current version of a resource, deleted or not, without any access check (operator
-    /// tools: explanations, reports).
-    pub fn current_unguarded(&self, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, RecordError> {
-        self.read_tx(|tx| Ok(tx.current(rt, id)?))
-    }
-
-    /// One version without any access check (operator tools).
-    pub fn version_unguarded(
+    /// A version of a resource (the newest when `version` is `None`), deleted or not, if the
+    /// requester may see it: for tools that need a record's metadata (its classes, its
+    /// patient), such as `policy explain` and access reviews. `None` when missing or hidden.
+    pub fn version_of(
         &self,
+        ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
-        version: u64,
+        version: Option<u64>,
     ) -> Result<Option<VersionRecord>, RecordError> {
-        self.read_tx(|tx| Ok(tx.version(rt, id, version)?))
+        self.read_tx(|tx| {
+            let Some(current) = tx.current(rt, id)? else { return Ok(None) };
+            let v = match version {
+                Some(n) if n != current.version => match tx.version(rt, id, n)? {
+                    Some(v) => v,
+                    None => return Ok(None),
+                },
+                _ => current.clone(),
+            };
+            Ok(ctx.may_see_version(tx, &v, &current)?.then_some(v))
+        })
+    }
+
+    /// Appends the audit entry for what `ctx`'s reads revealed, when its guard leaves that to the
+    /// service (the local operator, [`crate::OperatorGuard`]); does nothing otherwise or when
+    /// nothing was revealed. `action` is the audit action (`read`), `detail` what the tool did.
+    /// The entry has the same shape as an API read's: the versions and their patients.
+    pub fn audit_reads(&self, ctx: &RequestContext, action: &str, detail: Option<String>) -> Result<(), RecordError> {
+        let Some(revealed) = ctx.guard.0.take_revealed() else { return Ok(()) };
+        if revealed.resources.is_empty() {
+            return Ok(());
+        }
+        let mut entry =
+            mamori_audit::AuditRecord::new(action, ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT");
+        entry.resources = revealed.resources.into_iter().collect();
+        entry.patients = revealed.patients.into_iter().collect();
+        entry.request_id = ctx.request_id.clone();
+        entry.source = ctx.source.clone();
+        entry.detail = detail;
+        self.store.write(&mut |tx| tx.append_audit(entry.clone()).map(|_| ()).map_err(RecordError::from))
     }
 
     /// Break-glass grants, newest first (`open_only`: not yet reviewed).

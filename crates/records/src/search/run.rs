@@ -147,11 +147,11 @@ impl Records {
     }
 
     /// Matches of `q` (from its start, whatever its cursor) the requester may see; without a
-    /// guard (operator tools) the store's count.
+    /// guard that hides nothing (the operator) the store's count.
     fn count_visible(&self, tx: &mut dyn Tx, ctx: &RequestContext, q: &SearchQuery) -> Result<u64, RecordError> {
         let mut q = q.clone();
         q.cursor = None;
-        if ctx.guard.is_none() {
+        if ctx.hides_nothing() {
             return Ok(tx.search_count(&q)?);
         }
         let mut n = 0u64;
@@ -175,8 +175,8 @@ impl Records {
     /// the search is refused, 403, which says nothing about any record), and a joined record
     /// counts only if the guard would reveal it. A chain becomes the visible targets' ids, a
     /// `_has` the visible referring records' ids, innermost first; so a hidden Condition cannot
-    /// make its Patient match, and a hidden Observation's value cannot be bisected. Without a
-    /// guard (operator tools) the query is left to the store's joins.
+    /// make its Patient match, and a hidden Observation's value cannot be bisected. For a guard
+    /// that hides nothing (the operator) the query is left to the store's joins.
     fn resolve_joins(
         &self,
         tx: &mut dyn Tx,
@@ -214,7 +214,7 @@ impl Records {
                     for (target, inner) in targets {
                         ctx.may_search(target)?;
                         let inner = self.resolve_criterion(tx, ctx, inner, budget)?;
-                        let ids = if ctx.guard.is_some() {
+                        let ids = if !ctx.hides_nothing() {
                             Criterion::Id(self.visible_ids(tx, ctx, target, inner, budget)?)
                         } else {
                             inner
@@ -228,7 +228,7 @@ impl Records {
             Criterion::Has { source, param, inner } => {
                 ctx.may_search(source)?;
                 let inner = self.resolve_criterion(tx, ctx, inner, budget)?;
-                let inner = if ctx.guard.is_some() {
+                let inner = if !ctx.hides_nothing() {
                     Criterion::Id(self.visible_ids(tx, ctx, source, inner, budget)?)
                 } else {
                     inner
