@@ -222,6 +222,63 @@ async fn every_role_class_and_path_is_decided_as_specified() {
                 assert_eq!(resp.status, StatusCode::FORBIDDEN, "search: {ctx}");
             }
             checked += 4;
+
+            // Joins and paging (issue #22): a record a role may not see never makes another match,
+            // through a chain or `_has`, and never adds a page.
+            if let (true, Some(p)) = (r.rt != "Patient" && r.bound, r.patient.as_deref()) {
+                let pat = recs.iter().find(|x| x.rt == "Patient" && x.patient.as_deref() == Some(p)).unwrap();
+                let patient_seen = oracle_read(role, "Patient", &pat.classes, pat.bound, pat.lab, care);
+                let patient_search = oracle_search_type(role, "Patient", &pat.type_classes);
+                // chain: the record through its patient's name.
+                let resp =
+                    get(&h, token, &format!("/fhir/{}?_id={}&patient.name=%E5%B1%B1%E7%94%B0", r.rt, r.id)).await;
+                if search_ok && patient_search {
+                    assert_eq!(resp.status, StatusCode::OK, "chain: {ctx}");
+                    let n = resp.json()["entry"].as_array().map_or(0, Vec::len);
+                    assert_eq!(n, usize::from(allowed && patient_seen), "chain entries: {ctx}");
+                } else {
+                    assert_eq!(resp.status, StatusCode::FORBIDDEN, "chain: {ctx}");
+                }
+                // _has: the patient through this record.
+                let resp = get(&h, token, &format!("/fhir/Patient?_id={p}&_has:{}:patient:_id={}", r.rt, r.id)).await;
+                if search_ok && patient_search {
+                    assert_eq!(resp.status, StatusCode::OK, "_has: {ctx}");
+                    let n = resp.json()["entry"].as_array().map_or(0, Vec::len);
+                    assert_eq!(n, usize::from(allowed && patient_seen), "_has entries: {ctx}");
+                } else {
+                    assert_eq!(resp.status, StatusCode::FORBIDDEN, "_has: {ctx}");
+                }
+                checked += 2;
+            }
+            if search_ok {
+                // A page of one over this record and a missing id: never a next page.
+                let resp = get(&h, token, &format!("/fhir/{}?_id={},no-such-id&_count=1", r.rt, r.id)).await;
+                let links = resp.json()["link"].as_array().cloned().unwrap_or_default();
+                assert!(!links.iter().any(|l| l["relation"] == "next"), "paging: {ctx}");
+            }
+            // A write with a stale version on a hidden record answers as on a missing one.
+            if !allowed {
+                let mut body = h.call("GET", &format!("/fhir/{}/{}", r.rt, r.id), None).await.json();
+                body.as_object_mut().unwrap().remove("meta");
+                let put = |id: String| {
+                    let (h, token, body) = (&h, token.clone(), body.clone());
+                    async move {
+                        let mut body = body;
+                        body["id"] = json!(id);
+                        let req = axum::http::Request::builder()
+                            .method("PUT")
+                            .uri(format!("/fhir/{}/{id}", r.rt))
+                            .header("authorization", format!("Bearer {token}"))
+                            .header("content-type", "application/fhir+json")
+                            .header("if-match", "W/\"99\"")
+                            .body(axum::body::Body::from(body.to_string()))
+                            .unwrap();
+                        h.send(req).await.status
+                    }
+                };
+                assert_eq!(put(r.id.clone()).await, put("no-such-id".into()).await, "stale write: {ctx}");
+                checked += 1;
+            }
         }
         // Type history and system history reveal exactly the allowed records (and their
         // Provenance, which carries the same classes and patient).
