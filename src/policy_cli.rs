@@ -190,6 +190,26 @@ fn now_micros() -> i64 {
     mamori_records::Clock::now(&mamori_records::SystemClock).0
 }
 
+/// The facts of a decision read from the store, for `policy explain` (the server reads the same
+/// facts inside its request's transaction).
+struct StoreFacts<'a> {
+    node: &'a datadir::Node,
+    fhir_user: Option<&'a str>,
+}
+
+impl mamori_http::Facts for StoreFacts<'_> {
+    fn care(&mut self, patient: &str) -> Result<bool, mamori_records::RecordError> {
+        match self.fhir_user {
+            Some(me) => self.node.records.in_care(patient, me),
+            None => Ok(false),
+        }
+    }
+
+    fn break_glass(&mut self, username: &str, patient: &str) -> Result<bool, mamori_records::RecordError> {
+        self.node.records.break_glass_active(username, patient)
+    }
+}
+
 /// Runs `mamori policy …`.
 pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
     match c {
@@ -294,16 +314,11 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
                     (mamori_http::type_target(&resource, &rules), None)
                 }
             };
-            let (care, break_glass) = match (&patient, &account.fhir_user) {
-                (Some(p), Some(me)) => (
-                    node.records.in_care(p, me).map_err(|e| e.to_string())?,
-                    node.records.break_glass_active(&user, p).map_err(|e| e.to_string())?,
-                ),
-                (Some(p), None) => (false, node.records.break_glass_active(&user, p).map_err(|e| e.to_string())?),
-                _ => (false, false),
-            };
-            let situation = Situation { care, break_glass, operation };
-            let d = engine.decide_unsliced(&subject, act, &target, &situation);
+            // The server's own decision function, with the facts read from the store.
+            let mut facts = StoreFacts { node: &node, fhir_user: account.fhir_user.as_deref() };
+            let e = mamori_http::explain(&engine, &subject, act, &operation, &target, patient.as_deref(), &mut facts)
+                .map_err(|e| e.to_string())?;
+            let (d, situation) = (&e.decision, &e.situation);
             println!("decision / 判定: {}", if d.allowed { "ALLOW (許可)" } else { "DENY (拒否)" });
             println!(
                 "user: {} roles [{}] fhirUser {}",
@@ -318,10 +333,14 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
                 patient.as_deref().unwrap_or("-"),
                 target.lab
             );
+            let break_glass = match (e.used_break_glass, situation.break_glass) {
+                (true, _) => "used (purpose ETREAT)",
+                (false, true) => "active, and still refused",
+                (false, false) => "not applied",
+            };
             println!(
-                "context: care relationship {} · break-glass {} · operation {}",
-                if care { "yes" } else { "no" },
-                if break_glass { "active" } else { "none" },
+                "context: care relationship {} · break-glass {break_glass} · operation {}",
+                if situation.care { "yes" } else { "no" },
                 if situation.operation.is_empty() { "-" } else { &situation.operation }
             );
             if d.policies.is_empty() {

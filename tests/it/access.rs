@@ -848,3 +848,75 @@ async fn the_operators_command_line_reads_are_audited() {
         exports[0].detail
     );
 }
+
+/// Issue #23: `policy explain` and the server decide with the same function (`explain`), so
+/// they agree on every case: every role × record, within and outside the care relationship, and
+/// under break-glass (the nurse's grant for p-other lets general records through and still not
+/// mental-health ones).
+#[tokio::test]
+async fn explain_and_the_server_agree_on_every_case() {
+    let (h, recs, tokens) = setup().await;
+    let dir = h.dir.path().to_str().unwrap().to_string();
+    let agree = |round: &'static str| {
+        let (h, recs, tokens, dir) = (&h, &recs, &tokens, &dir);
+        async move {
+            let mut allowed_somewhere = 0;
+            for (role, token) in tokens {
+                let user = format!("u-{}", role.replace('_', "-"));
+                for r in recs {
+                    let res = format!("{}/{}", r.rt, r.id);
+                    let out = cli(&[
+                        "policy",
+                        "explain",
+                        "--user",
+                        &user,
+                        "--action",
+                        "read",
+                        "--resource",
+                        &res,
+                        "--data-dir",
+                        dir,
+                    ]);
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                    let text = String::from_utf8_lossy(&out.stdout).to_string();
+                    let explained = text.contains("ALLOW");
+                    let served = get(h, token, &format!("/fhir/{res}")).await.status == StatusCode::OK;
+                    assert_eq!(explained, served, "{round}: {role} reading {res} {:?}:\n{text}", r.classes);
+                    allowed_somewhere += usize::from(served);
+                }
+            }
+            allowed_somewhere
+        }
+    };
+    let before = agree("without break-glass").await;
+    let nurse = &tokens.iter().find(|(r, _)| r == "nurse").unwrap().1;
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/fhir/Patient/p-other/$break-glass")
+        .header("authorization", format!("Bearer {nurse}"))
+        .header("content-type", "application/fhir+json")
+        .body(axum::body::Body::from(
+            json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "救急外来で意識障害"}]})
+                .to_string(),
+        ))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::OK);
+    let after = agree("under the nurse's break-glass").await;
+    assert!(after > before, "break-glass opened records to the nurse ({before} → {after})");
+    let general =
+        recs.iter().find(|r| r.patient.as_deref() == Some("p-other") && r.classes.contains("general")).unwrap();
+    let out = cli(&[
+        "policy",
+        "explain",
+        "--user",
+        "u-nurse",
+        "--action",
+        "read",
+        "--resource",
+        &format!("{}/{}", general.rt, general.id),
+        "--data-dir",
+        &dir,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("ALLOW") && text.contains("break-glass used (purpose ETREAT)"), "{text}");
+}

@@ -340,7 +340,7 @@ impl Principal {
     }
 
     /// The decision on `target`, a record about `patient` (care relationship and break-glass
-    /// are looked up for that patient).
+    /// are looked up for that patient): the application's classes, then [`explain`].
     fn decide_target(
         &self,
         tx: &mut dyn Tx,
@@ -357,19 +357,9 @@ impl Principal {
             let d = Decision { allowed: false, policies: vec!["client-classes".into()], errors: Vec::new() };
             return Ok((Arc::new(d), false));
         }
-        let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
-        if let (Subject::User { username, .. }, Some(patient)) = (&self.subject, patient) {
-            situation.care = self.care(tx, patient)?;
-            let d = engine.decide(&self.subject, act, target, &situation);
-            if d.allowed || situation.care || !self.break_glass(tx, username, patient)? {
-                return Ok((d, false));
-            }
-            situation.break_glass = true;
-            let d = engine.decide(&self.subject, act, target, &situation);
-            let used = d.allowed;
-            return Ok((d, used));
-        }
-        Ok((engine.decide(&self.subject, act, target, &situation), false))
+        let mut facts = TxFacts { principal: self, tx };
+        let e = explain(&engine, &self.subject, act, operation, target, patient, &mut facts)?;
+        Ok((e.decision, e.used_break_glass))
     }
 
     /// Whether an earlier version `v` of a record whose newest version is `current` may be
@@ -557,6 +547,74 @@ impl Guard for Principal {
 
     fn purpose(&self) -> Option<String> {
         self.state.lock().ok().filter(|s| s.used_break_glass).map(|_| "ETREAT".to_string())
+    }
+}
+
+/// What a decision about a patient's record depends on besides the policies: looked up only
+/// when the decision needs it.
+pub trait Facts {
+    /// Whether the person (`fhirUser`) is in `patient`'s care relationship.
+    fn care(&mut self, patient: &str) -> Result<bool, RecordError>;
+    /// Whether `username` holds an active break-glass grant for `patient`.
+    fn break_glass(&mut self, username: &str, patient: &str) -> Result<bool, RecordError>;
+}
+
+/// A decision with the situation it was made in: what every request is decided by and what
+/// `mamori policy explain` prints — one function, so the two cannot drift.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    /// The decision, with its determining policies.
+    pub decision: Arc<Decision>,
+    /// The situation of the decision that counted (`break_glass` is set only when the access
+    /// needed it and a grant was active).
+    pub situation: Situation,
+    /// Whether the access relied on break-glass (purpose `ETREAT`).
+    pub used_break_glass: bool,
+}
+
+/// Decides `act` on `target` (a record about `patient`, or a type) for `subject`. For a person
+/// and a patient's record: first within the care relationship as it is; only if that refuses
+/// someone outside the care relationship who holds an active break-glass grant for the patient,
+/// once more under break-glass. The application's registered classes are the caller's concern
+/// (they belong to a token, not to the person).
+pub fn explain(
+    engine: &PolicyEngine,
+    subject: &Subject,
+    act: Act,
+    operation: &str,
+    target: &Target,
+    patient: Option<&str>,
+    facts: &mut dyn Facts,
+) -> Result<Explanation, RecordError> {
+    let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
+    if let (Subject::User { username, .. }, Some(patient)) = (subject, patient) {
+        situation.care = facts.care(patient)?;
+        let d = engine.decide(subject, act, target, &situation);
+        if d.allowed || situation.care || !facts.break_glass(username, patient)? {
+            return Ok(Explanation { decision: d, situation, used_break_glass: false });
+        }
+        situation.break_glass = true;
+        let d = engine.decide(subject, act, target, &situation);
+        let used_break_glass = d.allowed;
+        return Ok(Explanation { decision: d, situation, used_break_glass });
+    }
+    let decision = engine.decide(subject, act, target, &situation);
+    Ok(Explanation { decision, situation, used_break_glass: false })
+}
+
+/// The facts of a request, read in the record service's transaction and cached per request.
+struct TxFacts<'a> {
+    principal: &'a Principal,
+    tx: &'a mut dyn Tx,
+}
+
+impl Facts for TxFacts<'_> {
+    fn care(&mut self, patient: &str) -> Result<bool, RecordError> {
+        self.principal.care(self.tx, patient)
+    }
+
+    fn break_glass(&mut self, username: &str, patient: &str) -> Result<bool, RecordError> {
+        self.principal.break_glass(self.tx, username, patient)
     }
 }
 

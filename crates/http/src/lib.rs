@@ -26,7 +26,7 @@ use mamori_records::Records;
 
 pub use audit::AuditNote;
 pub use bulk::Jobs as BulkJobs;
-pub use enforce::{Enforcer, record_target, type_target};
+pub use enforce::{Enforcer, Explanation, Facts, explain, record_target, type_target};
 pub use error::{ApiError, RequestId};
 pub use serve::{TlsFiles, serve, tls_config};
 
