@@ -177,6 +177,24 @@ async fn get(h: &Harness, token: &str, uri: &str) -> Resp {
     h.send(req).await
 }
 
+/// `mamori policy explain` of a read of `resource` by `user`, as operator `kansa`.
+fn explain_read(dir: &str, user: &str, resource: &str) -> std::process::Output {
+    cli(&[
+        "policy",
+        "explain",
+        "--user",
+        user,
+        "--action",
+        "read",
+        "--resource",
+        resource,
+        "--operator",
+        "kansa",
+        "--data-dir",
+        dir,
+    ])
+}
+
 #[tokio::test]
 async fn every_role_class_and_path_is_decided_as_specified() {
     let (h, recs, tokens) = setup().await;
@@ -473,17 +491,14 @@ async fn policies_are_explained_tested_and_changed_only_through_the_configuratio
     let dir = h.dir.path().to_str().unwrap().to_string();
     let hiv = recs.iter().find(|r| r.classes.contains("hiv") && r.patient.as_deref() == Some("p-care")).unwrap();
     let res = format!("Observation/{}", hiv.id);
-    let out =
-        cli(&["policy", "explain", "--user", "u-nurse", "--action", "read", "--resource", &res, "--data-dir", &dir]);
+    let out = explain_read(&dir, "u-nurse", &res);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("DENY") && text.contains("hiv") && text.contains("care relationship yes"), "{text}");
-    let out =
-        cli(&["policy", "explain", "--user", "u-doctor", "--action", "read", "--resource", &res, "--data-dir", &dir]);
+    let out = explain_read(&dir, "u-doctor", &res);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("ALLOW") && text.contains("doctor-clinical"), "{text}");
-    let out =
-        cli(&["policy", "explain", "--user", "nobody", "--action", "read", "--resource", &res, "--data-dir", &dir]);
+    let out = explain_read(&dir, "nobody", &res);
     assert!(!out.status.success());
 
     // A proposal: nurses may also read HIV results. The table of expectations catches it.
@@ -699,18 +714,7 @@ async fn a_store_from_before_access_rights_is_migrated_and_its_records_stay_clas
     assert_eq!(get(&h, &doctor, "/fhir/Observation/old-hiv").await.status, StatusCode::OK);
     // Explanations judge the record the same way as the server.
     let dir = h.dir.path().to_str().unwrap();
-    let out = cli(&[
-        "policy",
-        "explain",
-        "--user",
-        "u-nurse",
-        "--action",
-        "read",
-        "--resource",
-        "Observation/old-hiv",
-        "--data-dir",
-        dir,
-    ]);
+    let out = explain_read(dir, "u-nurse", "Observation/old-hiv");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("DENY") && text.contains("general, hiv"), "{text}");
 }
@@ -794,22 +798,7 @@ async fn the_operators_command_line_reads_are_audited() {
     };
     let hiv = recs.iter().find(|r| r.classes.contains("hiv") && r.patient.as_deref() == Some("p-care")).unwrap();
     let res = format!("Observation/{}", hiv.id);
-    let explain = |user: &str, resource: &str| {
-        cli(&[
-            "policy",
-            "explain",
-            "--user",
-            user,
-            "--action",
-            "read",
-            "--resource",
-            resource,
-            "--operator",
-            "kansa",
-            "--data-dir",
-            &dir,
-        ])
-    };
+    let explain = |user: &str, resource: &str| explain_read(&dir, user, resource);
     assert!(operator_entries("read").is_empty());
     let out = explain("u-nurse", &res);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -865,18 +854,7 @@ async fn explain_and_the_server_agree_on_every_case() {
                 let user = format!("u-{}", role.replace('_', "-"));
                 for r in recs {
                     let res = format!("{}/{}", r.rt, r.id);
-                    let out = cli(&[
-                        "policy",
-                        "explain",
-                        "--user",
-                        &user,
-                        "--action",
-                        "read",
-                        "--resource",
-                        &res,
-                        "--data-dir",
-                        dir,
-                    ]);
+                    let out = explain_read(dir, &user, &res);
                     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
                     let text = String::from_utf8_lossy(&out.stdout).to_string();
                     let explained = text.contains("ALLOW");
@@ -905,18 +883,7 @@ async fn explain_and_the_server_agree_on_every_case() {
     assert!(after > before, "break-glass opened records to the nurse ({before} → {after})");
     let general =
         recs.iter().find(|r| r.patient.as_deref() == Some("p-other") && r.classes.contains("general")).unwrap();
-    let out = cli(&[
-        "policy",
-        "explain",
-        "--user",
-        "u-nurse",
-        "--action",
-        "read",
-        "--resource",
-        &format!("{}/{}", general.rt, general.id),
-        "--data-dir",
-        &dir,
-    ]);
+    let out = explain_read(&dir, "u-nurse", &format!("{}/{}", general.rt, general.id));
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("ALLOW") && text.contains("break-glass used (purpose ETREAT)"), "{text}");
 }

@@ -100,10 +100,18 @@ pub trait Guard: Send + Sync {
 /// What reads revealed: `Type/id/_history/n` of each version and the patients they are about.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Revealed {
-    /// Versions revealed.
+    /// Versions revealed (at most [`Revealed::MAX_LISTED`]).
     pub resources: std::collections::BTreeSet<String>,
-    /// Their patients (`Patient/123`).
+    /// The patients of every version revealed (`Patient/123`), listed or not.
     pub patients: std::collections::BTreeSet<String>,
+    /// Versions revealed beyond those listed (a long operator job, such as a re-import that
+    /// checks every existing record, must not hold them all in memory).
+    pub unlisted: u64,
+}
+
+impl Revealed {
+    /// Versions listed by name; the rest are counted.
+    pub const MAX_LISTED: usize = 10_000;
 }
 
 /// The local operator's guard (the command line and jobs run on the server machine): an
@@ -118,9 +126,15 @@ pub struct OperatorGuard {
 impl OperatorGuard {
     fn note(&self, v: &crate::VersionRecord) {
         if let Ok(mut r) = self.revealed.lock() {
-            r.resources.insert(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
+            // Every patient is named (their number is bounded by the population); versions
+            // beyond the listed ones are counted.
             if let Some(p) = &v.patient {
                 r.patients.insert(p.clone());
+            }
+            if r.resources.len() < Revealed::MAX_LISTED {
+                r.resources.insert(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
+            } else {
+                r.unlisted += 1;
             }
         }
     }

@@ -167,6 +167,28 @@ pub struct Records {
     labeler: Option<Arc<dyn Labeler>>,
 }
 
+/// Version `version` of a record (the newest when `None`), deleted or not, if it is stored and
+/// the requester may see it — judged with the newest version's classes and patient as well (a
+/// label added later narrows every earlier version). The one judgement behind `vread`,
+/// [`Records::version_of`] and [`Records::still_visible`].
+fn visible_version(
+    tx: &mut dyn Tx,
+    ctx: &RequestContext,
+    rt: &ResourceType,
+    id: &ResourceId,
+    version: Option<u64>,
+) -> Result<Option<VersionRecord>, RecordError> {
+    let Some(current) = tx.current(rt, id)? else { return Ok(None) };
+    let v = match version {
+        Some(n) if n != current.version => match tx.version(rt, id, n)? {
+            Some(v) => v,
+            None => return Ok(None),
+        },
+        _ => current.clone(),
+    };
+    Ok(ctx.may_see_version(tx, &v, &current)?.then_some(v))
+}
+
 /// Replaces the labeler's codings in `meta.security` with `labels`.
 fn set_labels(body: &mut Value, system: &str, labels: &[Value]) {
     let Some(obj) = body.as_object_mut() else { return };
@@ -995,17 +1017,8 @@ impl Records {
         version: u64,
     ) -> Result<VersionRecord, RecordError> {
         self.read_tx(|tx| {
-            let Some(v) = tx.version(rt, id, version)? else {
-                return Err(RecordError::NotFound(reference(rt, id, version)));
-            };
-            // Judged with the record's newest version: a class added later narrows this one too.
-            let current = match tx.current(rt, id)? {
-                Some(c) => c,
-                None => v.clone(),
-            };
-            if !ctx.may_see_version(tx, &v, &current)? {
-                return Err(RecordError::NotFound(reference(rt, id, version)));
-            }
+            let v = visible_version(tx, ctx, rt, id, Some(version))?
+                .ok_or_else(|| RecordError::NotFound(reference(rt, id, version)))?;
             if v.is_deleted() {
                 return Err(RecordError::Gone(reference(rt, id, version)));
             }
@@ -1027,14 +1040,7 @@ impl Records {
         self.read_tx(|tx| {
             let mut out = Vec::with_capacity(versions.len());
             for (id, version) in versions {
-                let seen = match tx.version(rt, id, *version)? {
-                    None => None,
-                    Some(v) => {
-                        let current = tx.current(rt, id)?.unwrap_or_else(|| v.clone());
-                        ctx.may_see_version(tx, &v, &current)?.then_some(v)
-                    }
-                };
-                out.push(seen);
+                out.push(visible_version(tx, ctx, rt, id, Some(*version))?);
             }
             Ok(out)
         })
@@ -1216,17 +1222,7 @@ impl Records {
         id: &ResourceId,
         version: Option<u64>,
     ) -> Result<Option<VersionRecord>, RecordError> {
-        self.read_tx(|tx| {
-            let Some(current) = tx.current(rt, id)? else { return Ok(None) };
-            let v = match version {
-                Some(n) if n != current.version => match tx.version(rt, id, n)? {
-                    Some(v) => v,
-                    None => return Ok(None),
-                },
-                _ => current.clone(),
-            };
-            Ok(ctx.may_see_version(tx, &v, &current)?.then_some(v))
-        })
+        self.read_tx(|tx| visible_version(tx, ctx, rt, id, version))
     }
 
     /// Appends the audit entry for what `ctx`'s reads revealed, when its guard leaves that to the
@@ -1244,7 +1240,10 @@ impl Records {
         entry.patients = revealed.patients.into_iter().collect();
         entry.request_id = ctx.request_id.clone();
         entry.source = ctx.source.clone();
-        entry.detail = detail;
+        entry.detail = match (detail, revealed.unlisted) {
+            (d, 0) => d,
+            (d, n) => Some(format!("{}{n} more versions not listed", d.map(|d| format!("{d}; ")).unwrap_or_default())),
+        };
         self.store.write(&mut |tx| tx.append_audit(entry.clone()).map(|_| ()).map_err(RecordError::from))
     }
 

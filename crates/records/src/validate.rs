@@ -6,8 +6,6 @@
 //!
 //! Invariants (FHIRPath constraints) and bindings weaker than required are not checked here.
 
-use std::collections::BTreeSet;
-
 use mamori_fhir_schema::{Element, Schema, ValueSet};
 use serde_json::{Map, Value};
 
@@ -100,8 +98,6 @@ fn structure(
     if obj.is_empty() {
         push(issues, IssueCode::Structure, path, "empty object; omit the element instead".into());
     }
-    // The elements present (a primitive with only its `_companion` counts), for the minimums.
-    let mut present: BTreeSet<&str> = BTreeSet::new();
     for (key, value) in obj {
         if is_resource && (key == "resourceType" || key == "id") {
             continue;
@@ -110,23 +106,21 @@ fn structure(
         if let Some(base) = key.strip_prefix('_') {
             // The companion of a primitive: its id and extensions.
             match lookup(schema, type_path, base) {
-                Some((name, e, chosen))
+                Some((_, e, chosen))
                     if chosen
                         .as_deref()
                         .map_or_else(|| e.types.iter().all(|t| schema.is_primitive(t)), |t| schema.is_primitive(t)) =>
                 {
-                    present.insert(name);
                     companion(schema, value, e.many, &child_path, issues);
                 }
                 _ => push(issues, IssueCode::Structure, &child_path, format!("unknown element `{key}`")),
             }
             continue;
         }
-        let Some((name, element, chosen)) = lookup(schema, type_path, key) else {
+        let Some((_, element, chosen)) = lookup(schema, type_path, key) else {
             push(issues, IssueCode::Structure, &child_path, format!("unknown element `{key}`"));
             continue;
         };
-        present.insert(name);
         let ty = match chosen {
             Some(t) => t,
             None => match element.types.as_slice() {
@@ -166,8 +160,14 @@ fn structure(
             }
         }
     }
+    // The minimums: an element is present under its own name, as a choice variant, or as a
+    // primitive with only its `_companion` (an extension in place of the value).
     for name in schema.required(type_path) {
-        if !present.contains(name.as_str()) {
+        let present = obj.keys().any(|k| {
+            let k = k.strip_prefix('_').unwrap_or(k);
+            k == name.as_str() || lookup(schema, type_path, k).is_some_and(|(n, ..)| n == name.as_str())
+        });
+        if !present {
             let element = name.strip_suffix("[x]").unwrap_or(name);
             push(
                 issues,

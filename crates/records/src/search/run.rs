@@ -195,6 +195,19 @@ impl Records {
         Ok(out)
     }
 
+    /// A joined criterion on `rt` as the join will use it: the ids of the visible records it
+    /// matches, or the criterion itself for a guard that hides nothing (the store's join).
+    fn joined(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        rt: &str,
+        inner: Criterion,
+        budget: &mut usize,
+    ) -> Result<Criterion, RecordError> {
+        if ctx.hides_nothing() { Ok(inner) } else { Ok(Criterion::Id(self.visible_ids(tx, ctx, rt, inner, budget)?)) }
+    }
+
     fn resolve_criterion(
         &self,
         tx: &mut dyn Tx,
@@ -214,12 +227,7 @@ impl Records {
                     for (target, inner) in targets {
                         ctx.may_search(target)?;
                         let inner = self.resolve_criterion(tx, ctx, inner, budget)?;
-                        let ids = if !ctx.hides_nothing() {
-                            Criterion::Id(self.visible_ids(tx, ctx, target, inner, budget)?)
-                        } else {
-                            inner
-                        };
-                        resolved.push((target.clone(), ids));
+                        resolved.push((target.clone(), self.joined(tx, ctx, target, inner, budget)?));
                     }
                     preds.push(Pred::Chain(resolved));
                 }
@@ -228,11 +236,7 @@ impl Records {
             Criterion::Has { source, param, inner } => {
                 ctx.may_search(source)?;
                 let inner = self.resolve_criterion(tx, ctx, inner, budget)?;
-                let inner = if !ctx.hides_nothing() {
-                    Criterion::Id(self.visible_ids(tx, ctx, source, inner, budget)?)
-                } else {
-                    inner
-                };
+                let inner = self.joined(tx, ctx, source, inner, budget)?;
                 Ok(Criterion::Has { source: source.clone(), param: param.clone(), inner: Box::new(inner) })
             }
             other => Ok(other.clone()),
