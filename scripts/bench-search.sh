@@ -28,17 +28,17 @@ SERVER=
 if [ -n "${BENCH_STORE:-}" ] && [ -f "$BENCH_STORE/d/mamori.db" ]; then
   # A kept store (A/B runs of the queries): no generation, no import, nothing removed.
   DATA=$BENCH_STORE IMPORT_RATE=kept
-  trap 'kill $SERVER 2>/dev/null || true' EXIT
+  trap '{ kill $SERVER && wait $SERVER; } 2>/dev/null || true' EXIT
   # A freshly imported store is in the OS page cache; a kept one may have been evicted since (a
   # build reads gigabytes), which made the Observation query 20x slower in one run: read it once.
   cat "$DATA/d/mamori.db" >/dev/null
 else
   if [ -n "${BENCH_STORE:-}" ]; then
     DATA=$BENCH_STORE; mkdir -p "$DATA"
-    trap 'kill $SERVER 2>/dev/null || true; rm -f "$DATA/load.ndjson"' EXIT
+    trap '{ kill $SERVER && wait $SERVER; } 2>/dev/null || true; rm -f "$DATA/load.ndjson"' EXIT
   else
     DATA=$(mktemp -d)
-    trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+    trap '{ kill $SERVER && wait $SERVER; } 2>/dev/null || true; rm -rf "$DATA"' EXIT
   fi
   python3 scripts/gen-ndjson.py "$N" "$DATA/load.ndjson"
   T0=$(date +%s.%N)

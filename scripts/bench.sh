@@ -18,7 +18,7 @@ command -v wrk >/dev/null || { echo "installing wrk (Debian package)"; apt-get i
 if [ -n "${BENCH_BIN:-}" ]; then BIN=$BENCH_BIN; else cargo build --release --quiet; BIN=${CARGO_TARGET_DIR:-target}/release/mamori; fi
 DATA=$(mktemp -d)
 PORT=${BENCH_PORT:-18180}
-trap 'kill $SERVER 2>/dev/null || true; rm -rf "$DATA"' EXIT
+trap '{ kill $SERVER && wait $SERVER; } 2>/dev/null || true; rm -rf "$DATA"' EXIT
 
 SECRET=$($BIN client add bench --scope "system/*.cruds" --token-lifetime 1h --data-dir "$DATA" 2>/dev/null | sed -n 's/^client_secret=//p')
 MAMORI_LOG=warn $BIN serve --data-dir "$DATA" --listen 127.0.0.1:$PORT >/dev/null 2>&1 &
