@@ -1,14 +1,14 @@
-//! The command line: `serve`, `init`, `client`, `fsck`, `purge`. Every subcommand takes
-//! `--data-dir` and works while a server runs on the same directory.
+//! The command line: `serve`, `init`, `client`, `keys`, `classes`, `audit`, `fsck`, `purge`, and
+//! the `user`, `policy` and `review` families in their own files. Every subcommand takes
+//! `--data-dir` and works while a server runs on the same directory. A subcommand parses its
+//! flags, calls its use case in `mamori-app` as the local operator, and prints.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use mamori_oauth::{Client, ScopeSet, random_secret, sha256_hex};
-use mamori_records::{ResourceId, ResourceType};
-use mamori_store_sqlite::ConfigChange;
+use mamori_app::{Ctx, class_rules, clients, keys as signing_keys, retention};
 
 use crate::datadir;
 
@@ -79,7 +79,7 @@ enum Command {
     Policy(crate::policy_cli::PolicyCmd),
     /// The security manager's reviews: break-glass uses, access review campaigns, least privilege.
     #[command(subcommand)]
-    Review(crate::review::ReviewCmd),
+    Review(crate::review_cli::ReviewCmd),
     /// Physically remove a deleted record whose retention period (保存期間) has ended.
     Purge {
         #[command(flatten)]
@@ -134,34 +134,26 @@ fn classes(c: ClassesCmd) -> Result<ExitCode, String> {
     match c {
         ClassesCmd::Show(d) => {
             let node = d.open()?;
-            let rules = datadir::load_class_rules(&*node.store)?;
+            let rules = class_rules::current(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())?;
             let out = serde_json::json!({"system": mamori_authz::SYSTEM, "classes": mamori_authz::taxonomy(), "rules": rules});
             println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
         }
         ClassesCmd::Set { dir, file, reason, operator } => {
             let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-            let rules: mamori_authz::Rules =
-                serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
-            rules.validate().map_err(|e| e.to_string())?;
+            let rules = class_rules::parse(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
             let node = dir.open()?;
-            let prev = node.store.config_get("class-rules", "active").map_err(|e| e.to_string())?.map(|e| e.version);
-            let v = node
-                .store
-                .change_config(&ConfigChange {
-                    kind: "class-rules",
-                    key: "active",
-                    value: Some(serde_json::to_value(&rules).map_err(|e| e.to_string())?),
-                    changed_by: &format!("operator:{operator}"),
-                    reason: &reason,
-                    expected_version: prev,
-                    now_micros: now_micros(),
-                })
+            let v = class_rules::set(&Ctx::operator(&node, &operator), &node, &rules, &reason)
                 .map_err(|e| e.to_string())?;
             println!("class rules updated to version {v}; a running server applies them within a second");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The local operator when a read-only subcommand does not ask who runs it.
+fn reader() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "operator".into())
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,14 +202,6 @@ enum AuditCmd {
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
     },
-}
-
-/// The audit trail's own entry for an export of it: who took which entries where.
-fn audit_exported(node: &crate::datadir::Node, operator: &str, detail: String) -> Result<(), String> {
-    let actor = mamori_records::RequestContext::operator(operator).audit_actor();
-    let mut entry = mamori_audit::AuditRecord::new("audit-export", actor, mamori_audit::Outcome::Success, "HOPERAT");
-    entry.detail = Some(detail);
-    node.store.append(vec![entry]).map(|_| ()).map_err(|e| format!("the export's own audit entry: {e}"))
 }
 
 fn parse_instant(s: &str) -> Result<i64, String> {
@@ -275,6 +259,10 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
             let since = since.as_deref().map(parse_instant).transpose()?;
             let until = until.as_deref().map(parse_instant).transpose()?;
             let node = dir.open()?;
+            let ctx = Ctx::operator(&node, &operator);
+            mamori_app::audit_trail::may_export(&ctx, &node).map_err(|e| e.to_string())?;
+            let exported =
+                |detail: String| mamori_app::audit_trail::exported(&ctx, &node, detail).map_err(|e| e.to_string());
             if let (Some(addr), Some(ca_file)) = (syslog_tls, ca_file) {
                 if format != crate::export::Format::Syslog {
                     return Err("--syslog-tls sends syslog messages; use --format syslog".into());
@@ -283,7 +271,7 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                     server_name.unwrap_or_else(|| addr.rsplit_once(':').map_or(addr.clone(), |(h, _)| h.to_string()));
                 let to = crate::export::SyslogTls { addr, server_name, ca_file };
                 let n = crate::export::stream_syslog_tls(&*node.store, since, until, &to)?;
-                audit_exported(&node, &operator, format!("{n} entries {range} sent as syslog to {}", to.addr))?;
+                exported(format!("{n} entries {range} sent as syslog to {}", to.addr))?;
                 eprintln!("sent {n} entries to {}", to.addr);
                 return Ok(ExitCode::SUCCESS);
             }
@@ -303,7 +291,7 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
                     crate::export::export(&*node.store, format, since, until, &mut lock)?
                 }
             };
-            audit_exported(&node, &operator, format!("{n} entries {range} exported as {format:?} to {to}"))?;
+            exported(format!("{n} entries {range} exported as {format:?} to {to}"))?;
             eprintln!("exported {n} entries");
             Ok(ExitCode::SUCCESS)
         }
@@ -380,6 +368,26 @@ enum ClientCmd {
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
     },
+    /// Enable a disabled client again.
+    Enable {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The client id.
+        client_id: String,
+        /// Who enables it.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// Give a confidential client a new secret (shown once); the old one stops working at once.
+    RotateSecret {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The client id.
+        client_id: String,
+        /// Who rotates it.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -400,69 +408,27 @@ enum KeysCmd {
 }
 
 fn keys(c: KeysCmd) -> Result<ExitCode, String> {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     match c {
         KeysCmd::List(dir) => {
             let node = dir.open()?;
-            let jwks = node.oauth.jwks(now).map_err(|e| e.to_string())?;
-            let published: Vec<&str> = jwks
-                .get("keys")
-                .and_then(serde_json::Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.get("kid").and_then(serde_json::Value::as_str))
-                .collect();
             let ts = |t: i64| mamori_records::Timestamp(t.saturating_mul(1_000_000)).to_fhir();
-            for k in node.oauth.signing_keys().map_err(|e| e.to_string())? {
-                let state = match k.retired_at {
+            for k in signing_keys::list(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())? {
+                let state = match k.key.retired_at {
                     None => "signing".to_string(),
                     Some(r) => format!("retired {}", ts(r)),
                 };
-                let shown = if published.contains(&k.kid.as_str()) { "published" } else { "withdrawn" };
-                println!("{}\t{}\tcreated {}\t{state}\t{shown}", k.kid, k.alg, ts(k.created_at));
+                let shown = if k.published { "published" } else { "withdrawn" };
+                println!("{}\t{}\tcreated {}\t{state}\t{shown}", k.key.kid, k.key.alg, ts(k.key.created_at));
             }
             Ok(ExitCode::SUCCESS)
         }
         KeysCmd::Rotate { dir, operator, reason } => {
             let node = dir.open()?;
-            let kid = node
-                .oauth
-                .rotate_signing_key(now, &format!("rotated by operator:{operator}: {reason}"))
-                .map_err(|e| e.to_string())?;
+            let kid =
+                signing_keys::rotate(&Ctx::operator(&node, &operator), &node, &reason).map_err(|e| e.to_string())?;
             println!("signing key {kid} is now in use; the previous key stays published for the overlap");
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-/// Whether a redirect URI may be registered (RFC 6749 §3.1.2, RFC 8252 §7): absolute, no
-/// fragment; https, http only on a loopback address, or a private-use (reverse-DNS) scheme.
-fn valid_redirect_uri(u: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("--redirect-uri `{u}`: {why}"));
-    if u.contains('#') {
-        return bad("a redirect URI must not have a fragment");
-    }
-    if u.len() > 1024 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return bad("not a URI");
-    }
-    let Some((scheme, rest)) = u.split_once(':') else { return bad("not an absolute URI") };
-    match scheme {
-        "https" if rest.starts_with("//") && rest.len() > 2 => Ok(()),
-        "http" => {
-            let host = rest.trim_start_matches("//").split(['/', '?']).next().unwrap_or("");
-            let host = host
-                .rsplit_once(':')
-                .map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host });
-            if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-                Ok(())
-            } else {
-                bad("http is allowed only on a loopback address (127.0.0.1, [::1], localhost); use https")
-            }
-        }
-        s if s.contains('.') && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+')) => {
-            Ok(())
-        }
-        _ => bad("use https, http on a loopback address, or a private-use scheme such as jp.example.app"),
     }
 }
 
@@ -506,10 +472,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::User(c) => crate::user_cli::run(c),
         Command::Classes(c) => classes(c),
         Command::Policy(c) => crate::policy_cli::run(c),
-        Command::Review(c) => crate::review::run(c),
+        Command::Review(c) => crate::review_cli::run(c),
         Command::Fsck(d) => {
             let node = d.open()?;
-            let report = node.records.fsck().map_err(|e| e.to_string())?;
+            let report = retention::fsck(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())?;
             if report.mismatches.is_empty() && report.unparseable.is_empty() {
                 println!("fsck: {} versions checked, all hashes match", report.checked);
                 Ok(ExitCode::SUCCESS)
@@ -530,14 +496,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
         Command::Purge { dir, reference } => {
-            let (t, i) = reference.split_once('/').ok_or_else(|| format!("`{reference}` is not Type/id"))?;
-            let rt = ResourceType::parse(t).map_err(|e| e.to_string())?;
-            let id = ResourceId::parse(i).map_err(|e| e.to_string())?;
             let node = dir.open()?;
-            let operator = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-            let ctx = mamori_records::RequestContext::operator(&operator);
-            let n = node.records.purge(&ctx, &rt, &id).map_err(|e| e.to_string())?;
-            println!("purged {rt}/{id}: {n} versions removed");
+            let n = retention::purge(&Ctx::operator(&node, &reader()), &node, &reference).map_err(|e| e.to_string())?;
+            println!("purged {reference}: {n} versions removed");
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -575,7 +536,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         // From the bound address, so that `--listen 127.0.0.1:0` yields the real port in links,
         // discovery documents and the `aud` clients must use.
         let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
-        let app = mamori_http::app(node.app_state(public.trim_end_matches('/')));
+        let app = mamori_http::app(crate::app_state(&node, public.trim_end_matches('/')));
         let store = format!("{} {}", node.store.kind(), node.store.describe());
         tracing::info!(%bound, data_dir = %node.dir.display(), %store, tls = tls.is_some(), "mamori serving");
         println!("mamori serving {scheme}://{bound}/fhir (data: {}; store: {store})", node.dir.display());
@@ -623,66 +584,29 @@ fn parse_duration(s: &str) -> Result<u64, String> {
     Ok(secs)
 }
 
-fn valid_client_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
-fn now_micros() -> i64 {
-    mamori_records::Clock::now(&mamori_records::SystemClock).0
-}
-
-/// Reads and checks a JWK Set file: public EC (P-256/P-384) or RSA keys only.
+/// Reads a JWK Set file (checked by the use case).
 fn read_jwks(path: &PathBuf) -> Result<serde_json::Value, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    mamori_oauth::assertion::validate_jwks(&v).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    Ok(v)
-}
-
-/// Changes a registered client through the audited configuration path, refusing if it was changed
-/// meanwhile (optimistic concurrency on its version).
-fn edit_client(
-    dir: &DataDir,
-    client_id: &str,
-    operator: &str,
-    reason: &str,
-    change: impl FnOnce(&mut Client) -> Result<(), String>,
-) -> Result<(), String> {
-    let node = dir.open()?;
-    let cur = node
-        .store
-        .config_get("client", client_id)
-        .map_err(|e| e.to_string())?
-        .filter(|e| e.value.is_some())
-        .ok_or_else(|| format!("no client `{client_id}`"))?;
-    let mut c: Client = serde_json::from_value(cur.value.clone().unwrap_or_default()).map_err(|e| e.to_string())?;
-    change(&mut c)?;
-    node.store
-        .change_config(&ConfigChange {
-            kind: "client",
-            key: client_id,
-            value: Some(serde_json::to_value(&c).map_err(|e| e.to_string())?),
-            changed_by: &format!("operator:{operator}"),
-            reason,
-            expected_version: Some(cur.version),
-            now_micros: now_micros(),
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
 }
 
 fn client(c: ClientCmd) -> Result<ExitCode, String> {
     match c {
         ClientCmd::RotateJwks { dir, client_id, jwks_file, operator } => {
             let jwks = read_jwks(&jwks_file)?;
-            edit_client(&dir, &client_id, &operator, "client keys rotated (JWK Set replaced)", |c| {
-                if c.jwks.is_none() {
-                    return Err(format!("client `{client_id}` uses a secret, not private_key_jwt"));
-                }
-                c.jwks = Some(jwks);
-                Ok(())
-            })?;
+            let node = dir.open()?;
+            clients::rotate_jwks(&Ctx::operator(&node, &operator), &node, &client_id, jwks)
+                .map_err(|e| format!("`{}`: {e}", jwks_file.display()))?;
             println!("client {client_id}: keys replaced");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::RotateSecret { dir, client_id, operator } => {
+            let node = dir.open()?;
+            let secret = clients::rotate_secret(&Ctx::operator(&node, &operator), &node, &client_id)
+                .map_err(|e| e.to_string())?;
+            println!("client_id={client_id}");
+            println!("client_secret={secret}");
+            eprintln!("The new secret is shown only now; the old one no longer works.");
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::Add {
@@ -698,82 +622,33 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             operator,
         } => {
             let jwks = jwks_file.as_ref().map(read_jwks).transpose()?;
-            for u in &redirect_uri {
-                valid_redirect_uri(u)?;
-            }
-            let known: Vec<String> = mamori_authz::taxonomy().into_iter().map(|c| c.code).collect();
-            if let Some(bad) = class.iter().find(|c| !known.contains(c)) {
-                return Err(format!("--class `{bad}` is not an information class ({})", known.join(", ")));
-            }
-            if let Some(bad) = allow_ip.iter().find(|c| !mamori_oauth::valid_cidr(c)) {
-                return Err(format!("--allow-ip `{bad}` is not an address or CIDR block such as 10.1.0.0/16"));
-            }
-            if !valid_client_id(&client_id) {
-                return Err(format!("client id `{client_id}` must be 1–64 characters of A–Z a–z 0–9 - _ ."));
-            }
-            let scopes = ScopeSet::parse(&scope)?;
-            let lifetime = parse_duration(&token_lifetime)?;
+            let token_lifetime_secs = parse_duration(&token_lifetime)?;
             let node = dir.open()?;
-            if node
-                .store
-                .config_get("client", &client_id)
-                .map_err(|e| e.to_string())?
-                .is_some_and(|e| e.value.is_some())
-            {
-                return Err(format!("client `{client_id}` already exists"));
-            }
-            if redirect_uri.is_empty() && scopes.iter().any(|s| s.context != mamori_oauth::Context::System) {
-                return Err("patient/ and user/ scopes are granted by a person: give --redirect-uri".into());
-            }
-            if redirect_uri.is_empty() && scopes.specials().next().is_some() {
-                return Err(
-                    "openid, fhirUser, launch/patient and offline_access need a person: give --redirect-uri".into()
-                );
-            }
-            // A public app (redirect URIs, no keys) gets no secret: it proves itself with PKCE.
-            let secret = if jwks.is_some() || !redirect_uri.is_empty() {
-                None
-            } else {
-                Some(random_secret().map_err(|e| e.to_string())?)
-            };
-            let record = Client {
+            let n = clients::NewClient {
                 id: client_id.clone(),
                 name,
-                secret_sha256: secret.as_deref().map(sha256_hex),
-                scope: scopes.to_string(),
-                disabled: false,
-                token_lifetime_secs: lifetime,
+                scope,
+                token_lifetime_secs,
                 allow_ip,
                 classes: class,
                 redirect_uris: redirect_uri,
                 jwks,
             };
-            let previous = node.store.config_get("client", &client_id).map_err(|e| e.to_string())?.map(|e| e.version);
-            node.store
-                .change_config(&ConfigChange {
-                    kind: "client",
-                    key: &client_id,
-                    value: Some(serde_json::to_value(&record).map_err(|e| e.to_string())?),
-                    changed_by: &format!("operator:{operator}"),
-                    reason: "client registered from the command line",
-                    expected_version: previous,
-                    now_micros: now_micros(),
-                })
-                .map_err(|e| e.to_string())?;
+            let r = clients::register(&Ctx::operator(&node, &operator), &node, n).map_err(|e| e.to_string())?;
             println!("client_id={client_id}");
-            match &secret {
+            match &r.secret {
                 Some(secret) => {
                     println!("client_secret={secret}");
-                    println!("scope={}", record.scope);
+                    println!("scope={}", r.client.scope);
                     eprintln!("The secret is shown only now; store it in the application's secret store.");
                 }
-                None if record.jwks.is_some() => {
+                None if r.client.jwks.is_some() => {
                     println!("token_endpoint_auth_method=private_key_jwt");
-                    println!("scope={}", record.scope);
+                    println!("scope={}", r.client.scope);
                 }
                 None => {
                     println!("token_endpoint_auth_method=none");
-                    println!("scope={}", record.scope);
+                    println!("scope={}", r.client.scope);
                     eprintln!("A public client: it must use PKCE (S256) and has no secret.");
                 }
             }
@@ -781,22 +656,16 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
         }
         ClientCmd::List(dir) => {
             let node = dir.open()?;
-            for e in node.store.config_current("client").map_err(|e| e.to_string())? {
-                let c: Client = serde_json::from_value(e.value.unwrap_or_default()).map_err(|e| e.to_string())?;
-                println!("{}\t{}\t{}\tv{}", c.id, if c.disabled { "disabled" } else { "enabled" }, c.scope, e.version);
+            for (c, version) in clients::list(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())? {
+                println!("{}\t{}\t{}\tv{version}", c.id, if c.disabled { "disabled" } else { "enabled" }, c.scope);
             }
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::Show { dir, client_id } => {
             let node = dir.open()?;
-            let history = node.store.config_history("client", &client_id).map_err(|e| e.to_string())?;
-            let Some(last) = history.last() else {
-                return Err(format!("no client `{client_id}`"));
-            };
-            let mut shown = last.value.clone().unwrap_or_default();
-            if let Some(o) = shown.as_object_mut() {
-                o.remove("secret_sha256");
-            }
+            let history =
+                clients::history(&Ctx::operator(&node, &reader()), &node, &client_id).map_err(|e| e.to_string())?;
+            let shown = history.last().and_then(|h| h.value.clone()).unwrap_or_default();
             println!("{}", serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?);
             for h in &history {
                 println!(
@@ -810,11 +679,15 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::Disable { dir, client_id, operator } => {
-            edit_client(&dir, &client_id, &operator, "client disabled from the command line", |c| {
-                c.disabled = true;
-                Ok(())
-            })?;
+            let node = dir.open()?;
+            clients::disable(&Ctx::operator(&node, &operator), &node, &client_id).map_err(|e| e.to_string())?;
             println!("client `{client_id}` disabled");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCmd::Enable { dir, client_id, operator } => {
+            let node = dir.open()?;
+            clients::enable(&Ctx::operator(&node, &operator), &node, &client_id).map_err(|e| e.to_string())?;
+            println!("client `{client_id}` enabled");
             Ok(ExitCode::SUCCESS)
         }
     }

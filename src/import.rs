@@ -8,9 +8,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use mamori_records::RequestContext;
-use mamori_records::ndjson::Importer;
-
 struct Progress {
     /// Bytes in all files, and bytes read so far (progress without reading the files twice).
     total: u64,
@@ -56,11 +53,11 @@ pub fn run(dir: &crate::cli::DataDir, files: &[PathBuf], operator: &str, batch: 
         total += std::fs::metadata(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?.len();
     }
     let node = dir.open()?;
-    let ctx = RequestContext::operator(operator);
+    let mut importer = mamori_app::import::importer(&mamori_app::Ctx::operator(&node, operator), &node, batch)
+        .map_err(|e| e.to_string())?;
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut p = Progress { total, read: 0, done: 0, refused: 0, started: now, last: now, tty };
-    let mut importer = Importer::new(node.records.clone(), ctx, batch);
     for f in files {
         let file = std::fs::File::open(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
         let source = f.display().to_string();

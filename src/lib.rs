@@ -1,16 +1,16 @@
-//! Mamori (守り): assembly of the domain crates, the stores and the HTTP edge into one program,
-//! and its command line. The binary's `main` only calls [`cli::main`].
+//! Mamori (守り): the program. Its command line parses flags, calls the application layer
+//! (`mamori-app`, where every use case lives once) and prints; `serve` hands the node's services
+//! to the HTTP edge. The binary's `main` only calls [`cli::main`].
 
-pub mod backend;
 pub mod cli;
-pub mod clock_sync;
-pub mod config;
-pub mod datadir;
 pub mod export;
 pub mod import;
 pub mod policy_cli;
-pub mod review;
+pub mod review_cli;
+mod state;
 pub mod user_cli;
 pub mod verify;
 
-pub use datadir::{Node, open_node, open_node_on};
+pub use mamori_app::node as datadir;
+pub use mamori_app::{Node, backend, clock_sync, config, open_node, open_node_on};
+pub use state::app_state;

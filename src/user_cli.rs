@@ -1,12 +1,13 @@
-//! `mamori user …`: accounts through the identity service (every change audited, definitions
-//! versioned through the configuration path). Messages for people are Japanese first.
+//! `mamori user …`: accounts on the command line. The use cases are `mamori_app::users` (every
+//! change through the identity service, versioned and audited); this file parses, calls and
+//! prints. Messages for people are Japanese first.
 
 use std::io::Read;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use mamori_app::{Ctx, users};
 use mamori_identity::account::{Proofing, Status};
-use mamori_identity::service::NewAccount;
 
 use crate::cli::DataDir;
 
@@ -139,21 +140,34 @@ pub struct UserTarget {
     operator: String,
 }
 
-fn now() -> i64 {
-    mamori_records::Clock::now(&mamori_records::SystemClock).0 / 1_000_000
+fn read_password() -> Result<String, String> {
+    let mut pw = String::new();
+    std::io::stdin().read_to_string(&mut pw).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    Ok(pw.trim_end_matches(['\n', '\r']).to_string())
 }
 
-fn err(e: mamori_identity::Error) -> String {
+fn err(e: mamori_app::AppError) -> String {
     match e {
-        mamori_identity::Error::PasswordRefused(why) => {
+        mamori_app::AppError::PasswordRefused(why) => {
             let mut s = String::from("パスワードが要件を満たしません / the password was refused:");
-            for m in why {
-                s.push_str(&format!("\n  - {} / {}", m.ja, m.en));
+            for (ja, en) in why {
+                s.push_str(&format!("\n  - {ja} / {en}"));
             }
             s
         }
         other => other.to_string(),
     }
+}
+
+fn reader() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "operator".into())
+}
+
+/// Opens the target's data directory with the operator's context.
+fn open(t: &UserTarget) -> Result<(mamori_app::Node, Ctx), String> {
+    let node = t.dir.open()?;
+    let ctx = Ctx::operator(&node, &t.operator);
+    Ok((node, ctx))
 }
 
 /// Runs a `mamori user` subcommand.
@@ -173,33 +187,17 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             emergency,
             operator,
         } => {
-            let mut pw = String::new();
-            std::io::stdin()
-                .read_to_string(&mut pw)
-                .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
-            let pw = pw.trim_end_matches(['\n', '\r']);
+            let password = read_password()?;
             let proofing = match (proofing_method, proofing_verifier, proofing_date) {
-                (Some(method), Some(verifier), Some(date)) => {
-                    if !mamori_records::primitive::is_date(&date) || date.len() != 10 {
-                        return Err(format!("--proofing-date `{date}` is not YYYY-MM-DD"));
-                    }
-                    Some(Proofing { method, verifier, date })
-                }
+                (Some(method), Some(verifier), Some(date)) => Some(Proofing { method, verifier, date }),
                 _ => None,
             };
             let node = dir.open()?;
-            let a = node
-                .identity
-                .add(
-                    &format!("operator:{operator}"),
-                    NewAccount { username, roles, display_name, fhir_user, department, proofing },
-                    pw,
-                    now(),
-                )
-                .map_err(err)?;
+            let issue =
+                users::Issue { username, roles, fhir_user, display_name, department, proofing, password, emergency };
+            let a = users::issue(&Ctx::operator(&node, &operator), &node, issue).map_err(err)?;
             println!("アカウントを発行しました / account issued: {} (roles: {})", a.username, a.roles.join(", "));
             if emergency {
-                node.identity.mark_emergency(&format!("operator:{operator}"), &a.username).map_err(err)?;
                 println!(
                     "非常時用アカウントです。パスワードを封印して保管してください / emergency account: seal the password; every use raises an alert"
                 );
@@ -210,18 +208,18 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
         }
         UserCmd::Emergency(dir) => {
             let node = dir.open()?;
-            let list = node.identity.emergency_accounts().map_err(err)?;
+            let list = users::emergency_accounts(&Ctx::operator(&node, &reader()), &node).map_err(err)?;
             if list.is_empty() {
                 println!("非常時用アカウントはありません / no emergency accounts");
             }
             let mut to_rotate = 0;
             for (a, opened) in list {
                 match opened {
-                    None => println!("{}	sealed (未使用)	{}", a.username, a.roles.join(", ")),
+                    None => println!("{}\tsealed (未使用)\t{}", a.username, a.roles.join(", ")),
                     Some(t) => {
                         to_rotate += 1;
                         println!(
-                            "{}	USED at unix {t} — rotate now (使用済み・要更新)	{}",
+                            "{}\tUSED at unix {t} — rotate now (使用済み・要更新)\t{}",
                             a.username,
                             a.roles.join(", ")
                         );
@@ -231,21 +229,15 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(if to_rotate > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
         UserCmd::RotateEmergency { dir, username, password_stdin: _, operator } => {
-            let mut pw = String::new();
-            std::io::stdin()
-                .read_to_string(&mut pw)
-                .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+            let password = read_password()?;
             let node = dir.open()?;
-            node.identity
-                .rotate_emergency(&format!("operator:{operator}"), &username, pw.trim_end_matches(['\n', '\r']), now())
-                .map_err(err)?;
+            users::rotate_emergency(&Ctx::operator(&node, &operator), &node, &username, &password).map_err(err)?;
             println!("封印パスワードを更新しました / sealed credential rotated: {username}");
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::EnrollTotp { dir, username, issuer, operator } => {
             let node = dir.open()?;
-            let uri =
-                node.identity.enroll_totp(&format!("operator:{operator}"), &username, &issuer, now()).map_err(err)?;
+            let uri = users::enroll_totp(&Ctx::operator(&node, &operator), &node, &username, &issuer).map_err(err)?;
             println!("{uri}");
             match qrcode::QrCode::new(uri.as_bytes()) {
                 Ok(code) => println!(
@@ -263,13 +255,8 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::RecoveryCodes(t) => {
-            let codes = t
-                .dir
-                .open()?
-                .identity
-                .new_recovery_codes(&format!("operator:{}", t.operator), &t.username)
-                .map_err(err)?;
-            for c in codes {
+            let (node, ctx) = open(&t)?;
+            for c in users::recovery_codes(&ctx, &node, &t.username).map_err(err)? {
                 println!("{c}");
             }
             eprintln!("各コードは一度だけ使えます。安全に保管してください / each code works once; keep them safe");
@@ -277,22 +264,17 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
         }
         UserCmd::List(dir) => {
             let node = dir.open()?;
-            for a in node.store.accounts().map_err(err)? {
-                let f = node
-                    .store
-                    .credentials(&a.username)
-                    .map_err(err)?
-                    .map(|c| c.second_factors().join("+"))
-                    .unwrap_or_default();
-                let status = match a.status {
+            for o in users::list(&Ctx::operator(&node, &reader()), &node).map_err(err)? {
+                let status = match o.account.status {
                     Status::Active => "active",
                     Status::Disabled => "disabled",
                     Status::Left => "left",
                 };
+                let f = o.second_factors.join("+");
                 println!(
                     "{}\t{status}\t{}\t2fa:{}",
-                    a.username,
-                    a.roles.join(","),
+                    o.account.username,
+                    o.account.roles.join(","),
                     if f.is_empty() { "none" } else { &f }
                 );
             }
@@ -300,57 +282,46 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
         }
         UserCmd::Show { dir, username } => {
             let node = dir.open()?;
-            let (a, v) =
-                node.store.account(&username).map_err(err)?.ok_or_else(|| format!("no account `{username}`"))?;
-            let mut j = serde_json::to_value(&a).map_err(|e| e.to_string())?;
-            if let Some(o) = j.as_object_mut() {
-                o.insert("version".into(), v.into());
-                let creds = node.store.credentials(&username).map_err(err)?;
-                o.insert(
-                    "second_factors".into(),
-                    creds.as_ref().map(|c| c.second_factors()).unwrap_or_default().into(),
-                );
-                o.insert("must_change_password".into(), creds.is_some_and(|c| c.must_change).into());
-                o.insert(
-                    "lockout".into(),
-                    serde_json::to_value(node.store.lockout(&username).map_err(err)?).unwrap_or_default(),
-                );
-                o.insert("last_login".into(), node.store.last_login(&username)?.into());
+            let o = users::show(&Ctx::operator(&node, &reader()), &node, &username).map_err(err)?;
+            let mut j = serde_json::to_value(&o.account).map_err(|e| e.to_string())?;
+            if let Some(m) = j.as_object_mut() {
+                m.insert("version".into(), o.version.into());
+                m.insert("second_factors".into(), o.second_factors.into());
+                m.insert("must_change_password".into(), o.must_change_password.into());
+                m.insert("lockout".into(), o.lockout);
+                m.insert("last_login".into(), o.last_login.into());
             }
             println!("{}", serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Disable(t) => {
-            t.dir.open()?.identity.disable(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
+            let (node, ctx) = open(&t)?;
+            users::disable(&ctx, &node, &t.username).map_err(err)?;
             println!("無効化しました / disabled: {}", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Enable(t) => {
-            t.dir.open()?.identity.enable(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
+            let (node, ctx) = open(&t)?;
+            users::enable(&ctx, &node, &t.username).map_err(err)?;
             println!("有効化しました / enabled: {}", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Unlock(t) => {
-            t.dir.open()?.identity.unlock(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
+            let (node, ctx) = open(&t)?;
+            users::unlock(&ctx, &node, &t.username).map_err(err)?;
             println!("ロックを解除しました / unlocked: {}", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Leave(t) => {
-            let n = t.dir.open()?.identity.leave(&format!("operator:{}", t.operator), &t.username).map_err(err)?;
+            let (node, ctx) = open(&t)?;
+            let n = users::leave(&ctx, &node, &t.username).map_err(err)?;
             println!("退職処理をしました / left: {} ({n} tokens revoked)", t.username);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Transfer { target, department, roles } => {
             let roles = if roles.is_empty() { None } else { Some(roles) };
-            let node = target.dir.open()?;
-            let by = format!("operator:{}", target.operator);
-            let a = node.identity.transfer(&by, &target.username, department, roles).map_err(err)?;
-            let c = crate::review::open_campaign(
-                &node,
-                &format!("transfer (人事異動) of {}", a.username),
-                std::slice::from_ref(&a.username),
-                &by,
-            )?;
+            let (node, ctx) = open(&target)?;
+            let (a, c) = users::transfer(&ctx, &node, &target.username, department, roles).map_err(err)?;
             println!(
                 "異動を記録し、権限の見直しを開始しました / transferred, access review opened: {} ({}) — campaign {}",
                 a.username,
@@ -360,7 +331,8 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Coverage(dir) => {
-            let c = dir.open()?.identity.coverage().map_err(err)?;
+            let node = dir.open()?;
+            let c = users::coverage(&Ctx::operator(&node, &reader()), &node).map_err(err)?;
             println!(
                 "二要素認証の導入率 / two-factor coverage: {:.1}% ({} of {} active accounts)",
                 c.percent(),
@@ -383,16 +355,11 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
         }
         UserCmd::Dormant { dir, days, disable, operator } => {
             let node = dir.open()?;
-            let cutoff = now() - days * 86_400;
-            for a in node.store.accounts().map_err(err)?.into_iter().filter(|a| a.status == Status::Active) {
-                let last = node.store.last_login(&a.username)?.unwrap_or(a.created_at);
-                if last < cutoff {
-                    if disable {
-                        node.identity.disable(&format!("operator:{operator}"), &a.username).map_err(err)?;
-                        println!("休眠のため無効化 / disabled as dormant: {}", a.username);
-                    } else {
-                        println!("休眠 / dormant: {}", a.username);
-                    }
+            for u in users::dormant(&Ctx::operator(&node, &operator), &node, days, disable).map_err(err)? {
+                if disable {
+                    println!("休眠のため無効化 / disabled as dormant: {u}");
+                } else {
+                    println!("休眠 / dormant: {u}");
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -163,13 +163,13 @@ impl Harness {
             )
             .unwrap()
             .access_token;
-        let app = mamori_http::app(node.app_state("http://mamori.test"));
+        let app = mamori_http::app(mamori::app_state(&node, "http://mamori.test"));
         Harness { dir, node, app, token, db: None }
     }
 
     /// The same node served as if from `public_url` (e.g. `https://…`: `Secure`, `__Host-` cookies).
     pub fn with_public_url(mut self, public_url: &str) -> Harness {
-        self.app = mamori_http::app(self.node.app_state(public_url));
+        self.app = mamori_http::app(mamori::app_state(&self.node, public_url));
         self
     }
 

@@ -20,9 +20,9 @@ use mamori_audit::{AuditActor, AuditRecord, EntryQuery, Outcome};
 use mamori_records::IssueCode;
 use serde_json::{Value, json};
 
-use crate::enforce::{Action, Principal};
 use crate::error::{RequestId, fhir_response, outcome};
 use crate::{ApiError, AppState};
+use mamori_access::{Action, Principal};
 
 /// What a handler tells the audit layer about its response.
 #[derive(Debug, Clone, Default)]
@@ -162,7 +162,7 @@ fn fail_closed(e: &str) -> Response {
 }
 
 fn require_audit(p: &Principal) -> Result<(), ApiError> {
-    p.authorize("AuditEvent", Action::Read)
+    Ok(p.authorize("AuditEvent", Action::Read)?)
 }
 
 /// `GET /audit/log/checkpoint`.

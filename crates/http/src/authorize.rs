@@ -19,9 +19,9 @@ use mamori_oauth::{Authorization, AuthorizeError, Context, Grant, OAuthError, Pe
 use mamori_records::{Condition, ResourceId, ResourceType};
 
 use crate::AppState;
-use crate::enforce::Principal;
 use crate::login::{Lang, PageQuery, esc, field, lang_of, now, render, t};
 use crate::oauth::form_encode;
+use mamori_access::Principal;
 
 /// The request parameters carried from the authorization request into the consent form.
 const CARRIED: [&str; 9] = [

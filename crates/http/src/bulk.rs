@@ -30,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::audit::AuditNote;
-use crate::enforce::{Action, Principal};
 use crate::error::fhir_response;
 use crate::fhir::{blocking, http_date, prefers, strict_handling};
 use crate::{ApiError, AppState};
+use mamori_access::{Action, Principal};
 
 /// How long a completed job's files are kept.
 const KEEP_SECS: i64 = 24 * 3600;
@@ -708,7 +708,7 @@ pub async fn import(
                 checker
                     .authorize(rt.as_str(), Action::Create)
                     .and_then(|()| checker.authorize(rt.as_str(), Action::Update))
-                    .map_err(|e| e.status_issues().1.first().map(|i| i.diagnostics.clone()).unwrap_or_default())
+                    .map_err(|e| e.to_string())
             })
             .clone()
     });

@@ -14,13 +14,13 @@ use mamori_records::bundle::{self, BundleDone, BundleEntry, BundleKind, Interact
 use mamori_records::{RecordError, VersionRecord, WriteOutcome};
 use serde_json::{Map, Value, json};
 
-use crate::enforce::{Action, Principal};
 use crate::error::{fhir_response, outcome};
 use crate::fhir::{
     BodyKind, Return, blocking, body_value, check_format, etag, prefer_return, read_body, refuse_audit_event_writes,
     searchset,
 };
 use crate::{ApiError, AppState};
+use mamori_access::{Action, Principal};
 
 fn action(i: Interaction) -> Action {
     match i {
@@ -38,7 +38,7 @@ fn authorize(p: &Principal, e: &BundleEntry) -> Result<(), ApiError> {
         refuse_audit_event_writes(rt)?;
     }
     let (rt, needs) = e.op.needs();
-    needs.into_iter().try_for_each(|n| p.authorize(rt, action(n)))
+    Ok(needs.into_iter().try_for_each(|n| p.authorize(rt, action(n)))?)
 }
 
 fn status_line(code: StatusCode) -> String {

@@ -35,6 +35,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<mamori_access::Refusal> for ApiError {
+    fn from(e: mamori_access::Refusal) -> Self {
+        match e {
+            mamori_access::Refusal::Forbidden(m) => ApiError::Forbidden(m),
+            mamori_access::Refusal::Unavailable => ApiError::Internal("policy engine unavailable".into()),
+        }
+    }
+}
+
 impl From<RecordError> for ApiError {
     fn from(e: RecordError) -> Self {
         ApiError::Record(e)

@@ -13,9 +13,9 @@ use mamori_records::{
 use serde_json::{Value, json};
 
 use crate::audit::AuditNote;
-use crate::enforce::{Action, Principal};
 use crate::error::{FHIR_JSON, fhir_response, fhir_text_response, outcome};
 use crate::{ApiError, AppState};
+use mamori_access::{Action, Principal};
 
 type ApiResult = Result<Response, ApiError>;
 

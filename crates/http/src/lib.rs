@@ -6,10 +6,10 @@
 
 mod audit;
 mod authorize;
+mod bearer;
 mod bulk;
 mod bundle;
 mod capability;
-mod enforce;
 mod error;
 mod fhir;
 mod login;
@@ -26,8 +26,8 @@ use mamori_records::Records;
 
 pub use audit::AuditNote;
 pub use bulk::Jobs as BulkJobs;
-pub use enforce::{Enforcer, Explanation, Facts, explain, record_target, type_target};
 pub use error::{ApiError, RequestId};
+pub use mamori_access::{Enforcer, Explanation, Facts, explain, record_target, type_target};
 pub use serve::{TlsFiles, serve, tls_config};
 
 /// A readiness probe for `/healthz`.
@@ -101,7 +101,7 @@ pub fn app(state: AppState) -> Router {
         .route("/{rtype}/{id}/$approve", post(fhir::approve))
         .route("/Patient/{id}/$break-glass", post(fhir::break_glass))
         .fallback(fhir::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bearer::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::from_fn(error::fhir_errors));
     let audit_log = Router::new()
@@ -110,7 +110,7 @@ pub fn app(state: AppState) -> Router {
         .route("/proof/inclusion", get(audit::inclusion))
         .route("/proof/consistency", get(audit::consistency))
         .fallback(fhir::not_found)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), enforce::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), bearer::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::from_fn(error::fhir_errors));
     Router::new()

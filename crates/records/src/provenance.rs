@@ -61,7 +61,7 @@ impl Actor {
 
 /// The access-rights hook: the record service calls it inside its transactions so that
 /// conditional matches and writes are decided by the same enforcement point as reads. The
-/// implementation lives with the enforcement point (`mamori-http`'s `enforce.rs`).
+/// implementation lives with the enforcement point (`mamori-access`).
 pub trait Guard: Send + Sync {
     /// Whether `v` may be revealed to the requester (and so matched by a condition, or changed).
     fn may_see(&self, tx: &mut dyn crate::Tx, v: &crate::VersionRecord) -> Result<bool, crate::RecordError>;
@@ -112,6 +112,20 @@ pub struct Revealed {
 impl Revealed {
     /// Versions listed by name; the rest are counted.
     pub const MAX_LISTED: usize = 10_000;
+
+    /// Remembers that `v` was revealed.
+    pub fn note(&mut self, v: &crate::VersionRecord) {
+        // Every patient is named (their number is bounded by the population); versions beyond
+        // the listed ones are counted.
+        if let Some(p) = &v.patient {
+            self.patients.insert(p.clone());
+        }
+        if self.resources.len() < Revealed::MAX_LISTED {
+            self.resources.insert(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
+        } else {
+            self.unlisted += 1;
+        }
+    }
 }
 
 /// The local operator's guard (the command line and jobs run on the server machine): an
@@ -126,16 +140,7 @@ pub struct OperatorGuard {
 impl OperatorGuard {
     fn note(&self, v: &crate::VersionRecord) {
         if let Ok(mut r) = self.revealed.lock() {
-            // Every patient is named (their number is bounded by the population); versions
-            // beyond the listed ones are counted.
-            if let Some(p) = &v.patient {
-                r.patients.insert(p.clone());
-            }
-            if r.resources.len() < Revealed::MAX_LISTED {
-                r.resources.insert(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
-            } else {
-                r.unlisted += 1;
-            }
+            r.note(v);
         }
     }
 }

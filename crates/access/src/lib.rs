@@ -17,23 +17,24 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use mamori_authz::{Act, Decision, PolicyEngine, Rules, Situation, Subject, Target};
-use mamori_oauth::{BearerError, Grant, Perm};
-use mamori_records::{Actor, ActorKind, Guard, GuardRef, Method, RecordError, Tx, VersionRecord};
+use mamori_oauth::{Grant, Perm};
+use mamori_records::{Actor, ActorKind, Clock, Guard, GuardRef, Method, RecordError, Tx, VersionRecord};
 
-use crate::{ApiError, AppState};
+mod admin;
+mod labeler;
+
+pub use admin::{AdminAct, Refusal};
+pub use labeler::ClassLabeler;
 
 /// A person's roles, `fhirUser` and department, read afresh for each request.
-pub(crate) type Person = (Vec<String>, Option<String>, Option<String>);
+pub type Person = (Vec<String>, Option<String>, Option<String>);
 
 /// The policies and class rules in force, swapped as a whole when configuration changes.
 pub struct Enforcer {
     engine: RwLock<Arc<PolicyEngine>>,
     rules: RwLock<Arc<Rules>>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -43,9 +44,15 @@ impl std::fmt::Debug for Enforcer {
 }
 
 impl Enforcer {
-    /// An enforcer with these policies and labelling rules.
-    pub fn new(engine: PolicyEngine, rules: Rules) -> Self {
-        Enforcer { engine: RwLock::new(Arc::new(engine)), rules: RwLock::new(Arc::new(rules)) }
+    /// An enforcer with these policies and labelling rules, judging time-bound grants
+    /// (break-glass) by `clock` — the node's one clock, the record service's too.
+    pub fn new(engine: PolicyEngine, rules: Rules, clock: Arc<dyn Clock>) -> Self {
+        Enforcer { engine: RwLock::new(Arc::new(engine)), rules: RwLock::new(Arc::new(rules)), clock }
+    }
+
+    /// The clock decisions are made by.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Replaces the policies (configuration change).
@@ -132,6 +139,9 @@ pub struct RequestState {
     pub used_break_glass: bool,
     /// Records withheld or writes refused by the access policy.
     pub denied: Vec<String>,
+    /// For a principal whose reads the calling service audits itself (a person in the console):
+    /// what its reads revealed. `None` when the edge's request entry records them (the API).
+    revealed: Option<mamori_records::Revealed>,
 }
 
 /// Who is asking, established from the bearer token (and, for a person, their account).
@@ -237,6 +247,48 @@ impl Principal {
         Principal { grant, subject, request_id, source, enforcer, state: Arc::new(Mutex::new(RequestState::default())) }
     }
 
+    /// A principal for a person signed in to this server's own pages (the console's login
+    /// session), not through an application: their roles alone decide, as if through an
+    /// application with every `user/` scope and no class limit. `account` as for
+    /// [`Principal::new`]; `client_id` names the surface (e.g. `mamori-console`) in the trail.
+    pub fn for_person(
+        username: &str,
+        account: Person,
+        client_id: &str,
+        enforcer: Arc<Enforcer>,
+        request_id: Option<String>,
+        source: Option<String>,
+    ) -> Principal {
+        let grant = Grant {
+            client_id: client_id.to_string(),
+            subject: Some(username.to_string()),
+            fhir_user: account.1.clone(),
+            scopes: mamori_oauth::ScopeSet::parse("user/*.cruds").unwrap_or_default(),
+            expires_at: i64::MAX,
+            client_classes: Vec::new(),
+            patient: None,
+        };
+        let p = Principal::new(grant, Some(account), enforcer, request_id, source);
+        if let Ok(mut s) = p.state.lock() {
+            s.revealed = Some(mamori_records::Revealed::default());
+        }
+        p
+    }
+
+    /// Remembers a version revealed, when this principal's reads are audited by the service.
+    fn note_revealed(&self, v: &VersionRecord) {
+        if let Ok(mut s) = self.state.lock()
+            && let Some(r) = s.revealed.as_mut()
+        {
+            r.note(v);
+        }
+    }
+
+    /// The subject the policies judge.
+    pub fn subject(&self) -> &Subject {
+        &self.subject
+    }
+
     /// The actor recorded as 入力者 for writes.
     pub fn actor(&self) -> Actor {
         match &self.grant.subject {
@@ -280,19 +332,19 @@ impl Principal {
         }
     }
 
-    fn engine(&self) -> Result<Arc<PolicyEngine>, ApiError> {
-        self.enforcer.engine().ok_or_else(|| ApiError::Internal("policy engine unavailable".into()))
+    fn engine(&self) -> Result<Arc<PolicyEngine>, Refusal> {
+        self.enforcer.engine().ok_or(Refusal::Unavailable)
     }
 
     /// Decides one action on one resource type: the token's scopes, then the access policy for
     /// the type's own classes (every record of the type carries at least those, so a type-level
     /// refusal can never hide an allowed record). Refusal: 403.
-    pub fn authorize(&self, resource_type: &str, action: Action) -> Result<(), ApiError> {
+    pub fn authorize(&self, resource_type: &str, action: Action) -> Result<(), Refusal> {
         match self.refusal(resource_type, action)? {
             None => Ok(()),
             Some(why) => {
                 self.deny(format!("{resource_type} ({}): {why}", action.name()));
-                Err(ApiError::Forbidden(format!("{why}: {} on {resource_type}", action.name())))
+                Err(Refusal::Forbidden(format!("{why}: {} on {resource_type}", action.name())))
             }
         }
     }
@@ -304,7 +356,7 @@ impl Principal {
     }
 
     /// Why the action would be refused, if it would.
-    fn refusal(&self, resource_type: &str, action: Action) -> Result<Option<&'static str>, ApiError> {
+    fn refusal(&self, resource_type: &str, action: Action) -> Result<Option<&'static str>, Refusal> {
         if !self.grant.scopes.allows(resource_type, action.perm()) {
             return Ok(Some("the access token's scopes do not allow it"));
         }
@@ -397,6 +449,7 @@ impl Principal {
             used |= bg;
         }
         self.note_use(used);
+        self.note_revealed(v);
         Ok(true)
     }
 
@@ -430,8 +483,7 @@ impl Principal {
         if let Some(c) = self.state.lock().ok().and_then(|s| s.break_glass.get(patient).copied()) {
             return Ok(c);
         }
-        let now = mamori_records::Clock::now(&mamori_records::SystemClock);
-        let c = tx.break_glass_active(username, patient, now)?;
+        let c = tx.break_glass_active(username, patient, self.enforcer.clock.now())?;
         if let Ok(mut s) = self.state.lock() {
             s.break_glass.insert(patient.to_string(), c);
         }
@@ -464,6 +516,7 @@ impl Principal {
         let (d, bg) = self.decide_record(tx, Act::Read, "", v)?;
         if d.allowed {
             self.note_use(bg);
+            self.note_revealed(v);
             Ok(true)
         } else {
             self.deny(format!("{} (read): policy", reference()));
@@ -548,6 +601,12 @@ impl Guard for Principal {
     fn purpose(&self) -> Option<String> {
         self.state.lock().ok().filter(|s| s.used_break_glass).map(|_| "ETREAT".to_string())
     }
+
+    fn take_revealed(&self) -> Option<mamori_records::Revealed> {
+        let mut s = self.state.lock().ok()?;
+        let r = s.revealed.as_mut()?;
+        Some(std::mem::take(r))
+    }
 }
 
 /// What a decision about a patient's record depends on besides the policies: looked up only
@@ -616,88 +675,4 @@ impl Facts for TxFacts<'_> {
     fn break_glass(&mut self, username: &str, patient: &str) -> Result<bool, RecordError> {
         self.principal.break_glass(self.tx, username, patient)
     }
-}
-
-fn now_secs() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
-/// The grant of a bearer token and, for a person's token, their active account's roles,
-/// `fhirUser` and department — read afresh, so a role removed or an account disabled takes effect
-/// at once.
-fn lookup_bearer(
-    s: &AppState,
-    token: &str,
-    source: Option<std::net::IpAddr>,
-) -> Result<(Grant, Option<Person>), ApiError> {
-    let grant = match s.oauth.validate_from(token, now_secs(), source) {
-        Ok(grant) => grant,
-        Err(BearerError::Invalid) => return Err(ApiError::Unauthorized),
-        Err(BearerError::Store) => return Err(ApiError::Internal("token validation failed".into())),
-    };
-    let account = match &grant.subject {
-        Some(user) => match s.identity.account(user) {
-            Ok(Some(a)) if a.status == mamori_identity::account::Status::Active => {
-                Some((a.roles, a.fhir_user, a.department))
-            }
-            Ok(_) => return Err(ApiError::Unauthorized),
-            Err(_) => return Err(ApiError::Internal("account lookup failed".into())),
-        },
-        None => None,
-    };
-    Ok((grant, account))
-}
-
-/// The token of an `Authorization: Bearer …` value; the scheme name is case-insensitive
-/// (RFC 7235 §2.1), so `BEARER x` and `bEaReR x` are the same as `Bearer x`.
-pub(crate) fn bearer_credentials(v: &str) -> Option<&str> {
-    let (scheme, rest) = v.trim_start().split_once(' ')?;
-    let token = rest.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
-}
-
-/// Authenticates every `/fhir` request except `metadata`.
-pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    // Exempt exact full paths only (`req.uri()` inside a nested router has lost its prefix).
-    let full = req.extensions().get::<axum::extract::OriginalUri>().map(|u| u.0.path().to_string());
-    if matches!(full.as_deref(), Some("/fhir/metadata" | "/fhir/.well-known/smart-configuration")) {
-        return next.run(req).await;
-    }
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_credentials)
-        .map(str::to_string);
-    let Some(token) = token else {
-        return ApiError::Unauthorized.into_response();
-    };
-    let source = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-    // Inline on the embedded store (two indexed reads of a few microseconds cost less than a hop
-    // to the blocking pool); on a networked store, off the async threads.
-    let looked_up = if s.config.inline_lookups {
-        lookup_bearer(&s, &token, source)
-    } else {
-        let s2 = s.clone();
-        match tokio::task::spawn_blocking(move || lookup_bearer(&s2, &token, source)).await {
-            Ok(r) => r,
-            Err(_) => Err(ApiError::Internal("token validation failed".into())),
-        }
-    };
-    let (grant, account) = match looked_up {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let request_id = req.extensions().get::<crate::RequestId>().map(|r| r.0.clone());
-    let source = source.map(|ip| ip.to_string());
-    let mut grant = grant;
-    if let Some((_, fhir_user, _)) = &account {
-        grant.fhir_user = fhir_user.clone();
-    }
-    let principal = Principal::new(grant, account, s.enforcer.clone(), request_id, source);
-    req.extensions_mut().insert(principal.clone());
-    let mut resp = next.run(req).await;
-    // For the audit layer outside this one.
-    resp.extensions_mut().insert(principal);
-    resp
 }

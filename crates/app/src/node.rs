@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use mamori_access::{ClassLabeler, Enforcer};
 use mamori_authz::PolicyEngine;
-use mamori_http::{AppState, Enforcer, Health, HttpConfig};
 use mamori_oauth::OAuth;
-use mamori_records::{Records, SystemClock};
+use mamori_records::{Clock, Records, SystemClock};
 
 use crate::backend::{self, Backend};
 use crate::config::{self, Config};
@@ -31,33 +31,12 @@ pub struct Node {
     pub origin: String,
     /// Accounts and authentication.
     pub identity: Arc<mamori_identity::service::Identity>,
+    /// The one clock every service of this node reads (records, enforcement, use cases).
+    pub clock: Arc<dyn Clock>,
     /// Clock-sync status, refreshed in the background.
-    pub clock: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
+    pub clock_status: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
     /// The enforcement point's policies and class rules.
     pub enforcer: Arc<Enforcer>,
-}
-
-struct StoreHealth {
-    store: Arc<dyn Backend>,
-    clock: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
-}
-
-impl Health for StoreHealth {
-    fn check(&self) -> Result<serde_json::Value, String> {
-        self.store.ping()?;
-        let clock = self.clock.lock().map(|c| c.to_json()).unwrap_or_default();
-        let appended = self.store.audit_size()?;
-        let integrated = self.store.audit_integrated_size()?;
-        // Commits and fsyncs of the store since start: with group commit, fsyncs per request is
-        // well under one (scripts/bench.sh reports it).
-        let (commits, fsyncs) = self.store.durability_stats();
-        Ok(serde_json::json!({
-            "clock": clock,
-            "store": self.store.kind(),
-            "audit": {"entries": appended, "checkpointed": integrated},
-            "durability": {"commits": commits, "fsyncs": fsyncs}
-        }))
-    }
 }
 
 #[cfg(unix)]
@@ -122,15 +101,17 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
     init(dir)?;
     let config = config::load(&dir.join("mamori.toml"))?;
     let store = backend::open(dir, database.or(config.database.as_deref()))?;
-    let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?, clock.clone()));
     let records = Arc::new(
-        Records::new(store.clone(), Arc::new(SystemClock), config.retention.clone())
+        Records::new(store.clone(), clock.clone(), config.retention.clone())
             .with_labeler(Arc::new(ClassLabeler(enforcer.clone()))),
     );
     let reindexed = records.ensure_search_index().map_err(|e| format!("cannot build the search index: {e}"))?;
     if reindexed > 0 {
         tracing::info!(resources = reindexed, "search index rebuilt for the current index format");
     }
+    record_settings(&*store, &dir.join("mamori.toml"), &*clock)?;
     let master = load_master_key(dir)?;
     let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
     let (signer, origin) = load_signer(dir)?;
@@ -143,7 +124,7 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
             config.lockout.clone(),
             config.session.clone(),
         ));
-    let clock = Arc::new(std::sync::Mutex::new(crate::clock_sync::ClockStatus {
+    let clock_status = Arc::new(std::sync::Mutex::new(crate::clock_sync::ClockStatus {
         source: "unknown",
         synchronized: None,
         offset_ms: None,
@@ -158,8 +139,50 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
         origin,
         identity,
         clock,
+        clock_status,
         enforcer,
     })
+}
+
+/// The configuration kind and key under which `mamori.toml`'s settings are versioned.
+pub const SETTINGS: (&str, &str) = ("settings", "mamori.toml");
+
+/// Versions the settings of `mamori.toml` through the configuration path (#23 item 4): the
+/// file is the operator's way to set retention, the identity rules (password, lockout,
+/// sessions) and the audit witness, but a file edit is neither versioned nor audited. So each
+/// start records the settings it read — as JSON, with `[store] database` reduced to whether it is
+/// set (its URL may hold a password) — whenever they differ from the version recorded last, as
+/// `system:mamori.toml`, audited like any configuration change. What a node runs with is then in
+/// the trail, and drift detection (#25) has a version to compare with.
+fn record_settings(store: &dyn Backend, path: &Path, clock: &dyn Clock) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let mut settings: serde_json::Value = toml::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    if let Some(db) = settings.pointer_mut("/store/database") {
+        *db = serde_json::Value::Bool(true);
+    }
+    let (kind, key) = SETTINGS;
+    for _ in 0..3 {
+        let last = store.config_get(kind, key)?;
+        if last.as_ref().and_then(|e| e.value.as_ref()) == Some(&settings) {
+            return Ok(());
+        }
+        let change = mamori_store_sqlite::ConfigChange {
+            kind,
+            key,
+            value: Some(settings.clone()),
+            changed_by: "system:mamori.toml",
+            reason: "mamori.toml as read at start (retention, identity rules, audit witness)",
+            expected_version: last.map(|e| e.version),
+            now_micros: clock.now().0,
+        };
+        match store.change_config(&change) {
+            Ok(_) => return Ok(()),
+            // Another node recorded the same file at the same moment: look again.
+            Err(e) if e.contains("changed concurrently") => continue,
+            Err(e) => return Err(format!("cannot record the settings of `{}`: {e}", path.display())),
+        }
+    }
+    Err(format!("cannot record the settings of `{}`: changed concurrently", path.display()))
 }
 
 /// Every node on one store must hold the same keys: the master key (it opens the sealed
@@ -246,7 +269,7 @@ impl Node {
 
     /// Starts clock-sync monitoring for `/healthz` (the CLI does not need it).
     pub fn monitor_clock(&mut self) {
-        self.clock = crate::clock_sync::monitor();
+        self.clock_status = crate::clock_sync::monitor();
     }
 
     /// Runs [`Node::integrate_audit`] every 250 ms on a background thread, so that a checkpoint
@@ -292,35 +315,6 @@ impl Node {
             }
         })
     }
-
-    /// Router state for this node.
-    pub fn app_state(&self, public_url: &str) -> AppState {
-        let public = self.config.public_url.clone().unwrap_or_else(|| public_url.to_string());
-        let passkeys = match mamori_identity::passkey::RelyingParty::new(&public) {
-            Ok(rp) => Some(Arc::new(rp)),
-            Err(e) => {
-                tracing::info!(public_url = %public, reason = %e, "passkeys are not offered at this address");
-                None
-            }
-        };
-        AppState {
-            passkeys,
-            records: self.records.clone(),
-            oauth: self.oauth.clone(),
-            audit: self.store.clone(),
-            identity: self.identity.clone(),
-            health: Arc::new(StoreHealth { store: self.store.clone(), clock: self.clock.clone() }),
-            enforcer: self.enforcer.clone(),
-            config: Arc::new(HttpConfig {
-                max_body_bytes: self.config.max_body_bytes,
-                public_url: public,
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                inline_lookups: self.store.kind() == "sqlite",
-            }),
-            started: mamori_records::Clock::now(&SystemClock).to_fhir(),
-            bulk: Arc::new(mamori_http::BulkJobs::new(self.dir.join("bulk"))),
-        }
-    }
 }
 
 /// Where each node keeps the latest checkpoint it signed, outside the database (issue #22):
@@ -354,27 +348,6 @@ fn publish(dir: &Path, note: &str) -> std::io::Result<()> {
     let tmp = dir.join("checkpoint.tmp");
     std::fs::write(&tmp, note)?;
     std::fs::rename(&tmp, dir.join("checkpoint"))
-}
-
-/// Labels resources with their information classes (情報区分) from the active rules.
-pub struct ClassLabeler(pub Arc<Enforcer>);
-
-impl mamori_records::Labeler for ClassLabeler {
-    fn system(&self) -> &str {
-        mamori_authz::SYSTEM
-    }
-
-    fn labels(&self, resource_type: &str, body: &serde_json::Value) -> Result<Vec<serde_json::Value>, String> {
-        let tax = mamori_authz::taxonomy();
-        let classes = mamori_authz::classify(&self.0.rules(), resource_type, body).map_err(|e| e.to_string())?;
-        Ok(classes
-            .into_iter()
-            .map(|c| {
-                let display = tax.iter().find(|d| d.code == c).map(|d| d.ja.clone()).unwrap_or_default();
-                serde_json::json!({"system": mamori_authz::SYSTEM, "code": c, "display": display})
-            })
-            .collect())
-    }
 }
 
 /// The configuration kind and key of the access policies.

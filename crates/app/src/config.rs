@@ -142,16 +142,16 @@ pub fn parse(text: &str) -> Result<Config, String> {
         }
     }
     let public_url = raw.server.public_url.map(|u| u.trim_end_matches('/').to_string());
-    if let Some(u) = &public_url {
-        if !(u.starts_with("https://") || u.starts_with("http://")) {
-            return Err(format!("server.public_url `{u}` must start with https:// or http://"));
-        }
+    if let Some(u) = &public_url
+        && !(u.starts_with("https://") || u.starts_with("http://"))
+    {
+        return Err(format!("server.public_url `{u}` must start with https:// or http://"));
     }
     let database = raw.store.database.map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
-    if let Some(d) = &database {
-        if !(d.starts_with("postgres://") || d.starts_with("postgresql://")) {
-            return Err("store.database must be a postgres:// URL (or absent for the embedded store)".into());
-        }
+    if let Some(d) = &database
+        && !(d.starts_with("postgres://") || d.starts_with("postgresql://"))
+    {
+        return Err("store.database must be a postgres:// URL (or absent for the embedded store)".into());
     }
     let i = raw.identity;
     let defaults = (

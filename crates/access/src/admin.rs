@@ -1,0 +1,167 @@
+//! Administrative acts (管理操作): registering applications, changing policies and rules, the user
+//! lifecycle, reviews. The application layer asks the enforcement point before each one, whoever
+//! the caller is — a person signed in to the console, or a person at the command line — so the
+//! console and the CLI cannot grant different rights.
+//!
+//! An act is decided by the same Cedar policies as every FHIR request: `execute` on the system
+//! itself (a resource of type [`SYSTEM_TYPE`], information class `system`, no patient), with the
+//! act's name as the operation. The shipped policies give the system administrator
+//! (システム管理者) the operational acts and the security manager (安全管理責任者) the acts that
+//! decide who may see what (docs/ACCESS-RIGHTS.md). Applications never administer.
+
+use std::collections::BTreeSet;
+
+use mamori_authz::{Act, Situation, Subject, Target};
+
+use crate::Enforcer;
+
+/// The resource type administrative acts are decided on: no FHIR type has this name.
+pub const SYSTEM_TYPE: &str = "Mamori";
+
+/// Why an act is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The caller's rights do not cover it (403); the message says which rule refused.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No policy set could be read, so nothing is decided (fail closed).
+    #[error("the access policy is unavailable")]
+    Unavailable,
+}
+
+/// One administrative act, as the policies name it (`context.operation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AdminAct {
+    /// Issue, transfer, leave, disable, unlock accounts; enrol and reset their factors.
+    ManageUsers,
+    /// Register, edit, disable applications; rotate their secrets and keys.
+    ManageClients,
+    /// Replace the access policies (with their test table).
+    SetPolicies,
+    /// Replace the information-class labelling rules (情報区分).
+    SetClassRules,
+    /// Open access-review campaigns and decide their items; run the least-privilege report.
+    ReviewAccess,
+    /// List break-glass (非常時) uses and close their reviews.
+    ReviewBreakGlass,
+    /// Rotate the ID-token signing keys.
+    RotateKeys,
+    /// Delete records whose retention period has passed.
+    Purge,
+    /// Bulk-load records (each record is still judged as a write).
+    Import,
+    /// Search, read and export the audit trail, check its checkpoints, explain decisions.
+    ReadAudit,
+}
+
+impl AdminAct {
+    /// Every act, for tables and tests.
+    pub const ALL: [AdminAct; 10] = [
+        AdminAct::ManageUsers,
+        AdminAct::ManageClients,
+        AdminAct::SetPolicies,
+        AdminAct::SetClassRules,
+        AdminAct::ReviewAccess,
+        AdminAct::ReviewBreakGlass,
+        AdminAct::RotateKeys,
+        AdminAct::Purge,
+        AdminAct::Import,
+        AdminAct::ReadAudit,
+    ];
+
+    /// The operation name the policies see.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminAct::ManageUsers => "manage-users",
+            AdminAct::ManageClients => "manage-clients",
+            AdminAct::SetPolicies => "set-policies",
+            AdminAct::SetClassRules => "set-class-rules",
+            AdminAct::ReviewAccess => "review-access",
+            AdminAct::ReviewBreakGlass => "review-break-glass",
+            AdminAct::RotateKeys => "rotate-keys",
+            AdminAct::Purge => "purge",
+            AdminAct::Import => "import",
+            AdminAct::ReadAudit => "read-audit",
+        }
+    }
+
+    /// The target an act is decided on: the system itself.
+    pub fn target() -> Target {
+        Target {
+            resource_type: SYSTEM_TYPE.to_string(),
+            reference: None,
+            classes: BTreeSet::from(["system".to_string()]),
+            patient_bound: false,
+            lab: false,
+        }
+    }
+}
+
+impl std::fmt::Display for AdminAct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Enforcer {
+    /// Whether `subject` (a person; an application is always refused) may perform `act`, by the
+    /// policies in force.
+    pub fn authorize_admin(&self, subject: &Subject, act: AdminAct) -> Result<(), Refusal> {
+        if matches!(subject, Subject::Client { .. }) {
+            return Err(Refusal::Forbidden(format!("applications may not perform administrative acts ({act})")));
+        }
+        let engine = self.engine().ok_or(Refusal::Unavailable)?;
+        let situation = Situation { care: false, break_glass: false, operation: act.name().to_string() };
+        if engine.decide(subject, Act::Execute, &AdminAct::target(), &situation).allowed {
+            Ok(())
+        } else {
+            Err(Refusal::Forbidden(format!("the access policy does not allow {act} for this account's roles")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mamori_authz::PolicyEngine;
+    use mamori_records::SystemClock;
+    use std::sync::Arc;
+
+    fn person(roles: &[&str]) -> Subject {
+        Subject::User {
+            username: "u".into(),
+            roles: roles.iter().map(|r| (*r).to_string()).collect(),
+            department: String::new(),
+            has_fhir_user: true,
+        }
+    }
+
+    /// The shipped policies, act by act and role by role: the security manager decides who may
+    /// see what, the system administrator runs the system, nobody else administers.
+    #[test]
+    fn shipped_policies_give_each_act_to_one_role() -> Result<(), Box<dyn std::error::Error>> {
+        let e = Enforcer::new(PolicyEngine::default_policies()?, mamori_authz::default_rules(), Arc::new(SystemClock));
+        let security_manager = [
+            AdminAct::SetPolicies,
+            AdminAct::SetClassRules,
+            AdminAct::ReviewAccess,
+            AdminAct::ReviewBreakGlass,
+            AdminAct::Purge,
+            AdminAct::ReadAudit,
+        ];
+        for act in AdminAct::ALL {
+            let sm = e.authorize_admin(&person(&["security_manager"]), act).is_ok();
+            let sa = e.authorize_admin(&person(&["system_admin"]), act).is_ok();
+            assert_eq!(sm, security_manager.contains(&act), "security_manager {act}");
+            assert_eq!(sa, !security_manager.contains(&act), "system_admin {act}");
+            for role in ["doctor", "nurse", "pharmacist", "clerk", "maintenance_vendor"] {
+                assert!(e.authorize_admin(&person(&[role]), act).is_err(), "{role} {act}");
+            }
+            // The vendor's forbid overrides any role held beside it.
+            assert!(e.authorize_admin(&person(&["system_admin", "maintenance_vendor"]), act).is_err());
+            let app = Subject::Client { id: "app".into(), classes: vec!["system".into()] };
+            assert!(e.authorize_admin(&app, act).is_err(), "an application {act}");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,288 @@
+//! Who asks, from where, by which clock: the context every use case takes, and its errors.
+
+use std::sync::Arc;
+
+use mamori_access::{AdminAct, Principal, Refusal};
+use mamori_authz::Subject;
+use mamori_records::{Actor, Clock, RequestContext, Timestamp};
+
+use crate::node::Node;
+
+/// Who performs a use case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The local operator: a person at the server's command line (or a job on the server). Whoever
+    /// can run the binary can read the data directory, so every act is allowed — but the operator
+    /// is named, and every act and every read is audited in that name.
+    Operator(String),
+    /// A person signed in (the console): their account's current roles decide every act.
+    Person {
+        /// Login name.
+        username: String,
+        /// Roles (職種), read afresh from the account.
+        roles: Vec<String>,
+        /// Department.
+        department: String,
+        /// Their FHIR resource (`Practitioner/…`), if any.
+        fhir_user: Option<String>,
+    },
+}
+
+/// The context of one use case: the caller, where the request came from, and the node's clock.
+#[derive(Clone)]
+pub struct Ctx {
+    /// Who.
+    pub caller: Caller,
+    /// The request id (`X-Request-ID`) the surface assigned, if any.
+    pub request_id: Option<String>,
+    /// The source address, if any.
+    pub source: Option<String>,
+    /// The node's one clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("caller", &self.caller)
+            .field("request_id", &self.request_id)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a use case failed. Each variant is one kind of answer for the surface: the CLI prints the
+/// message and exits non-zero, the console shows it in the user's language.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// The caller may not perform this act (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The input is wrong; nothing was changed (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The named thing does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Someone changed it meanwhile, or it is already in that state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A password or other secret was refused by its rules; each reason in Japanese and English.
+    #[error("パスワードが要件を満たしません / the password was refused: {}", .0.iter().map(|(ja, en)| format!("{ja} / {en}")).collect::<Vec<_>>().join("; "))]
+    PasswordRefused(Vec<(String, String)>),
+    /// Storage or another service failed (500/503); the detail is for the log.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<Refusal> for AppError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Forbidden(m) => AppError::Forbidden(m),
+            Refusal::Unavailable => AppError::Failed(r.to_string()),
+        }
+    }
+}
+
+impl From<mamori_identity::Error> for AppError {
+    fn from(e: mamori_identity::Error) -> Self {
+        use mamori_identity::Error as E;
+        match e {
+            E::PasswordRefused(why) => AppError::PasswordRefused(why.into_iter().map(|m| (m.ja, m.en)).collect()),
+            E::Invalid(m) if m.starts_with("no account") || m.starts_with("no such account") => AppError::NotFound(m),
+            E::Invalid(m) if m.starts_with("storage") || m.starts_with("audit") => AppError::Failed(m),
+            E::Invalid(m) => AppError::Invalid(m),
+            E::Crypto(m) => AppError::Failed(format!("crypto: {m}")),
+            other => AppError::Failed(other.to_string()),
+        }
+    }
+}
+
+impl Ctx {
+    /// The local operator `name`, on `node`'s clock.
+    pub fn operator(node: &Node, name: &str) -> Ctx {
+        Ctx { caller: Caller::Operator(name.to_string()), request_id: None, source: None, clock: node.clock.clone() }
+    }
+
+    /// A person signed in, with their account's current roles: refused at once unless the account
+    /// is active.
+    pub fn person(
+        node: &Node,
+        username: &str,
+        source: Option<String>,
+        request_id: Option<String>,
+    ) -> Result<Ctx, AppError> {
+        let a = node
+            .identity
+            .account(username)?
+            .filter(|a| a.status == mamori_identity::account::Status::Active)
+            .ok_or_else(|| AppError::Forbidden(format!("account `{username}` is not active")))?;
+        Ok(Ctx {
+            caller: Caller::Person {
+                username: a.username,
+                roles: a.roles,
+                department: a.department.unwrap_or_default(),
+                fhir_user: a.fhir_user,
+            },
+            request_id,
+            source,
+            clock: node.clock.clone(),
+        })
+    }
+
+    /// Now, by the node's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Now in Unix seconds.
+    pub fn now_secs(&self) -> i64 {
+        self.now().0.div_euclid(1_000_000)
+    }
+
+    /// The caller as the configuration path and the identity service record it
+    /// (`operator:NAME`, `user:NAME`).
+    pub fn by(&self) -> String {
+        match &self.caller {
+            Caller::Operator(n) => format!("operator:{n}"),
+            Caller::Person { username, .. } => format!("user:{username}"),
+        }
+    }
+
+    /// The caller's name.
+    pub fn name(&self) -> &str {
+        match &self.caller {
+            Caller::Operator(n) => n,
+            Caller::Person { username, .. } => username,
+        }
+    }
+
+    /// Asks the enforcement point whether the caller may perform `act`. The operator may; a
+    /// person's roles decide by the policies in force. A refusal is audited (an `admin-denied`
+    /// entry naming the act) before it is returned.
+    pub fn authorize(&self, node: &Node, act: AdminAct) -> Result<(), AppError> {
+        self.authorize_any(node, &[act])
+    }
+
+    /// As [`Ctx::authorize`], allowed when any one of `acts` is (e.g. coverage, which both the
+    /// administrator and the security manager watch); the refusal names the first.
+    pub fn authorize_any(&self, node: &Node, acts: &[AdminAct]) -> Result<(), AppError> {
+        let Caller::Person { username, roles, department, fhir_user } = &self.caller else {
+            return Ok(());
+        };
+        let subject = Subject::User {
+            username: username.clone(),
+            roles: roles.clone(),
+            department: department.clone(),
+            has_fhir_user: fhir_user.is_some(),
+        };
+        let mut first = None;
+        for act in acts {
+            match node.enforcer.authorize_admin(&subject, *act) {
+                Ok(()) => return Ok(()),
+                Err(refusal) => {
+                    first.get_or_insert((*act, refusal));
+                }
+            }
+        }
+        let (act, refusal) = first.unwrap_or((AdminAct::ReadAudit, Refusal::Unavailable));
+        let mut entry = mamori_audit::AuditRecord::new(
+            "admin-denied",
+            self.records(node).audit_actor(),
+            mamori_audit::Outcome::Failure,
+            "HOPERAT",
+        );
+        entry.detail = Some(format!("{act}: {refusal}"));
+        entry.request_id = self.request_id.clone();
+        entry.source = self.source.clone();
+        entry.status = Some(403);
+        node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+        Err(refusal.into())
+    }
+
+    /// The record service's context for this caller: the operator's explicit guard (allowed,
+    /// every revealed version remembered for the read entry), or the person's principal at the
+    /// enforcement point, exactly as their API requests are judged.
+    pub fn records(&self, node: &Node) -> RequestContext {
+        let mut ctx = match &self.caller {
+            Caller::Operator(name) => RequestContext::operator(name),
+            Caller::Person { username, roles, department, fhir_user } => Principal::for_person(
+                username,
+                (roles.clone(), fhir_user.clone(), Some(department.clone())),
+                "mamori-console",
+                node.enforcer.clone(),
+                self.request_id.clone(),
+                self.source.clone(),
+            )
+            .context(),
+        };
+        ctx.request_id = self.request_id.clone();
+        ctx.source = self.source.clone();
+        ctx
+    }
+
+    /// A record context for use cases that read only what records are *about* — their
+    /// information classes, patient and lab flag, never their content — for the security
+    /// manager's tools (policy explain, the least-privilege report), whose own roles may not read
+    /// clinical records. Every version it lets through is remembered and must be audited in the
+    /// caller's name with [`mamori_records::Records::audit_reads`].
+    pub fn metadata_reads(&self) -> RequestContext {
+        let guard = mamori_records::GuardRef(Arc::new(mamori_records::OperatorGuard::default()));
+        let mut ctx = RequestContext::new(self.actor(), guard);
+        ctx.request_id = self.request_id.clone();
+        ctx.source = self.source.clone();
+        ctx
+    }
+
+    /// The actor for writes (入力者).
+    pub fn actor(&self) -> Actor {
+        match &self.caller {
+            Caller::Operator(n) => Actor::operator(n),
+            Caller::Person { .. } => Actor {
+                kind: mamori_records::ActorKind::User,
+                id: self.name().to_string(),
+                fhir_user: match &self.caller {
+                    Caller::Person { fhir_user, .. } => fhir_user.clone(),
+                    Caller::Operator(_) => None,
+                },
+                client_id: Some("mamori-console".into()),
+            },
+        }
+    }
+}
+
+/// The one configuration path, for the use cases: a new version of `(kind, key)` attributed to
+/// the caller, at the caller's clock, based on `expected` (`None`: must not exist yet). The store
+/// writes the version and its audit entry in one transaction.
+pub(crate) fn change_config(
+    ctx: &Ctx,
+    node: &Node,
+    kind: &str,
+    key: &str,
+    value: Option<serde_json::Value>,
+    reason: &str,
+    expected: Option<u64>,
+) -> Result<u64, AppError> {
+    let by = ctx.by();
+    node.store
+        .change_config(&mamori_store_sqlite::ConfigChange {
+            kind,
+            key,
+            value,
+            changed_by: &by,
+            reason,
+            expected_version: expected,
+            now_micros: ctx.now().0,
+        })
+        .map_err(|e| {
+            // Until the stores' errors are typed (#23 item 5), the stale-version refusal is told
+            // apart by its message, which both stores share.
+            if e.contains("changed concurrently") { AppError::Conflict(e) } else { AppError::Failed(e) }
+        })
+}
+
+/// A storage failure of a lookup, for the log.
+pub(crate) fn failed(e: impl std::fmt::Display) -> AppError {
+    AppError::Failed(e.to_string())
+}

@@ -1,0 +1,60 @@
+//! The HTTP router's state for an opened node: the services of `mamori-app`'s composition root,
+//! handed to `mamori-http`.
+
+use std::sync::Arc;
+
+use mamori_app::Node;
+use mamori_app::backend::Backend;
+use mamori_http::{AppState, Health, HttpConfig};
+
+struct StoreHealth {
+    store: Arc<dyn Backend>,
+    clock: Arc<std::sync::Mutex<mamori_app::clock_sync::ClockStatus>>,
+}
+
+impl Health for StoreHealth {
+    fn check(&self) -> Result<serde_json::Value, String> {
+        self.store.ping()?;
+        let clock = self.clock.lock().map(|c| c.to_json()).unwrap_or_default();
+        let appended = self.store.audit_size()?;
+        let integrated = self.store.audit_integrated_size()?;
+        // Commits and fsyncs of the store since start: with group commit, fsyncs per request is
+        // well under one (scripts/bench.sh reports it).
+        let (commits, fsyncs) = self.store.durability_stats();
+        Ok(serde_json::json!({
+            "clock": clock,
+            "store": self.store.kind(),
+            "audit": {"entries": appended, "checkpointed": integrated},
+            "durability": {"commits": commits, "fsyncs": fsyncs}
+        }))
+    }
+}
+
+/// Router state for `node`, served at `public_url` unless the configuration names another.
+pub fn app_state(node: &Node, public_url: &str) -> AppState {
+    let public = node.config.public_url.clone().unwrap_or_else(|| public_url.to_string());
+    let passkeys = match mamori_identity::passkey::RelyingParty::new(&public) {
+        Ok(rp) => Some(Arc::new(rp)),
+        Err(e) => {
+            tracing::info!(public_url = %public, reason = %e, "passkeys are not offered at this address");
+            None
+        }
+    };
+    AppState {
+        passkeys,
+        records: node.records.clone(),
+        oauth: node.oauth.clone(),
+        audit: node.store.clone(),
+        identity: node.identity.clone(),
+        health: Arc::new(StoreHealth { store: node.store.clone(), clock: node.clock_status.clone() }),
+        enforcer: node.enforcer.clone(),
+        config: Arc::new(HttpConfig {
+            max_body_bytes: node.config.max_body_bytes,
+            public_url: public,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            inline_lookups: node.store.kind() == "sqlite",
+        }),
+        started: node.clock.now().to_fhir(),
+        bulk: Arc::new(mamori_http::BulkJobs::new(node.dir.join("bulk"))),
+    }
+}

@@ -1,0 +1,239 @@
+//! The application layer (issue #23): each administrative act is one use case in `mamori-app`,
+//! decided by the enforcement point for whoever calls it — a person (the console) or the local
+//! operator (the CLI) — and audited in the caller's name.
+
+use mamori_app::clients::{self, NewClient};
+use mamori_app::{AppError, Ctx, class_rules, reviews, users};
+use mamori_audit::{AuditRecord, EntryQuery};
+
+use crate::binary::cli;
+use crate::support::Harness;
+
+fn entries(h: &Harness, action: &str, agent: &str) -> Vec<AuditRecord> {
+    let q =
+        EntryQuery { action: Some(action.into()), agent: Some(agent.into()), limit: 10_000, ..EntryQuery::default() };
+    h.node.store.query(&q).unwrap().into_iter().map(|(_, b)| serde_json::from_slice(&b).unwrap()).collect()
+}
+
+fn feed(id: &str) -> NewClient {
+    NewClient { id: id.into(), scope: "system/Observation.rs".into(), token_lifetime_secs: 900, ..NewClient::default() }
+}
+
+fn person(h: &Harness, who: &str) -> Ctx {
+    Ctx::person(&h.node, who, Some("192.0.2.7".into()), Some(format!("req-{who}"))).unwrap()
+}
+
+#[test]
+fn a_person_may_do_only_the_acts_their_roles_allow_and_each_refusal_is_audited() {
+    let h = Harness::new();
+    h.add_user("admin1", &["system_admin"], "Practitioner/sa");
+    h.add_user("manager1", &["security_manager"], "Practitioner/sm");
+    h.add_user("doctor1", &["doctor"], "Practitioner/dr");
+    let node = &h.node;
+
+    // The system administrator registers an application: stored, attributed to the person,
+    // and its change entry carries who did it.
+    let r = clients::register(&person(&h, "admin1"), node, feed("lab-feed")).unwrap();
+    assert!(r.secret.is_some(), "a confidential client gets a secret once");
+    let stored = node.store.config_get("client", "lab-feed").unwrap().unwrap();
+    assert_eq!(stored.changed_by, "user:admin1");
+    assert!(!entries(&h, "config", "admin1").is_empty(), "the change is in the audit trail in sa's name");
+
+    // The security manager and a doctor may not: refused, nothing stored, the refusal audited
+    // with who, from where, the request id and the act.
+    for who in ["manager1", "doctor1"] {
+        let id = format!("feed-{who}");
+        match clients::register(&person(&h, who), node, feed(&id)) {
+            Err(AppError::Forbidden(m)) => assert!(m.contains("manage-clients"), "{m}"),
+            other => panic!("{who} registering a client: {other:?}"),
+        }
+        assert!(node.store.config_get("client", &id).unwrap().is_none(), "{who}: nothing stored");
+        let denied = entries(&h, "admin-denied", who);
+        assert_eq!(denied.len(), 1, "{who}: one refusal entry");
+        let e = &denied[0];
+        assert_eq!(e.status, Some(403));
+        assert_eq!(e.source.as_deref(), Some("192.0.2.7"));
+        assert_eq!(e.request_id.as_deref(), Some(format!("req-{who}").as_str()));
+        assert!(e.detail.as_deref().unwrap_or("").starts_with("manage-clients"), "{:?}", e.detail);
+    }
+
+    // The rules of who may see what are the security manager's, not the administrator's.
+    let rules = class_rules::current(&person(&h, "manager1"), node).unwrap();
+    assert!(matches!(class_rules::set(&person(&h, "admin1"), node, &rules, "try"), Err(AppError::Forbidden(_))));
+    let v = class_rules::set(&person(&h, "manager1"), node, &rules, "re-affirmed").unwrap();
+    assert_eq!(node.store.config_get("class-rules", "active").unwrap().unwrap().version, v);
+    assert!(matches!(class_rules::set(&person(&h, "manager1"), node, &rules, " "), Err(AppError::Invalid(_))));
+
+    // The operator may do everything, named in the change.
+    let op = Ctx::operator(node, "kanri");
+    clients::disable(&op, node, "lab-feed").unwrap();
+    assert_eq!(node.store.config_get("client", "lab-feed").unwrap().unwrap().changed_by, "operator:kanri");
+    assert!(matches!(clients::disable(&op, node, "lab-feed"), Err(AppError::Conflict(_))));
+    assert!(matches!(clients::disable(&op, node, "no-such"), Err(AppError::NotFound(_))));
+}
+
+#[test]
+fn nobody_changes_their_own_account_or_reviews_their_own_access() {
+    let h = Harness::new();
+    h.add_user("admin1", &["system_admin"], "Practitioner/sa");
+    h.add_user("admin2", &["system_admin"], "Practitioner/admin2");
+    h.add_user("manager1", &["security_manager"], "Practitioner/sm");
+    h.add_user("manager2", &["security_manager"], "Practitioner/sm2");
+    let node = &h.node;
+
+    // An administrator may not widen, disable or unlock their own account.
+    let sa = person(&h, "admin1");
+    assert!(matches!(
+        users::transfer(&sa, node, "admin1", None, Some(vec!["system_admin".into(), "doctor".into()])),
+        Err(AppError::Forbidden(_))
+    ));
+    assert!(matches!(users::disable(&sa, node, "admin1"), Err(AppError::Forbidden(_))));
+    assert_eq!(node.identity.account("admin1").unwrap().unwrap().roles, vec!["system_admin".to_string()]);
+    // …but another administrator's, yes; the transfer opens a review of that account.
+    let (a, campaign) = users::transfer(&sa, node, "admin2", Some("外来".into()), None).unwrap();
+    assert_eq!(a.department.as_deref(), Some("外来"));
+    assert_eq!(campaign.items.len(), 1);
+
+    // A security manager may not decide their own item of a campaign; another may.
+    let sm = person(&h, "manager1");
+    let c = reviews::open(&sm, node, "2026 Q4", &[]).unwrap();
+    assert!(matches!(reviews::decide(&sm, node, &c.id, "manager1", &[], "ok"), Err(AppError::Forbidden(_))));
+    let (d, _) = reviews::decide(&person(&h, "manager2"), node, &c.id, "manager1", &[], "ok").unwrap();
+    assert_eq!(d.by, "user:manager2");
+    // Deciding twice is a conflict, and nothing changes.
+    assert!(matches!(
+        reviews::decide(&person(&h, "manager2"), node, &c.id, "manager1", &[], "again"),
+        Err(AppError::Conflict(_))
+    ));
+
+    // A disabled account has no context at all.
+    users::disable(&Ctx::operator(node, "kanri"), node, "manager2").unwrap();
+    assert!(matches!(Ctx::person(node, "manager2", None, None), Err(AppError::Forbidden(_))));
+}
+
+/// A person's reads through the application layer are judged by their own rights and audited
+/// in their name, like an API read; the operator's reads likewise, in the operator's name.
+#[tokio::test]
+async fn reads_through_the_application_layer_are_judged_and_audited_in_the_callers_name() {
+    let h = Harness::new();
+    h.add_user("doctor1", &["doctor"], "Practitioner/dr");
+    h.add_user("manager1", &["security_manager"], "Practitioner/sm");
+    let p =
+        h.create(&serde_json::json!({"resourceType": "Patient", "id": "app-p1", "name": [{"family": "山田"}]})).await;
+    let id = p["id"].as_str().unwrap();
+    let rt = mamori_records::ResourceType::parse("Patient").unwrap();
+    let rid = mamori_records::ResourceId::parse(id).unwrap();
+
+    // The security manager may not read a patient's record: hidden, as missing, nothing audited
+    // as revealed.
+    let sm = person(&h, "manager1");
+    let rctx = sm.records(&h.node);
+    assert!(h.node.records.read(&rctx, &rt, &rid).is_err());
+    h.node.records.audit_reads(&rctx, "read", None).unwrap();
+    assert!(entries(&h, "read", "manager1").is_empty());
+
+    // The operator reads it; the read is one entry naming the version and the patient.
+    let op = Ctx::operator(&h.node, "kanri");
+    let octx = op.records(&h.node);
+    h.node.records.read(&octx, &rt, &rid).unwrap();
+    h.node.records.audit_reads(&octx, "read", Some("test".into())).unwrap();
+    let e = entries(&h, "read", "kanri");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].actor.kind, "operator");
+    assert_eq!(e[0].resources, vec![format!("Patient/{id}/_history/1")]);
+    assert_eq!(e[0].patients, vec![format!("Patient/{id}")]);
+
+    // The CLI's read (policy explain by the security manager's tool) is the same entry.
+    let out = cli(&[
+        "policy",
+        "explain",
+        "--user",
+        "doctor1",
+        "--action",
+        "read",
+        "--resource",
+        &format!("Patient/{id}"),
+        "--operator",
+        "kansa",
+        "--data-dir",
+        h.dir.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e = entries(&h, "read", "kansa");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].resources, vec![format!("Patient/{id}/_history/1")]);
+}
+
+#[test]
+fn a_rotated_client_secret_replaces_the_old_one_at_once() {
+    let h = Harness::new();
+    let op = Ctx::operator(&h.node, "kanri");
+    let first = clients::register(&op, &h.node, feed("rot")).unwrap().secret.unwrap();
+    let token = |secret: &str| {
+        h.node.oauth.client_credentials(
+            &mamori_oauth::ClientAuth { id: "rot".into(), secret: secret.into() },
+            None,
+            crate::support::now_secs(),
+        )
+    };
+    assert!(token(&first).is_ok());
+    let second = clients::rotate_secret(&op, &h.node, "rot").unwrap();
+    assert_ne!(first, second);
+    assert!(token(&first).is_err(), "the old secret stops working");
+    assert!(token(&second).is_ok());
+    // A public client has no secret to rotate.
+    let public = NewClient {
+        id: "spa".into(),
+        scope: "user/Patient.rs openid".into(),
+        token_lifetime_secs: 900,
+        redirect_uris: vec!["https://app.example/cb".into()],
+        ..NewClient::default()
+    };
+    assert!(clients::register(&op, &h.node, public).unwrap().secret.is_none());
+    assert!(matches!(clients::rotate_secret(&op, &h.node, "spa"), Err(AppError::Invalid(_))));
+    // Bad input is refused before anything is stored.
+    for bad in [
+        NewClient { id: "bad id".into(), ..feed("x") },
+        NewClient { token_lifetime_secs: 5, ..feed("short") },
+        NewClient { classes: vec!["nonsense".into()], ..feed("cls") },
+        NewClient { redirect_uris: vec!["http://evil.example/cb".into()], ..feed("redir") },
+    ] {
+        let id = bad.id.clone();
+        assert!(matches!(clients::register(&op, &h.node, bad), Err(AppError::Invalid(_))), "{id}");
+        assert!(h.node.store.config_get("client", &id).unwrap().is_none());
+    }
+}
+
+/// The settings of `mamori.toml` are versioned and audited: each start records them when they
+/// differ from the last recorded version, with a database URL reduced to "set".
+#[test]
+fn the_settings_of_mamori_toml_are_versioned_and_audited_at_each_start() {
+    let h = Harness::new();
+    let (kind, key) = mamori_app::node::SETTINGS;
+    let first = h.node.store.config_get(kind, key).unwrap().expect("recorded at the first start");
+    assert_eq!(first.changed_by, "system:mamori.toml");
+    let cfg = h.dir.path().join("mamori.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    // Reopening with the same file records nothing new.
+    drop(mamori::open_node(h.dir.path()).unwrap());
+    assert_eq!(h.node.store.config_get(kind, key).unwrap().unwrap().version, first.version);
+    // An edited lockout rule is a new version, audited.
+    let edited = if text.contains("lockout_threshold = 10") {
+        text.replace("lockout_threshold = 10", "lockout_threshold = 5")
+    } else {
+        format!("{text}\n[identity]\nlockout_threshold = 5\n")
+    };
+    std::fs::write(&cfg, edited).unwrap();
+    drop(mamori::open_node(h.dir.path()).unwrap());
+    let second = h.node.store.config_get(kind, key).unwrap().unwrap();
+    assert_eq!(second.version, first.version + 1);
+    assert_eq!(second.value.as_ref().unwrap()["identity"]["lockout_threshold"], 5);
+    let audited: Vec<AuditRecord> = entries(&h, "config", "mamori.toml");
+    assert_eq!(audited.len(), 2, "one entry per recorded version");
+    // A PostgreSQL URL (which may carry a password) is never recorded.
+    if let Some(db) = second.value.as_ref().unwrap().pointer("/store/database") {
+        assert_eq!(db, &serde_json::Value::Bool(true));
+    }
+    let all = serde_json::to_string(&audited).unwrap() + &serde_json::to_string(&second.value).unwrap();
+    assert!(!all.contains("postgres://"), "no database URL in the trail or the version");
+}
