@@ -410,18 +410,25 @@ fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("checkpoints verified"));
 
-    // Someone with database access edits entry 5.
+    // Someone with database access edits the first entry about patient p3.
     let db = crate::support::RawDb::at(&dir);
+    let idx = if db.is_pg() {
+        db.int("SELECT MIN(idx) FROM audit_entries WHERE convert_from(entry, 'UTF8') LIKE '%p3%'")
+    } else {
+        db.int("SELECT MIN(idx) FROM audit_entries WHERE CAST(entry AS TEXT) LIKE '%p3%'")
+    };
     db.exec(
-        "DROP TRIGGER audit_no_update; UPDATE audit_entries SET entry = replace(entry, 'p3', 'p9') WHERE idx = 6",
-        "DROP TRIGGER audit_no_change ON audit_entries;
-         UPDATE audit_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'p3', 'p9'), 'UTF8') WHERE idx = 6",
+        &format!("DROP TRIGGER audit_no_update; UPDATE audit_entries SET entry = replace(entry, 'p3', 'p9') WHERE idx = {idx}"),
+        &format!("DROP TRIGGER audit_no_change ON audit_entries;
+         UPDATE audit_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'p3', 'p9'), 'UTF8') WHERE idx = {idx}"),
     )
     .unwrap();
     let bad = cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey]);
     assert_eq!(bad.status.code(), Some(1));
     let text = String::from_utf8_lossy(&bad.stdout).to_string();
-    assert!(text.lines().next().unwrap().contains("entry 5"), "names the first bad entry: {text}");
+    // Leaf indexes count from 0, the table's from 1.
+    let first = format!("entry {}", idx - 1);
+    assert!(text.lines().next().unwrap().contains(&first), "names the first bad entry ({first}): {text}");
 
     // Or deletes the tail of the log; the witness still has the larger checkpoint.
     db.exec(
