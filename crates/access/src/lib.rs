@@ -153,6 +153,9 @@ pub struct Principal {
     source: Option<String>,
     enforcer: Arc<Enforcer>,
     state: Arc<Mutex<RequestState>>,
+    /// Whether the calling service audits this principal's reads itself (a person in the
+    /// console), so each revealed version is remembered; API requests are audited by the edge.
+    audits_reads: bool,
 }
 
 /// An action, as a request asks it.
@@ -244,7 +247,15 @@ impl Principal {
                 classes: if grant.client_classes.is_empty() { all_classes() } else { grant.client_classes.clone() },
             },
         };
-        Principal { grant, subject, request_id, source, enforcer, state: Arc::new(Mutex::new(RequestState::default())) }
+        Principal {
+            grant,
+            subject,
+            request_id,
+            source,
+            enforcer,
+            state: Arc::new(Mutex::new(RequestState::default())),
+            audits_reads: false,
+        }
     }
 
     /// A principal for a person signed in to this server's own pages (the console's login
@@ -268,7 +279,8 @@ impl Principal {
             client_classes: Vec::new(),
             patient: None,
         };
-        let p = Principal::new(grant, Some(account), enforcer, request_id, source);
+        let mut p = Principal::new(grant, Some(account), enforcer, request_id, source);
+        p.audits_reads = true;
         if let Ok(mut s) = p.state.lock() {
             s.revealed = Some(mamori_records::Revealed::default());
         }
@@ -277,6 +289,9 @@ impl Principal {
 
     /// Remembers a version revealed, when this principal's reads are audited by the service.
     fn note_revealed(&self, v: &VersionRecord) {
+        if !self.audits_reads {
+            return;
+        }
         if let Ok(mut s) = self.state.lock()
             && let Some(r) = s.revealed.as_mut()
         {
@@ -401,10 +416,9 @@ impl Principal {
         target: &Target,
         patient: Option<&str>,
     ) -> Result<(Arc<Decision>, bool), RecordError> {
-        let engine = self
-            .enforcer
-            .engine()
-            .ok_or_else(|| RecordError::Store(mamori_records::StoreError("policy engine unavailable".into())))?;
+        let engine = self.enforcer.engine().ok_or_else(|| {
+            RecordError::Store(mamori_records::StoreError::Unavailable("policy engine unavailable".into()))
+        })?;
         if !self.client_reaches(target) {
             let d = Decision { allowed: false, policies: vec!["client-classes".into()], errors: Vec::new() };
             return Ok((Arc::new(d), false));
@@ -463,7 +477,9 @@ impl Principal {
                     "{why}: search on {resource_type} (in a chained or _has criterion)"
                 )))
             }
-            Err(_) => Err(RecordError::Store(mamori_records::StoreError("policy engine unavailable".into()))),
+            Err(_) => {
+                Err(RecordError::Store(mamori_records::StoreError::Unavailable("policy engine unavailable".into())))
+            }
         }
     }
 

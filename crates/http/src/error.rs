@@ -101,6 +101,17 @@ impl ApiError {
                 RecordError::Conflict(m) => (StatusCode::CONFLICT, one(IssueCode::Conflict, m)),
                 RecordError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, one(IssueCode::Processing, m)),
                 RecordError::Forbidden(m) => (StatusCode::FORBIDDEN, one(IssueCode::Forbidden, m)),
+                RecordError::Store(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "storage busy or unavailable; answered 503");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        one(
+                            IssueCode::Transient,
+                            "the server is busy; nothing was changed — retry shortly (混雑しています。しばらくしてから再試行してください)"
+                                .into(),
+                        ),
+                    )
+                }
                 RecordError::Store(e) => {
                     tracing::error!(error = %e, "storage failure");
                     (
@@ -157,6 +168,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"mamori\", error=\"invalid_token\""),
             );
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // RFC 9110 §10.2.3: when to try again.
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         r
     }
@@ -227,4 +242,30 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+#[cfg(test)]
+mod store_error_tests {
+    use super::*;
+    use mamori_records::StoreError;
+
+    fn answer(e: StoreError) -> Response {
+        ApiError::Record(RecordError::Store(e)).into_response()
+    }
+
+    /// A busy or unavailable store is 503 with `Retry-After` (the client may retry; nothing
+    /// changed); corruption and the rest are 500 without it. No cause reaches the client.
+    #[test]
+    fn busy_and_unavailable_stores_are_503_with_retry_after() {
+        for (e, status, retry) in [
+            (StoreError::Busy("database is locked".into()), StatusCode::SERVICE_UNAVAILABLE, true),
+            (StoreError::Unavailable("connection refused".into()), StatusCode::SERVICE_UNAVAILABLE, true),
+            (StoreError::Corrupt("stored body".into()), StatusCode::INTERNAL_SERVER_ERROR, false),
+            (StoreError::other("x"), StatusCode::INTERNAL_SERVER_ERROR, false),
+        ] {
+            let r = answer(e.clone());
+            assert_eq!(r.status(), status, "{e:?}");
+            assert_eq!(r.headers().get(header::RETRY_AFTER).is_some(), retry, "{e:?}");
+        }
+    }
 }

@@ -53,6 +53,8 @@ pub enum IssueCode {
     Security,
     /// `login`
     Login,
+    /// `transient`: the server is busy or a resource is temporarily unavailable; retry.
+    Transient,
 }
 
 impl IssueCode {
@@ -77,6 +79,7 @@ impl IssueCode {
             IssueCode::TooCostly => "too-costly",
             IssueCode::Security => "security",
             IssueCode::Login => "login",
+            IssueCode::Transient => "transient",
         }
     }
 }

@@ -234,7 +234,7 @@ impl From<Value> for Content {
 /// The content a write closure takes: the store runs the closure once (`Store::write`), so it
 /// is moved in rather than cloned under the writer.
 pub(crate) fn once(c: &mut Option<Content>) -> Result<Content, RecordError> {
-    c.take().ok_or_else(|| RecordError::Store(crate::StoreError("a write closure ran twice".into())))
+    c.take().ok_or_else(|| RecordError::Store(crate::StoreError::other("a write closure ran twice")))
 }
 
 pub(crate) struct Draft<'a> {
@@ -383,7 +383,7 @@ impl Records {
             out = Some(f(tx)?);
             Ok(())
         })?;
-        out.ok_or_else(|| RecordError::Store(crate::StoreError("transaction produced no result".into())))
+        out.ok_or_else(|| RecordError::Store(crate::StoreError::other("transaction produced no result")))
     }
 
     pub(crate) fn read_tx<R>(
@@ -395,7 +395,7 @@ impl Records {
             out = Some(f(tx)?);
             Ok(())
         })?;
-        out.ok_or_else(|| RecordError::Store(crate::StoreError("read produced no result".into())))
+        out.ok_or_else(|| RecordError::Store(crate::StoreError::other("read produced no result")))
     }
 
     /// Server time for a write: the clock, but never before anything already stored.
@@ -884,7 +884,7 @@ impl Records {
             let current = live(visible_current(tx, ctx, rt, id)?, rt, id)?;
             let body = current.body.as_deref().unwrap_or("null");
             let mut v: Value =
-                serde_json::from_str(body).map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
+                serde_json::from_str(body).map_err(|e| crate::StoreError::Corrupt(format!("stored body: {e}")))?;
             json_patch::patch(&mut v, ops).map_err(|e| RecordError::Unprocessable(format!("patch failed: {e}")))?;
             check_type(&v, rt)?;
             if v.get("id").and_then(Value::as_str) != Some(id.as_str()) {
@@ -979,7 +979,7 @@ impl Records {
                 )));
             }
             let body: Value = serde_json::from_str(current.body.as_deref().unwrap_or("null"))
-                .map_err(|e| crate::StoreError(format!("stored body: {e}")))?;
+                .map_err(|e| crate::StoreError::Corrupt(format!("stored body: {e}")))?;
             self.commit(
                 tx,
                 Draft {

@@ -7,10 +7,39 @@ use std::sync::Arc;
 
 use crate::{RecordError, ResourceId, ResourceType, Timestamp};
 
-/// A storage failure, described for logs.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+/// A storage failure: what happened, and a description for the log (never shown to clients).
+/// The edge answers [`StoreError::Busy`] and [`StoreError::Unavailable`] with 503 and
+/// `Retry-After` (the client may retry; nothing was changed), the others with 500.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A lock or the writer could not be had in time (SQLite busy, a PostgreSQL lock or statement
+    /// timeout, a serialization failure, a full connection pool): retrying shortly may succeed.
+    #[error("store busy: {0}")]
+    Busy(String),
+    /// The store cannot be reached or cannot make a write durable (connection lost, disk full,
+    /// fsync failed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value does not decode: the store needs `fsck` or a restore.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// A failure with no more specific kind.
+    pub fn other(message: impl Into<String>) -> StoreError {
+        StoreError::Other(message.into())
+    }
+
+    /// Whether the same request may succeed if retried shortly (503 rather than 500).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Busy(_) | StoreError::Unavailable(_))
+    }
+}
 
 /// How a version came to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

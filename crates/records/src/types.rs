@@ -72,7 +72,7 @@ impl ResourceId {
         )
         .unwrap_or(0);
         let mut b = [0u8; 16];
-        getrandom::fill(&mut b).map_err(|e| crate::StoreError(format!("random: {e}")))?;
+        getrandom::fill(&mut b).map_err(|e| crate::StoreError::other(format!("random: {e}")))?;
         for (slot, byte) in b.iter_mut().zip(ms.to_be_bytes().get(2..8).unwrap_or_default()) {
             *slot = *byte;
         }
@@ -85,7 +85,7 @@ impl ResourceId {
     /// when they were made or sort by it (export jobs, review campaigns).
     pub fn random() -> Result<Self, RecordError> {
         let mut b = [0u8; 16];
-        getrandom::fill(&mut b).map_err(|e| crate::StoreError(format!("random: {e}")))?;
+        getrandom::fill(&mut b).map_err(|e| crate::StoreError::other(format!("random: {e}")))?;
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         Ok(ResourceId(uuid_text(&b)))

@@ -53,6 +53,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// What kind of store failure this is, for the edge: busy and unavailable are answered with
+    /// 503 and `Retry-After`, the rest with 500.
+    pub fn kind(&self) -> fn(String) -> mamori_records::StoreError {
+        use mamori_records::StoreError as K;
+        match self {
+            Error::Pg(e) => match e.code() {
+                Some(code) => pg_kind(code.code()),
+                // No SQLSTATE: the connection or its I/O failed.
+                None => K::Unavailable,
+            },
+            Error::Corrupt(_) => K::Corrupt,
+            Error::Unavailable(_) => K::Unavailable,
+        }
+    }
+
     /// The underlying database error's message (with its detail), for messages to operators.
     fn text(e: &tokio_postgres::Error) -> String {
         match e.as_db_error() {
@@ -62,6 +77,22 @@ impl Error {
                 None => e.to_string(),
             },
         }
+    }
+}
+
+/// The kind of a PostgreSQL failure by its SQLSTATE: a lock or statement timeout, a
+/// serialization failure, a deadlock or too many connections is busy (retry); the server
+/// shutting down, out of disk or memory, or a lost connection is unavailable; data corruption
+/// (XX001/XX002) is corrupt.
+pub fn pg_kind(sqlstate: &str) -> fn(String) -> mamori_records::StoreError {
+    use mamori_records::StoreError as K;
+    match sqlstate {
+        "55P03" | "57014" | "40001" | "40P01" | "53300" => K::Busy,
+        "57P01" | "57P02" | "57P03" | "53100" | "53200" | "08000" | "08003" | "08006" | "08001" | "08004" => {
+            K::Unavailable
+        }
+        "XX001" | "XX002" => K::Corrupt,
+        _ => K::Other,
     }
 }
 
@@ -800,3 +831,25 @@ CREATE TABLE auth_state (username TEXT PRIMARY KEY, data TEXT NOT NULL, last_log
 CREATE TABLE sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX sessions_by_user ON sessions (username);
 "#];
+
+#[cfg(test)]
+mod error_kind_tests {
+    use super::pg_kind;
+    use mamori_records::StoreError;
+
+    /// SQLSTATEs by what a client should do: retry (busy: lock_timeout, statement timeout,
+    /// serialization failure, deadlock, too many connections), wait for the server (unavailable),
+    /// or call for a restore (corrupt).
+    #[test]
+    fn postgres_failures_have_their_kind() {
+        let kind = |code: &str| pg_kind(code)(String::new());
+        for busy in ["55P03", "57014", "40001", "40P01", "53300"] {
+            assert_eq!(kind(busy), StoreError::Busy(String::new()), "{busy}");
+        }
+        for down in ["57P01", "53100", "08006"] {
+            assert_eq!(kind(down), StoreError::Unavailable(String::new()), "{down}");
+        }
+        assert_eq!(kind("XX001"), StoreError::Corrupt(String::new()));
+        assert_eq!(kind("23505"), StoreError::Other(String::new()));
+    }
+}

@@ -12,18 +12,21 @@ use tokio_postgres::types::Type;
 
 use crate::{Error, Lease, P, PgStore, params};
 
+/// A stored value that did not decode (a row of another shape, an unknown method): corrupt.
 fn se(e: impl std::fmt::Display) -> StoreError {
     let msg = e.to_string();
     tracing::error!(error = %msg, "record store failure");
-    StoreError(msg)
+    StoreError::Corrupt(msg)
 }
 
 impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
-        match &e {
-            Error::Pg(p) => se(Error::text(p)),
-            _ => se(e),
-        }
+        let msg = match &e {
+            Error::Pg(p) => Error::text(p),
+            _ => e.to_string(),
+        };
+        tracing::error!(error = %msg, "record store failure");
+        e.kind()(msg)
     }
 }
 

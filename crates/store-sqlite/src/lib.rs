@@ -42,6 +42,36 @@ pub enum Error {
     Batch(String),
 }
 
+impl Error {
+    /// What kind of store failure this is, for the edge: busy and unavailable are answered with
+    /// 503 and `Retry-After`, the rest with 500.
+    pub fn kind(&self) -> fn(String) -> mamori_records::StoreError {
+        use mamori_records::StoreError as K;
+        match self {
+            Error::Sqlite(e) => sqlite_kind(e),
+            Error::Corrupt(_) => K::Corrupt,
+            // The lock, fsync or the shared commit failed: the write was not made.
+            Error::Poisoned | Error::Sync(_) | Error::Batch(_) => K::Unavailable,
+        }
+    }
+}
+
+/// The kind of a SQLite failure: locked (another process holds the database past the busy
+/// timeout) is busy; I/O, a full disk, a read-only file are unavailable; a damaged file corrupt.
+pub(crate) fn sqlite_kind(e: &rusqlite::Error) -> fn(String) -> mamori_records::StoreError {
+    use mamori_records::StoreError as K;
+    use rusqlite::ErrorCode as C;
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            C::DatabaseBusy | C::DatabaseLocked => K::Busy,
+            C::DatabaseCorrupt | C::NotADatabase => K::Corrupt,
+            C::DiskFull | C::CannotOpen | C::SystemIoFailure | C::ReadOnly | C::OutOfMemory => K::Unavailable,
+            _ => K::Other,
+        },
+        _ => K::Other,
+    }
+}
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS versions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -426,6 +456,46 @@ impl SqliteStore {
     /// A quick liveness check for `/healthz`.
     pub fn ping(&self) -> Result<(), Error> {
         self.reader()?.query_row("SELECT 1", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod error_kind_tests {
+    use super::*;
+    use mamori_records::StoreError;
+
+    fn failure(code: i32) -> Error {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None))
+    }
+
+    /// A database locked by another process past the busy timeout is busy (503 and retry), a
+    /// full disk unavailable, a damaged file corrupt; the failures of this crate by what they mean.
+    #[test]
+    fn sqlite_failures_have_their_kind() {
+        let kind = |e: Error| e.kind()(String::new());
+        assert_eq!(kind(failure(rusqlite::ffi::SQLITE_BUSY)), StoreError::Busy(String::new()));
+        assert_eq!(kind(failure(rusqlite::ffi::SQLITE_LOCKED)), StoreError::Busy(String::new()));
+        assert_eq!(kind(failure(rusqlite::ffi::SQLITE_FULL)), StoreError::Unavailable(String::new()));
+        assert_eq!(kind(failure(rusqlite::ffi::SQLITE_IOERR)), StoreError::Unavailable(String::new()));
+        assert_eq!(kind(failure(rusqlite::ffi::SQLITE_CORRUPT)), StoreError::Corrupt(String::new()));
+        assert_eq!(kind(failure(rusqlite::ffi::SQLITE_CONSTRAINT)), StoreError::Other(String::new()));
+        assert_eq!(kind(Error::Corrupt("x".into())), StoreError::Corrupt(String::new()));
+        assert_eq!(kind(Error::Batch("x".into())), StoreError::Unavailable(String::new()));
+    }
+
+    /// And a real lock: another connection holds the database exclusively while the store's
+    /// writer, with a short busy timeout, tries to write.
+    #[test]
+    fn a_locked_database_is_busy() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("t.db");
+        let holder = Connection::open(&path)?;
+        holder.execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")?;
+        let other = Connection::open(&path)?;
+        other.busy_timeout(std::time::Duration::from_millis(50))?;
+        let e = other.execute("INSERT INTO t VALUES (2)", []).err().ok_or("the write should wait and fail")?;
+        assert!(matches!(Error::Sqlite(e).kind()(String::new()), StoreError::Busy(_)));
         Ok(())
     }
 }

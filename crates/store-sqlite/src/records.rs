@@ -11,10 +11,20 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::{Error, SqliteStore};
 
-fn se(e: impl std::fmt::Display) -> StoreError {
+/// A record-store failure, logged, with its kind: SQLite's own errors and this crate's are
+/// classified ([`Error::kind`]); anything else (a value that did not parse) is corrupt data.
+fn se<E: std::fmt::Display + 'static>(e: E) -> StoreError {
     let msg = e.to_string();
     tracing::error!(error = %msg, "record store failure");
-    StoreError(msg)
+    let any = &e as &dyn std::any::Any;
+    let kind = if let Some(e) = any.downcast_ref::<rusqlite::Error>() {
+        crate::sqlite_kind(e)
+    } else if let Some(e) = any.downcast_ref::<Error>() {
+        e.kind()
+    } else {
+        StoreError::Corrupt
+    };
+    kind(msg)
 }
 
 impl From<Error> for StoreError {

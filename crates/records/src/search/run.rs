@@ -67,8 +67,9 @@ impl Records {
                 if let Some(v) = tx.current(rt, id)?
                     && let Some(body) = v.body.as_deref()
                 {
-                    let body: Value = serde_json::from_str(body)
-                        .map_err(|e| RecordError::Store(crate::StoreError(format!("{rt}/{id}: stored body: {e}"))))?;
+                    let body: Value = serde_json::from_str(body).map_err(|e| {
+                        RecordError::Store(crate::StoreError::Corrupt(format!("{rt}/{id}: stored body: {e}")))
+                    })?;
                     tx.replace_index(rt, id, &crate::service::index_for(rt, id, Some(&body)))?;
                 }
             }
