@@ -237,3 +237,40 @@ fn the_settings_of_mamori_toml_are_versioned_and_audited_at_each_start() {
     let all = serde_json::to_string(&audited).unwrap() + &serde_json::to_string(&second.value).unwrap();
     assert!(!all.contains("postgres://"), "no database URL in the trail or the version");
 }
+
+/// Everything stored through the configuration path is of a kind in the registry, and every
+/// current value passes its kind's check: the list drift detection will watch is complete.
+#[test]
+fn every_stored_configuration_kind_is_in_the_registry() {
+    use mamori_app::registry::ConfigKind;
+    let h = Harness::new();
+    let node = &h.node;
+    let op = Ctx::operator(node, "kanri");
+    clients::register(&op, node, feed("reg-feed")).unwrap();
+    h.add_user("nurse1", &["nurse"], "Practitioner/n1");
+    let rules = class_rules::current(&op, node).unwrap();
+    class_rules::set(&op, node, &rules, "re-affirmed").unwrap();
+    mamori_app::policies::set(&op, node, mamori_authz::DEFAULT_POLICIES, None, "shipped").unwrap();
+    reviews::open(&op, node, "periodic", &[]).unwrap();
+    mamori_app::keys::rotate(&op, node, "first key").unwrap();
+    assert_eq!(ConfigKind::parse(mamori_app::node::SETTINGS.0), Some(ConfigKind::Settings));
+
+    let db = crate::support::RawDb::at(h.dir.path());
+    let kinds = db.int("SELECT COUNT(DISTINCT kind) FROM config_versions");
+    let mut seen = 0;
+    for k in ConfigKind::ALL {
+        let current = node.store.config_current(k.name()).unwrap();
+        if !current.is_empty() {
+            seen += 1;
+        }
+        for e in current {
+            k.validate(e.value.as_ref()).unwrap_or_else(|why| panic!("{k} {}: {why}", e.key));
+        }
+    }
+    assert_eq!(seen, ConfigKind::ALL.len(), "every kind was exercised");
+    assert_eq!(kinds, seen as i64, "no stored kind outside the registry");
+
+    // The one path refuses a value its kind does not accept, and stores nothing.
+    let bad = mamori_app::policies::set(&op, node, "permit(", None, "broken");
+    assert!(matches!(bad, Err(AppError::Invalid(_))));
+}

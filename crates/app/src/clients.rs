@@ -5,10 +5,11 @@
 use mamori_oauth::{Client, ScopeSet, random_secret, sha256_hex};
 
 use crate::ctx::{change_config, failed};
+use crate::registry::ConfigKind;
 use crate::{AdminAct, AppError, Ctx, Node};
 
 /// The configuration kind of applications.
-pub const KIND: &str = "client";
+const KIND: ConfigKind = ConfigKind::Client;
 
 /// A registration request, as a surface collected it.
 #[derive(Debug, Clone, Default)]
@@ -128,7 +129,7 @@ impl NewClient {
 pub fn register(ctx: &Ctx, node: &Node, n: NewClient) -> Result<Registered, AppError> {
     ctx.authorize(node, AdminAct::ManageClients)?;
     let scopes = n.validate()?;
-    let previous = node.store.config_get(KIND, &n.id).map_err(failed)?;
+    let previous = node.store.config_get(KIND.name(), &n.id).map_err(failed)?;
     if previous.as_ref().is_some_and(|e| e.value.is_some()) {
         return Err(AppError::Conflict(format!("client `{}` already exists", n.id)));
     }
@@ -156,7 +157,7 @@ pub fn register(ctx: &Ctx, node: &Node, n: NewClient) -> Result<Registered, AppE
 pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<(Client, u64)>, AppError> {
     ctx.authorize(node, AdminAct::ManageClients)?;
     let mut out = Vec::new();
-    for e in node.store.config_current(KIND).map_err(failed)? {
+    for e in node.store.config_current(KIND.name()).map_err(failed)? {
         let mut c: Client = serde_json::from_value(e.value.unwrap_or_default()).map_err(failed)?;
         c.secret_sha256 = c.secret_sha256.map(|_| String::new());
         out.push((c, e.version));
@@ -168,7 +169,7 @@ pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<(Client, u64)>, AppError> {
 /// secret's hash removed from every value.
 pub fn history(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<mamori_store_sqlite::ConfigEntry>, AppError> {
     ctx.authorize(node, AdminAct::ManageClients)?;
-    let mut history = node.store.config_history(KIND, id).map_err(failed)?;
+    let mut history = node.store.config_history(KIND.name(), id).map_err(failed)?;
     if history.is_empty() {
         return Err(AppError::NotFound(format!("no client `{id}`")));
     }
@@ -191,7 +192,7 @@ fn edit(
     ctx.authorize(node, AdminAct::ManageClients)?;
     let cur = node
         .store
-        .config_get(KIND, id)
+        .config_get(KIND.name(), id)
         .map_err(failed)?
         .filter(|e| e.value.is_some())
         .ok_or_else(|| AppError::NotFound(format!("no client `{id}`")))?;

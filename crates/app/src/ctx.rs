@@ -252,22 +252,24 @@ impl Ctx {
     }
 }
 
-/// The one configuration path, for the use cases: a new version of `(kind, key)` attributed to
-/// the caller, at the caller's clock, based on `expected` (`None`: must not exist yet). The store
-/// writes the version and its audit entry in one transaction.
+/// The one configuration path, for the use cases: a new version of `(kind, key)` — checked by
+/// the registry first — attributed to the caller, at the caller's clock, based on `expected`
+/// (`None`: must not exist yet). The store writes the version and its audit entry in one
+/// transaction.
 pub(crate) fn change_config(
     ctx: &Ctx,
     node: &Node,
-    kind: &str,
+    kind: crate::registry::ConfigKind,
     key: &str,
     value: Option<serde_json::Value>,
     reason: &str,
     expected: Option<u64>,
 ) -> Result<u64, AppError> {
+    kind.validate(value.as_ref()).map_err(AppError::Invalid)?;
     let by = ctx.by();
     node.store
         .change_config(&mamori_store_sqlite::ConfigChange {
-            kind,
+            kind: kind.name(),
             key,
             value,
             changed_by: &by,

@@ -350,13 +350,10 @@ fn publish(dir: &Path, note: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join("checkpoint"))
 }
 
-/// The configuration kind and key of the access policies.
-pub const POLICY_KIND: &str = "policies";
-
 /// The active access policies: the latest `policies/active` configuration, else the shipped
 /// ones. Stored policies were validated when set; they are validated again here.
 pub fn load_policies(store: &dyn Backend) -> Result<PolicyEngine, String> {
-    match store.config_get(POLICY_KIND, "active")?.and_then(|e| e.value) {
+    match store.config_get(crate::registry::ConfigKind::Policies.name(), "active")?.and_then(|e| e.value) {
         Some(v) => {
             let text = v.get("text").and_then(serde_json::Value::as_str).ok_or("stored policies have no `text`")?;
             PolicyEngine::new(text).map_err(|e| format!("stored policies: {e}"))
@@ -367,7 +364,7 @@ pub fn load_policies(store: &dyn Backend) -> Result<PolicyEngine, String> {
 
 /// The active labelling rules: the latest `class-rules/active` configuration, else the defaults.
 pub fn load_class_rules(store: &dyn Backend) -> Result<mamori_authz::Rules, String> {
-    match store.config_get("class-rules", "active")?.and_then(|e| e.value) {
+    match store.config_get(crate::registry::ConfigKind::ClassRules.name(), "active")?.and_then(|e| e.value) {
         Some(v) => {
             let r: mamori_authz::Rules = serde_json::from_value(v).map_err(|e| format!("stored class rules: {e}"))?;
             r.validate().map_err(|e| e.to_string())?;

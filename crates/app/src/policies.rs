@@ -8,7 +8,8 @@ use mamori_records::{RecordError, ResourceId, ResourceType};
 use serde::Deserialize;
 
 use crate::ctx::{change_config, failed};
-use crate::node::{POLICY_KIND, load_class_rules, load_policies};
+use crate::node::{load_class_rules, load_policies};
+use crate::registry::ConfigKind;
 use crate::{AdminAct, AppError, Ctx, Node};
 
 /// One expected decision of a test table.
@@ -139,7 +140,7 @@ pub fn run_table(engine: &PolicyEngine, table: &Table) -> Result<Vec<String>, Ap
 pub fn current(ctx: &Ctx, node: &Node) -> Result<(PolicyEngine, Option<mamori_store_sqlite::ConfigEntry>), AppError> {
     ctx.authorize(node, AdminAct::ReadAudit)?;
     let engine = load_policies(&*node.store).map_err(AppError::Failed)?;
-    let entry = node.store.config_get(POLICY_KIND, "active").map_err(failed)?;
+    let entry = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(failed)?;
     Ok((engine, entry))
 }
 
@@ -172,9 +173,9 @@ pub fn set(ctx: &Ctx, node: &Node, text: &str, table: Option<&Table>, reason: &s
             )));
         }
     }
-    let prev = node.store.config_get(POLICY_KIND, "active").map_err(failed)?.map(|e| e.version);
+    let prev = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(failed)?.map(|e| e.version);
     let value = serde_json::json!({"text": engine.text()});
-    let v = change_config(ctx, node, POLICY_KIND, "active", Some(value), reason.trim(), prev)?;
+    let v = change_config(ctx, node, ConfigKind::Policies, "active", Some(value), reason.trim(), prev)?;
     Ok((v, engine.len()))
 }
 

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctx::{change_config, failed};
 use crate::node::load_policies;
+use crate::registry::ConfigKind;
 use crate::{AdminAct, AppError, Ctx, Node};
 
-/// The configuration kind of campaigns.
-pub const CAMPAIGN_KIND: &str = "access-review";
+const KIND: ConfigKind = ConfigKind::AccessReview;
 
 /// One reviewed account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -75,13 +75,13 @@ impl Campaign {
 
 fn save(ctx: &Ctx, node: &Node, c: &Campaign, expected: Option<u64>, reason: &str) -> Result<u64, AppError> {
     let value = serde_json::to_value(c).map_err(failed)?;
-    change_config(ctx, node, CAMPAIGN_KIND, &c.id, Some(value), reason, expected)
+    change_config(ctx, node, KIND, &c.id, Some(value), reason, expected)
 }
 
 fn load(node: &Node, id: &str) -> Result<(Campaign, u64), AppError> {
     let e = node
         .store
-        .config_get(CAMPAIGN_KIND, id)
+        .config_get(KIND.name(), id)
         .map_err(failed)?
         .ok_or_else(|| AppError::NotFound(format!("no campaign `{id}`")))?;
     let c = serde_json::from_value(e.value.unwrap_or_default()).map_err(|e| failed(format!("stored campaign: {e}")))?;
@@ -125,7 +125,7 @@ pub(crate) fn open_for(ctx: &Ctx, node: &Node, reason: &str, users: &[String]) -
 pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<Campaign>, AppError> {
     ctx.authorize(node, AdminAct::ReviewAccess)?;
     let mut out = Vec::new();
-    for e in node.store.config_current(CAMPAIGN_KIND).map_err(failed)? {
+    for e in node.store.config_current(KIND.name()).map_err(failed)? {
         out.push(serde_json::from_value(e.value.unwrap_or_default()).map_err(failed)?);
     }
     Ok(out)

@@ -1,0 +1,160 @@
+//! The configuration registry (#23 item 4): every kind of versioned configuration Mamori keeps,
+//! with its type, its check, and who may change it. It is the list drift detection (#25) watches
+//! and the list the console shows; nothing is stored through the configuration path under a kind
+//! that is not here (`tests/it/app.rs` checks the stored kinds against it).
+
+use mamori_access::AdminAct;
+
+/// One kind of configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigKind {
+    /// A registered application (`mamori_oauth::Client`), by client id.
+    Client,
+    /// A person's account (`mamori_identity::account::Account`: roles, department, status), by
+    /// user name. Credentials are kept apart, never here.
+    Account,
+    /// An ID-token signing key (public part and sealed private part), by key id.
+    SigningKey,
+    /// The information-class labelling rules (`mamori_authz::Rules`), key `active`.
+    ClassRules,
+    /// The access policies (`{"text": Cedar}`), key `active`.
+    Policies,
+    /// The settings of `mamori.toml` as read at start (retention, identity rules, witness), key
+    /// `mamori.toml`.
+    Settings,
+    /// An access-review campaign (workflow state, not a security setting: it will move to a
+    /// table of its own), by campaign id.
+    AccessReview,
+}
+
+impl ConfigKind {
+    /// Every kind.
+    pub const ALL: [ConfigKind; 7] = [
+        ConfigKind::Client,
+        ConfigKind::Account,
+        ConfigKind::SigningKey,
+        ConfigKind::ClassRules,
+        ConfigKind::Policies,
+        ConfigKind::Settings,
+        ConfigKind::AccessReview,
+    ];
+
+    /// The name stored in `config_versions.kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigKind::Client => "client",
+            ConfigKind::Account => "account",
+            ConfigKind::SigningKey => "signing-key",
+            ConfigKind::ClassRules => "class-rules",
+            ConfigKind::Policies => "policies",
+            ConfigKind::Settings => "settings",
+            ConfigKind::AccessReview => "access-review",
+        }
+    }
+
+    /// The kind stored under `name`.
+    pub fn parse(name: &str) -> Option<ConfigKind> {
+        ConfigKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// What it is, in Japanese and English (for the console and reports).
+    pub fn label(self) -> (&'static str, &'static str) {
+        match self {
+            ConfigKind::Client => ("アプリケーション", "application"),
+            ConfigKind::Account => ("利用者アカウント", "account"),
+            ConfigKind::SigningKey => ("ID トークン署名鍵", "ID-token signing key"),
+            ConfigKind::ClassRules => ("情報区分の付与規則", "information-class rules"),
+            ConfigKind::Policies => ("アクセス方針", "access policies"),
+            ConfigKind::Settings => ("設定ファイル (mamori.toml)", "settings file (mamori.toml)"),
+            ConfigKind::AccessReview => ("権限の見直し", "access review"),
+        }
+    }
+
+    /// The act a person needs to change it through a use case; `None` for what only the system
+    /// writes (the settings, recorded at start from the file the operator edits).
+    pub fn changed_through(self) -> Option<AdminAct> {
+        match self {
+            ConfigKind::Client => Some(AdminAct::ManageClients),
+            ConfigKind::Account => Some(AdminAct::ManageUsers),
+            ConfigKind::SigningKey => Some(AdminAct::RotateKeys),
+            ConfigKind::ClassRules => Some(AdminAct::SetClassRules),
+            ConfigKind::Policies => Some(AdminAct::SetPolicies),
+            ConfigKind::Settings => None,
+            ConfigKind::AccessReview => Some(AdminAct::ReviewAccess),
+        }
+    }
+
+    /// Whether it decides who may reach what (a change is security-relevant and, under #25, a
+    /// candidate for the two-person rule); workflow state is not.
+    pub fn is_security_setting(self) -> bool {
+        !matches!(self, ConfigKind::AccessReview)
+    }
+
+    /// Checks a value of this kind before it is stored: its shape, and for rules and policies
+    /// their own validation. `None` (removing an entry) is always well-formed.
+    pub fn validate(self, value: Option<&serde_json::Value>) -> Result<(), String> {
+        let Some(v) = value else { return Ok(()) };
+        let shape = |e: serde_json::Error| format!("{} value: {e}", self.name());
+        match self {
+            ConfigKind::Client => {
+                let c: mamori_oauth::Client = serde_json::from_value(v.clone()).map_err(shape)?;
+                mamori_oauth::ScopeSet::parse(&c.scope).map(|_| ()).map_err(|e| format!("client value: {e}"))
+            }
+            ConfigKind::Account => {
+                serde_json::from_value::<mamori_identity::account::Account>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::SigningKey => {
+                serde_json::from_value::<mamori_oauth::SigningKey>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::ClassRules => {
+                let r: mamori_authz::Rules = serde_json::from_value(v.clone()).map_err(shape)?;
+                r.validate().map_err(|e| e.to_string())
+            }
+            ConfigKind::Policies => {
+                let text = v.get("text").and_then(serde_json::Value::as_str).ok_or("policies value has no `text`")?;
+                mamori_authz::PolicyEngine::new(text).map(|_| ()).map_err(|e| e.to_string())
+            }
+            ConfigKind::Settings => {
+                if v.is_object() {
+                    Ok(())
+                } else {
+                    Err("settings value is not an object".into())
+                }
+            }
+            ConfigKind::AccessReview => {
+                serde_json::from_value::<crate::reviews::Campaign>(v.clone()).map(|_| ()).map_err(shape)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_values_are_checked() {
+        for k in ConfigKind::ALL {
+            assert_eq!(ConfigKind::parse(k.name()), Some(k));
+            assert!(k.validate(None).is_ok());
+        }
+        assert_eq!(ConfigKind::parse("nonsense"), None);
+        // A policy text that does not parse, rules of the wrong shape, a client without scope:
+        // refused before anything is written.
+        assert!(ConfigKind::Policies.validate(Some(&serde_json::json!({"text": "permit("}))).is_err());
+        assert!(ConfigKind::Policies.validate(Some(&serde_json::json!({"txt": ""}))).is_err());
+        assert!(ConfigKind::ClassRules.validate(Some(&serde_json::json!([1, 2]))).is_err());
+        assert!(ConfigKind::Client.validate(Some(&serde_json::json!({"id": "x"}))).is_err());
+        assert!(ConfigKind::Settings.validate(Some(&serde_json::json!("x"))).is_err());
+        let rules = serde_json::to_value(mamori_authz::default_rules()).unwrap_or_default();
+        assert!(ConfigKind::ClassRules.validate(Some(&rules)).is_ok());
+        let policies = serde_json::json!({"text": mamori_authz::DEFAULT_POLICIES});
+        assert!(ConfigKind::Policies.validate(Some(&policies)).is_ok());
+    }
+}
