@@ -90,8 +90,8 @@ impl From<mamori_identity::Error> for AppError {
         use mamori_identity::Error as E;
         match e {
             E::PasswordRefused(why) => AppError::PasswordRefused(why.into_iter().map(|m| (m.ja, m.en)).collect()),
-            E::Invalid(m) if m.starts_with("no account") || m.starts_with("no such account") => AppError::NotFound(m),
-            E::Invalid(m) if m.starts_with("storage") || m.starts_with("audit") => AppError::Failed(m),
+            E::NoAccount(_) => AppError::NotFound(e.to_string()),
+            E::Storage(m) => AppError::Failed(format!("storage: {m}")),
             E::Invalid(m) => AppError::Invalid(m),
             E::Crypto(m) => AppError::Failed(format!("crypto: {m}")),
             other => AppError::Failed(other.to_string()),

@@ -57,4 +57,11 @@ pub enum Error {
     /// Invalid input.
     #[error("{0}")]
     Invalid(String),
+    /// No account has this user name.
+    #[error("no account `{0}`")]
+    NoAccount(String),
+    /// The store or the audit trail failed; the input may have been fine (the detail is for
+    /// the log).
+    #[error("storage: {0}")]
+    Storage(String),
 }

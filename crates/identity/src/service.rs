@@ -165,7 +165,7 @@ impl Identity {
     }
 
     fn log(&self, r: AuditRecord) -> Result<(), Error> {
-        self.audit.append(vec![r]).map(|_| ()).map_err(|e| Error::Invalid(format!("audit: {e}")))
+        self.audit.append(vec![r]).map(|_| ()).map_err(|e| Error::Storage(format!("audit: {e}")))
     }
 
     /// Every account.
@@ -243,8 +243,7 @@ impl Identity {
 
     /// Enrols a TOTP authenticator; returns the `otpauth://` URI (shown once).
     pub fn enroll_totp(&self, actor: &str, username: &str, issuer: &str, now: i64) -> Result<String, Error> {
-        let (account, _) =
-            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (account, _) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         let seed = totp::new_secret()?;
         let factor = TotpFactor {
             sealed_secret: secret::seal(&self.master_key, username, &seed)?,
@@ -451,8 +450,7 @@ impl Identity {
     }
 
     fn set_status(&self, actor: &str, username: &str, status: Status, reason: &str) -> Result<Account, Error> {
-        let (mut a, v) =
-            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         if a.status == Status::Left && status != Status::Left {
             return Err(Error::Invalid(format!("`{username}` has left; a leaver's account is never re-enabled")));
         }
@@ -499,8 +497,7 @@ impl Identity {
         department: Option<String>,
         roles: Option<Vec<String>>,
     ) -> Result<Account, Error> {
-        let (mut a, v) =
-            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         if a.status == Status::Left {
             return Err(Error::Invalid(format!("`{username}` has left")));
         }
@@ -528,8 +525,7 @@ impl Identity {
     /// Flags an account as an emergency account with sealed credentials: its initial password
     /// is the sealed one (no change is forced at first use) and every use raises an alert.
     pub fn mark_emergency(&self, actor: &str, username: &str) -> Result<Account, Error> {
-        let (mut a, v) =
-            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         a.emergency = true;
         self.store.save_account(&a, Some(v), actor, "flagged as emergency account (非常時用)")?;
         self.store.update_credentials(username, &mut |creds| {
@@ -542,7 +538,7 @@ impl Identity {
 
     /// Rotates an emergency account's sealed password after use (or periodically).
     pub fn rotate_emergency(&self, actor: &str, username: &str, new_password: &str, now: i64) -> Result<(), Error> {
-        let (a, _) = self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (a, _) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         if !a.emergency {
             return Err(Error::Invalid(format!("`{username}` is not an emergency account")));
         }
@@ -589,8 +585,7 @@ impl Identity {
 
     /// Replaces an account's roles (an access-review decision); audited.
     pub fn set_roles(&self, actor: &str, username: &str, roles: Vec<String>, reason: &str) -> Result<Account, Error> {
-        let (mut a, v) =
-            self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         a.roles = roles;
         self.store.save_account(&a, Some(v), actor, reason)?;
         self.log(event("roles-changed", operator(actor), username, Outcome::Success, Some(reason.to_string()), None))?;
@@ -599,7 +594,7 @@ impl Identity {
 
     /// Clears a lock (administrator).
     pub fn unlock(&self, actor: &str, username: &str) -> Result<(), Error> {
-        self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         self.store.save_lockout(username, &lockout::State::default(), None)?;
         self.log(event("unlock", operator(actor), username, Outcome::Success, None, None))
     }
@@ -698,7 +693,7 @@ impl Identity {
 
     /// Issues 10 new recovery codes (replacing any unused ones); shown once.
     pub fn new_recovery_codes(&self, actor: &str, username: &str) -> Result<Vec<String>, Error> {
-        self.store.account(username)?.ok_or_else(|| Error::Invalid(format!("no account `{username}`")))?;
+        self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
         let mut codes = Vec::with_capacity(10);
         for _ in 0..10 {
             let mut b = [0u8; 10];
@@ -919,7 +914,7 @@ impl Identity {
             .webauthn_handle
             .as_deref()
             .and_then(|h| h.parse().ok())
-            .ok_or_else(|| Error::Invalid("stored passkey user handle is not valid".into()))?;
+            .ok_or_else(|| Error::Storage("stored passkey user handle is not valid".into()))?;
         let display =
             self.store.account(&s.username)?.and_then(|(a, _)| a.display_name).unwrap_or_else(|| s.username.clone());
         let (options, state) = rp.begin_register(handle, &s.username, &display, &creds.passkey_factors())?;

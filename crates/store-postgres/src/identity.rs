@@ -12,7 +12,7 @@ use crate::{ConfigChange, PgStore, decode, decode_all, params};
 fn ie(e: impl std::fmt::Display) -> Error {
     let msg = e.to_string();
     tracing::error!(error = %msg, "identity store failure");
-    Error::Invalid(format!("storage: {msg}"))
+    Error::Storage(msg)
 }
 
 impl From<crate::Error> for Error {
