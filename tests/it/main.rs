@@ -13,6 +13,7 @@ mod bulk;
 mod bundle;
 mod classes;
 mod clinosim;
+mod contract;
 mod crud;
 mod examples;
 mod identity;
