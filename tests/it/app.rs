@@ -256,7 +256,6 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     assert_eq!(ConfigKind::parse(mamori_app::node::SETTINGS.0), Some(ConfigKind::Settings));
 
     let db = crate::support::RawDb::at(h.dir.path());
-    let kinds = db.int("SELECT COUNT(DISTINCT kind) FROM config_versions");
     let mut seen = 0;
     for k in ConfigKind::ALL {
         let current = node.store.config_current(k.name()).unwrap();
@@ -266,11 +265,55 @@ fn every_stored_configuration_kind_is_in_the_registry() {
         for e in current {
             k.validate(e.value.as_ref()).unwrap_or_else(|why| panic!("{k} {}: {why}", e.key));
         }
+        // Each kind is kept in its own table only.
+        let (mine, other) = if k.is_workflow() {
+            ("workflow_versions", "config_versions")
+        } else {
+            ("config_versions", "workflow_versions")
+        };
+        assert!(db.int(&format!("SELECT COUNT(*) FROM {mine} WHERE kind = '{k}'")) > 0, "{k} in {mine}");
+        assert_eq!(db.int(&format!("SELECT COUNT(*) FROM {other} WHERE kind = '{k}'")), 0, "{k} not in {other}");
     }
     assert_eq!(seen, ConfigKind::ALL.len(), "every kind was exercised");
-    assert_eq!(kinds, seen as i64, "no stored kind outside the registry");
+    let stored = db.int("SELECT COUNT(DISTINCT kind) FROM config_versions")
+        + db.int("SELECT COUNT(DISTINCT kind) FROM workflow_versions");
+    assert_eq!(stored, seen as i64, "no stored kind outside the registry");
+
+    // A review decision is not a configuration change: no node reloads its policies for it.
+    let generation = node.store.config_generation().unwrap();
+    let campaign = reviews::open(&op, node, "one more", &["nurse1".to_string()]).unwrap();
+    reviews::decide(&op, node, &campaign.id, "nurse1", &[], "ok").unwrap();
+    assert_eq!(node.store.config_generation().unwrap(), generation);
+    assert!(db.exec_both("DELETE FROM workflow_versions").is_err(), "workflow history is append-only");
 
     // The one path refuses a value its kind does not accept, and stores nothing.
     let bad = mamori_app::policies::set(&op, node, "permit(", None, "broken");
     assert!(matches!(bad, Err(AppError::Invalid(_))));
+}
+
+/// A store from before campaigns had their own table: its campaigns are found after the upgrade
+/// (copied into `workflow_versions` at open; the old rows stay as history). PostgreSQL does the
+/// same in its schema step 2, once, when an older database is first opened.
+#[test]
+fn campaigns_of_an_older_embedded_store_survive_the_upgrade() {
+    let h = Harness::new();
+    let db = crate::support::RawDb::at(h.dir.path());
+    if db.is_pg() {
+        return;
+    }
+    let campaign = serde_json::json!({
+        "id": "2026-01-01-old", "reason": "before the upgrade", "opened_at": 1, "opened_by": "operator:x",
+        "items": [{"username": "someone", "roles": ["nurse"]}]
+    });
+    db.exec_both(&format!(
+        "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason)
+         VALUES ('access-review', '2026-01-01-old', 1, '{campaign}', 'operator:x', 1, 'opened')"
+    ))
+    .unwrap();
+    let node = mamori::open_node(h.dir.path()).unwrap();
+    let c = reviews::show(&Ctx::operator(&node, "kansa"), &node, "2026-01-01-old").unwrap();
+    assert_eq!(c.reason, "before the upgrade");
+    // Opening again copies nothing twice.
+    drop(mamori::open_node(h.dir.path()).unwrap());
+    assert_eq!(db.int("SELECT COUNT(*) FROM workflow_versions WHERE key = '2026-01-01-old'"), 1);
 }

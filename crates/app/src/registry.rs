@@ -1,7 +1,10 @@
-//! The configuration registry (#23 item 4): every kind of versioned configuration Mamori keeps,
-//! with its type, its check, and who may change it. It is the list drift detection (#25) watches
-//! and the list the console shows; nothing is stored through the configuration path under a kind
-//! that is not here (`tests/it/app.rs` checks the stored kinds against it).
+//! The configuration registry (#23 item 4): every kind of versioned state Mamori keeps through
+//! its one configuration path, with its type, its check, and who may change it. Security
+//! configuration is kept in `config_versions` — the list drift detection (#25) watches; workflow
+//! state (access-review campaigns, later maintenance windows) goes through the same versioned,
+//! audited path into a table of its own, `workflow_versions`, so a review decision is not a
+//! configuration change. Nothing is stored under a kind that is not here (`tests/it/app.rs`
+//! checks both tables against it).
 
 use mamori_access::AdminAct;
 
@@ -22,8 +25,7 @@ pub enum ConfigKind {
     /// The settings of `mamori.toml` as read at start (retention, identity rules, witness), key
     /// `mamori.toml`.
     Settings,
-    /// An access-review campaign (workflow state, not a security setting: it will move to a
-    /// table of its own), by campaign id.
+    /// An access-review campaign (workflow state, in `workflow_versions`), by campaign id.
     AccessReview,
 }
 
@@ -84,10 +86,11 @@ impl ConfigKind {
         }
     }
 
-    /// Whether it decides who may reach what (a change is security-relevant and, under #25, a
-    /// candidate for the two-person rule); workflow state is not.
-    pub fn is_security_setting(self) -> bool {
-        !matches!(self, ConfigKind::AccessReview)
+    /// Whether it is workflow state (kept in `workflow_versions`) rather than security
+    /// configuration (kept in `config_versions`, watched for drift, a candidate for the
+    /// two-person rule under #25).
+    pub fn is_workflow(self) -> bool {
+        matches!(self, ConfigKind::AccessReview)
     }
 
     /// Checks a value of this kind before it is stored: its shape, and for rules and policies
@@ -145,6 +148,10 @@ mod tests {
             assert!(k.validate(None).is_ok());
         }
         assert_eq!(ConfigKind::parse("nonsense"), None);
+        // The stores keep workflow kinds apart by the same list.
+        for k in ConfigKind::ALL {
+            assert_eq!(k.is_workflow(), mamori_store_sqlite::WORKFLOW_KINDS.contains(&k.name()), "{k}");
+        }
         // A policy text that does not parse, rules of the wrong shape, a client without scope:
         // refused before anything is written.
         assert!(ConfigKind::Policies.validate(Some(&serde_json::json!({"text": "permit("}))).is_err());

@@ -38,11 +38,12 @@ impl PgStore {
     /// Applies a configuration change; returns the new version. Fails with
     /// [`Error::Corrupt`] naming the conflict if `expected_version` is stale — on any node.
     pub fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error> {
+        let table = mamori_store_sqlite::table_of(c.kind);
         let mut l = self.lease()?;
         l.write(|l| -> Result<u64, Error> {
             let current = l
                 .opt(
-                    "SELECT MAX(version) FROM config_versions WHERE kind = $1 AND key = $2",
+                    &format!("SELECT MAX(version) FROM {table} WHERE kind = $1 AND key = $2"),
                     params![c.kind.to_string(), c.key.to_string()],
                 )?
                 .map(|r| r.try_get::<_, Option<i64>>(0))
@@ -59,7 +60,7 @@ impl PgStore {
             }
             let next = current.unwrap_or(0) + 1;
             l.execute(
-                "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &format!("INSERT INTO {table} (kind, key, version, value, changed_by, changed_at, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
                 params![
                     c.kind.to_string(),
                     c.key.to_string(),
@@ -90,9 +91,12 @@ impl PgStore {
 
     /// The current version of every live entry of a kind.
     pub fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let table = mamori_store_sqlite::table_of(kind);
         let rows = self.lease()?.query(
-            "SELECT DISTINCT ON (key) kind, key, version, value, changed_by, changed_at, reason FROM config_versions
-             WHERE kind = $1 ORDER BY key, version DESC",
+            &format!(
+                "SELECT DISTINCT ON (key) kind, key, version, value, changed_by, changed_at, reason FROM {table}
+                 WHERE kind = $1 ORDER BY key, version DESC"
+            ),
             params![kind.to_string()],
         )?;
         let mut out = Vec::new();
@@ -107,10 +111,13 @@ impl PgStore {
 
     /// One entry's current version.
     pub fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error> {
+        let table = mamori_store_sqlite::table_of(kind);
         self.lease()?
             .opt(
-                "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
-                 WHERE kind = $1 AND key = $2 ORDER BY version DESC LIMIT 1",
+                &format!(
+                    "SELECT kind, key, version, value, changed_by, changed_at, reason FROM {table}
+                     WHERE kind = $1 AND key = $2 ORDER BY version DESC LIMIT 1"
+                ),
                 params![kind.to_string(), key.to_string()],
             )?
             .map(|r| entry(&r))
@@ -119,9 +126,12 @@ impl PgStore {
 
     /// Every version of one entry, oldest first.
     pub fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let table = mamori_store_sqlite::table_of(kind);
         let rows = self.lease()?.query(
-            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
-             WHERE kind = $1 AND key = $2 ORDER BY version",
+            &format!(
+                "SELECT kind, key, version, value, changed_by, changed_at, reason FROM {table}
+                 WHERE kind = $1 AND key = $2 ORDER BY version"
+            ),
             params![kind.to_string(), key.to_string()],
         )?;
         rows.iter().map(entry).collect()

@@ -669,7 +669,8 @@ fn admin(admin_url: &str, sql: String) -> Result<(), Error> {
 
 /// Schema migrations, applied in order once each (`mamori_schema` records them). Text columns
 /// compared by range (prefix search, paging) use the "C" collation: byte order, as in SQLite.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE versions (
     seq BIGSERIAL PRIMARY KEY,
     type TEXT COLLATE "C" NOT NULL,
@@ -830,7 +831,26 @@ CREATE TABLE credentials (username TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE auth_state (username TEXT PRIMARY KEY, data TEXT NOT NULL, last_login BIGINT);
 CREATE TABLE sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL, data TEXT NOT NULL);
 CREATE INDEX sessions_by_user ON sessions (username);
-"#];
+"#,
+    r#"
+-- Workflow state (access-review campaigns) in a table of its own (#23): versioned and audited like
+-- configuration, but not counted as a configuration change.
+CREATE TABLE workflow_versions (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    value TEXT,
+    changed_by TEXT NOT NULL,
+    changed_at BIGINT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, key, version)
+);
+CREATE TRIGGER workflow_no_update BEFORE UPDATE OR DELETE ON workflow_versions FOR EACH ROW EXECUTE FUNCTION mamori_refuse('workflow history is append-only');
+CREATE TRIGGER workflow_no_truncate BEFORE TRUNCATE ON workflow_versions FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('workflow history is append-only');
+INSERT INTO workflow_versions (kind, key, version, value, changed_by, changed_at, reason)
+SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions WHERE kind = 'access-review';
+"#,
+];
 
 #[cfg(test)]
 mod error_kind_tests {

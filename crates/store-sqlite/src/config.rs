@@ -91,6 +91,18 @@ pub fn decode_all<T: serde::de::DeserializeOwned>(entries: Vec<ConfigEntry>) -> 
     entries.into_iter().filter_map(|e| e.value).map(serde_json::from_value).collect()
 }
 
+/// Kinds that are workflow state rather than security configuration — an access-review
+/// campaign's items and decisions, later maintenance windows. They go through the same versioned,
+/// attributed, audited path but are kept in `workflow_versions`, so a decision does not count as
+/// a configuration change (`config_generation` does not move and no node reloads its policies)
+/// and drift detection watches only `config_versions`.
+pub const WORKFLOW_KINDS: &[&str] = &["access-review"];
+
+/// The table a kind's versions are kept in.
+pub fn table_of(kind: &str) -> &'static str {
+    if WORKFLOW_KINDS.contains(&kind) { "workflow_versions" } else { "config_versions" }
+}
+
 impl SqliteStore {
     /// A number that grows with every configuration change (the history is append-only), for
     /// cheap polling by long-running processes.
@@ -102,11 +114,12 @@ impl SqliteStore {
     /// Applies a configuration change; returns the new version. Fails with
     /// [`Error::Corrupt`] naming the conflict if `expected_version` is stale.
     pub fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error> {
+        let table = table_of(c.kind);
         let mut conn = self.writer()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<i64> = tx
             .query_row(
-                "SELECT MAX(version) FROM config_versions WHERE kind = ?1 AND key = ?2",
+                &format!("SELECT MAX(version) FROM {table} WHERE kind = ?1 AND key = ?2"),
                 params![c.kind, c.key],
                 |r| r.get(0),
             )
@@ -123,7 +136,7 @@ impl SqliteStore {
         }
         let next = current.unwrap_or(0) + 1;
         tx.execute(
-            "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &format!("INSERT INTO {table} (kind, key, version, value, changed_by, changed_at, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             params![
                 c.kind,
                 c.key,
@@ -155,12 +168,13 @@ impl SqliteStore {
 
     /// The current version of every live entry of a kind.
     pub fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let table = table_of(kind);
         let conn = self.reader()?;
-        let mut st = conn.prepare_cached(
-            "SELECT c.kind, c.key, c.version, c.value, c.changed_by, c.changed_at, c.reason FROM config_versions c
-             WHERE c.kind = ?1 AND c.version = (SELECT MAX(version) FROM config_versions d WHERE d.kind = c.kind AND d.key = c.key)
-             AND c.value IS NOT NULL ORDER BY c.key",
-        )?;
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT c.kind, c.key, c.version, c.value, c.changed_by, c.changed_at, c.reason FROM {table} c
+             WHERE c.kind = ?1 AND c.version = (SELECT MAX(version) FROM {table} d WHERE d.kind = c.kind AND d.key = c.key)
+             AND c.value IS NOT NULL ORDER BY c.key"
+        ))?;
         let rows = st.query_map(params![kind], entry)?;
         let mut out = Vec::new();
         for r in rows {
@@ -171,21 +185,23 @@ impl SqliteStore {
 
     /// One entry's current version.
     pub fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error> {
+        let table = table_of(kind);
         let conn = self.reader()?;
-        let mut st = conn.prepare_cached(
-            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
-             WHERE kind = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1",
-        )?;
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM {table}
+             WHERE kind = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1"
+        ))?;
         st.query_row(params![kind, key], entry).optional()?.transpose()
     }
 
     /// Every version of one entry, oldest first.
     pub fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error> {
+        let table = table_of(kind);
         let conn = self.reader()?;
-        let mut st = conn.prepare_cached(
-            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions
-             WHERE kind = ?1 AND key = ?2 ORDER BY version",
-        )?;
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT kind, key, version, value, changed_by, changed_at, reason FROM {table}
+             WHERE kind = ?1 AND key = ?2 ORDER BY version"
+        ))?;
         let rows = st.query_map(params![kind, key], entry)?;
         let mut out = Vec::new();
         for r in rows {

@@ -19,7 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags};
 
 pub use audit::{Job as AuditJob, writer_loop as audit_writer_loop};
-pub use config::{ConfigChange, ConfigEntry, decode, decode_all};
+pub use config::{ConfigChange, ConfigEntry, WORKFLOW_KINDS, decode, decode_all, table_of};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +167,22 @@ CREATE TRIGGER IF NOT EXISTS config_no_update BEFORE UPDATE ON config_versions
 BEGIN SELECT RAISE(ABORT, 'configuration history is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS config_no_delete BEFORE DELETE ON config_versions
 BEGIN SELECT RAISE(ABORT, 'configuration history is append-only'); END;
+-- Workflow state (access-review campaigns): versioned and audited like configuration, but not
+-- configuration (config::WORKFLOW_KINDS).
+CREATE TABLE IF NOT EXISTS workflow_versions (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    value TEXT,
+    changed_by TEXT NOT NULL,
+    changed_at INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, key, version)
+);
+CREATE TRIGGER IF NOT EXISTS workflow_no_update BEFORE UPDATE ON workflow_versions
+BEGIN SELECT RAISE(ABORT, 'workflow history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS workflow_no_delete BEFORE DELETE ON workflow_versions
+BEGIN SELECT RAISE(ABORT, 'workflow history is append-only'); END;
 CREATE TABLE IF NOT EXISTS access_tokens (
     sha256 BLOB PRIMARY KEY,
     client_id TEXT NOT NULL,
@@ -266,6 +282,12 @@ fn migrate(c: &Connection) -> Result<(), Error> {
         }
     }
     c.execute_batch("CREATE INDEX IF NOT EXISTS access_tokens_by_family ON access_tokens (family)")?;
+    // Campaigns were kept among configuration versions before they had a table of their own:
+    // their versions are copied over (once; the old rows stay, as history, and are no longer read).
+    c.execute_batch(
+        "INSERT OR IGNORE INTO workflow_versions (kind, key, version, value, changed_by, changed_at, reason)
+         SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions WHERE kind = 'access-review'",
+    )?;
     Ok(())
 }
 
