@@ -159,6 +159,52 @@ impl Source for PgSource {
     }
 }
 
+/// The checkpoints kept outside the store — a witness directory's log and the node's local
+/// witness — verified; a note that does not verify is a problem.
+fn witness_checkpoints(
+    dir: &Path,
+    witness_dir: Option<&Path>,
+    verifier: &NoteVerifier,
+    report: &mut Report,
+) -> Result<Vec<Checkpoint>, String> {
+    let mut notes = Vec::new();
+    if let Some(w) = witness_dir {
+        let text = std::fs::read_to_string(w.join("checkpoints.log")).map_err(|e| format!("witness: {e}"))?;
+        notes.extend(witness_notes(&text));
+    }
+    // The latest checkpoint the server kept outside the database (issue #22): a store whose
+    // newest entries were cut off no longer reaches it. Witnesses are read before the store (the
+    // server writes the store first), so a checkpoint signed meanwhile is never ahead of it.
+    match std::fs::read_to_string(dir.join(crate::datadir::LOCAL_WITNESS)) {
+        Ok(text) => notes.push(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => report.problems.push(format!("the local witness checkpoint cannot be read: {e}")),
+    }
+    let mut witness = Vec::new();
+    for n in notes {
+        match verifier.verify(&n).and_then(Checkpoint::parse) {
+            Ok(cp) => witness.push(cp),
+            Err(e) => report.problems.push(format!("a witness checkpoint does not verify: {e}")),
+        }
+    }
+    Ok(witness)
+}
+
+/// The append-only triggers of the audit trail that are missing or disabled, each described.
+fn trigger_problems(db: &mut dyn Source, postgres: bool) -> Result<Vec<String>, String> {
+    let present = db.audit_triggers()?;
+    let expected: &[&str] = if postgres { &PG_AUDIT_TRIGGERS } else { &SQLITE_AUDIT_TRIGGERS };
+    Ok(expected
+        .iter()
+        .filter(|t| !present.iter().any(|p| p == *t))
+        .map(|t| {
+            format!(
+                "the append-only trigger `{t}` on the audit trail is missing or disabled: entries may have been removed"
+            )
+        })
+        .collect())
+}
+
 /// Verifies the audit log of data directory `dir` (on `database` when given, else the store its
 /// configuration names) against `verifier_key`.
 pub fn verify(
@@ -181,40 +227,10 @@ pub fn verify(
     // Checkpoints, by size, each with its signature checked.
     let mut cps: Vec<(u64, Checkpoint, String)> = Vec::new();
     let mut report = Report::default();
-    let mut witness: Vec<Checkpoint> = Vec::new();
-    let mut notes = Vec::new();
-    if let Some(w) = witness_dir {
-        let text = std::fs::read_to_string(w.join("checkpoints.log")).map_err(|e| format!("witness: {e}"))?;
-        notes.extend(witness_notes(&text));
-    }
-    // The latest checkpoint the server kept outside the database (issue #22): a store whose
-    // newest entries were cut off no longer reaches it. Witnesses are read before the store (the
-    // server writes the store first), so a checkpoint signed meanwhile is never ahead of it.
-    match std::fs::read_to_string(dir.join(crate::datadir::LOCAL_WITNESS)) {
-        Ok(text) => notes.push(text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => report.problems.push(format!("the local witness checkpoint cannot be read: {e}")),
-    }
-    for n in notes {
-        match verifier.verify(&n).and_then(Checkpoint::parse) {
-            Ok(cp) => witness.push(cp),
-            Err(e) => report.problems.push(format!("a witness checkpoint does not verify: {e}")),
-        }
-    }
-
+    let witness = witness_checkpoints(dir, witness_dir, &verifier, &mut report)?;
     // The append-only guard must still be there (reported after the entries, so the first
     // problem still names the first bad entry).
-    let mut trigger_problems = Vec::new();
-    let present = db.audit_triggers()?;
-    let expected: &[&str] =
-        if database.or(configured.as_deref()).is_some() { &PG_AUDIT_TRIGGERS } else { &SQLITE_AUDIT_TRIGGERS };
-    for t in expected {
-        if !present.iter().any(|p| p == t) {
-            trigger_problems.push(format!(
-                "the append-only trigger `{t}` on the audit trail is missing or disabled: entries may have been removed"
-            ));
-        }
-    }
+    let trigger_problems = trigger_problems(&mut *db, url.is_some())?;
     for (size, note) in db.checkpoints()? {
         match verifier.verify(&note).and_then(Checkpoint::parse) {
             Ok(cp) if i64::try_from(cp.size).ok() == Some(size) => cps.push((cp.size, cp, note)),

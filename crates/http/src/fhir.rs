@@ -321,7 +321,7 @@ async fn audit_event_read(s: &AppState, id: &ResourceId) -> ApiResult {
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let entry = entries.first().ok_or_else(|| ApiError::Record(RecordError::NotFound(format!("AuditEvent/{id}"))))?;
     let note = AuditNote { resources: vec![format!("AuditEvent/{index}")], ..AuditNote::default() };
-    Ok(note.attach(fhir_response(StatusCode::OK, &crate::audit::audit_event(index, entry))))
+    Ok(note.attach(fhir_response(StatusCode::OK, &crate::audit_event::audit_event(index, entry))))
 }
 
 /// `GET /fhir/{type}/{id}/_history/{vid}`.
@@ -756,7 +756,7 @@ fn searchset_text(s: &AppState, rt: &str, req: &search::SearchRequest, page: &se
 }
 
 async fn audit_event_search(s: &AppState, query: Option<&str>) -> ApiResult {
-    let (q, letter) = crate::audit::search_query(query)?;
+    let (q, letter) = crate::audit_event::search_query(query)?;
     let limit = q.limit;
     let log = s.audit.clone();
     let q2 = q.clone();
@@ -766,7 +766,7 @@ async fn audit_event_search(s: &AppState, query: Option<&str>) -> ApiResult {
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let events: Vec<(u64, Value)> = found
         .iter()
-        .map(|(i, e)| (*i, crate::audit::audit_event(*i, e)))
+        .map(|(i, e)| (*i, crate::audit_event::audit_event(*i, e)))
         .filter(|(_, ev)| letter.as_deref().is_none_or(|l| ev["action"] == l))
         .collect();
     let base = &s.config.public_url;

@@ -5,7 +5,7 @@
 //! Every request: request id → principal (bearer token) → decision ([`enforce`]) → handler.
 
 mod audit;
-mod authorize;
+mod audit_event;
 mod bearer;
 mod bulk;
 mod bundle;
@@ -14,8 +14,10 @@ mod error;
 mod fhir;
 mod login;
 mod oauth;
+mod oauth_authorize;
 mod passkey;
 mod serve;
+mod tlog;
 
 use std::sync::Arc;
 
@@ -105,17 +107,17 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::from_fn(error::fhir_errors));
     let audit_log = Router::new()
-        .route("/log/checkpoint", get(audit::checkpoint))
-        .route("/log/tile/{*path}", get(audit::tile))
-        .route("/proof/inclusion", get(audit::inclusion))
-        .route("/proof/consistency", get(audit::consistency))
+        .route("/log/checkpoint", get(tlog::checkpoint))
+        .route("/log/tile/{*path}", get(tlog::tile))
+        .route("/proof/inclusion", get(tlog::inclusion))
+        .route("/proof/consistency", get(tlog::consistency))
         .fallback(fhir::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), bearer::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::from_fn(error::fhir_errors));
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/oauth/authorize", get(authorize::authorize).post(authorize::decide))
+        .route("/oauth/authorize", get(oauth_authorize::authorize).post(oauth_authorize::decide))
         .route("/oauth/jwks", get(oauth::jwks))
         .route("/.well-known/openid-configuration", get(oauth::openid_configuration))
         .route("/oauth/token", post(oauth::token))

@@ -9,6 +9,7 @@ mod canonical;
 mod care;
 mod clock;
 pub mod compartment;
+mod context;
 mod error;
 pub mod ndjson;
 pub mod primitive;
@@ -22,8 +23,9 @@ pub mod validate;
 pub use canonical::{canonical_json, content_hash};
 pub use care::{care_links, is_lab};
 pub use clock::{Clock, SystemClock, Timestamp};
+pub use context::{Guard, GuardRef, OperatorGuard, RequestContext, Revealed};
 pub use error::{Issue, IssueCode, RecordError, Severity};
-pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM, Guard, GuardRef, OperatorGuard, RequestContext, Revealed};
+pub use provenance::{Actor, ActorKind, ENTRY_STATUS_SYSTEM};
 pub use service::{
     Condition, FsckReport, HistoryPage, Labeler, ParsedBody, Records, RetentionPolicy, WriteOutcome, parse_conditions,
     parse_resource,

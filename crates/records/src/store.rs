@@ -96,7 +96,7 @@ pub enum EntryStatus {
 /// One immutable stored version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionRecord {
-    /// Type.
+    /// The FHIR resource type.
     pub resource_type: ResourceType,
     /// Logical id.
     pub id: ResourceId,

@@ -24,6 +24,7 @@
 mod audit;
 mod config;
 mod identity;
+mod oauth;
 mod records;
 
 use std::collections::HashMap;

@@ -9,6 +9,7 @@ mod audit;
 mod config;
 mod durability;
 mod identity;
+mod oauth;
 mod records;
 mod writer;
 
@@ -296,10 +297,8 @@ const READERS: usize = 4;
 /// Checkpoints the WAL into the database from a thread of its own, on a connection of its own:
 /// `PASSIVE`, so it never takes the writer lock nor waits for readers — it copies what it can
 /// and the next pass (or the writer's own checkpoint at 10,000 pages) copies the rest. Every
-/// 25 ms while the WAL changes, every 250 ms when it does not. (With
-/// no checkpoint of the writer's own, passes every 250 ms cost a third of the token endpoint's
-/// throughput in pages copied again and again; with it, the WAL restarts every 40 MB and they
-/// measured as cheap as passes once a second, with a lower p99.)
+/// 25 ms while the WAL changes, every 250 ms when it does not; the writer's own checkpoint keeps
+/// the WAL short enough that frequent passes stay cheap (figures in BENCHMARKS.md, issue #9).
 fn checkpointer(path: &Path, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), Error> {
     let conn = open_conn(path, false)?;
     std::thread::Builder::new().name("mamori-checkpoint".into()).spawn(move || {
@@ -379,11 +378,10 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         // The checkpointer thread below copies the WAL into the database beside the writer, so
         // the commit that crosses ~40 MB of WAL (10,000 pages) finds most of it copied already and
-        // only finishes the rest. It used to copy all 40 MB and fsync while holding the writer,
-        // stalling every write and every audited read behind it (their p99, issue #9). That
-        // finishing checkpoint is still needed: only a checkpoint that completes lets the next
-        // write start the WAL from its beginning, so without it the WAL grows as long as writes
-        // go on (it reached gigabytes in a 1M import, and the next start had to read it all).
+        // only finishes the rest, instead of copying and fsyncing it all while holding the writer
+        // (BENCHMARKS.md, issue #9). That finishing checkpoint is still needed: only a checkpoint
+        // that completes lets the next write start the WAL from its beginning; without it the
+        // WAL grows as long as writes go on.
         writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         // After a burst, the WAL file is cut back to 64 MiB when it restarts.
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
