@@ -34,12 +34,21 @@ fn a_stale_configuration_change_is_a_conflict_and_the_history_is_append_only() {
     assert_eq!(s.change_config(&change("contract", 2, Some(1))).unwrap(), 2);
     for stale in [None, Some(1), Some(7)] {
         let e = s.change_config(&change("contract", 3, stale)).unwrap_err();
-        assert!(e.contains("changed concurrently"), "{stale:?}: {e}");
+        assert!(matches!(e, mamori::backend::ConfigError::Stale(_)), "{stale:?}: {e}");
+        assert!(e.to_string().contains("changed concurrently"), "{e}");
     }
     let history = s.config_history("policies", "contract").unwrap();
     assert_eq!(history.iter().map(|h| h.version).collect::<Vec<_>>(), vec![1, 2]);
     assert_eq!(history[1].value.as_ref().unwrap()["n"], 2);
     assert_eq!(s.config_generation().unwrap(), g0 + 2);
+    // An account saved from a stale version is a conflict, not a storage failure.
+    h.add_user("contract1", &["nurse"], "Practitioner/c1");
+    let (account, v) = s.account("contract1").unwrap().unwrap();
+    s.save_account(&account, Some(v), "operator:contract", "first").unwrap();
+    match s.save_account(&account, Some(v), "operator:contract", "second, from the same version") {
+        Err(mamori_identity::Error::Conflict(m)) => assert!(m.contains("changed concurrently"), "{m}"),
+        other => panic!("a stale account save: {other:?}"),
+    }
     let db = RawDb::at(h.dir.path());
     assert!(db.exec_both("UPDATE config_versions SET reason = 'x' WHERE key = 'contract'").is_err());
     assert!(db.exec_both("DELETE FROM config_versions WHERE key = 'contract'").is_err());

@@ -23,7 +23,7 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     /// Grows with every configuration change (polled by every node to reload policies).
     fn config_generation(&self) -> Result<u64, String>;
     /// The one path for configuration changes: versioned, attributed, audited.
-    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, String>;
+    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, ConfigError>;
     /// The current version of every live entry of a kind.
     fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String>;
     /// One entry's current version.
@@ -50,6 +50,17 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     fn shared_flag(&self, name: &str, first: &str) -> Result<String, String>;
 }
 
+/// Why a configuration change was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The entry changed since the version the change was based on: reload and retry (409).
+    #[error("{0}")]
+    Stale(String),
+    /// The store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
 fn s(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
@@ -70,8 +81,10 @@ macro_rules! backend {
             fn config_generation(&self) -> Result<u64, String> {
                 <$t>::config_generation(self).map_err(s)
             }
-            fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, String> {
-                <$t>::change_config(self, c).map_err(s)
+            fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, ConfigError> {
+                <$t>::change_config(self, c).map_err(|e| {
+                    if e.is_stale() { ConfigError::Stale(e.to_string()) } else { ConfigError::Store(e.to_string()) }
+                })
             }
             fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String> {
                 <$t>::config_current(self, kind).map_err(s)

@@ -71,9 +71,26 @@ pub enum AppError {
     /// A password or other secret was refused by its rules; each reason in Japanese and English.
     #[error("パスワードが要件を満たしません / the password was refused: {}", .0.iter().map(|(ja, en)| format!("{ja} / {en}")).collect::<Vec<_>>().join("; "))]
     PasswordRefused(Vec<(String, String)>),
-    /// Storage or another service failed (500/503); the detail is for the log.
+    /// The store is busy or unreachable; nothing was changed and the caller may retry (503).
+    #[error("混雑しています。しばらくしてから再試行してください / the server is busy; retry shortly")]
+    Unavailable(String),
+    /// Storage or another service failed (500); the detail is for the log.
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<mamori_records::RecordError> for AppError {
+    fn from(e: mamori_records::RecordError) -> Self {
+        use mamori_records::RecordError as R;
+        match e {
+            R::NotFound(m) | R::Gone(m) => AppError::NotFound(m),
+            R::Forbidden(m) => AppError::Forbidden(m),
+            R::Conflict(_) | R::VersionConflict { .. } | R::MultipleMatches(_) => AppError::Conflict(e.to_string()),
+            R::Invalid(_) | R::Unprocessable(_) => AppError::Invalid(e.to_string()),
+            R::Store(s) if s.is_transient() => AppError::Unavailable(s.to_string()),
+            other => AppError::Failed(other.to_string()),
+        }
+    }
 }
 
 impl From<Refusal> for AppError {
@@ -91,6 +108,7 @@ impl From<mamori_identity::Error> for AppError {
         match e {
             E::PasswordRefused(why) => AppError::PasswordRefused(why.into_iter().map(|m| (m.ja, m.en)).collect()),
             E::NoAccount(_) => AppError::NotFound(e.to_string()),
+            E::Conflict(m) => AppError::Conflict(m),
             E::Storage(m) => AppError::Failed(format!("storage: {m}")),
             E::Invalid(m) => AppError::Invalid(m),
             E::Crypto(m) => AppError::Failed(format!("crypto: {m}")),
@@ -277,10 +295,9 @@ pub(crate) fn change_config(
             expected_version: expected,
             now_micros: ctx.now().0,
         })
-        .map_err(|e| {
-            // Until the stores' errors are typed (#23 item 5), the stale-version refusal is told
-            // apart by its message, which both stores share.
-            if e.contains("changed concurrently") { AppError::Conflict(e) } else { AppError::Failed(e) }
+        .map_err(|e| match e {
+            crate::backend::ConfigError::Stale(m) => AppError::Conflict(m),
+            crate::backend::ConfigError::Store(m) => AppError::Failed(m),
         })
 }
 

@@ -178,7 +178,7 @@ fn record_settings(store: &dyn Backend, path: &Path, clock: &dyn Clock) -> Resul
         match store.change_config(&change) {
             Ok(_) => return Ok(()),
             // Another node recorded the same file at the same moment: look again.
-            Err(e) if e.contains("changed concurrently") => continue,
+            Err(crate::backend::ConfigError::Stale(_)) => continue,
             Err(e) => return Err(format!("cannot record the settings of `{}`: {e}", path.display())),
         }
     }

@@ -249,9 +249,9 @@ pub fn explain(ctx: &Ctx, node: &Node, q: &Question) -> Result<Answer, AppError>
             let rt = ResourceType::parse(t).map_err(|e| AppError::Invalid(e.to_string()))?;
             let id = ResourceId::parse(i).map_err(|e| AppError::Invalid(e.to_string()))?;
             let rctx = ctx.metadata_reads();
-            let v = node.records.version_of(&rctx, &rt, &id, None).map_err(failed)?;
+            let v = node.records.version_of(&rctx, &rt, &id, None)?;
             let detail = format!("policy explain: {} by {}", q.act.as_str(), q.user);
-            node.records.audit_reads(&rctx, "read", Some(detail)).map_err(failed)?;
+            node.records.audit_reads(&rctx, "read", Some(detail))?;
             let v = v.ok_or_else(|| AppError::NotFound(format!("no record `{}`", q.resource)))?;
             (mamori_access::record_target(&v, &rules), v.patient.clone())
         }

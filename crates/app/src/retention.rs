@@ -1,9 +1,8 @@
 //! Records at the end of their retention period (保存期間): purge, and the integrity check of
 //! every stored version.
 
-use mamori_records::{FsckReport, RecordError, ResourceId, ResourceType};
+use mamori_records::{FsckReport, ResourceId, ResourceType};
 
-use crate::ctx::failed;
 use crate::{AdminAct, AppError, Ctx, Node};
 
 /// Removes every version of a deleted record whose retention period has passed (the record
@@ -13,17 +12,11 @@ pub fn purge(ctx: &Ctx, node: &Node, reference: &str) -> Result<u64, AppError> {
     let (t, i) = reference.split_once('/').ok_or_else(|| AppError::Invalid(format!("`{reference}` is not Type/id")))?;
     let rt = ResourceType::parse(t).map_err(|e| AppError::Invalid(e.to_string()))?;
     let id = ResourceId::parse(i).map_err(|e| AppError::Invalid(e.to_string()))?;
-    node.records.purge(&ctx.records(node), &rt, &id).map_err(|e| match e {
-        RecordError::NotFound(m) => AppError::NotFound(m),
-        RecordError::Invalid(_) | RecordError::Conflict(_) | RecordError::Unprocessable(_) => {
-            AppError::Invalid(e.to_string())
-        }
-        other => failed(other),
-    })
+    Ok(node.records.purge(&ctx.records(node), &rt, &id)?)
 }
 
 /// Recomputes the hash of every stored version.
 pub fn fsck(ctx: &Ctx, node: &Node) -> Result<FsckReport, AppError> {
     ctx.authorize(node, AdminAct::ReadAudit)?;
-    node.records.fsck().map_err(failed)
+    Ok(node.records.fsck()?)
 }

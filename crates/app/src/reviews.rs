@@ -189,7 +189,7 @@ pub fn decide(
 /// Break-glass grants, newest first (`open_only`: reviews not yet closed).
 pub fn break_glass(ctx: &Ctx, node: &Node, open_only: bool) -> Result<Vec<BreakGlassGrant>, AppError> {
     ctx.authorize(node, AdminAct::ReviewBreakGlass)?;
-    node.records.break_glass_grants(open_only).map_err(failed)
+    Ok(node.records.break_glass_grants(open_only)?)
 }
 
 /// Closes the review of a break-glass use with the reviewer's finding (required; audited).
@@ -198,7 +198,7 @@ pub fn close_break_glass(ctx: &Ctx, node: &Node, grant: &str, note: &str) -> Res
     if note.trim().is_empty() {
         return Err(AppError::Invalid("closing a review needs a note".into()));
     }
-    let grants = node.records.break_glass_grants(true).map_err(failed)?;
+    let grants = node.records.break_glass_grants(true)?;
     if let crate::Caller::Person { username, .. } = &ctx.caller
         && grants.iter().any(|g| g.id == grant && &g.username == username)
     {
@@ -206,10 +206,7 @@ pub fn close_break_glass(ctx: &Ctx, node: &Node, grant: &str, note: &str) -> Res
             "自分の非常時アクセスは自分でレビューできません / you may not review your own break-glass use".into(),
         ));
     }
-    node.records.close_break_glass(&ctx.records(node), grant, note).map_err(|e| match e {
-        mamori_records::RecordError::NotFound(m) => AppError::NotFound(m),
-        other => failed(other),
-    })
+    Ok(node.records.close_break_glass(&ctx.records(node), grant, note)?)
 }
 
 /// One right: an action on a class.
@@ -295,7 +292,7 @@ fn used(node: &Node, rctx: &RequestContext, username: &str, since: i64) -> Resul
                 let (Some(t), Some(i)) = (parts.first(), parts.get(1)) else { continue };
                 let (Ok(rt), Ok(id)) = (ResourceType::parse(t), ResourceId::parse(i)) else { continue };
                 let version = parts.get(3).and_then(|v| v.parse::<u64>().ok());
-                let v = node.records.version_of(rctx, &rt, &id, version).map_err(failed)?;
+                let v = node.records.version_of(rctx, &rt, &id, version)?;
                 for c in v.map(|v| v.classes).unwrap_or_default() {
                     out.insert((c, act));
                 }
@@ -349,6 +346,6 @@ pub fn report(ctx: &Ctx, node: &Node, days: u32, user: Option<&str>) -> Result<V
     }
     // The records the report looked at (for their classes) are audited as its reads.
     let detail = format!("least-privilege report over {days} days: classes of the records each account used");
-    node.records.audit_reads(&rctx, "read", Some(detail)).map_err(failed)?;
+    node.records.audit_reads(&rctx, "read", Some(detail))?;
     Ok(out)
 }

@@ -60,6 +60,9 @@ pub enum Error {
     /// No account has this user name.
     #[error("no account `{0}`")]
     NoAccount(String),
+    /// The account was changed meanwhile (by another administrator or node); reload and retry.
+    #[error("{0}")]
+    Conflict(String),
     /// The store or the audit trail failed; the input may have been fine (the detail is for
     /// the log).
     #[error("storage: {0}")]

@@ -44,12 +44,7 @@ impl PgStore {
                 .flatten()
                 .and_then(|v| u64::try_from(v).ok());
             if current != c.expected_version {
-                return Err(Error::Corrupt(format!(
-                    "{} `{}` changed concurrently (now at version {}); reload and retry",
-                    c.kind,
-                    c.key,
-                    current.unwrap_or(0)
-                )));
+                return Err(Error::Stale { kind: c.kind.into(), key: c.key.into(), current: current.unwrap_or(0) });
             }
             let next = current.unwrap_or(0) + 1;
             l.execute(

@@ -51,6 +51,16 @@ pub enum Error {
     /// The connection pool or the store's runtime failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A configuration change based on a version that is no longer the newest.
+    #[error("{kind} `{key}` changed concurrently (now at version {current}); reload and retry")]
+    Stale {
+        /// The configuration kind.
+        kind: String,
+        /// The entry.
+        key: String,
+        /// Its newest version now.
+        current: u64,
+    },
 }
 
 impl Error {
@@ -66,7 +76,13 @@ impl Error {
             },
             Error::Corrupt(_) => K::Corrupt,
             Error::Unavailable(_) => K::Unavailable,
+            Error::Stale { .. } => K::Other,
         }
+    }
+
+    /// Whether this is a configuration change refused because its entry changed meanwhile.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Error::Stale { .. })
     }
 
     /// The underlying database error's message (with its detail), for messages to operators.

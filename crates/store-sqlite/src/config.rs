@@ -103,8 +103,8 @@ impl SqliteStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
-    /// Applies a configuration change; returns the new version. Fails with
-    /// [`Error::Corrupt`] naming the conflict if `expected_version` is stale.
+    /// Applies a configuration change; returns the new version. Fails with [`Error::Stale`] if
+    /// `expected_version` is not the newest version.
     pub fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error> {
         let table = table_of(c.kind);
         let mut conn = self.writer()?;
@@ -119,12 +119,7 @@ impl SqliteStore {
             .flatten();
         let current = current.and_then(|v| u64::try_from(v).ok());
         if current != c.expected_version {
-            return Err(Error::Corrupt(format!(
-                "{} `{}` changed concurrently (now at version {}); reload and retry",
-                c.kind,
-                c.key,
-                current.unwrap_or(0)
-            )));
+            return Err(Error::Stale { kind: c.kind.into(), key: c.key.into(), current: current.unwrap_or(0) });
         }
         let next = current.unwrap_or(0) + 1;
         tx.execute(

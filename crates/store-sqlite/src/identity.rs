@@ -41,7 +41,8 @@ impl IdentityStore for SqliteStore {
 
     fn save_account(&self, a: &Account, expected: Option<u64>, actor: &str, reason: &str) -> Result<u64, Error> {
         let value = serde_json::to_value(a).map_err(ie)?;
-        self.change_config(&ConfigChange::set("account", &a.username, value, actor, reason, expected)).map_err(ie)
+        self.change_config(&ConfigChange::set("account", &a.username, value, actor, reason, expected))
+            .map_err(|e| if e.is_stale() { Error::Conflict(e.to_string()) } else { ie(e) })
     }
 
     fn accounts(&self) -> Result<Vec<Account>, Error> {

@@ -41,6 +41,16 @@ pub enum Error {
     /// The group-committed batch a write was part of failed to commit.
     #[error("the batch of writes this one was part of failed: {0}")]
     Batch(String),
+    /// A configuration change based on a version that is no longer the newest.
+    #[error("{kind} `{key}` changed concurrently (now at version {current}); reload and retry")]
+    Stale {
+        /// The configuration kind.
+        kind: String,
+        /// The entry.
+        key: String,
+        /// Its newest version now.
+        current: u64,
+    },
 }
 
 impl Error {
@@ -53,7 +63,13 @@ impl Error {
             Error::Corrupt(_) => K::Corrupt,
             // The lock, fsync or the shared commit failed: the write was not made.
             Error::Poisoned | Error::Sync(_) | Error::Batch(_) => K::Unavailable,
+            Error::Stale { .. } => K::Other,
         }
+    }
+
+    /// Whether this is a configuration change refused because its entry changed meanwhile.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, Error::Stale { .. })
     }
 }
 
