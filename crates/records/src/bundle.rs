@@ -445,209 +445,254 @@ impl Records {
         entries: &[BundleEntry],
         failed: &mut Option<usize>,
     ) -> Result<Vec<BundleDone>, RecordError> {
-        let mut order: Vec<usize> = (0..entries.len()).collect();
-        order.sort_by_key(|&i| entries.get(i).map_or(9, |e| e.op.rank()));
-        let mut done: Vec<Option<BundleDone>> = vec![None; entries.len()];
-        // fullUrl → `Type/id`, and the resolved id of each POST / PUT entry.
-        let mut resolved: HashMap<String, String> = HashMap::new();
-        let mut ids: Vec<Option<(ResourceId, Option<VersionRecord>)>> = vec![None; entries.len()];
-        let mut touched: HashMap<(String, String), usize> = HashMap::new();
-        let mut touch = |i: usize, rt: &ResourceType, id: &ResourceId| -> Result<(), RecordError> {
-            match touched.insert((rt.to_string(), id.to_string()), i) {
-                Some(j) if j != i => Err(RecordError::invalid(
-                    IssueCode::Invalid,
-                    format!(
-                        "Bundle.entry[{j}] and Bundle.entry[{i}] both change {rt}/{id}; a transaction may change a resource once"
-                    ),
-                )),
-                _ => Ok(()),
+        let mut plan = Plan::new(entries);
+        let order = plan.order.clone();
+        type Phase = fn(&Records, &mut dyn Tx, &RequestContext, &mut Plan<'_>, usize) -> Result<(), RecordError>;
+        // 1. DELETE; 2. resolve the identities of POST and PUT entries before writing any;
+        // 3. rewrite references, then write (POST, then PUT / PATCH); 4. GET.
+        let phases: [Phase; 4] =
+            [Records::delete_entry, Records::resolve_entry, Records::write_entry, Records::read_entry];
+        for phase in phases {
+            for &i in &order {
+                if let Err(e) = phase(self, tx, ctx, &mut plan, i) {
+                    *failed = Some(i);
+                    return Err(e);
+                }
             }
-        };
-        let step = |i: usize, failed: &mut Option<usize>, r: Result<(), RecordError>| {
-            if r.is_err() {
-                *failed = Some(i);
-            }
-            r
-        };
+        }
+        plan.done.into_iter().enumerate().map(|(i, d)| d.ok_or_else(|| bad(i, "the entry was not processed"))).collect()
+    }
 
-        // 1. DELETE.
-        for &i in &order {
-            let Some(BundleEntry { op: BundleOp::Delete { rt, target }, .. }) = entries.get(i) else { continue };
-            let r = (|| {
-                let id = match target {
-                    Target::Id(id) => Some(id.clone()),
-                    Target::Conditions(c) => match self.matches(tx, ctx, rt, c)?.as_slice() {
-                        [] => None,
-                        [one] => Some(one.clone()),
-                        many => return Err(RecordError::MultipleMatches(many.len())),
-                    },
-                };
-                let out = match id {
-                    Some(id) => {
-                        touch(i, rt, &id)?;
-                        self.delete_in(tx, ctx, rt, &id)?
-                    }
+    /// Phase 1: a DELETE entry (by id, or the one match of its conditions).
+    fn delete_entry(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        plan: &mut Plan<'_>,
+        i: usize,
+    ) -> Result<(), RecordError> {
+        let Some(BundleEntry { op: BundleOp::Delete { rt, target }, .. }) = plan.entries.get(i) else { return Ok(()) };
+        let id = match target {
+            Target::Id(id) => Some(id.clone()),
+            Target::Conditions(c) => match self.matches(tx, ctx, rt, c)?.as_slice() {
+                [] => None,
+                [one] => Some(one.clone()),
+                many => return Err(RecordError::MultipleMatches(many.len())),
+            },
+        };
+        let out = match id {
+            Some(id) => {
+                plan.touch(i, rt, &id)?;
+                self.delete_in(tx, ctx, rt, &id)?
+            }
+            None => None,
+        };
+        if let Some(slot) = plan.done.get_mut(i) {
+            *slot = Some(BundleDone::Deleted(out));
+        }
+        Ok(())
+    }
+
+    /// Phase 2: the identity a POST or PUT entry will write (a conditional create's match, a new
+    /// id, a conditional update's target), recorded under its fullUrl.
+    fn resolve_entry(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        plan: &mut Plan<'_>,
+        i: usize,
+    ) -> Result<(), RecordError> {
+        let Some(e) = plan.entries.get(i) else { return Ok(()) };
+        let (rt, id, existing) = match &e.op {
+            BundleOp::Create { rt, if_none_exist, .. } => {
+                let existing = match if_none_exist {
+                    Some(c) => self.existing_match(tx, ctx, rt, c)?,
                     None => None,
                 };
-                if let Some(slot) = done.get_mut(i) {
-                    *slot = Some(BundleDone::Deleted(out));
-                }
-                Ok(())
-            })();
-            step(i, failed, r)?;
+                let id = match &existing {
+                    Some(v) => v.id.clone(),
+                    None => ResourceId::generate()?,
+                };
+                (rt, id, existing)
+            }
+            BundleOp::Update { rt, target, body, .. } => {
+                let id = match target {
+                    Target::Id(id) => id.clone(),
+                    Target::Conditions(c) => self.conditional_target(tx, ctx, rt, c, body)?,
+                };
+                (rt, id, None)
+            }
+            BundleOp::Patch { rt, id, .. } => {
+                plan.touch(i, rt, id)?;
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        if existing.is_none() {
+            plan.touch(i, rt, &id)?;
         }
-
-        // 2. Resolve the identities of POST and PUT entries before writing any.
-        for &i in &order {
-            let Some(e) = entries.get(i) else { continue };
-            let r = (|| {
-                let (rt, id, existing) = match &e.op {
-                    BundleOp::Create { rt, if_none_exist, .. } => {
-                        let existing = match if_none_exist {
-                            Some(c) => self.existing_match(tx, ctx, rt, c)?,
-                            None => None,
-                        };
-                        let id = match &existing {
-                            Some(v) => v.id.clone(),
-                            None => ResourceId::generate()?,
-                        };
-                        (rt, id, existing)
-                    }
-                    BundleOp::Update { rt, target, body, .. } => {
-                        let id = match target {
-                            Target::Id(id) => id.clone(),
-                            Target::Conditions(c) => self.conditional_target(tx, ctx, rt, c, body)?,
-                        };
-                        (rt, id, None)
-                    }
-                    BundleOp::Patch { rt, id, .. } => {
-                        touch(i, rt, id)?;
-                        return Ok(());
-                    }
-                    _ => return Ok(()),
-                };
-                if existing.is_none() {
-                    touch(i, rt, &id)?;
-                }
-                if let Some(u) = &e.full_url {
-                    resolved.insert(u.clone(), format!("{rt}/{id}"));
-                }
-                if let Some(slot) = ids.get_mut(i) {
-                    *slot = Some((id, existing));
-                }
-                Ok(())
-            })();
-            step(i, failed, r)?;
+        if let Some(u) = &e.full_url {
+            plan.resolved.insert(u.clone(), format!("{rt}/{id}"));
         }
+        if let Some(slot) = plan.ids.get_mut(i) {
+            *slot = Some((id, existing));
+        }
+        Ok(())
+    }
 
-        // 3. Rewrite references, then write: POST, then PUT / PATCH.
-        for &i in &order {
-            let Some(e) = entries.get(i) else { continue };
-            let r = (|| {
-                let (rt, mut body) = match &e.op {
-                    BundleOp::Create { rt, body, .. } | BundleOp::Update { rt, body, .. } => (rt, body.clone()),
-                    BundleOp::Patch { rt, id, patch, if_match } => {
-                        let out = self.patch_in(tx, ctx, rt, id, patch, *if_match)?;
-                        if let Some(slot) = done.get_mut(i) {
-                            *slot = Some(BundleDone::Written(out));
-                        }
-                        return Ok(());
-                    }
-                    _ => return Ok(()),
-                };
-                let Some(Some((id, existing))) = ids.get(i).cloned() else { return Ok(()) };
-                if let Some(v) = existing {
-                    // A conditional create that matched: nothing is written.
-                    if let Some(slot) = done.get_mut(i) {
-                        *slot = Some(BundleDone::Written(WriteOutcome { created: false, written: false, record: v }));
-                    }
-                    return Ok(());
-                }
-                let mut conditional: Vec<String> = Vec::new();
-                for_each_reference(&mut body, &mut |s| {
-                    if let Some(to) = resolved.get(s.as_str()) {
-                        *s = to.clone();
-                    } else if s.starts_with("urn:uuid:") || s.starts_with("urn:oid:") {
-                        return Err(RecordError::invalid(
-                            IssueCode::Invalid,
-                            format!("Bundle.entry[{i}]: reference `{s}` names no entry's fullUrl"),
-                        ));
-                    } else if conditional_reference(s).is_some() {
-                        conditional.push(s.clone());
-                    }
-                    Ok(())
-                })?;
-                for c in conditional {
-                    if resolved.contains_key(&c) {
-                        continue;
-                    }
-                    let Some((t, q)) = conditional_reference(&c) else { continue };
-                    let t = ResourceType::parse(t)?;
-                    let to = match self.matches(tx, ctx, &t, &parse_conditions(q)?)?.as_slice() {
-                        [one] => format!("{t}/{one}"),
-                        [] => {
-                            return Err(RecordError::invalid(
-                                IssueCode::NotFound,
-                                format!("Bundle.entry[{i}]: conditional reference `{c}` matches nothing"),
-                            ));
-                        }
-                        many => return Err(RecordError::MultipleMatches(many.len())),
-                    };
-                    resolved.insert(c, to);
-                }
-                for_each_reference(&mut body, &mut |s| {
-                    if let Some(to) = resolved.get(s.as_str()) {
-                        *s = to.clone();
-                    }
-                    Ok(())
-                })?;
-                let out = match &e.op {
-                    BundleOp::Update { if_match, .. } => {
-                        if let Some(o) = body.as_object_mut() {
-                            o.insert("id".into(), Value::String(id.to_string()));
-                        }
-                        self.update_in(tx, ctx, rt, &id, body, *if_match, None, Method::Update)?
-                    }
-                    _ => self.create_in(tx, ctx, rt, &id, body, None)?,
-                };
-                if let Some(slot) = done.get_mut(i) {
+    /// Phase 3: a POST, PUT or PATCH entry written, its references to other entries' fullUrls
+    /// and conditional references rewritten first.
+    fn write_entry(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        plan: &mut Plan<'_>,
+        i: usize,
+    ) -> Result<(), RecordError> {
+        let Some(e) = plan.entries.get(i) else { return Ok(()) };
+        let (rt, mut body) = match &e.op {
+            BundleOp::Create { rt, body, .. } | BundleOp::Update { rt, body, .. } => (rt, body.clone()),
+            BundleOp::Patch { rt, id, patch, if_match } => {
+                let out = self.patch_in(tx, ctx, rt, id, patch, *if_match)?;
+                if let Some(slot) = plan.done.get_mut(i) {
                     *slot = Some(BundleDone::Written(out));
                 }
-                Ok(())
-            })();
-            step(i, failed, r)?;
+                return Ok(());
+            }
+            _ => return Ok(()),
+        };
+        let Some(Some((id, existing))) = plan.ids.get(i).cloned() else { return Ok(()) };
+        if let Some(v) = existing {
+            // A conditional create that matched: nothing is written.
+            if let Some(slot) = plan.done.get_mut(i) {
+                *slot = Some(BundleDone::Written(WriteOutcome { created: false, written: false, record: v }));
+            }
+            return Ok(());
         }
-
-        // 4. GET.
-        for &i in &order {
-            let Some(e) = entries.get(i) else { continue };
-            let r = (|| {
-                let d = match &e.op {
-                    BundleOp::Read { rt, id, version } => {
-                        let v = match version {
-                            Some(n) => tx.version(rt, id, *n)?,
-                            None => tx.current(rt, id)?,
-                        };
-                        let v = match v {
-                            Some(v) if ctx.may_see(tx, &v)? => v,
-                            _ => return Err(RecordError::NotFound(format!("{rt}/{id}"))),
-                        };
-                        if v.is_deleted() {
-                            return Err(RecordError::Gone(format!("{rt}/{id}")));
-                        }
-                        BundleDone::Read(v)
-                    }
-                    BundleOp::Search(req) => BundleDone::Found(req.clone(), self.search_in(tx, ctx, req)?),
-                    _ => return Ok(()),
-                };
-                if let Some(slot) = done.get_mut(i) {
-                    *slot = Some(d);
+        let mut conditional: Vec<String> = Vec::new();
+        for_each_reference(&mut body, &mut |s| {
+            if let Some(to) = plan.resolved.get(s.as_str()) {
+                *s = to.clone();
+            } else if s.starts_with("urn:uuid:") || s.starts_with("urn:oid:") {
+                return Err(RecordError::invalid(
+                    IssueCode::Invalid,
+                    format!("Bundle.entry[{i}]: reference `{s}` names no entry's fullUrl"),
+                ));
+            } else if conditional_reference(s).is_some() {
+                conditional.push(s.clone());
+            }
+            Ok(())
+        })?;
+        for c in conditional {
+            if plan.resolved.contains_key(&c) {
+                continue;
+            }
+            let Some((t, q)) = conditional_reference(&c) else { continue };
+            let t = ResourceType::parse(t)?;
+            let to = match self.matches(tx, ctx, &t, &parse_conditions(q)?)?.as_slice() {
+                [one] => format!("{t}/{one}"),
+                [] => {
+                    return Err(RecordError::invalid(
+                        IssueCode::NotFound,
+                        format!("Bundle.entry[{i}]: conditional reference `{c}` matches nothing"),
+                    ));
                 }
-                Ok(())
-            })();
-            step(i, failed, r)?;
+                many => return Err(RecordError::MultipleMatches(many.len())),
+            };
+            plan.resolved.insert(c, to);
         }
-        done.into_iter().enumerate().map(|(i, d)| d.ok_or_else(|| bad(i, "the entry was not processed"))).collect()
+        for_each_reference(&mut body, &mut |s| {
+            if let Some(to) = plan.resolved.get(s.as_str()) {
+                *s = to.clone();
+            }
+            Ok(())
+        })?;
+        let out = match &e.op {
+            BundleOp::Update { if_match, .. } => {
+                if let Some(o) = body.as_object_mut() {
+                    o.insert("id".into(), Value::String(id.to_string()));
+                }
+                self.update_in(tx, ctx, rt, &id, body, *if_match, None, Method::Update)?
+            }
+            _ => self.create_in(tx, ctx, rt, &id, body, None)?,
+        };
+        if let Some(slot) = plan.done.get_mut(i) {
+            *slot = Some(BundleDone::Written(out));
+        }
+        Ok(())
+    }
+
+    /// Phase 4: a GET entry (read, vread or search), after every write.
+    fn read_entry(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        plan: &mut Plan<'_>,
+        i: usize,
+    ) -> Result<(), RecordError> {
+        let Some(e) = plan.entries.get(i) else { return Ok(()) };
+        let d = match &e.op {
+            BundleOp::Read { rt, id, version } => {
+                let v = match version {
+                    Some(n) => tx.version(rt, id, *n)?,
+                    None => tx.current(rt, id)?,
+                };
+                let v = match v {
+                    Some(v) if ctx.may_see(tx, &v)? => v,
+                    _ => return Err(RecordError::NotFound(format!("{rt}/{id}"))),
+                };
+                if v.is_deleted() {
+                    return Err(RecordError::Gone(format!("{rt}/{id}")));
+                }
+                BundleDone::Read(v)
+            }
+            BundleOp::Search(req) => BundleDone::Found(req.clone(), self.search_in(tx, ctx, req)?),
+            _ => return Ok(()),
+        };
+        if let Some(slot) = plan.done.get_mut(i) {
+            *slot = Some(d);
+        }
+        Ok(())
+    }
+}
+
+/// A transaction's state between its phases (FHIR's processing order): the entries in that
+/// order, what each produced, the identity each POST or PUT resolved to, fullUrl → `Type/id`, and
+/// which entry changes which resource (a transaction may change a resource once).
+struct Plan<'e> {
+    entries: &'e [BundleEntry],
+    order: Vec<usize>,
+    done: Vec<Option<BundleDone>>,
+    resolved: HashMap<String, String>,
+    ids: Vec<Option<(ResourceId, Option<VersionRecord>)>>,
+    touched: HashMap<(String, String), usize>,
+}
+
+impl<'e> Plan<'e> {
+    fn new(entries: &'e [BundleEntry]) -> Plan<'e> {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_by_key(|&i| entries.get(i).map_or(9, |e| e.op.rank()));
+        Plan {
+            entries,
+            order,
+            done: vec![None; entries.len()],
+            resolved: HashMap::new(),
+            ids: vec![None; entries.len()],
+            touched: HashMap::new(),
+        }
+    }
+
+    /// Entry `i` changes `rt/id`; refused if another entry already does.
+    fn touch(&mut self, i: usize, rt: &ResourceType, id: &ResourceId) -> Result<(), RecordError> {
+        match self.touched.insert((rt.to_string(), id.to_string()), i) {
+            Some(j) if j != i => Err(RecordError::invalid(
+                IssueCode::Invalid,
+                format!(
+                    "Bundle.entry[{j}] and Bundle.entry[{i}] both change {rt}/{id}; a transaction may change a resource once"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
