@@ -152,7 +152,7 @@ fn classes(c: ClassesCmd) -> Result<ExitCode, String> {
 }
 
 /// The local operator when a read-only subcommand does not ask who runs it.
-fn reader() -> String {
+pub(crate) fn reader() -> String {
     std::env::var("USER").unwrap_or_else(|_| "operator".into())
 }
 

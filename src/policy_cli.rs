@@ -9,7 +9,7 @@ use mamori_app::Ctx;
 use mamori_app::policies::{self, Question, Table};
 use mamori_authz::Act;
 
-use crate::cli::DataDir;
+use crate::cli::{DataDir, reader};
 
 /// `mamori policy` subcommands.
 #[derive(Debug, Subcommand)]
@@ -84,10 +84,6 @@ fn read(path: &PathBuf) -> Result<String, String> {
 
 fn load_table(path: &PathBuf) -> Result<Table, String> {
     Table::parse(&read(path)?).map_err(|e| format!("`{}`: {e}", path.display()))
-}
-
-fn reader() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "operator".into())
 }
 
 /// Runs `mamori policy …`.

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use mamori_app::Ctx;
 use mamori_app::reviews::{self, Campaign, Right};
 
-use crate::cli::DataDir;
+use crate::cli::{DataDir, reader};
 
 /// `mamori review` subcommands.
 #[derive(Debug, Subcommand)]
@@ -127,11 +127,6 @@ fn fmt_rights(r: &BTreeSet<Right>) -> String {
         return "none".into();
     }
     by_class.iter().map(|(c, a)| format!("{c}:{}", a.join("/"))).collect::<Vec<_>>().join(" ")
-}
-
-/// The operator reading without naming themselves (`review break-glass`, `list`, `show`).
-fn reader() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "operator".into())
 }
 
 /// Runs `mamori review …`.

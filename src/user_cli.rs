@@ -9,7 +9,7 @@ use clap::Subcommand;
 use mamori_app::{Ctx, users};
 use mamori_identity::account::{Proofing, Status};
 
-use crate::cli::DataDir;
+use crate::cli::{DataDir, reader};
 
 /// `mamori user` subcommands.
 #[derive(Debug, Subcommand)]
@@ -157,10 +157,6 @@ fn err(e: mamori_app::AppError) -> String {
         }
         other => other.to_string(),
     }
-}
-
-fn reader() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "operator".into())
 }
 
 /// Opens the target's data directory with the operator's context.

@@ -57,6 +57,13 @@ fn a_person_may_do_only_the_acts_their_roles_allow_and_each_refusal_is_audited()
         assert!(e.detail.as_deref().unwrap_or("").starts_with("manage-clients"), "{:?}", e.detail);
     }
 
+    // A refused caller learns nothing about what exists: the same answer for an application that
+    // is registered and one that is not (refused before anything is looked up).
+    let doctor = person(&h, "doctor1");
+    let existing = clients::history(&doctor, node, "lab-feed").unwrap_err().to_string();
+    let missing = clients::history(&doctor, node, "no-such-feed").unwrap_err().to_string();
+    assert_eq!(existing, missing);
+
     // The rules of who may see what are the security manager's, not the administrator's.
     let rules = class_rules::current(&person(&h, "manager1"), node).unwrap();
     assert!(matches!(class_rules::set(&person(&h, "admin1"), node, &rules, "try"), Err(AppError::Forbidden(_))));

@@ -9,12 +9,8 @@ pub fn may_export(ctx: &Ctx, node: &Node) -> Result<(), AppError> {
 
 /// Records an export of the trail — which entries went where — as the trail's own entry.
 pub fn exported(ctx: &Ctx, node: &Node, detail: String) -> Result<(), AppError> {
-    let mut entry = mamori_audit::AuditRecord::new(
-        "audit-export",
-        ctx.records(node).audit_actor(),
-        mamori_audit::Outcome::Success,
-        "HOPERAT",
-    );
+    let mut entry =
+        mamori_audit::AuditRecord::new("audit-export", ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT");
     entry.detail = Some(detail);
     entry.request_id = ctx.request_id.clone();
     entry.source = ctx.source.clone();

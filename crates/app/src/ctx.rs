@@ -207,7 +207,7 @@ impl Ctx {
         let (act, refusal) = first.unwrap_or((AdminAct::ReadAudit, Refusal::Unavailable));
         let mut entry = mamori_audit::AuditRecord::new(
             "admin-denied",
-            self.records(node).audit_actor(),
+            self.audit_actor(),
             mamori_audit::Outcome::Failure,
             "HOPERAT",
         );
@@ -245,12 +245,17 @@ impl Ctx {
     /// manager's tools (policy explain, the least-privilege report), whose own roles may not read
     /// clinical records. Every version it lets through is remembered and must be audited in the
     /// caller's name with [`mamori_records::Records::audit_reads`].
-    pub fn metadata_reads(&self) -> RequestContext {
+    pub(crate) fn metadata_reads(&self) -> RequestContext {
         let guard = mamori_records::GuardRef(Arc::new(mamori_records::OperatorGuard::default()));
         let mut ctx = RequestContext::new(self.actor(), guard);
         ctx.request_id = self.request_id.clone();
         ctx.source = self.source.clone();
         ctx
+    }
+
+    /// The caller as the audit trail records it.
+    pub fn audit_actor(&self) -> mamori_audit::AuditActor {
+        self.actor().audit_actor()
     }
 
     /// The actor for writes (入力者).

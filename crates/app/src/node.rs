@@ -99,7 +99,10 @@ pub fn open_node(dir: &Path) -> Result<Node, String> {
 /// `--database`) overrides the configuration's store.
 pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> {
     init(dir)?;
-    let config = config::load(&dir.join("mamori.toml"))?;
+    // Read once: the settings recorded below are exactly the ones this node runs with.
+    let path = dir.join("mamori.toml");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let config = config::parse(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
     let store = backend::open(dir, database.or(config.database.as_deref()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?, clock.clone()));
@@ -111,7 +114,7 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
     if reindexed > 0 {
         tracing::info!(resources = reindexed, "search index rebuilt for the current index format");
     }
-    record_settings(&*store, &dir.join("mamori.toml"), &*clock)?;
+    record_settings(&*store, &path, &text, &*clock)?;
     let master = load_master_key(dir)?;
     let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
     let (signer, origin) = load_signer(dir)?;
@@ -154,9 +157,8 @@ pub const SETTINGS: (&str, &str) = ("settings", "mamori.toml");
 /// set (its URL may hold a password) — whenever they differ from the version recorded last, as
 /// `system:mamori.toml`, audited like any configuration change. What a node runs with is then in
 /// the trail, and drift detection (#25) has a version to compare with.
-fn record_settings(store: &dyn Backend, path: &Path, clock: &dyn Clock) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let mut settings: serde_json::Value = toml::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
+fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clock) -> Result<(), String> {
+    let mut settings: serde_json::Value = toml::from_str(text).map_err(|e| format!("`{}`: {e}", path.display()))?;
     if let Some(db) = settings.pointer_mut("/store/database") {
         *db = serde_json::Value::Bool(true);
     }

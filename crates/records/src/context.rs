@@ -3,7 +3,7 @@
 //! any version — the enforcement point's principal, or the local operator's explicit
 //! [`OperatorGuard`]. There is no unguarded context.
 
-use crate::provenance::{Actor, ActorKind};
+use crate::provenance::Actor;
 
 /// The access-rights hook: the record service calls it inside its transactions so that
 /// conditional matches and writes are decided by the same enforcement point as reads. The
@@ -211,17 +211,6 @@ impl RequestContext {
 
     /// The actor as the audit trail records it.
     pub fn audit_actor(&self) -> mamori_audit::AuditActor {
-        let a = &self.actor;
-        mamori_audit::AuditActor {
-            client_id: a.client_id.clone(),
-            fhir_user: a.fhir_user.clone(),
-            id: a.id.clone(),
-            kind: match a.kind {
-                ActorKind::Client => "client",
-                ActorKind::User => "user",
-                ActorKind::Operator => "operator",
-            }
-            .into(),
-        }
+        self.actor.audit_actor()
     }
 }

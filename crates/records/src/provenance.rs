@@ -47,6 +47,21 @@ impl Actor {
         Actor { kind: ActorKind::Operator, id: name.to_string(), fhir_user: None, client_id: None }
     }
 
+    /// The actor as the audit trail records it.
+    pub fn audit_actor(&self) -> mamori_audit::AuditActor {
+        mamori_audit::AuditActor {
+            client_id: self.client_id.clone(),
+            fhir_user: self.fhir_user.clone(),
+            id: self.id.clone(),
+            kind: match self.kind {
+                ActorKind::Client => "client",
+                ActorKind::User => "user",
+                ActorKind::Operator => "operator",
+            }
+            .into(),
+        }
+    }
+
     /// The stable label stored as 入力者: the FHIR reference, else `client:ID` / `user:NAME` / `operator:NAME`.
     pub fn label(&self) -> String {
         if let Some(r) = &self.fhir_user {
