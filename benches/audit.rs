@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use mamori_audit::{AuditActor, AuditLog, AuditRecord, Outcome, merkle};
-use mamori_store_sqlite::SqliteStore;
 
 fn record(i: u64) -> AuditRecord {
     AuditRecord {
@@ -46,7 +45,7 @@ fn main() {
     let tmp = tempfile::tempdir_in(base).unwrap();
     let dir = tmp.path().join("d");
     mamori::datadir::init(&dir).unwrap();
-    let store = Arc::new(SqliteStore::open(&dir).unwrap());
+    let store = Arc::new(mamori_store_sqlite::open(&dir).unwrap());
     let (signer, origin) = mamori::datadir::load_signer(&dir).unwrap();
     let sample = record(1).to_canonical();
     println!("N = {n}, entry ≈ {} bytes", sample.len());

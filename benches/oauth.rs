@@ -29,7 +29,7 @@ fn main() {
         ..Default::default()
     };
     node.store
-        .change_config(&mamori_store_sqlite::ConfigChange {
+        .change_config(&mamori_store_sql::ConfigChange {
             kind: "client",
             key: "bench",
             value: Some(serde_json::to_value(c).unwrap()),

@@ -298,9 +298,9 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     assert!(matches!(bad, Err(AppError::Invalid(_))));
 }
 
-/// A store from before campaigns had their own table: its campaigns are found after the upgrade
-/// (copied into `workflow_versions` at open; the old rows stay as history). PostgreSQL does the
-/// same in its schema step 2, once, when an older database is first opened.
+/// A store from before campaigns had their own table (and before `mamori_schema` recorded the
+/// migration steps): its campaigns are found after the upgrade — copied into `workflow_versions`
+/// by schema step 2, once; the old rows stay as history. PostgreSQL runs the same step.
 #[test]
 fn campaigns_of_an_older_embedded_store_survive_the_upgrade() {
     let h = Harness::new();
@@ -312,6 +312,8 @@ fn campaigns_of_an_older_embedded_store_survive_the_upgrade() {
         "id": "2026-01-01-old", "reason": "before the upgrade", "opened_at": 1, "opened_by": "operator:x",
         "items": [{"username": "someone", "roles": ["nurse"]}]
     });
+    // The embedded store as an earlier version left it: no step record, no workflow table.
+    db.exec_both("DROP TABLE mamori_schema; DROP TABLE workflow_versions").unwrap();
     db.exec_both(&format!(
         "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason)
          VALUES ('access-review', '2026-01-01-old', 1, '{campaign}', 'operator:x', 1, 'opened')"

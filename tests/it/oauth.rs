@@ -113,7 +113,7 @@ async fn token_endpoint_errors_are_oauth_json() {
     let v = h.node.store.config_get("client", "test-app").unwrap().unwrap().version;
     h.node
         .store
-        .change_config(&mamori_store_sqlite::ConfigChange {
+        .change_config(&mamori_store_sql::ConfigChange {
             kind: "client",
             key: "test-app",
             value: Some(serde_json::to_value(&c).unwrap()),
@@ -233,7 +233,7 @@ async fn clients_limited_to_source_addresses() {
     c.allow_ip = vec!["10.20.0.0/16".into()];
     h.node
         .store
-        .change_config(&mamori_store_sqlite::ConfigChange {
+        .change_config(&mamori_store_sql::ConfigChange {
             kind: "client",
             key: "ward",
             value: Some(serde_json::to_value(&c).unwrap()),

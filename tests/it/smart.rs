@@ -61,7 +61,7 @@ fn register_app(h: &Harness, id: &str, scope: &str, secret: bool) {
     let prev = h.node.store.config_get("client", id).unwrap().map(|e| e.version);
     h.node
         .store
-        .change_config(&mamori_store_sqlite::ConfigChange {
+        .change_config(&mamori_store_sql::ConfigChange {
             kind: "client",
             key: id,
             value: Some(serde_json::to_value(c).unwrap()),
@@ -725,7 +725,7 @@ async fn a_persons_token_through_an_app_stays_within_the_apps_classes() {
     c.classes = vec!["general".into(), "administrative".into()];
     h.node
         .store
-        .change_config(&mamori_store_sqlite::ConfigChange {
+        .change_config(&mamori_store_sql::ConfigChange {
             kind: "client",
             key: "general-only",
             value: Some(serde_json::to_value(c).unwrap()),

@@ -6,7 +6,7 @@ use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use mamori::Node;
 use mamori_oauth::{Client, sha256_hex};
-use mamori_store_sqlite::ConfigChange;
+use mamori_store_sql::ConfigChange;
 use serde_json::Value;
 use tower::ServiceExt;
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use mamori_audit::{AuditLog, Hash};
 use mamori_identity::service::IdentityStore;
 use mamori_oauth::OAuthStore;
+use mamori_records::Clock;
 use mamori_records::Store;
-use mamori_store_postgres::PgStore;
-use mamori_store_sqlite::{ConfigChange, ConfigEntry, SqliteStore};
+use mamori_store_sql::{ConfigChange, ConfigEntry, Db, SqlStore};
 
 /// Every piece of state a node keeps, behind one object: records, tokens, accounts, the audit
 /// log and the configuration path (C1).
@@ -65,77 +65,73 @@ fn s(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Implements [`Backend`] for a store whose inherent methods have these names.
-macro_rules! backend {
-    ($t:ty, $kind:literal) => {
-        impl Backend for $t {
-            fn kind(&self) -> &'static str {
-                $kind
-            }
-            fn describe(&self) -> String {
-                <$t>::describe(self).to_string()
-            }
-            fn ping(&self) -> Result<(), String> {
-                <$t>::ping(self).map_err(s)
-            }
-            fn config_generation(&self) -> Result<u64, String> {
-                <$t>::config_generation(self).map_err(s)
-            }
-            fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, ConfigError> {
-                <$t>::change_config(self, c).map_err(|e| {
-                    if e.is_stale() { ConfigError::Stale(e.to_string()) } else { ConfigError::Store(e.to_string()) }
-                })
-            }
-            fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String> {
-                <$t>::config_current(self, kind).map_err(s)
-            }
-            fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, String> {
-                <$t>::config_get(self, kind, key).map_err(s)
-            }
-            fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, String> {
-                <$t>::config_history(self, kind, key).map_err(s)
-            }
-            fn last_login(&self, username: &str) -> Result<Option<i64>, String> {
-                <$t>::last_login(self, username).map_err(s)
-            }
-            fn audit_size(&self) -> Result<u64, String> {
-                <$t>::audit_size(self).map_err(s)
-            }
-            fn audit_integrated_size(&self) -> Result<u64, String> {
-                <$t>::audit_integrated_size(self).map_err(s)
-            }
-            fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, mamori_audit::Error> {
-                <$t>::audit_inclusion_proof(self, index, size)
-            }
-            fn audit_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, mamori_audit::Error> {
-                <$t>::audit_consistency_proof(self, old, new)
-            }
-            fn audit_root(&self, size: u64) -> Result<Hash, mamori_audit::Error> {
-                <$t>::audit_root(self, size)
-            }
-            fn durability_stats(&self) -> (u64, u64) {
-                <$t>::durability_stats(self)
-            }
-            fn shared_flag(&self, name: &str, first: &str) -> Result<String, String> {
-                <$t>::flag_init(self, name, first).map_err(s)
-            }
-        }
-    };
+/// Both stores are [`SqlStore`]s: one implementation over any [`Db`].
+impl<D: Db> Backend for SqlStore<D> {
+    fn kind(&self) -> &'static str {
+        self.db().dialect().name()
+    }
+    fn describe(&self) -> String {
+        SqlStore::describe(self)
+    }
+    fn ping(&self) -> Result<(), String> {
+        SqlStore::ping(self).map_err(s)
+    }
+    fn config_generation(&self) -> Result<u64, String> {
+        SqlStore::config_generation(self).map_err(s)
+    }
+    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, ConfigError> {
+        SqlStore::change_config(self, c).map_err(|e| {
+            if e.is_stale() { ConfigError::Stale(e.to_string()) } else { ConfigError::Store(e.to_string()) }
+        })
+    }
+    fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String> {
+        SqlStore::config_current(self, kind).map_err(s)
+    }
+    fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, String> {
+        SqlStore::config_get(self, kind, key).map_err(s)
+    }
+    fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, String> {
+        SqlStore::config_history(self, kind, key).map_err(s)
+    }
+    fn last_login(&self, username: &str) -> Result<Option<i64>, String> {
+        SqlStore::last_login(self, username).map_err(s)
+    }
+    fn audit_size(&self) -> Result<u64, String> {
+        SqlStore::audit_size(self).map_err(s)
+    }
+    fn audit_integrated_size(&self) -> Result<u64, String> {
+        SqlStore::audit_integrated_size(self).map_err(s)
+    }
+    fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, mamori_audit::Error> {
+        SqlStore::audit_inclusion_proof(self, index, size)
+    }
+    fn audit_consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, mamori_audit::Error> {
+        SqlStore::audit_consistency_proof(self, old, new)
+    }
+    fn audit_root(&self, size: u64) -> Result<Hash, mamori_audit::Error> {
+        SqlStore::audit_root(self, size)
+    }
+    fn durability_stats(&self) -> (u64, u64) {
+        SqlStore::durability_stats(self)
+    }
+    fn shared_flag(&self, name: &str, first: &str) -> Result<String, String> {
+        SqlStore::flag_init(self, name, first).map_err(s)
+    }
 }
 
-backend!(SqliteStore, "sqlite");
-backend!(PgStore, "postgres");
-
 /// Opens the store: PostgreSQL when `database` is a `postgres://` (or `postgresql://`) URL,
-/// else the embedded store in `dir`.
-pub fn open(dir: &Path, database: Option<&str>) -> Result<Arc<dyn Backend>, String> {
+/// else the embedded store in `dir`. The store stamps audit entries and checkpoints by `clock`,
+/// the node's one clock.
+pub fn open(dir: &Path, database: Option<&str>, clock: Arc<dyn Clock>) -> Result<Arc<dyn Backend>, String> {
     match database.map(str::trim).filter(|d| !d.is_empty()) {
         None => Ok(Arc::new(
-            SqliteStore::open(dir).map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?,
+            mamori_store_sqlite::open(dir)
+                .map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?
+                .with_clock(clock),
         )),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(PgStore::open(url).map_err(|e| format!("cannot open the database: {e}"))?))
-        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Arc::new(
+            mamori_store_postgres::open(url).map_err(|e| format!("cannot open the database: {e}"))?.with_clock(clock),
+        )),
         Some(other) => Err(format!(
             "--database must be a postgres:// URL (got `{}`); without it the embedded store in the data directory is used",
             other.chars().take(40).collect::<String>()

@@ -167,7 +167,7 @@ pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<(Client, u64)>, AppError> {
 
 /// One application's versions, oldest first: `(version, time µs, by, reason, value)` with the
 /// secret's hash removed from every value.
-pub fn history(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<mamori_store_sqlite::ConfigEntry>, AppError> {
+pub fn history(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<mamori_store_sql::ConfigEntry>, AppError> {
     ctx.authorize(node, AdminAct::ManageClients)?;
     let mut history = node.store.config_history(KIND.name(), id).map_err(failed)?;
     if history.is_empty() {

@@ -291,7 +291,7 @@ pub(crate) fn change_config(
     kind.validate(value.as_ref()).map_err(AppError::Invalid)?;
     let by = ctx.by();
     node.store
-        .change_config(&mamori_store_sqlite::ConfigChange {
+        .change_config(&mamori_store_sql::ConfigChange {
             kind: kind.name(),
             key,
             value,

@@ -103,8 +103,8 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
     let path = dir.join("mamori.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
     let config = config::parse(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    let store = backend::open(dir, database.or(config.database.as_deref()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let store = backend::open(dir, database.or(config.database.as_deref()), clock.clone())?;
     let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?, clock.clone()));
     let records = Arc::new(
         Records::new(store.clone(), clock.clone(), config.retention.clone())
@@ -168,7 +168,7 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
         if last.as_ref().and_then(|e| e.value.as_ref()) == Some(&settings) {
             return Ok(());
         }
-        let change = mamori_store_sqlite::ConfigChange {
+        let change = mamori_store_sql::ConfigChange {
             kind,
             key,
             value: Some(settings.clone()),

@@ -137,7 +137,7 @@ pub fn run_table(engine: &PolicyEngine, table: &Table) -> Result<Vec<String>, Ap
 }
 
 /// The policies in force, and who set them when (`None`: the shipped ones).
-pub fn current(ctx: &Ctx, node: &Node) -> Result<(PolicyEngine, Option<mamori_store_sqlite::ConfigEntry>), AppError> {
+pub fn current(ctx: &Ctx, node: &Node) -> Result<(PolicyEngine, Option<mamori_store_sql::ConfigEntry>), AppError> {
     ctx.authorize(node, AdminAct::ReadAudit)?;
     let engine = load_policies(&*node.store).map_err(AppError::Failed)?;
     let entry = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(failed)?;

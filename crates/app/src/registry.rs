@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(ConfigKind::parse("nonsense"), None);
         // The stores keep workflow kinds apart by the same list.
         for k in ConfigKind::ALL {
-            assert_eq!(k.is_workflow(), mamori_store_sqlite::WORKFLOW_KINDS.contains(&k.name()), "{k}");
+            assert_eq!(k.is_workflow(), mamori_store_sql::WORKFLOW_KINDS.contains(&k.name()), "{k}");
         }
         // A policy text that does not parse, rules of the wrong shape, a client without scope:
         // refused before anything is written.

@@ -4,6 +4,7 @@
 //! The writer (store adapters) and the independent verifier (`mamori audit verify`) share this
 //! module and nothing else.
 
+pub mod integrate;
 pub mod merkle;
 pub mod note;
 mod record;

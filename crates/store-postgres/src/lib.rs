@@ -1,72 +1,48 @@
-//! The PostgreSQL store, for several stateless nodes on one database (issue #8, O1). It
-//! implements the same traits as the embedded store — records, OAuth, identity, the audit log
-//! and the configuration path — so every node shares every piece of state.
+//! The PostgreSQL store, for several stateless nodes on one database (issue #8, O1): the
+//! PostgreSQL adapter of [`mamori_store_sql`], which holds every table, query and rule — so
+//! every node shares every piece of state. What is PostgreSQL's own stays here: the connection
+//! pool and the store's runtime, statement caching and pipelining, and the cluster-wide locks.
 //!
 //! Design (see `docs/DEPLOYMENT.md`):
 //! - **One writer at a time, cluster-wide.** Every write transaction first takes the
 //!   transaction-scoped advisory lock [`WRITER_LOCK`]. Writes are then serialised exactly as the
-//!   embedded store's single writer serialises them: version numbers, conditional creates and
-//!   `If-Match` checks see every earlier commit, whichever node made it.
-//! - **The audit sequencer is that lock.** Audit entries are inserted under it with the next
-//!   leaf index (`MAX(idx) + 1`) and a time never before the previous entry's, so the log has one
-//!   gap-free sequence whichever node wrote the entry; the committed entries are always a prefix.
-//!   Group commit is kept: each node's audit writer thread takes every queued append into one
-//!   transaction (one lock, one WAL flush), and PostgreSQL's own group commit merges the flushes
-//!   of concurrent transactions.
-//! - **Integration** (tiles and signed checkpoints) takes its own advisory lock, so one node at a
-//!   time extends the tree from the committed prefix; every node signs with the same key.
+//!   embedded store's single writer serialises them: version numbers, conditional creates,
+//!   `If-Match` checks, configuration versions and audit leaf indexes see every earlier commit,
+//!   whichever node made it. The audit log therefore has one gap-free sequence.
 //! - Reads run in `REPEATABLE READ READ ONLY` transactions: one snapshot per request.
+//! - Integration is optimistic ([`mamori_audit::integrate`]): a node computes a step on a
+//!   snapshot and stores it under the writer lock only if no other node integrated meanwhile.
 //!
-//! The store's traits are synchronous. Queries run on the store's own runtime thread and the
-//! caller waits on a channel, so the store may be called from any thread — a blocking-pool
-//! thread, a test's runtime, the CLI — without nesting runtimes.
-
-mod audit;
-mod config;
-mod identity;
-mod oauth;
-mod records;
+//! The store is synchronous. Queries run on the store's own runtime thread and the caller waits
+//! on a channel, so the store may be called from any thread — a blocking-pool thread, a test's
+//! runtime, the CLI — without nesting runtimes.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
 
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use mamori_records::{Clock, SystemClock};
+use mamori_store_sql::{Conn, Db, Dialect, Row, SqlStore, Value};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-pub use mamori_store_sqlite::{ConfigChange, ConfigEntry};
-use mamori_store_sqlite::{decode, decode_all};
+/// The PostgreSQL store.
+pub type PgStore = SqlStore<PgDb>;
 
-/// Why the store failed.
+/// What failed inside this adapter; callers see [`mamori_store_sql::Error`], classified.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
+pub(crate) enum Error {
     /// PostgreSQL failed.
     #[error("postgres: {}", Error::text(.0))]
     Pg(#[from] tokio_postgres::Error),
-    /// A stored value did not decode.
-    #[error("corrupt stored value: {0}")]
-    Corrupt(String),
     /// The connection pool or the store's runtime failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// A configuration change based on a version that is no longer the newest.
-    #[error("{kind} `{key}` changed concurrently (now at version {current}); reload and retry")]
-    Stale {
-        /// The configuration kind.
-        kind: String,
-        /// The entry.
-        key: String,
-        /// Its newest version now.
-        current: u64,
-    },
 }
 
 impl Error {
-    /// What kind of store failure this is, for the edge: busy and unavailable are answered with
-    /// 503 and `Retry-After`, the rest with 500.
-    pub fn kind(&self) -> fn(String) -> mamori_records::StoreError {
+    fn kind(&self) -> fn(String) -> mamori_records::StoreError {
         use mamori_records::StoreError as K;
         match self {
             Error::Pg(e) => match e.code() {
@@ -74,15 +50,8 @@ impl Error {
                 // No SQLSTATE: the connection or its I/O failed.
                 None => K::Unavailable,
             },
-            Error::Corrupt(_) => K::Corrupt,
             Error::Unavailable(_) => K::Unavailable,
-            Error::Stale { .. } => K::Other,
         }
-    }
-
-    /// Whether this is a configuration change refused because its entry changed meanwhile.
-    pub fn is_stale(&self) -> bool {
-        matches!(self, Error::Stale { .. })
     }
 
     /// The underlying database error's message (with its detail), for messages to operators.
@@ -96,6 +65,14 @@ impl Error {
         }
     }
 }
+
+impl From<Error> for mamori_store_sql::Error {
+    fn from(e: Error) -> Self {
+        mamori_store_sql::Error::Store(e.kind()(e.to_string()))
+    }
+}
+
+type SqlError = mamori_store_sql::Error;
 
 /// The kind of a PostgreSQL failure by its SQLSTATE: a lock or statement timeout, a
 /// serialization failure, a deadlock or too many connections is busy (retry); the server
@@ -130,7 +107,11 @@ impl Target {
     /// server's certificate (checked with the host name), and implies `sslmode=require`;
     /// `sslmode=require` without it is refused, as a certificate no one checks would not keep a
     /// man in the middle out.
-    pub fn parse(url: &str) -> Result<Target, Error> {
+    pub fn parse(url: &str) -> Result<Target, SqlError> {
+        Ok(Target::parse_inner(url)?)
+    }
+
+    fn parse_inner(url: &str) -> Result<Target, Error> {
         let bad = |e: String| Error::Unavailable(format!("`{}` is not a usable PostgreSQL URL: {e}", redact(url)));
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut rootcert = None;
@@ -197,19 +178,106 @@ impl Target {
 
 /// The advisory-lock key every write transaction takes (`"mamoriWR"` as a number).
 pub const WRITER_LOCK: i64 = 0x6d61_6d6f_7269_5752;
-/// The advisory-lock key of audit integration (`"mamoriIN"`).
-const INTEGRATE_LOCK: i64 = 0x6d61_6d6f_7269_494e;
 /// The advisory-lock key of schema migration (`"mamoriMG"`).
 const MIGRATE_LOCK: i64 = 0x6d61_6d6f_7269_4d47;
 
-/// A boxed query parameter that can cross to the store's runtime thread.
-pub(crate) type P = Box<dyn ToSql + Send + Sync>;
+/// A neutral value bound as the type PostgreSQL inferred for its placeholder: an integer binds
+/// to `boolean`, `integer`, `double precision` or `text` columns as well as `bigint`, a double
+/// to `bigint` as its nearest integer (a decimal bound against an integer column).
+#[derive(Debug)]
+struct Bind(Value<'static>);
 
-/// Boxes parameters: `params![a, b]`.
-macro_rules! params {
-    ($($x:expr),* $(,)?) => { vec![$(Box::new($x) as $crate::P),*] };
+impl ToSql for Bind {
+    fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match &self.0 {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) => {
+                let i = *i;
+                if *ty == Type::BOOL {
+                    (i != 0).to_sql(ty, out)
+                } else if *ty == Type::INT4 {
+                    i32::try_from(i).unwrap_or(if i < 0 { i32::MIN } else { i32::MAX }).to_sql(ty, out)
+                } else if *ty == Type::INT2 {
+                    i16::try_from(i).unwrap_or(if i < 0 { i16::MIN } else { i16::MAX }).to_sql(ty, out)
+                } else if *ty == Type::FLOAT8 || *ty == Type::NUMERIC {
+                    // Microseconds and search integers fit a double exactly (below 2^53).
+                    #[allow(clippy::cast_precision_loss)]
+                    (i as f64).to_sql(&Type::FLOAT8, out)
+                } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
+                    i.to_string().to_sql(ty, out)
+                } else {
+                    i.to_sql(ty, out)
+                }
+            }
+            Value::Real(r) => {
+                if *ty == Type::INT8 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    (r.round() as i64).to_sql(ty, out)
+                } else {
+                    r.to_sql(ty, out)
+                }
+            }
+            Value::Text(t) => t.as_ref().to_sql(ty, out),
+            Value::Blob(b) => b.as_ref().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
 }
-pub(crate) use params;
+
+fn binds(params: &[Value<'_>]) -> Vec<Bind> {
+    params.iter().map(|v| Bind(v.clone().into_owned())).collect()
+}
+
+/// A result row as neutral values.
+fn row_of(r: &tokio_postgres::Row) -> Result<Row, Error> {
+    let mut out = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let t = col.type_();
+        let v = if *t == Type::INT8 {
+            r.try_get::<_, Option<i64>>(i)?.map(Value::Int)
+        } else if *t == Type::INT4 {
+            r.try_get::<_, Option<i32>>(i)?.map(|v| Value::Int(i64::from(v)))
+        } else if *t == Type::INT2 {
+            r.try_get::<_, Option<i16>>(i)?.map(|v| Value::Int(i64::from(v)))
+        } else if *t == Type::BOOL {
+            r.try_get::<_, Option<bool>>(i)?.map(|v| Value::Int(i64::from(v)))
+        } else if *t == Type::FLOAT8 {
+            r.try_get::<_, Option<f64>>(i)?.map(Value::Real)
+        } else if *t == Type::FLOAT4 {
+            r.try_get::<_, Option<f32>>(i)?.map(|v| Value::Real(f64::from(v)))
+        } else if *t == Type::BYTEA {
+            r.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::from)
+        } else {
+            r.try_get::<_, Option<String>>(i)?.map(Value::from)
+        };
+        out.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(out))
+}
+
+/// `?N` placeholders (SQL is written once, as SQLite writes them) → PostgreSQL's `$N`, outside
+/// string literals.
+pub(crate) fn dollar(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c == '?' && !quoted && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('$');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// The store's own runtime: one thread that drives every connection and query.
 struct Runtime {
@@ -248,15 +316,16 @@ impl Drop for Runtime {
 }
 
 /// One pooled connection and its prepared statements.
-pub(crate) struct Conn {
+struct PgConn {
     client: Arc<Client>,
+    /// Prepared statements by their `?N` text.
     stmts: HashMap<String, Statement>,
     /// Statements to send with the next request on this connection, in the same flight: a
     /// transaction's `BEGIN` goes out with its first query, saving a round trip.
     prefix: String,
 }
 
-impl Conn {
+impl PgConn {
     fn queue(&mut self, sql: &str) {
         if !self.prefix.is_empty() {
             self.prefix.push_str("; ");
@@ -271,23 +340,23 @@ const STATEMENT_CACHE: usize = 512;
 /// A checked-out connection; goes back to the pool when dropped unless it broke.
 pub(crate) struct Lease<'s> {
     store: &'s Arc<Inner>,
-    conn: Option<Conn>,
+    conn: Option<PgConn>,
 }
 
 impl Lease<'_> {
-    fn conn(&mut self) -> Result<&mut Conn, Error> {
+    fn conn(&mut self) -> Result<&mut PgConn, Error> {
         self.conn.as_mut().ok_or_else(|| Error::Unavailable("connection already returned".into()))
     }
 
-    /// A prepared statement for `sql`, from the cache when possible.
-    pub(crate) fn prepare(&mut self, sql: &str) -> Result<Statement, Error> {
+    /// A prepared statement for `sql` (`?N` placeholders), from the cache when possible.
+    fn prepare(&mut self, sql: &str) -> Result<Statement, Error> {
         let rt = &self.store.rt;
         let c = self.conn()?;
         if let Some(s) = c.stmts.get(sql) {
             return Ok(s.clone());
         }
         let client = c.client.clone();
-        let text = sql.to_string();
+        let text = dollar(sql);
         let st = rt.run(async move { client.prepare(&text).await })??;
         if c.stmts.len() >= STATEMENT_CACHE {
             c.stmts.clear();
@@ -303,11 +372,11 @@ impl Lease<'_> {
     }
 
     /// Runs `sql` with `params` and returns its rows.
-    pub(crate) fn query(&mut self, sql: &str, params: Vec<P>) -> Result<Vec<Row>, Error> {
+    fn pg_query(&mut self, sql: &str, params: Vec<Bind>) -> Result<Vec<tokio_postgres::Row>, Error> {
         let st = self.prepare(sql)?;
         let (client, prefix) = self.take_prefix()?;
         Ok(self.store.rt.run(async move {
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             if prefix.is_empty() {
                 return client.query(&st, &refs).await;
             }
@@ -318,17 +387,12 @@ impl Lease<'_> {
         })??)
     }
 
-    /// Runs `sql` with `params` and returns the first row, if any.
-    pub(crate) fn opt(&mut self, sql: &str, params: Vec<P>) -> Result<Option<Row>, Error> {
-        Ok(self.query(sql, params)?.into_iter().next())
-    }
-
     /// Runs `sql` with `params` and returns the number of rows changed.
-    pub(crate) fn execute(&mut self, sql: &str, params: Vec<P>) -> Result<u64, Error> {
+    fn pg_execute(&mut self, sql: &str, params: Vec<Bind>) -> Result<u64, Error> {
         let st = self.prepare(sql)?;
         let (client, prefix) = self.take_prefix()?;
         Ok(self.store.rt.run(async move {
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
             if prefix.is_empty() {
                 return client.execute(&st, &refs).await;
             }
@@ -340,18 +404,18 @@ impl Lease<'_> {
 
     /// Runs several statements whose results are not needed, pipelined: all leave in one
     /// flight and the server runs them in order. Fails with the first error.
-    pub(crate) fn execute_many(&mut self, stmts: Vec<(&str, Vec<P>)>) -> Result<(), Error> {
+    fn pg_execute_many(&mut self, stmts: &[(&str, Vec<Value<'_>>)]) -> Result<(), Error> {
         if stmts.is_empty() {
             return Ok(());
         }
         let mut prepared = Vec::with_capacity(stmts.len());
         for (sql, p) in stmts {
-            prepared.push((self.prepare(sql)?, p));
+            prepared.push((self.prepare(sql)?, binds(p)));
         }
         let (client, prefix) = self.take_prefix()?;
         self.store.rt.run(async move {
             let refs: Vec<Vec<&(dyn ToSql + Sync)>> =
-                prepared.iter().map(|(_, p)| p.iter().map(|x| x.as_ref() as &(dyn ToSql + Sync)).collect()).collect();
+                prepared.iter().map(|(_, p)| p.iter().map(|x| x as &(dyn ToSql + Sync)).collect()).collect();
             let all = futures_util::future::try_join_all(
                 prepared.iter().zip(&refs).map(|((st, _), r)| client.execute(st, r.as_slice())),
             );
@@ -366,7 +430,7 @@ impl Lease<'_> {
     }
 
     /// Runs statements without parameters (`COMMIT`, DDL…), after anything queued.
-    pub(crate) fn batch(&mut self, sql: &str) -> Result<(), Error> {
+    fn pg_batch(&mut self, sql: &str) -> Result<(), Error> {
         let (client, mut text) = self.take_prefix()?;
         if !text.is_empty() {
             text.push_str("; ");
@@ -375,32 +439,28 @@ impl Lease<'_> {
         Ok(self.store.rt.run(async move { client.batch_execute(&text).await })??)
     }
 
-    /// The parameter types of a prepared statement (to bind dynamic arguments as they are typed).
-    pub(crate) fn param_types(&mut self, sql: &str) -> Result<Vec<Type>, Error> {
-        Ok(self.prepare(sql)?.params().to_vec())
-    }
-
     /// Runs `f` in a transaction: `BEGIN` with `begin`'s options (sent with the first query),
     /// `COMMIT` if `f` succeeds, `ROLLBACK` otherwise. A read-only transaction's `COMMIT` is not
     /// waited for: it goes out when the connection is returned, before anyone else may use it.
-    pub(crate) fn transaction<T, E: From<Error>>(
+    fn transaction<T, E: From<SqlError>>(
         &mut self,
         begin: &str,
         f: impl FnOnce(&mut Self) -> Result<T, E>,
     ) -> Result<T, E> {
-        self.conn()?.queue(begin);
+        let sql = |e: Error| E::from(SqlError::from(e));
+        self.conn().map_err(sql)?.queue(begin);
         match f(self) {
             Ok(v) => {
                 if begin.ends_with("READ ONLY") {
-                    self.conn()?.queue("COMMIT");
+                    self.conn().map_err(sql)?.queue("COMMIT");
                 } else {
-                    self.batch("COMMIT")?;
+                    self.pg_batch("COMMIT").map_err(sql)?;
                 }
                 Ok(v)
             }
             Err(e) => {
                 // A failed rollback leaves the connection unusable; it is then not pooled again.
-                if self.batch("ROLLBACK").is_err() {
+                if self.pg_batch("ROLLBACK").is_err() {
                     self.conn = None;
                 }
                 Err(e)
@@ -409,16 +469,40 @@ impl Lease<'_> {
     }
 
     /// A write transaction: serialised cluster-wide by [`WRITER_LOCK`].
-    pub(crate) fn write<T, E: From<Error>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+    fn write<T, E: From<SqlError>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
         self.transaction("BEGIN ISOLATION LEVEL READ COMMITTED", |l| {
-            l.query("SELECT pg_advisory_xact_lock($1)", params![WRITER_LOCK])?;
+            l.pg_query("SELECT pg_advisory_xact_lock($1)", vec![Bind(Value::Int(WRITER_LOCK))])
+                .map_err(|e| E::from(SqlError::from(e)))?;
             f(l)
         })
     }
 
     /// A read transaction on one snapshot.
-    pub(crate) fn read<T, E: From<Error>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+    fn read<T, E: From<SqlError>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
         self.transaction("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", f)
+    }
+}
+
+impl Conn for Lease<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Row>, SqlError> {
+        let rows = self.pg_query(sql, binds(params))?;
+        Ok(rows.iter().map(row_of).collect::<Result<_, _>>()?)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64, SqlError> {
+        Ok(self.pg_execute(sql, binds(params))?)
+    }
+
+    fn execute_many(&mut self, stmts: &[(&str, Vec<Value<'_>>)]) -> Result<(), SqlError> {
+        Ok(self.pg_execute_many(stmts)?)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), SqlError> {
+        Ok(self.pg_batch(sql)?)
     }
 }
 
@@ -442,19 +526,18 @@ impl Drop for Lease<'_> {
 
 struct Pool {
     target: Target,
-    idle: Mutex<Vec<Conn>>,
+    idle: Mutex<Vec<PgConn>>,
     out: Mutex<usize>,
     freed: Condvar,
     max: usize,
 }
 
-/// The PostgreSQL store.
-pub struct PgStore {
+/// The PostgreSQL database: the runtime and the connection pool.
+pub struct PgDb {
     inner: Arc<Inner>,
-    audit_tx: std::sync::OnceLock<std::sync::mpsc::Sender<audit::Job>>,
 }
 
-/// The runtime and the connection pool, shared with the audit writer thread.
+/// The runtime and the connection pool.
 pub(crate) struct Inner {
     rt: Runtime,
     pool: Pool,
@@ -465,6 +548,68 @@ pub(crate) struct Inner {
 /// Connections per node: enough for the blocking pool's concurrent requests, few enough that
 /// several nodes fit PostgreSQL's default `max_connections` (100).
 const POOL_MAX: usize = 16;
+
+/// Connects to `url` (`postgres://user@host:5432/db`) and brings the schema up to date.
+/// Several nodes may start at once: migrations run under an advisory lock.
+pub fn open(url: &str) -> Result<PgStore, SqlError> {
+    let target = Target::parse_inner(url)?;
+    let db = PgDb {
+        inner: Arc::new(Inner {
+            rt: Runtime::new()?,
+            pool: Pool {
+                target,
+                idle: Mutex::new(Vec::new()),
+                out: Mutex::new(0),
+                freed: Condvar::new(),
+                max: POOL_MAX,
+            },
+            display: redact(url),
+        }),
+    };
+    db.migrate()?;
+    Ok(SqlStore::new(db))
+}
+
+impl PgDb {
+    fn lease(&self) -> Result<Lease<'_>, Error> {
+        lease(&self.inner)
+    }
+
+    fn migrate(&self) -> Result<(), SqlError> {
+        let mut l = self.lease()?;
+        l.transaction("BEGIN", |l| -> Result<(), SqlError> {
+            // Several nodes starting at once: the first migrates, the others wait and find it done.
+            l.pg_query("SELECT pg_advisory_xact_lock($1)", vec![Bind(Value::Int(MIGRATE_LOCK))])?;
+            mamori_store_sql::schema::migrate(l, SystemClock.now().0)
+        })
+    }
+}
+
+impl Db for PgDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn describe(&self) -> String {
+        self.inner.display.clone()
+    }
+
+    fn read<T, E: From<SqlError>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E> {
+        let mut l = self.lease().map_err(|e| E::from(e.into()))?;
+        l.read(|l| f(l))
+    }
+
+    fn write<T, E: From<SqlError>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E> {
+        let mut l = self.lease().map_err(|e| E::from(e.into()))?;
+        l.write(|l| f(l))
+    }
+
+    /// One statement outside the writer lock (single-row token and session state, atomic by
+    /// itself); PostgreSQL has made it durable when this returns.
+    fn exec(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, SqlError> {
+        Ok(self.lease()?.pg_execute(sql, binds(params))?)
+    }
+}
 
 /// `postgres://user:secret@host/db` → `postgres://user@host/db`.
 fn redact(url: &str) -> String {
@@ -479,43 +624,9 @@ fn redact(url: &str) -> String {
     }
 }
 
-impl PgStore {
-    /// Connects to `url` (`postgres://user@host:5432/db`) and brings the schema up to date.
-    /// Several nodes may start at once: migrations run under an advisory lock.
-    pub fn open(url: &str) -> Result<PgStore, Error> {
-        let target = Target::parse(url)?;
-        let store = PgStore {
-            inner: Arc::new(Inner {
-                rt: Runtime::new()?,
-                pool: Pool {
-                    target,
-                    idle: Mutex::new(Vec::new()),
-                    out: Mutex::new(0),
-                    freed: Condvar::new(),
-                    max: POOL_MAX,
-                },
-                display: redact(url),
-            }),
-            audit_tx: std::sync::OnceLock::new(),
-        };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    /// The database this store uses, without any password.
-    pub fn describe(&self) -> String {
-        self.inner.display.clone()
-    }
-
-    /// A connection from the pool.
-    pub(crate) fn lease(&self) -> Result<Lease<'_>, Error> {
-        lease(&self.inner)
-    }
-}
-
 impl Inner {
     /// Returns a connection to the pool (unless it broke) and frees its slot.
-    fn give_back(&self, c: Option<Conn>) {
+    fn give_back(&self, c: Option<PgConn>) {
         if let Some(c) = c
             && !c.client.is_closed()
             && let Ok(mut idle) = self.pool.idle.lock()
@@ -528,7 +639,7 @@ impl Inner {
         }
     }
 
-    fn connect(&self) -> Result<Conn, Error> {
+    fn connect(&self) -> Result<PgConn, Error> {
         let target = self.pool.target.clone();
         let handle = self.rt.handle.clone();
         let client = self.rt.run(async move {
@@ -540,12 +651,12 @@ impl Inner {
             client.batch_execute("SET idle_in_transaction_session_timeout = '30s'; SET lock_timeout = '30s'").await?;
             Ok::<_, tokio_postgres::Error>(client)
         })??;
-        Ok(Conn { client: Arc::new(client), stmts: HashMap::new(), prefix: String::new() })
+        Ok(PgConn { client: Arc::new(client), stmts: HashMap::new(), prefix: String::new() })
     }
 }
 
 /// A connection from the pool (waiting while [`POOL_MAX`] are out).
-pub(crate) fn lease(inner: &Arc<Inner>) -> Result<Lease<'_>, Error> {
+fn lease(inner: &Arc<Inner>) -> Result<Lease<'_>, Error> {
     inner.lease_slot()?;
     // From here the slot is released by the lease's drop.
     let mut lease = Lease { store: inner, conn: None };
@@ -562,101 +673,44 @@ pub(crate) fn lease(inner: &Arc<Inner>) -> Result<Lease<'_>, Error> {
 
 impl Inner {
     fn lease_slot(&self) -> Result<(), Error> {
-        {
-            let poisoned = |_| Error::Unavailable("pool lock poisoned".into());
-            let mut out = self.pool.out.lock().map_err(poisoned)?;
-            while *out >= self.pool.max {
-                out = self.pool.freed.wait(out).map_err(poisoned)?;
-            }
-            *out += 1;
+        let poisoned = |_| Error::Unavailable("pool lock poisoned".into());
+        let mut out = self.pool.out.lock().map_err(poisoned)?;
+        while *out >= self.pool.max {
+            out = self.pool.freed.wait(out).map_err(poisoned)?;
         }
+        *out += 1;
         Ok(())
     }
-}
-
-impl PgStore {
-    fn migrate(&self) -> Result<(), Error> {
-        let mut l = self.lease()?;
-        l.transaction("BEGIN", |l| -> Result<(), Error> {
-            // Several nodes starting at once: the first migrates, the others wait and find it done.
-            l.query("SELECT pg_advisory_xact_lock($1)", params![MIGRATE_LOCK])?;
-            l.batch("CREATE TABLE IF NOT EXISTS mamori_schema (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")?;
-            let have: i64 =
-                l.opt("SELECT COALESCE(MAX(version), 0) FROM mamori_schema", params![])?.map_or(0, |r| r.get(0));
-            for (i, step) in MIGRATIONS.iter().enumerate() {
-                let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
-                if version > have {
-                    l.batch(step)?;
-                    l.execute(
-                        "INSERT INTO mamori_schema (version, applied) VALUES ($1, $2)",
-                        params![version, now_micros()],
-                    )?;
-                    tracing::info!(version, "postgres schema migrated");
-                }
-            }
-            Ok(())
-        })
-    }
-
-    /// A quick liveness check for `/healthz`.
-    pub fn ping(&self) -> Result<(), Error> {
-        self.lease()?.query("SELECT 1", params![])?;
-        Ok(())
-    }
-
-    /// Sets a node-shared value if it is not set yet; returns the value now stored (the first
-    /// node's, when several race).
-    pub fn flag_init(&self, name: &str, value: &str) -> Result<String, Error> {
-        let mut l = self.lease()?;
-        // Set once, read at every start: read first, write only the first time.
-        if let Some(r) = l.opt("SELECT value FROM store_flags WHERE name = $1", params![name.to_string()])? {
-            return Ok(r.try_get(0)?);
-        }
-        l.execute(
-            "INSERT INTO store_flags (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-            params![name.to_string(), value.to_string()],
-        )?;
-        l.opt("SELECT value FROM store_flags WHERE name = $1", params![name.to_string()])?
-            .map(|r| r.get(0))
-            .ok_or_else(|| Error::Corrupt(format!("store flag `{name}` vanished")))
-    }
-
-    /// `(commits, fsyncs)`: PostgreSQL makes every commit durable itself; not counted here.
-    pub fn durability_stats(&self) -> (u64, u64) {
-        (0, 0)
-    }
-}
-
-/// Unix microseconds now.
-pub(crate) fn now_micros() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 
 /// Creates database `name` through the server at `admin_url` (tests, benchmarks, first set-up).
 /// The collation is byte order ("C"), which prefix searches and paging rely on.
-pub fn create_database(admin_url: &str, name: &str) -> Result<(), Error> {
+pub fn create_database(admin_url: &str, name: &str) -> Result<(), SqlError> {
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(Error::Unavailable(format!("`{name}` is not a plain database name")));
+        return Err(Error::Unavailable(format!("`{name}` is not a plain database name")).into());
     }
-    admin(admin_url, format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"))
+    Ok(admin(
+        admin_url,
+        format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'"),
+    )?)
 }
 
 /// Drops database `name` (closing its connections).
-pub fn drop_database(admin_url: &str, name: &str) -> Result<(), Error> {
+pub fn drop_database(admin_url: &str, name: &str) -> Result<(), SqlError> {
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(Error::Unavailable(format!("`{name}` is not a plain database name")));
+        return Err(Error::Unavailable(format!("`{name}` is not a plain database name")).into());
     }
-    admin(admin_url, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    Ok(admin(admin_url, format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?)
 }
 
 /// Runs SQL statements on the database at `url` outside any store (operators' tools, tests).
-pub fn execute_batch(url: &str, sql: &str) -> Result<(), Error> {
-    admin(url, sql.to_string())
+pub fn execute_batch(url: &str, sql: &str) -> Result<(), SqlError> {
+    Ok(admin(url, sql.to_string())?)
 }
 
 /// The first column of the first row of `sql` on the database at `url`, as an integer.
-pub fn query_i64(url: &str, sql: &str) -> Result<i64, Error> {
-    let target = Target::parse(url)?;
+pub fn query_i64(url: &str, sql: &str) -> Result<i64, SqlError> {
+    let target = Target::parse_inner(url)?;
     let sql = sql.to_string();
     let rt = Runtime::new()?;
     rt.run(async move {
@@ -667,11 +721,11 @@ pub fn query_i64(url: &str, sql: &str) -> Result<i64, Error> {
         let _ = driver.await;
         r
     })?
-    .map_err(Error::from)
+    .map_err(|e| Error::from(e).into())
 }
 
 fn admin(admin_url: &str, sql: String) -> Result<(), Error> {
-    let target = Target::parse(admin_url)?;
+    let target = Target::parse_inner(admin_url)?;
     let rt = Runtime::new()?;
     rt.run(async move {
         let (client, driver) = target.connect().await?;
@@ -683,191 +737,6 @@ fn admin(admin_url: &str, sql: String) -> Result<(), Error> {
     })??;
     Ok(())
 }
-
-/// Schema migrations, applied in order once each (`mamori_schema` records them). Text columns
-/// compared by range (prefix search, paging) use the "C" collation: byte order, as in SQLite.
-const MIGRATIONS: &[&str] = &[
-    r#"
-CREATE TABLE versions (
-    seq BIGSERIAL PRIMARY KEY,
-    type TEXT COLLATE "C" NOT NULL,
-    id TEXT COLLATE "C" NOT NULL,
-    version BIGINT NOT NULL,
-    last_updated BIGINT NOT NULL,
-    method TEXT NOT NULL,
-    body TEXT,
-    sha256 BYTEA NOT NULL,
-    entered_by TEXT NOT NULL,
-    pending_author TEXT,
-    server_written BOOLEAN NOT NULL DEFAULT FALSE,
-    patient TEXT,
-    classes TEXT NOT NULL DEFAULT '',
-    lab BOOLEAN NOT NULL DEFAULT FALSE,
-    UNIQUE (type, id, version)
-);
-CREATE INDEX versions_by_time ON versions (last_updated);
-CREATE INDEX versions_by_type ON versions (type, seq);
-CREATE TABLE resources (
-    type TEXT COLLATE "C" NOT NULL,
-    id TEXT COLLATE "C" NOT NULL,
-    seq BIGINT NOT NULL,
-    PRIMARY KEY (type, id)
-);
-CREATE TABLE identifier_index (
-    type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, system TEXT COLLATE "C" NOT NULL, value TEXT COLLATE "C" NOT NULL
-);
-CREATE INDEX identifier_lookup ON identifier_index (type, value, system);
-CREATE INDEX identifier_owner ON identifier_index (type, id);
-CREATE TABLE care_index (
-    type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, patient TEXT COLLATE "C" NOT NULL, member TEXT COLLATE "C" NOT NULL
-);
-CREATE INDEX care_lookup ON care_index (patient, member);
-CREATE INDEX care_owner ON care_index (type, id);
-CREATE TABLE break_glass (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL,
-    patient TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    granted BIGINT NOT NULL,
-    expires BIGINT NOT NULL,
-    reviewed_at BIGINT,
-    reviewed_by TEXT,
-    review_note TEXT
-);
-CREATE INDEX break_glass_lookup ON break_glass (username, patient, expires);
-CREATE TABLE sp_string (type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, param TEXT COLLATE "C" NOT NULL, norm TEXT COLLATE "C" NOT NULL, exact TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (type, id, param, norm, exact));
-CREATE INDEX sp_string_value ON sp_string (type, param, norm);
-CREATE TABLE sp_token (type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, param TEXT COLLATE "C" NOT NULL, system TEXT COLLATE "C" NOT NULL, code TEXT COLLATE "C" NOT NULL, text TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (type, id, param, code, system, text));
-CREATE INDEX sp_token_value ON sp_token (type, param, code, system);
-CREATE TABLE sp_date (type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, param TEXT COLLATE "C" NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL,
-    PRIMARY KEY (type, id, param, lo, hi));
-CREATE INDEX sp_date_value ON sp_date (type, param, lo);
-CREATE TABLE sp_number (type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, param TEXT COLLATE "C" NOT NULL, lo DOUBLE PRECISION NOT NULL, hi DOUBLE PRECISION NOT NULL, system TEXT COLLATE "C" NOT NULL, code TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (type, id, param, lo, hi, system, code));
-CREATE INDEX sp_number_value ON sp_number (type, param, lo);
-CREATE TABLE sp_ref (type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, param TEXT COLLATE "C" NOT NULL, target_type TEXT COLLATE "C" NOT NULL, target_id TEXT COLLATE "C" NOT NULL, url TEXT COLLATE "C" NOT NULL,
-    PRIMARY KEY (type, id, param, target_type, target_id, url));
-CREATE INDEX sp_ref_value ON sp_ref (type, param, target_id, target_type);
-CREATE TABLE sp_composite (type TEXT COLLATE "C" NOT NULL, id TEXT COLLATE "C" NOT NULL, param TEXT COLLATE "C" NOT NULL, system TEXT COLLATE "C" NOT NULL, code TEXT COLLATE "C" NOT NULL, s_system TEXT COLLATE "C" NOT NULL, s_code TEXT COLLATE "C" NOT NULL, lo DOUBLE PRECISION, hi DOUBLE PRECISION);
-CREATE INDEX sp_composite_value ON sp_composite (type, param, code, system);
-CREATE INDEX sp_composite_owner ON sp_composite (type, id, param);
-CREATE TABLE store_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-
--- Append-only tables (真正性): refuse UPDATE, DELETE and TRUNCATE. Versions may be deleted only by
--- a purge, which sets `mamori.purge` for its own transaction.
-CREATE FUNCTION mamori_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$;
-CREATE FUNCTION mamori_versions_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_setting('mamori.purge', true) IS DISTINCT FROM 'on' THEN
-        RAISE EXCEPTION 'versions are removed only by a purge';
-    END IF;
-    RETURN OLD;
-END $$;
-CREATE TRIGGER versions_no_update BEFORE UPDATE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_refuse('versions are immutable');
-CREATE TRIGGER versions_no_delete BEFORE DELETE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_versions_delete();
-CREATE TRIGGER versions_no_truncate BEFORE TRUNCATE ON versions FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('versions are immutable');
-
-CREATE TABLE config_versions (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    version BIGINT NOT NULL,
-    value TEXT,
-    changed_by TEXT NOT NULL,
-    changed_at BIGINT NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (kind, key, version)
-);
-CREATE TRIGGER config_no_update BEFORE UPDATE OR DELETE ON config_versions FOR EACH ROW EXECUTE FUNCTION mamori_refuse('configuration history is append-only');
-CREATE TRIGGER config_no_truncate BEFORE TRUNCATE ON config_versions FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('configuration history is append-only');
-CREATE TABLE access_tokens (
-    sha256 BYTEA PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    subject TEXT,
-    fhir_user TEXT,
-    scope TEXT NOT NULL,
-    issued_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    revoked BOOLEAN NOT NULL DEFAULT FALSE,
-    patient TEXT,
-    family TEXT
-);
-CREATE INDEX access_tokens_by_client ON access_tokens (client_id);
-CREATE INDEX access_tokens_by_subject ON access_tokens (subject);
-CREATE INDEX access_tokens_by_family ON access_tokens (family);
-CREATE TABLE client_assertions (
-    client_id TEXT NOT NULL,
-    jti TEXT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    PRIMARY KEY (client_id, jti)
-);
-CREATE TABLE auth_codes (
-    sha256 BYTEA PRIMARY KEY,
-    data TEXT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    used BOOLEAN NOT NULL DEFAULT FALSE
-);
-CREATE TABLE refresh_tokens (
-    sha256 BYTEA PRIMARY KEY,
-    family TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    fhir_user TEXT,
-    scope TEXT NOT NULL,
-    patient TEXT,
-    issued_at BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL,
-    used BOOLEAN NOT NULL DEFAULT FALSE,
-    revoked BOOLEAN NOT NULL DEFAULT FALSE
-);
-CREATE INDEX refresh_by_family ON refresh_tokens (family);
-CREATE INDEX refresh_by_subject ON refresh_tokens (subject);
-CREATE TABLE audit_entries (
-    idx BIGINT PRIMARY KEY,
-    time BIGINT NOT NULL,
-    entry BYTEA NOT NULL
-);
-CREATE INDEX audit_by_time ON audit_entries (time);
-CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit_entries FOR EACH ROW EXECUTE FUNCTION mamori_refuse('the audit trail is append-only');
-CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_entries FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('the audit trail is append-only');
-CREATE TABLE audit_tiles (
-    level INTEGER NOT NULL,
-    idx BIGINT NOT NULL,
-    hashes BYTEA NOT NULL,
-    PRIMARY KEY (level, idx)
-);
-CREATE TABLE audit_checkpoints (
-    size BIGINT PRIMARY KEY,
-    created BIGINT NOT NULL,
-    note TEXT NOT NULL
-);
-CREATE TABLE audit_state (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
-CREATE TABLE credentials (username TEXT PRIMARY KEY, data TEXT NOT NULL);
-CREATE TABLE auth_state (username TEXT PRIMARY KEY, data TEXT NOT NULL, last_login BIGINT);
-CREATE TABLE sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL, data TEXT NOT NULL);
-CREATE INDEX sessions_by_user ON sessions (username);
-"#,
-    r#"
--- Workflow state (access-review campaigns) in a table of its own (#23): versioned and audited like
--- configuration, but not counted as a configuration change.
-CREATE TABLE workflow_versions (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    version BIGINT NOT NULL,
-    value TEXT,
-    changed_by TEXT NOT NULL,
-    changed_at BIGINT NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (kind, key, version)
-);
-CREATE TRIGGER workflow_no_update BEFORE UPDATE OR DELETE ON workflow_versions FOR EACH ROW EXECUTE FUNCTION mamori_refuse('workflow history is append-only');
-CREATE TRIGGER workflow_no_truncate BEFORE TRUNCATE ON workflow_versions FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('workflow history is append-only');
-INSERT INTO workflow_versions (kind, key, version, value, changed_by, changed_at, reason)
-SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions WHERE kind = 'access-review';
-"#,
-];
 
 #[cfg(test)]
 mod error_kind_tests {
@@ -888,5 +757,18 @@ mod error_kind_tests {
         }
         assert_eq!(kind("XX001"), StoreError::Corrupt(String::new()));
         assert_eq!(kind("23505"), StoreError::Other(String::new()));
+    }
+}
+
+#[cfg(test)]
+mod dialect_tests {
+    use super::dollar;
+
+    #[test]
+    fn placeholders_become_dollars_outside_literals() {
+        assert_eq!(
+            dollar("a = ?1 AND b LIKE ?12 ESCAPE '\\' AND c = '?3'"),
+            "a = $1 AND b LIKE $12 ESCAPE '\\' AND c = '?3'"
+        );
     }
 }

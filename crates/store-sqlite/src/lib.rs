@@ -1,37 +1,33 @@
-//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, one file under the data
-//! directory, no set-up. Implements the record store, the OAuth store and the single path for
-//! security-configuration changes (versioned, attributed).
+//! The embedded store: SQLite in WAL mode, one file under the data directory, no set-up — the
+//! SQLite adapter of [`mamori_store_sql`], which holds every table, query and rule. What is
+//! SQLite's own stays here: the connections (one writer, a few readers, one for long scans), the
+//! writer thread that commits concurrent record writes together (group commit, `writer.rs`), the
+//! group fsync every write waits for (`durability.rs`) and the WAL checkpointer.
 //!
 //! Several processes may open the same file (the server and the CLI); SQLite's locking
 //! serialises writers and `busy_timeout` makes them wait rather than fail.
 
-mod audit;
-mod config;
 mod durability;
-mod identity;
-mod oauth;
-mod records;
 mod writer;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::{Connection, OpenFlags};
+use mamori_records::{Clock, RecordError, SystemClock};
+use mamori_store_sql::{Conn, Db, Dialect, Row, SqlStore, Value};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-pub use audit::{Job as AuditJob, writer_loop as audit_writer_loop};
-pub use config::{ConfigChange, ConfigEntry, WORKFLOW_KINDS, decode, decode_all, table_of};
+/// The embedded store.
+pub type SqliteStore = SqlStore<SqliteDb>;
 
-/// Why the store failed.
+/// What failed inside this adapter; callers see [`mamori_store_sql::Error`], classified.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
+pub(crate) enum Error {
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// A stored value did not decode.
-    #[error("corrupt stored value: {0}")]
-    Corrupt(String),
     /// A lock was poisoned by a panic in another thread.
     #[error("store lock poisoned")]
     Poisoned,
@@ -41,36 +37,29 @@ pub enum Error {
     /// The group-committed batch a write was part of failed to commit.
     #[error("the batch of writes this one was part of failed: {0}")]
     Batch(String),
-    /// A configuration change based on a version that is no longer the newest.
-    #[error("{kind} `{key}` changed concurrently (now at version {current}); reload and retry")]
-    Stale {
-        /// The configuration kind.
-        kind: String,
-        /// The entry.
-        key: String,
-        /// Its newest version now.
-        current: u64,
-    },
 }
 
 impl Error {
     /// What kind of store failure this is, for the edge: busy and unavailable are answered with
     /// 503 and `Retry-After`, the rest with 500.
-    pub fn kind(&self) -> fn(String) -> mamori_records::StoreError {
+    fn kind(&self) -> fn(String) -> mamori_records::StoreError {
         use mamori_records::StoreError as K;
         match self {
             Error::Sqlite(e) => sqlite_kind(e),
-            Error::Corrupt(_) => K::Corrupt,
             // The lock, fsync or the shared commit failed: the write was not made.
             Error::Poisoned | Error::Sync(_) | Error::Batch(_) => K::Unavailable,
-            Error::Stale { .. } => K::Other,
         }
     }
+}
 
-    /// Whether this is a configuration change refused because its entry changed meanwhile.
-    pub fn is_stale(&self) -> bool {
-        matches!(self, Error::Stale { .. })
+impl From<Error> for mamori_store_sql::Error {
+    fn from(e: Error) -> Self {
+        mamori_store_sql::Error::Store(e.kind()(e.to_string()))
     }
+}
+
+fn db(e: rusqlite::Error) -> mamori_store_sql::Error {
+    Error::Sqlite(e).into()
 }
 
 /// The kind of a SQLite failure: locked (another process holds the database past the busy
@@ -89,200 +78,21 @@ pub(crate) fn sqlite_kind(e: &rusqlite::Error) -> fn(String) -> mamori_records::
     }
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS versions (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    last_updated INTEGER NOT NULL,
-    method TEXT NOT NULL,
-    body TEXT,
-    sha256 BLOB NOT NULL,
-    entered_by TEXT NOT NULL,
-    pending_author TEXT,
-    server_written INTEGER NOT NULL DEFAULT 0,
-    patient TEXT,
-    classes TEXT NOT NULL DEFAULT '',
-    lab INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (type, id, version)
-);
-CREATE INDEX IF NOT EXISTS versions_by_time ON versions (last_updated);
-CREATE INDEX IF NOT EXISTS versions_by_type ON versions (type, seq);
-CREATE TABLE IF NOT EXISTS resources (
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    PRIMARY KEY (type, id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS identifier_index (
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    system TEXT NOT NULL,
-    value TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS identifier_lookup ON identifier_index (type, value, system);
-CREATE INDEX IF NOT EXISTS identifier_owner ON identifier_index (type, id);
--- Care relationships (Z3) from the current versions of CareTeam, Encounter and Patient.
-CREATE TABLE IF NOT EXISTS care_index (
-    type TEXT NOT NULL,
-    id TEXT NOT NULL,
-    patient TEXT NOT NULL,
-    member TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS care_lookup ON care_index (patient, member);
-CREATE INDEX IF NOT EXISTS care_owner ON care_index (type, id);
--- Break-glass grants (Z5) and their review.
-CREATE TABLE IF NOT EXISTS break_glass (
-    id TEXT PRIMARY KEY,
-    username TEXT NOT NULL,
-    patient TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    granted INTEGER NOT NULL,
-    expires INTEGER NOT NULL,
-    reviewed_at INTEGER,
-    reviewed_by TEXT,
-    review_note TEXT
-);
-CREATE INDEX IF NOT EXISTS break_glass_lookup ON break_glass (username, patient, expires);
-CREATE TABLE IF NOT EXISTS sp_string (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, exact TEXT NOT NULL,
-    PRIMARY KEY (type, id, param, norm, exact)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sp_string_value ON sp_string (type, param, norm);
-CREATE TABLE IF NOT EXISTS sp_token (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL, text TEXT NOT NULL,
-    PRIMARY KEY (type, id, param, code, system, text)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sp_token_value ON sp_token (type, param, code, system);
-CREATE TABLE IF NOT EXISTS sp_date (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL,
-    PRIMARY KEY (type, id, param, lo, hi)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sp_date_value ON sp_date (type, param, lo);
-CREATE TABLE IF NOT EXISTS sp_number (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, lo REAL NOT NULL, hi REAL NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL,
-    PRIMARY KEY (type, id, param, lo, hi, system, code)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sp_number_value ON sp_number (type, param, lo);
-CREATE TABLE IF NOT EXISTS sp_ref (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, target_type TEXT NOT NULL, target_id TEXT NOT NULL, url TEXT NOT NULL,
-    PRIMARY KEY (type, id, param, target_type, target_id, url)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sp_ref_value ON sp_ref (type, param, target_id, target_type);
-CREATE TABLE IF NOT EXISTS sp_composite (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT NOT NULL, code TEXT NOT NULL, s_system TEXT NOT NULL, s_code TEXT NOT NULL, lo NUMERIC, hi NUMERIC);
-CREATE INDEX IF NOT EXISTS sp_composite_value ON sp_composite (type, param, code, system);
-CREATE INDEX IF NOT EXISTS sp_composite_owner ON sp_composite (type, id, param);
-CREATE TABLE IF NOT EXISTS store_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
--- Versions are immutable (真正性): no UPDATE ever, DELETE only inside a purge.
-CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
-BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
-CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
-WHEN (SELECT value FROM store_flags WHERE name = 'purge') IS NULL
-BEGIN SELECT RAISE(ABORT, 'versions are removed only by a purge'); END;
-CREATE TABLE IF NOT EXISTS config_versions (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    value TEXT,
-    changed_by TEXT NOT NULL,
-    changed_at INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (kind, key, version)
-);
-CREATE TRIGGER IF NOT EXISTS config_no_update BEFORE UPDATE ON config_versions
-BEGIN SELECT RAISE(ABORT, 'configuration history is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS config_no_delete BEFORE DELETE ON config_versions
-BEGIN SELECT RAISE(ABORT, 'configuration history is append-only'); END;
--- Workflow state (access-review campaigns): versioned and audited like configuration, but not
--- configuration (config::WORKFLOW_KINDS).
-CREATE TABLE IF NOT EXISTS workflow_versions (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    value TEXT,
-    changed_by TEXT NOT NULL,
-    changed_at INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (kind, key, version)
-);
-CREATE TRIGGER IF NOT EXISTS workflow_no_update BEFORE UPDATE ON workflow_versions
-BEGIN SELECT RAISE(ABORT, 'workflow history is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS workflow_no_delete BEFORE DELETE ON workflow_versions
-BEGIN SELECT RAISE(ABORT, 'workflow history is append-only'); END;
-CREATE TABLE IF NOT EXISTS access_tokens (
-    sha256 BLOB PRIMARY KEY,
-    client_id TEXT NOT NULL,
-    subject TEXT,
-    fhir_user TEXT,
-    scope TEXT NOT NULL,
-    issued_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0,
-    patient TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS access_tokens_by_client ON access_tokens (client_id);
--- private_key_jwt replay cache: each assertion's jti once per client, until it expires.
-CREATE TABLE IF NOT EXISTS client_assertions (
-    client_id TEXT NOT NULL,
-    jti TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    PRIMARY KEY (client_id, jti)
-) WITHOUT ROWID;
--- Authorization codes (by hash; JSON record), kept after use until expiry so a replay is seen.
-CREATE TABLE IF NOT EXISTS auth_codes (
-    sha256 BLOB PRIMARY KEY,
-    data TEXT NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
--- Refresh tokens (by hash), rotated on use; `family` ties them to the access tokens of one
--- authorization so reuse revokes them all.
-CREATE TABLE IF NOT EXISTS refresh_tokens (
-    sha256 BLOB PRIMARY KEY,
-    family TEXT NOT NULL,
-    client_id TEXT NOT NULL,
-    subject TEXT NOT NULL,
-    fhir_user TEXT,
-    scope TEXT NOT NULL,
-    patient TEXT,
-    issued_at INTEGER NOT NULL,
-    expires_at INTEGER NOT NULL,
-    used INTEGER NOT NULL DEFAULT 0,
-    revoked INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS refresh_by_family ON refresh_tokens (family);
-CREATE INDEX IF NOT EXISTS refresh_by_subject ON refresh_tokens (subject);
--- The audit trail (L2/L3): append-only entries; leaf index = idx - 1.
-CREATE TABLE IF NOT EXISTS audit_entries (
-    idx INTEGER PRIMARY KEY,
-    time INTEGER NOT NULL,
-    entry BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (time);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_entries
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_entries
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TABLE IF NOT EXISTS audit_tiles (
-    level INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    hashes BLOB NOT NULL,
-    PRIMARY KEY (level, idx)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS audit_checkpoints (
-    size INTEGER PRIMARY KEY,
-    created INTEGER NOT NULL,
-    note TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit_state (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
--- Identity: credentials (Argon2id hashes, sealed TOTP seeds) and lockout counters. Account
--- definitions live in config_versions (kind 'account').
-CREATE TABLE IF NOT EXISTS credentials (username TEXT PRIMARY KEY, data TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS auth_state (
-    username TEXT PRIMARY KEY,
-    data TEXT NOT NULL,
-    last_login INTEGER
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS access_tokens_by_subject ON access_tokens (subject);
-CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL, data TEXT NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (username);
-"#;
-
-/// Brings a store made by an earlier version up to the current schema. Additive only.
-fn migrate(c: &Connection) -> Result<(), Error> {
+/// Brings a store made before `mamori_schema` existed to the columns the first migration step
+/// expects (additive only); the step itself then finds every table present.
+fn upgrade_legacy(c: &Connection) -> Result<(), Error> {
+    let has_table = |name: &str| -> Result<bool, Error> {
+        Ok(c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?)
+    };
+    if !has_table("versions")? || has_table("mamori_schema")? {
+        return Ok(());
+    }
     // Versions written before access rights (issue #5) have no stored classes; the enforcement
-    // point then reads them from the version's own meta.security (`mamori_http::record_target`).
+    // point then reads them from the version's own meta.security.
     for (table, column, decl) in [
         ("versions", "classes", "TEXT NOT NULL DEFAULT ''"),
         ("versions", "lab", "INTEGER NOT NULL DEFAULT 0"),
@@ -294,17 +104,10 @@ fn migrate(c: &Connection) -> Result<(), Error> {
             rusqlite::params![table, column],
             |r| r.get(0),
         )?;
-        if !present {
+        if has_table(table)? && !present {
             c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {decl}"))?;
         }
     }
-    c.execute_batch("CREATE INDEX IF NOT EXISTS access_tokens_by_family ON access_tokens (family)")?;
-    // Campaigns were kept among configuration versions before they had a table of their own:
-    // their versions are copied over (once; the old rows stay, as history, and are no longer read).
-    c.execute_batch(
-        "INSERT OR IGNORE INTO workflow_versions (kind, key, version, value, changed_by, changed_at, reason)
-         SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions WHERE kind = 'access-review'",
-    )?;
     Ok(())
 }
 
@@ -338,18 +141,17 @@ fn checkpointer(path: &Path, stop: std::sync::Arc<std::sync::atomic::AtomicBool>
     Ok(())
 }
 
-/// The SQLite store.
-pub struct SqliteStore {
+/// The SQLite database: its connections, writer thread and durability.
+pub struct SqliteDb {
     /// Ends the checkpointer thread when the store goes.
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     durability: std::sync::Arc<durability::Durability>,
-    audit_tx: std::sync::OnceLock<std::sync::mpsc::Sender<audit::Job>>,
     writer: std::sync::Arc<writer::Writer>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
-    /// The audit integrator's reads (entries, tiles), with a small page cache of its own: on the
-    /// shared readers, integrating an import's backlog filled every reader's cache (+80 MB RSS).
-    integration: Mutex<Connection>,
+    /// Long scans (audit integration), with a small page cache of their own: on the shared
+    /// readers, integrating an import's backlog filled every reader's cache (+80 MB RSS).
+    scan: Mutex<Connection>,
     path: std::path::PathBuf,
 }
 
@@ -380,15 +182,20 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, Error> {
     Ok(c)
 }
 
-impl Drop for SqliteStore {
+impl Drop for SqliteDb {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the store file `mamori.db` in `dir`.
-    pub fn open(dir: &Path) -> Result<SqliteStore, Error> {
+/// Opens (creating if needed) the store file `mamori.db` in `dir` and brings its schema up to
+/// date.
+pub fn open(dir: &Path) -> Result<SqliteStore, mamori_store_sql::Error> {
+    Ok(SqlStore::new(SqliteDb::open(dir)?))
+}
+
+impl SqliteDb {
+    fn open(dir: &Path) -> Result<SqliteDb, Error> {
         let path = dir.join("mamori.db");
         let writer = open_conn(&path, false)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
@@ -396,51 +203,46 @@ impl SqliteStore {
         // the commit that crosses ~40 MB of WAL (10,000 pages) finds most of it copied already and
         // only finishes the rest, instead of copying and fsyncing it all while holding the writer
         // (BENCHMARKS.md, issue #9). That finishing checkpoint is still needed: only a checkpoint
-        // that completes lets the next write start the WAL from its beginning; without it the
-        // WAL grows as long as writes go on.
+        // that completes lets the next write start the WAL from its beginning.
         writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         // After a burst, the WAL file is cut back to 64 MiB when it restarts.
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
-        writer.execute_batch(SCHEMA)?;
-        migrate(&writer)?;
+        {
+            let tx = rusqlite::Transaction::new_unchecked(&writer, TransactionBehavior::Immediate)?;
+            upgrade_legacy(&tx)?;
+            mamori_store_sql::schema::migrate(&mut SqliteConn(&tx), SystemClock.now().0)
+                .map_err(|e| Error::Batch(format!("schema migration failed: {e}")))?;
+            tx.commit()?;
+        }
         // SAVEPOINT sub-journals stay in memory up to 256 MiB (SQLITE_STMTJRNL_SPILL, set for the
-        // bundled SQLite in .cargo/config.toml) and spill to a temporary file beyond: ordinary
-        // group-committed writes never touch the file system for them, a whole-store reindex
-        // cannot exhaust memory (#9).
+        // bundled SQLite in .cargo/config.toml) and spill to a temporary file beyond (#9).
         let durability = std::sync::Arc::new(durability::Durability::open(dir, &path)?);
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
             readers.push(Mutex::new(open_conn(&path, true)?));
         }
-        let integration = open_conn(&path, true)?;
-        integration.pragma_update(None, "cache_size", -2048)?;
+        let scan = open_conn(&path, true)?;
+        scan.pragma_update(None, "cache_size", -2048)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         checkpointer(&path, stop.clone())?;
-        Ok(SqliteStore {
+        Ok(SqliteDb {
             stop,
             writer: std::sync::Arc::new(writer::Writer::new(writer, durability.clone())?),
             durability,
-            audit_tx: std::sync::OnceLock::new(),
             readers,
             next_reader: AtomicUsize::new(0),
-            integration: Mutex::new(integration),
+            scan: Mutex::new(scan),
             path,
         })
     }
 
     /// Releases the writer after a commit and returns once everything committed so far is
     /// durable. Releasing first lets others commit meanwhile and share the fsync.
-    /// INVARIANT: writes are acknowledged only after this (or the audit writer thread's wait).
+    /// INVARIANT: writes are acknowledged only after this (or the group-commit writer's wait).
     fn release_durably(&self, conn: MutexGuard<'_, Connection>) -> Result<(), Error> {
         let ticket = self.durability.committed();
         drop(conn);
         self.durability.wait(ticket)
-    }
-
-    /// The writing connection with no transaction open (any open batch of record writes is
-    /// committed first).
-    fn writer(&self) -> Result<MutexGuard<'_, Connection>, Error> {
-        self.writer.lock()
     }
 
     fn reader(&self) -> Result<MutexGuard<'_, Connection>, Error> {
@@ -455,44 +257,127 @@ impl SqliteStore {
         self.readers.get(start % self.readers.len()).ok_or(Error::Poisoned)?.lock().map_err(|_| Error::Poisoned)
     }
 
-    /// `(commits, fsyncs)` since this store was opened: group commit makes the second smaller.
-    pub fn durability_stats(&self) -> (u64, u64) {
-        (self.durability.commits(), self.durability.fsyncs())
+    fn read_on<T, E: From<mamori_store_sql::Error>>(
+        conn: &Connection,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Deferred).map_err(db)?;
+        let r = f(&mut SqliteConn(&tx))?;
+        tx.finish().map_err(db)?;
+        Ok(r)
+    }
+}
+
+impl Db for SqliteDb {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
     }
 
-    /// The store file.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         self.path.display().to_string()
     }
 
-    /// Sets a named value if it is not set yet; returns the value now stored.
-    pub fn flag_init(&self, name: &str, value: &str) -> Result<String, Error> {
-        // Set once, read at every start: read first, take the writer (and an fsync) only the
-        // first time.
-        let set: Option<String> = {
-            use rusqlite::OptionalExtension;
-            self.reader()?
-                .query_row("SELECT value FROM store_flags WHERE name = ?1", rusqlite::params![name], |r| r.get(0))
-                .optional()?
-        };
-        if let Some(v) = set {
-            return Ok(v);
-        }
-        let conn = self.writer()?;
-        conn.execute(
-            "INSERT INTO store_flags (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
-            rusqlite::params![name, value],
-        )?;
-        let v: String =
-            conn.query_row("SELECT value FROM store_flags WHERE name = ?1", rusqlite::params![name], |r| r.get(0))?;
-        self.release_durably(conn)?;
-        Ok(v)
+    fn durability_stats(&self) -> (u64, u64) {
+        (self.durability.commits(), self.durability.fsyncs())
     }
 
-    /// A quick liveness check for `/healthz`.
-    pub fn ping(&self) -> Result<(), Error> {
-        self.reader()?.query_row("SELECT 1", [], |_| Ok(()))?;
-        Ok(())
+    fn read<T, E: From<mamori_store_sql::Error>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E> {
+        let conn = self.reader().map_err(mamori_store_sql::Error::from)?;
+        Self::read_on(&conn, f)
+    }
+
+    fn read_scan<T, E: From<mamori_store_sql::Error>>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let conn = self.scan.lock().map_err(|_| mamori_store_sql::Error::from(Error::Poisoned))?;
+        Self::read_on(&conn, f)
+    }
+
+    fn write<T, E: From<mamori_store_sql::Error>>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let conn = self.writer.lock().map_err(mamori_store_sql::Error::from)?;
+        let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(db)?;
+        // Dropped without commit on failure: rolled back.
+        let r = f(&mut SqliteConn(&tx))?;
+        tx.commit().map_err(db)?;
+        self.release_durably(conn).map_err(mamori_store_sql::Error::from)?;
+        Ok(r)
+    }
+
+    fn write_records(
+        &self,
+        f: &mut (dyn FnMut(&mut dyn Conn) -> Result<(), RecordError> + Send),
+    ) -> Result<(), RecordError> {
+        // Group commit: concurrent writes share one transaction and one fsync (writer.rs).
+        self.writer.write(&mut |c| f(&mut SqliteConn(c)), |e| mamori_store_sql::Error::from(e).into())
+    }
+}
+
+/// A connection inside a transaction.
+struct SqliteConn<'c>(&'c Connection);
+
+/// A neutral value bound as SQLite's own, borrowing its data.
+struct Bind<'v, 'a>(&'v Value<'a>);
+
+impl rusqlite::ToSql for Bind<'_, '_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match self.0 {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Real(r) => ValueRef::Real(*r),
+            Value::Text(t) => ValueRef::Text(t.as_bytes()),
+            Value::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+fn value_of(v: ValueRef<'_>) -> Result<Value<'static>, mamori_store_sql::Error> {
+    Ok(match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Int(i),
+        ValueRef::Real(r) => Value::Real(r),
+        ValueRef::Text(t) => Value::Text(std::borrow::Cow::Owned(
+            String::from_utf8(t.to_vec()).map_err(mamori_store_sql::Error::corrupt)?,
+        )),
+        ValueRef::Blob(b) => Value::Blob(std::borrow::Cow::Owned(b.to_vec())),
+    })
+}
+
+impl Conn for SqliteConn<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Row>, mamori_store_sql::Error> {
+        let mut st = self.0.prepare_cached(sql).map_err(db)?;
+        let n = st.column_count();
+        let mut rows = st.query(rusqlite::params_from_iter(params.iter().map(Bind))).map_err(db)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(db)? {
+            let mut row = Vec::with_capacity(n);
+            for i in 0..n {
+                row.push(value_of(r.get_ref(i).map_err(db)?)?);
+            }
+            out.push(Row(row));
+        }
+        Ok(out)
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64, mamori_store_sql::Error> {
+        let n = self
+            .0
+            .prepare_cached(sql)
+            .map_err(db)?
+            .execute(rusqlite::params_from_iter(params.iter().map(Bind)))
+            .map_err(db)?;
+        Ok(n as u64)
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), mamori_store_sql::Error> {
+        self.0.execute_batch(sql).map_err(db)
     }
 }
 
@@ -516,7 +401,6 @@ mod error_kind_tests {
         assert_eq!(kind(failure(rusqlite::ffi::SQLITE_IOERR)), StoreError::Unavailable(String::new()));
         assert_eq!(kind(failure(rusqlite::ffi::SQLITE_CORRUPT)), StoreError::Corrupt(String::new()));
         assert_eq!(kind(failure(rusqlite::ffi::SQLITE_CONSTRAINT)), StoreError::Other(String::new()));
-        assert_eq!(kind(Error::Corrupt("x".into())), StoreError::Corrupt(String::new()));
         assert_eq!(kind(Error::Batch("x".into())), StoreError::Unavailable(String::new()));
     }
 
@@ -533,5 +417,71 @@ mod error_kind_tests {
         let e = other.execute("INSERT INTO t VALUES (2)", []).err().ok_or("the write should wait and fail")?;
         assert!(matches!(Error::Sqlite(e).kind()(String::new()), StoreError::Busy(_)));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod integration_tests {
+    use mamori_audit::integrate::{TreeStore, next_step};
+    use mamori_audit::merkle;
+    use mamori_audit::note::{Checkpoint, NoteSigner, NoteVerifier};
+    use mamori_audit::{AuditActor, AuditLog, AuditRecord, Hash, Outcome};
+
+    fn record(i: u64) -> AuditRecord {
+        AuditRecord {
+            resources: vec![format!("Patient/p{i}")],
+            status: Some(200),
+            ..AuditRecord::new(
+                "read",
+                AuditActor { client_id: None, fhir_user: None, id: format!("user-{i}"), kind: "user".into() },
+                Outcome::Success,
+                "TREAT",
+            )
+        }
+    }
+
+    fn root_of_entries(store: &super::SqliteStore, n: u64) -> Hash {
+        let leaves: Vec<Hash> = store.entries(0, n).unwrap().iter().map(|e| merkle::leaf_hash(e)).collect();
+        assert_eq!(leaves.len() as u64, n);
+        merkle::root_of(&leaves)
+    }
+
+    /// The one integrator on the embedded store: steps with their own checkpoints, computed on a
+    /// read snapshot; a step overtaken by another integration is refused and changes nothing.
+    #[test]
+    fn integration_runs_in_steps_and_a_stale_step_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::open(dir.path()).unwrap();
+        let signer = NoteSigner::new("test.local/audit", &[7; 32]).unwrap();
+        let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
+        store.append((0..250).map(record).collect()).unwrap();
+
+        let note = store.integrate_in_steps(&signer, "test.local/audit", 100).unwrap().expect("the log grew");
+        let cp = Checkpoint::parse(verifier.verify(&note).unwrap()).unwrap();
+        assert_eq!((cp.size, cp.root), (250, root_of_entries(&store, 250)));
+        let sizes: Vec<u64> = store
+            .checkpoints()
+            .unwrap()
+            .iter()
+            .map(|n| Checkpoint::parse(verifier.verify(n).unwrap()).unwrap().size)
+            .collect();
+        assert_eq!(sizes, [100, 200, 250]);
+        assert_eq!(store.audit_integrated_size().unwrap(), 250);
+        assert_eq!(store.integrate(&signer, "test.local/audit").unwrap(), None, "nothing new");
+
+        store.append((250..260).map(record).collect()).unwrap();
+        let stale = store.snapshot(|r| next_step(r, &signer, "test.local/audit", 100)).unwrap().unwrap();
+        assert_eq!((stale.from, stale.size), (250, 260));
+        store.integrate(&signer, "test.local/audit").unwrap().unwrap();
+        assert!(!store.store_step(&stale).unwrap());
+        assert_eq!(store.audit_integrated_size().unwrap(), 260);
+        assert_eq!(store.checkpoints().unwrap().len(), 4);
+
+        let root = root_of_entries(&store, 260);
+        assert_eq!(store.audit_root(260).unwrap(), root);
+        let leaf = merkle::leaf_hash(&store.entries(122, 1).unwrap()[0]);
+        let proof = store.audit_inclusion_proof(122, 260).unwrap();
+        merkle::verify_inclusion(&leaf, 122, 260, &proof, &root).unwrap();
     }
 }

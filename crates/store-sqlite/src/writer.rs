@@ -262,13 +262,13 @@ mod tests {
                             &mut |c| {
                                 c.execute("INSERT INTO t (k) VALUES (?1)", [k])?;
                                 // Every tenth write fails after writing: its row must go.
-                                if k % 10 == 3 { Err(Error::Corrupt("refused".into())) } else { Ok(()) }
+                                if k % 10 == 3 { Err(Error::Batch("refused".into())) } else { Ok(()) }
                             },
                             |e| e,
                         );
                         match r {
                             Ok(()) => ok += 1,
-                            Err(Error::Corrupt(m)) if m == "refused" => {}
+                            Err(Error::Batch(m)) if m == "refused" => {}
                             Err(e) => panic!("unexpected failure: {e}"),
                         }
                     }

@@ -1,0 +1,308 @@
+//! The schema and its migrations, once for every database: each step is written once and
+//! rendered for the dialect (column types, the append-only triggers). `mamori_schema` records
+//! the steps applied; a step runs once.
+//!
+//! Text columns compared by range (prefix search, paging) are byte-ordered: SQLite's default,
+//! and the "C" collation on PostgreSQL.
+
+use crate::{Conn, Dialect, Error, vals};
+
+/// Step 1: the tables as of the unification (#23). Every statement is `IF NOT EXISTS`, so an
+/// embedded store made before `mamori_schema` existed is brought to this step by running it.
+const BASE: &str = r#"
+CREATE TABLE IF NOT EXISTS versions (
+    seq {SEQ},
+    type {KEY} NOT NULL,
+    id {KEY} NOT NULL,
+    version {INT} NOT NULL,
+    last_updated {INT} NOT NULL,
+    method TEXT NOT NULL,
+    body TEXT,
+    sha256 {BLOB} NOT NULL,
+    entered_by TEXT NOT NULL,
+    pending_author TEXT,
+    server_written {BOOL} NOT NULL DEFAULT {FALSE},
+    patient TEXT,
+    classes TEXT NOT NULL DEFAULT '',
+    lab {BOOL} NOT NULL DEFAULT {FALSE},
+    UNIQUE (type, id, version)
+);
+CREATE INDEX IF NOT EXISTS versions_by_time ON versions (last_updated);
+CREATE INDEX IF NOT EXISTS versions_by_type ON versions (type, seq);
+CREATE TABLE IF NOT EXISTS resources (
+    type {KEY} NOT NULL,
+    id {KEY} NOT NULL,
+    seq {INT} NOT NULL,
+    PRIMARY KEY (type, id)
+){NOROWID};
+CREATE TABLE IF NOT EXISTS identifier_index (
+    type {KEY} NOT NULL, id {KEY} NOT NULL, system {KEY} NOT NULL, value {KEY} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS identifier_lookup ON identifier_index (type, value, system);
+CREATE INDEX IF NOT EXISTS identifier_owner ON identifier_index (type, id);
+-- Care relationships (Z3) from the current versions of CareTeam, Encounter and Patient.
+CREATE TABLE IF NOT EXISTS care_index (
+    type {KEY} NOT NULL, id {KEY} NOT NULL, patient {KEY} NOT NULL, member {KEY} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS care_lookup ON care_index (patient, member);
+CREATE INDEX IF NOT EXISTS care_owner ON care_index (type, id);
+-- Break-glass grants (Z5) and their review.
+CREATE TABLE IF NOT EXISTS break_glass (
+    id TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    patient TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    granted {INT} NOT NULL,
+    expires {INT} NOT NULL,
+    reviewed_at {INT},
+    reviewed_by TEXT,
+    review_note TEXT
+);
+CREATE INDEX IF NOT EXISTS break_glass_lookup ON break_glass (username, patient, expires);
+CREATE TABLE IF NOT EXISTS sp_string (type {KEY} NOT NULL, id {KEY} NOT NULL, param {KEY} NOT NULL, norm {KEY} NOT NULL, exact {KEY} NOT NULL,
+    PRIMARY KEY (type, id, param, norm, exact)){NOROWID};
+CREATE INDEX IF NOT EXISTS sp_string_value ON sp_string (type, param, norm);
+CREATE TABLE IF NOT EXISTS sp_token (type {KEY} NOT NULL, id {KEY} NOT NULL, param {KEY} NOT NULL, system {KEY} NOT NULL, code {KEY} NOT NULL, text {KEY} NOT NULL,
+    PRIMARY KEY (type, id, param, code, system, text)){NOROWID};
+CREATE INDEX IF NOT EXISTS sp_token_value ON sp_token (type, param, code, system);
+CREATE TABLE IF NOT EXISTS sp_date (type {KEY} NOT NULL, id {KEY} NOT NULL, param {KEY} NOT NULL, lo {INT} NOT NULL, hi {INT} NOT NULL,
+    PRIMARY KEY (type, id, param, lo, hi)){NOROWID};
+CREATE INDEX IF NOT EXISTS sp_date_value ON sp_date (type, param, lo);
+CREATE TABLE IF NOT EXISTS sp_number (type {KEY} NOT NULL, id {KEY} NOT NULL, param {KEY} NOT NULL, lo {REAL} NOT NULL, hi {REAL} NOT NULL, system {KEY} NOT NULL, code {KEY} NOT NULL,
+    PRIMARY KEY (type, id, param, lo, hi, system, code)){NOROWID};
+CREATE INDEX IF NOT EXISTS sp_number_value ON sp_number (type, param, lo);
+CREATE TABLE IF NOT EXISTS sp_ref (type {KEY} NOT NULL, id {KEY} NOT NULL, param {KEY} NOT NULL, target_type {KEY} NOT NULL, target_id {KEY} NOT NULL, url {KEY} NOT NULL,
+    PRIMARY KEY (type, id, param, target_type, target_id, url)){NOROWID};
+CREATE INDEX IF NOT EXISTS sp_ref_value ON sp_ref (type, param, target_id, target_type);
+CREATE TABLE IF NOT EXISTS sp_composite (type {KEY} NOT NULL, id {KEY} NOT NULL, param {KEY} NOT NULL, system {KEY} NOT NULL, code {KEY} NOT NULL, s_system {KEY} NOT NULL, s_code {KEY} NOT NULL, lo {REAL}, hi {REAL});
+CREATE INDEX IF NOT EXISTS sp_composite_value ON sp_composite (type, param, code, system);
+CREATE INDEX IF NOT EXISTS sp_composite_owner ON sp_composite (type, id, param);
+CREATE TABLE IF NOT EXISTS store_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS config_versions (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version {INT} NOT NULL,
+    value TEXT,
+    changed_by TEXT NOT NULL,
+    changed_at {INT} NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, key, version)
+);
+CREATE TABLE IF NOT EXISTS access_tokens (
+    sha256 {BLOB} PRIMARY KEY,
+    client_id TEXT NOT NULL,
+    subject TEXT,
+    fhir_user TEXT,
+    scope TEXT NOT NULL,
+    issued_at {INT} NOT NULL,
+    expires_at {INT} NOT NULL,
+    revoked {BOOL} NOT NULL DEFAULT {FALSE},
+    patient TEXT,
+    family TEXT
+){NOROWID};
+CREATE INDEX IF NOT EXISTS access_tokens_by_client ON access_tokens (client_id);
+CREATE INDEX IF NOT EXISTS access_tokens_by_subject ON access_tokens (subject);
+CREATE INDEX IF NOT EXISTS access_tokens_by_family ON access_tokens (family);
+-- private_key_jwt replay cache: each assertion's jti once per client, until it expires.
+CREATE TABLE IF NOT EXISTS client_assertions (
+    client_id TEXT NOT NULL,
+    jti TEXT NOT NULL,
+    expires_at {INT} NOT NULL,
+    PRIMARY KEY (client_id, jti)
+){NOROWID};
+-- Authorization codes (by hash; JSON record), kept after use until expiry so a replay is seen.
+CREATE TABLE IF NOT EXISTS auth_codes (
+    sha256 {BLOB} PRIMARY KEY,
+    data TEXT NOT NULL,
+    expires_at {INT} NOT NULL,
+    used {BOOL} NOT NULL DEFAULT {FALSE}
+){NOROWID};
+-- Refresh tokens (by hash), rotated on use; `family` ties them to the access tokens of one
+-- authorization so reuse revokes them all.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    sha256 {BLOB} PRIMARY KEY,
+    family TEXT NOT NULL,
+    client_id TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    fhir_user TEXT,
+    scope TEXT NOT NULL,
+    patient TEXT,
+    issued_at {INT} NOT NULL,
+    expires_at {INT} NOT NULL,
+    used {BOOL} NOT NULL DEFAULT {FALSE},
+    revoked {BOOL} NOT NULL DEFAULT {FALSE}
+){NOROWID};
+CREATE INDEX IF NOT EXISTS refresh_by_family ON refresh_tokens (family);
+CREATE INDEX IF NOT EXISTS refresh_by_subject ON refresh_tokens (subject);
+-- The audit trail (L2/L3): append-only entries; leaf index = idx - 1.
+CREATE TABLE IF NOT EXISTS audit_entries (
+    idx {INT} PRIMARY KEY,
+    time {INT} NOT NULL,
+    entry {BLOB} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (time);
+CREATE TABLE IF NOT EXISTS audit_tiles (
+    level {INT} NOT NULL,
+    idx {INT} NOT NULL,
+    hashes {BLOB} NOT NULL,
+    PRIMARY KEY (level, idx)
+){NOROWID};
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    size {INT} PRIMARY KEY,
+    created {INT} NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_state (name TEXT PRIMARY KEY, value {INT} NOT NULL);
+-- Identity: credentials (Argon2id hashes, sealed TOTP seeds) and lockout counters. Account
+-- definitions live in config_versions (kind 'account').
+CREATE TABLE IF NOT EXISTS credentials (username TEXT PRIMARY KEY, data TEXT NOT NULL){NOROWID};
+CREATE TABLE IF NOT EXISTS auth_state (username TEXT PRIMARY KEY, data TEXT NOT NULL, last_login {INT}){NOROWID};
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, username TEXT NOT NULL, data TEXT NOT NULL){NOROWID};
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (username);
+"#;
+
+/// Step 2: workflow state (access-review campaigns) in a table of its own: versioned and audited
+/// like configuration, but not counted as a configuration change. Campaigns kept among the
+/// configuration versions before are copied (the old rows stay, as history, and are not read).
+const WORKFLOW: &str = r#"
+CREATE TABLE IF NOT EXISTS workflow_versions (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version {INT} NOT NULL,
+    value TEXT,
+    changed_by TEXT NOT NULL,
+    changed_at {INT} NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (kind, key, version)
+);
+INSERT INTO workflow_versions (kind, key, version, value, changed_by, changed_at, reason)
+SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions WHERE kind = 'access-review'
+ON CONFLICT DO NOTHING;
+"#;
+
+fn render(d: Dialect, template: &str) -> String {
+    let (seq, int, boolean, fals, real, blob, key, norowid) = match d {
+        Dialect::Sqlite => {
+            ("INTEGER PRIMARY KEY AUTOINCREMENT", "INTEGER", "INTEGER", "0", "REAL", "BLOB", "TEXT", " WITHOUT ROWID")
+        }
+        Dialect::Postgres => (
+            "BIGSERIAL PRIMARY KEY",
+            "BIGINT",
+            "BOOLEAN",
+            "FALSE",
+            "DOUBLE PRECISION",
+            "BYTEA",
+            "TEXT COLLATE \"C\"",
+            "",
+        ),
+    };
+    template
+        .replace("{SEQ}", seq)
+        .replace("{INT}", int)
+        .replace("{BOOL}", boolean)
+        .replace("{FALSE}", fals)
+        .replace("{REAL}", real)
+        .replace("{BLOB}", blob)
+        .replace("{KEY}", key)
+        .replace("{NOROWID}", norowid)
+}
+
+/// Triggers that refuse UPDATE and DELETE (and TRUNCATE, on PostgreSQL) on an append-only table
+/// (真正性). `name` prefixes the triggers' names.
+fn append_only(d: Dialect, name: &str, table: &str, message: &str) -> String {
+    match d {
+        Dialect::Sqlite => format!(
+            "CREATE TRIGGER IF NOT EXISTS {name}_no_update BEFORE UPDATE ON {table}
+             BEGIN SELECT RAISE(ABORT, '{message}'); END;
+             CREATE TRIGGER IF NOT EXISTS {name}_no_delete BEFORE DELETE ON {table}
+             BEGIN SELECT RAISE(ABORT, '{message}'); END;\n"
+        ),
+        Dialect::Postgres => format!(
+            "CREATE TRIGGER {name}_no_change BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION mamori_refuse('{message}');
+             CREATE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('{message}');\n"
+        ),
+    }
+}
+
+/// Versions are immutable: no UPDATE ever, DELETE only inside a purge ([`Dialect::purge_guard`]).
+fn versions_guard(d: Dialect) -> &'static str {
+    match d {
+        Dialect::Sqlite => {
+            "CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
+             BEGIN SELECT RAISE(ABORT, 'versions are immutable'); END;
+             CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
+             WHEN (SELECT value FROM store_flags WHERE name = 'purge') IS NULL
+             BEGIN SELECT RAISE(ABORT, 'versions are removed only by a purge'); END;\n"
+        }
+        Dialect::Postgres => {
+            "CREATE OR REPLACE FUNCTION mamori_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION '%', TG_ARGV[0]; END $$;
+             CREATE OR REPLACE FUNCTION mamori_versions_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF current_setting('mamori.purge', true) IS DISTINCT FROM 'on' THEN
+                     RAISE EXCEPTION 'versions are removed only by a purge';
+                 END IF;
+                 RETURN OLD;
+             END $$;
+             CREATE TRIGGER versions_no_update BEFORE UPDATE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_refuse('versions are immutable');
+             CREATE TRIGGER versions_no_delete BEFORE DELETE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_versions_delete();
+             CREATE TRIGGER versions_no_truncate BEFORE TRUNCATE ON versions FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('versions are immutable');\n"
+        }
+    }
+}
+
+/// The migration steps for a dialect, in order.
+pub fn steps(d: Dialect) -> Vec<String> {
+    let mut base = render(d, BASE);
+    base.push_str(versions_guard(d));
+    base.push_str(&append_only(d, "config", "config_versions", "configuration history is append-only"));
+    base.push_str(&append_only(d, "audit", "audit_entries", "the audit trail is append-only"));
+    let mut workflow = render(d, WORKFLOW);
+    workflow.push_str(&append_only(d, "workflow", "workflow_versions", "workflow history is append-only"));
+    vec![base, workflow]
+}
+
+/// Applies the steps not applied yet, inside the caller's transaction (which the adapter holds
+/// exclusively: several processes may start at once). `now` is recorded with each step.
+pub fn migrate(c: &mut dyn Conn, now: i64) -> Result<(), Error> {
+    c.batch("CREATE TABLE IF NOT EXISTS mamori_schema (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")?;
+    let have =
+        c.one("SELECT COALESCE(MAX(version), 0) FROM mamori_schema", &[])?.map(|r| r.int(0)).transpose()?.unwrap_or(0);
+    for (i, step) in steps(c.dialect()).iter().enumerate() {
+        let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
+        if version > have {
+            c.batch(step)?;
+            c.execute("INSERT INTO mamori_schema (version, applied) VALUES (?1, ?2)", &vals![version, now])?;
+            tracing::info!(version, dialect = c.dialect().name(), "schema migrated");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_rendered() {
+        for d in [Dialect::Sqlite, Dialect::Postgres] {
+            for step in steps(d) {
+                assert!(!step.contains('{'), "{d:?}: {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn both_dialects_have_the_same_tables() {
+        let tables = |d: Dialect| -> Vec<String> {
+            steps(d)
+                .join("\n")
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("CREATE TABLE IF NOT EXISTS "))
+                .map(|l| l.split([' ', '(']).next().unwrap_or_default().to_string())
+                .collect()
+        };
+        assert_eq!(tables(Dialect::Sqlite), tables(Dialect::Postgres));
+        assert!(tables(Dialect::Sqlite).len() > 20);
+    }
+}
