@@ -14,10 +14,11 @@ struct StoreHealth {
 
 impl Health for StoreHealth {
     fn check(&self) -> Result<serde_json::Value, String> {
-        self.store.ping()?;
+        let down = |e: mamori_app::backend::Error| format!("store: {e}");
+        self.store.ping().map_err(down)?;
         let clock = self.clock.lock().map(|c| c.to_json()).unwrap_or_default();
-        let appended = self.store.audit_size()?;
-        let integrated = self.store.audit_integrated_size()?;
+        let appended = self.store.audit_size().map_err(down)?;
+        let integrated = self.store.audit_integrated_size().map_err(down)?;
         // Commits and fsyncs of the store since start: with group commit, fsyncs per request is
         // well under one (scripts/bench.sh reports it).
         let (commits, fsyncs) = self.store.durability_stats();

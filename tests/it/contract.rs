@@ -34,7 +34,7 @@ fn a_stale_configuration_change_is_a_conflict_and_the_history_is_append_only() {
     assert_eq!(s.change_config(&change("contract", 2, Some(1))).unwrap(), 2);
     for stale in [None, Some(1), Some(7)] {
         let e = s.change_config(&change("contract", 3, stale)).unwrap_err();
-        assert!(matches!(e, mamori::backend::ConfigError::Stale(_)), "{stale:?}: {e}");
+        assert!(matches!(e, mamori::backend::Error::Stale { .. }), "{stale:?}: {e}");
         assert!(e.to_string().contains("changed concurrently"), "{e}");
     }
     let history = s.config_history("policies", "contract").unwrap();

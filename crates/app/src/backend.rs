@@ -9,6 +9,7 @@ use mamori_identity::service::IdentityStore;
 use mamori_oauth::OAuthStore;
 use mamori_records::Clock;
 use mamori_records::Store;
+pub use mamori_store_sql::Error;
 use mamori_store_sql::{ConfigChange, ConfigEntry, Db, SqlStore};
 
 /// Every piece of state a node keeps, behind one object: records, tokens, accounts, the audit
@@ -19,23 +20,24 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     /// Where the data is (a file path, or a database URL without its password).
     fn describe(&self) -> String;
     /// A quick liveness check for `/healthz`.
-    fn ping(&self) -> Result<(), String>;
+    fn ping(&self) -> Result<(), Error>;
     /// Grows with every configuration change (polled by every node to reload policies).
-    fn config_generation(&self) -> Result<u64, String>;
-    /// The one path for configuration changes: versioned, attributed, audited.
-    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, ConfigError>;
+    fn config_generation(&self) -> Result<u64, Error>;
+    /// The one path for configuration changes: versioned, attributed, audited; a change based on
+    /// a version that is no longer the newest is [`Error::Stale`].
+    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error>;
     /// The current version of every live entry of a kind.
-    fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String>;
+    fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error>;
     /// One entry's current version.
-    fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, String>;
+    fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error>;
     /// Every version of one entry, oldest first.
-    fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, String>;
+    fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error>;
     /// Unix time of an account's last successful login.
-    fn last_login(&self, username: &str) -> Result<Option<i64>, String>;
+    fn last_login(&self, username: &str) -> Result<Option<i64>, Error>;
     /// Audit entries appended.
-    fn audit_size(&self) -> Result<u64, String>;
+    fn audit_size(&self) -> Result<u64, Error>;
     /// Audit entries covered by the latest checkpoint.
-    fn audit_integrated_size(&self) -> Result<u64, String>;
+    fn audit_integrated_size(&self) -> Result<u64, Error>;
     /// Inclusion proof of leaf `index` in the tree of `size`.
     fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, mamori_audit::Error>;
     /// Consistency proof between two integrated sizes.
@@ -47,22 +49,7 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     fn durability_stats(&self) -> (u64, u64);
     /// A value shared by every node (set once by the first); the embedded store keeps it in the
     /// data directory's own database.
-    fn shared_flag(&self, name: &str, first: &str) -> Result<String, String>;
-}
-
-/// Why a configuration change was not made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The entry changed since the version the change was based on: reload and retry (409).
-    #[error("{0}")]
-    Stale(String),
-    /// The store failed.
-    #[error("{0}")]
-    Store(String),
-}
-
-fn s(e: impl std::fmt::Display) -> String {
-    e.to_string()
+    fn shared_flag(&self, name: &str, first: &str) -> Result<String, Error>;
 }
 
 /// Both stores are [`SqlStore`]s: one implementation over any [`Db`].
@@ -73,34 +60,32 @@ impl<D: Db> Backend for SqlStore<D> {
     fn describe(&self) -> String {
         SqlStore::describe(self)
     }
-    fn ping(&self) -> Result<(), String> {
-        SqlStore::ping(self).map_err(s)
+    fn ping(&self) -> Result<(), Error> {
+        SqlStore::ping(self)
     }
-    fn config_generation(&self) -> Result<u64, String> {
-        SqlStore::config_generation(self).map_err(s)
+    fn config_generation(&self) -> Result<u64, Error> {
+        SqlStore::config_generation(self)
     }
-    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, ConfigError> {
-        SqlStore::change_config(self, c).map_err(|e| {
-            if e.is_stale() { ConfigError::Stale(e.to_string()) } else { ConfigError::Store(e.to_string()) }
-        })
+    fn change_config(&self, c: &ConfigChange<'_>) -> Result<u64, Error> {
+        SqlStore::change_config(self, c)
     }
-    fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, String> {
-        SqlStore::config_current(self, kind).map_err(s)
+    fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error> {
+        SqlStore::config_current(self, kind)
     }
-    fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, String> {
-        SqlStore::config_get(self, kind, key).map_err(s)
+    fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error> {
+        SqlStore::config_get(self, kind, key)
     }
-    fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, String> {
-        SqlStore::config_history(self, kind, key).map_err(s)
+    fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error> {
+        SqlStore::config_history(self, kind, key)
     }
-    fn last_login(&self, username: &str) -> Result<Option<i64>, String> {
-        SqlStore::last_login(self, username).map_err(s)
+    fn last_login(&self, username: &str) -> Result<Option<i64>, Error> {
+        SqlStore::last_login(self, username)
     }
-    fn audit_size(&self) -> Result<u64, String> {
-        SqlStore::audit_size(self).map_err(s)
+    fn audit_size(&self) -> Result<u64, Error> {
+        SqlStore::audit_size(self)
     }
-    fn audit_integrated_size(&self) -> Result<u64, String> {
-        SqlStore::audit_integrated_size(self).map_err(s)
+    fn audit_integrated_size(&self) -> Result<u64, Error> {
+        SqlStore::audit_integrated_size(self)
     }
     fn audit_inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, mamori_audit::Error> {
         SqlStore::audit_inclusion_proof(self, index, size)
@@ -114,8 +99,8 @@ impl<D: Db> Backend for SqlStore<D> {
     fn durability_stats(&self) -> (u64, u64) {
         SqlStore::durability_stats(self)
     }
-    fn shared_flag(&self, name: &str, first: &str) -> Result<String, String> {
-        SqlStore::flag_init(self, name, first).map_err(s)
+    fn shared_flag(&self, name: &str, first: &str) -> Result<String, Error> {
+        SqlStore::flag_init(self, name, first)
     }
 }
 

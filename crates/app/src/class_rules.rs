@@ -29,7 +29,7 @@ pub fn set(ctx: &Ctx, node: &Node, rules: &mamori_authz::Rules, reason: &str) ->
         return Err(AppError::Invalid("a change of the class rules must say why".into()));
     }
     rules.validate().map_err(|e| AppError::Invalid(e.to_string()))?;
-    let prev = node.store.config_get(KIND.name(), "active").map_err(failed)?.map(|e| e.version);
+    let prev = node.store.config_get(KIND.name(), "active").map_err(AppError::from)?.map(|e| e.version);
     let value = serde_json::to_value(rules).map_err(failed)?;
     change_config(ctx, node, KIND, "active", Some(value), reason.trim(), prev)
 }

@@ -129,7 +129,7 @@ impl NewClient {
 pub fn register(ctx: &Ctx, node: &Node, n: NewClient) -> Result<Registered, AppError> {
     ctx.authorize(node, AdminAct::ManageClients)?;
     let scopes = n.validate()?;
-    let previous = node.store.config_get(KIND.name(), &n.id).map_err(failed)?;
+    let previous = node.store.config_get(KIND.name(), &n.id).map_err(AppError::from)?;
     if previous.as_ref().is_some_and(|e| e.value.is_some()) {
         return Err(AppError::Conflict(format!("client `{}` already exists", n.id)));
     }
@@ -157,7 +157,7 @@ pub fn register(ctx: &Ctx, node: &Node, n: NewClient) -> Result<Registered, AppE
 pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<(Client, u64)>, AppError> {
     ctx.authorize(node, AdminAct::ManageClients)?;
     let mut out = Vec::new();
-    for e in node.store.config_current(KIND.name()).map_err(failed)? {
+    for e in node.store.config_current(KIND.name()).map_err(AppError::from)? {
         let mut c: Client = serde_json::from_value(e.value.unwrap_or_default()).map_err(failed)?;
         c.secret_sha256 = c.secret_sha256.map(|_| String::new());
         out.push((c, e.version));
@@ -169,7 +169,7 @@ pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<(Client, u64)>, AppError> {
 /// secret's hash removed from every value.
 pub fn history(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<mamori_store_sql::ConfigEntry>, AppError> {
     ctx.authorize(node, AdminAct::ManageClients)?;
-    let mut history = node.store.config_history(KIND.name(), id).map_err(failed)?;
+    let mut history = node.store.config_history(KIND.name(), id).map_err(AppError::from)?;
     if history.is_empty() {
         return Err(AppError::NotFound(format!("no client `{id}`")));
     }

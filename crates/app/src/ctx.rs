@@ -93,6 +93,16 @@ impl From<mamori_records::RecordError> for AppError {
     }
 }
 
+impl From<mamori_store_sql::Error> for AppError {
+    fn from(e: mamori_store_sql::Error) -> Self {
+        match e {
+            mamori_store_sql::Error::Stale { .. } => AppError::Conflict(e.to_string()),
+            mamori_store_sql::Error::Store(s) if s.is_transient() => AppError::Unavailable(s.to_string()),
+            other => AppError::Failed(other.to_string()),
+        }
+    }
+}
+
 impl From<Refusal> for AppError {
     fn from(r: Refusal) -> Self {
         match r {
@@ -300,10 +310,7 @@ pub(crate) fn change_config(
             expected_version: expected,
             now_micros: ctx.now().0,
         })
-        .map_err(|e| match e {
-            crate::backend::ConfigError::Stale(m) => AppError::Conflict(m),
-            crate::backend::ConfigError::Store(m) => AppError::Failed(m),
-        })
+        .map_err(AppError::from)
 }
 
 /// A storage failure of a lookup, for the log.

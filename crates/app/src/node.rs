@@ -164,7 +164,7 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
     }
     let (kind, key) = SETTINGS;
     for _ in 0..3 {
-        let last = store.config_get(kind, key)?;
+        let last = store.config_get(kind, key).map_err(|e| format!("cannot read the recorded settings: {e}"))?;
         if last.as_ref().and_then(|e| e.value.as_ref()) == Some(&settings) {
             return Ok(());
         }
@@ -180,7 +180,7 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
         match store.change_config(&change) {
             Ok(_) => return Ok(()),
             // Another node recorded the same file at the same moment: look again.
-            Err(crate::backend::ConfigError::Stale(_)) => continue,
+            Err(e) if e.is_stale() => continue,
             Err(e) => return Err(format!("cannot record the settings of `{}`: {e}", path.display())),
         }
     }
@@ -202,7 +202,7 @@ fn check_node_keys(store: &dyn Backend, master: &[u8; 32], signer: &NoteSigner) 
         ("master_key_sha256", fingerprint.as_str(), "keys/master.key"),
         ("checkpoint_verifier_key", vkey.as_str(), "keys/signing-ed25519.seed"),
     ] {
-        let shared = store.shared_flag(name, mine)?;
+        let shared = store.shared_flag(name, mine).map_err(|e| format!("cannot read the store's `{name}`: {e}"))?;
         if shared != mine {
             return Err(format!(
                 "this node's `{what}` differs from the one the store {} was set up with; \
@@ -220,11 +220,11 @@ struct MasterKeySealer([u8; 32]);
 
 impl mamori_oauth::Sealer for MasterKeySealer {
     fn seal(&self, aad: &str, plain: &[u8]) -> Result<String, mamori_oauth::StoreError> {
-        mamori_identity::secret::seal(&self.0, aad, plain).map_err(|e| mamori_oauth::StoreError(e.to_string()))
+        mamori_identity::secret::seal(&self.0, aad, plain).map_err(|e| mamori_oauth::StoreError::Failed(e.to_string()))
     }
 
     fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>, mamori_oauth::StoreError> {
-        mamori_identity::secret::open(&self.0, aad, sealed).map_err(|e| mamori_oauth::StoreError(e.to_string()))
+        mamori_identity::secret::open(&self.0, aad, sealed).map_err(|e| mamori_oauth::StoreError::Failed(e.to_string()))
     }
 }
 
@@ -291,7 +291,8 @@ impl Node {
     /// Reloads the access policies and class rules when the configuration changed (in this
     /// process or another: the CLI, another node). Returns whether anything was reloaded.
     pub fn refresh_policy(&self, seen: &mut u64) -> Result<bool, String> {
-        let generation = self.store.config_generation()?;
+        let generation =
+            self.store.config_generation().map_err(|e| format!("cannot read the configuration generation: {e}"))?;
         if generation == *seen {
             return Ok(false);
         }
@@ -355,7 +356,11 @@ fn publish(dir: &Path, note: &str) -> std::io::Result<()> {
 /// The active access policies: the latest `policies/active` configuration, else the shipped
 /// ones. Stored policies were validated when set; they are validated again here.
 pub fn load_policies(store: &dyn Backend) -> Result<PolicyEngine, String> {
-    match store.config_get(crate::registry::ConfigKind::Policies.name(), "active")?.and_then(|e| e.value) {
+    match store
+        .config_get(crate::registry::ConfigKind::Policies.name(), "active")
+        .map_err(|e| format!("cannot read the access policies: {e}"))?
+        .and_then(|e| e.value)
+    {
         Some(v) => {
             let text = v.get("text").and_then(serde_json::Value::as_str).ok_or("stored policies have no `text`")?;
             PolicyEngine::new(text).map_err(|e| format!("stored policies: {e}"))
@@ -366,7 +371,11 @@ pub fn load_policies(store: &dyn Backend) -> Result<PolicyEngine, String> {
 
 /// The active labelling rules: the latest `class-rules/active` configuration, else the defaults.
 pub fn load_class_rules(store: &dyn Backend) -> Result<mamori_authz::Rules, String> {
-    match store.config_get(crate::registry::ConfigKind::ClassRules.name(), "active")?.and_then(|e| e.value) {
+    match store
+        .config_get(crate::registry::ConfigKind::ClassRules.name(), "active")
+        .map_err(|e| format!("cannot read the class rules: {e}"))?
+        .and_then(|e| e.value)
+    {
         Some(v) => {
             let r: mamori_authz::Rules = serde_json::from_value(v).map_err(|e| format!("stored class rules: {e}"))?;
             r.validate().map_err(|e| e.to_string())?;

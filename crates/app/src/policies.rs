@@ -140,7 +140,7 @@ pub fn run_table(engine: &PolicyEngine, table: &Table) -> Result<Vec<String>, Ap
 pub fn current(ctx: &Ctx, node: &Node) -> Result<(PolicyEngine, Option<mamori_store_sql::ConfigEntry>), AppError> {
     ctx.authorize(node, AdminAct::ReadAudit)?;
     let engine = load_policies(&*node.store).map_err(AppError::Failed)?;
-    let entry = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(failed)?;
+    let entry = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(AppError::from)?;
     Ok((engine, entry))
 }
 
@@ -173,7 +173,7 @@ pub fn set(ctx: &Ctx, node: &Node, text: &str, table: Option<&Table>, reason: &s
             )));
         }
     }
-    let prev = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(failed)?.map(|e| e.version);
+    let prev = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(AppError::from)?.map(|e| e.version);
     let value = serde_json::json!({"text": engine.text()});
     let v = change_config(ctx, node, ConfigKind::Policies, "active", Some(value), reason.trim(), prev)?;
     Ok((v, engine.len()))

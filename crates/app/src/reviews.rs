@@ -125,7 +125,7 @@ pub(crate) fn open_for(ctx: &Ctx, node: &Node, reason: &str, users: &[String]) -
 pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<Campaign>, AppError> {
     ctx.authorize(node, AdminAct::ReviewAccess)?;
     let mut out = Vec::new();
-    for e in node.store.config_current(KIND.name()).map_err(failed)? {
+    for e in node.store.config_current(KIND.name()).map_err(AppError::from)? {
         out.push(serde_json::from_value(e.value.unwrap_or_default()).map_err(failed)?);
     }
     Ok(out)

@@ -9,7 +9,6 @@
 use mamori_identity::account::{Account, Coverage, Proofing, Status};
 use mamori_identity::service::NewAccount;
 
-use crate::ctx::failed;
 use crate::{AdminAct, AppError, Caller, Ctx, Node};
 
 /// An account to issue.
@@ -100,7 +99,7 @@ fn overview(node: &Node, a: Account) -> Result<Overview, AppError> {
     let (account, version) = node.store.account(&a.username)?.unwrap_or((a, 0));
     let creds = node.store.credentials(&account.username)?;
     let lockout = serde_json::to_value(node.store.lockout(&account.username)?).unwrap_or_default();
-    let last_login = node.store.last_login(&account.username).map_err(failed)?;
+    let last_login = node.store.last_login(&account.username).map_err(AppError::from)?;
     Ok(Overview {
         second_factors: creds
             .as_ref()
@@ -216,7 +215,7 @@ pub fn dormant(ctx: &Ctx, node: &Node, days: i64, disable: bool) -> Result<Vec<S
     let cutoff = ctx.now_secs() - days.saturating_mul(86_400);
     let mut out = Vec::new();
     for a in node.store.accounts()?.into_iter().filter(|a| a.status == Status::Active) {
-        let last = node.store.last_login(&a.username).map_err(failed)?.unwrap_or(a.created_at);
+        let last = node.store.last_login(&a.username).map_err(AppError::from)?.unwrap_or(a.created_at);
         if last < cutoff {
             if disable && not_self(ctx, &a.username).is_ok() {
                 node.identity.disable(&ctx.by(), &a.username)?;

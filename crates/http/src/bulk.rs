@@ -314,7 +314,7 @@ async fn kickoff(
         j.insert(id.clone(), job.clone());
     }
     let request = format!("{}/fhir/{what}{}", s.config.public_url, q.map(|q| format!("?{q}")).unwrap_or_default());
-    let transaction_time = mamori_records::Clock::now(&mamori_records::SystemClock);
+    let transaction_time = s.enforcer.clock().now();
     let filter = ExportFilter { types: Some(types), since: k.since, scope };
     let (records, ctx, dir) = (s.records.clone(), p.context(), jobs.job_dir(&id));
     let (audit, principal, job_id) = (s.audit.clone(), p.clone(), id.clone());

@@ -135,7 +135,7 @@ pub async fn process(
     check_format(&headers, q.as_deref())?;
     let bytes = read_body(&s, &headers, body, BodyKind::Resource).await?;
     let base = format!("{}/fhir", s.config.public_url);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp().saturating_mul(1_000_000);
+    let now = s.enforcer.clock().now().0.div_euclid(1_000_000).saturating_mul(1_000_000);
     let parsed = blocking(move || {
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             RecordError::invalid(mamori_records::IssueCode::Structure, format!("body is not valid JSON: {e}"))

@@ -632,7 +632,7 @@ pub(crate) fn strict_handling(headers: &HeaderMap) -> bool {
 }
 
 async fn run_search(s: &AppState, p: &Principal, rt: &ResourceType, headers: &HeaderMap, query: String) -> ApiResult {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp().saturating_mul(1_000_000);
+    let now = s.enforcer.clock().now().0.div_euclid(1_000_000).saturating_mul(1_000_000);
     let req = search::parse_search(rt.as_str(), &query, strict_handling(headers), now)?;
     let records = s.records.clone();
     let ctx = p.context();
@@ -839,7 +839,7 @@ async fn history(
     // Anchor paging at the first page's time, so versions written meanwhile do not shift pages.
     let before = match params.before {
         Some(b) => b,
-        None => mamori_records::Clock::now(&mamori_records::SystemClock),
+        None => s.enforcer.clock().now(),
     };
     let query = HistoryQuery {
         resource_type: rt.clone(),

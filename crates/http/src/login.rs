@@ -126,8 +126,9 @@ pub(crate) fn browser(headers: &HeaderMap) -> String {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
-pub(crate) fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+/// Seconds now, by the node's one clock.
+pub(crate) fn now(clock: &std::sync::Arc<dyn mamori_records::Clock>) -> i64 {
+    clock.now().0.div_euclid(1_000_000)
 }
 
 /// Only paths on this server may be `next` targets (no open redirects): `next` is parsed as a
@@ -366,9 +367,10 @@ pub async fn login_submit(
     let (user, pw) = (field(&f, "username").trim().to_string(), field(&f, "password").to_string());
     let id = s.identity.clone();
     let (ua, previous) = (browser(&headers), session_of(&s, &headers));
+    let clock = s.enforcer.clock().clone();
     let r = tokio::task::spawn_blocking(move || -> Result<Option<(String, Stage)>, mamori_identity::Error> {
-        match id.authenticate(&user, &pw, None, now(), source.as_deref())? {
-            Ok(auth) => id.start_session(&auth, &ua, previous.as_deref(), now()).map(Some),
+        match id.authenticate(&user, &pw, None, now(&clock), source.as_deref())? {
+            Ok(auth) => id.start_session(&auth, &ua, previous.as_deref(), now(&clock)).map(Some),
             Err(_) => Ok(None),
         }
     })
@@ -436,7 +438,8 @@ async fn second_step_forms(s: &AppState, headers: &HeaderMap, lang: Lang, next: 
     let factors = match session_of(s, headers) {
         Some(token) => {
             let (id, ua) = (s.identity.clone(), browser(headers));
-            tokio::task::spawn_blocking(move || id.pending_factors(&token, &ua, now()))
+            let clock = s.enforcer.clock().clone();
+            tokio::task::spawn_blocking(move || id.pending_factors(&token, &ua, now(&clock)))
                 .await
                 .ok()
                 .and_then(Result::ok)
@@ -488,11 +491,12 @@ pub async fn totp_submit(
     let code = field(&f, "code").to_string();
     let recovery = field(&f, "recovery_code").to_string();
     let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
+    let clock = s.enforcer.clock().clone();
     let r = tokio::task::spawn_blocking(move || {
         if recovery.is_empty() {
-            id.verify_totp(&token, &ua, &code, now(), source.as_deref())
+            id.verify_totp(&token, &ua, &code, now(&clock), source.as_deref())
         } else {
-            id.verify_recovery(&token, &ua, &recovery, now(), source.as_deref())
+            id.verify_recovery(&token, &ua, &recovery, now(&clock), source.as_deref())
         }
     })
     .await;
@@ -520,7 +524,8 @@ pub async fn enroll_page(State(s): State<AppState>, Query(q): Query<PageQuery>, 
     let next = safe_next(q.next.as_ref());
     let Some(token) = session_of(&s, &headers) else { return redirect("/login", Vec::new()) };
     let (id, ua) = (s.identity.clone(), browser(&headers));
-    let r = tokio::task::spawn_blocking(move || id.begin_enrol(&token, &ua, "Mamori", now())).await;
+    let clock = s.enforcer.clock().clone();
+    let r = tokio::task::spawn_blocking(move || id.begin_enrol(&token, &ua, "Mamori", now(&clock))).await;
     let uri = match r {
         Ok(Ok(Some(u))) => u,
         Ok(Ok(None)) => return redirect("/login", Vec::new()),
@@ -579,7 +584,9 @@ pub async fn enroll_submit(
     let Some(token) = session_of(&s, &headers) else { return redirect("/login", Vec::new()) };
     let code = field(&f, "code").to_string();
     let (id, ua, source) = (s.identity.clone(), browser(&headers), peer.map(|p| p.0.0.ip().to_string()));
-    let r = tokio::task::spawn_blocking(move || id.confirm_enrol(&token, &ua, &code, now(), source.as_deref())).await;
+    let clock = s.enforcer.clock().clone();
+    let r =
+        tokio::task::spawn_blocking(move || id.confirm_enrol(&token, &ua, &code, now(&clock), source.as_deref())).await;
     match r {
         Ok(Ok(Ok(step))) => redirect(&stage_path(step.stage, &next), vec![set_session(&s, &step.token)]),
         Ok(Ok(Err(_))) => render(
@@ -647,7 +654,9 @@ pub async fn password_submit(
     }
     let (cur, new) = (field(&f, "current_password").to_string(), field(&f, "new_password").to_string());
     let (id, ua) = (s.identity.clone(), browser(&headers));
-    let r = tokio::task::spawn_blocking(move || id.change_password_in_session(&token, &ua, &cur, &new, now())).await;
+    let clock = s.enforcer.clock().clone();
+    let r =
+        tokio::task::spawn_blocking(move || id.change_password_in_session(&token, &ua, &cur, &new, now(&clock))).await;
     match r {
         Ok(Ok(Ok(step))) => redirect(&next, vec![set_session(&s, &step.token)]),
         Ok(Ok(Err(mamori_identity::Error::PasswordRefused(why)))) => {
@@ -672,7 +681,8 @@ pub async fn account_page(State(s): State<AppState>, Query(q): Query<PageQuery>,
     let lang = lang_of(&q, &headers);
     let Some(token) = session_of(&s, &headers) else { return redirect("/login?next=/account", Vec::new()) };
     let (id, ua) = (s.identity.clone(), browser(&headers));
-    let r = tokio::task::spawn_blocking(move || id.session(&token, &ua, now())).await;
+    let clock = s.enforcer.clock().clone();
+    let r = tokio::task::spawn_blocking(move || id.session(&token, &ua, now(&clock))).await;
     let sess = match r {
         Ok(Ok(Ok(sess))) if sess.stage == Stage::Full => sess,
         Ok(Ok(Ok(sess))) => return redirect(&stage_path(sess.stage, "/account"), Vec::new()),
@@ -730,7 +740,8 @@ pub async fn logout(
     }
     if let Some(token) = session_of(&s, &headers) {
         let (id, source) = (s.identity.clone(), peer.map(|p| p.0.0.ip().to_string()));
-        let _ = tokio::task::spawn_blocking(move || id.logout(&token, now(), source.as_deref())).await;
+        let clock = s.enforcer.clock().clone();
+        let _ = tokio::task::spawn_blocking(move || id.logout(&token, now(&clock), source.as_deref())).await;
     }
     redirect("/login", vec![clear_session(&s)])
 }

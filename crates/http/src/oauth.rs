@@ -22,6 +22,9 @@ fn error(e: &OAuthError) -> Response {
     if status == StatusCode::UNAUTHORIZED {
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"mamori\""));
     }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     r
 }
 
@@ -189,7 +192,8 @@ async fn token_request(
         .ok_or_else(|| OAuthError::invalid_request("`token` is required"))?;
     let oauth = s.oauth.clone();
     let audiences = assertion_audiences(s, path);
-    let c = tokio::task::spawn_blocking(move || oauth.authenticate_client(&cred, &audiences, now_secs()))
+    let clock = s.enforcer.clock().clone();
+    let c = tokio::task::spawn_blocking(move || oauth.authenticate_client(&cred, &audiences, now_secs(&clock)))
         .await
         .map_err(|_| OAuthError::server_error())??;
     Ok((c, token))
@@ -206,8 +210,9 @@ fn assertion_audiences(s: &AppState, path: &str) -> Vec<String> {
     v
 }
 
-fn now_secs() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+/// Seconds now, by the node's one clock.
+fn now_secs(clock: &std::sync::Arc<dyn mamori_records::Clock>) -> i64 {
+    clock.now().0.div_euclid(1_000_000)
 }
 
 /// How a refused OAuth request is recorded: failed client authentication is a denial.
@@ -234,7 +239,7 @@ pub async fn introspect(
     let result = async {
         let (c, token) = token_request(&s, &headers, body, &mut client, "/oauth/introspect").await?;
         let oauth = s.oauth.clone();
-        let now = now_secs();
+        let now = now_secs(s.enforcer.clock());
         tokio::task::spawn_blocking(move || oauth.introspect_for(&c, &token, now))
             .await
             .map_err(|_| OAuthError::server_error())?
@@ -368,7 +373,8 @@ pub async fn openid_configuration(State(s): State<AppState>) -> Response {
 /// retired within the overlap.
 pub async fn jwks(State(s): State<AppState>) -> Response {
     let oauth = s.oauth.clone();
-    match tokio::task::spawn_blocking(move || oauth.jwks(now_secs())).await {
+    let clock = s.enforcer.clock().clone();
+    match tokio::task::spawn_blocking(move || oauth.jwks(now_secs(&clock))).await {
         Ok(Ok(v)) => {
             let mut r = (StatusCode::OK, axum::Json(v)).into_response();
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
@@ -501,7 +507,7 @@ async fn token_inner(
     };
     let cred = credential(&headers, &form, client)?;
     let oauth = s.oauth.clone();
-    let now = now_secs();
+    let now = now_secs(s.enforcer.clock());
     let endpoint = assertion_audiences(s, "/oauth/token");
     let issuer = s.config.public_url.clone();
     let (resp, subject) = tokio::task::spawn_blocking(move || {

@@ -164,7 +164,8 @@ async fn person(s: &AppState, headers: &HeaderMap, back: &str) -> Result<mamori_
     let login = || crate::login::redirect(&format!("/login?next={}", form_encode(back)), Vec::new());
     let Some(token) = crate::login::session_of(s, headers) else { return Err(login()) };
     let (id, ua) = (s.identity.clone(), crate::login::browser(headers));
-    match tokio::task::spawn_blocking(move || id.session(&token, &ua, now())).await {
+    let t = now(s.enforcer.clock());
+    match tokio::task::spawn_blocking(move || id.session(&token, &ua, t)).await {
         Ok(Ok(Ok(sess))) if sess.stage == Stage::Full => Ok(sess),
         Ok(Ok(Ok(sess))) => Err(crate::login::redirect(&crate::login::stage_path(sess.stage, back), Vec::new())),
         Ok(Ok(Err(_))) => Err(login()),
@@ -532,8 +533,9 @@ pub async fn decide(
     let fhir_user = account.as_ref().and_then(|a| a.fhir_user.clone());
     let name = account.as_ref().and_then(|a| a.display_name.clone());
     let p2 = patient.clone();
+    let t = now(s.enforcer.clock());
     let issued = tokio::task::spawn_blocking(move || {
-        oauth.issue_code(&a2, &user, fhir_user.as_deref(), name.as_deref(), p2.as_deref(), sess.created, now())
+        oauth.issue_code(&a2, &user, fhir_user.as_deref(), name.as_deref(), p2.as_deref(), sess.created, t)
     })
     .await;
     let code = match issued {

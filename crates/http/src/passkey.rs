@@ -70,7 +70,8 @@ type Begin = fn(&Identity, &Rp, &str, &str, i64) -> Result<Option<serde_json::Va
 async fn begin(s: &AppState, headers: &HeaderMap, start: Begin) -> Response {
     let (Some(rp), Some(token)) = (s.passkeys.clone(), checked(s, headers)) else { return refused() };
     let (id, ua) = (s.identity.clone(), browser(headers));
-    match tokio::task::spawn_blocking(move || start(&id, &rp, &token, &ua, now())).await {
+    let t = now(s.enforcer.clock());
+    match tokio::task::spawn_blocking(move || start(&id, &rp, &token, &ua, t)).await {
         Ok(Ok(Some(options))) => json(options),
         _ => refused(),
     }
@@ -102,8 +103,9 @@ async fn finish(
     let Some(response) = body_text(body).await else { return refused() };
     let (id, ua, source) = (s.identity.clone(), browser(headers), peer.map(|p| p.0.0.ip().to_string()));
     let name = q.name.unwrap_or_default();
-    let r = tokio::task::spawn_blocking(move || end(&id, &rp, &token, &ua, &response, &name, now(), source.as_deref()))
-        .await;
+    let t = now(s.enforcer.clock());
+    let r =
+        tokio::task::spawn_blocking(move || end(&id, &rp, &token, &ua, &response, &name, t, source.as_deref())).await;
     match r {
         Ok(Ok(Ok(step))) => {
             let mut r = json(serde_json::json!({"next": stage_path(step.stage, &safe_next(q.next.as_ref()))}));

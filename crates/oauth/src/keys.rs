@@ -66,7 +66,7 @@ fn aad(kid: &str) -> String {
 }
 
 fn se(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::failed(e)
 }
 
 /// A new RSA-2048 key: (public JWK with its thumbprint as `kid`, PKCS#1 DER private key).

@@ -26,9 +26,29 @@ pub use keys::{Sealer, SigningKey};
 pub use scope::{Context, Perm, Scope, ScopeSet, Special};
 
 /// A storage failure, described for logs.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store is busy or cannot be reached; nothing was changed and the client may retry
+    /// (503 with `Retry-After`).
+    #[error("oauth store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (500); the detail is for the log.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl StoreError {
+    /// A failure with no more specific kind.
+    pub fn failed(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Failed(e.to_string())
+    }
+
+    /// Whether the same request may succeed if retried shortly.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
 
 /// A registered application.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -213,10 +233,14 @@ impl OAuthError {
 }
 
 impl From<StoreError> for OAuthError {
-    /// The storage detail is dropped here: a client sees only `server_error`; the store adapter
-    /// reports its own failures.
-    fn from(_: StoreError) -> Self {
-        OAuthError::server_error()
+    /// The storage detail is dropped here: a client sees only `temporarily_unavailable` (503, may
+    /// retry) or `server_error`; the store adapter reports its own failures.
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            Self::new("temporarily_unavailable", 503, "the authorization server is busy; retry shortly")
+        } else {
+            OAuthError::server_error()
+        }
     }
 }
 
@@ -326,7 +350,7 @@ pub fn sha256_hex(s: &str) -> String {
 /// A fresh 256-bit random string, base64url.
 pub fn random_secret() -> Result<String, StoreError> {
     let mut b = [0u8; 32];
-    getrandom::fill(&mut b).map_err(|e| StoreError(format!("random: {e}")))?;
+    getrandom::fill(&mut b).map_err(|e| StoreError::Failed(format!("random: {e}")))?;
     Ok(URL_SAFE_NO_PAD.encode(b))
 }
 
@@ -648,5 +672,17 @@ mod tests {
         assert!(
             valid_cidr("192.168.0.0/24") && valid_cidr("::1") && !valid_cidr("10.0.0.0/33") && !valid_cidr("nonsense")
         );
+    }
+
+    /// A busy store is `temporarily_unavailable` (503; the edge adds `Retry-After`), anything
+    /// else `server_error` (500); neither carries the storage detail to the client.
+    #[test]
+    fn store_failures_reach_the_client_by_kind() {
+        let busy = OAuthError::from(StoreError::Unavailable("database is locked".into()));
+        assert_eq!((busy.error, busy.status), ("temporarily_unavailable", 503));
+        assert!(!busy.description.contains("locked"));
+        let failed = OAuthError::from(StoreError::failed("disk I/O error"));
+        assert_eq!((failed.error, failed.status), ("server_error", 500));
+        assert!(!failed.description.contains("disk"));
     }
 }

@@ -11,12 +11,18 @@ use crate::{Db, Error, Row, SqlStore, decode, decode_all, vals};
 fn se(e: impl std::fmt::Display) -> StoreError {
     let msg = e.to_string();
     tracing::error!(error = %msg, "oauth store failure");
-    StoreError(msg)
+    StoreError::Failed(msg)
 }
 
 impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
-        se(e)
+        match e {
+            Error::Store(s) if s.is_transient() => {
+                tracing::warn!(error = %s, "oauth store busy");
+                StoreError::Unavailable(s.to_string())
+            }
+            other => se(other),
+        }
     }
 }
 
