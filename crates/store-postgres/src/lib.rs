@@ -599,6 +599,11 @@ impl Db for PgDb {
         l.read(|l| f(l))
     }
 
+    fn read_statement<T, E: From<SqlError>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E> {
+        let mut l = self.lease().map_err(|e| E::from(e.into()))?;
+        f(&mut l)
+    }
+
     fn write<T, E: From<SqlError>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E> {
         let mut l = self.lease().map_err(|e| E::from(e.into()))?;
         l.write(|l| f(l))

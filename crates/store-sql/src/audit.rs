@@ -174,12 +174,12 @@ impl<D: Db> SqlStore<D> {
 
     /// Number of entries integrated into the tree (covered by the latest checkpoint).
     pub fn audit_integrated_size(&self) -> Result<u64, Error> {
-        self.db.read(|c| state(c, "integrated"))
+        self.db.read_statement(|c| state(c, "integrated"))
     }
 
     /// Total entries appended.
     pub fn audit_size(&self) -> Result<u64, Error> {
-        self.db.read(|c| Tables(c).size().map_err(|e| Error::unavailable(e.to_string())))
+        self.db.read_statement(|c| Tables(c).size().map_err(|e| Error::unavailable(e.to_string())))
     }
 
     /// Inclusion proof of leaf `index` in the tree of `size` (≤ integrated size).
@@ -267,7 +267,7 @@ impl<D: Db> AuditLog for SqlStore<D> {
     }
 
     fn entries(&self, start: u64, count: u64) -> Result<Vec<Vec<u8>>, AuditError> {
-        self.db.read(|c| Tables(c).entries(start, start.saturating_add(count)))
+        self.db.read_statement(|c| Tables(c).entries(start, start.saturating_add(count)))
     }
 
     fn query(&self, q: &EntryQuery) -> Result<Vec<StoredEntry>, AuditError> {
@@ -300,16 +300,17 @@ impl<D: Db> AuditLog for SqlStore<D> {
     }
 
     fn tile(&self, level: u8, index: u64) -> Result<Vec<Hash>, AuditError> {
-        self.db.read(|c| Tables(c).tile(level, index))
+        self.db.read_statement(|c| Tables(c).tile(level, index))
     }
 
     fn latest_checkpoint(&self) -> Result<Option<String>, AuditError> {
-        let r = self.db.read(|c| c.one("SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1", &[]))?;
+        let r =
+            self.db.read_statement(|c| c.one("SELECT note FROM audit_checkpoints ORDER BY size DESC LIMIT 1", &[]))?;
         Ok(r.map(|r| r.text(0)).transpose()?)
     }
 
     fn checkpoints(&self) -> Result<Vec<String>, AuditError> {
-        let rows = self.db.read(|c| c.query("SELECT note FROM audit_checkpoints ORDER BY size", &[]))?;
+        let rows = self.db.read_statement(|c| c.query("SELECT note FROM audit_checkpoints ORDER BY size", &[]))?;
         Ok(rows.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?)
     }
 

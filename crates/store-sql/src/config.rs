@@ -141,7 +141,7 @@ impl<D: Db> SqlStore<D> {
     /// A number that grows with every configuration change (the history is append-only), for
     /// cheap polling by every node.
     pub fn config_generation(&self) -> Result<u64, Error> {
-        self.db.read(|c| {
+        self.db.read_statement(|c| {
             Ok(c.one("SELECT COUNT(*) FROM config_versions", &[])?.map(|r| r.uint(0)).transpose()?.unwrap_or(0))
         })
     }
@@ -156,7 +156,7 @@ impl<D: Db> SqlStore<D> {
     /// The current version of every live entry of a kind.
     pub fn config_current(&self, kind: &str) -> Result<Vec<ConfigEntry>, Error> {
         let table = table_of(kind);
-        let rows = self.db.read(|c| {
+        let rows = self.db.read_statement(|c| {
             c.query(
                 &format!(
                     "SELECT c.kind, c.key, c.version, c.value, c.changed_by, c.changed_at, c.reason FROM {table} c
@@ -172,7 +172,7 @@ impl<D: Db> SqlStore<D> {
     /// One entry's current version.
     pub fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error> {
         let table = table_of(kind);
-        let row = self.db.read(|c| {
+        let row = self.db.read_statement(|c| {
             c.one(
                 &format!("SELECT {COLS} FROM {table} WHERE kind = ?1 AND key = ?2 ORDER BY version DESC LIMIT 1"),
                 &vals![kind, key],
@@ -184,7 +184,7 @@ impl<D: Db> SqlStore<D> {
     /// Every version of one entry, oldest first.
     pub fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error> {
         let table = table_of(kind);
-        let rows = self.db.read(|c| {
+        let rows = self.db.read_statement(|c| {
             c.query(
                 &format!("SELECT {COLS} FROM {table} WHERE kind = ?1 AND key = ?2 ORDER BY version"),
                 &vals![kind, key],

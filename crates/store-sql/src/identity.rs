@@ -30,7 +30,9 @@ const PUT_CREDENTIALS: &str = "INSERT INTO credentials (username, data) VALUES (
 impl<D: Db> SqlStore<D> {
     /// Unix time of an account's last successful login.
     pub fn last_login(&self, username: &str) -> Result<Option<i64>, Error> {
-        let r = self.db.read(|c| c.one("SELECT last_login FROM auth_state WHERE username = ?1", &vals![username]))?;
+        let r = self
+            .db
+            .read_statement(|c| c.one("SELECT last_login FROM auth_state WHERE username = ?1", &vals![username]))?;
         Ok(r.map(|r| r.opt_int(0)).transpose()?.flatten())
     }
 }
@@ -51,7 +53,7 @@ impl<D: Db> IdentityStore for SqlStore<D> {
 
     fn credentials(&self, username: &str) -> Result<Option<Credentials>, IdError> {
         self.db
-            .read(|c| data_of(c, "SELECT data FROM credentials WHERE username = ?1", username))?
+            .read_statement(|c| data_of(c, "SELECT data FROM credentials WHERE username = ?1", username))?
             .map(|s| serde_json::from_str(&s).map_err(ie))
             .transpose()
     }
@@ -63,7 +65,7 @@ impl<D: Db> IdentityStore for SqlStore<D> {
     }
 
     fn lockout(&self, username: &str) -> Result<lockout::State, IdError> {
-        let v = self.db.read(|c| data_of(c, "SELECT data FROM auth_state WHERE username = ?1", username))?;
+        let v = self.db.read_statement(|c| data_of(c, "SELECT data FROM auth_state WHERE username = ?1", username))?;
         Ok(v.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default())
     }
 
@@ -118,7 +120,7 @@ impl<D: Db> IdentityStore for SqlStore<D> {
 
     fn session(&self, id: &str) -> Result<Option<Session>, IdError> {
         self.db
-            .read(|c| data_of(c, "SELECT data FROM sessions WHERE id = ?1", id))?
+            .read_statement(|c| data_of(c, "SELECT data FROM sessions WHERE id = ?1", id))?
             .map(|s| serde_json::from_str(&s).map_err(ie))
             .transpose()
     }

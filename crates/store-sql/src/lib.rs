@@ -274,6 +274,20 @@ impl Row {
         }
     }
 
+    /// A text column, moved out of the row.
+    pub fn take_string(&mut self, i: usize) -> Result<String, Error> {
+        self.take_text(i)?.ok_or_else(|| Error::corrupt(format!("column {i} is NULL")))
+    }
+
+    /// A bytes column, moved out of the row.
+    pub fn take_blob(&mut self, i: usize) -> Result<Vec<u8>, Error> {
+        let slot = self.0.get_mut(i).ok_or_else(|| Error::corrupt(format!("no column {i}")))?;
+        match std::mem::replace(slot, Value::Null) {
+            Value::Blob(b) => Ok(b.into_owned()),
+            other => Err(Error::corrupt(format!("column {i} is not bytes: {other:?}"))),
+        }
+    }
+
     /// A bytes column.
     pub fn blob(&self, i: usize) -> Result<Vec<u8>, Error> {
         match self.at(i)? {
@@ -325,6 +339,12 @@ pub trait Db: Send + Sync + 'static {
     }
     /// Runs `f` in a read-only transaction on one snapshot.
     fn read<T, E: From<Error>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E>;
+    /// Runs `f`, which issues a single statement, on a reading connection: a statement is its own
+    /// snapshot, so no explicit transaction is opened (a token or session lookup on every
+    /// request saves its `BEGIN` and `COMMIT`).
+    fn read_statement<T, E: From<Error>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E> {
+        self.read(f)
+    }
     /// Like [`Db::read`], for long scans (audit integration) that should not evict the hot pages
     /// of the connections serving requests.
     fn read_scan<T, E: From<Error>>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T, E>) -> Result<T, E> {
@@ -387,7 +407,7 @@ impl<D: Db> SqlStore<D> {
 
     /// A quick liveness check for `/healthz`.
     pub fn ping(&self) -> Result<(), Error> {
-        self.db.read(|c| c.query("SELECT 1", &[]).map(|_| ()))
+        self.db.read_statement(|c| c.query("SELECT 1", &[]).map(|_| ()))
     }
 
     /// Sets a value shared by every process on the store if it is not set yet; returns the value
@@ -397,7 +417,7 @@ impl<D: Db> SqlStore<D> {
         let get = |c: &mut dyn Conn| -> Result<Option<String>, Error> {
             c.one("SELECT value FROM store_flags WHERE name = ?1", &vals![name])?.map(|r| r.text(0)).transpose()
         };
-        if let Some(v) = self.db.read(get)? {
+        if let Some(v) = self.db.read_statement(get)? {
             return Ok(v);
         }
         self.db.write(|c| {

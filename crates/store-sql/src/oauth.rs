@@ -87,7 +87,7 @@ impl<D: Db> OAuthStore for SqlStore<D> {
     }
 
     fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
-        let r = self.db.read(|c| {
+        let r = self.db.read_statement(|c| {
             c.one(
                 "SELECT sha256, client_id, subject, fhir_user, scope, issued_at, expires_at, revoked, patient, family
                  FROM access_tokens WHERE sha256 = ?1",
@@ -166,7 +166,7 @@ impl<D: Db> OAuthStore for SqlStore<D> {
     }
 
     fn refresh_token(&self, sha256: &[u8; 32]) -> Result<Option<RefreshRecord>, StoreError> {
-        let r = self.db.read(|c| {
+        let r = self.db.read_statement(|c| {
             c.one(
                 "SELECT sha256, family, client_id, subject, fhir_user, scope, patient, issued_at, expires_at, used, revoked
                  FROM refresh_tokens WHERE sha256 = ?1",

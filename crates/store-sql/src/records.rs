@@ -28,20 +28,20 @@ const V_COLS: &str = "v.type, v.id, v.version, v.last_updated, v.method, v.body,
 
 fn row_to_version(mut r: Row) -> Result<VersionRecord, StoreError> {
     let body = r.take_text(5).map_err(se)?;
-    let method = r.text(4).map_err(se)?;
-    let classes = r.text(11).map_err(se)?;
+    let method = r.take_string(4).map_err(se)?;
+    let classes = r.take_string(11).map_err(se)?;
     Ok(VersionRecord {
-        resource_type: ResourceType::parse(&r.text(0).map_err(se)?).map_err(bad)?,
-        id: ResourceId::parse(&r.text(1).map_err(se)?).map_err(bad)?,
+        resource_type: ResourceType::parse(&r.take_string(0).map_err(se)?).map_err(bad)?,
+        id: ResourceId::parse(&r.take_string(1).map_err(se)?).map_err(bad)?,
         version: r.uint(2).map_err(se)?,
         last_updated: Timestamp(r.int(3).map_err(se)?),
         method: Method::parse(&method).ok_or_else(|| bad(format!("unknown method `{method}`")))?,
         body: body.map(Arc::from),
-        content_sha256: r.blob(6).map_err(se)?.try_into().map_err(|_| bad("hash is not 32 bytes"))?,
-        entered_by: r.text(7).map_err(se)?,
-        status: r.opt_text(8).map_err(se)?.map_or(EntryStatus::Final, |author| EntryStatus::Pending { author }),
+        content_sha256: r.take_blob(6).map_err(se)?.try_into().map_err(|_| bad("hash is not 32 bytes"))?,
+        entered_by: r.take_string(7).map_err(se)?,
+        status: r.take_text(8).map_err(se)?.map_or(EntryStatus::Final, |author| EntryStatus::Pending { author }),
         server_written: r.bool(9).map_err(se)?,
-        patient: r.opt_text(10).map_err(se)?,
+        patient: r.take_text(10).map_err(se)?,
         classes: classes.split(' ').filter(|c| !c.is_empty()).map(str::to_string).collect(),
         lab: r.bool(12).map_err(se)?,
     })
@@ -89,17 +89,18 @@ pub(crate) struct RecordTx<'c> {
 }
 
 impl RecordTx<'_> {
-    /// A value as the index keeps it: whole, or its first bytes where the dialect limits keys.
-    fn clip(&self, s: &str) -> String {
+    /// A value as the index keeps it: whole, or its first bytes (on a character boundary) where
+    /// the dialect limits keys.
+    fn clip<'s>(&self, s: &'s str) -> &'s str {
         match self.c.dialect().index_bytes() {
             Some(max) if s.len() > max => {
                 let mut end = max;
                 while !s.is_char_boundary(end) {
                     end -= 1;
                 }
-                s.get(..end).unwrap_or_default().to_string()
+                s.get(..end).unwrap_or_default()
             }
-            _ => s.to_string(),
+            _ => s,
         }
     }
 
@@ -131,66 +132,68 @@ impl RecordTx<'_> {
         }
     }
 
-    /// The statements replacing every index entry of a resource (none left for a deletion).
-    fn index_statements(
+    /// The statements replacing every index entry of a resource (none left for a deletion),
+    /// borrowing the values (SQLite binds them without a copy).
+    fn index_statements<'a>(
         &self,
-        rt: &ResourceType,
-        id: &ResourceId,
+        rt: &'a ResourceType,
+        id: &'a ResourceId,
         deleted: bool,
         fresh: bool,
-        index: &IndexEntries,
-        out: &mut Vec<(&'static str, Vec<Value<'static>>)>,
+        index: &'a IndexEntries,
+        out: &mut Vec<(&'static str, Vec<Value<'a>>)>,
     ) {
         let (t, i) = (rt.as_str(), id.as_str());
         if !fresh {
             for sql in CLEAR {
-                out.push((sql, Vec::from(vals![t.to_string(), i.to_string()])));
+                out.push((sql, Vec::from(vals![t, i])));
             }
         }
         if deleted {
             return;
         }
-        let row = |rest: Vec<Value<'static>>| -> Vec<Value<'static>> {
-            let mut v = Vec::from(vals![t.to_string(), i.to_string()]);
-            v.extend(rest);
+        let row = |rest: &[Value<'a>]| -> Vec<Value<'a>> {
+            let mut v = Vec::with_capacity(2 + rest.len());
+            v.extend([Value::from(t), Value::from(i)]);
+            v.extend_from_slice(rest);
             v
         };
         for tok in &index.identifiers {
             out.push((
                 "INSERT INTO identifier_index (type, id, system, value) VALUES (?1, ?2, ?3, ?4)",
-                row(Vec::from(vals![self.clip(tok.system.as_deref().unwrap_or_default()), self.clip(&tok.value)])),
+                row(&vals![self.clip(tok.system.as_deref().unwrap_or_default()), self.clip(&tok.value)]),
             ));
         }
         if matches!(t, "CareTeam" | "Encounter" | "Patient") {
             for c in &index.care {
                 out.push((
                     "INSERT INTO care_index (type, id, patient, member) VALUES (?1, ?2, ?3, ?4)",
-                    row(Vec::from(vals![c.patient.clone(), c.member.clone()])),
+                    row(&vals![c.patient.as_str(), c.member.as_str()]),
                 ));
             }
         }
         for r in &index.search {
-            let p = r.param.clone();
+            let p = r.param.as_str();
             out.push(match &r.value {
                 IndexValue::Str { norm, exact } => (
                     "INSERT INTO sp_string (type, id, param, norm, exact) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                    row(Vec::from(vals![p, self.clip(norm), self.clip(exact)])),
+                    row(&vals![p, self.clip(norm), self.clip(exact)]),
                 ),
                 IndexValue::Token { system, code, text } => (
                     "INSERT INTO sp_token (type, id, param, system, code, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    row(Vec::from(vals![p, self.clip(system), self.clip(code), self.clip(text)])),
+                    row(&vals![p, self.clip(system), self.clip(code), self.clip(text)]),
                 ),
                 IndexValue::Date { lo, hi } => (
                     "INSERT INTO sp_date (type, id, param, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                    row(Vec::from(vals![p, *lo, *hi])),
+                    row(&vals![p, *lo, *hi]),
                 ),
                 IndexValue::Number { lo, hi, system, code } => (
                     "INSERT INTO sp_number (type, id, param, lo, hi, system, code) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                    row(Vec::from(vals![p, *lo, *hi, self.clip(system), self.clip(code)])),
+                    row(&vals![p, *lo, *hi, self.clip(system), self.clip(code)]),
                 ),
                 IndexValue::Ref { ty, id: target, url } => (
                     "INSERT INTO sp_ref (type, id, param, target_type, target_id, url) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    row(Vec::from(vals![p, self.clip(ty), self.clip(target), self.clip(url)])),
+                    row(&vals![p, self.clip(ty), self.clip(target), self.clip(url)]),
                 ),
                 IndexValue::Composite { system, code, second } => {
                     let (s_system, s_code, lo, hi): (&str, &str, Option<f64>, Option<f64>) = match second.as_ref() {
@@ -204,7 +207,7 @@ impl RecordTx<'_> {
                     };
                     (
                         "INSERT INTO sp_composite (type, id, param, system, code, s_system, s_code, lo, hi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                        row(Vec::from(vals![p, self.clip(system), self.clip(code), self.clip(s_system), self.clip(s_code), lo, hi])),
+                        row(&vals![p, self.clip(system), self.clip(code), self.clip(s_system), self.clip(s_code), lo, hi]),
                     )
                 }
             });

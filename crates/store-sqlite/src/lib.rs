@@ -286,6 +286,23 @@ impl Db for SqliteDb {
         Self::read_on(&conn, f)
     }
 
+    fn read_statement<T, E: From<mamori_store_sql::Error>>(
+        &self,
+        f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let conn = self.reader().map_err(mamori_store_sql::Error::from)?;
+        f(&mut SqliteConn(&conn))
+    }
+
+    /// One statement in autocommit mode on the writer (no `BEGIN`/`COMMIT` around it), then
+    /// durable.
+    fn exec(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, mamori_store_sql::Error> {
+        let conn = self.writer.lock()?;
+        let n = SqliteConn(&conn).execute(sql, params)?;
+        self.release_durably(conn)?;
+        Ok(n)
+    }
+
     fn read_scan<T, E: From<mamori_store_sql::Error>>(
         &self,
         f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
