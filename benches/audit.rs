@@ -19,7 +19,7 @@ fn record(i: u64) -> AuditRecord {
             client_id: Some("ward-7-terminal".into()),
             fhir_user: Some("Practitioner/dr-sato".into()),
             id: "dr-sato".into(),
-            kind: "user".into(),
+            kind: mamori_audit::ActorKind::User,
         },
         detail: None,
         outcome: Outcome::Success,

@@ -140,7 +140,7 @@ pub fn export(
                         r.action,
                         format!("{:?}", r.outcome).to_lowercase(),
                         r.status.map(|s| s.to_string()).unwrap_or_default(),
-                        r.actor.kind,
+                        r.actor.kind.to_string(),
                         r.actor.id,
                         r.actor.client_id.unwrap_or_default(),
                         r.actor.fhir_user.unwrap_or_default(),

@@ -68,8 +68,12 @@ fn concurrent_audit_appends_make_one_gap_free_sequence() {
             std::thread::spawn(move || {
                 let mut got = Vec::new();
                 for i in 0..25 {
-                    let actor =
-                        AuditActor { client_id: None, fhir_user: None, id: format!("t{t}"), kind: "user".into() };
+                    let actor = AuditActor {
+                        client_id: None,
+                        fhir_user: None,
+                        id: format!("t{t}"),
+                        kind: mamori_audit::ActorKind::User,
+                    };
                     let mut r = AuditRecord::new("contract", actor, Outcome::Success, "HOPERAT");
                     r.detail = Some(format!("{t}/{i}"));
                     got.extend(store.append(vec![r]).unwrap());
@@ -173,7 +177,8 @@ fn two_integrators_make_one_tree() {
     let verifier = mamori_audit::note::NoteVerifier::parse(&signer.verifier_key()).unwrap();
     let stores = [h.node.store.clone(), other.store.clone()];
     for round in 0..5 {
-        let actor = AuditActor { client_id: None, fhir_user: None, id: "contract".into(), kind: "user".into() };
+        let actor =
+            AuditActor { client_id: None, fhir_user: None, id: "contract".into(), kind: mamori_audit::ActorKind::User };
         let batch: Vec<AuditRecord> = (0..40)
             .map(|i| {
                 let mut r = AuditRecord::new("contract", actor.clone(), Outcome::Success, "HOPERAT");

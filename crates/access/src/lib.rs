@@ -587,7 +587,11 @@ impl Principal {
             client_id: Some(self.grant.client_id.clone()),
             fhir_user: self.grant.fhir_user.clone(),
             id: self.grant.subject.clone().unwrap_or_else(|| self.grant.client_id.clone()),
-            kind: if self.grant.subject.is_some() { "user" } else { "client" }.into(),
+            kind: if self.grant.subject.is_some() {
+                mamori_audit::ActorKind::User
+            } else {
+                mamori_audit::ActorKind::Client
+            },
         }
     }
 }

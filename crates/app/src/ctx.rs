@@ -172,10 +172,7 @@ impl Ctx {
     /// The caller as the configuration path and the identity service record it
     /// (`operator:NAME`, `user:NAME`).
     pub fn by(&self) -> String {
-        match &self.caller {
-            Caller::Operator(n) => format!("operator:{n}"),
-            Caller::Person { username, .. } => format!("user:{username}"),
-        }
+        self.actor().tag()
     }
 
     /// The caller's name.
@@ -265,7 +262,7 @@ impl Ctx {
 
     /// The caller as the audit trail records it.
     pub fn audit_actor(&self) -> mamori_audit::AuditActor {
-        self.actor().audit_actor()
+        self.actor()
     }
 
     /// The actor for writes (入力者).

@@ -10,7 +10,7 @@ pub mod note;
 mod record;
 pub mod tiles;
 
-pub use record::{AuditActor, AuditRecord, Outcome};
+pub use record::{ActorKind, AuditActor, AuditRecord, Outcome};
 
 /// A SHA-256 hash.
 pub type Hash = [u8; 32];

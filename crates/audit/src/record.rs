@@ -16,7 +16,65 @@ pub enum Outcome {
     Failure,
 }
 
-/// Who acted.
+/// What kind of principal acts. Stored lower-case (`client`, `user`…), as before it was typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    /// A registered application acting for itself (client credentials).
+    Client,
+    /// A person, signed in.
+    User,
+    /// An operator at the command line of the server machine.
+    Operator,
+    /// The server itself (`system:oauth`, `system:mamori.toml`).
+    System,
+    /// No credentials were presented (a refused request).
+    Anonymous,
+    /// A kind this version does not know (read from a newer log).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ActorKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Client => "client",
+            ActorKind::User => "user",
+            ActorKind::Operator => "operator",
+            ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
+            ActorKind::Unknown => "unknown",
+        }
+    }
+
+    /// The kind named `s`; unknown names are [`ActorKind::Unknown`].
+    pub fn parse(s: &str) -> ActorKind {
+        match s {
+            "client" => ActorKind::Client,
+            "user" => ActorKind::User,
+            "operator" => ActorKind::Operator,
+            "system" => ActorKind::System,
+            "anonymous" => ActorKind::Anonymous,
+            _ => ActorKind::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for ActorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for ActorKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Who acts — the one actor type: the record service's 入力者, the audit trail's actor and the
+/// `kind:id` tag of a configuration change are all this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditActor {
     /// OAuth client through which the act came.
@@ -27,8 +85,50 @@ pub struct AuditActor {
     pub fhir_user: Option<String>,
     /// Client id, user name, operator name; empty if unknown.
     pub id: String,
-    /// `client`, `user`, `operator` or `anonymous`.
-    pub kind: String,
+    /// What kind of principal.
+    pub kind: ActorKind,
+}
+
+impl AuditActor {
+    /// An actor of `kind` named `id`, with no client or FHIR resource.
+    pub fn new(kind: ActorKind, id: impl Into<String>) -> AuditActor {
+        AuditActor { client_id: None, fhir_user: None, id: id.into(), kind }
+    }
+
+    /// A registered application acting for itself.
+    pub fn client(id: &str) -> AuditActor {
+        AuditActor { client_id: Some(id.to_string()), ..AuditActor::new(ActorKind::Client, id) }
+    }
+
+    /// A command-line operator.
+    pub fn operator(name: &str) -> AuditActor {
+        AuditActor::new(ActorKind::Operator, name)
+    }
+
+    /// A person, with their FHIR resource when known.
+    pub fn user(username: &str, fhir_user: Option<String>) -> AuditActor {
+        AuditActor { fhir_user, ..AuditActor::new(ActorKind::User, username) }
+    }
+
+    /// The `kind:id` tag configuration changes are attributed with (`operator:kansa`,
+    /// `user:admin1`, `system:oauth`).
+    pub fn tag(&self) -> String {
+        format!("{}:{}", self.kind, self.id)
+    }
+
+    /// The stable label a version stores as its 入力者: the person's FHIR reference, else the
+    /// `kind:id` tag.
+    pub fn label(&self) -> String {
+        self.fhir_user.clone().unwrap_or_else(|| self.tag())
+    }
+
+    /// The actor a tag names; a tag without a kind is an operator's name.
+    pub fn from_tag(tag: &str) -> AuditActor {
+        match tag.split_once(':') {
+            Some((kind, id)) => AuditActor::new(ActorKind::parse(kind), id),
+            None => AuditActor::operator(tag),
+        }
+    }
 }
 
 /// One audit record.
@@ -130,12 +230,7 @@ mod tests {
     fn rec() -> AuditRecord {
         AuditRecord {
             action: "read".into(),
-            actor: AuditActor {
-                client_id: Some("app".into()),
-                fhir_user: None,
-                id: "app".into(),
-                kind: "client".into(),
-            },
+            actor: AuditActor::client("app"),
             detail: None,
             status: Some(200),
             outcome: Outcome::Success,
@@ -170,5 +265,25 @@ mod tests {
         let total: usize =
             entries.iter().map(|e| serde_json::from_slice::<AuditRecord>(e).unwrap().resources.len()).sum();
         assert_eq!(total, 5000);
+    }
+
+    /// The typed kind is stored as the lower-case name it always had, so entries written before
+    /// it was typed hash and parse the same; a kind from a newer log reads as `Unknown`.
+    #[test]
+    fn actor_kinds_keep_their_stored_names() {
+        let a = AuditActor::user("nurse1", Some("Practitioner/p1".into()));
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(json, r#"{"fhir_user":"Practitioner/p1","id":"nurse1","kind":"user"}"#);
+        assert_eq!(serde_json::from_str::<AuditActor>(&json).unwrap(), a);
+        let newer: AuditActor = serde_json::from_str(r#"{"id":"x","kind":"robot"}"#).unwrap();
+        assert_eq!(newer.kind, ActorKind::Unknown);
+        for k in [ActorKind::Client, ActorKind::User, ActorKind::Operator, ActorKind::System, ActorKind::Anonymous] {
+            assert_eq!(ActorKind::parse(k.as_str()), k);
+        }
+        assert_eq!(AuditActor::from_tag("system:oauth"), AuditActor::new(ActorKind::System, "oauth"));
+        assert_eq!(AuditActor::from_tag("kansa"), AuditActor::operator("kansa"));
+        assert_eq!(AuditActor::operator("kansa").tag(), "operator:kansa");
+        assert_eq!(a.label(), "Practitioner/p1");
+        assert_eq!(AuditActor::client("app").label(), "client:app");
     }
 }

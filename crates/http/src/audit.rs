@@ -90,7 +90,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         client_id: None,
         fhir_user: None,
         id: String::new(),
-        kind: "anonymous".into(),
+        kind: mamori_audit::ActorKind::Anonymous,
     });
     // Denials by the access policy are recorded with their reasons, even when the response
     // (a 404, or a search with records withheld) does not say so to the client.

@@ -381,7 +381,7 @@ async fn audit(
             client_id: Some(client.to_string()),
             fhir_user: None,
             id: username.to_string(),
-            kind: "user".into(),
+            kind: mamori_audit::ActorKind::User,
         },
         outcome,
         "TREAT",

@@ -116,8 +116,7 @@ pub struct Identity {
 }
 
 fn operator(actor: &str) -> AuditActor {
-    let (kind, id) = actor.split_once(':').unwrap_or(("operator", actor));
-    AuditActor { client_id: None, fhir_user: None, id: id.into(), kind: kind.into() }
+    AuditActor::from_tag(actor)
 }
 
 fn event(
@@ -294,7 +293,12 @@ impl Identity {
         }
         self.log(event(
             "credential",
-            AuditActor { client_id: None, fhir_user: account.fhir_user, id: username.into(), kind: "user".into() },
+            AuditActor {
+                client_id: None,
+                fhir_user: account.fhir_user,
+                id: username.into(),
+                kind: mamori_audit::ActorKind::User,
+            },
             username,
             Outcome::Success,
             Some("password changed".into()),
@@ -316,7 +320,7 @@ impl Identity {
             client_id: None,
             fhir_user: None,
             id: username.chars().take(64).collect(),
-            kind: "user".into(),
+            kind: mamori_audit::ActorKind::User,
         };
         let refuse = |reason: &str, retry_after: Option<i64>| -> Result<Result<Authenticated, Refused>, Error> {
             self.log(event("login", who.clone(), username, Outcome::Denied, Some(reason.into()), source))?;
@@ -679,7 +683,8 @@ impl Identity {
         s.last_seen = now;
         let token = self.rotate(id, s)?;
         let fhir_user = self.store.account(&s.username)?.and_then(|(a, _)| a.fhir_user);
-        let actor = AuditActor { client_id: None, fhir_user, id: s.username.clone(), kind: "user".into() };
+        let actor =
+            AuditActor { client_id: None, fhir_user, id: s.username.clone(), kind: mamori_audit::ActorKind::User };
         self.log(event(
             "login",
             actor,
@@ -1083,7 +1088,7 @@ impl Identity {
 
 /// A person acting for themselves (login steps, enrolment), as the audit trail records them.
 fn user_actor(username: &str) -> AuditActor {
-    AuditActor { client_id: None, fhir_user: None, id: username.to_string(), kind: "user".into() }
+    AuditActor { client_id: None, fhir_user: None, id: username.to_string(), kind: mamori_audit::ActorKind::User }
 }
 
 /// Recovery codes compare without dashes, spaces or case.

@@ -211,6 +211,6 @@ impl RequestContext {
 
     /// The actor as the audit trail records it.
     pub fn audit_actor(&self) -> mamori_audit::AuditActor {
-        self.actor.audit_actor()
+        self.actor.clone()
     }
 }

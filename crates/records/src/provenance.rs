@@ -12,68 +12,8 @@ const PARTICIPANT: &str = "http://terminology.hl7.org/CodeSystem/provenance-part
 const DATA_OPERATION: &str = "http://terminology.hl7.org/CodeSystem/v3-DataOperation";
 const HASH_EXTENSION: &str = "urn:mamori:fhir:extension:content-sha256";
 
-/// What kind of principal acts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ActorKind {
-    /// A registered application acting for itself (client credentials).
-    Client,
-    /// A person, signed in.
-    User,
-    /// An operator at the command line of the server machine.
-    Operator,
-}
-
-/// The principal behind a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    /// Kind.
-    pub kind: ActorKind,
-    /// Client id, user name or operator name.
-    pub id: String,
-    /// The person's FHIR resource (`Practitioner/123`), when known.
-    pub fhir_user: Option<String>,
-    /// The OAuth client the request came through, if any.
-    pub client_id: Option<String>,
-}
-
-impl Actor {
-    /// A registered application.
-    pub fn client(id: &str) -> Self {
-        Actor { kind: ActorKind::Client, id: id.to_string(), fhir_user: None, client_id: Some(id.to_string()) }
-    }
-
-    /// A command-line operator.
-    pub fn operator(name: &str) -> Self {
-        Actor { kind: ActorKind::Operator, id: name.to_string(), fhir_user: None, client_id: None }
-    }
-
-    /// The actor as the audit trail records it.
-    pub fn audit_actor(&self) -> mamori_audit::AuditActor {
-        mamori_audit::AuditActor {
-            client_id: self.client_id.clone(),
-            fhir_user: self.fhir_user.clone(),
-            id: self.id.clone(),
-            kind: match self.kind {
-                ActorKind::Client => "client",
-                ActorKind::User => "user",
-                ActorKind::Operator => "operator",
-            }
-            .into(),
-        }
-    }
-
-    /// The stable label stored as 入力者: the FHIR reference, else `client:ID` / `user:NAME` / `operator:NAME`.
-    pub fn label(&self) -> String {
-        if let Some(r) = &self.fhir_user {
-            return r.clone();
-        }
-        match self.kind {
-            ActorKind::Client => format!("client:{}", self.id),
-            ActorKind::User => format!("user:{}", self.id),
-            ActorKind::Operator => format!("operator:{}", self.id),
-        }
-    }
-}
+/// The principal behind a request: the one actor type (`mamori_audit::AuditActor`).
+pub use mamori_audit::{ActorKind, AuditActor as Actor};
 
 /// The FHIR `Reference` for a stored label.
 pub(crate) fn who(label: &str) -> Value {

@@ -119,19 +119,13 @@ pub(crate) fn apply(c: &mut dyn Conn, change: &ConfigChange<'_>, now: i64) -> Re
             change.reason
         ],
     )?;
-    let (kind, id) = change.changed_by.split_once(':').unwrap_or(("operator", change.changed_by));
     crate::audit::insert(
         c,
         now,
         AuditRecord {
             detail: Some(change.reason.to_string()),
             resources: vec![format!("config/{}/{}/v{next}", change.kind, change.key)],
-            ..AuditRecord::new(
-                "config",
-                AuditActor { client_id: None, fhir_user: None, id: id.into(), kind: kind.into() },
-                Outcome::Success,
-                "HOPERAT",
-            )
+            ..AuditRecord::new("config", AuditActor::from_tag(change.changed_by), Outcome::Success, "HOPERAT")
         },
     )?;
     Ok(next)

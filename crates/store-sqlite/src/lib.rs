@@ -451,7 +451,12 @@ mod integration_tests {
             status: Some(200),
             ..AuditRecord::new(
                 "read",
-                AuditActor { client_id: None, fhir_user: None, id: format!("user-{i}"), kind: "user".into() },
+                AuditActor {
+                    client_id: None,
+                    fhir_user: None,
+                    id: format!("user-{i}"),
+                    kind: mamori_audit::ActorKind::User,
+                },
                 Outcome::Success,
                 "TREAT",
             )
