@@ -11,7 +11,7 @@
 //! writer only if no one integrated meanwhile.
 
 use mamori_audit::integrate::{self, Step, TreeRead, TreeStore};
-use mamori_audit::merkle::{self, NodeSource};
+use mamori_audit::merkle;
 use mamori_audit::note::NoteSigner;
 use mamori_audit::{AuditLog, AuditRecord, EntryQuery, Error as AuditError, Hash, StoredEntry};
 use mamori_records::Timestamp;
@@ -112,12 +112,7 @@ impl TreeRead for Tables<'_> {
     }
 
     fn size(&mut self) -> Result<u64, AuditError> {
-        Ok(self
-            .0
-            .one("SELECT COALESCE(MAX(idx), 0) FROM audit_entries", &[])?
-            .map(|r| r.uint(0))
-            .transpose()?
-            .unwrap_or(0))
+        Ok(size(self.0)?)
     }
 
     fn entries(&mut self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, AuditError> {
@@ -138,6 +133,10 @@ impl TreeRead for Tables<'_> {
             None => Vec::new(),
         })
     }
+}
+
+fn size(c: &mut dyn Conn) -> Result<u64, Error> {
+    Ok(c.one("SELECT COALESCE(MAX(idx), 0) FROM audit_entries", &[])?.map(|r| r.uint(0)).transpose()?.unwrap_or(0))
 }
 
 fn state(c: &mut dyn Conn, name: &str) -> Result<u64, Error> {
@@ -179,7 +178,7 @@ impl<D: Db> SqlStore<D> {
 
     /// Total entries appended.
     pub fn audit_size(&self) -> Result<u64, Error> {
-        self.db.read_statement(|c| Tables(c).size().map_err(|e| Error::unavailable(e.to_string())))
+        self.db.read_statement(size)
     }
 
     /// Inclusion proof of leaf `index` in the tree of `size` (≤ integrated size).
@@ -207,11 +206,6 @@ impl<D: Db> SqlStore<D> {
     /// The root of an integrated tree size.
     pub fn audit_root(&self, size: u64) -> Result<Hash, AuditError> {
         self.db.read(|c| merkle::root(&integrate::nodes(&mut Tables(c)), size))
-    }
-
-    /// Leaf hash of one entry, from the level-0 tile.
-    pub fn audit_leaf_hash(&self, index: u64) -> Result<Hash, AuditError> {
-        self.db.read(|c| integrate::nodes(&mut Tables(c)).node(0, index))
     }
 
     /// Integrates in steps of at most `max` entries (tests use small steps).

@@ -238,18 +238,6 @@ impl Row {
         Ok(self.int(i)? != 0)
     }
 
-    /// A number column that may be NULL.
-    pub fn opt_real(&self, i: usize) -> Result<Option<f64>, Error> {
-        match self.at(i)? {
-            Value::Null => Ok(None),
-            Value::Real(v) => Ok(Some(*v)),
-            // Exact below 2^53, which every stored number is.
-            #[allow(clippy::cast_precision_loss)]
-            Value::Int(v) => Ok(Some(*v as f64)),
-            other => Err(Error::corrupt(format!("column {i} is not a number: {other:?}"))),
-        }
-    }
-
     /// A text column.
     pub fn text(&self, i: usize) -> Result<String, Error> {
         self.opt_text(i)?.ok_or_else(|| Error::corrupt(format!("column {i} is NULL")))

@@ -78,16 +78,7 @@ CREATE TABLE IF NOT EXISTS sp_composite (type {KEY} NOT NULL, id {KEY} NOT NULL,
 CREATE INDEX IF NOT EXISTS sp_composite_value ON sp_composite (type, param, code, system);
 CREATE INDEX IF NOT EXISTS sp_composite_owner ON sp_composite (type, id, param);
 CREATE TABLE IF NOT EXISTS store_flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS config_versions (
-    kind TEXT NOT NULL,
-    key TEXT NOT NULL,
-    version {INT} NOT NULL,
-    value TEXT,
-    changed_by TEXT NOT NULL,
-    changed_at {INT} NOT NULL,
-    reason TEXT NOT NULL,
-    PRIMARY KEY (kind, key, version)
-);
+{VERSIONS:config_versions}
 CREATE TABLE IF NOT EXISTS access_tokens (
     sha256 {BLOB} PRIMARY KEY,
     client_id TEXT NOT NULL,
@@ -165,7 +156,15 @@ CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (username);
 /// like configuration, but not counted as a configuration change. Campaigns kept among the
 /// configuration versions before are copied (the old rows stay, as history, and are not read).
 const WORKFLOW: &str = r#"
-CREATE TABLE IF NOT EXISTS workflow_versions (
+{VERSIONS:workflow_versions}
+INSERT INTO workflow_versions (kind, key, version, value, changed_by, changed_at, reason)
+SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions WHERE kind = 'access-review'
+ON CONFLICT DO NOTHING;
+"#;
+
+/// An append-only table of attributed versions of `(kind, key)` entries (configuration, workflow
+/// state): one shape for every such table.
+const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS {TABLE} (
     kind TEXT NOT NULL,
     key TEXT NOT NULL,
     version {INT} NOT NULL,
@@ -174,11 +173,7 @@ CREATE TABLE IF NOT EXISTS workflow_versions (
     changed_at {INT} NOT NULL,
     reason TEXT NOT NULL,
     PRIMARY KEY (kind, key, version)
-);
-INSERT INTO workflow_versions (kind, key, version, value, changed_by, changed_at, reason)
-SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_versions WHERE kind = 'access-review'
-ON CONFLICT DO NOTHING;
-"#;
+);";
 
 fn render(d: Dialect, template: &str) -> String {
     let (seq, int, boolean, fals, real, blob, key, norowid) = match d {
@@ -197,6 +192,8 @@ fn render(d: Dialect, template: &str) -> String {
         ),
     };
     template
+        .replace("{VERSIONS:config_versions}", &VERSIONS.replace("{TABLE}", "config_versions"))
+        .replace("{VERSIONS:workflow_versions}", &VERSIONS.replace("{TABLE}", "workflow_versions"))
         .replace("{SEQ}", seq)
         .replace("{INT}", int)
         .replace("{BOOL}", boolean)
