@@ -45,7 +45,7 @@ fn main() {
     let tmp = tempfile::tempdir_in(base).unwrap();
     let dir = tmp.path().join("d");
     mamori::datadir::init(&dir).unwrap();
-    let store = Arc::new(mamori_store_sqlite::open(&dir).unwrap());
+    let store = Arc::new(mamori_store_sqlite::open(&dir, std::sync::Arc::new(mamori_records::SystemClock)).unwrap());
     let (signer, origin) = mamori::datadir::load_signer(&dir).unwrap();
     let sample = record(1).to_canonical();
     println!("N = {n}, entry ≈ {} bytes", sample.len());

@@ -53,7 +53,8 @@ fn main() {
     let tmp = tempfile::tempdir_in("target").unwrap();
     let dir = tmp.path().join("d");
     mamori::datadir::init(&dir).unwrap();
-    let store = std::sync::Arc::new(mamori_store_sqlite::open(&dir).unwrap());
+    let store =
+        std::sync::Arc::new(mamori_store_sqlite::open(&dir, std::sync::Arc::new(mamori_records::SystemClock)).unwrap());
     let key = mamori::datadir::load_master_key(&dir).unwrap();
     let id = mamori_identity::service::Identity::new(store.clone(), store.clone(), key);
     id.add(

@@ -110,13 +110,12 @@ impl<D: Db> Backend for SqlStore<D> {
 pub fn open(dir: &Path, database: Option<&str>, clock: Arc<dyn Clock>) -> Result<Arc<dyn Backend>, String> {
     match database.map(str::trim).filter(|d| !d.is_empty()) {
         None => Ok(Arc::new(
-            mamori_store_sqlite::open(dir)
-                .map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?
-                .with_clock(clock),
+            mamori_store_sqlite::open(dir, clock)
+                .map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?,
         )),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Arc::new(
-            mamori_store_postgres::open(url).map_err(|e| format!("cannot open the database: {e}"))?.with_clock(clock),
-        )),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(mamori_store_postgres::open(url, clock).map_err(|e| format!("cannot open the database: {e}"))?))
+        }
         Some(other) => Err(format!(
             "--database must be a postgres:// URL (got `{}`); without it the embedded store in the data directory is used",
             other.chars().take(40).collect::<String>()

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Condvar, Mutex};
 
-use mamori_records::{Clock, SystemClock};
+use mamori_records::Clock;
 use mamori_store_sql::{Conn, Db, Dialect, Row, SqlStore, Value};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls, Statement};
@@ -550,8 +550,9 @@ pub(crate) struct Inner {
 const POOL_MAX: usize = 16;
 
 /// Connects to `url` (`postgres://user@host:5432/db`) and brings the schema up to date.
-/// Several nodes may start at once: migrations run under an advisory lock.
-pub fn open(url: &str) -> Result<PgStore, SqlError> {
+/// Several nodes may start at once: migrations run under an advisory lock. The store reads time
+/// from `clock`.
+pub fn open(url: &str, clock: Arc<dyn Clock>) -> Result<PgStore, SqlError> {
     let target = Target::parse_inner(url)?;
     let db = PgDb {
         inner: Arc::new(Inner {
@@ -566,8 +567,8 @@ pub fn open(url: &str) -> Result<PgStore, SqlError> {
             display: redact(url),
         }),
     };
-    db.migrate()?;
-    Ok(SqlStore::new(db))
+    db.migrate(&*clock)?;
+    Ok(SqlStore::new(db, clock))
 }
 
 impl PgDb {
@@ -575,12 +576,12 @@ impl PgDb {
         lease(&self.inner)
     }
 
-    fn migrate(&self) -> Result<(), SqlError> {
+    fn migrate(&self, clock: &dyn Clock) -> Result<(), SqlError> {
         let mut l = self.lease()?;
         l.transaction("BEGIN", |l| -> Result<(), SqlError> {
             // Several nodes starting at once: the first migrates, the others wait and find it done.
             l.pg_query("SELECT pg_advisory_xact_lock($1)", vec![Bind(Value::Int(MIGRATE_LOCK))])?;
-            mamori_store_sql::schema::migrate(l, SystemClock.now().0)
+            mamori_store_sql::schema::migrate(l, clock.now().0)
         })
     }
 }

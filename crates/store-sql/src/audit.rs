@@ -208,6 +208,11 @@ impl<D: Db> SqlStore<D> {
         self.db.read(|c| merkle::root(&integrate::nodes(&mut Tables(c)), size))
     }
 
+    /// Leaf hash of one entry, from the level-0 tile (the audit benchmark's proof check).
+    pub fn audit_leaf_hash(&self, index: u64) -> Result<Hash, AuditError> {
+        self.db.read(|c| merkle::NodeSource::node(&integrate::nodes(&mut Tables(c)), 0, index))
+    }
+
     /// Integrates in steps of at most `max` entries (tests use small steps).
     pub fn integrate_in_steps(
         &self,

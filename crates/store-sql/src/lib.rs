@@ -27,7 +27,7 @@ pub mod schema;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use mamori_records::{Clock, RecordError, StoreError, SystemClock};
+use mamori_records::{Clock, RecordError, StoreError};
 
 pub use audit::{Job as AuditJob, writer_loop as audit_writer_loop};
 pub use config::{ConfigChange, ConfigEntry, WORKFLOW_KINDS, decode, decode_all, table_of};
@@ -365,17 +365,10 @@ pub struct SqlStore<D: Db> {
 
 impl<D: Db> SqlStore<D> {
     /// A store over `db` (whose schema the adapter has brought up to date with
-    /// [`schema::migrate`]), reading time from the system clock.
-    pub fn new(db: D) -> SqlStore<D> {
-        SqlStore { db: Arc::new(db), clock: Arc::new(SystemClock), audit_tx: std::sync::OnceLock::new() }
-    }
-
-    /// The same store reading time from `clock` (audit entry times, checkpoint times and
-    /// configuration change times). Set before first use.
-    #[must_use]
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> SqlStore<D> {
-        self.clock = clock;
-        self
+    /// [`schema::migrate`]), reading time from `clock` — the node's one clock — for audit entry
+    /// and checkpoint times.
+    pub fn new(db: D, clock: Arc<dyn Clock>) -> SqlStore<D> {
+        SqlStore { db: Arc::new(db), clock, audit_tx: std::sync::OnceLock::new() }
     }
 
     /// The database.

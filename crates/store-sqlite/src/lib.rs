@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use mamori_records::{Clock, RecordError, SystemClock};
+use mamori_records::{Clock, RecordError};
 use mamori_store_sql::{Conn, Db, Dialect, Row, SqlStore, Value};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -189,13 +189,13 @@ impl Drop for SqliteDb {
 }
 
 /// Opens (creating if needed) the store file `mamori.db` in `dir` and brings its schema up to
-/// date.
-pub fn open(dir: &Path) -> Result<SqliteStore, mamori_store_sql::Error> {
-    Ok(SqlStore::new(SqliteDb::open(dir)?))
+/// date; the store reads time from `clock`.
+pub fn open(dir: &Path, clock: std::sync::Arc<dyn Clock>) -> Result<SqliteStore, mamori_store_sql::Error> {
+    Ok(SqlStore::new(SqliteDb::open(dir, &*clock)?, clock))
 }
 
 impl SqliteDb {
-    fn open(dir: &Path) -> Result<SqliteDb, Error> {
+    fn open(dir: &Path, clock: &dyn Clock) -> Result<SqliteDb, Error> {
         let path = dir.join("mamori.db");
         let writer = open_conn(&path, false)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
@@ -210,7 +210,7 @@ impl SqliteDb {
         {
             let tx = rusqlite::Transaction::new_unchecked(&writer, TransactionBehavior::Immediate)?;
             upgrade_legacy(&tx)?;
-            mamori_store_sql::schema::migrate(&mut SqliteConn(&tx), SystemClock.now().0)
+            mamori_store_sql::schema::migrate(&mut SqliteConn(&tx), clock.now().0)
                 .map_err(|e| Error::Batch(format!("schema migration failed: {e}")))?;
             tx.commit()?;
         }
@@ -474,7 +474,7 @@ mod integration_tests {
     #[test]
     fn integration_runs_in_steps_and_a_stale_step_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
-        let store = super::open(dir.path()).unwrap();
+        let store = super::open(dir.path(), std::sync::Arc::new(mamori_records::SystemClock)).unwrap();
         let signer = NoteSigner::new("test.local/audit", &[7; 32]).unwrap();
         let verifier = NoteVerifier::parse(&signer.verifier_key()).unwrap();
         store.append((0..250).map(record).collect()).unwrap();
