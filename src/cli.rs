@@ -1,4 +1,4 @@
-//! The command line: `serve`, `init`, `client`, `keys`, `classes`, `audit`, `fsck`, `purge`, and
+//! The command line: `serve`, `init`, `client`, `keys`, `classes`, `audit`, `fsck`, `read`, `purge`, and
 //! the `user`, `policy` and `review` families in their own files. Every subcommand takes
 //! `--data-dir` and works while a server runs on the same directory. A subcommand parses its
 //! flags, calls its use case in `mamori-app` as the local operator, and prints.
@@ -80,6 +80,17 @@ enum Command {
     /// The security manager's reviews: break-glass uses, access review campaigns, least privilege.
     #[command(subcommand)]
     Review(crate::review_cli::ReviewCmd),
+    /// Read one record as the operator (its newest version, or `Type/id/_history/n`), printed as
+    /// stored. Audited exactly as a read through the API, in the operator's name.
+    Read {
+        #[command(flatten)]
+        dir: DataDir,
+        /// `Type/id` or `Type/id/_history/n`, e.g. `Patient/123`.
+        reference: String,
+        /// Who reads (recorded in the audit trail).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
     /// Physically remove a deleted record whose retention period (保存期間) has ended.
     Purge {
         #[command(flatten)]
@@ -494,6 +505,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 );
                 Ok(ExitCode::from(1))
             }
+        }
+        Command::Read { dir, reference, operator } => {
+            let node = dir.open()?;
+            let v = mamori_app::reads::read(&Ctx::operator(&node, &operator), &node, &reference)
+                .map_err(|e| e.to_string())?;
+            println!("{}", v.body.as_deref().unwrap_or("{}"));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Purge { dir, reference } => {
             let node = dir.open()?;

@@ -131,24 +131,35 @@ async fn reads_through_the_application_layer_are_judged_and_audited_in_the_calle
     let rt = mamori_records::ResourceType::parse("Patient").unwrap();
     let rid = mamori_records::ResourceId::parse(id).unwrap();
 
-    // The security manager may not read a patient's record: hidden, as missing, nothing audited
-    // as revealed.
+    // The security manager may not read a patient's record: hidden, as missing — and the
+    // attempt is one entry, refused by the policy (the reason kept for the auditor), revealing
+    // nothing.
     let sm = person(&h, "manager1");
     let rctx = sm.records(&h.node);
-    assert!(h.node.records.read(&rctx, &rt, &rid).is_err());
-    h.node.records.audit_reads(&rctx, "read", None).unwrap();
-    assert!(entries(&h, "read", "manager1").is_empty());
+    assert!(matches!(h.node.records.read(&rctx, &rt, &rid).wait(), Err(mamori_records::RecordError::NotFound(_))));
+    let e = entries(&h, "read", "manager1");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!((e[0].outcome, e[0].status), (mamori_audit::Outcome::Denied, Some(404)));
+    // It names what was asked for, not a version, and no patient.
+    assert_eq!(e[0].resources, vec![format!("Patient/{id}")]);
+    assert!(e[0].patients.is_empty(), "{e:?}");
+    assert!(e[0].detail.as_deref().is_some_and(|d| d.contains("access policy")), "{e:?}");
+    assert_eq!(e[0].request_id.as_deref(), Some("req-manager1"));
 
-    // The operator reads it; the read is one entry naming the version and the patient.
+    // The operator reads it; the read is one entry naming the version and the patient, written
+    // by the service before the record is handed out.
     let op = Ctx::operator(&h.node, "kanri");
     let octx = op.records(&h.node);
-    h.node.records.read(&octx, &rt, &rid).unwrap();
-    h.node.records.audit_reads(&octx, "read", Some("test".into())).unwrap();
+    h.node.records.read(&octx, &rt, &rid).wait().unwrap();
     let e = entries(&h, "read", "kanri");
     assert_eq!(e.len(), 1);
     assert_eq!(e[0].actor.kind, "operator");
+    assert_eq!((e[0].purpose.as_str(), e[0].status), ("HOPERAT", Some(200)));
     assert_eq!(e[0].resources, vec![format!("Patient/{id}/_history/1")]);
     assert_eq!(e[0].patients, vec![format!("Patient/{id}")]);
+    // Nothing is left for a later aggregate entry to list twice.
+    h.node.records.audit_reads(&octx, mamori_records::ReadAction::Read, Some("test".into())).unwrap();
+    assert_eq!(entries(&h, "read", "kanri").len(), 1);
 
     // The CLI's read (policy explain by the security manager's tool) is the same entry.
     let out = cli(&[
@@ -325,4 +336,69 @@ fn campaigns_of_an_older_embedded_store_survive_the_upgrade() {
     // Opening again copies nothing twice.
     drop(mamori::open_node(h.dir.path()).unwrap());
     assert_eq!(db.int("SELECT COUNT(*) FROM workflow_versions WHERE key = '2026-01-01-old'"), 1);
+}
+
+/// A record read at the command line (`mamori read`) is decided and audited by the record
+/// service exactly as a read through the API: the same action, outcome, status, versions and
+/// patients — found or not — and only who, from where and why differ.
+#[tokio::test]
+async fn a_record_read_at_the_command_line_is_recorded_as_one_through_the_api() {
+    let h = Harness::new();
+    let p =
+        h.create(&serde_json::json!({"resourceType": "Patient", "id": "cli-p1", "name": [{"family": "佐藤"}]})).await;
+    let id = p["id"].as_str().unwrap().to_string();
+    let d = h.dir.path().to_str().unwrap().to_string();
+    let shape = |r: &AuditRecord| (r.action.clone(), r.outcome, r.status, r.resources.clone(), r.patients.clone());
+    let reads = || {
+        let q = EntryQuery { action: Some("read".into()), limit: 10_000, ..EntryQuery::default() };
+        h.node
+            .store
+            .query(&q)
+            .unwrap()
+            .into_iter()
+            .map(|(_, b)| serde_json::from_slice(&b).unwrap())
+            .collect::<Vec<AuditRecord>>()
+    };
+
+    for target in [id.as_str(), "cli-missing"] {
+        let before = reads().len();
+        let api = h.call("GET", &format!("/fhir/Patient/{target}"), None).await;
+        let out = cli(&["read", &format!("Patient/{target}"), "--operator", "kansa", "--data-dir", &d]);
+        let all = reads();
+        assert_eq!(all.len(), before + 2, "one entry per read: {all:?}");
+        let (api_entry, cli_entry) = (&all[before], &all[before + 1]);
+        assert_eq!(shape(api_entry), shape(cli_entry), "{api_entry:?} / {cli_entry:?}");
+        assert_eq!(api_entry.status, Some(api.status.as_u16()));
+        assert_eq!(cli_entry.actor.kind, "operator");
+        assert_eq!(cli_entry.actor.id, "kansa");
+        assert_eq!(cli_entry.purpose, "HOPERAT");
+        if target == id {
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(printed["id"], id.as_str());
+            assert_eq!(cli_entry.resources, vec![format!("Patient/{id}/_history/1")]);
+            assert_eq!(cli_entry.patients, vec![format!("Patient/{id}")]);
+        } else {
+            assert!(!out.status.success());
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("not found"),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(
+                (cli_entry.status, cli_entry.resources.clone()),
+                (Some(404), vec!["Patient/cli-missing".to_string()])
+            );
+        }
+    }
+
+    // A malformed reference is refused before anything is read: a message, a non-zero exit, no
+    // entry.
+    let before = reads().len();
+    for bad in ["Patient", "Patient/x/_history/one", "nosuch/x"] {
+        let out = cli(&["read", bad, "--data-dir", &d]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(!out.stderr.is_empty(), "{bad}");
+    }
+    assert_eq!(reads().len(), before);
 }

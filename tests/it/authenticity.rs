@@ -179,6 +179,7 @@ async fn stored_time_never_goes_backwards() {
     let h = Harness::new();
     let records = Records::new(
         h.node.store.clone(),
+        h.node.store.clone(),
         Arc::new(SteppingBack(AtomicI64::new(1_900_000_000_000_000))),
         RetentionPolicy::default(),
     );

@@ -134,7 +134,7 @@ fn two_writes_on_one_version_are_one_success_and_one_conflict() {
     let wins = outcomes.iter().filter(|o| matches!(o, Ok(2))).count();
     let conflicts = outcomes.iter().filter(|o| matches!(o, Err(RecordError::VersionConflict { .. }))).count();
     assert_eq!((wins, conflicts), (1, 1), "{outcomes:?}");
-    let now = records.read(&ctx, &rt, &ResourceId::parse(id.as_str()).unwrap()).unwrap();
+    let now = records.read(&ctx, &rt, &ResourceId::parse(id.as_str()).unwrap()).wait().unwrap();
     assert_eq!(now.version, 2, "the loser wrote nothing");
 }
 

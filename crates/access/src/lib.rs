@@ -142,6 +142,9 @@ pub struct RequestState {
     /// For a principal whose reads the calling service audits itself (a person in the console):
     /// what its reads revealed. `None` when the edge's request entry records them (the API).
     revealed: Option<mamori_records::Revealed>,
+    /// Reads whose audit entries the record service wrote for this request, each with the
+    /// number of denials it recorded.
+    audited: Vec<(mamori_records::ReadAction, usize)>,
 }
 
 /// Who is asking, established from the bearer token (and, for a person, their account).
@@ -325,6 +328,7 @@ impl Principal {
             request_id: self.request_id.clone(),
             source: self.source.clone(),
             purpose: "TREAT".into(),
+            query: None,
             guard: GuardRef(Arc::new(self.clone())),
         }
     }
@@ -332,6 +336,12 @@ impl Principal {
     /// The purpose of use of this request so far.
     pub fn purpose(&self) -> String {
         if self.state.lock().is_ok_and(|s| s.used_break_glass) { "ETREAT".into() } else { "TREAT".into() }
+    }
+
+    /// Whether the record service has already recorded this request as a read of kind `action`
+    /// (named as the audit trail names it) with every denial known now, so the edge need not.
+    pub fn read_audited(&self, action: &str) -> bool {
+        self.state.lock().is_ok_and(|s| s.audited.iter().any(|(a, n)| a.as_str() == action && *n == s.denied.len()))
     }
 
     /// Records withheld or refused so far (for the audit layer).
@@ -626,6 +636,17 @@ impl Guard for Principal {
         let mut s = self.state.lock().ok()?;
         let r = s.revealed.as_mut()?;
         Some(std::mem::take(r))
+    }
+
+    fn denied(&self) -> Vec<String> {
+        Principal::denied(self)
+    }
+
+    fn entry_written(&self, action: mamori_records::ReadAction) {
+        if let Ok(mut s) = self.state.lock() {
+            let n = s.denied.len();
+            s.audited.push((action, n));
+        }
     }
 }
 

@@ -83,11 +83,12 @@ impl From<mamori_records::RecordError> for AppError {
     fn from(e: mamori_records::RecordError) -> Self {
         use mamori_records::RecordError as R;
         match e {
-            R::NotFound(m) | R::Gone(m) => AppError::NotFound(m),
+            R::NotFound(_) | R::Gone(_) => AppError::NotFound(e.to_string()),
             R::Forbidden(m) => AppError::Forbidden(m),
             R::Conflict(_) | R::VersionConflict { .. } | R::MultipleMatches(_) => AppError::Conflict(e.to_string()),
             R::Invalid(_) | R::Unprocessable(_) => AppError::Invalid(e.to_string()),
             R::Store(s) if s.is_transient() => AppError::Unavailable(s.to_string()),
+            R::Unaudited(m) => AppError::Unavailable(format!("the audit trail could not be written: {m}")),
             other => AppError::Failed(other.to_string()),
         }
     }
@@ -255,6 +256,7 @@ impl Ctx {
     pub(crate) fn metadata_reads(&self) -> RequestContext {
         let guard = mamori_records::GuardRef(Arc::new(mamori_records::OperatorGuard::default()));
         let mut ctx = RequestContext::new(self.actor(), guard);
+        ctx.purpose = "HOPERAT".into();
         ctx.request_id = self.request_id.clone();
         ctx.source = self.source.clone();
         ctx

@@ -21,6 +21,7 @@ pub mod import;
 pub mod keys;
 pub mod node;
 pub mod policies;
+pub mod reads;
 pub mod registry;
 pub mod retention;
 pub mod reviews;

@@ -107,7 +107,7 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
     let store = backend::open(dir, database.or(config.database.as_deref()), clock.clone())?;
     let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?, clock.clone()));
     let records = Arc::new(
-        Records::new(store.clone(), clock.clone(), config.retention.clone())
+        Records::new(store.clone(), store.clone(), clock.clone(), config.retention.clone())
             .with_labeler(Arc::new(ClassLabeler(enforcer.clone()))),
     );
     let reindexed = records.ensure_search_index().map_err(|e| format!("cannot build the search index: {e}"))?;

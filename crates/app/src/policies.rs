@@ -251,7 +251,7 @@ pub fn explain(ctx: &Ctx, node: &Node, q: &Question) -> Result<Answer, AppError>
             let rctx = ctx.metadata_reads();
             let v = node.records.version_of(&rctx, &rt, &id, None)?;
             let detail = format!("policy explain: {} by {}", q.act.as_str(), q.user);
-            node.records.audit_reads(&rctx, "read", Some(detail))?;
+            node.records.audit_reads(&rctx, mamori_records::ReadAction::Read, Some(detail))?;
             let v = v.ok_or_else(|| AppError::NotFound(format!("no record `{}`", q.resource)))?;
             (mamori_access::record_target(&v, &rules), v.patient.clone())
         }

@@ -346,6 +346,6 @@ pub fn report(ctx: &Ctx, node: &Node, days: u32, user: Option<&str>) -> Result<V
     }
     // The records the report looked at (for their classes) are audited as its reads.
     let detail = format!("least-privilege report over {days} days: classes of the records each account used");
-    node.records.audit_reads(&rctx, "read", Some(detail))?;
+    node.records.audit_reads(&rctx, mamori_records::ReadAction::Read, Some(detail))?;
     Ok(out)
 }

@@ -1,5 +1,7 @@
-//! The audit trail at the edge: the layer that records every request (L1, L3) and the one append
-//! for the edge's own entries. The tlog-tiles endpoints are in `tlog.rs`, the FHIR `AuditEvent`
+//! The audit trail at the edge: the layer that records every request no service recorded (L1,
+//! L3) — refused before reaching one (401, 403 by scope, malformed), AuditEvent and tlog reads,
+//! Bundles, bulk export — and the one append for the edge's own entries. Reads of records are
+//! audited by the record service itself (`mamori_records::Audited`). The tlog-tiles endpoints are in `tlog.rs`, the FHIR `AuditEvent`
 //! view in `audit_event.rs`.
 //!
 //! INVARIANT: a response leaves only after its audit entry is durable; if the entry cannot be
@@ -85,6 +87,12 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     if note.in_transaction && resp.status().is_success() && principal.as_ref().is_none_or(|p| p.denied().is_empty()) {
         return resp;
     }
+    // A read the record service performed was audited there (with its outcome and every
+    // denial), and its result was handed out only once that entry was durable.
+    let action = action_of(&method, &path);
+    if principal.as_ref().is_some_and(|p| p.read_audited(&action)) {
+        return resp;
+    }
     let status = resp.status();
     let actor = principal.as_ref().map(|p| p.audit_actor()).unwrap_or(AuditActor {
         client_id: None,
@@ -97,7 +105,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let denied = principal.as_ref().map(Principal::denied).unwrap_or_default();
     let detail = (!denied.is_empty()).then(|| format!("withheld or refused by access policy: {}", denied.join("; ")));
     let record = AuditRecord {
-        action: action_of(&method, &path),
+        action,
         actor,
         detail,
         outcome: if status.is_success() || status == StatusCode::NOT_MODIFIED {

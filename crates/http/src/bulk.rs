@@ -243,7 +243,7 @@ pub async fn export_group(
     let id = ResourceId::parse(&id).map_err(ApiError::from)?;
     p.authorize("Group", Action::Read)?;
     let rt = ResourceType::parse("Group").map_err(ApiError::from)?;
-    let group = s.records.read(&p.context(), &rt, &id)?;
+    let group = s.records.read(&p.context(), &rt, &id).await?;
     let body: Value = group.body.as_deref().and_then(|b| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
     let members: HashSet<String> = body
         .get("member")

@@ -112,6 +112,17 @@ impl ApiError {
                         ),
                     )
                 }
+                RecordError::Unaudited(e) => {
+                    tracing::error!(error = %e, "audit append failed; the read's result was withheld");
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        one(
+                            IssueCode::Exception,
+                            "the audit trail could not be written, so the request was not completed (監査証跡に記録できません)"
+                                .into(),
+                        ),
+                    )
+                }
                 RecordError::Store(e) => {
                     tracing::error!(error = %e, "storage failure");
                     (

@@ -299,16 +299,17 @@ pub async fn read(
     if rt.as_str() == "AuditEvent" {
         return audit_event_read(&s, &id).await;
     }
-    // Inline: indexed reads by primary key (and the care-relationship index).
-    let v = s.records.read(&p.context(), &rt, &id)?;
+    // Inline: indexed reads by primary key (and the care-relationship index); the service
+    // audits the read and hands the record out once its entry is durable.
+    let v = s.records.read(&p.context().with_query(q.as_deref()), &rt, &id).await?;
     if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
         && inm.trim() == etag(&v)
     {
         let mut r = StatusCode::NOT_MODIFIED.into_response();
         set(r.headers_mut(), header::ETAG, &etag(&v));
-        return Ok(note_of(&v, false).attach(r));
+        return Ok(r);
     }
-    Ok(note_of(&v, false).attach(resource_response(&s, StatusCode::OK, &v, Return::Representation, false)))
+    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
 }
 
 async fn audit_event_read(s: &AppState, id: &ResourceId) -> ApiResult {
@@ -341,8 +342,8 @@ pub async fn vread(
         )
     })?;
     p.authorize(rt.as_str(), Action::Read)?;
-    let v = s.records.vread(&p.context(), &rt, &id, vid)?;
-    Ok(note_of(&v, false).attach(resource_response(&s, StatusCode::OK, &v, Return::Representation, false)))
+    let v = s.records.vread(&p.context().with_query(q.as_deref()), &rt, &id, vid).await?;
+    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
 }
 
 /// `PUT /fhir/{type}/{id}`.
@@ -585,7 +586,8 @@ pub async fn search(
     if rt.as_str() == "AuditEvent" {
         return audit_event_search(&s, q.as_deref()).await;
     }
-    run_search(&s, &p, &rt, &headers, q.unwrap_or_default()).await
+    let criteria = q.unwrap_or_default();
+    run_search(&s, &p, &rt, &headers, &criteria, &criteria).await
 }
 
 /// `POST /fhir/{type}/_search` with the parameters as a form body (and/or in the URL).
@@ -605,16 +607,16 @@ pub async fn search_post(
         .map_err(|_| ApiError::BadRequest(IssueCode::Structure, "the form body is not UTF-8".into()))?;
     let all =
         [q.as_deref().unwrap_or(""), form].iter().filter(|x| !x.is_empty()).copied().collect::<Vec<_>>().join("&");
-    let criteria: String = all.chars().take(2000).collect();
-    let attach = |r: Response| {
-        let mut note = r.extensions().get::<AuditNote>().cloned().unwrap_or_default();
-        note.query = Some(criteria.clone());
-        note.attach(r)
-    };
     if rt.as_str() == "AuditEvent" {
+        let criteria: String = all.chars().take(2000).collect();
+        let attach = |r: Response| {
+            let mut note = r.extensions().get::<AuditNote>().cloned().unwrap_or_default();
+            note.query = Some(criteria.clone());
+            note.attach(r)
+        };
         return audit_event_search(&s, Some(&all)).await.map(attach);
     }
-    run_search(&s, &p, &rt, &headers, all).await.map(attach)
+    run_search(&s, &p, &rt, &headers, &all, &all).await
 }
 
 /// Whether a `Prefer` header (any of them, comma- or semicolon-separated) carries `token`.
@@ -631,16 +633,25 @@ pub(crate) fn strict_handling(headers: &HeaderMap) -> bool {
     prefers(headers, "handling=strict")
 }
 
-async fn run_search(s: &AppState, p: &Principal, rt: &ResourceType, headers: &HeaderMap, query: String) -> ApiResult {
+/// Runs a search by `query`; `criteria` is what the audit entry records of it (the URL's query,
+/// or with a form body, both).
+async fn run_search(
+    s: &AppState,
+    p: &Principal,
+    rt: &ResourceType,
+    headers: &HeaderMap,
+    query: &str,
+    criteria: &str,
+) -> ApiResult {
     let now = s.enforcer.clock().now().0.div_euclid(1_000_000).saturating_mul(1_000_000);
-    let req = search::parse_search(rt.as_str(), &query, strict_handling(headers), now)?;
+    let req = search::parse_search(rt.as_str(), query, strict_handling(headers), now)?;
     let records = s.records.clone();
-    let ctx = p.context();
+    let ctx = p.context().with_query(Some(criteria));
     let req2 = req.clone();
-    let page = blocking(move || records.search_page(&ctx, &req2)).await?;
+    // The page is found on a blocking thread; its audit entry is waited for here, without one.
+    let page = blocking(move || Ok(records.search_page(&ctx, &req2))).await?.await?;
     let bundle = searchset_text(s, rt.as_str(), &req, &page);
-    let note = note_of_all(page.matches.iter().chain(page.included.iter()));
-    Ok(note.attach(fhir_text_response(StatusCode::OK, bundle)))
+    Ok(fhir_text_response(StatusCode::OK, bundle))
 }
 
 /// One entry of a `searchset` Bundle: a resource sent whole, as stored, or an entry built as JSON
@@ -850,11 +861,10 @@ async fn history(
         offset: params.offset,
     };
     let records = s.records.clone();
-    let ctx = p.context();
-    let page = blocking(move || records.history(&ctx, &query)).await?;
+    let ctx = p.context().with_query(q.as_deref());
+    let page = blocking(move || Ok(records.history(&ctx, &query))).await?.await?;
     let base = &s.config.public_url;
     let mut entries = Vec::new();
-    let note = note_of_all(page.entries.iter());
     for v in &page.entries {
         let (method, url, status) = match v.method {
             Method::Create => ("POST", v.resource_type.to_string(), "201 Created"),
@@ -905,7 +915,7 @@ async fn history(
     if let (Some(t), Some(o)) = (total, bundle.as_object_mut()) {
         o.insert("total".into(), json!(t));
     }
-    Ok(note.attach(fhir_response(StatusCode::OK, &bundle)))
+    Ok(fhir_response(StatusCode::OK, &bundle))
 }
 
 /// `GET /fhir/{type}/{id}/_history`.

@@ -193,7 +193,7 @@ fn person_principal(s: &AppState, username: &str) -> Option<Principal> {
 }
 
 /// Patients matching an id, identifier or name (kanji or kana, by prefix) that the person may
-/// see: `(id, label)`.
+/// see: `(id, label)`. Each lookup is a read by the person, audited by the record service.
 async fn find_patients(s: &AppState, username: &str, query: &str) -> Vec<(String, String)> {
     let Some(p) = person_principal(s, username) else { return Vec::new() };
     let records = s.records.clone();
@@ -206,12 +206,13 @@ async fn find_patients(s: &AppState, username: &str, query: &str) -> Vec<(String
         let rt = ResourceType::parse("Patient").ok()?;
         let mut found = Vec::new();
         if let Ok(id) = ResourceId::parse(&q)
-            && let Ok(v) = records.read(&ctx, &rt, &id)
+            && let Ok(v) = records.read(&ctx, &rt, &id).wait()
         {
             found.push(v);
         }
         let ident = Condition::Identifier { system: None, value: q.clone() };
-        if let Ok(vs) = records.search(&ctx, &rt, &[ident]) {
+        let by_identifier = ctx.clone().with_query(Some(&format!("identifier={q}")));
+        if let Ok(vs) = records.search(&by_identifier, &rt, &[ident]).wait() {
             for v in vs {
                 if !found.iter().any(|f| f.id == v.id) {
                     found.push(v);
@@ -224,7 +225,7 @@ async fn find_patients(s: &AppState, username: &str, query: &str) -> Vec<(String
             .collect();
         let by_name = format!("name={encoded}&_count=20");
         if let Ok(req) = mamori_records::search::parse_search("Patient", &by_name, false, 0)
-            && let Ok(page) = records.search_page(&ctx, &req)
+            && let Ok(page) = records.search_page(&ctx.clone().with_query(Some(&by_name)), &req).wait()
         {
             for v in page.matches {
                 if !found.iter().any(|f| f.id == v.id) {

@@ -41,6 +41,14 @@ pub trait Guard: Send + Sync {
     fn take_revealed(&self) -> Option<Revealed> {
         None
     }
+    /// Records withheld or acts refused by the access policy so far, with the reasons (for the
+    /// audit entry; never for the requester).
+    fn denied(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The service has appended the audit entry of a read of kind `action` (with the denials
+    /// known so far), so the edge need not record the request again.
+    fn entry_written(&self, _action: crate::ReadAction) {}
 }
 
 /// What reads revealed: `Type/id/_history/n` of each version and the patients they are about.
@@ -70,6 +78,19 @@ impl Revealed {
             self.resources.insert(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version));
         } else {
             self.unlisted += 1;
+        }
+    }
+
+    /// Adds what `other` revealed.
+    pub fn merge(&mut self, other: Revealed) {
+        self.patients.extend(other.patients);
+        self.unlisted += other.unlisted;
+        for r in other.resources {
+            if self.resources.len() < Revealed::MAX_LISTED {
+                self.resources.insert(r);
+            } else if !self.resources.contains(&r) {
+                self.unlisted += 1;
+            }
         }
     }
 }
@@ -155,8 +176,11 @@ pub struct RequestContext {
     pub request_id: Option<String>,
     /// Source address.
     pub source: Option<String>,
-    /// Purpose of use (`TREAT`, or `ETREAT` under break-glass).
+    /// Purpose of use (`TREAT`, `ETREAT` under break-glass, `HOPERAT` for the local operator).
     pub purpose: String,
+    /// The request's criteria as the caller sent them (a search's or history's query string),
+    /// for the audit entry.
+    pub query: Option<String>,
     /// The access-rights hook. Always present: the local operator has an explicit
     /// [`OperatorGuard`]; there is no unguarded context.
     pub guard: GuardRef,
@@ -165,13 +189,21 @@ pub struct RequestContext {
 impl RequestContext {
     /// A context for `actor` under `guard`, with no request id or source yet.
     pub fn new(actor: Actor, guard: GuardRef) -> Self {
-        RequestContext { actor, request_id: None, source: None, purpose: "TREAT".into(), guard }
+        RequestContext { actor, request_id: None, source: None, purpose: "TREAT".into(), query: None, guard }
     }
 
     /// The local operator `name` (command line, jobs on the server machine), under its own
     /// [`OperatorGuard`]: allowed everything, its reads audited by [`crate::Records::audit_reads`].
     pub fn operator(name: &str) -> Self {
-        Self::new(Actor::operator(name), GuardRef(std::sync::Arc::new(OperatorGuard::default())))
+        let mut ctx = Self::new(Actor::operator(name), GuardRef(std::sync::Arc::new(OperatorGuard::default())));
+        ctx.purpose = "HOPERAT".into();
+        ctx
+    }
+
+    /// The same context with the request's criteria (at most 2,000 characters are kept).
+    pub fn with_query(mut self, query: Option<&str>) -> Self {
+        self.query = query.filter(|q| !q.is_empty()).map(|q| q.chars().take(2000).collect());
+        self
     }
 
     /// Whether `v` may be revealed under this context's guard.

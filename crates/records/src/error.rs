@@ -148,9 +148,30 @@ pub enum RecordError {
     /// Storage failed (500); the message is for logs, not for clients.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
+    /// The read's audit entry could not be written, so its result was withheld (503, fail
+    /// closed); the message is for logs.
+    #[error("audit trail unavailable: {0}")]
+    Unaudited(String),
 }
 
 impl RecordError {
+    /// The FHIR REST status of this answer (the HTTP edge sends it; the audit trail records it
+    /// for every caller).
+    pub fn status(&self) -> u16 {
+        match self {
+            RecordError::Invalid(_) => 400,
+            RecordError::NotFound(_) => 404,
+            RecordError::Gone(_) => 410,
+            RecordError::VersionConflict { .. } | RecordError::MultipleMatches(_) => 412,
+            RecordError::Conflict(_) => 409,
+            RecordError::Unprocessable(_) => 422,
+            RecordError::Forbidden(_) => 403,
+            RecordError::Store(e) if e.is_transient() => 503,
+            RecordError::Store(_) => 500,
+            RecordError::Unaudited(_) => 503,
+        }
+    }
+
     /// A 400 with a single issue.
     pub fn invalid(code: IssueCode, msg: impl Into<String>) -> Self {
         RecordError::Invalid(vec![Issue::error(code, msg)])

@@ -4,6 +4,7 @@
 //!
 //! No I/O happens here: storage sits behind [`Store`], time behind [`Clock`].
 
+mod audited;
 pub mod bundle;
 mod canonical;
 mod care;
@@ -20,6 +21,7 @@ mod store;
 mod types;
 pub mod validate;
 
+pub use audited::{Audited, ReadAction, Reveals, read_entry};
 pub use canonical::{canonical_json, content_hash};
 pub use care::{care_links, is_lab};
 pub use clock::{Clock, SystemClock, Timestamp};

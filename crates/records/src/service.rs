@@ -8,9 +8,9 @@ use serde_json::{Map, Value, json};
 
 use crate::provenance::{ProvenanceFacts, build as build_provenance};
 use crate::{
-    BreakGlassGrant, Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, IndexEntries, Issue,
-    IssueCode, Method, RecordError, RequestContext, ResourceId, ResourceType, Store, Timestamp, Tx, VersionRecord,
-    canonical, care_links, is_lab, validate,
+    Audited, BreakGlassGrant, Clock, ENTRY_STATUS_SYSTEM, EntryStatus, HistoryQuery, IdentifierToken, IndexEntries,
+    Issue, IssueCode, Method, ReadAction, RecordError, RequestContext, ResourceId, ResourceType, Store, Timestamp, Tx,
+    VersionRecord, canonical, care_links, is_lab, validate,
 };
 
 /// Retention periods (保存期間) per resource type, in years from the record's last version.
@@ -162,6 +162,8 @@ pub trait Labeler: Send + Sync {
 /// The record service.
 pub struct Records {
     pub(crate) store: Arc<dyn Store>,
+    /// Where reads are audited (the same log the store's writes append to).
+    pub(crate) audit: Arc<dyn mamori_audit::AuditLog>,
     clock: Arc<dyn Clock>,
     retention: RetentionPolicy,
     labeler: Option<Arc<dyn Labeler>>,
@@ -359,8 +361,13 @@ fn reference(rt: &ResourceType, id: &ResourceId, v: u64) -> String {
 
 impl Records {
     /// A service over a store and a clock.
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, retention: RetentionPolicy) -> Self {
-        Records { store, clock, retention, labeler: None }
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn mamori_audit::AuditLog>,
+        clock: Arc<dyn Clock>,
+        retention: RetentionPolicy,
+    ) -> Self {
+        Records { store, audit, clock, retention, labeler: None }
     }
 
     /// Labels every stored resource (and its Provenance) with `labeler`.
@@ -995,8 +1002,17 @@ impl Records {
         })
     }
 
-    /// `GET /Type/id`. A record the requester may not see is reported as not found.
-    pub fn read(&self, ctx: &RequestContext, rt: &ResourceType, id: &ResourceId) -> Result<VersionRecord, RecordError> {
+    /// `GET /Type/id`, audited. A record the requester may not see is reported as not found.
+    pub fn read(&self, ctx: &RequestContext, rt: &ResourceType, id: &ResourceId) -> Audited<VersionRecord> {
+        Audited::append(&*self.audit, ctx, ReadAction::Read, &format!("{rt}/{id}"), self.read_current(ctx, rt, id))
+    }
+
+    fn read_current(
+        &self,
+        ctx: &RequestContext,
+        rt: &ResourceType,
+        id: &ResourceId,
+    ) -> Result<VersionRecord, RecordError> {
         self.read_tx(|tx| {
             let v = tx.current(rt, id)?;
             if let Some(v) = &v
@@ -1008,22 +1024,23 @@ impl Records {
         })
     }
 
-    /// `GET /Type/id/_history/vid`.
+    /// `GET /Type/id/_history/vid`, audited.
     pub fn vread(
         &self,
         ctx: &RequestContext,
         rt: &ResourceType,
         id: &ResourceId,
         version: u64,
-    ) -> Result<VersionRecord, RecordError> {
-        self.read_tx(|tx| {
+    ) -> Audited<VersionRecord> {
+        let result = self.read_tx(|tx| {
             let v = visible_version(tx, ctx, rt, id, Some(version))?
                 .ok_or_else(|| RecordError::NotFound(reference(rt, id, version)))?;
             if v.is_deleted() {
                 return Err(RecordError::Gone(reference(rt, id, version)));
             }
             Ok(v)
-        })
+        });
+        Audited::append(&*self.audit, ctx, ReadAction::Vread, &reference(rt, id, version), result)
     }
 
     /// Which of these versions of `rt` the requester may still see, judged as a `vread` of each
@@ -1046,14 +1063,10 @@ impl Records {
         })
     }
 
-    /// Current, live resources of a type matching every condition that the requester may see.
-    pub fn search(
-        &self,
-        ctx: &RequestContext,
-        rt: &ResourceType,
-        conds: &[Condition],
-    ) -> Result<Vec<VersionRecord>, RecordError> {
-        self.read_tx(|tx| {
+    /// Current, live resources of a type matching every condition that the requester may see,
+    /// audited as a search.
+    pub fn search(&self, ctx: &RequestContext, rt: &ResourceType, conds: &[Condition]) -> Audited<Vec<VersionRecord>> {
+        let result = self.read_tx(|tx| {
             let mut out = Vec::new();
             for id in self.matches(tx, ctx, rt, conds)? {
                 if let Some(v) = tx.current(rt, &id)?
@@ -1063,12 +1076,24 @@ impl Records {
                 }
             }
             Ok(out)
-        })
+        });
+        Audited::append(&*self.audit, ctx, ReadAction::Search, rt.as_str(), result)
+    }
+
+    /// Instance, type or system history, audited: only versions the requester may see. `hidden`
+    /// says whether any were withheld (so a total would reveal them).
+    pub fn history(&self, ctx: &RequestContext, q: &HistoryQuery) -> Audited<HistoryPage> {
+        let asked = match (&q.resource_type, &q.id) {
+            (Some(rt), Some(id)) => format!("{rt}/{id}/_history"),
+            (Some(rt), None) => format!("{rt}/_history"),
+            _ => "_history".to_string(),
+        };
+        Audited::append(&*self.audit, ctx, ReadAction::History, &asked, self.history_page(ctx, q))
     }
 
     /// Instance, type or system history: only versions the requester may see. `hidden` says
     /// whether any were withheld (so a total would reveal them).
-    pub fn history(&self, ctx: &RequestContext, q: &HistoryQuery) -> Result<HistoryPage, RecordError> {
+    fn history_page(&self, ctx: &RequestContext, q: &HistoryQuery) -> Result<HistoryPage, RecordError> {
         self.read_tx(|tx| {
             if let (Some(rt), Some(id)) = (&q.resource_type, &q.id) {
                 match tx.current(rt, id)? {
@@ -1226,25 +1251,21 @@ impl Records {
     }
 
     /// Appends the audit entry for what `ctx`'s reads revealed, when its guard leaves that to the
-    /// service (the local operator, [`crate::OperatorGuard`]); does nothing otherwise or when
-    /// nothing was revealed. `action` is the audit action (`read`), `detail` what the tool did.
-    /// The entry has the same shape as an API read's: the versions and their patients.
-    pub fn audit_reads(&self, ctx: &RequestContext, action: &str, detail: Option<String>) -> Result<(), RecordError> {
+    /// service (the local operator's tools that look at records' metadata, such as `policy
+    /// explain`); does nothing when nothing was revealed. `action` is the audit action, `detail`
+    /// what the tool did. The entry is built as every read's is ([`crate::read_entry`]).
+    pub fn audit_reads(
+        &self,
+        ctx: &RequestContext,
+        action: ReadAction,
+        detail: Option<String>,
+    ) -> Result<(), RecordError> {
         let Some(revealed) = ctx.guard.0.take_revealed() else { return Ok(()) };
-        if revealed.resources.is_empty() {
+        if revealed.resources.is_empty() && revealed.unlisted == 0 {
             return Ok(());
         }
-        let mut entry =
-            mamori_audit::AuditRecord::new(action, ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT");
-        entry.resources = revealed.resources.into_iter().collect();
-        entry.patients = revealed.patients.into_iter().collect();
-        entry.request_id = ctx.request_id.clone();
-        entry.source = ctx.source.clone();
-        entry.detail = match (detail, revealed.unlisted) {
-            (d, 0) => d,
-            (d, n) => Some(format!("{}{n} more versions not listed", d.map(|d| format!("{d}; ")).unwrap_or_default())),
-        };
-        self.store.write(&mut |tx| tx.append_audit(entry.clone()).map(|_| ()).map_err(RecordError::from))
+        let entry = crate::read_entry(ctx, action.as_str(), None, None, revealed, detail);
+        self.audit.append(vec![entry]).map(|_| ()).map_err(|e| RecordError::Unaudited(e.to_string()))
     }
 
     /// Break-glass grants, newest first (`open_only`: not yet reviewed).
