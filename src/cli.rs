@@ -3,6 +3,7 @@
 //! `--data-dir` and works while a server runs on the same directory. A subcommand parses its
 //! flags, calls its use case in `mamori-app` as the local operator, and prints.
 
+use crate::fail::{Fallible, context};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +34,8 @@ pub struct DataDir {
 
 impl DataDir {
     /// Initialises if needed and opens the node on its store.
-    pub fn open(&self) -> Result<datadir::Node, String> {
-        datadir::open_node_on(&self.data_dir, self.database.as_deref())
+    pub fn open(&self) -> Fallible<datadir::Node> {
+        Ok(datadir::open_node_on(&self.data_dir, self.database.as_deref())?)
     }
 }
 
@@ -141,21 +142,20 @@ enum ClassesCmd {
     },
 }
 
-fn classes(c: ClassesCmd) -> Result<ExitCode, String> {
+fn classes(c: ClassesCmd) -> Fallible<ExitCode> {
     match c {
         ClassesCmd::Show(d) => {
             let node = d.open()?;
-            let rules = class_rules::current(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())?;
+            let rules = class_rules::current(&Ctx::operator(&node, &reader()), &node)?;
             let out = serde_json::json!({"system": mamori_authz::SYSTEM, "classes": mamori_authz::taxonomy(), "rules": rules});
-            println!("{}", serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         ClassesCmd::Set { dir, file, reason, operator } => {
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))?;
-            let rules = class_rules::parse(&text).map_err(|e| format!("`{}`: {e}", file.display()))?;
+            let text = std::fs::read_to_string(&file).map_err(context(format!("cannot read `{}`", file.display())))?;
+            let rules = class_rules::parse(&text).map_err(context(format!("`{}`", file.display())))?;
             let node = dir.open()?;
-            let v = class_rules::set(&Ctx::operator(&node, &operator), &node, &rules, &reason)
-                .map_err(|e| e.to_string())?;
+            let v = class_rules::set(&Ctx::operator(&node, &operator), &node, &rules, &reason)?;
             println!("class rules updated to version {v}; a running server applies them within a second");
             Ok(ExitCode::SUCCESS)
         }
@@ -215,14 +215,14 @@ enum AuditCmd {
     },
 }
 
-fn parse_instant(s: &str) -> Result<i64, String> {
+fn parse_instant(s: &str) -> Fallible<i64> {
     let t = if s.len() == 10 { format!("{s}T00:00:00Z") } else { s.to_string() };
     mamori_records::Timestamp::parse_rfc3339(&t)
         .map(|t| t.0)
-        .ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD) or RFC 3339 instant"))
+        .ok_or_else(|| format!("`{s}` is not a date (YYYY-MM-DD) or RFC 3339 instant").into())
 }
 
-fn audit(c: AuditCmd) -> Result<ExitCode, String> {
+fn audit(c: AuditCmd) -> Fallible<ExitCode> {
     match c {
         AuditCmd::VerifierKey(d) => {
             datadir::init(&d.data_dir)?;
@@ -271,7 +271,7 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
             let until = until.as_deref().map(parse_instant).transpose()?;
             let node = dir.open()?;
             let ctx = Ctx::operator(&node, &operator);
-            mamori_app::audit_trail::may_export(&ctx, &node).map_err(|e| e.to_string())?;
+            mamori_app::audit_trail::may_export(&ctx, &node)?;
             let exported =
                 |detail: String| mamori_app::audit_trail::exported(&ctx, &node, detail).map_err(|e| e.to_string());
             if let (Some(addr), Some(ca_file)) = (syslog_tls, ca_file) {
@@ -290,10 +290,10 @@ fn audit(c: AuditCmd) -> Result<ExitCode, String> {
             let n = match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(
-                        std::fs::File::create(&p).map_err(|e| format!("cannot create `{}`: {e}", p.display()))?,
+                        std::fs::File::create(&p).map_err(context(format!("cannot create `{}`", p.display())))?,
                     );
                     let n = crate::export::export(&*node.store, format, since, until, &mut f)?;
-                    std::io::Write::flush(&mut f).map_err(|e| e.to_string())?;
+                    std::io::Write::flush(&mut f)?;
                     n
                 }
                 None => {
@@ -418,12 +418,12 @@ enum KeysCmd {
     },
 }
 
-fn keys(c: KeysCmd) -> Result<ExitCode, String> {
+fn keys(c: KeysCmd) -> Fallible<ExitCode> {
     match c {
         KeysCmd::List(dir) => {
             let node = dir.open()?;
             let ts = |t: i64| mamori_records::Timestamp(t.saturating_mul(1_000_000)).to_fhir();
-            for k in signing_keys::list(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())? {
+            for k in signing_keys::list(&Ctx::operator(&node, &reader()), &node)? {
                 let state = match k.key.retired_at {
                     None => "signing".to_string(),
                     Some(r) => format!("retired {}", ts(r)),
@@ -435,8 +435,7 @@ fn keys(c: KeysCmd) -> Result<ExitCode, String> {
         }
         KeysCmd::Rotate { dir, operator, reason } => {
             let node = dir.open()?;
-            let kid =
-                signing_keys::rotate(&Ctx::operator(&node, &operator), &node, &reason).map_err(|e| e.to_string())?;
+            let kid = signing_keys::rotate(&Ctx::operator(&node, &operator), &node, &reason)?;
             println!("signing key {kid} is now in use; the previous key stays published for the overlap");
             Ok(ExitCode::SUCCESS)
         }
@@ -449,8 +448,8 @@ pub fn main() -> ExitCode {
     init_logging();
     match run(cli) {
         Ok(code) => code,
-        Err(msg) => {
-            eprintln!("mamori: {msg}");
+        Err(e) => {
+            eprintln!("{}", crate::fail::report(&*e));
             ExitCode::from(2)
         }
     }
@@ -467,7 +466,7 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).try_init();
 }
 
-fn run(cli: Cli) -> Result<ExitCode, String> {
+fn run(cli: Cli) -> Fallible<ExitCode> {
     match cli.command {
         Command::Serve(a) => serve(a),
         Command::Init(d) => {
@@ -486,7 +485,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Review(c) => crate::review_cli::run(c),
         Command::Fsck(d) => {
             let node = d.open()?;
-            let report = retention::fsck(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())?;
+            let report = retention::fsck(&Ctx::operator(&node, &reader()), &node)?;
             if report.mismatches.is_empty() && report.unparseable.is_empty() {
                 println!("fsck: {} versions checked, all hashes match", report.checked);
                 Ok(ExitCode::SUCCESS)
@@ -508,26 +507,28 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Read { dir, reference, operator } => {
             let node = dir.open()?;
-            let v = mamori_app::reads::read(&Ctx::operator(&node, &operator), &node, &reference)
-                .map_err(|e| e.to_string())?;
+            let v = mamori_app::reads::read(&Ctx::operator(&node, &operator), &node, &reference)?;
             println!("{}", v.body.as_deref().unwrap_or("{}"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Purge { dir, reference } => {
             let node = dir.open()?;
-            let n = retention::purge(&Ctx::operator(&node, &reader()), &node, &reference).map_err(|e| e.to_string())?;
+            let n = retention::purge(&Ctx::operator(&node, &reader()), &node, &reference)?;
             println!("purged {reference}: {n} versions removed");
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+fn parse_listen(s: &str) -> Fallible<SocketAddr> {
     let s2 = s.strip_prefix("localhost:").map(|p| format!("127.0.0.1:{p}"));
-    s2.as_deref().unwrap_or(s).parse().map_err(|_| format!("--listen `{s}` is not an address such as 127.0.0.1:8080"))
+    s2.as_deref()
+        .unwrap_or(s)
+        .parse()
+        .map_err(|_| format!("--listen `{s}` is not an address such as 127.0.0.1:8080").into())
 }
 
-fn serve(a: ServeArgs) -> Result<ExitCode, String> {
+fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     let addr = parse_listen(&a.listen)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(cert), Some(key)) => {
@@ -538,7 +539,8 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     if tls.is_none() && !addr.ip().is_loopback() {
         return Err(format!(
             "refusing plain HTTP on `{addr}`: only loopback may be served without TLS; give --tls-cert and --tls-key"
-        ));
+        )
+        .into());
     }
     let mut node = a.dir.open()?;
     node.monitor_clock();
@@ -546,11 +548,11 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
     node.spawn_integrator();
     node.spawn_policy_watcher();
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| format!("runtime: {e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(context("runtime"))?;
     rt.block_on(async move {
         let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{addr}`: {e}"))?;
-        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+            tokio::net::TcpListener::bind(addr).await.map_err(context(format!("cannot listen on `{addr}`")))?;
+        let bound = listener.local_addr()?;
         // From the bound address, so that `--listen 127.0.0.1:0` yields the real port in links,
         // discovery documents and the `aud` clients must use.
         let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
@@ -558,7 +560,7 @@ fn serve(a: ServeArgs) -> Result<ExitCode, String> {
         let store = format!("{} {}", node.store.kind(), node.store.describe());
         tracing::info!(%bound, data_dir = %node.dir.display(), %store, tls = tls.is_some(), "mamori serving");
         println!("mamori serving {scheme}://{bound}/fhir (data: {}; store: {store})", node.dir.display());
-        mamori_http::serve(listener, app, tls, shutdown_signal()).await.map_err(|e| format!("server: {e}"))
+        mamori_http::serve(listener, app, tls, shutdown_signal()).await.map_err(context("server"))
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -584,7 +586,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn parse_duration(s: &str) -> Result<u64, String> {
+fn parse_duration(s: &str) -> Fallible<u64> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().last() {
         Some((i, 's')) => (s.get(..i), 1),
@@ -597,31 +599,30 @@ fn parse_duration(s: &str) -> Result<u64, String> {
         num.and_then(|n| n.parse().ok()).ok_or_else(|| format!("`{s}` is not a duration such as 300s, 15m or 1h"))?;
     let secs = n.saturating_mul(mult);
     if !(60..=86_400).contains(&secs) {
-        return Err(format!("token lifetime `{s}` must be between 60 s and 24 h"));
+        return Err(format!("token lifetime `{s}` must be between 60 s and 24 h").into());
     }
     Ok(secs)
 }
 
 /// Reads a JWK Set file (checked by the use case).
-fn read_jwks(path: &PathBuf) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+fn read_jwks(path: &PathBuf) -> Fallible<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(context(format!("cannot read `{}`", path.display())))?;
+    serde_json::from_str(&text).map_err(context(format!("`{}`", path.display())))
 }
 
-fn client(c: ClientCmd) -> Result<ExitCode, String> {
+fn client(c: ClientCmd) -> Fallible<ExitCode> {
     match c {
         ClientCmd::RotateJwks { dir, client_id, jwks_file, operator } => {
             let jwks = read_jwks(&jwks_file)?;
             let node = dir.open()?;
             clients::rotate_jwks(&Ctx::operator(&node, &operator), &node, &client_id, jwks)
-                .map_err(|e| format!("`{}`: {e}", jwks_file.display()))?;
+                .map_err(context(format!("`{}`", jwks_file.display())))?;
             println!("client {client_id}: keys replaced");
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::RotateSecret { dir, client_id, operator } => {
             let node = dir.open()?;
-            let secret = clients::rotate_secret(&Ctx::operator(&node, &operator), &node, &client_id)
-                .map_err(|e| e.to_string())?;
+            let secret = clients::rotate_secret(&Ctx::operator(&node, &operator), &node, &client_id)?;
             println!("client_id={client_id}");
             println!("client_secret={secret}");
             eprintln!("The new secret is shown only now; the old one no longer works.");
@@ -652,7 +653,7 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
                 redirect_uris: redirect_uri,
                 jwks,
             };
-            let r = clients::register(&Ctx::operator(&node, &operator), &node, n).map_err(|e| e.to_string())?;
+            let r = clients::register(&Ctx::operator(&node, &operator), &node, n)?;
             println!("client_id={client_id}");
             match &r.secret {
                 Some(secret) => {
@@ -674,17 +675,16 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
         }
         ClientCmd::List(dir) => {
             let node = dir.open()?;
-            for (c, version) in clients::list(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())? {
+            for (c, version) in clients::list(&Ctx::operator(&node, &reader()), &node)? {
                 println!("{}\t{}\t{}\tv{version}", c.id, if c.disabled { "disabled" } else { "enabled" }, c.scope);
             }
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::Show { dir, client_id } => {
             let node = dir.open()?;
-            let history =
-                clients::history(&Ctx::operator(&node, &reader()), &node, &client_id).map_err(|e| e.to_string())?;
+            let history = clients::history(&Ctx::operator(&node, &reader()), &node, &client_id)?;
             let shown = history.last().and_then(|h| h.value.clone()).unwrap_or_default();
-            println!("{}", serde_json::to_string_pretty(&shown).map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string_pretty(&shown)?);
             for h in &history {
                 println!(
                     "v{} {} by {}: {}",
@@ -698,13 +698,13 @@ fn client(c: ClientCmd) -> Result<ExitCode, String> {
         }
         ClientCmd::Disable { dir, client_id, operator } => {
             let node = dir.open()?;
-            clients::disable(&Ctx::operator(&node, &operator), &node, &client_id).map_err(|e| e.to_string())?;
+            clients::disable(&Ctx::operator(&node, &operator), &node, &client_id)?;
             println!("client `{client_id}` disabled");
             Ok(ExitCode::SUCCESS)
         }
         ClientCmd::Enable { dir, client_id, operator } => {
             let node = dir.open()?;
-            clients::enable(&Ctx::operator(&node, &operator), &node, &client_id).map_err(|e| e.to_string())?;
+            clients::enable(&Ctx::operator(&node, &operator), &node, &client_id)?;
             println!("client `{client_id}` enabled");
             Ok(ExitCode::SUCCESS)
         }
@@ -717,9 +717,9 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("15m"), Ok(900));
-        assert_eq!(parse_duration("1h"), Ok(3600));
-        assert_eq!(parse_duration("120"), Ok(120));
+        assert_eq!(parse_duration("15m").ok(), Some(900));
+        assert_eq!(parse_duration("1h").ok(), Some(3600));
+        assert_eq!(parse_duration("120").ok(), Some(120));
         assert!(parse_duration("5s").is_err());
         assert!(parse_duration("2d").is_err());
         assert!(parse_duration("abc").is_err());

@@ -1,5 +1,6 @@
 //! `mamori audit export`: the audit trail as NDJSON, RFC 5424 syslog lines or CSV (L5).
 
+use crate::fail::{Fallible, context};
 use std::io::Write;
 
 use mamori_audit::{AuditLog, AuditRecord, EntryQuery, Outcome};
@@ -58,42 +59,36 @@ pub struct SyslogTls {
 
 /// Streams every entry in `[since, until)` to a collector as RFC 5424 messages over TLS with
 /// RFC 5425 octet-counting framing (`LEN SP MSG`). Returns how many were sent.
-pub fn stream_syslog_tls(
-    log: &dyn AuditLog,
-    since: Option<i64>,
-    until: Option<i64>,
-    to: &SyslogTls,
-) -> Result<u64, String> {
+pub fn stream_syslog_tls(log: &dyn AuditLog, since: Option<i64>, until: Option<i64>, to: &SyslogTls) -> Fallible<u64> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(&to.ca_file)
-        .map_err(|e| format!("cannot read `{}`: {e}", to.ca_file.display()))?;
+        .map_err(context(format!("cannot read `{}`", to.ca_file.display())))?;
     for c in certs {
-        roots.add(c.map_err(|e| format!("bad CA PEM: {e}"))?).map_err(|e| format!("bad CA certificate: {e}"))?;
+        roots.add(c.map_err(context("bad CA PEM"))?).map_err(context("bad CA certificate"))?;
     }
     let cfg =
         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_root_certificates(roots)
             .with_no_client_auth();
     let name = ServerName::try_from(to.server_name.clone())
         .map_err(|_| format!("`{}` is not a server name", to.server_name))?;
-    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name).map_err(|e| e.to_string())?;
-    let tcp = std::net::TcpStream::connect(&to.addr).map_err(|e| format!("cannot connect to `{}`: {e}", to.addr))?;
-    tcp.set_write_timeout(Some(std::time::Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name)?;
+    let tcp = std::net::TcpStream::connect(&to.addr).map_err(context(format!("cannot connect to `{}`", to.addr)))?;
+    tcp.set_write_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let mut lines = Vec::new();
     export(log, Format::Syslog, since, until, &mut lines)?;
     let mut n = 0;
     for line in String::from_utf8_lossy(&lines).lines() {
-        write!(tls, "{} {line}", line.len()).map_err(|e| format!("collector: {e}"))?;
+        write!(tls, "{} {line}", line.len()).map_err(context("collector"))?;
         n += 1;
     }
-    tls.flush().map_err(|e| format!("collector: {e}"))?;
+    tls.flush().map_err(context("collector"))?;
     tls.conn.send_close_notify();
-    tls.flush().map_err(|e| format!("collector: {e}"))?;
+    tls.flush().map_err(context("collector"))?;
     // Read until the collector closes: closing with unread data (its session tickets) would
     // reset the connection and could discard messages it has not read yet.
     let _ = tls.sock.set_read_timeout(Some(std::time::Duration::from_secs(10)));
@@ -110,30 +105,30 @@ pub fn export(
     since: Option<i64>,
     until: Option<i64>,
     out: &mut dyn Write,
-) -> Result<u64, String> {
+) -> Fallible<u64> {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "-".into());
     let host = if host.is_empty() { "-".to_string() } else { host };
     if format == Format::Csv {
-        writeln!(out, "index,time,action,outcome,status,actor_kind,actor_id,client_id,fhir_user,patients,resources,purpose,source,request_id,detail")
-            .map_err(|e| e.to_string())?;
+        writeln!(
+            out,
+            "index,time,action,outcome,status,actor_kind,actor_id,client_id,fhir_user,patients,resources,purpose,source,request_id,detail"
+        )?;
     }
     let mut from = 0u64;
     let mut n = 0u64;
     loop {
-        let page = log
-            .query(&EntryQuery { since, until, from_index: from, limit: 10_000, ..EntryQuery::default() })
-            .map_err(|e| e.to_string())?;
+        let page = log.query(&EntryQuery { since, until, from_index: from, limit: 10_000, ..EntryQuery::default() })?;
         let Some((last, _)) = page.last() else { break };
         from = last + 1;
         for (index, entry) in &page {
             match format {
                 Format::Ndjson => {
-                    out.write_all(entry).map_err(|e| e.to_string())?;
-                    out.write_all(b"\n").map_err(|e| e.to_string())?;
+                    out.write_all(entry)?;
+                    out.write_all(b"\n")?;
                 }
-                Format::Syslog => writeln!(out, "{}", syslog_line(*index, entry, &host)).map_err(|e| e.to_string())?,
+                Format::Syslog => writeln!(out, "{}", syslog_line(*index, entry, &host))?,
                 Format::Csv => {
-                    let r: AuditRecord = serde_json::from_slice(entry).map_err(|e| format!("entry {index}: {e}"))?;
+                    let r: AuditRecord = serde_json::from_slice(entry).map_err(context(format!("entry {index}")))?;
                     let cols = [
                         index.to_string(),
                         r.time,
@@ -151,8 +146,7 @@ pub fn export(
                         r.request_id.unwrap_or_default(),
                         r.detail.unwrap_or_default(),
                     ];
-                    writeln!(out, "{}", cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))
-                        .map_err(|e| e.to_string())?;
+                    writeln!(out, "{}", cols.iter().map(|c| csv_field(c)).collect::<Vec<_>>().join(","))?;
                 }
             }
             n += 1;

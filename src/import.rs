@@ -3,6 +3,7 @@
 //! `POST /fhir/$import`). A line that is refused is reported with its file and line number and
 //! nothing of it is stored; the rest still go in. Progress goes to stderr.
 
+use crate::fail::{Fallible, context};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,25 +45,24 @@ impl Progress {
 }
 
 /// Runs the import; exit 0 when every line went in, 1 when some were refused.
-pub fn run(dir: &crate::cli::DataDir, files: &[PathBuf], operator: &str, batch: usize) -> Result<ExitCode, String> {
+pub fn run(dir: &crate::cli::DataDir, files: &[PathBuf], operator: &str, batch: usize) -> Fallible<ExitCode> {
     if files.is_empty() {
         return Err("give at least one NDJSON file".into());
     }
     let mut total = 0;
     for f in files {
-        total += std::fs::metadata(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?.len();
+        total += std::fs::metadata(f).map_err(context(format!("cannot read `{}`", f.display())))?.len();
     }
     let node = dir.open()?;
-    let mut importer = mamori_app::import::importer(&mamori_app::Ctx::operator(&node, operator), &node, batch)
-        .map_err(|e| e.to_string())?;
+    let mut importer = mamori_app::import::importer(&mamori_app::Ctx::operator(&node, operator), &node, batch)?;
     let now = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let mut p = Progress { total, read: 0, done: 0, refused: 0, started: now, last: now, tty };
     for f in files {
-        let file = std::fs::File::open(f).map_err(|e| format!("cannot read `{}`: {e}", f.display()))?;
+        let file = std::fs::File::open(f).map_err(context(format!("cannot read `{}`", f.display())))?;
         let source = f.display().to_string();
         for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| format!("cannot read `{source}`: {e}"))?;
+            let line = line.map_err(context(format!("cannot read `{source}`")))?;
             p.read += line.len() as u64 + 1;
             importer.line(&source, n + 1, &line);
             (p.done, p.refused) = (importer.done, importer.refused);

@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod export;
+pub mod fail;
 pub mod import;
 pub mod policy_cli;
 pub mod review_cli;

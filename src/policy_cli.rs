@@ -1,6 +1,7 @@
 //! `mamori policy …`: the access policies on the command line — show, test, set, explain. The
 //! use cases are `mamori_app::policies`; this file parses, calls and prints.
 
+use crate::fail::{Fallible, context};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -78,16 +79,16 @@ pub enum PolicyCmd {
     },
 }
 
-fn read(path: &PathBuf) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+fn read(path: &PathBuf) -> Fallible<String> {
+    std::fs::read_to_string(path).map_err(context(format!("cannot read `{}`", path.display())))
 }
 
-fn load_table(path: &PathBuf) -> Result<Table, String> {
-    Table::parse(&read(path)?).map_err(|e| format!("`{}`: {e}", path.display()))
+fn load_table(path: &PathBuf) -> Fallible<Table> {
+    Table::parse(&read(path)?).map_err(context(format!("`{}`", path.display())))
 }
 
 /// Runs `mamori policy …`.
-pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
+pub fn run(c: PolicyCmd) -> Fallible<ExitCode> {
     match c {
         PolicyCmd::Show { dir, default } => {
             if default {
@@ -95,8 +96,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
                 return Ok(ExitCode::SUCCESS);
             }
             let node = dir.open()?;
-            let (engine, entry) =
-                policies::current(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())?;
+            let (engine, entry) = policies::current(&Ctx::operator(&node, &reader()), &node)?;
             match entry {
                 Some(e) => eprintln!(
                     "# policies version {} ({} policies), set by {}: {}",
@@ -119,7 +119,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
             let table = test.as_ref().map(load_table).transpose()?;
             let node = dir.open()?;
             let (v, n) = policies::set(&Ctx::operator(&node, &operator), &node, &text, table.as_ref(), &reason)
-                .map_err(|e| format!("`{}`: {e}", file.display()))?;
+                .map_err(context(format!("`{}`", file.display())))?;
             println!(
                 "アクセス方針を更新しました / policies updated to version {v} ({n} policies); a running server applies them within a second"
             );
@@ -132,7 +132,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
             let proposed = proposed.as_ref().map(read).transpose()?;
             let node = dir.open()?;
             let q = Question { user, act, resource, operation, policies: proposed };
-            let answer = policies::explain(&Ctx::operator(&node, &operator), &node, &q).map_err(|e| e.to_string())?;
+            let answer = policies::explain(&Ctx::operator(&node, &operator), &node, &q)?;
             let (account, target, patient, e) = (&answer.account, &answer.target, &answer.patient, &answer.explanation);
             let (d, situation) = (&e.decision, &e.situation);
             println!("decision / 判定: {}", if d.allowed { "ALLOW (許可)" } else { "DENY (拒否)" });
@@ -178,8 +178,7 @@ pub fn run(c: PolicyCmd) -> Result<ExitCode, String> {
             let table = load_table(&file)?;
             let proposed = proposed.as_ref().map(read).transpose()?;
             let node = dir.open()?;
-            let (failures, n) = policies::test(&Ctx::operator(&node, &reader()), &node, proposed.as_deref(), &table)
-                .map_err(|e| e.to_string())?;
+            let (failures, n) = policies::test(&Ctx::operator(&node, &reader()), &node, proposed.as_deref(), &table)?;
             for f in &failures {
                 println!("{f}");
             }

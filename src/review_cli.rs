@@ -2,6 +2,7 @@
 //! access review campaigns, the least-privilege report. The use cases are
 //! `mamori_app::reviews`; this file parses, calls and prints.
 
+use crate::fail::Fallible;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
@@ -130,12 +131,11 @@ fn fmt_rights(r: &BTreeSet<Right>) -> String {
 }
 
 /// Runs `mamori review …`.
-pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
+pub fn run(c: ReviewCmd) -> Fallible<ExitCode> {
     match c {
         ReviewCmd::BreakGlass { dir, all } => {
             let node = dir.open()?;
-            let grants =
-                reviews::break_glass(&Ctx::operator(&node, &reader()), &node, !all).map_err(|e| e.to_string())?;
+            let grants = reviews::break_glass(&Ctx::operator(&node, &reader()), &node, !all)?;
             if grants.is_empty() {
                 println!("レビュー待ちの非常時アクセスはありません / no break-glass use awaiting review");
             }
@@ -158,30 +158,26 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
         }
         ReviewCmd::Close { dir, grant, note, operator } => {
             let node = dir.open()?;
-            reviews::close_break_glass(&Ctx::operator(&node, &operator), &node, &grant, &note)
-                .map_err(|e| e.to_string())?;
+            reviews::close_break_glass(&Ctx::operator(&node, &operator), &node, &grant, &note)?;
             println!("レビューを完了しました / review closed: {grant}");
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::Start { dir, reason, users, operator } => {
             let node = dir.open()?;
-            let c =
-                reviews::open(&Ctx::operator(&node, &operator), &node, &reason, &users).map_err(|e| e.to_string())?;
+            let c = reviews::open(&Ctx::operator(&node, &operator), &node, &reason, &users)?;
             println!("権限の見直しを開始しました / access review opened: {} ({} accounts)", c.id, c.items.len());
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::List(dir) => {
             let node = dir.open()?;
-            for c in reviews::list(&Ctx::operator(&node, &reader()), &node).map_err(|e| e.to_string())? {
+            for c in reviews::list(&Ctx::operator(&node, &reader()), &node)? {
                 println!("{}\t{} open of {}\t{}", c.id, c.open_items(), c.items.len(), c.reason);
             }
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::Show { dir, campaign } => {
             let node = dir.open()?;
-            print_campaign(
-                &reviews::show(&Ctx::operator(&node, &reader()), &node, &campaign).map_err(|e| e.to_string())?,
-            );
+            print_campaign(&reviews::show(&Ctx::operator(&node, &reader()), &node, &campaign)?);
             Ok(ExitCode::SUCCESS)
         }
         ReviewCmd::Decide { dir, campaign, user, confirm, revoke, note, operator } => {
@@ -189,8 +185,7 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
                 return Err("say --confirm, or --revoke ROLE for each role to remove".into());
             }
             let node = dir.open()?;
-            let (d, open) = reviews::decide(&Ctx::operator(&node, &operator), &node, &campaign, &user, &revoke, &note)
-                .map_err(|e| e.to_string())?;
+            let (d, open) = reviews::decide(&Ctx::operator(&node, &operator), &node, &campaign, &user, &revoke, &note)?;
             println!(
                 "決定を記録しました / decision recorded: {user} kept [{}] revoked [{}]; {open} item(s) still open",
                 d.kept.join(", "),
@@ -200,8 +195,7 @@ pub fn run(c: ReviewCmd) -> Result<ExitCode, String> {
         }
         ReviewCmd::Report { dir, days, user, operator } => {
             let node = dir.open()?;
-            let lines = reviews::report(&Ctx::operator(&node, &operator), &node, days, user.as_deref())
-                .map_err(|e| e.to_string())?;
+            let lines = reviews::report(&Ctx::operator(&node, &operator), &node, days, user.as_deref())?;
             println!("最小権限レポート / least-privilege report: rights granted vs used in the last {days} days");
             for u in lines {
                 let unused: BTreeSet<Right> = u.granted.difference(&u.used).cloned().collect();

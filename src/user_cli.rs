@@ -2,6 +2,7 @@
 //! change through the identity service, versioned and audited); this file parses, calls and
 //! prints. Messages for people are Japanese first.
 
+use crate::fail::{Fallible, context};
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -140,9 +141,9 @@ pub struct UserTarget {
     operator: String,
 }
 
-fn read_password() -> Result<String, String> {
+fn read_password() -> Fallible<String> {
     let mut pw = String::new();
-    std::io::stdin().read_to_string(&mut pw).map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    std::io::stdin().read_to_string(&mut pw).map_err(context("cannot read the password from stdin"))?;
     Ok(pw.trim_end_matches(['\n', '\r']).to_string())
 }
 
@@ -160,14 +161,14 @@ fn err(e: mamori_app::AppError) -> String {
 }
 
 /// Opens the target's data directory with the operator's context.
-fn open(t: &UserTarget) -> Result<(mamori_app::Node, Ctx), String> {
+fn open(t: &UserTarget) -> Fallible<(mamori_app::Node, Ctx)> {
     let node = t.dir.open()?;
     let ctx = Ctx::operator(&node, &t.operator);
     Ok((node, ctx))
 }
 
 /// Runs a `mamori user` subcommand.
-pub fn run(c: UserCmd) -> Result<ExitCode, String> {
+pub fn run(c: UserCmd) -> Fallible<ExitCode> {
     match c {
         UserCmd::Add {
             dir,
@@ -279,7 +280,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
         UserCmd::Show { dir, username } => {
             let node = dir.open()?;
             let o = users::show(&Ctx::operator(&node, &reader()), &node, &username).map_err(err)?;
-            let mut j = serde_json::to_value(&o.account).map_err(|e| e.to_string())?;
+            let mut j = serde_json::to_value(&o.account)?;
             if let Some(m) = j.as_object_mut() {
                 m.insert("version".into(), o.version.into());
                 m.insert("second_factors".into(), o.second_factors.into());
@@ -287,7 +288,7 @@ pub fn run(c: UserCmd) -> Result<ExitCode, String> {
                 m.insert("lockout".into(), o.lockout);
                 m.insert("last_login".into(), o.last_login.into());
             }
-            println!("{}", serde_json::to_string_pretty(&j).map_err(|e| e.to_string())?);
+            println!("{}", serde_json::to_string_pretty(&j)?);
             Ok(ExitCode::SUCCESS)
         }
         UserCmd::Disable(t) => {

@@ -3,6 +3,7 @@
 //! checks every checkpoint's signature and root, the stored tiles, and that time never goes
 //! backwards; optionally it compares a witness's copies of the checkpoints.
 
+use crate::fail::{Fallible, context};
 use std::path::Path;
 
 use mamori_audit::merkle::{CompactRange, leaf_hash};
@@ -30,13 +31,13 @@ fn hashes(blob: &[u8]) -> Vec<[u8; 32]> {
 /// writer beyond the pure audit module.
 trait Source {
     /// `(size, note)` of every stored checkpoint, by size.
-    fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String>;
+    fn checkpoints(&mut self) -> Fallible<Vec<(i64, String)>>;
     /// The stored level-0 tile `idx`, if any.
-    fn tile0(&mut self, idx: i64) -> Result<Option<Vec<u8>>, String>;
+    fn tile0(&mut self, idx: i64) -> Fallible<Option<Vec<u8>>>;
     /// Up to `limit` entries `(idx, time, entry)` after `after`, by index.
-    fn entries(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, String>;
+    fn entries(&mut self, after: i64, limit: i64) -> Fallible<Vec<(i64, i64, Vec<u8>)>>;
     /// The names of the triggers on the audit entries table (the append-only guard).
-    fn audit_triggers(&mut self) -> Result<Vec<String>, String>;
+    fn audit_triggers(&mut self) -> Fallible<Vec<String>>;
 }
 
 /// The triggers that keep `audit_entries` append-only, per backend (`store-sqlite` `SCHEMA`,
@@ -47,46 +48,39 @@ const PG_AUDIT_TRIGGERS: [&str; 2] = ["audit_no_change", "audit_no_truncate"];
 struct SqliteSource(Connection);
 
 impl Source for SqliteSource {
-    fn audit_triggers(&mut self) -> Result<Vec<String>, String> {
-        let sql = |e: rusqlite::Error| e.to_string();
-        let mut st = self
-            .0
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'")
-            .map_err(sql)?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(sql)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(sql)
+    fn audit_triggers(&mut self) -> Fallible<Vec<String>> {
+        let mut st =
+            self.0.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'")?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String> {
-        let sql = |e: rusqlite::Error| e.to_string();
-        let mut st = self.0.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size").map_err(sql)?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))).map_err(sql)?;
-        rows.collect::<Result<_, _>>().map_err(sql)
+    fn checkpoints(&mut self) -> Fallible<Vec<(i64, String)>> {
+        let mut st = self.0.prepare("SELECT size, note FROM audit_checkpoints ORDER BY size")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn tile0(&mut self, idx: i64) -> Result<Option<Vec<u8>>, String> {
+    fn tile0(&mut self, idx: i64) -> Fallible<Option<Vec<u8>>> {
         use rusqlite::OptionalExtension;
         self.0
             .query_row("SELECT hashes FROM audit_tiles WHERE level = 0 AND idx = ?1", [idx], |r| r.get(0))
             .optional()
-            .map_err(|e| e.to_string())
+            .map_err(Into::into)
     }
 
-    fn entries(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, String> {
-        let sql = |e: rusqlite::Error| e.to_string();
-        let mut st = self
-            .0
-            .prepare("SELECT idx, time, entry FROM audit_entries WHERE idx > ?1 ORDER BY idx LIMIT ?2")
-            .map_err(sql)?;
-        let mut rows = st.query([after, limit]).map_err(sql)?;
+    fn entries(&mut self, after: i64, limit: i64) -> Fallible<Vec<(i64, i64, Vec<u8>)>> {
+        let mut st =
+            self.0.prepare("SELECT idx, time, entry FROM audit_entries WHERE idx > ?1 ORDER BY idx LIMIT ?2")?;
+        let mut rows = st.query([after, limit])?;
         let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(sql)? {
+        while let Some(r) = rows.next()? {
             // Read whatever is stored: an edited entry may no longer even be a BLOB.
-            let entry: Vec<u8> = match r.get_ref(2).map_err(sql)? {
+            let entry: Vec<u8> = match r.get_ref(2)? {
                 rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b.to_vec(),
                 _ => Vec::new(),
             };
-            out.push((r.get(0).map_err(sql)?, r.get(1).map_err(sql)?, entry));
+            out.push((r.get(0)?, r.get(1)?, entry));
         }
         Ok(out)
     }
@@ -99,53 +93,45 @@ struct PgSource {
 }
 
 impl PgSource {
-    fn open(url: &str) -> Result<PgSource, String> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        let target = mamori_store_postgres::Target::parse(url).map_err(|e| e.to_string())?;
+    fn open(url: &str) -> Fallible<PgSource> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let target = mamori_store_postgres::Target::parse(url)?;
         let client = rt.block_on(async {
             let (client, driver) = target.connect().await?;
             tokio::spawn(driver);
             client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
             Ok::<_, tokio_postgres::Error>(client)
         });
-        let client = client.map_err(|e| format!("cannot open the database read-only: {e}"))?;
+        let client = client.map_err(context("cannot open the database read-only"))?;
         Ok(PgSource { rt, client })
     }
 
-    fn rows(
-        &self,
-        sql: &str,
-        p: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<tokio_postgres::Row>, String> {
-        self.rt
-            .block_on(self.client.query(sql, p))
-            .map_err(|e| e.as_db_error().map_or(e.to_string(), |d| d.message().to_string()))
+    fn rows(&self, sql: &str, p: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Fallible<Vec<tokio_postgres::Row>> {
+        Ok(self.rt.block_on(self.client.query(sql, p))?)
     }
 }
 
 impl Source for PgSource {
-    fn audit_triggers(&mut self) -> Result<Vec<String>, String> {
+    fn audit_triggers(&mut self) -> Fallible<Vec<String>> {
         let rows = self.rows(
             "SELECT t.tgname::text FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid \
              WHERE c.relname = 'audit_entries' AND NOT t.tgisinternal AND t.tgenabled <> 'D'",
             &[],
         )?;
-        rows.iter().map(|r| r.try_get::<_, String>(0).map_err(|e| e.to_string())).collect()
+        Ok(rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<Result<_, _>>()?)
     }
 
-    fn checkpoints(&mut self) -> Result<Vec<(i64, String)>, String> {
+    fn checkpoints(&mut self) -> Fallible<Vec<(i64, String)>> {
         let rows = self.rows("SELECT size, note FROM audit_checkpoints ORDER BY size", &[])?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0).map_err(|e| e.to_string())?, r.try_get(1).map_err(|e| e.to_string())?)))
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
-    fn tile0(&mut self, idx: i64) -> Result<Option<Vec<u8>>, String> {
+    fn tile0(&mut self, idx: i64) -> Fallible<Option<Vec<u8>>> {
         let rows = self.rows("SELECT hashes FROM audit_tiles WHERE level = 0 AND idx = $1", &[&idx])?;
-        rows.first().map(|r| r.try_get(0).map_err(|e| e.to_string())).transpose()
+        Ok(rows.first().map(|r| r.try_get(0)).transpose()?)
     }
 
-    fn entries(&mut self, after: i64, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>, String> {
+    fn entries(&mut self, after: i64, limit: i64) -> Fallible<Vec<(i64, i64, Vec<u8>)>> {
         let rows = self.rows(
             "SELECT idx, time, entry FROM audit_entries WHERE idx > $1 ORDER BY idx LIMIT $2",
             &[&after, &limit],
@@ -166,10 +152,10 @@ fn witness_checkpoints(
     witness_dir: Option<&Path>,
     verifier: &NoteVerifier,
     report: &mut Report,
-) -> Result<Vec<Checkpoint>, String> {
+) -> Fallible<Vec<Checkpoint>> {
     let mut notes = Vec::new();
     if let Some(w) = witness_dir {
-        let text = std::fs::read_to_string(w.join("checkpoints.log")).map_err(|e| format!("witness: {e}"))?;
+        let text = std::fs::read_to_string(w.join("checkpoints.log")).map_err(context("witness"))?;
         notes.extend(witness_notes(&text));
     }
     // The latest checkpoint the server kept outside the database (issue #22): a store whose
@@ -191,7 +177,7 @@ fn witness_checkpoints(
 }
 
 /// The append-only triggers of the audit trail that are missing or disabled, each described.
-fn trigger_problems(db: &mut dyn Source, postgres: bool) -> Result<Vec<String>, String> {
+fn trigger_problems(db: &mut dyn Source, postgres: bool) -> Fallible<Vec<String>> {
     let present = db.audit_triggers()?;
     let expected: &[&str] = if postgres { &PG_AUDIT_TRIGGERS } else { &SQLITE_AUDIT_TRIGGERS };
     Ok(expected
@@ -207,20 +193,15 @@ fn trigger_problems(db: &mut dyn Source, postgres: bool) -> Result<Vec<String>, 
 
 /// Verifies the audit log of data directory `dir` (on `database` when given, else the store its
 /// configuration names) against `verifier_key`.
-pub fn verify(
-    dir: &Path,
-    database: Option<&str>,
-    verifier_key: &str,
-    witness_dir: Option<&Path>,
-) -> Result<Report, String> {
-    let verifier = NoteVerifier::parse(verifier_key).map_err(|e| e.to_string())?;
+pub fn verify(dir: &Path, database: Option<&str>, verifier_key: &str, witness_dir: Option<&Path>) -> Fallible<Report> {
+    let verifier = NoteVerifier::parse(verifier_key)?;
     let configured = crate::config::load(&dir.join("mamori.toml")).ok().and_then(|c| c.database);
     let url = database.or(configured.as_deref());
     let mut db: Box<dyn Source> = match url {
         Some(url) => Box::new(PgSource::open(url)?),
         None => Box::new(SqliteSource(
             Connection::open_with_flags(dir.join("mamori.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(|e| format!("cannot open the store read-only: {e}"))?,
+                .map_err(context("cannot open the store read-only"))?,
         )),
     };
 

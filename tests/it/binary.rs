@@ -513,3 +513,33 @@ fn import_ndjson_keeps_ids_and_reports_refused_lines() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.ndjson"));
 }
+
+/// A command that fails says what it was doing and why, cause by cause, and exits non-zero;
+/// bad configuration names the file and the setting.
+#[test]
+fn a_failing_command_prints_its_whole_error_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    // The master key is not a file: which file, and the operating system's reason.
+    let key = dir.join("keys").join("master.key");
+    std::fs::remove_file(&key).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    let out = cli(&["fsck", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mine: Vec<&str> = err.lines().filter(|l| l.starts_with("mamori: ") || l.starts_with("  caused by: ")).collect();
+    assert_eq!(mine.len(), 2, "{err}");
+    assert!(mine[0].starts_with("mamori: cannot read `") && mine[0].contains("master.key"), "{err}");
+    assert!(mine[1].starts_with("  caused by: ") && mine[1].to_lowercase().contains("directory"), "{err}");
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::write(&key, "00".repeat(32)).unwrap();
+
+    // A bad setting: the file and the setting, and nothing is opened.
+    std::fs::write(dir.join("mamori.toml"), "[server]\nmax_body_bytes = 1\n").unwrap();
+    let out = cli(&["fsck", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mamori.toml") && err.contains("max_body_bytes"), "{err}");
+}

@@ -107,18 +107,24 @@ impl<D: Db> Backend for SqlStore<D> {
 /// Opens the store: PostgreSQL when `database` is a `postgres://` (or `postgresql://`) URL,
 /// else the embedded store in `dir`. The store stamps audit entries and checkpoints by `clock`,
 /// the node's one clock.
-pub fn open(dir: &Path, database: Option<&str>, clock: Arc<dyn Clock>) -> Result<Arc<dyn Backend>, String> {
+pub fn open(
+    dir: &Path,
+    database: Option<&str>,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn Backend>, crate::node::NodeError> {
+    use crate::node::NodeError;
     match database.map(str::trim).filter(|d| !d.is_empty()) {
-        None => Ok(Arc::new(
-            mamori_store_sqlite::open(dir, clock)
-                .map_err(|e| format!("cannot open the store in `{}`: {e}", dir.display()))?,
+        None => Ok(Arc::new(mamori_store_sqlite::open(dir, clock).map_err(|source| NodeError::Store {
+            what: format!("cannot open the store in `{}`", dir.display()),
+            source,
+        })?)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(Arc::new(
+            mamori_store_postgres::open(url, clock)
+                .map_err(|source| NodeError::Store { what: "cannot open the database".into(), source })?,
         )),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(mamori_store_postgres::open(url, clock).map_err(|e| format!("cannot open the database: {e}"))?))
-        }
-        Some(other) => Err(format!(
+        Some(other) => Err(NodeError::Usage(format!(
             "--database must be a postgres:// URL (got `{}`); without it the embedded store in the data directory is used",
             other.chars().take(40).collect::<String>()
-        )),
+        ))),
     }
 }

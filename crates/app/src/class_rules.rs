@@ -11,7 +11,7 @@ const KIND: ConfigKind = ConfigKind::ClassRules;
 /// The rules in force.
 pub fn current(ctx: &Ctx, node: &Node) -> Result<mamori_authz::Rules, AppError> {
     ctx.authorize(node, AdminAct::ReadAudit)?;
-    load_class_rules(&*node.store).map_err(AppError::Failed)
+    load_class_rules(&*node.store).map_err(AppError::from)
 }
 
 /// Parses and validates rules (the JSON shape `classes show` prints under "rules").

@@ -123,9 +123,13 @@ pub struct Config {
 }
 
 /// Reads and validates `mamori.toml`.
-pub fn load(path: &Path) -> Result<Config, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    parse(&text).map_err(|e| format!("`{}`: {e}", path.display()))
+pub fn load(path: &Path) -> Result<Config, crate::NodeError> {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::NodeError::Io {
+        what: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text).map_err(|message| crate::NodeError::Config { path: path.to_path_buf(), message })
 }
 
 /// Parses and validates configuration text.

@@ -104,6 +104,15 @@ impl From<mamori_store_sql::Error> for AppError {
     }
 }
 
+impl From<crate::NodeError> for AppError {
+    fn from(e: crate::NodeError) -> Self {
+        match e {
+            crate::NodeError::Store { source, .. } => AppError::from(source),
+            other => AppError::Failed(other.to_string()),
+        }
+    }
+}
+
 impl From<Refusal> for AppError {
     fn from(r: Refusal) -> Self {
         match r {

@@ -29,4 +29,4 @@ pub mod users;
 
 pub use ctx::{AppError, Caller, Ctx};
 pub use mamori_access::AdminAct;
-pub use node::{Node, open_node, open_node_on};
+pub use node::{Node, NodeError, open_node, open_node_on};

@@ -13,6 +13,62 @@ use crate::backend::{self, Backend};
 use crate::config::{self, Config};
 use mamori_audit::note::NoteSigner;
 
+/// Why a data directory could not be set up, opened or kept running. Each variant keeps its
+/// cause as `source()`, so the command line prints the whole chain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// A file or directory could not be created, read or written.
+    #[error("cannot {what} `{}`", path.display())]
+    Io {
+        /// What was being done (`read`, `create`, `write`, `restrict`).
+        what: &'static str,
+        /// Which file or directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `mamori.toml` is not valid; the message names the setting.
+    #[error("`{}`: {message}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A key file is malformed, or differs from the keys the shared store was set up with.
+    #[error("{0}")]
+    Keys(String),
+    /// The store could not be opened, read or written.
+    #[error("{what}")]
+    Store {
+        /// What was being done.
+        what: String,
+        /// The store's error.
+        #[source]
+        source: mamori_store_sql::Error,
+    },
+    /// Configuration stored earlier (policies, class rules) no longer loads.
+    #[error("{0}")]
+    Stored(String),
+    /// The `--database` argument is not a PostgreSQL URL.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl NodeError {
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> NodeError {
+        let path = path.to_path_buf();
+        move |source| NodeError::Io { what, path, source }
+    }
+
+    fn store(what: impl Into<String>) -> impl FnOnce(mamori_store_sql::Error) -> NodeError {
+        let what = what.into();
+        move |source| NodeError::Store { what, source }
+    }
+}
+
 /// An opened data directory.
 pub struct Node {
     /// Where it lives.
@@ -65,25 +121,24 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Creates what is missing in `dir`: the directory (0700), `mamori.toml`, and the node keys.
-pub fn init(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
-    private_dir(dir).map_err(|e| format!("cannot restrict `{}`: {e}", dir.display()))?;
+pub fn init(dir: &Path) -> Result<(), NodeError> {
+    std::fs::create_dir_all(dir).map_err(NodeError::io("create", dir))?;
+    private_dir(dir).map_err(NodeError::io("restrict", dir))?;
     let cfg = dir.join("mamori.toml");
     if !cfg.exists() {
-        std::fs::write(&cfg, config::DEFAULT_CONFIG).map_err(|e| format!("cannot write `{}`: {e}", cfg.display()))?;
+        std::fs::write(&cfg, config::DEFAULT_CONFIG).map_err(NodeError::io("write", &cfg))?;
     }
     let keys = dir.join("keys");
-    std::fs::create_dir_all(&keys).map_err(|e| format!("cannot create `{}`: {e}", keys.display()))?;
-    private_dir(&keys).map_err(|e| format!("cannot restrict `{}`: {e}", keys.display()))?;
+    std::fs::create_dir_all(&keys).map_err(NodeError::io("create", &keys))?;
+    private_dir(&keys).map_err(NodeError::io("restrict", &keys))?;
     // The Ed25519 signing seed (audit checkpoints, ID tokens) and the master key for encryption
     // at rest; generated once, readable by the service account only.
     for name in ["signing-ed25519.seed", "master.key"] {
         let p = keys.join(name);
         if !p.exists() {
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| format!("random: {e}"))?;
-            write_private(&p, hex::encode(seed).as_bytes())
-                .map_err(|e| format!("cannot write `{}`: {e}", p.display()))?;
+            getrandom::fill(&mut seed).map_err(|e| NodeError::Keys(format!("no randomness for `{name}`: {e}")))?;
+            write_private(&p, hex::encode(seed).as_bytes()).map_err(NodeError::io("write", &p))?;
         }
     }
     Ok(())
@@ -91,18 +146,18 @@ pub fn init(dir: &Path) -> Result<(), String> {
 
 /// Initialises if needed and opens a data directory on the store its configuration names
 /// (`[store] database`; the embedded store when absent).
-pub fn open_node(dir: &Path) -> Result<Node, String> {
+pub fn open_node(dir: &Path) -> Result<Node, NodeError> {
     open_node_on(dir, None)
 }
 
 /// Initialises if needed and opens a data directory; `database` (a `postgres://` URL, from
 /// `--database`) overrides the configuration's store.
-pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> {
+pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeError> {
     init(dir)?;
     // Read once: the settings recorded below are exactly the ones this node runs with.
     let path = dir.join("mamori.toml");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let config = config::parse(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(NodeError::io("read", &path))?;
+    let config = config::parse(&text).map_err(|message| NodeError::Config { path: path.clone(), message })?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = backend::open(dir, database.or(config.database.as_deref()), clock.clone())?;
     let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?, clock.clone()));
@@ -110,7 +165,12 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, String> 
         Records::new(store.clone(), store.clone(), clock.clone(), config.retention.clone())
             .with_labeler(Arc::new(ClassLabeler(enforcer.clone()))),
     );
-    let reindexed = records.ensure_search_index().map_err(|e| format!("cannot build the search index: {e}"))?;
+    let reindexed = records.ensure_search_index().map_err(|e| match e {
+        mamori_records::RecordError::Store(s) => {
+            NodeError::Store { what: "cannot build the search index".into(), source: mamori_store_sql::Error::Store(s) }
+        }
+        other => NodeError::Stored(format!("cannot build the search index: {other}")),
+    })?;
     if reindexed > 0 {
         tracing::info!(resources = reindexed, "search index rebuilt for the current index format");
     }
@@ -157,14 +217,15 @@ pub const SETTINGS: (&str, &str) = ("settings", "mamori.toml");
 /// set (its URL may hold a password) — whenever they differ from the version recorded last, as
 /// `system:mamori.toml`, audited like any configuration change. What a node runs with is then in
 /// the trail, and drift detection (#25) has a version to compare with.
-fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clock) -> Result<(), String> {
-    let mut settings: serde_json::Value = toml::from_str(text).map_err(|e| format!("`{}`: {e}", path.display()))?;
+fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clock) -> Result<(), NodeError> {
+    let mut settings: serde_json::Value =
+        toml::from_str(text).map_err(|e| NodeError::Config { path: path.to_path_buf(), message: e.to_string() })?;
     if let Some(db) = settings.pointer_mut("/store/database") {
         *db = serde_json::Value::Bool(true);
     }
     let (kind, key) = SETTINGS;
     for _ in 0..3 {
-        let last = store.config_get(kind, key).map_err(|e| format!("cannot read the recorded settings: {e}"))?;
+        let last = store.config_get(kind, key).map_err(NodeError::store("cannot read the recorded settings"))?;
         if last.as_ref().and_then(|e| e.value.as_ref()) == Some(&settings) {
             return Ok(());
         }
@@ -181,17 +242,17 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
             Ok(_) => return Ok(()),
             // Another node recorded the same file at the same moment: look again.
             Err(e) if e.is_stale() => continue,
-            Err(e) => return Err(format!("cannot record the settings of `{}`: {e}", path.display())),
+            Err(e) => return Err(NodeError::store(format!("cannot record the settings of `{}`", path.display()))(e)),
         }
     }
-    Err(format!("cannot record the settings of `{}`: changed concurrently", path.display()))
+    Err(NodeError::Stored(format!("cannot record the settings of `{}`: changed concurrently", path.display())))
 }
 
 /// Every node on one store must hold the same keys: the master key (it opens the sealed
 /// authenticator secrets and ID-token keys every node reads) and the checkpoint signing key (one
 /// log, one origin). The first node records their fingerprints; a node with other keys refuses
 /// to start rather than write what the others cannot read or sign a second history.
-fn check_node_keys(store: &dyn Backend, master: &[u8; 32], signer: &NoteSigner) -> Result<(), String> {
+fn check_node_keys(store: &dyn Backend, master: &[u8; 32], signer: &NoteSigner) -> Result<(), NodeError> {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
     h.update(b"mamori master key fingerprint\0");
@@ -202,13 +263,14 @@ fn check_node_keys(store: &dyn Backend, master: &[u8; 32], signer: &NoteSigner) 
         ("master_key_sha256", fingerprint.as_str(), "keys/master.key"),
         ("checkpoint_verifier_key", vkey.as_str(), "keys/signing-ed25519.seed"),
     ] {
-        let shared = store.shared_flag(name, mine).map_err(|e| format!("cannot read the store's `{name}`: {e}"))?;
+        let shared =
+            store.shared_flag(name, mine).map_err(NodeError::store(format!("cannot read the store's `{name}`")))?;
         if shared != mine {
-            return Err(format!(
+            return Err(NodeError::Keys(format!(
                 "this node's `{what}` differs from the one the store {} was set up with; \
                  copy the keys directory of the first node to every node (docs/DEPLOYMENT.md)",
                 store.describe()
-            ));
+            )));
         }
     }
     Ok(())
@@ -229,42 +291,46 @@ impl mamori_oauth::Sealer for MasterKeySealer {
 }
 
 /// The master key (encryption at rest of authenticator secrets) from `keys/master.key`.
-pub fn load_master_key(dir: &Path) -> Result<[u8; 32], String> {
+pub fn load_master_key(dir: &Path) -> Result<[u8; 32], NodeError> {
     let p = dir.join("keys").join("master.key");
-    let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+    let text = std::fs::read_to_string(&p).map_err(NodeError::io("read", &p))?;
     hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("`{}` is not a 32-byte hex key", p.display()))
+        .ok_or_else(|| NodeError::Keys(format!("`{}` is not a 32-byte hex key", p.display())))
 }
 
 /// The checkpoint signer from `keys/signing-ed25519.seed`; the origin is derived from its public
 /// key so that two installations never share one.
-pub fn load_signer(dir: &Path) -> Result<(NoteSigner, String), String> {
+pub fn load_signer(dir: &Path) -> Result<(NoteSigner, String), NodeError> {
     let p = dir.join("keys").join("signing-ed25519.seed");
-    let text = std::fs::read_to_string(&p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))?;
+    let text = std::fs::read_to_string(&p).map_err(NodeError::io("read", &p))?;
     let seed: [u8; 32] = hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| format!("`{}` is not a 32-byte hex seed", p.display()))?;
-    let probe = NoteSigner::new("mamori", &seed).map_err(|e| e.to_string())?;
+        .ok_or_else(|| NodeError::Keys(format!("`{}` is not a 32-byte hex seed", p.display())))?;
+    let bad = |e: mamori_audit::Error| NodeError::Keys(format!("`{}`: {e}", p.display()));
+    let probe = NoteSigner::new("mamori", &seed).map_err(bad)?;
     let vkey = probe.verifier_key();
     let id = vkey.split('+').nth(1).unwrap_or("0");
     let origin = format!("mamori.local/audit/{id}");
-    let signer = NoteSigner::new(&origin, &seed).map_err(|e| e.to_string())?;
+    let signer = NoteSigner::new(&origin, &seed).map_err(bad)?;
     Ok((signer, origin))
 }
 
 impl Node {
     /// Integrates new audit entries and signs a checkpoint if the log grew; publishes it to the
     /// witness directory when one is configured.
-    pub fn integrate_audit(&self) -> Result<Option<String>, String> {
-        let note = self.store.integrate(&self.signer, &self.origin).map_err(|e| e.to_string())?;
+    pub fn integrate_audit(&self) -> Result<Option<String>, NodeError> {
+        let note = self
+            .store
+            .integrate(&self.signer, &self.origin)
+            .map_err(|e| NodeError::Stored(format!("cannot integrate the audit trail: {e}")))?;
         if let Some(n) = &note {
-            keep_local_witness(&self.dir, n).map_err(|e| format!("local witness: {e}"))?;
+            keep_local_witness(&self.dir, n).map_err(NodeError::io("write", &self.dir.join(LOCAL_WITNESS)))?;
         }
         if let (Some(n), Some(w)) = (&note, &self.config.witness_dir) {
-            publish(w, n).map_err(|e| format!("witness `{}`: {e}", w.display()))?;
+            publish(w, n).map_err(NodeError::io("publish the checkpoint to", w))?;
         }
         Ok(note)
     }
@@ -290,9 +356,9 @@ impl Node {
 
     /// Reloads the access policies and class rules when the configuration changed (in this
     /// process or another: the CLI, another node). Returns whether anything was reloaded.
-    pub fn refresh_policy(&self, seen: &mut u64) -> Result<bool, String> {
+    pub fn refresh_policy(&self, seen: &mut u64) -> Result<bool, NodeError> {
         let generation =
-            self.store.config_generation().map_err(|e| format!("cannot read the configuration generation: {e}"))?;
+            self.store.config_generation().map_err(NodeError::store("cannot read the configuration generation"))?;
         if generation == *seen {
             return Ok(false);
         }
@@ -355,30 +421,34 @@ fn publish(dir: &Path, note: &str) -> std::io::Result<()> {
 
 /// The active access policies: the latest `policies/active` configuration, else the shipped
 /// ones. Stored policies were validated when set; they are validated again here.
-pub fn load_policies(store: &dyn Backend) -> Result<PolicyEngine, String> {
+pub fn load_policies(store: &dyn Backend) -> Result<PolicyEngine, NodeError> {
     match store
         .config_get(crate::registry::ConfigKind::Policies.name(), "active")
-        .map_err(|e| format!("cannot read the access policies: {e}"))?
+        .map_err(NodeError::store("cannot read the access policies"))?
         .and_then(|e| e.value)
     {
         Some(v) => {
-            let text = v.get("text").and_then(serde_json::Value::as_str).ok_or("stored policies have no `text`")?;
-            PolicyEngine::new(text).map_err(|e| format!("stored policies: {e}"))
+            let text = v
+                .get("text")
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| NodeError::Stored("stored policies have no `text`".into()))?;
+            PolicyEngine::new(text).map_err(|e| NodeError::Stored(format!("stored policies: {e}")))
         }
-        None => PolicyEngine::default_policies().map_err(|e| e.to_string()),
+        None => PolicyEngine::default_policies().map_err(|e| NodeError::Stored(format!("shipped policies: {e}"))),
     }
 }
 
 /// The active labelling rules: the latest `class-rules/active` configuration, else the defaults.
-pub fn load_class_rules(store: &dyn Backend) -> Result<mamori_authz::Rules, String> {
+pub fn load_class_rules(store: &dyn Backend) -> Result<mamori_authz::Rules, NodeError> {
     match store
         .config_get(crate::registry::ConfigKind::ClassRules.name(), "active")
-        .map_err(|e| format!("cannot read the class rules: {e}"))?
+        .map_err(NodeError::store("cannot read the class rules"))?
         .and_then(|e| e.value)
     {
         Some(v) => {
-            let r: mamori_authz::Rules = serde_json::from_value(v).map_err(|e| format!("stored class rules: {e}"))?;
-            r.validate().map_err(|e| e.to_string())?;
+            let r: mamori_authz::Rules =
+                serde_json::from_value(v).map_err(|e| NodeError::Stored(format!("stored class rules: {e}")))?;
+            r.validate().map_err(|e| NodeError::Stored(format!("stored class rules: {e}")))?;
             Ok(r)
         }
         None => Ok(mamori_authz::default_rules()),

@@ -139,7 +139,7 @@ pub fn run_table(engine: &PolicyEngine, table: &Table) -> Result<Vec<String>, Ap
 /// The policies in force, and who set them when (`None`: the shipped ones).
 pub fn current(ctx: &Ctx, node: &Node) -> Result<(PolicyEngine, Option<mamori_store_sql::ConfigEntry>), AppError> {
     ctx.authorize(node, AdminAct::ReadAudit)?;
-    let engine = load_policies(&*node.store).map_err(AppError::Failed)?;
+    let engine = load_policies(&*node.store).map_err(AppError::from)?;
     let entry = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(AppError::from)?;
     Ok((engine, entry))
 }
@@ -233,7 +233,7 @@ pub fn explain(ctx: &Ctx, node: &Node, q: &Question) -> Result<Answer, AppError>
     ctx.authorize(node, AdminAct::ReadAudit)?;
     let engine = match &q.policies {
         Some(p) => parse(p)?,
-        None => load_policies(&*node.store).map_err(AppError::Failed)?,
+        None => load_policies(&*node.store).map_err(AppError::from)?,
     };
     let account =
         node.identity.account(&q.user)?.ok_or_else(|| AppError::NotFound(format!("no account `{}`", q.user)))?;
@@ -243,7 +243,7 @@ pub fn explain(ctx: &Ctx, node: &Node, q: &Question) -> Result<Answer, AppError>
         department: account.department.clone().unwrap_or_default(),
         has_fhir_user: account.fhir_user.is_some(),
     };
-    let rules = load_class_rules(&*node.store).map_err(AppError::Failed)?;
+    let rules = load_class_rules(&*node.store).map_err(AppError::from)?;
     let (target, patient) = match q.resource.split_once('/') {
         Some((t, i)) => {
             let rt = ResourceType::parse(t).map_err(|e| AppError::Invalid(e.to_string()))?;

@@ -324,7 +324,7 @@ pub struct Usage {
 pub fn report(ctx: &Ctx, node: &Node, days: u32, user: Option<&str>) -> Result<Vec<Usage>, AppError> {
     ctx.authorize(node, AdminAct::ReviewAccess)?;
     let rctx = ctx.metadata_reads();
-    let engine = load_policies(&*node.store).map_err(AppError::Failed)?;
+    let engine = load_policies(&*node.store).map_err(AppError::from)?;
     let since = ctx.now().0 - i64::from(days) * 86_400_000_000;
     let mut out = Vec::new();
     for a in node.identity.accounts()? {
