@@ -268,29 +268,7 @@ async fn kickoff(
 ) -> Result<Response, ApiError> {
     respond_async(&headers)?;
     let k = kickoff_params(q.as_deref(), lenient(&headers))?;
-    // The types: those asked (each must be allowed), or every type the requester may read.
-    let types: BTreeSet<String> = match k.types {
-        Some(t) => {
-            for rt in &t {
-                p.authorize(rt, Action::Read)?;
-                p.authorize(rt, Action::Search)?;
-            }
-            t
-        }
-        None => {
-            let all: BTreeSet<String> = mamori_fhir_schema::r4()
-                .resources()
-                .iter()
-                .filter(|t| t.as_str() != "AuditEvent")
-                .filter(|t| p.allows(t, Action::Read) && p.allows(t, Action::Search))
-                .cloned()
-                .collect();
-            if all.is_empty() {
-                return Err(ApiError::Forbidden("the access token allows reading no resource type".into()));
-            }
-            all
-        }
-    };
+    let types = export_types(&p, k.types)?;
     let jobs = s.bulk.clone();
     let sweep = jobs.clone();
     let _ = tokio::task::spawn_blocking(move || sweep.sweep()).await;
@@ -317,67 +295,115 @@ async fn kickoff(
     let transaction_time = s.enforcer.clock().now();
     let filter = ExportFilter { types: Some(types), since: k.since, scope };
     let (records, ctx, dir) = (s.records.clone(), p.context(), jobs.job_dir(&id));
-    let (audit, principal, job_id) = (s.audit.clone(), p.clone(), id.clone());
-    tokio::task::spawn_blocking(move || {
-        let result = write_files(&records, &ctx, &filter, &dir, &job);
-        // The job's own audit entry (issue #22): what it wrote and, above all, what the access
-        // policy withheld while it ran, which the kick-off request's entry could not know.
-        let denied = principal.denied();
-        let mut entry = mamori_audit::AuditRecord::new(
-            "export-job",
-            principal.audit_actor(),
-            if result.is_ok() { mamori_audit::Outcome::Success } else { mamori_audit::Outcome::Failure },
-            &principal.purpose(),
-        );
-        entry.resources = vec![format!("$export/{job_id}")];
-        if let Ok(files) = &result {
-            entry.resources.extend(
-                files.iter().map(|f| format!("$export/{job_id}/{}.ndjson ({} resources)", f.resource_type, f.count)),
-            );
-            let patients: BTreeSet<&String> = files.iter().flat_map(|f| &f.patients).collect();
-            entry.patients = patients.into_iter().cloned().collect();
-        }
-        entry.detail =
-            (!denied.is_empty()).then(|| format!("withheld or refused by access policy: {}", denied.join("; ")));
-        // Without its entry the job offers no files: it ends as failed, through the same path.
-        let result = match audit.append(vec![entry]) {
-            Ok(_) => result,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                Err(format!("the job's audit entry could not be written: {e}"))
-            }
-        };
-        let (files, error) = match result {
-            Ok(files) => (files, None),
-            Err(e) => {
-                tracing::error!(error = %e, "export job failed");
-                (Vec::new(), Some(e))
-            }
-        };
-        let ended = Ended {
-            owner: job.owner.clone(),
-            request,
-            transaction_time: transaction_time.to_fhir(),
-            ended: now_secs(),
-            files,
-            error,
-        };
-        if job.cancel.load(Ordering::SeqCst) {
-            let _ = std::fs::remove_dir_all(&dir);
-            return;
-        }
-        if let Ok(text) = serde_json::to_string(&ended) {
-            let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("job.json"), text));
-        }
-        if let Ok(mut st) = job.state.lock() {
-            *st = JobState::Ended(ended);
-        }
-    });
+    let (audit, principal) = (s.audit.clone(), p.clone());
+    let started = Started { request, transaction_time, filter, dir, job, job_id: id.clone() };
+    tokio::task::spawn_blocking(move || run_job(&records, &ctx, &*audit, &principal, started));
     let mut r = StatusCode::ACCEPTED.into_response();
     if let Ok(v) = HeaderValue::from_str(&format!("{}/fhir/$bulk/{id}", s.config.public_url)) {
         r.headers_mut().insert(header::CONTENT_LOCATION, v);
     }
     Ok(r)
+}
+
+/// An export job as the kick-off started it.
+struct Started {
+    request: String,
+    transaction_time: Timestamp,
+    filter: ExportFilter,
+    dir: std::path::PathBuf,
+    job: Arc<Job>,
+    job_id: String,
+}
+
+/// The types an export covers: those asked for (each must be allowed to be read and searched),
+/// or every type the requester may read and search (never the audit trail's `AuditEvent`).
+fn export_types(p: &Principal, asked: Option<BTreeSet<String>>) -> Result<BTreeSet<String>, ApiError> {
+    match asked {
+        Some(t) => {
+            for rt in &t {
+                p.authorize(rt, Action::Read)?;
+                p.authorize(rt, Action::Search)?;
+            }
+            Ok(t)
+        }
+        None => {
+            let all: BTreeSet<String> = mamori_fhir_schema::r4()
+                .resources()
+                .iter()
+                .filter(|t| t.as_str() != "AuditEvent")
+                .filter(|t| p.allows(t, Action::Read) && p.allows(t, Action::Search))
+                .cloned()
+                .collect();
+            if all.is_empty() {
+                return Err(ApiError::Forbidden("the access token allows reading no resource type".into()));
+            }
+            Ok(all)
+        }
+    }
+}
+
+/// Runs an export job on a blocking thread: writes the files, appends the job's own audit
+/// entry (without which it offers no files), and records how it ended.
+fn run_job(
+    records: &mamori_records::Records,
+    ctx: &mamori_records::RequestContext,
+    audit: &dyn mamori_audit::AuditLog,
+    principal: &Principal,
+    started: Started,
+) {
+    let Started { request, transaction_time, filter, dir, job, job_id } = started;
+    let result = write_files(records, ctx, &filter, &dir, &job);
+    // The job's own audit entry (issue #22): what it wrote and, above all, what the access
+    // policy withheld while it ran, which the kick-off request's entry could not know.
+    let denied = principal.denied();
+    let mut entry = mamori_audit::AuditRecord::new(
+        "export-job",
+        principal.audit_actor(),
+        if result.is_ok() { mamori_audit::Outcome::Success } else { mamori_audit::Outcome::Failure },
+        &principal.purpose(),
+    );
+    entry.resources = vec![format!("$export/{job_id}")];
+    if let Ok(files) = &result {
+        entry.resources.extend(
+            files.iter().map(|f| format!("$export/{job_id}/{}.ndjson ({} resources)", f.resource_type, f.count)),
+        );
+        let patients: BTreeSet<&String> = files.iter().flat_map(|f| &f.patients).collect();
+        entry.patients = patients.into_iter().cloned().collect();
+    }
+    entry.detail = (!denied.is_empty()).then(|| format!("withheld or refused by access policy: {}", denied.join("; ")));
+    // Without its entry the job offers no files: it ends as failed, through the same path.
+    let result = match audit.append(vec![entry]) {
+        Ok(_) => result,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(format!("the job's audit entry could not be written: {e}"))
+        }
+    };
+    let (files, error) = match result {
+        Ok(files) => (files, None),
+        Err(e) => {
+            tracing::error!(error = %e, "export job failed");
+            (Vec::new(), Some(e))
+        }
+    };
+    let ended = Ended {
+        owner: job.owner.clone(),
+        request,
+        transaction_time: transaction_time.to_fhir(),
+        ended: now_secs(),
+        files,
+        error,
+    };
+    if job.cancel.load(Ordering::SeqCst) {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    if let Ok(text) = serde_json::to_string(&ended) {
+        let _ = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join("job.json"), text));
+    }
+    if let Ok(mut st) = job.state.lock() {
+        *st = JobState::Ended(ended);
+    }
 }
 
 /// Writes one NDJSON file per type; stops early when cancelled.

@@ -119,6 +119,33 @@ fn operator(actor: &str) -> AuditActor {
     AuditActor::from_tag(actor)
 }
 
+/// What the factors presented at sign-in proved.
+struct FactorCheck {
+    /// The password matched.
+    password: bool,
+    /// The account is active.
+    active: bool,
+    /// `None`: no code checked; `Some(None)`: a wrong, expired or reused code; `Some(Some(step))`:
+    /// a valid code, now spent.
+    totp: Option<Option<i64>>,
+}
+
+impl FactorCheck {
+    /// Why the sign-in fails, if it does. With no code offered, the password step alone is judged
+    /// (the login flow asks for the factor next).
+    fn failure(&self, code_offered: bool) -> Option<&'static str> {
+        if !self.password {
+            Some("wrong password")
+        } else if !self.active {
+            Some("account not active")
+        } else if code_offered && !matches!(self.totp, Some(Some(_))) {
+            Some("wrong or reused one-time code")
+        } else {
+            None
+        }
+    }
+}
+
 fn event(
     action: &str,
     actor: AuditActor,
@@ -326,106 +353,32 @@ impl Identity {
             self.log(event("login", who.clone(), username, Outcome::Denied, Some(reason.into()), source))?;
             Ok(Err(Refused { message: crate::login_failed(), retry_after }))
         };
+        // 1. Who, and whether they may try now. Every refusal here costs what checking a
+        //    password costs: the time to answer must not tell an existing account from an
+        //    unknown one (A6).
         let Some((account, _)) = self.store.account(username)? else {
             let _ = password::verify(pw, password::dummy_hash());
             return refuse("unknown account", None);
         };
         let mut state = self.store.lockout(username)?;
-        match self.lockout_policy.gate(&state, now) {
-            lockout::Gate::Open => {}
-            // The refusal costs what checking a password costs, as for an unknown name: the time
-            // to answer must not tell an existing account from an unknown one (A6).
-            lockout::Gate::RetryAfter(s) => {
-                let _ = password::verify(pw, password::dummy_hash());
-                return refuse("retry too early", Some(s));
-            }
-            lockout::Gate::Locked(until) => {
-                let _ = password::verify(pw, password::dummy_hash());
-                return refuse("account locked", Some(until - now));
-            }
+        if let Some((reason, retry_after)) = self.gate(&state, now) {
+            let _ = password::verify(pw, password::dummy_hash());
+            return refuse(reason, Some(retry_after));
         }
+        // 2. The factors presented.
         let creds = self.store.credentials(username)?.unwrap_or_default();
-        let pw_ok = password::verify(pw, &creds.password_hash);
-        let mut totp_ok = None;
-        if let (Some(c), Some(t)) = (code, &creds.totp) {
-            let seed = secret::open(&self.master_key, username, &t.sealed_secret)?;
-            totp_ok = Some(totp::verify(&seed, c, now, t.last_step));
-        }
-        let status_ok = account.status == Status::Active;
-        // A valid code is spent atomically (RFC 6238 §5.2): of two concurrent uses, one wins.
-        if let (true, true, Some(Some(step))) = (pw_ok, status_ok, totp_ok) {
-            let spent = self.store.update_credentials(username, &mut |c| {
-                Ok(match c.totp.as_mut() {
-                    Some(t) if t.last_step.is_none_or(|l| step > l) => {
-                        t.last_step = Some(step);
-                        true
-                    }
-                    _ => false,
-                })
-            })?;
-            if !spent {
-                totp_ok = Some(None);
-            }
-        }
-        // No code offered: the password step alone (the login flow asks for the factor next).
-        let second_ok = code.is_none() || matches!(totp_ok, Some(Some(_)));
-        if !(pw_ok && status_ok && second_ok) {
-            let reason = if !pw_ok {
-                "wrong password"
-            } else if !status_ok {
-                "account not active"
-            } else {
-                "wrong or reused one-time code"
-            };
-            let mut after = lockout::AfterFailure::Delayed(0);
-            state = self.store.update_lockout(username, &mut |s| after = self.lockout_policy.fail(s, now))?;
-            if let lockout::AfterFailure::LockedNow(until) = after {
-                self.log(event(
-                    "alert-lock",
-                    who.clone(),
-                    username,
-                    Outcome::Denied,
-                    Some(format!("account locked until unix {until} after {} failures", state.failures)),
-                    source,
-                ))?;
-            }
+        let checked = self.check_factors(username, &account, &creds, pw, code, now)?;
+        if let Some(reason) = checked.failure(code.is_some()) {
+            self.count_failure(username, &who, now, source)?;
             return refuse(reason, None);
         }
-        if account.emergency {
-            // 非常時用アカウント: every use is an alert; once opened it works for a window, then
-            // not until an administrator rotates it.
-            match creds.emergency_opened_at {
-                Some(t) if now - t > crate::account::EMERGENCY_WINDOW_SECS => {
-                    self.log(event(
-                        "alert-emergency-account",
-                        who.clone(),
-                        username,
-                        Outcome::Denied,
-                        Some("emergency credential used after its window; it must be rotated".into()),
-                        source,
-                    ))?;
-                    return refuse("emergency credential not rotated after use", None);
-                }
-                Some(_) => {}
-                None => {
-                    // Atomically, so the one-time code just spent stays spent.
-                    self.store.update_credentials(username, &mut |c| {
-                        Ok(c.emergency_opened_at.is_none() && {
-                            c.emergency_opened_at = Some(now);
-                            true
-                        })
-                    })?;
-                }
-            }
-            self.log(event(
-                "alert-emergency-account",
-                who.clone(),
-                username,
-                Outcome::Success,
-                Some("emergency account used (非常時用アカウントの使用): review and rotate it".into()),
-                source,
-            ))?;
+        // 3. The emergency account's window (非常時用アカウント).
+        if account.emergency
+            && let Some(reason) = self.open_emergency(username, &who, &creds, now, source)?
+        {
+            return refuse(reason, None);
         }
+        // 4. Signed in: reset the count when the sign-in is complete, and record it.
         let factors = creds.second_factors();
         // The failure count is reset only when the sign-in is complete: the second factor
         // verified here, or none enrolled yet (enrolment follows). A right password alone must
@@ -436,7 +389,7 @@ impl Identity {
         }
         let days = |t: i64| t.div_euclid(86_400);
         let must_change = creds.must_change || self.password_policy.expired(days(creds.password_changed_at), days(now));
-        let detail = format!("password{}", if totp_ok.is_some() { " + totp" } else { "" });
+        let detail = format!("password{}", if checked.totp.is_some() { " + totp" } else { "" });
         self.log(event(
             "login",
             AuditActor { fhir_user: account.fhir_user.clone(), ..who },
@@ -448,9 +401,115 @@ impl Identity {
         Ok(Ok(Authenticated {
             account,
             second_factors: factors,
-            totp_verified: totp_ok.is_some(),
+            totp_verified: checked.totp.is_some(),
             must_change_password: must_change,
         }))
+    }
+
+    /// Whether the lockout rules let `username` try now: `None`, or the reason to refuse and the
+    /// seconds until they may try again.
+    fn gate(&self, state: &lockout::State, now: i64) -> Option<(&'static str, i64)> {
+        match self.lockout_policy.gate(state, now) {
+            lockout::Gate::Open => None,
+            lockout::Gate::RetryAfter(s) => Some(("retry too early", s)),
+            lockout::Gate::Locked(until) => Some(("account locked", until - now)),
+        }
+    }
+
+    /// Checks the password, the account's status and, when one is offered, the one-time code —
+    /// spending a valid code atomically (RFC 6238 §5.2: of two concurrent uses, one wins).
+    fn check_factors(
+        &self,
+        username: &str,
+        account: &Account,
+        creds: &Credentials,
+        pw: &str,
+        code: Option<&str>,
+        now: i64,
+    ) -> Result<FactorCheck, Error> {
+        let password = password::verify(pw, &creds.password_hash);
+        let mut totp = None;
+        if let (Some(c), Some(t)) = (code, &creds.totp) {
+            let seed = secret::open(&self.master_key, username, &t.sealed_secret)?;
+            totp = Some(totp::verify(&seed, c, now, t.last_step));
+        }
+        let active = account.status == Status::Active;
+        if let (true, true, Some(Some(step))) = (password, active, totp) {
+            let spent = self.store.update_credentials(username, &mut |c| {
+                Ok(match c.totp.as_mut() {
+                    Some(t) if t.last_step.is_none_or(|l| step > l) => {
+                        t.last_step = Some(step);
+                        true
+                    }
+                    _ => false,
+                })
+            })?;
+            if !spent {
+                totp = Some(None);
+            }
+        }
+        Ok(FactorCheck { password, active, totp })
+    }
+
+    /// Counts a failed sign-in; when it locks the account, raises `alert-lock`.
+    fn count_failure(&self, username: &str, who: &AuditActor, now: i64, source: Option<&str>) -> Result<(), Error> {
+        let mut after = lockout::AfterFailure::Delayed(0);
+        let state = self.store.update_lockout(username, &mut |s| after = self.lockout_policy.fail(s, now))?;
+        if let lockout::AfterFailure::LockedNow(until) = after {
+            self.log(event(
+                "alert-lock",
+                who.clone(),
+                username,
+                Outcome::Denied,
+                Some(format!("account locked until unix {until} after {} failures", state.failures)),
+                source,
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// 非常時用アカウント: every use is an alert; once opened it works for a window, then not
+    /// until an administrator rotates it. `Some(reason)` refuses.
+    fn open_emergency(
+        &self,
+        username: &str,
+        who: &AuditActor,
+        creds: &Credentials,
+        now: i64,
+        source: Option<&str>,
+    ) -> Result<Option<&'static str>, Error> {
+        match creds.emergency_opened_at {
+            Some(t) if now - t > crate::account::EMERGENCY_WINDOW_SECS => {
+                self.log(event(
+                    "alert-emergency-account",
+                    who.clone(),
+                    username,
+                    Outcome::Denied,
+                    Some("emergency credential used after its window; it must be rotated".into()),
+                    source,
+                ))?;
+                return Ok(Some("emergency credential not rotated after use"));
+            }
+            Some(_) => {}
+            None => {
+                // Atomically, so the one-time code just spent stays spent.
+                self.store.update_credentials(username, &mut |c| {
+                    Ok(c.emergency_opened_at.is_none() && {
+                        c.emergency_opened_at = Some(now);
+                        true
+                    })
+                })?;
+            }
+        }
+        self.log(event(
+            "alert-emergency-account",
+            who.clone(),
+            username,
+            Outcome::Success,
+            Some("emergency account used (非常時用アカウントの使用): review and rotate it".into()),
+            source,
+        ))?;
+        Ok(None)
     }
 
     fn set_status(&self, actor: &str, username: &str, status: Status, reason: &str) -> Result<Account, Error> {

@@ -169,52 +169,10 @@ pub fn parse_search(rt: &str, query: &str, strict: bool, now: i64) -> Result<Sea
                 continue;
             }
             "_format" | "_pretty" => continue,
-            "_total" => {
-                req.total = match v.as_str() {
-                    "none" => TotalMode::None,
-                    "estimate" => TotalMode::Estimate,
-                    "accurate" => TotalMode::Accurate,
-                    _ => return Err(bad("`_total` must be none, estimate or accurate")),
-                }
-            }
-            "_summary" => {
-                req.summary = match v.as_str() {
-                    "true" => Summary::True,
-                    "false" => Summary::False,
-                    "text" => Summary::Text,
-                    "data" => Summary::Data,
-                    "count" => Summary::Count,
-                    _ => return Err(bad("`_summary` must be true, false, text, data or count")),
-                }
-            }
-            "_elements" => {
-                let els: Vec<String> = v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
-                if els.iter().any(|e| !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')) {
-                    return Err(bad("`_elements` lists element names separated by commas"));
-                }
-                req.elements = Some(els);
-            }
-            "_sort" => {
-                for key in v.split(',') {
-                    let (desc, name) = match key.strip_prefix('-') {
-                        Some(n) => (true, n),
-                        None => (false, key),
-                    };
-                    let sk = match name {
-                        "_id" => SortKey::Id,
-                        "_lastUpdated" => SortKey::LastUpdated,
-                        _ => match extract::param(rt, name).and_then(|p| p.table().map(|t| (p, t))) {
-                            Some((_, Table::Composite)) | None => {
-                                return Err(bad(format!(
-                                    "cannot sort {rt} by `{name}`: not a search parameter of {rt}"
-                                )));
-                            }
-                            Some((p, table)) => SortKey::Param { param: p.code.clone(), table },
-                        },
-                    };
-                    req.query.sort.push((sk, desc));
-                }
-            }
+            "_total" => req.total = parse_total(&v)?,
+            "_summary" => req.summary = parse_summary(&v)?,
+            "_elements" => req.elements = Some(parse_elements(&v)?),
+            "_sort" => req.query.sort.extend(parse_sort(rt, &v)?),
             "_include" | "_include:iterate" | "_revinclude" | "_revinclude:iterate" => {
                 let inc = parse_include(&v, k.ends_with(":iterate"))?;
                 if k.starts_with("_include") {
@@ -242,6 +200,64 @@ pub fn parse_search(rt: &str, query: &str, strict: bool, now: i64) -> Result<Sea
         }
         req.used.push(format!("{rk}={rv}"));
     }
+    finish(req)
+}
+
+fn parse_total(v: &str) -> Result<TotalMode, RecordError> {
+    Ok(match v {
+        "none" => TotalMode::None,
+        "estimate" => TotalMode::Estimate,
+        "accurate" => TotalMode::Accurate,
+        _ => return Err(bad("`_total` must be none, estimate or accurate")),
+    })
+}
+
+fn parse_summary(v: &str) -> Result<Summary, RecordError> {
+    Ok(match v {
+        "true" => Summary::True,
+        "false" => Summary::False,
+        "text" => Summary::Text,
+        "data" => Summary::Data,
+        "count" => Summary::Count,
+        _ => return Err(bad("`_summary` must be true, false, text, data or count")),
+    })
+}
+
+fn parse_elements(v: &str) -> Result<Vec<String>, RecordError> {
+    let els: Vec<String> = v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect();
+    if els.iter().any(|e| !e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.')) {
+        return Err(bad("`_elements` lists element names separated by commas"));
+    }
+    Ok(els)
+}
+
+/// `_sort=a,-b`: each key a search parameter of `rt` (not a composite), `_id` or `_lastUpdated`;
+/// `-` for descending.
+fn parse_sort(rt: &str, v: &str) -> Result<Vec<(SortKey, bool)>, RecordError> {
+    let mut out = Vec::new();
+    for key in v.split(',') {
+        let (desc, name) = match key.strip_prefix('-') {
+            Some(n) => (true, n),
+            None => (false, key),
+        };
+        let sk = match name {
+            "_id" => SortKey::Id,
+            "_lastUpdated" => SortKey::LastUpdated,
+            _ => match extract::param(rt, name).and_then(|p| p.table().map(|t| (p, t))) {
+                Some((_, Table::Composite)) | None => {
+                    return Err(bad(format!("cannot sort {rt} by `{name}`: not a search parameter of {rt}")));
+                }
+                Some((p, table)) => SortKey::Param { param: p.code.clone(), table },
+            },
+        };
+        out.push((sk, desc));
+    }
+    Ok(out)
+}
+
+/// The checks and defaults that depend on the whole request: the server's order, the cursor's
+/// fit to it, and `_summary=count`.
+fn finish(mut req: SearchRequest) -> Result<SearchRequest, RecordError> {
     // Without `_sort` the order is the server's to choose (FHIR R4 3.1.1.5.7): by id, or for a
     // search driven by a string prefix by the matching value, which its index gives in order.
     if req.query.sort.is_empty() && super::sql::value_ordered(&req.query).is_some() {
