@@ -190,7 +190,7 @@ enum AuditCmd {
         dir: DataDir,
         /// Output format.
         #[arg(long, value_enum, default_value = "ndjson")]
-        format: crate::export::Format,
+        format: crate::audit_export::Format,
         /// Only entries at or after this instant (RFC 3339) or date (YYYY-MM-DD).
         #[arg(long)]
         since: Option<String>,
@@ -244,7 +244,7 @@ fn audit(c: AuditCmd) -> Fallible<ExitCode> {
                      someone who can write the data directory could cut both"
                 );
             }
-            let r = crate::verify::verify(&dir.data_dir, dir.database.as_deref(), &key, witness_dir.as_deref())?;
+            let r = crate::audit_verify::verify(&dir.data_dir, dir.database.as_deref(), &key, witness_dir.as_deref())?;
             if r.problems.is_empty() {
                 println!(
                     "audit verify: {} entries, {} checkpoints verified; root {}",
@@ -275,13 +275,13 @@ fn audit(c: AuditCmd) -> Fallible<ExitCode> {
             let exported =
                 |detail: String| mamori_app::audit_trail::exported(&ctx, &node, detail).map_err(|e| e.to_string());
             if let (Some(addr), Some(ca_file)) = (syslog_tls, ca_file) {
-                if format != crate::export::Format::Syslog {
+                if format != crate::audit_export::Format::Syslog {
                     return Err("--syslog-tls sends syslog messages; use --format syslog".into());
                 }
                 let server_name =
                     server_name.unwrap_or_else(|| addr.rsplit_once(':').map_or(addr.clone(), |(h, _)| h.to_string()));
-                let to = crate::export::SyslogTls { addr, server_name, ca_file };
-                let n = crate::export::stream_syslog_tls(&*node.store, since, until, &to)?;
+                let to = crate::audit_export::SyslogTls { addr, server_name, ca_file };
+                let n = crate::audit_export::stream_syslog_tls(&*node.store, since, until, &to)?;
                 exported(format!("{n} entries {range} sent as syslog to {}", to.addr))?;
                 eprintln!("sent {n} entries to {}", to.addr);
                 return Ok(ExitCode::SUCCESS);
@@ -292,14 +292,14 @@ fn audit(c: AuditCmd) -> Fallible<ExitCode> {
                     let mut f = std::io::BufWriter::new(
                         std::fs::File::create(&p).map_err(context(format!("cannot create `{}`", p.display())))?,
                     );
-                    let n = crate::export::export(&*node.store, format, since, until, &mut f)?;
+                    let n = crate::audit_export::export(&*node.store, format, since, until, &mut f)?;
                     std::io::Write::flush(&mut f)?;
                     n
                 }
                 None => {
                     let stdout = std::io::stdout();
                     let mut lock = stdout.lock();
-                    crate::export::export(&*node.store, format, since, until, &mut lock)?
+                    crate::audit_export::export(&*node.store, format, since, until, &mut lock)?
                 }
             };
             exported(format!("{n} entries {range} exported as {format:?} to {to}"))?;

@@ -2,15 +2,15 @@
 //! (`mamori-app`, where every use case lives once) and prints; `serve` hands the node's services
 //! to the HTTP edge. The binary's `main` only calls [`cli::main`].
 
+pub mod audit_export;
+pub mod audit_verify;
 pub mod cli;
-pub mod export;
 pub mod fail;
 pub mod import;
 pub mod policy_cli;
 pub mod review_cli;
 mod state;
 pub mod user_cli;
-pub mod verify;
 
 pub use mamori_app::node as datadir;
 pub use mamori_app::{Node, backend, clock_sync, config, open_node, open_node_on};

@@ -233,17 +233,18 @@ async fn export_formats() {
     h.create(&json!({"resourceType": "Patient"})).await;
     h.call("GET", "/fhir/Patient/x", None).await;
     let mut out = Vec::new();
-    let n = mamori::export::export(&*h.node.store, mamori::export::Format::Ndjson, None, None, &mut out).unwrap();
+    let n = mamori::audit_export::export(&*h.node.store, mamori::audit_export::Format::Ndjson, None, None, &mut out)
+        .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text.lines().count() as u64, n);
     assert!(text.lines().all(|l| serde_json::from_str::<AuditRecord>(l).is_ok()));
     let mut out = Vec::new();
-    mamori::export::export(&*h.node.store, mamori::export::Format::Csv, None, None, &mut out).unwrap();
+    mamori::audit_export::export(&*h.node.store, mamori::audit_export::Format::Csv, None, None, &mut out).unwrap();
     let csv = String::from_utf8(out).unwrap();
     assert!(csv.starts_with("index,time,action,outcome"));
     assert_eq!(csv.lines().count() as u64, n + 1);
     let mut out = Vec::new();
-    mamori::export::export(&*h.node.store, mamori::export::Format::Syslog, None, None, &mut out).unwrap();
+    mamori::audit_export::export(&*h.node.store, mamori::audit_export::Format::Syslog, None, None, &mut out).unwrap();
     let sys = String::from_utf8(out).unwrap();
     for line in sys.lines() {
         // <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD SP MSG
@@ -257,7 +258,14 @@ async fn export_formats() {
     let mut out = Vec::new();
     let future = mamori_records::Timestamp::parse_rfc3339("2999-01-01T00:00:00Z").unwrap().0;
     assert_eq!(
-        mamori::export::export(&*h.node.store, mamori::export::Format::Ndjson, Some(future), None, &mut out).unwrap(),
+        mamori::audit_export::export(
+            &*h.node.store,
+            mamori::audit_export::Format::Ndjson,
+            Some(future),
+            None,
+            &mut out
+        )
+        .unwrap(),
         0
     );
 }
@@ -290,12 +298,12 @@ fn syslog_streams_to_a_tls_collector_with_octet_counting() {
         (addr, t)
     };
     let (addr, collector) = collect(server_cfg.clone());
-    let to = mamori::export::SyslogTls {
+    let to = mamori::audit_export::SyslogTls {
         addr: addr.to_string(),
         server_name: "collector.test".into(),
         ca_file: tmp.path().join("c.pem"),
     };
-    let n = mamori::export::stream_syslog_tls(&*h.node.store, None, None, &to).unwrap();
+    let n = mamori::audit_export::stream_syslog_tls(&*h.node.store, None, None, &to).unwrap();
     assert!(n >= 1);
     let received = collector.join().unwrap();
     // Octet counting: "LEN SP MSG", repeated.
@@ -312,7 +320,7 @@ fn syslog_streams_to_a_tls_collector_with_octet_counting() {
     assert_eq!(frames, n);
     // A collector whose certificate does not name it is refused, and receives nothing.
     let (addr, collector) = collect(server_cfg);
-    let wrong = mamori::export::SyslogTls { addr: addr.to_string(), server_name: "other.test".into(), ..to };
-    assert!(mamori::export::stream_syslog_tls(&*h.node.store, None, None, &wrong).is_err());
+    let wrong = mamori::audit_export::SyslogTls { addr: addr.to_string(), server_name: "other.test".into(), ..to };
+    assert!(mamori::audit_export::stream_syslog_tls(&*h.node.store, None, None, &wrong).is_err());
     assert!(collector.join().unwrap().is_empty());
 }
