@@ -745,3 +745,24 @@ async fn r22_validation_enforces_required_elements_bindings_and_control_characte
     assert!(String::from_utf8_lossy(&r.body).contains("Bundle.entry[1].resource.status"), "{}", r.diagnostics());
     assert_eq!(h.call("GET", "/fhir/Observation/ov", None).await.status, StatusCode::NOT_FOUND);
 }
+
+/// `_count=0` answers the number of matches with no entries (R4 search; fhirpy's `count()`), and
+/// that number is of visible matches only: the same with and without a hidden record (#28).
+#[tokio::test]
+async fn r28_count_zero_totals_visible_matches_only() {
+    let w = world().await;
+    let h = &w.h;
+    put(h, obs("obs-a", "p-care", "http://loinc.org", "2345-7", 1.0)).await;
+    put(h, obs("obs-b", "p-care", "http://loinc.org", "2345-7", 2.0)).await;
+    let q = "/fhir/Observation?subject=Patient/p-care&_count=0";
+    let before = get(h, &w.nurse, q).await;
+    let (status, ids, total, next, previous) = shape(&before);
+    assert_eq!((status, ids.is_empty(), total.clone(), next, previous), (StatusCode::OK, true, json!(2), false, false));
+    assert!(before.json().get("entry").is_none_or(|e| e.as_array().is_some_and(Vec::is_empty)));
+    // A record the nurse may not see changes nothing she is told.
+    put(h, obs("obs-z", "p-care", "http://loinc.org", "7917-8", 1.0)).await;
+    let after = get(h, &w.nurse, q).await;
+    assert_eq!(shape(&after), shape(&before));
+    // The doctor, who may see it, counts three.
+    assert_eq!(shape(&get(h, &w.doctor, q).await).2, json!(3));
+}

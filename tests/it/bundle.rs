@@ -262,3 +262,62 @@ async fn bad_bundles_get_an_operation_outcome() {
     assert_eq!(empty.status, StatusCode::OK);
     assert_eq!(empty.json()["type"], "transaction-response");
 }
+
+/// Hospital interfaces update patients by identifier on a system URI: an entry URL whose query
+/// holds `://` is a conditional interaction on this server, not a URL elsewhere (#28). An entry
+/// whose path is on another server is still refused, and nothing of its Bundle is stored.
+#[tokio::test]
+async fn conditional_entries_on_system_uris_work_and_other_servers_are_refused() {
+    let h = Harness::new();
+    let mrn = "http://hospital.example/mrn";
+    let put = |family: &str| {
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "identifier": [{"system": mrn, "value": "123"}],
+                "name": [{"family": family}]},
+             "request": {"method": "PUT", "url": format!("Patient?identifier={mrn}|123")}},
+            {"request": {"method": "GET", "url": format!("Patient?identifier={mrn}%7C123")}}]})
+    };
+    let first = post_bundle(&h, &put("最初")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.diagnostics());
+    let b = first.json();
+    assert!(status(&b, 0).starts_with("201"), "{b}");
+    let second = post_bundle(&h, &put("更新")).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.diagnostics());
+    let b = second.json();
+    assert!(status(&b, 0).starts_with("200"), "the same patient is updated: {b}");
+    assert_eq!(b["entry"][1]["resource"]["total"].as_u64(), Some(1), "{b}");
+    assert_eq!(count(&h, &format!("/fhir/Patient?identifier={}", crate::support::enc(&format!("{mrn}|123")))).await, 1);
+
+    // A path on another server: refused, and the whole transaction with it.
+    let elsewhere = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "identifier": [{"system": mrn, "value": "999"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "id": "x1"},
+         "request": {"method": "PUT", "url": "https://other.example/fhir/Patient/x1"}}]});
+    let r = post_bundle(&h, &elsewhere).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.diagnostics());
+    assert!(r.diagnostics().contains("not on this server"), "{}", r.diagnostics());
+    assert_eq!(count(&h, &format!("/fhir/Patient?identifier={}", crate::support::enc(&format!("{mrn}|999")))).await, 0);
+}
+
+/// A base URL with a trailing slash is the base: `POST /fhir/` processes the Bundle as
+/// `POST /fhir` does (fhir-kit-client's `transaction()`, #28), and `GET /fhir/metadata` stays
+/// where it was.
+#[tokio::test]
+async fn the_base_with_a_trailing_slash_takes_bundles() {
+    let h = Harness::new();
+    let b = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "name": [{"family": "末尾"}]},
+         "request": {"method": "POST", "url": "Patient"}}]});
+    let r = h.call("POST", "/fhir/", Some(&b)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
+    assert_eq!(r.json()["type"], "transaction-response");
+    // Still behind the enforcement point: no token, no Bundle.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/fhir/")
+        .header("content-type", "application/fhir+json")
+        .body(Body::from(b.to_string()))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, StatusCode::UNAUTHORIZED);
+}

@@ -434,3 +434,20 @@ impl http_body::Body for Chunked {
         std::task::Poll::Ready(self.0.next().map(|b| Ok(http_body::Frame::data(b))))
     }
 }
+
+/// `POST Type?criteria` is a conditional create the client did not ask for correctly: refused
+/// with a clear error instead of creating the duplicate it meant to avoid (#28). `_format` and
+/// `_pretty` are still fine.
+#[tokio::test]
+async fn a_create_with_search_criteria_in_its_url_is_refused() {
+    let h = Harness::new();
+    let p = json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "Q1"}]});
+    let r = h.call("POST", "/fhir/Patient?identifier=urn:mrn%7CQ1", Some(&p)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.diagnostics());
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    assert!(r.diagnostics().contains("If-None-Exist"), "{}", r.diagnostics());
+    let found = h.call("GET", "/fhir/Patient?identifier=urn:mrn%7CQ1", None).await.json();
+    assert_eq!(found["total"], 0, "nothing was created");
+    let r = h.call("POST", "/fhir/Patient?_format=json&_pretty=true", Some(&p)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.diagnostics());
+}

@@ -409,13 +409,49 @@ async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
     let t3 = r.json();
     assert_eq!(t3["scope"], APP_SCOPE);
     let access3 = t3["access_token"].as_str().unwrap().to_string();
+    // A public client may refresh without naming itself (the SMART JS client's default): the
+    // refresh token says whose it is (RFC 6749 §6, #28).
+    let refresh3 = t3["refresh_token"].as_str().unwrap().to_string();
+    let r = token(&h, &format!("grant_type=refresh_token&refresh_token={refresh3}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let access4 = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(bearer(&h, &access4, "/fhir/Patient/p1").await.status, StatusCode::OK);
+    let r = token(&h, "grant_type=refresh_token&refresh_token=forged").await;
+    assert_eq!(r.json()["error"], "invalid_client", "a token this server did not issue names no client");
     let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh1}")).await;
     assert_eq!(r.json()["error"], "invalid_grant", "reuse detected");
-    for t in [&access1, &access2, &access3] {
+    for t in [&access1, &access2, &access3, &access4] {
         assert_eq!(bearer(&h, t, "/fhir/Patient/p1").await.status, StatusCode::UNAUTHORIZED, "the family is revoked");
     }
     let r = token(&h, &format!("grant_type=refresh_token&client_id=viewer&refresh_token={refresh2}")).await;
     assert_eq!(r.json()["error"], "invalid_grant");
+
+    // A confidential client's refresh token presented without the client's credentials is
+    // refused, and not spent: the client itself still refreshes with it.
+    register_app(&h, "conf", APP_SCOPE, true);
+    let cq = authorize_query("conf", APP_SCOPE, &[]);
+    let cpage = browse(&h, Some(&session), &format!("/oauth/authorize?{cq}&patient_query=MRN-0001")).await;
+    let r = consent(&h, &session, &cpage, "allow", Some("p1")).await;
+    let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+    let secret = crate::support::SECRET;
+    let r = token(
+        &h,
+        &format!(
+            "grant_type=authorization_code&client_id=conf&client_secret={secret}&code={code}&code_verifier={VERIFIER}&redirect_uri={}",
+            enc(REDIRECT)
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    let crefresh = r.json()["refresh_token"].as_str().unwrap().to_string();
+    let r = token(&h, &format!("grant_type=refresh_token&refresh_token={crefresh}")).await;
+    assert_eq!(r.json()["error"], "invalid_client", "{}", String::from_utf8_lossy(&r.body));
+    let r = token(&h, &format!("grant_type=refresh_token&client_id=conf&refresh_token={crefresh}")).await;
+    assert_eq!(r.json()["error"], "invalid_client");
+    let r =
+        token(&h, &format!("grant_type=refresh_token&client_id=conf&client_secret={secret}&refresh_token={crefresh}"))
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
 
     // Refusing consent sends access_denied back to the app.
     let r = consent(&h, &session, &found, "deny", None).await;

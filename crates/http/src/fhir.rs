@@ -255,6 +255,7 @@ pub async fn create(
     body: Body,
 ) -> ApiResult {
     check_format(&headers, q.as_deref())?;
+    no_criteria_on_create(q.as_deref())?;
     let rt = rtype(&rt)?;
     refuse_audit_event_writes(&rt)?;
     p.authorize(rt.as_str(), Action::Create)?;
@@ -283,6 +284,29 @@ pub async fn create(
         prefer_return(&headers),
         out.created,
     )))
+}
+
+/// A create takes no search criteria in its URL: a client that sends `POST Type?identifier=…`
+/// meant a conditional create, and creating regardless would make the duplicate it wanted to
+/// avoid. Only `_format` and `_pretty` are allowed.
+fn no_criteria_on_create(q: Option<&str>) -> Result<(), ApiError> {
+    let criteria: Vec<&str> = q
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').map_or(p, |(k, _)| k))
+        .filter(|k| !matches!(*k, "_format" | "_pretty"))
+        .collect();
+    match criteria.first() {
+        None => Ok(()),
+        Some(k) => Err(ApiError::BadRequest(
+            IssueCode::NotSupported,
+            format!(
+                "a create takes no search parameters in its URL (got `{}`); for a conditional create send them in the If-None-Exist header",
+                k.chars().take(64).collect::<String>()
+            ),
+        )),
+    }
 }
 
 /// `GET /fhir/{type}/{id}`.

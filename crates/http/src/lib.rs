@@ -115,7 +115,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), bearer::authenticate))
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(axum::middleware::from_fn(error::fhir_errors));
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/oauth/authorize", get(oauth_authorize::authorize).post(oauth_authorize::decide))
         .route("/oauth/jwks", get(oauth::jwks))
@@ -140,7 +140,28 @@ pub fn app(state: AppState) -> Router {
         .nest("/audit", audit_log)
         .fallback(fhir::not_found)
         .layer(axum::middleware::from_fn(error::request_id))
-        .with_state(state)
+        .with_state(state);
+    // The FHIR base with a trailing slash is the base (`POST /fhir/`, as fhir-kit-client sends a
+    // transaction): rewritten before routing, so it passes the same layers as `/fhir`.
+    Router::new().fallback_service(tower::ServiceExt::map_request(routes, base_without_slash))
+}
+
+/// `/fhir/` (with any query) as `/fhir`.
+fn base_without_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    if req.uri().path() == "/fhir/" {
+        let pq = match req.uri().query() {
+            Some(q) => format!("/fhir?{q}"),
+            None => "/fhir".to_string(),
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(p) = pq.parse() {
+            parts.path_and_query = Some(p);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {

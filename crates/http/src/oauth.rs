@@ -477,6 +477,30 @@ pub async fn token(
     }
 }
 
+/// A refresh request that names no client at all (the official SMART JavaScript client's
+/// default for a public client): the client the refresh token was issued to. It is then
+/// authenticated as any public client is — a confidential client's token still needs its
+/// credentials, and a token this server did not issue is refused as before.
+async fn refresh_by_public_client(
+    s: &AppState,
+    headers: &HeaderMap,
+    form: &[(String, String)],
+    grant: &str,
+) -> Result<Option<String>, OAuthError> {
+    let has = |k: &str| form.iter().any(|(fk, _)| fk == k);
+    let names_client = headers.contains_key(header::AUTHORIZATION)
+        || ["client_id", "client_secret", "client_assertion", "client_assertion_type"].iter().any(|k| has(k));
+    let token = form.iter().find(|(k, _)| k == "refresh_token").map(|(_, v)| v.clone());
+    let (false, "refresh_token", Some(token)) = (names_client, grant, token) else { return Ok(None) };
+    let oauth = s.oauth.clone();
+    match tokio::task::spawn_blocking(move || oauth.refresh_token_client(&token)).await {
+        Ok(Ok(Some(id))) => Ok(Some(id)),
+        Ok(Ok(None)) => Err(OAuthError::invalid_client()),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(OAuthError::server_error()),
+    }
+}
+
 async fn token_inner(
     s: &AppState,
     headers: HeaderMap,
@@ -505,7 +529,13 @@ async fn token_inner(
         }
         None => return Err(OAuthError::invalid_request("`grant_type` is required")),
     };
-    let cred = credential(&headers, &form, client)?;
+    let cred = match refresh_by_public_client(s, &headers, &form, grant).await? {
+        Some(id) => {
+            *client = Some(id.chars().take(64).collect());
+            ClientCredential::Public(id)
+        }
+        None => credential(&headers, &form, client)?,
+    };
     let oauth = s.oauth.clone();
     let now = now_secs(s.enforcer.clock());
     let endpoint = assertion_audiences(s, "/oauth/token");

@@ -407,6 +407,13 @@ impl OAuth {
         jsonwebtoken::encode(&header, &claims, &key).map_err(|_| OAuthError::server_error())
     }
 
+    /// The client a refresh token was issued to, if it is one this server issued: a public
+    /// client may present its refresh token without naming itself (RFC 6749 §6 requires client
+    /// authentication only of confidential clients), so the token says whose it is.
+    pub fn refresh_token_client(&self, refresh_token: &str) -> Result<Option<String>, OAuthError> {
+        Ok(self.store.refresh_token(&hash(refresh_token))?.map(|r| r.client_id))
+    }
+
     /// The refresh-token grant (RFC 6749 §6) with rotation: the presented token is spent and a
     /// new one (same family, same end) comes back. A spent token presented again revokes the
     /// family. Returns the response and the person it is for.

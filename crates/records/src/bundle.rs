@@ -259,13 +259,16 @@ fn parse_entry(i: usize, e: &Value, base: &str, now: i64) -> Result<BundleEntry,
     let method = req.get("method").and_then(Value::as_str).ok_or_else(|| bad(i, "`request.method` is missing"))?;
     let url = req.get("url").and_then(Value::as_str).ok_or_else(|| bad(i, "`request.url` is missing"))?;
     let url = url.strip_prefix(base).map(|u| u.trim_start_matches('/')).unwrap_or(url);
-    if url.contains("://") {
-        return Err(bad(i, format!("`{url}` is not on this server")));
-    }
     let (path, query) = match url.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (url, None),
     };
+    // An absolute URL on another server is refused; a query may hold URIs of its own
+    // (`Patient?identifier=http://hospital.example/mrn|123`, every conditional update on a
+    // system URI).
+    if path.contains("://") {
+        return Err(bad(i, format!("`{url}` is not on this server")));
+    }
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let rt = match parts.first() {
         Some(t) => ResourceType::parse(t).map_err(|_| bad(i, format!("`{t}` is not an R4 resource type")))?,

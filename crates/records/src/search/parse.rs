@@ -279,9 +279,11 @@ fn finish(mut req: SearchRequest) -> Result<SearchRequest, RecordError> {
     }
     if req.summary == Summary::Count {
         req.count = 0;
-        if req.total == TotalMode::Default {
-            req.total = TotalMode::Accurate;
-        }
+    }
+    // A page of no entries asks for the number of matches (`_summary=count`, or `_count=0` as
+    // clients such as fhirpy's `count()` send it): an accurate total, of visible matches only.
+    if req.count == 0 && req.total == TotalMode::Default {
+        req.total = TotalMode::Accurate;
     }
     Ok(req)
 }
