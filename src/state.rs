@@ -31,6 +31,46 @@ impl Health for StoreHealth {
     }
 }
 
+/// The origins allowed to call the API from a browser: those of every enabled application's
+/// redirect URIs, and `[server] cors_origins`. Read from the store at most every two seconds, so
+/// a newly registered application works at once and a disabled one stops soon after.
+struct ClientOrigins {
+    store: Arc<dyn Backend>,
+    extra: Vec<String>,
+    cache: std::sync::Mutex<Option<(std::time::Instant, std::collections::HashSet<String>)>>,
+}
+
+impl ClientOrigins {
+    fn load(&self) -> std::collections::HashSet<String> {
+        let mut set: std::collections::HashSet<String> = self.extra.iter().cloned().collect();
+        match self.store.config_current("client") {
+            Ok(entries) => {
+                for e in entries {
+                    let Some(c) = e.value.and_then(|v| serde_json::from_value::<mamori_oauth::Client>(v).ok()) else {
+                        continue;
+                    };
+                    if !c.disabled {
+                        set.extend(c.redirect_uris.iter().filter_map(|u| mamori_http::cors::origin_of(u)));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the registered applications for CORS"),
+        }
+        set
+    }
+}
+
+impl mamori_http::cors::Origins for ClientOrigins {
+    fn allowed(&self, origin: &str) -> bool {
+        let Ok(mut cache) = self.cache.lock() else { return false };
+        let fresh = cache.as_ref().is_some_and(|(at, _)| at.elapsed() < std::time::Duration::from_secs(2));
+        if !fresh {
+            *cache = Some((std::time::Instant::now(), self.load()));
+        }
+        cache.as_ref().is_some_and(|(_, set)| set.contains(origin))
+    }
+}
+
 /// Router state for `node`, served at `public_url` unless the configuration names another.
 pub fn app_state(node: &Node, public_url: &str) -> AppState {
     let public = node.config.public_url.clone().unwrap_or_else(|| public_url.to_string());
@@ -57,5 +97,10 @@ pub fn app_state(node: &Node, public_url: &str) -> AppState {
         }),
         started: node.clock.now().to_fhir(),
         bulk: Arc::new(mamori_http::BulkJobs::new(node.dir.join("bulk"))),
+        cors: Arc::new(ClientOrigins {
+            store: node.store.clone(),
+            extra: node.config.cors_origins.clone(),
+            cache: std::sync::Mutex::new(None),
+        }),
     }
 }

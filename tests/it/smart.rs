@@ -833,3 +833,66 @@ async fn forged_expired_and_revoked_bearer_tokens_are_refused() {
     let after = issue(now, 900);
     assert_eq!(bearer(&h, &after, "/fhir/Patient/nobody").await.status, StatusCode::UNAUTHORIZED, "account disabled");
 }
+
+/// CORS (SMART App Launch 2.x, #28): a browser app on the origin of a registered redirect URI
+/// (or one `[server] cors_origins` adds) may call discovery, the token endpoint and the FHIR API;
+/// preflights are answered without a token; any other origin, and the login pages, get no CORS
+/// headers; credentials (cookies) are never allowed cross-origin.
+#[tokio::test]
+async fn browser_apps_on_registered_origins_may_call_the_api_and_no_one_else() {
+    let h = Harness::with_config(Some("[server]\ncors_origins = [\"https://extra.example\"]\n"));
+    patients(&h).await;
+    register_app(&h, "viewer", APP_SCOPE, false);
+    let app_origin = "http://127.0.0.1:9";
+    let send = |method: &str, uri: &str, origin: &str, extra: &[(&str, &str)]| {
+        let mut b = Request::builder().method(method).uri(uri).header("origin", origin);
+        for (k, v) in extra {
+            b = b.header(*k, *v);
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    let acao = |r: &Resp| r.header("access-control-allow-origin");
+
+    // Preflight, without a token: allowed origins get the methods and headers, others nothing.
+    let pre = [("access-control-request-method", "GET"), ("access-control-request-headers", "authorization")];
+    for origin in [app_origin, "https://extra.example"] {
+        let r = h.send(send("OPTIONS", "/fhir/Patient", origin, &pre)).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{origin}");
+        assert_eq!(acao(&r).as_deref(), Some(origin));
+        assert!(r.header("access-control-allow-headers").unwrap().contains("authorization"));
+        assert!(r.header("access-control-allow-methods").unwrap().contains("PUT"));
+        assert!(r.header("access-control-allow-credentials").is_none());
+    }
+    for origin in ["https://evil.example", "http://127.0.0.1:10", "null", "http://127.0.0.1:9/cb"] {
+        let r = h.send(send("OPTIONS", "/fhir/Patient", origin, &pre)).await;
+        assert!(acao(&r).is_none(), "{origin}");
+    }
+
+    // Discovery, the token endpoint and the API carry the header for the app's origin.
+    let r = h.send(send("GET", "/fhir/.well-known/smart-configuration", app_origin, &[])).await;
+    assert_eq!((r.status, acao(&r).as_deref()), (StatusCode::OK, Some(app_origin)));
+    let r = h.send(send("GET", "/fhir/metadata", app_origin, &[])).await;
+    assert_eq!(acao(&r).as_deref(), Some(app_origin));
+    assert_eq!(r.json()["rest"][0]["security"]["cors"], true);
+    let r = h
+        .send(send("POST", "/oauth/token", app_origin, &[("content-type", "application/x-www-form-urlencoded")]))
+        .await;
+    assert_eq!(acao(&r).as_deref(), Some(app_origin), "the error too, so the app can read it");
+    let token = h.token_for("reader", "system/Patient.rs");
+    let auth = format!("Bearer {token}");
+    let r = h.send(send("GET", "/fhir/Patient/p1", app_origin, &[("authorization", &auth)])).await;
+    assert_eq!((r.status, acao(&r).as_deref()), (StatusCode::OK, Some(app_origin)));
+    assert!(r.header("access-control-expose-headers").unwrap().contains("etag"));
+    assert!(r.header("vary").unwrap().to_lowercase().contains("origin"));
+    // Another origin is served (the token decides) but the browser is not told it may read it.
+    let r = h.send(send("GET", "/fhir/Patient/p1", "https://evil.example", &[("authorization", &auth)])).await;
+    assert!(acao(&r).is_none());
+
+    // The login and consent pages never take part in CORS.
+    for uri in ["/login", "/oauth/authorize?client_id=viewer", "/account"] {
+        let r = h.send(send("GET", uri, app_origin, &[])).await;
+        assert!(acao(&r).is_none(), "{uri}");
+        let r = h.send(send("OPTIONS", uri, app_origin, &pre)).await;
+        assert!(acao(&r).is_none(), "{uri}");
+    }
+}

@@ -11,6 +11,9 @@ pub const DEFAULT_CONFIG: &str = r#"# Mamori configuration (設定). Changes tak
 [server]
 # Largest request body accepted, in bytes; larger requests get 413.
 max_body_bytes = 16777216
+# Browser origins that may call the API (CORS) besides those of registered applications'
+# redirect URIs, e.g. ["https://app.example"]. Scheme, host and port only; no wildcard.
+# cors_origins = []
 
 [retention]
 # 保存期間: years a record is kept after its last version before it may be purged.
@@ -91,6 +94,8 @@ struct RawAudit {
 struct RawServer {
     max_body_bytes: Option<u64>,
     public_url: Option<String>,
+    #[serde(default)]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -108,6 +113,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Public base URL, if set in the file.
     pub public_url: Option<String>,
+    /// Browser origins allowed to call the API besides those of registered applications'
+    /// redirect URIs (`https://app.example`).
+    pub cors_origins: Vec<String>,
     /// Retention.
     pub retention: mamori_records::RetentionPolicy,
     /// Where checkpoints are also published.
@@ -150,6 +158,17 @@ pub fn parse(text: &str) -> Result<Config, String> {
         && !(u.starts_with("https://") || u.starts_with("http://"))
     {
         return Err(format!("server.public_url `{u}` must start with https:// or http://"));
+    }
+    let mut cors_origins = Vec::new();
+    for o in &raw.server.cors_origins {
+        let authority = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")).unwrap_or("");
+        if authority.is_empty() || authority.contains(['/', '?', '#', '@', '*', ' ']) {
+            return Err(format!(
+                "server.cors_origins: `{}` is not an origin such as https://app.example (scheme, host and port only; no wildcard)",
+                o.chars().take(80).collect::<String>()
+            ));
+        }
+        cors_origins.push(o.to_ascii_lowercase());
     }
     let database = raw.store.database.map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
     if let Some(d) = &database
@@ -199,6 +218,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         session,
         max_body_bytes: usize::try_from(max).map_err(|e| e.to_string())?,
         public_url,
+        cors_origins,
         retention: mamori_records::RetentionPolicy {
             default_years: raw.retention.default_years.unwrap_or(5),
             per_type: raw.retention.types,
@@ -228,6 +248,13 @@ mod tests {
         assert_eq!(c.database.as_deref(), Some("postgres://mamori@db/x"));
         assert!(parse("[retention.types]\nPatiant = 3\n").is_err());
         assert!(parse("[server]\nmax_body_bytes = 10\n").is_err());
+        assert_eq!(
+            parse("[server]\ncors_origins = [\"https://App.example:8443\"]\n").unwrap().cors_origins,
+            vec!["https://app.example:8443".to_string()]
+        );
+        for bad in ["*", "https://*.example", "https://app.example/cb", "app.example", "https://"] {
+            assert!(parse(&format!("[server]\ncors_origins = [\"{bad}\"]\n")).is_err(), "{bad}");
+        }
         assert!(parse("[identity]\npassword_mode = \"short\"\n").is_err());
         assert!(parse("[identity]\npassword_max_age_days = 90\n").is_err(), "the Q&A requires two months at most");
         assert!(parse("[identity]\nlockout_threshold = 1\n").is_err());

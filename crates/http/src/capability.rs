@@ -84,7 +84,7 @@ fn capability_statement(s: &AppState) -> Value {
             "mode": "server",
             "documentation": "Every interaction except metadata needs a bearer access token (OAuth 2.0 client credentials). Search takes the official R4 search parameters listed per resource (see docs/SEARCH.md for modifiers and paging); conditional interactions take `_id` and `identifier` only.",
             "security": {
-                "cors": false,
+                "cors": true,
                 "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service", "code": "SMART-on-FHIR"}]}],
                 "extension": [{
                     "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",

@@ -10,6 +10,7 @@ mod bearer;
 mod bulk;
 mod bundle;
 mod capability;
+pub mod cors;
 mod error;
 mod fhir;
 mod login;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub started: String,
     /// Bulk Data export jobs.
     pub bulk: Arc<bulk::Jobs>,
+    /// Origins that may call the API from a browser (CORS).
+    pub cors: Arc<dyn cors::Origins>,
 }
 
 /// Builds the application router.
@@ -139,6 +142,7 @@ pub fn app(state: AppState) -> Router {
         .nest("/fhir", fhir)
         .nest("/audit", audit_log)
         .fallback(fhir::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer))
         .layer(axum::middleware::from_fn(error::request_id))
         .with_state(state);
     // The FHIR base with a trailing slash is the base (`POST /fhir/`, as fhir-kit-client sends a
