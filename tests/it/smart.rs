@@ -896,3 +896,43 @@ async fn browser_apps_on_registered_origins_may_call_the_api_and_no_one_else() {
         assert!(acao(&r).is_none(), "{uri}");
     }
 }
+
+/// `authorize-post` (advertised in the SMART configuration): an app may send its authorization
+/// request as a form POST; it continues as the same request by GET — checked, signed in and
+/// consented exactly as one — while a consent decision still needs the page's CSRF token.
+#[tokio::test]
+async fn an_authorization_request_may_be_posted() {
+    let h = Harness::new();
+    patients(&h).await;
+    register_app(&h, "viewer", APP_SCOPE, false);
+    let q = authorize_query("viewer", APP_SCOPE, &[]);
+    let post = |body: String, session: Option<&str>| {
+        let mut b = Request::builder()
+            .method("POST")
+            .uri("/oauth/authorize")
+            .header("user-agent", UA)
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(s) = session {
+            b = b.header("cookie", format!("mamori_session={s}"));
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    let session = signed_in(&h, "dr-post", &["doctor"], "Practitioner/post");
+    let r = h.send(post(q.clone(), Some(&session))).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&r.body));
+    let to = r.header("location").unwrap();
+    assert!(to.starts_with("/oauth/authorize?"), "{to}");
+    let page = browse(&h, Some(&session), &to).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&page.body).contains("アクセスの許可"));
+    // The same as its GET: a bad request is refused the same way (here: an unknown client).
+    let bad = authorize_query("nobody", APP_SCOPE, &[]);
+    let r = h.send(post(bad, Some(&session))).await;
+    let to = r.header("location").unwrap();
+    let r = browse(&h, Some(&session), &to).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // A decision without the page's CSRF token is refused, never taken as a request.
+    let r = h.send(post(format!("{q}&decision=allow&patient=p1"), Some(&session))).await;
+    assert!(r.header("location").is_none_or(|l| !l.starts_with(REDIRECT)), "no code without consent");
+    assert_ne!(r.status, StatusCode::OK);
+}

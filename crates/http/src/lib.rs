@@ -120,7 +120,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(error::fhir_errors));
     let routes = Router::new()
         .route("/healthz", get(healthz))
-        .route("/oauth/authorize", get(oauth_authorize::authorize).post(oauth_authorize::decide))
+        .route("/oauth/authorize", get(oauth_authorize::authorize).post(oauth_authorize::authorize_post))
         .route("/oauth/jwks", get(oauth::jwks))
         .route("/.well-known/openid-configuration", get(oauth::openid_configuration))
         .route("/oauth/token", post(oauth::token))

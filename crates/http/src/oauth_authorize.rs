@@ -476,6 +476,39 @@ pub async fn authorize(
 }
 
 /// `POST /oauth/authorize`: the consent decision.
+/// `POST /oauth/authorize`: either the app's authorization request sent as a form
+/// (`authorize-post` in SMART's capabilities) — answered with a 303 to the same request as a GET,
+/// which checks it, signs the person in and asks for consent exactly as a GET does — or the
+/// person's consent decision (it has `decision` and the form's CSRF token), see [`decide`].
+pub async fn authorize_post(
+    State(s): State<AppState>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let lang = lang_of(&PageQuery::default(), &headers);
+    let form_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024).await else {
+        return crate::login::bad_request(&s, &headers, lang);
+    };
+    let Ok(f) = crate::oauth::parse_form(&bytes) else {
+        return crate::login::bad_request(&s, &headers, lang);
+    };
+    if form_type && !f.iter().any(|(k, _)| k == "decision" || k == "csrf") {
+        let query: String = f.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
+        let mut r = axum::response::IntoResponse::into_response(StatusCode::SEE_OTHER);
+        if let Ok(v) = HeaderValue::from_str(&format!("/oauth/authorize?{query}")) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return r;
+    }
+    decide(State(s), peer, headers, Body::from(bytes)).await
+}
+
+/// The person's consent decision on the page [`authorize`] showed (CSRF-checked form).
 pub async fn decide(
     State(s): State<AppState>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
