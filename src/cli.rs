@@ -471,7 +471,8 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Serve(a) => serve(a),
         Command::Init(d) => {
             datadir::init(&d.data_dir)?;
-            d.open()?;
+            let node = d.open()?;
+            signing_keys::ensure_signing_key(&Ctx::operator(&node, &reader()), &node)?;
             println!("initialised {}", d.data_dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -543,6 +544,8 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
         .into());
     }
     let mut node = a.dir.open()?;
+    // The JWKS is never empty, even before the first ID token (#28).
+    signing_keys::ensure_signing_key(&Ctx::operator(&node, "mamori-serve"), &node)?;
     node.monitor_clock();
     let node = std::sync::Arc::new(node);
     node.spawn_integrator();

@@ -137,6 +137,12 @@ fn serves_an_empty_directory_and_the_cli_works_beside_it() {
     let r = http(server.addr, "GET", "/healthz", &[], b"").unwrap();
     assert_eq!(r.status, 200);
     assert!(r.head.to_ascii_lowercase().contains("x-request-id:"));
+    // A new server publishes its ID-token key from the start (clients cache the JWKS, #28).
+    let jwks = http(server.addr, "GET", "/oauth/jwks", &[], b"").unwrap().json();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{jwks}");
+    assert_eq!((keys[0]["kty"].as_str(), keys[0]["alg"].as_str()), (Some("RSA"), Some("RS256")), "{jwks}");
+    assert!(keys[0].get("d").is_none(), "public half only");
 
     let t = token(server.addr, &dir, "e2e");
     let auth = format!("Bearer {t}");

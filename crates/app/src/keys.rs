@@ -35,6 +35,22 @@ pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<KeyState>, AppError> {
         .collect())
 }
 
+/// Makes the first signing key when there is none that signs (a new installation), so the JWKS
+/// is never empty: relying parties cache it, and one fetched empty would refuse the first ID
+/// tokens. Returns the new key id, or `None` when a key already signs. Audited like a rotation.
+pub fn ensure_signing_key(ctx: &Ctx, node: &Node) -> Result<Option<String>, AppError> {
+    ctx.authorize(node, AdminAct::RotateKeys)?;
+    let signs =
+        node.oauth.signing_keys().map_err(failed)?.iter().any(|k| k.retired_at.is_none() && k.private_sealed.is_some());
+    if signs {
+        return Ok(None);
+    }
+    node.oauth
+        .rotate_signing_key(ctx.now_secs(), &format!("first ID-token signing key, made by {} at start", ctx.by()))
+        .map(Some)
+        .map_err(failed)
+}
+
 /// Makes a new signing key current; returns its key id.
 pub fn rotate(ctx: &Ctx, node: &Node, reason: &str) -> Result<String, AppError> {
     ctx.authorize(node, AdminAct::RotateKeys)?;
