@@ -325,15 +325,17 @@ pub async fn read(
     }
     // Inline: indexed reads by primary key (and the care-relationship index); the service
     // audits the read and hands the record out once its entry is durable.
-    let v = s.records.read(&p.context().with_query(q.as_deref()), &rt, &id).await?;
-    if let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
-        && inm.trim() == etag(&v)
-    {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        set(r.headers_mut(), header::ETAG, &etag(&v));
-        return Ok(r);
-    }
-    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+    // The response is built while the entry is made durable, and sent only after.
+    let not_modified = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::trim);
+    let respond = |v: VersionRecord| {
+        if not_modified == Some(etag(&v).as_str()) {
+            let mut r = StatusCode::NOT_MODIFIED.into_response();
+            set(r.headers_mut(), header::ETAG, &etag(&v));
+            return r;
+        }
+        resource_response(&s, StatusCode::OK, &v, Return::Representation, false)
+    };
+    Ok(s.records.read(&p.context().with_query(q.as_deref()), &rt, &id).map(respond).await?)
 }
 
 async fn audit_event_read(s: &AppState, id: &ResourceId) -> ApiResult {
@@ -366,8 +368,8 @@ pub async fn vread(
         )
     })?;
     p.authorize(rt.as_str(), Action::Read)?;
-    let v = s.records.vread(&p.context().with_query(q.as_deref()), &rt, &id, vid).await?;
-    Ok(resource_response(&s, StatusCode::OK, &v, Return::Representation, false))
+    let respond = |v: VersionRecord| resource_response(&s, StatusCode::OK, &v, Return::Representation, false);
+    Ok(s.records.vread(&p.context().with_query(q.as_deref()), &rt, &id, vid).map(respond).await?)
 }
 
 /// `PUT /fhir/{type}/{id}`.
@@ -673,8 +675,9 @@ async fn run_search(
     let ctx = p.context().with_query(Some(criteria));
     let req2 = req.clone();
     // The page is found on a blocking thread; its audit entry is waited for here, without one.
-    let page = blocking(move || Ok(records.search_page(&ctx, &req2))).await?.await?;
-    let bundle = searchset_text(s, rt.as_str(), &req, &page);
+    let audited = blocking(move || Ok(records.search_page(&ctx, &req2))).await?;
+    // The Bundle is written while the entry is made durable, and sent only after.
+    let bundle = audited.map(|page| searchset_text(s, rt.as_str(), &req, &page)).await?;
     Ok(fhir_text_response(StatusCode::OK, bundle))
 }
 

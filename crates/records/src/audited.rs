@@ -1,7 +1,11 @@
 //! Reads audited by the service that performs them (L1, L3). A read's result is handed out only
 //! together with its audit entry: [`Audited`] holds both, and gives the result to its caller only
 //! once the entry is durable — on this thread ([`Audited::wait`], the command line and jobs) or
-//! without holding one (`.await`, the HTTP edge). The entry is built once, by [`read_entry`], for
+//! without holding one (`.await`, the HTTP edge). The entry is queued when the caller starts
+//! waiting, after it has prepared its answer ([`Audited::map`]), as the edge's request entry
+//! was before; and the log's writer thread, which completes every entry of a commit, makes no
+//! system call for an async waiter (a condition variable signalled per entry cost reads a
+//! third of their share of each group commit — BENCHMARKS.md, #23). The entry is built once, by [`read_entry`], for
 //! every caller, so a record read from the command line is recorded exactly as one through the
 //! API.
 //!
@@ -123,6 +127,8 @@ impl Reveals for Vec<VersionRecord> {
 #[must_use = "a read's result is handed out only once its audit entry is durable: call `.wait()` or `.await` it"]
 pub struct Audited<T> {
     result: Option<Result<T, RecordError>>,
+    /// The entry and its log until the caller starts waiting.
+    queued: Option<(Arc<dyn AuditLog>, AuditRecord)>,
     pending: Arc<Pending>,
 }
 
@@ -137,18 +143,24 @@ struct State {
     /// `Some` once the log answered: `Err` with why the entry could not be written.
     outcome: Option<Result<(), String>>,
     waker: Option<Waker>,
+    /// A thread waits in [`Audited::wait`] (only then is the condition variable signalled).
+    blocked: bool,
 }
 
 impl Pending {
     fn finish(&self, outcome: Result<(), String>) {
-        let waker = match self.state.lock() {
+        let (waker, blocked) = match self.state.lock() {
             Ok(mut s) => {
                 s.outcome = Some(outcome);
-                s.waker.take()
+                (s.waker.take(), s.blocked)
             }
-            Err(_) => None,
+            Err(_) => (None, true),
         };
-        self.done.notify_all();
+        // The log's writer thread calls this for every entry of a commit: no system call unless
+        // a thread actually waits.
+        if blocked {
+            self.done.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }
@@ -159,7 +171,7 @@ impl<T: Reveals> Audited<T> {
     /// Builds `result`'s entry (see [`read_entry`]), marks it written on `ctx`'s guard, and hands
     /// it to `log`.
     pub(crate) fn append(
-        log: &dyn AuditLog,
+        log: &Arc<dyn AuditLog>,
         ctx: &RequestContext,
         action: ReadAction,
         asked: &str,
@@ -176,14 +188,27 @@ impl<T: Reveals> Audited<T> {
         }
         let entry = read_entry(ctx, action.as_str(), Some(asked), result.as_ref().err(), revealed, None);
         ctx.guard.0.entry_written(action);
-        let pending = Arc::new(Pending::default());
-        let p = pending.clone();
-        log.append_then(vec![entry], Box::new(move |r| p.finish(r.map(|_| ()).map_err(|e| e.to_string()))));
-        Audited { result: Some(result), pending }
+        Audited { result: Some(result), queued: Some((log.clone(), entry)), pending: Arc::new(Pending::default()) }
     }
 }
 
 impl<T> Audited<T> {
+    /// Turns the result into what the caller will hand out (a response body) now, while the
+    /// entry is on its way to durability; the transformed value still comes out only once the
+    /// entry is durable. Lets the edge serialise a read during the audit's fsync instead of after.
+    pub fn map<U>(mut self, f: impl FnOnce(T) -> U) -> Audited<U> {
+        let result = self.result.take().map(|r| r.map(f));
+        Audited { result, queued: self.queued.take(), pending: self.pending.clone() }
+    }
+
+    /// Hands the entry to the log (once).
+    fn queue(&mut self) {
+        if let Some((log, entry)) = self.queued.take() {
+            let p = self.pending.clone();
+            log.append_then(vec![entry], Box::new(move |r| p.finish(r.map(|_| ()).map_err(|e| e.to_string()))));
+        }
+    }
+
     fn take(&mut self, outcome: &Result<(), String>) -> Result<T, RecordError> {
         let result =
             self.result.take().unwrap_or_else(|| Err(RecordError::Unaudited("the read was already handed out".into())));
@@ -195,6 +220,7 @@ impl<T> Audited<T> {
 
     /// Waits on this thread until the entry is durable, then hands out the result.
     pub fn wait(mut self) -> Result<T, RecordError> {
+        self.queue();
         let outcome = {
             let Ok(mut s) = self.pending.state.lock() else {
                 return Err(RecordError::Unaudited("the audit wait was poisoned".into()));
@@ -203,6 +229,7 @@ impl<T> Audited<T> {
                 if let Some(o) = s.outcome.take() {
                     break o;
                 }
+                s.blocked = true;
                 s = match self.pending.done.wait(s) {
                     Ok(s) => s,
                     Err(_) => return Err(RecordError::Unaudited("the audit wait was poisoned".into())),
@@ -218,6 +245,7 @@ impl<T: Unpin> Future for Audited<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        this.queue();
         let outcome = {
             let Ok(mut s) = this.pending.state.lock() else {
                 return Poll::Ready(Err(RecordError::Unaudited("the audit wait was poisoned".into())));

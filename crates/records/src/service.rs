@@ -1004,7 +1004,7 @@ impl Records {
 
     /// `GET /Type/id`, audited. A record the requester may not see is reported as not found.
     pub fn read(&self, ctx: &RequestContext, rt: &ResourceType, id: &ResourceId) -> Audited<VersionRecord> {
-        Audited::append(&*self.audit, ctx, ReadAction::Read, &format!("{rt}/{id}"), self.read_current(ctx, rt, id))
+        Audited::append(&self.audit, ctx, ReadAction::Read, &format!("{rt}/{id}"), self.read_current(ctx, rt, id))
     }
 
     fn read_current(
@@ -1040,7 +1040,7 @@ impl Records {
             }
             Ok(v)
         });
-        Audited::append(&*self.audit, ctx, ReadAction::Vread, &reference(rt, id, version), result)
+        Audited::append(&self.audit, ctx, ReadAction::Vread, &reference(rt, id, version), result)
     }
 
     /// Which of these versions of `rt` the requester may still see, judged as a `vread` of each
@@ -1077,7 +1077,7 @@ impl Records {
             }
             Ok(out)
         });
-        Audited::append(&*self.audit, ctx, ReadAction::Search, rt.as_str(), result)
+        Audited::append(&self.audit, ctx, ReadAction::Search, rt.as_str(), result)
     }
 
     /// Instance, type or system history, audited: only versions the requester may see. `hidden`
@@ -1088,7 +1088,7 @@ impl Records {
             (Some(rt), None) => format!("{rt}/_history"),
             _ => "_history".to_string(),
         };
-        Audited::append(&*self.audit, ctx, ReadAction::History, &asked, self.history_page(ctx, q))
+        Audited::append(&self.audit, ctx, ReadAction::History, &asked, self.history_page(ctx, q))
     }
 
     /// Instance, type or system history: only versions the requester may see. `hidden` says

@@ -83,7 +83,7 @@ impl Records {
     /// One page of a search, every revealed resource checked by `ctx`'s guard.
     pub fn search_page(&self, ctx: &RequestContext, req: &SearchRequest) -> crate::Audited<SearchPage> {
         let result = self.read_tx(|tx| self.search_in(tx, ctx, req));
-        crate::Audited::append(&*self.audit, ctx, crate::ReadAction::Search, req.query.resource_type.as_str(), result)
+        crate::Audited::append(&self.audit, ctx, crate::ReadAction::Search, req.query.resource_type.as_str(), result)
     }
 
     /// [`Records::search_page`] in the caller's transaction (a transaction Bundle's searches).
