@@ -58,38 +58,32 @@ fn covered(path: &str) -> bool {
         || matches!(path, "/oauth/token" | "/oauth/revoke" | "/oauth/jwks")
 }
 
-/// The request's `Origin`, if it is allowed for this path.
-fn allowed_origin(s: &AppState, headers: &HeaderMap, path: &str) -> Option<HeaderValue> {
+/// The request's `Origin`, if it is allowed (asked only on a covered path).
+fn allowed_origin(s: &AppState, headers: &HeaderMap) -> Option<HeaderValue> {
     let origin = headers.get(header::ORIGIN)?;
     let text = origin.to_str().ok()?;
-    (covered(path) && origin_of(text).as_deref() == Some(text) && s.cors.allowed(text)).then(|| origin.clone())
+    (origin_of(text).as_deref() == Some(text) && s.cors.allowed(text)).then(|| origin.clone())
 }
 
 /// Answers preflights and marks the responses of allowed cross-origin requests.
 pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    let origin = allowed_origin(&s, req.headers(), &path);
+    if !covered(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let origin = allowed_origin(&s, req.headers());
     let preflight =
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight && covered(&path) {
-        // Refused origins get no CORS headers: the browser then blocks the request.
-        let mut r = StatusCode::NO_CONTENT.into_response();
-        let h = r.headers_mut();
-        h.insert(header::VARY, HeaderValue::from_static("origin"));
-        if let Some(o) = origin {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+    let mut r = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(req).await };
+    let h = r.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    // Refused origins get no CORS headers: the browser then blocks the request.
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        if preflight {
             h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(METHODS));
             h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOW_HEADERS));
             h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-        }
-        return r;
-    }
-    let mut r = next.run(req).await;
-    if covered(&path) {
-        let h = r.headers_mut();
-        h.append(header::VARY, HeaderValue::from_static("origin"));
-        if let Some(o) = origin {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        } else {
             h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSE_HEADERS));
         }
     }

@@ -127,9 +127,16 @@ impl Reveals for Vec<VersionRecord> {
 #[must_use = "a read's result is handed out only once its audit entry is durable: call `.wait()` or `.await` it"]
 pub struct Audited<T> {
     result: Option<Result<T, RecordError>>,
-    /// The entry and its log until the caller starts waiting.
-    queued: Option<(Arc<dyn AuditLog>, AuditRecord)>,
+    /// The entry, its log, and the guard to tell once it is queued, until the caller waits.
+    queued: Option<Queued>,
     pending: Arc<Pending>,
+}
+
+struct Queued {
+    log: Arc<dyn AuditLog>,
+    entry: AuditRecord,
+    guard: crate::GuardRef,
+    action: ReadAction,
 }
 
 #[derive(Default)]
@@ -187,8 +194,8 @@ impl<T: Reveals> Audited<T> {
             revealed.merge(earlier);
         }
         let entry = read_entry(ctx, action.as_str(), Some(asked), result.as_ref().err(), revealed, None);
-        ctx.guard.0.entry_written(action);
-        Audited { result: Some(result), queued: Some((log.clone(), entry)), pending: Arc::new(Pending::default()) }
+        let queued = Queued { log: log.clone(), entry, guard: ctx.guard.clone(), action };
+        Audited { result: Some(result), queued: Some(queued), pending: Arc::new(Pending::default()) }
     }
 }
 
@@ -201,9 +208,11 @@ impl<T> Audited<T> {
         Audited { result, queued: self.queued.take(), pending: self.pending.clone() }
     }
 
-    /// Hands the entry to the log (once).
+    /// Hands the entry to the log (once), and only then tells the guard that this read is
+    /// recorded: a read dropped before it was waited for is left to the edge's request entry.
     fn queue(&mut self) {
-        if let Some((log, entry)) = self.queued.take() {
+        if let Some(Queued { log, entry, guard, action }) = self.queued.take() {
+            guard.0.entry_written(action);
             let p = self.pending.clone();
             log.append_then(vec![entry], Box::new(move |r| p.finish(r.map(|_| ()).map_err(|e| e.to_string()))));
         }
