@@ -99,6 +99,19 @@ enum Command {
         /// `Type/id`, e.g. `Patient/123`.
         reference: String,
     },
+    /// Print a shell completion script, e.g. `mamori completions bash > /etc/bash_completion.d/mamori`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or with `--dir` write one page per subcommand there
+    /// (`mamori.1`, `mamori-serve.1`, …).
+    Man {
+        /// Directory to write every page into.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -106,17 +119,21 @@ struct ServeArgs {
     #[command(flatten)]
     dir: DataDir,
     /// Address to listen on. Plain HTTP only on loopback; other addresses need TLS.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", env = "MAMORI_LISTEN")]
     listen: String,
-    /// TLS certificate chain (PEM).
-    #[arg(long, requires = "tls_key")]
+    /// TLS certificate chain (PEM). Re-read on SIGHUP (a renewed certificate without a restart).
+    #[arg(long, requires = "tls_key", env = "MAMORI_TLS_CERT")]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[arg(long, requires = "tls_cert")]
+    /// TLS private key (PEM). Re-read on SIGHUP with the certificate.
+    #[arg(long, requires = "tls_cert", env = "MAMORI_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// Public base URL used in links (default: derived from --listen).
-    #[arg(long)]
+    #[arg(long, env = "MAMORI_PUBLIC_URL")]
     public_url: Option<String>,
+    /// On SIGTERM, seconds to let requests in progress finish before the remaining connections
+    /// are closed (1–3600).
+    #[arg(long, default_value_t = 30, env = "MAMORI_DRAIN_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    drain_secs: u64,
 }
 
 pub use crate::user_cli::UserCmd;
@@ -455,6 +472,8 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Logs to standard error: `MAMORI_LOG` sets the level (error, warn, info, debug, trace);
+/// `MAMORI_LOG_FORMAT=json` writes one JSON object per line (for journald, Fluent Bit, Loki…).
 fn init_logging() {
     let level = match std::env::var("MAMORI_LOG").as_deref() {
         Ok("debug") => tracing::Level::DEBUG,
@@ -463,7 +482,11 @@ fn init_logging() {
         Ok("trace") => tracing::Level::TRACE,
         _ => tracing::Level::INFO,
     };
-    let _ = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false).try_init();
+    let fmt = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_ansi(false);
+    let _ = match std::env::var("MAMORI_LOG_FORMAT").as_deref() {
+        Ok("json") => fmt.json().flatten_event(true).with_current_span(false).try_init(),
+        _ => fmt.try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Fallible<ExitCode> {
@@ -512,6 +535,28 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
             println!("{}", v.body.as_deref().unwrap_or("{}"));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "mamori",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(d) => {
+                    std::fs::create_dir_all(&d).map_err(context(format!("cannot create `{}`", d.display())))?;
+                    clap_mangen::generate_to(cmd, &d)
+                        .map_err(context(format!("cannot write into `{}`", d.display())))?;
+                    eprintln!("manual pages written to {}", d.display());
+                }
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Purge { dir, reference } => {
             let node = dir.open()?;
             let n = retention::purge(&Ctx::operator(&node, &reader()), &node, &reference)?;
@@ -532,9 +577,10 @@ fn parse_listen(s: &str) -> Fallible<SocketAddr> {
 fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     let addr = parse_listen(&a.listen)?;
     let tls = match (&a.tls_cert, &a.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(mamori_http::tls_config(&mamori_http::TlsFiles { cert: cert.clone(), key: key.clone() })?)
-        }
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(mamori_http::Tls::load(mamori_http::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })?)),
         _ => None,
     };
     if tls.is_none() && !addr.ip().is_loopback() {
@@ -563,9 +609,43 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
         let store = format!("{} {}", node.store.kind(), node.store.describe());
         tracing::info!(%bound, data_dir = %node.dir.display(), %store, tls = tls.is_some(), "mamori serving");
         println!("mamori serving {scheme}://{bound}/fhir (data: {}; store: {store})", node.dir.display());
-        mamori_http::serve(listener, app, tls, shutdown_signal()).await.map_err(context("server"))
+        tokio::spawn(on_hangup(tls.clone()));
+        let stop =
+            mamori_http::Stop { shutdown: shutdown_signal(), drain: std::time::Duration::from_secs(a.drain_secs) };
+        mamori_http::serve(listener, app, tls, stop).await.map_err(context("server"))
     })?;
+    // Requests cut off by the drain bound may still hold blocking tasks: do not wait for them.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    tracing::info!("mamori stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP (as sent by `systemctl reload` or a log rotator) never stops the server: it re-reads
+/// the TLS certificate and key if there are any, and says what it did. Policies, class rules and
+/// applications need no signal — every node applies their changes within a second.
+async fn on_hangup(tls: Option<std::sync::Arc<mamori_http::Tls>>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match &tls {
+                Some(t) => match t.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate and key re-read; new connections use them"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: cannot re-read the TLS certificate; the one in use is kept")
+                    }
+                },
+                None => {
+                    tracing::info!("SIGHUP: nothing to reload (no TLS); configuration changes apply without a signal")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 async fn shutdown_signal() {

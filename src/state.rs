@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use mamori_app::Node;
 use mamori_app::backend::Backend;
+use mamori_http::metrics::Figure;
 use mamori_http::{AppState, Health, HttpConfig};
 
 struct StoreHealth {
@@ -28,6 +29,60 @@ impl Health for StoreHealth {
             "audit": {"entries": appended, "checkpointed": integrated},
             "durability": {"commits": commits, "fsyncs": fsyncs}
         }))
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        self.store.ready()
+    }
+
+    fn figures(&self) -> Vec<Figure> {
+        let mut out = Vec::new();
+        let mut add = |name, help, kind, value: f64| out.push(Figure { name, help, kind, value });
+        let (commits, fsyncs) = self.store.durability_stats();
+        add(
+            "mamori_store_commits_total",
+            "Write transactions committed by this process (embedded store).",
+            "counter",
+            commits as f64,
+        );
+        add(
+            "mamori_store_fsyncs_total",
+            "fsync calls of this process's group commit (embedded store).",
+            "counter",
+            fsyncs as f64,
+        );
+        if let Ok(n) = self.store.audit_size() {
+            add("mamori_audit_entries", "Entries in the audit trail (監査証跡).", "gauge", n as f64);
+            if let Ok(i) = self.store.audit_integrated_size() {
+                add(
+                    "mamori_audit_checkpointed_entries",
+                    "Audit entries covered by the latest signed checkpoint.",
+                    "gauge",
+                    i as f64,
+                );
+                add(
+                    "mamori_audit_unintegrated_entries",
+                    "Audit entries not yet covered by a checkpoint (the integrator's backlog).",
+                    "gauge",
+                    n.saturating_sub(i) as f64,
+                );
+            }
+        }
+        add(
+            "mamori_ready",
+            "1 when the node may take requests (/readyz), else 0.",
+            "gauge",
+            f64::from(u8::from(self.store.ready().is_ok())),
+        );
+        if let Some(offset) = self.clock.lock().ok().and_then(|c| c.offset_ms) {
+            add(
+                "mamori_clock_offset_seconds",
+                "Offset of the system clock from the reference time source.",
+                "gauge",
+                offset / 1000.0,
+            );
+        }
+        out
     }
 }
 
@@ -94,7 +149,10 @@ pub fn app_state(node: &Node, public_url: &str) -> AppState {
             public_url: public,
             version: env!("CARGO_PKG_VERSION").to_string(),
             inline_lookups: node.store.kind() == "sqlite",
+            trusted_proxies: node.config.trusted_proxies.clone(),
+            metrics_from: node.config.metrics_from.clone(),
         }),
+        metrics: Arc::new(mamori_http::metrics::Metrics::default()),
         started: node.clock.now().to_fhir(),
         bulk: Arc::new(mamori_http::BulkJobs::new(node.dir.join("bulk"))),
         cors: Arc::new(ClientOrigins {

@@ -20,6 +20,7 @@ mod identity;
 mod login;
 mod nodes;
 mod oauth;
+mod operations;
 mod search;
 mod sessions;
 mod smart;

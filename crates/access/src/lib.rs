@@ -290,6 +290,15 @@ impl Principal {
         p
     }
 
+    /// `user` for a person (through an application or the console), `client` for an
+    /// application acting for itself (backend services): the label of request metrics.
+    pub fn kind(&self) -> &'static str {
+        match self.subject {
+            Subject::User { .. } => "user",
+            Subject::Client { .. } => "client",
+        }
+    }
+
     /// Remembers a version revealed, when this principal's reads are audited by the service.
     fn note_revealed(&self, v: &VersionRecord) {
         if !self.audits_reads {

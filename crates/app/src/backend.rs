@@ -21,6 +21,9 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     fn describe(&self) -> String;
     /// A quick liveness check for `/healthz`.
     fn ping(&self) -> Result<(), Error>;
+    /// Whether the node may take requests (`/readyz`): store reachable, schema current, audit
+    /// writer running; `Err` says what is not.
+    fn ready(&self) -> Result<(), String>;
     /// Grows with every configuration change (polled by every node to reload policies).
     fn config_generation(&self) -> Result<u64, Error>;
     /// The one path for configuration changes: versioned, attributed, audited; a change based on
@@ -62,6 +65,9 @@ impl<D: Db> Backend for SqlStore<D> {
     }
     fn ping(&self) -> Result<(), Error> {
         SqlStore::ping(self)
+    }
+    fn ready(&self) -> Result<(), String> {
+        SqlStore::ready(self)
     }
     fn config_generation(&self) -> Result<u64, Error> {
         SqlStore::config_generation(self)

@@ -14,6 +14,12 @@ max_body_bytes = 16777216
 # Browser origins that may call the API (CORS) besides those of registered applications'
 # redirect URIs, e.g. ["https://app.example"]. Scheme, host and port only; no wildcard.
 # cors_origins = []
+# Reverse proxies (CIDRs) in front of this server. From these peers only, the client's address
+# is taken from `Forwarded` / `X-Forwarded-For` for the audit trail and address limits; from
+# any other peer those headers are ignored. E.g. ["10.0.0.5/32"].
+# trusted_proxies = []
+# Besides loopback, networks (CIDRs) that may scrape /metrics (Prometheus), e.g. ["10.0.9.0/24"].
+# metrics_from = []
 
 [retention]
 # 保存期間: years a record is kept after its last version before it may be purged.
@@ -96,6 +102,10 @@ struct RawServer {
     public_url: Option<String>,
     #[serde(default)]
     cors_origins: Vec<String>,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
+    metrics_from: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -116,6 +126,10 @@ pub struct Config {
     /// Browser origins allowed to call the API besides those of registered applications'
     /// redirect URIs (`https://app.example`).
     pub cors_origins: Vec<String>,
+    /// Reverse proxies (CIDRs) whose forwarding headers name the client.
+    pub trusted_proxies: Vec<String>,
+    /// Networks (CIDRs) besides loopback that may read `/metrics`.
+    pub metrics_from: Vec<String>,
     /// Retention.
     pub retention: mamori_records::RetentionPolicy,
     /// Where checkpoints are also published.
@@ -170,6 +184,14 @@ pub fn parse(text: &str) -> Result<Config, String> {
         }
         cors_origins.push(o.to_ascii_lowercase());
     }
+    for (name, list) in [("trusted_proxies", &raw.server.trusted_proxies), ("metrics_from", &raw.server.metrics_from)] {
+        if let Some(bad) = list.iter().find(|c| !mamori_oauth::valid_cidr(c)) {
+            return Err(format!(
+                "server.{name}: `{}` is not an address or CIDR block such as 10.0.0.5/32",
+                bad.chars().take(60).collect::<String>()
+            ));
+        }
+    }
     let database = raw.store.database.map(|d| d.trim().to_string()).filter(|d| !d.is_empty());
     if let Some(d) = &database
         && !(d.starts_with("postgres://") || d.starts_with("postgresql://"))
@@ -219,6 +241,8 @@ pub fn parse(text: &str) -> Result<Config, String> {
         max_body_bytes: usize::try_from(max).map_err(|e| e.to_string())?,
         public_url,
         cors_origins,
+        trusted_proxies: raw.server.trusted_proxies,
+        metrics_from: raw.server.metrics_from,
         retention: mamori_records::RetentionPolicy {
             default_years: raw.retention.default_years.unwrap_or(5),
             per_type: raw.retention.types,

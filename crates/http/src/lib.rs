@@ -1,4 +1,4 @@
-//! The HTTP edge: the axum router for `/fhir`, `/oauth` and `/healthz`, request ids, bearer
+//! The HTTP edge: the axum router for `/fhir`, `/oauth`, the health probes and `/metrics`, request ids, bearer
 //! authentication, the single enforcement point, OperationOutcome and OAuth error mapping, and
 //! the plain/TLS listeners.
 //!
@@ -13,7 +13,9 @@ mod capability;
 pub mod cors;
 mod error;
 mod fhir;
+mod forwarded;
 mod login;
+pub mod metrics;
 mod oauth;
 mod oauth_authorize;
 mod passkey;
@@ -31,12 +33,17 @@ pub use audit::AuditNote;
 pub use bulk::Jobs as BulkJobs;
 pub use error::{ApiError, RequestId};
 pub use mamori_access::{Enforcer, Explanation, Facts, explain, record_target, type_target};
-pub use serve::{TlsFiles, serve, tls_config};
+pub use serve::{Stop, Tls, TlsFiles, serve, tls_config};
 
-/// A readiness probe for `/healthz`.
+/// The node's health, for `/healthz`, `/readyz` and `/metrics`.
 pub trait Health: Send + Sync {
     /// Details (clock sync, audit backlog…) when the server can serve requests; `Err` when not.
     fn check(&self) -> Result<serde_json::Value, String>;
+    /// Whether the node may take requests: the store reachable, its schema current, the audit
+    /// writer running. `Err` says which is not.
+    fn ready(&self) -> Result<(), String>;
+    /// The node's own figures for `/metrics` (audit entries, checkpoints, commits, fsyncs).
+    fn figures(&self) -> Vec<metrics::Figure>;
 }
 
 /// Limits and settings of the HTTP edge.
@@ -52,6 +59,10 @@ pub struct HttpConfig {
     /// true for the embedded store (indexed reads of microseconds, cheaper than a hop to the
     /// blocking pool); false for a networked store, whose round trips must not stall the executor.
     pub inline_lookups: bool,
+    /// Reverse proxies (CIDRs) whose `Forwarded`/`X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<String>,
+    /// Besides loopback, the networks (CIDRs) that may read `/metrics`.
+    pub metrics_from: Vec<String>,
 }
 
 /// Shared state of the router.
@@ -80,6 +91,8 @@ pub struct AppState {
     pub bulk: Arc<bulk::Jobs>,
     /// Origins that may call the API from a browser (CORS).
     pub cors: Arc<dyn cors::Origins>,
+    /// Request metrics (`/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Builds the application router.
@@ -120,6 +133,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(error::fhir_errors));
     let routes = Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/oauth/authorize", get(oauth_authorize::authorize).post(oauth_authorize::authorize_post))
         .route("/oauth/jwks", get(oauth::jwks))
         .route("/.well-known/openid-configuration", get(oauth::openid_configuration))
@@ -144,6 +160,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(fhir::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer))
         .layer(axum::middleware::from_fn(error::request_id))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), forwarded::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::layer))
         .with_state(state);
     // The FHIR base with a trailing slash is the base (`POST /fhir/`, as fhir-kit-client sends a
     // transaction): rewritten before routing, so it passes the same layers as `/fhir`.
@@ -166,6 +184,32 @@ fn base_without_slash(mut req: axum::extract::Request) -> axum::extract::Request
         }
     }
     req
+}
+
+/// `/livez`: the process answers (no store access; a restart is the remedy when it does not).
+async fn livez() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    axum::Json(serde_json::json!({"status": "live"})).into_response()
+}
+
+/// `/readyz`: the node may take requests (store reachable, schema current, audit writer
+/// running); 503 with the reason otherwise, so a load balancer sends requests elsewhere.
+async fn readyz(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let h = s.health.clone();
+    match tokio::task::spawn_blocking(move || h.ready()).await {
+        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(Err(reason)) => {
+            tracing::warn!(%reason, "not ready");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"status": "not ready", "reason": reason})),
+            )
+                .into_response()
+        }
+        Err(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not ready"})))
+            .into_response(),
+    }
 }
 
 async fn healthz(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {

@@ -159,16 +159,19 @@ impl<D: Db> SqlStore<D> {
     /// The audit writer thread's queue, started on first use. The thread ends when the store is
     /// dropped (its sender with it).
     fn audit_sender(&self) -> &std::sync::mpsc::Sender<Job> {
-        self.audit_tx.get_or_init(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let (db, clock) = (self.db.clone(), self.clock.clone());
-            std::thread::Builder::new()
-                .name("mamori-audit-writer".into())
-                .spawn(move || writer_loop(rx, |batch| commit_batch(&*db, clock.now().0, batch)))
-                .map_err(|e| tracing::error!(error = %e, "cannot start the audit writer"))
-                .ok();
-            tx
-        })
+        &self
+            .audit_tx
+            .get_or_init(|| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let (db, clock) = (self.db.clone(), self.clock.clone());
+                let writer = std::thread::Builder::new()
+                    .name("mamori-audit-writer".into())
+                    .spawn(move || writer_loop(rx, |batch| commit_batch(&*db, clock.now().0, batch)))
+                    .map_err(|e| tracing::error!(error = %e, "cannot start the audit writer"))
+                    .ok();
+                (tx, writer)
+            })
+            .0
     }
 
     /// Number of entries integrated into the tree (covered by the latest checkpoint).

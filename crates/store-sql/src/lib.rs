@@ -360,7 +360,7 @@ pub trait Db: Send + Sync + 'static {
 pub struct SqlStore<D: Db> {
     db: Arc<D>,
     clock: Arc<dyn Clock>,
-    audit_tx: std::sync::OnceLock<std::sync::mpsc::Sender<AuditJob>>,
+    audit_tx: std::sync::OnceLock<(std::sync::mpsc::Sender<AuditJob>, Option<std::thread::JoinHandle<()>>)>,
 }
 
 impl<D: Db> SqlStore<D> {
@@ -389,6 +389,29 @@ impl<D: Db> SqlStore<D> {
     /// A quick liveness check for `/healthz`.
     pub fn ping(&self) -> Result<(), Error> {
         self.db.read_statement(|c| c.query("SELECT 1", &[]).map(|_| ()))
+    }
+
+    /// Whether this store can take requests (`/readyz`): the database answers, its schema is
+    /// exactly the one this build migrates to (not older, not a newer node's), and the audit
+    /// writer thread — without which no request may be answered — has not stopped.
+    pub fn ready(&self) -> Result<(), String> {
+        let want = i64::try_from(schema::steps(self.db.dialect()).len()).unwrap_or(i64::MAX);
+        let have = self
+            .db
+            .read_statement(|c| {
+                c.one("SELECT COALESCE(MAX(version), 0) FROM mamori_schema", &[])?.map(|r| r.int(0)).transpose()
+            })
+            .map_err(|e| format!("store: {e}"))?
+            .unwrap_or(0);
+        if have != want {
+            return Err(format!("store schema is version {have}; this build needs {want}"));
+        }
+        if let Some((_, Some(writer))) = self.audit_tx.get()
+            && writer.is_finished()
+        {
+            return Err("the audit writer has stopped".into());
+        }
+        Ok(())
     }
 
     /// Sets a value shared by every process on the store if it is not set yet; returns the value
