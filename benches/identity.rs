@@ -81,6 +81,7 @@ fn main() {
         browser: mamori_identity::session::digest("UA"),
         pending_totp: None,
         pending_webauthn: None,
+        amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
     };
     store.save_session(&mamori_identity::session::digest(&token), &sess).unwrap();
     let k = 50_000;

@@ -235,6 +235,7 @@ fn a_code_and_a_refresh_token_are_spent_once_under_concurrency() {
         code_challenge: "x".into(),
         nonce: None,
         auth_time: 1,
+        amr: vec!["pwd".into(), "otp".into(), "mfa".into()],
         expires_at: i64::MAX / 2,
     };
     store.insert_code(&code).unwrap();

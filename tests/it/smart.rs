@@ -328,6 +328,7 @@ async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
     assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
     assert_eq!(claims["fhirUser"], "http://mamori.test/fhir/Practitioner/sato");
     assert!(claims["auth_time"].as_i64().unwrap() <= now_secs());
+    assert_eq!(claims["amr"], json!(["pwd", "otp", "mfa"]), "the app can see that two factors were used");
 
     // The token reaches what the doctor may see (their rights ∩ the scopes), nothing else.
     assert_eq!(bearer(&h, &access, "/fhir/Patient/p1").await.status, StatusCode::OK);
@@ -935,4 +936,186 @@ async fn an_authorization_request_may_be_posted() {
     let r = h.send(post(format!("{q}&decision=allow&patient=p1"), Some(&session))).await;
     assert!(r.header("location").is_none_or(|l| !l.starts_with(REDIRECT)), "no code without consent");
     assert_ne!(r.status, StatusCode::OK);
+}
+
+/// A launch up to the token response for `user` (a fresh session), returning (session, tokens).
+async fn launched(h: &Harness, user: &str, fhir_user: &str) -> (String, Value) {
+    let session = signed_in(h, user, &["doctor"], fhir_user);
+    let q = authorize_query("viewer", "user/*.rs openid fhirUser profile", &[]);
+    let page = browse(h, Some(&session), &format!("/oauth/authorize?{q}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", String::from_utf8_lossy(&page.body));
+    let r = consent(h, &session, &page, "allow", None).await;
+    let code = query_param(&r.header("location").unwrap(), "code").unwrap();
+    let base = format!("grant_type=authorization_code&client_id=viewer&redirect_uri={}", enc(REDIRECT));
+    let t = token(h, &format!("{base}&code={code}&code_verifier={VERIFIER}")).await;
+    assert_eq!(t.status, StatusCode::OK, "{}", String::from_utf8_lossy(&t.body));
+    (session, t.json())
+}
+
+#[tokio::test]
+async fn openid_userinfo_answers_a_persons_token_within_its_scopes() {
+    let h = Harness::new();
+    register_app(&h, "viewer", APP_SCOPE, false);
+    let (_, t) = launched(&h, "dr-ito", "Practitioner/ito").await;
+    let access = t["access_token"].as_str().unwrap();
+    let disc = browse(&h, None, "/.well-known/openid-configuration").await.json();
+    assert_eq!(disc["userinfo_endpoint"], "http://mamori.test/oauth/userinfo");
+    assert_eq!(disc["end_session_endpoint"], "http://mamori.test/oauth/logout");
+    let r = bearer(&h, access, "/oauth/userinfo").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let u = r.json();
+    assert_eq!(u["sub"], "dr-ito");
+    assert_eq!(u["preferred_username"], "dr-ito");
+    assert_eq!(u["fhirUser"], "http://mamori.test/fhir/Practitioner/ito");
+    let id = verify_id_token(&h, t["id_token"].as_str().unwrap(), "viewer").await;
+    assert_eq!(u["sub"], id["sub"], "UserInfo's sub is the ID token's");
+    // POST works too (OIDC Core §5.3.1).
+    let r = h
+        .send(
+            Request::builder()
+                .method("POST")
+                .uri("/oauth/userinfo")
+                .header("authorization", format!("Bearer {access}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // No token, a forged one, an application's own token (no person, no openid): RFC 6750.
+    let r = browse(&h, None, "/oauth/userinfo").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+    let r = bearer(&h, "not-a-token", "/oauth/userinfo").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
+    let system = h.token_for("backend-x", "system/Patient.rs");
+    let r = bearer(&h, &system, "/oauth/userinfo").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.header("www-authenticate").unwrap().contains("insufficient_scope"));
+    // A person's token without `openid`.
+    let plain = h.user_token("dr-kato", &["doctor"], "Practitioner/kato");
+    assert_eq!(bearer(&h, &plain, "/oauth/userinfo").await.status, StatusCode::FORBIDDEN);
+    // The account disabled: the token no longer tells who it was.
+    h.node.identity.leave("operator:test", "dr-ito").unwrap();
+    assert_eq!(bearer(&h, access, "/oauth/userinfo").await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn session_alive(h: &Harness, session: &str) -> bool {
+    browse(h, Some(session), "/account").await.status == StatusCode::OK
+}
+
+#[tokio::test]
+async fn rp_initiated_logout_ends_the_session_and_returns_only_to_a_registered_uri() {
+    let h = Harness::new();
+    register_app(&h, "viewer", APP_SCOPE, false);
+    let (session, t) = launched(&h, "dr-mori", "Practitioner/mori").await;
+    let hint = t["id_token"].as_str().unwrap();
+    assert!(session_alive(&h, &session).await);
+
+    // An unregistered return address is never followed, even with a valid hint.
+    let evil = format!("/oauth/logout?id_token_hint={hint}&post_logout_redirect_uri={}", enc("https://evil.example/"));
+    let r = browse(&h, Some(&session), &evil).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.header("location").is_none());
+    assert!(session_alive(&h, &session).await, "a refused request ends nothing");
+    // A forged hint is refused.
+    let forged = format!("{}.{}", &hint[..hint.rfind('.').unwrap()], "AAAA");
+    let r = browse(&h, Some(&session), &format!("/oauth/logout?id_token_hint={forged}")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // A return address without a client to check it against is refused.
+    let r = browse(&h, Some(&session), &format!("/oauth/logout?post_logout_redirect_uri={}", enc(REDIRECT))).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Without a hint the person confirms first (a link alone signs no one out), in English here.
+    let r = browse(
+        &h,
+        Some(&session),
+        &format!("/oauth/logout?client_id=viewer&ui_locales=en-US&state=s9&post_logout_redirect_uri={}", enc(REDIRECT)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&r.body).to_string();
+    assert!(html.contains(r#"<html lang="en">"#) && html.contains("Sign out?"), "{html}");
+    assert!(session_alive(&h, &session).await);
+    // The confirmation without its CSRF token does nothing.
+    let post = |body: String, cookie: String| {
+        Request::builder()
+            .method("POST")
+            .uri("/oauth/logout")
+            .header("user-agent", UA)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let r = h
+        .send(post(
+            format!("client_id=viewer&post_logout_redirect_uri={}", enc(REDIRECT)),
+            format!("mamori_session={session}"),
+        ))
+        .await;
+    assert_ne!(r.status, StatusCode::SEE_OTHER);
+    assert!(session_alive(&h, &session).await);
+    let csrf = csrf_of(&r_page(&h, &session).await);
+    let r = h
+        .send(post(
+            format!("csrf={csrf}&client_id=viewer&state=s9&post_logout_redirect_uri={}", enc(REDIRECT)),
+            format!("mamori_session={session}; mamori_csrf={csrf}"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("location").as_deref(), Some(format!("{REDIRECT}?state=s9").as_str()));
+    assert!(!session_alive(&h, &session).await, "the session ended");
+
+    // With a hint naming the signed-in person: signed out at once, back to the app with state.
+    let (session, t) = launched(&h, "dr-mori2", "Practitioner/mori2").await;
+    let hint = t["id_token"].as_str().unwrap();
+    let r = browse(
+        &h,
+        Some(&session),
+        &format!("/oauth/logout?id_token_hint={hint}&state=x%201&post_logout_redirect_uri={}", enc(REDIRECT)),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.header("location").as_deref(), Some(format!("{REDIRECT}?state=x%201").as_str()));
+    assert!(!session_alive(&h, &session).await);
+    // The sign-out is in the audit trail with the session's duration.
+    let entries: Vec<Value> = h
+        .node
+        .store
+        .query(&mamori_audit::EntryQuery::default())
+        .unwrap()
+        .iter()
+        .map(|(_, e)| serde_json::from_slice(e).unwrap())
+        .collect();
+    assert!(entries.iter().any(|e| e["action"] == "logout" && e["actor"]["id"] == "dr-mori2"));
+    // A hint for another person than the one signed in asks first.
+    let (other_session, _) = launched(&h, "dr-mori3", "Practitioner/mori3").await;
+    let r = browse(&h, Some(&other_session), &format!("/oauth/logout?id_token_hint={hint}")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(session_alive(&h, &other_session).await);
+}
+
+/// The logout confirmation page (for its CSRF token).
+async fn r_page(h: &Harness, session: &str) -> Resp {
+    browse(h, Some(session), "/oauth/logout?client_id=viewer").await
+}
+
+#[tokio::test]
+async fn ui_locales_chooses_the_language_of_sign_in_and_consent() {
+    let h = Harness::new();
+    register_app(&h, "viewer", APP_SCOPE, false);
+    let q = authorize_query("viewer", APP_SCOPE, &[("ui_locales", "fr en-GB ja")]);
+    let r = browse(&h, None, &format!("/oauth/authorize?{q}")).await;
+    let to = r.header("location").unwrap();
+    assert!(to.starts_with("/login?lang=en&next="), "{to}");
+    let login = browse(&h, None, &to).await;
+    assert!(String::from_utf8_lossy(&login.body).contains(r#"<html lang="en">"#));
+    let session = signed_in(&h, "dr-en", &["doctor"], "Practitioner/en");
+    let page = browse(&h, Some(&session), &format!("/oauth/authorize?{q}")).await;
+    assert!(String::from_utf8_lossy(&page.body).contains(r#"<html lang="en">"#));
+    let q = authorize_query("viewer", APP_SCOPE, &[("ui_locales", "ja-JP")]);
+    let page = browse(&h, Some(&session), &format!("/oauth/authorize?{q}")).await;
+    assert!(String::from_utf8_lossy(&page.body).contains(r#"<html lang="ja">"#));
 }

@@ -55,7 +55,7 @@ fn covered(path: &str) -> bool {
     path == "/fhir"
         || path.starts_with("/fhir/")
         || path.starts_with("/.well-known/")
-        || matches!(path, "/oauth/token" | "/oauth/revoke" | "/oauth/jwks")
+        || matches!(path, "/oauth/token" | "/oauth/revoke" | "/oauth/jwks" | "/oauth/userinfo")
 }
 
 /// The request's `Origin`, if it is allowed (asked only on a covered path).
@@ -114,6 +114,7 @@ mod tests {
             "/.well-known/openid-configuration",
             "/oauth/token",
             "/oauth/jwks",
+            "/oauth/userinfo",
         ] {
             assert!(covered(p), "{p}");
         }

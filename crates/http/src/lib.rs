@@ -18,6 +18,7 @@ mod login;
 pub mod metrics;
 mod oauth;
 mod oauth_authorize;
+mod oidc;
 mod passkey;
 mod serve;
 mod tlog;
@@ -141,6 +142,8 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/openid-configuration", get(oauth::openid_configuration))
         .route("/oauth/token", post(oauth::token))
         .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/userinfo", get(oidc::userinfo).post(oidc::userinfo))
+        .route("/oauth/logout", get(oidc::logout).post(oidc::logout_post))
         .route("/oauth/revoke", post(oauth::revoke))
         .route("/.well-known/oauth-authorization-server", get(oauth::metadata))
         .route("/fhir/.well-known/smart-configuration", get(oauth::smart_configuration))

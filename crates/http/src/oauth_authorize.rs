@@ -116,6 +116,16 @@ fn describe_special(s: Special, lang: Lang) -> &'static str {
     }
 }
 
+/// The first language of an OpenID `ui_locales` list (BCP 47 tags, space-separated) that the
+/// pages speak: `ja`, `ja-JP` → Japanese; `en`, `en-US` → English.
+pub(crate) fn ui_locale(list: &str) -> Option<Lang> {
+    list.split_whitespace().find_map(|tag| match tag.split(['-', '_']).next().map(str::to_ascii_lowercase).as_deref() {
+        Some("ja") => Some(Lang::Ja),
+        Some("en") => Some(Lang::En),
+        _ => None,
+    })
+}
+
 fn with_query(base: &str, params: &[(&str, &str)]) -> String {
     let mut out = base.to_string();
     let mut sep = if base.contains('?') { '&' } else { '?' };
@@ -160,8 +170,20 @@ async fn check(s: &AppState, params: Vec<(String, String)>) -> Result<Authorizat
 }
 
 /// The signed-in person with a full two-factor session, or where to send the browser.
-async fn person(s: &AppState, headers: &HeaderMap, back: &str) -> Result<mamori_identity::session::Session, Response> {
-    let login = || crate::login::redirect(&format!("/login?next={}", form_encode(back)), Vec::new());
+/// The signed-in person, or a redirect to sign in (in `lang`, when the app asked for one by
+/// `ui_locales`) and come back to `back`.
+async fn person(
+    s: &AppState,
+    headers: &HeaderMap,
+    back: &str,
+    lang: Option<Lang>,
+) -> Result<mamori_identity::session::Session, Response> {
+    let in_lang = match lang {
+        Some(Lang::En) => "lang=en&",
+        Some(Lang::Ja) => "lang=ja&",
+        None => "",
+    };
+    let login = || crate::login::redirect(&format!("/login?{in_lang}next={}", form_encode(back)), Vec::new());
     let Some(token) = crate::login::session_of(s, headers) else { return Err(login()) };
     let (id, ua) = (s.identity.clone(), crate::login::browser(headers));
     let t = now(s.enforcer.clock());
@@ -407,10 +429,11 @@ pub async fn authorize(
     let Ok(params) = crate::oauth::parse_form(raw.as_bytes()) else {
         return error_page(&s, &headers, lang, "malformed query");
     };
+    let asked = params.iter().find(|(k, _)| k == "ui_locales").and_then(|(_, v)| ui_locale(v));
     let lang = match params.iter().find(|(k, _)| k == "lang").map(|(_, v)| v.as_str()) {
         Some("en") => Lang::En,
         Some("ja") => Lang::Ja,
-        _ => lang,
+        _ => asked.unwrap_or(lang),
     };
     let request: Vec<(String, String)> =
         params.iter().filter(|(k, _)| CARRIED.contains(&k.as_str())).cloned().collect();
@@ -424,7 +447,7 @@ pub async fn authorize(
     };
     let prompt_none = extra.iter().any(|(k, v)| k == "prompt" && v.split(' ').any(|p| p == "none"));
     let back = format!("/oauth/authorize?{raw}");
-    let sess = match person(&s, &headers, &back).await {
+    let sess = match person(&s, &headers, &back, asked).await {
         Ok(sess) => sess,
         Err(_) if prompt_none => {
             return error_redirect(
@@ -528,7 +551,7 @@ pub async fn decide(
         }
     };
     let query: String = request.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
-    let sess = match person(&s, &headers, &format!("/oauth/authorize?{query}")).await {
+    let sess = match person(&s, &headers, &format!("/oauth/authorize?{query}"), None).await {
         Ok(sess) => sess,
         Err(r) => return r,
     };
@@ -569,7 +592,7 @@ pub async fn decide(
     let p2 = patient.clone();
     let t = now(s.enforcer.clock());
     let issued = tokio::task::spawn_blocking(move || {
-        oauth.issue_code(&a2, &user, fhir_user.as_deref(), name.as_deref(), p2.as_deref(), sess.created, t)
+        oauth.issue_code(&a2, &user, fhir_user.as_deref(), name.as_deref(), p2.as_deref(), sess.created, &sess.amr, t)
     })
     .await;
     let code = match issued {

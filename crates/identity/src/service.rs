@@ -686,6 +686,7 @@ impl Identity {
             browser: session::digest(browser),
             pending_totp: None,
             pending_webauthn: None,
+            amr: Vec::new(),
         };
         self.store.save_session(&session::digest(&token), &s)?;
         Ok((token, stage))
@@ -740,6 +741,9 @@ impl Identity {
         let must = creds.must_change || self.password_policy.expired(days(creds.password_changed_at), days(now));
         s.stage = if must { Stage::NeedPasswordChange } else { Stage::Full };
         s.last_seen = now;
+        // RFC 8176: the password, then a one-time code or a WebAuthn key; both make it `mfa`.
+        let second = if how.starts_with("passkey") { "hwk" } else { "otp" };
+        s.amr = ["pwd", second, "mfa"].map(str::to_string).to_vec();
         let token = self.rotate(id, s)?;
         let fhir_user = self.store.account(&s.username)?.and_then(|(a, _)| a.fhir_user);
         let actor =

@@ -38,6 +38,10 @@ pub struct Session {
     /// A WebAuthn ceremony in progress ([`crate::passkey::Ceremony`] as JSON), server-side only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_webauthn: Option<serde_json::Value>,
+    /// How the person signed in, as RFC 8176 methods (`pwd`, `otp`, `hwk`, `mfa`): set when
+    /// the second factor is accepted; the ID token's `amr`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 /// Session lifetimes.
@@ -107,6 +111,7 @@ mod tests {
             browser: digest("UA1"),
             pending_totp: None,
             pending_webauthn: None,
+            amr: Vec::new(),
         };
         assert_eq!(p.check(&s, 900, "UA1"), Ok(()));
         assert_eq!(p.check(&s, 901, "UA1"), Err(Invalid::Idle));

@@ -39,6 +39,9 @@ pub struct CodeRecord {
     pub nonce: Option<String>,
     /// When the person signed in (unix seconds).
     pub auth_time: i64,
+    /// How the person signed in (RFC 8176), echoed as the ID token's `amr`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
     /// Unix seconds.
     pub expires_at: i64,
 }
@@ -225,7 +228,8 @@ impl OAuth {
     }
 
     /// Issues an authorization code for an approved request. `subject` signed in with two
-    /// factors at `auth_time`; `patient` is the one they chose (`Patient/…`).
+    /// factors at `auth_time` by the methods `amr` (RFC 8176); `patient` is the one they chose
+    /// (`Patient/…`).
     #[expect(clippy::too_many_arguments, reason = "the fields of one approval")]
     pub fn issue_code(
         &self,
@@ -235,6 +239,7 @@ impl OAuth {
         name: Option<&str>,
         patient: Option<&str>,
         auth_time: i64,
+        amr: &[String],
         now: i64,
     ) -> Result<String, OAuthError> {
         if a.scopes.has(Special::LaunchPatient) && patient.is_none() {
@@ -254,6 +259,7 @@ impl OAuth {
             code_challenge: a.code_challenge.clone(),
             nonce: a.nonce.clone(),
             auth_time,
+            amr: amr.to_vec(),
             expires_at: now + CODE_LIFETIME_SECS,
         };
         self.store.insert_code(&record)?;
@@ -391,6 +397,9 @@ impl OAuth {
         if let Some(o) = claims.as_object_mut() {
             if let Some(n) = &c.nonce {
                 o.insert("nonce".into(), n.clone().into());
+            }
+            if !c.amr.is_empty() {
+                o.insert("amr".into(), c.amr.clone().into());
             }
             if scopes.has(Special::FhirUser)
                 && let Some(fu) = &c.fhir_user

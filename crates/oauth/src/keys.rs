@@ -27,6 +27,15 @@ pub trait Sealer: Send + Sync {
     fn open(&self, aad: &str, sealed: &str) -> Result<Vec<u8>, StoreError>;
 }
 
+/// What a verified `id_token_hint` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTokenHint {
+    /// The person (`sub`).
+    pub subject: String,
+    /// The application it was issued to (`aud`).
+    pub client_id: String,
+}
+
 /// A signing key as stored.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SigningKey {
@@ -174,6 +183,43 @@ impl OAuth {
             .collect();
         keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
         Ok(serde_json::json!({"keys": keys.into_iter().map(|k| k.public_jwk).collect::<Vec<_>>()}))
+    }
+
+    /// Checks an `id_token_hint` (OpenID Connect RP-Initiated Logout 1.0): an ID token this
+    /// server signed with a key it still publishes, issued by `issuer`. An expired one is
+    /// accepted (a hint is often sent after its token expired); returns its subject and client.
+    pub fn id_token_hint(&self, hint: &str, issuer: &str, now: i64) -> Result<IdTokenHint, OAuthError> {
+        let bad = || OAuthError::invalid_request("id_token_hint is not an ID token this server issued");
+        if hint.len() > 16 * 1024 {
+            return Err(bad());
+        }
+        let header = jsonwebtoken::decode_header(hint).map_err(|_| bad())?;
+        if header.alg != jsonwebtoken::Algorithm::RS256 {
+            return Err(bad());
+        }
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(self.jwks(now)?).map_err(|_| OAuthError::server_error())?;
+        let key = header.kid.as_deref().and_then(|kid| set.find(kid)).ok_or_else(bad)?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(key).map_err(|_| OAuthError::server_error())?;
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        v.set_issuer(&[issuer]);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.set_required_spec_claims(&["iss", "sub", "aud"]);
+        #[derive(Deserialize)]
+        struct Claims {
+            sub: String,
+            aud: serde_json::Value,
+        }
+        let c = jsonwebtoken::decode::<Claims>(hint, &key, &v).map_err(|_| bad())?.claims;
+        let client_id = match c.aud {
+            serde_json::Value::String(a) => a,
+            serde_json::Value::Array(a) if a.len() == 1 => {
+                a.first().and_then(serde_json::Value::as_str).ok_or_else(bad)?.to_string()
+            }
+            _ => return Err(bad()),
+        };
+        Ok(IdTokenHint { subject: c.sub, client_id })
     }
 
     /// Every signing key with its state, for operators.

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use flow::{Authorization, AuthorizeError, CodeRecord, RefreshRecord};
-pub use keys::{Sealer, SigningKey};
+pub use keys::{IdTokenHint, Sealer, SigningKey};
 pub use scope::{Context, Perm, Scope, ScopeSet, Special};
 
 /// A storage failure, described for logs.
@@ -598,6 +598,17 @@ impl OAuth {
             patient: t.patient,
         };
         Ok((grant, client))
+    }
+
+    /// A registered application, enabled or not.
+    pub fn client(&self, id: &str) -> Result<Option<Client>, StoreError> {
+        self.store.client(id)
+    }
+
+    /// Whether `uri` is where `client_id` may be sent after RP-initiated logout: exactly one of
+    /// its registered redirect URIs (the client must be enabled).
+    pub fn post_logout_redirect_allowed(&self, client_id: &str, uri: &str) -> Result<bool, StoreError> {
+        Ok(self.store.client(client_id)?.is_some_and(|c| !c.disabled && c.redirect_uris.iter().any(|r| r == uri)))
     }
 
     /// Revokes a token (RFC 7009 semantics: unknown tokens are not an error).
