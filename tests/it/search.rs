@@ -577,3 +577,46 @@ async fn data_written_before_search_is_reindexed_on_open() {
     let h = Harness::from_node(tmp, node).with_db(db);
     assert_eq!(find(&h, "/fhir/Patient?family=古川").await, set(&["old"]));
 }
+
+#[tokio::test]
+async fn variant_kanji_in_names_match_their_standard_form() {
+    let h = Harness::new();
+    for (id, family) in [("v1", "髙橋"), ("v2", "山﨑"), ("v3", "齋藤"), ("v4", "渡邊"), ("v5", "𠮷田"), ("v6", "斉藤")]
+    {
+        put(&h, json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]})).await;
+    }
+    let q = |s: &str| format!("/fhir/Patient?family={}", crate::support::enc(s));
+    assert_eq!(find(&h, &q("高橋")).await, set(&["v1"]));
+    assert_eq!(find(&h, &q("髙橋")).await, set(&["v1"]), "either form finds it");
+    assert_eq!(find(&h, &q("山崎")).await, set(&["v2"]));
+    assert_eq!(find(&h, &q("斎藤")).await, set(&["v3"]), "斉藤 is another name, not a variant");
+    assert_eq!(find(&h, &q("渡辺")).await, set(&["v4"]));
+    assert_eq!(find(&h, &q("渡邉")).await, set(&["v4"]));
+    assert_eq!(find(&h, &q("吉田")).await, set(&["v5"]));
+    assert_eq!(find(&h, &format!("/fhir/Patient?name:contains={}", crate::support::enc("崎"))).await, set(&["v2"]));
+    // :exact compares the value as written.
+    assert_eq!(find(&h, &format!("/fhir/Patient?family:exact={}", crate::support::enc("髙橋"))).await, set(&["v1"]));
+    assert!(find(&h, &format!("/fhir/Patient?family:exact={}", crate::support::enc("高橋"))).await.is_empty());
+}
+
+#[tokio::test]
+async fn names_indexed_before_variant_folding_are_reindexed_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db;
+    {
+        let (node, d) = crate::support::open_node(tmp.path());
+        db = d;
+        crate::support::register_client(&node, "test-app", "system/*.cruds");
+        let h = Harness::from_node(tempfile::tempdir().unwrap(), node);
+        put(&h, json!({"resourceType": "Patient", "id": "old", "name": [{"family": "髙橋"}]})).await;
+    }
+    {
+        // As the previous index format left it: the variant itself in the normal form.
+        let c = crate::support::RawDb::at(tmp.path());
+        c.exec_both("UPDATE sp_string SET norm = '髙橋' WHERE norm = '高橋'; UPDATE store_flags SET value = 'search-2' WHERE name = 'index_version';").unwrap();
+    }
+    let node = mamori::open_node(tmp.path()).unwrap();
+    crate::support::register_client(&node, "test-app", "system/*.cruds");
+    let h = Harness::from_node(tmp, node).with_db(db);
+    assert_eq!(find(&h, &format!("/fhir/Patient?family={}", crate::support::enc("高橋"))).await, set(&["old"]));
+}

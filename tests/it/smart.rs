@@ -272,6 +272,11 @@ async fn a_standalone_launch_runs_from_login_to_data_and_refresh() {
     let by_kana =
         browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query=%E3%82%84%E3%81%BE%E3%81%A0")).await;
     assert!(String::from_utf8_lossy(&by_kana.body).contains(r#"value="p1""#));
+    // …and by birth date, as staff type it (西暦 or 和暦).
+    for date in ["1970-01-02", "%E6%98%AD%E5%92%8C45%E5%B9%B41%E6%9C%882%E6%97%A5", "S45.1.2"] {
+        let by_date = browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query={date}")).await;
+        assert!(String::from_utf8_lossy(&by_date.body).contains(r#"value="p1""#), "{date}");
+    }
     let by_name = browse(&h, Some(&session), &format!("/oauth/authorize?{q}&patient_query=%E4%BD%90%E8%97%A4")).await;
     assert!(!String::from_utf8_lossy(&by_name.body).contains(r#"value="p2""#), "佐藤 is outside the doctor's care");
 

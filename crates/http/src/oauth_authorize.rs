@@ -17,6 +17,7 @@ use axum::response::Response;
 use mamori_identity::session::Stage;
 use mamori_oauth::{Authorization, AuthorizeError, Context, Grant, OAuthError, Perm, ScopeSet, Special};
 use mamori_records::{Condition, ResourceId, ResourceType};
+use unicode_normalization::UnicodeNormalization;
 
 use crate::AppState;
 use crate::login::{Lang, PageQuery, esc, field, lang_of, now, render, t};
@@ -245,7 +246,12 @@ async fn find_patients(s: &AppState, username: &str, query: &str) -> Vec<(String
             .bytes()
             .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
             .collect();
-        let by_name = format!("name={encoded}&_count=20");
+        // A birth date (1970-01-02, 1970/1/2, 19700102, 昭和45年1月2日, S45.1.2) is looked up as
+        // one; anything else as a name.
+        let by_name = match birth_date(&q) {
+            Some(d) => format!("birthdate={d}&_count=20"),
+            None => format!("name={encoded}&_count=20"),
+        };
         if let Ok(req) = mamori_records::search::parse_search("Patient", &by_name, false, 0)
             && let Ok(page) = records.search_page(&ctx.clone().with_query(Some(&by_name)), &req).wait()
         {
@@ -261,6 +267,47 @@ async fn find_patients(s: &AppState, username: &str, query: &str) -> Vec<(String
     .ok()
     .flatten()
     .unwrap_or_default()
+}
+
+/// A birth date as staff type it, as `YYYY-MM-DD`: ISO, with slashes or dots, eight digits, or
+/// in the Japanese era (和暦) with the era's name or initial (明治/M, 大正/T, 昭和/S, 平成/H,
+/// 令和/R; 元年 for year one).
+fn birth_date(q: &str) -> Option<String> {
+    let q: String = q.nfkc().collect::<String>().trim().to_string();
+    let eras =
+        [("明治", 'M', 1868), ("大正", 'T', 1912), ("昭和", 'S', 1926), ("平成", 'H', 1989), ("令和", 'R', 2019)];
+    let (offset, rest) = match eras.iter().find_map(|(name, initial, start)| {
+        q.strip_prefix(name)
+            .or_else(|| q.strip_prefix(*initial))
+            .or_else(|| q.strip_prefix(initial.to_ascii_lowercase()))
+            .map(|r| (Some(*start - 1), r))
+    }) {
+        Some(found) => found,
+        None => (None, q.as_str()),
+    };
+    let rest = rest.replace("元年", "1年");
+    let parts: Vec<&str> = rest.split(['-', '/', '.', '年', '月', '日']).filter(|p| !p.is_empty()).collect();
+    let nums: Vec<u32> = match parts.as_slice() {
+        [compact] if offset.is_none() && compact.len() == 8 => {
+            vec![compact.get(..4)?.parse().ok()?, compact.get(4..6)?.parse().ok()?, compact.get(6..)?.parse().ok()?]
+        }
+        [y, m, d] => vec![y.parse().ok()?, m.parse().ok()?, d.parse().ok()?],
+        _ => return None,
+    };
+    let (y, m, d) = (nums.first()?, nums.get(1)?, nums.get(2)?);
+    let year = match offset {
+        Some(o) if (1..=64).contains(y) => o + y,
+        Some(_) => return None,
+        None if (1800..=2200).contains(y) => *y,
+        None => return None,
+    };
+    let date = time::Date::from_calendar_date(
+        i32::try_from(year).ok()?,
+        time::Month::try_from(u8::try_from(*m).ok()?).ok()?,
+        u8::try_from(*d).ok()?,
+    )
+    .ok()?;
+    Some(format!("{:04}-{:02}-{:02}", date.year(), u8::from(date.month()), date.day()))
 }
 
 fn patient_label(body: Option<&str>) -> String {
@@ -642,5 +689,32 @@ mod tests {
             with_query("https://a/cb?x=1", &[("code", "a b"), ("state", "s/1")]),
             "https://a/cb?x=1&code=a%20b&state=s/1"
         );
+    }
+}
+
+#[cfg(test)]
+mod birth_date_tests {
+    use super::birth_date;
+
+    #[test]
+    fn birth_dates_as_staff_type_them() {
+        for q in [
+            "1970-01-02",
+            "1970/1/2",
+            "1970.01.02",
+            "19700102",
+            "１９７０－０１－０２",
+            "昭和45年1月2日",
+            "S45.1.2",
+            "s45/01/02",
+        ] {
+            assert_eq!(birth_date(q).as_deref(), Some("1970-01-02"), "{q}");
+        }
+        assert_eq!(birth_date("平成元年1月8日").as_deref(), Some("1989-01-08"));
+        assert_eq!(birth_date("令和2年2月29日").as_deref(), Some("2020-02-29"));
+        for q in ["山田", "MRN-0001", "1970-02-30", "12345678", "S99.1.1", "2024", "p1", "", "昭和", "1970-01-02-03"]
+        {
+            assert_eq!(birth_date(q), None, "{q}");
+        }
     }
 }

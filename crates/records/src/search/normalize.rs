@@ -4,10 +4,60 @@
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
 use unicode_normalization::UnicodeNormalization;
 
+/// Variant kanji (異体字) common in Japanese names, each with the form it is searched as: a
+/// registry may hold 髙橋 and the clerk type 高橋. Old forms (旧字体) and the variants of the
+/// family-name lists (JIS X 0213, the IBM extensions, CJK compatibility ideographs that NFC
+/// does not fold) become the standard form (新字体) used on 住民票 print-outs. Sorted by variant.
+const VARIANTS: &[(char, char)] = &[
+    ('亞', '亜'),
+    ('傳', '伝'),
+    ('冨', '富'),
+    ('國', '国'),
+    ('圓', '円'),
+    ('壽', '寿'),
+    ('實', '実'),
+    ('嶋', '島'),
+    ('嶌', '島'),
+    ('廣', '広'),
+    ('彌', '弥'),
+    ('德', '徳'),
+    ('惠', '恵'),
+    ('曻', '昇'),
+    ('槇', '槙'),
+    ('樂', '楽'),
+    ('檜', '桧'),
+    ('櫻', '桜'),
+    ('淺', '浅'),
+    ('澤', '沢'),
+    ('濱', '浜'),
+    ('濵', '浜'),
+    ('瀨', '瀬'),
+    ('眞', '真'),
+    ('萬', '万'),
+    ('藏', '蔵'),
+    ('邉', '辺'),
+    ('邊', '辺'),
+    ('關', '関'),
+    ('靜', '静'),
+    ('髙', '高'),
+    ('鷗', '鴎'),
+    ('黑', '黒'),
+    ('齊', '斉'),
+    ('齋', '斎'),
+    ('\u{fa10}', '塚'),  // 塚 (compatibility ideograph without a decomposition)
+    ('\u{fa11}', '崎'),  // 﨑 (たつさき)
+    ('\u{20bb7}', '吉'), // 𠮷 (つちよし)
+];
+
+fn variant(c: char) -> char {
+    VARIANTS.binary_search_by(|(v, _)| v.cmp(&c)).ok().and_then(|i| VARIANTS.get(i)).map_or(c, |(_, to)| *to)
+}
+
 /// The form strings are indexed and searched in: NFKC width folding (全角 ASCII and 半角カナ
 /// become ASCII and 全角カナ), Latin accents removed, lower case, katakana folded to hiragana
-/// (so ヤマダ, ﾔﾏﾀﾞ and やまだ match alike) and white space removed (so 山田太郎 matches
-/// 山田 太郎).
+/// (so ヤマダ, ﾔﾏﾀﾞ and やまだ match alike), variant kanji folded to their standard form (so
+/// 髙橋, 﨑 and 齋藤 match 高橋, 崎 and 斎藤; [`VARIANTS`]) and white space removed (so 山田太郎
+/// matches 山田 太郎).
 pub fn string(s: &str) -> String {
     let stripped: String = s.nfkd().filter(|c| !('\u{0300}'..='\u{036f}').contains(c)).collect();
     stripped
@@ -17,6 +67,7 @@ pub fn string(s: &str) -> String {
         .map(|c| match c {
             // Katakana ァ..ヶ → hiragana ぁ..ゖ.
             '\u{30a1}'..='\u{30f6}' => char::from_u32(u32::from(c) - 0x60).unwrap_or(c),
+            c if u32::from(c) >= 0x4e00 => variant(c),
             _ => c,
         })
         .collect()
@@ -138,6 +189,23 @@ pub fn number_range(s: &str) -> Option<(f64, f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn variant_kanji_fold_to_their_standard_form() {
+        assert!(VARIANTS.windows(2).all(|w| w[0].0 < w[1].0), "sorted for the binary search");
+        assert_eq!(string("髙橋"), string("高橋"));
+        assert_eq!(string("山﨑"), string("山崎"));
+        assert_eq!(string("齋藤"), string("斎藤"));
+        assert_eq!(string("渡邊"), string("渡辺"));
+        assert_eq!(string("渡邉"), string("渡辺"));
+        assert_eq!(string("𠮷田"), string("吉田"));
+        assert_eq!(string("濱田"), "浜田");
+        // CJK compatibility ideographs with a canonical decomposition fold by NFC already.
+        assert_eq!(string("\u{fa19}"), "神");
+        // Different characters stay different: 斎 and 斉 are not variants of each other.
+        assert_ne!(string("斎藤"), string("斉藤"));
+        assert_eq!(string("佐藤"), "佐藤");
+    }
 
     #[test]
     fn strings_fold_case_accents_width_and_kana() {

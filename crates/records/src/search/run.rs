@@ -18,7 +18,8 @@ pub const MAX_INCLUDED: usize = 1000;
 pub const MAX_JOINED: usize = 10_000;
 
 /// The bump to rebuild every stored resource's index entries (see [`Records::ensure_search_index`]).
-pub const INDEX_VERSION: &str = "search-2";
+/// `search-3`: string values fold variant kanji (異体字, #28).
+pub const INDEX_VERSION: &str = "search-3";
 
 /// One page of a search.
 #[derive(Debug, Clone, Default)]
