@@ -135,3 +135,53 @@ async fn every_official_r4_example_round_trips() {
     assert!(tried > 2000, "only {tried} examples found");
     assert!(failures.is_empty(), "{} of {tried} examples failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The official R4 transaction Bundles as a hospital interface would send them.
+#[tokio::test]
+async fn the_official_transaction_bundles_are_processed() {
+    let dir = examples_dir();
+    for name in ["Bundle-hla-1.json", "Bundle-xds.json"] {
+        let h = Harness::new();
+        let bundle: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap();
+        let n = bundle["entry"].as_array().unwrap().len();
+        let r = h.call("POST", "/fhir", Some(&bundle)).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}: {}", r.diagnostics());
+        let out = r.json();
+        assert_eq!(out["type"], "transaction-response", "{name}");
+        let entries = out["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), n, "{name}");
+        for e in entries {
+            let status = e["response"]["status"].as_str().unwrap();
+            assert!(status.starts_with("201") || status.starts_with("200"), "{name}: {status}");
+        }
+        // Every urn:uuid reference was rewritten to the record it names.
+        assert!(
+            !String::from_utf8_lossy(&h.call("GET", "/fhir/_history?_count=500", None).await.body)
+                .contains("urn:uuid:"),
+            "{name}"
+        );
+    }
+    // This one writes to another server's URLs (`PUT http://hl7.org/fhir/us/sdc/Questionnaire/…`):
+    // refused as a whole, naming the entry, nothing stored.
+    let h = Harness::new();
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("Bundle-ussg-fht.json")).unwrap()).unwrap();
+    let r = h.call("POST", "/fhir", Some(&bundle)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.diagnostics().contains("is not on this server"), "{}", r.diagnostics());
+    assert_eq!(h.call("GET", "/fhir/Questionnaire?_summary=count", None).await.json()["total"], 0);
+    // The transaction example of the specification itself: every entry uses a feature of its own
+    // (conditional create, update and delete with system URIs, If-Match, an operation, reads), some
+    // on records that do not exist here. As one transaction it must fail as a whole — cleanly, in
+    // an OperationOutcome, with nothing stored — and never on the `|` or `/` of its criteria.
+    let h = Harness::new();
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("Bundle-bundle-transaction.json")).unwrap()).unwrap();
+    let r = h.call("POST", "/fhir", Some(&bundle)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["resourceType"], "OperationOutcome");
+    // The first entry refused is the operation (`ValueSet/$lookup`, not a Bundle interaction
+    // here), not any of the conditional entries before it.
+    assert!(r.diagnostics().contains("Bundle.entry[7]"), "{}", r.diagnostics());
+    assert_eq!(h.call("GET", "/fhir/Patient?_summary=count", None).await.json()["total"], 0, "all or nothing");
+}

@@ -12,6 +12,7 @@ mod binary;
 mod bulk;
 mod bundle;
 mod classes;
+mod clients;
 mod clinosim;
 mod contract;
 mod crud;
