@@ -335,6 +335,9 @@ fn backend_services_authenticate_with_private_key_jwt_and_forgeries_are_refused(
     let server = start(&dir, &[]);
     let base = format!("http://{}", server.addr);
     backend_client(&deps, &["flow", &base, keys.to_str().unwrap()]);
+    // Authlib, unchanged, at the token, introspection and revocation endpoints.
+    let authlib = crate::smart::smart_deps();
+    crate::support::python_ok(&authlib, "authlib_introspect.py", &[&base, keys.to_str().unwrap()]);
     // Key rotation: drop the P-384 key; assertions signed with it stop working.
     jwks["keys"].as_array_mut().unwrap().remove(0);
     let rotated = tmp.path().join("rotated.json");

@@ -648,16 +648,21 @@ async fn signing_keys_rotate_with_overlap_and_only_public_halves_are_published()
     assert_eq!(kids(&oauth.jwks(now + 20 + 86_400).unwrap()), vec![third.clone(), second.clone()]);
 }
 
+/// Authlib, joserfc, fhirclient, requests, pyotp and cryptography, installed once.
+pub fn smart_deps() -> std::path::PathBuf {
+    crate::support::pip_target(
+        "smartdeps",
+        &["Authlib==1.9.9", "fhirclient==4.4.0", "requests==2.32.3", "pyotp==2.9.0", "cryptography==50.0.2"],
+        &["authlib", "fhirclient", "joserfc", "pyotp", "requests", "cryptography"],
+    )
+}
+
 /// Authlib (code flow with PKCE, ID token checked with joserfc, refresh, revocation) and
 /// fhirclient (standalone launch with the patient picker) against the real binary, as they are.
 #[test]
 fn outside_smart_clients_launch_unchanged() {
     use crate::binary::{cli, http, start};
-    let deps = crate::support::pip_target(
-        "smartdeps",
-        &["Authlib==1.9.9", "fhirclient==4.4.0", "requests==2.32.3", "pyotp==2.9.0", "cryptography==50.0.2"],
-        &["authlib", "fhirclient", "joserfc", "pyotp", "requests", "cryptography"],
-    );
+    let deps = smart_deps();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
     let _db = crate::support::store_for(&dir);
