@@ -301,3 +301,53 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
         .and_then(|p| std::env::split_paths(&p).map(|d| d.join(name)).find(|f| f.is_file()))
         .ok_or(())
 }
+
+#[test]
+fn the_openapi_document_is_valid_and_every_operation_answers_as_documented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("d");
+    let _db = crate::support::store_for(&d);
+    let s = start(&d, &[]);
+    let deps =
+        crate::support::pip_target("openapideps", &["openapi-spec-validator==0.7.1"], &["openapi_spec_validator"]);
+    crate::support::python_ok(&deps, "openapi_check.py", &[&format!("http://{}/openapi.json", s.addr)]);
+    let doc = http(s.addr, "GET", "/openapi.json", &[], b"").unwrap().json();
+    assert_eq!(doc["servers"][0]["url"], format!("http://{}", s.addr));
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            // Required parameters get a harmless value; nothing is authenticated.
+            let mut uri = path.replace("{path}", "0/000");
+            let query: Vec<String> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "query" && p["required"] == true)
+                .map(|p| format!("{}=0", p["name"].as_str().unwrap()))
+                .collect();
+            if !query.is_empty() {
+                uri = format!("{uri}?{}", query.join("&"));
+            }
+            let form = op.get("requestBody").is_some();
+            let headers: &[(&str, &str)] =
+                if form { &[("Content-Type", "application/x-www-form-urlencoded")] } else { &[] };
+            let r = http(s.addr, &method.to_uppercase(), &uri, headers, b"").unwrap();
+            let documented: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+            assert!(
+                documented.iter().any(|c| **c == r.status.to_string()),
+                "{method} {uri}: {} is not among the documented {documented:?}",
+                r.status
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "{checked}");
+    // And the other way round: what answers besides FHIR and the pages is documented.
+    for path in
+        ["/healthz", "/livez", "/readyz", "/metrics", "/oauth/userinfo", "/oauth/logout", "/audit/log/checkpoint"]
+    {
+        assert!(doc["paths"].get(path).is_some(), "{path} is not documented");
+    }
+    let r = http(s.addr, "GET", "/no-such-endpoint", &[], b"").unwrap();
+    assert_eq!(r.status, 404);
+}

@@ -137,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi))
         .route("/oauth/authorize", get(oauth_authorize::authorize).post(oauth_authorize::authorize_post))
         .route("/oauth/jwks", get(oauth::jwks))
         .route("/.well-known/openid-configuration", get(oauth::openid_configuration))
@@ -187,6 +188,17 @@ fn base_without_slash(mut req: axum::extract::Request) -> axum::extract::Request
         }
     }
     req
+}
+
+/// `/openapi.json`: the OpenAPI 3.1 description of the endpoints besides FHIR (`openapi.json`
+/// in this crate, checked by the tests), served with this server's public URL.
+async fn openapi(axum::extract::State(s): axum::extract::State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let mut doc = DOC.get_or_init(|| serde_json::from_str(include_str!("openapi.json")).unwrap_or_default()).clone();
+    doc["servers"] = serde_json::json!([{"url": s.config.public_url}]);
+    doc["info"]["version"] = serde_json::Value::String(s.config.version.clone());
+    axum::Json(doc).into_response()
 }
 
 /// `/livez`: the process answers (no store access; a restart is the remedy when it does not).
