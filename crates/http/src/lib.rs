@@ -196,8 +196,12 @@ async fn openapi(axum::extract::State(s): axum::extract::State<AppState>) -> axu
     use axum::response::IntoResponse;
     static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
     let mut doc = DOC.get_or_init(|| serde_json::from_str(include_str!("openapi.json")).unwrap_or_default()).clone();
-    doc["servers"] = serde_json::json!([{"url": s.config.public_url}]);
-    doc["info"]["version"] = serde_json::Value::String(s.config.version.clone());
+    if let Some(o) = doc.as_object_mut() {
+        o.insert("servers".into(), serde_json::json!([{"url": s.config.public_url}]));
+        if let Some(info) = o.get_mut("info").and_then(serde_json::Value::as_object_mut) {
+            info.insert("version".into(), s.config.version.clone().into());
+        }
+    }
     axum::Json(doc).into_response()
 }
 
