@@ -416,17 +416,19 @@ fn the_offline_verifier_catches_tampering_and_the_witness_keeps_its_copy() {
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
     assert!(String::from_utf8_lossy(&ok.stdout).contains("checkpoints verified"));
 
-    // Someone with database access edits the first entry about patient p3.
+    // Someone with database access edits the first entry about patient p3. (Matched case-
+    // sensitively, as replace() is: SQLite's LIKE ignores case and a random id may hold "P3".)
     let db = crate::support::RawDb::at(&dir);
     let idx = if db.is_pg() {
-        db.int("SELECT MIN(idx) FROM audit_entries WHERE convert_from(entry, 'UTF8') LIKE '%p3%'")
+        db.int("SELECT MIN(idx) FROM audit_entries WHERE strpos(convert_from(entry, 'UTF8'), 'Patient/p3') > 0")
     } else {
-        db.int("SELECT MIN(idx) FROM audit_entries WHERE CAST(entry AS TEXT) LIKE '%p3%'")
+        db.int("SELECT MIN(idx) FROM audit_entries WHERE instr(CAST(entry AS TEXT), 'Patient/p3') > 0")
     };
+    assert!(idx > 0, "an entry about Patient/p3");
     db.exec(
-        &format!("DROP TRIGGER audit_no_update; UPDATE audit_entries SET entry = replace(entry, 'p3', 'p9') WHERE idx = {idx}"),
+        &format!("DROP TRIGGER audit_no_update; UPDATE audit_entries SET entry = replace(entry, 'Patient/p3', 'Patient/p9') WHERE idx = {idx}"),
         &format!("DROP TRIGGER audit_no_change ON audit_entries;
-         UPDATE audit_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'p3', 'p9'), 'UTF8') WHERE idx = {idx}"),
+         UPDATE audit_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'Patient/p3', 'Patient/p9'), 'UTF8') WHERE idx = {idx}"),
     )
     .unwrap();
     let bad = cli(&["audit", "verify", "--data-dir", d, "--verifier-key", &vkey]);
