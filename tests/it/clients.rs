@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::binary::{start, token};
 
 /// `packages` installed with npm once into `CARGO_TARGET_TMPDIR/name`.
-fn npm_prefix(name: &str, packages: &[&str], present: &str) -> PathBuf {
+pub(crate) fn npm_prefix(name: &str, packages: &[&str], present: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     if dir.join("node_modules").join(present).exists() {
         return dir;

@@ -81,7 +81,7 @@ fn an_outside_client_signs_in_with_two_factors_through_the_pages() {
 
 /// Debian's Chromium and ChromeDriver, installed once if missing (the project installs what its
 /// tests need).
-fn chromium() {
+pub(crate) fn chromium() {
     if std::path::Path::new("/usr/bin/chromium").exists() && std::path::Path::new("/usr/bin/chromedriver").exists() {
         return;
     }

@@ -1129,3 +1129,154 @@ async fn ui_locales_chooses_the_language_of_sign_in_and_consent() {
     let page = browse(&h, Some(&session), &format!("/oauth/authorize?{q}")).await;
     assert!(String::from_utf8_lossy(&page.body).contains(r#"<html lang="ja">"#));
 }
+
+/// The launch page and the redirect page of a browser SMART app built on the official JS client.
+fn smart_js_app(dir: &std::path::Path, iss: &str, redirect: &str) {
+    let fhirclient = crate::clients::npm_prefix("smartjs", &["fhirclient@2.6.3"], "fhirclient");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::copy(fhirclient.join("node_modules/fhirclient/build/fhir-client.js"), dir.join("fhir-client.js")).unwrap();
+    let scope = "openid fhirUser launch/patient offline_access patient/Patient.rs patient/Observation.rs";
+    std::fs::write(
+        dir.join("launch.html"),
+        format!(
+            r#"<!doctype html><meta charset="utf-8"><title>launch</title><script src="fhir-client.js"></script>
+<script>FHIR.oauth2.authorize({{ iss: "{iss}", clientId: "viewer-js", scope: "{scope}", redirectUri: "{redirect}", pkceMode: "required" }});</script>"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("app.html"),
+        r#"<!doctype html><meta charset="utf-8"><title>app</title><script src="fhir-client.js"></script>
+<pre id="result"></pre>
+<script>
+const show = r => { document.getElementById("result").textContent = JSON.stringify(r); };
+FHIR.oauth2.ready().then(async client => {
+  const r = { patientId: client.patient.id, scope: client.state.tokenResponse.scope };
+  const p = await client.patient.read();
+  r.family = (p.name || []).map(n => n.family).join(" ");
+  let pages = 0, observations = 0;
+  await client.request("Observation?patient=" + encodeURIComponent(client.patient.id) + "&_count=10",
+    { pageLimit: 0, flat: true, onPage: entries => { pages += 1; observations += entries.length; } });
+  r.pages = pages; r.observations = observations;
+  const before = client.state.tokenResponse;
+  const access = before.access_token, refresh = before.refresh_token;
+  await client.refresh();
+  r.refreshed = true;
+  r.newAccessToken = client.state.tokenResponse.access_token !== access;
+  r.newRefreshToken = client.state.tokenResponse.refresh_token !== refresh;
+  r.afterRefresh = (await client.patient.read()).id;
+  show(r);
+}).catch(e => show({ error: String(e && e.stack || e) }));
+</script>"#,
+    )
+    .unwrap();
+}
+
+/// The official SMART JavaScript client (fhirclient 2.6.3, its published browser build) served
+/// from an origin of its own and run in Chromium: standalone launch with PKCE through the login
+/// and consent pages, the patient read, Observations paged, the token refreshed (a public client's
+/// refresh without client_id, as this client sends it) — every API call crossing CORS.
+#[test]
+fn the_official_smart_js_client_launches_from_another_origin_in_a_browser() {
+    use crate::binary::{cli, http, start};
+    crate::login::chromium();
+    let deps = crate::support::pip_target("smartjsdeps", &["selenium==4.27.1", "pyotp==2.9.0"], &["selenium", "pyotp"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    crate::login::add_user(&dir, "sato", PW);
+    let out = cli(&["user", "enroll-totp", "sato", "--data-dir", d]);
+    let uri = String::from_utf8(out.stdout).unwrap();
+    let secret = uri.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    // Two origins: the server at localhost, the app at 127.0.0.1 on a port of its own.
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (port, app_port) = (free(), free());
+    let base = format!("http://localhost:{port}");
+    let redirect = format!("http://127.0.0.1:{app_port}/app.html");
+    let out = cli(&[
+        "client",
+        "add",
+        "viewer-js",
+        "--redirect-uri",
+        &redirect,
+        "--scope",
+        "openid fhirUser launch/patient offline_access patient/*.rs",
+        "--name",
+        "診療ビューア (JS)",
+        "--data-dir",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let app_dir = tmp.path().join("app");
+    smart_js_app(&app_dir, &format!("{base}/fhir"), &redirect);
+
+    let server = start(&dir, &["--listen", &format!("127.0.0.1:{port}"), "--public-url", &base]);
+    let system = crate::binary::token(server.addr, &dir, "loader");
+    let put = |path: &str, body: Value| {
+        let r = http(
+            server.addr,
+            "PUT",
+            path,
+            &[("Authorization", &format!("Bearer {system}")), ("Content-Type", "application/fhir+json")],
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert!(r.status == 200 || r.status == 201, "{}", String::from_utf8_lossy(&r.body));
+    };
+    put(
+        "/fhir/Patient/pt-yamada",
+        json!({"resourceType": "Patient", "id": "pt-yamada",
+        "identifier": [{"system": "urn:oid:1.2.392.100495.20.3.51.11311234567", "value": "00012345"}],
+        "name": [{"use": "official", "family": "山田", "given": ["太郎"]}], "gender": "male", "birthDate": "1970-01-02"}),
+    );
+    put(
+        "/fhir/Encounter/enc-1",
+        json!({"resourceType": "Encounter", "id": "enc-1", "status": "in-progress",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": "Patient/pt-yamada"}, "participant": [{"individual": {"reference": "Practitioner/sato"}}]}),
+    );
+    for i in 0..23 {
+        put(
+            &format!("/fhir/Observation/bp-{i}"),
+            json!({"resourceType": "Observation", "id": format!("bp-{i}"), "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+            "subject": {"reference": "Patient/pt-yamada"},
+            "valueQuantity": {"value": 120 + i, "unit": "mm[Hg]"}}),
+        );
+    }
+    // Another patient's Observation, outside the app's patient context: never counted.
+    put("/fhir/Patient/other", json!({"resourceType": "Patient", "id": "other"}));
+    put(
+        "/fhir/Observation/other-bp",
+        json!({"resourceType": "Observation", "id": "other-bp", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "subject": {"reference": "Patient/other"}}),
+    );
+    crate::support::python_ok(
+        &deps,
+        "smart_js_browser.py",
+        &[
+            &base,
+            app_dir.to_str().unwrap(),
+            &app_port.to_string(),
+            "sato",
+            PW,
+            NEW_PW,
+            &secret,
+            "00012345",
+            "pt-yamada",
+            "23",
+        ],
+    );
+    // The app's reads are in the audit trail, as the person through the app.
+    drop(server);
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    let log = String::from_utf8_lossy(&out.stdout);
+    let searches: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e.to_string().contains("viewer-js") && e.to_string().contains("Observation"))
+        .collect();
+    assert!(searches.len() >= 3, "every page read is audited with the app: {log}");
+}
