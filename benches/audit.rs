@@ -133,7 +133,7 @@ fn main() {
     // Offline verification of everything.
     let vkey = signer.verifier_key();
     let t0 = Instant::now();
-    let r = mamori::audit_verify::verify(&dir, None, &vkey, None).unwrap();
+    let r = mamori::audit_verify::verify(&dir, None, &vkey, None, &mut |_| {}).unwrap();
     let verify_s = t0.elapsed().as_secs_f64();
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     let verify_per_m = verify_s / (r.entries as f64 / 1e6);

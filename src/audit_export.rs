@@ -80,7 +80,7 @@ pub fn stream_syslog_tls(log: &dyn AuditLog, since: Option<i64>, until: Option<i
     tcp.set_write_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let mut lines = Vec::new();
-    export(log, Format::Syslog, since, until, &mut lines)?;
+    export(log, Format::Syslog, since, until, &mut lines, &mut |_| {})?;
     let mut n = 0;
     for line in String::from_utf8_lossy(&lines).lines() {
         write!(tls, "{} {line}", line.len()).map_err(context("collector"))?;
@@ -98,13 +98,14 @@ pub fn stream_syslog_tls(log: &dyn AuditLog, since: Option<i64>, until: Option<i
     Ok(n)
 }
 
-/// Writes every entry in `[since, until)` in `format`.
+/// Writes every entry in `[since, until)` in `format`, telling `progress` the count after each page.
 pub fn export(
     log: &dyn AuditLog,
     format: Format,
     since: Option<i64>,
     until: Option<i64>,
     out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
 ) -> Fallible<u64> {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "-".into());
     let host = if host.is_empty() { "-".to_string() } else { host };
@@ -151,6 +152,7 @@ pub fn export(
             }
             n += 1;
         }
+        progress(n);
     }
     Ok(n)
 }

@@ -193,7 +193,13 @@ fn trigger_problems(db: &mut dyn Source, postgres: bool) -> Fallible<Vec<String>
 
 /// Verifies the audit log of data directory `dir` (on `database` when given, else the store its
 /// configuration names) against `verifier_key`.
-pub fn verify(dir: &Path, database: Option<&str>, verifier_key: &str, witness_dir: Option<&Path>) -> Fallible<Report> {
+pub fn verify(
+    dir: &Path,
+    database: Option<&str>,
+    verifier_key: &str,
+    witness_dir: Option<&Path>,
+    progress: &mut dyn FnMut(u64),
+) -> Fallible<Report> {
     let verifier = NoteVerifier::parse(verifier_key)?;
     let configured = crate::config::load(&dir.join("mamori.toml")).ok().and_then(|c| c.database);
     let url = database.or(configured.as_deref());
@@ -276,6 +282,7 @@ pub fn verify(dir: &Path, database: Option<&str>, verifier_key: &str, witness_di
                 break 'pages;
             }
         }
+        progress(range.size());
     }
     report.entries = range.size();
     report.root = range.root();

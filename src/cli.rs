@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::progress::{Label, Progress};
 use clap::{Args, Parser, Subcommand};
+use mamori_app::messages::Lang;
 use mamori_app::{Ctx, class_rules, clients, keys as signing_keys, retention};
 
 use crate::datadir;
@@ -261,7 +263,25 @@ fn audit(c: AuditCmd) -> Fallible<ExitCode> {
                      someone who can write the data directory could cut both"
                 );
             }
-            let r = crate::audit_verify::verify(&dir.data_dir, dir.database.as_deref(), &key, witness_dir.as_deref())?;
+            let label = Label {
+                what: "audit verify",
+                en: "entries verified",
+                ja: "件の監査エントリを検証",
+                lang: Lang::from_env(),
+            };
+            let mut progress = Progress::on_stderr(false);
+            let r = crate::audit_verify::verify(
+                &dir.data_dir,
+                dir.database.as_deref(),
+                &key,
+                witness_dir.as_deref(),
+                &mut |n| progress.count(false, n, &label),
+            );
+            if let Ok(r) = &r {
+                progress.count(true, r.entries, &label);
+            }
+            progress.finish();
+            let r = r?;
             if r.problems.is_empty() {
                 println!(
                     "audit verify: {} entries, {} checkpoints verified; root {}",
@@ -304,21 +324,31 @@ fn audit(c: AuditCmd) -> Fallible<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let to = output.as_ref().map_or_else(|| "standard output".to_string(), |p| format!("`{}`", p.display()));
+            let label = Label {
+                what: "audit export",
+                en: "entries exported",
+                ja: "件の監査エントリを出力",
+                lang: Lang::from_env(),
+            };
+            let mut progress = Progress::on_stderr(output.is_none());
+            let mut tick = |n: u64| progress.count(false, n, &label);
             let n = match output {
                 Some(p) => {
                     let mut f = std::io::BufWriter::new(
                         std::fs::File::create(&p).map_err(context(format!("cannot create `{}`", p.display())))?,
                     );
-                    let n = crate::audit_export::export(&*node.store, format, since, until, &mut f)?;
+                    let n = crate::audit_export::export(&*node.store, format, since, until, &mut f, &mut tick)?;
                     std::io::Write::flush(&mut f)?;
                     n
                 }
                 None => {
                     let stdout = std::io::stdout();
                     let mut lock = stdout.lock();
-                    crate::audit_export::export(&*node.store, format, since, until, &mut lock)?
+                    crate::audit_export::export(&*node.store, format, since, until, &mut lock, &mut tick)?
                 }
             };
+            progress.count(true, n, &label);
+            progress.finish();
             exported(format!("{n} entries {range} exported as {format:?} to {to}"))?;
             eprintln!("exported {n} entries");
             Ok(ExitCode::SUCCESS)
@@ -461,12 +491,23 @@ fn keys(c: KeysCmd) -> Fallible<ExitCode> {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let lang = Lang::from_env();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            // Help and version are answers, not errors; clap prints its own words after ours.
+            if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) && lang == Lang::Ja {
+                eprintln!("mamori: コマンドの引数が正しくありません（使い方は `mamori help` で確認できます）");
+            }
+            e.exit();
+        }
+    };
     init_logging();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", crate::fail::report(&*e));
+            eprintln!("{}", crate::fail::report(&*e, lang));
             ExitCode::from(2)
         }
     }
@@ -509,7 +550,16 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Review(c) => crate::review_cli::run(c),
         Command::Fsck(d) => {
             let node = d.open()?;
-            let report = retention::fsck(&Ctx::operator(&node, &reader()), &node)?;
+            let lang = Lang::from_env();
+            let label = Label { what: "fsck", en: "versions checked", ja: "版を確認", lang };
+            let mut progress = Progress::on_stderr(false);
+            let report =
+                retention::fsck(&Ctx::operator(&node, &reader()), &node, &mut |n| progress.count(false, n, &label));
+            if let Ok(r) = &report {
+                progress.count(true, r.checked, &label);
+            }
+            progress.finish();
+            let report = report?;
             if report.mismatches.is_empty() && report.unparseable.is_empty() {
                 println!("fsck: {} versions checked, all hashes match", report.checked);
                 Ok(ExitCode::SUCCESS)

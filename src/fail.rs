@@ -4,6 +4,8 @@
 
 use std::error::Error;
 
+use mamori_app::messages::{Lang, caused_by, localize};
+
 /// Any error, with its `source()` chain.
 pub type Failure = Box<dyn Error + Send + Sync + 'static>;
 
@@ -35,12 +37,13 @@ pub fn context<E: Into<Failure>>(what: impl Into<String>) -> impl FnOnce(E) -> F
     move |e| Box::new(Context { what, cause: e.into() })
 }
 
-/// The error and every cause under it, one per line, as the command line prints them.
-pub fn report(e: &(dyn Error + 'static)) -> String {
-    let mut out = format!("mamori: {e}");
+/// The error and every cause under it, one per line, as the command line prints them, in the
+/// reader's language (`mamori_app::messages`: Japanese where the locale says `ja`).
+pub fn report(e: &(dyn Error + 'static), lang: Lang) -> String {
+    let mut out = format!("mamori: {}", localize(&e.to_string(), lang));
     let mut cause = e.source();
     while let Some(c) = cause {
-        out.push_str(&format!("\n  caused by: {c}"));
+        out.push_str(&format!("\n  {}: {}", caused_by(lang), localize(&c.to_string(), lang)));
         cause = c.source();
     }
     out
@@ -56,10 +59,15 @@ mod tests {
         let e = context("cannot read `mamori.toml`")(io);
         let e = context("cannot open the data directory")(e);
         assert_eq!(
-            report(&*e),
+            report(&*e, Lang::En),
             "mamori: cannot open the data directory\n  caused by: cannot read `mamori.toml`\n  caused by: permission denied"
         );
+        // In Japanese: every line the catalogue knows; the operating system's words as they come.
+        assert_eq!(
+            report(&*e, Lang::Ja),
+            "mamori: データディレクトリを開けません\n  原因: `mamori.toml` を読み込めません\n  原因: permission denied"
+        );
         let plain: Failure = "no such client".into();
-        assert_eq!(report(&*plain), "mamori: no such client");
+        assert_eq!(report(&*plain, Lang::En), "mamori: no such client");
     }
 }

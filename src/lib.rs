@@ -8,6 +8,7 @@ pub mod cli;
 pub mod fail;
 pub mod import;
 pub mod policy_cli;
+pub mod progress;
 pub mod review_cli;
 mod state;
 pub mod user_cli;

@@ -233,18 +233,34 @@ async fn export_formats() {
     h.create(&json!({"resourceType": "Patient"})).await;
     h.call("GET", "/fhir/Patient/x", None).await;
     let mut out = Vec::new();
-    let n = mamori::audit_export::export(&*h.node.store, mamori::audit_export::Format::Ndjson, None, None, &mut out)
-        .unwrap();
+    let n = mamori::audit_export::export(
+        &*h.node.store,
+        mamori::audit_export::Format::Ndjson,
+        None,
+        None,
+        &mut out,
+        &mut |_| {},
+    )
+    .unwrap();
     let text = String::from_utf8(out).unwrap();
     assert_eq!(text.lines().count() as u64, n);
     assert!(text.lines().all(|l| serde_json::from_str::<AuditRecord>(l).is_ok()));
     let mut out = Vec::new();
-    mamori::audit_export::export(&*h.node.store, mamori::audit_export::Format::Csv, None, None, &mut out).unwrap();
+    mamori::audit_export::export(&*h.node.store, mamori::audit_export::Format::Csv, None, None, &mut out, &mut |_| {})
+        .unwrap();
     let csv = String::from_utf8(out).unwrap();
     assert!(csv.starts_with("index,time,action,outcome"));
     assert_eq!(csv.lines().count() as u64, n + 1);
     let mut out = Vec::new();
-    mamori::audit_export::export(&*h.node.store, mamori::audit_export::Format::Syslog, None, None, &mut out).unwrap();
+    mamori::audit_export::export(
+        &*h.node.store,
+        mamori::audit_export::Format::Syslog,
+        None,
+        None,
+        &mut out,
+        &mut |_| {},
+    )
+    .unwrap();
     let sys = String::from_utf8(out).unwrap();
     for line in sys.lines() {
         // <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD SP MSG
@@ -263,7 +279,8 @@ async fn export_formats() {
             mamori::audit_export::Format::Ndjson,
             Some(future),
             None,
-            &mut out
+            &mut out,
+            &mut |_| {}
         )
         .unwrap(),
         0

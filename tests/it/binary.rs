@@ -99,7 +99,12 @@ pub fn http(
 }
 
 pub fn cli(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).stdin(Stdio::null()).output().unwrap()
+    cli_in("en", args)
+}
+
+/// The command line with its messages in `lang` (`MAMORI_LANG`).
+pub fn cli_in(lang: &str, args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).env("MAMORI_LANG", lang).stdin(Stdio::null()).output().unwrap()
 }
 
 /// Registers a client with the CLI and gets a token over HTTP.
@@ -541,6 +546,19 @@ fn a_failing_command_prints_its_whole_error_chain() {
     assert_eq!(mine.len(), 2, "{err}");
     assert!(mine[0].starts_with("mamori: cannot read `") && mine[0].contains("master.key"), "{err}");
     assert!(mine[1].starts_with("  caused by: ") && mine[1].to_lowercase().contains("directory"), "{err}");
+    // The same in Japanese (LANG=ja_JP.UTF-8, or MAMORI_LANG=ja): our words translated, the
+    // operating system's reason as it gives it.
+    let out = Command::new(BIN)
+        .args(["fsck", "--data-dir", d])
+        .env_remove("MAMORI_LANG")
+        .env("LC_ALL", "ja_JP.UTF-8")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let mine: Vec<&str> = err.lines().filter(|l| l.starts_with("mamori: ") || l.starts_with("  原因: ")).collect();
+    assert_eq!(mine.len(), 2, "{err}");
+    assert!(mine[0].contains("master.key` を読み込めません"), "{err}");
     std::fs::remove_dir(&key).unwrap();
     std::fs::write(&key, "00".repeat(32)).unwrap();
 
@@ -550,4 +568,87 @@ fn a_failing_command_prints_its_whole_error_chain() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("mamori.toml") && err.contains("max_body_bytes"), "{err}");
+    let out = cli_in("ja", &["fsck", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.max_body_bytes `1` は1KiBから1GiBの間で指定してください"), "{err}");
+
+    // Errors from the use cases and from the argument parser, in both languages.
+    let fresh = tmp.path().join("fresh");
+    let d = fresh.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    let out = cli_in("ja", &["client", "disable", "nobody", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("クライアント `nobody` はありません"), "{out:?}");
+    let out = cli_in("en", &["client", "disable", "nobody", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no client `nobody`"), "{out:?}");
+    let out = cli_in("ja", &["fsck", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("mamori: コマンドの引数が正しくありません") && err.contains("--no-such-flag"), "{err}");
+}
+
+/// `args` run with standard error on a terminal (a pseudo-terminal) and standard output piped:
+/// (exit code, stdout, stderr).
+fn on_a_terminal(lang: &str, args: &[&str]) -> (i64, String, String) {
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/tty_run.py"))
+        .arg(BIN)
+        .args(args)
+        .env("MAMORI_LANG", lang)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["code"].as_i64().unwrap(), v["stdout"].as_str().unwrap().to_string(), v["stderr"].as_str().unwrap().to_string())
+}
+
+/// Long commands show progress on standard error when it is a terminal, in the reader's
+/// language, and nothing of it when piped; their results on standard output are the same.
+#[test]
+fn long_commands_show_progress_on_a_terminal_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    let file = tmp.path().join("p.ndjson");
+    let lines: Vec<String> = (0..300)
+        .map(|i| format!(r#"{{"resourceType":"Patient","id":"p{i}","name":[{{"family":"山田{i}"}}]}}"#))
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let f = file.to_str().unwrap();
+    let export = tmp.path().join("trail.ndjson");
+    let e = export.to_str().unwrap();
+
+    let (code, stdout, stderr) = on_a_terminal("en", &["import", f, "--data-dir", d]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("imported 300 resources"), "{stdout}");
+    assert!(stderr.contains("[####################] 100% of the bytes read; 300 imported, 0 refused"), "{stderr}");
+    let piped = cli(&["import", f, "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("imported 300 resources"));
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("bytes read"), "no progress when piped");
+
+    let (code, stdout, stderr) = on_a_terminal("en", &["fsck", "--data-dir", d]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let versions: u64 = stdout.split("fsck: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(versions >= 600 && stdout.contains("versions checked, all hashes match"), "{stdout}");
+    assert!(stderr.contains(&format!("fsck: {versions} versions checked (")), "{stderr}");
+    assert!(!stdout.contains("/s)"), "progress stays off standard output");
+    let (_, _, stderr) = on_a_terminal("ja", &["fsck", "--data-dir", d]);
+    assert!(stderr.contains(&format!("fsck: {versions} 版を確認（毎秒")), "{stderr}");
+    let piped = cli(&["fsck", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&piped.stderr).trim().is_empty(), "{piped:?}");
+
+    let (code, stdout, stderr) = on_a_terminal("en", &["audit", "verify", "--data-dir", d]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let entries: u64 = stdout.split("audit verify: ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(stderr.contains(&format!("audit verify: {entries} entries verified (")), "{stderr}");
+    let piped = cli(&["audit", "verify", "--data-dir", d]);
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("entries verified"), "{piped:?}");
+
+    let (code, stdout, stderr) = on_a_terminal("en", &["audit", "export", "--output", e, "--data-dir", d]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stderr.contains("entries exported ("), "{stderr}");
+    let piped = cli(&["audit", "export", "--output", e, "--data-dir", d]);
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("entries exported ("), "{piped:?}");
 }

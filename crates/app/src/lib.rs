@@ -19,6 +19,7 @@ pub mod config;
 mod ctx;
 pub mod import;
 pub mod keys;
+pub mod messages;
 pub mod node;
 pub mod policies;
 pub mod reads;

@@ -15,8 +15,8 @@ pub fn purge(ctx: &Ctx, node: &Node, reference: &str) -> Result<u64, AppError> {
     Ok(node.records.purge(&ctx.records(node), &rt, &id)?)
 }
 
-/// Recomputes the hash of every stored version.
-pub fn fsck(ctx: &Ctx, node: &Node) -> Result<FsckReport, AppError> {
+/// Recomputes the hash of every stored version, telling `progress` the count checked so far.
+pub fn fsck(ctx: &Ctx, node: &Node, progress: &mut dyn FnMut(u64)) -> Result<FsckReport, AppError> {
     ctx.authorize(node, AdminAct::ReadAudit)?;
-    Ok(node.records.fsck()?)
+    Ok(node.records.fsck_with(progress)?)
 }

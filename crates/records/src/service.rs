@@ -1147,10 +1147,16 @@ impl Records {
 
     /// Re-hashes every stored version and reports mismatches (R2/R4 integrity scrub).
     pub fn fsck(&self) -> Result<FsckReport, RecordError> {
+        self.fsck_with(&mut |_| {})
+    }
+
+    /// [`Self::fsck`], telling `progress` how many versions have been checked so far.
+    pub fn fsck_with(&self, progress: &mut dyn FnMut(u64)) -> Result<FsckReport, RecordError> {
         self.read_tx(|tx| {
             let mut report = FsckReport::default();
             tx.for_each_version(&mut |v| {
                 report.checked += 1;
+                progress(report.checked);
                 let actual = match v.body.as_deref() {
                     None => Some(canonical::content_hash(&Value::Null)),
                     Some(b) => serde_json::from_str::<Value>(b).ok().map(|v| canonical::content_hash(&v)),
