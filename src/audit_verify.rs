@@ -254,12 +254,12 @@ pub fn verify(
                 let blob = db.tile0(i64::try_from(tile_index).unwrap_or(i64::MAX)).ok().flatten();
                 tile = (tile_index, blob.map(|b| hashes(&b)).unwrap_or_default());
             }
-            if let Some(stored) = tile.1.get(usize::try_from(leaf_index % 256).unwrap_or(usize::MAX)) {
-                if *stored != lh {
-                    report.problems.push(format!(
-                        "entry {leaf_index} does not match the hash integrated into the tree: it was altered"
-                    ));
-                }
+            if let Some(stored) = tile.1.get(usize::try_from(leaf_index % 256).unwrap_or(usize::MAX))
+                && *stored != lh
+            {
+                report.problems.push(format!(
+                    "entry {leaf_index} does not match the hash integrated into the tree: it was altered"
+                ));
             }
             if serde_json::from_slice::<mamori_audit::AuditRecord>(&entry).is_err() {
                 report.problems.push(format!("entry {leaf_index} is not a valid audit record"));

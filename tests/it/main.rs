@@ -14,6 +14,7 @@ mod bundle;
 mod classes;
 mod clients;
 mod clinosim;
+mod console;
 mod contract;
 mod crud;
 mod examples;

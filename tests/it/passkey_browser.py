@@ -29,6 +29,8 @@ def browser(with_authenticator):
     o.binary_location = "/usr/bin/chromium"
     for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--lang=ja"]:
         o.add_argument(a)
+    # A browser set to Japanese, as on the wards: the pages follow Accept-Language.
+    o.add_experimental_option("prefs", {"intl.accept_languages": "ja"})
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
     if with_authenticator:
         va = VirtualAuthenticatorOptions()

@@ -51,6 +51,8 @@ o = Options()
 o.binary_location = "/usr/bin/chromium"
 for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--lang=ja"]:
     o.add_argument(a)
+# A browser set to Japanese, as on the wards: the pages follow Accept-Language.
+o.add_experimental_option("prefs", {"intl.accept_languages": "ja"})
 o.set_capability("goog:loggingPrefs", {"browser": "ALL"})
 d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
 wait = WebDriverWait(d, 30)

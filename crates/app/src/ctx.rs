@@ -200,6 +200,45 @@ impl Ctx {
         self.authorize_any(node, &[act])
     }
 
+    /// Whether the caller may perform `act`, recording nothing: for showing or hiding a page's
+    /// navigation. The act itself is still decided, and a refusal audited, by its use case.
+    pub fn may(&self, node: &Node, act: AdminAct) -> bool {
+        match &self.caller {
+            Caller::Operator(_) => true,
+            Caller::Person { .. } => self.subject().is_some_and(|s| node.enforcer.authorize_admin(&s, act).is_ok()),
+        }
+    }
+
+    /// Whether the caller's rights reach clinical records of `resource_type` at all (a search
+    /// allowed by the policies for some class): for navigation only; every read is still
+    /// decided record by record.
+    pub fn may_search_records(&self, node: &Node, resource_type: &str) -> bool {
+        match &self.caller {
+            Caller::Operator(_) => true,
+            Caller::Person { username, roles, department, fhir_user } => Principal::for_person(
+                username,
+                (roles.clone(), fhir_user.clone(), Some(department.clone())),
+                "mamori-console",
+                node.enforcer.clone(),
+                None,
+                None,
+            )
+            .allows(resource_type, mamori_access::Action::Search),
+        }
+    }
+
+    fn subject(&self) -> Option<Subject> {
+        match &self.caller {
+            Caller::Operator(_) => None,
+            Caller::Person { username, roles, department, fhir_user } => Some(Subject::User {
+                username: username.clone(),
+                roles: roles.clone(),
+                department: department.clone(),
+                has_fhir_user: fhir_user.is_some(),
+            }),
+        }
+    }
+
     /// As [`Ctx::authorize`], allowed when any one of `acts` is (e.g. coverage, which both the
     /// administrator and the security manager watch); the refusal names the first.
     pub fn authorize_any(&self, node: &Node, acts: &[AdminAct]) -> Result<(), AppError> {

@@ -225,3 +225,45 @@ pub fn dormant(ctx: &Ctx, node: &Node, days: i64, disable: bool) -> Result<Vec<S
     }
     Ok(out)
 }
+
+/// The accounts as the security manager watches them (a read: nothing is changed).
+#[derive(Debug, Clone)]
+pub struct Posture {
+    /// Two-factor coverage of the active accounts.
+    pub coverage: Coverage,
+    /// Active accounts with no sign-in for the dormancy period: name, last sign-in (Unix s;
+    /// `None`: never).
+    pub dormant: Vec<(String, Option<i64>)>,
+    /// Accounts locked now: name, locked until (Unix s).
+    pub locked: Vec<(String, i64)>,
+    /// Accounts that are disabled or have left.
+    pub inactive: usize,
+}
+
+/// Days without a sign-in after which an active account counts as dormant on the dashboard.
+pub const DORMANT_DAYS: i64 = 90;
+
+/// Coverage, dormant and locked accounts: what the security manager (and the administrator)
+/// sees at a glance.
+pub fn posture(ctx: &Ctx, node: &Node) -> Result<Posture, AppError> {
+    ctx.authorize_any(node, &[AdminAct::ReadAudit, AdminAct::ManageUsers])?;
+    let now = ctx.now_secs();
+    let cutoff = now - DORMANT_DAYS * 86_400;
+    let mut p = Posture { coverage: node.identity.coverage()?, dormant: Vec::new(), locked: Vec::new(), inactive: 0 };
+    for a in node.store.accounts()? {
+        if a.status != Status::Active {
+            p.inactive += 1;
+            continue;
+        }
+        let last = node.store.last_login(&a.username).map_err(AppError::from)?;
+        if last.unwrap_or(a.created_at) < cutoff {
+            p.dormant.push((a.username.clone(), last));
+        }
+        if let Some(until) = node.store.lockout(&a.username)?.locked_until
+            && until > now
+        {
+            p.locked.push((a.username, until));
+        }
+    }
+    Ok(p)
+}

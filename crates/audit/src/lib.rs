@@ -52,16 +52,34 @@ pub struct EntryQuery {
     pub agent: Option<String>,
     /// Entries with this action.
     pub action: Option<String>,
-    /// First leaf index to consider (paging).
+    /// Entries with this outcome.
+    pub outcome: Option<Outcome>,
+    /// Entries whose action starts with this (`alert-`).
+    pub action_prefix: Option<String>,
+    /// First leaf index to consider (paging, oldest first).
     pub from_index: u64,
+    /// Newest first: entries with a leaf index below `before_index` (all when `None`), going
+    /// back in time; `from_index` is then ignored.
+    pub newest_first: bool,
+    /// See `newest_first`.
+    pub before_index: Option<u64>,
     /// At most this many.
     pub limit: usize,
+    /// At most this many entries are looked at before the answer is returned (0: no bound), so a
+    /// search over a long trail answers in bounded time; [`AuditLog::query_page`] tells the
+    /// caller where to continue.
+    pub scan_limit: usize,
 }
 
 impl EntryQuery {
     /// Whether a stored entry matches the query's content filters (patient, agent, action).
     pub fn matches(&self, entry: &[u8]) -> bool {
-        if self.patient.is_none() && self.agent.is_none() && self.action.is_none() {
+        if self.patient.is_none()
+            && self.agent.is_none()
+            && self.action.is_none()
+            && self.outcome.is_none()
+            && self.action_prefix.is_none()
+        {
             return true;
         }
         let Ok(r) = serde_json::from_slice::<AuditRecord>(entry) else { return false };
@@ -70,6 +88,8 @@ impl EntryQuery {
                 r.actor.id == *a || r.actor.fhir_user.as_ref() == Some(a) || r.actor.client_id.as_ref() == Some(a)
             })
             && self.action.as_ref().is_none_or(|a| r.action == *a)
+            && self.action_prefix.as_ref().is_none_or(|a| r.action.starts_with(a.as_str()))
+            && self.outcome.is_none_or(|o| r.outcome == o)
     }
 }
 
@@ -94,8 +114,16 @@ pub trait AuditLog: Send + Sync {
     fn append_then(&self, records: Vec<AuditRecord>, done: AppendDone);
     /// Entries `[start, start + count)` by leaf index.
     fn entries(&self, start: u64, count: u64) -> Result<Vec<Vec<u8>>, Error>;
-    /// Entries matching a query, in log order.
-    fn query(&self, q: &EntryQuery) -> Result<Vec<StoredEntry>, Error>;
+    /// Entries matching a query, in log order (newest first when the query says so).
+    fn query(&self, q: &EntryQuery) -> Result<Vec<StoredEntry>, Error> {
+        Ok(self.query_page(q)?.0)
+    }
+    /// As [`AuditLog::query`], and when the query's `scan_limit` stopped the scan before the
+    /// end, the leaf index to continue from: the next `from_index`, or when newest first the
+    /// next `before_index`.
+    fn query_page(&self, q: &EntryQuery) -> Result<(Vec<StoredEntry>, Option<u64>), Error>;
+    /// The latest alert entries (`alert-…`), newest first.
+    fn recent_alerts(&self, limit: usize) -> Result<Vec<StoredEntry>, Error>;
     /// The hashes of one stored tile (empty if none).
     fn tile(&self, level: u8, index: u64) -> Result<Vec<Hash>, Error>;
     /// The newest signed checkpoint note, if any.

@@ -7,6 +7,7 @@
 mod audit;
 mod audit_event;
 mod bearer;
+pub mod browser;
 mod bulk;
 mod bundle;
 mod capability;
@@ -98,6 +99,16 @@ pub struct AppState {
 
 /// Builds the application router.
 pub fn app(state: AppState) -> Router {
+    app_with(state, None)
+}
+
+/// Builds the application router with the web console (`mamori-console`) at `/console`: its
+/// requests pass the same layers as every other (request id, forwarded address, metrics).
+pub fn app_with_console(state: AppState, console: Router) -> Router {
+    app_with(state, Some(console))
+}
+
+fn app_with(state: AppState, console: Option<Router>) -> Router {
     let fhir = Router::new()
         .route("/", post(bundle::process))
         .route("/metadata", get(capability::metadata))
@@ -160,7 +171,12 @@ pub fn app(state: AppState) -> Router {
         .route("/account", get(login::account_page))
         .route("/logout", post(login::logout))
         .nest("/fhir", fhir)
-        .nest("/audit", audit_log)
+        .nest("/audit", audit_log);
+    let routes = match console {
+        Some(c) => routes.nest_service("/console", c),
+        None => routes,
+    };
+    let routes = routes
         .fallback(fhir::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::layer))
         .layer(axum::middleware::from_fn(error::request_id))

@@ -44,7 +44,7 @@ pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|kv| {
         let (k, v) = kv.trim().split_once('=')?;
         (k == name).then(|| v.to_string())
@@ -69,7 +69,7 @@ pub(crate) fn set_session(s: &AppState, token: &str) -> String {
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
-pub(crate) fn clear_session(s: &AppState) -> String {
+pub fn clear_session(s: &AppState) -> String {
     let name = if https(s) { HOST_SESSION } else { SESSION };
     format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", secure(s))
 }
@@ -91,7 +91,7 @@ fn csrf_for(binding: &str) -> String {
 /// Whether a state-changing request comes from this site (Fetch Metadata, then `Origin`). A
 /// request with neither header (a non-browser client, an old browser) passes here and still
 /// needs its CSRF token.
-pub(crate) fn from_this_site(s: &AppState, headers: &HeaderMap) -> bool {
+pub fn from_this_site(s: &AppState, headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.to_str(), Ok("same-origin" | "none"))
     {
@@ -135,7 +135,7 @@ pub(crate) fn now(clock: &std::sync::Arc<dyn mamori_records::Clock>) -> i64 {
 /// browser would parse it (WHATWG URL: tabs and newlines stripped, `\\` as `/`) relative to
 /// this server's origin, must stay on that origin, and is returned re-serialised as path and
 /// query — so `/%09/evil.example`, `/\\evil`, `//evil` and `https://evil` all fall back.
-pub(crate) fn safe_next(n: Option<&String>) -> String {
+pub fn safe_next(n: Option<&String>) -> String {
     const FALLBACK: &str = "/account";
     // A stand-in for the public origin: only the relation between the two matters.
     const ORIGIN: &str = "https://mamori.invalid";
@@ -185,11 +185,35 @@ pub struct PageQuery {
     pub(crate) next: Option<String>,
 }
 
+/// The language of a page: `?lang=`, the remembered choice (cookie), the browser's
+/// `Accept-Language`, then Japanese.
 pub(crate) fn lang_of(q: &PageQuery, headers: &HeaderMap) -> Lang {
-    match q.lang.as_deref().or(cookie(headers, "mamori_lang").as_deref()) {
+    let chosen = q.lang.clone().or_else(|| cookie(headers, "mamori_lang"));
+    match chosen.as_deref().or_else(|| accepted_language(headers)) {
         Some("en") => Lang::En,
         _ => Lang::Ja,
     }
+}
+
+/// The browser's preferred language of the two offered (`ja`, `en`) by `Accept-Language`
+/// (highest weight first; a primary tag such as `en-US` counts as `en`), if it names either.
+pub fn accepted_language(headers: &HeaderMap) -> Option<&'static str> {
+    let accept = headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok())?;
+    let mut best: Option<(f32, &'static str)> = None;
+    for part in accept.split(',') {
+        let mut it = part.split(';');
+        let primary = it.next().unwrap_or("").trim().split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+        let lang = match primary.as_str() {
+            "ja" => "ja",
+            "en" => "en",
+            _ => continue,
+        };
+        let q = it.find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.trim().parse::<f32>().ok())).unwrap_or(1.0);
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, lang));
+        }
+    }
+    best.map(|(_, l)| l)
 }
 
 struct Page {
@@ -204,7 +228,7 @@ pub(crate) fn secure(s: &AppState) -> &'static str {
 
 /// The CSRF token for a page, and a new pre-session cookie value when the browser has neither
 /// a session nor a pre-session cookie yet.
-fn csrf_token(s: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
+pub(crate) fn csrf_token(s: &AppState, headers: &HeaderMap) -> (String, Option<String>) {
     match csrf_binding(s, headers) {
         Some(b) => (csrf_for(&b), None),
         None => {
@@ -273,7 +297,7 @@ fn finish(p: Page) -> Response {
     r
 }
 
-pub(crate) fn redirect(to: &str, cookies: Vec<String>) -> Response {
+pub fn redirect(to: &str, cookies: Vec<String>) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -289,17 +313,27 @@ pub(crate) fn redirect(to: &str, cookies: Vec<String>) -> Response {
 /// Reads a form body and checks its CSRF token against the browser's session and its origin
 /// ([`csrf_ok`]).
 pub(crate) async fn form(s: &AppState, headers: &HeaderMap, body: Body) -> Option<Vec<(String, String)>> {
+    form_limited(s, headers, body, 16 * 1024).await
+}
+
+/// [`form`] with a body of at most `limit` bytes.
+pub(crate) async fn form_limited(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Option<Vec<(String, String)>> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     if !ct.starts_with("application/x-www-form-urlencoded") {
         return None;
     }
-    let bytes = axum::body::to_bytes(body, 16 * 1024).await.ok()?;
+    let bytes = axum::body::to_bytes(body, limit).await.ok()?;
     let f = crate::oauth::parse_form(&bytes).ok()?;
     let sent = f.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str())?;
     csrf_ok(s, headers, sent).then_some(f)
 }
 
-pub(crate) fn field<'a>(f: &'a [(String, String)], k: &str) -> &'a str {
+pub fn field<'a>(f: &'a [(String, String)], k: &str) -> &'a str {
     f.iter().find(|(fk, _)| fk == k).map_or("", |(_, v)| v.as_str())
 }
 

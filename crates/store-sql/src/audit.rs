@@ -77,12 +77,16 @@ pub(crate) fn insert_all(c: &mut dyn Conn, now: i64, records: Vec<AuditRecord>) 
         };
         prev = Some(t);
         record.time = Timestamp(t).to_fhir();
+        let alert = record.action.starts_with("alert-");
         for entry in record.into_entries() {
             idx += 1;
             rows.push((
                 "INSERT INTO audit_entries (idx, time, entry) VALUES (?1, ?2, ?3)",
                 Vec::from(vals![idx, t, entry]),
             ));
+        }
+        if alert {
+            rows.push(("INSERT INTO audit_alerts (idx, time) VALUES (?1, ?2)", Vec::from(vals![idx, t])));
         }
         out.push(u64::try_from(idx - 1).map_err(Error::corrupt)?);
     }
@@ -272,33 +276,63 @@ impl<D: Db> AuditLog for SqlStore<D> {
         self.db.read_statement(|c| Tables(c).entries(start, start.saturating_add(count)))
     }
 
-    fn query(&self, q: &EntryQuery) -> Result<Vec<StoredEntry>, AuditError> {
+    fn query_page(&self, q: &EntryQuery) -> Result<(Vec<StoredEntry>, Option<u64>), AuditError> {
         let since = q.since.unwrap_or(i64::MIN);
         let until = q.until.unwrap_or(i64::MAX);
         let limit = if q.limit == 0 { usize::MAX } else { q.limit };
+        let scan_limit = if q.scan_limit == 0 { usize::MAX } else { q.scan_limit };
+        // Rows hold leaf index + 1. Oldest first: rows above `from` (exclusive); newest first:
+        // rows below `before` (exclusive).
+        let (sql, mut bound) = if q.newest_first {
+            (
+                "SELECT idx, entry FROM audit_entries WHERE idx < ?1 AND time >= ?2 AND time < ?3 ORDER BY idx DESC LIMIT 1024",
+                q.before_index.map_or(Ok(i64::MAX), |b| int(b.saturating_add(1)))?,
+            )
+        } else {
+            (
+                "SELECT idx, entry FROM audit_entries WHERE idx > ?1 AND time >= ?2 AND time < ?3 ORDER BY idx LIMIT 4096",
+                int(q.from_index)?,
+            )
+        };
         self.db.read(|c| {
             let mut out = Vec::new();
-            let mut from = int(q.from_index)?;
+            let mut scanned = 0usize;
             loop {
-                let rows = c.query(
-                    "SELECT idx, entry FROM audit_entries WHERE idx > ?1 AND time >= ?2 AND time < ?3 ORDER BY idx LIMIT 4096",
-                    &vals![from, since, until],
-                )?;
+                let rows = c.query(sql, &vals![bound, since, until])?;
                 let Some(last) = rows.last() else { break };
                 let last = last.int(0)?;
                 for r in &rows {
+                    let row = r.int(0)?;
+                    let index = u64::try_from(row - 1).map_err(ae)?;
                     let entry = r.blob(1)?;
+                    scanned += 1;
                     if q.matches(&entry) {
-                        out.push((u64::try_from(r.int(0)? - 1).map_err(ae)?, entry));
+                        out.push((index, entry));
                         if out.len() >= limit {
-                            return Ok(out);
+                            return Ok((out, None));
                         }
                     }
+                    if scanned >= scan_limit {
+                        // Continue after this row next time.
+                        let next = if q.newest_first { index } else { index + 1 };
+                        return Ok((out, Some(next)));
+                    }
                 }
-                from = last;
+                bound = last;
             }
-            Ok(out)
+            Ok((out, None))
         })
+    }
+
+    fn recent_alerts(&self, limit: usize) -> Result<Vec<StoredEntry>, AuditError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self.db.read_statement(|c| {
+            c.query(
+                "SELECT e.idx, e.entry FROM audit_alerts a JOIN audit_entries e ON e.idx = a.idx ORDER BY a.idx DESC LIMIT ?1",
+                &vals![limit],
+            )
+        })?;
+        rows.iter().map(|r| Ok((u64::try_from(r.int(0)? - 1).map_err(ae)?, r.blob(1)?))).collect()
     }
 
     fn tile(&self, level: u8, index: u64) -> Result<Vec<Hash>, AuditError> {

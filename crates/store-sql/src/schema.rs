@@ -162,6 +162,16 @@ SELECT kind, key, version, value, changed_by, changed_at, reason FROM config_ver
 ON CONFLICT DO NOTHING;
 "#;
 
+/// Step 3: an index of the alert entries (`alert-…`: lockouts, break-glass, emergency accounts,
+/// stolen sessions), so the security manager's dashboard lists the latest alerts without reading
+/// the whole trail; alerts already in the trail are indexed once (canonical entries begin with
+/// `{"action":`).
+const ALERTS: &str = r#"
+CREATE TABLE IF NOT EXISTS audit_alerts (idx {INT} PRIMARY KEY, time {INT} NOT NULL);
+INSERT INTO audit_alerts (idx, time) SELECT idx, time FROM audit_entries WHERE {ALERT_ENTRY}
+ON CONFLICT DO NOTHING;
+"#;
+
 /// An append-only table of attributed versions of `(kind, key)` entries (configuration, workflow
 /// state): one shape for every such table.
 const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -256,7 +266,17 @@ pub fn steps(d: Dialect) -> Vec<String> {
     base.push_str(&append_only(d, "audit", "audit_entries", "the audit trail is append-only"));
     let mut workflow = render(d, WORKFLOW);
     workflow.push_str(&append_only(d, "workflow", "workflow_versions", "workflow history is append-only"));
-    vec![base, workflow]
+    let mut alerts = render(d, ALERTS).replace(
+        "{ALERT_ENTRY}",
+        match d {
+            Dialect::Sqlite => "substr(entry, 1, 17) = CAST(char(123) || '\"action\":\"alert-' AS BLOB)",
+            Dialect::Postgres => {
+                "substring(entry from 1 for 17) = convert_to(chr(123) || '\"action\":\"alert-', 'UTF8')"
+            }
+        },
+    );
+    alerts.push_str(&append_only(d, "alerts", "audit_alerts", "the audit trail is append-only"));
+    vec![base, workflow, alerts]
 }
 
 /// Applies the steps not applied yet, inside the caller's transaction (which the adapter holds

@@ -1,0 +1,269 @@
+"""The web console in a real browser (Debian Chromium, headless, driven by Selenium): each role's
+main path, signed in through the two-factor pages; a forged form refused; a clerk offered nothing
+and refused by URL; the language switch; keyboard-only navigation; axe-core (WCAG 2 A/AA) on the
+main pages; screenshots of them for docs/console/.
+
+Usage: console_browser.py BASE TOTP_SECRETS_JSON PASSWORD NEW_PASSWORD AXE_JS SHOT_DIR ATTACK_PORT
+"""
+import functools
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import pyotp
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+base, secrets_json, pw, new_pw, axe_js, shots, attack_port = sys.argv[1:8]
+secrets = json.loads(secrets_json)
+axe = open(axe_js, encoding="utf-8").read()
+os.makedirs(shots, exist_ok=True)
+
+# An attacker's site on another origin, with a form aimed at the console.
+attack_dir = tempfile.mkdtemp(prefix="attack-site-")
+with open(os.path.join(attack_dir, "index.html"), "w", encoding="utf-8") as f:
+    f.write(f"""<!doctype html><meta charset="utf-8"><title>prize</title>
+<form id="f" method="post" action="{base}/console/users/suzuki/disable"><input name="csrf" value="guess"></form>
+<script>document.getElementById("f").submit();</script>""")
+
+
+class Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+httpd = ThreadingHTTPServer(("127.0.0.1", int(attack_port)), functools.partial(Quiet, directory=attack_dir))
+threading.Thread(target=httpd.serve_forever, daemon=True).start()
+
+
+def path_is(path):
+    return lambda d: urlsplit(d.current_url).path == path
+
+
+def fill(d, element_id, text):
+    e = d.find_element(By.ID, element_id)
+    e.clear()
+    e.send_keys(text)
+
+
+def submit(d, css="main form button[type=submit]"):
+    d.find_element(By.CSS_SELECTOR, css).click()
+
+
+def browser(lang):
+    o = Options()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", f"--lang={lang}",
+              "--window-size=1280,1000"]:
+        o.add_argument(a)
+    o.add_experimental_option("prefs", {"intl.accept_languages": lang})
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+
+
+def sign_in(d, user, target="/console/"):
+    """Opens `target`; the console sends the browser through the sign-in pages and back."""
+    wait = WebDriverWait(d, 30)
+    d.get(base + target)
+    wait.until(path_is("/login"))
+    fill(d, "username", user)
+    fill(d, "password", pw)
+    d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(path_is("/login/totp"))
+    fill(d, "code", pyotp.TOTP(secrets[user]).now())
+    d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(lambda d: urlsplit(d.current_url).path in ("/login/password", target))
+    if urlsplit(d.current_url).path == "/login/password":
+        fill(d, "current", pw)
+        fill(d, "new", new_pw)
+        fill(d, "new2", new_pw)
+        d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    wait.until(path_is(target))
+
+
+def accessible(d, name):
+    """axe-core's WCAG 2 A/AA rules find nothing on the page."""
+    d.execute_script(axe)
+    result = d.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+        ".then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.map(n => n.html).slice(0, 3)}))))"
+        ".catch(e => done([{id: 'axe-error', nodes: [String(e)]}]));")
+    assert result == [], f"{name}: accessibility violations: {json.dumps(result, ensure_ascii=False)}"
+
+
+def shot(d, name):
+    d.save_screenshot(os.path.join(shots, f"{name}.png"))
+
+
+def security_manager():
+    d = browser("ja")
+    wait = WebDriverWait(d, 30)
+    try:
+        sign_in(d, "anzen")
+        html = d.page_source
+        assert "二要素認証の導入状況" in html and "令和9年度" in html, html
+        without = d.find_element(By.ID, "without-second-factor").text
+        assert "suzuki" in without and "anzen" not in without, without
+        nav = d.find_element(By.CSS_SELECTOR, "header nav").text
+        assert "監査証跡" in nav and "非常時アクセスのレビュー" in nav, nav
+        assert "利用者" not in nav, f"the security manager is not offered user management: {nav}"
+        # The security headers of a signed-in page.
+        accessible(d, "dashboard (ja)")
+        shot(d, "dashboard-ja")
+        # Keyboard only: Tab from the top of the page to the audit link, Enter.
+        body = d.find_element(By.TAG_NAME, "body")
+        body.send_keys(Keys.TAB)
+        for _ in range(12):
+            active = d.switch_to.active_element
+            if active.get_attribute("href") and active.get_attribute("href").endswith("/console/audit"):
+                break
+            active.send_keys(Keys.TAB)
+        else:
+            raise AssertionError("the audit link is not reachable with the keyboard")
+        d.switch_to.active_element.send_keys(Keys.ENTER)
+        wait.until(path_is("/console/audit"))
+        # Search the trail for this person's own sign-in, by keyboard: type, Enter.
+        fill(d, "agent", "anzen")
+        fill(d, "action", "login")
+        d.find_element(By.ID, "action").send_keys(Keys.ENTER)
+        wait.until(lambda d: "agent=anzen" in d.current_url)
+        rows = d.find_elements(By.CSS_SELECTOR, "#entries tbody tr")
+        assert rows and all("login" in r.text for r in rows), [r.text for r in rows]
+        assert d.find_element(By.ID, "agent").get_attribute("value") == "anzen", "the form keeps what was typed"
+        accessible(d, "audit search")
+        shot(d, "audit-ja")
+        rows[0].find_element(By.CSS_SELECTOR, "a").click()
+        wait.until(lambda d: urlsplit(d.current_url).path.startswith("/console/audit/"))
+        assert "anzen" in d.page_source and "署名済みチェックポイント" in d.page_source
+        # A bad date is an error on the page, in Japanese, with the rest kept.
+        d.get(base + "/console/audit?agent=anzen&since=2026-13-45")
+        assert "開始日は YYYY-MM-DD" in d.find_element(By.CSS_SELECTOR, "[role=alert]").text
+        assert d.find_element(By.ID, "agent").get_attribute("value") == "anzen"
+        # Policy explain: may the clerk read an Observation?
+        d.get(base + "/console/explain")
+        fill(d, "user", "uketsuke")
+        fill(d, "resource", "Observation")
+        submit(d)
+        wait.until(lambda d: d.find_elements(By.ID, "verdict"))
+        assert d.find_element(By.ID, "verdict").text == "拒否", d.page_source
+        accessible(d, "explain")
+        shot(d, "explain-ja")
+        d.get(base + "/console/break-glass")
+        assert d.find_elements(By.ID, "no-grants"), d.page_source
+        # The language switch, and it sticks.
+        d.get(base + "/console/")
+        d.find_element(By.LINK_TEXT, "English").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "h1").text == "Home")
+        assert d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+        assert "Two-factor authentication coverage" in d.page_source
+        accessible(d, "dashboard (en)")
+        shot(d, "dashboard-en")
+        d.get(base + "/console/audit")
+        assert d.find_element(By.TAG_NAME, "h1").text == "Audit trail", "the choice is remembered"
+        d.get(base + "/console/?lang=ja")
+        assert d.find_element(By.TAG_NAME, "h1").text == "ホーム"
+        # Signing out ends the session: the console asks for a sign-in again.
+        d.find_element(By.CSS_SELECTOR, "header form button").click()
+        wait.until(path_is("/login"))
+        d.get(base + "/console/audit")
+        wait.until(path_is("/login"))
+    finally:
+        d.quit()
+
+
+def administrator():
+    d = browser("ja")
+    wait = WebDriverWait(d, 30)
+    try:
+        sign_in(d, "kanri")
+        nav = d.find_element(By.CSS_SELECTOR, "header nav").text
+        assert "利用者" in nav and "監査証跡" not in nav, nav
+        # A forged form from another site: the browser does not send the session with it (SameSite),
+        # and the console changes nothing.
+        d.get(f"http://127.0.0.1:{attack_port}/index.html")
+        time.sleep(1)
+        # A forged form on this site without the session's token: refused.
+        d.get(base + "/console/users")
+        status = d.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch('/console/users/suzuki/disable', {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'},"
+            " body: 'csrf=forged', redirect: 'manual'}).then(r => done(r.status)).catch(e => done(String(e)));")
+        assert status == 403, status
+        d.get(base + "/console/users/suzuki")
+        assert d.find_element(By.ID, "status").text.startswith("有効"), "neither forged form disabled the account"
+        # Issue an account: a missing role is an error in Japanese, and what was typed stays.
+        d.get(base + "/console/users")
+        fill(d, "username", "takahashi")
+        fill(d, "display_name", "高橋 花子")
+        fill(d, "password", "Yk3#pQ9!vLm2-T")
+        d.find_element(By.CSS_SELECTOR, "form[action='/console/users'] button[type=submit]").click()
+        wait.until(lambda d: d.find_elements(By.ID, "issue-error"))
+        assert "職種を一つ以上選んでください" in d.find_element(By.ID, "issue-error").text
+        assert d.find_element(By.ID, "username").get_attribute("value") == "takahashi"
+        assert d.find_element(By.ID, "display_name").get_attribute("value") == "高橋 花子"
+        d.find_element(By.CSS_SELECTOR, "input[name=role][value=nurse]").click()
+        fill(d, "password", "Yk3#pQ9!vLm2-T")
+        d.find_element(By.CSS_SELECTOR, "form[action='/console/users'] button[type=submit]").click()
+        wait.until(lambda d: d.find_elements(By.ID, "issued"))
+        assert "takahashi" in d.find_element(By.ID, "users").text
+        accessible(d, "users")
+        shot(d, "users-ja")
+        # Enrol an authenticator for suzuki: a QR code, once.
+        d.get(base + "/console/users/suzuki")
+        d.find_element(By.ID, "enroll-totp").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".qr svg"))
+        uri = d.find_element(By.ID, "otpauth").get_attribute("textContent")
+        assert uri.startswith("otpauth://totp/") and "secret=" in uri, uri
+        accessible(d, "user detail with QR")
+        d.get(base + "/console/users/suzuki")
+        assert not d.find_elements(By.CSS_SELECTOR, ".qr svg"), "the secret is shown once only"
+        # Disable suzuki; one's own account cannot be changed here.
+        d.find_element(By.ID, "disable").click()
+        wait.until(lambda d: d.find_elements(By.ID, "done"))
+        assert d.find_element(By.ID, "status").text.startswith("無効")
+        d.get(base + "/console/users/kanri")
+        d.find_element(By.ID, "disable").click()
+        wait.until(lambda d: d.find_elements(By.ID, "user-error"))
+        assert "自分自身のアカウントは変更できません" in d.find_element(By.ID, "user-error").text
+        d.find_element(By.CSS_SELECTOR, "header form button").click()
+        wait.until(path_is("/login"))
+    finally:
+        d.quit()
+
+
+def clerk():
+    d = browser("en")
+    wait = WebDriverWait(d, 30)
+    try:
+        sign_in(d, "uketsuke")
+        # English from the browser's Accept-Language.
+        assert d.find_element(By.TAG_NAME, "h1").text == "Home", d.page_source
+        links = [a.get_attribute("href") for a in d.find_elements(By.CSS_SELECTOR, "header nav a")]
+        assert links == [base + "/console/"], f"a clerk is offered nothing else: {links}"
+        assert "Audit trail" not in d.page_source and "Users" not in d.page_source
+        for path in ["/console/audit", "/console/users", "/console/explain?user=anzen&action=read&resource=Patient",
+                     "/console/break-glass"]:
+            d.get(base + path)
+            assert d.find_element(By.TAG_NAME, "h2").text == "Not allowed", (path, d.page_source)
+        d.find_element(By.CSS_SELECTOR, "header form button").click()
+        wait.until(path_is("/login"))
+    finally:
+        d.quit()
+
+
+try:
+    security_manager()
+    administrator()
+    clerk()
+finally:
+    httpd.shutdown()
+print("ok")
