@@ -2,34 +2,19 @@
 //! form, a clerk refused, the language switch, keyboard, axe-core), and what it leaves in the
 //! audit trail — the same entries as the command line's use cases.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
-use crate::binary::{BIN, cli, http, start};
+use crate::binary::{cli, http, start};
 
 const PW: &str = "k7#Vq2!mZp-w9";
 const NEW_PW: &str = "Zx8$Lm4!qRt-N6";
 
 fn add(dir: &Path, user: &str, roles: &[&str]) {
-    let mut args = vec!["user", "add", user];
-    for r in roles {
-        args.extend(["--role", r]);
-    }
-    let mut c = Command::new(BIN)
-        .args(&args)
-        .args(["--password-stdin", "--data-dir"])
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(PW.as_bytes()).unwrap();
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args: Vec<&str> = roles.iter().flat_map(|r| ["--role", r]).collect();
+    crate::login::add_account(dir, user, PW, &args);
 }
 
 fn totp(dir: &Path, user: &str) -> String {

@@ -226,6 +226,12 @@ def administrator():
         accessible(d, "user detail with QR")
         d.get(base + "/console/users/suzuki")
         assert not d.find_elements(By.CSS_SELECTOR, ".qr svg"), "the secret is shown once only"
+        # Leaving without typing the name to confirm: an error, and the account is unchanged.
+        fill(d, "confirm", "someone-else")
+        d.find_element(By.CSS_SELECTOR, "form[action$='/leave'] button[type=submit]").click()
+        wait.until(lambda d: d.find_elements(By.ID, "user-error"))
+        assert "確認欄にログイン名を入力" in d.find_element(By.ID, "user-error").text
+        assert d.find_element(By.ID, "status").text.startswith("有効")
         # Disable suzuki; one's own account cannot be changed here.
         d.find_element(By.ID, "disable").click()
         wait.until(lambda d: d.find_elements(By.ID, "done"))

@@ -14,18 +14,15 @@ fn python_deps() -> PathBuf {
 }
 
 pub(crate) fn add_user(dir: &Path, user: &str, pw: &str) {
+    add_account(dir, user, pw, &["--role", "doctor", "--fhir-user", &format!("Practitioner/{user}")]);
+}
+
+/// `mamori user add USER ARGS… --password-stdin`.
+pub(crate) fn add_account(dir: &Path, user: &str, pw: &str, args: &[&str]) {
     let mut c = Command::new(BIN)
-        .args([
-            "user",
-            "add",
-            user,
-            "--role",
-            "doctor",
-            "--fhir-user",
-            &format!("Practitioner/{user}"),
-            "--password-stdin",
-            "--data-dir",
-        ])
+        .args(["user", "add", user])
+        .args(args)
+        .args(["--password-stdin", "--data-dir"])
         .arg(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())

@@ -209,24 +209,6 @@ impl Ctx {
         }
     }
 
-    /// Whether the caller's rights reach clinical records of `resource_type` at all (a search
-    /// allowed by the policies for some class): for navigation only; every read is still
-    /// decided record by record.
-    pub fn may_search_records(&self, node: &Node, resource_type: &str) -> bool {
-        match &self.caller {
-            Caller::Operator(_) => true,
-            Caller::Person { username, roles, department, fhir_user } => Principal::for_person(
-                username,
-                (roles.clone(), fhir_user.clone(), Some(department.clone())),
-                "mamori-console",
-                node.enforcer.clone(),
-                None,
-                None,
-            )
-            .allows(resource_type, mamori_access::Action::Search),
-        }
-    }
-
     fn subject(&self) -> Option<Subject> {
         match &self.caller {
             Caller::Operator(_) => None,

@@ -713,15 +713,10 @@ pub async fn password_submit(
 /// `GET /account`: who is signed in (a full, two-factor session only).
 pub async fn account_page(State(s): State<AppState>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
     let lang = lang_of(&q, &headers);
-    let Some(token) = session_of(&s, &headers) else { return redirect("/login?next=/account", Vec::new()) };
-    let (id, ua) = (s.identity.clone(), browser(&headers));
-    let clock = s.enforcer.clock().clone();
-    let r = tokio::task::spawn_blocking(move || id.session(&token, &ua, now(&clock))).await;
-    let sess = match r {
-        Ok(Ok(Ok(sess))) if sess.stage == Stage::Full => sess,
-        Ok(Ok(Ok(sess))) => return redirect(&stage_path(sess.stage, "/account"), Vec::new()),
-        Ok(Ok(Err(_))) => return redirect("/login?next=/account", Vec::new()),
-        _ => return server_error(&s, &headers, lang),
+    let sess = match crate::browser::signed_in(&s, &headers, "/account").await {
+        Ok(sess) => sess,
+        Err(crate::browser::NotSignedIn::SignIn(r)) => return r,
+        Err(crate::browser::NotSignedIn::Unavailable) => return server_error(&s, &headers, lang),
     };
     let (id, user) = (s.identity.clone(), sess.username.clone());
     let keys =
@@ -772,12 +767,8 @@ pub async fn logout(
     if form(&s, &headers, body).await.is_none() {
         return bad_request(&s, &headers, lang);
     }
-    if let Some(token) = session_of(&s, &headers) {
-        let (id, source) = (s.identity.clone(), peer.map(|p| p.0.0.ip().to_string()));
-        let clock = s.enforcer.clock().clone();
-        let _ = tokio::task::spawn_blocking(move || id.logout(&token, now(&clock), source.as_deref())).await;
-    }
-    redirect("/login", vec![clear_session(&s)])
+    let cleared = crate::browser::sign_out(&s, &headers, peer.map(|p| p.0.0.ip().to_string())).await;
+    redirect("/login", vec![cleared])
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use mamori_app::{audit_trail, policies};
 
-use super::{explain_error, render, run};
+use super::{render, run};
 use crate::Console;
 use crate::fmt::{day_start_micros, instant};
 use crate::visitor::{Chrome, Visitor};
@@ -171,10 +171,10 @@ pub async fn search(State(c): State<Arc<Console>>, v: Visitor, Query(f): Query<S
             render(&v, &page, StatusCode::OK)
         }
         Err(e) => {
-            let (status, text) = explain_error(&e, v.lang);
-            if status == StatusCode::FORBIDDEN {
-                return super::error_page(&v, &e);
-            }
+            let (status, text) = match super::on_form(&v, &e) {
+                Ok(x) => x,
+                Err(page) => return *page,
+            };
             page.error = Some(text);
             page.searched = false;
             render(&v, &page, status)
@@ -304,10 +304,10 @@ pub async fn explain(State(c): State<Arc<Console>>, v: Visitor, Query(f): Query<
             render(&v, &page, StatusCode::OK)
         }
         Err(e) => {
-            let (status, text) = explain_error(&e, v.lang);
-            if status == StatusCode::FORBIDDEN {
-                return super::error_page(&v, &e);
-            }
+            let (status, text) = match super::on_form(&v, &e) {
+                Ok(x) => x,
+                Err(page) => return *page,
+            };
             page.error = Some(text);
             render(&v, &page, status)
         }

@@ -86,6 +86,13 @@ pub(crate) fn explain_error(e: &AppError, lang: Lang) -> (StatusCode, String) {
     (status, text)
 }
 
+/// A use case's error for showing on the form that caused it (status, text) — except a refusal,
+/// which gets the refusal page (`Err`): a person without the right has no form to go back to.
+pub(crate) fn on_form(v: &Visitor, e: &AppError) -> Result<(StatusCode, String), Box<Response>> {
+    let (status, text) = explain_error(e, v.lang);
+    if status == StatusCode::FORBIDDEN { Err(Box::new(error_page(v, e))) } else { Ok((status, text)) }
+}
+
 fn pick(lang: Lang, ja: &'static str, en: &'static str) -> &'static str {
     if lang == Lang::Ja { ja } else { en }
 }

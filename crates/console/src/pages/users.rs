@@ -169,10 +169,10 @@ pub async fn issue(State(c): State<Arc<Console>>, v: Visitor, headers: HeaderMap
             v.cookies.clone(),
         ),
         Err(e) => {
-            let (status, text) = explain_error(&e, v.lang);
-            if status == StatusCode::FORBIDDEN {
-                return super::error_page(&v, &e);
-            }
+            let (status, text) = match super::on_form(&v, &e) {
+                Ok(x) => x,
+                Err(page) => return *page,
+            };
             list_page(&c, &v, f, Some(text), None, status).await
         }
     }
@@ -294,7 +294,9 @@ pub async fn act(
         ),
         Err(e) => {
             let (status, text) = explain_error(&e, v.lang);
-            if status == StatusCode::FORBIDDEN && !text.contains("自分") && !text.contains("your own") {
+            // Refused to someone who may manage users (their own account): on the page, as any
+            // other mistake; refused to anyone else: the refusal page.
+            if status == StatusCode::FORBIDDEN && !v.rights.manage_users {
                 return super::error_page(&v, &e);
             }
             detail_page(&c, &v, username, Some(text), None, None, status).await
