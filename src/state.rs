@@ -37,7 +37,7 @@ impl Health for StoreHealth {
 
     fn figures(&self) -> Vec<Figure> {
         let mut out = Vec::new();
-        let mut add = |name, help, kind, value: f64| out.push(Figure { name, help, kind, value });
+        let mut add = |name, help, kind, value: f64| out.push(Figure::plain(name, help, kind, value));
         let (commits, fsyncs) = self.store.durability_stats();
         add(
             "mamori_store_commits_total",
@@ -68,6 +68,35 @@ impl Health for StoreHealth {
                 );
             }
         }
+        let audit = self.store.audit_stats();
+        add(
+            "mamori_audit_writer_queue",
+            "Audit appends waiting for this process's audit writer (its queue depth).",
+            "gauge",
+            audit.queued as f64,
+        );
+        if let Ok(bytes) = self.store.size_bytes() {
+            add(
+                "mamori_store_size_bytes",
+                "Size of the database (SQLite file or PostgreSQL database).",
+                "gauge",
+                bytes as f64,
+            );
+        }
+        for (action, outcome, n) in audit.appended {
+            out.push(Figure {
+                labels: vec![("action", action), ("outcome", outcome.to_string())],
+                ..Figure::plain(
+                    "mamori_audit_events_total",
+                    "Audit entries appended by this process since it started, by action and outcome: \
+                     login{outcome=denied} are sign-in failures, alert-lock lockouts, token{outcome=success} \
+                     tokens issued, break-glass{outcome=success} break-glass grants.",
+                    "counter",
+                    n as f64,
+                )
+            });
+        }
+        let mut add = |name, help, kind, value: f64| out.push(Figure::plain(name, help, kind, value));
         add(
             "mamori_ready",
             "1 when the node may take requests (/readyz), else 0.",

@@ -2,23 +2,30 @@
 parser, before and after some load, and checks that the figures move. Used by
 tests/it/operations.rs.
 
-  metrics_client.py BASE TOKEN
+  metrics_client.py BASE TOKEN USER
+TOKEN is a system client's token (client_credentials, so one token was issued before the first
+scrape); USER an account whose lockout threshold is 3 (it is locked by this script).
 Prints "ok" on success; any failed expectation raises.
 """
+import http.cookiejar
+import re
 import sys
+import time
+import urllib.parse
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-BASE, TOKEN = sys.argv[1], sys.argv[2]
+BASE, TOKEN, USER = sys.argv[1], sys.argv[2], sys.argv[3]
+browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
 
 
-def get(path, token=None):
-    req = urllib.request.Request(BASE + path)
+def get(path, token=None, data=None, headers=None, opener=None):
+    req = urllib.request.Request(BASE + path, data=data, headers=headers or {})
     if token:
         req.add_header("Authorization", "Bearer " + token)
     try:
-        with urllib.request.urlopen(req) as r:
+        with (opener or urllib.request.build_opener()).open(req) as r:
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
@@ -66,4 +73,47 @@ inf = total(after, "mamori_http_request_duration_seconds_bucket", route="/health
 assert inf == total(after, "mamori_http_request_duration_seconds_count", route="/healthz")
 assert total(after, "mamori_audit_entries") >= audit_before + 11, (audit_before, total(after, "mamori_audit_entries"))
 assert total(after, "mamori_ready") == 1
+assert total(after, "mamori_store_size_bytes") > 0
+assert "mamori_audit_writer_queue" in after and total(after, "mamori_audit_writer_queue") >= 0
+
+# Security events, counted where they are audited: tokens issued and refused, sign-in failures
+# and the lockout they end in. A sign-in from the pages, as a browser: form, CSRF token, cookie.
+events = "mamori_audit_events_total"
+assert after[events.removesuffix("_total")].type == "counter"
+assert total(before, events, action="token", outcome="success") >= 1
+form = "application/x-www-form-urlencoded"
+bad = urllib.parse.urlencode({"grant_type": "client_credentials", "client_id": "metrics-load",
+                              "client_secret": "not-the-secret"}).encode()
+assert get("/oauth/token", data=bad, headers={"Content-Type": form})[0] == 401
+page = get("/login", opener=browser)[2].decode()
+for attempt in range(3):
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{32})"', page).group(1)
+    data = urllib.parse.urlencode({"username": USER, "password": "Wrong#pass123", "csrf": csrf}).encode()
+    status, _, body = get("/login", data=data, headers={"Content-Type": form}, opener=browser)
+    assert status == 401, status
+    page = body.decode()
+    time.sleep(2.2 if attempt else 1.2)  # the retry delays after the first and second failure
+locked = scrape()
+def grew(name, **labels):
+    return total(locked, name, **labels) - total(after, name, **labels)
+assert grew(events, action="token", outcome="denied") == 1, grew(events, action="token", outcome="denied")
+assert grew(events, action="login", outcome="denied") == 3, grew(events, action="login", outcome="denied")
+assert grew(events, action="alert-lock") == 1, grew(events, action="alert-lock")
+assert grew(events, action="token", outcome="success") == 0
+
+# A background job's state: a bulk export runs, then is counted as completed.
+jobs = "mamori_bulk_export_jobs"
+assert {s.labels["state"] for s in locked[jobs].samples} == {"running", "completed", "failed"}
+status, headers, _ = get("/fhir/$export", TOKEN, headers={"Prefer": "respond-async", "Accept": "application/fhir+json"})
+assert status == 202, status
+poll = urllib.parse.urlparse(headers["Content-Location"]).path
+for _ in range(300):
+    if get(poll, TOKEN)[0] == 200:
+        break
+    time.sleep(0.1)
+else:
+    raise AssertionError("the export did not complete")
+done = scrape()
+assert total(done, jobs, state="completed") == total(locked, jobs, state="completed") + 1
+assert total(done, jobs, state="running") == 0
 print("ok")

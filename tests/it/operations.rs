@@ -52,15 +52,27 @@ fn metrics_parse_with_prometheus_and_move_under_load() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("d");
     let _db = crate::support::store_for(&d);
+    cli(&["init", "--data-dir", d.to_str().unwrap()]);
+    // Three failures lock an account, so a lockout happens within the test.
+    let conf = d.join("mamori.toml");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let text = if text.contains("lockout_threshold = 10") {
+        text.replace("lockout_threshold = 10", "lockout_threshold = 3")
+    } else {
+        format!("{text}\n[identity]\nlockout_threshold = 3\n") // a store_for file, written before init
+    };
+    std::fs::write(&conf, text).unwrap();
+    crate::login::add_user(&d, "kato", "Tq8!vLm2#pWz7");
     let s = start(&d, &[]);
     let tok = token(s.addr, &d, "metrics-load");
     let deps = crate::support::pip_target("promdeps", &["prometheus-client==0.21.1"], &["prometheus_client"]);
-    crate::support::python_ok(&deps, "metrics_client.py", &[&format!("http://{}", s.addr), &tok]);
+    crate::support::python_ok(&deps, "metrics_client.py", &[&format!("http://{}", s.addr), &tok, "kato"]);
     // Never a token, a patient or a path asked for in a label: the route is the template.
     let m = http(s.addr, "GET", "/metrics", &[], b"").unwrap();
     let text = String::from_utf8(m.body).unwrap();
     assert!(!text.contains(&tok));
     assert!(!text.contains("metrics-load"), "no client id as a label");
+    assert!(!text.contains("kato"), "no user name as a label");
     assert!(text.contains("route=\"/fhir/{rtype}/{id}\""), "{text}");
     assert!(!text.contains("/fhir/Patient/"), "{text}");
 }

@@ -50,6 +50,10 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     /// `(commits, fsyncs)` of the embedded store's group commit (zeros on PostgreSQL, which
     /// flushes its own WAL).
     fn durability_stats(&self) -> (u64, u64);
+    /// This process's audit appends: the writer's queue and durable entries by action/outcome.
+    fn audit_stats(&self) -> mamori_store_sql::AuditStats;
+    /// The database's size in bytes.
+    fn size_bytes(&self) -> Result<u64, Error>;
     /// A value shared by every node (set once by the first); the embedded store keeps it in the
     /// data directory's own database.
     fn shared_flag(&self, name: &str, first: &str) -> Result<String, Error>;
@@ -104,6 +108,12 @@ impl<D: Db> Backend for SqlStore<D> {
     }
     fn durability_stats(&self) -> (u64, u64) {
         SqlStore::durability_stats(self)
+    }
+    fn audit_stats(&self) -> mamori_store_sql::AuditStats {
+        SqlStore::audit_stats(self)
+    }
+    fn size_bytes(&self) -> Result<u64, Error> {
+        SqlStore::size_bytes(self)
     }
     fn shared_flag(&self, name: &str, first: &str) -> Result<String, Error> {
         SqlStore::flag_init(self, name, first)

@@ -115,6 +115,33 @@ impl Jobs {
         }))
     }
 
+    /// Export jobs this server knows by state, for `/metrics`: running, and ended in the last
+    /// day as completed or failed (a cancelled job is removed).
+    pub fn figures(&self) -> Vec<crate::metrics::Figure> {
+        let (mut running, mut completed, mut failed) = (0u64, 0u64, 0u64);
+        if let Ok(jobs) = self.jobs.lock() {
+            for j in jobs.values() {
+                match j.state.lock().as_deref() {
+                    Ok(JobState::Running) => running += 1,
+                    Ok(JobState::Ended(e)) if e.error.is_none() => completed += 1,
+                    _ => failed += 1,
+                }
+            }
+        }
+        [("running", running), ("completed", completed), ("failed", failed)]
+            .into_iter()
+            .map(|(state, n)| crate::metrics::Figure {
+                labels: vec![("state", state.to_string())],
+                ..crate::metrics::Figure::plain(
+                    "mamori_bulk_export_jobs",
+                    "Bulk export jobs ($export) of this server by state (ended ones are kept a day).",
+                    "gauge",
+                    n as f64,
+                )
+            })
+            .collect()
+    }
+
     fn running(&self) -> usize {
         self.jobs
             .lock()

@@ -35,8 +35,17 @@ pub struct Figure {
     pub help: &'static str,
     /// `counter` or `gauge`.
     pub kind: &'static str,
+    /// Label names and values (a bounded set: never a person, token or patient).
+    pub labels: Vec<(&'static str, String)>,
     /// The value.
     pub value: f64,
+}
+
+impl Figure {
+    /// A figure without labels.
+    pub fn plain(name: &'static str, help: &'static str, kind: &'static str, value: f64) -> Figure {
+        Figure { name, help, kind, labels: Vec::new(), value }
+    }
 }
 
 #[derive(Default)]
@@ -155,8 +164,22 @@ impl Metrics {
             "# HELP mamori_http_request_duration_seconds Time from the request's arrival to its response head, by route template.\n# TYPE mamori_http_request_duration_seconds histogram"
         );
         out.push_str(&hist);
+        // One family per name (HELP and TYPE once), its samples together, in first-seen order.
+        let mut done: Vec<&str> = Vec::new();
         for f in figures {
-            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}\n{} {}", f.name, f.help, f.name, f.kind, f.name, f.value);
+            if done.contains(&f.name) {
+                continue;
+            }
+            done.push(f.name);
+            let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {}", f.name, f.help, f.name, f.kind);
+            for g in figures.iter().filter(|g| g.name == f.name) {
+                let labels: Vec<String> = g.labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+                if labels.is_empty() {
+                    let _ = writeln!(out, "{} {}", g.name, g.value);
+                } else {
+                    let _ = writeln!(out, "{}{{{}}} {}", g.name, labels.join(","), g.value);
+                }
+            }
         }
         out
     }
@@ -200,7 +223,8 @@ pub async fn metrics(
         return crate::fhir::not_found(uri).await;
     }
     let h = s.health.clone();
-    let figures = tokio::task::spawn_blocking(move || h.figures()).await.unwrap_or_default();
+    let mut figures = tokio::task::spawn_blocking(move || h.figures()).await.unwrap_or_default();
+    figures.extend(s.bulk.figures());
     let body = s.metrics.render(&s.config.version, &figures);
     let mut r = (StatusCode::OK, body).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
@@ -218,7 +242,12 @@ mod tests {
         m.observe("GET", "/fhir/{rtype}/{id}", 200, "user", 0.002);
         m.observe("GET", "/fhir/{rtype}/{id}", 200, "user", 0.2);
         m.observe("GET", "/fhir/{rtype}/{id}", 404, "user", 20.0);
-        let text = m.render("1.0", &[Figure { name: "mamori_x", help: "X.", kind: "gauge", value: 3.0 }]);
+        let labelled = |v: &str, n| Figure {
+            labels: vec![("state", v.to_string())],
+            ..Figure::plain("mamori_y", "Y.", "gauge", n)
+        };
+        let text = m
+            .render("1.0", &[labelled("a\"b", 1.0), Figure::plain("mamori_x", "X.", "gauge", 3.0), labelled("c", 2.0)]);
         assert!(text.contains(
             "mamori_http_requests_total{method=\"GET\",route=\"/fhir/{rtype}/{id}\",status=\"200\",principal=\"user\"} 2"
         ));
@@ -227,6 +256,11 @@ mod tests {
         assert!(text.contains("le=\"10\"} 2\n"), "{text}");
         assert!(text.contains("le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("# TYPE mamori_x gauge\nmamori_x 3\n"));
+        assert!(
+            text.contains("# TYPE mamori_y gauge\nmamori_y{state=\"a\\\"b\"} 1\nmamori_y{state=\"c\"} 2\n"),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE mamori_y").count(), 1);
     }
 
     #[test]

@@ -33,6 +33,67 @@ fn ae(e: impl std::fmt::Display) -> AuditError {
 /// One append waiting for a store's audit writer thread.
 pub type Job = (Vec<AuditRecord>, mamori_audit::AppendDone);
 
+/// At most this many distinct (action, outcome) pairs are counted; further ones count as
+/// `other`, so a metric's labels stay bounded whatever is appended.
+const MAX_COUNTED: usize = 256;
+
+/// What this process appended to the audit trail (for `/metrics`): appends waiting for the
+/// writer, and durable entries by action and outcome. Sign-in failures, lockouts (`alert-lock`),
+/// tokens issued and break-glass grants are all audited, so counting at the one audit append
+/// counts every one of them, whichever caller raised it.
+#[derive(Default)]
+pub struct AuditCounters {
+    queued: std::sync::atomic::AtomicU64,
+    by_action: std::sync::Mutex<std::collections::BTreeMap<(String, &'static str), u64>>,
+}
+
+/// A snapshot of [`AuditCounters`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditStats {
+    /// Appends handed to the writer and not yet durable (the writer's queue depth).
+    pub queued: u64,
+    /// Durable entries appended by this process since it started, by (action, outcome).
+    pub appended: Vec<(String, &'static str, u64)>,
+}
+
+fn outcome_label(o: mamori_audit::Outcome) -> &'static str {
+    match o {
+        mamori_audit::Outcome::Success => "success",
+        mamori_audit::Outcome::Denied => "denied",
+        mamori_audit::Outcome::Failure => "failure",
+    }
+}
+
+/// An action as a label: the action vocabulary is written in code (`login`, `token`,
+/// `alert-lock`…); anything else is `other`.
+fn action_label(a: &str) -> &str {
+    let fits = !a.is_empty()
+        && a.len() <= 40
+        && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'$');
+    if fits { a } else { "other" }
+}
+
+impl AuditCounters {
+    fn count(&self, keys: &[(String, &'static str)]) {
+        let Ok(mut m) = self.by_action.lock() else { return };
+        for (action, outcome) in keys {
+            let full = m.len() >= MAX_COUNTED && !m.contains_key(&(action.clone(), *outcome));
+            let key = if full { ("other".to_string(), *outcome) } else { (action.clone(), *outcome) };
+            *m.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> AuditStats {
+        let appended = self
+            .by_action
+            .lock()
+            .map(|m| m.iter().map(|((a, o), n)| (a.clone(), *o, *n)).collect())
+            .unwrap_or_default();
+        AuditStats { queued: self.queued.load(std::sync::atomic::Ordering::Relaxed), appended }
+    }
+}
+
 /// The audit writer thread's loop: takes every queued append (up to 4096) into one `commit` —
 /// one transaction, one flush — and reports each appender's leaf indexes, or the error to all of
 /// them. `commit` returns the indexes per job, once durable. Runs until every sender is dropped.
@@ -178,6 +239,11 @@ impl<D: Db> SqlStore<D> {
             .0
     }
 
+    /// What this process appended to the audit trail, and what waits for the writer.
+    pub fn audit_stats(&self) -> AuditStats {
+        self.audit_counters.stats()
+    }
+
     /// Number of entries integrated into the tree (covered by the latest checkpoint).
     pub fn audit_integrated_size(&self) -> Result<u64, Error> {
         self.db.read_statement(|c| state(c, "integrated"))
@@ -267,6 +333,18 @@ impl<D: Db> TreeStore for SqlStore<D> {
 
 impl<D: Db> AuditLog for SqlStore<D> {
     fn append_then(&self, records: Vec<AuditRecord>, done: mamori_audit::AppendDone) {
+        use std::sync::atomic::Ordering;
+        let keys: Vec<(String, &'static str)> =
+            records.iter().map(|r| (action_label(&r.action).to_string(), outcome_label(r.outcome))).collect();
+        let counters = self.audit_counters.clone();
+        counters.queued.fetch_add(1, Ordering::Relaxed);
+        let done: mamori_audit::AppendDone = Box::new(move |r| {
+            counters.queued.fetch_sub(1, Ordering::Relaxed);
+            if r.is_ok() {
+                counters.count(&keys);
+            }
+            done(r)
+        });
         if let Err(std::sync::mpsc::SendError((_, done))) = self.audit_sender().send((records, done)) {
             done(Err(AuditError::Source("the audit writer stopped".into())));
         }

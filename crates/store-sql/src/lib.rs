@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use mamori_records::{Clock, RecordError, StoreError};
 
-pub use audit::{Job as AuditJob, writer_loop as audit_writer_loop};
+pub use audit::{AuditStats, Job as AuditJob, writer_loop as audit_writer_loop};
 pub use config::{ConfigChange, ConfigEntry, WORKFLOW_KINDS, decode, decode_all, table_of};
 
 /// Why the store failed.
@@ -361,6 +361,7 @@ pub struct SqlStore<D: Db> {
     db: Arc<D>,
     clock: Arc<dyn Clock>,
     audit_tx: std::sync::OnceLock<(std::sync::mpsc::Sender<AuditJob>, Option<std::thread::JoinHandle<()>>)>,
+    audit_counters: Arc<audit::AuditCounters>,
 }
 
 impl<D: Db> SqlStore<D> {
@@ -368,7 +369,7 @@ impl<D: Db> SqlStore<D> {
     /// [`schema::migrate`]), reading time from `clock` — the node's one clock — for audit entry
     /// and checkpoint times.
     pub fn new(db: D, clock: Arc<dyn Clock>) -> SqlStore<D> {
-        SqlStore { db: Arc::new(db), clock, audit_tx: std::sync::OnceLock::new() }
+        SqlStore { db: Arc::new(db), clock, audit_tx: std::sync::OnceLock::new(), audit_counters: Arc::default() }
     }
 
     /// The database.
@@ -384,6 +385,17 @@ impl<D: Db> SqlStore<D> {
     /// `(commits, fsyncs)` since the store was opened (zeros where the database flushes itself).
     pub fn durability_stats(&self) -> (u64, u64) {
         self.db.durability_stats()
+    }
+
+    /// The database's size in bytes: SQLite's pages in use or not (the file, without its WAL),
+    /// PostgreSQL's `pg_database_size`.
+    pub fn size_bytes(&self) -> Result<u64, Error> {
+        let sql = match self.db.dialect() {
+            Dialect::Sqlite => "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            Dialect::Postgres => "SELECT pg_database_size(current_database())",
+        };
+        let n = self.db.read_statement(|c| c.one(sql, &[])?.map(|r| r.int(0)).transpose())?.unwrap_or(0);
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// A quick liveness check for `/healthz`.
