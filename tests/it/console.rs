@@ -130,3 +130,134 @@ fn every_role_uses_the_console_in_a_browser() {
         .collect();
     assert!(changes.len() >= 2, "enrolment and disabling of suzuki by kanri: {changes:?}");
 }
+
+/// Posts a resource with the seeding client's token; returns the created resource.
+fn seed(addr: std::net::SocketAddr, token: &str, body: &Value, extra: &[(&str, &str)]) -> Value {
+    let auth = format!("Bearer {token}");
+    let mut headers = vec![("Authorization", auth.as_str()), ("Content-Type", "application/fhir+json")];
+    headers.extend_from_slice(extra);
+    let rt = body["resourceType"].as_str().unwrap();
+    let (method, path) = match body["id"].as_str() {
+        Some(id) => ("PUT", format!("/fhir/{rt}/{id}")),
+        None => ("POST", format!("/fhir/{rt}")),
+    };
+    let r = http(addr, method, &path, &headers, body.to_string().as_bytes()).unwrap();
+    assert!(r.status == 200 || r.status == 201, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+/// Clinicians (#24): patient search by the keys staff type, a patient's record with versions,
+/// 入力者 and hashes, proxy-entry approval, break-glass with a reason — and the oracle: a patient
+/// outside the doctor's care answers exactly as a missing one; the clerk has no clinical pages.
+/// Every read is in the audit trail as the same person's API read would be.
+#[test]
+fn clinicians_find_read_approve_and_break_the_glass() {
+    let deps = crate::support::pip_target("pydeps", &["requests==2.32.3", "pyotp==2.9.0"], &["pyotp", "requests"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    for (user, role) in [("tanaka", "doctor"), ("yamada", "doctor")] {
+        let fhir_user = format!("Practitioner/{user}");
+        crate::login::add_account(&dir, user, PW, &["--role", role, "--fhir-user", &fhir_user]);
+    }
+    add(&dir, "uketsuke", &["clerk"]);
+    let secrets: serde_json::Map<String, Value> =
+        ["tanaka", "yamada", "uketsuke"].iter().map(|u| ((*u).to_string(), Value::from(totp(&dir, u)))).collect();
+    let s = start(&dir, &[]);
+    let tok = crate::binary::token(s.addr, &dir, "seed");
+    seed(
+        s.addr,
+        &tok,
+        &serde_json::json!({"resourceType": "Patient", "id": "p-care", "gender": "female", "birthDate": "1970-01-02",
+            "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-1001"}],
+            "name": [{"text": "髙橋 花子", "family": "髙橋", "given": ["花子"]},
+                     {"text": "タカハシ ハナコ", "family": "タカハシ", "given": ["ハナコ"]}]}),
+        &[],
+    );
+    seed(
+        s.addr,
+        &tok,
+        &serde_json::json!({"resourceType": "Patient", "id": "p-other", "gender": "male", "birthDate": "1980-05-06",
+            "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-2002"}],
+            "name": [{"text": "山田 太郎", "family": "山田", "given": ["太郎"]}]}),
+        &[],
+    );
+    seed(
+        s.addr,
+        &tok,
+        &serde_json::json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p-care"},
+            "participant": [{"member": {"reference": "Practitioner/tanaka"}}]}),
+        &[],
+    );
+    let obs = |value: i64| {
+        serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}], "text": "体重"},
+            "subject": {"reference": "Patient/p-care"}, "effectiveDateTime": "2026-12-01",
+            "valueQuantity": {"value": value, "unit": "kg"}})
+    };
+    let final_obs = seed(s.addr, &tok, &obs(52), &[]);
+    let author = r#"{"resourceType":"Provenance","agent":[{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/provenance-participant-type","code":"author"}]},"who":{"reference":"Practitioner/tanaka"}}]}"#;
+    let pending = seed(s.addr, &tok, &obs(53), &[("X-Provenance", author)]);
+    assert_eq!(pending["meta"]["tag"][0]["code"], "pending-approval");
+    // The version's hash, from the server's own Provenance.
+    let final_id = final_obs["id"].as_str().unwrap();
+    let auth = format!("Bearer {tok}");
+    let provs = http(
+        s.addr,
+        "GET",
+        &format!("/fhir/Provenance?target=Observation/{final_id}"),
+        &[("Authorization", auth.as_str())],
+        b"",
+    )
+    .unwrap()
+    .json();
+    let hash = provs["entry"][0]["resource"]["target"][0]["extension"][0]["valueString"].as_str().unwrap().to_string();
+    crate::support::python_ok(
+        &deps,
+        "console_clinical.py",
+        &[
+            &format!("http://{}", s.addr),
+            &Value::Object(secrets).to_string(),
+            PW,
+            NEW_PW,
+            &hash,
+            pending["id"].as_str().unwrap(),
+        ],
+    );
+    drop(s);
+    // The console's reads are the people's reads, recorded as their API reads would be.
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    let entries: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let find = |who: &str, action: &str, outcome: &str, resource: &str| {
+        entries.iter().any(|e| {
+            e["actor"]["id"] == who
+                && e["actor"]["client_id"] == "mamori-console"
+                && e["action"] == action
+                && e["outcome"] == outcome
+                && e.to_string().contains(resource)
+        })
+    };
+    assert!(find("tanaka", "read", "success", "Patient/p-care"), "the record page's read");
+    assert!(find("tanaka", "search", "success", &format!("Observation/{final_id}")), "the compartment's search");
+    assert!(
+        !entries.iter().any(|e| e["actor"]["id"] == "tanaka"
+            && e["action"] == "search"
+            && e.to_string().contains("\"Provenance/")),
+        "the server's own Provenance is not shown, so not recorded as shown"
+    );
+    assert!(find("tanaka", "history", "success", &format!("Observation/{final_id}")), "the versions");
+    assert!(find("yamada", "read", "denied", "Patient/p-care"), "the hidden patient, denied in the trail");
+    assert!(find("tanaka", "break-glass", "success", "Patient/p-other"), "the grant");
+    assert!(find("tanaka", "alert-break-glass", "success", "Patient/p-other"), "its alert");
+    assert!(find("uketsuke", "break-glass", "denied", "Patient/p-care"), "the clerk's refused break-glass");
+    let under_glass = entries.iter().any(|e| {
+        e["actor"]["id"] == "tanaka"
+            && e["purpose"] == "ETREAT"
+            && e["action"] == "read"
+            && e.to_string().contains("Patient/p-other")
+    });
+    assert!(under_glass, "reads under break-glass carry purpose ETREAT");
+}

@@ -261,21 +261,29 @@ impl Ctx {
     /// every revealed version remembered for the read entry), or the person's principal at the
     /// enforcement point, exactly as their API requests are judged.
     pub fn records(&self, node: &Node) -> RequestContext {
-        let mut ctx = match &self.caller {
-            Caller::Operator(name) => RequestContext::operator(name),
-            Caller::Person { username, roles, department, fhir_user } => Principal::for_person(
+        let mut ctx = match self.principal(node) {
+            None => RequestContext::operator(self.name()),
+            Some(p) => p.context(),
+        };
+        ctx.request_id = self.request_id.clone();
+        ctx.source = self.source.clone();
+        ctx
+    }
+
+    /// A person's principal at the enforcement point, as their API requests are judged (`None`
+    /// for the operator, who is allowed).
+    pub fn principal(&self, node: &Node) -> Option<Principal> {
+        match &self.caller {
+            Caller::Operator(_) => None,
+            Caller::Person { username, roles, department, fhir_user } => Some(Principal::for_person(
                 username,
                 (roles.clone(), fhir_user.clone(), Some(department.clone())),
                 "mamori-console",
                 node.enforcer.clone(),
                 self.request_id.clone(),
                 self.source.clone(),
-            )
-            .context(),
-        };
-        ctx.request_id = self.request_id.clone();
-        ctx.source = self.source.clone();
-        ctx
+            )),
+        }
     }
 
     /// A record context for use cases that read only what records are *about* — their

@@ -14,6 +14,7 @@ pub mod audit_trail;
 pub mod backend;
 pub mod class_rules;
 pub mod clients;
+pub mod clinical;
 pub mod clock_sync;
 pub mod config;
 mod ctx;

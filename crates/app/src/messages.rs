@@ -275,6 +275,10 @@ const JA: &[(&str, &str)] = &[
     ("invalid request: {}", "不正な要求: {1:t}"),
     ("{} not found", "{1} は見つかりません"),
     ("{} is deleted", "{1} は削除されています"),
+    ("the search text is longer than 128 bytes", "検索文字列が長すぎます（128バイトまで）"),
+    ("break-glass needs a `reason`", "非常時アクセスには理由の入力が必要です"),
+    ("`reason` is longer than 1000 characters", "理由は1000文字以内で入力してください"),
+    ("the duration must be between 1 minute and 24 hours", "期間は1分から24時間の間で指定してください"),
     ("version conflict: current version is {}, request named {}", "版の競合: 現在の版は {1}、要求された版は {2} です"),
     (
         "the condition matched {} resources; it must match at most one",

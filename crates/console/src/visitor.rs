@@ -30,6 +30,10 @@ pub struct Rights {
     pub manage_users: bool,
     pub review_break_glass: bool,
     pub vendor: bool,
+    /// Works with clinical records (patient search, records, approvals).
+    pub clinical: bool,
+    /// May break the glass on a patient outside their care.
+    pub break_glass: bool,
 }
 
 /// A signed-in person.
@@ -54,6 +58,14 @@ impl Visitor {
         let ja = self.ja();
         let pick = |j: &'static str, e: &'static str| if ja { j } else { e };
         let mut nav = vec![NavItem { href: "/console/", label: pick("ホーム", "Home"), current: false }];
+        if self.rights.clinical {
+            nav.push(NavItem { href: "/console/patients", label: pick("患者検索", "Patients"), current: false });
+            nav.push(NavItem {
+                href: "/console/approvals",
+                label: pick("代行入力の承認", "Approvals"),
+                current: false,
+            });
+        }
         if self.rights.read_audit {
             nav.push(NavItem { href: "/console/audit", label: pick("監査証跡", "Audit trail"), current: false });
             nav.push(NavItem {
@@ -179,6 +191,8 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                 manage_users: ctx.may(&node, AdminAct::ManageUsers),
                 review_break_glass: ctx.may(&node, AdminAct::ReviewBreakGlass),
                 vendor: roles.iter().any(|r| r == "maintenance_vendor"),
+                clinical: mamori_app::clinical::may_use(&ctx, &node),
+                break_glass: mamori_app::clinical::may_break_glass(&ctx, &node),
             };
             Ok::<_, mamori_app::AppError>((ctx, rights))
         })

@@ -92,6 +92,11 @@ const PATIENT_COMPARTMENT: &[(&str, &[&str])] = &[
     ("VisionPrescription", &["patient"]),
 ];
 
+/// The resource types of the Patient compartment.
+pub fn patient_compartment_types() -> impl Iterator<Item = &'static str> {
+    PATIENT_COMPARTMENT.iter().map(|(t, _)| *t)
+}
+
 /// The compartment parameters of `rt`, in order.
 pub fn compartment_params(rt: &str) -> &'static [&'static str] {
     PATIENT_COMPARTMENT.iter().find(|(t, _)| *t == rt).map(|(_, p)| *p).unwrap_or(&[])

@@ -13,6 +13,7 @@ pub mod compartment;
 mod context;
 mod error;
 pub mod ndjson;
+pub mod patients;
 pub mod primitive;
 mod provenance;
 pub mod search;

@@ -1080,6 +1080,58 @@ impl Records {
         Audited::append(&self.audit, ctx, ReadAction::Search, rt.as_str(), result)
     }
 
+    /// `GET Patient/{id}/*`: the current, live records in the patient's compartment (R4 Patient
+    /// compartment; each record's own patient is this one) that the requester may see, in one
+    /// read and audited as one search. The patient itself is not included: read it first, so
+    /// that a patient the requester may not see is "not found" before anything else is looked up.
+    /// Nor is the server's own Provenance of each version (its facts — 入力者, 確定者, hash — are
+    /// each record's history).
+    pub fn compartment(&self, ctx: &RequestContext, patient: &ResourceId) -> Audited<Vec<VersionRecord>> {
+        let asked = format!("Patient/{patient}/*");
+        let target = format!("Patient/{patient}");
+        let result = self.read_tx(|tx| {
+            let mut out = Vec::new();
+            for t in crate::compartment::patient_compartment_types() {
+                let rt = ResourceType::parse(t)?;
+                for id in tx.references_to(t, None, "Patient", patient.as_str())? {
+                    let Ok(id) = ResourceId::parse(&id) else { continue };
+                    if let Some(v) = tx.current(&rt, &id)?
+                        && !v.is_deleted()
+                        && !v.server_written
+                        && v.patient.as_deref() == Some(target.as_str())
+                        && ctx.may_see(tx, &v)?
+                    {
+                        out.push(v);
+                    }
+                }
+            }
+            Ok(out)
+        });
+        Audited::append(&self.audit, ctx, ReadAction::Search, &asked, result)
+    }
+
+    /// Proxy entries (代行入力) awaiting approval by `author` (a reference such as
+    /// `Practitioner/123`) that the requester may see: the author's queue. One read, audited as
+    /// one search.
+    pub fn pending_for(&self, ctx: &RequestContext, author: &str) -> Audited<Vec<VersionRecord>> {
+        let query = format!("_tag={}|pending-approval&_count=200", crate::ENTRY_STATUS_SYSTEM);
+        let ctx = ctx.clone().with_query(Some(&query));
+        let result = self.read_tx(|tx| {
+            let mut out = Vec::new();
+            for t in crate::compartment::patient_compartment_types() {
+                let req = crate::search::parse_search(t, &query, false, 0)?;
+                for v in self.search_in(tx, &ctx, &req)?.matches {
+                    if matches!(&v.status, EntryStatus::Pending { author: a } if a == author) {
+                        out.push(v);
+                    }
+                }
+            }
+            out.sort_by_key(|v| std::cmp::Reverse(v.last_updated));
+            Ok(out)
+        });
+        Audited::append(&self.audit, &ctx, ReadAction::Search, "_tag=pending-approval", result)
+    }
+
     /// Instance, type or system history, audited: only versions the requester may see. `hidden`
     /// says whether any were withheld (so a total would reveal them).
     pub fn history(&self, ctx: &RequestContext, q: &HistoryQuery) -> Audited<HistoryPage> {

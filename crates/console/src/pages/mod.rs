@@ -3,6 +3,7 @@
 //! template. Errors are shown in the reader's language, on the page, with what they typed.
 
 pub mod audit;
+pub mod clinical;
 pub mod dashboard;
 pub mod reviews;
 pub mod users;
