@@ -66,12 +66,16 @@ fn every_role_uses_the_console_in_a_browser() {
     add(&dir, "kanri", &["system_admin"]);
     add(&dir, "uketsuke", &["clerk"]);
     add(&dir, "suzuki", &["nurse"]);
-    let secrets: serde_json::Map<String, Value> =
-        ["anzen", "kanri", "uketsuke"].iter().map(|u| ((*u).to_string(), Value::from(totp(&dir, u)))).collect();
+    crate::login::add_account(&dir, "tanaka", PW, &["--role", "doctor", "--fhir-user", "Practitioner/tanaka"]);
+    let secrets: serde_json::Map<String, Value> = ["anzen", "kanri", "uketsuke", "tanaka"]
+        .iter()
+        .map(|u| ((*u).to_string(), Value::from(totp(&dir, u))))
+        .collect();
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (port, attack_port) = (free(), free());
     let base = format!("http://localhost:{port}");
     let server = start(&dir, &["--listen", &format!("127.0.0.1:{port}"), "--public-url", &base]);
+    seed_ward(server.addr, &dir);
     // Screenshots for docs/console/ when asked (MAMORI_CONSOLE_SHOTS=docs/console), else thrown away.
     let shots = match std::env::var("MAMORI_CONSOLE_SHOTS") {
         Ok(p) => {
@@ -131,6 +135,48 @@ fn every_role_uses_the_console_in_a_browser() {
     assert!(changes.len() >= 2, "enrolment and disabling of suzuki by kanri: {changes:?}");
 }
 
+/// A ward: p-care (髙橋 花子) in Practitioner/tanaka's care with a final Observation and a proxy
+/// entry awaiting tanaka's approval, and p-other (山田 太郎) in nobody's care. Returns the seeding
+/// client's token, the final Observation and the pending one.
+fn seed_ward(addr: std::net::SocketAddr, dir: &Path) -> (String, Value, Value) {
+    let tok = crate::binary::token(addr, dir, "seed");
+    seed(
+        addr,
+        &tok,
+        &serde_json::json!({"resourceType": "Patient", "id": "p-care", "gender": "female", "birthDate": "1970-01-02",
+            "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-1001"}],
+            "name": [{"text": "髙橋 花子", "family": "髙橋", "given": ["花子"]},
+                     {"text": "タカハシ ハナコ", "family": "タカハシ", "given": ["ハナコ"]}]}),
+        &[],
+    );
+    seed(
+        addr,
+        &tok,
+        &serde_json::json!({"resourceType": "Patient", "id": "p-other", "gender": "male", "birthDate": "1980-05-06",
+            "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-2002"}],
+            "name": [{"text": "山田 太郎", "family": "山田", "given": ["太郎"]}]}),
+        &[],
+    );
+    seed(
+        addr,
+        &tok,
+        &serde_json::json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p-care"},
+            "participant": [{"member": {"reference": "Practitioner/tanaka"}}]}),
+        &[],
+    );
+    let obs = |value: i64| {
+        serde_json::json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}], "text": "体重"},
+            "subject": {"reference": "Patient/p-care"}, "effectiveDateTime": "2026-12-01",
+            "valueQuantity": {"value": value, "unit": "kg"}})
+    };
+    let final_obs = seed(addr, &tok, &obs(52), &[]);
+    let author = r#"{"resourceType":"Provenance","agent":[{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/provenance-participant-type","code":"author"}]},"who":{"reference":"Practitioner/tanaka"}}]}"#;
+    let pending = seed(addr, &tok, &obs(53), &[("X-Provenance", author)]);
+    assert_eq!(pending["meta"]["tag"][0]["code"], "pending-approval");
+    (tok, final_obs, pending)
+}
+
 /// Posts a resource with the seeding client's token; returns the created resource.
 fn seed(addr: std::net::SocketAddr, token: &str, body: &Value, extra: &[(&str, &str)]) -> Value {
     let auth = format!("Bearer {token}");
@@ -163,44 +209,13 @@ fn clinicians_find_read_approve_and_break_the_glass() {
         crate::login::add_account(&dir, user, PW, &["--role", role, "--fhir-user", &fhir_user]);
     }
     add(&dir, "uketsuke", &["clerk"]);
-    let secrets: serde_json::Map<String, Value> =
-        ["tanaka", "yamada", "uketsuke"].iter().map(|u| ((*u).to_string(), Value::from(totp(&dir, u)))).collect();
+    add(&dir, "anzen", &["security_manager"]);
+    let secrets: serde_json::Map<String, Value> = ["tanaka", "yamada", "uketsuke", "anzen"]
+        .iter()
+        .map(|u| ((*u).to_string(), Value::from(totp(&dir, u))))
+        .collect();
     let s = start(&dir, &[]);
-    let tok = crate::binary::token(s.addr, &dir, "seed");
-    seed(
-        s.addr,
-        &tok,
-        &serde_json::json!({"resourceType": "Patient", "id": "p-care", "gender": "female", "birthDate": "1970-01-02",
-            "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-1001"}],
-            "name": [{"text": "髙橋 花子", "family": "髙橋", "given": ["花子"]},
-                     {"text": "タカハシ ハナコ", "family": "タカハシ", "given": ["ハナコ"]}]}),
-        &[],
-    );
-    seed(
-        s.addr,
-        &tok,
-        &serde_json::json!({"resourceType": "Patient", "id": "p-other", "gender": "male", "birthDate": "1980-05-06",
-            "identifier": [{"system": "http://hospital.example/mrn", "value": "MRN-2002"}],
-            "name": [{"text": "山田 太郎", "family": "山田", "given": ["太郎"]}]}),
-        &[],
-    );
-    seed(
-        s.addr,
-        &tok,
-        &serde_json::json!({"resourceType": "CareTeam", "status": "active", "subject": {"reference": "Patient/p-care"},
-            "participant": [{"member": {"reference": "Practitioner/tanaka"}}]}),
-        &[],
-    );
-    let obs = |value: i64| {
-        serde_json::json!({"resourceType": "Observation", "status": "final",
-            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7", "display": "Body weight"}], "text": "体重"},
-            "subject": {"reference": "Patient/p-care"}, "effectiveDateTime": "2026-12-01",
-            "valueQuantity": {"value": value, "unit": "kg"}})
-    };
-    let final_obs = seed(s.addr, &tok, &obs(52), &[]);
-    let author = r#"{"resourceType":"Provenance","agent":[{"type":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/provenance-participant-type","code":"author"}]},"who":{"reference":"Practitioner/tanaka"}}]}"#;
-    let pending = seed(s.addr, &tok, &obs(53), &[("X-Provenance", author)]);
-    assert_eq!(pending["meta"]["tag"][0]["code"], "pending-approval");
+    let (tok, final_obs, pending) = seed_ward(s.addr, &dir);
     // The version's hash, from the server's own Provenance.
     let final_id = final_obs["id"].as_str().unwrap();
     let auth = format!("Bearer {tok}");
@@ -260,4 +275,6 @@ fn clinicians_find_read_approve_and_break_the_glass() {
             && e.to_string().contains("Patient/p-other")
     });
     assert!(under_glass, "reads under break-glass carry purpose ETREAT");
+    let out = cli(&["user", "show", "uketsuke", "--data-dir", d]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("clerk"), "the revoked role is gone");
 }

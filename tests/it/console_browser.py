@@ -1,5 +1,5 @@
 """The web console in a real browser (Debian Chromium, headless, driven by Selenium): each role's
-main path, signed in through the two-factor pages; a forged form refused; a clerk offered nothing
+main path (security manager, administrator, doctor), signed in through the two-factor pages; a forged form refused; a clerk offered nothing
 and refused by URL; the language switch; keyboard-only navigation; axe-core (WCAG 2 A/AA) on the
 main pages; screenshots of them for docs/console/.
 
@@ -246,6 +246,59 @@ def administrator():
         d.quit()
 
 
+def doctor():
+    """A doctor finds a patient by keyboard, reads the record and a record's versions, approves a
+    proxy entry and breaks the glass; every page passes axe-core."""
+    d = browser("ja")
+    wait = WebDriverWait(d, 30)
+    try:
+        sign_in(d, "tanaka")
+        links = [a.get_attribute("href") for a in d.find_elements(By.CSS_SELECTOR, "header nav a")]
+        assert base + "/console/patients" in links and base + "/console/approvals" in links, links
+        assert base + "/console/users" not in links and base + "/console/audit" not in links, links
+        d.get(base + "/console/patients")
+        q = d.find_element(By.ID, "q")
+        q.send_keys("高橋")
+        q.send_keys(Keys.ENTER)  # the keyboard alone
+        wait.until(lambda d: d.find_elements(By.ID, "patients"))
+        accessible(d, "patients")
+        shot(d, "patients-ja")
+        d.find_element(By.CSS_SELECTOR, "#patients a[href='/console/patients/p-care']").click()
+        wait.until(path_is("/console/patients/p-care"))
+        assert "髙橋 花子" in d.page_source and "承認待ち" in d.page_source
+        accessible(d, "patient")
+        shot(d, "patient-ja")
+        d.find_element(By.CSS_SELECTOR, "main table a[href^='/console/records/Observation/']").click()
+        wait.until(lambda d: d.find_elements(By.ID, "versions"))
+        assert "SHA-256" in d.page_source and "入力者" in d.page_source
+        accessible(d, "record")
+        shot(d, "record-ja")
+        d.get(base + "/console/approvals")
+        accessible(d, "approvals")
+        shot(d, "approvals-ja")
+        submit(d, "#pending button[type=submit]")
+        wait.until(lambda d: d.find_elements(By.ID, "approved"))
+        assert d.find_elements(By.ID, "no-pending")
+        # Outside the care relationship: not found; then break-glass with a reason.
+        d.get(base + "/console/patients/p-other")
+        assert d.find_element(By.TAG_NAME, "h2").text == "見つかりません", d.page_source
+        d.get(base + "/console/patients/p-other/break-glass")
+        accessible(d, "break-glass form")
+        submit(d)  # the browser itself stops an empty required reason
+        assert urlsplit(d.current_url).path == "/console/patients/p-other/break-glass"
+        fill(d, "reason", "救急外来で意識障害、既往歴の確認が必要")
+        submit(d)
+        wait.until(path_is("/console/patients/p-other"))
+        assert d.find_elements(By.ID, "granted") and "山田 太郎" in d.page_source
+        shot(d, "break-glass-granted-ja")
+        d.get(base + "/console/patients/p-care?lang=en")
+        assert "Entered by" in d.page_source and d.find_element(By.TAG_NAME, "h1").text == "Patient record"
+        accessible(d, "patient (en)")
+        d.get(base + "/console/patients?lang=ja")
+    finally:
+        d.quit()
+
+
 def clerk():
     d = browser("en")
     wait = WebDriverWait(d, 30)
@@ -269,6 +322,7 @@ def clerk():
 try:
     security_manager()
     administrator()
+    doctor()
     clerk()
 finally:
     httpd.shutdown()

@@ -73,7 +73,7 @@ r = s.get(base + f"/console/records/Observation/{final}")
 assert r.status_code == 200 and final_hash in r.text, "the version's hash is shown"
 assert "client:seed" in r.text and "確定" in r.text, main_of(r.text)
 r = s.get(base + f"/console/records/Observation/{pending}")
-assert "承認待ち（確定者: Practitioner/tanaka）" in r.text, main_of(r.text)
+assert "承認待ち（承認者: Practitioner/tanaka）" in r.text, main_of(r.text)
 
 # The oracle: hidden looks exactly like missing (status and page).
 hidden = s.get(base + "/console/patients/p-other")
@@ -143,4 +143,26 @@ for path in ["/console/patients?q=%E9%AB%99%E6%A9%8B", "/console/patients/p-care
     assert main_of(r.text) == main_of(unknown.text), path
 r = s3.post(base + "/console/patients/p-care/break-glass", data={"csrf": csrf(home), "reason": "見たい", "minutes": "30"})
 assert r.status_code == 403, r.status_code
+
+# ---- The security manager's access review (Z6): open, decide (keep / revoke), own account refused.
+s4, home = sign_in("anzen")
+assert 'href="/console/reviews"' in home and "/console/patients" not in home, home
+r = s4.get(base + "/console/reviews")
+token = csrf(r.text)
+r = s4.post(base + "/console/reviews", data={"csrf": token, "reason": " ", "users": "yamada"})
+assert r.status_code == 400 and 'id="open-error"' in r.text and 'value="yamada"' in r.text, main_of(r.text)
+r = s4.post(base + "/console/reviews", data={"csrf": token, "reason": "定期見直し", "users": "yamada, uketsuke anzen"})
+assert r.status_code == 200 and "/console/reviews/" in r.url, (r.status_code, r.url)
+campaign = r.url.rsplit("/", 1)[1]
+assert "自分自身のアカウントは見直せません" in r.text
+r = s4.post(base + f"/console/reviews/{campaign}/anzen", data={"csrf": token})
+assert r.status_code == 403, "one's own access is not one's to confirm"
+r = s4.post(base + f"/console/reviews/{campaign}/yamada", data={"csrf": token, "note": "担当継続"})
+assert r.url.endswith("?decided=1") and "すべて継続" in r.text, main_of(r.text)
+r = s4.post(base + f"/console/reviews/{campaign}/uketsuke", data={"csrf": token, "revoke": "clerk", "note": "退職予定"})
+assert "取消: clerk" in r.text, main_of(r.text)
+r = s4.post(base + f"/console/reviews/{campaign}/uketsuke", data={"csrf": token})
+assert r.status_code == 409, "decided once"
+r = s4.get(base + "/console/")
+assert f'href="/console/reviews/{campaign}"' in r.text, "the dashboard links the open campaign"
 print("ok")

@@ -29,6 +29,7 @@ pub struct Rights {
     pub read_audit: bool,
     pub manage_users: bool,
     pub review_break_glass: bool,
+    pub review_access: bool,
     pub vendor: bool,
     /// Works with clinical records (patient search, records, approvals).
     pub clinical: bool,
@@ -78,6 +79,13 @@ impl Visitor {
             nav.push(NavItem {
                 href: "/console/break-glass",
                 label: pick("非常時アクセスのレビュー", "Break-glass reviews"),
+                current: false,
+            });
+        }
+        if self.rights.review_access {
+            nav.push(NavItem {
+                href: "/console/reviews",
+                label: pick("アクセス権の見直し", "Access reviews"),
                 current: false,
             });
         }
@@ -190,6 +198,7 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                 read_audit: ctx.may(&node, AdminAct::ReadAudit),
                 manage_users: ctx.may(&node, AdminAct::ManageUsers),
                 review_break_glass: ctx.may(&node, AdminAct::ReviewBreakGlass),
+                review_access: ctx.may(&node, AdminAct::ReviewAccess),
                 vendor: roles.iter().any(|r| r == "maintenance_vendor"),
                 clinical: mamori_app::clinical::may_use(&ctx, &node),
                 break_glass: mamori_app::clinical::may_break_glass(&ctx, &node),

@@ -292,7 +292,7 @@ pub async fn record(State(c): State<Arc<Console>>, v: Visitor, Path((rtype, id))
                     status: match (&r.status, ja) {
                         (EntryStatus::Final, true) => format!("確定（確定者: {}）", r.entered_by),
                         (EntryStatus::Final, false) => format!("final (attested by {})", r.entered_by),
-                        (EntryStatus::Pending { author }, true) => format!("承認待ち（確定者: {author}）"),
+                        (EntryStatus::Pending { author }, true) => format!("承認待ち（承認者: {author}）"),
                         (EntryStatus::Pending { author }, false) => format!("awaiting approval by {author}"),
                     },
                     sha256: hex::encode(r.content_sha256),

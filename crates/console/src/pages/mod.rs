@@ -2,6 +2,7 @@
 //! by the sign-in pages' CSRF code for a POST, one use case run off the async threads, and a
 //! template. Errors are shown in the reader's language, on the page, with what they typed.
 
+pub mod access_reviews;
 pub mod audit;
 pub mod clinical;
 pub mod dashboard;
