@@ -289,7 +289,7 @@ def doctor():
         fill(d, "reason", "救急外来で意識障害、既往歴の確認が必要")
         submit(d)
         wait.until(path_is("/console/patients/p-other"))
-        assert d.find_elements(By.ID, "granted") and "山田 太郎" in d.page_source
+        assert d.find_elements(By.ID, "under-glass") and "山田 太郎" in d.page_source
         shot(d, "break-glass-granted-ja")
         d.get(base + "/console/patients/p-care?lang=en")
         assert "Entered by" in d.page_source and d.find_element(By.TAG_NAME, "h1").text == "Patient record"

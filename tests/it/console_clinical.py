@@ -108,8 +108,11 @@ assert "非常時アクセスには理由の入力が必要です" in r.text, ma
 r = s.post(base + "/console/patients/p-other/break-glass", data={"csrf": token, "reason": "救急搬送、意識障害", "minutes": "999"})
 assert r.status_code == 400 and "救急搬送、意識障害" in r.text, "an unknown duration is refused and the reason kept"
 r = s.post(base + "/console/patients/p-other/break-glass", data={"csrf": token, "reason": "救急搬送、意識障害", "minutes": "30"})
-assert r.status_code == 200 and "/console/patients/p-other?granted=" in r.url, (r.status_code, r.url)
-assert 'id="granted"' in r.text and "山田 太郎" in r.text, main_of(r.text)
+assert r.status_code == 200 and r.url.endswith("/console/patients/p-other"), (r.status_code, r.url)
+assert 'id="under-glass"' in r.text and "山田 太郎" in r.text, main_of(r.text)
+assert "/break-glass" not in main_of(r.text), "no second grant offered while one is active"
+# The banner says what is true, not what a link says: the carer's own patient has none.
+assert 'id="under-glass"' not in s.get(base + "/console/patients/p-care?granted=x").text
 # A break-glass on a patient that does not exist is "not found".
 r = s.post(base + "/console/patients/p-nobody/break-glass", data={"csrf": token, "reason": "x", "minutes": "30"})
 assert r.status_code == 404, r.status_code

@@ -67,6 +67,8 @@ pub struct PatientRecord {
     pub patient: VersionRecord,
     /// Resource type → current records of that type, newest first; types in name order.
     pub by_type: Vec<(String, Vec<VersionRecord>)>,
+    /// Whether the caller sees it under an active break-glass grant (purpose ETREAT).
+    pub under_break_glass: bool,
 }
 
 /// A patient's record as the caller may see it: the Patient and the current records of their
@@ -86,7 +88,13 @@ pub fn patient_record(ctx: &Ctx, node: &Node, patient: &str) -> Result<PatientRe
     for (_, vs) in &mut out {
         vs.sort_by_key(|v| std::cmp::Reverse(v.last_updated));
     }
-    Ok(PatientRecord { patient: found, by_type: out })
+    let under_break_glass = match &ctx.caller {
+        crate::Caller::Person { username, .. } => {
+            node.records.break_glass_active(username, &format!("Patient/{id}"))?
+        }
+        crate::Caller::Operator(_) => false,
+    };
+    Ok(PatientRecord { patient: found, by_type: out, under_break_glass })
 }
 
 /// Every version of one record the caller may see, newest first (at most 100): who entered

@@ -198,34 +198,23 @@ struct PatientPage {
     patient: PatientRow,
     groups: Vec<(String, Vec<RecordRow>)>,
     may_break_glass: bool,
-    granted: Option<String>,
-}
-
-#[derive(serde::Deserialize, Default)]
-pub struct PatientQuery {
-    #[serde(default)]
-    granted: Option<String>,
+    under_break_glass: bool,
 }
 
 /// `GET /console/patients/{id}`: the patient's record as the person may see it.
-pub async fn patient(
-    State(c): State<Arc<Console>>,
-    v: Visitor,
-    Path(id): Path<String>,
-    Query(q): Query<PatientQuery>,
-) -> Response {
+pub async fn patient(State(c): State<Arc<Console>>, v: Visitor, Path(id): Path<String>) -> Response {
     if !v.rights.clinical {
         return not_found(v).await;
     }
     let ja = v.ja();
     match run(&c, &v, move |ctx, node| clinical::patient_record(ctx, node, &id)).await {
-        Ok(mamori_app::clinical::PatientRecord { patient: p, by_type: groups }) => {
+        Ok(mamori_app::clinical::PatientRecord { patient: p, by_type: groups, under_break_glass }) => {
             let page = PatientPage {
                 v: v.chrome("患者の記録", "Patient record"),
                 patient: patient_row(&p, ja),
                 groups: groups.into_iter().map(|(t, rs)| (t, rs.iter().map(|r| record_row(r, ja)).collect())).collect(),
-                may_break_glass: v.rights.break_glass,
-                granted: q.granted.filter(|g| g.len() <= 64),
+                may_break_glass: v.rights.break_glass && !under_break_glass,
+                under_break_glass,
             };
             render(&v, &page, StatusCode::OK)
         }
@@ -425,7 +414,7 @@ pub async fn break_glass(
     };
     match result {
         Ok(g) => browser::redirect(
-            &format!("/console/patients/{}?granted={}", g.patient.trim_start_matches("Patient/"), g.id),
+            &format!("/console/patients/{}", g.patient.trim_start_matches("Patient/")),
             v.cookies.clone(),
         ),
         Err(e) => match on_form(&v, &e) {
