@@ -152,6 +152,20 @@ impl Harness {
         self
     }
 
+    /// A fresh token for `test-app` (tokens live 15 minutes; a long test under load outlives one).
+    pub fn renew_token(&mut self) {
+        self.token = self
+            .node
+            .oauth
+            .client_credentials(
+                &mamori_oauth::ClientAuth { id: "test-app".into(), secret: SECRET.into() },
+                None,
+                now_secs(),
+            )
+            .unwrap()
+            .access_token;
+    }
+
     /// A harness over a node already opened on `dir` (with client `test-app` registered).
     pub fn from_node(dir: tempfile::TempDir, node: Node) -> Harness {
         let token = node
