@@ -99,6 +99,18 @@ impl Resp {
     }
 }
 
+/// A client-credentials token for the harness's client `test-app`.
+fn test_app_token(node: &Node) -> String {
+    node.oauth
+        .client_credentials(
+            &mamori_oauth::ClientAuth { id: "test-app".into(), secret: SECRET.into() },
+            None,
+            now_secs(),
+        )
+        .unwrap()
+        .access_token
+}
+
 pub fn register_client(node: &Node, id: &str, scope: &str) {
     let c = Client {
         id: id.into(),
@@ -154,29 +166,12 @@ impl Harness {
 
     /// A fresh token for `test-app` (tokens live 15 minutes; a long test under load outlives one).
     pub fn renew_token(&mut self) {
-        self.token = self
-            .node
-            .oauth
-            .client_credentials(
-                &mamori_oauth::ClientAuth { id: "test-app".into(), secret: SECRET.into() },
-                None,
-                now_secs(),
-            )
-            .unwrap()
-            .access_token;
+        self.token = test_app_token(&self.node);
     }
 
     /// A harness over a node already opened on `dir` (with client `test-app` registered).
     pub fn from_node(dir: tempfile::TempDir, node: Node) -> Harness {
-        let token = node
-            .oauth
-            .client_credentials(
-                &mamori_oauth::ClientAuth { id: "test-app".into(), secret: SECRET.into() },
-                None,
-                now_secs(),
-            )
-            .unwrap()
-            .access_token;
+        let token = test_app_token(&node);
         let app = mamori_http::app(mamori::app_state(&node, "http://mamori.test"));
         Harness { dir, node, app, token, db: None }
     }

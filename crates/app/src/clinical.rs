@@ -7,7 +7,7 @@
 //! (`mamori-console`). Type-level acts (search, approve, break-glass) are first asked of the
 //! enforcement point, as the API's routes ask; a refusal is audited before it is returned.
 
-use mamori_access::{Action, Refusal};
+use mamori_access::Action;
 use mamori_records::{BreakGlassGrant, HistoryQuery, ResourceId, ResourceType, VersionRecord};
 
 use crate::{AppError, Ctx, Node};
@@ -39,16 +39,9 @@ fn authorize(ctx: &Ctx, node: &Node, rt: &str, action: Action, act: &str, asked:
         Err(refusal) => {
             let mut entry =
                 mamori_audit::AuditRecord::new(act, ctx.audit_actor(), mamori_audit::Outcome::Denied, "TREAT");
-            entry.detail = Some(refusal.to_string());
             entry.resources = vec![asked.to_string()];
-            entry.request_id = ctx.request_id.clone();
-            entry.source = ctx.source.clone();
-            entry.status = Some(403);
-            node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
-            Err(match refusal {
-                Refusal::Forbidden(m) => AppError::Forbidden(m),
-                other => AppError::from(other),
-            })
+            ctx.refused(node, entry, refusal.to_string())?;
+            Err(AppError::from(refusal))
         }
     }
 }

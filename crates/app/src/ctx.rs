@@ -243,18 +243,30 @@ impl Ctx {
             }
         }
         let (act, refusal) = first.unwrap_or((AdminAct::ReadAudit, Refusal::Unavailable));
-        let mut entry = mamori_audit::AuditRecord::new(
+        let entry = mamori_audit::AuditRecord::new(
             "admin-denied",
             self.audit_actor(),
             mamori_audit::Outcome::Failure,
             "HOPERAT",
         );
-        entry.detail = Some(format!("{act}: {refusal}"));
+        self.refused(node, entry, format!("{act}: {refusal}"))?;
+        Err(refusal.into())
+    }
+
+    /// Records a refusal before it is returned: `entry` (action, outcome, purpose, resources)
+    /// with the reason, this request's id and source, and status 403.
+    pub(crate) fn refused(
+        &self,
+        node: &Node,
+        mut entry: mamori_audit::AuditRecord,
+        reason: String,
+    ) -> Result<(), AppError> {
+        entry.detail = Some(reason);
         entry.request_id = self.request_id.clone();
         entry.source = self.source.clone();
         entry.status = Some(403);
         node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
-        Err(refusal.into())
+        Ok(())
     }
 
     /// The record service's context for this caller: the operator's explicit guard (allowed,
