@@ -3,7 +3,6 @@
 //! to the HTTP edge. The binary's `main` only calls [`cli::main`].
 
 pub mod audit_export;
-pub mod audit_verify;
 pub mod cli;
 pub mod fail;
 pub mod import;
@@ -14,5 +13,5 @@ mod state;
 pub mod user_cli;
 
 pub use mamori_app::node as datadir;
-pub use mamori_app::{Node, backend, clock_sync, config, open_node, open_node_on};
+pub use mamori_app::{Node, audit_verify, backend, clock_sync, config, open_node, open_node_on};
 pub use state::app_state;

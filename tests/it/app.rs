@@ -271,6 +271,9 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     mamori_app::policies::set(&op, node, mamori_authz::DEFAULT_POLICIES, None, "shipped").unwrap();
     reviews::open(&op, node, "periodic", &[]).unwrap();
     mamori_app::keys::rotate(&op, node, "first key").unwrap();
+    let checked = mamori_app::audit_trail::verify_now(&op, node).unwrap();
+    assert!(checked.passed() && checked.entries > 0, "{checked:?}");
+    assert_eq!(mamori_app::audit_trail::last_verification(&op, node).unwrap(), Some(checked));
     assert_eq!(ConfigKind::parse(mamori_app::node::SETTINGS.0), Some(ConfigKind::Settings));
 
     let db = crate::support::RawDb::at(h.dir.path());

@@ -278,3 +278,72 @@ fn clinicians_find_read_approve_and_break_the_glass() {
     let out = cli(&["user", "show", "uketsuke", "--data-dir", d]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("clerk"), "the revoked role is gone");
 }
+
+/// Administrators (#24): applications (a secret shown once and used at the token endpoint
+/// unchanged, rotation, disable), signing keys, policies checked against the table of expected
+/// decisions with a diff before they apply, class rules, and "verify now" on the home page —
+/// which, after someone edits an entry behind the server's back, says the trail does not verify
+/// and raises an alert. A clerk sees none of it. The changes are in the audit trail as the people
+/// who made them.
+#[test]
+fn administrators_manage_applications_policies_keys_and_verify_the_trail() {
+    let deps = crate::support::pip_target("pydeps", &["requests==2.32.3", "pyotp==2.9.0"], &["pyotp", "requests"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    add(&dir, "kanri", &["system_admin"]);
+    add(&dir, "anzen", &["security_manager"]);
+    add(&dir, "uketsuke", &["clerk"]);
+    let secrets: serde_json::Map<String, Value> =
+        ["kanri", "anzen", "uketsuke"].iter().map(|u| ((*u).to_string(), Value::from(totp(&dir, u)))).collect();
+    let secrets = Value::Object(secrets).to_string();
+    let s = start(&dir, &[]);
+    let base = format!("http://{}", s.addr);
+    crate::support::python_ok(&deps, "console_admin.py", &[&base, &secrets, PW, NEW_PW, "main"]);
+
+    // The changes are attributed to the people who made them, through the one configuration path.
+    let out = cli(&["client", "show", "lab-feed", "--data-dir", d]);
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success() && shown.contains("kanri"), "{shown}");
+    let out = cli(&["policy", "show", "--data-dir", d]);
+    let (shown, set_by) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(shown.contains("vendor-no-delete") && set_by.contains("anzen"), "{set_by}");
+
+    // What they did is in the audit trail as the people who did it.
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let entries: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let any = |who: &str, action: &str, needle: &str| {
+        entries.iter().any(|e| e["actor"]["id"] == who && e["action"] == action && e.to_string().contains(needle))
+    };
+    let actions: std::collections::BTreeSet<String> =
+        entries.iter().filter_map(|e| e["action"].as_str().map(str::to_string)).collect();
+    assert!(any("kanri", "config", "config/client/lab-feed/v3"), "registration and rotation by kanri: {actions:?}");
+    assert!(any("anzen", "config", "config/policies/active/v1"), "the policy change by anzen");
+    assert!(any("anzen", "config", "config/audit-verification/latest/v1"), "each verification is recorded");
+    assert!(
+        entries.iter().filter(|e| e["actor"]["id"] == "uketsuke" && e["action"] == "admin-denied").count() >= 4,
+        "each page refused to the clerk is recorded"
+    );
+
+    // Someone with database access edits an entry about kanri's registration.
+    let db = crate::support::RawDb::at(&dir);
+    let idx = if db.is_pg() {
+        db.int("SELECT MIN(idx) FROM audit_entries WHERE strpos(convert_from(entry, 'UTF8'), 'lab-feed') > 0")
+    } else {
+        db.int("SELECT MIN(idx) FROM audit_entries WHERE instr(CAST(entry AS TEXT), 'lab-feed') > 0")
+    };
+    assert!(idx > 0);
+    db.exec(
+        &format!("DROP TRIGGER audit_no_update; UPDATE audit_entries SET entry = CAST(replace(entry, 'lab-feed', 'lab-fake') AS BLOB) WHERE idx = {idx}"),
+        &format!("DROP TRIGGER audit_no_change ON audit_entries;
+         UPDATE audit_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'lab-feed', 'lab-fake'), 'UTF8') WHERE idx = {idx}"),
+    )
+    .unwrap();
+    // "Verify now" says so, on the home page and among the alerts (console_admin.py checks both).
+    crate::support::python_ok(&deps, "console_admin.py", &[&base, &secrets, PW, NEW_PW, "tampered"]);
+    drop(s);
+}

@@ -118,7 +118,6 @@ def security_manager():
         assert "利用者" not in nav, f"the security manager is not offered user management: {nav}"
         # The security headers of a signed-in page.
         accessible(d, "dashboard (ja)")
-        shot(d, "dashboard-ja")
         # Keyboard only: Tab from the top of the page to the audit link, Enter.
         body = d.find_element(By.TAG_NAME, "body")
         body.send_keys(Keys.TAB)
@@ -159,6 +158,46 @@ def security_manager():
         shot(d, "explain-ja")
         d.get(base + "/console/break-glass")
         assert d.find_elements(By.ID, "no-grants"), d.page_source
+        accessible(d, "break-glass reviews")
+        # An access review: opened with a reason, one decision by keyboard-reachable buttons.
+        d.get(base + "/console/reviews")
+        accessible(d, "access reviews (empty)")
+        fill(d, "reason", "定期見直し 2026年度下期")
+        fill(d, "users", "uketsuke")
+        submit(d, "form[action='/console/reviews'] button[type=submit]")
+        wait.until(lambda d: urlsplit(d.current_url).path.startswith("/console/reviews/"))
+        assert "uketsuke" in d.page_source
+        accessible(d, "access review")
+        shot(d, "review-ja")
+        d.get(base + "/console/reviews")
+        accessible(d, "access reviews")
+        shot(d, "reviews-ja")
+        # Policies: the proposal as in force, checked against the table, nothing to apply.
+        d.get(base + "/console/policies")
+        d.find_element(By.ID, "check-button").click()
+        wait.until(lambda d: d.find_elements(By.ID, "table-passed"))
+        assert d.find_elements(By.ID, "no-diff"), "no change from the policies in force"
+        accessible(d, "policies (checked)")
+        shot(d, "policies-ja")
+        d.get(base + "/console/class-rules")
+        accessible(d, "class rules")
+        # The whole trail verified from the home page.
+        d.get(base + "/console/")
+        d.find_element(By.ID, "verify-now").click()
+        wait.until(lambda d: "ok" in (d.find_element(By.ID, "verify-result").get_attribute("class") or ""))
+        assert "検証: 合格" in d.find_element(By.ID, "verify-result").text
+        accessible(d, "dashboard after verification")
+        shot(d, "dashboard-ja")
+        # English on every page of this role.
+        for path, h1 in [("/console/reviews", "Access reviews"), ("/console/policies", "Access policies"),
+                         ("/console/class-rules", "Information-class rules"), ("/console/break-glass", "Break-glass reviews"),
+                         ("/console/explain", "Explain a decision"), ("/console/audit", "Audit trail")]:
+            d.get(base + path + "?lang=en")
+            assert d.find_element(By.TAG_NAME, "h1").text == h1, (path, d.find_element(By.TAG_NAME, "h1").text)
+            assert d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+        d.get(base + "/console/policies")
+        accessible(d, "policies (en)")
+        d.get(base + "/console/?lang=ja")
         # The language switch, and it sticks.
         d.get(base + "/console/")
         d.find_element(By.LINK_TEXT, "English").click()
@@ -240,6 +279,37 @@ def administrator():
         d.find_element(By.ID, "disable").click()
         wait.until(lambda d: d.find_elements(By.ID, "user-error"))
         assert "自分自身のアカウントは変更できません" in d.find_element(By.ID, "user-error").text
+        # Applications: register one; its secret is shown once.
+        d.get(base + "/console/apps")
+        accessible(d, "applications (empty)")
+        fill(d, "client_id", "lab-feed")
+        fill(d, "name", "検査システム連携")
+        fill(d, "scope", "system/Observation.rs")
+        d.find_element(By.CSS_SELECTOR, "input[name=class][value=general]").click()
+        submit(d, "form[action='/console/apps'] button[type=submit]")
+        wait.until(lambda d: d.find_elements(By.ID, "secret"))
+        assert len(d.find_element(By.ID, "secret").text) >= 32
+        accessible(d, "application with its secret")
+        d.get(base + "/console/apps/lab-feed")
+        assert not d.find_elements(By.ID, "secret"), "the secret is shown once only"
+        accessible(d, "application")
+        shot(d, "app-ja")
+        d.get(base + "/console/apps")
+        accessible(d, "applications")
+        shot(d, "apps-ja")
+        # Signing keys: a rotation needs a reason.
+        d.get(base + "/console/keys")
+        fill(d, "reason", "年次の鍵更新")
+        d.find_element(By.ID, "rotate").click()
+        wait.until(lambda d: d.find_elements(By.ID, "rotated"))
+        accessible(d, "signing keys")
+        shot(d, "keys-ja")
+        for path, h1 in [("/console/users", "Users"), ("/console/apps", "Applications"), ("/console/keys", "Signing keys"),
+                         ("/console/users/suzuki", "User"), ("/console/apps/lab-feed", "Application")]:
+            d.get(base + path + "?lang=en")
+            assert d.find_element(By.TAG_NAME, "h1").text == h1, (path, d.find_element(By.TAG_NAME, "h1").text)
+        accessible(d, "application (en)")
+        d.get(base + "/console/?lang=ja")
         d.find_element(By.CSS_SELECTOR, "header form button").click()
         wait.until(path_is("/login"))
     finally:
@@ -310,7 +380,8 @@ def clerk():
         assert links == [base + "/console/"], f"a clerk is offered nothing else: {links}"
         assert "Audit trail" not in d.page_source and "Users" not in d.page_source
         for path in ["/console/audit", "/console/users", "/console/explain?user=anzen&action=read&resource=Patient",
-                     "/console/break-glass"]:
+                     "/console/break-glass", "/console/apps", "/console/keys", "/console/policies",
+                     "/console/class-rules", "/console/reviews"]:
             d.get(base + path)
             assert d.find_element(By.TAG_NAME, "h2").text == "Not allowed", (path, d.page_source)
         d.find_element(By.CSS_SELECTOR, "header form button").click()

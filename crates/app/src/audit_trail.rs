@@ -158,3 +158,117 @@ pub fn recent_alerts(ctx: &Ctx, node: &Node, limit: usize) -> Result<Vec<(u64, m
         })
         .collect()
 }
+
+/// The result of one check of the whole trail (`verify_now`), kept as workflow state so the
+/// dashboard shows the latest without running it again.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Verification {
+    /// When it ran (µs since the epoch).
+    pub at_micros: i64,
+    /// Who ran it.
+    pub by: String,
+    /// Entries read and recomputed.
+    pub entries: u64,
+    /// Signed checkpoints whose signature and root matched.
+    pub checkpoints: u64,
+    /// The root of all entries, hex.
+    pub root: String,
+    /// Problems found, first first (empty: the trail verifies).
+    pub problems: Vec<String>,
+    /// How long it took, milliseconds.
+    pub millis: u64,
+}
+
+impl Verification {
+    /// Whether the trail verified.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// One check at a time per process: a second request while one runs is told so.
+static VERIFYING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Checks the whole trail now with the offline verifier ([`crate::audit_verify`], its own
+/// read-only queries, this node's checkpoint key, witnesses and local witness) and records the
+/// result: a version of the `audit-verification` workflow entry (attributed and audited by the
+/// one configuration path) and, when the trail does not verify, an `alert-audit-verify` entry
+/// that the dashboard's alerts and the metrics show.
+pub fn verify_now(ctx: &Ctx, node: &Node) -> Result<Verification, AppError> {
+    use std::sync::atomic::Ordering;
+    ctx.authorize(node, AdminAct::ReadAudit)?;
+    if VERIFYING.swap(true, Ordering::AcqRel) {
+        return Err(AppError::Conflict(
+            "監査証跡の検証は実行中です / the audit trail is being verified already; wait for the result".into(),
+        ));
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            VERIFYING.store(false, Ordering::Release);
+        }
+    }
+    let _done = Done;
+    let started = std::time::Instant::now();
+    let report = crate::audit_verify::verify(
+        &node.dir,
+        node.config.database.as_deref(),
+        &node.signer.verifier_key(),
+        node.config.witness_dir.as_deref(),
+        &mut |_| {},
+    )
+    .map_err(|e| AppError::Failed(format!("audit verify: {e}")))?;
+    let v = Verification {
+        at_micros: ctx.now().0,
+        by: ctx.by(),
+        entries: report.entries,
+        checkpoints: report.checkpoints,
+        root: hex::encode(report.root),
+        problems: report.problems,
+        millis: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    if !v.passed() {
+        let mut alert = mamori_audit::AuditRecord::new(
+            "alert-audit-verify",
+            ctx.audit_actor(),
+            mamori_audit::Outcome::Failure,
+            "HOPERAT",
+        );
+        alert.detail = Some(format!(
+            "the audit trail does not verify ({} problem(s)); first: {}",
+            v.problems.len(),
+            v.problems.first().map_or("", String::as_str)
+        ));
+        alert.request_id = ctx.request_id.clone();
+        alert.source = ctx.source.clone();
+        node.store.append(vec![alert]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    }
+    let kind = crate::registry::ConfigKind::AuditVerification;
+    let prev = node.store.config_get(kind.name(), "latest").map_err(AppError::from)?.map(|e| e.version);
+    let value = serde_json::to_value(&v).map_err(crate::ctx::failed)?;
+    let reason = if v.passed() {
+        format!("audit trail verified: {} entries, {} checkpoints", v.entries, v.checkpoints)
+    } else {
+        format!("audit trail does NOT verify: {} problem(s)", v.problems.len())
+    };
+    // Another node may have recorded its own run meanwhile: the newest result wins, so retry
+    // once on the version that is there now.
+    match crate::ctx::change_config(ctx, node, kind, "latest", Some(value.clone()), &reason, prev) {
+        Err(AppError::Conflict(_)) => {
+            let prev = node.store.config_get(kind.name(), "latest").map_err(AppError::from)?.map(|e| e.version);
+            crate::ctx::change_config(ctx, node, kind, "latest", Some(value), &reason, prev)?;
+        }
+        other => {
+            other?;
+        }
+    }
+    Ok(v)
+}
+
+/// The latest recorded check of the trail, if it was ever run from the console.
+pub fn last_verification(ctx: &Ctx, node: &Node) -> Result<Option<Verification>, AppError> {
+    ctx.authorize(node, AdminAct::ReadAudit)?;
+    let kind = crate::registry::ConfigKind::AuditVerification;
+    let Some(e) = node.store.config_get(kind.name(), "latest").map_err(AppError::from)? else { return Ok(None) };
+    e.value.map(serde_json::from_value).transpose().map_err(crate::ctx::failed)
+}

@@ -8,10 +8,17 @@ use crate::{AdminAct, AppError, Ctx, Node};
 
 const KIND: ConfigKind = ConfigKind::ClassRules;
 
-/// The rules in force.
+/// The rules in force. Those who read the audit trail and those who may replace the rules may
+/// see them.
 pub fn current(ctx: &Ctx, node: &Node) -> Result<mamori_authz::Rules, AppError> {
-    ctx.authorize(node, AdminAct::ReadAudit)?;
+    ctx.authorize_any(node, &[AdminAct::ReadAudit, AdminAct::SetClassRules])?;
     load_class_rules(&*node.store).map_err(AppError::from)
+}
+
+/// Who set the rules in force, when and why (`None`: the shipped ones).
+pub fn current_entry(ctx: &Ctx, node: &Node) -> Result<Option<mamori_store_sql::ConfigEntry>, AppError> {
+    ctx.authorize_any(node, &[AdminAct::ReadAudit, AdminAct::SetClassRules])?;
+    node.store.config_get(KIND.name(), "active").map_err(AppError::from)
 }
 
 /// Parses and validates rules (the JSON shape `classes show` prints under "rules").

@@ -11,6 +11,7 @@
 //! shares.
 
 pub mod audit_trail;
+pub mod audit_verify;
 pub mod backend;
 pub mod class_rules;
 pub mod clients;

@@ -65,18 +65,40 @@ fn yes() -> bool {
 pub struct Table {
     /// The cases.
     pub case: Vec<Case>,
+    /// The text it was parsed from, kept with the policies it was applied with.
+    #[serde(skip)]
+    pub source: String,
 }
+
+/// The table of expected decisions shipped for the shipped policies (27 cases, one or more per
+/// role): where a console edit starts before a site has kept its own.
+pub const SHIPPED_TABLE: &str = include_str!("../../../policies/expected-decisions.toml");
 
 impl Table {
     /// Parses a table.
     pub fn parse(text: &str) -> Result<Table, AppError> {
-        toml::from_str(text).map_err(|e| AppError::Invalid(format!("test table: {e}")))
+        let mut t: Table = toml::from_str(text).map_err(|e| AppError::Invalid(format!("test table: {e}")))?;
+        if t.case.is_empty() {
+            return Err(AppError::Invalid("test table: it has no [[case]]".into()));
+        }
+        t.source = text.to_string();
+        Ok(t)
     }
 }
 
 /// Parses and checks policies against the schema.
 pub fn parse(text: &str) -> Result<PolicyEngine, AppError> {
     PolicyEngine::new(text).map_err(|e| AppError::Invalid(format!("policies: {e}")))
+}
+
+/// The table of expected decisions kept with the policies in force (set with one), else the
+/// shipped table.
+pub fn current_table(entry: Option<&mamori_store_sql::ConfigEntry>) -> String {
+    entry
+        .and_then(|e| e.value.as_ref())
+        .and_then(|v| v.get("tests"))
+        .and_then(serde_json::Value::as_str)
+        .map_or_else(|| SHIPPED_TABLE.to_string(), str::to_string)
 }
 
 /// Runs a table against an engine; returns the failures, described (empty: every case holds).
@@ -136,9 +158,10 @@ pub fn run_table(engine: &PolicyEngine, table: &Table) -> Result<Vec<String>, Ap
     Ok(failures)
 }
 
-/// The policies in force, and who set them when (`None`: the shipped ones).
+/// The policies in force, and who set them when (`None`: the shipped ones). Those who read the
+/// audit trail and those who may replace the policies may see them.
 pub fn current(ctx: &Ctx, node: &Node) -> Result<(PolicyEngine, Option<mamori_store_sql::ConfigEntry>), AppError> {
-    ctx.authorize(node, AdminAct::ReadAudit)?;
+    ctx.authorize_any(node, &[AdminAct::ReadAudit, AdminAct::SetPolicies])?;
     let engine = load_policies(&*node.store).map_err(AppError::from)?;
     let entry = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(AppError::from)?;
     Ok((engine, entry))
@@ -174,7 +197,11 @@ pub fn set(ctx: &Ctx, node: &Node, text: &str, table: Option<&Table>, reason: &s
         }
     }
     let prev = node.store.config_get(ConfigKind::Policies.name(), "active").map_err(AppError::from)?.map(|e| e.version);
-    let value = serde_json::json!({"text": engine.text()});
+    // The table they passed is kept beside them: the next edit starts from it.
+    let value = match table {
+        Some(t) if !t.source.is_empty() => serde_json::json!({"text": engine.text(), "tests": t.source}),
+        _ => serde_json::json!({"text": engine.text()}),
+    };
     let v = change_config(ctx, node, ConfigKind::Policies, "active", Some(value), reason.trim(), prev)?;
     Ok((v, engine.len()))
 }

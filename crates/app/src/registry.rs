@@ -27,11 +27,14 @@ pub enum ConfigKind {
     Settings,
     /// An access-review campaign (workflow state, in `workflow_versions`), by campaign id.
     AccessReview,
+    /// The result of the latest check of the audit trail run from the console or a job
+    /// (workflow state, in `workflow_versions`), key `latest`: every run is a version.
+    AuditVerification,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 7] = [
+    pub const ALL: [ConfigKind; 8] = [
         ConfigKind::Client,
         ConfigKind::Account,
         ConfigKind::SigningKey,
@@ -39,6 +42,7 @@ impl ConfigKind {
         ConfigKind::Policies,
         ConfigKind::Settings,
         ConfigKind::AccessReview,
+        ConfigKind::AuditVerification,
     ];
 
     /// The name stored in `config_versions.kind`.
@@ -51,6 +55,7 @@ impl ConfigKind {
             ConfigKind::Policies => "policies",
             ConfigKind::Settings => "settings",
             ConfigKind::AccessReview => "access-review",
+            ConfigKind::AuditVerification => "audit-verification",
         }
     }
 
@@ -69,6 +74,7 @@ impl ConfigKind {
             ConfigKind::Policies => ("アクセス方針", "access policies"),
             ConfigKind::Settings => ("設定ファイル (mamori.toml)", "settings file (mamori.toml)"),
             ConfigKind::AccessReview => ("権限の見直し", "access review"),
+            ConfigKind::AuditVerification => ("監査証跡の検証結果", "audit trail verification"),
         }
     }
 
@@ -83,6 +89,7 @@ impl ConfigKind {
             ConfigKind::Policies => Some(AdminAct::SetPolicies),
             ConfigKind::Settings => None,
             ConfigKind::AccessReview => Some(AdminAct::ReviewAccess),
+            ConfigKind::AuditVerification => Some(AdminAct::ReadAudit),
         }
     }
 
@@ -90,7 +97,7 @@ impl ConfigKind {
     /// configuration (kept in `config_versions`, watched for drift, a candidate for the
     /// two-person rule under #25).
     pub fn is_workflow(self) -> bool {
-        matches!(self, ConfigKind::AccessReview)
+        matches!(self, ConfigKind::AccessReview | ConfigKind::AuditVerification)
     }
 
     /// Checks a value of this kind before it is stored: its shape, and for rules and policies
@@ -126,6 +133,9 @@ impl ConfigKind {
             }
             ConfigKind::AccessReview => {
                 serde_json::from_value::<crate::reviews::Campaign>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::AuditVerification => {
+                serde_json::from_value::<crate::audit_trail::Verification>(v.clone()).map(|_| ()).map_err(shape)
             }
         }
     }

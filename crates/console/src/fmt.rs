@@ -58,6 +58,38 @@ pub fn day_start_micros(s: &str, end: bool) -> Option<i64> {
     Some(d.midnight().assume_offset(JST).unix_timestamp() * 1_000_000)
 }
 
+/// One line of a diff for the page: `ins`, `del`, `ctx` (unchanged, around a change) or `gap`
+/// (unchanged lines left out), with its text prefixed `+`, `-` or a space.
+pub struct DiffLine {
+    pub kind: &'static str,
+    pub text: String,
+}
+
+/// The changes from `old` to `new`, line by line, with three lines of context; empty when the
+/// texts are the same.
+pub fn diff_lines(old: &str, new: &str) -> Vec<DiffLine> {
+    use similar::{ChangeTag, TextDiff};
+    let diff = TextDiff::from_lines(old, new);
+    let mut out = Vec::new();
+    for (i, group) in diff.grouped_ops(3).iter().enumerate() {
+        if i > 0 {
+            out.push(DiffLine { kind: "gap", text: "…".into() });
+        }
+        for op in group {
+            for change in diff.iter_changes(op) {
+                let (kind, sign) = match change.tag() {
+                    ChangeTag::Insert => ("ins", '+'),
+                    ChangeTag::Delete => ("del", '-'),
+                    ChangeTag::Equal => ("ctx", ' '),
+                };
+                let line = change.to_string_lossy();
+                out.push(DiffLine { kind, text: format!("{sign} {}", line.trim_end_matches(['\n', '\r'])) });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +113,18 @@ mod tests {
         assert_eq!(day_start_micros("2026-12-05", false), Some(1_796_396_400 * 1_000_000));
         assert_eq!(day_start_micros("2026-12-04", true), Some(1_796_396_400 * 1_000_000));
         assert_eq!(day_start_micros("12/04", false), None);
+    }
+
+    #[test]
+    fn a_diff_shows_changes_with_context_and_nothing_for_the_same_text() {
+        let old = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\n";
+        let new = "a\nB\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
+        let d = diff_lines(old, new);
+        let text: Vec<(&str, &str)> = d.iter().map(|l| (l.kind, l.text.as_str())).collect();
+        assert!(text.contains(&("del", "- b")) && text.contains(&("ins", "+ B")), "{text:?}");
+        assert!(text.contains(&("ins", "+ k")));
+        assert!(text.contains(&("gap", "…")), "unchanged lines far from a change are left out: {text:?}");
+        assert!(!text.iter().any(|(_, t)| *t == "  f"), "{text:?}");
+        assert!(diff_lines(old, old).is_empty());
     }
 }

@@ -28,6 +28,14 @@ pub struct NavItem {
 pub struct Rights {
     pub read_audit: bool,
     pub manage_users: bool,
+    /// Register, disable, rotate applications.
+    pub manage_clients: bool,
+    /// Replace the access policies.
+    pub set_policies: bool,
+    /// Replace the information-class rules.
+    pub set_class_rules: bool,
+    /// Rotate the ID-token signing keys.
+    pub rotate_keys: bool,
     pub review_break_glass: bool,
     pub review_access: bool,
     pub vendor: bool,
@@ -91,6 +99,30 @@ impl Visitor {
         }
         if self.rights.manage_users {
             nav.push(NavItem { href: "/console/users", label: pick("利用者", "Users"), current: false });
+        }
+        if self.rights.manage_clients {
+            nav.push(NavItem {
+                href: "/console/apps",
+                label: pick("アプリケーション", "Applications"),
+                current: false,
+            });
+        }
+        if self.rights.set_policies {
+            nav.push(NavItem {
+                href: "/console/policies",
+                label: pick("アクセス方針", "Access policies"),
+                current: false,
+            });
+        }
+        if self.rights.set_class_rules {
+            nav.push(NavItem {
+                href: "/console/class-rules",
+                label: pick("情報区分の規則", "Class rules"),
+                current: false,
+            });
+        }
+        if self.rights.rotate_keys {
+            nav.push(NavItem { href: "/console/keys", label: pick("署名鍵", "Signing keys"), current: false });
         }
         if self.rights.vendor {
             nav.push(NavItem {
@@ -197,6 +229,10 @@ impl FromRequestParts<Arc<Console>> for Visitor {
             let rights = Rights {
                 read_audit: ctx.may(&node, AdminAct::ReadAudit),
                 manage_users: ctx.may(&node, AdminAct::ManageUsers),
+                manage_clients: ctx.may(&node, AdminAct::ManageClients),
+                set_policies: ctx.may(&node, AdminAct::SetPolicies),
+                set_class_rules: ctx.may(&node, AdminAct::SetClassRules),
+                rotate_keys: ctx.may(&node, AdminAct::RotateKeys),
                 review_break_glass: ctx.may(&node, AdminAct::ReviewBreakGlass),
                 review_access: ctx.may(&node, AdminAct::ReviewAccess),
                 vendor: roles.iter().any(|r| r == "maintenance_vendor"),

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use askama::Template;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use mamori_app::{audit_trail, policies};
+use mamori_http::browser;
 
 use super::{render, run};
 use crate::Console;
@@ -311,5 +313,18 @@ pub async fn explain(State(c): State<Arc<Console>>, v: Visitor, Query(f): Query<
             page.error = Some(text);
             render(&v, &page, status)
         }
+    }
+}
+
+/// `POST /console/audit/verify`: checks the whole trail now (every entry recomputed, every
+/// checkpoint's signature and root, the witnesses, the append-only triggers); the result is
+/// recorded and shown on the home page. A trail that does not verify also raises an alert.
+pub async fn verify(State(c): State<Arc<Console>>, v: Visitor, headers: HeaderMap, body: Body) -> Response {
+    if browser::form(&c.http, &headers, body).await.is_none() {
+        return super::bad_form(&v);
+    }
+    match run(&c, &v, audit_trail::verify_now).await {
+        Ok(_) => browser::redirect("/console/#h-trail", v.cookies.clone()),
+        Err(e) => super::error_page(&v, &e),
     }
 }

@@ -41,6 +41,19 @@ pub struct Security {
     pub audit_size: u64,
     pub checkpointed: u64,
     pub checkpoint: Option<String>,
+    /// The latest check of the whole trail, if one was run.
+    pub verification: Option<Verified>,
+}
+
+/// The latest `verify` of the trail, for the page.
+pub struct Verified {
+    pub passed: bool,
+    pub when: String,
+    pub by: String,
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub millis: u64,
+    pub problems: Vec<String>,
 }
 
 pub struct Admin {
@@ -95,6 +108,15 @@ pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
                     None
                 };
                 let (note, size, integrated) = audit_trail::checkpoint(ctx, node)?;
+                let verification = audit_trail::last_verification(ctx, node)?.map(|r| Verified {
+                    passed: r.passed(),
+                    when: local_time(r.at_micros.div_euclid(1_000_000), ja),
+                    by: r.by,
+                    entries: r.entries,
+                    checkpoints: r.checkpoints,
+                    millis: r.millis,
+                    problems: r.problems.into_iter().take(5).collect(),
+                });
                 security = Some(Security {
                     percent: format!("{:.1}", p.coverage.percent()),
                     active: p.coverage.active,
@@ -121,6 +143,7 @@ pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
                     audit_size: size,
                     checkpointed: integrated,
                     checkpoint: note,
+                    verification,
                 });
             }
             if rights.manage_users {

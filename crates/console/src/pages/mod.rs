@@ -3,9 +3,12 @@
 //! template. Errors are shown in the reader's language, on the page, with what they typed.
 
 pub mod access_reviews;
+pub mod apps;
 pub mod audit;
 pub mod clinical;
 pub mod dashboard;
+pub mod keys;
+pub mod policies;
 pub mod reviews;
 pub mod users;
 
@@ -159,13 +162,18 @@ pub async fn stylesheet() -> Response {
 
 /// Any other path below `/console/`.
 pub async fn not_found(v: Visitor) -> Response {
+    missing(&v)
+}
+
+/// The page for something that is not there (or that the person may not know is there).
+pub(crate) fn missing(v: &Visitor) -> Response {
     let page = Message {
         v: v.chrome("見つかりません", "Not found"),
         heading: pick(v.lang, "見つかりません", "Not found").into(),
         text: pick(v.lang, "このページはありません。", "There is no such page.").into(),
         error: true,
     };
-    render(&v, &page, StatusCode::NOT_FOUND)
+    render(v, &page, StatusCode::NOT_FOUND)
 }
 
 /// `GET /console/maintenance`: the vendor's page. What a vendor may do comes with remote

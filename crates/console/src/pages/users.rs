@@ -195,7 +195,7 @@ struct Detail {
 #[derive(serde::Deserialize, Default)]
 pub struct DetailQuery {
     #[serde(default)]
-    done: Option<String>,
+    pub(crate) done: Option<String>,
 }
 
 async fn detail_page(

@@ -1,9 +1,9 @@
-//! `mamori audit verify`: an offline verifier that shares only the pure audit module with the
-//! writer. It opens the database read-only with its own queries, recomputes every leaf and root,
-//! checks every checkpoint's signature and root, the stored tiles, and that time never goes
-//! backwards; optionally it compares a witness's copies of the checkpoints.
+//! The audit trail's verifier (`mamori audit verify`, and the console's "verify now" through
+//! [`crate::audit_trail::verify_now`]). It shares only the pure audit module with the writer: it
+//! opens the database read-only with its own queries, recomputes every leaf and root, checks
+//! every checkpoint's signature and root, the stored tiles, the append-only triggers, and that
+//! time never goes backwards; it compares the witnesses' copies of the checkpoints.
 
-use crate::fail::{Fallible, context};
 use std::path::Path;
 
 use mamori_audit::merkle::{CompactRange, leaf_hash};
@@ -21,6 +21,14 @@ pub struct Report {
     pub root: [u8; 32],
     /// Problems, first one first. Empty means the log verifies.
     pub problems: Vec<String>,
+}
+
+/// What the verifier returns when it cannot read at all (the store or a witness).
+pub type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync + 'static>>;
+
+/// For `map_err`: says what was being done, before the cause.
+fn context<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> Box<dyn std::error::Error + Send + Sync> {
+    move |e| format!("{what}: {e}").into()
 }
 
 fn hashes(blob: &[u8]) -> Vec<[u8; 32]> {
@@ -161,7 +169,7 @@ fn witness_checkpoints(
     // The latest checkpoint the server kept outside the database (issue #22): a store whose
     // newest entries were cut off no longer reaches it. Witnesses are read before the store (the
     // server writes the store first), so a checkpoint signed meanwhile is never ahead of it.
-    match std::fs::read_to_string(dir.join(crate::datadir::LOCAL_WITNESS)) {
+    match std::fs::read_to_string(dir.join(crate::node::LOCAL_WITNESS)) {
         Ok(text) => notes.push(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => report.problems.push(format!("the local witness checkpoint cannot be read: {e}")),
@@ -192,7 +200,8 @@ fn trigger_problems(db: &mut dyn Source, postgres: bool) -> Fallible<Vec<String>
 }
 
 /// Verifies the audit log of data directory `dir` (on `database` when given, else the store its
-/// configuration names) against `verifier_key`.
+/// configuration names) against `verifier_key`. Problems found are in the report; an error means
+/// the store or a witness could not be read at all.
 pub fn verify(
     dir: &Path,
     database: Option<&str>,
