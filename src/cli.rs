@@ -83,6 +83,9 @@ enum Command {
     /// The security manager's reviews: break-glass uses, access review campaigns, least privilege.
     #[command(subcommand)]
     Review(crate::review_cli::ReviewCmd),
+    /// The approved configuration baseline (C2): show it, diff the state now against it, approve.
+    #[command(subcommand)]
+    Baseline(crate::baseline_cli::BaselineCmd),
     /// Read one record as the operator (its newest version, or `Type/id/_history/n`), printed as
     /// stored. Audited exactly as a read through the API, in the operator's name.
     Read {
@@ -548,6 +551,7 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Classes(c) => classes(c),
         Command::Policy(c) => crate::policy_cli::run(c),
         Command::Review(c) => crate::review_cli::run(c),
+        Command::Baseline(c) => crate::baseline_cli::run(c),
         Command::Fsck(d) => {
             let node = d.open()?;
             let lang = Lang::from_env();
@@ -643,9 +647,21 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     // The JWKS is never empty, even before the first ID token (#28).
     signing_keys::ensure_signing_key(&Ctx::operator(&node, "mamori-serve"), &node)?;
     node.monitor_clock();
+    // A change made while the server was down is found before it serves (#25, layer 3).
+    let mut last = None;
+    match mamori_app::baseline::check(&node, &mut last) {
+        Ok(d) if !d.is_empty() => eprintln!(
+            "mamori: WARNING: the configuration differs from the approved baseline in {} place(s) ({}); see `mamori baseline diff`",
+            d.len(),
+            d.first().map(ToString::to_string).unwrap_or_default()
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("mamori: WARNING: the configuration could not be checked against the baseline: {e}"),
+    }
     let node = std::sync::Arc::new(node);
     node.spawn_integrator();
     node.spawn_policy_watcher();
+    mamori_app::baseline::spawn_watcher(node.clone(), last);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(context("runtime"))?;
     rt.block_on(async move {

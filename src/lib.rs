@@ -3,6 +3,7 @@
 //! to the HTTP edge. The binary's `main` only calls [`cli::main`].
 
 pub mod audit_export;
+pub mod baseline_cli;
 pub mod cli;
 pub mod fail;
 pub mod import;

@@ -274,6 +274,7 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     let checked = mamori_app::audit_trail::verify_now(&op, node).unwrap();
     assert!(checked.passed() && checked.entries > 0, "{checked:?}");
     assert_eq!(mamori_app::audit_trail::last_verification(&op, node).unwrap(), Some(checked));
+    mamori_app::baseline::approve(&op, node, "first baseline").unwrap();
     assert_eq!(ConfigKind::parse(mamori_app::node::SETTINGS.0), Some(ConfigKind::Settings));
 
     let db = crate::support::RawDb::at(h.dir.path());

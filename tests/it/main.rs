@@ -8,6 +8,7 @@ mod app;
 mod attack;
 mod audit;
 mod authenticity;
+mod baseline;
 mod binary;
 mod bulk;
 mod bundle;

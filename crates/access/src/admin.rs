@@ -52,11 +52,13 @@ pub enum AdminAct {
     Import,
     /// Search, read and export the audit trail, check its checkpoints, explain decisions.
     ReadAudit,
+    /// Approve the configuration baseline (C2): the state drift is measured against.
+    ApproveBaseline,
 }
 
 impl AdminAct {
     /// Every act, for tables and tests.
-    pub const ALL: [AdminAct; 10] = [
+    pub const ALL: [AdminAct; 11] = [
         AdminAct::ManageUsers,
         AdminAct::ManageClients,
         AdminAct::SetPolicies,
@@ -67,6 +69,7 @@ impl AdminAct {
         AdminAct::Purge,
         AdminAct::Import,
         AdminAct::ReadAudit,
+        AdminAct::ApproveBaseline,
     ];
 
     /// The operation name the policies see.
@@ -82,6 +85,7 @@ impl AdminAct {
             AdminAct::Purge => "purge",
             AdminAct::Import => "import",
             AdminAct::ReadAudit => "read-audit",
+            AdminAct::ApproveBaseline => "approve-baseline",
         }
     }
 

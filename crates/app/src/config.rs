@@ -54,6 +54,13 @@ session_absolute_secs = 43200
 # A directory outside the data directory (ideally another machine or write-once storage) where
 # every signed checkpoint is also written, so that rewriting history would be caught.
 # witness_dir = "/mnt/witness/mamori"
+
+[integrity]
+# How often (seconds, 1–3600) the whole configuration — every entry of the configuration
+# registry and the files mamori.toml and keys/* — is re-hashed and compared with the approved
+# baseline (`mamori baseline approve`); a difference is an `alert-config-drift` audit entry.
+# The same check runs at every start, before serving.
+# rehash_secs = 5
 "#;
 
 #[derive(Debug, Deserialize, Default)]
@@ -69,6 +76,14 @@ struct Raw {
     identity: RawIdentity,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    integrity: RawIntegrity,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIntegrity {
+    rehash_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -142,6 +157,8 @@ pub struct Config {
     pub session: mamori_identity::session::Policy,
     /// The PostgreSQL database (`[store] database`), if the node does not use the embedded store.
     pub database: Option<String>,
+    /// How often the configuration is re-hashed against the baseline (`[integrity] rehash_secs`).
+    pub rehash_secs: u64,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -198,6 +215,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
     {
         return Err("store.database must be a postgres:// URL (or absent for the embedded store)".into());
     }
+    let rehash_secs = raw.integrity.rehash_secs.unwrap_or(5);
+    if !(1..=3600).contains(&rehash_secs) {
+        return Err(format!("integrity.rehash_secs `{rehash_secs}` must be 1–3600"));
+    }
     let i = raw.identity;
     let defaults = (
         mamori_identity::password::Policy::default(),
@@ -249,6 +270,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         },
         witness_dir: raw.audit.witness_dir,
         database,
+        rehash_secs,
     })
 }
 

@@ -13,6 +13,7 @@
 pub mod audit_trail;
 pub mod audit_verify;
 pub mod backend;
+pub mod baseline;
 pub mod class_rules;
 pub mod clients;
 pub mod clinical;

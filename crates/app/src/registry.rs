@@ -30,11 +30,14 @@ pub enum ConfigKind {
     /// The result of the latest check of the audit trail run from the console or a job
     /// (workflow state, in `workflow_versions`), key `latest`: every run is a version.
     AuditVerification,
+    /// The approved configuration baseline (`crate::baseline::Baseline`: a signed note and the
+    /// approved values), key `active`.
+    Baseline,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 8] = [
+    pub const ALL: [ConfigKind; 9] = [
         ConfigKind::Client,
         ConfigKind::Account,
         ConfigKind::SigningKey,
@@ -43,6 +46,7 @@ impl ConfigKind {
         ConfigKind::Settings,
         ConfigKind::AccessReview,
         ConfigKind::AuditVerification,
+        ConfigKind::Baseline,
     ];
 
     /// The name stored in `config_versions.kind`.
@@ -56,6 +60,7 @@ impl ConfigKind {
             ConfigKind::Settings => "settings",
             ConfigKind::AccessReview => "access-review",
             ConfigKind::AuditVerification => "audit-verification",
+            ConfigKind::Baseline => "baseline",
         }
     }
 
@@ -75,6 +80,7 @@ impl ConfigKind {
             ConfigKind::Settings => ("設定ファイル (mamori.toml)", "settings file (mamori.toml)"),
             ConfigKind::AccessReview => ("権限の見直し", "access review"),
             ConfigKind::AuditVerification => ("監査証跡の検証結果", "audit trail verification"),
+            ConfigKind::Baseline => ("構成のベースライン", "configuration baseline"),
         }
     }
 
@@ -90,6 +96,7 @@ impl ConfigKind {
             ConfigKind::Settings => None,
             ConfigKind::AccessReview => Some(AdminAct::ReviewAccess),
             ConfigKind::AuditVerification => Some(AdminAct::ReadAudit),
+            ConfigKind::Baseline => Some(AdminAct::ApproveBaseline),
         }
     }
 
@@ -136,6 +143,9 @@ impl ConfigKind {
             }
             ConfigKind::AuditVerification => {
                 serde_json::from_value::<crate::audit_trail::Verification>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::Baseline => {
+                serde_json::from_value::<crate::baseline::Baseline>(v.clone()).map(|_| ()).map_err(shape)
             }
         }
     }
