@@ -101,7 +101,7 @@ fn drift_is_alerted_while_serving_and_at_start() {
     let d = dir.to_str().unwrap();
     assert!(cli(&["init", "--data-dir", d]).status.success());
     let toml = dir.join("mamori.toml");
-    let text = std::fs::read_to_string(&toml).unwrap().replace("# rehash_secs = 5", "rehash_secs = 1");
+    let text = std::fs::read_to_string(&toml).unwrap().replace("# rehash_secs = 3", "rehash_secs = 1");
     std::fs::write(&toml, &text).unwrap();
     assert!(cli(&["baseline", "approve", "--reason", "initial", "--data-dir", d]).status.success());
 

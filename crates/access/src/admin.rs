@@ -152,6 +152,7 @@ mod tests {
             AdminAct::ReviewBreakGlass,
             AdminAct::Purge,
             AdminAct::ReadAudit,
+            AdminAct::ApproveBaseline,
         ];
         for act in AdminAct::ALL {
             let sm = e.authorize_admin(&person(&["security_manager"]), act).is_ok();

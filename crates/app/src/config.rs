@@ -60,7 +60,7 @@ session_absolute_secs = 43200
 # registry and the files mamori.toml and keys/* — is re-hashed and compared with the approved
 # baseline (`mamori baseline approve`); a difference is an `alert-config-drift` audit entry.
 # The same check runs at every start, before serving.
-# rehash_secs = 5
+# rehash_secs = 3
 "#;
 
 #[derive(Debug, Deserialize, Default)]
@@ -215,7 +215,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
     {
         return Err("store.database must be a postgres:// URL (or absent for the embedded store)".into());
     }
-    let rehash_secs = raw.integrity.rehash_secs.unwrap_or(5);
+    let rehash_secs = raw.integrity.rehash_secs.unwrap_or(3);
     if !(1..=3600).contains(&rehash_secs) {
         return Err(format!("integrity.rehash_secs `{rehash_secs}` must be 1–3600"));
     }
