@@ -31,6 +31,34 @@ pub enum BaselineCmd {
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
     },
+    /// End a change made around the configuration path (`diff` lists them as TAMPERED): write
+    /// the last value the path wrote back as a new version. Lifts its block.
+    Revert {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The entry, KIND/KEY (e.g. policies/active, client/app1).
+        item: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Who reverts.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// Accept a change made around the configuration path as intended: its value is checked and
+    /// written through the path as a new, sealed version. Lifts its block.
+    Accept {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The entry, KIND/KEY.
+        item: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Who accepts.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
 }
 
 fn micros(t: i64) -> String {
@@ -65,23 +93,39 @@ pub fn run(c: BaselineCmd) -> Fallible<ExitCode> {
         }
         BaselineCmd::Diff(dir) => {
             let node = dir.open()?;
-            match baseline::diff(&Ctx::operator(&node, &reader()), &node)? {
-                None => {
-                    println!("no baseline approved yet (mamori baseline approve --reason …)");
-                    Ok(ExitCode::from(2))
-                }
-                Some(d) if d.is_empty() => {
-                    println!("baseline: no difference");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Some(d) => {
-                    for x in &d {
-                        println!("DRIFT {x}");
-                    }
-                    println!("baseline: {} difference(s)", d.len());
-                    Ok(ExitCode::from(1))
-                }
+            let tampered = baseline::tampered(&node)?;
+            for (item, how) in &tampered {
+                println!("TAMPERED {item} ({how})");
             }
+            let diff = baseline::diff(&Ctx::operator(&node, &reader()), &node)?;
+            for x in diff.iter().flatten() {
+                println!("DRIFT {x}");
+            }
+            let drift = diff.as_ref().map_or(0, Vec::len);
+            if diff.is_none() {
+                println!("no baseline approved yet (mamori baseline approve --reason …)");
+            }
+            if tampered.is_empty() && drift == 0 {
+                if diff.is_none() {
+                    return Ok(ExitCode::from(2));
+                }
+                println!("baseline: no difference");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("baseline: {} change(s) around the configuration path, {drift} difference(s)", tampered.len());
+            Ok(ExitCode::from(1))
+        }
+        BaselineCmd::Revert { dir, item, reason, operator } => {
+            let node = dir.open()?;
+            let v = baseline::revert(&Ctx::operator(&node, &operator), &node, &item, &reason)?;
+            println!("{item}: reverted as v{v} (a running server lifts its block at its next check)");
+            Ok(ExitCode::SUCCESS)
+        }
+        BaselineCmd::Accept { dir, item, reason, operator } => {
+            let node = dir.open()?;
+            let v = baseline::accept(&Ctx::operator(&node, &operator), &node, &item, &reason)?;
+            println!("{item}: accepted as v{v} (a running server lifts its block at its next check)");
+            Ok(ExitCode::SUCCESS)
         }
         BaselineCmd::Approve { dir, reason, operator } => {
             let node = dir.open()?;

@@ -648,20 +648,26 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     signing_keys::ensure_signing_key(&Ctx::operator(&node, "mamori-serve"), &node)?;
     node.monitor_clock();
     // A change made while the server was down is found before it serves (#25, layer 3).
-    let mut last = None;
-    match mamori_app::baseline::check(&node, &mut last) {
-        Ok(d) if !d.is_empty() => eprintln!(
-            "mamori: WARNING: the configuration differs from the approved baseline in {} place(s) ({}); see `mamori baseline diff`",
-            d.len(),
-            d.first().map(ToString::to_string).unwrap_or_default()
-        ),
-        Ok(_) => {}
+    let mut watch = mamori_app::baseline::Watch::default();
+    match mamori_app::baseline::check(&node, &mut watch) {
+        Ok(r) => {
+            for f in &r.tampered {
+                eprintln!("mamori: WARNING: changed around the configuration path: {f}");
+            }
+            if !r.drift.is_empty() {
+                eprintln!(
+                    "mamori: WARNING: the configuration differs from the approved baseline in {} place(s) ({}); see `mamori baseline diff`",
+                    r.drift.len(),
+                    r.drift.first().map(ToString::to_string).unwrap_or_default()
+                );
+            }
+        }
         Err(e) => eprintln!("mamori: WARNING: the configuration could not be checked against the baseline: {e}"),
     }
     let node = std::sync::Arc::new(node);
     node.spawn_integrator();
     node.spawn_policy_watcher();
-    mamori_app::baseline::spawn_watcher(node.clone(), last);
+    mamori_app::baseline::spawn_watcher(node.clone(), watch);
     let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(context("runtime"))?;
     rt.block_on(async move {

@@ -52,12 +52,19 @@ fn a_signed_baseline_names_every_change_made_around_the_configuration_path() {
     let drift = cli(&["baseline", "diff", "--data-dir", d]);
     let text = out(&drift);
     assert_eq!(drift.status.code(), Some(1), "{text}");
-    for line in ["DRIFT added: client/evil", "DRIFT added: policies/active", "DRIFT changed: file/mamori.toml"] {
+    for line in [
+        "TAMPERED client/evil (unsealed v1)",
+        "TAMPERED policies/active (unsealed v1)",
+        "DRIFT changed: file/mamori.toml",
+    ] {
         assert!(text.contains(line), "{line} in {text}");
     }
     assert!(!text.contains("account/anzen"), "an unchanged item is not reported: {text}");
+    // Rows without a seal are never served: the application does not exist for the CLI either.
+    let listed = cli(&["client", "list", "--data-dir", d]);
+    assert!(listed.status.success() && !out(&listed).contains("evil"), "{}", out(&listed));
 
-    // The baseline itself rewritten in the database: its signature no longer verifies.
+    // The baseline itself rewritten in the database: not sealed, so not served either.
     let v = db.int("SELECT MAX(version) FROM config_versions WHERE kind = 'baseline'");
     db.exec_both(&format!(
         "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) \
@@ -68,7 +75,23 @@ fn a_signed_baseline_names_every_change_made_around_the_configuration_path() {
     let forged = cli(&["baseline", "diff", "--data-dir", d]);
     let text = out(&forged);
     assert_eq!(forged.status.code(), Some(1), "{text}");
-    assert!(text.contains("the baseline itself does not verify"), "{text}");
+    assert!(text.contains(&format!("TAMPERED baseline/active (unsealed v{})", v + 1)), "{text}");
+    let shown = out(&cli(&["baseline", "show", "--data-dir", d]));
+    assert!(shown.contains("initial baseline") && !shown.contains("forged"), "{shown}");
+
+    // Recovery needs a reason, and only what was changed around the path can be reverted.
+    let bare = cli(&["baseline", "revert", "client/evil", "--reason", " ", "--data-dir", d, "--operator", "anzen"]);
+    assert!(!bare.status.success(), "{}", out(&bare));
+    let odd = cli(&["baseline", "revert", "access-review/x", "--reason", "x", "--data-dir", d]);
+    assert!(!odd.status.success() && out(&odd).contains("not a configuration kind"), "{}", out(&odd));
+    let intact = cli(&["baseline", "revert", "account/anzen", "--reason", "x", "--data-dir", d, "--operator", "anzen"]);
+    assert!(!intact.status.success() && out(&intact).contains("not changed around"), "{}", out(&intact));
+    for item in ["client/evil", "policies/active", "baseline/active"] {
+        let r = cli(&["baseline", "revert", item, "--reason", "not ours", "--data-dir", d, "--operator", "anzen"]);
+        assert!(r.status.success(), "{item}: {}", out(&r));
+    }
+    let text = out(&cli(&["baseline", "diff", "--data-dir", d]));
+    assert!(!text.contains("TAMPERED") && text.contains("DRIFT changed: file/mamori.toml"), "{text}");
 
     // Approving anew is an audited act, with the note's hash in the trail.
     let again =
@@ -76,7 +99,9 @@ fn a_signed_baseline_names_every_change_made_around_the_configuration_path() {
     assert!(again.status.success(), "{}", out(&again));
     let sha = out(&again).split("note sha256 ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let trail = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
-    assert!(String::from_utf8_lossy(&trail.stdout).contains(&sha), "the baseline's hash is anchored in the trail");
+    let trail = String::from_utf8_lossy(&trail.stdout).to_string();
+    assert!(trail.contains(&sha), "the baseline's hash is anchored in the trail");
+    assert!(trail.contains("reverted a change made around the configuration path: not ours"), "reverts are audited");
     let clean = cli(&["baseline", "diff", "--data-dir", d]);
     assert!(clean.status.success(), "{}", out(&clean));
 }
@@ -133,7 +158,126 @@ fn drift_is_alerted_while_serving_and_at_start() {
     // Raised before the server answered its first request.
     let a = alerts(d);
     assert_eq!(a.len(), 2, "{a:?}");
-    let detail = a[1]["detail"].as_str().unwrap();
-    assert!(detail.contains("added: client/evil") && detail.contains("file/mamori.toml"), "{detail}");
+    assert!(a[1]["detail"].as_str().unwrap().contains("file/mamori.toml"), "{a:?}");
+    let t = entries(d, "alert-config-tampered");
+    assert_eq!(t.len(), 1, "{t:?}");
+    let detail = t[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("client/evil (unsealed): blocked"), "{detail}");
+    drop(s);
+}
+
+fn entries(d: &str, action: &str) -> Vec<serde_json::Value> {
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["action"] == action)
+        .collect()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The responses (運用に反映), while serving, on either backend: a policy set written with SQL
+/// stops all clinical access (block) until it is reverted; an application's row changed with
+/// SQL blocks that application only; the settings row is written back (revert); a dropped guard
+/// trigger is put back. Each is an `alert-config-tampered` entry.
+#[test]
+fn changes_around_the_path_are_blocked_or_reverted_while_serving() {
+    use crate::binary::{http, token};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    let toml = dir.join("mamori.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace("# rehash_secs = 3", "rehash_secs = 1");
+    std::fs::write(&toml, &text).unwrap();
+    crate::login::add_account(&dir, "anzen", "k7#Vq2!mZp-w9", &["--role", "security_manager"]);
+    let s = crate::binary::start(&dir, &[]);
+    let app = token(s.addr, &dir, "app1");
+    let other = token(s.addr, &dir, "app2");
+    let read = |t: &str| {
+        let auth = format!("Bearer {t}");
+        http(s.addr, "GET", "/fhir/Patient?_count=1", &[("Authorization", auth.as_str())], b"").unwrap()
+    };
+    assert_eq!(read(&app).status, 200);
+    let db = crate::support::RawDb::at(&dir);
+
+    // A permissive policy set written with SQL: never loaded, and all clinical access stops.
+    db.exec_both(
+        "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) VALUES \
+         ('policies', 'active', 1, '{\"text\":\"@id(\\\"evil\\\") permit (principal, action, resource);\"}', 'nobody', 0, 'x')",
+    )
+    .unwrap();
+    wait_for("the policy block", || read(&app).status == 503);
+    let r = read(&other);
+    assert_eq!(r.status, 503);
+    let body = r.json();
+    assert_eq!(body["resourceType"], "OperationOutcome");
+    let msg = body["issue"][0]["diagnostics"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("policies/active") && msg.contains("mamori baseline revert"), "{msg}");
+    let t = entries(d, "alert-config-tampered");
+    assert!(t.iter().any(|e| e["detail"].as_str().unwrap().contains("policies/active (unsealed): blocked")), "{t:?}");
+    // Reverted with the right and a reason: access comes back.
+    let rv =
+        cli(&["baseline", "revert", "policies/active", "--reason", "not ours", "--data-dir", d, "--operator", "anzen"]);
+    assert!(rv.status.success(), "{}", out(&rv));
+    wait_for("the block to lift", || read(&app).status == 200);
+
+    // One application's row changed with SQL: that application is refused, the other is not.
+    let v = db.int("SELECT MAX(version) FROM config_versions WHERE kind = 'client' AND key = 'app1'");
+    db.exec_both(&format!(
+        "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) \
+         SELECT kind, key, version + 1, value, changed_by, changed_at, 'widened' FROM config_versions \
+         WHERE kind = 'client' AND key = 'app1' AND version = {v}"
+    ))
+    .unwrap();
+    wait_for("the application block", || read(&app).status == 503);
+    assert_eq!(read(&other).status, 200, "only the tampered application is blocked");
+    let ok = cli(&[
+        "baseline",
+        "accept",
+        "client/app1",
+        "--reason",
+        "our DBA's fix",
+        "--data-dir",
+        d,
+        "--operator",
+        "anzen",
+    ]);
+    assert!(ok.status.success(), "{}", out(&ok));
+    wait_for("the application block to lift", || read(&app).status == 200);
+
+    // The settings row changed with SQL: written back by the server itself (revert).
+    let v = db.int("SELECT MAX(version) FROM config_versions WHERE kind = 'settings'");
+    db.exec_both(&format!(
+        "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) \
+         SELECT kind, key, version + 1, '{{}}', changed_by, changed_at, 'reset' FROM config_versions \
+         WHERE kind = 'settings' AND version = {v}"
+    ))
+    .unwrap();
+    wait_for("the settings revert", || {
+        entries(d, "alert-config-tampered")
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("settings/mamori.toml (unsealed): reverted"))
+    });
+    let fixed = cli(&["baseline", "diff", "--data-dir", d]);
+    assert!(!out(&fixed).contains("TAMPERED"), "{}", out(&fixed));
+    assert_eq!(read(&app).status, 200);
+
+    // A guard trigger dropped: put back, and the table is append-only again.
+    db.exec("DROP TRIGGER config_no_update", "DROP TRIGGER config_no_change ON config_versions").unwrap();
+    wait_for("the trigger repair", || {
+        entries(d, "alert-config-tampered")
+            .iter()
+            .any(|e| e["detail"].as_str().unwrap().contains("(missing): reverted (trigger put back)"))
+    });
+    assert!(db.exec_both("UPDATE config_versions SET reason = 'x'").is_err(), "the guard is back");
     drop(s);
 }

@@ -27,6 +27,9 @@ pub enum Refusal {
     /// No policy set could be read, so nothing is decided (fail closed).
     #[error("the access policy is unavailable")]
     Unavailable,
+    /// Stopped by the configuration integrity check (503) until someone reverts or approves.
+    #[error("{0}")]
+    Blocked(String),
 }
 
 /// One administrative act, as the policies name it (`context.operation`).
@@ -113,6 +116,9 @@ impl Enforcer {
     pub fn authorize_admin(&self, subject: &Subject, act: AdminAct) -> Result<(), Refusal> {
         if matches!(subject, Subject::Client { .. }) {
             return Err(Refusal::Forbidden(format!("applications may not perform administrative acts ({act})")));
+        }
+        if let Some(why) = self.admin_block(subject) {
+            return Err(Refusal::Blocked(why));
         }
         let engine = self.engine().ok_or(Refusal::Unavailable)?;
         let situation = Situation { care: false, break_glass: false, operation: act.name().to_string() };

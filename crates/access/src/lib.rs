@@ -14,7 +14,7 @@
 //! itself, scopes ∩ its registered classes. Every denial is audited (the audit layer reads the
 //! principal's [`RequestState`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use mamori_authz::{Act, Decision, PolicyEngine, Rules, Situation, Subject, Target};
@@ -35,6 +35,35 @@ pub struct Enforcer {
     engine: RwLock<Arc<PolicyEngine>>,
     rules: RwLock<Arc<Rules>>,
     clock: Arc<dyn Clock>,
+    blocks: RwLock<Arc<Blocks>>,
+}
+
+/// What the configuration integrity check has stopped (#25, the `block` response): all clinical
+/// access while the access policies or class rules were changed around the configuration path,
+/// and single accounts or applications whose definitions were. Administrative acts stay open to
+/// everyone not blocked, so someone with the right can revert or approve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blocks {
+    /// Why all clinical access is stopped, if it is.
+    pub clinical: Option<String>,
+    /// Blocked subjects (`account/NAME`, `client/ID`) and why.
+    pub subjects: BTreeMap<String, String>,
+}
+
+impl Blocks {
+    /// Whether nothing is blocked.
+    pub fn is_empty(&self) -> bool {
+        self.clinical.is_none() && self.subjects.is_empty()
+    }
+
+    /// Why `subject` (or, for a person, the application the token came through) is blocked.
+    fn subject(&self, subject: &Subject, client_id: Option<&str>) -> Option<&String> {
+        let own = match subject {
+            Subject::User { username, .. } => format!("account/{username}"),
+            Subject::Client { id, .. } => format!("client/{id}"),
+        };
+        self.subjects.get(&own).or_else(|| client_id.and_then(|c| self.subjects.get(&format!("client/{c}"))))
+    }
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -47,7 +76,35 @@ impl Enforcer {
     /// An enforcer with these policies and labelling rules, judging time-bound grants
     /// (break-glass) by `clock` — the node's one clock, the record service's too.
     pub fn new(engine: PolicyEngine, rules: Rules, clock: Arc<dyn Clock>) -> Self {
-        Enforcer { engine: RwLock::new(Arc::new(engine)), rules: RwLock::new(Arc::new(rules)), clock }
+        Enforcer {
+            engine: RwLock::new(Arc::new(engine)),
+            rules: RwLock::new(Arc::new(rules)),
+            clock,
+            blocks: RwLock::new(Arc::default()),
+        }
+    }
+
+    /// Replaces what is blocked (the configuration integrity check).
+    pub fn set_blocks(&self, blocks: Blocks) {
+        if let Ok(mut b) = self.blocks.write() {
+            *b = Arc::new(blocks);
+        }
+    }
+
+    /// What is blocked now.
+    pub fn blocks(&self) -> Arc<Blocks> {
+        self.blocks.read().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Why a clinical request by `subject` (through `client_id`) is refused by a block.
+    pub fn clinical_block(&self, subject: &Subject, client_id: Option<&str>) -> Option<String> {
+        let b = self.blocks();
+        b.clinical.clone().or_else(|| b.subject(subject, client_id).cloned())
+    }
+
+    /// Why an administrative act by `subject` is refused by a block.
+    pub fn admin_block(&self, subject: &Subject) -> Option<String> {
+        self.blocks().subject(subject, None).cloned()
     }
 
     /// The clock decisions are made by.
@@ -391,6 +448,9 @@ impl Principal {
 
     /// Why the action would be refused, if it would.
     fn refusal(&self, resource_type: &str, action: Action) -> Result<Option<&'static str>, Refusal> {
+        if let Some(why) = self.enforcer.clinical_block(&self.subject, Some(&self.grant.client_id)) {
+            return Err(Refusal::Blocked(why));
+        }
         if !self.grant.scopes.allows(resource_type, action.perm()) {
             return Ok(Some("the access token's scopes do not allow it"));
         }
@@ -438,6 +498,9 @@ impl Principal {
         let engine = self.enforcer.engine().ok_or_else(|| {
             RecordError::Store(mamori_records::StoreError::Unavailable("policy engine unavailable".into()))
         })?;
+        if let Some(why) = self.enforcer.clinical_block(&self.subject, Some(&self.grant.client_id)) {
+            return Err(RecordError::Store(mamori_records::StoreError::Unavailable(why)));
+        }
         if !self.client_reaches(target) {
             let d = Decision { allowed: false, policies: vec!["client-classes".into()], errors: Vec::new() };
             return Ok((Arc::new(d), false));

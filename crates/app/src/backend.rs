@@ -35,6 +35,14 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error>;
     /// Every version of one entry, oldest first.
     fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error>;
+    /// Seals configuration versions with `key` from now on and serves only sealed ones (#25).
+    fn seal_config(&self, key: [u8; 32]) -> Result<u64, Error>;
+    /// Configuration versions changed around the one configuration path.
+    fn config_tampered(&self) -> Result<Vec<mamori_store_sql::Tampered>, Error>;
+    /// Guard triggers missing or disabled.
+    fn guards_missing(&self) -> Result<Vec<String>, Error>;
+    /// Puts the guard triggers back.
+    fn repair_guards(&self) -> Result<(), Error>;
     /// Unix time of an account's last successful login.
     fn last_login(&self, username: &str) -> Result<Option<i64>, Error>;
     /// Audit entries appended.
@@ -84,6 +92,18 @@ impl<D: Db> Backend for SqlStore<D> {
     }
     fn config_get(&self, kind: &str, key: &str) -> Result<Option<ConfigEntry>, Error> {
         SqlStore::config_get(self, kind, key)
+    }
+    fn seal_config(&self, key: [u8; 32]) -> Result<u64, Error> {
+        SqlStore::seal_config(self, key)
+    }
+    fn config_tampered(&self) -> Result<Vec<mamori_store_sql::Tampered>, Error> {
+        SqlStore::config_tampered(self)
+    }
+    fn guards_missing(&self) -> Result<Vec<String>, Error> {
+        SqlStore::guards_missing(self)
+    }
+    fn repair_guards(&self) -> Result<(), Error> {
+        SqlStore::repair_guards(self)
     }
     fn config_history(&self, kind: &str, key: &str) -> Result<Vec<ConfigEntry>, Error> {
         SqlStore::config_history(self, kind, key)

@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use mamori_audit::note::NoteVerifier;
 use sha2::{Digest, Sha256};
 
+use crate::config::Response;
 use crate::ctx::{change_config, failed};
 use crate::registry::ConfigKind;
 use crate::{AdminAct, AppError, Ctx, Node};
@@ -218,63 +219,320 @@ pub fn diff(ctx: &Ctx, node: &Node) -> Result<Option<Vec<Drift>>, AppError> {
 /// The watcher's name in the audit trail.
 const WATCHER: &str = "mamori-integrity";
 
-/// Compares the state with the baseline as the node itself (at start, then every
-/// `[integrity] rehash_secs`), and raises `alert-config-drift` — an audit entry (counted in the
-/// metrics, listed among the dashboard's alerts) and a log line — when the differences are not
-/// those reported last time (`last`): a drift is reported once, and again when it changes or
-/// after it was resolved. Nothing is reported before a baseline is approved.
-pub fn check(node: &Node, last: &mut Option<Vec<String>>) -> Result<Vec<Drift>, AppError> {
-    let ctx = Ctx::operator(node, WATCHER);
-    let drift = diff(&ctx, node)?.unwrap_or_default();
-    let names: Vec<String> = drift.iter().map(ToString::to_string).collect();
-    if last.as_ref() == Some(&names) {
-        return Ok(drift);
-    }
-    if !drift.is_empty() {
-        tracing::warn!(differences = drift.len(), first = %names.first().map_or("", String::as_str), "configuration differs from the approved baseline");
-        let mut alert = mamori_audit::AuditRecord::new(
-            "alert-config-drift",
-            ctx.audit_actor(),
-            mamori_audit::Outcome::Failure,
-            "HOPERAT",
-        );
-        let shown: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
-        alert.detail = Some(format!(
-            "{} difference(s) from the approved baseline: {}{}",
-            drift.len(),
-            shown.join("; "),
-            if names.len() > shown.len() { "; …" } else { "" }
-        ));
-        alert.resources = drift
-            .iter()
-            .map(|d| match d {
-                Drift::Changed(i) | Drift::Added(i) | Drift::Removed(i) => format!("config/{i}"),
-                Drift::BadBaseline(_) => "config/baseline/active".to_string(),
-            })
-            .take(50)
-            .collect();
-        node.store.append(vec![alert]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
-    } else if last.as_ref().is_some_and(|l| !l.is_empty()) {
-        tracing::info!("configuration matches the approved baseline again");
-    }
-    *last = Some(names);
-    Ok(drift)
+/// How many times a `revert` is tried before the item is blocked instead.
+const REVERT_TRIES: u32 = 5;
+
+/// One change made around the configuration path (an entry without a valid seal, a sealed
+/// version deleted, a guard trigger dropped or disabled) and what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// `kind/key`, or `schema/<trigger>`.
+    pub item: String,
+    /// `unsealed`, `removed` or `missing`.
+    pub how: String,
+    /// The configured response.
+    pub response: Response,
+    /// What happened: `alerted`, `reverted`, `blocked`, or why a revert failed.
+    pub outcome: String,
 }
 
-/// Re-hashes the configuration every `[integrity] rehash_secs` on a thread of its own. A check
-/// that cannot run (the store unreachable, a file unreadable) is logged every time and, once it
-/// has failed for a minute, raised as `alert-integrity-watcher`: a watcher that stops working
-/// is itself an alert.
-/// `last` is what the start check reported, so the same drift is not raised twice.
-pub fn spawn_watcher(node: std::sync::Arc<Node>, last: Option<Vec<String>>) -> std::thread::JoinHandle<()> {
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.item, self.how, self.outcome)
+    }
+}
+
+/// What one check found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Changes made around the configuration path, with the response taken.
+    pub tampered: Vec<Finding>,
+    /// Differences from the approved baseline (empty when none was approved).
+    pub drift: Vec<Drift>,
+}
+
+impl Report {
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.tampered.is_empty() && self.drift.is_empty()
+    }
+}
+
+/// The watcher's memory between checks: what was reported last (so a finding is raised once)
+/// and the revert attempts so far.
+#[derive(Debug, Default)]
+pub struct Watch {
+    drift: Option<Vec<String>>,
+    tampered: Option<Vec<String>>,
+    attempts: BTreeMap<String, (u32, std::time::Instant)>,
+}
+
+/// What a block on `item` stops, and the message every refused request carries.
+fn block_of(item: &str) -> (Option<String>, String) {
+    let kind = item.split_once('/').map_or(item, |(k, _)| k);
+    let fix = format!(
+        "someone with the right must revert or accept it: mamori baseline revert|accept {item} --reason … \
+         (構成の改ざんを検知したため停止中 — configuration integrity block; docs/CONFIG-INTEGRITY.md)"
+    );
+    match kind {
+        "account" | "client" => (
+            Some(item.to_string()),
+            format!("`{item}` was changed around the configuration path and is refused until {fix}"),
+        ),
+        _ => (None, format!("clinical access is stopped: `{item}` was changed around the configuration path; {fix}")),
+    }
+}
+
+/// Writes the served (newest sealed) value of a tampered entry back through the configuration
+/// path as a new version, past the tampered one.
+fn put_back(ctx: &Ctx, node: &Node, kind: ConfigKind, key: &str, reason: &str) -> Result<u64, AppError> {
+    let served = node.store.config_get(kind.name(), key).map_err(AppError::from)?.and_then(|e| e.value);
+    let newest = node.store.config_history(kind.name(), key).map_err(AppError::from)?.last().map(|e| e.version);
+    change_config(ctx, node, kind, key, served, reason, newest)
+}
+
+fn parse_item(item: &str) -> Result<(ConfigKind, &str), AppError> {
+    let (kind, key) = item
+        .split_once('/')
+        .ok_or_else(|| AppError::Invalid(format!("`{item}` is not KIND/KEY (e.g. policies/active)")))?;
+    let kind = ConfigKind::parse(kind)
+        .filter(|k| !k.is_workflow())
+        .ok_or_else(|| AppError::Invalid(format!("`{kind}` is not a configuration kind")))?;
+    Ok((kind, key))
+}
+
+/// Ends a change made around the configuration path by writing the last value the path wrote
+/// (a value added around it is removed) back as a new version — attributed, with a reason,
+/// audited. Lifts the block on the item at the next check. (`approve-baseline`.)
+pub fn revert(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, AppError> {
+    ctx.authorize(node, AdminAct::ApproveBaseline)?;
+    if reason.trim().is_empty() {
+        return Err(AppError::Invalid("reverting must say why".into()));
+    }
+    let (kind, key) = parse_item(item)?;
+    if !node.store.config_tampered().map_err(AppError::from)?.iter().any(|t| t.kind == kind.name() && t.key == key) {
+        return Err(AppError::NotFound(format!("`{item}` was not changed around the configuration path")));
+    }
+    put_back(ctx, node, kind, key, &format!("reverted a change made around the configuration path: {}", reason.trim()))
+}
+
+/// Accepts a change made around the configuration path as intended: its value (checked like any
+/// change) is written through the path as a new, sealed version — attributed, with a reason,
+/// audited. Lifts the block at the next check. (`approve-baseline`.)
+pub fn accept(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, AppError> {
+    ctx.authorize(node, AdminAct::ApproveBaseline)?;
+    if reason.trim().is_empty() {
+        return Err(AppError::Invalid("accepting must say why".into()));
+    }
+    let (kind, key) = parse_item(item)?;
+    if !node.store.config_tampered().map_err(AppError::from)?.iter().any(|t| t.kind == kind.name() && t.key == key) {
+        return Err(AppError::NotFound(format!("`{item}` was not changed around the configuration path")));
+    }
+    let history = node.store.config_history(kind.name(), key).map_err(AppError::from)?;
+    let newest = history.last();
+    change_config(
+        ctx,
+        node,
+        kind,
+        key,
+        newest.and_then(|e| e.value.clone()),
+        &format!("accepted a change made around the configuration path: {}", reason.trim()),
+        newest.map(|e| e.version),
+    )
+}
+
+/// Every change made around the configuration path now, without responding (for `diff`).
+pub fn tampered(node: &Node) -> Result<Vec<(String, String)>, AppError> {
+    let mut out: Vec<(String, String)> = node
+        .store
+        .config_tampered()
+        .map_err(AppError::from)?
+        .into_iter()
+        .map(|t| (format!("{}/{}", t.kind, t.key), format!("{} v{}", t.how, t.version)))
+        .collect();
+    for g in node.store.guards_missing().map_err(AppError::from)? {
+        out.push((format!("schema/{g}"), "missing".into()));
+    }
+    Ok(out)
+}
+
+/// Checks the configuration as the node itself (at start, then every `[integrity]
+/// rehash_secs`): every change made around the configuration path gets its configured response
+/// (`[integrity.response]`: alert, revert, block) and an `alert-config-tampered` entry; every
+/// difference from the approved baseline an `alert-config-drift` entry. Each is raised once,
+/// and again when it changes or after it was resolved and comes back; blocks are lifted as soon
+/// as their cause is gone.
+pub fn check(node: &Node, watch: &mut Watch) -> Result<Report, AppError> {
+    let ctx = Ctx::operator(node, WATCHER);
+    let response = |kind: &str| node.config.responses.get(kind).copied().unwrap_or(Response::Block);
+    let mut blocks = mamori_access::Blocks::default();
+    let mut findings = Vec::new();
+    let mut live: Vec<String> = Vec::new();
+    for t in node.store.config_tampered().map_err(AppError::from)? {
+        let item = format!("{}/{}", t.kind, t.key);
+        live.push(item.clone());
+        let r = response(&t.kind);
+        let mut block = r == Response::Block;
+        let outcome = match r {
+            Response::Alert => "alerted".to_string(),
+            Response::Block => "blocked".to_string(),
+            Response::Revert => {
+                let (tries, next) = watch.attempts.get(&item).copied().unwrap_or((0, std::time::Instant::now()));
+                if tries >= REVERT_TRIES {
+                    block = true;
+                    format!("revert failed {REVERT_TRIES} times; blocked")
+                } else if std::time::Instant::now() < next {
+                    format!("revert failed (try {tries} of {REVERT_TRIES}); will retry")
+                } else {
+                    let attempt = ConfigKind::parse(&t.kind)
+                        .ok_or_else(|| AppError::Failed(format!("unknown kind `{}`", t.kind)))
+                        .and_then(|kind| {
+                            put_back(
+                                &ctx,
+                                node,
+                                kind,
+                                &t.key,
+                                &format!(
+                                    "reverted automatically: v{} was {} around the configuration path",
+                                    t.version, t.how
+                                ),
+                            )
+                        });
+                    match attempt {
+                        Ok(v) => {
+                            watch.attempts.remove(&item);
+                            format!("reverted (v{v})")
+                        }
+                        Err(e) => {
+                            let tries = tries + 1;
+                            let wait = std::time::Duration::from_secs(1 << tries.min(6));
+                            watch.attempts.insert(item.clone(), (tries, std::time::Instant::now() + wait));
+                            block = tries >= REVERT_TRIES;
+                            format!("revert failed (try {tries} of {REVERT_TRIES}): {e}")
+                        }
+                    }
+                }
+            }
+        };
+        if block {
+            let (subject, why) = block_of(&item);
+            match subject {
+                Some(s) => {
+                    blocks.subjects.insert(s, why);
+                }
+                None => {
+                    blocks.clinical.get_or_insert(why);
+                }
+            }
+        }
+        findings.push(Finding { item, how: t.how.to_string(), response: r, outcome });
+    }
+    let missing = node.store.guards_missing().map_err(AppError::from)?;
+    if !missing.is_empty() {
+        let r = response("schema");
+        let repaired = r == Response::Revert && node.store.repair_guards().is_ok();
+        let still = if repaired { node.store.guards_missing().map_err(AppError::from)? } else { missing.clone() };
+        for g in &missing {
+            let item = format!("schema/{g}");
+            live.push(item.clone());
+            let fixed = !still.contains(g);
+            let outcome = match (r, fixed) {
+                (_, true) => "reverted (trigger put back)".to_string(),
+                (Response::Revert, false) | (Response::Block, _) => {
+                    blocks.clinical.get_or_insert(block_of(&item).1);
+                    if r == Response::Revert {
+                        "could not be put back; blocked".to_string()
+                    } else {
+                        "blocked".to_string()
+                    }
+                }
+                (Response::Alert, false) => "alerted".to_string(),
+            };
+            findings.push(Finding { item, how: "missing".into(), response: r, outcome });
+        }
+    }
+    watch.attempts.retain(|item, _| live.contains(item));
+    if *node.enforcer.blocks() != blocks {
+        if blocks.is_empty() {
+            tracing::info!("configuration integrity: every block lifted");
+        } else {
+            tracing::error!(
+                clinical = blocks.clinical.is_some(),
+                subjects = blocks.subjects.len(),
+                "configuration integrity: access blocked"
+            );
+        }
+        node.enforcer.set_blocks(blocks);
+    }
+    let names: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    if !findings.is_empty() && watch.tampered.as_ref() != Some(&names) {
+        tracing::error!(changes = findings.len(), first = %names.first().map_or("", String::as_str), "configuration changed around the configuration path");
+        raise(
+            node,
+            &ctx,
+            "alert-config-tampered",
+            format!("{} change(s) made around the configuration path: {}", findings.len(), shown(&names)),
+            findings.iter().map(|f| format!("config/{}", f.item)).collect(),
+        )?;
+    }
+    watch.tampered = Some(names);
+
+    let drift = diff(&ctx, node)?.unwrap_or_default();
+    let names: Vec<String> = drift.iter().map(ToString::to_string).collect();
+    if watch.drift.as_ref() != Some(&names) {
+        if !drift.is_empty() {
+            tracing::warn!(differences = drift.len(), first = %names.first().map_or("", String::as_str), "configuration differs from the approved baseline");
+            raise(
+                node,
+                &ctx,
+                "alert-config-drift",
+                format!("{} difference(s) from the approved baseline: {}", drift.len(), shown(&names)),
+                drift
+                    .iter()
+                    .map(|d| match d {
+                        Drift::Changed(i) | Drift::Added(i) | Drift::Removed(i) => format!("config/{i}"),
+                        Drift::BadBaseline(_) => "config/baseline/active".to_string(),
+                    })
+                    .collect(),
+            )?;
+        } else if watch.drift.as_ref().is_some_and(|l| !l.is_empty()) {
+            tracing::info!("configuration matches the approved baseline again");
+        }
+        watch.drift = Some(names);
+    }
+    Ok(Report { tampered: findings, drift })
+}
+
+/// The first 20 names, joined.
+fn shown(names: &[String]) -> String {
+    let first: Vec<&str> = names.iter().take(20).map(String::as_str).collect();
+    format!("{}{}", first.join("; "), if names.len() > first.len() { "; …" } else { "" })
+}
+
+/// Appends an alert entry (counted in the metrics, listed among the dashboard's alerts).
+fn raise(node: &Node, ctx: &Ctx, action: &str, detail: String, mut resources: Vec<String>) -> Result<(), AppError> {
+    let mut alert =
+        mamori_audit::AuditRecord::new(action, ctx.audit_actor(), mamori_audit::Outcome::Failure, "HOPERAT");
+    alert.detail = Some(detail);
+    resources.truncate(50);
+    alert.resources = resources;
+    node.store.append(vec![alert]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    Ok(())
+}
+
+/// Checks every `[integrity] rehash_secs` on a thread of its own. A check that cannot run (the
+/// store unreachable, a file unreadable) is logged every time and, once it has failed for a
+/// minute, raised as `alert-integrity-watcher`: a watcher that stops working is itself an alert.
+/// `watch` is what the start check remembered, so the same finding is not raised twice.
+pub fn spawn_watcher(node: std::sync::Arc<Node>, watch: Watch) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let every = std::time::Duration::from_secs(node.config.rehash_secs);
-        let mut last = last;
+        let mut watch = watch;
         std::thread::sleep(every);
         let mut failing_since: Option<std::time::Instant> = None;
         let mut raised = false;
         loop {
-            match check(&node, &mut last) {
+            match check(&node, &mut watch) {
                 Ok(_) => {
                     failing_since = None;
                     raised = false;
@@ -284,14 +542,14 @@ pub fn spawn_watcher(node: std::sync::Arc<Node>, last: Option<Vec<String>>) -> s
                     let since = *failing_since.get_or_insert_with(std::time::Instant::now);
                     if !raised && since.elapsed() >= std::time::Duration::from_secs(60) {
                         let ctx = Ctx::operator(&node, WATCHER);
-                        let mut alert = mamori_audit::AuditRecord::new(
+                        raised = raise(
+                            &node,
+                            &ctx,
                             "alert-integrity-watcher",
-                            ctx.audit_actor(),
-                            mamori_audit::Outcome::Failure,
-                            "HOPERAT",
-                        );
-                        alert.detail = Some(format!("the configuration integrity check has failed for a minute: {e}"));
-                        raised = node.store.append(vec![alert]).is_ok();
+                            format!("the configuration integrity check has failed for a minute: {e}"),
+                            Vec::new(),
+                        )
+                        .is_ok();
                     }
                 }
             }

@@ -1,6 +1,6 @@
 //! `mamori.toml` in the data directory: read raw, validated once into [`Config`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::Deserialize;
@@ -61,6 +61,22 @@ session_absolute_secs = 43200
 # baseline (`mamori baseline approve`); a difference is an `alert-config-drift` audit entry.
 # The same check runs at every start, before serving.
 # rehash_secs = 3
+
+[integrity.response]
+# What happens when a configuration entry is changed around the configuration path (a row
+# written with sqlite3 or psql: it carries no valid seal and is never served) or a guard trigger
+# is dropped: "alert" (audit entry, log line, dashboard, metric), "revert" (the last sealed value
+# is written back through the configuration path; after 5 failed tries, alert and block) or
+# "block" (fail closed until someone reverts or accepts it: `mamori baseline revert|accept`).
+# Every response also alerts. docs/CONFIG-INTEGRITY.md
+# policies = "block"        # all clinical access stops
+# class-rules = "block"     # all clinical access stops
+# client = "block"          # that application is refused
+# account = "block"         # that account is refused
+# signing-key = "revert"
+# settings = "revert"
+# baseline = "revert"
+# schema = "revert"         # the guard triggers are put back
 "#;
 
 #[derive(Debug, Deserialize, Default)]
@@ -84,7 +100,34 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawIntegrity {
     rehash_secs: Option<u64>,
+    #[serde(default)]
+    response: BTreeMap<String, Response>,
 }
+
+/// What the configuration integrity check does about a change made around the configuration
+/// path (`[integrity.response]`, #25).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Response {
+    /// Audit entry, log line, dashboard alert, metric.
+    Alert,
+    /// Alert, and write the last sealed value back through the configuration path.
+    Revert,
+    /// Alert, and stop the affected function until someone reverts or accepts.
+    Block,
+}
+
+/// The items `[integrity.response]` names, with their defaults.
+pub const RESPONSE_DEFAULTS: [(&str, Response); 8] = [
+    ("policies", Response::Block),
+    ("class-rules", Response::Block),
+    ("client", Response::Block),
+    ("account", Response::Block),
+    ("signing-key", Response::Revert),
+    ("settings", Response::Revert),
+    ("baseline", Response::Revert),
+    ("schema", Response::Revert),
+];
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +202,9 @@ pub struct Config {
     pub database: Option<String>,
     /// How often the configuration is re-hashed against the baseline (`[integrity] rehash_secs`).
     pub rehash_secs: u64,
+    /// The response to a change made around the configuration path, per kind
+    /// (`[integrity.response]`; every name of [`RESPONSE_DEFAULTS`] present).
+    pub responses: BTreeMap<String, Response>,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -219,6 +265,15 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if !(1..=3600).contains(&rehash_secs) {
         return Err(format!("integrity.rehash_secs `{rehash_secs}` must be 1–3600"));
     }
+    let mut responses: BTreeMap<String, Response> =
+        RESPONSE_DEFAULTS.iter().map(|(k, r)| ((*k).to_string(), *r)).collect();
+    for (kind, r) in raw.integrity.response {
+        if !responses.contains_key(&kind) {
+            let names: Vec<&str> = RESPONSE_DEFAULTS.iter().map(|(k, _)| *k).collect();
+            return Err(format!("integrity.response `{kind}` is not one of {}", names.join(", ")));
+        }
+        responses.insert(kind, r);
+    }
     let i = raw.identity;
     let defaults = (
         mamori_identity::password::Policy::default(),
@@ -271,6 +326,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         witness_dir: raw.audit.witness_dir,
         database,
         rehash_secs,
+        responses,
     })
 }
 

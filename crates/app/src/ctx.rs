@@ -118,6 +118,7 @@ impl From<Refusal> for AppError {
         match r {
             Refusal::Forbidden(m) => AppError::Forbidden(m),
             Refusal::Unavailable => AppError::Failed(r.to_string()),
+            Refusal::Blocked(m) => AppError::Unavailable(m),
         }
     }
 }

@@ -160,6 +160,16 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
     let config = config::parse(&text).map_err(|message| NodeError::Config { path: path.clone(), message })?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let store = backend::open(dir, database.or(config.database.as_deref()), clock.clone())?;
+    let master = load_master_key(dir)?;
+    let (signer, origin) = load_signer(dir)?;
+    check_node_keys(&*store, &master, &signer)?;
+    // Every configuration version is sealed under a key derived from the master key, and only
+    // sealed versions are served (#25): a row written with sqlite3 or psql is never in force.
+    let sealed =
+        store.seal_config(config_seal_key(&master)).map_err(NodeError::store("cannot seal the configuration"))?;
+    if sealed > 0 {
+        tracing::info!(versions = sealed, "configuration versions sealed for the first time (trust on first use)");
+    }
     let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?, clock.clone()));
     let records = Arc::new(
         Records::new(store.clone(), store.clone(), clock.clone(), config.retention.clone())
@@ -175,10 +185,7 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
         tracing::info!(resources = reindexed, "search index rebuilt for the current index format");
     }
     record_settings(&*store, &path, &text, &*clock)?;
-    let master = load_master_key(dir)?;
     let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
-    let (signer, origin) = load_signer(dir)?;
-    check_node_keys(&*store, &master, &signer)?;
     // The `[identity]` rules of mamori.toml reach the service (A4–A6); they were validated and
     // then ignored before (issue #22).
     let identity =
@@ -205,6 +212,16 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
         clock_status,
         enforcer,
     })
+}
+
+/// The key configuration versions are sealed with: derived from the master key, so every node
+/// on one store seals alike and someone with only database access cannot seal a row.
+fn config_seal_key(master: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"mamori configuration seal key\0");
+    h.update(master);
+    h.finalize().into()
 }
 
 /// The configuration kind and key under which `mamori.toml`'s settings are versioned.

@@ -33,6 +33,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// Something failed inside (500); the detail is logged, never shown.
     Internal(String),
+    /// Stopped by the configuration integrity check until someone reverts or approves (503).
+    Blocked(String),
 }
 
 impl From<mamori_access::Refusal> for ApiError {
@@ -40,6 +42,7 @@ impl From<mamori_access::Refusal> for ApiError {
         match e {
             mamori_access::Refusal::Forbidden(m) => ApiError::Forbidden(m),
             mamori_access::Refusal::Unavailable => ApiError::Internal("policy engine unavailable".into()),
+            mamori_access::Refusal::Blocked(m) => ApiError::Blocked(m),
         }
     }
 }
@@ -146,6 +149,7 @@ impl ApiError {
                 one(IssueCode::Login, "a valid bearer access token is required (認証が必要です)".into()),
             ),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, one(IssueCode::Forbidden, m)),
+            ApiError::Blocked(m) => (StatusCode::SERVICE_UNAVAILABLE, one(IssueCode::Exception, m)),
             ApiError::BadRequest(code, m) => (StatusCode::BAD_REQUEST, one(code, m)),
             ApiError::PayloadTooLarge(max) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use mamori_records::{Clock, RecordError, StoreError};
 
 pub use audit::{AuditStats, Job as AuditJob, writer_loop as audit_writer_loop};
-pub use config::{ConfigChange, ConfigEntry, WORKFLOW_KINDS, decode, decode_all, table_of};
+pub use config::{ConfigChange, ConfigEntry, Tampered, WORKFLOW_KINDS, decode, decode_all, table_of};
 
 /// Why the store failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -362,6 +362,9 @@ pub struct SqlStore<D: Db> {
     clock: Arc<dyn Clock>,
     audit_tx: std::sync::OnceLock<(std::sync::mpsc::Sender<AuditJob>, Option<std::thread::JoinHandle<()>>)>,
     audit_counters: Arc<audit::AuditCounters>,
+    /// The key configuration versions are sealed with (`SqlStore::seal_config`); until it is
+    /// set, versions are written and served unsealed (tools that open a store without keys).
+    seal_key: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl<D: Db> SqlStore<D> {
@@ -369,7 +372,13 @@ impl<D: Db> SqlStore<D> {
     /// [`schema::migrate`]), reading time from `clock` — the node's one clock — for audit entry
     /// and checkpoint times.
     pub fn new(db: D, clock: Arc<dyn Clock>) -> SqlStore<D> {
-        SqlStore { db: Arc::new(db), clock, audit_tx: std::sync::OnceLock::new(), audit_counters: Arc::default() }
+        SqlStore {
+            db: Arc::new(db),
+            clock,
+            audit_tx: std::sync::OnceLock::new(),
+            audit_counters: Arc::default(),
+            seal_key: std::sync::OnceLock::new(),
+        }
     }
 
     /// The database.
@@ -428,6 +437,13 @@ impl<D: Db> SqlStore<D> {
 
     /// Sets a value shared by every process on the store if it is not set yet; returns the value
     /// now stored (the first one's, when several race).
+    pub fn flag_get(&self, name: &str) -> Result<Option<String>, Error> {
+        self.db.read_statement(|c| {
+            c.one("SELECT value FROM store_flags WHERE name = ?1", &vals![name])?.map(|r| r.text(0)).transpose()
+        })
+    }
+
+    /// A store-wide flag set by the first node that starts and read by every later one.
     pub fn flag_init(&self, name: &str, value: &str) -> Result<String, Error> {
         // Set once, read at every start: read first, write only the first time.
         let get = |c: &mut dyn Conn| -> Result<Option<String>, Error> {

@@ -172,6 +172,20 @@ INSERT INTO audit_alerts (idx, time) SELECT idx, time FROM audit_entries WHERE {
 ON CONFLICT DO NOTHING;
 "#;
 
+/// Step 4: a seal on every configuration version (#25): HMAC-SHA256 under a key derived from the
+/// node's master key, written by the one configuration path in the same transaction as the
+/// version. A version without a valid seal was written around the path (with `sqlite3` or
+/// `psql`) and is never served. Append-only like the versions.
+const SEALS: &str = r#"
+CREATE TABLE IF NOT EXISTS config_seals (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    version {INT} NOT NULL,
+    seal TEXT NOT NULL,
+    PRIMARY KEY (kind, key, version)
+);
+"#;
+
 /// An append-only table of attributed versions of `(kind, key)` entries (configuration, workflow
 /// state): one shape for every such table.
 const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -225,8 +239,8 @@ fn append_only(d: Dialect, name: &str, table: &str, message: &str) -> String {
              BEGIN SELECT RAISE(ABORT, '{message}'); END;\n"
         ),
         Dialect::Postgres => format!(
-            "CREATE TRIGGER {name}_no_change BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION mamori_refuse('{message}');
-             CREATE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('{message}');\n"
+            "CREATE OR REPLACE TRIGGER {name}_no_change BEFORE UPDATE OR DELETE ON {table} FOR EACH ROW EXECUTE FUNCTION mamori_refuse('{message}');
+             CREATE OR REPLACE TRIGGER {name}_no_truncate BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('{message}');\n"
         ),
     }
 }
@@ -251,9 +265,9 @@ fn versions_guard(d: Dialect) -> &'static str {
                  END IF;
                  RETURN OLD;
              END $$;
-             CREATE TRIGGER versions_no_update BEFORE UPDATE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_refuse('versions are immutable');
-             CREATE TRIGGER versions_no_delete BEFORE DELETE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_versions_delete();
-             CREATE TRIGGER versions_no_truncate BEFORE TRUNCATE ON versions FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('versions are immutable');\n"
+             CREATE OR REPLACE TRIGGER versions_no_update BEFORE UPDATE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_refuse('versions are immutable');
+             CREATE OR REPLACE TRIGGER versions_no_delete BEFORE DELETE ON versions FOR EACH ROW EXECUTE FUNCTION mamori_versions_delete();
+             CREATE OR REPLACE TRIGGER versions_no_truncate BEFORE TRUNCATE ON versions FOR EACH STATEMENT EXECUTE FUNCTION mamori_refuse('versions are immutable');\n"
         }
     }
 }
@@ -276,7 +290,47 @@ pub fn steps(d: Dialect) -> Vec<String> {
         },
     );
     alerts.push_str(&append_only(d, "alerts", "audit_alerts", "the audit trail is append-only"));
-    vec![base, workflow, alerts]
+    let mut seals = render(d, SEALS);
+    seals.push_str(&append_only(d, "seals", "config_seals", "configuration seals are append-only"));
+    vec![base, workflow, alerts, seals]
+}
+
+/// Every guard trigger of the schema (append-only tables, immutable versions), as statements
+/// that can run again: `mamori` puts back a trigger that was dropped or disabled (#25).
+pub fn guards(d: Dialect) -> String {
+    let mut g = versions_guard(d).to_string();
+    for (table, (name, message)) in guarded_tables().into_iter().skip(1) {
+        g.push_str(&append_only(d, name, table, message));
+    }
+    g
+}
+
+/// The guarded tables with their triggers' prefix and message (`versions` first, whose guard
+/// differs: it allows a purge).
+pub fn guarded_tables() -> [(&'static str, (&'static str, &'static str)); 6] {
+    [
+        ("versions", ("versions", "versions are immutable")),
+        ("config_versions", ("config", "configuration history is append-only")),
+        ("audit_entries", ("audit", "the audit trail is append-only")),
+        ("workflow_versions", ("workflow", "workflow history is append-only")),
+        ("audit_alerts", ("alerts", "the audit trail is append-only")),
+        ("config_seals", ("seals", "configuration seals are append-only")),
+    ]
+}
+
+/// The names of the guard triggers the schema must have, sorted.
+pub fn guard_names(d: Dialect) -> Vec<String> {
+    let mut names: Vec<String> = guards(d)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("CREATE TRIGGER IF NOT EXISTS ").or_else(|| l.strip_prefix("CREATE OR REPLACE TRIGGER "))
+        })
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
 }
 
 /// Applies the steps not applied yet, inside the caller's transaction (which the adapter holds
@@ -321,5 +375,19 @@ mod tests {
         };
         assert_eq!(tables(Dialect::Sqlite), tables(Dialect::Postgres));
         assert!(tables(Dialect::Sqlite).len() > 20);
+    }
+
+    #[test]
+    fn every_append_only_table_has_its_guards_in_both_dialects() {
+        let sqlite = guard_names(Dialect::Sqlite);
+        let pg = guard_names(Dialect::Postgres);
+        assert!(sqlite.contains(&"seals_no_update".to_string()), "{sqlite:?}");
+        assert!(pg.contains(&"seals_no_truncate".to_string()), "{pg:?}");
+        assert!(sqlite.len() >= 12 && pg.len() >= 12, "{sqlite:?} {pg:?}");
+        // What the migration installs is what the repair installs.
+        let migrated = steps(Dialect::Postgres).join("\n");
+        for name in &pg {
+            assert!(migrated.contains(&format!("TRIGGER {name} ")), "{name}");
+        }
     }
 }
