@@ -19,6 +19,7 @@ import pyotp
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -184,7 +185,9 @@ def security_manager():
         # The whole trail verified from the home page.
         d.get(base + "/console/")
         d.find_element(By.ID, "verify-now").click()
-        wait.until(lambda d: "ok" in (d.find_element(By.ID, "verify-result").get_attribute("class") or ""))
+        # The form posts and the page is replaced: an element found on the old page goes stale.
+        WebDriverWait(d, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
+            lambda d: "ok" in (d.find_element(By.ID, "verify-result").get_attribute("class") or ""))
         assert "検証: 合格" in d.find_element(By.ID, "verify-result").text
         accessible(d, "dashboard after verification")
         shot(d, "dashboard-ja")
