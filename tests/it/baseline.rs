@@ -107,12 +107,7 @@ fn a_signed_baseline_names_every_change_made_around_the_configuration_path() {
 }
 
 fn alerts(d: &str) -> Vec<serde_json::Value> {
-    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|e| e["action"] == "alert-config-drift")
-        .collect()
+    entries(d, "alert-config-drift")
 }
 
 /// Layers 2 and 3 of detection: while serving, a file edited behind the server's back is found

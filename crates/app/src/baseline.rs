@@ -301,18 +301,31 @@ fn parse_item(item: &str) -> Result<(ConfigKind, &str), AppError> {
     Ok((kind, key))
 }
 
-/// Ends a change made around the configuration path by writing the last value the path wrote
-/// (a value added around it is removed) back as a new version — attributed, with a reason,
-/// audited. Lifts the block on the item at the next check. (`approve-baseline`.)
-pub fn revert(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, AppError> {
+/// What [`revert`] and [`accept`] check first: the right (`approve-baseline`), a reason, and that
+/// the item was indeed changed around the configuration path.
+fn recovery<'a>(
+    ctx: &Ctx,
+    node: &Node,
+    item: &'a str,
+    reason: &str,
+    no_reason: &str,
+) -> Result<(ConfigKind, &'a str), AppError> {
     ctx.authorize(node, AdminAct::ApproveBaseline)?;
     if reason.trim().is_empty() {
-        return Err(AppError::Invalid("reverting must say why".into()));
+        return Err(AppError::Invalid(no_reason.into()));
     }
     let (kind, key) = parse_item(item)?;
     if !node.store.config_tampered().map_err(AppError::from)?.iter().any(|t| t.kind == kind.name() && t.key == key) {
         return Err(AppError::NotFound(format!("`{item}` was not changed around the configuration path")));
     }
+    Ok((kind, key))
+}
+
+/// Ends a change made around the configuration path by writing the last value the path wrote
+/// (a value added around it is removed) back as a new version — attributed, with a reason,
+/// audited. Lifts the block on the item at the next check. (`approve-baseline`.)
+pub fn revert(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, AppError> {
+    let (kind, key) = recovery(ctx, node, item, reason, "reverting must say why")?;
     put_back(ctx, node, kind, key, &format!("reverted a change made around the configuration path: {}", reason.trim()))
 }
 
@@ -320,14 +333,7 @@ pub fn revert(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, A
 /// change) is written through the path as a new, sealed version — attributed, with a reason,
 /// audited. Lifts the block at the next check. (`approve-baseline`.)
 pub fn accept(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, AppError> {
-    ctx.authorize(node, AdminAct::ApproveBaseline)?;
-    if reason.trim().is_empty() {
-        return Err(AppError::Invalid("accepting must say why".into()));
-    }
-    let (kind, key) = parse_item(item)?;
-    if !node.store.config_tampered().map_err(AppError::from)?.iter().any(|t| t.kind == kind.name() && t.key == key) {
-        return Err(AppError::NotFound(format!("`{item}` was not changed around the configuration path")));
-    }
+    let (kind, key) = recovery(ctx, node, item, reason, "accepting must say why")?;
     let history = node.store.config_history(kind.name(), key).map_err(AppError::from)?;
     let newest = history.last();
     change_config(
