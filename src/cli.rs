@@ -86,6 +86,10 @@ enum Command {
     /// The approved configuration baseline (C2): show it, diff the state now against it, approve.
     #[command(subcommand)]
     Baseline(crate::baseline_cli::BaselineCmd),
+    /// The two-person rule (C3): high-risk changes waiting for a second person — list, show,
+    /// approve (by hash), refuse, withdraw.
+    #[command(subcommand)]
+    Approvals(crate::approvals_cli::ApprovalsCmd),
     /// Read one record as the operator (its newest version, or `Type/id/_history/n`), printed as
     /// stored. Audited exactly as a read through the API, in the operator's name.
     Read {
@@ -509,6 +513,11 @@ pub fn main() -> ExitCode {
     init_logging();
     match run(cli) {
         Ok(code) => code,
+        // A high-risk change held for a second person: not a failure, but not in force either.
+        Err(e) if crate::fail::pending(&*e) => {
+            eprintln!("{}", mamori_app::messages::localize(&e.to_string(), lang));
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("{}", crate::fail::report(&*e, lang));
             ExitCode::from(2)
@@ -552,6 +561,7 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Policy(c) => crate::policy_cli::run(c),
         Command::Review(c) => crate::review_cli::run(c),
         Command::Baseline(c) => crate::baseline_cli::run(c),
+        Command::Approvals(c) => crate::approvals_cli::run(c),
         Command::Fsck(d) => {
             let node = d.open()?;
             let lang = Lang::from_env();
@@ -811,6 +821,16 @@ fn client(c: ClientCmd) -> Fallible<ExitCode> {
             };
             let r = clients::register(&Ctx::operator(&node, &operator), &node, n)?;
             println!("client_id={client_id}");
+            if let Some(p) = &r.pending {
+                println!("pending_request={}", p.id);
+                eprintln!(
+                    "{}",
+                    mamori_app::messages::localize(
+                        &mamori_app::AppError::Pending(Box::new(p.clone())).to_string(),
+                        Lang::from_env()
+                    )
+                );
+            }
             match &r.secret {
                 Some(secret) => {
                     println!("client_secret={secret}");
@@ -827,7 +847,8 @@ fn client(c: ClientCmd) -> Fallible<ExitCode> {
                     eprintln!("A public client: it must use PKCE (S256) and has no secret.");
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            // Held for a second person: the application cannot get tokens yet (as any held change).
+            Ok(if r.pending.is_some() { ExitCode::from(3) } else { ExitCode::SUCCESS })
         }
         ClientCmd::List(dir) => {
             let node = dir.open()?;

@@ -49,6 +49,19 @@ pub fn report(e: &(dyn Error + 'static), lang: Lang) -> String {
     out
 }
 
+/// Whether `e` is a change held for a second person's approval (the two-person rule): the
+/// command line says so and exits 3 rather than reporting a failure.
+pub fn pending(e: &(dyn Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if matches!(c.downcast_ref::<mamori_app::AppError>(), Some(mamori_app::AppError::Pending(_))) {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,16 +147,16 @@ fn read_password() -> Fallible<String> {
     Ok(pw.trim_end_matches(['\n', '\r']).to_string())
 }
 
-fn err(e: mamori_app::AppError) -> String {
+fn err(e: mamori_app::AppError) -> crate::fail::Failure {
     match e {
         mamori_app::AppError::PasswordRefused(why) => {
             let mut s = String::from("パスワードが要件を満たしません / the password was refused:");
             for (ja, en) in why {
                 s.push_str(&format!("\n  - {ja} / {en}"));
             }
-            s
+            s.into()
         }
-        other => other.to_string(),
+        other => Box::new(other),
     }
 }
 

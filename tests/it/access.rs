@@ -609,13 +609,17 @@ expect = "deny"
     assert_eq!(get(&h, &nurse, &format!("/fhir/{res}")).await.status, StatusCode::NOT_FOUND);
     let out =
         cli(&["policy", "set", pfile.to_str().unwrap(), "--reason", "HIV外来の看護師に参照を許可", "--data-dir", &dir]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Held for a second person (exit 3): nothing changes until someone else approves it.
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let mut seen = 0;
+    h.node.refresh_policy(&mut seen).unwrap();
+    assert_eq!(get(&h, &nurse, &format!("/fhir/{res}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(crate::support::approve_pending(h.dir.path()), 1);
     assert!(h.node.refresh_policy(&mut seen).unwrap());
     assert_eq!(get(&h, &nurse, &format!("/fhir/{res}")).await.status, StatusCode::OK);
     let hist = h.node.store.config_history("policies", "active").unwrap();
     assert_eq!(hist.len(), 1);
-    assert_eq!(hist[0].reason, "HIV外来の看護師に参照を許可");
+    assert!(hist[0].reason.starts_with("HIV外来の看護師に参照を許可 (two-person rule"), "{}", hist[0].reason);
     let out = cli(&["policy", "show", "--data-dir", &dir]);
     assert!(String::from_utf8_lossy(&out.stdout).contains(r#""administrative", "hiv"]"#));
 }

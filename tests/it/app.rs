@@ -33,11 +33,17 @@ fn a_person_may_do_only_the_acts_their_roles_allow_and_each_refusal_is_audited()
 
     // The system administrator registers an application: stored, attributed to the person,
     // and its change entry carries who did it.
+    // With `system/` scopes it is a high-risk change: held until a second person (here the
+    // security manager) approves it, then applied in the approver's name, naming the requester.
     let r = clients::register(&person(&h, "admin1"), node, feed("lab-feed")).unwrap();
     assert!(r.secret.is_some(), "a confidential client gets a secret once");
+    let p = r.pending.expect("held for a second person");
+    assert!(node.store.config_get("client", "lab-feed").unwrap().is_none());
+    assert!(!entries(&h, "config", "admin1").is_empty(), "the request is in the audit trail in sa's name");
+    mamori_app::approvals::approve(&person(&h, "manager1"), node, &p.id, &p.sha256, "").unwrap();
     let stored = node.store.config_get("client", "lab-feed").unwrap().unwrap();
-    assert_eq!(stored.changed_by, "user:admin1");
-    assert!(!entries(&h, "config", "admin1").is_empty(), "the change is in the audit trail in sa's name");
+    assert_eq!(stored.changed_by, "user:manager1");
+    assert!(stored.reason.contains("requested by user:admin1"), "{}", stored.reason);
 
     // The security manager and a doctor may not: refused, nothing stored, the refusal audited
     // with who, from where, the request id and the act.
@@ -67,8 +73,12 @@ fn a_person_may_do_only_the_acts_their_roles_allow_and_each_refusal_is_audited()
     // The rules of who may see what are the security manager's, not the administrator's.
     let rules = class_rules::current(&person(&h, "manager1"), node).unwrap();
     assert!(matches!(class_rules::set(&person(&h, "admin1"), node, &rules, "try"), Err(AppError::Forbidden(_))));
-    let v = class_rules::set(&person(&h, "manager1"), node, &rules, "re-affirmed").unwrap();
-    assert_eq!(node.store.config_get("class-rules", "active").unwrap().unwrap().version, v);
+    let p = match class_rules::set(&person(&h, "manager1"), node, &rules, "re-affirmed") {
+        Err(AppError::Pending(p)) => p,
+        other => panic!("class rules are held for a second person: {other:?}"),
+    };
+    let r = mamori_app::approvals::approve(&person(&h, "admin1"), node, &p.id, &p.sha256, "").unwrap();
+    assert_eq!(Some(node.store.config_get("class-rules", "active").unwrap().unwrap().version), r.applied_version);
     assert!(matches!(class_rules::set(&person(&h, "manager1"), node, &rules, " "), Err(AppError::Invalid(_))));
 
     // The operator may do everything, named in the change.
@@ -276,6 +286,10 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     assert_eq!(mamori_app::audit_trail::last_verification(&op, node).unwrap(), Some(checked));
     mamori_app::baseline::approve(&op, node, "first baseline").unwrap();
     assert_eq!(ConfigKind::parse(mamori_app::node::SETTINGS.0), Some(ConfigKind::Settings));
+    // With a second person who may approve, a high-risk change is a change request.
+    h.add_user("manager1", &["security_manager"], "Practitioner/sm1");
+    let held = mamori_app::baseline::approve(&op, node, "second baseline");
+    assert!(matches!(held, Err(AppError::Pending(_))), "{held:?}");
 
     let db = crate::support::RawDb::at(h.dir.path());
     let mut seen = 0;

@@ -24,8 +24,13 @@ fn a_signed_baseline_names_every_change_made_around_the_configuration_path() {
     // A reason is required.
     let bad = cli(&["baseline", "approve", "--reason", " ", "--data-dir", d, "--operator", "anzen"]);
     assert!(!bad.status.success(), "{}", out(&bad));
-    let ok = cli(&["baseline", "approve", "--reason", "initial baseline", "--data-dir", d, "--operator", "anzen"]);
-    assert!(ok.status.success(), "{}", out(&ok));
+    // Approving a baseline is high-risk: held for a second person (exit 3), here the security
+    // manager signed in (the operator's name proves nobody), who approves it.
+    let held = cli(&["baseline", "approve", "--reason", "initial baseline", "--data-dir", d, "--operator", "anzen"]);
+    assert_eq!(held.status.code(), Some(3), "{}", out(&held));
+    let pending = cli(&["baseline", "diff", "--data-dir", d]);
+    assert_eq!(pending.status.code(), Some(2), "nothing approved while held: {}", out(&pending));
+    assert_eq!(crate::support::approve_pending(&dir), 1);
     let shown = cli(&["baseline", "show", "--data-dir", d]);
     let text = out(&shown);
     assert!(shown.status.success(), "{text}");
@@ -96,8 +101,11 @@ fn a_signed_baseline_names_every_change_made_around_the_configuration_path() {
     // Approving anew is an audited act, with the note's hash in the trail.
     let again =
         cli(&["baseline", "approve", "--reason", "accept the hand edit", "--data-dir", d, "--operator", "anzen"]);
-    assert!(again.status.success(), "{}", out(&again));
-    let sha = out(&again).split("note sha256 ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    assert_eq!(again.status.code(), Some(3), "{}", out(&again));
+    assert_eq!(crate::support::approve_pending(&dir), 1);
+    let shown = out(&cli(&["baseline", "show", "--data-dir", d]));
+    assert!(shown.contains("accept the hand edit"), "{shown}");
+    let sha = shown.split("note sha256 ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     let trail = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
     let trail = String::from_utf8_lossy(&trail.stdout).to_string();
     assert!(trail.contains(&sha), "the baseline's hash is anchored in the trail");

@@ -322,7 +322,10 @@ fn administrators_manage_applications_policies_keys_and_verify_the_trail() {
     let actions: std::collections::BTreeSet<String> =
         entries.iter().filter_map(|e| e["action"].as_str().map(str::to_string)).collect();
     assert!(any("kanri", "config", "config/client/lab-feed/v3"), "registration and rotation by kanri: {actions:?}");
-    assert!(any("anzen", "config", "config/policies/active/v1"), "the policy change by anzen");
+    // The policy change: requested by anzen, applied when kanri approved it (two-person rule).
+    // (Request 1 was anzen's own account, 2 and 3 the application's registration and enabling.)
+    assert!(any("anzen", "config", "config/change-request/4/v1"), "the policy change requested by anzen");
+    assert!(any("kanri", "config", "config/policies/active/v1"), "and applied by kanri's approval");
     assert!(any("anzen", "config", "config/audit-verification/latest/v1"), "each verification is recorded");
     assert!(
         entries.iter().filter(|e| e["actor"]["id"] == "uketsuke" && e["action"] == "admin-denied").count() >= 4,

@@ -64,6 +64,17 @@ def post(s, path, page_html, data):
     return s.post(base + path, data=d)
 
 
+def approve(session, request_url):
+    """A second person approves a held change on its page, confirming the hash shown there."""
+    page = session.get(request_url)
+    assert page.status_code == 200 and 'id="approve"' in page.text, (page.status_code, main_of(page.text))
+    sha = re.search(r'name="sha256" value="([0-9a-f]{64})"', page.text).group(1)
+    assert f'<code id="sha256">{sha}</code>' in page.text, "the hash approved is the one shown"
+    r = post(session, request_url.split("?")[0][len(base):], page.text, {"step": "approve", "sha256": sha, "note": ""})
+    assert r.status_code == 200 and "done=approved" in r.url, (r.status_code, r.url, main_of(r.text))
+    return r
+
+
 if phase == "tampered":
     # Someone with database access edited an entry: the security manager's "verify now" says so,
     # on the home page and as an alert.
@@ -107,17 +118,33 @@ r = post(s, "/console/apps", apps, {"client_id": "lab-feed", "scope": "system/Ob
 assert r.status_code == 400 and "JSON" in r.text, r.status_code
 assert 'id="no-apps"' in s.get(base + "/console/apps").text, "nothing was registered"
 
-# A confidential client: the secret is on the registration's response only, and works.
+# A confidential client with system/ scopes: a high-risk change (the two-person rule). The secret
+# is on the registration's response only; it works once a second person has approved.
 r = post(s, "/console/apps", apps, {"client_id": "lab-feed", "name": "検査システム連携",
                                       "scope": "system/Observation.rs", "minutes": "15", "class": "general"})
-assert r.status_code == 200, (r.status_code, main_of(r.text))
+assert r.status_code == 202 and 'id="held"' in r.text, (r.status_code, main_of(r.text))
+rid = re.search(r'href="/console/changes/(\d+)"', main_of(r.text)).group(1)
 secret = unescape(re.search(r'<pre id="secret">([^<]+)</pre>', r.text).group(1))
 assert len(secret) >= 32, secret
+t = token("lab-feed", secret)
+assert t.status_code == 401 and t.json()["error"] == "invalid_client", "not registered before approval: " + t.text
+# The requester cannot approve their own request: said on the request's page.
+page = s.get(base + f"/console/changes/{rid}")
+assert 'id="approve"' not in page.text and 'value="withdraw"' in page.text, main_of(page.text)
+sha = re.search(r'name="sha256" value="([0-9a-f]{64})"', page.text).group(1)
+r = post(s, f"/console/changes/{rid}", page.text, {"step": "approve", "sha256": sha, "note": ""})
+assert r.status_code == 403 and "自分の依頼は承認できません" in r.text, (r.status_code, main_of(r.text))
+# The security manager sees it waiting on the home page and approves it.
+a, ahome = sign_in("anzen", pw)
+assert 'id="changes-waiting"' in ahome and 'href="/console/changes"' in ahome, main_of(ahome)
+inbox = a.get(base + "/console/changes").text
+assert f'href="/console/changes/{rid}"' in inbox and "lab-feed" in inbox, main_of(inbox)
+approve(a, base + f"/console/changes/{rid}")
 t = token("lab-feed", secret)
 assert t.status_code == 200 and t.json()["access_token"], t.text
 r = s.get(base + "/console/apps/lab-feed")
 assert r.status_code == 200 and secret not in r.text and 'id="secret"' not in r.text, "shown once"
-assert "client registered" in r.text and "kanri" in r.text, "the history names who registered it"
+assert "client registered" in r.text and "kanri" in r.text, "the history names who requested it"
 assert "一般診療" in r.text or "general" in r.text
 # Registering the same id again: refused, on the form.
 r = post(s, "/console/apps", apps, {"client_id": "lab-feed", "scope": "system/Observation.rs", "minutes": "15"})
@@ -145,8 +172,13 @@ assert 'id="enable"' in r.text
 refused = token("lab-feed", new_secret)
 assert refused.status_code in (400, 401) and refused.json()["error"] in ("invalid_client", "unauthorized_client"), \
     refused.text
+# Enabling an application with system/ scopes again is held too: to its request, then approved.
 r = post(s, "/console/apps/lab-feed/enable", r.text, {})
-assert r.status_code == 200 and token("lab-feed", new_secret).status_code == 200
+assert r.status_code == 200 and "?requested=1" in r.url and 'id="requested"' in r.text, r.url
+assert token("lab-feed", new_secret).status_code in (400, 401), "still disabled while held"
+approve(a, r.url)
+assert token("lab-feed", new_secret).status_code == 200
+r = s.get(base + "/console/apps/lab-feed")
 r = post(s, "/console/apps/lab-feed/enable", r.text, {})
 assert r.status_code == 409 and 'id="app-error"' in r.text, "enabling an enabled client: said on the page"
 
@@ -192,8 +224,9 @@ for href in ["/console/apps", "/console/keys", "/console/policies", "/console/cl
     assert r.status_code == 403, (href, r.status_code)
     assert "lab-feed" not in r.text and "permit" not in r.text, href
 
-# ---- The security manager: policies.
-s, home = sign_in("anzen", pw)
+# ---- The security manager: policies (the session opened to approve above).
+k = s
+s, home = a, a.get(base + "/console/").text
 for href in ["/console/policies", "/console/class-rules", "/console/audit"]:
     assert f'href="{href}"' in home, href
 assert 'href="/console/apps"' not in home
@@ -236,8 +269,13 @@ r = post(s, "/console/policies", r.text, {"policies": passing, "tests": tests2, 
 assert r.status_code == 200 and 'id="table-passed"' in r.text, main_of(r.text)
 r = post(s, "/console/policies", r.text, {"policies": passing, "tests": tests2, "reason": "保守事業者の削除を明示的に禁止",
                                           "step": "apply"})
-assert r.status_code == 200 and r.url.endswith("/console/policies?done=1"), (r.status_code, r.url)
-assert 'id="done"' in r.text and "保守事業者の削除を明示的に禁止" in r.text and "anzen" in r.text
+# Held for a second person: the request's page shows the difference; nothing in force yet.
+assert r.status_code == 200 and "?requested=1" in r.url, (r.status_code, r.url)
+assert "vendor-no-delete" in r.text and 'class="ins"' in r.text, main_of(r.text)
+assert "出荷時の方針" in s.get(base + "/console/policies").text, "not applied before approval"
+approve(k, r.url)
+r = s.get(base + "/console/policies")
+assert "保守事業者の削除を明示的に禁止" in r.text and "kanri" in r.text, main_of(r.text)
 assert "vendor never deletes" in r.text, "the table applied with them is kept for the next edit"
 assert "vendor-no-delete" in r.text
 
@@ -256,8 +294,13 @@ assert r.status_code == 200 and 'class="ins"' in r.text and "Basic" in r.text, m
 assert "出荷時の規則" in r.text, "a check changes nothing"
 r = post(s, "/console/class-rules", r.text, {"rules": json.dumps(rules2), "reason": "Basic を事務区分に",
                                              "step": "apply"})
-assert r.status_code == 200 and r.url.endswith("/console/class-rules?done=1"), (r.status_code, r.url)
+assert r.status_code == 200 and "?requested=1" in r.url, (r.status_code, r.url)
+approve(k, r.url)
+r = s.get(base + "/console/class-rules")
 assert "Basic を事務区分に" in r.text and '"Basic"' in unescape(r.text)
+# Decided requests stay listed (history does not vanish).
+r = s.get(base + "/console/changes?all=1")
+assert r.text.count('href="/console/changes/') >= 4 and "承認・反映済み" in r.text, main_of(r.text)
 
 # ---- The audit trail verifies, from the home page.
 home = s.get(base + "/console/").text

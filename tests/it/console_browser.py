@@ -292,11 +292,17 @@ def administrator():
         submit(d, "form[action='/console/apps'] button[type=submit]")
         wait.until(lambda d: d.find_elements(By.ID, "secret"))
         assert len(d.find_element(By.ID, "secret").text) >= 32
-        accessible(d, "application with its secret")
-        d.get(base + "/console/apps/lab-feed")
-        assert not d.find_elements(By.ID, "secret"), "the secret is shown once only"
-        accessible(d, "application")
-        shot(d, "app-ja")
+        # system/ scopes: held for a second person (the two-person rule), with the request linked.
+        assert d.find_elements(By.ID, "held")
+        accessible(d, "application with its secret, awaiting approval")
+        d.find_element(By.CSS_SELECTOR, "#held a").click()
+        wait.until(lambda d: d.find_elements(By.ID, "sha256"))
+        assert "lab-feed" in d.find_element(By.ID, "summary").text
+        assert not d.find_elements(By.ID, "approve"), "the requester cannot approve their own"
+        accessible(d, "change request")
+        shot(d, "change-request-ja")
+        d.get(base + "/console/changes")
+        accessible(d, "change approvals")
         d.get(base + "/console/apps")
         accessible(d, "applications")
         shot(d, "apps-ja")
@@ -308,10 +314,10 @@ def administrator():
         accessible(d, "signing keys")
         shot(d, "keys-ja")
         for path, h1 in [("/console/users", "Users"), ("/console/apps", "Applications"), ("/console/keys", "Signing keys"),
-                         ("/console/users/suzuki", "User"), ("/console/apps/lab-feed", "Application")]:
+                         ("/console/users/suzuki", "User"), ("/console/changes", "Change approvals")]:
             d.get(base + path + "?lang=en")
             assert d.find_element(By.TAG_NAME, "h1").text == h1, (path, d.find_element(By.TAG_NAME, "h1").text)
-        accessible(d, "application (en)")
+        accessible(d, "change approvals (en)")
         d.get(base + "/console/?lang=ja")
         d.find_element(By.CSS_SELECTOR, "header form button").click()
         wait.until(path_is("/login"))

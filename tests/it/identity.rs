@@ -200,10 +200,10 @@ async fn leave_revokes_tokens_transfer_opens_a_review_and_coverage_counts() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a leaver's tokens stop working at once");
-    assert!(h.node.identity.enable("operator:hr", "mori").is_err(), "a leaver is never re-enabled");
+    assert!(h.node.identity.enable("operator:hr", "mori", None).is_err(), "a leaver is never re-enabled");
     assert!(h.node.identity.authenticate("mori", PW, None, T0, None).unwrap().is_err());
 
-    h.node.identity.transfer("operator:hr", "abe", Some("外科".into()), Some(vec!["nurse".into()])).unwrap();
+    h.node.identity.transfer("operator:hr", "abe", Some("外科".into()), Some(vec!["nurse".into()]), None).unwrap();
     assert_eq!(events(&h, "access-review-opened").len(), 1);
     let history = h.node.store.config_history("account", "abe").unwrap();
     assert_eq!(history.len(), 2, "account definitions are versioned");

@@ -5,6 +5,7 @@
 
 mod access;
 mod app;
+mod approvals;
 mod attack;
 mod audit;
 mod authenticity;

@@ -57,11 +57,15 @@ pub enum AdminAct {
     ReadAudit,
     /// Approve the configuration baseline (C2): the state drift is measured against.
     ApproveBaseline,
+    /// Approve or refuse another person's high-risk change (the two-person rule, C3): a change
+    /// of policies, class rules or the baseline, a grant of administrative rights, an application
+    /// with `system/` scopes. Nobody approves their own.
+    ApproveChange,
 }
 
 impl AdminAct {
     /// Every act, for tables and tests.
-    pub const ALL: [AdminAct; 11] = [
+    pub const ALL: [AdminAct; 12] = [
         AdminAct::ManageUsers,
         AdminAct::ManageClients,
         AdminAct::SetPolicies,
@@ -73,6 +77,7 @@ impl AdminAct {
         AdminAct::Import,
         AdminAct::ReadAudit,
         AdminAct::ApproveBaseline,
+        AdminAct::ApproveChange,
     ];
 
     /// The operation name the policies see.
@@ -89,6 +94,7 @@ impl AdminAct {
             AdminAct::Import => "import",
             AdminAct::ReadAudit => "read-audit",
             AdminAct::ApproveBaseline => "approve-baseline",
+            AdminAct::ApproveChange => "approve-change",
         }
     }
 
@@ -163,8 +169,13 @@ mod tests {
         for act in AdminAct::ALL {
             let sm = e.authorize_admin(&person(&["security_manager"]), act).is_ok();
             let sa = e.authorize_admin(&person(&["system_admin"]), act).is_ok();
-            assert_eq!(sm, security_manager.contains(&act), "security_manager {act}");
-            assert_eq!(sa, !security_manager.contains(&act), "system_admin {act}");
+            if act == AdminAct::ApproveChange {
+                // The second person of the two-person rule: either may approve the other's change.
+                assert!(sm && sa, "approve-change belongs to both");
+            } else {
+                assert_eq!(sm, security_manager.contains(&act), "security_manager {act}");
+                assert_eq!(sa, !security_manager.contains(&act), "system_admin {act}");
+            }
             for role in ["doctor", "nurse", "pharmacist", "clerk", "maintenance_vendor"] {
                 assert!(e.authorize_admin(&person(&[role]), act).is_err(), "{role} {act}");
             }

@@ -145,7 +145,8 @@ fn parse(text: &str) -> Result<(String, i64, String, State), String> {
 }
 
 /// Approves the state now as the baseline; returns it. Approving is itself a high-risk change
-/// (`approve-baseline`; under the two-person rule once that lands).
+/// (`approve-baseline`, then a second person's `approve-change`: [`AppError::Pending`] until
+/// then — the baseline approved is the state as it was requested).
 pub fn approve(ctx: &Ctx, node: &Node, reason: &str) -> Result<Approved, AppError> {
     ctx.authorize(node, AdminAct::ApproveBaseline)?;
     if reason.trim().is_empty() {
@@ -288,7 +289,11 @@ fn block_of(item: &str) -> (Option<String>, String) {
 fn put_back(ctx: &Ctx, node: &Node, kind: ConfigKind, key: &str, reason: &str) -> Result<u64, AppError> {
     let served = node.store.config_get(kind.name(), key).map_err(AppError::from)?.and_then(|e| e.value);
     let newest = node.store.config_history(kind.name(), key).map_err(AppError::from)?.last().map(|e| e.version);
-    change_config(ctx, node, kind, key, served, reason, newest)
+    // Back to a value the path wrote (and, if high-risk, two people approved): not a new change
+    // for the two-person rule.
+    let mut ctx = ctx.clone();
+    ctx.two_person = Some(format!("revert of {kind}/{key} to its last sealed value"));
+    change_config(&ctx, node, kind, key, served, reason, newest)
 }
 
 fn parse_item(item: &str) -> Result<(ConfigKind, &str), AppError> {
@@ -331,7 +336,8 @@ pub fn revert(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, A
 
 /// Accepts a change made around the configuration path as intended: its value (checked like any
 /// change) is written through the path as a new, sealed version — attributed, with a reason,
-/// audited. Lifts the block at the next check. (`approve-baseline`.)
+/// audited. Lifts the block at the next check. (`approve-baseline`; for a high-risk entry, held
+/// for a second person like any change of it.)
 pub fn accept(ctx: &Ctx, node: &Node, item: &str, reason: &str) -> Result<u64, AppError> {
     let (kind, key) = recovery(ctx, node, item, reason, "accepting must say why")?;
     let history = node.store.config_history(kind.name(), key).map_err(AppError::from)?;
@@ -538,6 +544,10 @@ pub fn spawn_watcher(node: std::sync::Arc<Node>, watch: Watch) -> std::thread::J
         let mut failing_since: Option<std::time::Instant> = None;
         let mut raised = false;
         loop {
+            // Change requests past their time are closed as expired (audited) on the same beat.
+            if let Err(e) = crate::approvals::expire_due(&node) {
+                tracing::warn!(error = %e, "change requests could not be expired");
+            }
             match check(&node, &mut watch) {
                 Ok(_) => {
                     failing_since = None;

@@ -39,6 +39,10 @@ pub struct Registered {
     pub client: Client,
     /// The secret in clear; only the hash is stored.
     pub secret: Option<String>,
+    /// An application with `system/` scopes is held for a second person's approval (the
+    /// two-person rule): the request, if it was. The secret is shown now, once, and works only
+    /// once the registration is approved.
+    pub pending: Option<crate::approvals::Pending>,
 }
 
 fn valid_client_id(id: &str) -> bool {
@@ -148,8 +152,13 @@ pub fn register(ctx: &Ctx, node: &Node, n: NewClient) -> Result<Registered, AppE
         jwks: n.jwks,
     };
     let value = serde_json::to_value(&client).map_err(failed)?;
-    change_config(ctx, node, KIND, &n.id, Some(value), "client registered", previous.map(|e| e.version))?;
-    Ok(Registered { client, secret })
+    let pending =
+        match change_config(ctx, node, KIND, &n.id, Some(value), "client registered", previous.map(|e| e.version)) {
+            Ok(_) => None,
+            Err(AppError::Pending(p)) => Some(*p),
+            Err(e) => return Err(e),
+        };
+    Ok(Registered { client, secret, pending })
 }
 
 /// Every registered application with its configuration version. A secret's hash is replaced by

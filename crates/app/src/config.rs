@@ -61,6 +61,11 @@ session_absolute_secs = 43200
 # baseline (`mamori baseline approve`); a difference is an `alert-config-drift` audit entry.
 # The same check runs at every start, before serving.
 # rehash_secs = 3
+# Hours a high-risk change waits for a second person's approval before it expires (1–720). The
+# two-person rule: policies, class rules, the baseline, administrative rights, applications with
+# system/ scopes are changed only when someone other than the requester approves them
+# (`mamori approvals`, or the console's approvals inbox).
+# approval_hours = 72
 
 [integrity.response]
 # What happens when a configuration entry is changed around the configuration path (a row
@@ -100,6 +105,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawIntegrity {
     rehash_secs: Option<u64>,
+    approval_hours: Option<u32>,
     #[serde(default)]
     response: BTreeMap<String, Response>,
 }
@@ -202,6 +208,9 @@ pub struct Config {
     pub database: Option<String>,
     /// How often the configuration is re-hashed against the baseline (`[integrity] rehash_secs`).
     pub rehash_secs: u64,
+    /// Hours a change request waits for a second person before it expires
+    /// (`[integrity] approval_hours`).
+    pub approval_hours: u32,
     /// The response to a change made around the configuration path, per kind
     /// (`[integrity.response]`; every name of [`RESPONSE_DEFAULTS`] present).
     pub responses: BTreeMap<String, Response>,
@@ -265,6 +274,10 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if !(1..=3600).contains(&rehash_secs) {
         return Err(format!("integrity.rehash_secs `{rehash_secs}` must be 1–3600"));
     }
+    let approval_hours = raw.integrity.approval_hours.unwrap_or(72);
+    if !(1..=720).contains(&approval_hours) {
+        return Err(format!("integrity.approval_hours `{approval_hours}` must be 1–720"));
+    }
     let mut responses: BTreeMap<String, Response> =
         RESPONSE_DEFAULTS.iter().map(|(k, r)| ((*k).to_string(), *r)).collect();
     for (kind, r) in raw.integrity.response {
@@ -326,6 +339,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         witness_dir: raw.audit.witness_dir,
         database,
         rehash_secs,
+        approval_hours,
         responses,
     })
 }

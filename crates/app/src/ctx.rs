@@ -39,6 +39,9 @@ pub struct Ctx {
     pub source: Option<String>,
     /// The node's one clock.
     pub clock: Arc<dyn Clock>,
+    /// Why a high-risk change may be made without holding it for a second person: the approved
+    /// request being applied, or a revert to the last value the path wrote (`None`: it is held).
+    pub(crate) two_person: Option<String>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -77,6 +80,10 @@ pub enum AppError {
     /// Storage or another service failed (500); the detail is for the log.
     #[error("{0}")]
     Failed(String),
+    /// A high-risk change was not made but stored as a request for a second person's approval
+    /// (the two-person rule, `crate::approvals`): nothing is in force yet (202).
+    #[error("change request {} awaits a second person's approval (sha256 {}): {}; nothing changes until another person approves it", .0.id, .0.sha256, .0.summary)]
+    Pending(Box<crate::approvals::Pending>),
 }
 
 impl From<mamori_records::RecordError> for AppError {
@@ -141,7 +148,13 @@ impl From<mamori_identity::Error> for AppError {
 impl Ctx {
     /// The local operator `name`, on `node`'s clock.
     pub fn operator(node: &Node, name: &str) -> Ctx {
-        Ctx { caller: Caller::Operator(name.to_string()), request_id: None, source: None, clock: node.clock.clone() }
+        Ctx {
+            caller: Caller::Operator(name.to_string()),
+            request_id: None,
+            source: None,
+            clock: node.clock.clone(),
+            two_person: None,
+        }
     }
 
     /// A person signed in, with their account's current roles: refused at once unless the account
@@ -167,6 +180,7 @@ impl Ctx {
             request_id,
             source,
             clock: node.clock.clone(),
+            two_person: None,
         })
     }
 
@@ -338,7 +352,8 @@ impl Ctx {
 /// The one configuration path, for the use cases: a new version of `(kind, key)` — checked by
 /// the registry first — attributed to the caller, at the caller's clock, based on `expected`
 /// (`None`: must not exist yet). The store writes the version and its audit entry in one
-/// transaction.
+/// transaction. A high-risk change (`crate::approvals::config_risk`) is not written but held for
+/// a second person: [`AppError::Pending`].
 pub(crate) fn change_config(
     ctx: &Ctx,
     node: &Node,
@@ -349,6 +364,18 @@ pub(crate) fn change_config(
     expected: Option<u64>,
 ) -> Result<u64, AppError> {
     kind.validate(value.as_ref()).map_err(AppError::Invalid)?;
+    if ctx.two_person.is_none()
+        && let Some(what) = crate::approvals::config_risk(node, kind, key, value.as_ref())?
+    {
+        let change = crate::approvals::Change::Config {
+            kind: kind.name().to_string(),
+            key: key.to_string(),
+            value: value.clone(),
+            expected,
+            reason: reason.to_string(),
+        };
+        crate::approvals::hold(ctx, node, change, format!("{what} `{key}`: {reason}"))?;
+    }
     let by = ctx.by();
     node.store
         .change_config(&mamori_store_sql::ConfigChange {

@@ -10,6 +10,7 @@
 //! [`node`] is the composition root: it opens a data directory into the services every caller
 //! shares.
 
+pub mod approvals;
 pub mod audit_trail;
 pub mod audit_verify;
 pub mod backend;

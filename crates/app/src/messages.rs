@@ -77,6 +77,36 @@ const JA: &[(&str, &str)] = &[
     ("`{}` is not KIND/KEY (e.g. policies/active)", "`{1}` は 種類/キー の形式ではありません (例: policies/active)"),
     ("`{}` is not a configuration kind", "`{1}` は設定の種類ではありません"),
     ("`{}` was not changed around the configuration path", "`{1}` は設定変更の経路の外で変更されていません"),
+    // The two-person rule (C3).
+    ("refusing a request must say why", "却下するには理由を入力してください"),
+    ("to take back your own request, withdraw it", "ご自身の依頼は却下ではなく取り下げてください"),
+    ("no change request `{}`", "変更依頼 `{1}` はありません"),
+    (
+        "change request {} was altered outside Mamori (its seal does not match); it cannot be decided",
+        "変更依頼 {1} は Mamori の外で書き換えられています（封印が一致しません）。決定できません",
+    ),
+    ("change request {} is already {}", "変更依頼 {1} はすでに {2} です"),
+    ("change request {} has expired", "変更依頼 {1} は期限切れです"),
+    (
+        "change request {} is not the change you confirmed (its sha256 is {}); look at it again",
+        "変更依頼 {1} は確認された内容と異なります（sha256 は {2}）。もう一度内容を確認してください",
+    ),
+    (
+        "change request {} was not applied: the entry changed after it was requested ({}); request it again",
+        "変更依頼 {1} は反映されませんでした。依頼後に対象が変更されています（{2}）。改めて依頼してください",
+    ),
+    (
+        "a request made at the command line must be approved by a person signed in to the console",
+        "コマンドラインで行われた依頼は、コンソールにサインインした担当者が承認してください",
+    ),
+    ("change request {} is not yours to withdraw", "変更依頼 {1} はご自身の依頼ではないため取り下げられません"),
+    ("change request {} cannot be read: {}", "変更依頼 {1} を読み込めません: {2}"),
+    ("could not number the request; retry", "依頼に番号を付けられませんでした。再試行してください"),
+    (
+        "change request {} awaits a second person's approval (sha256 {}): {}; nothing changes until another person approves it",
+        "変更依頼 {1} は別の担当者の承認待ちです（sha256 {2}）: {3}。承認されるまで何も変更されません",
+    ),
+    ("account `{}` was changed meanwhile", "アカウント `{1}` はその間に変更されました"),
     ("unknown kind `{}`", "不明な種類 `{1}`"),
     ("cannot read `{}` for the baseline: {}", "ベースラインのために `{1}` を読めません: {2}"),
     ("the stored baseline cannot be read: {}", "保存されたベースラインを読めません: {1}"),

@@ -93,6 +93,8 @@ pub struct Node {
     pub clock_status: Arc<std::sync::Mutex<crate::clock_sync::ClockStatus>>,
     /// The enforcement point's policies and class rules.
     pub enforcer: Arc<Enforcer>,
+    /// The key change requests are sealed with (the two-person rule), derived from the master key.
+    pub(crate) request_key: [u8; 32],
 }
 
 #[cfg(unix)]
@@ -165,6 +167,7 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
     check_node_keys(&*store, &master, &signer)?;
     // Every configuration version is sealed under a key derived from the master key, and only
     // sealed versions are served (#25): a row written with sqlite3 or psql is never in force.
+    let request_key = derived_key(b"mamori change request key\0", &master);
     let sealed =
         store.seal_config(config_seal_key(&master)).map_err(NodeError::store("cannot seal the configuration"))?;
     if sealed > 0 {
@@ -211,15 +214,21 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
         clock,
         clock_status,
         enforcer,
+        request_key,
     })
 }
 
 /// The key configuration versions are sealed with: derived from the master key, so every node
 /// on one store seals alike and someone with only database access cannot seal a row.
 fn config_seal_key(master: &[u8; 32]) -> [u8; 32] {
+    derived_key(b"mamori configuration seal key\0", master)
+}
+
+/// A key for one purpose, derived from the master key: SHA-256 of the purpose's label and it.
+fn derived_key(label: &[u8], master: &[u8; 32]) -> [u8; 32] {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
-    h.update(b"mamori configuration seal key\0");
+    h.update(label);
     h.update(master);
     h.finalize().into()
 }

@@ -33,11 +33,15 @@ pub enum ConfigKind {
     /// The approved configuration baseline (`crate::baseline::Baseline`: a signed note and the
     /// approved values), key `active`.
     Baseline,
+    /// A request for a high-risk change under the two-person rule (workflow state, in
+    /// `workflow_versions`; `crate::approvals::Request`), by request number: every state it
+    /// passes through (requested, approved, refused, withdrawn, expired) is a version.
+    ChangeRequest,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 9] = [
+    pub const ALL: [ConfigKind; 10] = [
         ConfigKind::Client,
         ConfigKind::Account,
         ConfigKind::SigningKey,
@@ -47,6 +51,7 @@ impl ConfigKind {
         ConfigKind::AccessReview,
         ConfigKind::AuditVerification,
         ConfigKind::Baseline,
+        ConfigKind::ChangeRequest,
     ];
 
     /// The name stored in `config_versions.kind`.
@@ -61,6 +66,7 @@ impl ConfigKind {
             ConfigKind::AccessReview => "access-review",
             ConfigKind::AuditVerification => "audit-verification",
             ConfigKind::Baseline => "baseline",
+            ConfigKind::ChangeRequest => "change-request",
         }
     }
 
@@ -81,6 +87,7 @@ impl ConfigKind {
             ConfigKind::AccessReview => ("権限の見直し", "access review"),
             ConfigKind::AuditVerification => ("監査証跡の検証結果", "audit trail verification"),
             ConfigKind::Baseline => ("構成のベースライン", "configuration baseline"),
+            ConfigKind::ChangeRequest => ("変更の承認依頼", "change request"),
         }
     }
 
@@ -97,6 +104,7 @@ impl ConfigKind {
             ConfigKind::AccessReview => Some(AdminAct::ReviewAccess),
             ConfigKind::AuditVerification => Some(AdminAct::ReadAudit),
             ConfigKind::Baseline => Some(AdminAct::ApproveBaseline),
+            ConfigKind::ChangeRequest => Some(AdminAct::ApproveChange),
         }
     }
 
@@ -104,7 +112,7 @@ impl ConfigKind {
     /// configuration (kept in `config_versions`, watched for drift, a candidate for the
     /// two-person rule under #25).
     pub fn is_workflow(self) -> bool {
-        matches!(self, ConfigKind::AccessReview | ConfigKind::AuditVerification)
+        matches!(self, ConfigKind::AccessReview | ConfigKind::AuditVerification | ConfigKind::ChangeRequest)
     }
 
     /// Checks a value of this kind before it is stored: its shape, and for rules and policies
@@ -146,6 +154,9 @@ impl ConfigKind {
             }
             ConfigKind::Baseline => {
                 serde_json::from_value::<crate::baseline::Baseline>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::ChangeRequest => {
+                serde_json::from_value::<crate::approvals::Request>(v.clone()).map(|_| ()).map_err(shape)
             }
         }
     }

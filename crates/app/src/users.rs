@@ -9,7 +9,7 @@
 use mamori_identity::account::{Account, Coverage, Proofing, Status};
 use mamori_identity::service::NewAccount;
 
-use crate::{AdminAct, AppError, Caller, Ctx, Node};
+use crate::{AdminAct, AppError, Caller, Ctx, Node, approvals};
 
 /// An account to issue.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +59,10 @@ fn not_self(ctx: &Ctx, username: &str) -> Result<(), AppError> {
 }
 
 /// Issues an account.
+///
+/// An account whose roles carry administrative rights is a high-risk change (the two-person
+/// rule): where a second person could approve, it is issued **disabled** and enabling it is held
+/// for their approval ([`AppError::Pending`], the account exists but cannot sign in until then).
 pub fn issue(ctx: &Ctx, node: &Node, n: Issue) -> Result<Account, AppError> {
     ctx.authorize(node, AdminAct::ManageUsers)?;
     if let Some(p) = &n.proofing
@@ -66,6 +70,8 @@ pub fn issue(ctx: &Ctx, node: &Node, n: Issue) -> Result<Account, AppError> {
     {
         return Err(AppError::Invalid(format!("proofing date `{}` is not YYYY-MM-DD", p.date)));
     }
+    let gain = approvals::admin_gain(node, &n.username, &[], &n.roles);
+    let held = !gain.is_empty() && approvals::second_person_exists(ctx, node)?;
     let a = node.identity.add(
         &ctx.by(),
         NewAccount {
@@ -82,7 +88,27 @@ pub fn issue(ctx: &Ctx, node: &Node, n: Issue) -> Result<Account, AppError> {
     if n.emergency {
         node.identity.mark_emergency(&ctx.by(), &a.username)?;
     }
+    if held {
+        let a = node.identity.disable(&ctx.by(), &a.username)?;
+        let version = node.store.account(&a.username)?.map_or(0, |(_, v)| v);
+        let change =
+            approvals::Change::Enable { username: a.username.clone(), roles: a.roles.clone(), expected: version };
+        approvals::hold(ctx, node, change, grant_summary(&a.username, &a.roles, &gain, "issued disabled; enabling"))?;
+    } else if !gain.is_empty() {
+        // Nobody else could approve (recorded as waived); the account is usable at once.
+        approvals::waive(
+            ctx,
+            node,
+            &approvals::Change::Enable { username: a.username.clone(), roles: a.roles.clone(), expected: 0 },
+            &grant_summary(&a.username, &a.roles, &gain, "issued with"),
+        )?;
+    }
     Ok(a)
+}
+
+fn grant_summary(username: &str, roles: &[String], gain: &[AdminAct], what: &str) -> String {
+    let acts: Vec<&str> = gain.iter().map(|a| a.name()).collect();
+    format!("account `{username}` {what} roles {} (administrative rights: {})", roles.join(", "), acts.join(", "))
 }
 
 /// Every account.
@@ -127,11 +153,20 @@ pub fn disable(ctx: &Ctx, node: &Node, username: &str) -> Result<Account, AppErr
     Ok(node.identity.disable(&ctx.by(), username)?)
 }
 
-/// Enables a disabled account.
+/// Enables a disabled account. One whose roles carry administrative rights is held for a second
+/// person's approval (the two-person rule).
 pub fn enable(ctx: &Ctx, node: &Node, username: &str) -> Result<Account, AppError> {
     ctx.authorize(node, AdminAct::ManageUsers)?;
     not_self(ctx, username)?;
-    Ok(node.identity.enable(&ctx.by(), username)?)
+    let (a, version) =
+        node.store.account(username)?.ok_or_else(|| AppError::NotFound(format!("no account `{username}`")))?;
+    let gain = approvals::admin_gain(node, username, &[], &a.roles);
+    if !gain.is_empty() && a.status == Status::Disabled {
+        let change =
+            approvals::Change::Enable { username: a.username.clone(), roles: a.roles.clone(), expected: version };
+        approvals::hold(ctx, node, change, grant_summary(username, &a.roles, &gain, "enabled with"))?;
+    }
+    Ok(node.identity.enable(&ctx.by(), username, Some(version))?)
 }
 
 /// Lifts a lockout after failed sign-ins.
@@ -162,7 +197,34 @@ pub fn transfer(
     if department.is_none() && roles.is_none() {
         return Err(AppError::Invalid("a transfer needs a new department or new roles".into()));
     }
-    let a = node.identity.transfer(&ctx.by(), username, department, roles)?;
+    let (old, version) =
+        node.store.account(username)?.ok_or_else(|| AppError::NotFound(format!("no account `{username}`")))?;
+    if let Some(new) = &roles {
+        let gain = approvals::admin_gain(node, username, &old.roles, new);
+        if !gain.is_empty() {
+            let change = approvals::Change::Roles {
+                username: username.to_string(),
+                department: department.clone(),
+                roles: new.clone(),
+                expected: version,
+            };
+            approvals::hold(ctx, node, change, grant_summary(username, new, &gain, "transferred to"))?;
+        }
+    }
+    apply_transfer(ctx, node, username, department, roles, Some(version))
+}
+
+/// The transfer itself, decided on the account's version `expected`: new department and/or
+/// roles, and an access review of the account opened at once.
+pub(crate) fn apply_transfer(
+    ctx: &Ctx,
+    node: &Node,
+    username: &str,
+    department: Option<String>,
+    roles: Option<Vec<String>>,
+    expected: Option<u64>,
+) -> Result<(Account, crate::reviews::Campaign), AppError> {
+    let a = node.identity.transfer(&ctx.by(), username, department, roles, expected)?;
     let c = crate::reviews::open_for(
         ctx,
         node,

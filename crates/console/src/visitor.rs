@@ -38,6 +38,8 @@ pub struct Rights {
     pub rotate_keys: bool,
     pub review_break_glass: bool,
     pub review_access: bool,
+    /// Approve another person's high-risk change (the two-person rule).
+    pub approve_change: bool,
     pub vendor: bool,
     /// Works with clinical records (patient search, records, approvals).
     pub clinical: bool,
@@ -94,6 +96,13 @@ impl Visitor {
             nav.push(NavItem {
                 href: "/console/reviews",
                 label: pick("アクセス権の見直し", "Access reviews"),
+                current: false,
+            });
+        }
+        if self.rights.approve_change || self.rights.read_audit {
+            nav.push(NavItem {
+                href: "/console/changes",
+                label: pick("変更の承認", "Change approvals"),
                 current: false,
             });
         }
@@ -235,6 +244,7 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                 rotate_keys: ctx.may(&node, AdminAct::RotateKeys),
                 review_break_glass: ctx.may(&node, AdminAct::ReviewBreakGlass),
                 review_access: ctx.may(&node, AdminAct::ReviewAccess),
+                approve_change: ctx.may(&node, AdminAct::ApproveChange),
                 vendor: roles.iter().any(|r| r == "maintenance_vendor"),
                 clinical: mamori_app::clinical::may_use(&ctx, &node),
                 break_glass: mamori_app::clinical::may_break_glass(&ctx, &node),

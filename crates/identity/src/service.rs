@@ -512,8 +512,18 @@ impl Identity {
         Ok(None)
     }
 
-    fn set_status(&self, actor: &str, username: &str, status: Status, reason: &str) -> Result<Account, Error> {
+    fn set_status(
+        &self,
+        actor: &str,
+        username: &str,
+        status: Status,
+        reason: &str,
+        expected: Option<u64>,
+    ) -> Result<Account, Error> {
         let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
+        if expected.is_some_and(|e| e != v) {
+            return Err(Error::Conflict(format!("account `{username}` was changed meanwhile")));
+        }
         if a.status == Status::Left && status != Status::Left {
             return Err(Error::Invalid(format!("`{username}` has left; a leaver's account is never re-enabled")));
         }
@@ -524,20 +534,21 @@ impl Identity {
 
     /// Disables an account (its sessions end and its tokens are revoked).
     pub fn disable(&self, actor: &str, username: &str) -> Result<Account, Error> {
-        let a = self.set_status(actor, username, Status::Disabled, "account disabled")?;
+        let a = self.set_status(actor, username, Status::Disabled, "account disabled", None)?;
         self.store.revoke_tokens_of(username)?;
         self.store.delete_sessions_of(username)?;
         Ok(a)
     }
 
     /// Re-enables a disabled account.
-    pub fn enable(&self, actor: &str, username: &str) -> Result<Account, Error> {
-        self.set_status(actor, username, Status::Active, "account enabled")
+    /// `expected`: the account's version the change was decided on (`None`: whatever it is now).
+    pub fn enable(&self, actor: &str, username: &str, expected: Option<u64>) -> Result<Account, Error> {
+        self.set_status(actor, username, Status::Active, "account enabled", expected)
     }
 
     /// Leave (退職): disabled at once, every token revoked.
     pub fn leave(&self, actor: &str, username: &str) -> Result<u64, Error> {
-        self.set_status(actor, username, Status::Left, "leave (退職): disabled at once")?;
+        self.set_status(actor, username, Status::Left, "leave (退職): disabled at once", None)?;
         let n = self.store.revoke_tokens_of(username)?;
         self.store.delete_sessions_of(username)?;
         self.log(event(
@@ -552,15 +563,20 @@ impl Identity {
     }
 
     /// Transfer (人事異動): new department and roles; an access review is opened (recorded as an
-    /// audit event until the access-review work lands).
+    /// audit event until the access-review work lands). `expected`: the account's version the
+    /// change was decided on (`None`: whatever it is now).
     pub fn transfer(
         &self,
         actor: &str,
         username: &str,
         department: Option<String>,
         roles: Option<Vec<String>>,
+        expected: Option<u64>,
     ) -> Result<Account, Error> {
         let (mut a, v) = self.store.account(username)?.ok_or_else(|| Error::NoAccount(username.to_string()))?;
+        if expected.is_some_and(|e| e != v) {
+            return Err(Error::Conflict(format!("account `{username}` was changed meanwhile")));
+        }
         if a.status == Status::Left {
             return Err(Error::Invalid(format!("`{username}` has left")));
         }

@@ -193,6 +193,15 @@ struct Detail {
     secret: Option<String>,
 }
 
+#[derive(Template)]
+#[template(path = "app_held.html")]
+struct Held {
+    v: Chrome,
+    id: String,
+    request: String,
+    secret: Option<String>,
+}
+
 /// `POST /console/apps`: registers an application. A confidential client's secret is shown on
 /// this response only.
 pub async fn register(State(c): State<Arc<Console>>, v: Visitor, headers: HeaderMap, body: Body) -> Response {
@@ -212,6 +221,16 @@ pub async fn register(State(c): State<Arc<Console>>, v: Visitor, headers: Header
         Err(m) => return list_page(&c, &v, f, Some(m), StatusCode::BAD_REQUEST).await,
     };
     match run(&c, &v, move |ctx, node| clients::register(ctx, node, n)).await {
+        Ok(r) if r.pending.is_some() => {
+            // Held for a second person (system/ scopes): the secret is shown now, once, and works
+            // when the registration is approved.
+            let request = r.pending.map(|p| p.id).unwrap_or_default();
+            let page =
+                Held {
+                    v: v.chrome("アプリケーション", "Application"), id: r.client.id, request, secret: r.secret
+                };
+            render(&v, &page, StatusCode::ACCEPTED)
+        }
         Ok(r) => {
             let id = r.client.id.clone();
             detail_page(&c, &v, id, None, Some("register".into()), r.secret, StatusCode::OK).await

@@ -70,6 +70,8 @@ struct Dashboard {
     security: Option<Security>,
     admin: Option<Admin>,
     vendor: bool,
+    /// Others' change requests the person could approve (the two-person rule).
+    changes_waiting: Option<usize>,
 }
 
 pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
@@ -155,12 +157,17 @@ pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
                 });
             }
         }
-        Ok((security, admin))
+        let changes_waiting =
+            if rights.approve_change { Some(mamori_app::approvals::waiting_for(ctx, node)?) } else { None };
+        Ok((security, admin, changes_waiting))
     })
     .await;
     match r {
-        Ok((security, admin)) => {
-            let page = Dashboard { v: v.chrome("ホーム", "Home"), security, admin, vendor: v.rights.vendor };
+        Ok((security, admin, changes_waiting)) => {
+            let page =
+                Dashboard {
+                    v: v.chrome("ホーム", "Home"), security, admin, vendor: v.rights.vendor, changes_waiting
+                };
             render(&v, &page, StatusCode::OK)
         }
         Err(e) => super::error_page(&v, &e),

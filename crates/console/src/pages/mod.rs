@@ -5,6 +5,7 @@
 pub mod access_reviews;
 pub mod apps;
 pub mod audit;
+pub mod changes;
 pub mod clinical;
 pub mod dashboard;
 pub mod keys;
@@ -93,7 +94,13 @@ pub(crate) fn explain_error(e: &AppError, lang: Lang) -> (StatusCode, String) {
 
 /// A use case's error for showing on the form that caused it (status, text) — except a refusal,
 /// which gets the refusal page (`Err`): a person without the right has no form to go back to.
+///
+/// A change held for a second person (the two-person rule) is no error: the requester is taken to
+/// the request's page, which says what happens next.
 pub(crate) fn on_form(v: &Visitor, e: &AppError) -> Result<(StatusCode, String), Box<Response>> {
+    if let AppError::Pending(p) = e {
+        return Err(Box::new(held(v, p)));
+    }
     let (status, text) = explain_error(e, v.lang);
     if status == StatusCode::FORBIDDEN { Err(Box::new(error_page(v, e))) } else { Ok((status, text)) }
 }
@@ -112,8 +119,16 @@ pub(crate) struct Message {
     pub error: bool,
 }
 
+/// To the page of a change request just made.
+pub(crate) fn held(v: &Visitor, p: &mamori_app::approvals::Pending) -> Response {
+    browser::redirect(&format!("/console/changes/{}?requested=1", p.id), v.cookies.clone())
+}
+
 /// A use case's error as a page of its own.
 pub(crate) fn error_page(v: &Visitor, e: &AppError) -> Response {
+    if let AppError::Pending(p) = e {
+        return held(v, p);
+    }
     let (status, text) = explain_error(e, v.lang);
     let heading = match status {
         StatusCode::FORBIDDEN => pick(v.lang, "この操作は許可されていません", "Not allowed"),
