@@ -284,3 +284,130 @@ fn changes_around_the_path_are_blocked_or_reverted_while_serving() {
     assert!(db.exec_both("UPDATE config_versions SET reason = 'x'").is_err(), "the guard is back");
     drop(s);
 }
+
+/// External settings (C4): another system's export registered as a signed baseline; a later
+/// export checked field by field (JSON Pointer) on the command line and over HTTP by the
+/// scheduler application the baseline names; each check recorded, drift alerted; an application
+/// the baseline does not name finds nothing there, exactly as for a name that does not exist.
+#[test]
+fn external_settings_are_a_signed_baseline_checked_by_json_pointer() {
+    use crate::binary::{http, start, token};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    let s = start(&dir, &[]);
+    let sched = token(s.addr, &dir, "cloud-export");
+    let other = token(s.addr, &dir, "other-app");
+
+    let approved = tmp.path().join("approved.json");
+    std::fs::write(&approved, r#"{"tenant": {"mfa": true, "sharing": "internal", "admins": ["a", "b"], "a/b": 1}}"#)
+        .unwrap();
+    let f = approved.to_str().unwrap();
+    // Bad input: a clear error, nothing registered.
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, "{\"tenant\": ").unwrap();
+    let o = cli(&[
+        "baseline",
+        "external",
+        "add",
+        "m365",
+        "--file",
+        bad.to_str().unwrap(),
+        "--reason",
+        "x",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(out(&o).contains("not JSON"), "{}", out(&o));
+    let o = cli(&["baseline", "external", "add", "M 365", "--file", f, "--reason", "x", "--data-dir", d]);
+    assert!(o.status.code() == Some(2) && out(&o).contains("not an external settings name"), "{}", out(&o));
+    let o = cli(&[
+        "baseline",
+        "external",
+        "add",
+        "m365",
+        "--file",
+        f,
+        "--client",
+        "nobody",
+        "--reason",
+        "x",
+        "--data-dir",
+        d,
+    ]);
+    assert!(o.status.code() == Some(2) && out(&o).contains("no application"), "{}", out(&o));
+    assert!(out(&cli(&["baseline", "external", "list", "--data-dir", d])).contains("no external settings registered"));
+
+    let o = cli(&[
+        "baseline",
+        "external",
+        "add",
+        "m365",
+        "--file",
+        f,
+        "--client",
+        "cloud-export",
+        "--reason",
+        "tenant at go-live",
+        "--data-dir",
+        d,
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let listed = out(&cli(&["baseline", "external", "list", "--data-dir", d]));
+    assert!(listed.starts_with("m365\tv1\t") && listed.contains("clients: cloud-export"), "{listed}");
+
+    // The same export: no difference, exit 0.
+    let same = cli(&["baseline", "external", "check", "m365", "--file", f, "--data-dir", d]);
+    assert!(same.status.success() && out(&same).contains("0 changed, 0 added, 0 removed"), "{}", out(&same));
+    // A drifted export: every difference by JSON Pointer, exit 1.
+    let current = tmp.path().join("current.json");
+    let drifted = r#"{"tenant": {"mfa": false, "sharing": "internal", "admins": ["a"], "a/b": 1.0, "guests": true}}"#;
+    std::fs::write(&current, drifted).unwrap();
+    let drift = cli(&["baseline", "external", "check", "m365", "--file", current.to_str().unwrap(), "--data-dir", d]);
+    let text = out(&drift);
+    assert_eq!(drift.status.code(), Some(1), "{text}");
+    assert!(text.contains("CHANGED /tenant/mfa true -> false"), "{text}");
+    assert!(text.contains("ADDED /tenant/guests true"), "{text}");
+    assert!(text.contains("REMOVED /tenant/admins/1 \"b\""), "{text}");
+    assert!(!text.contains("a~1b"), "1.0 and 1 are the same setting: {text}");
+    let missing = cli(&["baseline", "external", "check", "nope", "--file", f, "--data-dir", d]);
+    assert!(missing.status.code() == Some(2) && out(&missing).contains("no external settings `nope`"));
+
+    // Over HTTP, by the scheduler the baseline names.
+    let post = |t: &str, name: &str, ctype: &str, body: &str| {
+        let auth = format!("Bearer {t}");
+        let path = format!("/integrity/external/{name}/check");
+        http(s.addr, "POST", &path, &[("Authorization", auth.as_str()), ("Content-Type", ctype)], body.as_bytes())
+            .unwrap()
+    };
+    let r = post(&sched, "m365", "application/json", drifted);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["drift"], true);
+    assert_eq!(v["changed"][0]["path"], "/tenant/mfa");
+    assert_eq!(v["by"], "client:cloud-export");
+    assert_eq!(post(&sched, "m365", "application/json", r#"{"tenant": "#).status, 400);
+    assert_eq!(post(&sched, "m365", "text/plain", drifted).status, 415);
+    assert_eq!(post("not-a-token", "m365", "application/json", drifted).status, 401);
+    // Another application: the baseline is not there for it, exactly as a name that is not.
+    let hidden = post(&other, "m365", "application/json", drifted);
+    let absent = post(&other, "m366", "application/json", drifted);
+    assert_eq!((hidden.status, absent.status), (404, 404));
+    let shape = |r: &crate::binary::Reply| {
+        let j = r.json();
+        (j["resourceType"].clone(), j["issue"][0]["code"].clone(), r.body.len())
+    };
+    assert_eq!(shape(&hidden), shape(&absent));
+    assert_eq!(hidden.body.len(), absent.body.len(), "the same answer, but for the name");
+
+    // Every check is recorded (newest first) and a drift alerted.
+    let checks = out(&cli(&["baseline", "external", "checks", "m365", "--data-dir", d]));
+    let lines: Vec<&str> = checks.lines().collect();
+    assert_eq!(lines.len(), 3, "{checks}");
+    assert!(lines[0].contains("client:cloud-export") && lines[0].contains("1 changed, 1 added, 1 removed"), "{checks}");
+    let alerts = entries(d, "alert-external-drift");
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+}

@@ -207,6 +207,7 @@ pub(crate) fn config_risk(
         ConfigKind::Policies => Some("access policies"),
         ConfigKind::ClassRules => Some("information-class rules"),
         ConfigKind::Baseline => Some("configuration baseline"),
+        ConfigKind::ExternalSettings => Some("external settings baseline"),
         ConfigKind::Client => {
             let Some(new) = value.and_then(|v| serde_json::from_value::<mamori_oauth::Client>(v.clone()).ok()) else {
                 return Ok(None);
@@ -257,7 +258,7 @@ pub fn admin_gain(node: &Node, username: &str, old: &[String], new: &[String]) -
 pub(crate) fn second_person_exists(ctx: &Ctx, node: &Node) -> Result<bool, AppError> {
     let me = match &ctx.caller {
         Caller::Person { username, .. } => Some(username.as_str()),
-        Caller::Operator(_) => None,
+        Caller::Operator(_) | Caller::Application(_) => None,
     };
     for a in node.store.accounts()? {
         if a.status != mamori_identity::account::Status::Active || Some(a.username.as_str()) == me {

@@ -85,7 +85,7 @@ pub fn patient_record(ctx: &Ctx, node: &Node, patient: &str) -> Result<PatientRe
         crate::Caller::Person { username, .. } => {
             node.records.break_glass_active(username, &format!("Patient/{id}"))?
         }
-        crate::Caller::Operator(_) => false,
+        crate::Caller::Operator(_) | crate::Caller::Application(_) => false,
     };
     Ok(PatientRecord { patient: found, by_type: out, under_break_glass })
 }

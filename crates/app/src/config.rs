@@ -81,6 +81,7 @@ session_absolute_secs = 43200
 # signing-key = "revert"
 # settings = "revert"
 # baseline = "revert"
+# external-settings = "revert"
 # schema = "revert"         # the guard triggers are put back
 "#;
 
@@ -124,7 +125,7 @@ pub enum Response {
 }
 
 /// The items `[integrity.response]` names, with their defaults.
-pub const RESPONSE_DEFAULTS: [(&str, Response); 8] = [
+pub const RESPONSE_DEFAULTS: [(&str, Response); 9] = [
     ("policies", Response::Block),
     ("class-rules", Response::Block),
     ("client", Response::Block),
@@ -132,6 +133,7 @@ pub const RESPONSE_DEFAULTS: [(&str, Response); 8] = [
     ("signing-key", Response::Revert),
     ("settings", Response::Revert),
     ("baseline", Response::Revert),
+    ("external-settings", Response::Revert),
     ("schema", Response::Revert),
 ];
 

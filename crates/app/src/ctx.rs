@@ -26,6 +26,11 @@ pub enum Caller {
         /// Their FHIR resource (`Practitioner/…`), if any.
         fhir_user: Option<String>,
     },
+    /// A registered application acting for itself (a scheduler posting an external-settings
+    /// check with its client-credentials token). It performs no administrative act and reads no
+    /// record through a use case: only what a use case lets an application do by name
+    /// (`crate::external::check` of a baseline that lists it).
+    Application(String),
 }
 
 /// The context of one use case: the caller, where the request came from, and the node's clock.
@@ -184,6 +189,17 @@ impl Ctx {
         })
     }
 
+    /// Application `client_id` (its token already validated by the surface).
+    pub fn application(node: &Node, client_id: &str, source: Option<String>, request_id: Option<String>) -> Ctx {
+        Ctx {
+            caller: Caller::Application(client_id.to_string()),
+            request_id,
+            source,
+            clock: node.clock.clone(),
+            two_person: None,
+        }
+    }
+
     /// Now, by the node's clock.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
@@ -203,7 +219,7 @@ impl Ctx {
     /// The caller's name.
     pub fn name(&self) -> &str {
         match &self.caller {
-            Caller::Operator(n) => n,
+            Caller::Operator(n) | Caller::Application(n) => n,
             Caller::Person { username, .. } => username,
         }
     }
@@ -220,6 +236,7 @@ impl Ctx {
     pub fn may(&self, node: &Node, act: AdminAct) -> bool {
         match &self.caller {
             Caller::Operator(_) => true,
+            Caller::Application(_) => false,
             Caller::Person { .. } => self.subject().is_some_and(|s| node.enforcer.authorize_admin(&s, act).is_ok()),
         }
     }
@@ -227,6 +244,7 @@ impl Ctx {
     fn subject(&self) -> Option<Subject> {
         match &self.caller {
             Caller::Operator(_) => None,
+            Caller::Application(id) => Some(Subject::Client { id: id.clone(), classes: Vec::new() }),
             Caller::Person { username, roles, department, fhir_user } => Some(Subject::User {
                 username: username.clone(),
                 roles: roles.clone(),
@@ -239,14 +257,8 @@ impl Ctx {
     /// As [`Ctx::authorize`], allowed when any one of `acts` is (e.g. coverage, which both the
     /// administrator and the security manager watch); the refusal names the first.
     pub fn authorize_any(&self, node: &Node, acts: &[AdminAct]) -> Result<(), AppError> {
-        let Caller::Person { username, roles, department, fhir_user } = &self.caller else {
+        let Some(subject) = self.subject() else {
             return Ok(());
-        };
-        let subject = Subject::User {
-            username: username.clone(),
-            roles: roles.clone(),
-            department: department.clone(),
-            has_fhir_user: fhir_user.is_some(),
         };
         let mut first = None;
         for act in acts {
@@ -302,6 +314,22 @@ impl Ctx {
     pub fn principal(&self, node: &Node) -> Option<Principal> {
         match &self.caller {
             Caller::Operator(_) => None,
+            // No scope: the enforcement point permits an application nothing through a use case.
+            Caller::Application(id) => Some(Principal::new(
+                mamori_oauth::Grant {
+                    client_id: id.clone(),
+                    subject: None,
+                    fhir_user: None,
+                    scopes: mamori_oauth::ScopeSet::default(),
+                    expires_at: 0,
+                    client_classes: Vec::new(),
+                    patient: None,
+                },
+                None,
+                node.enforcer.clone(),
+                self.request_id.clone(),
+                self.source.clone(),
+            )),
             Caller::Person { username, roles, department, fhir_user } => Some(Principal::for_person(
                 username,
                 (roles.clone(), fhir_user.clone(), Some(department.clone())),
@@ -336,12 +364,18 @@ impl Ctx {
     pub fn actor(&self) -> Actor {
         match &self.caller {
             Caller::Operator(n) => Actor::operator(n),
+            Caller::Application(id) => Actor {
+                kind: mamori_records::ActorKind::Client,
+                id: id.clone(),
+                fhir_user: None,
+                client_id: Some(id.clone()),
+            },
             Caller::Person { .. } => Actor {
                 kind: mamori_records::ActorKind::User,
                 id: self.name().to_string(),
                 fhir_user: match &self.caller {
                     Caller::Person { fhir_user, .. } => fhir_user.clone(),
-                    Caller::Operator(_) => None,
+                    Caller::Operator(_) | Caller::Application(_) => None,
                 },
                 client_id: Some("mamori-console".into()),
             },

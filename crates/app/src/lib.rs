@@ -21,6 +21,7 @@ pub mod clinical;
 pub mod clock_sync;
 pub mod config;
 mod ctx;
+pub mod external;
 pub mod import;
 pub mod keys;
 pub mod messages;

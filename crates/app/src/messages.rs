@@ -107,6 +107,22 @@ const JA: &[(&str, &str)] = &[
         "変更依頼 {1} は別の担当者の承認待ちです（sha256 {2}）: {3}。承認されるまで何も変更されません",
     ),
     ("account `{}` was changed meanwhile", "アカウント `{1}` はその間に変更されました"),
+    // External settings (C4).
+    ("`{}` is larger than 64 MiB", "`{1}` は 64 MiB を超えています"),
+    ("the settings are not JSON: {}", "設定が JSON ではありません: {1}"),
+    ("the settings must be a JSON object or array", "設定は JSON のオブジェクトまたは配列にしてください"),
+    ("registering external settings must say why", "外部システムの設定を登録するには理由を入力してください"),
+    ("no application `{}` is registered", "アプリケーション `{1}` は登録されていません"),
+    ("no external settings `{}`", "外部システムの設定 `{1}` はありません"),
+    ("external settings `{}` do not verify: {}", "外部システムの設定 `{1}` の署名を検証できません: {2}"),
+    (
+        "external settings `{}` do not verify: the hash is not the signed one",
+        "外部システムの設定 `{1}` の署名を検証できません: ハッシュが署名されたものと異なります",
+    ),
+    (
+        "`{}` is not an external settings name (1–64 of a–z 0–9 . _ -)",
+        "`{1}` は外部システムの設定の名前として使えません（a–z 0–9 . _ - の 1〜64 文字）",
+    ),
     ("unknown kind `{}`", "不明な種類 `{1}`"),
     ("cannot read `{}` for the baseline: {}", "ベースラインのために `{1}` を読めません: {2}"),
     ("the stored baseline cannot be read: {}", "保存されたベースラインを読めません: {1}"),

@@ -37,11 +37,17 @@ pub enum ConfigKind {
     /// `workflow_versions`; `crate::approvals::Request`), by request number: every state it
     /// passes through (requested, approved, refused, withdrawn, expired) is a version.
     ChangeRequest,
+    /// Another system's exported settings approved as a baseline of their own (C4,
+    /// `crate::external::External`), by name.
+    ExternalSettings,
+    /// The checks of an external baseline (workflow state; `crate::external::Recorded`), by
+    /// name: every check is a version.
+    ExternalCheck,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 10] = [
+    pub const ALL: [ConfigKind; 12] = [
         ConfigKind::Client,
         ConfigKind::Account,
         ConfigKind::SigningKey,
@@ -52,6 +58,8 @@ impl ConfigKind {
         ConfigKind::AuditVerification,
         ConfigKind::Baseline,
         ConfigKind::ChangeRequest,
+        ConfigKind::ExternalSettings,
+        ConfigKind::ExternalCheck,
     ];
 
     /// The name stored in `config_versions.kind`.
@@ -67,6 +75,8 @@ impl ConfigKind {
             ConfigKind::AuditVerification => "audit-verification",
             ConfigKind::Baseline => "baseline",
             ConfigKind::ChangeRequest => "change-request",
+            ConfigKind::ExternalSettings => "external-settings",
+            ConfigKind::ExternalCheck => "external-check",
         }
     }
 
@@ -88,6 +98,8 @@ impl ConfigKind {
             ConfigKind::AuditVerification => ("監査証跡の検証結果", "audit trail verification"),
             ConfigKind::Baseline => ("構成のベースライン", "configuration baseline"),
             ConfigKind::ChangeRequest => ("変更の承認依頼", "change request"),
+            ConfigKind::ExternalSettings => ("外部システムの設定", "external settings"),
+            ConfigKind::ExternalCheck => ("外部システムの設定の確認", "external settings check"),
         }
     }
 
@@ -105,6 +117,8 @@ impl ConfigKind {
             ConfigKind::AuditVerification => Some(AdminAct::ReadAudit),
             ConfigKind::Baseline => Some(AdminAct::ApproveBaseline),
             ConfigKind::ChangeRequest => Some(AdminAct::ApproveChange),
+            ConfigKind::ExternalSettings => Some(AdminAct::ApproveBaseline),
+            ConfigKind::ExternalCheck => Some(AdminAct::ReadAudit),
         }
     }
 
@@ -112,7 +126,13 @@ impl ConfigKind {
     /// configuration (kept in `config_versions`, watched for drift, a candidate for the
     /// two-person rule under #25).
     pub fn is_workflow(self) -> bool {
-        matches!(self, ConfigKind::AccessReview | ConfigKind::AuditVerification | ConfigKind::ChangeRequest)
+        matches!(
+            self,
+            ConfigKind::AccessReview
+                | ConfigKind::AuditVerification
+                | ConfigKind::ChangeRequest
+                | ConfigKind::ExternalCheck
+        )
     }
 
     /// Checks a value of this kind before it is stored: its shape, and for rules and policies
@@ -157,6 +177,12 @@ impl ConfigKind {
             }
             ConfigKind::ChangeRequest => {
                 serde_json::from_value::<crate::approvals::Request>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::ExternalSettings => {
+                serde_json::from_value::<crate::external::External>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::ExternalCheck => {
+                serde_json::from_value::<crate::external::Recorded>(v.clone()).map(|_| ()).map_err(shape)
             }
         }
     }

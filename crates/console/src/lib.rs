@@ -11,7 +11,9 @@
 //!
 //! Reading works without JavaScript; there is none. Nothing is changed by a GET.
 
+mod api;
 mod fmt;
+pub use api::integrity_api;
 mod pages;
 mod visitor;
 

@@ -233,7 +233,7 @@ impl FromRequestParts<Arc<Console>> for Visitor {
             let ctx = Ctx::person(&node, &username, source, request_id)?;
             let roles = match &ctx.caller {
                 mamori_app::Caller::Person { roles, .. } => roles.clone(),
-                mamori_app::Caller::Operator(_) => Vec::new(),
+                mamori_app::Caller::Operator(_) | mamori_app::Caller::Application(_) => Vec::new(),
             };
             let rights = Rights {
                 read_audit: ctx.may(&node, AdminAct::ReadAudit),

@@ -49,6 +49,26 @@ pub(crate) fn bearer_credentials(v: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The grant of the request's bearer token (and the person's account for a person's token), for
+/// surfaces outside `/fhir` that take the same tokens (the integrity API). Off the async threads
+/// when the store is networked.
+pub async fn grant_of(
+    s: &AppState,
+    headers: &axum::http::HeaderMap,
+    source: Option<std::net::IpAddr>,
+) -> Result<(Grant, Option<Person>), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_credentials)
+        .map(str::to_string)
+        .ok_or(ApiError::Unauthorized)?;
+    let s2 = s.clone();
+    tokio::task::spawn_blocking(move || lookup_bearer(&s2, &token, source))
+        .await
+        .unwrap_or_else(|_| Err(ApiError::Internal("token validation failed".into())))
+}
+
 /// Authenticates every `/fhir` request except `metadata`.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     // Exempt exact full paths only (`req.uri()` inside a nested router has lost its prefix).

@@ -6,7 +6,7 @@
 
 mod audit;
 mod audit_event;
-mod bearer;
+pub mod bearer;
 pub mod browser;
 mod bulk;
 mod bundle;
@@ -105,10 +105,16 @@ pub fn app(state: AppState) -> Router {
 /// Builds the application router with the web console (`mamori-console`) at `/console`: its
 /// requests pass the same layers as every other (request id, forwarded address, metrics).
 pub fn app_with_console(state: AppState, console: Router) -> Router {
-    app_with(state, Some(console))
+    app_with(state, Some((console, None)))
 }
 
-fn app_with(state: AppState, console: Option<Router>) -> Router {
+/// [`app_with_console`], with the management API (`mamori_console::integrity_api`) served at
+/// `/integrity` behind the same layers.
+pub fn app_with_management(state: AppState, console: Router, integrity: Router) -> Router {
+    app_with(state, Some((console, Some(integrity))))
+}
+
+fn app_with(state: AppState, console: Option<(Router, Option<Router>)>) -> Router {
     let fhir = Router::new()
         .route("/", post(bundle::process))
         .route("/metadata", get(capability::metadata))
@@ -173,7 +179,8 @@ fn app_with(state: AppState, console: Option<Router>) -> Router {
         .nest("/fhir", fhir)
         .nest("/audit", audit_log);
     let routes = match console {
-        Some(c) => routes.nest_service("/console", c),
+        Some((c, None)) => routes.nest_service("/console", c),
+        Some((c, Some(i))) => routes.nest_service("/console", c).nest_service("/integrity", i),
         None => routes,
     };
     let routes = routes
