@@ -286,6 +286,9 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     assert_eq!(mamori_app::audit_trail::last_verification(&op, node).unwrap(), Some(checked));
     mamori_app::baseline::approve(&op, node, "first baseline").unwrap();
     assert_eq!(ConfigKind::parse(mamori_app::node::SETTINGS.0), Some(ConfigKind::Settings));
+    let tenant = serde_json::json!({"tenant": {"mfa": true}});
+    mamori_app::external::add(&op, node, "tenant", tenant.clone(), vec!["reg-feed".into()], "go-live").unwrap();
+    assert!(!mamori_app::external::check(&op, node, "tenant", &tenant).unwrap().drift());
     // With a second person who may approve, a high-risk change is a change request.
     h.add_user("manager1", &["security_manager"], "Practitioner/sm1");
     let held = mamori_app::baseline::approve(&op, node, "second baseline");

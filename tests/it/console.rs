@@ -346,6 +346,14 @@ fn administrators_manage_applications_policies_keys_and_verify_the_trail() {
          UPDATE audit_entries SET entry = convert_to(replace(convert_from(entry, 'UTF8'), 'lab-feed', 'lab-fake'), 'UTF8') WHERE idx = {idx}"),
     )
     .unwrap();
+    // And the application's row, around the configuration path (found within the re-hash interval).
+    let v = db.int("SELECT MAX(version) FROM config_versions WHERE kind = 'client' AND key = 'lab-feed'");
+    db.exec_both(&format!(
+        "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) \
+         SELECT kind, key, version + 1, value, changed_by, changed_at, 'widened' FROM config_versions \
+         WHERE kind = 'client' AND key = 'lab-feed' AND version = {v}"
+    ))
+    .unwrap();
     // "Verify now" says so, on the home page and among the alerts (console_admin.py checks both).
     crate::support::python_ok(&deps, "console_admin.py", &[&base, &secrets, PW, NEW_PW, "tampered"]);
     drop(s);

@@ -87,6 +87,25 @@ if phase == "tampered":
     assert 'id="verify-result" class="bad"' in page, page
     assert "改ざんまたは欠落" in page and "altered" in page, page
     assert "alert-audit-verify" in page, "the failed check is among the alerts"
+    # The application's row changed with SQL too: the home page says so; the integrity page shows
+    # it changed around the path and blocked, and reverting it (with a reason) ends both.
+    for _ in range(150):  # found and blocked within the re-hash interval
+        r = s.get(base + "/console/integrity")
+        if "client/lab-feed" in r.text and 'id="blocks"' in r.text:
+            break
+        time.sleep(0.2)
+    assert "client/lab-feed" in r.text and 'id="blocks"' in r.text, main_of(r.text)
+    home = s.get(base + "/console/").text
+    assert 'id="integrity-alert"' in home, main_of(home)
+    r = s.get(base + "/console/integrity")
+    r = post(s, "/console/integrity", r.text, {"step": "revert", "item": "client/lab-feed", "reason": "不正な変更"})
+    assert r.status_code == 200 and r.url.endswith("?done=revert"), (r.status_code, r.url, main_of(r.text))
+    for _ in range(100):
+        r = s.get(base + "/console/integrity")
+        if 'id="no-tampered"' in r.text and 'id="no-blocks"' in r.text:
+            break
+        time.sleep(0.2)
+    assert 'id="no-tampered"' in r.text and 'id="no-blocks"' in r.text, main_of(r.text)
     print("ok")
     sys.exit(0)
 
@@ -301,6 +320,20 @@ assert "Basic を事務区分に" in r.text and '"Basic"' in unescape(r.text)
 # Decided requests stay listed (history does not vanish).
 r = s.get(base + "/console/changes?all=1")
 assert r.text.count('href="/console/changes/') >= 4 and "承認・反映済み" in r.text, main_of(r.text)
+
+# ---- Configuration integrity: nothing changed around the path, nothing blocked, no baseline yet;
+# approving one is held for a second person, then shown.
+r = s.get(base + "/console/integrity")
+assert r.status_code == 200 and 'id="no-blocks"' in r.text and 'id="no-tampered"' in r.text, main_of(r.text)
+assert 'id="no-baseline"' in r.text and 'id="no-external"' in r.text, main_of(r.text)
+r = post(s, "/console/integrity", r.text, {"step": "approve", "reason": " "})
+assert r.status_code == 400 and 'id="error"' in r.text, (r.status_code, main_of(r.text))
+r = post(s, "/console/integrity", r.text, {"step": "approve", "reason": "稼働開始時の構成"})
+assert r.status_code == 200 and "?requested=1" in r.url, (r.status_code, r.url)
+assert 'id="no-baseline"' in s.get(base + "/console/integrity").text, "not approved by one person"
+approve(k, r.url)
+r = s.get(base + "/console/integrity")
+assert 'id="baseline"' in r.text and "稼働開始時の構成" in r.text and 'id="no-drift"' in r.text, main_of(r.text)
 
 # ---- The audit trail verifies, from the home page.
 home = s.get(base + "/console/").text

@@ -182,6 +182,11 @@ def security_manager():
         shot(d, "policies-ja")
         d.get(base + "/console/class-rules")
         accessible(d, "class rules")
+        # Configuration integrity: nothing blocked, nothing changed around the path.
+        d.get(base + "/console/integrity")
+        assert d.find_elements(By.ID, "no-blocks") and d.find_elements(By.ID, "no-tampered")
+        accessible(d, "configuration integrity")
+        shot(d, "integrity-ja")
         # The whole trail verified from the home page.
         d.get(base + "/console/")
         d.find_element(By.ID, "verify-now").click()

@@ -532,6 +532,52 @@ fn raise(node: &Node, ctx: &Ctx, action: &str, detail: String, mut resources: Ve
     Ok(())
 }
 
+/// Configuration integrity at a glance, for the console: the approved baseline, the differences
+/// from it, the changes made around the configuration path, what is blocked now, and the
+/// external baselines with their latest check.
+#[derive(Debug, Clone)]
+pub struct Overview {
+    /// The approved baseline (`None`: none yet).
+    pub approved: Option<Approved>,
+    /// The differences from it (empty when none was approved).
+    pub drift: Vec<Drift>,
+    /// Changes made around the path: item, how.
+    pub tampered: Vec<(String, String)>,
+    /// What is blocked now (on this node): `clinical` or a subject, and why.
+    pub blocks: Vec<(String, String)>,
+    /// External baselines: the entry, its version, and its latest check.
+    pub external: Vec<(crate::external::External, u64, Option<crate::external::Recorded>)>,
+    /// Whether the caller may revert, accept and approve (`approve-baseline`).
+    pub may_decide: bool,
+}
+
+/// [`Overview`] (`read-audit` or `approve-baseline`).
+pub fn overview(ctx: &Ctx, node: &Node) -> Result<Overview, AppError> {
+    ctx.authorize_any(node, &[AdminAct::ReadAudit, AdminAct::ApproveBaseline])?;
+    let approved = match current(ctx, node) {
+        Ok(a) => a,
+        Err(AppError::Failed(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let drift = diff(ctx, node)?.unwrap_or_default();
+    let b = node.enforcer.blocks();
+    let mut blocks: Vec<(String, String)> = b.clinical.iter().map(|w| ("clinical".to_string(), w.clone())).collect();
+    blocks.extend(b.subjects.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let mut external = Vec::new();
+    for (x, version, _, _) in crate::external::list(ctx, node)? {
+        let last = crate::external::checks(ctx, node, &x.name)?.into_iter().next();
+        external.push((x, version, last));
+    }
+    Ok(Overview {
+        approved,
+        drift,
+        tampered: tampered(node)?,
+        blocks,
+        external,
+        may_decide: ctx.may(node, AdminAct::ApproveBaseline),
+    })
+}
+
 /// Checks every `[integrity] rehash_secs` on a thread of its own. A check that cannot run (the
 /// store unreachable, a file unreadable) is logged every time and, once it has failed for a
 /// minute, raised as `alert-integrity-watcher`: a watcher that stops working is itself an alert.

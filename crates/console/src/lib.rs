@@ -63,6 +63,7 @@ pub fn router(http: AppState, node: Arc<Node>) -> Router {
         .route("/records/{rtype}/{id}", get(pages::clinical::record))
         .route("/approvals", get(pages::clinical::approvals))
         .route("/approvals/{rtype}/{id}", post(pages::clinical::approve))
+        .route("/integrity", get(pages::integrity::show).post(pages::integrity::act))
         .route("/changes", get(pages::changes::list))
         .route("/changes/{id}", get(pages::changes::show).post(pages::changes::decide))
         .route("/maintenance", get(pages::maintenance))

@@ -99,6 +99,13 @@ impl Visitor {
                 current: false,
             });
         }
+        if self.rights.read_audit {
+            nav.push(NavItem {
+                href: "/console/integrity",
+                label: pick("構成の整合性", "Configuration integrity"),
+                current: false,
+            });
+        }
         if self.rights.approve_change || self.rights.read_audit {
             nav.push(NavItem {
                 href: "/console/changes",

@@ -72,6 +72,8 @@ struct Dashboard {
     vendor: bool,
     /// Others' change requests the person could approve (the two-person rule).
     changes_waiting: Option<usize>,
+    /// Changes made around the configuration path and blocks now (those who read the audit).
+    integrity: Option<(usize, usize)>,
 }
 
 pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
@@ -159,15 +161,25 @@ pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
         }
         let changes_waiting =
             if rights.approve_change { Some(mamori_app::approvals::waiting_for(ctx, node)?) } else { None };
-        Ok((security, admin, changes_waiting))
+        let integrity = if rights.read_audit {
+            let b = node.enforcer.blocks();
+            Some((mamori_app::baseline::tampered(node)?.len(), usize::from(b.clinical.is_some()) + b.subjects.len()))
+        } else {
+            None
+        };
+        Ok((security, admin, changes_waiting, integrity))
     })
     .await;
     match r {
-        Ok((security, admin, changes_waiting)) => {
-            let page =
-                Dashboard {
-                    v: v.chrome("ホーム", "Home"), security, admin, vendor: v.rights.vendor, changes_waiting
-                };
+        Ok((security, admin, changes_waiting, integrity)) => {
+            let page = Dashboard {
+                v: v.chrome("ホーム", "Home"),
+                security,
+                admin,
+                vendor: v.rights.vendor,
+                changes_waiting,
+                integrity,
+            };
             render(&v, &page, StatusCode::OK)
         }
         Err(e) => super::error_page(&v, &e),

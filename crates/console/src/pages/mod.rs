@@ -8,6 +8,7 @@ pub mod audit;
 pub mod changes;
 pub mod clinical;
 pub mod dashboard;
+pub mod integrity;
 pub mod keys;
 pub mod policies;
 pub mod reviews;
