@@ -60,6 +60,29 @@ pub struct SyslogTls {
 /// Streams every entry in `[since, until)` to a collector as RFC 5424 messages over TLS with
 /// RFC 5425 octet-counting framing (`LEN SP MSG`). Returns how many were sent.
 pub fn stream_syslog_tls(log: &dyn AuditLog, since: Option<i64>, until: Option<i64>, to: &SyslogTls) -> Fallible<u64> {
+    let mut tls = connect_syslog(to)?;
+    let mut lines = Vec::new();
+    export(log, Format::Syslog, since, until, &mut lines, &mut |_| {})?;
+    let mut n = 0;
+    for line in String::from_utf8_lossy(&lines).lines() {
+        write!(tls, "{} {line}", line.len()).map_err(context("collector"))?;
+        n += 1;
+    }
+    tls.flush().map_err(context("collector"))?;
+    tls.conn.send_close_notify();
+    tls.flush().map_err(context("collector"))?;
+    // Read until the collector closes: closing with unread data (its session tickets) would
+    // reset the connection and could discard messages it has not read yet.
+    let _ = tls.sock.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let _ = tls.sock.shutdown(std::net::Shutdown::Write);
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut tls, &mut sink);
+    Ok(n)
+}
+
+/// A TLS connection to a syslog collector (RFC 5425), its certificate checked against `to`'s CA
+/// and name.
+pub fn connect_syslog(to: &SyslogTls) -> Fallible<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, ServerName};
     let mut roots = rustls::RootCertStore::empty();
@@ -78,24 +101,7 @@ pub fn stream_syslog_tls(log: &dyn AuditLog, since: Option<i64>, until: Option<i
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(cfg), name)?;
     let tcp = std::net::TcpStream::connect(&to.addr).map_err(context(format!("cannot connect to `{}`", to.addr)))?;
     tcp.set_write_timeout(Some(std::time::Duration::from_secs(30)))?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
-    let mut lines = Vec::new();
-    export(log, Format::Syslog, since, until, &mut lines, &mut |_| {})?;
-    let mut n = 0;
-    for line in String::from_utf8_lossy(&lines).lines() {
-        write!(tls, "{} {line}", line.len()).map_err(context("collector"))?;
-        n += 1;
-    }
-    tls.flush().map_err(context("collector"))?;
-    tls.conn.send_close_notify();
-    tls.flush().map_err(context("collector"))?;
-    // Read until the collector closes: closing with unread data (its session tickets) would
-    // reset the connection and could discard messages it has not read yet.
-    let _ = tls.sock.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-    let _ = tls.sock.shutdown(std::net::Shutdown::Write);
-    let mut sink = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut tls, &mut sink);
-    Ok(n)
+    Ok(rustls::StreamOwned::new(conn, tcp))
 }
 
 /// Writes every entry in `[since, until)` in `format`, telling `progress` the count after each page.

@@ -657,6 +657,8 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     // The JWKS is never empty, even before the first ID token (#28).
     signing_keys::ensure_signing_key(&Ctx::operator(&node, "mamori-serve"), &node)?;
     node.monitor_clock();
+    // Alerts from here on (the start check's too) also go to the syslog collector, if one is set.
+    let alerts_from = crate::alerts::start_at(&node);
     // A change made while the server was down is found before it serves (#25, layer 3).
     let mut watch = mamori_app::baseline::Watch::default();
     match mamori_app::baseline::check(&node, &mut watch) {
@@ -678,6 +680,10 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     node.spawn_integrator();
     node.spawn_policy_watcher();
     mamori_app::baseline::spawn_watcher(node.clone(), watch);
+    if let Some((addr, ca_file, server_name)) = node.config.alert_syslog.clone() {
+        tracing::info!(collector = %addr, from = alerts_from, "alerts are also sent to the syslog collector");
+        crate::alerts::spawn(node.clone(), crate::audit_export::SyslogTls { addr, server_name, ca_file }, alerts_from);
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(context("runtime"))?;
     rt.block_on(async move {

@@ -2,6 +2,7 @@
 //! (`mamori-app`, where every use case lives once) and prints; `serve` hands the node's services
 //! to the HTTP edge. The binary's `main` only calls [`cli::main`].
 
+pub mod alerts;
 pub mod approvals_cli;
 pub mod audit_export;
 pub mod baseline_cli;

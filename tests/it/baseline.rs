@@ -411,3 +411,71 @@ fn external_settings_are_a_signed_baseline_checked_by_json_pointer() {
     let alerts = entries(d, "alert-external-drift");
     assert_eq!(alerts.len(), 2, "{alerts:?}");
 }
+
+/// Every alert also reaches the syslog collector of `[integrity] alert_syslog` (RFC 5424 over
+/// TLS, octet counting): here a client's row changed with SQL while serving.
+#[test]
+fn alerts_reach_the_syslog_collector() {
+    use std::io::Read;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["collector.test".to_string()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(tmp.path().join("c.pem"), cert.pem()).unwrap();
+    std::fs::write(tmp.path().join("k.pem"), key.serialize_pem()).unwrap();
+    let cfg = mamori_http::tls_config(&mamori_http::TlsFiles {
+        cert: tmp.path().join("c.pem"),
+        key: tmp.path().join("k.pem"),
+    })
+    .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = tls.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    let toml = dir.join("mamori.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace("# rehash_secs = 3", "rehash_secs = 1");
+    let text = text.replace(
+        "# alert_syslog = \"siem.example.local:6514\"",
+        &format!(
+            "alert_syslog = \"{addr}\"\nalert_syslog_ca = \"{}\"\nalert_syslog_name = \"collector.test\"",
+            tmp.path().join("c.pem").display()
+        ),
+    );
+    std::fs::write(&toml, &text).unwrap();
+    let s = crate::binary::start(&dir, &[]);
+    let _ = crate::binary::token(s.addr, &dir, "app1");
+    let db = crate::support::RawDb::at(&dir);
+    let v = db.int("SELECT MAX(version) FROM config_versions WHERE kind = 'client' AND key = 'app1'");
+    db.exec_both(&format!(
+        "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) \
+         SELECT kind, key, version + 1, value, changed_by, changed_at, 'widened' FROM config_versions \
+         WHERE kind = 'client' AND key = 'app1' AND version = {v}"
+    ))
+    .unwrap();
+    wait_for("the alert at the collector", || received.lock().unwrap().contains("alert-config-tampered"));
+    let got = received.lock().unwrap().clone();
+    // Octet counting: "LEN SP <PRI>1 …" frames.
+    let (len, rest) = got.split_once(' ').unwrap();
+    assert!(len.parse::<usize>().is_ok() && rest.starts_with('<'), "{got}");
+    assert!(got.contains("client/app1"), "{got}");
+    let cursor: u64 = std::fs::read_to_string(dir.join("alerts.cursor")).unwrap().trim().parse().unwrap();
+    assert!(cursor > 0);
+}

@@ -66,6 +66,14 @@ session_absolute_secs = 43200
 # system/ scopes are changed only when someone other than the requester approves them
 # (`mamori approvals`, or the console's approvals inbox).
 # approval_hours = 72
+# Every alert (`alert-*` audit entry: configuration changed around the path, drift, external
+# settings drift, a failed audit check…) is also sent as an RFC 5424 message over TLS (RFC 5425)
+# to this syslog collector, with the CA file that signs its certificate and the name it carries
+# (default: the host part). Delivery resumes where it stopped (`alerts.cursor` in the data
+# directory).
+# alert_syslog = "siem.example.local:6514"
+# alert_syslog_ca = "/etc/mamori/siem-ca.pem"
+# alert_syslog_name = "siem.example.local"
 
 [integrity.response]
 # What happens when a configuration entry is changed around the configuration path (a row
@@ -107,6 +115,9 @@ struct Raw {
 struct RawIntegrity {
     rehash_secs: Option<u64>,
     approval_hours: Option<u32>,
+    alert_syslog: Option<String>,
+    alert_syslog_ca: Option<std::path::PathBuf>,
+    alert_syslog_name: Option<String>,
     #[serde(default)]
     response: BTreeMap<String, Response>,
 }
@@ -210,6 +221,9 @@ pub struct Config {
     pub database: Option<String>,
     /// How often the configuration is re-hashed against the baseline (`[integrity] rehash_secs`).
     pub rehash_secs: u64,
+    /// The syslog collector every alert is also sent to (`[integrity] alert_syslog`): address
+    /// (`host:port`), CA file, certificate name.
+    pub alert_syslog: Option<(String, std::path::PathBuf, String)>,
     /// Hours a change request waits for a second person before it expires
     /// (`[integrity] approval_hours`).
     pub approval_hours: u32,
@@ -276,6 +290,25 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if !(1..=3600).contains(&rehash_secs) {
         return Err(format!("integrity.rehash_secs `{rehash_secs}` must be 1–3600"));
     }
+    let alert_syslog = match (raw.integrity.alert_syslog, raw.integrity.alert_syslog_ca) {
+        (None, None) => None,
+        (Some(addr), Some(ca)) => {
+            let host = addr.rsplit_once(':').map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string());
+            let port_ok = addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !port_ok || host.as_deref().is_none_or(str::is_empty) {
+                return Err(format!("integrity.alert_syslog `{addr}` must be host:port, e.g. siem.example.local:6514"));
+            }
+            let name = raw.integrity.alert_syslog_name.or(host).unwrap_or_default();
+            Some((addr, ca, name))
+        }
+        (Some(_), None) => {
+            return Err(
+                "integrity.alert_syslog needs alert_syslog_ca (the CA file that signs the collector's certificate)"
+                    .into(),
+            );
+        }
+        (None, Some(_)) => return Err("integrity.alert_syslog_ca is set but alert_syslog is not".into()),
+    };
     let approval_hours = raw.integrity.approval_hours.unwrap_or(72);
     if !(1..=720).contains(&approval_hours) {
         return Err(format!("integrity.approval_hours `{approval_hours}` must be 1–720"));
@@ -342,6 +375,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         database,
         rehash_secs,
         approval_hours,
+        alert_syslog,
         responses,
     })
 }
@@ -374,6 +408,10 @@ mod tests {
             assert!(parse(&format!("[server]\ncors_origins = [\"{bad}\"]\n")).is_err(), "{bad}");
         }
         assert!(parse("[identity]\npassword_mode = \"short\"\n").is_err());
+        assert!(parse("[integrity]\nalert_syslog = \"siem:6514\"\n").is_err(), "a CA is required");
+        assert!(parse("[integrity]\nalert_syslog = \"siem\"\nalert_syslog_ca = \"/ca.pem\"\n").is_err());
+        let c = parse("[integrity]\nalert_syslog = \"siem.local:6514\"\nalert_syslog_ca = \"/ca.pem\"\n").unwrap();
+        assert_eq!(c.alert_syslog.map(|s| s.2), Some("siem.local".to_string()));
         assert!(parse("[identity]\npassword_max_age_days = 90\n").is_err(), "the Q&A requires two months at most");
         assert!(parse("[identity]\nlockout_threshold = 1\n").is_err());
         let c = parse("[identity]\npassword_mode = \"long\"\nlockout_threshold = 5\nsession_idle_secs = 600\n")
