@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Configuration drift detection (#25): how long from an edit made behind the server's back to
-the `alert-config-drift` it raises, for a file (mamori.toml) and for a database row (an
-application inserted into config_versions with SQL), 20 tries each at random moments against
-the re-hash timer; and the CPU the re-hash costs an idle server, as a ratio against the same
-server with re-hashing every hour (in effect off), measured in the same run.
+the alert it raises — `alert-config-drift` for a file (mamori.toml), `alert-config-tampered` for
+a database row (an application inserted into config_versions with SQL) — 20 tries each at random
+moments against the re-hash timer; and the CPU the re-hash costs the server, idle and under the
+P1 read load (wrk, 16 connections, GET of one Patient), as a ratio against the same server with
+re-hashing every hour (in effect off), measured in the same run.
 
   scripts/bench-drift.py BIN [TRIES=20] [IDLE_SECS=60]
 
 The edit time is taken just before the edit; the alert is seen on /metrics
-(mamori_audit_events_total{action="alert-config-drift"}) polled every 10 ms. Embedded store.
+(mamori_audit_events_total{action=…}) polled every 10 ms. Embedded store. Needs wrk
+(`apt-get install wrk`) for the loaded figure.
 """
+import json
 import os
+import shutil
 import random
 import re
 import socket
@@ -48,20 +52,20 @@ def setup(rehash):
     return data, toml, text, port, p
 
 
-def drift_alerts(port):
+def alerts(port, action):
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    m = re.search(r'mamori_audit_events_total\{action="alert-config-drift",outcome="failure"\} (\d+)', body)
+    m = re.search(r'mamori_audit_events_total\{action="' + action + r'",outcome="failure"\} (\d+)', body)
     return int(m.group(1)) if m else 0
 
 
-def measure(port, edit, undo, interval):
+def measure(port, edit, undo, interval, action):
     out = []
     for i in range(TRIES):
         time.sleep(random.uniform(0, interval))
-        before = drift_alerts(port)
+        before = alerts(port, action)
         t0 = time.monotonic()
         edit(i)
-        while drift_alerts(port) == before:
+        while alerts(port, action) == before:
             time.sleep(0.01)
         out.append(time.monotonic() - t0)
         undo(i)
@@ -92,25 +96,50 @@ try:
         db.commit()
 
     def db_undo(i):
-        db.execute("INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) "
-                   "VALUES ('client', ?, 2, NULL, 'bench', 0, 'bench')", (f"drift-{i}",))
-        db.commit()
+        # The row was never served (it carries no seal); reverting writes the removal through the
+        # configuration path, so the next try starts clean.
+        subprocess.run([BIN, "baseline", "revert", f"client/drift-{i}", "--reason", "bench", "--data-dir", data],
+                       check=True, capture_output=True)
 
-    files = measure(port, file_edit, file_undo, interval)
-    rows = measure(port, db_edit, db_undo, interval)
+    files = measure(port, file_edit, file_undo, interval, "alert-config-drift")
+    rows = measure(port, db_edit, db_undo, interval, "alert-config-tampered")
 finally:
     p.terminate()
     p.wait()
 
-# Idle CPU: re-hashing every 3 s against every hour, same build, same data, one after the other.
-idle = {}
+def token_and_patient(port, data):
+    out = subprocess.run([BIN, "client", "add", "bench", "--scope", "system/*.cruds", "--data-dir", data],
+                         check=True, capture_output=True, text=True).stdout
+    secret = re.search(r"client_secret=(\S+)", out).group(1)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/oauth/token",
+                                 data=f"grant_type=client_credentials&client_id=bench&client_secret={secret}".encode(),
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    tok = json.loads(urllib.request.urlopen(req, timeout=10).read())["access_token"]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/fhir/Patient", method="POST",
+                                 data=json.dumps({"resourceType": "Patient", "name": [{"family": "山田"}]}).encode(),
+                                 headers={"Content-Type": "application/fhir+json", "Authorization": f"Bearer {tok}"})
+    pid = json.loads(urllib.request.urlopen(req, timeout=10).read())["id"]
+    return tok, pid
+
+
+# CPU: re-hashing every 3 s against every hour, same build, same data, one after the other; idle,
+# then under the read load.
+idle, loaded, rps = {}, {}, {}
 for rehash in (interval, 3600):
     data, toml, text, port, p = setup(rehash)
     try:
+        tok, pid = token_and_patient(port, data)
         time.sleep(2)
         c0, t0 = cpu_secs(p.pid), time.monotonic()
         time.sleep(IDLE)
         idle[rehash] = (cpu_secs(p.pid) - c0) / (time.monotonic() - t0)
+        if shutil.which("wrk"):
+            c0, t0 = cpu_secs(p.pid), time.monotonic()
+            out = subprocess.run(["wrk", "-t2", "-c16", f"-d{IDLE}s", "-H", f"Authorization: Bearer {tok}",
+                                  f"http://127.0.0.1:{port}/fhir/Patient/{pid}"],
+                                 check=True, capture_output=True, text=True).stdout
+            loaded[rehash] = (cpu_secs(p.pid) - c0) / (time.monotonic() - t0)
+            rps[rehash] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     finally:
         p.terminate()
         p.wait()
@@ -127,3 +156,7 @@ print(row("a row inserted with SQL (goal ≤ 10 s)", rows))
 print()
 print(f"idle CPU, re-hash every {interval} s: {idle[interval] * 100:.3f}% of a core; every hour: "
       f"{idle[3600] * 100:.3f}%; ratio {idle[interval] / max(idle[3600], 1e-9):.2f}")
+if loaded:
+    print(f"under the read load (16 connections): CPU {loaded[interval] * 100:.1f}% vs {loaded[3600] * 100:.1f}% of a "
+          f"core (ratio {loaded[interval] / loaded[3600]:.3f}); reads {rps[interval]:.0f}/s vs {rps[3600]:.0f}/s "
+          f"(ratio {rps[interval] / rps[3600]:.3f})")

@@ -654,6 +654,8 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
         .into());
     }
     let mut node = a.dir.open()?;
+    // The certificate served is part of the configuration the baseline covers (#25).
+    node.tls_cert = a.tls_cert.clone();
     // The JWKS is never empty, even before the first ID token (#28).
     signing_keys::ensure_signing_key(&Ctx::operator(&node, "mamori-serve"), &node)?;
     node.monitor_clock();

@@ -253,6 +253,11 @@ fn sighup_re_reads_the_tls_certificate() {
         crate::binary::http_on(&mut tls, "GET", "/livez", &[], b"").is_ok_and(|r| r.status == 200)
     };
     assert!(presented(&first));
+    // The certificate served is in the configuration baseline (#25): approve the state now.
+    let dd = d.to_str().unwrap();
+    assert!(cli(&["baseline", "approve", "--reason", "with the first certificate", "--data-dir", dd]).status.success());
+    let shown = String::from_utf8_lossy(&cli(&["baseline", "show", "--data-dir", dd]).stdout).to_string();
+    assert!(shown.contains("settings/tls-certificate@"), "{shown}");
     // A broken file is not taken: the certificate in use is kept.
     std::fs::write(&k, "not a key").unwrap();
     signal(&s, "-HUP");
@@ -270,6 +275,16 @@ fn sighup_re_reads_the_tls_certificate() {
     }
     assert!(switched, "new connections get the renewed certificate");
     assert!(!presented(&first), "the replaced certificate is no longer served");
+    // The renewal is recorded through the configuration path: a difference from the baseline.
+    let mut drift = String::new();
+    for _ in 0..100 {
+        drift = String::from_utf8_lossy(&cli(&["baseline", "diff", "--data-dir", dd]).stdout).to_string();
+        if drift.contains("DRIFT changed: settings/tls-certificate@") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(drift.contains("DRIFT changed: settings/tls-certificate@"), "{drift}");
 }
 
 #[test]

@@ -376,6 +376,11 @@ pub fn tampered(node: &Node) -> Result<Vec<(String, String)>, AppError> {
 /// as their cause is gone.
 pub fn check(node: &Node, watch: &mut Watch) -> Result<Report, AppError> {
     let ctx = Ctx::operator(node, WATCHER);
+    // The certificate served, as it is on disk now (a swap or a renewal is a recorded change,
+    // hence a difference from the baseline below).
+    if let Some(path) = &node.tls_cert {
+        crate::node::record_tls(node, path)?;
+    }
     let response = |kind: &str| node.config.responses.get(kind).copied().unwrap_or(Response::Block);
     let mut blocks = mamori_access::Blocks::default();
     let mut findings = Vec::new();

@@ -95,6 +95,10 @@ pub struct Node {
     pub enforcer: Arc<Enforcer>,
     /// The key change requests are sealed with (the two-person rule), derived from the master key.
     pub(crate) request_key: [u8; 32],
+    /// The TLS certificate chain this node serves (`serve --tls-cert`): recorded through the
+    /// configuration path at every integrity check, so a swapped or renewed certificate is a
+    /// difference from the baseline (`crate::baseline`).
+    pub tls_cert: Option<PathBuf>,
 }
 
 #[cfg(unix)]
@@ -215,6 +219,7 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
         clock_status,
         enforcer,
         request_key,
+        tls_cert: None,
     })
 }
 
@@ -272,6 +277,58 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
         }
     }
     Err(NodeError::Stored(format!("cannot record the settings of `{}`: changed concurrently", path.display())))
+}
+
+/// The settings key under which a node's TLS certificate is recorded: per host, since nodes on
+/// one store may serve certificates of their own.
+pub fn tls_key() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("tls-certificate@{}", if host.is_empty() { "localhost" } else { host.as_str() })
+}
+
+/// Records the TLS certificate chain at `path` (SHA-256 of the file, of the leaf certificate's
+/// DER — its usual fingerprint — and the number of certificates) as a version of the settings
+/// through the configuration path, when it differs from the one recorded.
+pub fn record_tls(node: &Node, path: &Path) -> Result<(), NodeError> {
+    use base64::Engine;
+    use sha2::Digest;
+    let pem = std::fs::read(path).map_err(NodeError::io("read", path))?;
+    let text = String::from_utf8_lossy(&pem);
+    let blocks: Vec<&str> = text
+        .split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|b| b.split("-----END CERTIFICATE-----").next())
+        .collect();
+    let leaf = blocks.first().and_then(|b| {
+        let b64: String = b.chars().filter(|c| !c.is_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    });
+    let value = serde_json::json!({
+        "path": path.display().to_string(),
+        "chain_sha256": hex::encode(sha2::Sha256::digest(&pem)),
+        "leaf_sha256": leaf.map(|d| hex::encode(sha2::Sha256::digest(d))),
+        "certificates": blocks.len(),
+    });
+    let key = tls_key();
+    let last =
+        node.store.config_get(SETTINGS.0, &key).map_err(NodeError::store("cannot read the recorded certificate"))?;
+    if last.as_ref().and_then(|e| e.value.as_ref()) == Some(&value) {
+        return Ok(());
+    }
+    let change = mamori_store_sql::ConfigChange {
+        kind: SETTINGS.0,
+        key: &key,
+        value: Some(value),
+        changed_by: "system:tls",
+        reason: "the TLS certificate this node serves",
+        expected_version: last.map(|e| e.version),
+        now_micros: node.clock.now().0,
+    };
+    match node.store.change_config(&change) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_stale() => Ok(()),
+        Err(e) => Err(NodeError::store("cannot record the TLS certificate")(e)),
+    }
 }
 
 /// Every node on one store must hold the same keys: the master key (it opens the sealed
