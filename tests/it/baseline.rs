@@ -479,3 +479,46 @@ fn alerts_reach_the_syslog_collector() {
     let cursor: u64 = std::fs::read_to_string(dir.join("alerts.cursor")).unwrap().trim().parse().unwrap();
     assert!(cursor > 0);
 }
+
+/// Layer 1: a change through the configuration path is checked against the baseline at once —
+/// in the same call, before any re-hash — and a difference names the entry and who made it; a
+/// change back to the approved value raises nothing.
+#[test]
+fn a_change_through_the_path_is_checked_against_the_baseline_at_once() {
+    let h = crate::support::Harness::new();
+    let op = mamori_app::Ctx::operator(&h.node, "kanri");
+    mamori_app::baseline::approve(&op, &h.node, "installation").unwrap();
+    let drift = |h: &crate::support::Harness| {
+        let q = mamori_audit::EntryQuery {
+            action: Some("alert-config-drift".into()),
+            limit: 100,
+            ..mamori_audit::EntryQuery::default()
+        };
+        h.node.store.query(&q).unwrap().len()
+    };
+    assert_eq!(drift(&h), 0);
+    let feed = mamori_app::clients::NewClient {
+        id: "lab-feed".into(),
+        scope: "system/Observation.rs".into(),
+        token_lifetime_secs: 900,
+        ..mamori_app::clients::NewClient::default()
+    };
+    mamori_app::clients::register(&op, &h.node, feed).unwrap();
+    let q = mamori_audit::EntryQuery {
+        action: Some("alert-config-drift".into()),
+        limit: 100,
+        ..mamori_audit::EntryQuery::default()
+    };
+    let found = h.node.store.query(&q).unwrap();
+    assert_eq!(found.len(), 1);
+    let e: serde_json::Value = serde_json::from_slice(&found[0].1).unwrap();
+    let detail = e["detail"].as_str().unwrap();
+    assert!(detail.starts_with("added: client/lab-feed") && detail.contains("by operator:kanri"), "{detail}");
+    // With the application in a new baseline: disabling it differs (raised), enabling it again
+    // is the approved value (nothing raised).
+    mamori_app::baseline::approve(&op, &h.node, "with the lab feed").unwrap();
+    mamori_app::clients::disable(&op, &h.node, "lab-feed").unwrap();
+    assert_eq!(drift(&h), 2);
+    mamori_app::clients::enable(&op, &h.node, "lab-feed").unwrap();
+    assert_eq!(drift(&h), 2);
+}

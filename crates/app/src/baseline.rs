@@ -173,6 +173,11 @@ pub fn approve(ctx: &Ctx, node: &Node, reason: &str) -> Result<Approved, AppErro
 /// The approved baseline, its signature checked (`None`: none approved yet).
 pub fn current(ctx: &Ctx, node: &Node) -> Result<Option<Approved>, AppError> {
     ctx.authorize_any(node, &[AdminAct::ReadAudit, AdminAct::ApproveBaseline])?;
+    approved(node)
+}
+
+/// The approved baseline, verified, whoever asks (for the checks the path itself makes).
+fn approved(node: &Node) -> Result<Option<Approved>, AppError> {
     let Some(e) = node.store.config_get(ConfigKind::Baseline.name(), "active").map_err(AppError::from)? else {
         return Ok(None);
     };
@@ -535,6 +540,37 @@ fn raise(node: &Node, ctx: &Ctx, action: &str, detail: String, mut resources: Ve
     alert.resources = resources;
     node.store.append(vec![alert]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
     Ok(())
+}
+
+/// Layer 1 of detection: a change just written through the configuration path, checked against
+/// the approved baseline at once. A value that differs from the approved one (or an entry the
+/// baseline does not have, or one it has that was removed) raises `alert-config-drift` naming the
+/// entry and who changed it; the periodic check then reports the whole set as usual. Nothing is
+/// raised without a baseline, for workflow state, or when the baseline cannot be read (the
+/// periodic check reports that).
+pub(crate) fn check_change(ctx: &Ctx, node: &Node, kind: ConfigKind, key: &str, value: Option<&serde_json::Value>) {
+    if kind.is_workflow() || kind == ConfigKind::Baseline {
+        return;
+    }
+    let Ok(Some(a)) = approved(node) else { return };
+    let item = format!("{}/{key}", kind.name());
+    let now = value.map(|v| hex::encode(Sha256::digest(v.to_string().as_bytes())));
+    let how = match (a.state.get(&item), now) {
+        (Some(was), Some(now)) if *was == now => return,
+        (None, None) => return,
+        (Some(_), Some(_)) => "changed",
+        (None, Some(_)) => "added",
+        (Some(_), None) => "removed",
+    };
+    let detail = format!(
+        "{how}: {item} — through the configuration path by {}; differs from the baseline approved by {} (v{})",
+        ctx.by(),
+        a.by,
+        a.version
+    );
+    if let Err(e) = raise(node, ctx, "alert-config-drift", detail, vec![format!("config/{item}")]) {
+        tracing::warn!(error = %e, "the drift of a change could not be recorded");
+    }
 }
 
 /// Configuration integrity at a glance, for the console: the approved baseline, the differences

@@ -411,17 +411,20 @@ pub(crate) fn change_config(
         crate::approvals::hold(ctx, node, change, format!("{what} `{key}`: {reason}"))?;
     }
     let by = ctx.by();
-    node.store
+    let version = node
+        .store
         .change_config(&mamori_store_sql::ConfigChange {
             kind: kind.name(),
             key,
-            value,
+            value: value.clone(),
             changed_by: &by,
             reason,
             expected_version: expected,
             now_micros: ctx.now().0,
         })
-        .map_err(AppError::from)
+        .map_err(AppError::from)?;
+    crate::baseline::check_change(ctx, node, kind, key, value.as_ref());
+    Ok(version)
 }
 
 /// A storage failure of a lookup, for the log.
