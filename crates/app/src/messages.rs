@@ -107,6 +107,20 @@ const JA: &[(&str, &str)] = &[
         "変更依頼 {1} は別の担当者の承認待ちです（sha256 {2}）: {3}。承認されるまで何も変更されません",
     ),
     ("account `{}` was changed meanwhile", "アカウント `{1}` はその間に変更されました"),
+    // Alert delivery.
+    ("no connection", "接続がありません"),
+    (
+        "integrity.alert_syslog `{}` must be host:port, e.g. siem.example.local:6514",
+        "integrity.alert_syslog `{1}` は host:port の形式にしてください（例: siem.example.local:6514）",
+    ),
+    (
+        "integrity.alert_syslog needs alert_syslog_ca (the CA file that signs the collector's certificate)",
+        "integrity.alert_syslog には alert_syslog_ca（収集サーバーの証明書に署名した CA のファイル）が必要です",
+    ),
+    (
+        "integrity.alert_syslog_ca is set but alert_syslog is not",
+        "integrity.alert_syslog_ca が設定されていますが alert_syslog がありません",
+    ),
     // External settings (C4).
     ("`{}` is larger than 64 MiB", "`{1}` は 64 MiB を超えています"),
     ("the settings are not JSON: {}", "設定が JSON ではありません: {1}"),
