@@ -452,13 +452,17 @@ fn alerts_reach_the_syslog_collector() {
     assert!(cli(&["init", "--data-dir", d]).status.success());
     let toml = dir.join("mamori.toml");
     let text = std::fs::read_to_string(&toml).unwrap().replace("# rehash_secs = 3", "rehash_secs = 1");
-    let text = text.replace(
-        "# alert_syslog = \"siem.example.local:6514\"",
-        &format!(
-            "alert_syslog = \"{addr}\"\nalert_syslog_ca = \"{}\"\nalert_syslog_name = \"collector.test\"",
-            tmp.path().join("c.pem").display()
-        ),
+    let settings = format!(
+        "alert_syslog = \"{addr}\"\nalert_syslog_ca = \"{}\"\nalert_syslog_name = \"collector.test\"",
+        tmp.path().join("c.pem").display()
     );
+    // The default file has the line commented in its [integrity] table; a file written for the
+    // PostgreSQL store before `init` has no such table.
+    let text = if text.contains("# alert_syslog = ") {
+        text.replace("# alert_syslog = \"siem.example.local:6514\"", &settings)
+    } else {
+        format!("{text}\n[integrity]\n{settings}\n")
+    };
     std::fs::write(&toml, &text).unwrap();
     let s = crate::binary::start(&dir, &[]);
     let _ = crate::binary::token(s.addr, &dir, "app1");
@@ -521,4 +525,51 @@ fn a_change_through_the_path_is_checked_against_the_baseline_at_once() {
     assert_eq!(drift(&h), 2);
     mamori_app::clients::enable(&op, &h.node, "lab-feed").unwrap();
     assert_eq!(drift(&h), 2);
+}
+
+/// High-risk settings in `mamori.toml` (retention, the password/second-factor rule, audit,
+/// integrity) take effect only once a baseline holding them is approved (itself under the
+/// two-person rule): until then the approved values stay in force, the file's are recorded as
+/// drift, and the hold is alerted. Other settings apply at start as before.
+#[test]
+fn high_risk_settings_wait_for_an_approved_baseline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    // The shipped file, with the test database when on PostgreSQL (written there before `init`).
+    let toml = dir.join("mamori.toml");
+    let written = std::fs::read_to_string(&toml).unwrap_or_default();
+    let mut shipped = mamori_app::config::DEFAULT_CONFIG.to_string();
+    if let Some(line) = written.lines().find(|l| l.starts_with("database = ")) {
+        shipped = shipped.replace("# database = \"postgres://mamori@db.example.local:5432/mamori\"", line);
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&toml, &shipped).unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    assert!(cli(&["baseline", "approve", "--reason", "installation", "--data-dir", d]).status.success());
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let edited = text
+        .replace("default_years = 5", "default_years = 7")
+        .replace("password_mode = \"second-factor\"", "password_mode = \"long\"")
+        .replace("max_body_bytes = 16777216", "max_body_bytes = 8388608");
+    assert_ne!(edited, text);
+    std::fs::write(&toml, &edited).unwrap();
+    {
+        let node = mamori::open_node(&dir).unwrap();
+        assert_eq!(node.config.retention.default_years, 5, "retention held at the approved value");
+        assert_eq!(node.config.password.mode, mamori_identity::password::Mode::SecondFactor, "2FA rule held");
+        assert_eq!(node.config.max_body_bytes, 8_388_608, "an ordinary setting applies at once");
+    }
+    let held = entries(d, "alert-settings-held");
+    assert!(!held.is_empty(), "the hold is alerted");
+    let detail = held[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("retention") && detail.contains("identity.password_mode"), "{detail}");
+    let diff = String::from_utf8_lossy(&cli(&["baseline", "diff", "--data-dir", d]).stdout).to_string();
+    assert!(diff.contains("DRIFT changed: settings/mamori.toml"), "{diff}");
+    // Approved (here by the only one who could: waived): in force at the next start.
+    assert!(cli(&["baseline", "approve", "--reason", "seven years", "--data-dir", d]).status.success());
+    let node = mamori::open_node(&dir).unwrap();
+    assert_eq!(node.config.retention.default_years, 7);
+    assert_eq!(node.config.password.mode, mamori_identity::password::Mode::Long);
 }

@@ -542,6 +542,22 @@ fn raise(node: &Node, ctx: &Ctx, action: &str, detail: String, mut resources: Ve
     Ok(())
 }
 
+/// The settings (`mamori.toml` as recorded) of the approved baseline, if one is approved and its
+/// signature and that value's hash verify — for holding back high-risk settings the baseline does
+/// not cover (`crate::node`). `None` otherwise (the periodic check reports a bad baseline).
+pub(crate) fn approved_settings(
+    store: &dyn crate::backend::Backend,
+    signer: &mamori_audit::note::NoteSigner,
+) -> Option<serde_json::Value> {
+    let e = store.config_get(ConfigKind::Baseline.name(), "active").ok()??;
+    let b: Baseline = serde_json::from_value(e.value?).ok()?;
+    let verifier = NoteVerifier::parse(&signer.verifier_key()).ok()?;
+    let (_, _, _, state) = parse(verifier.verify(&b.note).ok()?).ok()?;
+    let item = format!("{}/{}", crate::node::SETTINGS.0, crate::node::SETTINGS.1);
+    let v = b.values.get(&item)?;
+    (state.get(&item)? == &hex::encode(Sha256::digest(v.to_string().as_bytes()))).then(|| v.clone())
+}
+
 /// Layer 1 of detection: a change just written through the configuration path, checked against
 /// the approved baseline at once. A value that differs from the approved one (or an entry the
 /// baseline does not have, or one it has that was removed) raises `alert-config-drift` naming the

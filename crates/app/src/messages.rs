@@ -107,6 +107,9 @@ const JA: &[(&str, &str)] = &[
         "変更依頼 {1} は別の担当者の承認待ちです（sha256 {2}）: {3}。承認されるまで何も変更されません",
     ),
     ("account `{}` was changed meanwhile", "アカウント `{1}` はその間に変更されました"),
+    // Held settings.
+    ("cannot record held settings: {}", "保留した設定を記録できません: {1}"),
+    ("cannot hold settings: {}", "設定を保留できません: {1}"),
     // Alert delivery.
     ("no connection", "接続がありません"),
     (

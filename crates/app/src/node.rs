@@ -177,6 +177,10 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
     if sealed > 0 {
         tracing::info!(versions = sealed, "configuration versions sealed for the first time (trust on first use)");
     }
+    // High-risk settings (retention, the password/second-factor rule, audit, integrity) take
+    // effect only once two people approved them in a baseline: until then the approved ones stay
+    // in force (the file's are recorded, shown as drift, and alerted).
+    let (config, held) = hold_settings(&*store, &signer, &text, config)?;
     let enforcer = Arc::new(Enforcer::new(load_policies(&*store)?, load_class_rules(&*store)?, clock.clone()));
     let records = Arc::new(
         Records::new(store.clone(), store.clone(), clock.clone(), config.retention.clone())
@@ -191,7 +195,22 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
     if reindexed > 0 {
         tracing::info!(resources = reindexed, "search index rebuilt for the current index format");
     }
-    record_settings(&*store, &path, &text, &*clock)?;
+    let recorded = record_settings(&*store, &path, &text, &*clock)?;
+    // Alerted once per new content of the file (every command opens the node).
+    if recorded && !held.is_empty() {
+        tracing::warn!(settings = %held.join(", "), "mamori.toml changes high-risk settings the approved baseline does not hold: the approved values stay in force until a new baseline is approved");
+        let mut alert = mamori_audit::AuditRecord::new(
+            "alert-settings-held",
+            mamori_audit::AuditActor::from_tag("system:mamori.toml"),
+            mamori_audit::Outcome::Failure,
+            "HOPERAT",
+        );
+        alert.detail = Some(format!(
+            "mamori.toml changes {} from the approved baseline; the approved values stay in force until a new baseline is approved by two people (mamori baseline approve)",
+            held.join(", ")
+        ));
+        store.append(vec![alert]).map_err(|e| NodeError::Stored(format!("cannot record held settings: {e}")))?;
+    }
     let oauth = Arc::new(OAuth::new(store.clone()).with_sealer(Arc::new(MasterKeySealer(master))));
     // The `[identity]` rules of mamori.toml reach the service (A4–A6); they were validated and
     // then ignored before (issue #22).
@@ -247,8 +266,9 @@ pub const SETTINGS: (&str, &str) = ("settings", "mamori.toml");
 /// start records the settings it read — as JSON, with `[store] database` reduced to whether it is
 /// set (its URL may hold a password) — whenever they differ from the version recorded last, as
 /// `system:mamori.toml`, audited like any configuration change. What a node runs with is then in
-/// the trail, and drift detection (#25) has a version to compare with.
-fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clock) -> Result<(), NodeError> {
+/// the trail, and drift detection (#25) has a version to compare with. Returns whether it recorded a
+/// new version.
+fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clock) -> Result<bool, NodeError> {
     let mut settings: serde_json::Value =
         toml::from_str(text).map_err(|e| NodeError::Config { path: path.to_path_buf(), message: e.to_string() })?;
     if let Some(db) = settings.pointer_mut("/store/database") {
@@ -258,7 +278,7 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
     for _ in 0..3 {
         let last = store.config_get(kind, key).map_err(NodeError::store("cannot read the recorded settings"))?;
         if last.as_ref().and_then(|e| e.value.as_ref()) == Some(&settings) {
-            return Ok(());
+            return Ok(false);
         }
         let change = mamori_store_sql::ConfigChange {
             kind,
@@ -270,13 +290,85 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
             now_micros: clock.now().0,
         };
         match store.change_config(&change) {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
             // Another node recorded the same file at the same moment: look again.
             Err(e) if e.is_stale() => continue,
             Err(e) => return Err(NodeError::store(format!("cannot record the settings of `{}`", path.display()))(e)),
         }
     }
     Err(NodeError::Stored(format!("cannot record the settings of `{}`: changed concurrently", path.display())))
+}
+
+/// The settings whose change is high-risk (the two-person rule): JSON Pointers into
+/// `mamori.toml` read as JSON.
+pub const HELD_SETTINGS: [&str; 4] = ["/retention", "/identity/password_mode", "/audit", "/integrity"];
+
+/// `config` as read from `text`, with every [`HELD_SETTINGS`] entry that differs from the approved
+/// baseline's put back to the approved value; and the entries put back. Without a verified
+/// baseline, the file as it is.
+fn hold_settings(
+    store: &dyn Backend,
+    signer: &NoteSigner,
+    text: &str,
+    config: Config,
+) -> Result<(Config, Vec<String>), NodeError> {
+    let Some(approved) = crate::baseline::approved_settings(store, signer) else { return Ok((config, Vec::new())) };
+    let Ok(mut file) = toml::from_str::<serde_json::Value>(text) else { return Ok((config, Vec::new())) };
+    let mut held = Vec::new();
+    for p in HELD_SETTINGS {
+        let want = approved.pointer(p).cloned();
+        if file.pointer(p).cloned() == want {
+            continue;
+        }
+        held.push(p.trim_start_matches('/').replace('/', "."));
+        let (parent, key) = p.rsplit_once('/').unwrap_or(("", p));
+        let key = key.to_string();
+        let target = if parent.is_empty() {
+            Some(&mut file)
+        } else {
+            if file.pointer(parent).is_none()
+                && let Some(o) = file.as_object_mut()
+            {
+                o.insert(parent.trim_start_matches('/').to_string(), serde_json::json!({}));
+            }
+            file.pointer_mut(parent)
+        };
+        if let Some(o) = target.and_then(serde_json::Value::as_object_mut) {
+            match want {
+                Some(v) => {
+                    o.insert(key, v);
+                }
+                None => {
+                    o.remove(&key);
+                }
+            }
+        }
+    }
+    if held.is_empty() {
+        return Ok((config, held));
+    }
+    let effective =
+        toml::to_string(&to_toml(&file)).map_err(|e| NodeError::Stored(format!("cannot hold settings: {e}")))?;
+    let config = config::parse(&effective).map_err(|e| NodeError::Stored(format!("cannot hold settings: {e}")))?;
+    Ok((config, held))
+}
+
+/// Settings read as JSON, back as TOML (numbers by value: the JSON ones are arbitrary-precision).
+fn to_toml(v: &serde_json::Value) -> toml::Value {
+    use serde_json::Value as J;
+    match v {
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64().unwrap_or_default()),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(a) => toml::Value::Array(a.iter().map(to_toml).collect()),
+        J::Object(o) => {
+            toml::Value::Table(o.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), to_toml(v))).collect())
+        }
+        J::Null => toml::Value::String(String::new()),
+    }
 }
 
 /// The settings key under which a node's TLS certificate is recorded: per host, since nodes on
