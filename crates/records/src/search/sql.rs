@@ -170,7 +170,20 @@ impl B {
             Pred::Str(StrMode::Prefix, v) => {
                 format!("({norm_col} >= {} AND {norm_col} < {})", self.t(v), self.t(&format!("{v}{MAX_CHAR}")))
             }
-            Pred::Str(StrMode::Exact, v) => format!("exact = {}", self.t(v)),
+            Pred::Str(StrMode::Exact, v) => {
+                // Through the value index (`type, param, norm`): a value equal to `v` has `v`'s
+                // normalised form, so its stored `norm` starts with that form's first bytes
+                // (a key clipped by the dialect keeps far more than these); the exact column then
+                // decides. Without the range, `:exact` read every row of the parameter.
+                let norm = super::normalize::string(v);
+                let head = head_bytes(&norm, EXACT_HEAD_BYTES);
+                format!(
+                    "({norm_col} >= {} AND {norm_col} < {} AND exact = {})",
+                    self.t(head),
+                    self.t(&format!("{head}{MAX_CHAR}")),
+                    self.t(v)
+                )
+            }
             Pred::Str(StrMode::Contains, v) => format!("{norm_col} LIKE {} ESCAPE '\\'", self.t(&like_contains(v))),
             Pred::Token { system, code } => {
                 let mut parts = Vec::new();
@@ -233,6 +246,22 @@ impl B {
             Pred::Ref { .. } | Pred::RefUrl(_) | Pred::Chain(_) | Pred::Composite { .. } => "1 = 0".into(),
         }
     }
+}
+
+/// How much of a normalised value the `:exact` range uses: well under the shortest key a dialect
+/// clips to (600 bytes on PostgreSQL), so a clipped stored value still starts with it.
+const EXACT_HEAD_BYTES: usize = 200;
+
+/// The first `max` bytes of `s`, cut at a character boundary.
+fn head_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or_default()
 }
 
 fn like_contains(v: &str) -> String {
@@ -474,4 +503,20 @@ fn keyset(b: &mut B, q: &SearchQuery, c: &Cursor) -> String {
         acc = format!("(n{i} {n_after} {n1} OR (n{i} = {n2} AND (k{i} {k_after} {k1} OR (k{i} = {k2} AND {acc}))))");
     }
     acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exact_range_head_is_cut_at_a_character_boundary() {
+        assert_eq!(head_bytes("やまだ", 200), "やまだ");
+        // 3-byte characters: 7 bytes keep two of them.
+        assert_eq!(head_bytes("やまだ", 7), "やま");
+        assert_eq!(head_bytes("", 200), "");
+        let long = "髙".repeat(100);
+        assert!(head_bytes(&long, EXACT_HEAD_BYTES).len() <= EXACT_HEAD_BYTES);
+        assert!(long.starts_with(head_bytes(&long, EXACT_HEAD_BYTES)));
+    }
 }
