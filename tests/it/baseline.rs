@@ -401,6 +401,9 @@ fn external_settings_are_a_signed_baseline_checked_by_json_pointer() {
         (j["resourceType"].clone(), j["issue"][0]["code"].clone(), r.body.len())
     };
     assert_eq!(shape(&hidden), shape(&absent));
+    // Each refused request left its audit entry (400, 415, 401, and both 404s).
+    let refused = entries(d, "external-check");
+    assert_eq!(refused.iter().filter(|e| e["outcome"] == "failure").count(), 5, "{refused:?}");
     assert_eq!(hidden.body.len(), absent.body.len(), "the same answer, but for the name");
 
     // Every check is recorded (newest first) and a drift alerted.

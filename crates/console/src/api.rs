@@ -39,6 +39,32 @@ fn api_error(e: AppError) -> ApiError {
 
 async fn check(State(c): State<Arc<Console>>, Path(name): Path<String>, req: Request) -> Response {
     let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let node = c.node.clone();
+    let r = answer(c, name.clone(), req).await;
+    // A refused or failed check leaves its trace too (a successful one is recorded by the use
+    // case as a version of `external-check`), in the one audit trail.
+    if !r.status().is_success() {
+        let mut e = mamori_audit::AuditRecord::new(
+            "external-check",
+            mamori_audit::AuditActor::from_tag("anonymous:integrity-api"),
+            mamori_audit::Outcome::Failure,
+            "HOPERAT",
+        );
+        e.detail =
+            Some(format!("POST /integrity/external/{}/check refused", name.chars().take(64).collect::<String>()));
+        e.status = Some(r.status().as_u16());
+        e.source = ip.map(|i| i.to_string());
+        e.request_id = request_id;
+        if let Err(err) = node.store.append(vec![e]) {
+            tracing::error!(error = %err, "the refused external check could not be audited");
+        }
+    }
+    r
+}
+
+async fn answer(c: Arc<Console>, name: String, req: Request) -> Response {
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip());
     let (parts, body) = req.into_parts();
     let headers: HeaderMap = parts.headers;
     let limit = c.http.config.max_body_bytes;
