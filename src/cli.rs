@@ -90,6 +90,10 @@ enum Command {
     /// approve (by hash), refuse, withdraw.
     #[command(subcommand)]
     Approvals(crate::approvals_cli::ApprovalsCmd),
+    /// Backups (B1–B3): encrypted, signed generations taken while serving; verify without
+    /// restoring; restore into a new directory or database and prove it.
+    #[command(subcommand)]
+    Backup(crate::backup_cli::BackupCmd),
     /// Read one record as the operator (its newest version, or `Type/id/_history/n`), printed as
     /// stored. Audited exactly as a read through the API, in the operator's name.
     Read {
@@ -562,6 +566,7 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Review(c) => crate::review_cli::run(c),
         Command::Baseline(c) => crate::baseline_cli::run(c),
         Command::Approvals(c) => crate::approvals_cli::run(c),
+        Command::Backup(c) => crate::backup_cli::run(c),
         Command::Fsck(d) => {
             let node = d.open()?;
             let lang = Lang::from_env();

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod approvals_cli;
 pub mod audit_export;
+pub mod backup_cli;
 pub mod baseline_cli;
 pub mod cli;
 pub mod fail;

@@ -9,6 +9,7 @@ mod approvals;
 mod attack;
 mod audit;
 mod authenticity;
+mod backup;
 mod baseline;
 mod binary;
 mod bulk;

@@ -50,6 +50,17 @@ impl Drop for TestDb {
 /// (`[store] database`) so the server and every CLI command on `dir` use it. `None` on the
 /// embedded store.
 pub fn store_for(dir: &std::path::Path) -> Option<TestDb> {
+    let (db, url) = new_database()?;
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("mamori.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap_or_default();
+    text.push_str(&format!("\n[store]\ndatabase = \"{url}\"\n"));
+    std::fs::write(&cfg, text).unwrap();
+    Some(db)
+}
+
+/// On PostgreSQL: a new, empty database (dropped with the guard) and its URL.
+pub fn new_database() -> Option<(TestDb, String)> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let admin = postgres_admin()?;
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -57,12 +68,7 @@ pub fn store_for(dir: &std::path::Path) -> Option<TestDb> {
     mamori_store_postgres::create_database(&admin, &name).unwrap();
     let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
     let url = format!("{base}/{name}");
-    std::fs::create_dir_all(dir).unwrap();
-    let cfg = dir.join("mamori.toml");
-    let mut text = std::fs::read_to_string(&cfg).unwrap_or_default();
-    text.push_str(&format!("\n[store]\ndatabase = \"{url}\"\n"));
-    std::fs::write(&cfg, text).unwrap();
-    Some(TestDb { admin, name })
+    Some((TestDb { admin, name }, url))
 }
 
 /// Opens a node on `dir` (its own database on PostgreSQL).

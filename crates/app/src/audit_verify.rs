@@ -21,6 +21,10 @@ pub struct Report {
     pub root: [u8; 32],
     /// Problems, first one first. Empty means the log verifies.
     pub problems: Vec<String>,
+    /// Witness checkpoints whose root the entries reproduce (a restored copy, #27).
+    pub witness_agreed: u64,
+    /// Witness checkpoints beyond the stored entries (a restored copy is older than they are).
+    pub witness_later: u64,
 }
 
 /// What the verifier returns when it cannot read at all (the store or a witness).
@@ -209,6 +213,30 @@ pub fn verify(
     witness_dir: Option<&Path>,
     progress: &mut dyn FnMut(u64),
 ) -> Fallible<Report> {
+    verify_log(dir, database, verifier_key, witness_dir, false, progress)
+}
+
+/// [`verify`] for a copy restored from a backup (#27): the copy may be older than what the
+/// witnesses saw. Every witness checkpoint the copy's entries reach must be reproduced by them
+/// (its root recomputed at its size); later ones are counted, not failed.
+pub fn verify_copy(
+    dir: &Path,
+    database: Option<&str>,
+    verifier_key: &str,
+    witness_dir: Option<&Path>,
+    progress: &mut dyn FnMut(u64),
+) -> Fallible<Report> {
+    verify_log(dir, database, verifier_key, witness_dir, true, progress)
+}
+
+fn verify_log(
+    dir: &Path,
+    database: Option<&str>,
+    verifier_key: &str,
+    witness_dir: Option<&Path>,
+    older_copy: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Fallible<Report> {
     let verifier = NoteVerifier::parse(verifier_key)?;
     let configured = crate::config::load(&dir.join("mamori.toml")).ok().and_then(|c| c.database);
     let url = database.or(configured.as_deref());
@@ -274,6 +302,18 @@ pub fn verify(
                 report.problems.push(format!("entry {leaf_index} is not a valid audit record"));
             }
             range.push(lh);
+            if older_copy {
+                for w in witness.iter().filter(|w| w.size == range.size()) {
+                    if w.root == range.root() {
+                        report.witness_agreed += 1;
+                    } else {
+                        report.problems.push(format!(
+                            "the witness's checkpoint at size {} differs from these entries: this copy is not the log the witness saw",
+                            w.size
+                        ));
+                    }
+                }
+            }
             while let Some((size, cp, _)) = cps.get(next_cp) {
                 if *size != range.size() {
                     break;
@@ -302,7 +342,7 @@ pub fn verify(
         ));
     }
     // A witness's copy must agree with what we recomputed for that size.
-    for w in &witness {
+    for w in witness.iter().filter(|_| !older_copy) {
         match cps.iter().find(|(s, _, _)| *s == w.size) {
             Some((_, cp, _)) if cp.root == w.root => {}
             Some(_) => {
@@ -314,6 +354,9 @@ pub fn verify(
             )),
             None => report.problems.push(format!("the witness's checkpoint at size {} is no longer stored", w.size)),
         }
+    }
+    if older_copy {
+        report.witness_later = witness.iter().filter(|w| w.size > report.entries).count() as u64;
     }
     report.problems.extend(trigger_problems);
     Ok(report)

@@ -65,6 +65,25 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     /// A value shared by every node (set once by the first); the embedded store keeps it in the
     /// data directory's own database.
     fn shared_flag(&self, name: &str, first: &str) -> Result<String, Error>;
+    /// A logical copy of the store on one snapshot (#27, `mamori_store_sql::dump`).
+    fn dump(
+        &self,
+        out: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<mamori_store_sql::dump::DumpSummary, Error>;
+    /// Loads a copy into this store, which must be empty.
+    fn load(
+        &self,
+        input: &mut dyn std::io::Read,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Vec<mamori_store_sql::dump::TableSum>, Error>;
+    /// Whether the store holds no data yet (a restore's target).
+    fn is_empty_store(&self) -> Result<bool, Error>;
+    /// Whether a load began here and did not finish (the store is not a copy of anything).
+    fn restore_incomplete(&self) -> Result<bool, Error>;
+    /// Removes every version written after `micros` and points each resource at its newest
+    /// remaining version (a restore as of a time); returns the versions removed.
+    fn rewind(&self, micros: i64) -> Result<u64, Error>;
 }
 
 /// Both stores are [`SqlStore`]s: one implementation over any [`Db`].
@@ -137,6 +156,29 @@ impl<D: Db> Backend for SqlStore<D> {
     }
     fn shared_flag(&self, name: &str, first: &str) -> Result<String, Error> {
         SqlStore::flag_init(self, name, first)
+    }
+    fn dump(
+        &self,
+        out: &mut dyn std::io::Write,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<mamori_store_sql::dump::DumpSummary, Error> {
+        SqlStore::dump(self, out, progress)
+    }
+    fn load(
+        &self,
+        input: &mut dyn std::io::Read,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Vec<mamori_store_sql::dump::TableSum>, Error> {
+        SqlStore::load(self, input, progress)
+    }
+    fn is_empty_store(&self) -> Result<bool, Error> {
+        SqlStore::is_empty(self)
+    }
+    fn restore_incomplete(&self) -> Result<bool, Error> {
+        SqlStore::restore_incomplete(self)
+    }
+    fn rewind(&self, micros: i64) -> Result<u64, Error> {
+        SqlStore::rewind(self, micros)
     }
 }
 

@@ -55,6 +55,14 @@ session_absolute_secs = 43200
 # every signed checkpoint is also written, so that rewriting history would be caught.
 # witness_dir = "/mnt/witness/mamori"
 
+[backup]
+# Where `mamori backup create` writes generations (another disk; copy them on to storage the
+# server cannot erase — docs/BACKUP.md), and the age public keys (age1…) they are encrypted to.
+# Make a key pair with `mamori backup keygen --out FILE` and keep FILE offline: the server never
+# holds what decrypts its backups.
+# repository = "/var/backups/mamori"
+# recipients = ["age1…"]
+
 [integrity]
 # How often (seconds, 1–3600) the whole configuration — every entry of the configuration
 # registry and the files mamori.toml and keys/* — is re-hashed and compared with the approved
@@ -108,6 +116,16 @@ struct Raw {
     store: RawStore,
     #[serde(default)]
     integrity: RawIntegrity,
+    #[serde(default)]
+    backup: RawBackup,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackup {
+    repository: Option<std::path::PathBuf>,
+    #[serde(default)]
+    recipients: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -230,6 +248,10 @@ pub struct Config {
     /// The response to a change made around the configuration path, per kind
     /// (`[integrity.response]`; every name of [`RESPONSE_DEFAULTS`] present).
     pub responses: BTreeMap<String, Response>,
+    /// Where backups go (`[backup] repository`).
+    pub backup_repository: Option<std::path::PathBuf>,
+    /// The age recipients backups are encrypted to (`[backup] recipients`).
+    pub backup_recipients: Vec<String>,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -322,6 +344,14 @@ pub fn parse(text: &str) -> Result<Config, String> {
         }
         responses.insert(kind, r);
     }
+    for r in &raw.backup.recipients {
+        if <age::x25519::Recipient as std::str::FromStr>::from_str(r.trim()).is_err() {
+            return Err(format!(
+                "backup.recipients: `{}` is not an age public key (age1…); make one with `mamori backup keygen`",
+                r.chars().take(24).collect::<String>()
+            ));
+        }
+    }
     let i = raw.identity;
     let defaults = (
         mamori_identity::password::Policy::default(),
@@ -377,6 +407,8 @@ pub fn parse(text: &str) -> Result<Config, String> {
         approval_hours,
         alert_syslog,
         responses,
+        backup_repository: raw.backup.repository,
+        backup_recipients: raw.backup.recipients,
     })
 }
 

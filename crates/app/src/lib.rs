@@ -14,6 +14,7 @@ pub mod approvals;
 pub mod audit_trail;
 pub mod audit_verify;
 pub mod backend;
+pub mod backup;
 pub mod baseline;
 pub mod class_rules;
 pub mod clients;

@@ -388,6 +388,71 @@ const JA: &[(&str, &str)] = &[
         "{1}/{2} は保存期間（{3}年）内です（{4} まで）",
     ),
     ("resource type `{}`", "リソース型 `{1}`"),
+    // Backups (#27).
+    (
+        "give --verifier-key (from `mamori audit verifier-key`) or --data-dir of the node that took the backups",
+        "--verifier-key（`mamori audit verifier-key` の出力）か、バックアップを取ったノードの --data-dir を指定してください",
+    ),
+    (
+        "give --repo (or set [backup] repository in mamori.toml)",
+        "--repo を指定してください（または mamori.toml の [backup] repository）",
+    ),
+    (
+        "--as-of `{}` is not an RFC 3339 time such as 2026-12-05T09:00:00+09:00",
+        "--as-of の `{1}` は RFC 3339 の時刻ではありません（例: 2026-12-05T09:00:00+09:00）",
+    ),
+    ("cannot read the identity file `{}`: {}", "鍵ファイル（identity）`{1}` を読めません: {2:t}"),
+    ("`{}` holds a line that is not an age identity", "`{1}` に age の秘密鍵ではない行があります"),
+    ("`{}` holds no age identity", "`{1}` に age の秘密鍵がありません"),
+    ("the verifier key does not parse: {}", "検証鍵を解釈できません: {1:t}"),
+    (
+        "generation {}: the manifest's signature does not verify with this node's key ({}): it was not written by this node or was changed",
+        "世代 {1}: マニフェストの署名がこのノードの鍵で検証できません（{2:t}）。このノードが書いたものではないか、変更されています",
+    ),
+    ("generation {}: not a backup manifest", "世代 {1}: バックアップのマニフェストではありません"),
+    ("generation {}: the manifest does not parse: {}", "世代 {1}: マニフェストを解釈できません: {2:t}"),
+    (
+        "generation {}: the manifest is generation {}'s: files were renamed",
+        "世代 {1}: マニフェストは世代 {2} のものです。ファイル名が変えられています",
+    ),
+    ("generation {}: not an age file: {}", "世代 {1}: age 形式のファイルではありません: {2:t}"),
+    ("generation {}: cannot decrypt with this identity: {}", "世代 {1}: この秘密鍵では復号できません: {2:t}"),
+    ("generation {}: {}", "世代 {1}: {2:t}"),
+    ("generation {}: the store copy: {}", "世代 {1}: ストアの複製: {2:t}"),
+    (
+        "generation {} has store schema {} (Mamori {}); this build has schema {}: restore it with Mamori {}",
+        "世代 {1} のストアのスキーマは {2}（Mamori {3}）ですが、このビルドは {4} です。Mamori {5} で復元してください",
+    ),
+    (
+        "generation {}: the data file differs from the manifest ({} bytes, manifest says {}): it was changed or damaged",
+        "世代 {1}: データファイルがマニフェストと一致しません（{2} バイト、マニフェストでは {3}）。変更または破損しています",
+    ),
+    ("generation {}: its data file `{}` is missing", "世代 {1}: データファイル `{2}` がありません"),
+    ("no backup repository at `{}`", "`{1}` にバックアップの保存先がありません"),
+    ("no backup generation in `{}`", "`{1}` にバックアップの世代がありません"),
+    ("no backup generation `{}` in `{}`", "`{2}` にバックアップの世代 `{1}` はありません"),
+    (
+        "`{}` is not empty: a backup is restored only into a new data directory",
+        "`{1}` は空ではありません。バックアップは新しいデータディレクトリにのみ復元します",
+    ),
+    (
+        "the target database is not empty: a backup is restored only into a new, empty database",
+        "復元先のデータベースが空ではありません。バックアップは新しい空のデータベースにのみ復元します",
+    ),
+    (
+        "backups are taken and restored at the server's command line",
+        "バックアップの取得と復元はサーバーのコマンドラインで行います",
+    ),
+    ("cannot encrypt: {}", "暗号化できません: {1:t}"),
+    ("cannot write the backup: {}", "バックアップを書き込めません: {1:t}"),
+    ("manifest: {}", "マニフェスト: {1:t}"),
+    ("cannot sign the manifest: {}", "マニフェストに署名できません: {1:t}"),
+    ("cannot list `{}`: {}", "`{1}` の一覧を取得できません: {2:t}"),
+    ("cannot read `{}`: {}", "`{1}` を読めません: {2:t}"),
+    (
+        "backup.recipients: `{}` is not an age public key (age1…); make one with `mamori backup keygen`",
+        "backup.recipients: `{1}` は age の公開鍵（age1…）ではありません。`mamori backup keygen` で作成してください",
+    ),
 ];
 
 /// Words for the command line's own frame around a message.

@@ -112,7 +112,13 @@ fn private_dir(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Creates a directory (and its parents) readable by the service account only.
+pub(crate) fn create_private_dir(p: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(p)?;
+    private_dir(p)
+}
+
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create_new(true);
@@ -301,7 +307,7 @@ fn record_settings(store: &dyn Backend, path: &Path, text: &str, clock: &dyn Clo
 
 /// The settings whose change is high-risk (the two-person rule): JSON Pointers into
 /// `mamori.toml` read as JSON.
-pub const HELD_SETTINGS: [&str; 4] = ["/retention", "/identity/password_mode", "/audit", "/integrity"];
+pub const HELD_SETTINGS: [&str; 5] = ["/retention", "/identity/password_mode", "/audit", "/integrity", "/backup"];
 
 /// `config` as read from `text`, with every [`HELD_SETTINGS`] entry that differs from the approved
 /// baseline's put back to the approved value; and the entries put back. Without a verified

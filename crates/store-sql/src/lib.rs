@@ -19,6 +19,7 @@
 
 mod audit;
 mod config;
+pub mod dump;
 mod identity;
 mod oauth;
 mod records;

@@ -1,0 +1,858 @@
+//! Backups (#27, B1–B3): encrypted, signed generations of a node's whole state, verified without
+//! restoring and proven after restoring.
+//!
+//! A generation is two files in a repository directory:
+//!
+//! - `G.age` — the data: an [age](https://age-encryption.org/v1) file (X25519 recipients; the
+//!   private key is kept offline, never beside the data) holding a zstd stream of the archive:
+//!   `mamori.toml` and `keys/*`, then the store's logical dump ([`mamori_store_sql::dump`]) read
+//!   on one snapshot while the node serves. `age -d -i key G.age | zstd -d` opens it without
+//!   Mamori.
+//! - `G.manifest` — a signed note (C2SP signed-note, the node's Ed25519 key, as the audit
+//!   checkpoints) over JSON naming every file and table with its SHA-256, the data file's size
+//!   and hash, the store's audit size and newest checkpoint, the time and the Mamori version.
+//!
+//! A generation exists once its manifest does (both are written to `.partial` names, synced and
+//! renamed). Generations are whole: none depends on another.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use mamori_audit::note::NoteVerifier;
+use mamori_store_sql::dump::TableSum;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ctx::Caller;
+use crate::{AppError, Ctx, Node};
+
+/// The first line of a manifest's signed note.
+pub const MANIFEST_HEADER: &str = "mamori backup manifest v1";
+const ARCHIVE_MAGIC: &[u8] = b"MAMORI-BACKUP/1\n";
+/// The largest configuration or key file a generation carries.
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
+/// A file and its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSum {
+    /// Relative path (`mamori.toml`, `keys/master.key`, or the data file's name).
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// SHA-256, hex.
+    pub sha256: String,
+}
+
+/// The newest signed audit checkpoint when the generation was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointRef {
+    /// Entries it covers.
+    pub size: u64,
+    /// The signed note.
+    pub note: String,
+}
+
+/// What a generation holds, signed by the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The generation's name (its files are `NAME.age` and `NAME.manifest`).
+    pub generation: String,
+    /// When it was taken (RFC 3339, UTC).
+    pub created: String,
+    /// The same, Unix µs.
+    pub created_micros: i64,
+    /// The Mamori version that took it.
+    pub mamori: String,
+    /// The store it was taken from (`sqlite`, `postgres`).
+    pub store: String,
+    /// The store's schema version.
+    pub schema: i64,
+    /// Audit entries in the copy.
+    pub audit_size: u64,
+    /// The newest checkpoint in the copy.
+    pub checkpoint: Option<CheckpointRef>,
+    /// Resource versions in the copy.
+    pub versions: u64,
+    /// Resources in the copy.
+    pub resources: u64,
+    /// Configuration and key files, with their hashes.
+    pub files: Vec<FileSum>,
+    /// Store tables, with their hashes.
+    pub tables: Vec<TableSum>,
+    /// The encrypted data file.
+    pub data: FileSum,
+    /// Bytes before compression and encryption.
+    pub plaintext_bytes: u64,
+    /// The age recipients it was encrypted to.
+    pub recipients: Vec<String>,
+}
+
+/// A generation just written.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Progress of a long run, for the CLI's line on stderr.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// Rows dumped or loaded so far.
+    Rows(u64),
+    /// Versions re-hashed so far.
+    Versions(u64),
+    /// Audit entries verified so far.
+    Entries(u64),
+}
+
+/// A new age key pair for a repository: `(identity, recipient)`. The identity
+/// (`AGE-SECRET-KEY-1…`) is kept offline; the recipient (`age1…`) goes into the configuration.
+pub fn keygen() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    (id.to_string().expose_secret().to_string(), recipient)
+}
+
+/// Parses age recipients (`age1…`).
+pub fn parse_recipients(list: &[String]) -> Result<Vec<age::x25519::Recipient>, AppError> {
+    if list.is_empty() {
+        return Err(AppError::Invalid(
+            "no backup recipient: give --recipient age1… (or [backup] recipients in mamori.toml); make one with `mamori backup keygen`".into(),
+        ));
+    }
+    list.iter()
+        .map(|r| {
+            age::x25519::Recipient::from_str(r.trim())
+                .map_err(|e| AppError::Invalid(format!("`{}` is not an age recipient (age1…): {e}", clip(r))))
+        })
+        .collect()
+}
+
+/// Reads an age identity file (`AGE-SECRET-KEY-1…` lines; `#` comments and blank lines ignored,
+/// as `age-keygen` writes them).
+pub fn read_identities(path: &Path) -> Result<Vec<age::x25519::Identity>, AppError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::Invalid(format!("cannot read the identity file `{}`: {e}", path.display())))?;
+    let ids: Vec<_> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            age::x25519::Identity::from_str(l).map_err(|_| {
+                AppError::Invalid(format!("`{}` holds a line that is not an age identity", path.display()))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if ids.is_empty() {
+        return Err(AppError::Invalid(format!("`{}` holds no age identity", path.display())));
+    }
+    Ok(ids)
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(24).collect()
+}
+
+fn only_operator(ctx: &Ctx) -> Result<(), AppError> {
+    match &ctx.caller {
+        Caller::Operator(_) => Ok(()),
+        Caller::Person { .. } | Caller::Application(_) => {
+            Err(AppError::Forbidden("backups are taken and restored at the server's command line".into()))
+        }
+    }
+}
+
+fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> AppError {
+    move |e| AppError::Failed(format!("{what}: {e}"))
+}
+
+struct HashWriter<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(done) = buf.get(..n) {
+            self.hash.update(done);
+        }
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// The files of the data directory a generation carries: the configuration and every key.
+fn node_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, AppError> {
+    let mut out = Vec::new();
+    let cfg = dir.join("mamori.toml");
+    out.push(("mamori.toml".to_string(), std::fs::read(&cfg).map_err(io(format!("cannot read `{}`", cfg.display())))?));
+    let keys = dir.join("keys");
+    let mut names: Vec<String> = std::fs::read_dir(&keys)
+        .map_err(io(format!("cannot list `{}`", keys.display())))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    for n in names {
+        let p = keys.join(&n);
+        out.push((format!("keys/{n}"), std::fs::read(&p).map_err(io(format!("cannot read `{}`", p.display())))?));
+    }
+    Ok(out)
+}
+
+/// A generation name for time `micros`: `YYYYMMDDTHHMMSSZ`, with `-2`, `-3`… if taken.
+fn generation_name(repo: &Path, micros: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(micros.div_euclid(1_000_000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let base = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let mut name = base.clone();
+    let mut n = 2;
+    while repo.join(format!("{name}.manifest")).exists() || repo.join(format!("{name}.age")).exists() {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
+    name
+}
+
+fn rfc3339(micros: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(micros.div_euclid(1_000_000))
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A new file readable by the service account only.
+fn create_private(path: &Path) -> Result<std::fs::File, AppError> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path).map_err(io(format!("cannot create `{}`", path.display())))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
+    let mut f = create_private(path)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io(format!("cannot write `{}`", path.display())))
+}
+
+/// Takes a generation of `node` into `repo`, encrypted to `recipients`, while the node serves.
+/// Audited in the source store (`backup-created`).
+pub fn create(
+    ctx: &Ctx,
+    node: &Node,
+    repo: &Path,
+    recipients: &[String],
+    progress: &mut dyn FnMut(Step),
+) -> Result<Created, AppError> {
+    only_operator(ctx)?;
+    let parsed = parse_recipients(recipients)?;
+    let started = std::time::Instant::now();
+    if !repo.exists() {
+        crate::node::create_private_dir(repo).map_err(io(format!("cannot create `{}`", repo.display())))?;
+    }
+    let now = ctx.clock.now().0;
+    let name = generation_name(repo, now);
+    let data_name = format!("{name}.age");
+    let partial = repo.join(format!("{data_name}.partial"));
+    let file = create_private(&partial)?;
+    let result = (|| {
+        let outer =
+            HashWriter { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), bytes: 0 };
+        let encryptor = age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
+            .map_err(|e| AppError::Failed(format!("cannot encrypt: {e}")))?;
+        let sealed = encryptor.wrap_output(outer).map_err(io("cannot encrypt"))?;
+        let zstd = zstd::stream::write::Encoder::new(sealed, 3).map_err(io("cannot compress"))?;
+        let mut plain = HashWriter { inner: zstd, hash: Sha256::new(), bytes: 0 };
+        plain.write_all(ARCHIVE_MAGIC).map_err(io("cannot write the backup"))?;
+        let mut files = Vec::new();
+        for (path, bytes) in node_files(&node.dir)? {
+            let mut frame = vec![b'F'];
+            frame.extend_from_slice(&u16::try_from(path.len()).unwrap_or(u16::MAX).to_le_bytes());
+            frame.extend_from_slice(path.as_bytes());
+            frame.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            plain.write_all(&frame).and_then(|()| plain.write_all(&bytes)).map_err(io("cannot write the backup"))?;
+            files.push(FileSum { path, size: bytes.len() as u64, sha256: sha256_hex(&bytes) });
+        }
+        plain.write_all(b"S").map_err(io("cannot write the backup"))?;
+        let summary = node.store.dump(&mut plain, &mut |n| progress(Step::Rows(n)))?;
+        let plaintext_bytes = plain.bytes;
+        let sealed = plain.inner.finish().map_err(io("cannot compress"))?;
+        let mut outer = sealed.finish().map_err(io("cannot encrypt"))?;
+        outer.flush().map_err(io("cannot write the backup"))?;
+        let data = FileSum { path: data_name.clone(), size: outer.bytes, sha256: hex::encode(outer.hash.finalize()) };
+        let file = outer.inner.into_inner().map_err(|e| AppError::Failed(format!("cannot write the backup: {e}")))?;
+        file.sync_all().map_err(io("cannot sync the backup"))?;
+        Ok::<_, AppError>(Manifest {
+            generation: name.clone(),
+            created: rfc3339(now),
+            created_micros: now,
+            mamori: env!("CARGO_PKG_VERSION").to_string(),
+            store: node.store.kind().to_string(),
+            schema: summary.schema,
+            audit_size: summary.audit_size,
+            checkpoint: summary.checkpoint.map(|(size, note)| CheckpointRef { size, note }),
+            versions: summary.versions,
+            resources: summary.resources,
+            files,
+            tables: summary.tables,
+            data,
+            plaintext_bytes,
+            recipients: recipients.iter().map(|r| r.trim().to_string()).collect(),
+        })
+    })();
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&partial, repo.join(&data_name)).map_err(io("cannot name the backup"))?;
+    let body = format!(
+        "{MANIFEST_HEADER}\n{}\n",
+        serde_json::to_string(&manifest).map_err(|e| AppError::Failed(format!("manifest: {e}")))?
+    );
+    let note = node.signer.sign(&body).map_err(|e| AppError::Failed(format!("cannot sign the manifest: {e}")))?;
+    let mpartial = repo.join(format!("{name}.manifest.partial"));
+    write_synced(&mpartial, note.as_bytes())?;
+    std::fs::rename(&mpartial, repo.join(format!("{name}.manifest"))).map_err(io("cannot name the manifest"))?;
+    sync_dir(repo);
+    let mut entry =
+        mamori_audit::AuditRecord::new("backup-created", ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT");
+    entry.detail = Some(format!(
+        "generation {name} in {}: {} versions, {} audit entries, {} bytes encrypted (sha256 {})",
+        repo.display(),
+        manifest.versions,
+        manifest.audit_size,
+        manifest.data.size,
+        manifest.data.sha256
+    ));
+    node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    Ok(Created { manifest, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// A generation's name and its two files.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Its name.
+    pub name: String,
+    /// `NAME.manifest`.
+    pub manifest: PathBuf,
+    /// `NAME.age`.
+    pub data: PathBuf,
+}
+
+/// Every generation in `repo` (those with a manifest), oldest first.
+pub fn generations(repo: &Path) -> Result<Vec<Generation>, AppError> {
+    let rd = std::fs::read_dir(repo).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => AppError::NotFound(format!("no backup repository at `{}`", repo.display())),
+        _ => AppError::Failed(format!("cannot list `{}`: {e}", repo.display())),
+    })?;
+    let mut out: Vec<Generation> = rd
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".manifest")).map(str::to_string))
+        .filter(|n| valid_name(n))
+        .map(|name| Generation {
+            manifest: repo.join(format!("{name}.manifest")),
+            data: repo.join(format!("{name}.age")),
+            name,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// The generation named `name`, or the newest when `None` or `latest`.
+pub fn find(repo: &Path, name: Option<&str>) -> Result<Generation, AppError> {
+    let all = generations(repo)?;
+    match name.filter(|n| *n != "latest") {
+        None => all
+            .into_iter()
+            .next_back()
+            .ok_or_else(|| AppError::NotFound(format!("no backup generation in `{}`", repo.display()))),
+        Some(n) => all
+            .into_iter()
+            .find(|g| g.name == n)
+            .ok_or_else(|| AppError::NotFound(format!("no backup generation `{}` in `{}`", clip(n), repo.display()))),
+    }
+}
+
+/// Reads a generation's manifest and checks its signature with `verifier_key` (`origin+id+key`,
+/// as `mamori keys verifier-key` prints it) and that it names this generation.
+pub fn read_manifest(g: &Generation, verifier_key: &str) -> Result<Manifest, AppError> {
+    let text = std::fs::read_to_string(&g.manifest).map_err(io(format!("cannot read `{}`", g.manifest.display())))?;
+    let verifier = NoteVerifier::parse(verifier_key)
+        .map_err(|e| AppError::Invalid(format!("the verifier key does not parse: {e}")))?;
+    let body = verifier.verify(&text).map_err(|e| {
+        AppError::Invalid(format!(
+            "generation {}: the manifest's signature does not verify with this node's key ({e}): it was not written by this node or was changed",
+            g.name
+        ))
+    })?;
+    let json = body
+        .strip_prefix(MANIFEST_HEADER)
+        .and_then(|b| b.strip_prefix('\n'))
+        .ok_or_else(|| AppError::Invalid(format!("generation {}: not a backup manifest", g.name)))?;
+    let m: Manifest = serde_json::from_str(json.trim_end())
+        .map_err(|e| AppError::Invalid(format!("generation {}: the manifest does not parse: {e}", g.name)))?;
+    if m.generation != g.name || m.data.path != format!("{}.age", g.name) {
+        return Err(AppError::Invalid(format!(
+            "generation {}: the manifest is generation {}'s: files were renamed",
+            g.name,
+            clip(&m.generation)
+        )));
+    }
+    Ok(m)
+}
+
+/// Hashes the data file and compares it with the manifest.
+fn check_data(g: &Generation, m: &Manifest) -> Result<Option<String>, AppError> {
+    let f = match std::fs::File::open(&g.data) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Some(format!("generation {}: its data file `{}` is missing", g.name, m.data.path)));
+        }
+        Err(e) => return Err(AppError::Failed(format!("cannot read `{}`: {e}", g.data.display()))),
+    };
+    let mut r = BufReader::with_capacity(1 << 20, f);
+    let mut h = Sha256::new();
+    let mut n = 0u64;
+    loop {
+        let buf = r.fill_buf().map_err(io(format!("cannot read `{}`", g.data.display())))?;
+        if buf.is_empty() {
+            break;
+        }
+        h.update(buf);
+        let len = buf.len();
+        n += len as u64;
+        r.consume(len);
+    }
+    if n != m.data.size || hex::encode(h.finalize()) != m.data.sha256 {
+        return Ok(Some(format!(
+            "generation {}: the data file differs from the manifest ({n} bytes, manifest says {}): it was changed or damaged",
+            g.name, m.data.size
+        )));
+    }
+    Ok(None)
+}
+
+/// The archive of a generation, decrypted and decompressed, positioned at the start.
+fn open_archive(g: &Generation, ids: &[age::x25519::Identity]) -> Result<Box<dyn Read>, AppError> {
+    let f = std::fs::File::open(&g.data).map_err(io(format!("cannot read `{}`", g.data.display())))?;
+    let d = age::Decryptor::new(BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| AppError::Invalid(format!("generation {}: not an age file: {e}", g.name)))?;
+    let plain = d
+        .decrypt(ids.iter().map(|i| i as &dyn age::Identity))
+        .map_err(|e| AppError::Invalid(format!("generation {}: cannot decrypt with this identity: {e}", g.name)))?;
+    let z = zstd::stream::read::Decoder::new(plain).map_err(io("cannot decompress"))?;
+    Ok(Box::new(z))
+}
+
+/// Reads the archive's magic and file frames up to the store dump.
+fn read_files(r: &mut dyn Read, name: &str) -> Result<Vec<(String, Vec<u8>)>, AppError> {
+    let bad = |what: &str| AppError::Invalid(format!("generation {name}: {what}"));
+    let mut magic = [0u8; ARCHIVE_MAGIC.len()];
+    r.read_exact(&mut magic).map_err(|e| bad(&format!("cannot read the archive: {e}")))?;
+    if magic != ARCHIVE_MAGIC {
+        return Err(bad("not a Mamori backup archive"));
+    }
+    let mut files = Vec::new();
+    loop {
+        let mut tag = [0u8; 1];
+        r.read_exact(&mut tag).map_err(|e| bad(&format!("the archive is cut short: {e}")))?;
+        match tag[0] {
+            b'S' => return Ok(files),
+            b'F' => {}
+            _ => return Err(bad("the archive is damaged")),
+        }
+        let mut two = [0u8; 2];
+        r.read_exact(&mut two).map_err(|e| bad(&format!("the archive is cut short: {e}")))?;
+        let mut path = Vec::new();
+        r.take(u64::from(u16::from_le_bytes(two))).read_to_end(&mut path).map_err(|e| bad(&e.to_string()))?;
+        let path = String::from_utf8(path).map_err(|_| bad("a file name is not UTF-8"))?;
+        if !safe_path(&path) {
+            return Err(bad(&format!("unexpected file `{}` in the archive", clip(&path))));
+        }
+        let mut eight = [0u8; 8];
+        r.read_exact(&mut eight).map_err(|e| bad(&format!("the archive is cut short: {e}")))?;
+        let size = u64::from_le_bytes(eight);
+        if size > MAX_FILE {
+            return Err(bad("a file in the archive is too large"));
+        }
+        let mut bytes = Vec::new();
+        r.take(size).read_to_end(&mut bytes).map_err(|e| bad(&e.to_string()))?;
+        if bytes.len() as u64 != size {
+            return Err(bad("the archive is cut short"));
+        }
+        files.push((path, bytes));
+    }
+}
+
+/// Only `mamori.toml` and plain names under `keys/`: a crafted archive writes nowhere else.
+fn safe_path(p: &str) -> bool {
+    p == "mamori.toml"
+        || p.strip_prefix("keys/").is_some_and(|n| {
+            !n.is_empty()
+                && n != "."
+                && n != ".."
+                && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
+}
+
+fn compare_files(name: &str, m: &Manifest, files: &[(String, Vec<u8>)], problems: &mut Vec<String>) {
+    let got: Vec<FileSum> =
+        files.iter().map(|(p, b)| FileSum { path: p.clone(), size: b.len() as u64, sha256: sha256_hex(b) }).collect();
+    if got != m.files {
+        problems.push(format!("generation {name}: the configuration and key files differ from the manifest"));
+    }
+}
+
+fn compare_tables(name: &str, m: &Manifest, tables: &[TableSum], problems: &mut Vec<String>) {
+    if tables != m.tables.as_slice() {
+        let first = m
+            .tables
+            .iter()
+            .zip(tables)
+            .find(|(a, b)| a != b)
+            .map(|(a, _)| a.name.clone())
+            .unwrap_or_else(|| "the table list".into());
+        problems.push(format!("generation {name}: the store's tables differ from the manifest (first: {first})"));
+    }
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The generation.
+    pub generation: String,
+    /// Its manifest, when its signature verified.
+    pub manifest: Option<Manifest>,
+    /// Whether the data was decrypted and every file and table hash checked (an identity was
+    /// given).
+    pub decrypted: bool,
+    /// Problems; empty means the generation verifies.
+    pub problems: Vec<String>,
+}
+
+/// Checks a generation without restoring it: the manifest's signature, the data file's hash,
+/// and — with the identity — that it decrypts and every file and table matches its hash.
+pub fn verify(
+    repo: &Path,
+    generation: Option<&str>,
+    verifier_key: &str,
+    ids: Option<&[age::x25519::Identity]>,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Verified, AppError> {
+    let g = find(repo, generation)?;
+    let mut v = Verified { generation: g.name.clone(), manifest: None, decrypted: false, problems: Vec::new() };
+    let m = match read_manifest(&g, verifier_key) {
+        Ok(m) => m,
+        Err(AppError::Invalid(why)) => {
+            v.problems.push(why);
+            return Ok(v);
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(p) = check_data(&g, &m)? {
+        v.problems.push(p);
+    }
+    if let (Some(ids), true) = (ids, v.problems.is_empty()) {
+        let checked = (|| {
+            let mut r = open_archive(&g, ids)?;
+            let files = read_files(&mut *r, &g.name)?;
+            compare_files(&g.name, &m, &files, &mut v.problems);
+            let tables = mamori_store_sql::dump::check(&mut *r, &mut |n| progress(Step::Rows(n)))
+                .map_err(|e| AppError::Invalid(format!("generation {}: the store copy: {e}", g.name)))?;
+            compare_tables(&g.name, &m, &tables, &mut v.problems);
+            Ok::<_, AppError>(())
+        })();
+        match checked {
+            Ok(()) => v.decrypted = true,
+            Err(AppError::Invalid(why)) => v.problems.push(why),
+            Err(e) => return Err(e),
+        }
+    }
+    v.manifest = Some(m);
+    Ok(v)
+}
+
+/// How to restore.
+#[derive(Clone)]
+pub struct RestoreOptions<'a> {
+    /// The repository.
+    pub repo: &'a Path,
+    /// The generation (`None`: the newest).
+    pub generation: Option<&'a str>,
+    /// The node's verifier key (`mamori keys verifier-key`), kept apart from the backups.
+    pub verifier_key: &'a str,
+    /// The age identities.
+    pub ids: &'a [age::x25519::Identity],
+    /// A new data directory.
+    pub to: &'a Path,
+    /// A new, empty PostgreSQL database for the store (else the embedded store in `to`).
+    pub database: Option<&'a str>,
+    /// Only the record versions written at or before this time (Unix µs).
+    pub as_of: Option<i64>,
+    /// An external witness of the audit checkpoints to hold the copy against.
+    pub witness_dir: Option<&'a Path>,
+    /// Who restores (named in the restored trail).
+    pub operator: &'a str,
+}
+
+/// What a restore did and proved.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// The generation's manifest.
+    pub manifest: Manifest,
+    /// Rows loaded.
+    pub rows: u64,
+    /// Versions removed by `--as-of`.
+    pub rewound: u64,
+    /// Versions whose hash `fsck` recomputed.
+    pub fsck_checked: u64,
+    /// Audit entries verified.
+    pub audit_entries: u64,
+    /// Witness checkpoints the restored entries reproduce, and those later than the copy.
+    pub witness: (u64, u64),
+    /// Seconds from start to proven copy (the recovery time of this restore).
+    pub seconds: f64,
+    /// Problems the checks found; empty means the copy is proven.
+    pub problems: Vec<String>,
+}
+
+/// Restores a generation into a new data directory (and database), then proves it: every
+/// file and table against the signed manifest, `fsck` of every version hash, `audit verify` of
+/// the entries and checkpoints, the copy's newest checkpoint against the manifest's, and the
+/// entries against every checkpoint an external witness saw. Audited in the restored store.
+pub fn restore(opts: &RestoreOptions<'_>, progress: &mut dyn FnMut(Step)) -> Result<Restored, AppError> {
+    let started = std::time::Instant::now();
+    let g = find(opts.repo, opts.generation)?;
+    let m = read_manifest(&g, opts.verifier_key)?;
+    if let Some(p) = check_data(&g, &m)? {
+        return Err(AppError::Invalid(p));
+    }
+    let to = opts.to;
+    if to.exists() && std::fs::read_dir(to).map_err(io(format!("cannot read `{}`", to.display())))?.next().is_some() {
+        return Err(AppError::Conflict(format!(
+            "`{}` is not empty: a backup is restored only into a new data directory",
+            to.display()
+        )));
+    }
+    let mut r = open_archive(&g, opts.ids)?;
+    let files = read_files(&mut *r, &g.name)?;
+    let mut problems = Vec::new();
+    compare_files(&g.name, &m, &files, &mut problems);
+    if !problems.is_empty() {
+        return Err(AppError::Invalid(problems.join("; ")));
+    }
+    crate::node::create_private_dir(to).map_err(io(format!("cannot create `{}`", to.display())))?;
+    crate::node::create_private_dir(&to.join("keys")).map_err(io("cannot create the keys directory"))?;
+    for (path, bytes) in &files {
+        let dest = to.join(path);
+        if path == "mamori.toml" {
+            let text = String::from_utf8_lossy(bytes);
+            std::fs::write(&dest, set_store_database(&text, opts.database))
+                .map_err(io(format!("cannot write `{}`", dest.display())))?;
+        } else {
+            crate::node::write_private(&dest, bytes).map_err(io(format!("cannot write `{}`", dest.display())))?;
+        }
+    }
+    let clock: std::sync::Arc<dyn mamori_records::Clock> = std::sync::Arc::new(mamori_records::SystemClock);
+    let store = crate::backend::open(to, opts.database, clock)?;
+    let want = mamori_store_sql::schema::steps(if opts.database.is_some() {
+        mamori_store_sql::Dialect::Postgres
+    } else {
+        mamori_store_sql::Dialect::Sqlite
+    })
+    .len();
+    if i64::try_from(want).ok() != Some(m.schema) {
+        return Err(AppError::Invalid(format!(
+            "generation {} has store schema {} (Mamori {}); this build has schema {want}: restore it with Mamori {}",
+            g.name, m.schema, m.mamori, m.mamori
+        )));
+    }
+    if !store.is_empty_store()? {
+        return Err(AppError::Conflict(
+            "the target database is not empty: a backup is restored only into a new, empty database".into(),
+        ));
+    }
+    let tables = store
+        .load(&mut *r, &mut |n| progress(Step::Rows(n)))
+        .map_err(|e| AppError::Invalid(format!("generation {}: the store copy: {e}", g.name)))?;
+    compare_tables(&g.name, &m, &tables, &mut problems);
+    let rows = tables.iter().map(|t| t.rows).sum();
+    let rewound = match opts.as_of {
+        Some(t) => store.rewind(t)?,
+        None => 0,
+    };
+    drop(store);
+    // Opening the node rebuilds the search index and checks its keys against the store.
+    let node = crate::node::open_node_on(to, opts.database)?;
+    let ctx = Ctx::operator(&node, opts.operator);
+    let fsck = node.records.fsck_with(&mut |n| progress(Step::Versions(n)))?;
+    for mm in fsck.mismatches.iter().chain(&fsck.unparseable).take(20) {
+        problems.push(format!("fsck: {mm} does not match its hash"));
+    }
+    let audit = crate::audit_verify::verify_copy(to, opts.database, opts.verifier_key, opts.witness_dir, &mut |n| {
+        progress(Step::Entries(n))
+    })
+    .map_err(|e| AppError::Failed(format!("audit verify: {e}")))?;
+    problems.extend(audit.problems.iter().map(|p| format!("audit verify: {p}")));
+    if audit.entries < m.audit_size {
+        problems.push(format!("the copy holds {} audit entries; the manifest says {}", audit.entries, m.audit_size));
+    }
+    if let Some(cp) = &m.checkpoint {
+        let signed = NoteVerifier::parse(opts.verifier_key)
+            .and_then(|v| v.verify(&cp.note).and_then(mamori_audit::note::Checkpoint::parse));
+        match signed {
+            Ok(c) if c.size == cp.size && node.store.audit_root(cp.size).ok() == Some(c.root) => {}
+            _ => problems.push(format!(
+                "the copy's tree at size {} does not have the root of the checkpoint the manifest names",
+                cp.size
+            )),
+        }
+    }
+    let mut entry =
+        mamori_audit::AuditRecord::new("backup-restored", ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT");
+    if !problems.is_empty() {
+        entry.outcome = mamori_audit::Outcome::Failure;
+    }
+    entry.detail = Some(format!(
+        "generation {} of {} ({} audit entries, {} versions){}: {}",
+        g.name,
+        m.created,
+        m.audit_size,
+        m.versions,
+        opts.as_of.map(|t| format!(" as of {}", rfc3339(t))).unwrap_or_default(),
+        if problems.is_empty() { "proven".to_string() } else { problems.join("; ") }
+    ));
+    node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    Ok(Restored {
+        manifest: m,
+        rows,
+        rewound,
+        fsck_checked: fsck.checked,
+        audit_entries: audit.entries,
+        witness: (audit.witness_agreed, audit.witness_later),
+        seconds: started.elapsed().as_secs_f64(),
+        problems,
+    })
+}
+
+/// `mamori.toml` with `[store] database` set to `database` (or removed: the embedded store).
+/// Every other line is kept as it was.
+pub fn set_store_database(text: &str, database: Option<&str>) -> String {
+    let mut out = Vec::new();
+    let mut in_store = false;
+    let mut had_store = false;
+    let mut written = false;
+    let line_for = |url: &str| format!("database = {}", toml::Value::String(url.to_string()));
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            if in_store && !written {
+                if let Some(url) = database {
+                    out.push(line_for(url));
+                }
+                written = true;
+            }
+            in_store = t == "[store]";
+            had_store |= in_store;
+        } else if in_store && t.split('=').next().map(str::trim) == Some("database") {
+            if let Some(url) = database {
+                out.push(line_for(url));
+            }
+            written = true;
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    if in_store && !written {
+        if let Some(url) = database {
+            out.push(line_for(url));
+        }
+    } else if !had_store && let Some(url) = database {
+        out.push("[store]".into());
+        out.push(line_for(url));
+    }
+    let mut s = out.join("\n");
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_line_is_replaced_added_or_removed() {
+        let t = "# c\n[store]\ndatabase = \"postgres://a/b\"\n\n[audit]\nx = 1\n";
+        let s = set_store_database(t, None);
+        assert!(!s.contains("database"), "{s}");
+        assert!(s.contains("[audit]\nx = 1"), "{s}");
+        let s = set_store_database(t, Some("postgres://h/new"));
+        assert!(s.contains("database = \"postgres://h/new\""), "{s}");
+        assert!(!s.contains("postgres://a/b"), "{s}");
+        let s = set_store_database("[audit]\nx = 1\n", Some("postgres://h/n"));
+        assert!(s.ends_with("[store]\ndatabase = \"postgres://h/n\"\n"), "{s}");
+        let s = set_store_database("[store]\n[audit]\n", Some("postgres://h/n"));
+        assert!(s.starts_with("[store]\ndatabase = \"postgres://h/n\"\n[audit]"), "{s}");
+    }
+
+    #[test]
+    fn archive_paths_stay_inside_the_data_directory() {
+        for ok in ["mamori.toml", "keys/master.key", "keys/signing-ed25519.seed"] {
+            assert!(safe_path(ok), "{ok}");
+        }
+        for bad in ["../x", "keys/../mamori.db", "keys/", "keys/a/b", "/etc/passwd", "mamori.db", "keys/.."] {
+            assert!(!safe_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_key_pair_round_trips_through_age() {
+        let (id, rcpt) = keygen();
+        assert!(id.starts_with("AGE-SECRET-KEY-1") && rcpt.starts_with("age1"));
+        assert!(parse_recipients(&[rcpt]).is_ok());
+        assert!(parse_recipients(&["age1nope".into()]).is_err());
+        assert!(parse_recipients(&[]).is_err());
+    }
+}
