@@ -94,6 +94,9 @@ enum Command {
     /// restoring; restore into a new directory or database and prove it.
     #[command(subcommand)]
     Backup(crate::backup_cli::BackupCmd),
+    /// Emergency read-only mode (G5): every read served, every record write refused.
+    #[command(subcommand)]
+    Emergency(EmergencyCmd),
     /// Read one record as the operator (its newest version, or `Type/id/_history/n`), printed as
     /// stored. Audited exactly as a read through the API, in the operator's name.
     Read {
@@ -147,6 +150,45 @@ struct ServeArgs {
     /// are closed (1–3600).
     #[arg(long, default_value_t = 30, env = "MAMORI_DRAIN_SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     drain_secs: u64,
+    /// Emergency read-only mode on this node whatever is stored (非常時の参照専用): every read is
+    /// served, every record write refused — e.g. a restored copy serving charts during an
+    /// incident (docs/RECOVERY.md).
+    #[arg(long, env = "MAMORI_READ_ONLY")]
+    read_only: bool,
+}
+
+/// `mamori emergency` subcommands.
+#[derive(Debug, Subcommand)]
+enum EmergencyCmd {
+    /// Switch emergency read-only mode on or off for every node (applied within a second):
+    /// reads go on, record writes are refused. Audited and alerted.
+    ReadOnly {
+        #[command(flatten)]
+        dir: DataDir,
+        /// `on` or `off`.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Who switches it.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// Whether emergency read-only mode is on, since which change and why.
+    Status(DataDir),
+    /// Isolate the system (docs/RECOVERY.md, step 1): revoke every token, end every session,
+    /// switch read-only mode on. Audited and alerted.
+    Isolate {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Who isolates.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
 }
 
 pub use crate::user_cli::UserCmd;
@@ -567,6 +609,36 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Baseline(c) => crate::baseline_cli::run(c),
         Command::Approvals(c) => crate::approvals_cli::run(c),
         Command::Backup(c) => crate::backup_cli::run(c),
+        Command::Emergency(EmergencyCmd::ReadOnly { dir, state, reason, operator }) => {
+            let node = dir.open()?;
+            mamori_app::emergency::switch(&Ctx::operator(&node, &operator), &node, state == "on", &reason)?;
+            println!(
+                "emergency read-only mode {}: every node applies it within a second",
+                if state == "on" { "ON" } else { "OFF" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emergency(EmergencyCmd::Isolate { dir, reason, operator }) => {
+            let node = dir.open()?;
+            let i = mamori_app::emergency::isolate(&Ctx::operator(&node, &operator), &node, &reason)?;
+            println!(
+                "isolated: {} tokens revoked, {} sessions ended; emergency read-only mode {}",
+                i.tokens,
+                i.sessions,
+                if i.read_only_switched { "switched ON" } else { "was already on" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Emergency(EmergencyCmd::Status(dir)) => {
+            let node = dir.open()?;
+            let (m, version) = mamori_app::emergency::stored(&node)?;
+            match (m.read_only, version) {
+                (true, _) => println!("emergency read-only mode: ON ({})", m.reason),
+                (false, Some(_)) => println!("emergency read-only mode: off (last switched off: {})", m.reason),
+                (false, None) => println!("emergency read-only mode: off"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Fsck(d) => {
             let node = d.open()?;
             let lang = Lang::from_env();
@@ -661,6 +733,10 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     let mut node = a.dir.open()?;
     // The certificate served is part of the configuration the baseline covers (#25).
     node.tls_cert = a.tls_cert.clone();
+    node.read_only_pinned = a.read_only;
+    if mamori_app::emergency::apply(&node)? {
+        eprintln!("mamori: emergency read-only mode: every record write is refused");
+    }
     // The JWKS is never empty, even before the first ID token (#28).
     signing_keys::ensure_signing_key(&Ctx::operator(&node, "mamori-serve"), &node)?;
     node.monitor_clock();

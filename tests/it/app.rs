@@ -289,6 +289,8 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     let tenant = serde_json::json!({"tenant": {"mfa": true}});
     mamori_app::external::add(&op, node, "tenant", tenant.clone(), vec!["reg-feed".into()], "go-live").unwrap();
     assert!(!mamori_app::external::check(&op, node, "tenant", &tenant).unwrap().drift());
+    mamori_app::emergency::switch(&op, node, true, "drill").unwrap();
+    mamori_app::emergency::switch(&op, node, false, "drill over").unwrap();
     // With a second person who may approve, a high-risk change is a change request.
     h.add_user("manager1", &["security_manager"], "Practitioner/sm1");
     let held = mamori_app::baseline::approve(&op, node, "second baseline");

@@ -414,3 +414,237 @@ fn ensure_age() {
         assert!(o.status.success(), "installing age: {}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+#[test]
+fn emergency_read_only_mode_serves_every_read_and_refuses_every_write() {
+    let site = Site::new();
+    let server = start(&site.dir, &[]);
+    let tok = token(server.addr, &site.dir, "clinic");
+    let auth = format!("Bearer {tok}");
+    let h = [("Authorization", auth.as_str()), ("Content-Type", "application/fhir+json")];
+    let id = post(server.addr, &tok, &patient("参照")).unwrap();
+    let mut v2 = patient("参照二");
+    v2["id"] = Value::from(id.clone());
+    assert_eq!(
+        http(server.addr, "PUT", &format!("/fhir/Patient/{id}"), &h, v2.to_string().as_bytes()).unwrap().status,
+        200
+    );
+
+    let o = cli(&["emergency", "read-only", "on", "--reason", "ransomware suspected", "--data-dir", site.d()]);
+    assert!(o.status.success(), "{}", out(&o));
+    // Every node applies it within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let refused = loop {
+        let r = http(server.addr, "POST", "/fhir/Patient", &h, patient("新規").to_string().as_bytes()).unwrap();
+        if r.status != 201 || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(refused.status, 503, "{}", String::from_utf8_lossy(&refused.body));
+    let oo = refused.json();
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert!(oo["issue"][0]["diagnostics"].as_str().unwrap().contains("read-only"), "{oo}");
+    // Every kind of write is refused; nothing stored changes.
+    let mut v3 = patient("参照三");
+    v3["id"] = Value::from(id.clone());
+    let put = http(server.addr, "PUT", &format!("/fhir/Patient/{id}"), &h, v3.to_string().as_bytes()).unwrap();
+    assert_eq!(put.status, 503);
+    assert_eq!(http(server.addr, "DELETE", &format!("/fhir/Patient/{id}"), &h, b"").unwrap().status, 503);
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("束"), "request": {"method": "POST", "url": "Patient"}}]});
+    let t = http(server.addr, "POST", "/fhir", &h, bundle.to_string().as_bytes()).unwrap();
+    assert_eq!(t.status, 503, "{}", String::from_utf8_lossy(&t.body));
+    // Every read goes on: the record, each version, history, search.
+    let r = http(server.addr, "GET", &format!("/fhir/Patient/{id}"), &h, b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["meta"]["versionId"], "2");
+    let r = http(server.addr, "GET", &format!("/fhir/Patient/{id}/_history/1"), &h, b"").unwrap();
+    assert_eq!((r.status, r.json()["name"][0]["family"].clone()), (200, Value::from("参照")));
+    let r = http(server.addr, "GET", &format!("/fhir/Patient/{id}/_history"), &h, b"").unwrap();
+    assert_eq!(r.json()["entry"].as_array().unwrap().len(), 2);
+    let r = http(server.addr, "GET", "/fhir/Patient?family=参照", &h, b"").unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!r.json()["entry"].as_array().unwrap().is_empty());
+    // The command line is refused too, and says why.
+    let file = site.tmp.path().join("one.ndjson");
+    std::fs::write(&file, format!("{}\n", patient("取込"))).unwrap();
+    let o = cli(&["import", "--data-dir", site.d(), file.to_str().unwrap()]);
+    assert!(out(&o).contains("read-only"), "{}", out(&o));
+    let st = ok(&["emergency", "status", "--data-dir", site.d()]);
+    assert!(st.contains("ON (ransomware suspected)"), "{st}");
+    let trail = ok(&["audit", "export", "--format", "ndjson", "--data-dir", site.d()]);
+    assert!(trail.lines().any(|l| l.contains("\"alert-emergency-mode\"") && l.contains("ON")), "no alert");
+    assert!(
+        trail.lines().any(|l| l.contains("\"create\"") && l.contains("\"failure\"") && l.contains("503")),
+        "the refused create is not in the audit trail"
+    );
+    // Off again: writes are accepted.
+    ok(&["emergency", "read-only", "off", "--reason", "incident closed", "--data-dir", site.d()]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while post(server.addr, &tok, &patient("再開")).is_none() {
+        assert!(std::time::Instant::now() < deadline, "writes not accepted after read-only mode was switched off");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(server);
+
+    // `serve --read-only` pins a node read-only whatever is stored (a restored copy serving charts).
+    let s = start(&site.dir, &["--read-only"]);
+    let r = http(s.addr, "POST", "/fhir/Patient", &h, patient("固定").to_string().as_bytes()).unwrap();
+    assert_eq!(r.status, 503);
+    assert_eq!(http(s.addr, "GET", &format!("/fhir/Patient/{id}"), &h, b"").unwrap().status, 200);
+}
+
+/// Sets `[audit] witness_dir` in the data directory's mamori.toml (the default file has the
+/// table with the line commented out; a PostgreSQL test's file may not have the table).
+fn set_witness(dir: &Path, witness: &Path) {
+    let toml = dir.join("mamori.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    let line = format!("witness_dir = \"{}\"", witness.display());
+    let new = if text.contains("# witness_dir = \"/mnt/witness/mamori\"") {
+        text.replace("# witness_dir = \"/mnt/witness/mamori\"", &line)
+    } else {
+        format!("{text}\n[audit]\n{line}\n")
+    };
+    std::fs::write(&toml, new).unwrap();
+}
+
+/// docs/RECOVERY.md, followed step by step: isolate, choose a clean generation, restore and
+/// prove it against the witness, serve it read-only, return to service.
+#[test]
+fn the_ransomware_runbook_works_end_to_end() {
+    let site = Site::new();
+    let witness = site.tmp.path().join("witness");
+    set_witness(&site.dir, &witness);
+    let server = start(&site.dir, &[]);
+    let tok = token(server.addr, &site.dir, "ward");
+    let ids: Vec<String> = (0..10).map(|i| post(server.addr, &tok, &patient(&format!("病棟{i}"))).unwrap()).collect();
+    // Checkpoints reach the witness at least every second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !witness.join("checkpoints.log").exists() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint reached the witness");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let clean = site.create();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The incident: writes that must not be trusted.
+    let bad = post(server.addr, &tok, &patient("暗号化")).unwrap();
+
+    // 1. Isolate: every token and session ends, writes stop on every node.
+    let text = ok(&["emergency", "isolate", "--reason", "ransomware suspected", "--data-dir", site.d()]);
+    assert!(text.contains("tokens revoked") && text.contains("switched ON"), "{text}");
+    let r = http(
+        server.addr,
+        "GET",
+        &format!("/fhir/Patient/{}", ids[0]),
+        &[("Authorization", &format!("Bearer {tok}"))],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 401, "an old token still works");
+    drop(server);
+
+    // 2. Choose a clean generation: its signature, hashes and decryption verify.
+    let listed = ok(&["backup", "list", "--data-dir", site.d(), "--repo", site.repo().to_str().unwrap()]);
+    assert!(listed.contains(&clean), "{listed}");
+    ok(&[
+        "backup",
+        "verify",
+        "--data-dir",
+        site.d(),
+        "--repo",
+        site.repo().to_str().unwrap(),
+        "--generation",
+        &clean,
+        "--identity",
+        site.identity.to_str().unwrap(),
+    ]);
+    // 3. Restore on (another) machine with the verifier key kept apart, and prove it against the witness.
+    let vkey = ok(&["audit", "verifier-key", "--data-dir", site.d()]).trim().to_string();
+    let to = site.tmp.path().join("recovered");
+    let o = cli(&[
+        "backup",
+        "restore",
+        "--verifier-key",
+        &vkey,
+        "--repo",
+        site.repo().to_str().unwrap(),
+        "--generation",
+        &clean,
+        "--identity",
+        site.identity.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--witness-dir",
+        witness.to_str().unwrap(),
+    ]);
+    let text = out(&o);
+    assert!(o.status.success() && text.contains("restore proven"), "{text}");
+    let agreed: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("witness: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(agreed >= 1, "no witness checkpoint was reproduced: {text}");
+    // A witness that saw another log fails the restore.
+    let other = Site::new();
+    let other_witness = other.tmp.path().join("w");
+    std::fs::create_dir_all(&other_witness).unwrap();
+    std::fs::copy(witness.join("checkpoints.log"), other_witness.join("checkpoints.log")).unwrap();
+    let mut log = std::fs::read_to_string(other_witness.join("checkpoints.log")).unwrap();
+    log = log.replacen("\n\n", "\nX\n\n", 1);
+    std::fs::write(other_witness.join("checkpoints.log"), log).unwrap();
+    let o = cli(&[
+        "backup",
+        "restore",
+        "--verifier-key",
+        &vkey,
+        "--repo",
+        site.repo().to_str().unwrap(),
+        "--generation",
+        &clean,
+        "--identity",
+        site.identity.to_str().unwrap(),
+        "--to",
+        site.tmp.path().join("not-proven").to_str().unwrap(),
+        "--witness-dir",
+        other_witness.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("restore NOT proven"), "{}", out(&o));
+
+    // 4. Serve the proven copy read-only: charts readable (with a new token), nothing written.
+    let s = start(&to, &["--read-only"]);
+    let tok2 = token(s.addr, &to, "ward-recovered");
+    let auth2 = format!("Bearer {tok2}");
+    for id in &ids {
+        assert_eq!(
+            http(s.addr, "GET", &format!("/fhir/Patient/{id}"), &[("Authorization", &auth2)], b"").unwrap().status,
+            200
+        );
+    }
+    assert_eq!(
+        http(s.addr, "GET", &format!("/fhir/Patient/{bad}"), &[("Authorization", &auth2)], b"").unwrap().status,
+        404,
+        "a write made after the clean generation came back"
+    );
+    assert_eq!(
+        http(
+            s.addr,
+            "POST",
+            "/fhir/Patient",
+            &[("Authorization", &auth2), ("Content-Type", "application/fhir+json")],
+            patient("x").to_string().as_bytes()
+        )
+        .unwrap()
+        .status,
+        503
+    );
+    drop(s);
+    // 5. Return to service: the copy serves writes again.
+    let s = start(&to, &[]);
+    assert!(post(s.addr, &tok2, &patient("復旧後")).is_some(), "the recovered system does not accept writes");
+    let st = ok(&["emergency", "status", "--data-dir", to.to_str().unwrap()]);
+    assert!(st.contains("off"), "{st}");
+}

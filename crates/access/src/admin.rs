@@ -61,11 +61,13 @@ pub enum AdminAct {
     /// of policies, class rules or the baseline, a grant of administrative rights, an application
     /// with `system/` scopes. Nobody approves their own.
     ApproveChange,
+    /// Switch emergency read-only mode (非常時の参照専用, G5) on or off while serving.
+    EmergencyMode,
 }
 
 impl AdminAct {
     /// Every act, for tables and tests.
-    pub const ALL: [AdminAct; 12] = [
+    pub const ALL: [AdminAct; 13] = [
         AdminAct::ManageUsers,
         AdminAct::ManageClients,
         AdminAct::SetPolicies,
@@ -78,6 +80,7 @@ impl AdminAct {
         AdminAct::ReadAudit,
         AdminAct::ApproveBaseline,
         AdminAct::ApproveChange,
+        AdminAct::EmergencyMode,
     ];
 
     /// The operation name the policies see.
@@ -95,6 +98,7 @@ impl AdminAct {
             AdminAct::ReadAudit => "read-audit",
             AdminAct::ApproveBaseline => "approve-baseline",
             AdminAct::ApproveChange => "approve-change",
+            AdminAct::EmergencyMode => "emergency-mode",
         }
     }
 

@@ -213,20 +213,22 @@ pub fn verify(
     witness_dir: Option<&Path>,
     progress: &mut dyn FnMut(u64),
 ) -> Fallible<Report> {
-    verify_log(dir, database, verifier_key, witness_dir, false, progress)
+    verify_log(dir, database, verifier_key, witness_dir, None, progress)
 }
 
 /// [`verify`] for a copy restored from a backup (#27): the copy may be older than what the
-/// witnesses saw. Every witness checkpoint the copy's entries reach must be reproduced by them
-/// (its root recomputed at its size); later ones are counted, not failed.
+/// witnesses saw. Every witness checkpoint up to `copied` entries (what the backup held; entries
+/// after it are the restore's own) must be reproduced by the entries (its root recomputed at its
+/// size); later ones are counted, not failed.
 pub fn verify_copy(
     dir: &Path,
     database: Option<&str>,
     verifier_key: &str,
     witness_dir: Option<&Path>,
+    copied: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Fallible<Report> {
-    verify_log(dir, database, verifier_key, witness_dir, true, progress)
+    verify_log(dir, database, verifier_key, witness_dir, Some(copied), progress)
 }
 
 fn verify_log(
@@ -234,9 +236,11 @@ fn verify_log(
     database: Option<&str>,
     verifier_key: &str,
     witness_dir: Option<&Path>,
-    older_copy: bool,
+    copied: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Fallible<Report> {
+    let older_copy = copied.is_some();
+    let copied = copied.unwrap_or(u64::MAX);
     let verifier = NoteVerifier::parse(verifier_key)?;
     let configured = crate::config::load(&dir.join("mamori.toml")).ok().and_then(|c| c.database);
     let url = database.or(configured.as_deref());
@@ -303,7 +307,7 @@ fn verify_log(
             }
             range.push(lh);
             if older_copy {
-                for w in witness.iter().filter(|w| w.size == range.size()) {
+                for w in witness.iter().filter(|w| w.size == range.size() && w.size <= copied) {
                     if w.root == range.root() {
                         report.witness_agreed += 1;
                     } else {
@@ -356,7 +360,7 @@ fn verify_log(
         }
     }
     if older_copy {
-        report.witness_later = witness.iter().filter(|w| w.size > report.entries).count() as u64;
+        report.witness_later = witness.iter().filter(|w| w.size > report.entries.min(copied)).count() as u64;
     }
     report.problems.extend(trigger_problems);
     Ok(report)

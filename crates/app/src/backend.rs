@@ -77,6 +77,8 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
         input: &mut dyn std::io::Read,
         progress: &mut dyn FnMut(u64),
     ) -> Result<Vec<mamori_store_sql::dump::TableSum>, Error>;
+    /// Revokes every token and ends every session: `(tokens, sessions)`.
+    fn revoke_everything(&self) -> Result<(u64, u64), Error>;
     /// Whether the store holds no data yet (a restore's target).
     fn is_empty_store(&self) -> Result<bool, Error>;
     /// Whether a load began here and did not finish (the store is not a copy of anything).
@@ -170,6 +172,9 @@ impl<D: Db> Backend for SqlStore<D> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Vec<mamori_store_sql::dump::TableSum>, Error> {
         SqlStore::load(self, input, progress)
+    }
+    fn revoke_everything(&self) -> Result<(u64, u64), Error> {
+        SqlStore::revoke_everything(self)
     }
     fn is_empty_store(&self) -> Result<bool, Error> {
         SqlStore::is_empty(self)

@@ -731,9 +731,14 @@ pub fn restore(opts: &RestoreOptions<'_>, progress: &mut dyn FnMut(Step)) -> Res
     for mm in fsck.mismatches.iter().chain(&fsck.unparseable).take(20) {
         problems.push(format!("fsck: {mm} does not match its hash"));
     }
-    let audit = crate::audit_verify::verify_copy(to, opts.database, opts.verifier_key, opts.witness_dir, &mut |n| {
-        progress(Step::Entries(n))
-    })
+    let audit = crate::audit_verify::verify_copy(
+        to,
+        opts.database,
+        opts.verifier_key,
+        opts.witness_dir,
+        m.audit_size,
+        &mut |n| progress(Step::Entries(n)),
+    )
     .map_err(|e| AppError::Failed(format!("audit verify: {e}")))?;
     problems.extend(audit.problems.iter().map(|p| format!("audit verify: {p}")));
     if audit.entries < m.audit_size {

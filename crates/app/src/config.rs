@@ -98,6 +98,7 @@ session_absolute_secs = 43200
 # settings = "revert"
 # baseline = "revert"
 # external-settings = "revert"
+# emergency-mode = "revert"
 # schema = "revert"         # the guard triggers are put back
 "#;
 
@@ -154,7 +155,7 @@ pub enum Response {
 }
 
 /// The items `[integrity.response]` names, with their defaults.
-pub const RESPONSE_DEFAULTS: [(&str, Response); 9] = [
+pub const RESPONSE_DEFAULTS: [(&str, Response); 10] = [
     ("policies", Response::Block),
     ("class-rules", Response::Block),
     ("client", Response::Block),
@@ -163,6 +164,7 @@ pub const RESPONSE_DEFAULTS: [(&str, Response); 9] = [
     ("settings", Response::Revert),
     ("baseline", Response::Revert),
     ("external-settings", Response::Revert),
+    ("emergency-mode", Response::Revert),
     ("schema", Response::Revert),
 ];
 

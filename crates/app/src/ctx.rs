@@ -101,6 +101,7 @@ impl From<mamori_records::RecordError> for AppError {
             R::Invalid(_) | R::Unprocessable(_) => AppError::Invalid(e.to_string()),
             R::Store(s) if s.is_transient() => AppError::Unavailable(s.to_string()),
             R::Unaudited(m) => AppError::Unavailable(format!("the audit trail could not be written: {m}")),
+            R::ReadOnly => AppError::Unavailable(e.to_string()),
             other => AppError::Failed(other.to_string()),
         }
     }

@@ -22,6 +22,7 @@ pub mod clinical;
 pub mod clock_sync;
 pub mod config;
 mod ctx;
+pub mod emergency;
 pub mod external;
 pub mod import;
 pub mod keys;

@@ -389,6 +389,14 @@ const JA: &[(&str, &str)] = &[
     ),
     ("resource type `{}`", "リソース型 `{1}`"),
     // Backups (#27).
+    ("cannot read the emergency mode: {}", "非常時モードの状態を読めません: {1:t}"),
+    ("switching emergency read-only mode needs a reason", "非常時の参照専用モードの切り替えには理由が必要です"),
+    (
+        "the system is in emergency read-only mode: records can be read but not written",
+        "非常時の参照専用モードです。記録の閲覧はできますが、書き込みはできません",
+    ),
+    ("emergency read-only mode is already on", "非常時の参照専用モードはすでにオンです"),
+    ("emergency read-only mode is already off", "非常時の参照専用モードはすでにオフです"),
     (
         "give --verifier-key (from `mamori audit verifier-key`) or --data-dir of the node that took the backups",
         "--verifier-key（`mamori audit verifier-key` の出力）か、バックアップを取ったノードの --data-dir を指定してください",

@@ -99,6 +99,9 @@ pub struct Node {
     /// configuration path at every integrity check, so a swapped or renewed certificate is a
     /// difference from the baseline (`crate::baseline`).
     pub tls_cert: Option<PathBuf>,
+    /// `serve --read-only`: this node stays in emergency read-only mode whatever is stored
+    /// (`crate::emergency`).
+    pub read_only_pinned: bool,
 }
 
 #[cfg(unix)]
@@ -231,7 +234,7 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
         synchronized: None,
         offset_ms: None,
     }));
-    Ok(Node {
+    let node = Node {
         dir: dir.to_path_buf(),
         config,
         store,
@@ -245,7 +248,12 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
         enforcer,
         request_key,
         tls_cert: None,
-    })
+        read_only_pinned: false,
+    };
+    if crate::emergency::apply(&node).map_err(|e| NodeError::Stored(format!("cannot read the emergency mode: {e}")))? {
+        tracing::warn!("emergency read-only mode is on: record writes are refused");
+    }
+    Ok(node)
 }
 
 /// The key configuration versions are sealed with: derived from the master key, so every node
@@ -545,6 +553,7 @@ impl Node {
         }
         self.enforcer.set_engine(load_policies(&*self.store)?);
         self.enforcer.set_rules(load_class_rules(&*self.store)?);
+        crate::emergency::apply(self).map_err(|e| NodeError::Stored(format!("cannot read the emergency mode: {e}")))?;
         *seen = generation;
         Ok(true)
     }

@@ -43,11 +43,14 @@ pub enum ConfigKind {
     /// The checks of an external baseline (workflow state; `crate::external::Recorded`), by
     /// name: every check is a version.
     ExternalCheck,
+    /// Emergency read-only mode (`crate::emergency::Mode`), key `read-only`: every node applies
+    /// it within a second.
+    EmergencyMode,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 12] = [
+    pub const ALL: [ConfigKind; 13] = [
         ConfigKind::Client,
         ConfigKind::Account,
         ConfigKind::SigningKey,
@@ -60,6 +63,7 @@ impl ConfigKind {
         ConfigKind::ChangeRequest,
         ConfigKind::ExternalSettings,
         ConfigKind::ExternalCheck,
+        ConfigKind::EmergencyMode,
     ];
 
     /// The name stored in `config_versions.kind`.
@@ -77,6 +81,7 @@ impl ConfigKind {
             ConfigKind::ChangeRequest => "change-request",
             ConfigKind::ExternalSettings => "external-settings",
             ConfigKind::ExternalCheck => "external-check",
+            ConfigKind::EmergencyMode => "emergency-mode",
         }
     }
 
@@ -100,6 +105,7 @@ impl ConfigKind {
             ConfigKind::ChangeRequest => ("変更の承認依頼", "change request"),
             ConfigKind::ExternalSettings => ("外部システムの設定", "external settings"),
             ConfigKind::ExternalCheck => ("外部システムの設定の確認", "external settings check"),
+            ConfigKind::EmergencyMode => ("非常時の参照専用モード", "emergency read-only mode"),
         }
     }
 
@@ -119,6 +125,7 @@ impl ConfigKind {
             ConfigKind::ChangeRequest => Some(AdminAct::ApproveChange),
             ConfigKind::ExternalSettings => Some(AdminAct::ApproveBaseline),
             ConfigKind::ExternalCheck => Some(AdminAct::ReadAudit),
+            ConfigKind::EmergencyMode => Some(AdminAct::EmergencyMode),
         }
     }
 
@@ -183,6 +190,9 @@ impl ConfigKind {
             }
             ConfigKind::ExternalCheck => {
                 serde_json::from_value::<crate::external::Recorded>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::EmergencyMode => {
+                serde_json::from_value::<crate::emergency::Mode>(v.clone()).map(|_| ()).map_err(shape)
             }
         }
     }

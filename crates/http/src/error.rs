@@ -126,6 +126,14 @@ impl ApiError {
                         ),
                     )
                 }
+                RecordError::ReadOnly => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    one(
+                        IssueCode::Transient,
+                        "the system is in emergency read-only mode: records can be read but not written; nothing was changed (非常時の参照専用モードです。記録の閲覧はできますが、書き込みはできません)"
+                            .into(),
+                    ),
+                ),
                 RecordError::Store(e) => {
                     tracing::error!(error = %e, "storage failure");
                     (

@@ -152,6 +152,9 @@ pub enum RecordError {
     /// closed); the message is for logs.
     #[error("audit trail unavailable: {0}")]
     Unaudited(String),
+    /// Emergency read-only mode is on: nothing is written (503).
+    #[error("the system is in emergency read-only mode: records can be read but not written")]
+    ReadOnly,
 }
 
 impl RecordError {
@@ -168,7 +171,7 @@ impl RecordError {
             RecordError::Forbidden(_) => 403,
             RecordError::Store(e) if e.is_transient() => 503,
             RecordError::Store(_) => 500,
-            RecordError::Unaudited(_) => 503,
+            RecordError::Unaudited(_) | RecordError::ReadOnly => 503,
         }
     }
 

@@ -167,6 +167,8 @@ pub struct Records {
     clock: Arc<dyn Clock>,
     retention: RetentionPolicy,
     labeler: Option<Arc<dyn Labeler>>,
+    /// Emergency read-only mode (非常時の参照専用, G5/R3): every record write is refused.
+    read_only: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Version `version` of a record (the newest when `None`), deleted or not, if it is stored and
@@ -367,7 +369,7 @@ impl Records {
         clock: Arc<dyn Clock>,
         retention: RetentionPolicy,
     ) -> Self {
-        Records { store, audit, clock, retention, labeler: None }
+        Records { store, audit, clock, retention, labeler: None, read_only: Arc::default() }
     }
 
     /// Labels every stored resource (and its Provenance) with `labeler`.
@@ -381,7 +383,33 @@ impl Records {
         &self.retention
     }
 
+    /// Turns emergency read-only mode on or off: while on, every record write (create, update,
+    /// patch, delete, import, transaction, approve, purge) is refused with
+    /// [`RecordError::ReadOnly`]; reads, searches and history, break-glass grants and the audit
+    /// trail go on.
+    pub fn set_read_only(&self, on: bool) {
+        self.read_only.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether emergency read-only mode is on.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The one path of every record write: refused in read-only mode.
     pub(crate) fn write<R: Send>(
+        &self,
+        f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError> + Send,
+    ) -> Result<R, RecordError> {
+        if self.is_read_only() {
+            return Err(RecordError::ReadOnly);
+        }
+        self.write_state(f)
+    }
+
+    /// A write of access state beside the records (break-glass grants and their review), which
+    /// read-only mode keeps open: reading charts in an emergency may need break-glass.
+    pub(crate) fn write_state<R: Send>(
         &self,
         mut f: impl FnMut(&mut dyn Tx) -> Result<R, RecordError> + Send,
     ) -> Result<R, RecordError> {
@@ -1251,7 +1279,7 @@ impl Records {
             return Err(RecordError::Forbidden("break-glass is for a person signed in, not an application".into()));
         }
         let rt = ResourceType::parse("Patient")?;
-        self.write(|tx| {
+        self.write_state(|tx| {
             live(tx.current(&rt, patient)?, &rt, patient)?;
             let now = self.now(tx)?;
             let g = BreakGlassGrant {
@@ -1336,7 +1364,7 @@ impl Records {
         if note.trim().is_empty() {
             return Err(RecordError::invalid(IssueCode::Value, "closing a review needs a note"));
         }
-        self.write(|tx| {
+        self.write_state(|tx| {
             let now = self.now(tx)?;
             let grants = tx.break_glass_grants(true)?;
             let Some(g) = grants.iter().find(|g| g.id == id) else {

@@ -277,6 +277,17 @@ impl<D: Db> SqlStore<D> {
         })
     }
 
+    /// Revokes every access and refresh token and ends every browser session, of every person
+    /// and application (isolating a system in an incident); returns `(tokens, sessions)`.
+    pub fn revoke_everything(&self) -> Result<(u64, u64), Error> {
+        self.db().write(|c| {
+            let t = c.execute("UPDATE access_tokens SET revoked = ?1 WHERE revoked = ?2", &vals![true, false])?
+                + c.execute("UPDATE refresh_tokens SET revoked = ?1 WHERE revoked = ?2", &vals![true, false])?;
+            let s = c.execute("DELETE FROM sessions", &[])?;
+            Ok((t, s))
+        })
+    }
+
     /// Whether a load into this store began and did not finish.
     pub fn restore_incomplete(&self) -> Result<bool, Error> {
         Ok(self.flag_get("restore-incomplete")?.is_some())
