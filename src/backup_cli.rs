@@ -39,6 +39,42 @@ pub enum BackupCmd {
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
     },
+    /// Remove the generations `[backup] keep_*` does not keep (the newest 5 always stay);
+    /// audited. --dry-run only lists them.
+    Prune {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The repository (default: `[backup] repository`).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who prunes.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// A restore drill (B2): restore the newest (or a random) generation into a scratch
+    /// directory, prove it, measure recovery time and point, record the signed result as
+    /// evidence. Run it where the backup identity is kept; exit 1 if the restore is not proven.
+    Drill {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The repository (default: `[backup] repository`).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// The age identity file.
+        #[arg(long)]
+        identity: PathBuf,
+        /// A random generation instead of the newest.
+        #[arg(long)]
+        random: bool,
+        /// Who runs it.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// The latest restore drill: when, which generation, recovery time and point, result.
+    DrillStatus(DataDir),
     /// The generations in a repository, oldest first, each with its manifest's signature checked.
     List {
         #[command(flatten)]
@@ -190,6 +226,50 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
             println!("  {}", repo.join(format!("{}.manifest", m.generation)).display());
             Ok(ExitCode::SUCCESS)
         }
+        BackupCmd::Prune { dir, repo, dry_run, operator } => {
+            let node = dir.open()?;
+            let repo = repo
+                .or_else(|| node.config.backup_repository.clone())
+                .ok_or("give --repo (or set [backup] repository in mamori.toml)")?;
+            let p =
+                backup::prune(&Ctx::operator(&node, &operator), &node, &repo, node.config.backup_retention, dry_run)?;
+            for n in &p.removed {
+                println!("{} {n}", if dry_run { "would remove" } else { "removed" });
+            }
+            for (n, why) in &p.refused {
+                println!("COULD NOT REMOVE {n}: {why}");
+            }
+            println!(
+                "kept {} generation(s), {} {}",
+                p.kept.len(),
+                if dry_run { "would remove" } else { "removed" },
+                p.removed.len()
+            );
+            Ok(if p.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        BackupCmd::Drill { dir, repo, identity, random, operator } => {
+            let node = dir.open()?;
+            let repo = repo
+                .or_else(|| node.config.backup_repository.clone())
+                .ok_or("give --repo (or set [backup] repository in mamori.toml)")?;
+            let ids = backup::read_identities(&identity)?;
+            let mut progress = Progress::on_stderr(false);
+            let d = backup::drill(&Ctx::operator(&node, &operator), &node, &repo, &ids, random, &mut |s| {
+                show(&mut progress, lang, s)
+            });
+            progress.finish();
+            let d = d?;
+            print_drill(&d);
+            Ok(if d.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        BackupCmd::DrillStatus(dir) => {
+            let node = dir.open()?;
+            match backup::last_drill(&node)? {
+                Some(d) => print_drill(&d),
+                None => println!("no restore drill recorded"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BackupCmd::List { key, repo } => {
             let vkey = key.key()?;
             let repo = key.repo(repo)?;
@@ -301,6 +381,27 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
                 Ok(ExitCode::from(1))
             }
         }
+    }
+}
+
+fn print_drill(d: &backup::Drill) {
+    let at = time::OffsetDateTime::from_unix_timestamp(d.at / 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default();
+    println!(
+        "restore drill {at} of {}: {} — RTO {:.1} s, RPO {} s; {} rows, {} versions re-hashed, {} audit entries, {} witness checkpoint(s)",
+        d.generation,
+        if d.passed() { "proven" } else { "FAILED" },
+        d.rto_secs,
+        d.rpo_secs,
+        d.rows,
+        d.fsck_checked,
+        d.audit_entries,
+        d.witness_agreed
+    );
+    for p in &d.problems {
+        println!("PROBLEM {p}");
     }
 }
 

@@ -763,6 +763,7 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
     node.spawn_integrator();
     node.spawn_policy_watcher();
     mamori_app::baseline::spawn_watcher(node.clone(), watch);
+    mamori_app::backup::spawn_scheduler(node.clone());
     if let Some((addr, ca_file, server_name)) = node.config.alert_syslog.clone() {
         tracing::info!(collector = %addr, from = alerts_from, "alerts are also sent to the syslog collector");
         crate::alerts::spawn(node.clone(), crate::audit_export::SyslogTls { addr, server_name, ca_file }, alerts_from);

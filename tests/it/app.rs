@@ -291,6 +291,15 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     assert!(!mamori_app::external::check(&op, node, "tenant", &tenant).unwrap().drift());
     mamori_app::emergency::switch(&op, node, true, "drill").unwrap();
     mamori_app::emergency::switch(&op, node, false, "drill over").unwrap();
+    // A restore drill (its result is workflow state).
+    let repo = h.dir.path().join("backup-repo");
+    let (identity, recipient) = mamori_app::backup::keygen();
+    mamori_app::backup::create(&op, node, &repo, &[recipient], &mut |_| {}).unwrap();
+    let id_file = h.dir.path().join("backup-identity.txt");
+    std::fs::write(&id_file, identity).unwrap();
+    let ids = mamori_app::backup::read_identities(&id_file).unwrap();
+    let drill = mamori_app::backup::drill(&op, node, &repo, &ids, false, &mut |_| {}).unwrap();
+    assert!(drill.passed(), "{drill:?}");
     // With a second person who may approve, a high-risk change is a change request.
     h.add_user("manager1", &["security_manager"], "Practitioner/sm1");
     let held = mamori_app::baseline::approve(&op, node, "second baseline");

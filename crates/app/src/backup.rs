@@ -782,6 +782,411 @@ pub fn restore(opts: &RestoreOptions<'_>, progress: &mut dyn FnMut(Step)) -> Res
     })
 }
 
+/// How many generations to keep (`[backup] keep_*`): the newest `last`, and the newest of each
+/// of the last `daily` days, `weekly` ISO weeks and `monthly` months (UTC) — restic's rule. A
+/// generation any rule keeps is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// The newest N, whatever their age (at least 5: the EHR default keeps at least five).
+    pub last: usize,
+    /// One per day, for N days.
+    pub daily: usize,
+    /// One per ISO week, for N weeks.
+    pub weekly: usize,
+    /// One per month, for N months.
+    pub monthly: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { last: 5, daily: 7, weekly: 5, monthly: 12 }
+    }
+}
+
+/// The UTC time a generation's name says (`YYYYMMDDTHHMMSSZ[-n]`).
+pub fn name_time(name: &str) -> Option<time::OffsetDateTime> {
+    let b = name.get(..16)?;
+    let num = |r: std::ops::Range<usize>| b.get(r).and_then(|s| s.parse::<u32>().ok());
+    let date = time::Date::from_calendar_date(
+        i32::try_from(num(0..4)?).ok()?,
+        time::Month::try_from(u8::try_from(num(4..6)?).ok()?).ok()?,
+        u8::try_from(num(6..8)?).ok()?,
+    )
+    .ok()?;
+    let t = time::Time::from_hms(
+        u8::try_from(num(9..11)?).ok()?,
+        u8::try_from(num(11..13)?).ok()?,
+        u8::try_from(num(13..15)?).ok()?,
+    )
+    .ok()?;
+    (b.get(8..9) == Some("T") && b.get(15..16) == Some("Z")).then(|| time::PrimitiveDateTime::new(date, t).assume_utc())
+}
+
+/// Which of `names` (any order) a retention policy keeps: `(kept, removed)`, each newest first.
+/// Names that do not carry a time are kept.
+pub fn plan(names: &[String], r: Retention) -> (Vec<String>, Vec<String>) {
+    let mut dated: Vec<(time::OffsetDateTime, &String)> = Vec::new();
+    let mut kept: Vec<String> = Vec::new();
+    for n in names {
+        match name_time(n) {
+            Some(t) => dated.push((t, n)),
+            None => kept.push(n.clone()),
+        }
+    }
+    dated.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(a.1)));
+    let mut keep = vec![false; dated.len()];
+    for k in keep.iter_mut().take(r.last.max(5)) {
+        *k = true;
+    }
+    type Bucket = fn(&time::OffsetDateTime) -> (i32, u32);
+    let rules: [(usize, Bucket); 3] = [
+        (r.daily, |t| (t.year(), u32::from(t.ordinal()))),
+        (r.weekly, |t| {
+            let (y, w, _) = t.to_iso_week_date();
+            (y, u32::from(w))
+        }),
+        (r.monthly, |t| (t.year(), u32::from(u8::from(t.month())))),
+    ];
+    for (n, bucket) in rules {
+        let mut last = None;
+        let mut taken = 0;
+        for (i, (t, _)) in dated.iter().enumerate() {
+            if taken >= n {
+                break;
+            }
+            let b = bucket(t);
+            if last != Some(b) {
+                last = Some(b);
+                taken += 1;
+                if let Some(k) = keep.get_mut(i) {
+                    *k = true;
+                }
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    for ((_, n), k) in dated.iter().zip(keep) {
+        if k {
+            kept.push((*n).clone());
+        } else {
+            removed.push((*n).clone());
+        }
+    }
+    (kept, removed)
+}
+
+/// What pruning did.
+#[derive(Debug, Clone, Default)]
+pub struct Pruned {
+    /// Generations kept.
+    pub kept: Vec<String>,
+    /// Generations removed.
+    pub removed: Vec<String>,
+    /// Generations the policy would remove but whose files could not be deleted (an immutable
+    /// target, say), with why.
+    pub refused: Vec<(String, String)>,
+}
+
+/// Removes the generations `retention` does not keep (unless `dry_run`), manifest first so a
+/// half-removed generation is never listed; audited (`backup-pruned`) in the node's trail.
+pub fn prune(ctx: &Ctx, node: &Node, repo: &Path, retention: Retention, dry_run: bool) -> Result<Pruned, AppError> {
+    only_operator(ctx)?;
+    let all: Vec<String> = generations(repo)?.into_iter().map(|g| g.name).collect();
+    let (kept, remove) = plan(&all, retention);
+    let mut out = Pruned { kept, ..Pruned::default() };
+    for name in remove {
+        if dry_run {
+            out.removed.push(name);
+            continue;
+        }
+        let gone =
+            std::fs::remove_file(repo.join(format!("{name}.manifest"))).and_then(|()| {
+                match std::fs::remove_file(repo.join(format!("{name}.age"))) {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
+            });
+        match gone {
+            Ok(()) => out.removed.push(name),
+            Err(e) => out.refused.push((name, e.to_string())),
+        }
+    }
+    sync_dir(repo);
+    if !dry_run && (!out.removed.is_empty() || !out.refused.is_empty()) {
+        let mut entry = mamori_audit::AuditRecord::new(
+            "backup-pruned",
+            ctx.audit_actor(),
+            mamori_audit::Outcome::Success,
+            "HOPERAT",
+        );
+        if !out.refused.is_empty() {
+            entry.outcome = mamori_audit::Outcome::Failure;
+        }
+        entry.detail = Some(format!(
+            "{}: removed {} ({}); kept {}{}",
+            repo.display(),
+            out.removed.len(),
+            out.removed.join(", "),
+            out.kept.len(),
+            if out.refused.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; could not remove {}",
+                    out.refused.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            }
+        ));
+        node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    }
+    Ok(out)
+}
+
+/// A restore drill's result (B2), kept as evidence (workflow `backup-drill`, every drill a
+/// version) and signed by the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drill {
+    /// The generation restored.
+    pub generation: String,
+    /// When the drill ran (Unix µs).
+    pub at: i64,
+    /// Seconds from start to a proven copy (recovery time, RTO).
+    pub rto_secs: f64,
+    /// Age of the generation when the drill ran, in seconds: the data a restore would lose
+    /// (recovery point, RPO).
+    pub rpo_secs: i64,
+    /// Rows loaded, versions re-hashed, audit entries verified.
+    pub rows: u64,
+    /// Versions re-hashed.
+    pub fsck_checked: u64,
+    /// Audit entries verified.
+    pub audit_entries: u64,
+    /// Witness checkpoints reproduced.
+    pub witness_agreed: u64,
+    /// Problems; empty means it passed.
+    pub problems: Vec<String>,
+    /// Who ran it.
+    pub by: String,
+    /// The node's signed note over the rest (C2SP signed-note), for the checklist's evidence.
+    #[serde(default)]
+    pub signed: String,
+}
+
+impl Drill {
+    /// Whether the restore was proven.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// The first line of a drill's signed note.
+pub const DRILL_HEADER: &str = "mamori backup restore drill v1";
+
+/// Runs a restore drill: restores the newest generation (or a random one) into a scratch
+/// directory (the embedded store, whatever the source's: the logical copy is proven on either),
+/// runs every check of [`restore`], measures the recovery time and point, removes the scratch,
+/// and records the signed result (an alert if it failed).
+pub fn drill(
+    ctx: &Ctx,
+    node: &Node,
+    repo: &Path,
+    ids: &[age::x25519::Identity],
+    random: bool,
+    progress: &mut dyn FnMut(Step),
+) -> Result<Drill, AppError> {
+    only_operator(ctx)?;
+    let all = generations(repo)?;
+    let pick = if random && !all.is_empty() {
+        let mut b = [0u8; 8];
+        getrandom::fill(&mut b).map_err(|e| AppError::Failed(format!("no randomness: {e}")))?;
+        all.get(usize::try_from(u64::from_le_bytes(b) % all.len() as u64).unwrap_or(0)).cloned()
+    } else {
+        all.last().cloned()
+    };
+    let g = pick.ok_or_else(|| AppError::NotFound(format!("no backup generation in `{}`", repo.display())))?;
+    let scratch = node.dir.join(format!("drill-{}", g.name));
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch).map_err(io(format!("cannot clear `{}`", scratch.display())))?;
+    }
+    let vkey = node.signer.verifier_key();
+    let started = std::time::Instant::now();
+    let result = restore(
+        &RestoreOptions {
+            repo,
+            generation: Some(&g.name),
+            verifier_key: &vkey,
+            ids,
+            to: &scratch,
+            database: None,
+            as_of: None,
+            witness_dir: node.config.witness_dir.as_deref(),
+            operator: ctx.name(),
+        },
+        progress,
+    );
+    let rto = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&scratch);
+    let now = ctx.clock.now().0;
+    let mut d = match result {
+        Ok(r) => Drill {
+            generation: g.name.clone(),
+            at: now,
+            rto_secs: rto,
+            rpo_secs: (now - r.manifest.created_micros) / 1_000_000,
+            rows: r.rows,
+            fsck_checked: r.fsck_checked,
+            audit_entries: r.audit_entries,
+            witness_agreed: r.witness.0,
+            problems: r.problems,
+            by: ctx.name().to_string(),
+            signed: String::new(),
+        },
+        Err(e) => Drill {
+            generation: g.name.clone(),
+            at: now,
+            rto_secs: rto,
+            rpo_secs: name_time(&g.name).map_or(0, |t| now / 1_000_000 - t.unix_timestamp()),
+            rows: 0,
+            fsck_checked: 0,
+            audit_entries: 0,
+            witness_agreed: 0,
+            problems: vec![e.to_string()],
+            by: ctx.name().to_string(),
+            signed: String::new(),
+        },
+    };
+    let body = format!(
+        "{DRILL_HEADER}\n{}\n",
+        serde_json::to_string(&d).map_err(|e| AppError::Failed(format!("drill: {e}")))?
+    );
+    d.signed = node.signer.sign(&body).map_err(|e| AppError::Failed(format!("cannot sign the drill: {e}")))?;
+    let value = serde_json::to_value(&d).map_err(|e| AppError::Failed(e.to_string()))?;
+    let version = node.store.config_get(crate::registry::ConfigKind::BackupDrill.name(), "latest")?.map(|e| e.version);
+    crate::ctx::change_config(
+        ctx,
+        node,
+        crate::registry::ConfigKind::BackupDrill,
+        "latest",
+        Some(value),
+        &format!("restore drill of {}", g.name),
+        version,
+    )?;
+    let passed = d.passed();
+    let mut entry = mamori_audit::AuditRecord::new(
+        if passed { "backup-drill" } else { "alert-backup-drill-failed" },
+        ctx.audit_actor(),
+        if passed { mamori_audit::Outcome::Success } else { mamori_audit::Outcome::Failure },
+        "HOPERAT",
+    );
+    entry.detail = Some(format!(
+        "restore drill of {}: {} (RTO {:.1} s, RPO {} s, {} versions re-hashed, {} audit entries verified){}",
+        g.name,
+        if passed { "proven" } else { "FAILED" },
+        d.rto_secs,
+        d.rpo_secs,
+        d.fsck_checked,
+        d.audit_entries,
+        if passed { String::new() } else { format!(": {}", d.problems.join("; ")) }
+    ));
+    node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    Ok(d)
+}
+
+/// The latest restore drill, if any.
+pub fn last_drill(node: &Node) -> Result<Option<Drill>, AppError> {
+    Ok(node
+        .store
+        .config_get(crate::registry::ConfigKind::BackupDrill.name(), "latest")?
+        .and_then(|e| e.value)
+        .and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// The backup schedule inside `mamori serve` (B1/B2): every minute, a generation is taken when
+/// `[backup] every_hours` is set and the newest is that old (then pruned by `[backup] keep_*`);
+/// a failed backup is `alert-backup-failed`. A restore drill overdue by `[backup] drill_days`
+/// (or none ever, once a generation exists) is `alert-backup-drill-overdue`, at most once a day.
+pub fn spawn_scheduler(node: std::sync::Arc<Node>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let ctx = Ctx::operator(&node, "mamori-serve");
+        let mut last_overdue: Option<std::time::Instant> = None;
+        let mut failing = false;
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        loop {
+            if let Err(e) = tick(&ctx, &node, &mut last_overdue, &mut failing) {
+                tracing::error!(error = %e, "the backup schedule could not run");
+            }
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    })
+}
+
+fn alert(ctx: &Ctx, node: &Node, action: &str, detail: String) -> Result<(), AppError> {
+    tracing::warn!(%detail, "{action}");
+    let mut a = mamori_audit::AuditRecord::new(action, ctx.audit_actor(), mamori_audit::Outcome::Failure, "HOPERAT");
+    a.detail = Some(detail);
+    node.store.append(vec![a]).map(|_| ()).map_err(|e| AppError::Failed(format!("audit: {e}")))
+}
+
+fn tick(
+    ctx: &Ctx,
+    node: &Node,
+    last_overdue: &mut Option<std::time::Instant>,
+    failing: &mut bool,
+) -> Result<(), AppError> {
+    let Some(repo) = node.config.backup_repository.clone() else { return Ok(()) };
+    let now = ctx.clock.now().0 / 1_000_000;
+    let newest = if repo.exists() { generations(&repo)?.last().and_then(|g| name_time(&g.name)) } else { None };
+    if let Some(hours) = node.config.backup_every_hours
+        && newest.is_none_or(|t| now - t.unix_timestamp() >= i64::from(hours) * 3600)
+    {
+        match create(ctx, node, &repo, &node.config.backup_recipients, &mut |_| {}) {
+            Ok(c) => {
+                *failing = false;
+                tracing::info!(generation = %c.manifest.generation, seconds = c.seconds, "scheduled backup taken");
+                prune(ctx, node, &repo, node.config.backup_retention, false)?;
+            }
+            Err(e) => {
+                if !*failing {
+                    alert(
+                        ctx,
+                        node,
+                        "alert-backup-failed",
+                        format!("the scheduled backup into {} failed: {e}", repo.display()),
+                    )?;
+                }
+                *failing = true;
+            }
+        }
+    }
+    let have_generation = repo.exists() && !generations(&repo)?.is_empty();
+    let due = match last_drill(node)? {
+        Some(d) => now - d.at / 1_000_000 >= i64::from(node.config.drill_days) * 86_400,
+        None => have_generation,
+    };
+    if due && last_overdue.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(86_400)) {
+        let last = last_drill(node)?;
+        alert(
+            ctx,
+            node,
+            "alert-backup-drill-overdue",
+            match last {
+                Some(d) => format!(
+                    "the last restore drill ({}, generation {}) is more than {} days old: run `mamori backup drill`",
+                    rfc3339(d.at),
+                    d.generation,
+                    node.config.drill_days
+                ),
+                None => {
+                    "no restore drill has been recorded: run `mamori backup drill` where the backup identity is".into()
+                }
+            },
+        )?;
+        *last_overdue = Some(std::time::Instant::now());
+    }
+    Ok(())
+}
+
 /// `mamori.toml` with `[store] database` set to `database` (or removed: the embedded store).
 /// Every other line is kept as it was.
 pub fn set_store_database(text: &str, database: Option<&str>) -> String {
@@ -840,6 +1245,44 @@ mod tests {
         assert!(s.ends_with("[store]\ndatabase = \"postgres://h/n\"\n"), "{s}");
         let s = set_store_database("[store]\n[audit]\n", Some("postgres://h/n"));
         assert!(s.starts_with("[store]\ndatabase = \"postgres://h/n\"\n[audit]"), "{s}");
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_one_per_day_week_and_month() {
+        // Four generations a day for 400 days.
+        let start = time::macros::datetime!(2025-10-01 00:00 UTC);
+        let names: Vec<String> = (0..400 * 4)
+            .map(|i| {
+                let t = start + time::Duration::hours(6 * i);
+                format!(
+                    "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second()
+                )
+            })
+            .collect();
+        let (kept, removed) = plan(&names, Retention::default());
+        assert_eq!(kept.len() + removed.len(), names.len());
+        // The newest five, then one per day for 7 days (the newest day's is among the five),
+        // 5 weeks, 12 months: overlapping buckets are kept once.
+        assert!(kept.len() >= 5 + 6 && kept.len() <= 5 + 7 + 5 + 12, "{}", kept.len());
+        let newest = names.last().unwrap();
+        assert_eq!(&kept[0], newest);
+        for n in names.iter().rev().take(5) {
+            assert!(kept.contains(n), "{n}");
+        }
+        // A month ago is kept by the monthly rule; something 200 days old between months is not.
+        assert!(removed.iter().any(|n| n.starts_with("2026")), "{removed:?}");
+        // Fewer than five: all kept, and so is a name that is not a time.
+        let few = vec!["20261201T000000Z".to_string(), "20261202T000000Z".into(), "odd".into()];
+        let (k, r) = plan(&few, Retention { last: 5, daily: 0, weekly: 0, monthly: 0 });
+        assert_eq!((k.len(), r.len()), (3, 0));
+        assert_eq!(name_time("20261205T103437Z-2").map(|t| t.hour()), Some(10));
+        assert!(name_time("2026120xT103437Z").is_none());
     }
 
     #[test]

@@ -62,6 +62,18 @@ session_absolute_secs = 43200
 # holds what decrypts its backups.
 # repository = "/var/backups/mamori"
 # recipients = ["age1…"]
+# `mamori serve` takes a generation when the newest is this many hours old, then prunes (or run
+# `mamori backup create` and `mamori backup prune` from the system scheduler instead).
+# every_hours = 24
+# Which generations pruning keeps: the newest keep_last (at least 5), and the newest of each of
+# the last keep_daily days, keep_weekly weeks, keep_monthly months.
+# keep_last = 5
+# keep_daily = 7
+# keep_weekly = 5
+# keep_monthly = 12
+# A restore drill (`mamori backup drill`, run where the backup identity is) is due this many days
+# after the last one; an overdue or failed drill is an alert.
+# drill_days = 30
 
 [integrity]
 # How often (seconds, 1–3600) the whole configuration — every entry of the configuration
@@ -127,6 +139,12 @@ struct RawBackup {
     repository: Option<std::path::PathBuf>,
     #[serde(default)]
     recipients: Vec<String>,
+    keep_last: Option<usize>,
+    keep_daily: Option<usize>,
+    keep_weekly: Option<usize>,
+    keep_monthly: Option<usize>,
+    every_hours: Option<u32>,
+    drill_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -254,6 +272,14 @@ pub struct Config {
     pub backup_repository: Option<std::path::PathBuf>,
     /// The age recipients backups are encrypted to (`[backup] recipients`).
     pub backup_recipients: Vec<String>,
+    /// Which generations pruning keeps (`[backup] keep_*`).
+    pub backup_retention: crate::backup::Retention,
+    /// `mamori serve` takes a generation (then prunes) when the newest is this many hours old
+    /// (`[backup] every_hours`; none: the system scheduler runs `mamori backup create`).
+    pub backup_every_hours: Option<u32>,
+    /// A restore drill is due this many days after the last (`[backup] drill_days`, default 30):
+    /// overdue is an alert.
+    pub drill_days: u32,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -354,6 +380,20 @@ pub fn parse(text: &str) -> Result<Config, String> {
             ));
         }
     }
+    if raw.backup.keep_last.is_some_and(|n| n < 5) {
+        return Err("backup.keep_last must be at least 5 (the EHR keeps at least five generations)".into());
+    }
+    let backup_every_hours = raw.backup.every_hours;
+    if backup_every_hours.is_some_and(|h| !(1..=24 * 31).contains(&h)) {
+        return Err("backup.every_hours must be 1–744".into());
+    }
+    if backup_every_hours.is_some() && (raw.backup.repository.is_none() || raw.backup.recipients.is_empty()) {
+        return Err("backup.every_hours needs backup.repository and backup.recipients".into());
+    }
+    let drill_days = raw.backup.drill_days.unwrap_or(30);
+    if !(1..=366).contains(&drill_days) {
+        return Err("backup.drill_days must be 1–366".into());
+    }
     let i = raw.identity;
     let defaults = (
         mamori_identity::password::Policy::default(),
@@ -409,6 +449,14 @@ pub fn parse(text: &str) -> Result<Config, String> {
         approval_hours,
         alert_syslog,
         responses,
+        backup_retention: crate::backup::Retention {
+            last: raw.backup.keep_last.unwrap_or(5),
+            daily: raw.backup.keep_daily.unwrap_or(7),
+            weekly: raw.backup.keep_weekly.unwrap_or(5),
+            monthly: raw.backup.keep_monthly.unwrap_or(12),
+        },
+        backup_every_hours,
+        drill_days,
         backup_repository: raw.backup.repository,
         backup_recipients: raw.backup.recipients,
     })

@@ -389,6 +389,19 @@ const JA: &[(&str, &str)] = &[
     ),
     ("resource type `{}`", "リソース型 `{1}`"),
     // Backups (#27).
+    ("cannot sign the drill: {}", "復元訓練の結果に署名できません: {1:t}"),
+    ("drill: {}", "復元訓練: {1:t}"),
+    ("no randomness: {}", "乱数を得られません: {1:t}"),
+    (
+        "backup.every_hours needs backup.repository and backup.recipients",
+        "backup.every_hours には backup.repository と backup.recipients が必要です",
+    ),
+    (
+        "backup.keep_last must be at least 5 (the EHR keeps at least five generations)",
+        "backup.keep_last は 5 以上にしてください（少なくとも 5 世代を保持します）",
+    ),
+    ("backup.every_hours must be 1–744", "backup.every_hours は 1〜744 にしてください"),
+    ("backup.drill_days must be 1–366", "backup.drill_days は 1〜366 にしてください"),
     ("cannot read the emergency mode: {}", "非常時モードの状態を読めません: {1:t}"),
     ("switching emergency read-only mode needs a reason", "非常時の参照専用モードの切り替えには理由が必要です"),
     (

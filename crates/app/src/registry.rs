@@ -46,11 +46,14 @@ pub enum ConfigKind {
     /// Emergency read-only mode (`crate::emergency::Mode`), key `read-only`: every node applies
     /// it within a second.
     EmergencyMode,
+    /// Restore drills (workflow state; `crate::backup::Drill`), key `latest`: every drill is a
+    /// version, kept as evidence.
+    BackupDrill,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 13] = [
+    pub const ALL: [ConfigKind; 14] = [
         ConfigKind::Client,
         ConfigKind::Account,
         ConfigKind::SigningKey,
@@ -64,6 +67,7 @@ impl ConfigKind {
         ConfigKind::ExternalSettings,
         ConfigKind::ExternalCheck,
         ConfigKind::EmergencyMode,
+        ConfigKind::BackupDrill,
     ];
 
     /// The name stored in `config_versions.kind`.
@@ -82,6 +86,7 @@ impl ConfigKind {
             ConfigKind::ExternalSettings => "external-settings",
             ConfigKind::ExternalCheck => "external-check",
             ConfigKind::EmergencyMode => "emergency-mode",
+            ConfigKind::BackupDrill => "backup-drill",
         }
     }
 
@@ -106,6 +111,7 @@ impl ConfigKind {
             ConfigKind::ExternalSettings => ("外部システムの設定", "external settings"),
             ConfigKind::ExternalCheck => ("外部システムの設定の確認", "external settings check"),
             ConfigKind::EmergencyMode => ("非常時の参照専用モード", "emergency read-only mode"),
+            ConfigKind::BackupDrill => ("復元訓練", "restore drill"),
         }
     }
 
@@ -126,6 +132,7 @@ impl ConfigKind {
             ConfigKind::ExternalSettings => Some(AdminAct::ApproveBaseline),
             ConfigKind::ExternalCheck => Some(AdminAct::ReadAudit),
             ConfigKind::EmergencyMode => Some(AdminAct::EmergencyMode),
+            ConfigKind::BackupDrill => None,
         }
     }
 
@@ -139,6 +146,7 @@ impl ConfigKind {
                 | ConfigKind::AuditVerification
                 | ConfigKind::ChangeRequest
                 | ConfigKind::ExternalCheck
+                | ConfigKind::BackupDrill
         )
     }
 
@@ -193,6 +201,9 @@ impl ConfigKind {
             }
             ConfigKind::EmergencyMode => {
                 serde_json::from_value::<crate::emergency::Mode>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::BackupDrill => {
+                serde_json::from_value::<crate::backup::Drill>(v.clone()).map(|_| ()).map_err(shape)
             }
         }
     }

@@ -121,7 +121,8 @@ pub fn decode_all<T: serde::de::DeserializeOwned>(entries: Vec<ConfigEntry>) -> 
 /// attributed, audited path but are kept in `workflow_versions`, so a decision does not count as
 /// a configuration change (`config_generation` does not move and no node reloads its policies)
 /// and drift detection watches only `config_versions`.
-pub const WORKFLOW_KINDS: &[&str] = &["access-review", "audit-verification", "change-request", "external-check"];
+pub const WORKFLOW_KINDS: &[&str] =
+    &["access-review", "audit-verification", "change-request", "external-check", "backup-drill"];
 
 /// The table a kind's versions are kept in.
 pub fn table_of(kind: &str) -> &'static str {
