@@ -379,6 +379,13 @@ fn restore_as_of_gives_the_records_of_that_time_and_age_opens_a_generation() {
     assert!(r.json()["entry"].as_array().is_none_or(Vec::is_empty), "{}", String::from_utf8_lossy(&r.body));
     drop(s);
 
+    // A store whose restore did not finish is a copy of nothing: no command opens it.
+    crate::support::RawDb::at(&to)
+        .exec_both("INSERT INTO store_flags (name, value) VALUES ('restore-incomplete', 'yes')")
+        .unwrap();
+    let o = cli(&["fsck", "--data-dir", to.to_str().unwrap()]);
+    assert!(!o.status.success() && out(&o).contains("did not finish"), "{}", out(&o));
+
     // The age tool opens a generation with the offline identity: no Mamori needed to read it.
     ensure_age();
     let dec = Command::new("sh")

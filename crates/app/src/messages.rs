@@ -389,6 +389,11 @@ const JA: &[(&str, &str)] = &[
     ),
     ("resource type `{}`", "リソース型 `{1}`"),
     // Backups (#27).
+    (
+        "a backup restore into this store did not finish: it is not a copy of anything; remove it and restore again",
+        "このストアへのバックアップの復元は完了していません。何の複製でもないため、削除してもう一度復元してください",
+    ),
+    ("cannot read the store's flags", "ストアのフラグを読めません"),
     ("cannot sign the drill: {}", "復元訓練の結果に署名できません: {1:t}"),
     ("drill: {}", "復元訓練: {1:t}"),
     ("no randomness: {}", "乱数を得られません: {1:t}"),

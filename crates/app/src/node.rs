@@ -177,6 +177,12 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
     let store = backend::open(dir, database.or(config.database.as_deref()), clock.clone())?;
     let master = load_master_key(dir)?;
     let (signer, origin) = load_signer(dir)?;
+    // A restore into this store began and did not finish: it is a copy of nothing (#27).
+    if store.restore_incomplete().map_err(NodeError::store("cannot read the store's flags"))? {
+        return Err(NodeError::Stored(
+            "a backup restore into this store did not finish: it is not a copy of anything; remove it and restore again".into(),
+        ));
+    }
     check_node_keys(&*store, &master, &signer)?;
     // Every configuration version is sealed under a key derived from the master key, and only
     // sealed versions are served (#25): a row written with sqlite3 or psql is never in force.
