@@ -3,7 +3,10 @@
 copy, resources/s), a restore drill's recovery time (RTO), and the server's read and write
 throughput while generations are taken, as a ratio to the same server without, in the same run.
 
-  scripts/bench-backup.py BIN [RESOURCES=100000] [LOAD_SECS=20]
+  scripts/bench-backup.py BIN [RESOURCES=100000] [LOAD_SECS=20] [WORK_DIR]
+
+With WORK_DIR (a directory an earlier run left, printed at its start), only the load figures are
+measured again, on its data.
 
 Data: scripts/gen-ndjson.py (1 Patient per 50 resources, the rest Observations), loaded with
 `mamori import`. Embedded store. Load: wrk, 16 connections (`apt-get install wrk`): GET of one
@@ -45,14 +48,20 @@ def free_port():
 
 
 def main():
-    work = tempfile.mkdtemp(prefix="mamori-bench-backup-")
+    reuse = sys.argv[4] if len(sys.argv) > 4 else None
+    work = reuse or tempfile.mkdtemp(prefix="mamori-bench-backup-")
+    print(f"work directory: {work}", flush=True)
     data, repo = os.path.join(work, "d"), os.path.join(work, "repo")
+    ident = os.path.join(work, "id.txt")
+    if reuse:
+        rcpt = [l for l in open(ident).read().splitlines() if l.startswith("# public key: ")][0].split(": ")[1]
+        load(work, data, repo, rcpt)
+        return
     nd = os.path.join(work, "data.ndjson")
     subprocess.run([sys.executable, os.path.join(HERE, "gen-ndjson.py"), str(N), nd], check=True)
     run("init", "--data-dir", data)
     secs, _ = timed("import", "--data-dir", data, nd)
-    print(f"import: {N} resources in {secs:.1f} s ({N / secs:.0f}/s)")
-    ident = os.path.join(work, "id.txt")
+    print(f"import: {N} resources in {secs:.1f} s ({N / secs:.0f}/s)", flush=True)
     rcpt = run("backup", "keygen", "--out", ident).strip().splitlines()[-1]
     db_mb = os.path.getsize(os.path.join(data, "mamori.db")) / 2**20
 
@@ -72,7 +81,10 @@ def main():
     secs, out = timed("backup", "drill", "--data-dir", data, "--repo", repo, "--identity", ident)
     rto = re.search(r"RTO ([\d.]+) s", out).group(1)
     print(f"backup drill: RTO {rto} s (whole command {secs:.1f} s)")
+    load(work, data, repo, rcpt)
 
+
+def load(work, data, repo, rcpt):
     if not subprocess.run(["sh", "-c", "command -v wrk"], capture_output=True).returncode == 0:
         print("wrk not found: no load figures")
         return
