@@ -157,10 +157,13 @@ impl KeySource {
     }
 
     fn repo(&self, given: Option<PathBuf>) -> Fallible<PathBuf> {
-        given
-            .or_else(|| self.config().and_then(|c| c.backup_repository))
-            .ok_or_else(|| "give --repo (or set [backup] repository in mamori.toml)".into())
+        repo_or_configured(given, self.config().and_then(|c| c.backup_repository))
     }
+}
+
+/// `--repo`, else `[backup] repository`.
+fn repo_or_configured(given: Option<PathBuf>, configured: Option<PathBuf>) -> Fallible<PathBuf> {
+    given.or(configured).ok_or_else(|| "give --repo (or set [backup] repository in mamori.toml)".into())
 }
 
 fn label(lang: Lang) -> Label {
@@ -199,9 +202,7 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
         }
         BackupCmd::Create { dir, repo, recipients, operator } => {
             let node = dir.open()?;
-            let repo = repo
-                .or_else(|| node.config.backup_repository.clone())
-                .ok_or("give --repo (or set [backup] repository in mamori.toml)")?;
+            let repo = repo_or_configured(repo, node.config.backup_repository.clone())?;
             let recipients = if recipients.is_empty() { node.config.backup_recipients.clone() } else { recipients };
             let mut progress = Progress::on_stderr(false);
             let created = backup::create(&Ctx::operator(&node, &operator), &node, &repo, &recipients, &mut |s| {
@@ -228,9 +229,7 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
         }
         BackupCmd::Prune { dir, repo, dry_run, operator } => {
             let node = dir.open()?;
-            let repo = repo
-                .or_else(|| node.config.backup_repository.clone())
-                .ok_or("give --repo (or set [backup] repository in mamori.toml)")?;
+            let repo = repo_or_configured(repo, node.config.backup_repository.clone())?;
             let p =
                 backup::prune(&Ctx::operator(&node, &operator), &node, &repo, node.config.backup_retention, dry_run)?;
             for n in &p.removed {
@@ -249,9 +248,7 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
         }
         BackupCmd::Drill { dir, repo, identity, random, operator } => {
             let node = dir.open()?;
-            let repo = repo
-                .or_else(|| node.config.backup_repository.clone())
-                .ok_or("give --repo (or set [backup] repository in mamori.toml)")?;
+            let repo = repo_or_configured(repo, node.config.backup_repository.clone())?;
             let ids = backup::read_identities(&identity)?;
             let mut progress = Progress::on_stderr(false);
             let d = backup::drill(&Ctx::operator(&node, &operator), &node, &repo, &ids, random, &mut |s| {

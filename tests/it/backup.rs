@@ -330,6 +330,18 @@ fn a_tampered_generation_is_refused() {
     let (code, text) = verify(&["--generation", "19990101T000000Z"]);
     assert_ne!(code, Some(0), "{text}");
     assert!(text.contains("no backup generation"), "{text}");
+
+    // A create with a key that is not an age recipient: a clear error, nothing written, and the
+    // failed attempt is in the audit trail.
+    let before = std::fs::read_dir(&repo).unwrap().count();
+    let o = cli(&["backup", "create", "--data-dir", site.d(), "--repo", r, "--recipient", "age1nope"]);
+    assert!(!o.status.success() && out(&o).contains("is not an age recipient"), "{}", out(&o));
+    assert_eq!(std::fs::read_dir(&repo).unwrap().count(), before, "a refused create wrote a file");
+    let trail = ok(&["audit", "export", "--format", "ndjson", "--data-dir", site.d()]);
+    assert!(
+        trail.lines().any(|l| l.contains("\"backup-created\"") && l.contains("\"failure\"") && l.contains("age1nope")),
+        "the failed create is not in the audit trail"
+    );
 }
 
 #[test]

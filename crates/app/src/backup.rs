@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::ctx::Caller;
 use crate::{AppError, Ctx, Node};
+use mamori_audit::Outcome;
 
 /// The first line of a manifest's signed note.
 pub const MANIFEST_HEADER: &str = "mamori backup manifest v1";
@@ -160,11 +161,16 @@ fn clip(s: &str) -> String {
     s.chars().take(24).collect()
 }
 
-fn only_operator(ctx: &Ctx) -> Result<(), AppError> {
+/// Backups carry every key: only the operator at the server's command line takes, prunes and
+/// drills them. Anyone else is refused, and the refusal audited like any other (`admin-denied`).
+fn only_operator(ctx: &Ctx, node: &Node) -> Result<(), AppError> {
     match &ctx.caller {
         Caller::Operator(_) => Ok(()),
         Caller::Person { .. } | Caller::Application(_) => {
-            Err(AppError::Forbidden("backups are taken and restored at the server's command line".into()))
+            let why = "backups are taken and restored at the server's command line";
+            let entry = mamori_audit::AuditRecord::new("admin-denied", ctx.audit_actor(), Outcome::Failure, "HOPERAT");
+            ctx.refused(node, entry, why.into())?;
+            Err(AppError::Forbidden(why.into()))
         }
     }
 }
@@ -270,7 +276,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), AppError> {
 }
 
 /// Takes a generation of `node` into `repo`, encrypted to `recipients`, while the node serves.
-/// Audited in the source store (`backup-created`).
+/// Audited in the source store (`backup-created`), a failed one too (outcome failure, why).
 pub fn create(
     ctx: &Ctx,
     node: &Node,
@@ -278,7 +284,21 @@ pub fn create(
     recipients: &[String],
     progress: &mut dyn FnMut(Step),
 ) -> Result<Created, AppError> {
-    only_operator(ctx)?;
+    only_operator(ctx, node)?;
+    let taken = take(ctx, node, repo, recipients, progress);
+    if let Err(e) = &taken {
+        ctx.record(node, "backup-created", Outcome::Failure, format!("no generation in {}: {e}", repo.display()))?;
+    }
+    taken
+}
+
+fn take(
+    ctx: &Ctx,
+    node: &Node,
+    repo: &Path,
+    recipients: &[String],
+    progress: &mut dyn FnMut(Step),
+) -> Result<Created, AppError> {
     let parsed = parse_recipients(recipients)?;
     let started = std::time::Instant::now();
     if !repo.exists() {
@@ -351,17 +371,19 @@ pub fn create(
     write_synced(&mpartial, note.as_bytes())?;
     std::fs::rename(&mpartial, repo.join(format!("{name}.manifest"))).map_err(io("cannot name the manifest"))?;
     sync_dir(repo);
-    let mut entry =
-        mamori_audit::AuditRecord::new("backup-created", ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT");
-    entry.detail = Some(format!(
-        "generation {name} in {}: {} versions, {} audit entries, {} bytes encrypted (sha256 {})",
-        repo.display(),
-        manifest.versions,
-        manifest.audit_size,
-        manifest.data.size,
-        manifest.data.sha256
-    ));
-    node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    ctx.record(
+        node,
+        "backup-created",
+        Outcome::Success,
+        format!(
+            "generation {name} in {}: {} versions, {} audit entries, {} bytes encrypted (sha256 {})",
+            repo.display(),
+            manifest.versions,
+            manifest.audit_size,
+            manifest.data.size,
+            manifest.data.sha256
+        ),
+    )?;
     Ok(Created { manifest, seconds: started.elapsed().as_secs_f64() })
 }
 
@@ -697,12 +719,11 @@ pub fn restore(opts: &RestoreOptions<'_>, progress: &mut dyn FnMut(Step)) -> Res
     }
     let clock: std::sync::Arc<dyn mamori_records::Clock> = std::sync::Arc::new(mamori_records::SystemClock);
     let store = crate::backend::open(to, opts.database, clock)?;
-    let want = mamori_store_sql::schema::steps(if opts.database.is_some() {
-        mamori_store_sql::Dialect::Postgres
-    } else {
-        mamori_store_sql::Dialect::Sqlite
-    })
-    .len();
+    let dialect = match store.kind() {
+        "postgres" => mamori_store_sql::Dialect::Postgres,
+        _ => mamori_store_sql::Dialect::Sqlite,
+    };
+    let want = mamori_store_sql::schema::steps(dialect).len();
     if i64::try_from(want).ok() != Some(m.schema) {
         return Err(AppError::Invalid(format!(
             "generation {} has store schema {} (Mamori {}); this build has schema {want}: restore it with Mamori {}",
@@ -755,21 +776,20 @@ pub fn restore(opts: &RestoreOptions<'_>, progress: &mut dyn FnMut(Step)) -> Res
             )),
         }
     }
-    let mut entry =
-        mamori_audit::AuditRecord::new("backup-restored", ctx.audit_actor(), mamori_audit::Outcome::Success, "HOPERAT");
-    if !problems.is_empty() {
-        entry.outcome = mamori_audit::Outcome::Failure;
-    }
-    entry.detail = Some(format!(
-        "generation {} of {} ({} audit entries, {} versions){}: {}",
-        g.name,
-        m.created,
-        m.audit_size,
-        m.versions,
-        opts.as_of.map(|t| format!(" as of {}", rfc3339(t))).unwrap_or_default(),
-        if problems.is_empty() { "proven".to_string() } else { problems.join("; ") }
-    ));
-    node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+    ctx.record(
+        &node,
+        "backup-restored",
+        if problems.is_empty() { Outcome::Success } else { Outcome::Failure },
+        format!(
+            "generation {} of {} ({} audit entries, {} versions){}: {}",
+            g.name,
+            m.created,
+            m.audit_size,
+            m.versions,
+            opts.as_of.map(|t| format!(" as of {}", rfc3339(t))).unwrap_or_default(),
+            if problems.is_empty() { "proven".to_string() } else { problems.join("; ") }
+        ),
+    )?;
     Ok(Restored {
         manifest: m,
         rows,
@@ -890,7 +910,7 @@ pub struct Pruned {
 /// Removes the generations `retention` does not keep (unless `dry_run`), manifest first so a
 /// half-removed generation is never listed; audited (`backup-pruned`) in the node's trail.
 pub fn prune(ctx: &Ctx, node: &Node, repo: &Path, retention: Retention, dry_run: bool) -> Result<Pruned, AppError> {
-    only_operator(ctx)?;
+    only_operator(ctx, node)?;
     let all: Vec<String> = generations(repo)?.into_iter().map(|g| g.name).collect();
     let (kept, remove) = plan(&all, retention);
     let mut out = Pruned { kept, ..Pruned::default() };
@@ -913,31 +933,26 @@ pub fn prune(ctx: &Ctx, node: &Node, repo: &Path, retention: Retention, dry_run:
     }
     sync_dir(repo);
     if !dry_run && (!out.removed.is_empty() || !out.refused.is_empty()) {
-        let mut entry = mamori_audit::AuditRecord::new(
+        ctx.record(
+            node,
             "backup-pruned",
-            ctx.audit_actor(),
-            mamori_audit::Outcome::Success,
-            "HOPERAT",
-        );
-        if !out.refused.is_empty() {
-            entry.outcome = mamori_audit::Outcome::Failure;
-        }
-        entry.detail = Some(format!(
-            "{}: removed {} ({}); kept {}{}",
-            repo.display(),
-            out.removed.len(),
-            out.removed.join(", "),
-            out.kept.len(),
-            if out.refused.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; could not remove {}",
-                    out.refused.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
-                )
-            }
-        ));
-        node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+            if out.refused.is_empty() { Outcome::Success } else { Outcome::Failure },
+            format!(
+                "{}: removed {} ({}); kept {}{}",
+                repo.display(),
+                out.removed.len(),
+                out.removed.join(", "),
+                out.kept.len(),
+                if out.refused.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; could not remove {}",
+                        out.refused.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                }
+            ),
+        )?;
     }
     Ok(out)
 }
@@ -956,7 +971,7 @@ pub struct Drill {
     /// Age of the generation when the drill ran, in seconds: the data a restore would lose
     /// (recovery point, RPO).
     pub rpo_secs: i64,
-    /// Rows loaded, versions re-hashed, audit entries verified.
+    /// Rows loaded.
     pub rows: u64,
     /// Versions re-hashed.
     pub fsck_checked: u64,
@@ -995,7 +1010,7 @@ pub fn drill(
     random: bool,
     progress: &mut dyn FnMut(Step),
 ) -> Result<Drill, AppError> {
-    only_operator(ctx)?;
+    only_operator(ctx, node)?;
     let all = generations(repo)?;
     let pick = if random && !all.is_empty() {
         let mut b = [0u8; 8];
@@ -1073,23 +1088,21 @@ pub fn drill(
         version,
     )?;
     let passed = d.passed();
-    let mut entry = mamori_audit::AuditRecord::new(
+    ctx.record(
+        node,
         if passed { "backup-drill" } else { "alert-backup-drill-failed" },
-        ctx.audit_actor(),
-        if passed { mamori_audit::Outcome::Success } else { mamori_audit::Outcome::Failure },
-        "HOPERAT",
-    );
-    entry.detail = Some(format!(
-        "restore drill of {}: {} (RTO {:.1} s, RPO {} s, {} versions re-hashed, {} audit entries verified){}",
-        g.name,
-        if passed { "proven" } else { "FAILED" },
-        d.rto_secs,
-        d.rpo_secs,
-        d.fsck_checked,
-        d.audit_entries,
-        if passed { String::new() } else { format!(": {}", d.problems.join("; ")) }
-    ));
-    node.store.append(vec![entry]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+        if passed { Outcome::Success } else { Outcome::Failure },
+        format!(
+            "restore drill of {}: {} (RTO {:.1} s, RPO {} s, {} versions re-hashed, {} audit entries verified){}",
+            g.name,
+            if passed { "proven" } else { "FAILED" },
+            d.rto_secs,
+            d.rpo_secs,
+            d.fsck_checked,
+            d.audit_entries,
+            if passed { String::new() } else { format!(": {}", d.problems.join("; ")) }
+        ),
+    )?;
     Ok(d)
 }
 
@@ -1123,9 +1136,7 @@ pub fn spawn_scheduler(node: std::sync::Arc<Node>) -> std::thread::JoinHandle<()
 
 fn alert(ctx: &Ctx, node: &Node, action: &str, detail: String) -> Result<(), AppError> {
     tracing::warn!(%detail, "{action}");
-    let mut a = mamori_audit::AuditRecord::new(action, ctx.audit_actor(), mamori_audit::Outcome::Failure, "HOPERAT");
-    a.detail = Some(detail);
-    node.store.append(vec![a]).map(|_| ()).map_err(|e| AppError::Failed(format!("audit: {e}")))
+    ctx.record(node, action, Outcome::Failure, detail)
 }
 
 fn tick(
@@ -1137,12 +1148,14 @@ fn tick(
     let Some(repo) = node.config.backup_repository.clone() else { return Ok(()) };
     let now = ctx.clock.now().0 / 1_000_000;
     let newest = if repo.exists() { generations(&repo)?.last().and_then(|g| name_time(&g.name)) } else { None };
+    let mut have_generation = newest.is_some();
     if let Some(hours) = node.config.backup_every_hours
         && newest.is_none_or(|t| now - t.unix_timestamp() >= i64::from(hours) * 3600)
     {
         match create(ctx, node, &repo, &node.config.backup_recipients, &mut |_| {}) {
             Ok(c) => {
                 *failing = false;
+                have_generation = true;
                 tracing::info!(generation = %c.manifest.generation, seconds = c.seconds, "scheduled backup taken");
                 prune(ctx, node, &repo, node.config.backup_retention, false)?;
             }
@@ -1159,13 +1172,12 @@ fn tick(
             }
         }
     }
-    let have_generation = repo.exists() && !generations(&repo)?.is_empty();
-    let due = match last_drill(node)? {
+    let last = last_drill(node)?;
+    let due = match &last {
         Some(d) => now - d.at / 1_000_000 >= i64::from(node.config.drill_days) * 86_400,
         None => have_generation,
     };
     if due && last_overdue.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(86_400)) {
-        let last = last_drill(node)?;
         alert(
             ctx,
             node,

@@ -281,6 +281,22 @@ impl Ctx {
         Err(refusal.into())
     }
 
+    /// Records an act (or an alert, `alert-…`) of this caller through the one audit append:
+    /// `action`, `outcome` and `detail`, with this request's id and source.
+    pub(crate) fn record(
+        &self,
+        node: &Node,
+        action: &str,
+        outcome: mamori_audit::Outcome,
+        detail: String,
+    ) -> Result<(), AppError> {
+        let mut entry = mamori_audit::AuditRecord::new(action, self.audit_actor(), outcome, "HOPERAT");
+        entry.detail = Some(detail);
+        entry.request_id = self.request_id.clone();
+        entry.source = self.source.clone();
+        node.store.append(vec![entry]).map(|_| ()).map_err(|e| AppError::Failed(format!("audit: {e}")))
+    }
+
     /// Records a refusal before it is returned: `entry` (action, outcome, purpose, resources)
     /// with the reason, this request's id and source, and status 403.
     pub(crate) fn refused(

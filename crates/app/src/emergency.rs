@@ -71,20 +71,16 @@ pub fn switch(ctx: &Ctx, node: &Node, read_only: bool, reason: &str) -> Result<(
     let value = serde_json::to_value(&mode).map_err(|e| AppError::Failed(e.to_string()))?;
     change_config(ctx, node, KIND, KEY, Some(value), reason, version)?;
     apply(node)?;
-    let mut alert = mamori_audit::AuditRecord::new(
+    ctx.record(
+        node,
         "alert-emergency-mode",
-        ctx.audit_actor(),
         mamori_audit::Outcome::Success,
-        "HOPERAT",
-    );
-    alert.detail = Some(if read_only {
-        format!("emergency read-only mode ON (record writes refused on every node): {reason}")
-    } else {
-        format!("emergency read-only mode OFF (record writes accepted again): {reason}")
-    });
-    alert.request_id = ctx.request_id.clone();
-    alert.source = ctx.source.clone();
-    node.store.append(vec![alert]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+        if read_only {
+            format!("emergency read-only mode ON (record writes refused on every node): {reason}")
+        } else {
+            format!("emergency read-only mode OFF (record writes accepted again): {reason}")
+        },
+    )?;
     Ok(())
 }
 
@@ -113,18 +109,11 @@ pub fn isolate(ctx: &Ctx, node: &Node, reason: &str) -> Result<Isolated, AppErro
         Err(e) => return Err(e),
     };
     let (tokens, sessions) = node.store.revoke_everything()?;
-    let mut alert = mamori_audit::AuditRecord::new(
+    ctx.record(
+        node,
         "alert-emergency-isolate",
-        ctx.audit_actor(),
         mamori_audit::Outcome::Success,
-        "HOPERAT",
-    );
-    alert.detail = Some(format!(
-        "isolated: {tokens} tokens revoked, {sessions} sessions ended, read-only mode on: {}",
-        reason.trim()
-    ));
-    alert.request_id = ctx.request_id.clone();
-    alert.source = ctx.source.clone();
-    node.store.append(vec![alert]).map_err(|e| AppError::Failed(format!("audit: {e}")))?;
+        format!("isolated: {tokens} tokens revoked, {sessions} sessions ended, read-only mode on: {}", reason.trim()),
+    )?;
     Ok(Isolated { tokens, sessions, read_only_switched })
 }
