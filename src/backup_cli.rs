@@ -75,6 +75,28 @@ pub enum BackupCmd {
     },
     /// The latest restore drill: when, which generation, recovery time and point, result.
     DrillStatus(DataDir),
+    /// Send generations to the vault (`[backup] vault`) that it does not hold yet: the newest,
+    /// or --generation, or --all. `create` pushes on its own when a vault is configured.
+    Push {
+        #[command(flatten)]
+        dir: DataDir,
+        /// The repository (default: `[backup] repository`).
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// The generation (default: the newest).
+        #[arg(long)]
+        generation: Option<String>,
+        /// Every generation of the repository the vault lacks.
+        #[arg(long, conflicts_with = "generation")]
+        all: bool,
+        /// Who pushes.
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
+    },
+    /// The vault: a copy of every generation the server can add to but never delete or
+    /// overwrite (B1). Run it as another user, on another host at best.
+    #[command(subcommand)]
+    Vault(VaultCmd),
     /// The generations in a repository, oldest first, each with its manifest's signature checked.
     List {
         #[command(flatten)]
@@ -128,6 +150,64 @@ pub enum BackupCmd {
         /// Who restores (named in the restored audit trail).
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
+    },
+}
+
+/// `mamori backup vault` subcommands (run as the vault's own user).
+#[derive(Debug, Subcommand)]
+pub enum VaultCmd {
+    /// Make DIR a vault for the nodes whose verifier keys are given; prints the write token
+    /// once (for the node's `[backup] vault_token_file`); only its hash is kept.
+    Init {
+        /// The vault directory (created).
+        #[arg(long)]
+        dir: PathBuf,
+        /// A node's verifier key (`mamori audit verifier-key` on that node); repeatable.
+        #[arg(long = "node-key", required = true)]
+        node_keys: Vec<String>,
+        /// The retention lock: no generation younger is ever removed (days).
+        #[arg(long, default_value_t = 90)]
+        lock_days: u32,
+    },
+    /// Serve the vault: list generations and accept new files; never overwrite or delete.
+    Serve {
+        /// The vault directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Address to listen on. Plain HTTP only on loopback; other addresses need TLS.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// TLS certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// The generations in the vault, complete or not, and whether each is immutable.
+    List {
+        /// The vault directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Replace the write token (the old one stops working at once); prints the new one.
+    RotateToken {
+        /// The vault directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Remove complete generations older than --older-than-days (never younger than the
+    /// vault's lock; the newest five always stay). Local only: there is no remote delete.
+    Prune {
+        /// The vault directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Age in days (at least the lock).
+        #[arg(long)]
+        older_than_days: u32,
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -225,8 +305,44 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
             );
             println!("  {}", repo.join(format!("{}.age", m.generation)).display());
             println!("  {}", repo.join(format!("{}.manifest", m.generation)).display());
-            Ok(ExitCode::SUCCESS)
+            match &c.vault {
+                None => Ok(ExitCode::SUCCESS),
+                Some(Ok(p)) => {
+                    println!("  sent to the vault: {} ({:.1} MiB)", p.sent.join(", "), mib(p.bytes));
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(Err(e)) => {
+                    eprintln!(
+                        "mamori: the generation is in the repository but NOT in the vault: {}; `mamori backup push` sends it again",
+                        mamori_app::messages::localize(e, lang)
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+            }
         }
+        BackupCmd::Push { dir, repo, generation, all, operator } => {
+            let node = dir.open()?;
+            let repo = repo_or_configured(repo, node.config.backup_repository.clone())?;
+            let ctx = Ctx::operator(&node, &operator);
+            let names = if all {
+                backup::generations(&repo)?.into_iter().map(|g| g.name).collect()
+            } else {
+                vec![backup::find(&repo, generation.as_deref())?.name]
+            };
+            let mut failed = false;
+            for name in names {
+                match backup::push(&ctx, &node, &repo, &name) {
+                    Ok(p) if p.sent.is_empty() => println!("{name}: already in the vault"),
+                    Ok(p) => println!("{name}: sent {} ({:.1} MiB)", p.sent.join(", "), mib(p.bytes)),
+                    Err(e) => {
+                        eprintln!("{name}: {}", mamori_app::messages::localize(&e.to_string(), lang));
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        BackupCmd::Vault(cmd) => vault(cmd, lang),
         BackupCmd::Prune { dir, repo, dry_run, operator } => {
             let node = dir.open()?;
             let repo = repo_or_configured(repo, node.config.backup_repository.clone())?;
@@ -377,6 +493,88 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
                 println!("restore NOT proven: {} problem(s)", r.problems.len());
                 Ok(ExitCode::from(1))
             }
+        }
+    }
+}
+
+fn vault(cmd: VaultCmd, lang: Lang) -> Fallible<ExitCode> {
+    use mamori_app::vault::{self, Vault};
+    match cmd {
+        VaultCmd::Init { dir, node_keys, lock_days } => {
+            let token = vault::init(&dir, &node_keys, lock_days)?;
+            eprintln!(
+                "vault made in {} (retention lock {lock_days} days). The write token, shown once — put it in the node's [backup] vault_token_file:",
+                dir.display()
+            );
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::RotateToken { dir } => {
+            let token = Vault::open(&dir)?.rotate_token()?;
+            eprintln!("the old token no longer works; the new one, shown once:");
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::List { dir } => {
+            let v = Vault::open(&dir)?;
+            let all = v.list()?;
+            for s in &all {
+                let state = match (s.manifest, s.data) {
+                    (true, true) => "complete",
+                    (true, false) => "manifest only",
+                    _ => "data only",
+                };
+                println!("{}  {state}  {}", s.name, if s.immutable { "immutable" } else { "read-only" });
+            }
+            eprintln!("{} generation(s); retention lock {} days", all.len(), v.lock_days());
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::Prune { dir, older_than_days, dry_run } => {
+            let v = Vault::open(&dir)?;
+            let removed = v.prune(older_than_days, vault::now_micros(), dry_run)?;
+            for n in &removed {
+                println!("{} {n}", if dry_run { "would remove" } else { "removed" });
+            }
+            eprintln!("{} generation(s) {}", removed.len(), if dry_run { "would be removed" } else { "removed" });
+            Ok(ExitCode::SUCCESS)
+        }
+        VaultCmd::Serve { dir, listen, tls_cert, tls_key } => {
+            let _ = lang;
+            let v = std::sync::Arc::new(Vault::open(&dir)?);
+            let addr = crate::cli::parse_listen(&listen)?;
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => {
+                    Some(std::sync::Arc::new(mamori_http::Tls::load(mamori_http::TlsFiles { cert, key })?))
+                }
+                _ => None,
+            };
+            if tls.is_none() && !addr.ip().is_loopback() {
+                return Err(format!(
+                    "refusing plain HTTP on `{addr}`: only loopback may be served without TLS; give --tls-cert and --tls-key"
+                )
+                .into());
+            }
+            let immutable = v.can_make_immutable();
+            if !immutable {
+                eprintln!(
+                    "mamori: WARNING: this process cannot make files immutable (chattr +i needs CAP_LINUX_IMMUTABLE): stored files are read-only, and only the vault user's separation protects them"
+                );
+            }
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async move {
+                let listener =
+                    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on `{addr}`: {e}"))?;
+                let bound = listener.local_addr()?;
+                println!("mamori vault serving {scheme}://{bound}/v1/generations (dir: {})", dir.display());
+                let stop = mamori_http::Stop {
+                    shutdown: crate::cli::shutdown_signal(),
+                    drain: std::time::Duration::from_secs(10),
+                };
+                mamori_http::serve(listener, crate::vault_server::router(v), tls, stop).await?;
+                Ok::<_, crate::fail::Failure>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

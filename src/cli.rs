@@ -707,7 +707,7 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
     }
 }
 
-fn parse_listen(s: &str) -> Fallible<SocketAddr> {
+pub(crate) fn parse_listen(s: &str) -> Fallible<SocketAddr> {
     let s2 = s.strip_prefix("localhost:").map(|p| format!("127.0.0.1:{p}"));
     s2.as_deref()
         .unwrap_or(s)
@@ -825,7 +825,7 @@ async fn on_hangup(tls: Option<std::sync::Arc<mamori_http::Tls>>) {
     let _ = tls;
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

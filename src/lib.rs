@@ -15,6 +15,7 @@ pub mod progress;
 pub mod review_cli;
 mod state;
 pub mod user_cli;
+pub mod vault_server;
 
 pub use mamori_app::node as datadir;
 pub use mamori_app::{Node, audit_verify, backend, clock_sync, config, open_node, open_node_on};

@@ -796,3 +796,188 @@ fn the_server_takes_generations_on_schedule_and_drills_and_pruning_are_recorded(
     assert!(out(&o).contains("FAILED"), "{}", out(&o));
     assert!(trail(site.d()).iter().any(|e| e["action"] == "alert-backup-drill-failed"), "no failed-drill alert");
 }
+
+/// `mamori backup vault serve` on a free loopback port (TLS when a certificate is given).
+fn start_vault(dir: &Path, tls: Option<(&Path, &Path)>) -> crate::binary::Server {
+    use std::io::BufRead;
+    let mut cmd = Command::new(crate::binary::BIN);
+    cmd.args(["backup", "vault", "serve", "--listen", "127.0.0.1:0", "--dir"]).arg(dir);
+    if let Some((c, k)) = tls {
+        cmd.arg("--tls-cert").arg(c).arg("--tls-key").arg(k);
+    }
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    // "mamori vault serving https://127.0.0.1:PORT/v1/generations (dir: …)"
+    let url = line.split_whitespace().nth(3).unwrap_or_else(|| panic!("unexpected start-up line {line:?}"));
+    let addr = url.split("://").nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    crate::binary::Server { child, addr }
+}
+
+fn vault_files(v: &Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(v)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != "vault.toml")
+        .collect();
+    n.sort();
+    n
+}
+
+#[test]
+fn the_vault_takes_every_generation_and_refuses_to_overwrite_or_delete_any() {
+    use crate::binary::http;
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let vault = site.tmp.path().join("vault");
+    let key = ok(&["audit", "verifier-key", "--data-dir", site.d()]).trim().to_string();
+    // Bad input is refused and makes no vault.
+    let o = cli(&["backup", "vault", "init", "--dir", vault.to_str().unwrap(), "--node-key", "not-a-key"]);
+    assert!(!o.status.success() && !vault.join("vault.toml").exists(), "{}", out(&o));
+    let token =
+        ok(&["backup", "vault", "init", "--dir", vault.to_str().unwrap(), "--node-key", &key, "--lock-days", "30"])
+            .trim()
+            .to_string();
+    assert!(token.starts_with("mamori-vault-"), "{token}");
+    assert!(!std::fs::read_to_string(vault.join("vault.toml")).unwrap().contains(&token), "the token is stored");
+    let o = cli(&["backup", "vault", "init", "--dir", vault.to_str().unwrap(), "--node-key", &key]);
+    assert!(!o.status.success(), "a vault was made twice: {}", out(&o));
+
+    // The node pushes over TLS, trusting only the vault's CA.
+    let kp = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&kp).unwrap();
+    let (c, k, token_file) =
+        (site.tmp.path().join("v-cert.pem"), site.tmp.path().join("v-key.pem"), site.tmp.path().join("v-token"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, kp.serialize_pem()).unwrap();
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let tls_vault = start_vault(&vault, Some((&c, &k)));
+    set_backup(
+        &site.dir,
+        &format!(
+            "repository = \"{}\"\nrecipients = [\"{}\"]\nvault = \"https://localhost:{}\"\nvault_token_file = \"{}\"\nvault_ca = \"{}\"",
+            site.repo().display(),
+            site.recipient,
+            tls_vault.addr.port(),
+            token_file.display(),
+            c.display()
+        ),
+    );
+    let o = cli(&["backup", "create", "--data-dir", site.d()]);
+    let text = out(&o);
+    assert!(o.status.success(), "{text}");
+    assert!(text.contains("sent to the vault"), "{text}");
+    let g1 = text.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string();
+    assert_eq!(vault_files(&vault), vec![format!("{g1}.age"), format!("{g1}.manifest")]);
+    // Byte for byte what the repository holds, read-only, and immutable where the vault may.
+    let root = std::process::Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    for f in [format!("{g1}.age"), format!("{g1}.manifest")] {
+        assert_eq!(std::fs::read(vault.join(&f)).unwrap(), std::fs::read(site.repo().join(&f)).unwrap());
+        assert_eq!(std::fs::metadata(vault.join(&f)).unwrap().permissions().mode() & 0o777, 0o444, "{f}");
+        if root && mamori_app::vault::is_immutable(&vault.join(&f)) {
+            assert!(std::fs::remove_file(vault.join(&f)).is_err(), "an immutable file was removed");
+            assert!(std::fs::write(vault.join(&f), b"x").is_err(), "an immutable file was overwritten");
+        } else {
+            assert!(!root, "running as root, the vault did not make {f} immutable");
+        }
+    }
+    let list = ok(&["backup", "vault", "list", "--dir", vault.to_str().unwrap()]);
+    assert!(list.contains(&g1) && list.contains("complete"), "{list}");
+    assert!(trail(site.d()).iter().any(|e| e["action"] == "backup-vaulted"), "the push is not in the audit trail");
+    // The vault's copy is a repository: it verifies and decrypts as it is.
+    let v = ok(&[
+        "backup",
+        "verify",
+        "--data-dir",
+        site.d(),
+        "--repo",
+        vault.to_str().unwrap(),
+        "--identity",
+        site.identity.to_str().unwrap(),
+    ]);
+    assert!(v.contains(&g1), "{v}");
+
+    // An attacker holding the node and its token: nothing stored can be replaced or removed.
+    let plain = start_vault(&vault, None);
+    let auth = format!("Bearer {token}");
+    let h = [("Authorization", auth.as_str())];
+    let path = |f: &str| format!("/v1/generations/{f}");
+    let manifest1 = std::fs::read(site.repo().join(format!("{g1}.manifest"))).unwrap();
+    assert_eq!(http(plain.addr, "DELETE", &path(&format!("{g1}.age")), &h, b"").unwrap().status, 405);
+    assert_eq!(http(plain.addr, "DELETE", &path(&format!("{g1}.manifest")), &h, b"").unwrap().status, 405);
+    assert_eq!(http(plain.addr, "POST", &path(&format!("{g1}.age")), &h, b"x").unwrap().status, 405);
+    let r = http(plain.addr, "PUT", &path(&format!("{g1}.age")), &h, b"ransom").unwrap();
+    assert_eq!(r.status, 409, "{}", String::from_utf8_lossy(&r.body));
+    // The same manifest again is "already stored"; a different one is refused.
+    assert_eq!(http(plain.addr, "PUT", &path(&format!("{g1}.manifest")), &h, &manifest1).unwrap().status, 200);
+    let mut other = manifest1.clone();
+    other.extend_from_slice(b"\n");
+    assert_ne!(http(plain.addr, "PUT", &path(&format!("{g1}.manifest")), &h, &other).unwrap().status / 100, 2);
+    assert_eq!(http(plain.addr, "PUT", "/v1/generations/../vault.toml", &h, b"x").unwrap().status / 100, 4);
+    assert_eq!(http(plain.addr, "PUT", &path("vault.toml"), &h, b"x").unwrap().status, 404);
+    // No token, a wrong token: 401, for reading the list too.
+    assert_eq!(http(plain.addr, "GET", "/v1/generations", &[], b"").unwrap().status, 401);
+    let wrong = [("Authorization", "Bearer mamori-vault-guess")];
+    assert_eq!(http(plain.addr, "GET", "/v1/generations", &wrong, b"").unwrap().status, 401);
+    assert_eq!(http(plain.addr, "PUT", &path("20991231T000000Z-0.manifest"), &wrong, &manifest1).unwrap().status, 401);
+    // Data before its manifest; a manifest under another generation's name; another node's manifest.
+    assert_eq!(http(plain.addr, "PUT", &path("20991231T000000Z-0.age"), &h, b"x").unwrap().status, 409);
+    assert_eq!(http(plain.addr, "PUT", &path("20991231T000000Z-0.manifest"), &h, &manifest1).unwrap().status, 400);
+    let stranger = Site::new();
+    let sg = stranger.create();
+    let sm = std::fs::read(stranger.repo().join(format!("{sg}.manifest"))).unwrap();
+    let r = http(plain.addr, "PUT", &path(&format!("{sg}.manifest")), &h, &sm).unwrap();
+    assert_eq!(r.status, 400, "another node's generation was taken: {}", String::from_utf8_lossy(&r.body));
+    assert_eq!(vault_files(&vault), vec![format!("{g1}.age"), format!("{g1}.manifest")]);
+
+    // A second generation whose data is damaged on the way: refused, nothing stored; then sent whole.
+    std::fs::write(
+        site.dir.join("mamori.toml"),
+        std::fs::read_to_string(site.dir.join("mamori.toml")).unwrap().replace(
+            &format!("vault = \"https://localhost:{}\"", tls_vault.addr.port()),
+            "vault = \"https://localhost:9\"",
+        ),
+    )
+    .unwrap();
+    let o = cli(&["backup", "create", "--data-dir", site.d()]);
+    let text = out(&o);
+    assert_eq!(o.status.code(), Some(1), "an unreachable vault was not reported: {text}");
+    assert!(text.contains("NOT in the vault"), "{text}");
+    assert!(trail(site.d()).iter().any(|e| e["action"] == "alert-backup-vault-failed"), "no alert");
+    let g2 = text.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string();
+    let m2 = std::fs::read(site.repo().join(format!("{g2}.manifest"))).unwrap();
+    let mut d2 = std::fs::read(site.repo().join(format!("{g2}.age"))).unwrap();
+    assert_eq!(http(plain.addr, "PUT", &path(&format!("{g2}.manifest")), &h, &m2).unwrap().status, 201);
+    let mid = d2.len() / 2;
+    d2[mid] ^= 1;
+    let r = http(plain.addr, "PUT", &path(&format!("{g2}.age")), &h, &d2).unwrap();
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert!(!vault.join(format!("{g2}.age")).exists(), "damaged data was stored");
+    assert!(!vault_files(&vault).iter().any(|f| f.starts_with(".incoming")), "a scratch file was left");
+    std::fs::write(
+        site.dir.join("mamori.toml"),
+        std::fs::read_to_string(site.dir.join("mamori.toml"))
+            .unwrap()
+            .replace("vault = \"https://localhost:9\"", &format!("vault = \"http://127.0.0.1:{}\"", plain.addr.port())),
+    )
+    .unwrap();
+    let p = ok(&["backup", "push", "--data-dir", site.d(), "--all"]);
+    assert!(p.contains(&format!("{g1}: already in the vault")) && p.contains(&format!("{g2}: sent {g2}.age")), "{p}");
+    assert!(vault.join(format!("{g2}.age")).exists());
+
+    // Removal is local, by the vault's operator, and never inside the retention lock.
+    let o = cli(&["backup", "vault", "prune", "--dir", vault.to_str().unwrap(), "--older-than-days", "1"]);
+    assert!(!o.status.success() && out(&o).contains("retention lock is 30 days"), "{}", out(&o));
+    let p = ok(&["backup", "vault", "prune", "--dir", vault.to_str().unwrap(), "--older-than-days", "30"]);
+    assert!(!p.contains("removed"), "{p}");
+    assert_eq!(vault_files(&vault).len(), 4);
+    // A rotated token: the old one stops at once.
+    let new = ok(&["backup", "vault", "rotate-token", "--dir", vault.to_str().unwrap()]).trim().to_string();
+    assert_eq!(http(plain.addr, "GET", "/v1/generations", &h, b"").unwrap().status, 401);
+    let nh = format!("Bearer {new}");
+    assert_eq!(http(plain.addr, "GET", "/v1/generations", &[("Authorization", nh.as_str())], b"").unwrap().status, 200);
+    // Clean up the immutable files so the temporary directory can go.
+    for f in vault_files(&vault) {
+        let _ = Command::new("chattr").arg("-i").arg(vault.join(f)).status();
+    }
+}

@@ -99,6 +99,9 @@ pub struct Created {
     pub manifest: Manifest,
     /// Seconds it took.
     pub seconds: f64,
+    /// What sending it to the vault did, when one is configured (`[backup] vault`); a failed
+    /// send leaves the generation in the repository and raises `alert-backup-vault-failed`.
+    pub vault: Option<Result<crate::vault::Pushed, String>>,
 }
 
 /// Progress of a long run, for the CLI's line on stderr.
@@ -245,7 +248,7 @@ fn generation_name(repo: &Path, micros: i64) -> String {
     name
 }
 
-fn rfc3339(micros: i64) -> String {
+pub(crate) fn rfc3339(micros: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(micros.div_euclid(1_000_000))
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
@@ -286,10 +289,75 @@ pub fn create(
 ) -> Result<Created, AppError> {
     only_operator(ctx, node)?;
     let taken = take(ctx, node, repo, recipients, progress);
-    if let Err(e) = &taken {
-        ctx.record(node, "backup-created", Outcome::Failure, format!("no generation in {}: {e}", repo.display()))?;
+    match taken {
+        Err(e) => {
+            ctx.record(node, "backup-created", Outcome::Failure, format!("no generation in {}: {e}", repo.display()))?;
+            Err(e)
+        }
+        Ok(mut c) => {
+            if node.config.backup_vault.is_some() {
+                c.vault = Some(push(ctx, node, repo, &c.manifest.generation).map_err(|e| e.to_string()));
+            }
+            Ok(c)
+        }
     }
-    taken
+}
+
+/// Sends generation `name` of `repo` to the vault (`[backup] vault`) unless it holds it already:
+/// manifest first, then the data, which the vault takes only when it matches the manifest.
+/// Audited `backup-vaulted`; a failure is `alert-backup-vault-failed`.
+pub fn push(ctx: &Ctx, node: &Node, repo: &Path, name: &str) -> Result<crate::vault::Pushed, AppError> {
+    only_operator(ctx, node)?;
+    let target = node.config.backup_vault.as_ref().ok_or_else(|| {
+        AppError::Invalid("no vault is configured: set [backup] vault and vault_token_file in mamori.toml".into())
+    })?;
+    let g = find(repo, Some(name))?;
+    send(ctx, node, target, &g).inspect_err(|e| {
+        let _ = alert(
+            ctx,
+            node,
+            "alert-backup-vault-failed",
+            format!("generation {} could not be sent to the vault {}: {e}", g.name, target.url),
+        );
+    })
+}
+
+fn send(
+    ctx: &Ctx,
+    node: &Node,
+    target: &crate::vault::Target,
+    g: &Generation,
+) -> Result<crate::vault::Pushed, AppError> {
+    let p = crate::vault::push(target, g)?;
+    if !p.sent.is_empty() {
+        ctx.record(
+            node,
+            "backup-vaulted",
+            Outcome::Success,
+            format!(
+                "generation {} sent to the vault {}: {} ({} bytes)",
+                g.name,
+                target.url,
+                p.sent.join(", "),
+                p.bytes
+            ),
+        )?;
+    }
+    Ok(p)
+}
+
+/// Sends every generation of `repo` the vault lacks (oldest first); the names sent.
+fn send_missing(ctx: &Ctx, node: &Node, target: &crate::vault::Target, repo: &Path) -> Result<Vec<String>, AppError> {
+    let held: std::collections::HashSet<String> =
+        crate::vault::remote_list(target)?.into_iter().filter(|s| s.manifest && s.data).map(|s| s.name).collect();
+    let mut sent = Vec::new();
+    for g in generations(repo)? {
+        if !held.contains(&g.name) {
+            send(ctx, node, target, &g)?;
+            sent.push(g.name);
+        }
+    }
+    Ok(sent)
 }
 
 fn take(
@@ -384,7 +452,7 @@ fn take(
             manifest.data.sha256
         ),
     )?;
-    Ok(Created { manifest, seconds: started.elapsed().as_secs_f64() })
+    Ok(Created { manifest, seconds: started.elapsed().as_secs_f64(), vault: None })
 }
 
 /// A generation's name and its two files.
@@ -418,7 +486,7 @@ pub fn generations(repo: &Path) -> Result<Vec<Generation>, AppError> {
     Ok(out)
 }
 
-fn valid_name(n: &str) -> bool {
+pub(crate) fn valid_name(n: &str) -> bool {
     !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
@@ -441,9 +509,15 @@ pub fn find(repo: &Path, name: Option<&str>) -> Result<Generation, AppError> {
 /// as `mamori keys verifier-key` prints it) and that it names this generation.
 pub fn read_manifest(g: &Generation, verifier_key: &str) -> Result<Manifest, AppError> {
     let text = std::fs::read_to_string(&g.manifest).map_err(io(format!("cannot read `{}`", g.manifest.display())))?;
+    parse_manifest(&g.name, &text, verifier_key)
+}
+
+/// A manifest's text, checked: signed with `verifier_key` and naming generation `name`.
+pub fn parse_manifest(name: &str, text: &str, verifier_key: &str) -> Result<Manifest, AppError> {
+    let g = Generation { name: name.to_string(), manifest: PathBuf::new(), data: PathBuf::new() };
     let verifier = NoteVerifier::parse(verifier_key)
         .map_err(|e| AppError::Invalid(format!("the verifier key does not parse: {e}")))?;
-    let body = verifier.verify(&text).map_err(|e| {
+    let body = verifier.verify(text).map_err(|e| {
         AppError::Invalid(format!(
             "generation {}: the manifest's signature does not verify with this node's key ({e}): it was not written by this node or was changed",
             g.name
@@ -1124,14 +1198,48 @@ pub fn spawn_scheduler(node: std::sync::Arc<Node>) -> std::thread::JoinHandle<()
         let ctx = Ctx::operator(&node, "mamori-serve");
         let mut last_overdue: Option<std::time::Instant> = None;
         let mut failing = false;
+        let mut vault_failing = false;
         std::thread::sleep(std::time::Duration::from_secs(2));
         loop {
             if let Err(e) = tick(&ctx, &node, &mut last_overdue, &mut failing) {
                 tracing::error!(error = %e, "the backup schedule could not run");
             }
+            if let Err(e) = vault_tick(&ctx, &node, &mut vault_failing) {
+                tracing::error!(error = %e, "the backup schedule could not run");
+            }
             std::thread::sleep(std::time::Duration::from_secs(60));
         }
     })
+}
+
+/// Sends what the vault lacks; a failure is alerted once per outage.
+fn vault_tick(ctx: &Ctx, node: &Node, failing: &mut bool) -> Result<(), AppError> {
+    let (Some(repo), Some(target)) = (&node.config.backup_repository, &node.config.backup_vault) else {
+        return Ok(());
+    };
+    if !repo.exists() {
+        return Ok(());
+    }
+    match send_missing(ctx, node, target, repo) {
+        Ok(sent) => {
+            if !sent.is_empty() {
+                tracing::info!(generations = sent.len(), "generations sent to the vault");
+            }
+            *failing = false;
+        }
+        Err(e) => {
+            if !*failing {
+                alert(
+                    ctx,
+                    node,
+                    "alert-backup-vault-failed",
+                    format!("generations could not be sent to the vault {}: {e}", target.url),
+                )?;
+            }
+            *failing = true;
+        }
+    }
+    Ok(())
 }
 
 fn alert(ctx: &Ctx, node: &Node, action: &str, detail: String) -> Result<(), AppError> {

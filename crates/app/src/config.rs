@@ -74,6 +74,12 @@ session_absolute_secs = 43200
 # A restore drill (`mamori backup drill`, run where the backup identity is) is due this many days
 # after the last one; an overdue or failed drill is an alert.
 # drill_days = 30
+# The vault (B1): a copy the server can add to but never delete or overwrite — `mamori backup
+# vault serve`, run as another user on another host (docs/BACKUP.md). Every new generation is
+# sent there; a failed send is an alert and is retried by the schedule.
+# vault = "https://vault.example.jp:8443"
+# vault_token_file = "/etc/mamori/vault-token"
+# vault_ca = "/etc/mamori/vault-ca.pem"
 
 [integrity]
 # How often (seconds, 1–3600) the whole configuration — every entry of the configuration
@@ -145,6 +151,9 @@ struct RawBackup {
     keep_monthly: Option<usize>,
     every_hours: Option<u32>,
     drill_days: Option<u32>,
+    vault: Option<String>,
+    vault_token_file: Option<std::path::PathBuf>,
+    vault_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -272,6 +281,8 @@ pub struct Config {
     pub backup_repository: Option<std::path::PathBuf>,
     /// The age recipients backups are encrypted to (`[backup] recipients`).
     pub backup_recipients: Vec<String>,
+    /// Where every new generation is also sent (`[backup] vault`, `vault_token_file`, `vault_ca`).
+    pub backup_vault: Option<crate::vault::Target>,
     /// Which generations pruning keeps (`[backup] keep_*`).
     pub backup_retention: crate::backup::Retention,
     /// `mamori serve` takes a generation (then prunes) when the newest is this many hours old
@@ -390,6 +401,17 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if backup_every_hours.is_some() && (raw.backup.repository.is_none() || raw.backup.recipients.is_empty()) {
         return Err("backup.every_hours needs backup.repository and backup.recipients".into());
     }
+    let backup_vault = match (raw.backup.vault, raw.backup.vault_token_file) {
+        (None, None) if raw.backup.vault_ca.is_none() => None,
+        (Some(url), Some(token_file)) => {
+            crate::vault::Target::check(&url)?;
+            if url.starts_with("https:") && raw.backup.vault_ca.is_none() {
+                return Err("backup.vault_ca: the vault's CA certificate (PEM) is needed for https".into());
+            }
+            Some(crate::vault::Target { url, token_file, ca_file: raw.backup.vault_ca })
+        }
+        _ => return Err("backup.vault needs backup.vault_token_file (and vault_ca for https)".into()),
+    };
     let drill_days = raw.backup.drill_days.unwrap_or(30);
     if !(1..=366).contains(&drill_days) {
         return Err("backup.drill_days must be 1–366".into());
@@ -458,6 +480,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         backup_every_hours,
         drill_days,
         backup_repository: raw.backup.repository,
+        backup_vault,
         backup_recipients: raw.backup.recipients,
     })
 }

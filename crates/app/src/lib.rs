@@ -34,6 +34,7 @@ pub mod registry;
 pub mod retention;
 pub mod reviews;
 pub mod users;
+pub mod vault;
 
 pub use ctx::{AppError, Caller, Ctx};
 pub use mamori_access::AdminAct;

@@ -388,6 +388,74 @@ const JA: &[(&str, &str)] = &[
         "{1}/{2} は保存期間（{3}年）内です（{4} まで）",
     ),
     ("resource type `{}`", "リソース型 `{1}`"),
+    // The backup vault (#27, B1).
+    (
+        "no vault is configured: set [backup] vault and vault_token_file in mamori.toml",
+        "ボールトが設定されていません。mamori.toml の [backup] vault と vault_token_file を設定してください",
+    ),
+    (
+        "backup.vault needs backup.vault_token_file (and vault_ca for https)",
+        "backup.vault には backup.vault_token_file（https では vault_ca も）が必要です",
+    ),
+    (
+        "backup.vault_ca: the vault's CA certificate (PEM) is needed for https",
+        "backup.vault_ca: https ではボールトの CA 証明書（PEM）が必要です",
+    ),
+    (
+        "`{}.age` is already in the vault, which never replaces a file",
+        "`{1}.age` は既にボールトにあります。ボールトはファイルを置き換えません",
+    ),
+    ("`{}` does not parse: {}", "`{1}` を解釈できません: {2:t}"),
+    ("`{}` is already a vault", "`{1}` は既にボールトです"),
+    (
+        "`{}` is already in the vault, which never replaces a file",
+        "`{1}` は既にボールトにあります。ボールトはファイルを置き換えません",
+    ),
+    ("`{}` is not a node verifier key: {}", "`{1}` はノードの検証鍵ではありません: {2:t}"),
+    (
+        "`{}` is not a vault: make one with `mamori backup vault init --dir {}`",
+        "`{1}` はボールトではありません。`mamori backup vault init --dir {2}` で作成してください",
+    ),
+    ("a manifest is UTF-8 text", "マニフェストは UTF-8 のテキストです"),
+    ("a manifest is at most 1 MiB", "マニフェストは 1 MiB までです"),
+    (
+        "a vault needs the verifier key of at least one node (`mamori audit verifier-key` on that node)",
+        "ボールトには少なくとも1つのノードの検証鍵（そのノードで `mamori audit verifier-key`）が必要です",
+    ),
+    ("backup vault: {}", "バックアップボールト: {1:t}"),
+    (
+        "backup.vault: `{}`: plain http only to a loopback address; use https",
+        "backup.vault: `{1}`: 暗号化しない http はループバックアドレスだけです。https を使ってください",
+    ),
+    ("backup.vault: `{}`: scheme `{}` is not http(s)", "backup.vault: `{1}`: スキーム `{2}` は http(s) ではありません"),
+    ("cannot store `{}`: {}", "`{1}` を保存できません: {2:t}"),
+    ("cannot write the manifest: {}", "マニフェストを書き込めません: {1:t}"),
+    ("cannot write the upload: {}", "受信したファイルを書き込めません: {1:t}"),
+    (
+        "generation {} already has another manifest in the vault, which never replaces a file",
+        "世代 {1} には既に別のマニフェストがボールトにあります。ボールトはファイルを置き換えません",
+    ),
+    ("generation {}: send its manifest first", "世代 {1}: 先にマニフェストを送ってください"),
+    (
+        "generation {}: the data ({} bytes, sha256 {}) is not what its manifest says ({} bytes, sha256 {}): refused",
+        "世代 {1}: データ（{2} バイト、sha256 {3}）がマニフェストの記載（{4} バイト、sha256 {5}）と一致しないため拒否しました",
+    ),
+    (
+        "generation {}: the data is longer than its manifest says ({} bytes): refused",
+        "世代 {1}: データがマニフェストの記載（{2} バイト）より長いため拒否しました",
+    ),
+    (
+        "generation {}: the manifest is not signed by a node this vault takes: refused",
+        "世代 {1}: マニフェストがこのボールトの受け入れるノードの署名ではないため拒否しました",
+    ),
+    ("not a generation name", "世代の名前ではありません"),
+    ("the vault takes no node's generations", "このボールトはどのノードの世代も受け入れません"),
+    (
+        "the vault's retention lock is {} days: nothing younger is ever removed",
+        "ボールトの保持ロックは {1} 日です。それより新しいものは削除されません",
+    ),
+    ("upload already finished", "受信は既に終わっています"),
+    ("vault settings: {}", "ボールトの設定: {1:t}"),
     // Backups (#27).
     (
         "a backup restore into this store did not finish: it is not a copy of anything; remove it and restore again",
