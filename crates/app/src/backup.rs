@@ -178,7 +178,7 @@ fn only_operator(ctx: &Ctx, node: &Node) -> Result<(), AppError> {
     }
 }
 
-fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> AppError {
+pub(crate) fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> AppError {
     move |e| AppError::Failed(format!("{what}: {e}"))
 }
 
@@ -202,7 +202,7 @@ impl<W: Write> Write for HashWriter<W> {
     }
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
 
@@ -255,7 +255,7 @@ pub(crate) fn rfc3339(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::AppError;
-use crate::backup::{self, Generation, Manifest};
+use crate::backup::{self, Generation, Manifest, io, sha256_hex, sync_dir};
 
 /// The vault's settings file in its directory.
 pub const VAULT_FILE: &str = "vault.toml";
@@ -68,25 +68,22 @@ pub struct Stored {
     pub immutable: bool,
 }
 
-fn io(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> AppError {
-    move |e| AppError::Failed(format!("{what}: {e}"))
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
+/// `chattr FLAG path` (`+i`, `-i`); true when it succeeded.
+fn chattr(flag: &str, path: &Path) -> bool {
+    std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Makes `path` read-only and, where this process may, immutable; true when immutable.
 fn seal(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o444));
-    std::process::Command::new("chattr")
-        .arg("+i")
-        .arg(path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    chattr("+i", path)
 }
 
 /// Whether `path` carries the immutable attribute (`lsattr`).
@@ -109,12 +106,6 @@ pub fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 fn scratch(dir: &Path) -> Result<(PathBuf, std::fs::File), AppError> {
@@ -228,12 +219,7 @@ impl Vault {
         let Ok((path, f)) = scratch(&self.dir) else { return false };
         drop(f);
         let ok = seal(&path);
-        let _ = std::process::Command::new("chattr")
-            .arg("-i")
-            .arg(&path)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        chattr("-i", &path);
         let _ = std::fs::remove_file(&path);
         ok
     }
@@ -397,12 +383,7 @@ impl Vault {
             if !dry_run {
                 for f in [format!("{name}.age"), format!("{name}.manifest")] {
                     let p = self.dir.join(&f);
-                    let _ = std::process::Command::new("chattr")
-                        .arg("-i")
-                        .arg(&p)
-                        .stdout(std::process::Stdio::null())
-                        .stderr(std::process::Stdio::null())
-                        .status();
+                    chattr("-i", &p);
                     std::fs::remove_file(&p).map_err(io(format!("cannot remove `{}`", p.display())))?;
                 }
                 tracing::info!(generation = %name, "vault: generation pruned");
