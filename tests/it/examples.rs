@@ -12,23 +12,35 @@ use crate::support::Harness;
 
 const PACKAGE: &str = "hl7.fhir.r4.examples@4.0.1";
 
-/// The unpacked package directory, fetched with `npm pack` when missing.
+/// The unpacked package directory, fetched with `npm pack` when missing. Tests that call this run
+/// in parallel: one of them fetches (the others wait on the lock), and the package is unpacked into
+/// a scratch directory renamed into place, so a half-unpacked package is never seen.
 pub fn examples_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(fetch_examples).clone()
+}
+
+fn fetch_examples() -> PathBuf {
     let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hl7.fhir.r4.examples-4.0.1");
     let package = root.join("package");
     if package.join("Patient-example.json").exists() {
         return package;
     }
-    std::fs::create_dir_all(&root).unwrap();
+    let scratch = root.join(format!("unpack-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
     let out = Command::new("npm")
         .args(["pack", PACKAGE, "--pack-destination"])
-        .arg(&root)
+        .arg(&scratch)
         .output()
         .expect("npm is needed to fetch the official FHIR examples (apt-get install npm)");
     assert!(out.status.success(), "npm pack failed: {}", String::from_utf8_lossy(&out.stderr));
-    let tgz = root.join("hl7.fhir.r4.examples-4.0.1.tgz");
-    let st = Command::new("tar").arg("xzf").arg(&tgz).arg("-C").arg(&root).status().unwrap();
-    assert!(st.success(), "tar failed");
+    let tgz = scratch.join("hl7.fhir.r4.examples-4.0.1.tgz");
+    let out = Command::new("tar").arg("xzf").arg(&tgz).arg("-C").arg(&scratch).output().unwrap();
+    assert!(out.status.success(), "tar failed: {}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&package);
+    std::fs::rename(scratch.join("package"), &package).unwrap();
+    let _ = std::fs::remove_dir_all(&scratch);
     package
 }
 
