@@ -669,7 +669,7 @@ fn the_ransomware_runbook_works_end_to_end() {
 }
 
 /// Writes `[backup]` settings into the data directory's mamori.toml.
-fn set_backup(dir: &Path, lines: &str) {
+pub(crate) fn set_backup(dir: &Path, lines: &str) {
     let toml = dir.join("mamori.toml");
     let text = std::fs::read_to_string(&toml).unwrap();
     let new = if text.contains("# repository = \"/var/backups/mamori\"") {

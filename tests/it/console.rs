@@ -20,6 +20,7 @@ fn add(dir: &Path, user: &str, roles: &[&str]) {
 fn totp(dir: &Path, user: &str) -> String {
     let out = cli(&["user", "enroll-totp", user, "--data-dir", dir.to_str().unwrap()]);
     let uri = String::from_utf8(out.stdout).unwrap();
+    assert!(uri.contains("secret="), "enroll-totp {user}: {uri} {}", String::from_utf8_lossy(&out.stderr));
     uri.split("secret=").nth(1).unwrap().split('&').next().unwrap().to_string()
 }
 
@@ -71,6 +72,16 @@ fn every_role_uses_the_console_in_a_browser() {
         .iter()
         .map(|u| ((*u).to_string(), Value::from(totp(&dir, u))))
         .collect();
+    // A backup repository with one generation (no drill yet), for the backups page.
+    let identity = tmp.path().join("backup-identity.txt");
+    let out = cli(&["backup", "keygen", "--out", identity.to_str().unwrap()]);
+    let recipient = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string();
+    crate::backup::set_backup(
+        &dir,
+        &format!("repository = \"{}\"\nrecipients = [\"{recipient}\"]", tmp.path().join("repo").display()),
+    );
+    let out = cli(&["backup", "create", "--data-dir", d]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (port, attack_port) = (free(), free());
     let base = format!("http://localhost:{port}");
@@ -357,4 +368,78 @@ fn administrators_manage_applications_policies_keys_and_verify_the_trail() {
     // "Verify now" says so, on the home page and among the alerts (console_admin.py checks both).
     crate::support::python_ok(&deps, "console_admin.py", &[&base, &secrets, PW, NEW_PW, "tampered"]);
     drop(s);
+}
+
+/// Backups in the console (#27): the security manager sees the repository's generations (one
+/// whose manifest was altered shown as not verifying), the last restore drill with its RTO and
+/// RPO, and a vault that cannot be reached shown as such; the system administrator switches
+/// emergency read-only mode on (a reason required) and every page tells every visitor, a clerk
+/// included; a record write is refused meanwhile; then back off. A clerk cannot open the page.
+#[test]
+fn the_backups_page_shows_generations_drills_the_vault_and_switches_read_only_mode() {
+    let deps = crate::support::pip_target("pydeps", &["requests==2.32.3", "pyotp==2.9.0"], &["pyotp", "requests"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    let ok = |args: &[&str]| {
+        let o = cli(args);
+        assert!(o.status.success(), "mamori {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    ok(&["init", "--data-dir", d]);
+    add(&dir, "kanri", &["system_admin"]);
+    add(&dir, "anzen", &["security_manager"]);
+    add(&dir, "uketsuke", &["clerk"]);
+    let identity = tmp.path().join("backup-identity.txt");
+    let printed = ok(&["backup", "keygen", "--out", identity.to_str().unwrap()]);
+    let recipient = printed.lines().last().unwrap().trim().to_string();
+    let repo = tmp.path().join("repo");
+    crate::backup::set_backup(
+        &dir,
+        &format!("repository = \"{}\"\nrecipients = [\"{recipient}\"]\ndrill_days = 30", repo.display()),
+    );
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let text = ok(&["backup", "create", "--data-dir", d]);
+        names.push(text.split_whitespace().nth(1).unwrap().trim_end_matches(':').to_string());
+    }
+    ok(&["backup", "drill", "--data-dir", d, "--identity", identity.to_str().unwrap()]);
+    // Someone alters the oldest generation's manifest.
+    let m = repo.join(format!("{}.manifest", names[0]));
+    let text = std::fs::read_to_string(&m).unwrap().replacen("\"resources\":", "\"resources\": ", 1);
+    std::fs::write(&m, text).unwrap();
+    // A vault nobody answers at.
+    let token = tmp.path().join("vault-token");
+    std::fs::write(&token, "t").unwrap();
+    let toml = dir.join("mamori.toml");
+    let repo_line = format!("repository = \"{}\"", repo.display());
+    let t = std::fs::read_to_string(&toml).unwrap().replacen(
+        &repo_line,
+        &format!("{repo_line}\nvault = \"http://127.0.0.1:9\"\nvault_token_file = \"{}\"", token.display()),
+        1,
+    );
+    std::fs::write(&toml, t).unwrap();
+
+    let secrets: serde_json::Map<String, Value> =
+        ["kanri", "anzen", "uketsuke"].iter().map(|u| ((*u).to_string(), Value::from(totp(&dir, u)))).collect();
+    let secrets = Value::Object(secrets).to_string();
+    let s = start(&dir, &[]);
+    let base = format!("http://{}", s.addr);
+    let names_json = Value::from(names.clone()).to_string();
+    crate::support::python_ok(&deps, "console_admin.py", &[&base, &secrets, PW, NEW_PW, "backups", &names_json]);
+    drop(s);
+
+    let out = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    let entries: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let any = |who: &str, action: &str, needle: &str| {
+        entries.iter().any(|e| e["actor"]["id"] == who && e["action"] == action && e.to_string().contains(needle))
+    };
+    assert!(any("kanri", "config", "config/emergency-mode/read-only/v1"), "switched on by kanri");
+    assert!(any("kanri", "config", "config/emergency-mode/read-only/v2"), "and off");
+    assert!(any("kanri", "alert-emergency-mode", "ON"), "the switch is alerted");
+    assert!(any("uketsuke", "admin-denied", ""), "the clerk's refusal is recorded");
+    let st = ok(&["emergency", "status", "--data-dir", d]);
+    assert!(st.contains("off"), "{st}");
 }

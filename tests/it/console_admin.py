@@ -10,6 +10,7 @@ tests/it/console.rs.
 
   console_admin.py BASE SECRETS_JSON PASSWORD NEW_PASSWORD main
   console_admin.py BASE SECRETS_JSON PASSWORD NEW_PASSWORD tampered
+  console_admin.py BASE SECRETS_JSON PASSWORD NEW_PASSWORD backups GENERATIONS_JSON
 """
 import html
 import json
@@ -74,6 +75,72 @@ def approve(session, request_url):
     assert r.status_code == 200 and "done=approved" in r.url, (r.status_code, r.url, main_of(r.text))
     return r
 
+
+if phase == "backups":
+    # Backups (#27). Generations: the oldest's manifest was altered; a drill ran; the vault is
+    # configured at an address nobody answers.
+    names = json.loads(sys.argv[6])
+    c, home = sign_in("uketsuke", pw)
+    assert "/console/backups" not in home, "the clerk has no backups entry"
+    r = c.get(base + "/console/backups")
+    assert r.status_code == 403, r.status_code
+    assert 'id="read-only-banner"' not in home
+
+    a, home = sign_in("anzen", pw)
+    assert 'href="/console/backups"' in home, "the security manager has the entry"
+    r = a.get(base + "/console/backups")
+    assert r.status_code == 200, r.status_code
+    page = main_of(r.text)
+    rows = re.findall(r"<tr><td><code>([0-9TZ-]+)</code></td>(.*?)</tr>", page, re.S)
+    assert [n for n, _ in rows] == list(reversed(names)), (rows, names)
+    for n, row in rows:
+        if n == names[0]:
+            assert "署名" in row and 'class="bad"' in row and "検証済み" not in row, row
+        else:
+            assert "検証済み" in row, row
+    assert 'id="drill-result"' in page and "復元を確認" in page and 'id="rto"' in page and 'id="rpo"' in page, page
+    assert 'id="drill-overdue"' not in page, page
+    assert 'id="vault-state"' in page and "接続できません" in page, "an unreachable vault is shown, not hidden"
+    assert 'id="mode" ' not in page or "通常運用" in page, page
+    assert "通常運用" in page and 'action="/console/backups/emergency"' not in page, \
+        "the security manager sees the mode but has no switch"
+    r = post(a, "/console/backups/emergency", r.text, {"mode": "on", "reason": "試しに"})
+    assert r.status_code == 403, (r.status_code, main_of(r.text))
+
+    k, home = sign_in("kanri", pw)
+    r = k.get(base + "/console/backups")
+    assert r.status_code == 200 and 'action="/console/backups/emergency"' in r.text, main_of(r.text)
+    # A reason is required; a forged form changes nothing.
+    r = post(k, "/console/backups/emergency", r.text, {"mode": "on", "reason": "  "})
+    assert r.status_code == 400 and 'id="switch-error"' in r.text and "理由" in r.text, (r.status_code, main_of(r.text))
+    forged = k.post(base + "/console/backups/emergency", data={"mode": "on", "reason": "x"})
+    assert forged.status_code == 403, forged.status_code
+    assert "通常運用" in k.get(base + "/console/backups").text
+    r = post(k, "/console/backups/emergency", r.text, {"mode": "on", "reason": "ランサムウェアの疑い"})
+    assert r.status_code == 200 and r.url.endswith("?switched=on"), (r.status_code, r.url, main_of(r.text))
+    assert 'id="switched"' in r.text and "参照専用モード中" in r.text and "ランサムウェアの疑い" in r.text, main_of(r.text)
+    # Switching on again is a conflict, said on the form.
+    r2 = post(k, "/console/backups/emergency", r.text, {"mode": "on", "reason": "again"})
+    # (the form now offers "off"; a hand-made "on" is refused as already on)
+    assert r2.status_code == 409 and 'id="switch-error"' in r2.text, (r2.status_code, main_of(r2.text))
+    # Every visitor sees it, on every page: the clerk's home, the security manager's audit page.
+    for sess, path in [(c, "/console/"), (a, "/console/audit"), (k, "/console/")]:
+        page = sess.get(base + path).text
+        assert 'id="read-only-banner"' in page and "参照専用モード中です" in page, (path, main_of(page))
+    assert 'href="/console/backups"' not in re.search(r'<p role="alert" class="banner".*?</p>',
+                                                       c.get(base + "/console/").text, re.S).group(0), \
+        "the clerk's banner does not link to a page they cannot open"
+    # In English, and back to normal operation.
+    r = k.get(base + "/console/backups?lang=en")
+    assert "Emergency read-only mode is on" in r.text and "Return to normal operation" in r.text, main_of(r.text)
+    r = post(k, "/console/backups/emergency", r.text, {"mode": "off", "reason": "restored and checked"})
+    assert r.status_code == 200 and r.url.endswith("?switched=off"), (r.status_code, r.url)
+    assert "record writes are accepted again" in r.text and "Normal operation" in r.text, main_of(r.text)
+    assert 'id="read-only-banner"' not in c.get(base + "/console/").text
+    r = k.get(base + "/console/backups?lang=en")
+    assert "Generations" in r.text and "unreachable" in r.text and "restore proven" in r.text, main_of(r.text)
+    print("ok")
+    sys.exit(0)
 
 if phase == "tampered":
     # Someone with database access edited an entry: the security manager's "verify now" says so,

@@ -311,6 +311,27 @@ def administrator():
         d.get(base + "/console/apps")
         accessible(d, "applications")
         shot(d, "apps-ja")
+        # Backups: the generation taken before start, no drill yet (overdue); emergency read-only
+        # mode switched on with a reason — every page says so — and back off.
+        d.get(base + "/console/backups")
+        assert d.find_elements(By.ID, "generations") and d.find_elements(By.ID, "drill-overdue"), d.page_source
+        assert d.find_element(By.ID, "reason").get_attribute("required") is not None, "a reason is asked for"
+        fill(d, "reason", "ランサムウェアの疑い（訓練）")
+        d.find_element(By.ID, "switch").click()
+        wait.until(lambda d: d.find_elements(By.ID, "switched"))
+        assert d.find_elements(By.ID, "read-only-banner")
+        accessible(d, "backups, read-only on")
+        shot(d, "backups-ja")
+        d.get(base + "/console/")
+        assert d.find_elements(By.ID, "read-only-banner"), "the home page says so too"
+        d.get(base + "/console/backups?lang=en")
+        fill(d, "reason", "drill over")
+        d.find_element(By.ID, "switch").click()
+        wait.until(lambda d: d.find_elements(By.ID, "switched"))
+        assert "Normal operation" in d.find_element(By.ID, "mode").text
+        assert not d.find_elements(By.ID, "read-only-banner")
+        accessible(d, "backups (en)")
+        d.get(base + "/console/backups?lang=ja")
         # Signing keys: a rotation needs a reason.
         d.get(base + "/console/keys")
         fill(d, "reason", "年次の鍵更新")

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ctx::Caller;
-use crate::{AppError, Ctx, Node};
+use crate::{AdminAct, AppError, Ctx, Node};
 use mamori_audit::Outcome;
 
 /// The first line of a manifest's signed note.
@@ -1189,6 +1189,112 @@ pub fn last_drill(node: &Node) -> Result<Option<Drill>, AppError> {
         .and_then(|v| serde_json::from_value(v).ok()))
 }
 
+/// One generation as the console shows it.
+#[derive(Debug, Clone)]
+pub struct GenerationState {
+    /// Its name.
+    pub name: String,
+    /// Its manifest, when the signature verifies with this node's key; else why not.
+    pub manifest: Result<Manifest, String>,
+    /// Bytes of its data file in the repository (`None`: missing).
+    pub data_bytes: Option<u64>,
+    /// What the vault holds of it (`None`: no vault configured, or it could not be asked).
+    pub vault: Option<crate::vault::Stored>,
+}
+
+/// Backups at a glance (B1–B3, G5): the repository's generations, the vault's copy, the last
+/// restore drill, the schedule and emergency read-only mode.
+#[derive(Debug, Clone)]
+pub struct Overview {
+    /// `[backup] repository` (`None`: not configured).
+    pub repository: Option<PathBuf>,
+    /// Its generations, newest first; an unreadable repository is `Err`.
+    pub generations: Result<Vec<GenerationState>, String>,
+    /// The vault's address and what it answered (`None`: no vault configured).
+    pub vault: Option<(String, Result<usize, String>)>,
+    /// Generations in the repository the vault lacks (complete manifest and data).
+    pub missing_in_vault: Vec<String>,
+    /// `[backup] every_hours` (`None`: the system scheduler).
+    pub every_hours: Option<u32>,
+    /// `[backup] keep_*`.
+    pub retention: Retention,
+    /// The latest restore drill.
+    pub last_drill: Option<Drill>,
+    /// `[backup] drill_days`.
+    pub drill_days: u32,
+    /// A drill is due: none since the last `drill_days` (or none ever, once a generation exists).
+    pub drill_overdue: bool,
+    /// Emergency read-only mode as stored.
+    pub emergency: crate::emergency::Mode,
+    /// This node is read-only now (stored mode or `serve --read-only`).
+    pub read_only_now: bool,
+    /// This node was started with `--read-only`.
+    pub pinned: bool,
+    /// Whether the caller may switch emergency mode (`emergency-mode`).
+    pub may_switch: bool,
+}
+
+/// Whether a restore drill is due at `now` (Unix s): the last is `drill_days` old, or there was
+/// none though a generation exists.
+fn drill_due(node: &Node, last: Option<&Drill>, have_generation: bool, now: i64) -> bool {
+    match last {
+        Some(d) => now - d.at / 1_000_000 >= i64::from(node.config.drill_days) * 86_400,
+        None => have_generation,
+    }
+}
+
+/// [`Overview`] (`read-audit` or `emergency-mode`). Reading it changes nothing; a vault that
+/// cannot be reached is shown as such, not hidden.
+pub fn overview(ctx: &Ctx, node: &Node) -> Result<Overview, AppError> {
+    ctx.authorize_any(node, &[AdminAct::ReadAudit, AdminAct::EmergencyMode])?;
+    let repository = node.config.backup_repository.clone();
+    let vault = node.config.backup_vault.as_ref().map(|t| (t.url.clone(), crate::vault::remote_list(t)));
+    let held: Option<Vec<crate::vault::Stored>> = vault.as_ref().and_then(|(_, r)| r.as_ref().ok().cloned());
+    let vkey = node.signer.verifier_key();
+    let generations = match &repository {
+        None => Ok(Vec::new()),
+        Some(repo) if !repo.exists() => Ok(Vec::new()),
+        Some(repo) => generations(repo).map_err(|e| e.to_string()).map(|all| {
+            all.into_iter()
+                .rev()
+                .map(|g| GenerationState {
+                    manifest: read_manifest(&g, &vkey).map_err(|e| e.to_string()),
+                    data_bytes: std::fs::metadata(&g.data).ok().map(|m| m.len()),
+                    vault: held.as_ref().and_then(|h| h.iter().find(|s| s.name == g.name).cloned()),
+                    name: g.name,
+                })
+                .collect::<Vec<_>>()
+        }),
+    };
+    let missing_in_vault = match (&held, &generations) {
+        (Some(h), Ok(gs)) => gs
+            .iter()
+            .filter(|g| !h.iter().any(|s| s.name == g.name && s.manifest && s.data))
+            .map(|g| g.name.clone())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let last_drill = last_drill(node)?;
+    let now = ctx.clock.now().0 / 1_000_000;
+    let drill_overdue = drill_due(node, last_drill.as_ref(), generations.as_ref().is_ok_and(|g| !g.is_empty()), now);
+    let (emergency, _) = crate::emergency::stored(node)?;
+    Ok(Overview {
+        repository,
+        generations,
+        vault: vault.map(|(url, r)| (url, r.map(|l| l.len()).map_err(|e| e.to_string()))),
+        missing_in_vault,
+        every_hours: node.config.backup_every_hours,
+        retention: node.config.backup_retention,
+        last_drill,
+        drill_days: node.config.drill_days,
+        drill_overdue,
+        emergency,
+        read_only_now: node.records.is_read_only(),
+        pinned: node.read_only_pinned,
+        may_switch: ctx.may(node, AdminAct::EmergencyMode),
+    })
+}
+
 /// The backup schedule inside `mamori serve` (B1/B2): every minute, a generation is taken when
 /// `[backup] every_hours` is set and the newest is that old (then pruned by `[backup] keep_*`);
 /// a failed backup is `alert-backup-failed`. A restore drill overdue by `[backup] drill_days`
@@ -1281,10 +1387,7 @@ fn tick(
         }
     }
     let last = last_drill(node)?;
-    let due = match &last {
-        Some(d) => now - d.at / 1_000_000 >= i64::from(node.config.drill_days) * 86_400,
-        None => have_generation,
-    };
+    let due = drill_due(node, last.as_ref(), have_generation, now);
     if due && last_overdue.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(86_400)) {
         alert(
             ctx,

@@ -57,6 +57,8 @@ pub fn router(http: AppState, node: Arc<Node>) -> Router {
         .route("/policies", get(pages::policies::show).post(pages::policies::submit))
         .route("/class-rules", get(pages::policies::show_rules).post(pages::policies::submit_rules))
         .route("/keys", get(pages::keys::list).post(pages::keys::rotate))
+        .route("/backups", get(pages::backups::show))
+        .route("/backups/emergency", post(pages::backups::switch))
         .route("/patients", get(pages::clinical::patients))
         .route("/patients/{id}", get(pages::clinical::patient))
         .route("/patients/{id}/break-glass", get(pages::clinical::break_glass_form).post(pages::clinical::break_glass))

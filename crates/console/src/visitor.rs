@@ -40,6 +40,8 @@ pub struct Rights {
     pub review_access: bool,
     /// Approve another person's high-risk change (the two-person rule).
     pub approve_change: bool,
+    /// Switch emergency read-only mode (非常時の参照専用モード).
+    pub emergency_mode: bool,
     pub vendor: bool,
     /// Works with clinical records (patient search, records, approvals).
     pub clinical: bool,
@@ -57,6 +59,8 @@ pub struct Visitor {
     pub path: String,
     /// Cookies to set with the page (a language chosen by `?lang=`).
     pub cookies: Vec<String>,
+    /// This node is in emergency read-only mode (every page says so).
+    pub read_only: bool,
 }
 
 impl Visitor {
@@ -113,6 +117,11 @@ impl Visitor {
                 current: false,
             });
         }
+        if self.rights.read_audit || self.rights.emergency_mode {
+            nav.push(NavItem {
+                href: "/console/backups", label: pick("バックアップ", "Backups"), current: false
+            });
+        }
         if self.rights.manage_users {
             nav.push(NavItem { href: "/console/users", label: pick("利用者", "Users"), current: false });
         }
@@ -167,6 +176,8 @@ impl Visitor {
             switch_href: if ja { "?lang=en" } else { "?lang=ja" },
             switch_label: if ja { "English" } else { "日本語" },
             switch_lang: if ja { "en" } else { "ja" },
+            read_only: self.read_only,
+            backups_link: self.rights.read_audit || self.rights.emergency_mode,
         }
     }
 }
@@ -181,6 +192,10 @@ pub struct Chrome {
     pub switch_href: &'static str,
     pub switch_label: &'static str,
     pub switch_lang: &'static str,
+    /// Emergency read-only mode is on: a banner on every page.
+    pub read_only: bool,
+    /// The banner links to the backups page (for those who may see it).
+    pub backups_link: bool,
 }
 
 impl Chrome {
@@ -252,6 +267,7 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                 review_break_glass: ctx.may(&node, AdminAct::ReviewBreakGlass),
                 review_access: ctx.may(&node, AdminAct::ReviewAccess),
                 approve_change: ctx.may(&node, AdminAct::ApproveChange),
+                emergency_mode: ctx.may(&node, AdminAct::EmergencyMode),
                 vendor: roles.iter().any(|r| r == "maintenance_vendor"),
                 clinical: mamori_app::clinical::may_use(&ctx, &node),
                 break_glass: mamori_app::clinical::may_break_glass(&ctx, &node),
@@ -278,6 +294,7 @@ impl FromRequestParts<Arc<Console>> for Visitor {
             rights,
             path: parts.uri.path().to_string(),
             cookies,
+            read_only: c.node.records.is_read_only(),
         })
     }
 }

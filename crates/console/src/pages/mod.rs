@@ -5,6 +5,7 @@
 pub mod access_reviews;
 pub mod apps;
 pub mod audit;
+pub mod backups;
 pub mod changes;
 pub mod clinical;
 pub mod dashboard;
