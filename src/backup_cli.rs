@@ -38,6 +38,10 @@ pub enum BackupCmd {
         /// Who takes it (named in the audit trail).
         #[arg(long, env = "USER", default_value = "operator")]
         operator: String,
+        /// Run at normal CPU priority. By default a backup runs at the lowest (nice 19), so a
+        /// server on the same cores answers its requests first.
+        #[arg(long)]
+        normal_priority: bool,
     },
     /// Remove the generations `[backup] keep_*` does not keep (the newest 5 always stay);
     /// audited. --dry-run only lists them.
@@ -280,7 +284,10 @@ pub fn run(cmd: BackupCmd) -> Fallible<ExitCode> {
             println!("{recipient}");
             Ok(ExitCode::SUCCESS)
         }
-        BackupCmd::Create { dir, repo, recipients, operator } => {
+        BackupCmd::Create { dir, repo, recipients, operator, normal_priority } => {
+            if !normal_priority && let Err(e) = backup::lower_priority() {
+                eprintln!("mamori: running at normal CPU priority ({e})");
+            }
             let node = dir.open()?;
             let repo = repo_or_configured(repo, node.config.backup_repository.clone())?;
             let recipients = if recipients.is_empty() { node.config.backup_recipients.clone() } else { recipients };

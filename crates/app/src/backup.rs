@@ -1295,12 +1295,26 @@ pub fn overview(ctx: &Ctx, node: &Node) -> Result<Overview, AppError> {
     })
 }
 
+/// Lowers the calling thread's CPU priority to the lowest (nice 19): taking a backup is background
+/// work and should yield the cores to the requests a server is answering. On Linux the nice value
+/// belongs to the thread (and threads it starts inherit it), and an unprivileged thread cannot
+/// raise it again — so this is called only on threads that do nothing else: the schedule's and
+/// the command line's. Returns the nice value now, or why it could not be set.
+pub fn lower_priority() -> Result<i32, String> {
+    rustix::process::setpriority_process(None, 19).map_err(|e| format!("setpriority: {e}"))?;
+    rustix::process::getpriority_process(None).map_err(|e| format!("getpriority: {e}"))
+}
+
 /// The backup schedule inside `mamori serve` (B1/B2): every minute, a generation is taken when
 /// `[backup] every_hours` is set and the newest is that old (then pruned by `[backup] keep_*`);
 /// a failed backup is `alert-backup-failed`. A restore drill overdue by `[backup] drill_days`
 /// (or none ever, once a generation exists) is `alert-backup-drill-overdue`, at most once a day.
 pub fn spawn_scheduler(node: std::sync::Arc<Node>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        // A thread of its own, at the lowest CPU priority: the requests come first.
+        if let Err(e) = lower_priority() {
+            tracing::warn!(error = %e, "the backup schedule runs at normal CPU priority");
+        }
         let ctx = Ctx::operator(&node, "mamori-serve");
         let mut last_overdue: Option<std::time::Instant> = None;
         let mut failing = false;
@@ -1454,6 +1468,15 @@ pub fn set_store_database(text: &str, database: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_thread_lowers_only_its_own_priority() {
+        let before = rustix::process::getpriority_process(None).unwrap();
+        let inside = std::thread::spawn(lower_priority).join().unwrap();
+        assert_eq!(inside, Ok(19));
+        // This thread (and so the rest of a server) keeps its priority.
+        assert_eq!(rustix::process::getpriority_process(None).unwrap(), before);
+    }
 
     #[test]
     fn the_store_line_is_replaced_added_or_removed() {
