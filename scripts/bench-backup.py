@@ -11,7 +11,9 @@ measured again, on its data.
 Data: scripts/gen-ndjson.py (1 Patient per 50 resources, the rest Observations), loaded with
 `mamori import`. Embedded store. Load: wrk, 16 connections (`apt-get install wrk`): GET of one
 Patient, and POST of a new Patient; each measured without a backup and then while backups run
-back to back, alternated twice, medians compared.
+back to back, alternated twice, medians compared. Then the newest generation is pushed to a vault
+on loopback (`mamori backup vault serve`). Run as root, the vault's files are immutable: remove
+the work directory with `chattr -R -i WORK_DIR && rm -rf WORK_DIR`.
 """
 import json
 import os
