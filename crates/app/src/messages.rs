@@ -423,6 +423,9 @@ const JA: &[(&str, &str)] = &[
         "ボールトには少なくとも1つのノードの検証鍵（そのノードで `mamori audit verifier-key`）が必要です",
     ),
     ("backup vault: {}", "バックアップボールト: {1:t}"),
+    ("no answer from {}:{} within {} s", "{1}:{2} から {3} 秒以内に応答がありません"),
+    ("no answer from {}:{}", "{1}:{2} から応答がありません"),
+    ("cannot connect to {}:{}: {}", "{1}:{2} に接続できません: {3:t}"),
     (
         "backup.vault: `{}`: plain http only to a loopback address; use https",
         "backup.vault: `{1}`: 暗号化しない http はループバックアドレスだけです。https を使ってください",
@@ -673,6 +676,15 @@ mod tests {
         );
         assert_eq!(ja("policies: no scope given"), "ポリシー: スコープが指定されていません");
         assert_eq!(ja("x: y"), "x: y");
+        // The vault client's errors, as the console's backups page shows them.
+        assert_eq!(
+            ja("backup vault: no answer from 127.0.0.1:9 within 30 s"),
+            "バックアップボールト: 127.0.0.1:9 から 30 秒以内に応答がありません"
+        );
+        assert_eq!(
+            ja("backup vault: cannot connect to 127.0.0.1:9: Connection refused (os error 111)"),
+            "バックアップボールト: 127.0.0.1:9 に接続できません: Connection refused (os error 111)"
+        );
         // No entry: as written; English: always as written.
         assert_eq!(ja("something new"), "something new");
         assert_eq!(localize("no client `a`", Lang::En), "no client `a`");

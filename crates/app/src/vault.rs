@@ -494,7 +494,11 @@ struct Client {
     base: String,
     token: String,
     tls: Option<tokio_rustls::TlsConnector>,
+    answer_within: std::time::Duration,
 }
+
+/// How long a request to the vault may take, apart from sending the data (see `Client::send`).
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn failed(e: impl std::fmt::Display) -> AppError {
     AppError::Failed(format!("backup vault: {e}"))
@@ -537,10 +541,27 @@ impl Client {
             host,
             token,
             tls,
+            answer_within: ANSWER_WITHIN,
         })
     }
 
+    /// One request and its whole answer, within a deadline: [`ANSWER_WITHIN`] plus a second per
+    /// MiB sent. A vault that accepts the connection and then says nothing must not hold the
+    /// backup schedule's thread (or a console page) for ever.
     async fn send(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        len: Option<u64>,
+        body: Body,
+    ) -> Result<(u16, String), AppError> {
+        let deadline = self.answer_within + std::time::Duration::from_secs(len.unwrap_or(0) >> 20);
+        tokio::time::timeout(deadline, self.exchange(method, path, len, body)).await.map_err(|_| {
+            failed(format!("no answer from {}:{} within {} s", self.host, self.port, deadline.as_secs()))
+        })?
+    }
+
+    async fn exchange(
         &self,
         method: hyper::Method,
         path: &str,
@@ -673,4 +694,27 @@ pub fn push(target: &Target, g: &Generation) -> Result<Pushed, AppError> {
         }
         Ok(out)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vault_that_accepts_and_never_answers_is_given_up_on() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // Accepts, reads nothing, answers nothing, keeps the connection open.
+        let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "t").unwrap();
+        let target = Target { url: format!("http://127.0.0.1:{port}"), token_file, ca_file: None };
+        let mut c = Client::new(&target).unwrap();
+        c.answer_within = std::time::Duration::from_millis(300);
+        let r = runtime().unwrap().block_on(c.send(hyper::Method::GET, "/v1/generations", None, small(Vec::new())));
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("no answer from 127.0.0.1"), "{e}");
+        drop(held.join());
+    }
 }
