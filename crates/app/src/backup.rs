@@ -349,7 +349,7 @@ fn send(
 /// Sends every generation of `repo` the vault lacks (oldest first); the names sent.
 fn send_missing(ctx: &Ctx, node: &Node, target: &crate::vault::Target, repo: &Path) -> Result<Vec<String>, AppError> {
     let held: std::collections::HashSet<String> =
-        crate::vault::remote_list(target)?.into_iter().filter(|s| s.manifest && s.data).map(|s| s.name).collect();
+        crate::vault::remote_list(target)?.into_iter().filter(|s| s.complete()).map(|s| s.name).collect();
     let mut sent = Vec::new();
     for g in generations(repo)? {
         if !held.contains(&g.name) {
@@ -1212,8 +1212,6 @@ pub struct Overview {
     pub generations: Result<Vec<GenerationState>, String>,
     /// The vault's address and what it answered (`None`: no vault configured).
     pub vault: Option<(String, Result<usize, String>)>,
-    /// Generations in the repository the vault lacks (complete manifest and data).
-    pub missing_in_vault: Vec<String>,
     /// `[backup] every_hours` (`None`: the system scheduler).
     pub every_hours: Option<u32>,
     /// `[backup] keep_*`.
@@ -1266,14 +1264,6 @@ pub fn overview(ctx: &Ctx, node: &Node) -> Result<Overview, AppError> {
                 .collect::<Vec<_>>()
         }),
     };
-    let missing_in_vault = match (&held, &generations) {
-        (Some(h), Ok(gs)) => gs
-            .iter()
-            .filter(|g| !h.iter().any(|s| s.name == g.name && s.manifest && s.data))
-            .map(|g| g.name.clone())
-            .collect(),
-        _ => Vec::new(),
-    };
     let last_drill = last_drill(node)?;
     let now = ctx.clock.now().0 / 1_000_000;
     let drill_overdue = drill_due(node, last_drill.as_ref(), generations.as_ref().is_ok_and(|g| !g.is_empty()), now);
@@ -1282,7 +1272,6 @@ pub fn overview(ctx: &Ctx, node: &Node) -> Result<Overview, AppError> {
         repository,
         generations,
         vault: vault.map(|(url, r)| (url, r.map(|l| l.len()).map_err(|e| e.to_string()))),
-        missing_in_vault,
         every_hours: node.config.backup_every_hours,
         retention: node.config.backup_retention,
         last_drill,

@@ -68,6 +68,13 @@ pub struct Stored {
     pub immutable: bool,
 }
 
+impl Stored {
+    /// The vault holds the whole generation: its manifest and its data.
+    pub fn complete(&self) -> bool {
+        self.manifest && self.data
+    }
+}
+
 /// `chattr FLAG path` (`+i`, `-i`); true when it succeeded.
 fn chattr(flag: &str, path: &Path) -> bool {
     std::process::Command::new("chattr")

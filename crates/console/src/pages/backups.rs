@@ -118,7 +118,7 @@ async fn page(
                         .vault
                         .as_ref()
                         .and_then(|(_, r)| r.as_ref().ok())
-                        .map(|_| g.vault.as_ref().map_or((false, false), |s| (s.manifest && s.data, s.immutable)));
+                        .map(|_| g.vault.as_ref().map_or((false, false), |s| (s.complete(), s.immutable)));
                     let missing = g.data_bytes.is_none().then(|| {
                         if ja {
                             "データファイルがありません".to_string()
@@ -172,13 +172,16 @@ async fn page(
         versions: d.fsck_checked,
         entries: d.audit_entries,
     });
+    // Generations the vault (when it answered) does not hold whole.
+    let missing_in_vault =
+        rows.iter().filter(|r| r.vault.is_some_and(|(complete, _)| !complete)).map(|r| r.name.clone()).collect();
     let p = Page {
         v: v.chrome("バックアップ", "Backups"),
         repository: o.repository.map(|p| p.display().to_string()),
         repo_error,
         rows,
         vault: o.vault.map(|(url, r)| (url, r.map_err(|e| localize(&e, v.lang).into_owned()))),
-        missing_in_vault: o.missing_in_vault,
+        missing_in_vault,
         schedule: o.every_hours,
         retention,
         drill,
