@@ -32,6 +32,7 @@ fn record(i: u64) -> AuditRecord {
         status: Some(200),
         time: String::new(),
         v: 1,
+        window: None,
     }
 }
 

@@ -58,6 +58,7 @@ fn main() {
         roles: vec!["doctor".into(), "ward_7".into()],
         department: "内科".into(),
         has_fhir_user: true,
+        window: None,
     };
     let obs = Target {
         resource_type: "Observation".into(),

@@ -18,6 +18,9 @@ use crate::Enforcer;
 /// The resource type administrative acts are decided on: no FHIR type has this name.
 pub const SYSTEM_TYPE: &str = "Mamori";
 
+/// The role of a maintenance account (保守事業者の作業者): nothing outside an approved window.
+pub const MAINTENANCE_ROLE: &str = "maintenance_vendor";
+
 /// Why an act is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -63,11 +66,18 @@ pub enum AdminAct {
     ApproveChange,
     /// Switch emergency read-only mode (非常時の参照専用, G5) on or off while serving.
     EmergencyMode,
+    /// Request remote maintenance for a vendor and file its work report (保守作業の申請・報告):
+    /// the vendor's contact (`vendor_contact`) for their own organisation, the system
+    /// administrator on a vendor's behalf.
+    RequestMaintenance,
+    /// Approve, refuse and end maintenance windows, accept or return their reports, keep the
+    /// register of remote maintenance (the institution; never the requester's own).
+    ApproveMaintenance,
 }
 
 impl AdminAct {
     /// Every act, for tables and tests.
-    pub const ALL: [AdminAct; 13] = [
+    pub const ALL: [AdminAct; 15] = [
         AdminAct::ManageUsers,
         AdminAct::ManageClients,
         AdminAct::SetPolicies,
@@ -81,6 +91,8 @@ impl AdminAct {
         AdminAct::ApproveBaseline,
         AdminAct::ApproveChange,
         AdminAct::EmergencyMode,
+        AdminAct::RequestMaintenance,
+        AdminAct::ApproveMaintenance,
     ];
 
     /// The operation name the policies see.
@@ -99,6 +111,8 @@ impl AdminAct {
             AdminAct::ApproveBaseline => "approve-baseline",
             AdminAct::ApproveChange => "approve-change",
             AdminAct::EmergencyMode => "emergency-mode",
+            AdminAct::RequestMaintenance => "request-maintenance",
+            AdminAct::ApproveMaintenance => "approve-maintenance",
         }
     }
 
@@ -121,6 +135,17 @@ impl std::fmt::Display for AdminAct {
 }
 
 impl Enforcer {
+    /// The window a person holding `roles` works in now from `source`: only a maintenance
+    /// account (`maintenance_vendor`) has one; everyone else is judged by their roles alone.
+    pub fn window_of_person(
+        &self,
+        username: &str,
+        roles: &[String],
+        source: Option<&str>,
+    ) -> Option<std::sync::Arc<mamori_authz::Window>> {
+        if roles.iter().any(|r| r == MAINTENANCE_ROLE) { self.window_for(username, source) } else { None }
+    }
+
     /// Whether `subject` (a person; an application is always refused) may perform `act`, by the
     /// policies in force.
     pub fn authorize_admin(&self, subject: &Subject, act: AdminAct) -> Result<(), Refusal> {
@@ -131,7 +156,7 @@ impl Enforcer {
             return Err(Refusal::Blocked(why));
         }
         let engine = self.engine().ok_or(Refusal::Unavailable)?;
-        let situation = Situation { care: false, break_glass: false, operation: act.name().to_string() };
+        let situation = Situation { operation: act.name().to_string(), ..Situation::default() };
         if engine.decide(subject, Act::Execute, &AdminAct::target(), &situation).allowed {
             Ok(())
         } else {
@@ -153,6 +178,7 @@ mod tests {
             roles: roles.iter().map(|r| (*r).to_string()).collect(),
             department: String::new(),
             has_fhir_user: true,
+            window: None,
         }
     }
 
@@ -173,9 +199,10 @@ mod tests {
         for act in AdminAct::ALL {
             let sm = e.authorize_admin(&person(&["security_manager"]), act).is_ok();
             let sa = e.authorize_admin(&person(&["system_admin"]), act).is_ok();
-            if act == AdminAct::ApproveChange {
-                // The second person of the two-person rule: either may approve the other's change.
-                assert!(sm && sa, "approve-change belongs to both");
+            if matches!(act, AdminAct::ApproveChange | AdminAct::ApproveMaintenance) {
+                // The second person of the two-person rule, and the institution's approval of a
+                // maintenance window: either may.
+                assert!(sm && sa, "{act} belongs to both");
             } else {
                 assert_eq!(sm, security_manager.contains(&act), "security_manager {act}");
                 assert_eq!(sa, !security_manager.contains(&act), "system_admin {act}");
@@ -183,6 +210,9 @@ mod tests {
             for role in ["doctor", "nurse", "pharmacist", "clerk", "maintenance_vendor"] {
                 assert!(e.authorize_admin(&person(&[role]), act).is_err(), "{role} {act}");
             }
+            // The vendor's contact requests and reports maintenance, nothing else.
+            let contact = e.authorize_admin(&person(&["vendor_contact"]), act).is_ok();
+            assert_eq!(contact, act == AdminAct::RequestMaintenance, "vendor_contact {act}");
             // The vendor's forbid overrides any role held beside it.
             assert!(e.authorize_admin(&person(&["system_admin", "maintenance_vendor"]), act).is_err());
             let app = Subject::Client { id: "app".into(), classes: vec!["system".into()] };

@@ -17,14 +17,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use mamori_authz::{Act, Decision, PolicyEngine, Rules, Situation, Subject, Target};
+use mamori_authz::{Act, Decision, PolicyEngine, Rules, Situation, Subject, Target, Window};
 use mamori_oauth::{Grant, Perm};
 use mamori_records::{Actor, ActorKind, Clock, Guard, GuardRef, Method, RecordError, Tx, VersionRecord};
 
 mod admin;
 mod labeler;
 
-pub use admin::{AdminAct, Refusal};
+pub use admin::{AdminAct, MAINTENANCE_ROLE, Refusal};
 pub use labeler::ClassLabeler;
 
 /// A person's roles, `fhirUser` and department, read afresh for each request.
@@ -36,6 +36,39 @@ pub struct Enforcer {
     rules: RwLock<Arc<Rules>>,
     clock: Arc<dyn Clock>,
     blocks: RwLock<Arc<Blocks>>,
+    windows: RwLock<Arc<Vec<ApprovedWindow>>>,
+}
+
+/// An approved remote-maintenance window as the enforcement point holds it (M1): whose accounts
+/// it covers, when and from where, and its scope. The application layer replaces the list when
+/// a window is approved, closed or ends (`mamori_app::maintenance`); a window counts only
+/// between its start and its end by the node's clock, so it opens at its start time whatever
+/// the moment it was approved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovedWindow {
+    /// The scope the policies see.
+    pub scope: Arc<Window>,
+    /// The maintenance accounts that may work in it.
+    pub accounts: BTreeSet<String>,
+    /// Start, µs since the epoch (inclusive).
+    pub start: i64,
+    /// End, µs since the epoch (exclusive).
+    pub end: i64,
+    /// Source addresses or CIDR blocks the work may come from (empty: any).
+    pub sources: Vec<String>,
+}
+
+impl ApprovedWindow {
+    fn covers(&self, username: &str, now: i64) -> bool {
+        self.start <= now && now < self.end && self.accounts.contains(username)
+    }
+
+    fn source_allowed(&self, source: Option<&str>) -> bool {
+        self.sources.is_empty()
+            || source
+                .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|ip| self.sources.iter().any(|c| mamori_oauth::cidr_contains(c, ip)))
+    }
 }
 
 /// What the configuration integrity check has stopped (#25, the `block` response): all clinical
@@ -81,7 +114,39 @@ impl Enforcer {
             rules: RwLock::new(Arc::new(rules)),
             clock,
             blocks: RwLock::new(Arc::default()),
+            windows: RwLock::new(Arc::default()),
         }
+    }
+
+    /// Replaces the approved maintenance windows (the application layer's snapshot).
+    pub fn set_windows(&self, windows: Vec<ApprovedWindow>) {
+        if let Ok(mut w) = self.windows.write() {
+            *w = Arc::new(windows);
+        }
+    }
+
+    /// The approved windows held now.
+    pub fn windows(&self) -> Arc<Vec<ApprovedWindow>> {
+        self.windows.read().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// The scope of the window `username` may work in now from `source`, if any: open by the
+    /// node's clock, naming the account, and the source one of its addresses.
+    pub fn window_for(&self, username: &str, source: Option<&str>) -> Option<Arc<Window>> {
+        let now = self.clock.now().0;
+        let windows = self.windows();
+        windows.iter().find(|w| w.covers(username, now) && w.source_allowed(source)).map(|w| w.scope.clone())
+    }
+
+    /// The id of the window open now for `username` (from any address): what the audit trail
+    /// stamps on the account's entries, refusals included.
+    pub fn window_id_of(&self, username: &str) -> Option<String> {
+        let now = self.clock.now().0;
+        let windows = self.windows();
+        if windows.is_empty() {
+            return None;
+        }
+        windows.iter().find(|w| w.covers(username, now)).map(|w| w.scope.id.clone())
     }
 
     /// Replaces what is blocked (the configuration integrity check).
@@ -290,6 +355,7 @@ impl Principal {
     ) -> Principal {
         let subject = match (&grant.subject, account) {
             (Some(user), Some((roles, fhir_user, department))) => Subject::User {
+                window: enforcer.window_of_person(user, &roles, source.as_deref()),
                 username: user.clone(),
                 roles,
                 department: department.unwrap_or_default(),
@@ -301,6 +367,7 @@ impl Principal {
                 roles: Vec::new(),
                 department: String::new(),
                 has_fhir_user: false,
+                window: None,
             },
             (None, _) => Subject::Client {
                 id: grant.client_id.clone(),
@@ -458,7 +525,7 @@ impl Principal {
         if !self.client_reaches(&target) {
             return Ok(Some("the application is not registered for these information classes"));
         }
-        let situation = Situation { care: false, break_glass: false, operation: action.operation().to_string() };
+        let situation = Situation { operation: action.operation().to_string(), ..Situation::default() };
         if self.engine()?.decide(&self.subject, action.act(), &target, &situation).allowed {
             Ok(None)
         } else {
@@ -758,8 +825,9 @@ pub fn explain(
     patient: Option<&str>,
     facts: &mut dyn Facts,
 ) -> Result<Explanation, RecordError> {
-    let mut situation = Situation { care: false, break_glass: false, operation: operation.to_string() };
-    if let (Subject::User { username, .. }, Some(patient)) = (subject, patient) {
+    let mut situation = Situation { operation: operation.to_string(), ..Situation::default() };
+    if let (Subject::User { username, window, .. }, Some(patient)) = (subject, patient) {
+        situation.window_patient = window.as_ref().is_some_and(|w| w.patients.contains(patient));
         situation.care = facts.care(patient)?;
         let d = engine.decide(subject, act, target, &situation);
         if d.allowed || situation.care || !facts.break_glass(username, patient)? {

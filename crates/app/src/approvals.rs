@@ -239,7 +239,13 @@ pub(crate) fn config_risk(
 }
 
 fn subject(username: &str, roles: &[String]) -> Subject {
-    Subject::User { username: username.into(), roles: roles.to_vec(), department: String::new(), has_fhir_user: true }
+    Subject::User {
+        username: username.into(),
+        roles: roles.to_vec(),
+        department: String::new(),
+        has_fhir_user: true,
+        window: None,
+    }
 }
 
 /// The administrative acts `new` roles allow that `old` ones do not, by the policies in force.

@@ -86,6 +86,8 @@ pub trait Backend: Store + OAuthStore + IdentityStore + AuditLog + Send + Sync {
     /// Removes every version written after `micros` and points each resource at its newest
     /// remaining version (a restore as of a time); returns the versions removed.
     fn rewind(&self, micros: i64) -> Result<u64, Error>;
+    /// Sets what the one audit append stamps on every entry (`mamori_store_sql::AuditStamp`).
+    fn set_audit_stamp(&self, stamp: mamori_store_sql::AuditStamp);
 }
 
 /// Both stores are [`SqlStore`]s: one implementation over any [`Db`].
@@ -184,6 +186,9 @@ impl<D: Db> Backend for SqlStore<D> {
     }
     fn rewind(&self, micros: i64) -> Result<u64, Error> {
         SqlStore::rewind(self, micros)
+    }
+    fn set_audit_stamp(&self, stamp: mamori_store_sql::AuditStamp) {
+        SqlStore::set_audit_stamp(self, stamp);
     }
 }
 

@@ -81,6 +81,15 @@ session_absolute_secs = 43200
 # vault_token_file = "/etc/mamori/vault-token"
 # vault_ca = "/etc/mamori/vault-ca.pem"
 
+[maintenance]
+# Remote maintenance by vendors (docs/REMOTE-MAINTENANCE.md): the longest window that may be
+# requested (hours, 1–168), how many different people of the institution must approve a window
+# (1 or 2; never the requester), and the days after a window ends within which the vendor's
+# work report is due (1–90; a report not filed by then is an alert).
+# max_hours = 8
+# approvers = 1
+# report_days = 7
+
 [integrity]
 # How often (seconds, 1–3600) the whole configuration — every entry of the configuration
 # registry and the files mamori.toml and keys/* — is re-hashed and compared with the approved
@@ -137,6 +146,16 @@ struct Raw {
     integrity: RawIntegrity,
     #[serde(default)]
     backup: RawBackup,
+    #[serde(default)]
+    maintenance: RawMaintenance,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMaintenance {
+    max_hours: Option<u32>,
+    approvers: Option<u8>,
+    report_days: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -291,6 +310,8 @@ pub struct Config {
     /// A restore drill is due this many days after the last (`[backup] drill_days`, default 30):
     /// overdue is an alert.
     pub drill_days: u32,
+    /// `[maintenance]`: the longest window, the approvers needed, the days a report is due in.
+    pub maintenance: crate::maintenance::Settings,
 }
 
 /// Reads and validates `mamori.toml`.
@@ -416,6 +437,18 @@ pub fn parse(text: &str) -> Result<Config, String> {
     if !(1..=366).contains(&drill_days) {
         return Err("backup.drill_days must be 1–366".into());
     }
+    let m = &raw.maintenance;
+    let maintenance = crate::maintenance::Settings {
+        max_hours: m.max_hours.unwrap_or(8),
+        approvers: m.approvers.unwrap_or(1),
+        report_days: m.report_days.unwrap_or(7),
+    };
+    if !(1..=168).contains(&maintenance.max_hours)
+        || !(1..=2).contains(&maintenance.approvers)
+        || !(1..=90).contains(&maintenance.report_days)
+    {
+        return Err("maintenance.max_hours must be 1–168, approvers 1 or 2 and report_days 1–90".into());
+    }
     let i = raw.identity;
     let defaults = (
         mamori_identity::password::Policy::default(),
@@ -479,6 +512,7 @@ pub fn parse(text: &str) -> Result<Config, String> {
         },
         backup_every_hours,
         drill_days,
+        maintenance,
         backup_repository: raw.backup.repository,
         backup_vault,
         backup_recipients: raw.backup.recipients,

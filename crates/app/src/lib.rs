@@ -26,6 +26,7 @@ pub mod emergency;
 pub mod external;
 pub mod import;
 pub mod keys;
+pub mod maintenance;
 pub mod messages;
 pub mod node;
 pub mod policies;

@@ -259,6 +259,8 @@ pub fn open_node_on(dir: &Path, database: Option<&str>) -> Result<Node, NodeErro
     if crate::emergency::apply(&node).map_err(|e| NodeError::Stored(format!("cannot read the emergency mode: {e}")))? {
         tracing::warn!("emergency read-only mode is on: record writes are refused");
     }
+    crate::maintenance::install(&node)
+        .map_err(|e| NodeError::Stored(format!("cannot read the maintenance windows: {e}")))?;
     Ok(node)
 }
 
@@ -576,6 +578,11 @@ impl Node {
                     Ok(true) => tracing::debug!("configuration changed; access policies and class rules reloaded"),
                     Ok(false) => {}
                     Err(e) => tracing::error!(error = %e, "policy reload failed; the previous policies stay in force"),
+                }
+                // Maintenance windows are workflow state (not counted by the generation): read
+                // every second, so a window approved or closed on another node applies here too.
+                if let Err(e) = crate::maintenance::tick(&node).and_then(|()| crate::maintenance::apply(&node)) {
+                    tracing::error!(error = %e, "maintenance windows could not be read; the previous ones stay in force");
                 }
             }
         })

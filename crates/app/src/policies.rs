@@ -121,6 +121,7 @@ pub fn run_table(engine: &PolicyEngine, table: &Table) -> Result<Vec<String>, Ap
                 roles: roles.clone(),
                 department: c.department.clone(),
                 has_fhir_user: true,
+                window: None,
             },
             (None, Some(classes)) => Subject::Client {
                 id: "policy-test".into(),
@@ -143,7 +144,12 @@ pub fn run_table(engine: &PolicyEngine, table: &Table) -> Result<Vec<String>, Ap
             patient_bound: c.patient_bound,
             lab: c.lab,
         };
-        let situation = Situation { care: c.care, break_glass: c.break_glass, operation: c.operation.clone() };
+        let situation = Situation {
+            care: c.care,
+            break_glass: c.break_glass,
+            operation: c.operation.clone(),
+            ..Situation::default()
+        };
         let d = engine.decide_unsliced(&subject, act, &target, &situation);
         if d.allowed != expect {
             failures.push(format!(
@@ -269,6 +275,8 @@ pub fn explain(ctx: &Ctx, node: &Node, q: &Question) -> Result<Answer, AppError>
         roles: account.roles.clone(),
         department: account.department.clone().unwrap_or_default(),
         has_fhir_user: account.fhir_user.is_some(),
+        // The window the account works in now, if it is a maintenance account in one.
+        window: node.enforcer.window_of_person(&account.username, &account.roles, None),
     };
     let rules = load_class_rules(&*node.store).map_err(AppError::from)?;
     let (target, patient) = match q.resource.split_once('/') {

@@ -49,11 +49,19 @@ pub enum ConfigKind {
     /// Restore drills (workflow state; `crate::backup::Drill`), key `latest`: every drill is a
     /// version, kept as evidence.
     BackupDrill,
+    /// A vendor organisation for remote maintenance (`crate::maintenance::Vendor`), by id.
+    MaintenanceVendor,
+    /// A remote-maintenance window from request to accepted report (workflow state;
+    /// `crate::maintenance::Window`), by id: every state it passes through is a version.
+    MaintenanceWindow,
+    /// An entry of the register of remote maintenance (`crate::maintenance::RegisterEntry`), by
+    /// `vendor/system`.
+    MaintenanceRegister,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 14] = [
+    pub const ALL: [ConfigKind; 17] = [
         ConfigKind::Client,
         ConfigKind::Account,
         ConfigKind::SigningKey,
@@ -68,6 +76,9 @@ impl ConfigKind {
         ConfigKind::ExternalCheck,
         ConfigKind::EmergencyMode,
         ConfigKind::BackupDrill,
+        ConfigKind::MaintenanceVendor,
+        ConfigKind::MaintenanceWindow,
+        ConfigKind::MaintenanceRegister,
     ];
 
     /// The name stored in `config_versions.kind`.
@@ -87,6 +98,9 @@ impl ConfigKind {
             ConfigKind::ExternalCheck => "external-check",
             ConfigKind::EmergencyMode => "emergency-mode",
             ConfigKind::BackupDrill => "backup-drill",
+            ConfigKind::MaintenanceVendor => "maintenance-vendor",
+            ConfigKind::MaintenanceWindow => "maintenance-window",
+            ConfigKind::MaintenanceRegister => "maintenance-register",
         }
     }
 
@@ -112,6 +126,9 @@ impl ConfigKind {
             ConfigKind::ExternalCheck => ("外部システムの設定の確認", "external settings check"),
             ConfigKind::EmergencyMode => ("非常時の参照専用モード", "emergency read-only mode"),
             ConfigKind::BackupDrill => ("復元訓練", "restore drill"),
+            ConfigKind::MaintenanceVendor => ("保守事業者", "maintenance vendor"),
+            ConfigKind::MaintenanceWindow => ("保守作業の時間枠", "maintenance window"),
+            ConfigKind::MaintenanceRegister => ("リモートメンテナンス台帳", "remote maintenance register"),
         }
     }
 
@@ -133,6 +150,9 @@ impl ConfigKind {
             ConfigKind::ExternalCheck => Some(AdminAct::ReadAudit),
             ConfigKind::EmergencyMode => Some(AdminAct::EmergencyMode),
             ConfigKind::BackupDrill => None,
+            ConfigKind::MaintenanceVendor => Some(AdminAct::ManageUsers),
+            ConfigKind::MaintenanceWindow => Some(AdminAct::RequestMaintenance),
+            ConfigKind::MaintenanceRegister => Some(AdminAct::ApproveMaintenance),
         }
     }
 
@@ -147,6 +167,7 @@ impl ConfigKind {
                 | ConfigKind::ChangeRequest
                 | ConfigKind::ExternalCheck
                 | ConfigKind::BackupDrill
+                | ConfigKind::MaintenanceWindow
         )
     }
 
@@ -204,6 +225,15 @@ impl ConfigKind {
             }
             ConfigKind::BackupDrill => {
                 serde_json::from_value::<crate::backup::Drill>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::MaintenanceVendor => {
+                serde_json::from_value::<crate::maintenance::Vendor>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::MaintenanceWindow => {
+                serde_json::from_value::<crate::maintenance::Window>(v.clone()).map(|_| ()).map_err(shape)
+            }
+            ConfigKind::MaintenanceRegister => {
+                serde_json::from_value::<crate::maintenance::RegisterEntry>(v.clone()).map(|_| ()).map_err(shape)
             }
         }
     }

@@ -234,6 +234,7 @@ fn granted(engine: &PolicyEngine, roles: &[String]) -> BTreeSet<Right> {
         roles: roles.to_vec(),
         department: String::new(),
         has_fhir_user: true,
+        window: None,
     };
     for class in mamori_authz::taxonomy() {
         for act in [Act::Read, Act::Search, Act::Create, Act::Update, Act::Delete] {

@@ -168,6 +168,10 @@ pub struct AuditRecord {
     pub time: String,
     /// Record format version.
     pub v: u8,
+    /// The remote-maintenance window (保守作業の時間枠) the actor worked in, if any: every entry
+    /// of a maintenance account inside an approved window carries its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// Largest entry a tlog-tiles entry bundle can carry (uint16 length prefix).
@@ -190,6 +194,7 @@ impl AuditRecord {
             status: None,
             time: String::new(),
             v: 1,
+            window: None,
         }
     }
 
@@ -242,6 +247,7 @@ mod tests {
             source: Some("127.0.0.1".into()),
             time: "2026-11-21T00:00:00.000000Z".into(),
             v: 1,
+            window: None,
         }
     }
 

@@ -11,5 +11,5 @@ pub mod policy;
 
 pub use classes::{ClassDef, Rules, SYSTEM, classify, default_rules, taxonomy};
 pub use policy::{
-    Act, DEFAULT_POLICIES, DEFAULT_ROLES, Decision, PolicyEngine, PolicyError, Situation, Subject, Target,
+    Act, DEFAULT_POLICIES, DEFAULT_ROLES, Decision, PolicyEngine, PolicyError, Situation, Subject, Target, Window,
 };

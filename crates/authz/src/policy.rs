@@ -38,7 +38,8 @@ pub const DEFAULT_ROLES: &[(&str, &str)] = &[
     ("clerk", "事務"),
     ("security_manager", "安全管理責任者"),
     ("system_admin", "システム管理者"),
-    ("maintenance_vendor", "保守事業者"),
+    ("maintenance_vendor", "保守事業者 (作業者)"),
+    ("vendor_contact", "保守事業者窓口"),
 ];
 
 /// An action (参照・追加・更新・削除・実行).
@@ -93,6 +94,9 @@ pub enum Subject {
         department: String,
         /// Whether the account is linked to a Practitioner (care relationships need one).
         has_fhir_user: bool,
+        /// The approved remote-maintenance window (保守作業の時間枠) the person works in now, if
+        /// any: its scope goes into the decision context (`context.window`).
+        window: Option<Arc<Window>>,
     },
     /// An application acting for itself.
     Client {
@@ -101,6 +105,25 @@ pub enum Subject {
         /// Classes it may reach.
         classes: Vec<String>,
     },
+}
+
+/// The scope of an open remote-maintenance window (M1), as the policies see it in
+/// `context.window`: which administrative acts, which information classes of whose records, and
+/// whether they may be read or written. Outside a window a maintenance account has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Window {
+    /// The window's id (recorded in every audit entry made in it).
+    pub id: String,
+    /// Administrative acts (`context.operation` names, e.g. `read-audit`).
+    pub acts: BTreeSet<String>,
+    /// Information classes of patient data approved (none by default).
+    pub classes: BTreeSet<String>,
+    /// The patients (`Patient/id`) whose records those classes cover.
+    pub patients: BTreeSet<String>,
+    /// Whether approved patient data may be read (read, search).
+    pub read: bool,
+    /// Whether approved patient data may be written (create, update, delete, operations).
+    pub write: bool,
 }
 
 /// What is asked about.
@@ -127,6 +150,8 @@ pub struct Situation {
     pub break_glass: bool,
     /// Operation name for `execute`.
     pub operation: String,
+    /// The record's patient is one the caller's maintenance window approves.
+    pub window_patient: bool,
 }
 
 /// A decision and the policies behind it.
@@ -160,6 +185,7 @@ struct Key {
     patient_bound: bool,
     lab: bool,
     situation: Situation,
+    window: Option<Arc<Window>>,
 }
 
 const MEMO_MAX: usize = 100_000;
@@ -312,7 +338,7 @@ impl PolicyEngine {
     ) -> Result<(Request, Entities), PolicyError> {
         let mut entities = Vec::with_capacity(4);
         let principal = match subject {
-            Subject::User { username, roles, department, has_fhir_user } => {
+            Subject::User { username, roles, department, has_fhir_user, .. } => {
                 let me = uid("Mamori::User", username)?;
                 let mut parents = HashSet::new();
                 for r in roles {
@@ -343,10 +369,27 @@ impl PolicyEngine {
             ("lab".to_string(), RestrictedExpression::new_bool(target.lab)),
         ]);
         entities.push(Entity::new(resource.clone(), attrs, HashSet::new()).map_err(|e| PolicyError(e.to_string()))?);
+        let window = match subject {
+            Subject::User { window: Some(w), .. } => Some(w.as_ref()),
+            _ => None,
+        };
+        let none = Window::default();
+        let w = window.unwrap_or(&none);
+        let window = RestrictedExpression::new_record([
+            ("open".to_string(), RestrictedExpression::new_bool(window.is_some())),
+            ("id".to_string(), RestrictedExpression::new_string(w.id.clone())),
+            ("acts".to_string(), strings(&w.acts)),
+            ("classes".to_string(), strings(&w.classes)),
+            ("patient".to_string(), RestrictedExpression::new_bool(window.is_some() && situation.window_patient)),
+            ("read".to_string(), RestrictedExpression::new_bool(w.read)),
+            ("write".to_string(), RestrictedExpression::new_bool(w.write)),
+        ])
+        .map_err(|e| PolicyError(e.to_string()))?;
         let context = Context::from_pairs([
             ("care".to_string(), RestrictedExpression::new_bool(situation.care)),
             ("breakGlass".to_string(), RestrictedExpression::new_bool(situation.break_glass)),
             ("operation".to_string(), RestrictedExpression::new_string(situation.operation.clone())),
+            ("window".to_string(), window),
         ])
         .map_err(|e| PolicyError(e.to_string()))?;
         let action = uid("Mamori::Action", act.as_str())?;
@@ -380,20 +423,21 @@ impl PolicyEngine {
     }
 
     fn key(&self, subject: &Subject, act: Act, target: &Target, situation: &Situation) -> Result<Key, PolicyError> {
-        let (principal, roles, attrs, client) = match subject {
-            Subject::User { username, roles, department, has_fhir_user } => {
+        let (principal, roles, attrs, client, window) = match subject {
+            Subject::User { username, roles, department, has_fhir_user, window } => {
                 let named = self.names("Mamori::User", username);
                 let mut roles = roles.clone();
                 roles.sort();
                 roles.dedup();
-                (named.then(|| username.clone()), roles, vec![department.clone(), has_fhir_user.to_string()], false)
+                let attrs = vec![department.clone(), has_fhir_user.to_string()];
+                (named.then(|| username.clone()), roles, attrs, false, window.clone())
             }
             Subject::Client { id, classes } => {
                 let named = self.names("Mamori::Client", id);
                 let mut classes = classes.clone();
                 classes.sort();
                 classes.dedup();
-                (named.then(|| id.clone()), Vec::new(), classes, true)
+                (named.then(|| id.clone()), Vec::new(), classes, true, None)
             }
         };
         let rid = target.reference.as_deref().unwrap_or(&target.resource_type);
@@ -410,6 +454,7 @@ impl PolicyEngine {
             patient_bound: target.patient_bound,
             lab: target.lab,
             situation: situation.clone(),
+            window,
         })
     }
 
@@ -479,6 +524,7 @@ mod tests {
             roles: roles.iter().map(|s| (*s).to_string()).collect(),
             department: String::new(),
             has_fhir_user: true,
+            window: None,
         }
     }
 
@@ -508,9 +554,71 @@ mod tests {
         // Deny overrides allow.
         let d = e.decide(&user(&["doctor", "maintenance_vendor"]), Act::Read, &obs, &care);
         assert!(!d.allowed);
-        assert_eq!(d.policies, vec!["maintenance-vendor-nothing"]);
+        assert_eq!(d.policies, vec!["maintenance-vendor-outside-window"]);
         let d = e.decide(&user(&["doctor"]), Act::Read, &obs, &care);
         assert_eq!(d.policies, vec!["doctor-clinical"]);
+    }
+
+    fn vendor(window: Option<Window>) -> Subject {
+        Subject::User {
+            username: "v1".into(),
+            roles: vec!["maintenance_vendor".into()],
+            department: String::new(),
+            has_fhir_user: false,
+            window: window.map(Arc::new),
+        }
+    }
+
+    /// A maintenance account: nothing outside a window; inside, exactly its scope — the acts
+    /// it names, the classes of the patients it names, read or written as approved — and
+    /// another role held beside it adds nothing.
+    #[test]
+    fn a_maintenance_window_is_the_vendors_whole_right() {
+        let e = PolicyEngine::default_policies().unwrap_or_else(|e| unreachable!("{e}"));
+        let act = |op: &str| Situation { operation: op.into(), ..Situation::default() };
+        let system = Target {
+            resource_type: "Mamori".into(),
+            reference: None,
+            classes: ["system".to_string()].into(),
+            patient_bound: false,
+            lab: false,
+        };
+        assert!(!e.decide(&vendor(None), Act::Execute, &system, &act("read-audit")).allowed);
+        let w = Window {
+            id: "w1".into(),
+            acts: ["read-audit".to_string()].into(),
+            classes: ["general".to_string()].into(),
+            patients: ["Patient/p1".to_string()].into(),
+            read: true,
+            write: false,
+        };
+        assert!(e.decide(&vendor(Some(w.clone())), Act::Execute, &system, &act("read-audit")).allowed);
+        let d = e.decide(&vendor(Some(w.clone())), Act::Execute, &system, &act("manage-users"));
+        assert!(!d.allowed);
+        assert_eq!(d.policies, vec!["maintenance-window-scope"]);
+        let obs = target("Observation", &["general"], true);
+        let theirs = Situation { window_patient: true, ..Situation::default() };
+        let other = Situation::default();
+        assert!(e.decide(&vendor(Some(w.clone())), Act::Read, &obs, &theirs).allowed);
+        assert!(!e.decide(&vendor(Some(w.clone())), Act::Read, &obs, &other).allowed, "another patient");
+        assert!(!e.decide(&vendor(Some(w.clone())), Act::Update, &obs, &theirs).allowed, "read only");
+        let hiv = target("Observation", &["general", "hiv"], true);
+        assert!(!e.decide(&vendor(Some(w.clone())), Act::Read, &hiv, &theirs).allowed, "a class not approved");
+        // The type-level decision of a search: the type's classes, no patient.
+        let search = Target { reference: None, patient_bound: false, ..obs.clone() };
+        assert!(e.decide(&vendor(Some(w.clone())), Act::Search, &search, &other).allowed);
+        let write = Window { write: true, ..w.clone() };
+        assert!(e.decide(&vendor(Some(write)), Act::Update, &obs, &theirs).allowed);
+        // A doctor's role beside the vendor's adds nothing beyond the window.
+        let mut both = vendor(Some(w.clone()));
+        if let Subject::User { roles, .. } = &mut both {
+            roles.push("doctor".into());
+        }
+        let care = Situation { care: true, ..Situation::default() };
+        assert!(!e.decide(&both, Act::Read, &obs, &care).allowed, "the doctor's right for another patient");
+        // The window is part of the memo key: the same request outside the window is refused.
+        assert!(!e.decide(&vendor(None), Act::Read, &obs, &theirs).allowed);
+        assert!(!e.decide(&vendor(None), Act::Search, &search, &other).allowed);
     }
 
     #[test]
@@ -575,7 +683,13 @@ mod combination {
     }
 
     fn user(roles: &[String]) -> Subject {
-        Subject::User { username: "p".into(), roles: roles.to_vec(), department: String::new(), has_fhir_user: true }
+        Subject::User {
+            username: "p".into(),
+            roles: roles.to_vec(),
+            department: String::new(),
+            has_fhir_user: true,
+            window: None,
+        }
     }
 
     fn target(t: &str, classes: &BTreeSet<String>, bound: bool, lab: bool) -> Target {
@@ -594,7 +708,7 @@ mod combination {
         /// Memoised, sliced decisions equal a full evaluation of every policy.
         #[test]
         fn fast_path_equals_full_evaluation((roles, classes, t, act, bound, lab, care, bg) in case()) {
-            let s = Situation { care, break_glass: bg, operation: String::new() };
+            let s = Situation { care, break_glass: bg, ..Situation::default() };
             let tg = target(&t, &classes, bound, lab);
             let fast = engine().decide(&user(&roles), act, &tg, &s);
             prop_assert_eq!(fast.allowed, engine().decide_unsliced(&user(&roles), act, &tg, &s).allowed);
@@ -604,14 +718,14 @@ mod combination {
         #[test]
         fn forbid_overrides((mut roles, classes, t, act, bound, lab, care, bg) in case()) {
             roles.push("maintenance_vendor".into());
-            let s = Situation { care, break_glass: bg, operation: String::new() };
+            let s = Situation { care, break_glass: bg, ..Situation::default() };
             prop_assert!(!engine().decide(&user(&roles), act, &target(&t, &classes, bound, lab), &s).allowed);
         }
 
         /// Adding a class label only narrows: allowed with classes C ⇒ allowed with any non-empty subset.
         #[test]
         fn labels_only_narrow((roles, classes, t, act, bound, lab, care, bg) in case(), drop in 0usize..9) {
-            let s = Situation { care, break_glass: bg, operation: String::new() };
+            let s = Situation { care, break_glass: bg, ..Situation::default() };
             let full = engine().decide(&user(&roles), act, &target(&t, &classes, bound, lab), &s).allowed;
             let mut fewer = classes.clone();
             if let Some(c) = classes.iter().nth(drop % classes.len()) { fewer.remove(c); }
@@ -624,7 +738,7 @@ mod combination {
         /// break-glass never take rights away; no rights without any role.
         #[test]
         fn monotonic((roles, classes, t, act, bound, lab, care, bg) in case(), extra in proptest::sample::select(&ROLES[..6])) {
-            let s = Situation { care, break_glass: bg, operation: String::new() };
+            let s = Situation { care, break_glass: bg, ..Situation::default() };
             let tg = target(&t, &classes, bound, lab);
             let base = engine().decide(&user(&roles), act, &tg, &s).allowed;
             let mut more = roles.clone();

@@ -127,6 +127,7 @@ pub async fn layer(State(s): State<AppState>, req: Request, next: Next) -> Respo
         status: Some(status.as_u16()),
         time: String::new(),
         v: 1,
+        window: None,
     };
     match append(&s, record).await {
         Ok(()) => resp,

@@ -465,6 +465,7 @@ pub async fn token(
         status: Some(status),
         time: String::new(),
         v: 1,
+        window: None,
     };
     match crate::audit::append(&s, record).await {
         Ok(()) => {}

@@ -113,7 +113,13 @@ pub struct Identity {
     pub lockout_policy: lockout::Policy,
     /// Session lifetimes.
     pub session_policy: session::Policy,
+    gate: std::sync::RwLock<Option<SignInGate>>,
 }
+
+/// A rule outside the identity service that may refuse a sign-in whose factors are right: given
+/// the account and the source address, the reason to refuse (for the audit entry), if any. The
+/// node sets one for maintenance accounts, which may sign in only inside an approved window.
+pub type SignInGate = Arc<dyn Fn(&Account, Option<&str>) -> Option<&'static str> + Send + Sync>;
 
 fn operator(actor: &str) -> AuditActor {
     AuditActor::from_tag(actor)
@@ -172,7 +178,20 @@ impl Identity {
             password_policy: password::Policy::default(),
             lockout_policy: lockout::Policy::default(),
             session_policy: session::Policy::default(),
+            gate: std::sync::RwLock::new(None),
         }
+    }
+
+    /// Sets the rule that may refuse a sign-in whose factors are right ([`SignInGate`]).
+    pub fn set_sign_in_gate(&self, gate: SignInGate) {
+        if let Ok(mut g) = self.gate.write() {
+            *g = Some(gate);
+        }
+    }
+
+    fn gated(&self, account: &Account, source: Option<&str>) -> Option<&'static str> {
+        let g = self.gate.read().ok()?;
+        g.as_ref().and_then(|f| f(account, source))
     }
 
     /// The same service with the operator's password, lockout and session rules (`[identity]`
@@ -372,7 +391,12 @@ impl Identity {
             self.count_failure(username, &who, now, source)?;
             return refuse(reason, None);
         }
-        // 3. The emergency account's window (非常時用アカウント).
+        // 3. A rule of the node's (a maintenance account outside its approved window). The
+        //    refusal looks like every other one.
+        if let Some(reason) = self.gated(&account, source) {
+            return refuse(reason, None);
+        }
+        // 3b. The emergency account's window (非常時用アカウント).
         if account.emergency
             && let Some(reason) = self.open_emergency(username, &who, &creds, now, source)?
         {
@@ -538,6 +562,14 @@ impl Identity {
         self.store.revoke_tokens_of(username)?;
         self.store.delete_sessions_of(username)?;
         Ok(a)
+    }
+
+    /// Ends every session and revokes every token of `username` (a maintenance window ended);
+    /// returns how many.
+    pub fn end_access_of(&self, username: &str) -> Result<u64, Error> {
+        let tokens = self.store.revoke_tokens_of(username)?;
+        let sessions = self.store.delete_sessions_of(username)?;
+        Ok(tokens + sessions)
     }
 
     /// Re-enables a disabled account.

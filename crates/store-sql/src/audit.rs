@@ -332,8 +332,11 @@ impl<D: Db> TreeStore for SqlStore<D> {
 }
 
 impl<D: Db> AuditLog for SqlStore<D> {
-    fn append_then(&self, records: Vec<AuditRecord>, done: mamori_audit::AppendDone) {
+    fn append_then(&self, mut records: Vec<AuditRecord>, done: mamori_audit::AppendDone) {
         use std::sync::atomic::Ordering;
+        for r in &mut records {
+            self.stamp(r);
+        }
         let keys: Vec<(String, &'static str)> =
             records.iter().map(|r| (action_label(&r.action).to_string(), outcome_label(r.outcome))).collect();
         let counters = self.audit_counters.clone();

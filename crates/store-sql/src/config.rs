@@ -122,7 +122,7 @@ pub fn decode_all<T: serde::de::DeserializeOwned>(entries: Vec<ConfigEntry>) -> 
 /// a configuration change (`config_generation` does not move and no node reloads its policies)
 /// and drift detection watches only `config_versions`.
 pub const WORKFLOW_KINDS: &[&str] =
-    &["access-review", "audit-verification", "change-request", "external-check", "backup-drill"];
+    &["access-review", "audit-verification", "change-request", "external-check", "backup-drill", "maintenance-window"];
 
 /// The table a kind's versions are kept in.
 pub fn table_of(kind: &str) -> &'static str {
@@ -170,6 +170,7 @@ pub(crate) fn apply(
     change: &ConfigChange<'_>,
     now: i64,
     key: Option<&[u8; 32]>,
+    stamp: &std::sync::RwLock<Option<crate::AuditStamp>>,
 ) -> Result<u64, Error> {
     let table = table_of(change.kind);
     let current = c
@@ -208,15 +209,13 @@ pub(crate) fn apply(
             &vals![change.kind, change.key, version, seal],
         )?;
     }
-    crate::audit::insert(
-        c,
-        now,
-        AuditRecord {
-            detail: Some(change.reason.to_string()),
-            resources: vec![format!("config/{}/{}/v{next}", change.kind, change.key)],
-            ..AuditRecord::new("config", AuditActor::from_tag(change.changed_by), Outcome::Success, "HOPERAT")
-        },
-    )?;
+    let mut entry = AuditRecord {
+        detail: Some(change.reason.to_string()),
+        resources: vec![format!("config/{}/{}/v{next}", change.kind, change.key)],
+        ..AuditRecord::new("config", AuditActor::from_tag(change.changed_by), Outcome::Success, "HOPERAT")
+    };
+    crate::stamp_with(stamp, &mut entry);
+    crate::audit::insert(c, now, entry)?;
     Ok(next)
 }
 
@@ -234,7 +233,8 @@ impl<D: Db> SqlStore<D> {
     pub fn change_config(&self, change: &ConfigChange<'_>) -> Result<u64, Error> {
         let now = self.now_micros();
         let key = self.seal_key.get().copied();
-        self.db.write(|c| apply(c, change, now, key.as_ref()))
+        let stamp = &*self.stamp;
+        self.db.write(|c| apply(c, change, now, key.as_ref(), stamp))
     }
 
     /// From now on, seals every configuration version written with `key` and serves only

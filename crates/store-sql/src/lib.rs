@@ -366,6 +366,33 @@ pub struct SqlStore<D: Db> {
     /// The key configuration versions are sealed with (`SqlStore::seal_config`); until it is
     /// set, versions are written and served unsealed (tools that open a store without keys).
     seal_key: std::sync::OnceLock<[u8; 32]>,
+    stamp: Arc<std::sync::RwLock<Option<AuditStamp>>>,
+}
+
+/// What the one audit append adds to every entry before it is written: the remote-maintenance
+/// window its actor works in (`AuditRecord::window`), so no path can leave it out.
+pub type AuditStamp = Arc<dyn Fn(&mut mamori_audit::AuditRecord) + Send + Sync>;
+
+impl<D: Db> SqlStore<D> {
+    /// Sets what every audit entry is stamped with before it is written (see [`AuditStamp`]).
+    pub fn set_audit_stamp(&self, stamp: AuditStamp) {
+        if let Ok(mut s) = self.stamp.write() {
+            *s = Some(stamp);
+        }
+    }
+
+    /// Stamps `record` (see [`AuditStamp`]).
+    pub(crate) fn stamp(&self, record: &mut mamori_audit::AuditRecord) {
+        stamp_with(&self.stamp, record);
+    }
+}
+
+pub(crate) fn stamp_with(stamp: &std::sync::RwLock<Option<AuditStamp>>, record: &mut mamori_audit::AuditRecord) {
+    if let Ok(s) = stamp.read()
+        && let Some(f) = s.as_ref()
+    {
+        f(record);
+    }
 }
 
 impl<D: Db> SqlStore<D> {
@@ -379,6 +406,7 @@ impl<D: Db> SqlStore<D> {
             audit_tx: std::sync::OnceLock::new(),
             audit_counters: Arc::default(),
             seal_key: std::sync::OnceLock::new(),
+            stamp: Arc::default(),
         }
     }
 

@@ -86,6 +86,7 @@ pub(crate) struct RecordTx<'c> {
     c: &'c mut dyn Conn,
     /// The audit clock's now, for entries appended in this transaction.
     now: i64,
+    stamp: &'c std::sync::RwLock<Option<crate::AuditStamp>>,
 }
 
 impl RecordTx<'_> {
@@ -523,7 +524,8 @@ impl Tx for RecordTx<'_> {
         Ok(())
     }
 
-    fn append_audit(&mut self, record: mamori_audit::AuditRecord) -> Result<u64, StoreError> {
+    fn append_audit(&mut self, mut record: mamori_audit::AuditRecord) -> Result<u64, StoreError> {
+        crate::stamp_with(self.stamp, &mut record);
         crate::audit::insert(self.c, self.now, record).map_err(se)
     }
 }
@@ -531,12 +533,14 @@ impl Tx for RecordTx<'_> {
 impl<D: Db> Store for SqlStore<D> {
     fn write(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<(), RecordError> + Send)) -> Result<(), RecordError> {
         let clock = self.clock.clone();
-        self.db.write_records(&mut |c| f(&mut RecordTx { c, now: clock.now().0 }))
+        let stamp = &*self.stamp;
+        self.db.write_records(&mut |c| f(&mut RecordTx { c, now: clock.now().0, stamp }))
     }
 
     fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {
         let now = self.clock.now().0;
-        self.db.read(|c| f(&mut RecordTx { c, now }))
+        let stamp = &*self.stamp;
+        self.db.read(|c| f(&mut RecordTx { c, now, stamp }))
     }
 }
 
