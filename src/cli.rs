@@ -90,6 +90,10 @@ enum Command {
     /// approve (by hash), refuse, withdraw.
     #[command(subcommand)]
     Approvals(crate::approvals_cli::ApprovalsCmd),
+    /// Remote maintenance (M1): vendors, requested and approved windows, closing one, work
+    /// reports and their acceptance, the register.
+    #[command(subcommand)]
+    Maintenance(crate::maintenance_cli::MaintenanceCmd),
     /// Backups (B1–B3): encrypted, signed generations taken while serving; verify without
     /// restoring; restore into a new directory or database and prove it.
     #[command(subcommand)]
@@ -608,6 +612,7 @@ fn run(cli: Cli) -> Fallible<ExitCode> {
         Command::Review(c) => crate::review_cli::run(c),
         Command::Baseline(c) => crate::baseline_cli::run(c),
         Command::Approvals(c) => crate::approvals_cli::run(c),
+        Command::Maintenance(c) => crate::maintenance_cli::run(c),
         Command::Backup(c) => crate::backup_cli::run(c),
         Command::Emergency(EmergencyCmd::ReadOnly { dir, state, reason, operator }) => {
             let node = dir.open()?;

@@ -10,6 +10,7 @@ pub mod baseline_cli;
 pub mod cli;
 pub mod fail;
 pub mod import;
+pub mod maintenance_cli;
 pub mod policy_cli;
 pub mod progress;
 pub mod review_cli;

@@ -305,6 +305,32 @@ fn every_stored_configuration_kind_is_in_the_registry() {
     let held = mamori_app::baseline::approve(&op, node, "second baseline");
     assert!(matches!(held, Err(AppError::Pending(_))), "{held:?}");
 
+    // Remote maintenance: a vendor, a requested window, a register entry.
+    h.add_user("v-sato", &["maintenance_vendor"], "Practitioner/v-sato");
+    let vendor = mamori_app::maintenance::Vendor {
+        id: "acme".into(),
+        name: "Acme".into(),
+        contact: "03-0000-0000".into(),
+        contract: "C-1".into(),
+        contacts: Vec::new(),
+        accounts: vec!["v-sato".into()],
+        sources: vec!["192.0.2.0/24".into()],
+    };
+    mamori_app::maintenance::set_vendor(&op, node, vendor, "contract").unwrap();
+    let start = op.now().0 + 3_600_000_000;
+    let request = mamori_app::maintenance::Request {
+        vendor: "acme".into(),
+        system: "PACS".into(),
+        purpose: "update".into(),
+        items: vec!["apply the update".into()],
+        start,
+        end: start + 3_600_000_000,
+        scope: mamori_app::maintenance::Scope { acts: vec!["read-audit".into()], ..Default::default() },
+        ..Default::default()
+    };
+    mamori_app::maintenance::request(&op, node, request).unwrap();
+    mamori_app::maintenance::set_register(&op, node, "PACS", "acme", "VPN", false).unwrap();
+
     let db = crate::support::RawDb::at(h.dir.path());
     let mut seen = 0;
     for k in ConfigKind::ALL {

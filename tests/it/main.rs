@@ -23,6 +23,7 @@ mod crud;
 mod examples;
 mod identity;
 mod login;
+mod maintenance;
 mod nodes;
 mod oauth;
 mod operations;

@@ -905,7 +905,8 @@ pub fn activity(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<Activity>, AppEr
 }
 
 fn activity_of(node: &Node, w: &Window) -> Result<Vec<Activity>, AppError> {
-    let until = w.closing.as_ref().map_or(w.end, |c| c.at.max(w.end.min(c.at))).saturating_add(60_000_000);
+    // Entries are stamped while the window is in force: up to its end or its closing.
+    let until = w.closing.as_ref().map_or(w.end, |c| c.at.min(w.end).max(w.start)).saturating_add(60_000_000);
     let q = EntryQuery { since: Some(w.start), until: Some(until), ..EntryQuery::default() };
     let mut out = Vec::new();
     for (index, entry) in node.store.query(&q).map_err(|e| failed(format!("audit: {e}")))? {

@@ -1,0 +1,303 @@
+//! Remote maintenance under the institution's control (M1, docs/REMOTE-MAINTENANCE.md): a
+//! maintenance account can do nothing outside an approved window, not even sign in; inside,
+//! exactly the window's scope, decided by the one enforcement point for the API and the use
+//! cases alike; every entry carries the window's id; ending the window ends its tokens at once;
+//! the report puts the audit trail's facts beside the vendor's, flags what was outside the plan,
+//! and the accepted report's hash is anchored in the audit trail. On both backends.
+
+use axum::http::StatusCode;
+use mamori_app::maintenance::{self, Erasure, Filing, ItemResult, Request, Scope, State, Vendor};
+use mamori_app::{AdminAct, AppError, Ctx};
+use mamori_audit::{AuditRecord, EntryQuery};
+use serde_json::json;
+
+use crate::support::{Harness, now_secs};
+
+const PASSWORD: &str = "k7#Vq2!mZp-w9Xr";
+
+fn person(h: &Harness, who: &str) -> Ctx {
+    Ctx::person(&h.node, who, Some("192.0.2.9".into()), Some(format!("req-{who}"))).unwrap()
+}
+
+fn entries(h: &Harness, action: &str) -> Vec<AuditRecord> {
+    let q = EntryQuery { action: Some(action.into()), limit: 10_000, ..EntryQuery::default() };
+    h.node.store.query(&q).unwrap().into_iter().map(|(_, b)| serde_json::from_slice(&b).unwrap()).collect()
+}
+
+fn signs_in(h: &Harness, who: &str) -> bool {
+    h.node.identity.authenticate(who, PASSWORD, None, now_secs(), Some("192.0.2.50")).unwrap().is_ok()
+}
+
+/// A request with `token` (not the harness's application token).
+async fn call_as(
+    h: &Harness,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: Option<&serde_json::Value>,
+) -> crate::support::Resp {
+    let mut b =
+        axum::http::Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        b = b.header("content-type", "application/fhir+json");
+    }
+    let body = body.map(|v| axum::body::Body::from(v.to_string())).unwrap_or_else(axum::body::Body::empty);
+    h.send(b.body(body).unwrap()).await
+}
+
+async fn get(h: &Harness, token: &str, uri: &str) -> (StatusCode, serde_json::Value) {
+    let r = call_as(h, token, "GET", uri, None).await;
+    let body = serde_json::from_slice(&r.body).unwrap_or_default();
+    (r.status, body)
+}
+
+fn now_us() -> i64 {
+    now_secs() * 1_000_000
+}
+
+struct World {
+    h: Harness,
+    obs1: String,
+    obs2: String,
+}
+
+async fn world() -> World {
+    let h = Harness::new();
+    h.add_user("kanri", &["system_admin"], "Practitioner/kanri");
+    h.add_user("anzen", &["security_manager"], "Practitioner/anzen");
+    h.add_user("v-sato", &["maintenance_vendor"], "Practitioner/v-sato");
+    h.add_user("v-contact", &["vendor_contact"], "Practitioner/v-contact");
+    h.add_user("clerk1", &["clerk"], "Practitioner/clerk1");
+    for p in ["mp1", "mp2"] {
+        let r = h.call("PUT", &format!("/fhir/Patient/{p}"), Some(&json!({"resourceType": "Patient", "id": p}))).await;
+        assert!(r.status.is_success(), "{}", r.diagnostics());
+    }
+    let obs = |p: &str| {
+        json!({"resourceType": "Observation", "status": "final", "code": {"text": "BP"},
+               "subject": {"reference": format!("Patient/{p}")}})
+    };
+    let obs1 = h.create(&obs("mp1")).await["id"].as_str().unwrap().to_string();
+    let obs2 = h.create(&obs("mp2")).await["id"].as_str().unwrap().to_string();
+    let kanri = person(&h, "kanri");
+    let v = Vendor {
+        id: "acme".into(),
+        name: "Acme 医療システム".into(),
+        contact: "保守窓口 03-0000-0000".into(),
+        contract: "保守契約 2026-17".into(),
+        contacts: vec!["v-contact".into()],
+        accounts: vec!["v-sato".into()],
+        sources: Vec::new(),
+    };
+    maintenance::set_vendor(&kanri, &h.node, v, "contract signed").unwrap();
+    World { h, obs1, obs2 }
+}
+
+fn plan(start: i64, minutes: i64, scope: Scope) -> Request {
+    Request {
+        vendor: "acme".into(),
+        accounts: Vec::new(),
+        system: "電子カルテ 検査結果表示".into(),
+        purpose: "表示不具合の調査".into(),
+        items: vec!["ログの確認".into(), "対象患者の検査結果の表示確認".into()],
+        start,
+        end: start + minutes * 60_000_000,
+        scope,
+    }
+}
+
+#[tokio::test]
+async fn a_vendor_works_only_inside_an_approved_window_and_only_its_scope() {
+    let World { h, obs1, obs2 } = world().await;
+    let node = &h.node;
+    let (kanri, anzen, contact) = (person(&h, "kanri"), person(&h, "anzen"), person(&h, "v-contact"));
+
+    // Outside any window: no sign-in, and a token (however obtained) does nothing.
+    assert!(!signs_in(&h, "v-sato"), "a maintenance account signed in outside a window");
+    let refused = entries(&h, "login");
+    assert!(
+        refused.iter().any(|e| e.actor.id == "v-sato" && e.detail.as_deref().is_some_and(|d| d.contains("window"))),
+        "the refused sign-in is audited with its reason"
+    );
+    let token = h.user_token("v-sato", &["maintenance_vendor"], "Practitioner/v-sato");
+    let (hidden, _) = get(&h, &token, &format!("/fhir/Observation/{obs1}")).await;
+    let (missing, _) = get(&h, &token, "/fhir/Observation/does-not-exist").await;
+    assert_eq!(hidden, missing, "hidden looks like missing");
+    assert_eq!(hidden, StatusCode::FORBIDDEN, "refused at the type, before any record is looked at");
+    assert_eq!(get(&h, &token, "/fhir/Observation?subject=Patient/mp1").await.0, StatusCode::FORBIDDEN);
+    let v_ctx = person(&h, "v-sato");
+    assert!(v_ctx.window.is_none());
+    assert!(matches!(v_ctx.authorize(node, AdminAct::ReadAudit), Err(AppError::Forbidden(_))));
+
+    // The contact requests; a scope beyond what may be delegated, or patient data half-named, is
+    // refused before anything is stored.
+    let bad = Scope { acts: vec!["manage-users".into()], ..Scope::default() };
+    assert!(matches!(maintenance::request(&contact, node, plan(now_us(), 30, bad)), Err(AppError::Invalid(_))));
+    let half = Scope { classes: vec!["general".into()], read: true, ..Scope::default() };
+    assert!(matches!(maintenance::request(&contact, node, plan(now_us(), 30, half)), Err(AppError::Invalid(_))));
+    assert!(
+        matches!(
+            maintenance::request(
+                &contact,
+                node,
+                plan(now_us(), 60 * 24, Scope { acts: vec!["read-audit".into()], ..Scope::default() })
+            ),
+            Err(AppError::Invalid(_))
+        ),
+        "longer than max_hours"
+    );
+    let scope = Scope {
+        acts: vec!["read-audit".into()],
+        classes: vec!["general".into(), "administrative".into()],
+        patients: vec!["mp1".into()],
+        read: true,
+        ..Scope::default()
+    };
+    let w = maintenance::request(&contact, node, plan(now_us() - 1_000_000, 30, scope)).unwrap();
+    assert_eq!(w.state, State::Requested);
+    assert_eq!(w.scope.patients, vec!["Patient/mp1"]);
+    assert!(!signs_in(&h, "v-sato"), "requested is not approved");
+
+    // The contact and a clerk may not approve; the system administrator's own request is not
+    // theirs to approve either.
+    assert!(matches!(maintenance::approve(&contact, node, &w.id, ""), Err(AppError::Forbidden(_))));
+    assert!(matches!(maintenance::approve(&person(&h, "clerk1"), node, &w.id, ""), Err(AppError::Forbidden(_))));
+    let own = maintenance::request(
+        &kanri,
+        node,
+        plan(now_us() + 3_600_000_000, 30, Scope { acts: vec!["read-audit".into()], ..Scope::default() }),
+    )
+    .unwrap();
+    match maintenance::approve(&kanri, node, &own.id, "") {
+        Err(AppError::Forbidden(m)) => assert!(m.contains("own request"), "{m}"),
+        other => panic!("self-approval: {other:?}"),
+    }
+    maintenance::refuse(&anzen, node, &own.id, "not needed").unwrap();
+
+    // Approved by the security manager: the window is open now (its start has passed).
+    let w = maintenance::approve(&anzen, node, &w.id, "調査のため承認").unwrap();
+    assert_eq!(w.state, State::Approved);
+    assert!(signs_in(&h, "v-sato"), "inside the window the vendor signs in");
+
+    // Exactly the scope: patient mp1's data read, mp2's hidden as if missing, no write, the
+    // approved act and no other.
+    let (s, _) = get(&h, &token, &format!("/fhir/Observation/{obs1}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, hidden) = get(&h, &token, &format!("/fhir/Observation/{obs2}")).await;
+    let (m, missing) = get(&h, &token, "/fhir/Observation/does-not-exist").await;
+    assert_eq!((s, m), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND), "another patient's record is hidden");
+    assert_eq!(hidden["issue"][0]["code"], missing["issue"][0]["code"]);
+    let (s, bundle) = get(&h, &token, "/fhir/Observation").await;
+    assert_eq!(s, StatusCode::OK);
+    let ids: Vec<&str> =
+        bundle["entry"].as_array().unwrap().iter().filter_map(|e| e["resource"]["id"].as_str()).collect();
+    assert_eq!(ids, vec![obs1.as_str()], "only the approved patient's records are found");
+    let amended = json!({"resourceType": "Observation", "id": obs1, "status": "amended", "code": {"text": "BP"},
+                         "subject": {"reference": "Patient/mp1"}});
+    let r = call_as(&h, &token, "PUT", &format!("/fhir/Observation/{obs1}"), Some(&amended)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "read-only window: {}", r.diagnostics());
+    let v_ctx = person(&h, "v-sato");
+    assert_eq!(v_ctx.window.as_ref().map(|w| w.id.as_str()), Some(w.id.as_str()));
+    v_ctx.authorize(node, AdminAct::ReadAudit).unwrap();
+    assert!(matches!(v_ctx.authorize(node, AdminAct::ManageUsers), Err(AppError::Forbidden(_))));
+
+    // Every entry the vendor made in the window carries its id; the activity flags what was
+    // outside the plan (the refused write, the refused act).
+    let activity = maintenance::activity(&anzen, node, &w.id).unwrap();
+    assert!(activity.len() >= 5, "{activity:#?}");
+    assert!(activity.iter().all(|a| a.actor.contains("v-sato")), "{activity:#?}");
+    assert!(activity.iter().any(|a| a.action == "read" && a.unplanned.is_none()), "{activity:#?}");
+    assert!(activity.iter().any(|a| a.action == "update" && a.unplanned.is_some()), "{activity:#?}");
+    assert!(activity.iter().any(|a| a.action == "admin-denied" && a.unplanned.is_some()), "{activity:#?}");
+    let others = entries(&h, "read");
+    assert!(others.iter().filter(|e| e.actor.id != "v-sato").all(|e| e.window.is_none()), "only the vendor's entries");
+
+    // No report while the window is open; the institution ends it: the token stops at once.
+    let report = Filing {
+        items: vec![
+            ItemResult { item: 1, done: true, result: "エラーログを確認".into() },
+            ItemResult { item: 2, done: true, result: "表示を確認、設定の誤りを特定".into() },
+        ],
+        erasures: vec![Erasure {
+            what: "検証用に抽出した検査結果 1 件".into(),
+            place: "保守端末 ACME-PC-07".into(),
+            how: "shred -u".into(),
+            when: "2026-12-05 23:00".into(),
+            by: "佐藤".into(),
+        }],
+        note: String::new(),
+    };
+    assert!(matches!(maintenance::report(&contact, node, &w.id, report.clone()), Err(AppError::Conflict(_))));
+    assert!(matches!(maintenance::close(&contact, node, &w.id, "x"), Err(AppError::Forbidden(_))));
+    let closed = maintenance::close(&anzen, node, &w.id, "作業完了の連絡を受けた").unwrap();
+    assert_eq!(closed.state, State::Closed);
+    assert!(closed.closing.as_ref().unwrap().early);
+    let (s, _) = get(&h, &token, &format!("/fhir/Observation/{obs1}")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the vendor's token ended with the window");
+    assert!(!signs_in(&h, "v-sato"), "no sign-in after the window");
+    assert!(entries(&h, "maintenance-window-closed").iter().any(|e| e.detail.as_deref().unwrap_or("").contains(&w.id)));
+
+    // The report: every planned item, once; then the institution (not who filed it) accepts.
+    let short = Filing { items: report.items[..1].to_vec(), ..report.clone() };
+    assert!(matches!(maintenance::report(&contact, node, &w.id, short), Err(AppError::Invalid(_))));
+    let filed = maintenance::report(&contact, node, &w.id, report).unwrap();
+    assert_eq!(filed.state, State::Reported);
+    let doc = maintenance::document(&anzen, node, &w.id).unwrap();
+    assert!(doc.unplanned >= 2, "the unplanned actions are flagged: {}", doc.unplanned);
+    let (accepted, sha) = maintenance::accept(&anzen, node, &w.id, "確認した").unwrap();
+    assert_eq!(accepted.state, State::Accepted);
+    let anchored = entries(&h, "maintenance-report-accepted");
+    assert!(anchored.iter().any(|e| e.detail.as_deref().unwrap_or("").contains(&sha)), "the hash is in the trail");
+    let (doc, exported) = maintenance::accepted_document(&anzen, node, &w.id).unwrap();
+    assert_eq!(exported, sha);
+    assert_eq!(doc.sha256().unwrap(), sha, "the exported document is the one whose hash was anchored");
+    assert!(maintenance::to_html(&doc, &sha).contains("shred -u"));
+
+    // Its history stays: every state it passed through.
+    let states: Vec<State> =
+        maintenance::history(&anzen, node, &w.id).unwrap().into_iter().map(|(_, w)| w.state).collect();
+    assert_eq!(states, vec![State::Requested, State::Approved, State::Closed, State::Reported, State::Accepted]);
+    // The register knows the system is maintained remotely by the vendor.
+    let reg = maintenance::register(&anzen, node).unwrap();
+    assert!(reg.iter().any(|r| r.vendor == "acme" && r.system == "電子カルテ 検査結果表示" && r.windows == 1));
+    // The trail verifies with all of it.
+    // (Off the async test's thread: the verifier reads PostgreSQL with a runtime of its own.)
+    let v =
+        std::thread::scope(|s| s.spawn(|| mamori_app::audit_trail::verify_now(&anzen, node)).join()).unwrap().unwrap();
+    assert!(v.passed(), "{v:?}");
+}
+
+#[tokio::test]
+async fn a_window_opens_at_its_start_time_and_its_end_ends_the_vendors_access() {
+    let World { h, obs1, .. } = world().await;
+    let node = &h.node;
+    let (contact, anzen) = (person(&h, "v-contact"), person(&h, "anzen"));
+    let scope =
+        Scope { classes: vec!["general".into()], patients: vec!["Patient/mp1".into()], read: true, ..Scope::default() };
+    let start = now_us() + 2_000_000;
+    let mut r = plan(start, 1, scope);
+    r.end = start + 3_000_000;
+    let w = maintenance::request(&contact, node, r).unwrap();
+    maintenance::approve(&anzen, node, &w.id, "").unwrap();
+    // Approved, not yet started: nothing.
+    let token = h.user_token("v-sato", &["maintenance_vendor"], "Practitioner/v-sato");
+    assert!(!signs_in(&h, "v-sato"), "the time counts from the start, not the approval");
+    assert_eq!(get(&h, &token, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::FORBIDDEN);
+    while now_us() < start + 200_000 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(get(&h, &token, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::OK);
+    maintenance::tick(node).unwrap();
+    assert_eq!(maintenance::show(&anzen, node, &w.id).unwrap().state, State::Open);
+    while now_us() < start + 3_200_000 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Its end: refused at once by the clock, and the schedule ends the tokens and records it.
+    assert_eq!(get(&h, &token, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::FORBIDDEN);
+    maintenance::tick(node).unwrap();
+    let ended = maintenance::show(&anzen, node, &w.id).unwrap();
+    assert_eq!(ended.state, State::Closed);
+    assert!(!ended.closing.as_ref().unwrap().early);
+    assert_eq!(get(&h, &token, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::UNAUTHORIZED);
+    // The report is due; not overdue yet.
+    assert!(maintenance::reports_due(&anzen, node).unwrap().is_empty());
+}
