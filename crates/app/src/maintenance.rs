@@ -374,24 +374,34 @@ pub struct Request {
 // ---------------------------------------------------------------------------------------------
 // Storage
 
+/// One stored entry of `kind`, with its version (`None`: there is none).
+fn load_one<T: serde::de::DeserializeOwned>(
+    node: &Node,
+    kind: ConfigKind,
+    id: &str,
+) -> Result<Option<(T, u64)>, AppError> {
+    let e = node.store.config_get(kind.name(), id).map_err(failed)?;
+    let Some((v, version)) = e.and_then(|e| e.value.map(|v| (v, e.version))) else { return Ok(None) };
+    Ok(Some((serde_json::from_value(v).map_err(|e| failed(format!("stored {kind}: {e}")))?, version)))
+}
+
+/// Every current entry of `kind`, with its version.
+fn load_all<T: serde::de::DeserializeOwned>(node: &Node, kind: ConfigKind) -> Result<Vec<(T, u64)>, AppError> {
+    let mut out = Vec::new();
+    for e in node.store.config_current(kind.name()).map_err(AppError::from)? {
+        if let Some(v) = e.value {
+            out.push((serde_json::from_value(v).map_err(|e| failed(format!("stored {kind}: {e}")))?, e.version));
+        }
+    }
+    Ok(out)
+}
+
 fn load_vendor(node: &Node, id: &str) -> Result<(Vendor, u64), AppError> {
-    let e = node
-        .store
-        .config_get(VENDOR.name(), id)
-        .map_err(failed)?
-        .ok_or_else(|| AppError::NotFound(format!("no vendor `{id}`")))?;
-    let v = e.value.ok_or_else(|| AppError::NotFound(format!("no vendor `{id}`")))?;
-    Ok((serde_json::from_value(v).map_err(|e| failed(format!("stored vendor: {e}")))?, e.version))
+    load_one(node, VENDOR, id)?.ok_or_else(|| AppError::NotFound(format!("no vendor `{id}`")))
 }
 
 fn load(node: &Node, id: &str) -> Result<(Window, u64), AppError> {
-    let e = node
-        .store
-        .config_get(WINDOW.name(), id)
-        .map_err(failed)?
-        .ok_or_else(|| AppError::NotFound(format!("no maintenance window `{id}`")))?;
-    let v = e.value.ok_or_else(|| AppError::NotFound(format!("no maintenance window `{id}`")))?;
-    Ok((serde_json::from_value(v).map_err(|e| failed(format!("stored window: {e}")))?, e.version))
+    load_one(node, WINDOW, id)?.ok_or_else(|| AppError::NotFound(format!("no maintenance window `{id}`")))
 }
 
 fn save(ctx: &Ctx, node: &Node, w: &Window, expected: Option<u64>, reason: &str) -> Result<u64, AppError> {
@@ -402,34 +412,32 @@ fn save(ctx: &Ctx, node: &Node, w: &Window, expected: Option<u64>, reason: &str)
 }
 
 fn all_vendors(node: &Node) -> Result<Vec<Vendor>, AppError> {
-    let mut out = Vec::new();
-    for e in node.store.config_current(VENDOR.name()).map_err(AppError::from)? {
-        if let Some(v) = e.value {
-            out.push(serde_json::from_value(v).map_err(|e| failed(format!("stored vendor: {e}")))?);
-        }
-    }
+    Ok(load_all(node, VENDOR)?.into_iter().map(|(v, _)| v).collect())
+}
+
+/// Every window with its version, newest start first.
+fn versioned_windows(node: &Node) -> Result<Vec<(Window, u64)>, AppError> {
+    let mut out: Vec<(Window, u64)> = load_all(node, WINDOW)?;
+    out.sort_by(|(a, _), (b, _)| b.start.cmp(&a.start).then_with(|| b.id.cmp(&a.id)));
     Ok(out)
 }
 
 fn all_windows(node: &Node) -> Result<Vec<Window>, AppError> {
-    let mut out = Vec::new();
-    for e in node.store.config_current(WINDOW.name()).map_err(AppError::from)? {
-        if let Some(v) = e.value {
-            out.push(serde_json::from_value::<Window>(v).map_err(|e| failed(format!("stored window: {e}")))?);
-        }
-    }
-    out.sort_by(|a, b| b.start.cmp(&a.start).then_with(|| b.id.cmp(&a.id)));
-    Ok(out)
+    Ok(versioned_windows(node)?.into_iter().map(|(w, _)| w).collect())
 }
 
 /// Gives the enforcement point the windows in force or to come (approved or open, not yet
 /// ended), so access follows their times by the node's clock. Called after every change here and
 /// every second by the node's watcher (another node's or the CLI's change).
 pub fn apply(node: &Node) -> Result<(), AppError> {
+    apply_from(node, &all_windows(node)?)
+}
+
+fn apply_from(node: &Node, windows: &[Window]) -> Result<(), AppError> {
     let now = node.clock.now().0;
     let vendors: BTreeMap<String, Vendor> = all_vendors(node)?.into_iter().map(|v| (v.id.clone(), v)).collect();
     let mut held = Vec::new();
-    for w in all_windows(node)? {
+    for w in windows {
         if !matches!(w.state, State::Approved | State::Open) || w.end <= now {
             continue;
         }
@@ -812,42 +820,43 @@ pub fn tick(node: &Node) -> Result<(), AppError> {
     let ctx = Ctx::operator(node, SCHEDULE);
     let now = ctx.now().0;
     let settings = node.config.maintenance;
-    for w in all_windows(node)? {
-        let version = || load(node, &w.id).map(|(_, v)| v);
+    let windows = versioned_windows(node)?;
+    let mut changed = false;
+    for (w, version) in &windows {
         let r = if w.state == State::Approved && w.start <= now && now < w.end {
             let mut o = w.clone();
             o.state = State::Open;
             o.opened_at = Some(now);
-            version()
-                .and_then(|v| save(&ctx, node, &o, Some(v), "maintenance window opened (its start time)"))
-                .map(|_| ())
+            save(&ctx, node, &o, Some(*version), "maintenance window opened (its start time)").map(|_| ())
         } else if matches!(w.state, State::Approved | State::Open) && w.end <= now {
-            version().and_then(|v| end_window(&ctx, node, w.clone(), v, false, "its end time came").map(|_| ()))
+            end_window(&ctx, node, w.clone(), *version, false, "its end time came").map(|_| ())
         } else if w.report_overdue(&settings, now) && !w.report_alerted {
             let mut o = w.clone();
             o.report_alerted = true;
-            version()
-                .and_then(|v| save(&ctx, node, &o, Some(v), "work report overdue: alerted"))
-                .and_then(|_| {
-                    ctx.record(
-                        node,
-                        "alert-maintenance-report-due",
-                        Outcome::Failure,
-                        format!(
-                            "the work report of maintenance window {} ({}, vendor {}) was due {} days after it ended and is not filed",
-                            w.id, w.system, w.vendor, settings.report_days
-                        ),
-                    )
-                })
+            save(&ctx, node, &o, Some(*version), "work report overdue: alerted").and_then(|_| {
+                ctx.record(
+                    node,
+                    "alert-maintenance-report-due",
+                    Outcome::Failure,
+                    format!(
+                        "the work report of maintenance window {} ({}, vendor {}) was due {} days after it ended and is not filed",
+                        w.id, w.system, w.vendor, settings.report_days
+                    ),
+                )
+            })
         } else {
-            Ok(())
+            continue;
         };
         match r {
-            Ok(()) | Err(AppError::Conflict(_)) => {}
+            Ok(()) => changed = true,
+            // Another node made the change first.
+            Err(AppError::Conflict(_)) => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    // Each change applied itself; otherwise the windows just read are handed to the
+    // enforcement point (a change made on another node or by the CLI).
+    if changed { Ok(()) } else { apply_from(node, &windows.into_iter().map(|(w, _)| w).collect::<Vec<_>>()) }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1020,7 +1029,10 @@ impl Document {
 
 /// The report document of a window (the institution, or the vendor's contact for their own).
 pub fn document(ctx: &Ctx, node: &Node, id: &str) -> Result<Document, AppError> {
-    let window = show(ctx, node, id)?;
+    document_of(node, show(ctx, node, id)?)
+}
+
+fn document_of(node: &Node, window: Window) -> Result<Document, AppError> {
     let (vendor, _) = load_vendor(node, &window.vendor)?;
     let activity = activity_of(node, &window)?;
     let unplanned = activity.iter().filter(|a| a.unplanned.is_some()).count();
@@ -1058,10 +1070,8 @@ fn review(ctx: &Ctx, node: &Node, id: &str, accepted: bool, note: &str) -> Resul
     if accepted {
         w.state = State::Accepted;
         w.reviews.push(Review { accepted, by: ctx.by(), at: now, note: note.trim().to_string(), sha256: None });
-        let (vendor, _) = load_vendor(node, &w.vendor)?;
-        let activity = activity_of(node, &w)?;
-        let unplanned = activity.iter().filter(|a| a.unplanned.is_some()).count();
-        let doc = Document { window: w.clone(), vendor, activity, unplanned };
+        let doc = document_of(node, w.clone())?;
+        let unplanned = doc.unplanned;
         sha = doc.sha256()?;
         if let Some(r) = w.reviews.last_mut() {
             r.sha256 = Some(sha.clone());

@@ -581,7 +581,7 @@ impl Node {
                 }
                 // Maintenance windows are workflow state (not counted by the generation): read
                 // every second, so a window approved or closed on another node applies here too.
-                if let Err(e) = crate::maintenance::tick(&node).and_then(|()| crate::maintenance::apply(&node)) {
+                if let Err(e) = crate::maintenance::tick(&node) {
                     tracing::error!(error = %e, "maintenance windows could not be read; the previous ones stay in force");
                 }
             }
