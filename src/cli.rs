@@ -782,12 +782,7 @@ fn serve(a: ServeArgs) -> Fallible<ExitCode> {
         // From the bound address, so that `--listen 127.0.0.1:0` yields the real port in links,
         // discovery documents and the `aud` clients must use.
         let public = a.public_url.clone().unwrap_or_else(|| format!("{scheme}://{bound}"));
-        let state = crate::app_state(&node, public.trim_end_matches('/'));
-        let app = mamori_http::app_with_management(
-            state.clone(),
-            mamori_console::router(state.clone(), node.clone()),
-            mamori_console::integrity_api(state, node.clone()),
-        );
+        let app = crate::router(&node, public.trim_end_matches('/'));
         let store = format!("{} {}", node.store.kind(), node.store.describe());
         tracing::info!(%bound, data_dir = %node.dir.display(), %store, tls = tls.is_some(), "mamori serving");
         println!("mamori serving {scheme}://{bound}/fhir (data: {}; store: {store})", node.dir.display());

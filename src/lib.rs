@@ -20,4 +20,4 @@ pub mod vault_server;
 
 pub use mamori_app::node as datadir;
 pub use mamori_app::{Node, audit_verify, backend, clock_sync, config, open_node, open_node_on};
-pub use state::app_state;
+pub use state::{app_state, router};

@@ -191,3 +191,17 @@ pub fn app_state(node: &Node, public_url: &str) -> AppState {
         }),
     }
 }
+
+/// Every route `mamori serve` answers for `node` at `public_url`: FHIR, OAuth and sign-in, the
+/// console at `/console`, and the management APIs (`/integrity`, `/maintenance`).
+pub fn router(node: &Arc<Node>, public_url: &str) -> axum::Router {
+    let state = app_state(node, public_url);
+    mamori_http::app_with_management(
+        state.clone(),
+        mamori_console::router(state.clone(), node.clone()),
+        vec![
+            ("/integrity", mamori_console::integrity_api(state.clone(), node.clone())),
+            ("/maintenance", mamori_console::maintenance_api(state, node.clone())),
+        ],
+    )
+}

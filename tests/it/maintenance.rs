@@ -300,4 +300,195 @@ async fn a_window_opens_at_its_start_time_and_its_end_ends_the_vendors_access() 
     assert_eq!(get(&h, &token, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::UNAUTHORIZED);
     // The report is due; not overdue yet.
     assert!(maintenance::reports_due(&anzen, node).unwrap().is_empty());
+    // Eight days on ([maintenance] report_days = 7): listed, and alerted once by the schedule.
+    let days_later = |mut c: Ctx| {
+        c.clock = std::sync::Arc::new(Later(8 * 24));
+        c
+    };
+    let due = maintenance::reports_due(&days_later(person(&h, "anzen")), node).unwrap();
+    assert_eq!(due.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), vec![w.id.as_str()]);
+    let schedule = days_later(Ctx::operator(node, maintenance::SCHEDULE));
+    maintenance::tick_as(&schedule, node).unwrap();
+    maintenance::tick_as(&schedule, node).unwrap();
+    let alerts = entries(&h, "alert-maintenance-report-due");
+    assert_eq!(alerts.len(), 1, "alerted once: {alerts:?}");
+    assert!(alerts[0].detail.as_deref().unwrap_or("").contains(&w.id));
+    assert!(maintenance::show(&anzen, node, &w.id).unwrap().report_alerted);
+}
+
+/// A clock some hours ahead of the system's.
+struct Later(i64);
+
+impl mamori_records::Clock for Later {
+    fn now(&self) -> mamori_records::Timestamp {
+        mamori_records::Timestamp(mamori_records::SystemClock.now().0 + self.0 * 3_600_000_000)
+    }
+}
+
+/// A JSON request to the maintenance API with a person's token.
+async fn api(
+    h: &Harness,
+    token: Option<&str>,
+    method: &str,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value, crate::support::Resp) {
+    let mut b = axum::http::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let body = body.map(|v| axum::body::Body::from(v.to_string())).unwrap_or_else(axum::body::Body::empty);
+    let r = h.send(b.body(body).unwrap()).await;
+    (r.status, serde_json::from_slice(&r.body).unwrap_or_default(), r)
+}
+
+/// The JSON API: the same use cases for a person's token — request, amendment shown to the
+/// approver, approval, the live activity, closing, the report, acceptance with the document's
+/// hash, the register — every bad request answered in OperationOutcome and left in the trail,
+/// and another vendor's window exactly as absent as one that does not exist.
+#[tokio::test]
+async fn the_json_api_runs_the_same_use_cases_for_a_persons_token() {
+    let World { h, obs1, .. } = world().await;
+    let node = &h.node;
+    h.add_user("other-contact", &["vendor_contact"], "Practitioner/other-contact");
+    let other = Vendor {
+        id: "beta".into(),
+        name: "Beta".into(),
+        contact: "beta".into(),
+        contract: "B-1".into(),
+        contacts: vec!["other-contact".into()],
+        accounts: Vec::new(),
+        sources: Vec::new(),
+    };
+    maintenance::set_vendor(&person(&h, "kanri"), node, other, "").unwrap();
+    let contact = h.user_token("v-contact", &["vendor_contact"], "Practitioner/v-contact");
+    let stranger = h.user_token("other-contact", &["vendor_contact"], "Practitioner/other-contact");
+    let anzen = h.user_token("anzen", &["security_manager"], "Practitioner/anzen");
+    let kanri = h.user_token("kanri", &["system_admin"], "Practitioner/kanri");
+    let vendor = h.user_token("v-sato", &["maintenance_vendor"], "Practitioner/v-sato");
+
+    let start = mamori_records::Timestamp(now_us() - 1_000_000).to_fhir();
+    let end = mamori_records::Timestamp(now_us() + 30 * 60_000_000).to_fhir();
+    let request = json!({
+        "vendor": "acme", "system": "検査システム連携", "purpose": "連携エラーの調査",
+        "items": ["ログの確認"], "start": start, "end": end,
+        "scope": {"classes": ["general"], "patients": ["Patient/mp1"], "read": true}
+    });
+    let (s, w, r) = api(&h, Some(&contact), "POST", "/maintenance/windows", Some(request.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{}", r.diagnostics());
+    let id = w["id"].as_str().unwrap().to_string();
+    assert_eq!(w["state"], "requested");
+
+    // Bad requests: OperationOutcome, nothing stored, each left in the trail.
+    let before = maintenance::list(&person(&h, "anzen"), node).unwrap().len();
+    let (s, oo, _) = api(&h, Some(&contact), "POST", "/maintenance/windows", Some(json!({"vendor": "acme"}))).await;
+    assert_eq!((s, oo["resourceType"].as_str()), (StatusCode::BAD_REQUEST, Some("OperationOutcome")));
+    let mut bad_time = request.clone();
+    bad_time["start"] = json!("tomorrow at nine");
+    assert_eq!(
+        api(&h, Some(&contact), "POST", "/maintenance/windows", Some(bad_time)).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let r = h
+        .send(
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/maintenance/windows")
+                .header("authorization", format!("Bearer {contact}"))
+                .header("content-type", "text/plain")
+                .body(axum::body::Body::from(request.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(api(&h, None, "GET", "/maintenance/windows", None).await.0, StatusCode::UNAUTHORIZED);
+    let (s, _, _) = api(&h, Some(&h.token), "GET", "/maintenance/windows", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "an application's token is not a person's");
+    assert_eq!(maintenance::list(&person(&h, "anzen"), node).unwrap().len(), before, "nothing stored");
+    let traces = entries(&h, "maintenance-api");
+    assert!(traces.iter().filter(|e| e.outcome == mamori_audit::Outcome::Failure).count() >= 5, "{traces:#?}");
+
+    // Another vendor's contact: the window is as absent as one that does not exist.
+    let (hs, hidden, _) = api(&h, Some(&stranger), "GET", &format!("/maintenance/windows/{id}"), None).await;
+    let fake = format!("MW-{}", &id[3..].replace(|c: char| c.is_ascii_alphabetic(), "z"));
+    let (ms, missing, _) = api(&h, Some(&stranger), "GET", &format!("/maintenance/windows/{fake}"), None).await;
+    assert_eq!((hs, ms), (StatusCode::NOT_FOUND, StatusCode::NOT_FOUND));
+    assert_eq!(
+        hidden.to_string().replace(&id, "ID"),
+        missing.to_string().replace(&fake, "ID"),
+        "the same answer, word for word"
+    );
+    let (_, theirs, _) = api(&h, Some(&stranger), "GET", "/maintenance/windows", None).await;
+    assert_eq!(theirs["windows"], json!([]));
+
+    // The contact may not approve (refused and audited); they amend, and the approver sees what
+    // changed.
+    assert_eq!(
+        api(&h, Some(&contact), "POST", &format!("/maintenance/windows/{id}/approve"), None).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let mut changed = request.clone();
+    changed["items"] = json!(["ログの確認", "連携設定の表示確認"]);
+    let amend = json!({"request": changed, "note": "作業項目を追加"});
+    let (s, _, r) = api(&h, Some(&contact), "POST", &format!("/maintenance/windows/{id}/amend"), Some(amend)).await;
+    assert_eq!(s, StatusCode::OK, "{}", r.diagnostics());
+    let (s, shown, _) = api(&h, Some(&anzen), "GET", &format!("/maintenance/windows/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let change = &shown["amendmentChanges"][0];
+    assert_eq!(change["decision"]["note"], "作業項目を追加");
+    assert_eq!(change["changes"][0]["field"], "items");
+    assert_eq!(change["changes"][0]["after"], "ログの確認 / 連携設定の表示確認");
+
+    // Approved by the system administrator; the vendor works; the institution watches live.
+    let (s, approved, _) =
+        api(&h, Some(&kanri), "POST", &format!("/maintenance/windows/{id}/approve"), Some(json!({"note": "承認"})))
+            .await;
+    assert_eq!((s, approved["state"].as_str()), (StatusCode::OK, Some("approved")));
+    assert_eq!(get(&h, &vendor, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::OK);
+    let (s, live, _) = api(&h, Some(&anzen), "GET", &format!("/maintenance/windows/{id}/activity"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    let entries_now = live["entries"].as_array().unwrap();
+    assert!(entries_now.iter().any(|e| e["action"] == "read" && e["actor"].as_str().unwrap().contains("v-sato")));
+    let last = live["last"].as_u64().unwrap();
+    let (_, later, _) =
+        api(&h, Some(&anzen), "GET", &format!("/maintenance/windows/{id}/activity?after={last}"), None).await;
+    assert_eq!(later["entries"], json!([]), "nothing new since the last entry seen");
+    // The vendor's own call to the maintenance API is refused, in the window's timeline.
+    assert_eq!(api(&h, Some(&vendor), "GET", "/maintenance/windows", None).await.0, StatusCode::FORBIDDEN);
+    let (_, later, _) =
+        api(&h, Some(&anzen), "GET", &format!("/maintenance/windows/{id}/activity?after={last}"), None).await;
+    assert!(
+        later["entries"].as_array().unwrap().iter().any(|e| e["action"] == "admin-denied" && !e["unplanned"].is_null())
+    );
+
+    // Ended at once; reported; accepted; the document's hash is the anchored one.
+    let url = |act: &str| format!("/maintenance/windows/{id}/{act}");
+    assert_eq!(api(&h, Some(&anzen), "POST", &url("close"), Some(json!({}))).await.0, StatusCode::BAD_REQUEST);
+    let (s, _, _) = api(&h, Some(&anzen), "POST", &url("close"), Some(json!({"note": "作業完了"}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(get(&h, &vendor, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::UNAUTHORIZED);
+    let filing = json!({"items": [{"item": 1, "done": true, "result": "ログ確認済み"},
+                                  {"item": 2, "done": false, "result": "不要と判断"}], "note": ""});
+    let (s, _, r) = api(&h, Some(&contact), "POST", &url("report"), Some(filing)).await;
+    assert_eq!(s, StatusCode::OK, "{}", r.diagnostics());
+    let (s, accepted, _) = api(&h, Some(&anzen), "POST", &url("accept"), Some(json!({"note": "受理"}))).await;
+    assert_eq!(s, StatusCode::OK);
+    let sha = accepted["documentSha256"].as_str().unwrap().to_string();
+    let (s, _, doc) = api(&h, Some(&anzen), "GET", &url("document"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&doc.body)), sha, "the body is the document whose hash is anchored");
+    assert_eq!(doc.header("x-mamori-sha256").as_deref(), Some(sha.as_str()));
+    assert!(
+        entries(&h, "maintenance-report-accepted").iter().any(|e| e.detail.as_deref().unwrap_or("").contains(&sha))
+    );
+    let (s, _, html) = api(&h, Some(&anzen), "GET", &format!("{}?format=html", url("document")), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&html.body).contains("ログ確認済み"));
+    let (_, reg, _) = api(&h, Some(&anzen), "GET", "/maintenance/register", None).await;
+    assert!(reg["register"].as_array().unwrap().iter().any(|e| e["system"] == "検査システム連携"));
+    assert!(entries(&h, "maintenance-read").iter().any(|e| e.actor.id == "anzen"), "reads leave a trace");
 }

@@ -14,7 +14,7 @@ pub const SECRET: &str = "test-secret-0123456789abcdefghijklmnop";
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub node: Node,
+    pub node: std::sync::Arc<Node>,
     pub app: Router,
     pub token: String,
     /// The test's own PostgreSQL database, dropped last (none on the embedded store).
@@ -178,13 +178,14 @@ impl Harness {
     /// A harness over a node already opened on `dir` (with client `test-app` registered).
     pub fn from_node(dir: tempfile::TempDir, node: Node) -> Harness {
         let token = test_app_token(&node);
-        let app = mamori_http::app(mamori::app_state(&node, "http://mamori.test"));
+        let node = std::sync::Arc::new(node);
+        let app = mamori::router(&node, "http://mamori.test");
         Harness { dir, node, app, token, db: None }
     }
 
     /// The same node served as if from `public_url` (e.g. `https://…`: `Secure`, `__Host-` cookies).
     pub fn with_public_url(mut self, public_url: &str) -> Harness {
-        self.app = mamori_http::app(mamori::app_state(&self.node, public_url));
+        self.app = mamori::router(&self.node, public_url);
         self
     }
 

@@ -327,6 +327,10 @@ pub struct Window {
     /// Whether the overdue report was alerted.
     #[serde(default)]
     pub report_alerted: bool,
+    /// Amendments of the request before its approval (who, when, why); each one lapses the
+    /// approvals given so far. What changed is in the history ([`amendments`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amendments: Vec<Decision>,
 }
 
 impl Window {
@@ -362,13 +366,31 @@ pub struct Request {
     pub purpose: String,
     /// Planned work items.
     pub items: Vec<String>,
-    /// Start (µs).
+    /// Start: Unix microseconds, or an RFC 3339 time (`2026-12-06T01:00:00+09:00`).
+    #[serde(deserialize_with = "instant")]
     pub start: i64,
-    /// End (µs).
+    /// End, as the start.
+    #[serde(deserialize_with = "instant")]
     pub end: i64,
     /// Scope.
     #[serde(default)]
     pub scope: Scope,
+}
+
+/// A time as Unix microseconds or an RFC 3339 text.
+fn instant<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Micros(i64),
+        Text(String),
+    }
+    match Given::deserialize(d)? {
+        Given::Micros(m) => Ok(m),
+        Given::Text(t) => mamori_records::Timestamp::parse_rfc3339(&t)
+            .map(|t| t.0)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{t}` is not an RFC 3339 time"))),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,11 +568,14 @@ fn contact_of(ctx: &Ctx) -> Option<&str> {
     }
 }
 
-fn may_act_for(ctx: &Ctx, vendor: &Vendor) -> Result<(), AppError> {
+/// A vendor's contact acts for their own vendor only; to them another vendor's window (or the
+/// vendor itself) is exactly as absent as one that does not exist: the same answer, word for word.
+fn may_act_for(ctx: &Ctx, vendor: &Vendor, window: Option<&str>) -> Result<(), AppError> {
     match contact_of(ctx) {
-        Some(me) if !vendor.contacts.iter().any(|c| c == me) => {
-            Err(AppError::NotFound(format!("no maintenance window of yours for vendor `{}`", vendor.id)))
-        }
+        Some(me) if !vendor.contacts.iter().any(|c| c == me) => Err(match window {
+            Some(id) => AppError::NotFound(format!("no maintenance window `{id}`")),
+            None => AppError::NotFound(format!("no vendor `{}`", vendor.id)),
+        }),
         _ => Ok(()),
     }
 }
@@ -562,9 +587,84 @@ fn may_act_for(ctx: &Ctx, vendor: &Vendor) -> Result<(), AppError> {
 /// system administrator on a vendor's behalf). Checked against the settings and the vendor; the
 /// window's accounts default to every maintenance account of the vendor.
 pub fn request(ctx: &Ctx, node: &Node, r: Request) -> Result<Window, AppError> {
+    let checked = check_request(ctx, node, r)?;
+    let now = ctx.now().0;
+    let suffix = mamori_records::ResourceId::random().map_err(failed)?.to_string();
+    let date = mamori_records::Timestamp(now).to_fhir();
+    let day: String = date.get(0..10).unwrap_or("0000-00-00").chars().filter(char::is_ascii_digit).collect();
+    let w = Window {
+        id: format!("MW-{day}-{}", suffix.get(0..6).unwrap_or("0")),
+        vendor: checked.vendor,
+        accounts: checked.accounts,
+        system: checked.system,
+        purpose: checked.purpose,
+        items: checked.items,
+        start: checked.start,
+        end: checked.end,
+        scope: checked.scope,
+        requested_by: ctx.by(),
+        requested_at: now,
+        state: State::Requested,
+        approvals_needed: node.config.maintenance.approvers,
+        approvals: Vec::new(),
+        refusal: None,
+        opened_at: None,
+        closing: None,
+        report: None,
+        reviews: Vec::new(),
+        report_alerted: false,
+        amendments: Vec::new(),
+    };
+    save(ctx, node, &w, None, &format!("maintenance requested: {} ({})", w.system, w.purpose))?;
+    Ok(w)
+}
+
+/// Changes a request still awaiting approval (`request-maintenance`: the vendor's contact for
+/// their own vendor, or the system administrator): checked as a new request; the approvals given
+/// so far lapse, and whoever amends may not approve it either. The approver sees every change
+/// ([`amendments`]).
+pub fn amend(ctx: &Ctx, node: &Node, id: &str, r: Request, note: &str) -> Result<Window, AppError> {
+    ctx.authorize(node, AdminAct::RequestMaintenance)?;
+    let (mut w, version) = load(node, id)?;
+    let (vendor, _) = load_vendor(node, &w.vendor)?;
+    may_act_for(ctx, &vendor, Some(id))?;
+    if w.state != State::Requested {
+        return Err(AppError::Conflict(format!(
+            "window {id} is {}; only a request awaiting approval can be changed",
+            w.state.name()
+        )));
+    }
+    if note.trim().is_empty() {
+        return Err(AppError::Invalid("changing a request needs a note saying why".into()));
+    }
+    if r.vendor.trim() != w.vendor {
+        return Err(AppError::Invalid("a request stays with its vendor; file a new one for another".into()));
+    }
+    let c = check_request(ctx, node, r)?;
+    (w.accounts, w.system, w.purpose, w.items, w.start, w.end, w.scope) =
+        (c.accounts, c.system, c.purpose, c.items, c.start, c.end, c.scope);
+    w.approvals.clear();
+    w.amendments.push(Decision { by: ctx.by(), at: ctx.now().0, note: note.trim().to_string() });
+    save(ctx, node, &w, Some(version), &format!("maintenance request changed: {}", note.trim()))?;
+    Ok(w)
+}
+
+/// A request's fields, checked.
+struct Checked {
+    vendor: String,
+    accounts: Vec<String>,
+    system: String,
+    purpose: String,
+    items: Vec<String>,
+    start: i64,
+    end: i64,
+    scope: Scope,
+}
+
+fn check_request(ctx: &Ctx, node: &Node, r: Request) -> Result<Checked, AppError> {
     ctx.authorize(node, AdminAct::RequestMaintenance)?;
     let (vendor, _) = load_vendor(node, r.vendor.trim())?;
-    may_act_for(ctx, &vendor)?;
+    may_act_for(ctx, &vendor, None)?;
     let settings = node.config.maintenance;
     if r.system.trim().is_empty() || r.purpose.trim().is_empty() {
         return Err(AppError::Invalid("a request names the system or function and the purpose".into()));
@@ -594,12 +694,8 @@ pub fn request(ctx: &Ctx, node: &Node, r: Request) -> Result<Window, AppError> {
         return Err(AppError::Invalid(format!("`{stranger}` is not a maintenance account of `{}`", vendor.id)));
     }
     let scope = check_scope(r.scope)?;
-    let suffix = mamori_records::ResourceId::random().map_err(failed)?.to_string();
-    let date = mamori_records::Timestamp(now).to_fhir();
-    let day: String = date.get(0..10).unwrap_or("0000-00-00").chars().filter(char::is_ascii_digit).collect();
-    let w = Window {
-        id: format!("MW-{day}-{}", suffix.get(0..6).unwrap_or("0")),
-        vendor: vendor.id.clone(),
+    Ok(Checked {
+        vendor: vendor.id,
         accounts,
         system: r.system.trim().to_string(),
         purpose: r.purpose.trim().to_string(),
@@ -607,20 +703,7 @@ pub fn request(ctx: &Ctx, node: &Node, r: Request) -> Result<Window, AppError> {
         start: r.start,
         end: r.end,
         scope,
-        requested_by: ctx.by(),
-        requested_at: now,
-        state: State::Requested,
-        approvals_needed: settings.approvers,
-        approvals: Vec::new(),
-        refusal: None,
-        opened_at: None,
-        closing: None,
-        report: None,
-        reviews: Vec::new(),
-        report_alerted: false,
-    };
-    save(ctx, node, &w, None, &format!("maintenance requested: {} ({})", w.system, w.purpose))?;
-    Ok(w)
+    })
 }
 
 fn check_scope(mut s: Scope) -> Result<Scope, AppError> {
@@ -665,7 +748,7 @@ fn check_scope(mut s: Scope) -> Result<Scope, AppError> {
 
 fn institution_decision(ctx: &Ctx, node: &Node, w: &Window) -> Result<(), AppError> {
     ctx.authorize(node, AdminAct::ApproveMaintenance)?;
-    if ctx.by() == w.requested_by {
+    if ctx.by() == w.requested_by || w.amendments.iter().any(|a| a.by == ctx.by()) {
         let entry = mamori_audit::AuditRecord::new("admin-denied", ctx.audit_actor(), Outcome::Failure, "HOPERAT");
         ctx.refused(node, entry, format!("maintenance window {}: the requester may not decide it", w.id))?;
         return Err(AppError::Forbidden(
@@ -720,7 +803,7 @@ pub fn withdraw(ctx: &Ctx, node: &Node, id: &str, note: &str) -> Result<Window, 
     ctx.authorize(node, AdminAct::RequestMaintenance)?;
     let (mut w, version) = load(node, id)?;
     let (vendor, _) = load_vendor(node, &w.vendor)?;
-    may_act_for(ctx, &vendor)?;
+    may_act_for(ctx, &vendor, Some(id))?;
     let before_start = w.state == State::Approved && ctx.now().0 < w.start;
     if w.state != State::Requested && !before_start {
         return Err(AppError::Conflict(format!("window {id} is {}; it can no longer be withdrawn", w.state.name())));
@@ -783,7 +866,7 @@ pub fn show(ctx: &Ctx, node: &Node, id: &str) -> Result<Window, AppError> {
     ctx.authorize_any(node, &[AdminAct::ApproveMaintenance, AdminAct::RequestMaintenance])?;
     let (w, _) = load(node, id)?;
     let (vendor, _) = load_vendor(node, &w.vendor)?;
-    may_act_for(ctx, &vendor)?;
+    may_act_for(ctx, &vendor, Some(id))?;
     Ok(w)
 }
 
@@ -813,11 +896,72 @@ pub fn history(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<(u64, Window)>, A
     Ok(out)
 }
 
+/// One field of a request, before and after an amendment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The field (`start`, `scope.patients`, …).
+    pub field: &'static str,
+    /// Its value before.
+    pub before: String,
+    /// Its value after.
+    pub after: String,
+}
+
+/// An amendment with what it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Amendment {
+    /// Who, when, why.
+    pub decision: Decision,
+    /// Every field it changed.
+    pub changes: Vec<Change>,
+}
+
+/// The fields of a request that differ between two versions of it.
+pub fn changes(before: &Window, after: &Window) -> Vec<Change> {
+    let list = |v: &[String]| v.join(", ");
+    let time = |t: i64| mamori_records::Timestamp(t).to_fhir();
+    let flag = |b: bool| if b { "yes".to_string() } else { "no".to_string() };
+    let pairs: [(&'static str, String, String); 12] = [
+        ("system", before.system.clone(), after.system.clone()),
+        ("purpose", before.purpose.clone(), after.purpose.clone()),
+        ("items", before.items.join(" / "), after.items.join(" / ")),
+        ("start", time(before.start), time(after.start)),
+        ("end", time(before.end), time(after.end)),
+        ("accounts", list(&before.accounts), list(&after.accounts)),
+        ("scope.acts", list(&before.scope.acts), list(&after.scope.acts)),
+        ("scope.classes", list(&before.scope.classes), list(&after.scope.classes)),
+        ("scope.patients", list(&before.scope.patients), list(&after.scope.patients)),
+        ("scope.read", flag(before.scope.read), flag(after.scope.read)),
+        ("scope.write", flag(before.scope.write), flag(after.scope.write)),
+        ("scope.sources", list(&before.scope.sources), list(&after.scope.sources)),
+    ];
+    pairs.into_iter().filter(|(_, b, a)| b != a).map(|(field, before, after)| Change { field, before, after }).collect()
+}
+
+/// Every amendment of a request, oldest first, with what it changed (from the window's history).
+pub fn amendments(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<Amendment>, AppError> {
+    let versions = history(ctx, node, id)?;
+    let mut out = Vec::new();
+    for pair in versions.windows(2) {
+        let [(_, before), (_, after)] = pair else { continue };
+        if after.amendments.len() > before.amendments.len()
+            && let Some(d) = after.amendments.last()
+        {
+            out.push(Amendment { decision: d.clone(), changes: changes(before, after) });
+        }
+    }
+    Ok(out)
+}
+
 /// Records a window's start and ends windows whose time is up (revoking their accounts'
 /// access), and alerts reports that are overdue. Run every second by the node's watcher; on
 /// several nodes one wins each change (the others find it changed and leave it).
 pub fn tick(node: &Node) -> Result<(), AppError> {
-    let ctx = Ctx::operator(node, SCHEDULE);
+    tick_as(&Ctx::operator(node, SCHEDULE), node)
+}
+
+/// [`tick`] as `ctx` (its clock is the schedule's: a test runs the schedule days ahead).
+pub fn tick_as(ctx: &Ctx, node: &Node) -> Result<(), AppError> {
     let now = ctx.now().0;
     let settings = node.config.maintenance;
     let windows = versioned_windows(node)?;
@@ -827,13 +971,13 @@ pub fn tick(node: &Node) -> Result<(), AppError> {
             let mut o = w.clone();
             o.state = State::Open;
             o.opened_at = Some(now);
-            save(&ctx, node, &o, Some(*version), "maintenance window opened (its start time)").map(|_| ())
+            save(ctx, node, &o, Some(*version), "maintenance window opened (its start time)").map(|_| ())
         } else if matches!(w.state, State::Approved | State::Open) && w.end <= now {
-            end_window(&ctx, node, w.clone(), *version, false, "its end time came").map(|_| ())
+            end_window(ctx, node, w.clone(), *version, false, "its end time came").map(|_| ())
         } else if w.report_overdue(&settings, now) && !w.report_alerted {
             let mut o = w.clone();
             o.report_alerted = true;
-            save(&ctx, node, &o, Some(*version), "work report overdue: alerted").and_then(|_| {
+            save(ctx, node, &o, Some(*version), "work report overdue: alerted").and_then(|_| {
                 ctx.record(
                     node,
                     "alert-maintenance-report-due",
@@ -960,7 +1104,7 @@ pub fn report(ctx: &Ctx, node: &Node, id: &str, f: Filing) -> Result<Window, App
     ctx.authorize(node, AdminAct::RequestMaintenance)?;
     let (mut w, version) = load(node, id)?;
     let (vendor, _) = load_vendor(node, &w.vendor)?;
-    may_act_for(ctx, &vendor)?;
+    may_act_for(ctx, &vendor, Some(id))?;
     if !matches!(w.state, State::Closed | State::Returned) {
         return Err(AppError::Conflict(format!(
             "window {id} is {}; a report is filed once the window has ended",

@@ -461,7 +461,6 @@ const JA: &[(&str, &str)] = &[
     ("name the system or function", "システムまたは機能を指定してください"),
     ("no vendor `{}`", "保守事業者 `{1}` はありません"),
     ("no maintenance window `{}`", "保守作業の時間枠 `{1}` はありません"),
-    ("no maintenance window of yours for vendor `{}`", "保守事業者 `{1}` のあなたの時間枠はありません"),
     ("no register entry for {} by {}", "{2} による {1} の台帳登録はありません"),
     ("window {} is {}, not awaiting approval", "時間枠 {1} は {2} で、承認待ちではありません"),
     (
@@ -476,6 +475,15 @@ const JA: &[(&str, &str)] = &[
         "時間枠 {1} は {2} です。報告は時間枠の終了後に提出します",
     ),
     ("window {} is {}, no report waits", "時間枠 {1} は {2} で、確認待ちの報告はありません"),
+    (
+        "window {} is {}; only a request awaiting approval can be changed",
+        "時間枠 {1} は {2} です。変更できるのは承認待ちの申請だけです",
+    ),
+    ("changing a request needs a note saying why", "申請の変更には理由の記入が必要です"),
+    (
+        "a request stays with its vendor; file a new one for another",
+        "申請の保守事業者は変更できません。別の事業者は新しく申請してください",
+    ),
     ("the report of window {} has not been accepted", "時間枠 {1} の報告はまだ受理されていません"),
     (
         "maintenance.max_hours must be 1–168, approvers 1 or 2 and report_days 1–90",

@@ -13,7 +13,9 @@
 
 mod api;
 mod fmt;
+mod maintenance_api;
 pub use api::integrity_api;
+pub use maintenance_api::maintenance_api;
 mod pages;
 mod visitor;
 

@@ -105,16 +105,17 @@ pub fn app(state: AppState) -> Router {
 /// Builds the application router with the web console (`mamori-console`) at `/console`: its
 /// requests pass the same layers as every other (request id, forwarded address, metrics).
 pub fn app_with_console(state: AppState, console: Router) -> Router {
-    app_with(state, Some((console, None)))
+    app_with(state, Some((console, Vec::new())))
 }
 
-/// [`app_with_console`], with the management API (`mamori_console::integrity_api`) served at
-/// `/integrity` behind the same layers.
-pub fn app_with_management(state: AppState, console: Router, integrity: Router) -> Router {
-    app_with(state, Some((console, Some(integrity))))
+/// [`app_with_console`], with the management APIs served behind the same layers, each at its
+/// prefix (`/integrity`: `mamori_console::integrity_api`; `/maintenance`:
+/// `mamori_console::maintenance_api`).
+pub fn app_with_management(state: AppState, console: Router, apis: Vec<(&'static str, Router)>) -> Router {
+    app_with(state, Some((console, apis)))
 }
 
-fn app_with(state: AppState, console: Option<(Router, Option<Router>)>) -> Router {
+fn app_with(state: AppState, console: Option<(Router, Vec<(&'static str, Router)>)>) -> Router {
     let fhir = Router::new()
         .route("/", post(bundle::process))
         .route("/metadata", get(capability::metadata))
@@ -179,8 +180,9 @@ fn app_with(state: AppState, console: Option<(Router, Option<Router>)>) -> Route
         .nest("/fhir", fhir)
         .nest("/audit", audit_log);
     let routes = match console {
-        Some((c, None)) => routes.nest_service("/console", c),
-        Some((c, Some(i))) => routes.nest_service("/console", c).nest_service("/integrity", i),
+        Some((c, apis)) => {
+            apis.into_iter().fold(routes.nest_service("/console", c), |r, (at, api)| r.nest_service(at, api))
+        }
         None => routes,
     };
     let routes = routes
