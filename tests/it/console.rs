@@ -68,7 +68,30 @@ fn every_role_uses_the_console_in_a_browser() {
     add(&dir, "uketsuke", &["clerk"]);
     add(&dir, "suzuki", &["nurse"]);
     crate::login::add_account(&dir, "tanaka", PW, &["--role", "doctor", "--fhir-user", "Practitioner/tanaka"]);
-    let secrets: serde_json::Map<String, Value> = ["anzen", "kanri", "uketsuke", "tanaka"]
+    // A maintenance vendor: its contact requests and reports, its engineer works inside windows.
+    add(&dir, "v-contact", &["vendor_contact"]);
+    add(&dir, "v-sato", &["maintenance_vendor"]);
+    let out = cli(&[
+        "maintenance",
+        "vendor",
+        "acme",
+        "--name",
+        "Acme 医療システム",
+        "--contact",
+        "保守窓口 03-0000-0000",
+        "--contract",
+        "保守契約 2026-17",
+        "--contact-account",
+        "v-contact",
+        "--account",
+        "v-sato",
+        "--operator",
+        "kanri",
+        "--data-dir",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let secrets: serde_json::Map<String, Value> = ["anzen", "kanri", "uketsuke", "tanaka", "v-contact", "v-sato"]
         .iter()
         .map(|u| ((*u).to_string(), Value::from(totp(&dir, u))))
         .collect();

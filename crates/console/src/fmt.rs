@@ -48,6 +48,17 @@ pub fn instant(fhir: &str, ja: bool) -> String {
     }
 }
 
+/// A local time the person typed (`2026-12-06T09:30`, as an `<input type="datetime-local">`
+/// sends it, or with a space, optionally with seconds) in Japan Standard Time, as Unix
+/// microseconds.
+pub fn local_input_micros(s: &str) -> Option<i64> {
+    let s = s.trim().replacen(' ', "T", 1);
+    let long = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let short = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let t = time::PrimitiveDateTime::parse(&s, &long).or_else(|_| time::PrimitiveDateTime::parse(&s, &short)).ok()?;
+    Some(t.assume_offset(JST).unix_timestamp() * 1_000_000)
+}
+
 /// A date the person typed (`2026-12-04`, as an `<input type="date">` sends it) as the Unix
 /// microseconds of its start in Japan; `end` gives the start of the next day (an inclusive
 /// "until" date).

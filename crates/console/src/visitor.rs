@@ -43,6 +43,10 @@ pub struct Rights {
     /// Switch emergency read-only mode (非常時の参照専用モード).
     pub emergency_mode: bool,
     pub vendor: bool,
+    /// Files maintenance requests and reports (a vendor's contact, the system administrator).
+    pub request_maintenance: bool,
+    /// Approves maintenance windows, ends them, reviews their reports.
+    pub approve_maintenance: bool,
     /// Works with clinical records (patient search, records, approvals).
     pub clinical: bool,
     /// May break the glass on a patient outside their care.
@@ -149,7 +153,7 @@ impl Visitor {
         if self.rights.rotate_keys {
             nav.push(NavItem { href: "/console/keys", label: pick("署名鍵", "Signing keys"), current: false });
         }
-        if self.rights.vendor {
+        if self.rights.vendor || self.rights.request_maintenance || self.rights.approve_maintenance {
             nav.push(NavItem {
                 href: "/console/maintenance", label: pick("保守作業", "Maintenance"), current: false
             });
@@ -269,6 +273,8 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                 approve_change: ctx.may(&node, AdminAct::ApproveChange),
                 emergency_mode: ctx.may(&node, AdminAct::EmergencyMode),
                 vendor: roles.iter().any(|r| r == "maintenance_vendor"),
+                request_maintenance: crate::pages::maintenance::in_menu(&ctx, &node).0,
+                approve_maintenance: crate::pages::maintenance::in_menu(&ctx, &node).1,
                 clinical: mamori_app::clinical::may_use(&ctx, &node),
                 break_glass: mamori_app::clinical::may_break_glass(&ctx, &node),
             };

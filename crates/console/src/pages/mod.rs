@@ -11,6 +11,7 @@ pub mod clinical;
 pub mod dashboard;
 pub mod integrity;
 pub mod keys;
+pub mod maintenance;
 pub mod policies;
 pub mod reviews;
 pub mod users;
@@ -191,26 +192,6 @@ pub(crate) fn missing(v: &Visitor) -> Response {
         error: true,
     };
     render(v, &page, StatusCode::NOT_FOUND)
-}
-
-/// `GET /console/maintenance`: the vendor's page. What a vendor may do comes with remote
-/// maintenance under the institution's control (issue #26); until then, nothing.
-pub async fn maintenance(v: Visitor) -> Response {
-    if !v.rights.vendor {
-        return not_found(v).await;
-    }
-    let page = Message {
-        v: v.chrome("保守作業", "Maintenance"),
-        heading: pick(v.lang, "保守作業", "Maintenance").into(),
-        text: pick(
-            v.lang,
-            "保守作業の申請と承認（リモート保守）はまだ提供されていません。医療機関のシステム管理者にお問い合わせください。",
-            "Maintenance requests and approvals (remote maintenance) are not available yet; ask the institution's system administrator.",
-        )
-        .into(),
-        error: false,
-    };
-    render(&v, &page, StatusCode::OK)
 }
 
 /// `POST /console/signout`: ends the session (audited with its duration) and returns to the
