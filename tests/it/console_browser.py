@@ -479,6 +479,16 @@ def maintenance():
         assert not contact.find_elements(By.ID, "approve"), "the contact cannot approve"
         accessible(contact, "maintenance window (requested)")
         shot(contact, "maintenance-request-ja")
+        # A change before the approval: the approver will see it.
+        contact.find_element(By.ID, "amend").click()
+        wait.until(path_is(f"/console/maintenance/{window}/edit"))
+        assert contact.find_element(By.ID, "system").get_attribute("value") == "電子カルテ 検査結果表示"
+        accessible(contact, "maintenance request change form")
+        fill(contact, "items", "ログの確認\n設定の確認\n表示の再確認")
+        fill(contact, "note", "確認項目を追加")
+        contact.find_element(By.ID, "submit-request").click()
+        wait.until(lambda d: d.find_elements(By.ID, "done"))
+        assert "表示の再確認" in contact.page_source
 
         # The engineer cannot sign in before the approval.
         engineer.get(base + "/console/maintenance")
@@ -496,6 +506,9 @@ def maintenance():
         shot(manager, "maintenance-inbox-ja")
         manager.find_element(By.LINK_TEXT, window).click()
         mwait.until(lambda d: d.find_elements(By.ID, "approve"))
+        change = manager.find_element(By.CSS_SELECTOR, "table.amendment").text
+        assert "items" in change and "表示の再確認" in change and "確認項目を追加" in manager.page_source, change
+        accessible(manager, "maintenance request with its change")
         fill(manager, "approve-note", "調査のため承認")
         manager.find_element(By.ID, "approve").click()
         mwait.until(lambda d: d.find_elements(By.ID, "done"))
@@ -540,6 +553,7 @@ def maintenance():
         assert "項目 2" in contact.find_element(By.ID, "act-error").text or "2" in contact.find_element(By.ID, "act-error").text
         assert contact.find_element(By.ID, "result1").get_attribute("value") == "エラーログを確認"
         fill(contact, "result2", "設定の誤りを特定、修正は別途申請")
+        fill(contact, "result3", "再表示で不具合なしを確認")
         for k, text in [("where1", "保守端末 ACME-PC-07"), ("how1", "shred -u"), ("when1", "2026-12-06 10:30"),
                         ("by1", "佐藤")]:
             fill(contact, k, text)

@@ -48,6 +48,13 @@ pub fn instant(fhir: &str, ja: bool) -> String {
     }
 }
 
+/// Unix microseconds as an `<input type="datetime-local">` value in Japan Standard Time.
+pub fn local_input(micros: i64) -> String {
+    let Ok(t) = OffsetDateTime::from_unix_timestamp(micros.div_euclid(1_000_000)) else { return String::new() };
+    let t = t.to_offset(JST);
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}", t.year(), u8::from(t.month()), t.day(), t.hour(), t.minute())
+}
+
 /// A local time the person typed (`2026-12-06T09:30`, as an `<input type="datetime-local">`
 /// sends it, or with a space, optionally with seconds) in Japan Standard Time, as Unix
 /// microseconds.

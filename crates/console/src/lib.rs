@@ -75,6 +75,7 @@ pub fn router(http: AppState, node: Arc<Node>) -> Router {
         .route("/maintenance/register", get(pages::maintenance::register).post(pages::maintenance::set_register))
         .route("/maintenance/{id}", get(pages::maintenance::show))
         .route("/maintenance/{id}/document", get(pages::maintenance::document))
+        .route("/maintenance/{id}/edit", get(pages::maintenance::edit))
         .route("/maintenance/{id}/{act}", post(pages::maintenance::act))
         .route("/signout", post(pages::sign_out))
         .fallback(pages::not_found)

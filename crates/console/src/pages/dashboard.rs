@@ -70,6 +70,8 @@ struct Dashboard {
     security: Option<Security>,
     admin: Option<Admin>,
     vendor: bool,
+    /// For the approvers of remote maintenance: (requests waiting, reports to review, overdue).
+    maintenance: Option<(usize, usize, usize)>,
     /// Others' change requests the person could approve (the two-person rule).
     changes_waiting: Option<usize>,
     /// Changes made around the configuration path and blocks now (those who read the audit).
@@ -167,16 +169,26 @@ pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
         } else {
             None
         };
-        Ok((security, admin, changes_waiting, integrity))
+        // Remote maintenance for its approvers: requests waiting, reports to review, reports overdue.
+        let maintenance = if rights.approve_maintenance {
+            use mamori_app::maintenance::{self as m, State};
+            let all = m::list(ctx, node)?;
+            let count = |s: State| all.iter().filter(|w| w.state == s).count();
+            Some((count(State::Requested), count(State::Reported), m::reports_due(ctx, node)?.len()))
+        } else {
+            None
+        };
+        Ok((security, admin, changes_waiting, integrity, maintenance))
     })
     .await;
     match r {
-        Ok((security, admin, changes_waiting, integrity)) => {
+        Ok((security, admin, changes_waiting, integrity, maintenance)) => {
             let page = Dashboard {
                 v: v.chrome("ホーム", "Home"),
                 security,
                 admin,
-                vendor: v.rights.vendor,
+                vendor: v.rights.vendor || v.rights.request_maintenance,
+                maintenance,
                 changes_waiting,
                 integrity,
             };

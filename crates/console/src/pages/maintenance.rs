@@ -212,12 +212,27 @@ struct FormPage {
     classes: Vec<Choice>,
     max_hours: u32,
     error: Option<String>,
+    /// Changing the request of this window (the form posts to its `amend`).
+    amend: Option<String>,
+    note: String,
 }
 
 async fn form_page(
     c: &Arc<Console>,
     v: &Visitor,
     f: RequestForm,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
+    change_page(c, v, f, None, String::new(), error, status).await
+}
+
+async fn change_page(
+    c: &Arc<Console>,
+    v: &Visitor,
+    f: RequestForm,
+    amend: Option<String>,
+    note: String,
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
@@ -246,13 +261,19 @@ async fn form_page(
         })
         .collect();
     let page = FormPage {
-        v: v.chrome("保守作業の申請", "Request a maintenance window"),
+        v: if amend.is_some() {
+            v.chrome("保守作業の申請の変更", "Change a maintenance request")
+        } else {
+            v.chrome("保守作業の申請", "Request a maintenance window")
+        },
         f,
         vendors,
         acts,
         classes,
         max_hours: c.node.config.maintenance.max_hours,
         error,
+        amend,
+        note,
     };
     render(v, &page, status)
 }
@@ -260,6 +281,34 @@ async fn form_page(
 /// `GET /console/maintenance/new`.
 pub async fn new(State(c): State<Arc<Console>>, v: Visitor) -> Response {
     form_page(&c, &v, RequestForm::default(), None, StatusCode::OK).await
+}
+
+/// `GET /console/maintenance/{id}/edit`: the request of a window awaiting approval, to change.
+pub async fn edit(State(c): State<Arc<Console>>, v: Visitor, Path(id): Path<String>) -> Response {
+    if !may_request(&v) {
+        return super::missing(&v);
+    }
+    let i = id.clone();
+    let w = match run(&c, &v, move |ctx, node| maintenance::show(ctx, node, &i)).await {
+        Ok(w) => w,
+        Err(e) => return super::error_page(&v, &e),
+    };
+    let f = RequestForm {
+        vendor: w.vendor.clone(),
+        accounts: w.accounts.join(", "),
+        system: w.system.clone(),
+        purpose: w.purpose.clone(),
+        items: w.items.join("\n"),
+        start: crate::fmt::local_input(w.start),
+        end: crate::fmt::local_input(w.end),
+        acts: w.scope.acts.clone(),
+        classes: w.scope.classes.clone(),
+        patients: w.scope.patients.join(", "),
+        read: w.scope.read,
+        write: w.scope.write,
+        sources: w.scope.sources.join(", "),
+    };
+    change_page(&c, &v, f, Some(id), String::new(), None, StatusCode::OK).await
 }
 
 fn list_of(s: &str) -> Vec<String> {
@@ -413,6 +462,7 @@ struct WindowPage {
     overdue: bool,
     may_decide: bool,
     may_withdraw: bool,
+    may_amend: bool,
     may_close: bool,
     may_report: bool,
     may_review: bool,
@@ -558,6 +608,7 @@ async fn window_page(
         overdue: w.report_overdue(&settings, now),
         may_decide: approver && w.state == WState::Requested,
         may_withdraw: requester && (w.state == WState::Requested || (w.state == WState::Approved && now < w.start)),
+        may_amend: requester && w.state == WState::Requested,
         may_close: approver && matches!(w.state, WState::Approved | WState::Open),
         may_report: requester && matches!(w.state, WState::Closed | WState::Returned),
         may_review: approver && w.state == WState::Reported,
@@ -622,6 +673,24 @@ pub async fn act(
     let note = field(&form, "note");
     let mut typed = Typed { note: note.clone(), ..Typed::default() };
     let (i, a) = (id.clone(), act.clone());
+    if act == "amend" {
+        let f = read_form(&form);
+        let r = match to_request(&f, v.ja()) {
+            Ok(r) => r,
+            Err(m) => return change_page(&c, &v, f, Some(id), note, Some(m), StatusCode::BAD_REQUEST).await,
+        };
+        let why = note.clone();
+        return match run(&c, &v, move |ctx, node| maintenance::amend(ctx, node, &i, r, &why)).await {
+            Ok(_) => browser::redirect(&format!("/console/maintenance/{id}?done=amended"), v.cookies.clone()),
+            Err(e) => {
+                let (status, text) = match super::on_form(&v, &e) {
+                    Ok(x) => x,
+                    Err(page) => return *page,
+                };
+                change_page(&c, &v, f, Some(id), note, Some(text), status).await
+            }
+        };
+    }
     let r: Result<&'static str, AppError> = if act == "report" {
         let items = match run(&c, &v, {
             let i = i.clone();
