@@ -492,3 +492,117 @@ async fn the_json_api_runs_the_same_use_cases_for_a_persons_token() {
     assert!(reg["register"].as_array().unwrap().iter().any(|e| e["system"] == "検査システム連携"));
     assert!(entries(&h, "maintenance-read").iter().any(|e| e.actor.id == "anzen"), "reads leave a trace");
 }
+
+/// `mamori maintenance` through the binary: request → refused self-approval → approval by
+/// another operator → close → report (an unreadable or malformed file is a clear error with a
+/// non-zero exit, nothing stored) → accept → export, whose JSON hashes to what the audit trail
+/// holds; the trail verifies.
+#[test]
+fn the_command_line_runs_a_window_from_request_to_exported_report() {
+    use crate::binary::cli;
+    use sha2::Digest;
+    let out = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let _db = crate::support::store_for(&dir);
+    let d = dir.to_str().unwrap();
+    assert!(cli(&["init", "--data-dir", d]).status.success());
+    crate::login::add_account(&dir, "v-sato", PASSWORD, &["--role", "maintenance_vendor"]);
+    crate::login::add_account(&dir, "v-contact", PASSWORD, &["--role", "vendor_contact"]);
+    let o = cli(&[
+        "maintenance",
+        "vendor",
+        "acme",
+        "--name",
+        "Acme",
+        "--contact",
+        "03-0000-0000",
+        "--contract",
+        "C-17",
+        "--contact-account",
+        "v-contact",
+        "--account",
+        "v-sato",
+        "--operator",
+        "kanri",
+        "--data-dir",
+        d,
+    ]);
+    assert!(o.status.success(), "{}", out(&o));
+    let request = |start: &str| {
+        cli(&[
+            "maintenance",
+            "request",
+            "--vendor",
+            "acme",
+            "--system",
+            "検査システム",
+            "--purpose",
+            "ログ調査",
+            "--item",
+            "ログの確認",
+            "--start",
+            start,
+            "--minutes",
+            "30",
+            "--act",
+            "read-audit",
+            "--operator",
+            "kanri",
+            "--data-dir",
+            d,
+        ])
+    };
+    let bad = request("next tuesday");
+    assert_eq!(bad.status.code(), Some(2), "{}", out(&bad));
+    assert!(out(&bad).contains("--start `next tuesday`"), "{}", out(&bad));
+    let o = request("now");
+    assert!(o.status.success(), "{}", out(&o));
+    let id = out(&o).split_whitespace().find(|w| w.starts_with("MW-")).unwrap().to_string();
+    let own = cli(&["maintenance", "approve", &id, "--operator", "kanri", "--data-dir", d]);
+    assert_ne!(own.status.code(), Some(0));
+    assert!(out(&own).contains("own request"), "{}", out(&own));
+    let o = cli(&["maintenance", "approve", &id, "--note", "ok", "--operator", "anzen", "--data-dir", d]);
+    assert!(o.status.success() && out(&o).contains("approved"), "{}", out(&o));
+    let o = cli(&["maintenance", "list", "--json", "--data-dir", d]);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(listed[0]["state"], "approved");
+    let o = cli(&["maintenance", "close", &id, "--reason", "作業完了", "--operator", "anzen", "--data-dir", d]);
+    assert!(o.status.success(), "{}", out(&o));
+
+    // The report file: missing, then not a report — each a clear error, nothing filed.
+    let missing = tmp.path().join("no-such-report.json");
+    let o = cli(&["maintenance", "report", &id, "--file", missing.to_str().unwrap(), "--data-dir", d]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(out(&o).contains("cannot read"), "{}", out(&o));
+    let file = tmp.path().join("report.json");
+    std::fs::write(&file, r#"{"items": [{"item": 1, "done": true}]}"#).unwrap();
+    let o = cli(&["maintenance", "report", &id, "--file", file.to_str().unwrap(), "--data-dir", d]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(out(&o).contains("is not a work report"), "{}", out(&o));
+    let o = cli(&["maintenance", "show", &id, "--data-dir", d]);
+    assert!(out(&o).contains("closed"), "nothing filed: {}", out(&o));
+    std::fs::write(&file, r#"{"items": [{"item": 1, "done": true, "result": "エラーなし"}], "note": "完了"}"#).unwrap();
+    let o =
+        cli(&["maintenance", "report", &id, "--file", file.to_str().unwrap(), "--operator", "kanri", "--data-dir", d]);
+    assert!(o.status.success(), "{}", out(&o));
+    let o = cli(&["maintenance", "accept", &id, "--operator", "anzen", "--data-dir", d]);
+    assert!(o.status.success(), "{}", out(&o));
+    let sha = out(&o).split("sha256 ").nth(1).unwrap().trim().to_string();
+    let export = tmp.path().join("export");
+    let o = cli(&["maintenance", "export", &id, "--out", export.to_str().unwrap(), "--data-dir", d]);
+    assert!(o.status.success(), "{}", out(&o));
+    let json = std::fs::read(export.join(format!("{id}.json"))).unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&json)), sha, "the exported JSON is the anchored document");
+    assert!(std::fs::read_to_string(export.join(format!("{id}.html"))).unwrap().contains("エラーなし"));
+    let o = cli(&["audit", "export", "--format", "ndjson", "--data-dir", d]);
+    let anchored = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .any(|l| l.contains("maintenance-report-accepted") && l.contains(&sha));
+    assert!(anchored, "the hash is in the audit trail");
+    let o = cli(&["audit", "verify", "--data-dir", d]);
+    assert!(o.status.success(), "{}", out(&o));
+}
