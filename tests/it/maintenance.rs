@@ -276,6 +276,7 @@ async fn a_window_opens_at_its_start_time_and_its_end_ends_the_vendors_access() 
     let start = now_us() + 2_000_000;
     let mut r = plan(start, 1, scope);
     r.end = start + 3_000_000;
+    let undecided = maintenance::request(&contact, node, r.clone()).unwrap();
     let w = maintenance::request(&contact, node, r).unwrap();
     maintenance::approve(&anzen, node, &w.id, "").unwrap();
     // Approved, not yet started: nothing.
@@ -296,6 +297,16 @@ async fn a_window_opens_at_its_start_time_and_its_end_ends_the_vendors_access() 
     maintenance::tick(node).unwrap();
     let ended = maintenance::show(&anzen, node, &w.id).unwrap();
     assert_eq!(ended.state, State::Closed);
+    // A request nobody decided expires at its end time and leaves the inbox, recorded.
+    assert_eq!(maintenance::show(&anzen, node, &undecided.id).unwrap().state, State::Expired);
+    assert!(matches!(maintenance::approve(&anzen, node, &undecided.id, ""), Err(AppError::Conflict(_))));
+    assert!(
+        entries(&h, "maintenance-window-expired").iter().any(|e| e
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains(&undecided.id))
+    );
     assert!(!ended.closing.as_ref().unwrap().early);
     assert_eq!(get(&h, &token, &format!("/fhir/Observation/{obs1}")).await.0, StatusCode::UNAUTHORIZED);
     // The report is due; not overdue yet.

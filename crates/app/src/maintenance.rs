@@ -136,6 +136,8 @@ pub enum State {
     Refused,
     /// Withdrawn by the requester before it opened (final).
     Withdrawn,
+    /// Its end time came before anyone decided it (final).
+    Expired,
     /// Its start time has come.
     Open,
     /// Ended (at its end time or closed early); its report is due.
@@ -156,6 +158,7 @@ impl State {
             State::Approved => "approved",
             State::Refused => "refused",
             State::Withdrawn => "withdrawn",
+            State::Expired => "expired",
             State::Open => "open",
             State::Closed => "closed",
             State::Reported => "reported",
@@ -171,6 +174,7 @@ impl State {
             State::Approved => ("承認済み (開始前)", "approved (not started)"),
             State::Refused => ("却下", "refused"),
             State::Withdrawn => ("取り下げ", "withdrawn"),
+            State::Expired => ("未決定のまま期限切れ", "expired undecided"),
             State::Open => ("作業中", "open"),
             State::Closed => ("終了 (報告待ち)", "ended (report due)"),
             State::Reported => ("報告確認待ち", "report filed"),
@@ -972,6 +976,22 @@ pub fn tick_as(ctx: &Ctx, node: &Node) -> Result<(), AppError> {
             o.state = State::Open;
             o.opened_at = Some(now);
             save(ctx, node, &o, Some(*version), "maintenance window opened (its start time)").map(|_| ())
+        } else if w.state == State::Requested && w.end <= now {
+            let mut o = w.clone();
+            o.state = State::Expired;
+            save(ctx, node, &o, Some(*version), "maintenance request expired undecided (its end time came)").and_then(
+                |_| {
+                    ctx.record(
+                        node,
+                        "maintenance-window-expired",
+                        Outcome::Success,
+                        format!(
+                            "maintenance request {} ({}) expired: its end time came before a decision",
+                            w.id, w.system
+                        ),
+                    )
+                },
+            )
         } else if matches!(w.state, State::Approved | State::Open) && w.end <= now {
             end_window(ctx, node, w.clone(), *version, false, "its end time came").map(|_| ())
         } else if w.report_overdue(&settings, now) && !w.report_alerted {
@@ -1301,7 +1321,7 @@ pub fn register(ctx: &Ctx, node: &Node) -> Result<Vec<RegisterEntry>, AppError> 
         }
     }
     for w in all_windows(node)? {
-        if matches!(w.state, State::Requested | State::Refused | State::Withdrawn) {
+        if matches!(w.state, State::Requested | State::Refused | State::Withdrawn | State::Expired) {
             continue;
         }
         let r = out.entry(register_key(&w.system, &w.vendor)).or_insert_with(|| RegisterEntry {
