@@ -103,9 +103,10 @@ fn api_error(e: AppError) -> Response {
 }
 
 /// Runs `f` as the token's person and answers its JSON; records the trace.
-async fn serve<F>(c: Arc<Console>, req: Request, read: bool, f: F) -> Response
+async fn serve<F, A>(c: Arc<Console>, req: Request, read: bool, f: F) -> Response
 where
-    F: FnOnce(&Ctx, &Node, &[u8]) -> Result<Value, AppError> + Send + 'static,
+    F: FnOnce(&Ctx, &Node, &[u8]) -> Result<A, AppError> + Send + 'static,
+    A: Into<Answer> + Send + 'static,
 {
     let call = match call_of(&c, req).await {
         Ok(x) => x,
@@ -140,9 +141,10 @@ where
     response
 }
 
-async fn answer<F>(c: &Arc<Console>, call: &Call, read: bool, f: F) -> (Response, Ended, Option<AuditActor>)
+async fn answer<F, A>(c: &Arc<Console>, call: &Call, read: bool, f: F) -> (Response, Ended, Option<AuditActor>)
 where
-    F: FnOnce(&Ctx, &Node, &[u8]) -> Result<Value, AppError> + Send + 'static,
+    F: FnOnce(&Ctx, &Node, &[u8]) -> Result<A, AppError> + Send + 'static,
+    A: Into<Answer> + Send + 'static,
 {
     let (grant, account) = match mamori_http::bearer::grant_of(&c.http, &call.headers, call.ip).await {
         Ok(g) => g,
@@ -174,18 +176,14 @@ where
             Err(e) => return (Err(e), None),
         };
         let actor = ctx.audit_actor();
-        (f(&ctx, &node, &body), Some(actor))
+        (f(&ctx, &node, &body).map(Into::into), Some(actor))
     })
     .await
     .unwrap_or_else(|_| (Err(AppError::Failed("the task stopped".into())), None));
     match r {
-        (Ok(v), actor) => {
+        (Ok(a), actor) => {
             let ended = if read { Ended::Here(None) } else { Ended::Recorded };
-            (
-                (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
-                ended,
-                actor,
-            )
+            (a.into_response(), ended, actor)
         }
         // The enforcement point recorded the refusal, the two-person path the held change.
         (Err(e @ (AppError::Forbidden(_) | AppError::Pending(_))), actor) => (api_error(e), Ended::Recorded, actor),
@@ -201,6 +199,43 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AppError> {
         return Err(AppError::Invalid("the body is empty; send JSON".into()));
     }
     serde_json::from_slice(body).map_err(|e| AppError::Invalid(format!("the body does not fit: {e}")))
+}
+
+/// What a use case answers: JSON, or a document as it is (its type, bytes and SHA-256).
+enum Answer {
+    Json(Value),
+    Document { html: bool, text: String, sha256: String },
+}
+
+impl From<Value> for Answer {
+    fn from(v: Value) -> Self {
+        Answer::Json(v)
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        match self {
+            Answer::Json(v) => {
+                (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+            }
+            Answer::Document { html, text, sha256 } => {
+                let kind = if html { "text/html; charset=utf-8" } else { "application/json" };
+                let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, kind)], text).into_response();
+                if let Ok(h) = axum::http::HeaderValue::from_str(&sha256) {
+                    r.headers_mut().insert("x-mamori-sha256", h);
+                }
+                if html {
+                    // The document's own inline style, nothing else.
+                    r.headers_mut().insert(
+                        header::CONTENT_SECURITY_POLICY,
+                        axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+                    );
+                }
+                r
+            }
+        }
+    }
 }
 
 fn to_json<T: serde::Serialize>(t: &T) -> Result<Value, AppError> {
@@ -318,39 +353,19 @@ async fn document(
     req: Request,
 ) -> Response {
     let html = q.format.as_deref() == Some("html");
-    let r = serve(c, req, true, move |ctx, node, _| {
+    serve(c, req, true, move |ctx, node, _| {
         let accepted = maintenance::show(ctx, node, &id)?.state == maintenance::State::Accepted;
-        let (doc, sha) = if accepted {
+        let (doc, sha256) = if accepted {
             maintenance::accepted_document(ctx, node, &id)?
         } else {
             let d = maintenance::document(ctx, node, &id)?;
             let sha = d.sha256()?;
             (d, sha)
         };
-        let text = if html { maintenance::to_html(&doc, &sha) } else { doc.to_json()? };
-        Ok(json!({ "text": text, "sha256": sha, "accepted": accepted }))
+        let text = if html { maintenance::to_html(&doc, &sha256) } else { doc.to_json()? };
+        Ok(Answer::Document { html, text, sha256 })
     })
-    .await;
-    if r.status() != StatusCode::OK {
-        return r;
-    }
-    // The use case's answer wrapped for `serve`; unwrapped to the document itself.
-    let body = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap_or_default();
-    let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-    let text = v.get("text").and_then(Value::as_str).unwrap_or_default().to_string();
-    let sha = v.get("sha256").and_then(Value::as_str).unwrap_or_default().to_string();
-    let kind = if html { "text/html; charset=utf-8" } else { "application/json" };
-    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, kind)], text).into_response();
-    if let Ok(h) = axum::http::HeaderValue::from_str(&sha) {
-        resp.headers_mut().insert("x-mamori-sha256", h);
-    }
-    if html {
-        resp.headers_mut().insert(
-            header::CONTENT_SECURITY_POLICY,
-            axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-        );
-    }
-    resp
+    .await
 }
 
 /// `POST /maintenance/windows/{id}/report`: files the work report (body: `items`
