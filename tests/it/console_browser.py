@@ -572,6 +572,7 @@ def maintenance():
         mwait.until(lambda d: "shred -u" in d.page_source)
         manager.get(base + "/console/maintenance/register")
         assert "電子カルテ 検査結果表示" in manager.find_element(By.ID, "register").text
+        assert "保守契約 2026-17" in manager.find_element(By.ID, "vendors").text
         accessible(manager, "maintenance register")
         manager.get(base + "/console/maintenance?lang=en")
         assert manager.find_element(By.TAG_NAME, "h1").text == "Maintenance"

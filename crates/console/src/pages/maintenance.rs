@@ -766,6 +766,8 @@ struct RegisterPage {
     v: Chrome,
     rows: Vec<RegisterRow>,
     vendors: Vec<(String, String)>,
+    /// Every vendor in full (保守事業者): contract, contact, accounts, sources.
+    vendor_list: Vec<maintenance::Vendor>,
     may_edit: bool,
     system: String,
     vendor: String,
@@ -807,7 +809,8 @@ async fn register_page(
                 recorded: e.recorded,
             })
             .collect(),
-        vendors: vendors.into_iter().map(|x| (x.id, x.name)).collect(),
+        vendors: vendors.iter().map(|x| (x.id.clone(), x.name.clone())).collect(),
+        vendor_list: vendors,
         may_edit: may_approve(v),
         system: typed.0,
         vendor: typed.1,
