@@ -684,7 +684,7 @@ fn check_request(ctx: &Ctx, node: &Node, r: Request) -> Result<Checked, AppError
     if r.end <= now {
         return Err(AppError::Invalid("the window ends in the past".into()));
     }
-    if r.end - r.start > i64::from(settings.max_hours) * MICROS_PER_HOUR {
+    if r.end.saturating_sub(r.start) > i64::from(settings.max_hours) * MICROS_PER_HOUR {
         return Err(AppError::Invalid(format!(
             "the window is longer than [maintenance] max_hours ({} h)",
             settings.max_hours

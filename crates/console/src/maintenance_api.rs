@@ -226,11 +226,12 @@ impl IntoResponse for Answer {
                     r.headers_mut().insert("x-mamori-sha256", h);
                 }
                 if html {
-                    // The document's own inline style, nothing else.
+                    // A document to read or print: it loads nothing and runs nothing.
                     r.headers_mut().insert(
                         header::CONTENT_SECURITY_POLICY,
-                        axum::http::HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+                        axum::http::HeaderValue::from_static("default-src 'none'"),
                     );
+                    r.headers_mut().insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
                 }
                 r
             }
