@@ -62,7 +62,10 @@ struct World {
 }
 
 async fn world() -> World {
-    let h = Harness::new();
+    world_with(Harness::new()).await
+}
+
+async fn world_with(h: Harness) -> World {
     h.add_user("kanri", &["system_admin"], "Practitioner/kanri");
     h.add_user("anzen", &["security_manager"], "Practitioner/anzen");
     h.add_user("v-sato", &["maintenance_vendor"], "Practitioner/v-sato");
@@ -620,4 +623,54 @@ fn the_command_line_runs_a_window_from_request_to_exported_report() {
     assert!(anchored, "the hash is in the audit trail");
     let o = cli(&["audit", "verify", "--data-dir", d]);
     assert!(o.status.success(), "{}", out(&o));
+}
+
+/// `[maintenance] approvers = 2`: a window is approved only by two different people of the
+/// institution; one person twice is refused; a change to the request lapses the approval given;
+/// `max_hours` is the configured one; a setting out of range stops the node with its reason.
+#[tokio::test]
+async fn two_approvers_are_two_different_people_and_a_change_lapses_an_approval() {
+    let h = Harness::with_config(Some("[maintenance]\napprovers = 2\nmax_hours = 2\n"));
+    let World { h, .. } = world_with(h).await;
+    let node = &h.node;
+    h.add_user("anzen2", &["security_manager"], "Practitioner/anzen2");
+    let (contact, anzen, anzen2, kanri) =
+        (person(&h, "v-contact"), person(&h, "anzen"), person(&h, "anzen2"), person(&h, "kanri"));
+    let scope = || Scope { acts: vec!["read-audit".into()], ..Scope::default() };
+    let start = now_us() + 3_600_000_000;
+    assert!(
+        matches!(maintenance::request(&contact, node, plan(start, 3 * 60, scope())), Err(AppError::Invalid(_))),
+        "longer than max_hours = 2"
+    );
+    let w = maintenance::request(&contact, node, plan(start, 60, scope())).unwrap();
+    assert_eq!(w.approvals_needed, 2);
+    let once = maintenance::approve(&anzen, node, &w.id, "").unwrap();
+    assert_eq!((once.state, once.approvals.len()), (State::Requested, 1), "one of two");
+    assert!(matches!(maintenance::approve(&anzen, node, &w.id, ""), Err(AppError::Conflict(_))), "not twice");
+    // A change lapses the approval given; the amender cannot approve it either.
+    let mut changed = plan(start, 90, scope());
+    changed.items.push("再起動後の確認".into());
+    let amended = maintenance::amend(&kanri, node, &w.id, changed, "作業項目と時間を変更").unwrap();
+    assert!(amended.approvals.is_empty());
+    assert!(matches!(maintenance::approve(&kanri, node, &w.id, ""), Err(AppError::Forbidden(_))));
+    let shown = maintenance::amendments(&anzen, node, &w.id).unwrap();
+    let fields: Vec<&str> = shown[0].changes.iter().map(|c| c.field).collect();
+    assert_eq!(fields, vec!["items", "end"], "{shown:?}");
+    maintenance::approve(&anzen, node, &w.id, "").unwrap();
+    let twice = maintenance::approve(&anzen2, node, &w.id, "").unwrap();
+    assert_eq!(twice.state, State::Approved);
+    // Once decided, it can no longer be changed.
+    assert!(matches!(
+        maintenance::amend(&contact, node, &w.id, plan(start, 30, scope()), "late"),
+        Err(AppError::Conflict(_))
+    ));
+
+    // A setting out of range: the command line says which and stops (exit 2).
+    let d = h.dir.path().to_str().unwrap().to_string();
+    let toml = h.dir.path().join("mamori.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace("approvers = 2", "approvers = 3");
+    std::fs::write(&toml, text).unwrap();
+    let o = crate::binary::cli(&["maintenance", "list", "--data-dir", &d]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("approvers 1 or 2"), "{}", String::from_utf8_lossy(&o.stderr));
 }
