@@ -9,10 +9,9 @@ use mamori_app::approvals::{self, State};
 use mamori_app::clients::{self, NewClient};
 use mamori_app::{AppError, Ctx, class_rules, policies, users};
 use mamori_audit::{AuditRecord, EntryQuery};
-use mamori_records::{Clock, Timestamp};
 
 use crate::binary::cli;
-use crate::support::{Harness, RawDb};
+use crate::support::{Harness, Later, RawDb};
 
 fn person(h: &Harness, who: &str) -> Ctx {
     Ctx::person(&h.node, who, Some("192.0.2.9".into()), Some(format!("req-{who}"))).unwrap()
@@ -32,15 +31,6 @@ fn entries(h: &Harness, action: &str) -> Vec<AuditRecord> {
 
 fn version(h: &Harness, kind: &str, key: &str) -> Option<u64> {
     h.node.store.config_get(kind, key).unwrap().map(|e| e.version)
-}
-
-/// A clock some hours ahead of the system's.
-struct Later(i64);
-
-impl Clock for Later {
-    fn now(&self) -> Timestamp {
-        Timestamp(mamori_records::SystemClock.now().0 + self.0 * 3_600_000_000)
-    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use mamori_app::{AdminAct, AppError, Ctx};
 use mamori_audit::{AuditRecord, EntryQuery};
 use serde_json::json;
 
-use crate::support::{Harness, now_secs};
+use crate::support::{Harness, Later, now_secs};
 
 const PASSWORD: &str = "k7#Vq2!mZp-w9Xr";
 
@@ -328,15 +328,6 @@ async fn a_window_opens_at_its_start_time_and_its_end_ends_the_vendors_access() 
     assert_eq!(alerts.len(), 1, "alerted once: {alerts:?}");
     assert!(alerts[0].detail.as_deref().unwrap_or("").contains(&w.id));
     assert!(maintenance::show(&anzen, node, &w.id).unwrap().report_alerted);
-}
-
-/// A clock some hours ahead of the system's.
-struct Later(i64);
-
-impl mamori_records::Clock for Later {
-    fn now(&self) -> mamori_records::Timestamp {
-        mamori_records::Timestamp(mamori_records::SystemClock.now().0 + self.0 * 3_600_000_000)
-    }
 }
 
 /// A JSON request to the maintenance API with a person's token.

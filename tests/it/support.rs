@@ -388,3 +388,12 @@ pub fn approve_pending(dir: &std::path::Path) -> usize {
     }
     n
 }
+
+/// A clock some hours ahead of the system's (a schedule or a deadline tested days ahead).
+pub struct Later(pub i64);
+
+impl mamori_records::Clock for Later {
+    fn now(&self) -> mamori_records::Timestamp {
+        mamori_records::Timestamp(mamori_records::SystemClock.now().0 + self.0 * 3_600_000_000)
+    }
+}

@@ -891,6 +891,10 @@ pub fn list(ctx: &Ctx, node: &Node) -> Result<Vec<Window>, AppError> {
 /// Every version a window passed through (its history), oldest first.
 pub fn history(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<(u64, Window)>, AppError> {
     show(ctx, node, id)?;
+    history_of(node, id)
+}
+
+fn history_of(node: &Node, id: &str) -> Result<Vec<(u64, Window)>, AppError> {
     let mut out = Vec::new();
     for e in node.store.config_history(WINDOW.name(), id).map_err(AppError::from)? {
         if let Some(v) = e.value {
@@ -898,6 +902,25 @@ pub fn history(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<(u64, Window)>, A
         }
     }
     Ok(out)
+}
+
+/// A window with what its page shows: every amendment of its request and its activity.
+#[derive(Debug, Clone)]
+pub struct Detail {
+    /// The window as it stands.
+    pub window: Window,
+    /// Every amendment, oldest first, with what it changed.
+    pub amendments: Vec<Amendment>,
+    /// Its activity in the audit trail, judged against the plan.
+    pub activity: Vec<Activity>,
+}
+
+/// A window, its amendments and its activity, decided once (the console's page of a window).
+pub fn detail(ctx: &Ctx, node: &Node, id: &str) -> Result<Detail, AppError> {
+    let window = show(ctx, node, id)?;
+    let amendments = amendments_in(&history_of(node, id)?);
+    let activity = activity_of(node, &window)?;
+    Ok(Detail { window, amendments, activity })
 }
 
 /// One field of a request, before and after an amendment.
@@ -944,7 +967,11 @@ pub fn changes(before: &Window, after: &Window) -> Vec<Change> {
 
 /// Every amendment of a request, oldest first, with what it changed (from the window's history).
 pub fn amendments(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<Amendment>, AppError> {
-    let versions = history(ctx, node, id)?;
+    Ok(amendments_in(&history(ctx, node, id)?))
+}
+
+/// The amendments a window's versions ([`history`], oldest first) hold, with what each changed.
+pub fn amendments_in(versions: &[(u64, Window)]) -> Vec<Amendment> {
     let mut out = Vec::new();
     for pair in versions.windows(2) {
         let [(_, before), (_, after)] = pair else { continue };
@@ -954,7 +981,7 @@ pub fn amendments(ctx: &Ctx, node: &Node, id: &str) -> Result<Vec<Amendment>, Ap
             out.push(Amendment { decision: d.clone(), changes: changes(before, after) });
         }
     }
-    Ok(out)
+    out
 }
 
 /// Records a window's start and ends windows whose time is up (revoking their accounts'
@@ -1261,22 +1288,41 @@ fn review(ctx: &Ctx, node: &Node, id: &str, accepted: bool, note: &str) -> Resul
 /// The accepted report's document as it was accepted: the window's version at acceptance, with
 /// the activity then — its SHA-256 equals the one anchored in the audit trail.
 pub fn accepted_document(ctx: &Ctx, node: &Node, id: &str) -> Result<(Document, String), AppError> {
-    let mut doc = document(ctx, node, id)?;
-    let Some(sha) = doc.window.reviews.last().filter(|r| r.accepted).and_then(|r| r.sha256.clone()) else {
-        return Err(AppError::Conflict(format!("the report of window {id} has not been accepted")));
-    };
+    as_accepted(document(ctx, node, id)?)
+        .ok_or_else(|| AppError::Conflict(format!("the report of window {id} has not been accepted")))
+}
+
+/// The document with its hash, as it stands: once accepted, the accepted one (whose SHA-256 is
+/// anchored); before, the document now and its hash. The third value says which.
+pub fn current_document(ctx: &Ctx, node: &Node, id: &str) -> Result<(Document, String, bool), AppError> {
+    let doc = document(ctx, node, id)?;
+    if doc.window.state == State::Accepted {
+        let (d, sha) = as_accepted(doc).ok_or_else(|| failed(format!("window {id} is accepted without a review")))?;
+        return Ok((d, sha, true));
+    }
+    let sha = doc.sha256()?;
+    Ok((doc, sha, false))
+}
+
+fn as_accepted(mut doc: Document) -> Option<(Document, String)> {
+    let sha = doc.window.reviews.last().filter(|r| r.accepted).and_then(|r| r.sha256.clone())?;
     // The document hashed at acceptance held the window with the review but without its hash.
     if let Some(r) = doc.window.reviews.last_mut() {
         r.sha256 = None;
     }
-    Ok((doc, sha))
+    Some((doc, sha))
 }
 
 /// Windows whose report is overdue (for the institution's list and the dashboard).
 pub fn reports_due(ctx: &Ctx, node: &Node) -> Result<Vec<Window>, AppError> {
-    let now = ctx.now().0;
-    let settings = node.config.maintenance;
-    Ok(list(ctx, node)?.into_iter().filter(|w| w.report_overdue(&settings, now)).collect())
+    let all = list(ctx, node)?;
+    Ok(overdue_among(ctx, node, &all).into_iter().cloned().collect())
+}
+
+/// Those of `windows` (as [`list`] gave them) whose report is overdue now.
+pub fn overdue_among<'a>(ctx: &Ctx, node: &Node, windows: &'a [Window]) -> Vec<&'a Window> {
+    let (now, settings) = (ctx.now().0, node.config.maintenance);
+    windows.iter().filter(|w| w.report_overdue(&settings, now)).collect()
 }
 
 // ---------------------------------------------------------------------------------------------

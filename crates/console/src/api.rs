@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use mamori_app::{AppError, Ctx, external};
 use mamori_http::{ApiError, AppState};
-use mamori_records::RecordError;
 
 use crate::Console;
 
@@ -26,14 +25,23 @@ pub fn integrity_api(http: AppState, node: Arc<mamori_app::Node>) -> Router {
     Router::new().route("/external/{name}/check", post(check)).with_state(Arc::new(Console { http, node }))
 }
 
-fn api_error(e: AppError) -> ApiError {
+/// A use case's error in the management APIs' form (OperationOutcome), or 202 for a change
+/// held for a second person.
+pub(crate) fn api_error(e: AppError) -> Response {
     match e {
-        AppError::Forbidden(m) => ApiError::Forbidden(m),
-        AppError::NotFound(m) => ApiError::Record(RecordError::NotFound(m)),
-        AppError::Invalid(m) => ApiError::BadRequest(mamori_records::IssueCode::Invalid, m),
-        AppError::Conflict(m) => ApiError::Record(RecordError::Conflict(m)),
-        AppError::Unavailable(m) => ApiError::Blocked(m),
-        other => ApiError::Internal(other.to_string()),
+        AppError::Forbidden(m) => ApiError::Forbidden(m).into_response(),
+        AppError::NotFound(m) => ApiError::Record(mamori_records::RecordError::NotFound(m)).into_response(),
+        AppError::Invalid(m) => ApiError::BadRequest(mamori_records::IssueCode::Invalid, m).into_response(),
+        AppError::Conflict(m) => ApiError::Record(mamori_records::RecordError::Conflict(m)).into_response(),
+        AppError::Unavailable(m) => ApiError::Blocked(m).into_response(),
+        // A change made inside a window waits for a second person of the institution.
+        AppError::Pending(p) => (
+            StatusCode::ACCEPTED,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "held": p.id, "detail": "held for a second person (the two-person rule)" }).to_string(),
+        )
+            .into_response(),
+        other => ApiError::Internal(other.to_string()).into_response(),
     }
 }
 
@@ -112,6 +120,6 @@ async fn answer(c: Arc<Console>, name: String, req: Request) -> Response {
             }
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
         }
-        Err(e) => api_error(e).into_response(),
+        Err(e) => api_error(e),
     }
 }

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::Console;
+use crate::api::api_error;
 
 /// The router served at `/maintenance` ([`mamori_http::app_with_management`]).
 pub fn maintenance_api(http: mamori_http::AppState, node: Arc<Node>) -> Router {
@@ -82,24 +83,6 @@ enum Ended {
     Recorded,
     /// The use case read something (recorded here), or the request never reached it.
     Here(Option<String>),
-}
-
-fn api_error(e: AppError) -> Response {
-    match e {
-        AppError::Forbidden(m) => ApiError::Forbidden(m).into_response(),
-        AppError::NotFound(m) => ApiError::Record(mamori_records::RecordError::NotFound(m)).into_response(),
-        AppError::Invalid(m) => ApiError::BadRequest(mamori_records::IssueCode::Invalid, m).into_response(),
-        AppError::Conflict(m) => ApiError::Record(mamori_records::RecordError::Conflict(m)).into_response(),
-        AppError::Unavailable(m) => ApiError::Blocked(m).into_response(),
-        // A change made inside a window waits for a second person of the institution.
-        AppError::Pending(p) => (
-            StatusCode::ACCEPTED,
-            [(header::CONTENT_TYPE, "application/json")],
-            json!({ "held": p.id, "detail": "held for a second person (the two-person rule)" }).to_string(),
-        )
-            .into_response(),
-        other => ApiError::Internal(other.to_string()).into_response(),
-    }
 }
 
 /// Runs `f` as the token's person and answers its JSON; records the trace.
@@ -292,9 +275,13 @@ async fn file(State(c): State<Arc<Console>>, req: Request) -> Response {
 /// it changed.
 async fn show(State(c): State<Arc<Console>>, Path(id): Path<String>, req: Request) -> Response {
     serve(c, req, true, move |ctx, node, _| {
-        let w = maintenance::show(ctx, node, &id)?;
-        let a = maintenance::amendments(ctx, node, &id)?;
-        let mut v = to_json(&w)?;
+        // Its history, decided once: the last version is the window as it stands.
+        let versions = maintenance::history(ctx, node, &id)?;
+        let a = maintenance::amendments_in(&versions);
+        let Some((_, w)) = versions.last() else {
+            return Err(AppError::NotFound(format!("no maintenance window `{id}`")));
+        };
+        let mut v = to_json(w)?;
         if let Some(o) = v.as_object_mut() {
             o.insert("amendmentChanges".into(), to_json(&a)?);
         }
@@ -355,14 +342,7 @@ async fn document(
 ) -> Response {
     let html = q.format.as_deref() == Some("html");
     serve(c, req, true, move |ctx, node, _| {
-        let accepted = maintenance::show(ctx, node, &id)?.state == maintenance::State::Accepted;
-        let (doc, sha256) = if accepted {
-            maintenance::accepted_document(ctx, node, &id)?
-        } else {
-            let d = maintenance::document(ctx, node, &id)?;
-            let sha = d.sha256()?;
-            (d, sha)
-        };
+        let (doc, sha256, _) = maintenance::current_document(ctx, node, &id)?;
         let text = if html { maintenance::to_html(&doc, &sha256) } else { doc.to_json()? };
         Ok(Answer::Document { html, text, sha256 })
     })

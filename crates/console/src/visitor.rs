@@ -261,6 +261,7 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                 mamori_app::Caller::Person { roles, .. } => roles.clone(),
                 mamori_app::Caller::Operator(_) | mamori_app::Caller::Application(_) => Vec::new(),
             };
+            let (request_maintenance, approve_maintenance) = crate::pages::maintenance::in_menu(&ctx, &node);
             let rights = Rights {
                 read_audit: ctx.may(&node, AdminAct::ReadAudit),
                 manage_users: ctx.may(&node, AdminAct::ManageUsers),
@@ -273,8 +274,8 @@ impl FromRequestParts<Arc<Console>> for Visitor {
                 approve_change: ctx.may(&node, AdminAct::ApproveChange),
                 emergency_mode: ctx.may(&node, AdminAct::EmergencyMode),
                 vendor: roles.iter().any(|r| r == "maintenance_vendor"),
-                request_maintenance: crate::pages::maintenance::in_menu(&ctx, &node).0,
-                approve_maintenance: crate::pages::maintenance::in_menu(&ctx, &node).1,
+                request_maintenance,
+                approve_maintenance,
                 clinical: mamori_app::clinical::may_use(&ctx, &node),
                 break_glass: mamori_app::clinical::may_break_glass(&ctx, &node),
             };

@@ -174,7 +174,7 @@ pub async fn page(State(c): State<Arc<Console>>, v: Visitor) -> Response {
             use mamori_app::maintenance::{self as m, State};
             let all = m::list(ctx, node)?;
             let count = |s: State| all.iter().filter(|w| w.state == s).count();
-            Some((count(State::Requested), count(State::Reported), m::reports_due(ctx, node)?.len()))
+            Some((count(State::Requested), count(State::Reported), m::overdue_among(ctx, node, &all).len()))
         } else {
             None
         };

@@ -149,7 +149,7 @@ pub async fn list(State(c): State<Arc<Console>>, v: Visitor, Query(q): Query<Don
     }
     let r = run(&c, &v, |ctx, node| {
         let all = maintenance::list(ctx, node)?;
-        let due: Vec<String> = maintenance::reports_due(ctx, node)?.into_iter().map(|w| w.id).collect();
+        let due: Vec<String> = maintenance::overdue_among(ctx, node, &all).into_iter().map(|w| w.id.clone()).collect();
         Ok((all, due))
     })
     .await;
@@ -492,11 +492,8 @@ async fn window_page(
 ) -> Response {
     let ja = v.ja();
     let r = run(c, v, move |ctx, node| {
-        let w = maintenance::show(ctx, node, &id)?;
-        let amendments = maintenance::amendments(ctx, node, &id)?;
-        let activity = maintenance::activity(ctx, node, &id)?;
-        let now = ctx.now().0;
-        Ok((w, amendments, activity, now, node.config.maintenance))
+        let d = maintenance::detail(ctx, node, &id)?;
+        Ok((d.window, d.amendments, d.activity, ctx.now().0, node.config.maintenance))
     })
     .await;
     let (w, amendments, activity, now, settings) = match r {
@@ -692,15 +689,8 @@ pub async fn act(
         };
     }
     let r: Result<&'static str, AppError> = if act == "report" {
-        let items = match run(&c, &v, {
-            let i = i.clone();
-            move |ctx, node| maintenance::show(ctx, node, &i)
-        })
-        .await
-        {
-            Ok(w) => w.items.len(),
-            Err(e) => return super::error_page(&v, &e),
-        };
+        // The form has a result field per planned item (the use case checks every one is there).
+        let items = (1..).take_while(|n| form.iter().any(|(k, _)| k == &format!("result{n}"))).count();
         let (filing, results, erasures) = report_of(&form, items);
         (typed.results, typed.erasures, typed.report_note) = (results, erasures, filing.note.clone());
         run(&c, &v, move |ctx, node| maintenance::report(ctx, node, &i, filing).map(|_| "reported")).await
@@ -732,18 +722,8 @@ pub async fn act(
 /// `GET /console/maintenance/{id}/document`: the report document (HTML, Japanese with English)
 /// — once accepted, the one whose SHA-256 is anchored in the audit trail.
 pub async fn document(State(c): State<Arc<Console>>, v: Visitor, Path(id): Path<String>) -> Response {
-    let r = run(&c, &v, move |ctx, node| {
-        if maintenance::show(ctx, node, &id)?.state == WState::Accepted {
-            maintenance::accepted_document(ctx, node, &id)
-        } else {
-            let d = maintenance::document(ctx, node, &id)?;
-            let sha = d.sha256()?;
-            Ok((d, sha))
-        }
-    })
-    .await;
-    match r {
-        Ok((doc, sha)) => browser::html(StatusCode::OK, maintenance::to_html(&doc, &sha), &v.cookies),
+    match run(&c, &v, move |ctx, node| maintenance::current_document(ctx, node, &id)).await {
+        Ok((doc, sha, _)) => browser::html(StatusCode::OK, maintenance::to_html(&doc, &sha), &v.cookies),
         Err(e) => super::error_page(&v, &e),
     }
 }
@@ -847,7 +827,7 @@ pub async fn set_register(State(c): State<Arc<Console>>, v: Visitor, headers: He
     }
 }
 
-/// Whether the visitor may use the maintenance pages at all (for the menu).
+/// Whether the visitor may request and approve maintenance (for the menu): decided once each.
 pub(crate) fn in_menu(ctx: &mamori_app::Ctx, node: &mamori_app::Node) -> (bool, bool) {
     (ctx.may(node, AdminAct::RequestMaintenance), ctx.may(node, AdminAct::ApproveMaintenance))
 }
