@@ -641,6 +641,14 @@ async fn two_approvers_are_two_different_people_and_a_change_lapses_an_approval(
     // A change lapses the approval given; the amender cannot approve it either.
     let mut changed = plan(start, 90, scope());
     changed.items.push("再起動後の確認".into());
+    assert!(
+        matches!(maintenance::amend(&kanri, node, &w.id, changed.clone(), " "), Err(AppError::Invalid(_))),
+        "a change without its reason"
+    );
+    let mut other_vendor = changed.clone();
+    other_vendor.vendor = "beta".into();
+    assert!(matches!(maintenance::amend(&kanri, node, &w.id, other_vendor, "x"), Err(AppError::Invalid(_))));
+    assert_eq!(maintenance::show(&anzen, node, &w.id).unwrap().approvals.len(), 1, "nothing changed by either");
     let amended = maintenance::amend(&kanri, node, &w.id, changed, "作業項目と時間を変更").unwrap();
     assert!(amended.approvals.is_empty());
     assert!(matches!(maintenance::approve(&kanri, node, &w.id, ""), Err(AppError::Forbidden(_))));
