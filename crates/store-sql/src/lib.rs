@@ -114,6 +114,15 @@ impl Dialect {
         }
     }
 
+    /// How searches find substrings: SQLite through its FTS5 trigram table, PostgreSQL with
+    /// `LIKE` on the value columns, which `pg_trgm`'s indexes serve (schema step 5).
+    pub fn substrings(self) -> mamori_records::search::sql::Substrings {
+        match self {
+            Dialect::Sqlite => mamori_records::search::sql::Substrings::Fts5,
+            Dialect::Postgres => mamori_records::search::sql::Substrings::Like,
+        }
+    }
+
     /// The statement that lets (`true`) or stops letting the current transaction delete versions
     /// (a purge): the append-only trigger checks it.
     pub fn purge_guard(self, on: bool) -> &'static str {

@@ -439,7 +439,7 @@ impl Tx for RecordTx<'_> {
     }
 
     fn search(&mut self, q: &SearchQuery, limit: usize) -> Result<Vec<Hit>, StoreError> {
-        let rows = self.search_rows(&search_sql::search(q, limit))?;
+        let rows = self.search_rows(&search_sql::search(q, limit, self.c.dialect().substrings()))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut keys = Vec::with_capacity(q.sort.len());
@@ -453,7 +453,7 @@ impl Tx for RecordTx<'_> {
     }
 
     fn search_count(&mut self, q: &SearchQuery) -> Result<u64, StoreError> {
-        let rows = self.search_rows(&search_sql::count(q))?;
+        let rows = self.search_rows(&search_sql::count(q, self.c.dialect().substrings()))?;
         let n = rows.first().map_or(Ok(0), |r| r.int(0)).map_err(se)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }

@@ -186,6 +186,60 @@ CREATE TABLE IF NOT EXISTS config_seals (
 );
 "#;
 
+/// Step 5 on SQLite: substrings through an index (#29). `:contains` and a token's `:text` were
+/// `LIKE '%v%'`, a scan of every row of the parameter. `sp_text` is the dictionary of the
+/// distinct string and token-text values of three or more characters per type and parameter
+/// (shorter ones cannot hold a three-character needle), and `sp_text_fts` an FTS5 trigram index
+/// over it: a search finds the values holding the needle there, then their rows through the
+/// value indexes (`sp_string_value`, `sp_token_text`). Triggers on the value tables keep the
+/// dictionary — a value enters with its first row and leaves with its last (nothing of a deleted
+/// or purged record stays behind) — so every writer (a record, a reindex, a restore) keeps it
+/// without knowing it exists, and a value repeated on every resource (a security label's
+/// display) costs one probe, not one entry, per row. Needles of one or two characters still
+/// scan (a trigram cannot serve them).
+const SUBSTRINGS_SQLITE: &str = r#"
+CREATE TABLE IF NOT EXISTS sp_text (n INTEGER PRIMARY KEY, type TEXT NOT NULL, param TEXT NOT NULL, norm TEXT NOT NULL, UNIQUE (type, param, norm));
+CREATE INDEX IF NOT EXISTS sp_token_text ON sp_token (type, param, text) WHERE length(text) >= 3;
+CREATE VIRTUAL TABLE IF NOT EXISTS sp_text_fts USING fts5(norm, content='sp_text', content_rowid='n', tokenize='trigram case_sensitive 1');
+CREATE TRIGGER IF NOT EXISTS sp_text_fts_in AFTER INSERT ON sp_text
+BEGIN INSERT INTO sp_text_fts (rowid, norm) VALUES (new.n, new.norm); END;
+CREATE TRIGGER IF NOT EXISTS sp_text_fts_out AFTER DELETE ON sp_text
+BEGIN INSERT INTO sp_text_fts (sp_text_fts, rowid, norm) VALUES ('delete', old.n, old.norm); END;
+CREATE TRIGGER IF NOT EXISTS sp_string_text_in AFTER INSERT ON sp_string WHEN length(new.norm) >= 3
+BEGIN INSERT INTO sp_text (type, param, norm) VALUES (new.type, new.param, new.norm) ON CONFLICT DO NOTHING; END;
+CREATE TRIGGER IF NOT EXISTS sp_string_text_out AFTER DELETE ON sp_string WHEN length(old.norm) >= 3
+BEGIN DELETE FROM sp_text WHERE type = old.type AND param = old.param AND norm = old.norm
+    AND NOT EXISTS (SELECT 1 FROM sp_string WHERE type = old.type AND param = old.param AND norm = old.norm); END;
+CREATE TRIGGER IF NOT EXISTS sp_token_text_in AFTER INSERT ON sp_token WHEN length(new.text) >= 3
+BEGIN INSERT INTO sp_text (type, param, norm) VALUES (new.type, new.param, new.text) ON CONFLICT DO NOTHING; END;
+CREATE TRIGGER IF NOT EXISTS sp_token_text_out AFTER DELETE ON sp_token WHEN length(old.text) >= 3
+BEGIN DELETE FROM sp_text WHERE type = old.type AND param = old.param AND norm = old.text
+    AND NOT EXISTS (SELECT 1 FROM sp_token WHERE type = old.type AND param = old.param AND text = old.text AND length(text) >= 3); END;
+INSERT INTO sp_text (type, param, norm) SELECT DISTINCT type, param, norm FROM sp_string WHERE length(norm) >= 3 ON CONFLICT DO NOTHING;
+INSERT INTO sp_text (type, param, norm) SELECT DISTINCT type, param, text FROM sp_token WHERE length(text) >= 3 ON CONFLICT DO NOTHING;
+"#;
+
+/// Step 5 on PostgreSQL: the same through `pg_trgm`, whose GIN indexes serve `LIKE '%v%'` on the
+/// value columns directly. Creating the extension needs the CREATE privilege on the database;
+/// a node without it (and without the extension) starts all the same and scans, and says so.
+const SUBSTRINGS_POSTGRES: &str = r#"
+DO $$ BEGIN
+    CREATE EXTENSION IF NOT EXISTS pg_trgm;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'pg_trgm is not available (%): :contains and :text will scan', SQLERRM;
+END $$;
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm') THEN
+        CREATE INDEX IF NOT EXISTS sp_string_trgm ON sp_string USING gin (norm gin_trgm_ops);
+        CREATE INDEX IF NOT EXISTS sp_token_trgm ON sp_token USING gin (text gin_trgm_ops);
+    END IF;
+END $$;
+"#;
+
+/// The tables only one dialect has: SQLite's substring index (PostgreSQL indexes the value
+/// columns themselves).
+pub const SQLITE_ONLY: [&str; 1] = ["sp_text"];
+
 /// An append-only table of attributed versions of `(kind, key)` entries (configuration, workflow
 /// state): one shape for every such table.
 const VERSIONS: &str = "CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -292,7 +346,11 @@ pub fn steps(d: Dialect) -> Vec<String> {
     alerts.push_str(&append_only(d, "alerts", "audit_alerts", "the audit trail is append-only"));
     let mut seals = render(d, SEALS);
     seals.push_str(&append_only(d, "seals", "config_seals", "configuration seals are append-only"));
-    vec![base, workflow, alerts, seals]
+    let substrings = match d {
+        Dialect::Sqlite => SUBSTRINGS_SQLITE,
+        Dialect::Postgres => SUBSTRINGS_POSTGRES,
+    };
+    vec![base, workflow, alerts, seals, substrings.to_string()]
 }
 
 /// Every guard trigger of the schema (append-only tables, immutable versions), as statements
@@ -373,7 +431,10 @@ mod tests {
                 .map(|l| l.split([' ', '(']).next().unwrap_or_default().to_string())
                 .collect()
         };
-        assert_eq!(tables(Dialect::Sqlite), tables(Dialect::Postgres));
+        let shared = |d: Dialect| -> Vec<String> {
+            tables(d).into_iter().filter(|t| !SQLITE_ONLY.contains(&t.as_str())).collect()
+        };
+        assert_eq!(shared(Dialect::Sqlite), tables(Dialect::Postgres));
         assert!(tables(Dialect::Sqlite).len() > 20);
     }
 

@@ -507,3 +507,52 @@ mod integration_tests {
         merkle::verify_inclusion(&leaf, 122, 260, &proof, &root).unwrap();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod substring_tests {
+    use rusqlite::Connection;
+
+    /// The substring dictionary (schema step 5, #29) follows the value tables whoever writes them:
+    /// a value enters with its first row, stays while any row holds it, and leaves — from the
+    /// trigram index too — with its last; values under three characters never enter.
+    #[test]
+    fn the_substring_dictionary_follows_the_value_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(super::open(dir.path(), std::sync::Arc::new(mamori_records::SystemClock)).unwrap());
+        let c = Connection::open(dir.path().join("mamori.db")).unwrap();
+        let string = |id: &str, norm: &str| {
+            c.execute(
+                "INSERT INTO sp_string (type, id, param, norm, exact) VALUES ('Patient', ?1, 'family', ?2, ?2)",
+                [id, norm],
+            )
+            .unwrap();
+        };
+        let entries = |norm: &str| -> i64 {
+            c.query_row("SELECT COUNT(*) FROM sp_text WHERE norm = ?1", [norm], |r| r.get(0)).unwrap()
+        };
+        let found = |needle: &str| -> i64 {
+            c.query_row("SELECT COUNT(*) FROM sp_text_fts WHERE sp_text_fts MATCH ?1", [format!("\"{needle}\"")], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        string("a", "やまだ");
+        string("b", "やまだ");
+        string("c", "山田");
+        c.execute(
+            "INSERT INTO sp_token (type, id, param, system, code, text) VALUES ('Observation', 'o', 'code', 's', 'c', 'へもぐろびん')",
+            [],
+        )
+        .unwrap();
+        assert_eq!((entries("やまだ"), entries("山田"), entries("へもぐろびん")), (1, 0, 1));
+        assert_eq!((found("まだ"), found("やまだ"), found("ぐろび")), (0, 1, 1), "a trigram needs three characters");
+        c.execute("DELETE FROM sp_string WHERE id = 'a'", []).unwrap();
+        assert_eq!((entries("やまだ"), found("やまだ")), (1, 1), "b still holds it");
+        c.execute("DELETE FROM sp_string WHERE id = 'b'", []).unwrap();
+        c.execute("DELETE FROM sp_token WHERE id = 'o'", []).unwrap();
+        assert_eq!((entries("やまだ"), found("やまだ"), entries("へもぐろびん"), found("ぐろび")), (0, 0, 0, 0));
+        let left: i64 = c.query_row("SELECT COUNT(*) FROM sp_text", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
+    }
+}

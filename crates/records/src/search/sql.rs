@@ -32,8 +32,24 @@ pub struct Sql {
 /// The highest code point: `x >= v AND x < v || MAX` is "starts with v" on an index.
 const MAX_CHAR: char = '\u{10FFFF}';
 
+/// How a store finds a substring (`:contains`, a token's `:text`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Substrings {
+    /// `LIKE '%v%'` on the value column, which the store's trigram index serves (PostgreSQL's
+    /// `pg_trgm` GIN indexes) or, without one, a scan of the parameter's rows.
+    Like,
+    /// SQLite's FTS5 trigram index `sp_text_fts` over `sp_text` (values of three or more
+    /// characters, kept by triggers) for needles of three or more characters; shorter needles
+    /// scan with `LIKE`.
+    Fts5,
+}
+
+/// The shortest needle a trigram index serves.
+const TRIGRAM: usize = 3;
+
 struct B {
     args: Vec<Arg>,
+    subs: Substrings,
 }
 
 impl B {
@@ -51,12 +67,67 @@ impl B {
         self.push(Arg::Real(v))
     }
 
-    /// `FROM table x WHERE x.type = ? AND x.param = ? AND (preds)` of a `Match`.
-    fn match_from(&mut self, ty: &str, param: &str, table: Table, any: &[Pred]) -> String {
+    /// `FROM table x WHERE x.type = ? AND x.param = ? AND (preds)` of a `Match`. `listing`: the
+    /// statement lists the matches (rather than checking one candidate's `x.id`).
+    fn match_from(&mut self, ty: &str, param: &str, table: Table, any: &[Pred], listing: bool) -> String {
+        if let Some(needles) = self.trigram_needles(table, any) {
+            return self.match_from_text(ty, param, table, &needles, listing);
+        }
         let t = self.t(ty);
         let p = self.param(ty, param, "x.");
         let preds: Vec<String> = any.iter().map(|pr| self.pred(pr, table)).collect();
         format!("FROM {} x WHERE x.type = {t} AND {p} AND ({})", table.name(), preds.join(" OR "))
+    }
+
+    /// The needles of a substring match the store's trigram table serves: every value of the
+    /// criterion a `:contains` (or a token's `:text`) of three or more characters.
+    fn trigram_needles<'p>(&self, table: Table, any: &'p [Pred]) -> Option<Vec<&'p str>> {
+        if self.subs != Substrings::Fts5 || any.is_empty() {
+            return None;
+        }
+        any.iter()
+            .map(|p| match (p, table) {
+                (Pred::Str(StrMode::Contains, v), Table::Str) | (Pred::TokenText(v), Table::Token)
+                    if v.chars().count() >= TRIGRAM =>
+                {
+                    Some(v.as_str())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `FROM table x WHERE …` of a substring match through SQLite's trigram index: the values
+    /// of the parameter holding a needle come from the dictionary `sp_text` (each needle one
+    /// FTS5 phrase — consecutive trigrams, which is exactly "contains" — rechecked with `LIKE`),
+    /// then their rows from the value index. The dictionary's type is checked on the values the
+    /// index found (`+` keeps the planner from walking every value of the type instead). A
+    /// listing names the value index: left to itself, SQLite walked every row of the type in
+    /// (type, id) order to save the `DISTINCT`'s sort; a check of one candidate reads its own
+    /// rows by id.
+    fn match_from_text(&mut self, ty: &str, param: &str, table: Table, needles: &[&str], listing: bool) -> String {
+        let t = self.t(ty);
+        let p = self.param(ty, param, "x.");
+        let phrases: Vec<String> = needles.iter().map(|n| format!("\"{}\"", n.replace('"', "\"\""))).collect();
+        let m = self.t(&phrases.join(" OR "));
+        let tv = self.t(ty);
+        let pv = self.param(ty, param, "v.");
+        let likes: Vec<String> =
+            needles.iter().map(|n| format!("v.norm LIKE {} ESCAPE '\\'", self.t(&like_contains(n)))).collect();
+        let values = format!(
+            "SELECT v.norm FROM sp_text v WHERE v.n IN (SELECT rowid FROM sp_text_fts WHERE sp_text_fts MATCH {m}) \
+             AND +v.type = {tv} AND {pv} AND ({})",
+            likes.join(" OR ")
+        );
+        // A token's text is found through the partial index `sp_token_text`, whose condition the
+        // statement repeats so that the planner may use it.
+        let (col, index) = if table == Table::Token {
+            ("x.text IN ({values}) AND length(x.text) >= 3", "sp_token_text")
+        } else {
+            ("x.norm IN ({values})", "sp_string_value")
+        };
+        let indexed = if listing { format!(" INDEXED BY {index}") } else { String::new() };
+        format!("FROM {} x{indexed} WHERE x.type = {t} AND {p} AND {}", table.name(), col.replace("{values}", &values))
     }
 
     /// The condition selecting the rows of parameter `param` of `ty` (columns prefixed `a`),
@@ -98,7 +169,7 @@ impl B {
                 )
             }
             Criterion::Match { param, table, any, negate } => {
-                let from = self.match_from(ty, param, *table, any);
+                let from = self.match_from(ty, param, *table, any, true);
                 format!("{col} {}IN (SELECT x.id {from})", if *negate { "NOT " } else { "" })
             }
             Criterion::Missing { param, table, missing } => {
@@ -311,13 +382,13 @@ fn arg_of(v: &SortVal) -> Arg {
 
 /// The statement listing matches in order, from the cursor, at most `limit` rows. Columns:
 /// `id`, then per sort key `n{i}` (1 when the resource has no value) and `k{i}` (the value).
-pub fn search(q: &SearchQuery, limit: usize) -> Sql {
+pub fn search(q: &SearchQuery, limit: usize, subs: Substrings) -> Sql {
     if let [(SortKey::Matched, _)] = q.sort.as_slice()
         && let Some(driver) = value_ordered(q)
     {
-        return search_by_value(q, driver, limit);
+        return search_by_value(q, driver, limit, subs);
     }
-    let mut b = B { args: Vec::new() };
+    let mut b = B { args: Vec::new(), subs };
     let mut cols = vec!["r.id AS id".to_string()];
     for (i, (key, desc)) in q.sort.iter().enumerate() {
         let e = sort_expr(&mut b, &q.resource_type, key, *desc);
@@ -375,8 +446,8 @@ pub fn value_ordered(q: &SearchQuery) -> Option<(usize, &str, &str)> {
 /// [`search`] in the order of [`value_ordered`]'s criterion `driver`: each resource is listed
 /// once, at the least of its rows that match (the one no other matching row of the same resource
 /// precedes); the other criteria are checked per row; the cursor carries that row's value.
-fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), limit: usize) -> Sql {
-    let mut b = B { args: Vec::new() };
+fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), limit: usize, subs: Substrings) -> Sql {
+    let mut b = B { args: Vec::new(), subs };
     let ty = q.resource_type.as_str();
     let t = b.t(ty);
     let p = b.param(ty, param, "d.");
@@ -419,8 +490,8 @@ fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), lim
 }
 
 /// The statement counting every match (no guard applied: callers decide when it may be shown).
-pub fn count(q: &SearchQuery) -> Sql {
-    let mut b = B { args: Vec::new() };
+pub fn count(q: &SearchQuery, subs: Substrings) -> Sql {
+    let mut b = B { args: Vec::new(), subs };
     let (wh, from) = where_clause(&mut b, q);
     Sql { text: format!("SELECT COUNT(*) FROM {from} WHERE {wh}"), args: b.args }
 }
@@ -458,7 +529,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
         // (it was one random b-tree probe per candidate, a third of the page reads of
         // `Observation?patient=X&code=Y` at 1M resources, #9).
         Some(Criterion::Match { param, table, any, negate: false }) if !uses_time => {
-            let m = b.match_from(&q.resource_type, param, *table, any);
+            let m = b.match_from(&q.resource_type, param, *table, any, true);
             (format!("(SELECT DISTINCT x.type AS type, x.id AS id {m}) r"), true)
         }
         _ => {
@@ -482,7 +553,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
 fn check(b: &mut B, ty: &str, c: &Criterion, col: &str) -> String {
     match c {
         Criterion::Match { param, table, any, negate } => {
-            let from = b.match_from(ty, param, *table, any);
+            let from = b.match_from(ty, param, *table, any, false);
             format!("{}EXISTS (SELECT 1 {from} AND x.id = {col})", if *negate { "NOT " } else { "" })
         }
         c => b.cond(c, ty, col),
@@ -518,5 +589,25 @@ mod tests {
         let long = "髙".repeat(100);
         assert!(head_bytes(&long, EXACT_HEAD_BYTES).len() <= EXACT_HEAD_BYTES);
         assert!(long.starts_with(head_bytes(&long, EXACT_HEAD_BYTES)));
+    }
+
+    /// A `:contains` of three or more characters goes through SQLite's trigram table (on both
+    /// value tables); a shorter one, or PostgreSQL's dialect, stays `LIKE` (which `pg_trgm`
+    /// serves there).
+    #[test]
+    fn substrings_use_the_trigram_table_where_it_can_serve_them() {
+        let query = |q: &str, subs: Substrings| {
+            let req = super::super::parse_search("Patient", q, false, 0)
+                .map_err(|e| format!("{e:?}"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let s = search(&req.query, 10, subs);
+            (s.text.contains("sp_text_fts MATCH"), s.text.contains("LIKE"))
+        };
+        assert_eq!(query("family:contains=yamada", Substrings::Fts5), (true, true));
+        assert_eq!(query("family:contains=ya", Substrings::Fts5), (false, true));
+        assert_eq!(query("family:contains=yamada,ya", Substrings::Fts5), (false, true));
+        assert_eq!(query("family:contains=yamada", Substrings::Like), (false, true));
+        assert_eq!(query("general-practitioner:Practitioner.name:contains=yamada", Substrings::Fts5), (true, true));
+        assert_eq!(query("family=yamada", Substrings::Fts5), (false, false));
     }
 }
