@@ -136,12 +136,14 @@ for r in $(seq "$ROUNDS"); do
   for w in "${WORKLOADS[@]}"; do
     for s in "${ORDER[@]}"; do
       port=$([ "$s" = m ] && echo $MPORT || echo $HPORT)
-      line=$(wrk_run "$w" "$CONNS" -s "$WORK/$w-$s.lua" "http://127.0.0.1:$port")
+      # A request may take up to 10 s before wrk counts it as a timeout (its default is 2 s).
+      line=$(wrk_run "$w" "$CONNS" --timeout 10s -s "$WORK/$w-$s.lua" "http://127.0.0.1:$port")
       echo "$r|$s|$line" >> "$RES"
     done
     m=$(awk -F'|' -v r="$r" -v w="$w" '$1 == r && $2 == "m" && $3 == w { print $4 }' "$RES")
     h=$(awk -F'|' -v r="$r" -v w="$w" '$1 == r && $2 == "h" && $3 == w { print $4 }' "$RES")
-    printf 'round %s %-9s Mamori %8s/s  Helios %8s/s  ratio %s\n' "$r" "$w" "$m" "$h" "$(ratio "$m" "$h")"
+    printf 'round %s %-9s Mamori %8s/s  Helios %8s/s  ratio %s\n' "$r" "$w" "$m" "$h" \
+      "$(awk -v a="$m" -v b="$h" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "∞ (Helios answered none in time)" }')"
   done
 done
 MRSS=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$MSERVER/status)
@@ -167,11 +169,11 @@ print("|---|---|---|---|---|---|---|---|")
 for w in ["read", "family", "exact", "contains", "create"]:
     m = [r for r in rows if r[1] == "m" and r[2] == w]
     h = [r for r in rows if r[1] == "h" and r[2] == w]
-    ratios = [float(a[3]) / float(b[3]) for a, b in zip(m, h)]
+    ratios = [float(a[3]) / float(b[3]) if float(b[3]) > 0 else float("inf") for a, b in zip(m, h)]
     med = lambda xs: statistics.median(xs)
     print(f"| {label[w]} | {med([float(r[3]) for r in m]):.0f} | {med([ms(r[5]) for r in m]):.2f} ms | "
           f"{med([float(r[3]) for r in h]):.0f} | {med([ms(r[5]) for r in h]):.2f} ms | "
-          f"{' '.join(f'{x:.2f}' for x in ratios)} | **{med(ratios):.2f}×** | "
+          f"{' '.join(f'{x:.2f}' if x != float('inf') else '∞' for x in ratios)} | **{(f'{med(ratios):.2f}' if med(ratios) != float('inf') else '∞')}×** | "
           f"{sum(int(r[6]) for r in m)}/{sum(int(r[6]) for r in h)} |")
 print(f"| peak RSS after the runs | {mrss} MB | | {hrss} MB | | | | |")
 PY

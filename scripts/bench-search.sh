@@ -5,6 +5,7 @@
 #   - GET /healthz (the baseline, same run),
 #   - GET /fhir/Observation?patient=X&code=Y (random patient and code),
 #   - GET /fhir/Patient?name=… (random family name in kanji, katakana or hiragana),
+#   - GET /fhir/Patient?family:exact=… and ?name:contains=… (three characters of a reading, #29),
 #   each first with 2 connections (one per core: the latency of P3) and then with CONNECTIONS
 #   (throughput; its p99 is mostly queueing),
 # and reads the server's peak RSS after the load (P7). Writes the table into BENCHMARKS.md
@@ -79,6 +80,33 @@ request = function()
 end
 LUAEOF
 
+# The string modifiers (#29): `:exact` with a family name as written (kanji or katakana), and
+# `:contains` with three characters of a reading (katakana folds to hiragana).
+XLUA=$(mktemp --suffix .lua)
+EXACT=$(python3 -c '
+import urllib.parse
+fam = ["山田","ヤマダ","佐藤","サトウ","鈴木","スズキ","高橋","タカハシ","田中","タナカ","伊藤","イトウ","渡辺","ワタナベ","中村","ナカムラ"]
+print(", ".join("\"%s\"" % urllib.parse.quote(n) for n in fam))')
+cat > "$XLUA" <<LUAEOF
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+local names = {$EXACT}
+request = function()
+  return wrk.format("GET", "/fhir/Patient?family:exact=" .. names[math.random(1, #names)])
+end
+LUAEOF
+CLUA=$(mktemp --suffix .lua)
+PIECES=$(python3 -c '
+import urllib.parse
+pieces = ["やまだ","まだた","さとう","すずき","かはし","たなか","なかは","いとう","わたな","たなべ","なかむ","かむら","ろうや","はなこ"]
+print(", ".join("\"%s\"" % urllib.parse.quote(n) for n in pieces))')
+cat > "$CLUA" <<LUAEOF
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+local pieces = {$PIECES}
+request = function()
+  return wrk.format("GET", "/fhir/Patient?name:contains=" .. pieces[math.random(1, #pieces)])
+end
+LUAEOF
+
 . scripts/bench-lib.sh
 run() { wrk_run "$@"; } # name, connections, then wrk args
 # Latency (P3) with one connection per core, where the server is not saturated; then throughput
@@ -88,8 +116,12 @@ O2=$(run obs 2 -s "$OLUA" http://127.0.0.1:$PORT)
 P2=$(run name 2 -s "$NLUA" http://127.0.0.1:$PORT)
 O=$(run obs "$CONNS" -s "$OLUA" http://127.0.0.1:$PORT)
 P=$(run name "$CONNS" -s "$NLUA" http://127.0.0.1:$PORT)
+X2=$(run exact 2 -s "$XLUA" http://127.0.0.1:$PORT)
+C2=$(run contains 2 -s "$CLUA" http://127.0.0.1:$PORT)
+X=$(run exact "$CONNS" -s "$XLUA" http://127.0.0.1:$PORT)
+C=$(run contains "$CONNS" -s "$CLUA" http://127.0.0.1:$PORT)
 RSS_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
-rm -f "$OLUA" "$NLUA"
+rm -f "$OLUA" "$NLUA" "$XLUA" "$CLUA"
 # One sample answer, to show what a query returns.
 SAMPLE=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/fhir/Patient?name=%E5%B1%B1%E7%94%B0&_summary=count" | sed 's/.*"total":\([0-9]*\).*/\1/')
 
@@ -107,6 +139,10 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -sr); \`scripts/benc
 | \`GET /fhir/Patient?name=…\` (P3), 2 connections, requests/s | $(f "$P2" 2) | $(f "$P2" 3) | $(f "$P2" 4) | $(f "$P2" 5) | $(ratio "$(f "$P2" 2)" "$HR") |
 | \`GET /fhir/Observation?patient=X&code=Y\` (P3), $CONNS connections, requests/s | $(f "$O" 2) | $(f "$O" 3) | $(f "$O" 4) | $(f "$O" 5) | $(ratio "$(f "$O" 2)" "$HR") |
 | \`GET /fhir/Patient?name=…\` (P3), $CONNS connections, requests/s | $(f "$P" 2) | $(f "$P" 3) | $(f "$P" 4) | $(f "$P" 5) | $(ratio "$(f "$P" 2)" "$HR") |
+| \`GET /fhir/Patient?family:exact=…\`, 2 connections, requests/s | $(f "$X2" 2) | $(f "$X2" 3) | $(f "$X2" 4) | $(f "$X2" 5) | $(ratio "$(f "$X2" 2)" "$HR") |
+| \`GET /fhir/Patient?name:contains=…\` (3 characters), 2 connections, requests/s | $(f "$C2" 2) | $(f "$C2" 3) | $(f "$C2" 4) | $(f "$C2" 5) | $(ratio "$(f "$C2" 2)" "$HR") |
+| \`GET /fhir/Patient?family:exact=…\`, $CONNS connections, requests/s | $(f "$X" 2) | $(f "$X" 3) | $(f "$X" 4) | $(f "$X" 5) | $(ratio "$(f "$X" 2)" "$HR") |
+| \`GET /fhir/Patient?name:contains=…\` (3 characters), $CONNS connections, requests/s | $(f "$C" 2) | $(f "$C" 3) | $(f "$C" 4) | $(f "$C" 5) | $(ratio "$(f "$C" 2)" "$HR") |
 | server peak RSS after the load (P7) | ${RSS_MB} MB | | | | |
 TEOF
 )
@@ -117,6 +153,10 @@ if [ -n "${BENCH_FIGURES:-}" ]; then
     echo "FIGURE P3.name_p99_ms $(ms "$(f "$P2" 4)")"
     echo "FIGURE P3.obs_p99_ms_loaded $(ms "$(f "$O" 4)")"
     echo "FIGURE P3.name_p99_ms_loaded $(ms "$(f "$P" 4)")"
+    echo "FIGURE P3.exact_p99_ms $(ms "$(f "$X2" 4)")"
+    echo "FIGURE P3.contains_p99_ms $(ms "$(f "$C2" 4)")"
+    echo "FIGURE P3.exact_p99_ms_loaded $(ms "$(f "$X" 4)")"
+    echo "FIGURE P3.contains_p99_ms_loaded $(ms "$(f "$C" 4)")"
     echo "FIGURE P4.import_per_s $IMPORT_RATE"
     echo "FIGURE P7.rss_mb $RSS_MB"
   } >> "$BENCH_FIGURES"

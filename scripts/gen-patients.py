@@ -8,7 +8,7 @@ family name matches ~60 of 100k patients, as a common real surname does. Determi
 Usage: scripts/gen-patients.py N OUT.ndjson [VALUES.txt]
   VALUES.txt receives the query values the load scripts draw from, one `kind<TAB>value` per line:
   `family` (kanji surnames in use), `kana` (their katakana), `roman` (romanised surnames),
-  `contains` (3-character pieces of romanised names), `id` (patient ids).
+  `contains` (3-character pieces of romanised surnames), `id` (patient ids).
 """
 import json
 import random
@@ -54,7 +54,8 @@ if len(sys.argv) > 3:
     with open(sys.argv[3], "w", encoding="utf-8") as v:
         for f in sorted(used):
             v.write(f"family\t{f[0]}\nkana\t{f[1]}\nroman\t{f[2]}\n")
-            r = f[2].lower()
-            v.write(f"contains\t{r[1:4]}\n")
+            piece = f[2].lower()[1:4]
+            if len(piece) == 3:
+                v.write(f"contains\t{piece}\n")
         for pid in rnd.sample(ids, min(len(ids), 5000)):
             v.write(f"id\t{pid}\n")
