@@ -215,6 +215,22 @@ impl RecordTx<'_> {
         }
     }
 
+    /// How to run `q` here: the dialect's substring index, and — when a substring criterion
+    /// would drive it — whether it matches so many rows that walking the resources beats
+    /// gathering them (one bounded count through the index decides; `search_sql::DENSE_ROWS`).
+    fn how(&mut self, q: &SearchQuery) -> Result<search_sql::How, StoreError> {
+        let subs = self.c.dialect().substrings();
+        let walk = match search_sql::substring_density(q, subs) {
+            search_sql::Density::NotSubstring => false,
+            search_sql::Density::Short => true,
+            search_sql::Density::Probe(sql) => {
+                let rows = self.search_rows(&sql)?;
+                rows.first().map_or(Ok(0), |r| r.int(0)).map_err(se)? >= search_sql::DENSE_ROWS
+            }
+        };
+        Ok(search_sql::How { subs, walk })
+    }
+
     fn search_rows(&mut self, sql: &search_sql::Sql) -> Result<Vec<Row>, StoreError> {
         let args: Vec<Value<'_>> = sql.args.iter().map(arg).collect();
         self.c.query(&sql.text, &args).map_err(se)
@@ -439,7 +455,8 @@ impl Tx for RecordTx<'_> {
     }
 
     fn search(&mut self, q: &SearchQuery, limit: usize) -> Result<Vec<Hit>, StoreError> {
-        let rows = self.search_rows(&search_sql::search(q, limit, self.c.dialect().substrings()))?;
+        let how = self.how(q)?;
+        let rows = self.search_rows(&search_sql::search(q, limit, how))?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut keys = Vec::with_capacity(q.sort.len());
@@ -453,7 +470,7 @@ impl Tx for RecordTx<'_> {
     }
 
     fn search_count(&mut self, q: &SearchQuery) -> Result<u64, StoreError> {
-        let rows = self.search_rows(&search_sql::count(q, self.c.dialect().substrings()))?;
+        let rows = self.search_rows(&search_sql::count(q, search_sql::How::new(self.c.dialect().substrings())))?;
         let n = rows.first().map_or(Ok(0), |r| r.int(0)).map_err(se)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
