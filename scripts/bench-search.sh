@@ -67,45 +67,28 @@ request = function()
   return wrk.format("GET", "/fhir/Observation?patient=" .. p .. "&code=http://loinc.org%7C" .. codes[math.random(1, 4)])
 end
 LUAEOF
-NLUA=$(mktemp --suffix .lua)
-NAMES=$(python3 -c '
-import urllib.parse
-fam = [("山田","ヤマダ","やまだ"),("佐藤","サトウ","さとう"),("鈴木","スズキ","すずき"),("高橋","タカハシ","たかはし"),("田中","タナカ","たなか"),("伊藤","イトウ","いとう"),("渡辺","ワタナベ","わたなべ"),("中村","ナカムラ","なかむら")]
-print(", ".join("\"%s\"" % urllib.parse.quote(n) for f in fam for n in f))')
-cat > "$NLUA" <<LUAEOF
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-local names = {$NAMES}
-request = function()
-  return wrk.format("GET", "/fhir/Patient?name=" .. names[math.random(1, #names)])
-end
-LUAEOF
-
+# pick_lua PATH_AND_QUERY VALUE… → a wrk script requesting PATH_AND_QUERY followed by one of the
+# values (percent-encoded) at random.
+pick_lua() {
+  local f; f=$(mktemp --suffix .lua)
+  python3 - "$TOKEN" "$@" > "$f" <<'PY'
+import sys, urllib.parse
+token, query, values = sys.argv[1], sys.argv[2], sys.argv[3:]
+print(f'wrk.headers["Authorization"] = "Bearer {token}"')
+print("local v = {" + ", ".join('"%s"' % urllib.parse.quote(x) for x in values) + "}")
+print(f'request = function() return wrk.format("GET", "{query}" .. v[math.random(1, #v)]) end')
+PY
+  echo "$f"
+}
+# A random family name in kanji, katakana or hiragana.
+NLUA=$(pick_lua "/fhir/Patient?name=" 山田 ヤマダ やまだ 佐藤 サトウ さとう 鈴木 スズキ すずき 高橋 タカハシ たかはし \
+  田中 タナカ たなか 伊藤 イトウ いとう 渡辺 ワタナベ わたなべ 中村 ナカムラ なかむら)
 # The string modifiers (#29): `:exact` with a family name as written (kanji or katakana), and
 # `:contains` with three characters of a reading (katakana folds to hiragana).
-XLUA=$(mktemp --suffix .lua)
-EXACT=$(python3 -c '
-import urllib.parse
-fam = ["山田","ヤマダ","佐藤","サトウ","鈴木","スズキ","高橋","タカハシ","田中","タナカ","伊藤","イトウ","渡辺","ワタナベ","中村","ナカムラ"]
-print(", ".join("\"%s\"" % urllib.parse.quote(n) for n in fam))')
-cat > "$XLUA" <<LUAEOF
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-local names = {$EXACT}
-request = function()
-  return wrk.format("GET", "/fhir/Patient?family:exact=" .. names[math.random(1, #names)])
-end
-LUAEOF
-CLUA=$(mktemp --suffix .lua)
-PIECES=$(python3 -c '
-import urllib.parse
-pieces = ["やまだ","まだた","さとう","すずき","かはし","たなか","なかは","いとう","わたな","たなべ","なかむ","かむら","ろうや","はなこ"]
-print(", ".join("\"%s\"" % urllib.parse.quote(n) for n in pieces))')
-cat > "$CLUA" <<LUAEOF
-wrk.headers["Authorization"] = "Bearer $TOKEN"
-local pieces = {$PIECES}
-request = function()
-  return wrk.format("GET", "/fhir/Patient?name:contains=" .. pieces[math.random(1, #pieces)])
-end
-LUAEOF
+XLUA=$(pick_lua "/fhir/Patient?family:exact=" 山田 ヤマダ 佐藤 サトウ 鈴木 スズキ 高橋 タカハシ 田中 タナカ 伊藤 イトウ \
+  渡辺 ワタナベ 中村 ナカムラ)
+CLUA=$(pick_lua "/fhir/Patient?name:contains=" やまだ まだた さとう すずき かはし たなか なかは いとう わたな たなべ \
+  なかむ かむら ろうや はなこ)
 
 . scripts/bench-lib.sh
 run() { wrk_run "$@"; } # name, connections, then wrk args

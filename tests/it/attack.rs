@@ -766,3 +766,47 @@ async fn r28_count_zero_totals_visible_matches_only() {
     // The doctor, who may see it, counts three.
     assert_eq!(shape(&get(h, &w.doctor, q).await).2, json!(3));
 }
+
+/// #29: the substring searches (`:contains`, a token's `:text`) find values through their own
+/// indexes — a trigram index for three or more characters, a walk for fewer — and every path
+/// still answers a hidden record exactly as a missing one (oracle: the same question before and
+/// after the hidden record exists, and a hidden needle against one nobody has).
+#[tokio::test]
+async fn r29_substring_searches_do_not_tell_hidden_from_missing() {
+    let w = world().await;
+    let h = &w.h;
+    let condition = |id: &str, code: &str, display: &str| {
+        json!({"resourceType": "Condition", "id": id, "subject": {"reference": "Patient/p-care"},
+               "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": code, "display": display}]}})
+    };
+    put(h, condition("cond-flu", "J11", "Influenza disease")).await;
+    let questions = [
+        "/fhir/Condition?code:text=disease",
+        "/fhir/Condition?code:text=disease&_total=accurate",
+        "/fhir/Condition?code:text=se&_count=1",
+        "/fhir/Patient?_has:Condition:patient:code:text=disease&_total=accurate",
+    ];
+    let mut before = Vec::new();
+    for q in questions {
+        before.push(shape(&get(h, &w.nurse, q).await));
+    }
+    put(h, condition("cond-hiv", "B20", "HIV disease")).await;
+    for (q, was) in questions.iter().zip(&before) {
+        assert_eq!(&shape(&get(h, &w.nurse, q).await), was, "{q}");
+    }
+    assert_eq!(before[0].1, vec!["cond-flu".to_string()]);
+    for (hidden, missing) in [
+        ("/fhir/Condition?code:text=hivdis&_total=accurate", "/fhir/Condition?code:text=zzzzzz&_total=accurate"),
+        ("/fhir/Condition?code:text=hi", "/fhir/Condition?code:text=qq"),
+        (
+            "/fhir/Patient?_has:Condition:patient:code:text=hivdisease",
+            "/fhir/Patient?_has:Condition:patient:code:text=zzzzzz",
+        ),
+    ] {
+        let (a, b) = (get(h, &w.nurse, hidden).await, get(h, &w.nurse, missing).await);
+        assert_eq!(shape(&a), shape(&b), "{hidden}");
+        // The doctor, who may see it, finds it: the question is not vacuous.
+        assert!(!shape(&get(h, &w.doctor, hidden).await).1.is_empty(), "{hidden}");
+    }
+    assert_eq!(shape(&get(h, &w.doctor, "/fhir/Condition?code:text=disease").await).1.len(), 2);
+}

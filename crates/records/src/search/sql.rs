@@ -83,17 +83,9 @@ pub enum Density {
     Probe(Sql),
 }
 
-/// The criterion that drives `q` when every criterion is gathered, and whether it is a
-/// substring match (`:contains`, a token's `:text`), with its needles.
-fn substring_driver(q: &SearchQuery) -> Option<(&Criterion, Vec<&str>)> {
-    let c = q.criteria.iter().min_by_key(|c| selectivity(c, false))?;
-    Some((c, substring_needles(c)?))
-}
-
-/// The needles of a substring criterion (every value `:contains` on a string or `:text` on a
-/// token, not negated).
-fn substring_needles(c: &Criterion) -> Option<Vec<&str>> {
-    let Criterion::Match { table, any, negate: false, .. } = c else { return None };
+/// The needles of a substring match: its values when every one is a `:contains` on a string or
+/// a `:text` on a token.
+fn needles(table: Table, any: &[Pred]) -> Option<Vec<&str>> {
     if any.is_empty() {
         return None;
     }
@@ -105,14 +97,22 @@ fn substring_needles(c: &Criterion) -> Option<Vec<&str>> {
         .collect()
 }
 
-/// How dense the substring criterion driving `q` is, or how to find out.
+/// The needles of a substring criterion (not negated).
+fn substring_needles(c: &Criterion) -> Option<Vec<&str>> {
+    let Criterion::Match { table, any, negate: false, .. } = c else { return None };
+    needles(*table, any)
+}
+
+/// How dense the substring criterion that would drive `q` (every criterion gathered) is, or how
+/// to find out.
 pub fn substring_density(q: &SearchQuery, subs: Substrings) -> Density {
-    let Some((c, needles)) = substring_driver(q) else { return Density::NotSubstring };
+    let driver = q.criteria.iter().min_by_key(|c| selectivity(c, false));
+    let Some(c @ Criterion::Match { param, table, any, .. }) = driver else { return Density::NotSubstring };
+    let Some(needles) = substring_needles(c) else { return Density::NotSubstring };
     if needles.iter().any(|n| n.chars().count() < TRIGRAM) {
         return Density::Short;
     }
-    let Criterion::Match { param, table, any, .. } = c else { return Density::NotSubstring };
-    let mut b = B { args: Vec::new(), subs, walk: false };
+    let mut b = B::new(How::new(subs));
     let from = b.match_from(&q.resource_type, param, *table, any, true);
     let limit = b.i(DENSE_ROWS);
     Density::Probe(Sql { text: format!("SELECT COUNT(*) FROM (SELECT 1 {from} LIMIT {limit}) d"), args: b.args })
@@ -120,11 +120,13 @@ pub fn substring_density(q: &SearchQuery, subs: Substrings) -> Density {
 
 struct B {
     args: Vec<Arg>,
-    subs: Substrings,
-    walk: bool,
+    how: How,
 }
 
 impl B {
+    fn new(how: How) -> B {
+        B { args: Vec::new(), how }
+    }
     fn push(&mut self, a: Arg) -> String {
         self.args.push(a);
         format!("?{}", self.args.len())
@@ -154,19 +156,10 @@ impl B {
     /// The needles of a substring match the store's trigram table serves: every value of the
     /// criterion a `:contains` (or a token's `:text`) of three or more characters.
     fn trigram_needles<'p>(&self, table: Table, any: &'p [Pred]) -> Option<Vec<&'p str>> {
-        if self.subs != Substrings::Fts5 || any.is_empty() {
+        if self.how.subs != Substrings::Fts5 {
             return None;
         }
-        any.iter()
-            .map(|p| match (p, table) {
-                (Pred::Str(StrMode::Contains, v), Table::Str) | (Pred::TokenText(v), Table::Token)
-                    if v.chars().count() >= TRIGRAM =>
-                {
-                    Some(v.as_str())
-                }
-                _ => None,
-            })
-            .collect()
+        needles(table, any).filter(|ns| ns.iter().all(|n| n.chars().count() >= TRIGRAM))
     }
 
     /// `FROM table x WHERE …` of a substring match through SQLite's trigram index: the values
@@ -193,20 +186,15 @@ impl B {
         );
         // A token's text is found through the partial index `sp_token_text`, whose condition the
         // statement repeats so that the planner may use it.
-        let (col, index) = if table == Table::Token {
-            ("x.text IN ({values}) AND length(x.text) >= 3", "sp_token_text")
-        } else {
-            ("x.norm IN ({values})", "sp_string_value")
+        let (col, index, partial) = match table {
+            Table::Token => ("x.text", "sp_token_text", " AND length(x.text) >= 3"),
+            _ => ("x.norm", "sp_string_value", ""),
         };
         // A check reads the candidate's own rows by its key and tests each value against the
         // list (`+`: probing the value index once per listed value per candidate was 250 ms
         // for `name:contains=ash` walked over 100k patients; by the key, 11 ms).
         let (indexed, plus) = if listing { (format!(" INDEXED BY {index}"), "") } else { (String::new(), "+") };
-        format!(
-            "FROM {} x{indexed} WHERE x.type = {t} AND {p} AND {plus}{}",
-            table.name(),
-            col.replace("{values}", &values)
-        )
+        format!("FROM {} x{indexed} WHERE x.type = {t} AND {p} AND {plus}{col} IN ({values}){partial}", table.name())
     }
 
     /// The condition selecting the rows of parameter `param` of `ty` (columns prefixed `a`),
@@ -480,7 +468,7 @@ pub fn search(q: &SearchQuery, limit: usize, how: How) -> Sql {
     {
         return search_by_value(q, driver, limit, how);
     }
-    let mut b = B { args: Vec::new(), subs: how.subs, walk: how.walk };
+    let mut b = B::new(how);
     let mut cols = vec!["r.id AS id".to_string()];
     for (i, (key, desc)) in q.sort.iter().enumerate() {
         let e = sort_expr(&mut b, &q.resource_type, key, *desc);
@@ -539,7 +527,7 @@ pub fn value_ordered(q: &SearchQuery) -> Option<(usize, &str, &str)> {
 /// once, at the least of its rows that match (the one no other matching row of the same resource
 /// precedes); the other criteria are checked per row; the cursor carries that row's value.
 fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), limit: usize, how: How) -> Sql {
-    let mut b = B { args: Vec::new(), subs: how.subs, walk: how.walk };
+    let mut b = B::new(how);
     let ty = q.resource_type.as_str();
     let t = b.t(ty);
     let p = b.param(ty, param, "d.");
@@ -583,7 +571,7 @@ fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), lim
 
 /// The statement counting every match (no guard applied: callers decide when it may be shown).
 pub fn count(q: &SearchQuery, how: How) -> Sql {
-    let mut b = B { args: Vec::new(), subs: how.subs, walk: how.walk };
+    let mut b = B::new(how);
     let (wh, from) = where_clause(&mut b, q);
     Sql { text: format!("SELECT COUNT(*) FROM {from} WHERE {wh}"), args: b.args }
 }
@@ -609,7 +597,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
     // candidates `r`); the others are checked per candidate through the owner index
     // (`EXISTS … id = r.id`), so a common code never materialises all its matches.
     let mut order: Vec<&Criterion> = q.criteria.iter().collect();
-    let walk = b.walk;
+    let walk = b.how.walk;
     order.sort_by_key(|c| selectivity(c, walk));
     // A dense substring criterion is walked: the resources in id order, each checked
     // (`EXISTS`), so the statement stops after a page instead of gathering every match.
