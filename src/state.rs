@@ -165,7 +165,7 @@ pub fn app_state(node: &Node, public_url: &str) -> AppState {
             None
         }
     };
-    AppState {
+    AppState::new(mamori_http::Shared {
         passkeys,
         records: node.records.clone(),
         oauth: node.oauth.clone(),
@@ -189,7 +189,7 @@ pub fn app_state(node: &Node, public_url: &str) -> AppState {
             extra: node.config.cors_origins.clone(),
             cache: std::sync::Mutex::new(None),
         }),
-    }
+    })
 }
 
 /// Every route `mamori serve` answers for `node` at `public_url`: FHIR, OAuth and sign-in, the

@@ -127,6 +127,24 @@ async fn token_endpoint_errors_are_oauth_json() {
     assert_eq!(r.json()["error"], "invalid_client");
     assert_eq!(h.call("GET", "/fhir/Patient/x", None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.node.store.config_history("client", "test-app").unwrap().len(), 2, "every change is a version");
+
+    // A newer version written around the configuration path (no seal) that enables the client
+    // again does not revive its tokens: the bearer check reads the client with its token in one
+    // statement and still serves only the newest sealed version.
+    let db = crate::support::RawDb::at(h.dir.path());
+    db.exec_both(
+        "INSERT INTO config_versions (kind, key, version, value, changed_by, changed_at, reason) \
+         SELECT kind, key, version + 1, REPLACE(value, '\"disabled\":true', '\"disabled\":false'), 'nobody', 0, 'x' \
+         FROM config_versions WHERE kind = 'client' AND key = 'test-app' AND version = 2",
+    )
+    .unwrap();
+    assert_eq!(db.int("SELECT COUNT(*) FROM config_versions WHERE kind = 'client' AND key = 'test-app'"), 3);
+    assert_eq!(
+        db.int("SELECT COUNT(*) FROM config_versions WHERE kind = 'client' AND key = 'test-app' AND version = 3 AND value LIKE '%\"disabled\":false%'"),
+        1,
+        "the forged version enables the client"
+    );
+    assert_eq!(h.call("GET", "/fhir/Patient/x", None).await.status, StatusCode::UNAUTHORIZED);
 }
 
 fn post_form(uri: &str, body: &str, basic: Option<(&str, &str)>, peer: Option<&str>) -> Request<Body> {

@@ -67,9 +67,28 @@ pub struct HttpConfig {
     pub metrics_from: Vec<String>,
 }
 
-/// Shared state of the router.
+/// Shared state of the router: one allocation behind one reference count, since every layer
+/// and handler of every request takes its own copy (cloning eleven `Arc`s and a `String` per copy
+/// was 6 % of a read's CPU time, #29). Fields are reached through `Deref` to [`Shared`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    /// The router state holding `shared`.
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What the router's handlers share (see [`AppState`]).
+pub struct Shared {
     /// Clinical records.
     pub records: Arc<Records>,
     /// Token service.

@@ -162,6 +162,14 @@ pub trait OAuthStore: Send + Sync {
     fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError>;
     /// Looks a token up by its hash.
     fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+    /// Looks a token up by its hash together with the client it was issued to (`None` if that
+    /// client no longer exists): the lookup every API request makes, so a store may answer it
+    /// with one query.
+    fn token_with_client(&self, sha256: &[u8; 32]) -> Result<Option<(TokenRecord, Option<Client>)>, StoreError> {
+        let Some(t) = self.token(sha256)? else { return Ok(None) };
+        let client = self.client(&t.client_id)?;
+        Ok(Some((t, client)))
+    }
     /// Marks a token revoked; returns whether it existed.
     fn revoke_token(&self, sha256: &[u8; 32]) -> Result<bool, StoreError>;
     /// Records a client assertion's `jti` until `expires_at`; `false` if it was already used
@@ -579,11 +587,12 @@ impl OAuth {
             return Err(BearerError::Invalid);
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let t = self.store.token(&hash).map_err(|_| BearerError::Store)?.ok_or(BearerError::Invalid)?;
+        let (t, client) =
+            self.store.token_with_client(&hash).map_err(|_| BearerError::Store)?.ok_or(BearerError::Invalid)?;
         if t.revoked || t.expires_at <= now {
             return Err(BearerError::Invalid);
         }
-        let client = match self.store.client(&t.client_id).map_err(|_| BearerError::Store)? {
+        let client = match client {
             Some(c) if !c.disabled => c,
             _ => return Err(BearerError::Invalid),
         };

@@ -132,13 +132,17 @@ pub fn table_of(kind: &str) -> &'static str {
 /// The columns of a version and its seal (`NULL` for workflow state, which is not sealed).
 fn cols(table: &str) -> String {
     if table == "config_versions" {
-        "c.kind, c.key, c.version, c.value, c.changed_by, c.changed_at, c.reason, s.seal FROM config_versions c \
-         LEFT JOIN config_seals s ON s.kind = c.kind AND s.key = c.key AND s.version = c.version"
-            .to_string()
+        format!("{VERSION_COLS}, s.seal FROM config_versions c {SEAL_JOIN}")
     } else {
-        format!("c.kind, c.key, c.version, c.value, c.changed_by, c.changed_at, c.reason, NULL FROM {table} c")
+        format!("{VERSION_COLS}, NULL FROM {table} c")
     }
 }
+
+/// A version's columns (table alias `c`), as [`entry`] reads them, before the seal.
+pub(crate) const VERSION_COLS: &str = "c.kind, c.key, c.version, c.value, c.changed_by, c.changed_at, c.reason";
+/// The seal of configuration version `c`, as `s`.
+pub(crate) const SEAL_JOIN: &str =
+    "LEFT JOIN config_seals s ON s.kind = c.kind AND s.key = c.key AND s.version = c.version";
 
 /// A version read with [`cols`]; its seal checked with `key` when it is configuration.
 fn entry(r: &Row, key: Option<&[u8; 32]>) -> Result<ConfigEntry, Error> {
@@ -322,6 +326,18 @@ impl<D: Db> SqlStore<D> {
                 &vals![kind, key],
             )
         })?;
+        self.sealed_or_older(kind, key, row)
+    }
+
+    /// The entry read from `row` (columns as [`cols`] gives them) if its seal holds; else the
+    /// newest version that has a valid seal (a version written around the configuration path
+    /// is never served).
+    pub(crate) fn sealed_or_older(
+        &self,
+        kind: &str,
+        key: &str,
+        row: Option<Row>,
+    ) -> Result<Option<ConfigEntry>, Error> {
         match row.as_ref().map(|r| entry(r, self.key())).transpose()? {
             Some(e) if !e.sealed => self.newest_sealed(kind, key),
             other => Ok(other),
