@@ -163,13 +163,9 @@ pub trait OAuthStore: Send + Sync {
     /// Looks a token up by its hash.
     fn token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
     /// Looks a token up by its hash together with the client it was issued to (`None` if that
-    /// client no longer exists): the lookup every API request makes, so a store may answer it
-    /// with one query.
-    fn token_with_client(&self, sha256: &[u8; 32]) -> Result<Option<(TokenRecord, Option<Client>)>, StoreError> {
-        let Some(t) = self.token(sha256)? else { return Ok(None) };
-        let client = self.client(&t.client_id)?;
-        Ok(Some((t, client)))
-    }
+    /// client no longer exists or has no sealed version; a disabled one is returned as it is):
+    /// the lookup every API request makes, answered with one query.
+    fn token_with_client(&self, sha256: &[u8; 32]) -> Result<Option<(TokenRecord, Option<Client>)>, StoreError>;
     /// Marks a token revoked; returns whether it existed.
     fn revoke_token(&self, sha256: &[u8; 32]) -> Result<bool, StoreError>;
     /// Records a client assertion's `jti` until `expires_at`; `false` if it was already used
