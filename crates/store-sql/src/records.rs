@@ -215,17 +215,19 @@ impl RecordTx<'_> {
         }
     }
 
-    /// How to run `q` here: the dialect's substring index, and — when a substring criterion
-    /// would drive it — whether it matches so many rows that walking the resources beats
-    /// gathering them (one bounded count through the index decides; `search_sql::DENSE_ROWS`).
-    fn how(&mut self, q: &SearchQuery) -> Result<search_sql::How, StoreError> {
+    /// How to run `q` for a page of `limit` here: the dialect's substring index, and — when a
+    /// substring criterion would drive it — whether it is dense enough to try walking the
+    /// resources before gathering them (one bounded probe through the index decides;
+    /// `search_sql::dense`).
+    fn how(&mut self, q: &SearchQuery, limit: usize) -> Result<search_sql::How, StoreError> {
         let subs = self.c.dialect().substrings();
-        let walk = match search_sql::substring_density(q, subs) {
+        let walk = match search_sql::substring_density(q, subs, limit) {
             search_sql::Density::NotSubstring => false,
             search_sql::Density::Short => true,
             search_sql::Density::Probe(sql) => {
                 let rows = self.search_rows(&sql)?;
-                rows.first().map_or(Ok(0), |r| r.int(0)).map_err(se)? >= search_sql::DENSE_ROWS
+                let r = rows.first().ok_or_else(|| bad("the density probe returned no row"))?;
+                search_sql::dense(r.int(0).map_err(se)?, r.int(1).map_err(se)?)
             }
         };
         Ok(search_sql::How { subs, walk })
@@ -455,8 +457,12 @@ impl Tx for RecordTx<'_> {
     }
 
     fn search(&mut self, q: &SearchQuery, limit: usize) -> Result<Vec<Hit>, StoreError> {
-        let how = self.how(q)?;
-        let rows = self.search_rows(&search_sql::search(q, limit, how))?;
+        let how = self.how(q, limit)?;
+        let mut rows = self.search_rows(&search_sql::search(q, limit, how))?;
+        // A walk short of a page may have stopped at its bound: gather instead.
+        if how.walk && rows.len() < limit {
+            rows = self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }))?;
+        }
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut keys = Vec::with_capacity(q.sort.len());

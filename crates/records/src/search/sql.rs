@@ -52,9 +52,10 @@ const TRIGRAM: usize = 3;
 pub struct How {
     /// How it finds substrings.
     pub subs: Substrings,
-    /// The substring criterion that would drive the query matches so many rows
-    /// ([`substring_density`]) that walking the resources in id order and checking each one
-    /// finds a page sooner than gathering every match to sort it.
+    /// The substring criterion that would drive the query is dense ([`substring_density`]):
+    /// walk the first [`WALK_CANDIDATES`] resources after the cursor in id order, checking each
+    /// one, instead of gathering every match to sort it. A walk that returns less than a page
+    /// may have stopped at its bound: the store then gathers.
     pub walk: bool,
 }
 
@@ -65,6 +66,22 @@ impl How {
     }
 }
 
+/// How many resources a walk checks at most (about 4 µs each on SQLite): a walk that finds a
+/// page among them is exact (they are the first candidates in the page's order), one that does
+/// not costs at most this many checks before the store gathers instead.
+pub const WALK_CANDIDATES: i64 = 1000;
+
+/// The largest page a walk is tried for: a walk of [`WALK_CANDIDATES`] fills it only when a
+/// tenth of the resources match.
+pub const WALK_PAGE: usize = 100;
+
+/// How many of the values holding a needle a density probe reads from SQLite's dictionary
+/// (`sp_text`). A short needle can be held by thousands of distinct values (`shi`: 5,727 names
+/// of 100k patients, 12 ms to list them); a needle held by this many is dense enough to try a
+/// walk (which, bounded, costs little when it was not), and the rows of fewer tell how many
+/// resources gathering would sort.
+pub const PROBE_VALUES: i64 = 64;
+
 /// From how many index rows on a substring criterion walking beats gathering: gathering costs
 /// about 1.7 µs per row (23 ms for 13,800 patients of 100k), walking about the page size ÷ the
 /// share of resources that match — under 5 ms for a page of 20 from 5,000 matches among 1M.
@@ -73,14 +90,21 @@ pub const DENSE_ROWS: i64 = 5000;
 /// Whether a query's driving criterion is a substring match whose density decides the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Density {
-    /// It is not: gather.
+    /// It is not (or the query has an order of its own, or asks for more than [`WALK_PAGE`]):
+    /// gather.
     NotSubstring,
     /// A needle is too short for a trigram: gathering reads every row of the parameter anyway,
     /// walking stops after a page — walk.
     Short,
-    /// Run this (`COUNT(*)` of at most [`DENSE_ROWS`] rows, read through the index) and walk
-    /// when it reaches [`DENSE_ROWS`].
+    /// Run this: one row of how many dictionary values hold the needle (at most
+    /// [`PROBE_VALUES`]; 0 where the store has no dictionary) and how many index rows match (at
+    /// most [`DENSE_ROWS`]), and walk when either reaches its bound ([`dense`]).
     Probe(Sql),
+}
+
+/// Whether a probe's answer ([`Density::Probe`]) calls for a walk.
+pub fn dense(values: i64, rows: i64) -> bool {
+    values >= PROBE_VALUES || rows >= DENSE_ROWS
 }
 
 /// The needles of a substring match: its values when every one is a `:contains` on a string or
@@ -105,17 +129,46 @@ fn substring_needles(c: &Criterion) -> Option<Vec<&str>> {
 
 /// How dense the substring criterion that would drive `q` (every criterion gathered) is, or how
 /// to find out.
-pub fn substring_density(q: &SearchQuery, subs: Substrings) -> Density {
+/// A walk visits resources in id order, so only a search in that order (no `_sort`) for a page
+/// of at most [`WALK_PAGE`] is considered.
+pub fn substring_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Density {
+    if !q.sort.is_empty() || limit > WALK_PAGE {
+        return Density::NotSubstring;
+    }
     let driver = q.criteria.iter().min_by_key(|c| selectivity(c, false));
     let Some(c @ Criterion::Match { param, table, any, .. }) = driver else { return Density::NotSubstring };
     let Some(needles) = substring_needles(c) else { return Density::NotSubstring };
     if needles.iter().any(|n| n.chars().count() < TRIGRAM) {
         return Density::Short;
     }
+    let ty = q.resource_type.as_str();
     let mut b = B::new(How::new(subs));
-    let from = b.match_from(&q.resource_type, param, *table, any, true);
+    let from = b.match_from(ty, param, *table, any, Role::Probe);
     let limit = b.i(DENSE_ROWS);
-    Density::Probe(Sql { text: format!("SELECT COUNT(*) FROM (SELECT 1 {from} LIMIT {limit}) d"), args: b.args })
+    let rows = format!("(SELECT COUNT(*) FROM (SELECT 1 {from} LIMIT {limit}) d)");
+    let text = match b.trigram_needles(*table, any) {
+        // The rows are counted only when the values are few (`CASE` evaluates lazily).
+        Some(needles) => {
+            let v = b.text_values(ty, param, &needles, Some(PROBE_VALUES));
+            format!(
+                "SELECT n, CASE WHEN n < {} THEN {rows} ELSE 0 END FROM (SELECT COUNT(*) AS n FROM ({v}) v) p",
+                b.i(PROBE_VALUES)
+            )
+        }
+        None => format!("SELECT 0, {rows}"),
+    };
+    Density::Probe(Sql { text, args: b.args })
+}
+
+/// What a match's rows are read for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// Listing every resource that matches (the query's driver, an `IN` list).
+    List,
+    /// Counting the rows of a substring match, up to [`DENSE_ROWS`] (a density probe).
+    Probe,
+    /// Testing one candidate (`x.id` is compared by the caller).
+    Check,
 }
 
 struct B {
@@ -141,11 +194,17 @@ impl B {
         self.push(Arg::Real(v))
     }
 
-    /// `FROM table x WHERE x.type = ? AND x.param = ? AND (preds)` of a `Match`. `listing`: the
-    /// statement lists the matches (rather than checking one candidate's `x.id`).
-    fn match_from(&mut self, ty: &str, param: &str, table: Table, any: &[Pred], listing: bool) -> String {
-        if let Some(needles) = self.trigram_needles(table, any) {
-            return self.match_from_text(ty, param, table, &needles, listing);
+    /// `FROM table x WHERE x.type = ? AND x.param = ? AND (preds)` of a `Match`, in its `role`.
+    /// Only a listing goes through the trigram dictionary: a check reads the candidate's own rows
+    /// by its key and tests each with `LIKE` — a few rows per candidate, where going through the
+    /// dictionary first listed every value holding the needle (12 ms for `name:contains=shi` at
+    /// 100k patients, to check a page of ten).
+    fn match_from(&mut self, ty: &str, param: &str, table: Table, any: &[Pred], role: Role) -> String {
+        if role != Role::Check
+            && let Some(needles) = self.trigram_needles(table, any)
+        {
+            let values = (role == Role::Probe).then_some(PROBE_VALUES);
+            return self.match_from_text(ty, param, table, &needles, values);
         }
         let t = self.t(ty);
         let p = self.param(ty, param, "x.");
@@ -162,39 +221,51 @@ impl B {
         needles(table, any).filter(|ns| ns.iter().all(|n| n.chars().count() >= TRIGRAM))
     }
 
-    /// `FROM table x WHERE …` of a substring match through SQLite's trigram index: the values
-    /// of the parameter holding a needle come from the dictionary `sp_text` (each needle one
-    /// FTS5 phrase — consecutive trigrams, which is exactly "contains" — rechecked with `LIKE`),
-    /// then their rows from the value index. The dictionary's type is checked on the values the
-    /// index found (`+` keeps the planner from walking every value of the type instead). A
-    /// listing names the value index: left to itself, SQLite walked every row of the type in
-    /// (type, id) order to save the `DISTINCT`'s sort; a check of one candidate reads its own
-    /// rows by id.
-    fn match_from_text(&mut self, ty: &str, param: &str, table: Table, needles: &[&str], listing: bool) -> String {
+    /// `FROM table x WHERE …` listing the rows of a substring match through SQLite's trigram
+    /// index: the values of the parameter holding a needle come from the dictionary `sp_text`
+    /// (each needle one FTS5 phrase — consecutive trigrams, which is exactly "contains" —
+    /// rechecked with `LIKE`; the first `values` of them for a probe), then their rows from the
+    /// value index. The dictionary is read in the trigram index's order and its type checked on
+    /// the values found (`+` keeps the planner from walking every value of the type instead), so
+    /// a limit stops the reading. The statement names the value index: left to itself, SQLite
+    /// walked every row of the type in (type, id) order to save the `DISTINCT`'s sort.
+    fn match_from_text(
+        &mut self,
+        ty: &str,
+        param: &str,
+        table: Table,
+        needles: &[&str],
+        values: Option<i64>,
+    ) -> String {
         let t = self.t(ty);
         let p = self.param(ty, param, "x.");
-        let phrases: Vec<String> = needles.iter().map(|n| format!("\"{}\"", n.replace('"', "\"\""))).collect();
-        let m = self.t(&phrases.join(" OR "));
-        let tv = self.t(ty);
-        let pv = self.param(ty, param, "tv.");
-        let likes: Vec<String> =
-            needles.iter().map(|n| format!("tv.norm LIKE {} ESCAPE '\\'", self.t(&like_contains(n)))).collect();
-        let values = format!(
-            "SELECT tv.norm FROM sp_text tv WHERE tv.n IN (SELECT rowid FROM sp_text_fts WHERE sp_text_fts MATCH {m}) \
-             AND +tv.type = {tv} AND {pv} AND ({})",
-            likes.join(" OR ")
-        );
+        let values = self.text_values(ty, param, needles, values);
         // A token's text is found through the partial index `sp_token_text`, whose condition the
         // statement repeats so that the planner may use it.
         let (col, index, partial) = match table {
             Table::Token => ("x.text", "sp_token_text", " AND length(x.text) >= 3"),
             _ => ("x.norm", "sp_string_value", ""),
         };
-        // A check reads the candidate's own rows by its key and tests each value against the
-        // list (`+`: probing the value index once per listed value per candidate was 250 ms
-        // for `name:contains=ash` walked over 100k patients; by the key, 11 ms).
-        let (indexed, plus) = if listing { (format!(" INDEXED BY {index}"), "") } else { (String::new(), "+") };
-        format!("FROM {} x{indexed} WHERE x.type = {t} AND {p} AND {plus}{col} IN ({values}){partial}", table.name())
+        format!(
+            "FROM {} x INDEXED BY {index} WHERE x.type = {t} AND {p} AND {col} IN ({values}){partial}",
+            table.name()
+        )
+    }
+
+    /// The dictionary values of `ty`'s `param` holding a needle (the first `limit` of them).
+    fn text_values(&mut self, ty: &str, param: &str, needles: &[&str], limit: Option<i64>) -> String {
+        let phrases: Vec<String> = needles.iter().map(|n| format!("\"{}\"", n.replace('"', "\"\""))).collect();
+        let m = self.t(&phrases.join(" OR "));
+        let tv = self.t(ty);
+        let pv = self.param(ty, param, "tv.");
+        let likes: Vec<String> =
+            needles.iter().map(|n| format!("tv.norm LIKE {} ESCAPE '\\'", self.t(&like_contains(n)))).collect();
+        let limit = limit.map(|v| format!(" LIMIT {}", self.i(v))).unwrap_or_default();
+        format!(
+            "SELECT tv.norm FROM sp_text_fts f JOIN sp_text tv ON tv.n = f.rowid WHERE sp_text_fts MATCH {m} \
+             AND +tv.type = {tv} AND {pv} AND ({}){limit}",
+            likes.join(" OR ")
+        )
     }
 
     /// The condition selecting the rows of parameter `param` of `ty` (columns prefixed `a`),
@@ -236,7 +307,7 @@ impl B {
                 )
             }
             Criterion::Match { param, table, any, negate } => {
-                let from = self.match_from(ty, param, *table, any, true);
+                let from = self.match_from(ty, param, *table, any, Role::List);
                 format!("{col} {}IN (SELECT x.id {from})", if *negate { "NOT " } else { "" })
             }
             Criterion::Missing { param, table, missing } => {
@@ -615,8 +686,26 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
         // (it was one random b-tree probe per candidate, a third of the page reads of
         // `Observation?patient=X&code=Y` at 1M resources, #9).
         Some(c @ Criterion::Match { param, table, any, negate: false }) if !uses_time && !walked(c) => {
-            let m = b.match_from(&q.resource_type, param, *table, any, true);
+            let m = b.match_from(&q.resource_type, param, *table, any, Role::List);
             (format!("(SELECT DISTINCT x.type AS type, x.id AS id {m}) r"), true)
+        }
+        // A walked substring match is checked on the candidate's own index rows, which only a
+        // live resource has: the walk reads `resources` alone, in (type, id) order, and stops
+        // after a page (joining the version for its method was one random read per candidate).
+        // The walk reads at most `WALK_CANDIDATES` of them, from the cursor on (a walk is only
+        // tried in id order, so the cursor is an id).
+        Some(c) if !uses_time && walked(c) => {
+            let t = b.t(&q.resource_type);
+            let (after, dir) = match &q.cursor {
+                Some(c) if c.backwards => (format!(" AND id < {}", b.t(&c.id)), "DESC"),
+                Some(c) => (format!(" AND id > {}", b.t(&c.id)), "ASC"),
+                None => (String::new(), "ASC"),
+            };
+            let bound = b.i(WALK_CANDIDATES);
+            (
+                format!("(SELECT type, id FROM resources WHERE type = {t}{after} ORDER BY id {dir} LIMIT {bound}) r"),
+                false,
+            )
         }
         _ => {
             parts.push("v.method <> 'delete'".to_string());
@@ -639,7 +728,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
 fn check(b: &mut B, ty: &str, c: &Criterion, col: &str) -> String {
     match c {
         Criterion::Match { param, table, any, negate } => {
-            let from = b.match_from(ty, param, *table, any, false);
+            let from = b.match_from(ty, param, *table, any, Role::Check);
             format!("{}EXISTS (SELECT 1 {from} AND x.id = {col})", if *negate { "NOT " } else { "" })
         }
         c => b.cond(c, ty, col),
@@ -706,13 +795,27 @@ mod tests {
                 .map_err(|e| format!("{e:?}"))
                 .unwrap_or_else(|e| panic!("{e}"))
         };
-        let density = |q: &str| substring_density(&req(q).query, Substrings::Fts5);
+        let density = |q: &str| substring_density(&req(q).query, Substrings::Fts5, 11);
         assert!(matches!(density("name:contains=yamada"), Density::Probe(p) if p.text.contains("LIMIT")));
         assert_eq!(density("name:contains=ya"), Density::Short);
         assert_eq!(density("name=yamada"), Density::NotSubstring);
         assert_eq!(density("name:contains=yamada&_id=a,b"), Density::NotSubstring, "the ids drive");
+        assert_eq!(density("name:contains=yamada&_sort=birthdate"), Density::NotSubstring, "not in id order");
+        let big = substring_density(&req("name:contains=yamada").query, Substrings::Fts5, WALK_PAGE + 1);
+        assert_eq!(big, Density::NotSubstring, "a page a bounded walk would seldom fill");
+        assert!(!dense(PROBE_VALUES - 1, DENSE_ROWS - 1));
+        assert!(dense(PROBE_VALUES, 0) && dense(0, DENSE_ROWS));
         let walked = search(&req("name:contains=yamada").query, 10, How { subs: Substrings::Fts5, walk: true });
         assert!(walked.text.contains("EXISTS (SELECT 1 FROM sp_string x WHERE"), "{}", walked.text);
+        // The walk checks each candidate's own rows, never the dictionary, and reads at most
+        // WALK_CANDIDATES resources without their versions.
+        assert!(!walked.text.contains("sp_text"), "{}", walked.text);
+        assert!(
+            walked.text.contains("FROM resources WHERE type = ?") && !walked.text.contains("versions"),
+            "{}",
+            walked.text
+        );
+        assert!(walked.args.contains(&Arg::Int(WALK_CANDIDATES)), "{walked:?}");
         assert!(!walked.text.contains("DISTINCT"), "{}", walked.text);
         let gathered = search(&req("name:contains=yamada").query, 10, How::new(Substrings::Fts5));
         assert!(gathered.text.contains("SELECT DISTINCT"), "{}", gathered.text);
