@@ -780,21 +780,33 @@ async fn r29_substring_searches_do_not_tell_hidden_from_missing() {
                "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": code, "display": display}]}})
     };
     put(h, condition("cond-flu", "J11", "Influenza disease")).await;
+    // Seventy distinct displays holding `zqx`: more than the density probe reads, so the store
+    // walks the Conditions in id order (and the hidden one, first in that order, is among them).
+    for i in 0..70 {
+        put(h, condition(&format!("cond-z{i:03}"), "R69", &format!("Zqx finding {i:03}"))).await;
+    }
     let questions = [
         "/fhir/Condition?code:text=disease",
         "/fhir/Condition?code:text=disease&_total=accurate",
         "/fhir/Condition?code:text=se&_count=1",
         "/fhir/Patient?_has:Condition:patient:code:text=disease&_total=accurate",
+        "/fhir/Condition?code:text=zqx&_count=5",
+        "/fhir/Condition?code:text=zqx&_count=5&_total=accurate",
     ];
     let mut before = Vec::new();
     for q in questions {
         before.push(shape(&get(h, &w.nurse, q).await));
     }
     put(h, condition("cond-hiv", "B20", "HIV disease")).await;
+    put(h, condition("cond-a-hiv", "B20", "HIV zqx finding")).await;
     for (q, was) in questions.iter().zip(&before) {
         assert_eq!(&shape(&get(h, &w.nurse, q).await), was, "{q}");
     }
     assert_eq!(before[0].1, vec!["cond-flu".to_string()]);
+    assert_eq!((before[5].1.first().map(String::as_str), before[5].2.clone()), (Some("cond-z000"), json!(70)));
+    // The doctor sees the hidden one first in the walked order: the question is not vacuous.
+    let doctor = shape(&get(h, &w.doctor, "/fhir/Condition?code:text=zqx&_count=5&_total=accurate").await);
+    assert_eq!((doctor.1.first().map(String::as_str), doctor.2), (Some("cond-a-hiv"), json!(71)));
     for (hidden, missing) in [
         ("/fhir/Condition?code:text=hivdis&_total=accurate", "/fhir/Condition?code:text=zzzzzz&_total=accurate"),
         ("/fhir/Condition?code:text=hi", "/fhir/Condition?code:text=qq"),

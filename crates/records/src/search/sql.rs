@@ -129,6 +129,7 @@ fn substring_needles(c: &Criterion) -> Option<Vec<&str>> {
 
 /// How dense the substring criterion that would drive `q` (every criterion gathered) is, or how
 /// to find out.
+///
 /// A walk visits resources in id order, so only a search in that order (no `_sort`) for a page
 /// of at most [`WALK_PAGE`] is considered.
 pub fn substring_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Density {
