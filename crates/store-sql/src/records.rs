@@ -233,6 +233,13 @@ impl RecordTx<'_> {
         Ok(search_sql::How { subs, walk })
     }
 
+    /// Whether a walk of `q` read every resource after its cursor (`search_sql::walk_reach`).
+    fn walk_reached_end(&mut self, q: &SearchQuery) -> Result<bool, StoreError> {
+        let rows = self.search_rows(&search_sql::walk_reach(q))?;
+        let read = rows.first().map_or(Ok(0), |r| r.int(0)).map_err(se)?;
+        Ok(read < search_sql::WALK_CANDIDATES)
+    }
+
     fn search_rows(&mut self, sql: &search_sql::Sql) -> Result<Vec<Row>, StoreError> {
         let args: Vec<Value<'_>> = sql.args.iter().map(arg).collect();
         self.c.query(&sql.text, &args).map_err(se)
@@ -459,8 +466,9 @@ impl Tx for RecordTx<'_> {
     fn search(&mut self, q: &SearchQuery, limit: usize) -> Result<Vec<Hit>, StoreError> {
         let how = self.how(q, limit)?;
         let mut rows = self.search_rows(&search_sql::search(q, limit, how))?;
-        // A walk short of a page may have stopped at its bound: gather instead.
-        if how.walk && rows.len() < limit {
+        // A walk short of a page may have stopped at its bound (unless it read fewer resources
+        // than that, i.e. reached the last one): gather instead.
+        if how.walk && rows.len() < limit && !self.walk_reached_end(q)? {
             rows = self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }))?;
         }
         let mut out = Vec::with_capacity(rows.len());

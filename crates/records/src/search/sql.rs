@@ -695,19 +695,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
         // after a page (joining the version for its method was one random read per candidate).
         // The walk reads at most `WALK_CANDIDATES` of them, from the cursor on (a walk is only
         // tried in id order, so the cursor is an id).
-        Some(c) if !uses_time && walked(c) => {
-            let t = b.t(&q.resource_type);
-            let (after, dir) = match &q.cursor {
-                Some(c) if c.backwards => (format!(" AND id < {}", b.t(&c.id)), "DESC"),
-                Some(c) => (format!(" AND id > {}", b.t(&c.id)), "ASC"),
-                None => (String::new(), "ASC"),
-            };
-            let bound = b.i(WALK_CANDIDATES);
-            (
-                format!("(SELECT type, id FROM resources WHERE type = {t}{after} ORDER BY id {dir} LIMIT {bound}) r"),
-                false,
-            )
-        }
+        Some(c) if !uses_time && walked(c) => (format!("({}) r", walked_resources(b, q, "type, id")), false),
         _ => {
             parts.push("v.method <> 'delete'".to_string());
             ("resources r JOIN versions v ON v.seq = r.seq".to_string(), false)
@@ -722,6 +710,28 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
         }
     }
     (parts.join(" AND "), from)
+}
+
+/// The resources a walk reads: at most [`WALK_CANDIDATES`] of the type from the cursor on, in
+/// id order (a walk is only tried in id order, so the cursor is an id).
+fn walked_resources(b: &mut B, q: &SearchQuery, cols: &str) -> String {
+    let t = b.t(&q.resource_type);
+    let (after, dir) = match &q.cursor {
+        Some(c) if c.backwards => (format!(" AND id < {}", b.t(&c.id)), "DESC"),
+        Some(c) => (format!(" AND id > {}", b.t(&c.id)), "ASC"),
+        None => (String::new(), "ASC"),
+    };
+    let bound = b.i(WALK_CANDIDATES);
+    format!("SELECT {cols} FROM resources WHERE type = {t}{after} ORDER BY id {dir} LIMIT {bound}")
+}
+
+/// How many resources a walk of `q` reads (the same bounded scan of the type's ids, without the
+/// checks): when it is fewer than [`WALK_CANDIDATES`], a walk short of a page reached the last
+/// resource, so its page is exact and need not be gathered again.
+pub fn walk_reach(q: &SearchQuery) -> Sql {
+    let mut b = B::new(How::new(Substrings::Like));
+    let text = format!("SELECT COUNT(*) FROM ({}) w", walked_resources(&mut b, q, "1"));
+    Sql { text, args: b.args }
 }
 
 /// A criterion checked for one candidate (its id in `col`) rather than driving the query: a
@@ -820,5 +830,21 @@ mod tests {
         assert!(!walked.text.contains("DISTINCT"), "{}", walked.text);
         let gathered = search(&req("name:contains=yamada").query, 10, How::new(Substrings::Fts5));
         assert!(gathered.text.contains("SELECT DISTINCT"), "{}", gathered.text);
+        // How far a walk reads: the same scan of ids from the same cursor, with the same bound.
+        let mut q = req("name:contains=yamada").query;
+        q.cursor = Some(Cursor { id: "p-500".into(), keys: Vec::new(), backwards: true });
+        let (walked, reach) = (search(&q, 10, How { subs: Substrings::Fts5, walk: true }), walk_reach(&q));
+        let scan = |first: usize| {
+            format!(
+                "FROM resources WHERE type = ?{first} AND id < ?{} ORDER BY id DESC LIMIT ?{}",
+                first + 1,
+                first + 2
+            )
+        };
+        assert!(reach.text.starts_with(&format!("SELECT COUNT(*) FROM (SELECT 1 {})", scan(1))), "{}", reach.text);
+        assert!(walked.text.contains(&format!("(SELECT type, id {}) r", scan(2))), "{}", walked.text);
+        for a in [Arg::Text("p-500".into()), Arg::Int(WALK_CANDIDATES)] {
+            assert!(reach.args.contains(&a) && walked.args.contains(&a), "{a:?}: {reach:?}");
+        }
     }
 }
