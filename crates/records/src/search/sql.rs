@@ -695,7 +695,16 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
         // after a page (joining the version for its method was one random read per candidate).
         // The walk reads at most `WALK_CANDIDATES` of them, from the cursor on (a walk is only
         // tried in id order, so the cursor is an id).
-        Some(c) if !uses_time && walked(c) => (format!("({}) r", walked_resources(b, q, "type, id")), false),
+        //
+        // The walk is a range of the type's ids — from the cursor to the last of the next
+        // `WALK_CANDIDATES` — read in id order, so the page's `ORDER BY id LIMIT` stops the
+        // scan after a page. (A subquery with its own `LIMIT` as the candidates made SQLite
+        // check all 1,000 and sort them before taking a page: for `name:contains=やまだ` among
+        // 20,000 patients the statement alone took ~2 ms instead of ~1 ms.)
+        Some(c) if !uses_time && walked(c) => {
+            parts.push(walked_range(b, q));
+            ("resources r".to_string(), false)
+        }
         _ => {
             parts.push("v.method <> 'delete'".to_string());
             ("resources r JOIN versions v ON v.seq = r.seq".to_string(), false)
@@ -712,9 +721,9 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
     (parts.join(" AND "), from)
 }
 
-/// The resources a walk reads: at most [`WALK_CANDIDATES`] of the type from the cursor on, in
-/// id order (a walk is only tried in id order, so the cursor is an id).
-fn walked_resources(b: &mut B, q: &SearchQuery, cols: &str) -> String {
+/// The ids a walk reads: at most [`WALK_CANDIDATES`] of the type from the cursor on, in id order
+/// (a walk is only tried in id order, so the cursor is an id).
+fn walked_ids(b: &mut B, q: &SearchQuery) -> String {
     let t = b.t(&q.resource_type);
     let (after, dir) = match &q.cursor {
         Some(c) if c.backwards => (format!(" AND id < {}", b.t(&c.id)), "DESC"),
@@ -722,7 +731,19 @@ fn walked_resources(b: &mut B, q: &SearchQuery, cols: &str) -> String {
         None => (String::new(), "ASC"),
     };
     let bound = b.i(WALK_CANDIDATES);
-    format!("SELECT {cols} FROM resources WHERE type = {t}{after} ORDER BY id {dir} LIMIT {bound}")
+    format!("SELECT id FROM resources WHERE type = {t}{after} ORDER BY id {dir} LIMIT {bound}")
+}
+
+/// The condition on the candidate `r.id` that keeps it among the ids [`walked_ids`] reads: after
+/// the cursor and up to the last of them (its first, backwards). No id is in range when none is
+/// left (the bound is `NULL`).
+fn walked_range(b: &mut B, q: &SearchQuery) -> String {
+    let (cursor, last) = match &q.cursor {
+        Some(c) if c.backwards => (format!(" AND r.id < {}", b.t(&c.id)), ">= (SELECT MIN(id)"),
+        Some(c) => (format!(" AND r.id > {}", b.t(&c.id)), "<= (SELECT MAX(id)"),
+        None => (String::new(), "<= (SELECT MAX(id)"),
+    };
+    format!("r.id {last} FROM ({}) w){cursor}", walked_ids(b, q))
 }
 
 /// How many resources a walk of `q` reads (the same bounded scan of the type's ids, without the
@@ -730,7 +751,7 @@ fn walked_resources(b: &mut B, q: &SearchQuery, cols: &str) -> String {
 /// resource, so its page is exact and need not be gathered again.
 pub fn walk_reach(q: &SearchQuery) -> Sql {
     let mut b = B::new(How::new(Substrings::Like));
-    let text = format!("SELECT COUNT(*) FROM ({}) w", walked_resources(&mut b, q, "1"));
+    let text = format!("SELECT COUNT(*) FROM ({}) w", walked_ids(&mut b, q));
     Sql { text, args: b.args }
 }
 
@@ -841,8 +862,14 @@ mod tests {
                 first + 2
             )
         };
-        assert!(reach.text.starts_with(&format!("SELECT COUNT(*) FROM (SELECT 1 {})", scan(1))), "{}", reach.text);
-        assert!(walked.text.contains(&format!("(SELECT type, id {}) r", scan(2))), "{}", walked.text);
+        assert_eq!(reach.text, format!("SELECT COUNT(*) FROM (SELECT id {}) w", scan(1)));
+        // The walk is a range of ids read in order (its page's LIMIT stops it), not a subquery
+        // of candidates that would be read whole and sorted.
+        let range = format!(
+            "FROM resources r WHERE r.type = ?1 AND r.id >= (SELECT MIN(id) FROM (SELECT id {}) w) AND r.id < ?2",
+            scan(3)
+        );
+        assert!(walked.text.contains(&range), "{}", walked.text);
         for a in [Arg::Text("p-500".into()), Arg::Int(WALK_CANDIDATES)] {
             assert!(reach.args.contains(&a) && walked.args.contains(&a), "{a:?}: {reach:?}");
         }
