@@ -126,6 +126,21 @@ else:
 PY
 }
 . scripts/bench-lib.sh
+# settle PID: waits until the server is idle — under 5 % of a core over a second — for at most
+# 120 s. A server keeps working on the requests wrk left in flight (Helios's slow searches take
+# seconds each), and the next run, on the other server, must not share the cores with that
+# backlog: in session 31's first run Mamori's `contains` fell from 967/s (run first) to 38–59/s
+# (run right after Helios's). Prints how long it waited when that was over a second.
+settle() {
+  local pid=$1 a b waited=0
+  while (( waited < 120 )); do
+    a=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || return 0
+    sleep 1; waited=$((waited + 1))
+    b=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null) || return 0
+    (( b - a < 5 )) && { (( waited > 1 )) && echo "  (waited ${waited} s for the server to go idle)"; return 0; }
+  done
+  echo "  (the server was still busy after 120 s: the next figure shares the cores with it)"
+}
 WORKLOADS=(read family exact contains create)
 declare -A LABEL=([read]="GET Patient/{id}" [family]="Patient?family=… (prefix)" [exact]="Patient?family:exact=…" [contains]="Patient?name:contains=…" [create]="POST Patient")
 for w in "${WORKLOADS[@]}"; do lua "$w" m > "$WORK/$w-m.lua"; lua "$w" h > "$WORK/$w-h.lua"; done
@@ -139,6 +154,7 @@ for r in $(seq "$ROUNDS"); do
       # A request may take up to 10 s before wrk counts it as a timeout (its default is 2 s).
       line=$(wrk_run "$w" "$CONNS" --timeout 10s -s "$WORK/$w-$s.lua" "http://127.0.0.1:$port")
       echo "$r|$s|$line" >> "$RES"
+      settle "$([ "$s" = m ] && echo "$MSERVER" || echo "$HSERVER")"
     done
     m=$(awk -F'|' -v r="$r" -v w="$w" '$1 == r && $2 == "m" && $3 == w { print $4 }' "$RES")
     h=$(awk -F'|' -v r="$r" -v w="$w" '$1 == r && $2 == "h" && $3 == w { print $4 }' "$RES")
