@@ -902,13 +902,45 @@ async fn dense_substrings_walk_and_fall_back_exactly() {
             .collect();
         assert!(statuses.iter().all(|s| s.starts_with("201") || s.starts_with("200")), "{statuses:?}");
     }
+    // A needle held by two dictionary values but 300 patients, every one of them after the 1,200
+    // above in id order (a block that does not match comes first, as after a bulk load): merged
+    // by value, each value's rows read in id order.
+    const M: usize = 300;
+    let moxa = |i: usize| if i.is_multiple_of(2) { "Mox" } else { "Moxa" };
+    let entries: Vec<Value> = (0..M)
+        .map(|i| {
+            let id = format!("q{i:04}");
+            json!({"resource": {"resourceType": "Patient", "id": id, "gender": gender(i), "name": [{"family": moxa(i)}]},
+                   "request": {"method": "PUT", "url": format!("Patient/{id}")}})
+        })
+        .collect();
+    let r = h.call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
     let want = |needle: &str, male_only: bool| -> Vec<String> {
-        (0..N)
+        let mut ids: Vec<String> = (0..N)
             .filter(|&i| family(i).to_lowercase().contains(needle) && (!male_only || gender(i) == "male"))
             .map(|i| format!("p{i:04}"))
-            .collect()
+            .collect();
+        ids.extend(
+            (0..M)
+                .filter(|&i| moxa(i).to_lowercase().contains(needle) && (!male_only || gender(i) == "male"))
+                .map(|i| format!("q{i:04}")),
+        );
+        ids
     };
     for (query, want) in [
+        ("family:contains=mox", want("mox", false)),
+        ("family:contains=oxa", want("oxa", false)),
+        (
+            "name:contains=MOX,kaz0",
+            want("mox", false)
+                .into_iter()
+                .chain(want("kaz0", false))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        ),
+        ("gender=male&family:contains=mox", want("mox", true)),
         ("family:contains=kaz", want("kaz", false)),
         ("name:contains=KAZ", want("kaz", false)),
         ("family:contains=vyq", want("vyq", false)),

@@ -233,6 +233,21 @@ impl RecordTx<'_> {
         Ok(search_sql::How { subs, walk })
     }
 
+    /// `q`'s page merged by dictionary value (`search_sql::search_merged`) when its substring
+    /// criterion is held by few values: `None` when it cannot be (many values: the caller walks
+    /// or gathers), or when other criteria left the merged page short (the caller gathers). With
+    /// the substring criterion alone a short merged page is exact: every value was read.
+    fn merged(&mut self, q: &SearchQuery, limit: usize) -> Result<Option<Vec<Row>>, StoreError> {
+        let subs = self.c.dialect().substrings();
+        let Some(list) = search_sql::merge_values(q, subs, limit) else { return Ok(None) };
+        let values = self.search_rows(&list)?.iter().map(|r| r.text(0)).collect::<Result<Vec<_>, _>>().map_err(se)?;
+        if values.len() >= usize::try_from(search_sql::PROBE_VALUES).unwrap_or(usize::MAX) {
+            return Ok(None);
+        }
+        let rows = self.search_rows(&search_sql::search_merged(q, limit, search_sql::How::new(subs), &values))?;
+        Ok((rows.len() >= limit || q.criteria.len() == 1).then_some(rows))
+    }
+
     /// Whether a walk of `q` read every resource after its cursor (`search_sql::walk_reach`).
     fn walk_reached_end(&mut self, q: &SearchQuery) -> Result<bool, StoreError> {
         let rows = self.search_rows(&search_sql::walk_reach(q))?;
@@ -464,13 +479,19 @@ impl Tx for RecordTx<'_> {
     }
 
     fn search(&mut self, q: &SearchQuery, limit: usize) -> Result<Vec<Hit>, StoreError> {
-        let how = self.how(q, limit)?;
-        let mut rows = self.search_rows(&search_sql::search(q, limit, how))?;
-        // A walk short of a page may have stopped at its bound (unless it read fewer resources
-        // than that, i.e. reached the last one): gather instead.
-        if how.walk && rows.len() < limit && !self.walk_reached_end(q)? {
-            rows = self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }))?;
-        }
+        let rows = match self.merged(q, limit)? {
+            Some(rows) => rows,
+            None => {
+                let how = self.how(q, limit)?;
+                let mut rows = self.search_rows(&search_sql::search(q, limit, how))?;
+                // A walk short of a page may have stopped at its bound (unless it read fewer
+                // resources than that, i.e. reached the last one): gather instead.
+                if how.walk && rows.len() < limit && !self.walk_reached_end(q)? {
+                    rows = self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }))?;
+                }
+                rows
+            }
+        };
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut keys = Vec::with_capacity(q.sort.len());

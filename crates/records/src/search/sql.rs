@@ -161,6 +161,80 @@ pub fn substring_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Den
     Density::Probe(Sql { text, args: b.args })
 }
 
+/// The criterion that drives `q` when every criterion is gathered (the most selective).
+fn gathered_driver(q: &SearchQuery) -> Option<&Criterion> {
+    q.criteria.iter().min_by_key(|c| selectivity(c, false))
+}
+
+/// The statement listing the dictionary values (at most [`PROBE_VALUES`]) of the string
+/// substring criterion that would drive `q`, when `q` could be merged by value instead
+/// ([`search_merged`]): SQLite's dictionary, results in id order (no `_sort`), a page of at most
+/// [`WALK_PAGE`], a `:contains` on a string parameter with needles of three or more characters.
+/// One row per value, the value in column 0.
+pub fn merge_values(q: &SearchQuery, subs: Substrings, limit: usize) -> Option<Sql> {
+    if subs != Substrings::Fts5 || !q.sort.is_empty() || limit > WALK_PAGE {
+        return None;
+    }
+    let Some(Criterion::Match { param, table: Table::Str, any, negate: false }) = gathered_driver(q) else {
+        return None;
+    };
+    let mut b = B::new(How::new(subs));
+    let needles = b.trigram_needles(Table::Str, any)?;
+    let text = b.text_values(q.resource_type.as_str(), param, &needles, Some(PROBE_VALUES));
+    Some(Sql { text, args: b.args })
+}
+
+/// [`search`] for a page in id order driven by a string substring criterion held by few
+/// dictionary values (`values`, all of them: fewer than [`PROBE_VALUES`]): each value's index rows
+/// are already in id order (`sp_string_value` is keyed by type, parameter, value and then the
+/// resource key), so the page is among the first `limit` ids of each value after the cursor —
+/// the statement reads at most `limit` rows per value, however the matches are spread over the
+/// ids and however many there are. Other criteria are checked per candidate; when they (or the
+/// caller's guard) leave the page short, the caller gathers instead.
+pub fn search_merged(q: &SearchQuery, limit: usize, how: How, values: &[String]) -> Sql {
+    let mut b = B::new(how);
+    b.merge = Some((values.to_vec(), limit));
+    let (wh, from) = where_clause(&mut b, q);
+    let mut text = format!("SELECT * FROM (SELECT r.id AS id FROM {from} WHERE {wh}) m");
+    let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
+    if let Some(c) = &q.cursor {
+        text += &format!(" WHERE {}", keyset(&mut b, q, c));
+    }
+    let dir = if backwards { "DESC" } else { "ASC" };
+    text += &format!(" ORDER BY id {dir} LIMIT {}", b.i(i64::try_from(limit).unwrap_or(i64::MAX)));
+    Sql { text, args: b.args }
+}
+
+/// The driving rows of a merged substring criterion: per dictionary value, its first `limit`
+/// resources after the cursor in id order.
+fn merged_from(b: &mut B, q: &SearchQuery, param: &str) -> String {
+    let ty = q.resource_type.as_str();
+    let (after, dir) = match &q.cursor {
+        Some(c) if c.backwards => (Some((c.id.as_str(), "<")), "DESC"),
+        Some(c) => (Some((c.id.as_str(), ">")), "ASC"),
+        None => (None, "ASC"),
+    };
+    let (values, limit) = b.merge.take().unwrap_or_default();
+    let mut parts = Vec::with_capacity(values.len());
+    for v in &values {
+        let t = b.t(ty);
+        let p = b.param(ty, param, "x.");
+        let v = b.t(v);
+        let after = after.map(|(id, op)| format!(" AND x.id {op} {}", b.t(id))).unwrap_or_default();
+        let l = b.i(i64::try_from(limit).unwrap_or(i64::MAX));
+        parts.push(format!(
+            "SELECT id FROM (SELECT x.id AS id FROM sp_string x INDEXED BY sp_string_value WHERE x.type = {t} AND {p} \
+             AND x.norm = {v}{after} ORDER BY x.id {dir} LIMIT {l})"
+        ));
+    }
+    if parts.is_empty() {
+        // No value holds the needle: nothing matches.
+        return "(SELECT NULL AS type, NULL AS id WHERE 0) r".to_string();
+    }
+    let t = b.t(ty);
+    format!("(SELECT DISTINCT {t} AS type, id FROM ({}) u) r", parts.join(" UNION ALL "))
+}
+
 /// What a match's rows are read for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -175,11 +249,14 @@ enum Role {
 struct B {
     args: Vec<Arg>,
     how: How,
+    /// The dictionary values a merged substring driver reads and the page size
+    /// ([`search_merged`]).
+    merge: Option<(Vec<String>, usize)>,
 }
 
 impl B {
     fn new(how: How) -> B {
-        B { args: Vec::new(), how }
+        B { args: Vec::new(), how, merge: None }
     }
     fn push(&mut self, a: Arg) -> String {
         self.args.push(a);
@@ -670,7 +747,10 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
     // (`EXISTS … id = r.id`), so a common code never materialises all its matches.
     let mut order: Vec<&Criterion> = q.criteria.iter().collect();
     let walk = b.how.walk;
-    order.sort_by_key(|c| selectivity(c, walk));
+    // A merged substring criterion (`search_merged`) drives, whatever the others.
+    let merged = if b.merge.is_some() { gathered_driver(q) } else { None };
+    let is_merged = |c: &Criterion| merged.is_some_and(|m| std::ptr::eq(m, c));
+    order.sort_by_key(|c| (!is_merged(c), selectivity(c, walk)));
     // A dense substring criterion is walked: the resources in id order, each checked
     // (`EXISTS`), so the statement stops after a page instead of gathering every match.
     let walked = |c: &Criterion| walk && substring_needles(c).is_some();
@@ -683,6 +763,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
         || q.criteria.iter().any(|c| matches!(c, Criterion::LastUpdated(_)));
     let mut parts = vec![format!("r.type = {}", b.t(&q.resource_type))];
     let (from, driven) = match order.first() {
+        Some(c @ Criterion::Match { param, .. }) if !uses_time && is_merged(c) => (merged_from(b, q, param), true),
         // The driving index rows are the candidates themselves: `resources` is not read at all
         // (it was one random b-tree probe per candidate, a third of the page reads of
         // `Observation?patient=X&code=Y` at 1M resources, #9).
@@ -870,6 +951,24 @@ mod tests {
             scan(3)
         );
         assert!(walked.text.contains(&range), "{}", walked.text);
+        // A needle held by few values is merged by value: each value's first page of ids from the
+        // cursor, through the value index, however the matches are spread.
+        let values = merge_values(&q, Substrings::Fts5, 10).unwrap_or_else(|| panic!("a contains on a string merges"));
+        assert!(values.text.contains("sp_text_fts MATCH") && values.args.contains(&Arg::Int(PROBE_VALUES)));
+        assert!(merge_values(&q, Substrings::Like, 10).is_none(), "PostgreSQL has no dictionary");
+        assert!(merge_values(&req("name:contains=ya").query, Substrings::Fts5, 10).is_none(), "no trigram");
+        assert!(
+            merge_values(&req("gender:text=mal").query, Substrings::Fts5, 10).is_none(),
+            "token texts have no id order"
+        );
+        let merged = search_merged(&q, 10, How::new(Substrings::Fts5), &["yamada".into(), "yamadaya".into()]);
+        assert_eq!(merged.text.matches("INDEXED BY sp_string_value").count(), 2, "{}", merged.text);
+        assert_eq!(merged.text.matches("AND x.id < ?").count(), 2, "{}", merged.text);
+        assert_eq!(merged.text.matches("ORDER BY x.id DESC LIMIT ?").count(), 2, "{}", merged.text);
+        assert!(merged.args.contains(&Arg::Text("yamadaya".into())) && merged.args.contains(&Arg::Int(10)));
+        assert!(!merged.text.contains("sp_text") && !merged.text.contains("versions"), "{}", merged.text);
+        let none = search_merged(&q, 10, How::new(Substrings::Fts5), &[]);
+        assert!(none.text.contains("WHERE 0"), "{}", none.text);
         for a in [Arg::Text("p-500".into()), Arg::Int(WALK_CANDIDATES)] {
             assert!(reach.args.contains(&a) && walked.args.contains(&a), "{a:?}: {reach:?}");
         }
