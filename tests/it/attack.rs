@@ -771,6 +771,39 @@ async fn r28_count_zero_totals_visible_matches_only() {
 /// indexes — a trigram index for three or more characters, a walk for fewer — and every path
 /// still answers a hidden record exactly as a missing one (oracle: the same question before and
 /// after the hidden record exists, and a hidden needle against one nobody has).
+/// A string `:contains` held by few dictionary values is merged by value (each value's rows in
+/// id order): a patient in no one's care, first in id order, changes nothing a carer is told —
+/// entries, total, links — on any page.
+#[tokio::test]
+async fn r29_merged_substring_searches_do_not_tell_hidden_from_missing() {
+    let w = world().await;
+    let h = &w.h;
+    put(h, json!({"resourceType": "Patient", "id": "p-care", "name": [{"family": "山田"}, {"family": "Moxley"}]}))
+        .await;
+    let questions = [
+        "/fhir/Patient?family:contains=mox",
+        "/fhir/Patient?family:contains=mox&_total=accurate",
+        "/fhir/Patient?name:contains=MOX&_count=1",
+        "/fhir/Patient?family:contains=oxl,oxh&_count=1&_total=accurate",
+        "/fhir/Patient?gender=male&family:contains=mox&_count=1",
+    ];
+    let mut before = Vec::new();
+    for q in questions {
+        before.push(shape(&get(h, &w.nurse, q).await));
+    }
+    // Hidden: in no one's care, its id before p-care's, its name on a value of its own and on
+    // the visible patient's.
+    put(h, json!({"resourceType": "Patient", "id": "p-a-hidden", "gender": "male", "name": [{"family": "Moxhid"}, {"family": "Moxley"}]}))
+        .await;
+    for (q, was) in questions.iter().zip(&before) {
+        assert_eq!(&shape(&get(h, &w.nurse, q).await), was, "{q}");
+    }
+    // The question is not vacuous: unguarded, the same search finds the hidden patient first.
+    let all = h.call("GET", "/fhir/Patient?family:contains=mox&_count=1", None).await;
+    assert_eq!(shape(&all).1, vec!["p-a-hidden".to_string()]);
+    assert!(shape(&all).3, "a next page");
+}
+
 #[tokio::test]
 async fn r29_substring_searches_do_not_tell_hidden_from_missing() {
     let w = world().await;

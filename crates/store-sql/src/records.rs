@@ -81,6 +81,16 @@ const CLEAR: [&str; 8] = [
     "DELETE FROM sp_composite WHERE type = ?1 AND id = ?2",
 ];
 
+/// What [`RecordTx::merged`] found.
+enum Merged {
+    /// The page.
+    Page(Vec<Row>),
+    /// Not mergeable, and how to run the search instead.
+    Instead(search_sql::How),
+    /// Not a merged search: decide how to run it ([`RecordTx::how`]).
+    Not,
+}
+
 /// One record transaction on a connection.
 pub(crate) struct RecordTx<'c> {
     c: &'c mut dyn Conn,
@@ -234,18 +244,34 @@ impl RecordTx<'_> {
     }
 
     /// `q`'s page merged by dictionary value (`search_sql::search_merged`) when its substring
-    /// criterion is held by few values: `None` when it cannot be (many values: the caller walks
-    /// or gathers), or when other criteria left the merged page short (the caller gathers). With
-    /// the substring criterion alone a short merged page is exact: every value was read.
-    fn merged(&mut self, q: &SearchQuery, limit: usize) -> Result<Option<Vec<Row>>, StoreError> {
+    /// criterion is held by few values, or, when it cannot be, how to run it instead — decided
+    /// from the values just listed, so the dictionary is read once.
+    fn merged(&mut self, q: &SearchQuery, limit: usize) -> Result<Merged, StoreError> {
         let subs = self.c.dialect().substrings();
-        let Some(list) = search_sql::merge_values(q, subs, limit) else { return Ok(None) };
+        let Some(list) = search_sql::merge_values(q, subs, limit) else { return Ok(Merged::Not) };
         let values = self.search_rows(&list)?.iter().map(|r| r.text(0)).collect::<Result<Vec<_>, _>>().map_err(se)?;
         if values.len() >= usize::try_from(search_sql::PROBE_VALUES).unwrap_or(usize::MAX) {
-            return Ok(None);
+            // As many values as a density probe reads: dense (`search_sql::dense`).
+            return Ok(Merged::Instead(search_sql::How { subs, walk: true }));
         }
         let rows = self.search_rows(&search_sql::search_merged(q, limit, search_sql::How::new(subs), &values))?;
-        Ok((rows.len() >= limit || q.criteria.len() == 1).then_some(rows))
+        // With the substring criterion alone a short page is exact (every value was read);
+        // other criteria may have left it short of matches the merge did not read: gather.
+        Ok(if rows.len() >= limit || q.criteria.len() == 1 {
+            Merged::Page(rows)
+        } else {
+            Merged::Instead(search_sql::How::new(subs))
+        })
+    }
+
+    /// `q`'s page as `how` says; a walk short of a page may have stopped at its bound (unless it
+    /// read fewer resources than that, i.e. reached the last one), and then gathers instead.
+    fn walk_or_gather(&mut self, q: &SearchQuery, limit: usize, how: search_sql::How) -> Result<Vec<Row>, StoreError> {
+        let rows = self.search_rows(&search_sql::search(q, limit, how))?;
+        if how.walk && rows.len() < limit && !self.walk_reached_end(q)? {
+            return self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }));
+        }
+        Ok(rows)
     }
 
     /// Whether a walk of `q` read every resource after its cursor (`search_sql::walk_reach`).
@@ -480,16 +506,11 @@ impl Tx for RecordTx<'_> {
 
     fn search(&mut self, q: &SearchQuery, limit: usize) -> Result<Vec<Hit>, StoreError> {
         let rows = match self.merged(q, limit)? {
-            Some(rows) => rows,
-            None => {
+            Merged::Page(rows) => rows,
+            Merged::Instead(how) => self.walk_or_gather(q, limit, how)?,
+            Merged::Not => {
                 let how = self.how(q, limit)?;
-                let mut rows = self.search_rows(&search_sql::search(q, limit, how))?;
-                // A walk short of a page may have stopped at its bound (unless it read fewer
-                // resources than that, i.e. reached the last one): gather instead.
-                if how.walk && rows.len() < limit && !self.walk_reached_end(q)? {
-                    rows = self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }))?;
-                }
-                rows
+                self.walk_or_gather(q, limit, how)?
             }
         };
         let mut out = Vec::with_capacity(rows.len());

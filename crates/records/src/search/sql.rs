@@ -136,8 +136,7 @@ pub fn substring_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Den
     if !q.sort.is_empty() || limit > WALK_PAGE {
         return Density::NotSubstring;
     }
-    let driver = q.criteria.iter().min_by_key(|c| selectivity(c, false));
-    let Some(c @ Criterion::Match { param, table, any, .. }) = driver else { return Density::NotSubstring };
+    let Some(c @ Criterion::Match { param, table, any, .. }) = gathered_driver(q) else { return Density::NotSubstring };
     let Some(needles) = substring_needles(c) else { return Density::NotSubstring };
     if needles.iter().any(|n| n.chars().count() < TRIGRAM) {
         return Density::Short;
@@ -205,15 +204,21 @@ pub fn search_merged(q: &SearchQuery, limit: usize, how: How, values: &[String])
     Sql { text, args: b.args }
 }
 
+/// A search in id order from its cursor: the cursor's id and the comparison that keeps what
+/// comes after it (`None` on the first page), and the direction the ids are read in.
+fn id_order(q: &SearchQuery) -> (Option<(&str, &'static str)>, &'static str) {
+    match &q.cursor {
+        Some(c) if c.backwards => (Some((c.id.as_str(), "<")), "DESC"),
+        Some(c) => (Some((c.id.as_str(), ">")), "ASC"),
+        None => (None, "ASC"),
+    }
+}
+
 /// The driving rows of a merged substring criterion: per dictionary value, its first `limit`
 /// resources after the cursor in id order.
 fn merged_from(b: &mut B, q: &SearchQuery, param: &str) -> String {
     let ty = q.resource_type.as_str();
-    let (after, dir) = match &q.cursor {
-        Some(c) if c.backwards => (Some((c.id.as_str(), "<")), "DESC"),
-        Some(c) => (Some((c.id.as_str(), ">")), "ASC"),
-        None => (None, "ASC"),
-    };
+    let (after, dir) = id_order(q);
     let (values, limit) = b.merge.take().unwrap_or_default();
     let mut parts = Vec::with_capacity(values.len());
     for v in &values {
@@ -806,11 +811,8 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
 /// (a walk is only tried in id order, so the cursor is an id).
 fn walked_ids(b: &mut B, q: &SearchQuery) -> String {
     let t = b.t(&q.resource_type);
-    let (after, dir) = match &q.cursor {
-        Some(c) if c.backwards => (format!(" AND id < {}", b.t(&c.id)), "DESC"),
-        Some(c) => (format!(" AND id > {}", b.t(&c.id)), "ASC"),
-        None => (String::new(), "ASC"),
-    };
+    let (after, dir) = id_order(q);
+    let after = after.map(|(id, op)| format!(" AND id {op} {}", b.t(id))).unwrap_or_default();
     let bound = b.i(WALK_CANDIDATES);
     format!("SELECT id FROM resources WHERE type = {t}{after} ORDER BY id {dir} LIMIT {bound}")
 }
@@ -819,11 +821,9 @@ fn walked_ids(b: &mut B, q: &SearchQuery) -> String {
 /// the cursor and up to the last of them (its first, backwards). No id is in range when none is
 /// left (the bound is `NULL`).
 fn walked_range(b: &mut B, q: &SearchQuery) -> String {
-    let (cursor, last) = match &q.cursor {
-        Some(c) if c.backwards => (format!(" AND r.id < {}", b.t(&c.id)), ">= (SELECT MIN(id)"),
-        Some(c) => (format!(" AND r.id > {}", b.t(&c.id)), "<= (SELECT MAX(id)"),
-        None => (String::new(), "<= (SELECT MAX(id)"),
-    };
+    let (after, dir) = id_order(q);
+    let cursor = after.map(|(id, op)| format!(" AND r.id {op} {}", b.t(id))).unwrap_or_default();
+    let last = if dir == "DESC" { ">= (SELECT MIN(id)" } else { "<= (SELECT MAX(id)" };
     format!("r.id {last} FROM ({}) w){cursor}", walked_ids(b, q))
 }
 
