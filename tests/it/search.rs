@@ -881,16 +881,15 @@ async fn dense_substrings_walk_and_fall_back_exactly() {
         }
     };
     let gender = |i: usize| if i.is_multiple_of(2) { "male" } else { "female" };
+    // A batch entry writing patient `prefix` + i with its gender and family name.
+    let put = |prefix: &str, i: usize, family: &str| {
+        let id = format!("{prefix}{i:04}");
+        json!({"resource": {"resourceType": "Patient", "id": id, "gender": gender(i), "name": [{"family": family}]},
+               "request": {"method": "PUT", "url": format!("Patient/{id}")}})
+    };
     const N: usize = 1200;
     for chunk in (0..N).collect::<Vec<_>>().chunks(200) {
-        let entries: Vec<Value> = chunk
-            .iter()
-            .map(|&i| {
-                let id = format!("p{i:04}");
-                json!({"resource": {"resourceType": "Patient", "id": id, "gender": gender(i), "name": [{"family": family(i)}]},
-                       "request": {"method": "PUT", "url": format!("Patient/{id}")}})
-            })
-            .collect();
+        let entries: Vec<Value> = chunk.iter().map(|&i| put("p", i, &family(i))).collect();
         let r =
             h.call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
@@ -907,13 +906,7 @@ async fn dense_substrings_walk_and_fall_back_exactly() {
     // by value, each value's rows read in id order.
     const M: usize = 300;
     let moxa = |i: usize| if i.is_multiple_of(2) { "Mox" } else { "Moxa" };
-    let entries: Vec<Value> = (0..M)
-        .map(|i| {
-            let id = format!("q{i:04}");
-            json!({"resource": {"resourceType": "Patient", "id": id, "gender": gender(i), "name": [{"family": moxa(i)}]},
-                   "request": {"method": "PUT", "url": format!("Patient/{id}")}})
-        })
-        .collect();
+    let entries: Vec<Value> = (0..M).map(|i| put("q", i, moxa(i))).collect();
     let r = h.call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
     // A needle held by more dictionary values than one merge reads (MERGE_VALUES, 256): 300
@@ -921,14 +914,7 @@ async fn dense_substrings_walk_and_fall_back_exactly() {
     // block, and the store merges the values in parts. Written last id first, so that the
     // dictionary lists the values of the first ids in its last part.
     let wuv = |i: usize| format!("Wuv{i:03}");
-    let entries: Vec<Value> = (0..M)
-        .rev()
-        .map(|i| {
-            let id = format!("r{i:04}");
-            json!({"resource": {"resourceType": "Patient", "id": id, "gender": gender(i), "name": [{"family": wuv(i)}]},
-                   "request": {"method": "PUT", "url": format!("Patient/{id}")}})
-        })
-        .collect();
+    let entries: Vec<Value> = (0..M).rev().map(|i| put("r", i, &wuv(i))).collect();
     let r = h.call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
     let want = |needle: &str, male_only: bool| -> Vec<String> {

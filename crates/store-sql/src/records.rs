@@ -249,19 +249,34 @@ impl RecordTx<'_> {
     fn merged(&mut self, q: &SearchQuery, limit: usize) -> Result<Merged, StoreError> {
         let subs = self.c.dialect().substrings();
         let Some(list) = search_sql::merge_values(q, subs, limit) else { return Ok(Merged::Not) };
-        let values = self.search_rows(&list)?.iter().map(|r| r.text(0)).collect::<Result<Vec<_>, _>>().map_err(se)?;
+        let values = self.texts(&list)?;
         if values.len() >= usize::try_from(search_sql::MERGE_VALUES).unwrap_or(usize::MAX) {
             // More values than a merge reads: dense (`search_sql::dense`).
             return Ok(Merged::Instead(search_sql::How { subs, walk: true }));
         }
-        let rows = self.search_rows(&search_sql::search_merged(q, limit, search_sql::How::new(subs), &values))?;
-        // With the substring criterion alone a short page is exact (every value was read);
-        // other criteria may have left it short of matches the merge did not read: gather.
-        Ok(if rows.len() >= limit || q.criteria.len() == 1 {
-            Merged::Page(rows)
-        } else {
-            Merged::Instead(search_sql::How::new(subs))
+        Ok(match self.merged_page(q, limit, &values)? {
+            Some(rows) => Merged::Page(rows),
+            None => Merged::Instead(search_sql::How::new(subs)),
         })
+    }
+
+    /// The page of a merge of `values` (`search_sql::search_merged`), when it is exact: with the
+    /// substring criterion alone a short page is (every value was read); other criteria may have
+    /// left it short of matches the merge did not read (`None`).
+    fn merged_page(
+        &mut self,
+        q: &SearchQuery,
+        limit: usize,
+        values: &[String],
+    ) -> Result<Option<Vec<Row>>, StoreError> {
+        let how = search_sql::How::new(self.c.dialect().substrings());
+        let rows = self.search_rows(&search_sql::search_merged(q, limit, how, values))?;
+        Ok((rows.len() >= limit || q.criteria.len() == 1).then_some(rows))
+    }
+
+    /// The first column of every row of `sql`, as text (a value listing).
+    fn texts(&mut self, sql: &search_sql::Sql) -> Result<Vec<String>, StoreError> {
+        self.search_rows(sql)?.iter().map(|r| r.text(0)).collect::<Result<Vec<_>, _>>().map_err(se)
     }
 
     /// `q`'s page as `how` says; a walk short of a page may have stopped at its bound (unless it
@@ -286,16 +301,12 @@ impl RecordTx<'_> {
     /// ~45 ms). `None` when `q` cannot be merged (`search_sql::merge_values_all`) or when other
     /// criteria left a part's page short (it may have stopped before a match).
     fn merged_in_parts(&mut self, q: &SearchQuery, limit: usize) -> Result<Option<Vec<Row>>, StoreError> {
-        let subs = self.c.dialect().substrings();
-        let Some(list) = search_sql::merge_values_all(q, subs, limit) else { return Ok(None) };
-        let values = self.search_rows(&list)?.iter().map(|r| r.text(0)).collect::<Result<Vec<_>, _>>().map_err(se)?;
+        let Some(list) = search_sql::merge_values_all(q, self.c.dialect().substrings(), limit) else { return Ok(None) };
+        let values = self.texts(&list)?;
         let part = usize::try_from(search_sql::MERGE_VALUES).unwrap_or(usize::MAX);
         let mut found = Vec::new();
         for values in values.chunks(part) {
-            let rows = self.search_rows(&search_sql::search_merged(q, limit, search_sql::How::new(subs), values))?;
-            if rows.len() < limit && q.criteria.len() > 1 {
-                return Ok(None);
-            }
+            let Some(rows) = self.merged_page(q, limit, values)? else { return Ok(None) };
             for r in rows {
                 found.push((r.text(0).map_err(se)?, r));
             }
