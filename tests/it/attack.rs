@@ -786,6 +786,10 @@ async fn r29_merged_substring_searches_do_not_tell_hidden_from_missing() {
         "/fhir/Patient?name:contains=MOX&_count=1",
         "/fhir/Patient?family:contains=oxl,oxh&_count=1&_total=accurate",
         "/fhir/Patient?gender=male&family:contains=mox&_count=1",
+        // `:exact` is merged by its normalised value's range too.
+        "/fhir/Patient?family:exact=Moxley&_count=1",
+        "/fhir/Patient?family:exact=Moxley,Moxhid&_count=1&_total=accurate",
+        "/fhir/Patient?gender=male&family:exact=Moxley&_count=1",
     ];
     let mut before = Vec::new();
     for q in questions {
@@ -802,6 +806,8 @@ async fn r29_merged_substring_searches_do_not_tell_hidden_from_missing() {
     let all = h.call("GET", "/fhir/Patient?family:contains=mox&_count=1", None).await;
     assert_eq!(shape(&all).1, vec!["p-a-hidden".to_string()]);
     assert!(shape(&all).3, "a next page");
+    let all = h.call("GET", "/fhir/Patient?family:exact=Moxley&_count=1", None).await;
+    assert_eq!(shape(&all).1, vec!["p-a-hidden".to_string()]);
 }
 
 #[tokio::test]

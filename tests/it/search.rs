@@ -732,6 +732,14 @@ async fn string_modifiers_match_their_definition() {
                 got.extend(page_ids(&next));
                 page = next;
             }
+            // Backwards from the last page: the same matches in the same order.
+            let mut back = vec![page_ids(&page)];
+            while let Some(previous) = follow(h, &page, "previous").await {
+                back.push(page_ids(&previous));
+                page = previous;
+            }
+            back.reverse();
+            assert_eq!(back.concat(), got, "{uri} (backwards)");
             got
         }
     };
@@ -811,6 +819,15 @@ async fn string_modifiers_match_their_definition() {
                 (":contains".into(), by_id(&|v| norm(v).contains(&q))),
             ];
             let contains = cases[2].1.clone();
+            // The same value as written, with another criterion checked per candidate.
+            let named: Vec<String> = cases[1]
+                .1
+                .iter()
+                .filter(|id| people.iter().any(|(p, names)| p == *id && names.iter().any(|(_, g)| !g.is_empty())))
+                .cloned()
+                .collect();
+            let uri = format!("/fhir/Patient?{param}:exact={}&given:missing=false&_count=3", escaped(needle));
+            assert_eq!(all_pages(uri.clone()).await, named, "{uri} ({needle})");
             for (modifier, want) in cases {
                 let uri = format!("/fhir/Patient?{param}{modifier}={}&_count=7", escaped(needle));
                 assert_eq!(all_pages(uri.clone()).await, want, "{uri} ({needle})");
@@ -831,6 +848,18 @@ async fn string_modifiers_match_their_definition() {
                 .collect();
             let uri = format!("/fhir/Observation?subject:Patient.{param}:contains={}&_count=4", escaped(needle));
             assert_eq!(all_pages(uri.clone()).await, want, "{uri} ({needle})");
+        }
+        // Several values as written: any of them, by id.
+        for pair in [["山田", "ヤマダ"], ["ﾔﾏﾀﾞ", "やまだ"], ["Smith", "Goldsmith"], ["a%b", "zzz"], ["太郎", "taro"]]
+        {
+            let want: Vec<String> = people
+                .iter()
+                .filter(|(_, names)| values(param, names).iter().any(|v| pair.contains(&v.as_str())))
+                .map(|(id, _)| id.clone())
+                .collect();
+            let uri = format!("/fhir/Patient?{param}:exact={},{}&_count=4", escaped(pair[0]), escaped(pair[1]));
+            assert_eq!(all_pages(uri.clone()).await, want, "{uri}");
+            checked += 1;
         }
         for missing in [true, false] {
             let want: Vec<String> = people

@@ -243,34 +243,41 @@ impl RecordTx<'_> {
         Ok(search_sql::How { subs, walk })
     }
 
-    /// `q`'s page merged by dictionary value (`search_sql::search_merged`) when its substring
-    /// criterion is held by few values, or, when it cannot be, how to run it instead — decided
-    /// from the values just listed, so the dictionary is read once.
+    /// `q`'s page merged by value (`search_sql::search_merged`) when a `:exact` criterion drives
+    /// it (`search_sql::exact_arms`) or its substring criterion is held by few values, or, when
+    /// it cannot be, how to run it instead — decided from the values just listed, so the
+    /// dictionary is read once.
     fn merged(&mut self, q: &SearchQuery, limit: usize) -> Result<Merged, StoreError> {
         let subs = self.c.dialect().substrings();
-        let Some(list) = search_sql::merge_values(q, subs, limit) else { return Ok(Merged::Not) };
-        let values = self.texts(&list)?;
-        if values.len() >= usize::try_from(search_sql::MERGE_VALUES).unwrap_or(usize::MAX) {
-            // More values than a merge reads: dense (`search_sql::dense`).
-            return Ok(Merged::Instead(search_sql::How { subs, walk: true }));
-        }
-        Ok(match self.merged_page(q, limit, &values)? {
+        let arms = match search_sql::exact_arms(q, subs, limit) {
+            Some(arms) => arms,
+            None => {
+                let Some(list) = search_sql::merge_values(q, subs, limit) else { return Ok(Merged::Not) };
+                let values = self.texts(&list)?;
+                if values.len() >= usize::try_from(search_sql::MERGE_VALUES).unwrap_or(usize::MAX) {
+                    // More values than a merge reads: dense (`search_sql::dense`).
+                    return Ok(Merged::Instead(search_sql::How { subs, walk: true }));
+                }
+                values.into_iter().map(search_sql::Arm::value).collect()
+            }
+        };
+        Ok(match self.merged_page(q, limit, &arms)? {
             Some(rows) => Merged::Page(rows),
             None => Merged::Instead(search_sql::How::new(subs)),
         })
     }
 
-    /// The page of a merge of `values` (`search_sql::search_merged`), when it is exact: with the
-    /// substring criterion alone a short page is (every value was read); other criteria may have
+    /// The page of a merge of `arms` (`search_sql::search_merged`), when it is exact: with the
+    /// merged criterion alone a short page is (every range was read); other criteria may have
     /// left it short of matches the merge did not read (`None`).
     fn merged_page(
         &mut self,
         q: &SearchQuery,
         limit: usize,
-        values: &[String],
+        arms: &[search_sql::Arm],
     ) -> Result<Option<Vec<Row>>, StoreError> {
         let how = search_sql::How::new(self.c.dialect().substrings());
-        let rows = self.search_rows(&search_sql::search_merged(q, limit, how, values))?;
+        let rows = self.search_rows(&search_sql::search_merged(q, limit, how, arms))?;
         Ok((rows.len() >= limit || q.criteria.len() == 1).then_some(rows))
     }
 
@@ -302,11 +309,11 @@ impl RecordTx<'_> {
     /// criteria left a part's page short (it may have stopped before a match).
     fn merged_in_parts(&mut self, q: &SearchQuery, limit: usize) -> Result<Option<Vec<Row>>, StoreError> {
         let Some(list) = search_sql::merge_values_all(q, self.c.dialect().substrings(), limit) else { return Ok(None) };
-        let values = self.texts(&list)?;
+        let arms: Vec<search_sql::Arm> = self.texts(&list)?.into_iter().map(search_sql::Arm::value).collect();
         let part = usize::try_from(search_sql::MERGE_VALUES).unwrap_or(usize::MAX);
         let mut found = Vec::new();
-        for values in values.chunks(part) {
-            let Some(rows) = self.merged_page(q, limit, values)? else { return Ok(None) };
+        for arms in arms.chunks(part) {
+            let Some(rows) = self.merged_page(q, limit, arms)? else { return Ok(None) };
             for r in rows {
                 found.push((r.text(0).map_err(se)?, r));
             }
