@@ -1010,3 +1010,98 @@ async fn dense_substrings_walk_and_fall_back_exactly() {
         assert_eq!(back.concat(), want, "{uri} (backwards)");
     }
 }
+
+/// #29: a chain whose matches hold many references (`subject:Patient.name=…` over a common name)
+/// is walked like a dense substring — the referring resources in id order, each checked — and
+/// gathered when the walk falls short: every page forwards and backwards and the total are
+/// exactly the definition's either way. 2,100 Observations with five performers each: the first
+/// thousand `Dense` practitioners, the rest `Late` ones (5,495 references: walked; the first
+/// page's walk finds none in the first thousand and gathers, later pages walk from their cursor),
+/// two only `Rare` (first and last in id order: gathered).
+#[tokio::test]
+async fn dense_chains_walk_and_fall_back_exactly() {
+    let h = Harness::new();
+    let batch = |entries: Vec<Value>| {
+        let h = &h;
+        async move {
+            let r = h
+                .call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries})))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
+            let entries = r.json()["entry"].as_array().cloned().unwrap_or_default();
+            assert!(
+                entries.iter().all(|e| e["response"]["status"].as_str().is_some_and(|s| s.starts_with("20"))),
+                "{entries:?}"
+            );
+        }
+    };
+    let practitioner = |id: &str, family: &str| {
+        json!({"resource": {"resourceType": "Practitioner", "id": id, "name": [{"family": family}]},
+               "request": {"method": "PUT", "url": format!("Practitioner/{id}")}})
+    };
+    let mut practitioners = vec![practitioner("rare", "Rare")];
+    for i in 0..5 {
+        practitioners.push(practitioner(&format!("dense{i}"), "Dense"));
+        practitioners.push(practitioner(&format!("late{i}"), "Late"));
+    }
+    batch(practitioners).await;
+    const N: usize = 2100;
+    let group = |i: usize| {
+        if i == 4 || i == N - 4 {
+            "rare"
+        } else if i < 1000 {
+            "dense"
+        } else {
+            "late"
+        }
+    };
+    for chunk in (0..N).collect::<Vec<_>>().chunks(300) {
+        let entries: Vec<Value> = chunk
+            .iter()
+            .map(|&i| {
+                let id = format!("o{i:05}");
+                let performers: Vec<Value> = match group(i) {
+                    "rare" => vec![json!({"reference": "Practitioner/rare"})],
+                    g => (0..5).map(|k| json!({"reference": format!("Practitioner/{g}{k}")})).collect(),
+                };
+                json!({"resource": {"resourceType": "Observation", "id": id, "status": "final",
+                                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                                    "performer": performers},
+                       "request": {"method": "PUT", "url": format!("Observation/{id}")}})
+            })
+            .collect();
+        batch(entries).await;
+    }
+    let want = |g: &str| -> Vec<String> { (0..N).filter(|&i| group(i) == g).map(|i| format!("o{i:05}")).collect() };
+    assert!(want("late").len() * 5 > 5000, "more references than the density probe counts");
+    for (query, want, count) in [
+        ("performer:Practitioner.name=late", want("late"), 60),
+        ("performer:Practitioner.family=LATE&code=8867-4", want("late"), 60),
+        ("performer:Practitioner.name=dense", want("dense"), 60),
+        ("performer:Practitioner.name=rare", want("rare"), 1),
+        ("performer:Practitioner.name=rare,dense", [want("dense"), want("rare")].concat(), 70),
+        ("performer:Practitioner.name=nobody", Vec::new(), 10),
+    ] {
+        let mut want = want;
+        want.sort();
+        let uri = format!("/fhir/Observation?{query}&_count={count}&_total=accurate");
+        let r = h.call("GET", &uri, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.diagnostics());
+        let mut page = r.json();
+        assert_eq!(page["total"], json!(want.len()), "{uri}");
+        let mut pages = vec![page_ids(&page)];
+        while let Some(next) = follow(&h, &page, "next").await {
+            pages.push(page_ids(&next));
+            page = next;
+        }
+        assert_eq!(pages.concat(), want, "{uri}");
+        assert!(pages.iter().all(|p| p.len() <= count), "{uri}");
+        let mut back = vec![page_ids(&page)];
+        while let Some(previous) = follow(&h, &page, "previous").await {
+            back.push(page_ids(&previous));
+            page = previous;
+        }
+        back.reverse();
+        assert_eq!(back.concat(), want, "{uri} (backwards)");
+    }
+}

@@ -226,13 +226,13 @@ impl RecordTx<'_> {
     }
 
     /// How to run `q` for a page of `limit` here: the dialect's substring index, and — when a
-    /// substring criterion would drive it — whether it is dense enough to try walking the
+    /// substring or chained criterion would drive it — whether it is dense enough to try walking the
     /// resources before gathering them (one bounded probe through the index decides;
     /// `search_sql::dense`).
     fn how(&mut self, q: &SearchQuery, limit: usize) -> Result<search_sql::How, StoreError> {
         let subs = self.c.dialect().substrings();
-        let walk = match search_sql::substring_density(q, subs, limit) {
-            search_sql::Density::NotSubstring => false,
+        let walk = match search_sql::walk_density(q, subs, limit) {
+            search_sql::Density::NotWalkable => false,
             search_sql::Density::Short => true,
             search_sql::Density::Probe(sql) => {
                 let rows = self.search_rows(&sql)?;
