@@ -1017,7 +1017,8 @@ async fn dense_substrings_walk_and_fall_back_exactly() {
 /// exactly the definition's either way. 2,100 Observations with five performers each: the first
 /// thousand `Dense` practitioners, the rest `Late` ones (5,495 references: walked; the first
 /// page's walk finds none in the first thousand and gathers, later pages walk from their cursor),
-/// two only `Rare` (first and last in id order: gathered).
+/// two only `Rare` (first and last in id order: gathered). A token on every Observation (three
+/// codings of one system each: 6,300 rows) is walked the same way.
 #[tokio::test]
 async fn dense_chains_walk_and_fall_back_exactly() {
     let h = Harness::new();
@@ -1065,7 +1066,10 @@ async fn dense_chains_walk_and_fall_back_exactly() {
                     g => (0..5).map(|k| json!({"reference": format!("Practitioner/{g}{k}")})).collect(),
                 };
                 json!({"resource": {"resourceType": "Observation", "id": id, "status": "final",
-                                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"},
+                                                        {"system": "http://loinc.org", "code": format!("x{}", i % 3)},
+                                                        {"system": "http://loinc.org", "code": format!("y{}", i % 2)},
+                                                        {"system": "http://example.org/local", "code": "hr"}]},
                                     "performer": performers},
                        "request": {"method": "PUT", "url": format!("Observation/{id}")}})
             })
@@ -1081,6 +1085,11 @@ async fn dense_chains_walk_and_fall_back_exactly() {
         ("performer:Practitioner.name=rare", want("rare"), 1),
         ("performer:Practitioner.name=rare,dense", [want("dense"), want("rare")].concat(), 70),
         ("performer:Practitioner.name=nobody", Vec::new(), 10),
+        // A token held by 6,300 rows (three LOINC codings each) and every Observation: walked,
+        // each page found; beside the chain, both checked per candidate.
+        ("code=http://loinc.org%7C", (0..N).map(|i| format!("o{i:05}")).collect(), 60),
+        ("code=http://loinc.org%7C&performer:Practitioner.name=late", want("late"), 60),
+        ("code=x1", (0..N).filter(|i| i % 3 == 1).map(|i| format!("o{i:05}")).collect(), 60),
     ] {
         let mut want = want;
         want.sort();

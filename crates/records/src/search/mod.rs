@@ -117,6 +117,19 @@ impl Table {
         }
     }
 
+    /// The table's value index: type, parameter and the value's leading columns, then the
+    /// resource key (`crates/store-sql/src/schema.rs`).
+    pub fn value_index(self) -> &'static str {
+        match self {
+            Table::Str => "sp_string_value",
+            Table::Token => "sp_token_value",
+            Table::Date => "sp_date_value",
+            Table::Number => "sp_number_value",
+            Table::Ref => "sp_ref_value",
+            Table::Composite => "sp_composite_value",
+        }
+    }
+
     /// The table of a value.
     pub fn of(v: &IndexValue) -> Table {
         match v {
