@@ -110,8 +110,9 @@ X=$(run exact "$CONNS" -s "$XLUA" http://127.0.0.1:$PORT)
 C=$(run contains "$CONNS" -s "$CLUA" http://127.0.0.1:$PORT)
 RSS_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
 # The chain last, its peak apart: its guarded join reads every visible patient of the name
-# (thousands of records spread over the store), which fills the readers' page caches (P7 is
-# the load above, as it was before the chain was measured).
+# (thousands of records spread over the store), and the server's peak grew from 123-149 MB to
+# 237-329 MB at 1M with it — more than the readers' page caches can hold (4 x 16 MiB), so not
+# yet explained. P7 is the load above, as it was before the chain was measured.
 CH2=$(run chain 2 -s "$HLUA" http://127.0.0.1:$PORT)
 CH=$(run chain "$CONNS" -s "$HLUA" http://127.0.0.1:$PORT)
 RSS_CHAIN_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
