@@ -385,6 +385,29 @@ fn page_ids(b: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Every page of `uri`, following `next` from the first; asserts the answer is 200 and that
+/// following `previous` back from the last page gives the same matches in the same order.
+/// Returns the first page's bundle and the ids page by page.
+async fn pages_both_ways(h: &Harness, uri: &str) -> (Value, Vec<Vec<String>>) {
+    let r = h.call("GET", uri, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.diagnostics());
+    let first = r.json();
+    let mut page = first.clone();
+    let mut pages = vec![page_ids(&page)];
+    while let Some(next) = follow(h, &page, "next").await {
+        pages.push(page_ids(&next));
+        page = next;
+    }
+    let mut back = vec![page_ids(&page)];
+    while let Some(previous) = follow(h, &page, "previous").await {
+        back.push(page_ids(&previous));
+        page = previous;
+    }
+    back.reverse();
+    assert_eq!(back.concat(), pages.concat(), "{uri} (backwards)");
+    (first, pages)
+}
+
 #[tokio::test]
 async fn paging_is_stable_under_concurrent_writes() {
     let h = Harness::new();
@@ -723,25 +746,7 @@ async fn string_modifiers_match_their_definition() {
     };
     let all_pages = |uri: String| {
         let h = &h;
-        async move {
-            let r = h.call("GET", &uri, None).await;
-            assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.diagnostics());
-            let mut page = r.json();
-            let mut got = page_ids(&page);
-            while let Some(next) = follow(h, &page, "next").await {
-                got.extend(page_ids(&next));
-                page = next;
-            }
-            // Backwards from the last page: the same matches in the same order.
-            let mut back = vec![page_ids(&page)];
-            while let Some(previous) = follow(h, &page, "previous").await {
-                back.push(page_ids(&previous));
-                page = previous;
-            }
-            back.reverse();
-            assert_eq!(back.concat(), got, "{uri} (backwards)");
-            got
-        }
+        async move { pages_both_ways(h, &uri).await.1.concat() }
     };
     // A search value escapes FHIR's own `\`, `,`, `$` and `|` (R4 3.1.1.5.8).
     let escaped = |v: &str| {
@@ -987,27 +992,12 @@ async fn dense_substrings_walk_and_fall_back_exactly() {
         ("gender=male&family:contains=kaz", want("kaz", true)),
     ] {
         assert!(want.len() < N, "{query}");
-        // Forwards, page by page.
+        // Forwards page by page, and backwards from the last page to the same pages.
         let uri = format!("/fhir/Patient?{query}&_count=7&_total=accurate");
-        let r = h.call("GET", &uri, None).await;
-        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.diagnostics());
-        let mut page = r.json();
-        assert_eq!(page["total"], json!(want.len()), "{uri}");
-        let mut pages = vec![page_ids(&page)];
-        while let Some(next) = follow(&h, &page, "next").await {
-            pages.push(page_ids(&next));
-            page = next;
-        }
+        let (first, pages) = pages_both_ways(&h, &uri).await;
+        assert_eq!(first["total"], json!(want.len()), "{uri}");
         assert_eq!(pages.concat(), want, "{uri}");
         assert!(pages.iter().all(|p| p.len() <= 7), "{uri}");
-        // Backwards from the last page: the same pages in reverse.
-        let mut back = vec![page_ids(&page)];
-        while let Some(previous) = follow(&h, &page, "previous").await {
-            back.push(page_ids(&previous));
-            page = previous;
-        }
-        back.reverse();
-        assert_eq!(back.concat(), want, "{uri} (backwards)");
     }
 }
 
@@ -1094,23 +1084,9 @@ async fn dense_chains_walk_and_fall_back_exactly() {
         let mut want = want;
         want.sort();
         let uri = format!("/fhir/Observation?{query}&_count={count}&_total=accurate");
-        let r = h.call("GET", &uri, None).await;
-        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.diagnostics());
-        let mut page = r.json();
-        assert_eq!(page["total"], json!(want.len()), "{uri}");
-        let mut pages = vec![page_ids(&page)];
-        while let Some(next) = follow(&h, &page, "next").await {
-            pages.push(page_ids(&next));
-            page = next;
-        }
+        let (first, pages) = pages_both_ways(&h, &uri).await;
+        assert_eq!(first["total"], json!(want.len()), "{uri}");
         assert_eq!(pages.concat(), want, "{uri}");
         assert!(pages.iter().all(|p| p.len() <= count), "{uri}");
-        let mut back = vec![page_ids(&page)];
-        while let Some(previous) = follow(&h, &page, "previous").await {
-            back.push(page_ids(&previous));
-            page = previous;
-        }
-        back.reverse();
-        assert_eq!(back.concat(), want, "{uri} (backwards)");
     }
 }

@@ -226,7 +226,7 @@ impl RecordTx<'_> {
     }
 
     /// How to run `q` for a page of `limit` here: the dialect's substring index, and — when a
-    /// substring or chained criterion would drive it — whether it is dense enough to try walking the
+    /// walkable criterion (`search_sql::walk_density`) would drive it — whether it is dense enough to try walking the
     /// resources before gathering them (one bounded probe through the index decides;
     /// `search_sql::dense`).
     fn how(&mut self, q: &SearchQuery, limit: usize) -> Result<search_sql::How, StoreError> {

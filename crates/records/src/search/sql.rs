@@ -52,7 +52,7 @@ const TRIGRAM: usize = 3;
 pub struct How {
     /// How it finds substrings.
     pub subs: Substrings,
-    /// The substring or chained criterion that would drive the query is dense ([`walk_density`]):
+    /// The walkable criterion that would drive the query is dense ([`walk_density`]):
     /// walk the first [`WALK_CANDIDATES`] resources after the cursor in id order, checking each
     /// one, instead of gathering every match to sort it. A walk that returns less than a page
     /// may have stopped at its bound: the store then gathers.
@@ -99,7 +99,7 @@ pub const MERGE_WIDEN: usize = 8;
 pub const DENSE_ROWS: i64 = 5000;
 
 /// Whether a query's driving criterion is one that may be walked ([`walkable`]: a substring
-/// match or a chain) whose density decides the plan.
+/// match, a chain, a token, date, number or composite match) whose density decides the plan.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Density {
     /// It is not (or the query has an order of its own, or asks for more than [`WALK_PAGE`]):
@@ -177,17 +177,13 @@ pub fn walk_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Density 
         return Density::NotWalkable;
     }
     let Some(c @ Criterion::Match { param, table, any, .. }) = gathered_driver(q) else { return Density::NotWalkable };
-    if counted(c) {
-        // No dictionary: how many index rows match (for a chain, references), up to the bound.
-        let mut b = B::new(How::new(subs));
-        let from = b.match_from(q.resource_type.as_str(), param, *table, any, Role::Probe);
-        let limit = b.i(DENSE_ROWS);
-        let text = format!("SELECT 0, (SELECT COUNT(*) FROM (SELECT 1 {from} LIMIT {limit}) d)");
-        return Density::Probe(Sql { text, args: b.args });
-    }
-    let Some(needles) = substring_needles(c) else { return Density::NotWalkable };
-    if needles.iter().any(|n| n.chars().count() < TRIGRAM) {
-        return Density::Short;
+    // A counted criterion has no dictionary: the probe below counts its rows (for a chain, its
+    // references) alone.
+    if !counted(c) {
+        let Some(needles) = substring_needles(c) else { return Density::NotWalkable };
+        if needles.iter().any(|n| n.chars().count() < TRIGRAM) {
+            return Density::Short;
+        }
     }
     let ty = q.resource_type.as_str();
     let mut b = B::new(How::new(subs));
@@ -859,7 +855,7 @@ pub fn count(q: &SearchQuery, how: How) -> Sql {
 }
 
 /// How well a criterion narrows the candidates (lower drives the query).
-/// `walk`: a dense substring criterion is checked per candidate, like a negation.
+/// `walk`: a dense walkable criterion is checked per candidate, like a negation.
 fn selectivity(c: &Criterion, walk: bool) -> u8 {
     match c {
         c if walk && walkable(c) => 9,
@@ -884,7 +880,7 @@ fn where_clause(b: &mut B, q: &SearchQuery) -> (String, String) {
     let merged = if b.merge.is_some() { gathered_driver(q) } else { None };
     let is_merged = |c: &Criterion| merged.is_some_and(|m| std::ptr::eq(m, c));
     order.sort_by_key(|c| (!is_merged(c), selectivity(c, walk)));
-    // A dense substring criterion is walked: the resources in id order, each checked
+    // A dense walkable criterion is walked: the resources in id order, each checked
     // (`EXISTS`), so the statement stops after a page instead of gathering every match.
     let walked = |c: &Criterion| walk && walkable(c);
     // Index rows exist only for live resources (a deletion removes them, in its own
@@ -996,6 +992,14 @@ fn keyset(b: &mut B, q: &SearchQuery, c: &Cursor) -> String {
 mod tests {
     use super::*;
 
+    /// The query of a search of `ty` (parsed as the API does).
+    fn query(ty: &str, q: &str) -> SearchQuery {
+        super::super::parse_search(ty, q, false, 0)
+            .map_err(|e| format!("{e:?}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .query
+    }
+
     #[test]
     fn the_exact_range_head_is_cut_at_a_character_boundary() {
         assert_eq!(head_bytes("やまだ", 200), "やまだ");
@@ -1027,7 +1031,7 @@ mod tests {
         assert_eq!(query("family=yamada", Substrings::Fts5), (false, false));
     }
 
-    /// Only a substring criterion that would drive the query is probed; a short needle walks
+    /// Only a walkable criterion that would drive the query is probed; a short needle walks
     /// without a probe; a walked criterion is checked per candidate (`EXISTS`), never gathered.
     #[test]
     fn a_dense_substring_is_walked() {
@@ -1043,12 +1047,7 @@ mod tests {
         assert_eq!(density("name:contains=yamada&_id=a,b"), Density::NotWalkable, "the ids drive");
         assert_eq!(density("name:contains=yamada&_sort=birthdate"), Density::NotWalkable, "not in id order");
         // A chain is probed by its references (no dictionary), and walked when dense.
-        let chain = |q: &str| {
-            super::super::parse_search("Observation", q, false, 0)
-                .map_err(|e| format!("{e:?}"))
-                .unwrap_or_else(|e| panic!("{e}"))
-                .query
-        };
+        let chain = |q: &str| query("Observation", q);
         let q = chain("subject:Patient.name=yamada");
         let Density::Probe(p) = walk_density(&q, Substrings::Fts5, 11) else { panic!("a chain is probed") };
         assert!(p.text.starts_with("SELECT 0, (SELECT COUNT(*) FROM (SELECT 1 FROM sp_ref x"), "{}", p.text);
@@ -1152,12 +1151,7 @@ mod tests {
     /// each, checked as written on the index, read in id order and stopped after a page.
     #[test]
     fn an_exact_value_is_merged_by_its_normalised_form() {
-        let req = |q: &str| {
-            super::super::parse_search("Patient", q, false, 0)
-                .map_err(|e| format!("{e:?}"))
-                .unwrap_or_else(|e| panic!("{e}"))
-                .query
-        };
+        let req = |q: &str| query("Patient", q);
         let q = req("family:exact=%EF%BE%94%EF%BE%8F%EF%BE%80%EF%BE%9E,Yamada");
         let arms = exact_arms(&q, Substrings::Fts5, 10).unwrap_or_else(|| panic!("an exact on a string merges"));
         assert_eq!(
