@@ -6,6 +6,7 @@
 #   - GET /fhir/Observation?patient=X&code=Y (random patient and code),
 #   - GET /fhir/Patient?name=… (random family name in kanji, katakana or hiragana),
 #   - GET /fhir/Patient?family:exact=… and ?name:contains=… (three characters of a reading, #29),
+#   - GET /fhir/Observation?_lastUpdated=… (every Observation, none, this year's, #29),
 #   - GET /fhir/Observation?subject:Patient.name=… (a chain over a common family name, #29),
 #   each first with 2 connections (one per core: the latency of P3) and then with CONNECTIONS
 #   (throughput; its p99 is mostly queueing),
@@ -94,6 +95,10 @@ CLUA=$(pick_lua "/fhir/Patient?name:contains=" やまだ まだた さとう す
 # about one in eight of the patients for the commonest, so ~120,000 references at 1M.
 HLUA=$(pick_lua "/fhir/Observation?subject:Patient.name=" 山田 ヤマダ やまだ 佐藤 サトウ さとう 鈴木 スズキ すずき \
   高橋 タカハシ たかはし 田中 タナカ たなか)
+# `_lastUpdated` (#29): ranges holding every Observation (walked), none (before and after the
+# import), and this year's (every one, unless the year turned during the import).
+LLUA=$(pick_lua "/fhir/Observation?_lastUpdated=" ge2020-01-01 lt2020-01-01 "ge$(date -u +%Y)" \
+  "gt$(date -u -d '+1 day' +%Y-%m-%d)" "le$(date -u -d '+1 day' +%Y-%m-%d)")
 
 . scripts/bench-lib.sh
 run() { wrk_run "$@"; } # name, connections, then wrk args
@@ -109,6 +114,8 @@ C2=$(run contains 2 -s "$CLUA" http://127.0.0.1:$PORT)
 X=$(run exact "$CONNS" -s "$XLUA" http://127.0.0.1:$PORT)
 C=$(run contains "$CONNS" -s "$CLUA" http://127.0.0.1:$PORT)
 RSS_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
+L2=$(run lastupdated 2 -s "$LLUA" http://127.0.0.1:$PORT)
+L=$(run lastupdated "$CONNS" -s "$LLUA" http://127.0.0.1:$PORT)
 # The chain last, its peak apart: its guarded join reads every visible patient of the name
 # (thousands of records spread over the store), and the server's peak grew from 123-149 MB to
 # 237-329 MB at 1M with it — more than the readers' page caches can hold (4 x 16 MiB), so not
@@ -116,7 +123,7 @@ RSS_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
 CH2=$(run chain 2 -s "$HLUA" http://127.0.0.1:$PORT)
 CH=$(run chain "$CONNS" -s "$HLUA" http://127.0.0.1:$PORT)
 RSS_CHAIN_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
-rm -f "$OLUA" "$NLUA" "$XLUA" "$CLUA" "$HLUA"
+rm -f "$OLUA" "$NLUA" "$XLUA" "$CLUA" "$HLUA" "$LLUA"
 # One sample answer, to show what a query returns.
 SAMPLE=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/fhir/Patient?name=%E5%B1%B1%E7%94%B0&_summary=count" | sed 's/.*"total":\([0-9]*\).*/\1/')
 
@@ -138,10 +145,12 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -sr); \`scripts/benc
 | \`GET /fhir/Patient?name:contains=…\` (3 characters), 2 connections, requests/s | $(f "$C2" 2) | $(f "$C2" 3) | $(f "$C2" 4) | $(f "$C2" 5) | $(ratio "$(f "$C2" 2)" "$HR") |
 | \`GET /fhir/Patient?family:exact=…\`, $CONNS connections, requests/s | $(f "$X" 2) | $(f "$X" 3) | $(f "$X" 4) | $(f "$X" 5) | $(ratio "$(f "$X" 2)" "$HR") |
 | \`GET /fhir/Patient?name:contains=…\` (3 characters), $CONNS connections, requests/s | $(f "$C" 2) | $(f "$C" 3) | $(f "$C" 4) | $(f "$C" 5) | $(ratio "$(f "$C" 2)" "$HR") |
+| \`GET /fhir/Observation?_lastUpdated=…\`, 2 connections, requests/s | $(f "$L2" 2) | $(f "$L2" 3) | $(f "$L2" 4) | $(f "$L2" 5) | $(ratio "$(f "$L2" 2)" "$HR") |
+| \`GET /fhir/Observation?_lastUpdated=…\`, $CONNS connections, requests/s | $(f "$L" 2) | $(f "$L" 3) | $(f "$L" 4) | $(f "$L" 5) | $(ratio "$(f "$L" 2)" "$HR") |
 | \`GET /fhir/Observation?subject:Patient.name=…\` (chain), 2 connections, requests/s | $(f "$CH2" 2) | $(f "$CH2" 3) | $(f "$CH2" 4) | $(f "$CH2" 5) | $(ratio "$(f "$CH2" 2)" "$HR") |
 | \`GET /fhir/Observation?subject:Patient.name=…\` (chain), $CONNS connections, requests/s | $(f "$CH" 2) | $(f "$CH" 3) | $(f "$CH" 4) | $(f "$CH" 5) | $(ratio "$(f "$CH" 2)" "$HR") |
 | server peak RSS after the load (P7) | ${RSS_MB} MB | | | | |
-| server peak RSS after the chain load too | ${RSS_CHAIN_MB} MB | | | | |
+| server peak RSS after the \`_lastUpdated\` and chain loads too | ${RSS_CHAIN_MB} MB | | | | |
 TEOF
 )
 echo "$TABLE"
@@ -155,6 +164,8 @@ if [ -n "${BENCH_FIGURES:-}" ]; then
     echo "FIGURE P3.contains_p99_ms $(ms "$(f "$C2" 4)")"
     echo "FIGURE P3.exact_p99_ms_loaded $(ms "$(f "$X" 4)")"
     echo "FIGURE P3.contains_p99_ms_loaded $(ms "$(f "$C" 4)")"
+    echo "FIGURE P3.last_updated_p99_ms $(ms "$(f "$L2" 4)")"
+    echo "FIGURE P3.last_updated_p99_ms_loaded $(ms "$(f "$L" 4)")"
     echo "FIGURE P3.chain_p99_ms $(ms "$(f "$CH2" 4)")"
     echo "FIGURE P3.chain_p99_ms_loaded $(ms "$(f "$CH" 4)")"
     echo "FIGURE P4.import_per_s $IMPORT_RATE"

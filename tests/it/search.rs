@@ -1090,3 +1090,149 @@ async fn dense_chains_walk_and_fall_back_exactly() {
         assert!(pages.iter().all(|p| p.len() <= count), "{uri}");
     }
 }
+
+/// `_lastUpdated` with every prefix, at a second's and at a microsecond's precision, alone and
+/// beside a dense token, over a store large enough for both plans: a range holding fewer than
+/// the density probe's 5,000 versions is gathered through the time index; a denser one is
+/// walked in id order, and where the walk falls short (1,100 patients whose times are before the
+/// range, first in id order, then 30 inside it among 5,000 Observations) it gathers. Every
+/// answer is checked against the times the batches returned, page by page both ways, with its
+/// total; a deleted resource is in none.
+#[tokio::test]
+async fn last_updated_ranges_walk_and_gather_exactly() {
+    let h = Harness::new();
+    // (id, lastModified) of every write, in order.
+    let batch = |entries: Vec<Value>| {
+        let h = &h;
+        async move {
+            let r = h
+                .call(
+                    "POST",
+                    "/fhir",
+                    Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries.clone()})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.diagnostics());
+            let out = r.json()["entry"].as_array().cloned().unwrap_or_default();
+            assert_eq!(out.len(), entries.len());
+            entries
+                .iter()
+                .zip(out)
+                .map(|(e, o)| {
+                    assert!(o["response"]["status"].as_str().is_some_and(|s| s.starts_with("20")), "{o}");
+                    let at = o["response"]["lastModified"].as_str().unwrap_or_default().to_string();
+                    assert_eq!(at.len(), 27, "a fixed-width UTC instant: {at}");
+                    (e["resource"]["id"].as_str().unwrap_or_default().to_string(), at)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let patient = |id: String| {
+        json!({"resource": {"resourceType": "Patient", "id": id, "name": [{"family": "Toki"}]},
+               "request": {"method": "PUT", "url": format!("Patient/{id}")}})
+    };
+    let observation = |id: String| {
+        json!({"resource": {"resourceType": "Observation", "id": id, "status": "final",
+                            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}},
+               "request": {"method": "PUT", "url": format!("Observation/{id}")}})
+    };
+    let mut patients = Vec::new();
+    for chunk in (0..1100).collect::<Vec<_>>().chunks(550) {
+        patients.extend(batch(chunk.iter().map(|i| patient(format!("pa{i:04}"))).collect()).await);
+    }
+    // The cut: a second after every patient so far, before everything after.
+    let cut = patients.iter().map(|(_, at)| at[..19].to_string()).max().unwrap_or_default();
+    loop {
+        let now = mamori_records::Clock::now(&mamori_records::SystemClock).to_fhir();
+        if now[..19] > *cut {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut observations = Vec::new();
+    for (n, chunk) in (0..5000).collect::<Vec<_>>().chunks(500).enumerate() {
+        let mut entries: Vec<Value> = chunk.iter().map(|i| observation(format!("ob{i:04}"))).collect();
+        if n == 5 {
+            entries.extend((0..30).map(|i| patient(format!("pz{i:02}"))));
+        }
+        for (id, at) in batch(entries).await {
+            if id.starts_with("ob") { observations.push((id, at)) } else { patients.push((id, at)) }
+        }
+    }
+    let r = h.call("DELETE", "/fhir/Patient/pz00", None).await;
+    assert!(r.status.is_success(), "{}", r.diagnostics());
+    patients.retain(|(id, _)| id != "pz00");
+    let cut = format!("{cut}Z");
+    let mid = patients.iter().find(|(id, _)| id == "pa0500").map(|(_, at)| at.clone()).unwrap_or_default();
+    let late = observations.get(2500).map(|(_, at)| at.clone()).unwrap_or_default();
+    // What a `_lastUpdated` of `value` (a second's or a microsecond's instant) matches: a
+    // version's time is a point, compared at the value's precision (the fixed-width form compares
+    // as text).
+    let matches = |at: &str, prefix: &str, value: &str| -> bool {
+        let v = value.trim_end_matches('Z');
+        let t = &at[..v.len()];
+        match prefix {
+            "eq" => t == v,
+            "ne" => t != v,
+            "gt" | "sa" => t > v,
+            "lt" | "eb" => t < v,
+            "ge" => t >= v,
+            "le" => t <= v,
+            // Within a day at least: every write of this test.
+            "ap" => true,
+            p => panic!("{p}"),
+        }
+    };
+    let want = |rows: &[(String, String)], prefix: &str, value: &str| -> Vec<String> {
+        let mut ids: Vec<String> =
+            rows.iter().filter(|(_, at)| matches(at, prefix, value)).map(|(id, _)| id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    let mut questions: Vec<(String, Vec<String>)> = Vec::new();
+    for prefix in ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"] {
+        for value in [&cut, &mid] {
+            questions.push((format!("Patient?_lastUpdated={prefix}{value}"), want(&patients, prefix, value)));
+        }
+    }
+    for (prefix, value) in [("gt", &cut), ("le", &cut), ("gt", &late), ("le", &late)] {
+        let w = want(&observations, prefix, value);
+        questions.push((format!("Observation?_lastUpdated={prefix}{value}"), w.clone()));
+        questions.push((format!("Observation?code=8867-4&_lastUpdated={prefix}{value}"), w));
+    }
+    questions.push(("Patient?_lastUpdated=ge2000".into(), want(&patients, "ge", "2000")));
+    questions.push(("Observation?_lastUpdated=lt2000".into(), Vec::new()));
+    questions.push((
+        format!("Patient?_lastUpdated=gt{mid},lt{cut}"),
+        want(&patients, "gt", &mid)
+            .into_iter()
+            .chain(want(&patients, "lt", &cut))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+    ));
+    let before_cut = want(&patients, "le", &cut);
+    questions.push((
+        format!("Patient?_lastUpdated=gt{mid}&_lastUpdated=le{cut}"),
+        want(&patients, "gt", &mid).into_iter().filter(|id| before_cut.contains(id)).collect(),
+    ));
+    // The walk falls short here: the first 1,000 patients in id order are before the range.
+    assert_eq!(want(&patients, "gt", &cut).len(), 29);
+    for (query, want) in questions {
+        // Pages of 50 (a walk is tried for pages of up to 100); the total asked once.
+        let uri = format!("/fhir/{}&_count=50", query.replace('+', "%2B"));
+        let (_, pages) = pages_both_ways(&h, &uri).await;
+        assert_eq!(pages.concat(), want, "{uri}");
+        let total = h.call("GET", &format!("{uri}&_total=accurate"), None).await.json()["total"].clone();
+        assert_eq!(total, json!(want.len()), "{uri}");
+    }
+    // In time order, the dense range read in the type's order and sorted.
+    let uri = format!("/fhir/Patient?_lastUpdated=gt{mid}&_sort=_lastUpdated&_count=100");
+    let (_, pages) = pages_both_ways(&h, &uri).await;
+    let got = pages.concat();
+    let at = |id: &String| patients.iter().find(|(p, _)| p == id).map(|(_, at)| at.clone()).unwrap_or_default();
+    assert!(got.windows(2).all(|w| at(&w[0]) <= at(&w[1])), "{uri}: in time order");
+    let mut got = got;
+    got.sort();
+    assert_eq!(got, want(&patients, "gt", &mid), "{uri}");
+}

@@ -229,18 +229,28 @@ impl RecordTx<'_> {
     /// walkable criterion (`search_sql::walk_density`) would drive it — whether it is dense enough to try walking the
     /// resources before gathering them (one bounded probe through the index decides;
     /// `search_sql::dense`).
+    /// A `_lastUpdated` range that drives is probed whatever the page (`search_sql::time_density`):
+    /// the probe also decides how it is gathered (`search_sql::How::dense_time`).
     fn how(&mut self, q: &SearchQuery, limit: usize) -> Result<search_sql::How, StoreError> {
         let subs = self.c.dialect().substrings();
+        if let Some(sql) = search_sql::time_density(q, subs) {
+            let dense = self.probe(&sql)?;
+            let walk = dense && search_sql::walk_order(q, limit);
+            return Ok(search_sql::How { subs, walk, dense_time: dense });
+        }
         let walk = match search_sql::walk_density(q, subs, limit) {
             search_sql::Density::NotWalkable => false,
             search_sql::Density::Short => true,
-            search_sql::Density::Probe(sql) => {
-                let rows = self.search_rows(&sql)?;
-                let r = rows.first().ok_or_else(|| bad("the density probe returned no row"))?;
-                search_sql::dense(r.int(0).map_err(se)?, r.int(1).map_err(se)?)
-            }
+            search_sql::Density::Probe(sql) => self.probe(&sql)?,
         };
-        Ok(search_sql::How { subs, walk })
+        Ok(search_sql::How { walk, ..search_sql::How::new(subs) })
+    }
+
+    /// A density probe's answer (`search_sql::dense`).
+    fn probe(&mut self, sql: &search_sql::Sql) -> Result<bool, StoreError> {
+        let rows = self.search_rows(sql)?;
+        let r = rows.first().ok_or_else(|| bad("the density probe returned no row"))?;
+        Ok(search_sql::dense(r.int(0).map_err(se)?, r.int(1).map_err(se)?))
     }
 
     /// `q`'s page merged by value (`search_sql::search_merged`) when a `:exact` criterion drives
@@ -256,7 +266,7 @@ impl RecordTx<'_> {
                 let values = self.texts(&list)?;
                 if values.len() >= usize::try_from(search_sql::MERGE_VALUES).unwrap_or(usize::MAX) {
                     // More values than a merge reads: dense (`search_sql::dense`).
-                    return Ok(Merged::Instead(search_sql::How { subs, walk: true }));
+                    return Ok(Merged::Instead(search_sql::How { walk: true, ..search_sql::How::new(subs) }));
                 }
                 values.into_iter().map(search_sql::Arm::value).collect()
             }
@@ -581,7 +591,9 @@ impl Tx for RecordTx<'_> {
     }
 
     fn search_count(&mut self, q: &SearchQuery) -> Result<u64, StoreError> {
-        let rows = self.search_rows(&search_sql::count(q, search_sql::How::new(self.c.dialect().substrings())))?;
+        // Gathered (no page to walk for), but a dense `_lastUpdated` range read in type order.
+        let how = self.how(q, usize::MAX)?;
+        let rows = self.search_rows(&search_sql::count(q, how))?;
         let n = rows.first().map_or(Ok(0), |r| r.int(0)).map_err(se)?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
