@@ -134,6 +134,19 @@ async fn every_parameter_kind_modifier_and_prefix() {
         ("/fhir/Observation?value-quantity=120|http://unitsofmeasure.org|/min", &[]),
         ("/fhir/Observation?value-quantity=lt100", &["o2"]),
         ("/fhir/Observation?value-quantity=ap125", &["o1"]),
+        // above a point, through the upper bound's index
+        ("/fhir/Observation?value-quantity=ge120", &["o1", "o3"]),
+        ("/fhir/Observation?value-quantity=gt140", &[]),
+        ("/fhir/Observation?value-quantity=eb100", &["o2"]),
+        ("/fhir/Observation?value-quantity=gt130,ge72", &["o1", "o2", "o3"]),
+        ("/fhir/Observation?value-quantity=gt130,lt80", &["o2", "o3"]),
+        ("/fhir/Observation?date=gt2024-05-15", &["o3"]),
+        ("/fhir/Observation?date=eb2024-05-02", &["o1", "o2"]),
+        ("/fhir/Patient?birthdate=gt1970-04-01", &["p2", "p3"]),
+        // checked per candidate (a reference drives), by the resource's key
+        ("/fhir/Observation?subject=Patient/p1&value-quantity=gt100", &["o1"]),
+        ("/fhir/Observation?subject=Patient/p1&value-quantity=ge72&date=eb2024-05-02", &["o1", "o2"]),
+        ("/fhir/Observation?subject=Patient/p2&date=gt2024-05-15", &["o3"]),
         // reference, chained, _has
         ("/fhir/Observation?patient=p1&code=8480-6", &["o1"]),
         ("/fhir/Observation?subject=Patient/p2", &["o3"]),

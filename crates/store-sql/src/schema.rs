@@ -236,6 +236,16 @@ DO $$ BEGIN
 END $$;
 "#;
 
+/// Step 6: the date and number tables indexed by their upper bound too (#29). A search for values
+/// above a point (`gt`, a number's `ge`, `eb`) compares the row's `hi`, which the value index
+/// (ordered by `lo`) cannot seek: `Observation?value-quantity=gt500` read every row of the
+/// parameter (0.17–0.6 s at 1M resources), `date=gt2030` and `date=eb2021` likewise. About 1 % of
+/// the store; built once when a store is opened (~4 s per million rows).
+const RANGES: &str = r#"
+CREATE INDEX IF NOT EXISTS sp_date_high ON sp_date (type, param, hi);
+CREATE INDEX IF NOT EXISTS sp_number_high ON sp_number (type, param, hi);
+"#;
+
 /// The tables only one dialect has: SQLite's substring index (PostgreSQL indexes the value
 /// columns themselves).
 pub const SQLITE_ONLY: [&str; 1] = ["sp_text"];
@@ -350,7 +360,7 @@ pub fn steps(d: Dialect) -> Vec<String> {
         Dialect::Sqlite => SUBSTRINGS_SQLITE,
         Dialect::Postgres => SUBSTRINGS_POSTGRES,
     };
-    vec![base, workflow, alerts, seals, substrings.to_string()]
+    vec![base, workflow, alerts, seals, substrings.to_string(), RANGES.to_string()]
 }
 
 /// Every guard trigger of the schema (append-only tables, immutable versions), as statements

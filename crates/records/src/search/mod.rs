@@ -130,6 +130,29 @@ impl Table {
         }
     }
 
+    /// The index a search for values above a point seeks (`hi`: the date and number tables;
+    /// the value index elsewhere).
+    pub fn high_index(self) -> &'static str {
+        match self {
+            Table::Date => "sp_date_high",
+            Table::Number => "sp_number_high",
+            t => t.value_index(),
+        }
+    }
+
+    /// SQLite's name for the table's owner key (`type, id, param, …`: its primary key; the
+    /// composite table, which has none, its owner index), which checks one resource's rows.
+    pub fn owner_index(self) -> &'static str {
+        match self {
+            Table::Str => "sqlite_autoindex_sp_string_1",
+            Table::Token => "sqlite_autoindex_sp_token_1",
+            Table::Date => "sqlite_autoindex_sp_date_1",
+            Table::Number => "sqlite_autoindex_sp_number_1",
+            Table::Ref => "sqlite_autoindex_sp_ref_1",
+            Table::Composite => "sp_composite_owner",
+        }
+    }
+
     /// The table of a value.
     pub fn of(v: &IndexValue) -> Table {
         match v {
