@@ -7,6 +7,7 @@
 #   - GET /fhir/Patient?name=… (random family name in kanji, katakana or hiragana),
 #   - GET /fhir/Patient?family:exact=… and ?name:contains=… (three characters of a reading, #29),
 #   - GET /fhir/Observation?_lastUpdated=… (every Observation, none, this year's, #29),
+#   - GET /fhir/Observation?date=… and ?value-quantity=… (ranges with every kind of bound, #29),
 #   - GET /fhir/Observation?subject:Patient.name=… (a chain over a common family name, #29),
 #   each first with 2 connections (one per core: the latency of P3) and then with CONNECTIONS
 #   (throughput; its p99 is mostly queueing),
@@ -99,6 +100,18 @@ HLUA=$(pick_lua "/fhir/Observation?subject:Patient.name=" 山田 ヤマダ や�
 # import), and this year's (every one, unless the year turned during the import).
 LLUA=$(pick_lua "/fhir/Observation?_lastUpdated=" ge2020-01-01 lt2020-01-01 "ge$(date -u +%Y)" \
   "gt$(date -u -d '+1 day' +%Y-%m-%d)" "le$(date -u -d '+1 day' +%Y-%m-%d)")
+# Date and number ranges (#29): a day, a month, open ranges above and below a point, one of
+# them empty, and quantities equal to, above and below a value (Observations of 2026).
+RLUA=$(mktemp --suffix .lua)
+cat > "$RLUA" <<LUAEOF
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+local q = {"date=2026-10-08", "date=2026-03", "date=ge2026-11-20", "date=le2026-01-03", "date=gt2030-01-01",
+  "date=eb2021-05-03", "value-quantity=50", "value-quantity=120", "value-quantity=gt150", "value-quantity=lt60",
+  "value-quantity=ge72", "value-quantity=eb10"}
+request = function()
+  return wrk.format("GET", "/fhir/Observation?" .. q[math.random(1, #q)])
+end
+LUAEOF
 
 . scripts/bench-lib.sh
 run() { wrk_run "$@"; } # name, connections, then wrk args
@@ -116,6 +129,8 @@ C=$(run contains "$CONNS" -s "$CLUA" http://127.0.0.1:$PORT)
 RSS_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
 L2=$(run lastupdated 2 -s "$LLUA" http://127.0.0.1:$PORT)
 L=$(run lastupdated "$CONNS" -s "$LLUA" http://127.0.0.1:$PORT)
+R2=$(run ranges 2 -s "$RLUA" http://127.0.0.1:$PORT)
+R=$(run ranges "$CONNS" -s "$RLUA" http://127.0.0.1:$PORT)
 # The chain last, its peak apart: its guarded join reads every visible patient of the name
 # (thousands of records spread over the store), and the server's peak grew from 123-149 MB to
 # 237-329 MB at 1M with it — more than the readers' page caches can hold (4 x 16 MiB), so not
@@ -123,7 +138,7 @@ L=$(run lastupdated "$CONNS" -s "$LLUA" http://127.0.0.1:$PORT)
 CH2=$(run chain 2 -s "$HLUA" http://127.0.0.1:$PORT)
 CH=$(run chain "$CONNS" -s "$HLUA" http://127.0.0.1:$PORT)
 RSS_CHAIN_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
-rm -f "$OLUA" "$NLUA" "$XLUA" "$CLUA" "$HLUA" "$LLUA"
+rm -f "$OLUA" "$NLUA" "$XLUA" "$CLUA" "$HLUA" "$LLUA" "$RLUA"
 # One sample answer, to show what a query returns.
 SAMPLE=$(curl -sf -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/fhir/Patient?name=%E5%B1%B1%E7%94%B0&_summary=count" | sed 's/.*"total":\([0-9]*\).*/\1/')
 
@@ -147,6 +162,8 @@ Run on $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(uname -sr); \`scripts/benc
 | \`GET /fhir/Patient?name:contains=…\` (3 characters), $CONNS connections, requests/s | $(f "$C" 2) | $(f "$C" 3) | $(f "$C" 4) | $(f "$C" 5) | $(ratio "$(f "$C" 2)" "$HR") |
 | \`GET /fhir/Observation?_lastUpdated=…\`, 2 connections, requests/s | $(f "$L2" 2) | $(f "$L2" 3) | $(f "$L2" 4) | $(f "$L2" 5) | $(ratio "$(f "$L2" 2)" "$HR") |
 | \`GET /fhir/Observation?_lastUpdated=…\`, $CONNS connections, requests/s | $(f "$L" 2) | $(f "$L" 3) | $(f "$L" 4) | $(f "$L" 5) | $(ratio "$(f "$L" 2)" "$HR") |
+| \`GET /fhir/Observation?date=…\` and \`value-quantity=…\` (ranges), 2 connections, requests/s | $(f "$R2" 2) | $(f "$R2" 3) | $(f "$R2" 4) | $(f "$R2" 5) | $(ratio "$(f "$R2" 2)" "$HR") |
+| \`GET /fhir/Observation?date=…\` and \`value-quantity=…\` (ranges), $CONNS connections, requests/s | $(f "$R" 2) | $(f "$R" 3) | $(f "$R" 4) | $(f "$R" 5) | $(ratio "$(f "$R" 2)" "$HR") |
 | \`GET /fhir/Observation?subject:Patient.name=…\` (chain), 2 connections, requests/s | $(f "$CH2" 2) | $(f "$CH2" 3) | $(f "$CH2" 4) | $(f "$CH2" 5) | $(ratio "$(f "$CH2" 2)" "$HR") |
 | \`GET /fhir/Observation?subject:Patient.name=…\` (chain), $CONNS connections, requests/s | $(f "$CH" 2) | $(f "$CH" 3) | $(f "$CH" 4) | $(f "$CH" 5) | $(ratio "$(f "$CH" 2)" "$HR") |
 | server peak RSS after the load (P7) | ${RSS_MB} MB | | | | |
@@ -166,6 +183,8 @@ if [ -n "${BENCH_FIGURES:-}" ]; then
     echo "FIGURE P3.contains_p99_ms_loaded $(ms "$(f "$C" 4)")"
     echo "FIGURE P3.last_updated_p99_ms $(ms "$(f "$L2" 4)")"
     echo "FIGURE P3.last_updated_p99_ms_loaded $(ms "$(f "$L" 4)")"
+    echo "FIGURE P3.ranges_p99_ms $(ms "$(f "$R2" 4)")"
+    echo "FIGURE P3.ranges_p99_ms_loaded $(ms "$(f "$R" 4)")"
     echo "FIGURE P3.chain_p99_ms $(ms "$(f "$CH2" 4)")"
     echo "FIGURE P3.chain_p99_ms_loaded $(ms "$(f "$CH" 4)")"
     echo "FIGURE P4.import_per_s $IMPORT_RATE"

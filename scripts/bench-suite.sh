@@ -69,6 +69,8 @@ ROWS=(
   "P3.contains_p99_ms_loaded|v <= 20|P3 Patient?name:contains=… p99 at @N, saturated (8 connections)|≤ 20 ms| ms"
   "P3.last_updated_p99_ms|v <= 20|P3 Observation?_lastUpdated=… p99 at @N (2 connections)|≤ 20 ms| ms"
   "P3.last_updated_p99_ms_loaded|v <= 20|P3 Observation?_lastUpdated=… p99 at @N, saturated (8 connections)|≤ 20 ms| ms"
+  "P3.ranges_p99_ms|v <= 20|P3 Observation?date=… / value-quantity=… p99 at @N (2 connections)|≤ 20 ms| ms"
+  "P3.ranges_p99_ms_loaded|v <= 20|P3 Observation?date=… / value-quantity=… p99 at @N, saturated (8 connections)|≤ 20 ms| ms"
   "P3.chain_p99_ms|v <= 20|P3 Observation?subject:Patient.name=… (chain) p99 at @N (2 connections)|≤ 20 ms| ms"
   "P3.chain_p99_ms_loaded|v <= 20|P3 Observation?subject:Patient.name=… p99 at @N, saturated (8 connections)|≤ 20 ms| ms"
   "P4.import_per_s|v >= 5000|P4 NDJSON import of @N resources|≥ 5,000/s|/s"

@@ -226,6 +226,82 @@ async fn every_parameter_kind_modifier_and_prefix() {
 /// ones, `patient` from the `subject` rows that point at a Patient) find what their definitions
 /// say, in every place a parameter is used: criteria, `:missing`, chains, `_has`, `_sort`,
 /// `_include` and `_revinclude`.
+/// Date and number ranges answer every prefix by both of their ends, including a Period and a
+/// Range that end before they start (R4's per-1 and rng-2 forbid them; stored as the range
+/// between their ends, which the searches' bounds rely on — schema step 7 turns the rows an
+/// older store kept). The answers are worked out by hand from R4's definition of each prefix.
+#[tokio::test]
+async fn ranges_answer_by_both_ends_and_inverted_ones_are_turned() {
+    let h = Harness::new();
+    put(&h, json!({"resourceType": "Patient", "id": "rp", "name": [{"family": "範囲"}]})).await;
+    let enc = |id: &str, period: Value| {
+        json!({"resourceType": "Encounter", "id": id, "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "Patient/rp"}, "period": period})
+    };
+    put(&h, enc("e1", json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-03T12:00:00Z"}))).await;
+    put(&h, enc("e2", json!({"start": "2024-06-10", "end": "2024-06-01"}))).await; // inverted
+    put(&h, enc("e3", json!({"start": "2024-07-01"}))).await;
+    put(&h, enc("e4", json!({"end": "2024-04-01"}))).await;
+    let risk = |id: &str, prediction: Value| {
+        json!({"resourceType": "RiskAssessment", "id": id, "status": "final",
+            "subject": {"reference": "Patient/rp"}, "prediction": [prediction]})
+    };
+    put(&h, risk("r1", json!({"probabilityDecimal": 0.3}))).await;
+    put(&h, risk("r2", json!({"probabilityRange": {"low": {"value": 0.2}, "high": {"value": 0.4}}}))).await;
+    put(&h, risk("r3", json!({"probabilityRange": {"low": {"value": 0.9}, "high": {"value": 0.7}}}))).await; // inverted
+    let cases: &[(&str, &[&str])] = &[
+        ("/fhir/Encounter?date=2024", &["e1", "e2"]),
+        ("/fhir/Encounter?date=2024-05", &["e1"]),
+        ("/fhir/Encounter?date=2024-05-01", &[]),
+        ("/fhir/Encounter?date=2024-05-01T10:00:00Z", &[]),
+        ("/fhir/Encounter?date=2024-06", &["e2"]),
+        ("/fhir/Encounter?date=ne2024-06", &["e1", "e3", "e4"]),
+        ("/fhir/Encounter?date=ge2024-06-05", &["e2", "e3"]),
+        ("/fhir/Encounter?date=le2024-06-05", &["e1", "e2", "e4"]),
+        ("/fhir/Encounter?date=ge2024-05-02&date=le2024-05-02", &["e1"]),
+        ("/fhir/Encounter?date=gt2024-06-30", &["e3"]),
+        ("/fhir/Encounter?date=lt2024-05-02", &["e1", "e4"]),
+        ("/fhir/Encounter?date=sa2024-06-30", &["e3"]),
+        ("/fhir/Encounter?date=eb2024-05-01", &["e4"]),
+        ("/fhir/Encounter?subject=Patient/rp&date=le2024-06-05", &["e1", "e2", "e4"]),
+        ("/fhir/RiskAssessment?probability=0.3", &["r1"]),
+        ("/fhir/RiskAssessment?probability=0.8", &[]),
+        ("/fhir/RiskAssessment?probability=gt0.8", &["r3"]),
+        ("/fhir/RiskAssessment?probability=lt0.75", &["r1", "r2", "r3"]),
+        ("/fhir/RiskAssessment?probability=ge0.4", &["r2", "r3"]),
+        ("/fhir/RiskAssessment?probability=le0.2", &["r2"]),
+        ("/fhir/RiskAssessment?probability=eb0.25", &[]),
+        ("/fhir/RiskAssessment?probability=sa0.35", &["r3"]),
+        ("/fhir/RiskAssessment?subject=Patient/rp&probability=lt0.75", &["r1", "r2", "r3"]),
+    ];
+    let check = |label: &'static str| {
+        let h = &h;
+        async move {
+            for (uri, want) in cases {
+                assert_eq!(find(h, uri).await, set(want), "{label}: {uri}");
+            }
+        }
+    };
+    check("as written").await;
+
+    // The rows an older store kept for the two inverted values: its searches miss them where
+    // the new bounds apply, until opening the store again turns them (step 7 and after).
+    let db = crate::support::RawDb::at(h.dir.path());
+    db.exec_both(
+        "UPDATE sp_date SET lo = hi, hi = lo WHERE type = 'Encounter' AND id = 'e2';
+         UPDATE sp_number SET lo = hi, hi = lo WHERE type = 'RiskAssessment' AND id = 'r3';
+         DELETE FROM mamori_schema WHERE version >= 7",
+    )
+    .unwrap();
+    assert_eq!(find(&h, "/fhir/Encounter?date=le2024-06-05").await, set(&["e1", "e4"]));
+    assert_eq!(find(&h, "/fhir/RiskAssessment?probability=lt0.75").await, set(&["r1", "r2"]));
+    drop(mamori::open_node(h.dir.path()).unwrap());
+    assert_eq!(db.int("SELECT COUNT(*) FROM sp_date WHERE lo > hi"), 0);
+    assert_eq!(db.int("SELECT COUNT(*) FROM sp_number WHERE lo > hi"), 0);
+    check("after the upgrade").await;
+}
+
 #[tokio::test]
 async fn parameters_answered_from_other_rows() {
     let h = Harness::new();

@@ -246,6 +246,19 @@ CREATE INDEX IF NOT EXISTS sp_date_high ON sp_date (type, param, hi);
 CREATE INDEX IF NOT EXISTS sp_number_high ON sp_number (type, param, hi);
 "#;
 
+/// Step 7: every date and number row has `lo <= hi` (#29). The searches bound a row's `lo` from
+/// above by the search's upper end when the row's `hi` is (an `eq`, a date's `ge` and `le`), so
+/// the value index reads the range `[L, H]` rather than every row from `L` on
+/// (`Observation?date=2026-10-08`, `value-quantity=50`); that holds only when no row ends before
+/// it starts. A Period or Range written so (R4's per-1 and rng-2 forbid it) is indexed since as
+/// the range between its two ends (a composite's second value too); this step turns the rows
+/// stored before.
+const ORDERED_RANGES: &str = r#"
+UPDATE sp_date SET lo = hi, hi = lo WHERE lo > hi;
+UPDATE sp_number SET lo = hi, hi = lo WHERE lo > hi;
+UPDATE sp_composite SET lo = hi, hi = lo WHERE lo > hi;
+"#;
+
 /// The tables only one dialect has: SQLite's substring index (PostgreSQL indexes the value
 /// columns themselves).
 pub const SQLITE_ONLY: [&str; 1] = ["sp_text"];
@@ -360,7 +373,7 @@ pub fn steps(d: Dialect) -> Vec<String> {
         Dialect::Sqlite => SUBSTRINGS_SQLITE,
         Dialect::Postgres => SUBSTRINGS_POSTGRES,
     };
-    vec![base, workflow, alerts, seals, substrings.to_string(), RANGES.to_string()]
+    vec![base, workflow, alerts, seals, substrings.to_string(), RANGES.to_string(), ORDERED_RANGES.to_string()]
 }
 
 /// Every guard trigger of the schema (append-only tables, immutable versions), as statements

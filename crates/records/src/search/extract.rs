@@ -360,6 +360,10 @@ pub fn values(schema: &Schema, kind: ParamKind, node: &Node<'_>) -> Vec<IndexVal
                 let lo = s(v, "start").and_then(normalize::date_range).map_or(i64::MIN, |r| r.0);
                 let hi = s(v, "end").and_then(normalize::date_range).map_or(i64::MAX, |r| r.1);
                 if v.get("start").is_some() || v.get("end").is_some() {
+                    // Every stored range has `lo <= hi`, which the searches' bounds rely on
+                    // (`sql.rs`): a Period that ends before it starts (R4's per-1 forbids it) is
+                    // the range between its two ends.
+                    let (lo, hi) = (lo.min(hi), lo.max(hi));
                     out.push(IndexValue::Date { lo, hi });
                 }
             }
@@ -379,6 +383,9 @@ pub fn values(schema: &Schema, kind: ParamKind, node: &Node<'_>) -> Vec<IndexVal
                 let lo = low.and_then(|q| q.get("value")).and_then(Value::as_f64).unwrap_or(f64::NEG_INFINITY);
                 let hi = v.get("high").and_then(|q| q.get("value")).and_then(Value::as_f64).unwrap_or(f64::INFINITY);
                 let unit = low.or(v.get("high"));
+                // `lo <= hi`, as for a Period: a Range whose low is above its high (rng-2 forbids
+                // it) is the range between its two ends.
+                let (lo, hi) = (lo.min(hi), lo.max(hi));
                 if lo.is_finite() || hi.is_finite() {
                     out.push(IndexValue::Number {
                         lo,

@@ -702,12 +702,30 @@ impl B {
             Pred::Date { prefix, lo, hi, margin } => {
                 let (lo, hi) = (*lo, *hi);
                 match prefix {
-                    Prefix::Eq => format!("(lo >= {} AND hi <= {})", self.i(lo), self.i(hi)),
+                    // Every row has `lo <= hi` (schema step 7), so a row that ends by `H` starts
+                    // by `H` and one that starts from `L` ends from `L`: the bounds `lo <= H` and
+                    // `hi >= L` change no answer and let an index seek `[L, H]` instead of reading
+                    // every row from `L` on, or up to `H`.
+                    Prefix::Eq => {
+                        format!("(lo >= {} AND lo <= {} AND hi <= {})", self.i(lo), self.i(hi), self.i(hi))
+                    }
                     Prefix::Ne => format!("NOT (lo >= {} AND hi <= {})", self.i(lo), self.i(hi)),
                     Prefix::Gt => format!("hi > {}", self.i(hi)),
                     Prefix::Lt => format!("lo < {}", self.i(lo)),
-                    Prefix::Ge => format!("(hi > {} OR (lo >= {} AND hi <= {}))", self.i(hi), self.i(lo), self.i(hi)),
-                    Prefix::Le => format!("(lo < {} OR (lo >= {} AND hi <= {}))", self.i(lo), self.i(lo), self.i(hi)),
+                    Prefix::Ge => format!(
+                        "(hi >= {} AND (hi > {} OR (lo >= {} AND hi <= {})))",
+                        self.i(lo),
+                        self.i(hi),
+                        self.i(lo),
+                        self.i(hi)
+                    ),
+                    Prefix::Le => format!(
+                        "(lo <= {} AND (lo < {} OR (lo >= {} AND hi <= {})))",
+                        self.i(hi),
+                        self.i(lo),
+                        self.i(lo),
+                        self.i(hi)
+                    ),
                     Prefix::Sa => format!("lo > {}", self.i(hi)),
                     Prefix::Eb => format!("hi < {}", self.i(lo)),
                     Prefix::Ap => format!(
@@ -720,7 +738,10 @@ impl B {
             Pred::Number { prefix, value, lo, hi, system, code } => {
                 let v = *value;
                 let mut s = match prefix {
-                    Prefix::Eq => format!("(lo >= {} AND hi <= {})", self.r(*lo), self.r(*hi)),
+                    // `lo <= H` as for a date (`lo <= hi` on every row).
+                    Prefix::Eq => {
+                        format!("(lo >= {} AND lo <= {} AND hi <= {})", self.r(*lo), self.r(*hi), self.r(*hi))
+                    }
                     Prefix::Ne => format!("NOT (lo >= {} AND hi <= {})", self.r(*lo), self.r(*hi)),
                     Prefix::Gt => format!("hi > {}", self.r(v)),
                     Prefix::Lt => format!("lo < {}", self.r(v)),
@@ -746,15 +767,15 @@ impl B {
     }
 }
 
-/// Whether every value of a date or number match compares only the row's upper bound (`hi >`,
-/// `hi >=`, `hi <`: a number's `gt`, `ge` and `eb`, a date's `gt` and `eb` — a date's `ge` is
-/// an `OR` with its `lo`), so the `hi` index ([`Table::high_index`]) seeks it where the value
-/// index, ordered by `lo`, reads every row of the parameter.
+/// Whether every value of a date or number match bounds the row's upper end from below (`hi >`,
+/// `hi >=`, `hi <`: a number's `gt`, `ge` and `eb`, a date's `gt`, `ge` and `eb`), so the `hi`
+/// index ([`Table::high_index`]) seeks it where the value index, ordered by `lo`, reads every
+/// row of the parameter.
 fn above(table: Table, any: &[Pred]) -> bool {
     !any.is_empty()
         && any.iter().all(|p| match (table, p) {
             (Table::Number, Pred::Number { prefix, .. }) => matches!(prefix, Prefix::Gt | Prefix::Ge | Prefix::Eb),
-            (Table::Date, Pred::Date { prefix, .. }) => matches!(prefix, Prefix::Gt | Prefix::Eb),
+            (Table::Date, Pred::Date { prefix, .. }) => matches!(prefix, Prefix::Gt | Prefix::Ge | Prefix::Eb),
             _ => false,
         })
 }
@@ -1334,11 +1355,12 @@ mod tests {
             ("value-quantity=gt50,ge70", "sp_number_high"),
             ("date=gt2030", "sp_date_high"),
             ("date=eb2021", "sp_date_high"),
-            // Bounded below by `lo`, an `OR` of both, or a mix: the value index.
+            ("date=ge2020", "sp_date_high"),
+            // Bounded by `lo`, or a mix: the value index.
             ("value-quantity=lt50", "sp_number_value"),
             ("value-quantity=50", "sp_number_value"),
             ("value-quantity=gt50,lt10", "sp_number_value"),
-            ("date=ge2020", "sp_date_value"),
+            ("date=le2020", "sp_date_value"),
             ("date=2020", "sp_date_value"),
         ] {
             let q = query("Observation", q);
