@@ -497,6 +497,82 @@ async fn pages_both_ways(h: &Harness, uri: &str) -> (Value, Vec<Vec<String>>) {
     (first, pages)
 }
 
+/// A date or number range alone is listed by the bound its index seeks (`hi` for `gt`, `ge`,
+/// `eb`; else `lo`), each resource once at its least matching row, then by id — page by page
+/// both ways, through an open end (an infinite or unbounded key in the cursor); beside another
+/// criterion the order is by id as before. Orders worked out by hand.
+#[tokio::test]
+async fn ranges_alone_list_by_their_matching_bound() {
+    let h = Harness::new();
+    put(&h, json!({"resourceType": "Patient", "id": "rp", "name": [{"family": "順序"}]})).await;
+    let risk = |id: &str, predictions: Value| {
+        json!({"resourceType": "RiskAssessment", "id": id, "status": "final",
+            "subject": {"reference": "Patient/rp"}, "prediction": predictions})
+    };
+    let p = |v: f64| json!({"probabilityDecimal": v});
+    let range = |low: f64, high: Option<f64>| match high {
+        Some(hv) => json!({"probabilityRange": {"low": {"value": low}, "high": {"value": hv}}}),
+        None => json!({"probabilityRange": {"low": {"value": low}}}),
+    };
+    put(&h, risk("ra1", json!([p(0.5)]))).await;
+    put(&h, risk("ra2", json!([p(0.2), p(0.8)]))).await;
+    put(&h, risk("ra3", json!([range(0.3, Some(0.6))]))).await;
+    put(&h, risk("ra4", json!([p(0.8)]))).await;
+    put(&h, risk("ra5", json!([p(0.1), p(0.5)]))).await;
+    put(&h, risk("ra6", json!([range(0.7, None)]))).await; // up to +infinity
+    put(&h, risk("ra7", json!([p(0.5)]))).await;
+    let enc = |id: &str, period: Value| {
+        json!({"resourceType": "Encounter", "id": id, "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "Patient/rp"}, "period": period})
+    };
+    put(&h, enc("en1", json!({"start": "2024-05-01T10:00:00Z", "end": "2024-05-03T12:00:00Z"}))).await;
+    put(&h, enc("en2", json!({"start": "2024-05-02", "end": "2024-05-02"}))).await;
+    put(&h, enc("en3", json!({"start": "2024-05-02T08:00:00Z"}))).await;
+    put(&h, enc("en4", json!({"end": "2024-05-01"}))).await;
+    for (query, want) in [
+        // by hi: 0.5 (ra1, ra5 at its 0.5, ra7), 0.6, 0.8 (ra2 at its 0.8, ra4), +inf; 0.1, 0.2
+        ("RiskAssessment?probability=gt0.4", vec!["ra1", "ra5", "ra7", "ra3", "ra2", "ra4", "ra6"]),
+        ("RiskAssessment?probability=ge0.8", vec!["ra2", "ra4", "ra6"]),
+        ("RiskAssessment?probability=eb0.25", vec!["ra5", "ra2"]),
+        // by lo: 0.1 (ra5 at its least), 0.2, 0.3, 0.5 (ra1, ra7); 0.7, 0.8
+        ("RiskAssessment?probability=lt0.55", vec!["ra5", "ra2", "ra3", "ra1", "ra7"]),
+        ("RiskAssessment?probability=0.5", vec!["ra1", "ra5", "ra7"]),
+        ("RiskAssessment?probability=sa0.65", vec!["ra6", "ra2", "ra4"]),
+        // by hi: the day itself, then 05-03T12, then unbounded
+        ("Encounter?date=ge2024-05-02", vec!["en2", "en1", "en3"]),
+        // by lo: unbounded, then 05-01T10, then the day
+        ("Encounter?date=le2024-05-02", vec!["en4", "en1", "en2"]),
+        ("Encounter?date=2024-05", vec!["en1", "en2"]),
+        // beside another criterion: by id
+        ("RiskAssessment?probability=gt0.4&subject=Patient/rp", vec!["ra1", "ra2", "ra3", "ra4", "ra5", "ra6", "ra7"]),
+        ("Encounter?date=le2024-05-02&subject=Patient/rp", vec!["en1", "en2", "en4"]),
+    ] {
+        for count in [1, 2, 3, 10] {
+            let uri = format!("/fhir/{query}&_count={count}&_total=accurate");
+            let (first, pages) = pages_both_ways(&h, &uri).await;
+            assert_eq!(pages.concat(), want, "{uri}");
+            assert_eq!(first["total"], json!(want.len()), "{uri}");
+            assert!(pages.iter().all(|p| p.len() <= count), "{uri}");
+        }
+    }
+    // A cursor of one order is refused by another (a number's by a date search, and back).
+    let next = |b: &Value| {
+        let url = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].clone();
+        url.as_str().unwrap().split("_cursor=").nth(1).unwrap().split('&').next().unwrap().to_string()
+    };
+    let by_number = next(&h.call("GET", "/fhir/RiskAssessment?probability=gt0.4&_count=1", None).await.json());
+    let by_date = next(&h.call("GET", "/fhir/Encounter?date=ge2024-05-02&_count=1", None).await.json());
+    for bad in [
+        format!("/fhir/Encounter?date=ge2024-05-02&_cursor={by_number}"),
+        format!("/fhir/RiskAssessment?probability=gt0.4&_cursor={by_date}"),
+    ] {
+        let r = h.call("GET", &bad, None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(r.diagnostics().contains("_cursor"), "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn paging_is_stable_under_concurrent_writes() {
     let h = Harness::new();

@@ -266,13 +266,14 @@ fn finish(mut req: SearchRequest) -> Result<SearchRequest, RecordError> {
     // A cursor carries one value per sort key, as its search's own links wrote it; one made for
     // another order (or by hand) would page from a meaningless place.
     if let Some(c) = &req.query.cursor {
+        let ordered = super::sql::value_ordered(&req.query);
         let fits = c.keys.len() == req.query.sort.len()
             && req
                 .query
                 .sort
                 .iter()
                 .zip(&c.keys)
-                .all(|((k, _), (_, v))| !matches!(k, SortKey::Matched) || matches!(v, SortVal::Text(_)));
+                .all(|((k, _), (_, v))| !matches!(k, SortKey::Matched) || ordered.is_some_and(|o| o.fits(v)));
         if !fits {
             return Err(bad("`_cursor` does not belong to this search: its sort order differs"));
         }
@@ -558,7 +559,9 @@ pub fn encode_cursor(c: &Cursor) -> String {
         .map(|(missing, v)| {
             let v = match v {
                 SortVal::Int(i) => serde_json::json!({"i": i}),
-                SortVal::Real(r) => serde_json::json!({"r": r}),
+                // JSON has no infinities (an open Range's end): they are written as words.
+                SortVal::Real(r) if r.is_finite() => serde_json::json!({"r": r}),
+                SortVal::Real(r) => serde_json::json!({"x": if *r > 0.0 { "inf" } else { "-inf" }}),
                 SortVal::Text(t) => serde_json::json!({"t": t}),
             };
             serde_json::json!([missing, v])
@@ -582,6 +585,12 @@ fn decode_cursor(s: &str) -> Result<Cursor, RecordError> {
             SortVal::Int(i)
         } else if let Some(r) = val.get("r").and_then(serde_json::Value::as_f64) {
             SortVal::Real(r)
+        } else if let Some(x) = val.get("x").and_then(serde_json::Value::as_str) {
+            match x {
+                "inf" => SortVal::Real(f64::INFINITY),
+                "-inf" => SortVal::Real(f64::NEG_INFINITY),
+                _ => return Err(invalid()),
+            }
         } else if let Some(t) = val.get("t").and_then(serde_json::Value::as_str) {
             SortVal::Text(t.to_string())
         } else {
@@ -660,6 +669,12 @@ mod tests {
         };
         let r = parse("Patient", &format!("_sort=name,-birthdate,_lastUpdated&_cursor={}", encode_cursor(&c))).unwrap();
         assert_eq!(r.query.cursor, Some(c));
+        // An open Range's end has no JSON number.
+        for r in [f64::INFINITY, f64::NEG_INFINITY] {
+            let c = Cursor { keys: vec![(false, SortVal::Real(r))], id: "a1".into(), backwards: false };
+            let q = parse("RiskAssessment", &format!("probability=gt0.4&_cursor={}", encode_cursor(&c))).unwrap();
+            assert_eq!(q.query.cursor, Some(c));
+        }
     }
 
     #[test]
@@ -676,6 +691,15 @@ mod tests {
             let e = parse("Patient", &format!("name=yam&{}", cursor(keys))).unwrap_err();
             assert!(e.to_string().contains("_cursor"), "{e}");
         }
+        // By a range's bound: an integer for a date, a real for a number.
+        assert!(parse("Encounter", &format!("date=ge2024&{}", cursor(vec![(false, SortVal::Int(7))]))).is_ok());
+        assert!(parse("Encounter", &format!("date=ge2024&{}", cursor(vec![(false, SortVal::Real(7.0))]))).is_err());
+        assert!(
+            parse("RiskAssessment", &format!("probability=gt1&{}", cursor(vec![(false, SortVal::Real(1.5))]))).is_ok()
+        );
+        assert!(
+            parse("RiskAssessment", &format!("probability=gt1&{}", cursor(vec![(false, SortVal::Int(1))]))).is_err()
+        );
         // By `_sort`: one value per key.
         assert!(parse("Patient", &format!("_sort=birthdate&{}", cursor(vec![(false, SortVal::Int(1))]))).is_ok());
         assert!(parse("Patient", &format!("_sort=birthdate,name&{}", cursor(vec![(false, SortVal::Int(1))]))).is_err());
