@@ -199,6 +199,67 @@ async fn r22_paging_links_and_totals_come_from_visible_records_only() {
     assert!(!b["link"].as_array().unwrap().iter().any(|l| l["relation"] == "next"));
 }
 
+/// A range alone is listed by its bound (#29): a hidden record inside the range — between two
+/// visible ones in that order — changes nothing the requester sees, page by page: the same ids,
+/// totals and links (cursors included) as when it is deleted.
+#[tokio::test]
+async fn r34_a_range_listed_by_its_bound_hides_as_missing() {
+    let w = world().await;
+    let h = &w.h;
+    put(h, obs("obs-a", "p-care", "http://loinc.org", "2345-7", 1.0)).await;
+    put(h, obs("obs-z", "p-care", "http://loinc.org", "7917-8", 1.5)).await; // hiv: hidden from the nurse
+    put(h, obs("obs-b", "p-care", "http://loinc.org", "2345-7", 2.0)).await;
+    put(h, obs("obs-c", "p-care", "http://loinc.org", "2345-7", 3.0)).await;
+    let pages = |uri: String| {
+        let nurse = w.nurse.clone();
+        async move {
+            let mut out = Vec::new();
+            let mut next = Some(uri);
+            while let Some(u) = next.take() {
+                let r = get(h, &nurse, &u).await;
+                assert_eq!(r.status, StatusCode::OK, "{u}");
+                let b = r.json();
+                let link = |rel: &str| {
+                    b["link"].as_array().unwrap().iter().find(|l| l["relation"] == rel).map(|l| l["url"].to_string())
+                };
+                next =
+                    link("next").map(|u| u.trim_matches('"').strip_prefix("http://mamori.test").unwrap().to_string());
+                out.push((shape(&r), link("next"), link("previous")));
+            }
+            out
+        }
+    };
+    let questions = [
+        ("/fhir/Observation?value-quantity=gt0.5", vec!["obs-a", "obs-b", "obs-c"]),
+        ("/fhir/Observation?value-quantity=lt2.5", vec!["obs-a", "obs-b"]),
+        ("/fhir/Observation?value-quantity=ge1.5", vec!["obs-b", "obs-c"]),
+    ];
+    let mut with = Vec::new();
+    for (q, want) in &questions {
+        for count in [1, 2, 3] {
+            for total in ["", "&_total=accurate"] {
+                let p = pages(format!("{q}&_count={count}{total}")).await;
+                let ids: Vec<String> = p.iter().flat_map(|(s, _, _)| s.1.clone()).collect();
+                assert_eq!(ids, *want, "{q} {count}");
+                with.push(p);
+            }
+        }
+    }
+    // The doctor sees the hidden one in its place.
+    let r = get(h, &w.doctor, "/fhir/Observation?value-quantity=gt0.5").await;
+    assert_eq!(shape(&r).1, vec!["obs-a", "obs-z", "obs-b", "obs-c"]);
+    assert!(h.call("DELETE", "/fhir/Observation/obs-z", None).await.status.is_success());
+    let mut without = Vec::new();
+    for (q, _) in &questions {
+        for count in [1, 2, 3] {
+            for total in ["", "&_total=accurate"] {
+                without.push(pages(format!("{q}&_count={count}{total}")).await);
+            }
+        }
+    }
+    assert_eq!(with, without);
+}
+
 #[tokio::test]
 async fn r22_care_relationship_follows_every_link_to_a_patient() {
     let w = world().await;
