@@ -19,7 +19,6 @@ import pyotp
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -202,9 +201,11 @@ def security_manager():
         # The whole trail verified from the home page.
         d.get(base + "/console/")
         d.find_element(By.ID, "verify-now").click()
-        # The form posts and the page is replaced: an element found on the old page goes stale.
-        WebDriverWait(d, 30, ignored_exceptions=(StaleElementReferenceException,)).until(
-            lambda d: "ok" in (d.find_element(By.ID, "verify-result").get_attribute("class") or ""))
+        # The form posts and the page is replaced: an element found on the old page goes stale,
+        # or (Chromium) the node is gone between finding it and reading its class, which the
+        # driver reports as a plain WebDriverException. The class is read in one script instead.
+        WebDriverWait(d, 30).until(lambda d: "ok" in (d.execute_script(
+            "const e = document.getElementById('verify-result'); return e ? e.className : '';") or ""))
         assert "検証: 合格" in d.find_element(By.ID, "verify-result").text
         accessible(d, "dashboard after verification")
         shot(d, "dashboard-ja")
