@@ -467,6 +467,12 @@ async fn follow(h: &Harness, b: &Value, rel: &str) -> Option<Value> {
     Some(r.json())
 }
 
+/// The `_cursor` of a searchset's `next` link.
+fn next_cursor(b: &Value) -> String {
+    let url = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].clone();
+    url.as_str().unwrap().split("_cursor=").nth(1).unwrap().split('&').next().unwrap().to_string()
+}
+
 fn page_ids(b: &Value) -> Vec<String> {
     b["entry"]
         .as_array()
@@ -557,12 +563,8 @@ async fn ranges_alone_list_by_their_matching_bound() {
         }
     }
     // A cursor of one order is refused by another (a number's by a date search, and back).
-    let next = |b: &Value| {
-        let url = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].clone();
-        url.as_str().unwrap().split("_cursor=").nth(1).unwrap().split('&').next().unwrap().to_string()
-    };
-    let by_number = next(&h.call("GET", "/fhir/RiskAssessment?probability=gt0.4&_count=1", None).await.json());
-    let by_date = next(&h.call("GET", "/fhir/Encounter?date=ge2024-05-02&_count=1", None).await.json());
+    let by_number = next_cursor(&h.call("GET", "/fhir/RiskAssessment?probability=gt0.4&_count=1", None).await.json());
+    let by_date = next_cursor(&h.call("GET", "/fhir/Encounter?date=ge2024-05-02&_count=1", None).await.json());
     for bad in [
         format!("/fhir/Encounter?date=ge2024-05-02&_cursor={by_number}"),
         format!("/fhir/RiskAssessment?probability=gt0.4&_cursor={by_date}"),
@@ -673,12 +675,8 @@ async fn name_searches_list_by_matching_value() {
     assert_eq!(rest, ["k6", "z1", "a2", "m3"]);
     // A cursor belongs to its search's order: one of a name search (carrying a value) on a search
     // by id, or one of a search by id on a name search, is refused rather than paged from.
-    let link = |b: &Value| {
-        let url = b["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].clone();
-        url.as_str().unwrap().split("_cursor=").nth(1).unwrap().split('&').next().unwrap().to_string()
-    };
-    let by_name = link(&first);
-    let by_id = link(&h.call("GET", "/fhir/Patient?gender=male&_count=1", None).await.json());
+    let by_name = next_cursor(&first);
+    let by_id = next_cursor(&h.call("GET", "/fhir/Patient?gender=male&_count=1", None).await.json());
     for bad in [
         format!("/fhir/Patient?gender=male&_cursor={by_name}"),
         format!("/fhir/Patient?name=%E5%B1%B1&_cursor={by_id}"),

@@ -237,7 +237,7 @@ END $$;
 "#;
 
 /// Step 6: the date and number tables indexed by their upper bound too (#29). A search for values
-/// above a point (`gt`, a number's `ge`, `eb`) compares the row's `hi`, which the value index
+/// above a point (`gt`, `ge`, `eb`; a date's `ge` since step 7) compares the row's `hi`, which the value index
 /// (ordered by `lo`) cannot seek: `Observation?value-quantity=gt500` read every row of the
 /// parameter (0.17–0.6 s at 1M resources), `date=gt2030` and `date=eb2021` likewise. About 1 % of
 /// the store; built once when a store is opened (~4 s per million rows).

@@ -675,6 +675,10 @@ mod tests {
             let q = parse("RiskAssessment", &format!("probability=gt0.4&_cursor={}", encode_cursor(&c))).unwrap();
             assert_eq!(q.query.cursor, Some(c));
         }
+        // Any other word is not a cursor this server wrote.
+        let forged = hex::encode(r#"{"k":[[false,{"x":"nan"}]],"id":"a1","b":false}"#);
+        let e = parse("RiskAssessment", &format!("probability=gt0.4&_cursor={forged}")).unwrap_err();
+        assert!(e.to_string().contains("_cursor"), "{e}");
     }
 
     #[test]

@@ -774,8 +774,9 @@ impl B {
 fn above(table: Table, any: &[Pred]) -> bool {
     !any.is_empty()
         && any.iter().all(|p| match (table, p) {
-            (Table::Number, Pred::Number { prefix, .. }) => matches!(prefix, Prefix::Gt | Prefix::Ge | Prefix::Eb),
-            (Table::Date, Pred::Date { prefix, .. }) => matches!(prefix, Prefix::Gt | Prefix::Ge | Prefix::Eb),
+            (Table::Number, Pred::Number { prefix, .. }) | (Table::Date, Pred::Date { prefix, .. }) => {
+                matches!(prefix, Prefix::Gt | Prefix::Ge | Prefix::Eb)
+            }
             _ => false,
         })
 }
@@ -1007,7 +1008,7 @@ fn search_by_range(
         ),
         _ => format!("e.{other} < d.{other}"),
     };
-    let mut parts = vec![
+    let parts = vec![
         format!("d.type = {t}"),
         p,
         matched,
@@ -1016,19 +1017,26 @@ fn search_by_range(
              AND (e.{key} < d.{key} OR (e.{key} = d.{key} AND ({tie}))))"
         ),
     ];
+    by_value_page(b, q, &format!("{name} d{listed}"), &format!("d.{key}"), parts, limit)
+}
+
+/// The page of a listing in (value, id) order from index rows `d` ([`search_by_value`],
+/// [`search_by_range`]): `parts` (the rows' conditions) from the cursor on — its value and id,
+/// backwards too — at most `limit` rows, with the columns of [`search`].
+fn by_value_page(mut b: B, q: &SearchQuery, from: &str, key: &str, mut parts: Vec<String>, limit: usize) -> Sql {
     let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
     if let Some(c) = &q.cursor
         && let Some((_, v)) = c.keys.first()
     {
         let op = if backwards { "<" } else { ">" };
         let (k1, k2, id) = (b.push(arg_of(v)), b.push(arg_of(v)), b.t(&c.id));
-        parts.push(format!("(d.{key} {op} {k1} OR (d.{key} = {k2} AND d.id {op} {id}))"));
+        parts.push(format!("({key} {op} {k1} OR ({key} = {k2} AND d.id {op} {id}))"));
     }
     let dir = if backwards { "DESC" } else { "ASC" };
     let limit = b.i(i64::try_from(limit).unwrap_or(i64::MAX));
     Sql {
         text: format!(
-            "SELECT d.id AS id, 0 AS n0, d.{key} AS k0 FROM {name} d{listed} WHERE {} ORDER BY d.{key} {dir}, d.id {dir} LIMIT {limit}",
+            "SELECT d.id AS id, 0 AS n0, {key} AS k0 FROM {from} WHERE {} ORDER BY {key} {dir}, d.id {dir} LIMIT {limit}",
             parts.join(" AND ")
         ),
         args: b.args,
@@ -1060,25 +1068,8 @@ fn search_by_value(q: &SearchQuery, (driver, param, v): (usize, &str, &str), lim
             parts.push(check(&mut b, ty, c, "d.id"));
         }
     }
-    let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
-    if let Some(c) = &q.cursor {
-        let key = match c.keys.first() {
-            Some((_, SortVal::Text(k))) => k.as_str(),
-            _ => "",
-        };
-        let op = if backwards { "<" } else { ">" };
-        let (k1, k2, id) = (b.t(key), b.t(key), b.t(&c.id));
-        parts.push(format!("(d.norm {op} {k1} OR (d.norm = {k2} AND d.id {op} {id}))"));
-    }
-    let dir = if backwards { "DESC" } else { "ASC" };
-    let limit = b.i(i64::try_from(limit).unwrap_or(i64::MAX));
-    Sql {
-        text: format!(
-            "SELECT d.id AS id, 0 AS n0, d.norm AS k0 FROM sp_string d WHERE {} ORDER BY d.norm {dir}, d.id {dir} LIMIT {limit}",
-            parts.join(" AND ")
-        ),
-        args: b.args,
-    }
+    // The cursor's value is a text (`parse::finish` refuses any other for this order).
+    by_value_page(b, q, "sp_string d", "d.norm", parts, limit)
 }
 
 /// The statement counting every match (no guard applied: callers decide when it may be shown).
