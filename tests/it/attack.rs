@@ -76,7 +76,10 @@ async fn world() -> World {
 }
 
 /// What a searchset reveals besides its self link: entry ids, total, next/previous presence.
-fn shape(r: &Resp) -> (StatusCode, Vec<String>, Value, bool, bool) {
+type Shape = (StatusCode, Vec<String>, Value, bool, bool);
+
+/// A searchset's [`Shape`].
+fn shape(r: &Resp) -> Shape {
     let b = r.json();
     let ids = b["entry"]
         .as_array()
@@ -202,6 +205,24 @@ async fn r22_paging_links_and_totals_come_from_visible_records_only() {
 /// A range alone is listed by its bound (#29): a hidden record inside the range — between two
 /// visible ones in that order — changes nothing the requester sees, page by page: the same ids,
 /// totals and links (cursors included) as when it is deleted.
+/// Every page of a search from `uri` on, following its next links: each page's shape and its
+/// next and previous links (cursors included).
+async fn every_page(h: &Harness, token: &str, uri: String) -> Vec<(Shape, Option<String>, Option<String>)> {
+    let mut out = Vec::new();
+    let mut next = Some(uri);
+    while let Some(u) = next.take() {
+        let r = get(h, token, &u).await;
+        assert_eq!(r.status, StatusCode::OK, "{u}");
+        let b = r.json();
+        let link = |rel: &str| {
+            b["link"].as_array().unwrap().iter().find(|l| l["relation"] == rel).map(|l| l["url"].to_string())
+        };
+        next = link("next").map(|u| u.trim_matches('"').strip_prefix("http://mamori.test").unwrap().to_string());
+        out.push((shape(&r), link("next"), link("previous")));
+    }
+    out
+}
+
 #[tokio::test]
 async fn r34_a_range_listed_by_its_bound_hides_as_missing() {
     let w = world().await;
@@ -210,25 +231,7 @@ async fn r34_a_range_listed_by_its_bound_hides_as_missing() {
     put(h, obs("obs-z", "p-care", "http://loinc.org", "7917-8", 1.5)).await; // hiv: hidden from the nurse
     put(h, obs("obs-b", "p-care", "http://loinc.org", "2345-7", 2.0)).await;
     put(h, obs("obs-c", "p-care", "http://loinc.org", "2345-7", 3.0)).await;
-    let pages = |uri: String| {
-        let nurse = w.nurse.clone();
-        async move {
-            let mut out = Vec::new();
-            let mut next = Some(uri);
-            while let Some(u) = next.take() {
-                let r = get(h, &nurse, &u).await;
-                assert_eq!(r.status, StatusCode::OK, "{u}");
-                let b = r.json();
-                let link = |rel: &str| {
-                    b["link"].as_array().unwrap().iter().find(|l| l["relation"] == rel).map(|l| l["url"].to_string())
-                };
-                next =
-                    link("next").map(|u| u.trim_matches('"').strip_prefix("http://mamori.test").unwrap().to_string());
-                out.push((shape(&r), link("next"), link("previous")));
-            }
-            out
-        }
-    };
+    let pages = |uri: String| every_page(h, &w.nurse, uri);
     let questions = [
         ("/fhir/Observation?value-quantity=gt0.5", vec!["obs-a", "obs-b", "obs-c"]),
         ("/fhir/Observation?value-quantity=lt2.5", vec!["obs-a", "obs-b"]),
@@ -258,6 +261,77 @@ async fn r34_a_range_listed_by_its_bound_hides_as_missing() {
         }
     }
     assert_eq!(with, without);
+}
+
+#[tokio::test]
+async fn r36_a_chain_checked_per_candidate_hides_its_target_as_missing() {
+    let w = world().await;
+    let h = &w.h;
+    // p-vis (鈴木) is in the doctor's care; p-other (鈴木 too) is not: hidden from the doctor.
+    put(h, json!({"resourceType": "Patient", "id": "p-vis", "name": [{"family": "鈴木"}]})).await;
+    put(
+        h,
+        json!({"resourceType": "CareTeam", "id": "ct-vis", "status": "active", "subject": {"reference": "Patient/p-vis"},
+               "participant": [{"member": {"reference": "Practitioner/pr-doc"}}]}),
+    )
+    .await;
+    // Observations about p-care (visible to the doctor) performed by: p-vis; p-other (hidden);
+    // p-other and p-care (山田: visible, but not of the name); p-other and p-vis; p-vis.
+    let performed = |id: &str, by: &[&str]| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+               "subject": {"reference": "Patient/p-care"},
+               "performer": by.iter().map(|p| json!({"reference": format!("Patient/{p}")})).collect::<Vec<_>>()})
+    };
+    for (id, by) in [
+        ("ob-1", &["p-vis"][..]),
+        ("ob-2", &["p-other"][..]),
+        ("ob-3", &["p-vis"][..]),
+        ("ob-4", &["p-other", "p-care"][..]),
+        ("ob-5", &["p-other", "p-vis"][..]),
+        ("ob-6", &["p-other"][..]),
+        ("ob-7", &["p-vis"][..]),
+    ] {
+        put(h, performed(id, by)).await;
+    }
+    let questions = [
+        "/fhir/Observation?performer:Patient.name=鈴木",
+        "/fhir/Observation?performer:Patient.name=鈴木&code=8867-4",
+        "/fhir/Observation?performer:Patient.name=鈴木,山田",
+        "/fhir/Observation?performer:Patient.name=鈴木&_sort=-_id",
+    ];
+    let want = |q: &str| -> Vec<&str> {
+        let mut ids = if q.contains("山田") {
+            vec!["ob-1", "ob-3", "ob-4", "ob-5", "ob-7"]
+        } else {
+            vec!["ob-1", "ob-3", "ob-5", "ob-7"]
+        };
+        if q.contains("-_id") {
+            ids.reverse();
+        }
+        ids
+    };
+    let ask = || async {
+        let mut out = Vec::new();
+        for q in &questions {
+            for count in [1, 2, 3, 10] {
+                for total in ["", "&_total=accurate"] {
+                    let p = every_page(h, &w.doctor, format!("{q}&_count={count}{total}")).await;
+                    let ids: Vec<String> = p.iter().flat_map(|(s, _, _)| s.1.clone()).collect();
+                    assert_eq!(ids, want(q), "{q} {count}");
+                    out.push(p);
+                }
+            }
+        }
+        out
+    };
+    let with = ask().await;
+    // The chain is not vacuous: an application that sees everything finds the hidden target's.
+    let all = h.call("GET", "/fhir/Observation?performer:Patient.name=%E9%88%B4%E6%9C%A8", None).await;
+    assert_eq!(shape(&all).1, vec!["ob-1", "ob-2", "ob-3", "ob-4", "ob-5", "ob-6", "ob-7"]);
+    // Missing instead of hidden: every page, total and link is the same.
+    assert!(h.call("DELETE", "/fhir/Patient/p-other", None).await.status.is_success());
+    assert_eq!(with, ask().await);
 }
 
 #[tokio::test]

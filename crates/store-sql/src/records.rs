@@ -230,13 +230,14 @@ impl RecordTx<'_> {
     /// resources before gathering them (one bounded probe through the index decides;
     /// `search_sql::dense`).
     /// A `_lastUpdated` range that drives is probed whatever the page (`search_sql::time_density`):
-    /// the probe also decides how it is gathered (`search_sql::How::dense_time`).
+    /// the versions it holds decide whether it is walked and how it is gathered
+    /// (`search_sql::time_how`).
     fn how(&mut self, q: &SearchQuery, limit: usize) -> Result<search_sql::How, StoreError> {
         let subs = self.c.dialect().substrings();
         if let Some(sql) = search_sql::time_density(q, subs) {
-            let dense = self.probe(&sql)?;
-            let walk = dense && search_sql::walk_order(q, limit);
-            return Ok(search_sql::How { subs, walk, dense_time: dense });
+            let rows = self.search_rows(&sql)?;
+            let versions = rows.first().ok_or_else(|| bad("the density probe returned no row"))?.int(1).map_err(se)?;
+            return Ok(search_sql::time_how(q, limit, subs, versions));
         }
         let walk = match search_sql::walk_density(q, subs, limit) {
             search_sql::Density::NotWalkable => false,

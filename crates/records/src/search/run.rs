@@ -100,7 +100,10 @@ impl Records {
             let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
             let mut found: Vec<(VersionRecord, Hit)> = Vec::new();
             let mut more = false;
-            let mut cur = self.resolve_joins(tx, ctx, q)?;
+            let (mut cur, mut chains) = match Chains::of(ctx, q)? {
+                Some(chains) => (q.clone(), chains),
+                None => (self.resolve_joins(tx, ctx, q)?, Chains::default()),
+            };
             if req.count > 0 {
                 // Past a full page, keep going until one more *visible* match is found: whether
                 // there is a next page must not depend on hidden candidates.
@@ -109,7 +112,9 @@ impl Records {
                     let full = batch.len() > req.count;
                     let mut last = None;
                     for hit in batch {
-                        if let Some(v) = visible(tx, ctx, rt, &hit.id)? {
+                        if let Some(v) = visible(tx, ctx, rt, &hit.id)?
+                            && chains.admit(tx, ctx, rt, &hit.id)?
+                        {
                             if found.len() == req.count {
                                 more = true;
                                 break 'pages;
@@ -140,7 +145,7 @@ impl Records {
             let total = match req.total {
                 TotalMode::None => None,
                 TotalMode::Default => (q.cursor.is_none() && !more && req.count > 0).then_some(found.len() as u64),
-                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, &cur)?),
+                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, &cur, &mut chains)?),
             };
             let matches: Vec<VersionRecord> = found.into_iter().map(|(v, _)| v).collect();
             let mut page = SearchPage { matches, next, previous, total, ..SearchPage::default() };
@@ -151,7 +156,13 @@ impl Records {
 
     /// Matches of `q` (from its start, whatever its cursor) the requester may see; without a
     /// guard that hides nothing (the operator) the store's count.
-    fn count_visible(&self, tx: &mut dyn Tx, ctx: &RequestContext, q: &SearchQuery) -> Result<u64, RecordError> {
+    fn count_visible(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        q: &SearchQuery,
+        chains: &mut Chains,
+    ) -> Result<u64, RecordError> {
         let mut q = q.clone();
         q.cursor = None;
         if ctx.hides_nothing() {
@@ -162,7 +173,9 @@ impl Records {
             let batch = tx.search(&q, 1000)?;
             let len = batch.len();
             for hit in &batch {
-                if visible(tx, ctx, &q.resource_type, &hit.id)?.is_some() {
+                if visible(tx, ctx, &q.resource_type, &hit.id)?.is_some()
+                    && chains.admit(tx, ctx, &q.resource_type, &hit.id)?
+                {
                     n += 1;
                 }
             }
@@ -357,6 +370,140 @@ impl Records {
             page.notes.push(format!("only the first {MAX_INCLUDED} included resources are returned"));
         }
         Ok(())
+    }
+}
+
+/// The chained criteria of a search checked on each candidate the store lists (which joins them
+/// itself), instead of resolved to the visible targets' ids before it starts
+/// ([`Records::resolve_joins`]): a candidate is admitted when, for every chain, one of the
+/// records it refers to through the chain's parameter is of a target type, matches that type's
+/// criterion and may be seen — exactly what the resolved ids admit, so the answers are the same.
+///
+/// Resolving reads and decides every matching target: `Observation?subject:Patient.name=山田`
+/// checked all 2,439 patients of the name at 1M resources (~22 ms alone, 100–130 ms under load)
+/// for a page of 20. Checked per candidate, a page costs its candidates' targets (each decided
+/// once per search). A hidden target costs what a hidden candidate costs — a check, and the
+/// candidates referring to it are passed over as if the target were missing (its references
+/// would then be dangling and match nothing); no answer, count or link depends on it. Used when
+/// the guard hides something (otherwise the store's join is exact) and every join of the search
+/// is a chain whose criteria join no further; `_has` and chains inside it are still resolved.
+#[derive(Default)]
+struct Chains {
+    /// The chained criteria.
+    checks: Vec<Chain>,
+    /// Whether a target may be seen, decided once per search.
+    visible: std::collections::HashMap<(String, String), bool>,
+    /// Whether a target matches chain `i`'s criterion: `(i, type, id)`.
+    matches: std::collections::HashMap<(usize, String, String), bool>,
+}
+
+/// One chained criterion checked per candidate.
+struct Chain {
+    /// The reference parameter holding its rows.
+    param: String,
+    /// The one target type those rows must have (a narrowed parameter, [`stored_ref`]).
+    only: Option<&'static str>,
+    /// Each target type's criterion.
+    targets: Vec<(String, Criterion)>,
+}
+
+impl Chains {
+    /// The chains of `q` to check per candidate, when every join of `q` is such a chain and the
+    /// guard hides something; every type a chain may reach must be searchable by the requester
+    /// (else the search is refused, as when resolved).
+    fn of(ctx: &RequestContext, q: &SearchQuery) -> Result<Option<Chains>, RecordError> {
+        if ctx.hides_nothing() || !q.criteria.iter().any(has_join) {
+            return Ok(None);
+        }
+        let mut checks = Vec::new();
+        for c in &q.criteria {
+            match c {
+                Criterion::Match { param, any, negate: false, .. } if has_join(c) => {
+                    let [Pred::Chain(targets)] = any.as_slice() else { return Ok(None) };
+                    if targets.iter().any(|(_, inner)| has_join(inner)) {
+                        return Ok(None);
+                    }
+                    let (stored, only) = stored_ref(&q.resource_type, Some(param));
+                    checks.push(Chain { param: stored.unwrap_or(param).to_string(), only, targets: targets.clone() });
+                }
+                c if has_join(c) => return Ok(None),
+                _ => {}
+            }
+        }
+        for chain in &checks {
+            for (target, _) in &chain.targets {
+                ctx.may_search(target)?;
+            }
+        }
+        Ok(Some(Chains { checks, ..Chains::default() }))
+    }
+
+    /// Whether candidate `rt/id` (listed by the store, so joined to a matching target of every
+    /// chain) refers, for every chain, to a matching target the requester may see.
+    fn admit(&mut self, tx: &mut dyn Tx, ctx: &RequestContext, rt: &str, id: &str) -> Result<bool, RecordError> {
+        if self.checks.is_empty() {
+            return Ok(true);
+        }
+        let (Ok(rt), Ok(id)) = (ResourceType::parse(rt), ResourceId::parse(id)) else { return Ok(false) };
+        for (i, chain) in self.checks.iter().enumerate() {
+            let refs: Vec<(String, String)> = tx
+                .references_from(&rt, &id, Some(&chain.param))?
+                .into_iter()
+                .filter(|(t, _)| chain.only.is_none_or(|o| o == t) && chain.targets.iter().any(|(ty, _)| ty == t))
+                .collect();
+            // The store listed the candidate for a reference of this chain to a matching
+            // target: with one reference of the chain's types, that is the one.
+            let single = refs.len() == 1;
+            let mut admitted = false;
+            for (t, target) in refs {
+                if !single && !Self::matches(&mut self.matches, tx, i, chain, &t, &target)? {
+                    continue;
+                }
+                let key = (t, target);
+                let seen = match self.visible.get(&key) {
+                    Some(seen) => *seen,
+                    None => {
+                        let seen = visible(tx, ctx, &key.0, &key.1)?.is_some();
+                        self.visible.insert(key, seen);
+                        seen
+                    }
+                };
+                if seen {
+                    admitted = true;
+                    break;
+                }
+            }
+            if !admitted {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether target `t/id` matches `chain`'s (the `i`th) criterion on type `t` (asked of the
+    /// store), remembered in `memo`.
+    fn matches(
+        memo: &mut std::collections::HashMap<(usize, String, String), bool>,
+        tx: &mut dyn Tx,
+        i: usize,
+        chain: &Chain,
+        t: &str,
+        id: &str,
+    ) -> Result<bool, RecordError> {
+        let key = (i, t.to_string(), id.to_string());
+        if let Some(m) = memo.get(&key) {
+            return Ok(*m);
+        }
+        let Some((_, inner)) = chain.targets.iter().find(|(ty, _)| ty == t) else { return Ok(false) };
+        let q = SearchQuery {
+            resource_type: t.to_string(),
+            criteria: vec![Criterion::Id(vec![id.to_string()]), inner.clone()],
+            sort: Vec::new(),
+            cursor: None,
+        };
+        let m = !tx.search(&q, 1)?.is_empty();
+        memo.insert(key, m);
+        Ok(m)
     }
 }
 
