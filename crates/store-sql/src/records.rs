@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mamori_records::search::{Hit, IndexValue, SearchQuery, SortVal, sql as search_sql, sql::Arg};
+use mamori_records::search::{Cursor, Hit, IndexValue, SearchQuery, SortVal, sql as search_sql, sql::Arg};
 use mamori_records::{
     BreakGlassGrant, EntryStatus, HistoryQuery, IndexEntries, Method, RecordError, ResourceId, ResourceType, Store,
     StoreError, Timestamp, Tx, VersionRecord,
@@ -301,14 +301,32 @@ impl RecordTx<'_> {
     /// read fewer resources than that, i.e. reached the last one), and then merges by value in
     /// parts or, where that cannot be, gathers instead.
     fn walk_or_gather(&mut self, q: &SearchQuery, limit: usize, how: search_sql::How) -> Result<Vec<Row>, StoreError> {
-        let rows = self.search_rows(&search_sql::search(q, limit, how))?;
-        if how.walk && rows.len() < limit && !self.walk_reached_end(q)? {
-            if let Some(rows) = self.merged_in_parts(q, limit)? {
+        let mut rows = self.search_rows(&search_sql::search(q, limit, how))?;
+        if !how.walk {
+            return Ok(rows);
+        }
+        // A walk short of a page walks on from the last resource it read (each walk's matches
+        // follow the last's in the page's order), up to `search_sql::WALKS` walks — unless a
+        // substring criterion can be merged by value instead.
+        let mut from = q.clone();
+        for walks in 1.. {
+            if rows.len() >= limit {
                 return Ok(rows);
             }
-            return self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }));
+            let Some(last) = self.walk_reach(&from)? else { return Ok(rows) };
+            if walks == 1
+                && let Some(rows) = self.merged_in_parts(q, limit)?
+            {
+                return Ok(rows);
+            }
+            if walks >= search_sql::WALKS {
+                break;
+            }
+            let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
+            from.cursor = Some(Cursor { keys: Vec::new(), id: last, backwards });
+            rows.extend(self.search_rows(&search_sql::search(&from, limit - rows.len(), how))?);
         }
-        Ok(rows)
+        self.search_rows(&search_sql::search(q, limit, search_sql::How { walk: false, ..how }))
     }
 
     /// `q`'s page merged by value when its substring criterion is held by too many values for
@@ -340,11 +358,15 @@ impl RecordTx<'_> {
         Ok(Some(found.into_iter().map(|(_, r)| r).collect()))
     }
 
-    /// Whether a walk of `q` read every resource after its cursor (`search_sql::walk_reach`).
-    fn walk_reached_end(&mut self, q: &SearchQuery) -> Result<bool, StoreError> {
+    /// Where a walk of `q` stopped short of the type's end (`search_sql::walk_reach`): the last
+    /// resource it read, or `None` when it read every resource after its cursor.
+    fn walk_reach(&mut self, q: &SearchQuery) -> Result<Option<String>, StoreError> {
         let rows = self.search_rows(&search_sql::walk_reach(q))?;
-        let read = rows.first().map_or(Ok(0), |r| r.int(0)).map_err(se)?;
-        Ok(read < search_sql::WALK_CANDIDATES)
+        let Some(r) = rows.first() else { return Ok(None) };
+        if r.int(0).map_err(se)? < search_sql::WALK_CANDIDATES {
+            return Ok(None);
+        }
+        Ok(Some(r.text(1).map_err(se)?))
     }
 
     fn search_rows(&mut self, sql: &search_sql::Sql) -> Result<Vec<Row>, StoreError> {

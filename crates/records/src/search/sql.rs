@@ -210,7 +210,10 @@ pub fn walk_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Density 
             return Density::Short;
         }
     }
-    let from = b.match_from(ty, param, *table, any, Role::Probe);
+    let from = match chain_probe_from(&mut b, ty, param, any) {
+        Some(from) => from,
+        None => b.match_from(ty, param, *table, any, Role::Probe),
+    };
     let rows = format!("(SELECT COUNT(*) FROM (SELECT 1 {from} LIMIT {limit}) d)");
     let text = match b.trigram_needles(*table, any) {
         // The rows are counted only when the values are few (`CASE` evaluates lazily).
@@ -224,6 +227,37 @@ pub fn walk_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Density 
         None => format!("SELECT 0, {rows}"),
     };
     Density::Probe(Sql { text, args: b.args })
+}
+
+/// The references of a chain with one target type whose criterion is a plain match (no
+/// negation, no substring through the trigram index), read from the targets' matching rows on
+/// (`FROM … t CROSS JOIN sp_ref x …`): each target's references are sought as its row comes, so
+/// a probe's `LIMIT` stops the reading. As `target_id IN (…)`, SQLite first listed every
+/// matching target into a temporary index (2 ms of a ~6 ms page of `subject:Patient.name=山田`
+/// at 1M resources, 2,439 patients). A target whose criterion matches several of its rows (a
+/// family name and a full name) has its references counted for each: the count tells density,
+/// and overcounting only makes a walk likelier (which is bounded).
+fn chain_probe_from(b: &mut B, ty: &str, param: &str, any: &[Pred]) -> Option<String> {
+    let [Pred::Chain(targets)] = any else { return None };
+    let [(target, Criterion::Match { param: inner, table, any: inner_any, negate: false })] = targets.as_slice() else {
+        return None;
+    };
+    if b.trigram_needles(*table, inner_any).is_some() {
+        return None;
+    }
+    let rows = b.match_from_as(target, inner, *table, inner_any, Role::List, "y");
+    let t = b.t(ty);
+    let p = b.param(ty, param, "x.");
+    let tt = b.t(target);
+    let index = if b.how.subs == Substrings::Fts5 {
+        format!(" INDEXED BY {}", Table::Ref.value_index())
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "FROM (SELECT y.id AS id {rows}) t CROSS JOIN sp_ref x{index} \
+         WHERE x.type = {t} AND {p} AND x.target_type = {tt} AND x.target_id = t.id"
+    ))
 }
 
 /// Whether a page of `limit` of `q` could be walked: results in id order (no `_sort`), a page of
@@ -438,6 +472,14 @@ impl B {
     /// dictionary first listed every value holding the needle (12 ms for `name:contains=shi` at
     /// 100k patients, to check a page of ten).
     fn match_from(&mut self, ty: &str, param: &str, table: Table, any: &[Pred], role: Role) -> String {
+        self.match_from_as(ty, param, table, any, role, "x")
+    }
+
+    /// [`Self::match_from`] with the table under `alias`: a chain's target matched inside a
+    /// statement on its referring rows, which are `x` ([`chain_probe_from`], and a chain checked
+    /// per walked candidate in [`Self::pred`]). Not for a substring match through the trigram
+    /// index (its statement names `x`).
+    fn match_from_as(&mut self, ty: &str, param: &str, table: Table, any: &[Pred], role: Role, alias: &str) -> String {
         if role != Role::Check
             && let Some(needles) = self.trigram_needles(table, any)
         {
@@ -445,7 +487,7 @@ impl B {
             return self.match_from_text(ty, param, table, &needles, values);
         }
         let t = self.t(ty);
-        let p = self.param(ty, param, "x.");
+        let p = self.param(ty, param, &format!("{alias}."));
         let preds: Vec<String> = any.iter().map(|pr| self.pred(pr, table, role)).collect();
         // Listing or counting, SQLite is held to the value index: left to itself, it read every
         // row of the type by key (the rows come in id order, which spares the `DISTINCT` a sort)
@@ -459,12 +501,13 @@ impl B {
             // Checked for one candidate, by its key: with the index on `hi` at hand, SQLite read
             // the range `hi > v` of the whole parameter for every candidate instead (3.5 s for a
             // walk of `value-quantity=gt50` at 1M resources, against 0.16 s before that index).
-            (Substrings::Fts5, Role::Check) if matches!(table, Table::Date | Table::Number) => {
+            // A chain's target checked for one referring row, by the target's key.
+            (Substrings::Fts5, Role::Check) if matches!(table, Table::Date | Table::Number) || alias != "x" => {
                 format!(" INDEXED BY {}", table.owner_index())
             }
             _ => String::new(),
         };
-        format!("FROM {} x{index} WHERE x.type = {t} AND {p} AND ({})", table.name(), preds.join(" OR "))
+        format!("FROM {} {alias}{index} WHERE {alias}.type = {t} AND {p} AND ({})", table.name(), preds.join(" OR "))
     }
 
     /// The needles of a substring match the store's trigram table serves: every value of the
@@ -639,15 +682,26 @@ impl B {
                 format!("{s} AND {second})")
             }
             (Pred::Chain(targets), _) => {
-                // Checking one candidate, its own rows (found by key) are tested against the
+                // Checking one candidate, its own rows (`x`, found by key) are tested against the
                 // targets; as a bare column, SQLite seeks the value index once per target instead
                 // (2,439 seeks per candidate for `subject:Patient.name=山田` at 1M resources).
+                // Walking (at most `WALK_CANDIDATES` candidates), each reference's target is
+                // matched on its own rows, by key (`y`): as `IN (…)`, every matching target was
+                // listed into a temporary index for every statement (~1.3 ms of a page of
+                // `山田`). Gathering, that set serves every candidate and stays.
                 let col = if role == Role::Check { "(target_id || '')" } else { "target_id" };
                 let parts: Vec<String> = targets
                     .iter()
                     .map(|(ty, c)| {
                         let t = self.t(ty);
-                        let inner = self.cond(c, ty, col);
+                        let inner = match c {
+                            Criterion::Match { param, table, any, negate } if role == Role::Check && self.how.walk => {
+                                let from = self.match_from_as(ty, param, *table, any, Role::Check, "y");
+                                let not = if *negate { "NOT " } else { "" };
+                                format!("{not}EXISTS (SELECT 1 {from} AND y.id = x.target_id)")
+                            }
+                            c => self.cond(c, ty, col),
+                        };
                         format!("(target_type = {t} AND {inner})")
                     })
                     .collect();
@@ -1202,13 +1256,24 @@ fn walked_range(b: &mut B, q: &SearchQuery) -> String {
 }
 
 /// How many resources a walk of `q` reads (the same bounded scan of the type's ids, without the
-/// checks): when it is fewer than [`WALK_CANDIDATES`], a walk short of a page reached the last
-/// resource, so its page is exact and need not be gathered again.
+/// checks), and the last of them in the walk's order: when it is fewer than
+/// [`WALK_CANDIDATES`], a walk short of a page reached the last resource, so its page is exact
+/// and need not be gathered again; otherwise the next walk may start after the last one read
+/// ([`WALKS`]).
 pub fn walk_reach(q: &SearchQuery) -> Sql {
     let mut b = B::new(How::new(Substrings::Like));
-    let text = format!("SELECT COUNT(*) FROM ({}) w", walked_ids(&mut b, q));
+    let last = if id_order(q).1 == "DESC" { "MIN" } else { "MAX" };
+    let text = format!("SELECT COUNT(*), {last}(id) FROM ({}) w", walked_ids(&mut b, q));
     Sql { text, args: b.args }
 }
+
+/// How many walks of [`WALK_CANDIDATES`] a page may take, each from where the last stopped,
+/// before the store gathers instead: a page of criteria that are each dense but rare together
+/// (`subject:Patient.name=鈴木&code=8310-5`, ~3 % of the Observations: ~1,700 candidates for a
+/// page of 50) was gathered — every match of the densest, 0.26 s at 1M resources — after one
+/// walk fell short. Four walks cost at most ~4,000 checks (~8–16 ms); a gather costs at least
+/// [`DENSE_ROWS`] rows and, where a walk was chosen, mostly far more.
+pub const WALKS: usize = 4;
 
 /// A criterion checked for one candidate (its id in `col`) rather than driving the query: a
 /// match through the owner index (`EXISTS … x.id = col`), anything else as its condition.
@@ -1300,12 +1365,50 @@ mod tests {
         let chain = |q: &str| query("Observation", q);
         let q = chain("subject:Patient.name=yamada");
         let Density::Probe(p) = walk_density(&q, Substrings::Fts5, 11) else { panic!("a chain is probed") };
-        assert!(p.text.starts_with("SELECT 0, (SELECT COUNT(*) FROM (SELECT 1 FROM sp_ref x"), "{}", p.text);
+        // Its references are read from the targets' rows on, each target's as its row comes (no
+        // list of every target first), up to the bound.
+        assert!(
+            p.text.starts_with(
+                "SELECT 0, (SELECT COUNT(*) FROM (SELECT 1 FROM (SELECT y.id AS id FROM sp_string y INDEXED BY sp_string_value"
+            ) && p.text.contains(") t CROSS JOIN sp_ref x INDEXED BY sp_ref_value WHERE")
+                && p.text.contains("AND x.target_id = t.id LIMIT"),
+            "{}",
+            p.text
+        );
+        assert!(!p.text.contains(" IN (SELECT"), "{}", p.text);
         assert!(p.args.contains(&Arg::Int(DENSE_ROWS)), "{p:?}");
+        // A chain the join form does not serve (two target types, a negation, a substring
+        // through the trigram index) is probed as before.
+        for other in ["performer.name=yamada", "subject:Patient.name:contains=yamada"] {
+            let Density::Probe(p) = walk_density(&chain(other), Substrings::Fts5, 11) else { panic!("{other}") };
+            assert!(p.text.contains("SELECT 1 FROM sp_ref x") && !p.text.contains("CROSS JOIN"), "{other}: {}", p.text);
+        }
         let walked = search(&q, 10, How { walk: true, ..How::new(Substrings::Fts5) });
         assert!(walked.text.contains("EXISTS (SELECT 1 FROM sp_ref x WHERE"), "{}", walked.text);
-        // Each candidate's own references are tested against the targets, not the targets sought.
-        assert!(walked.text.contains("(target_id || '') IN (SELECT"), "{}", walked.text);
+        // Walked, each candidate's own references are tested against each target's own rows, by
+        // key: not the targets sought, nor listed for the statement.
+        assert!(
+            walked
+                .text
+                .contains("EXISTS (SELECT 1 FROM sp_string y INDEXED BY sqlite_autoindex_sp_string_1 WHERE y.type = ?")
+                && walked.text.contains("AND y.id = x.target_id)"),
+            "{}",
+            walked.text
+        );
+        assert!(!walked.text.contains("IN (SELECT x.id FROM sp_string"), "{}", walked.text);
+        // Gathered, the set of matching targets serves every candidate.
+        let gathered = search(&chain("subject:Patient.name=yamada&code=8310-5"), 10, How::new(Substrings::Fts5));
+        assert!(gathered.text.contains("(target_id || '') IN (SELECT x.id FROM sp_string"), "{}", gathered.text);
+        // Where a walk stopped: how many it read and the last in its order.
+        let mut back = q.clone();
+        assert!(walk_reach(&q).text.starts_with("SELECT COUNT(*), MAX(id) FROM (SELECT id FROM resources"));
+        back.cursor = Some(Cursor { keys: Vec::new(), id: "o5".into(), backwards: true });
+        let r = walk_reach(&back);
+        assert!(
+            r.text.starts_with("SELECT COUNT(*), MIN(id) FROM") && r.text.contains("ORDER BY id DESC"),
+            "{}",
+            r.text
+        );
         assert!(walked.args.contains(&Arg::Int(WALK_CANDIDATES)) && !walked.text.contains("DISTINCT"), "{walked:?}");
         assert_eq!(walk_density(&chain("subject=Patient/p1"), Substrings::Fts5, 11), Density::NotWalkable);
         // A token, date or number match is counted the same way (a range alone is listed by its
@@ -1356,7 +1459,7 @@ mod tests {
                 first + 2
             )
         };
-        assert_eq!(reach.text, format!("SELECT COUNT(*) FROM (SELECT id {}) w", scan(1)));
+        assert_eq!(reach.text, format!("SELECT COUNT(*), MIN(id) FROM (SELECT id {}) w", scan(1)));
         // The walk is a range of ids read in order (its page's LIMIT stops it), not a subquery
         // of candidates that would be read whole and sorted.
         let range = format!(
