@@ -131,10 +131,9 @@ L2=$(run lastupdated 2 -s "$LLUA" http://127.0.0.1:$PORT)
 L=$(run lastupdated "$CONNS" -s "$LLUA" http://127.0.0.1:$PORT)
 R2=$(run ranges 2 -s "$RLUA" http://127.0.0.1:$PORT)
 R=$(run ranges "$CONNS" -s "$RLUA" http://127.0.0.1:$PORT)
-# The chain last, its peak apart: its guarded join reads every visible patient of the name
-# (thousands of records spread over the store), and the server's peak grew from 123-149 MB to
-# 237-329 MB at 1M with it — more than the readers' page caches can hold (4 x 16 MiB), so not
-# yet explained. P7 is the load above, as it was before the chain was measured.
+# The chain last, its peak apart: while its guarded join read every visible patient of the name
+# (until session 36), the server's peak grew from 123-149 MB to 237-329 MB at 1M with it; checked
+# per candidate, 147-161 MB. P7 is the load above, as it was before the chain was measured.
 CH2=$(run chain 2 -s "$HLUA" http://127.0.0.1:$PORT)
 CH=$(run chain "$CONNS" -s "$HLUA" http://127.0.0.1:$PORT)
 RSS_CHAIN_MB=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$SERVER/status)
