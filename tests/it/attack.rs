@@ -332,6 +332,24 @@ async fn r36_a_chain_checked_per_candidate_hides_its_target_as_missing() {
     // Missing instead of hidden: every page, total and link is the same.
     assert!(h.call("DELETE", "/fhir/Patient/p-other", None).await.status.is_success());
     assert_eq!(with, ask().await);
+    // More hidden candidates first in id order than a search passes over before it resolves its
+    // chains instead (`LAZY_PASSED_OVER`): Observations about p-hid (in no one's care) performed
+    // by p-vis. Hidden, they change nothing either.
+    put(h, json!({"resourceType": "Patient", "id": "p-hid", "name": [{"family": "田中"}]})).await;
+    let n = mamori_records::search::run::LAZY_PASSED_OVER + 50;
+    let entries: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut o = performed(&format!("oa-{i:04}"), &["p-vis"]);
+            o["subject"] = json!({"reference": "Patient/p-hid"});
+            json!({"resource": o, "request": {"method": "PUT", "url": format!("Observation/oa-{i:04}")}})
+        })
+        .collect();
+    let r = h.call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(get(h, &w.doctor, "/fhir/Observation/oa-0000").await.status, StatusCode::NOT_FOUND);
+    let all = h.call("GET", "/fhir/Observation?performer:Patient.name=%E9%88%B4%E6%9C%A8&_total=accurate", None).await;
+    assert_eq!(all.json()["total"], json!(n + 4), "the hidden ones match for an application that sees them");
+    assert_eq!(with, ask().await);
 }
 
 #[tokio::test]

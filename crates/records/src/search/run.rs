@@ -13,6 +13,11 @@ use crate::{RecordError, Records, RequestContext, ResourceId, ResourceType, Tx, 
 /// At most this many resources are added by `_include`/`_revinclude` to one page.
 pub const MAX_INCLUDED: usize = 1000;
 
+/// How many candidates a search checking its chains per candidate ([`Chains`]) passes over before
+/// it considers resolving them instead ([`Records::reconsider`]): about what deciding as many
+/// targets costs.
+pub const LAZY_PASSED_OVER: usize = 200;
+
 /// At most this many joined records (over every chain and `_has` of one search) the requester
 /// may see are gathered to answer its joins; a broader join is refused (`too-costly`).
 pub const MAX_JOINED: usize = 10_000;
@@ -104,29 +109,36 @@ impl Records {
                 Some(chains) => (q.clone(), chains),
                 None => (self.resolve_joins(tx, ctx, q)?, Chains::default()),
             };
-            if req.count > 0 {
-                // Past a full page, keep going until one more *visible* match is found: whether
-                // there is a next page must not depend on hidden candidates.
-                'pages: loop {
-                    let batch = tx.search(&cur, req.count + 1)?;
-                    let full = batch.len() > req.count;
-                    let mut last = None;
-                    for hit in batch {
-                        if let Some(v) = visible(tx, ctx, rt, &hit.id)?
-                            && chains.admit(tx, ctx, rt, &hit.id)?
-                        {
-                            if found.len() == req.count {
-                                more = true;
-                                break 'pages;
-                            }
-                            found.push((v, hit.clone()));
+            // Past a full page, keep going until one more *visible* match is found: whether
+            // there is a next page must not depend on hidden candidates.
+            'pages: loop {
+                if req.count == 0 {
+                    break;
+                }
+                let batch = tx.search(&cur, req.count + 1)?;
+                let full = batch.len() > req.count;
+                let mut last = None;
+                for hit in batch {
+                    let v = match visible(tx, ctx, rt, &hit.id)? {
+                        Some(v) if chains.admit(tx, ctx, rt, &hit.id)? => Some(v),
+                        _ => None,
+                    };
+                    if let Some(v) = v {
+                        if found.len() == req.count {
+                            more = true;
+                            break 'pages;
                         }
-                        last = Some(hit);
+                        found.push((v, hit.clone()));
+                    } else if let Some(resolved) = self.reconsider(tx, ctx, q, &mut chains)? {
+                        // The same answer from the resolved joins: the page starts again.
+                        (cur, found) = (resolved, Vec::new());
+                        continue 'pages;
                     }
-                    match last {
-                        Some(h) if full => cur.cursor = Some(Cursor { keys: h.keys, id: h.id, backwards }),
-                        _ => break,
-                    }
+                    last = Some(hit);
+                }
+                match last {
+                    Some(h) if full => cur.cursor = Some(Cursor { keys: h.keys, id: h.id, backwards }),
+                    _ => break,
                 }
             }
             if backwards {
@@ -145,7 +157,7 @@ impl Records {
             let total = match req.total {
                 TotalMode::None => None,
                 TotalMode::Default => (q.cursor.is_none() && !more && req.count > 0).then_some(found.len() as u64),
-                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, &cur, &mut chains)?),
+                TotalMode::Estimate | TotalMode::Accurate => Some(self.count_visible(tx, ctx, &cur, q, &mut chains)?),
             };
             let matches: Vec<VersionRecord> = found.into_iter().map(|(v, _)| v).collect();
             let mut page = SearchPage { matches, next, previous, total, ..SearchPage::default() };
@@ -161,6 +173,7 @@ impl Records {
         tx: &mut dyn Tx,
         ctx: &RequestContext,
         q: &SearchQuery,
+        asked: &SearchQuery,
         chains: &mut Chains,
     ) -> Result<u64, RecordError> {
         let mut q = q.clone();
@@ -177,12 +190,49 @@ impl Records {
                     && chains.admit(tx, ctx, &q.resource_type, &hit.id)?
                 {
                     n += 1;
+                } else if let Some(resolved) = self.reconsider(tx, ctx, asked, chains)? {
+                    return self.count_visible(tx, ctx, &resolved, asked, chains);
                 }
             }
             match batch.into_iter().last() {
                 Some(h) if len == 1000 => q.cursor = Some(Cursor { keys: h.keys, id: h.id, backwards: false }),
                 _ => return Ok(n),
             }
+        }
+    }
+
+    /// Called for each candidate passed over while chains are checked per candidate ([`Chains`]):
+    /// after [`LAZY_PASSED_OVER`] of them, once, the joins of `asked` resolved to the visible
+    /// targets ([`Records::resolve_joins`]) when they are at most [`MAX_JOINED`] — the same
+    /// answer, read from the store by those targets' ids. A requester who sees few of the
+    /// targets (a doctor and the patients in their care) would otherwise have every candidate of
+    /// every hidden target listed and passed over; resolving costs a decision per matching
+    /// target. Over the bound, the checks go on (no refusal: nothing hidden decides between an
+    /// answer and an error).
+    fn reconsider(
+        &self,
+        tx: &mut dyn Tx,
+        ctx: &RequestContext,
+        asked: &SearchQuery,
+        chains: &mut Chains,
+    ) -> Result<Option<SearchQuery>, RecordError> {
+        if chains.checks.is_empty() || chains.reconsidered {
+            return Ok(None);
+        }
+        chains.passed_over += 1;
+        if chains.passed_over < LAZY_PASSED_OVER {
+            return Ok(None);
+        }
+        chains.reconsidered = true;
+        match self.resolve_joins(tx, ctx, asked) {
+            Ok(resolved) => {
+                *chains = Chains::default();
+                Ok(Some(resolved))
+            }
+            Err(RecordError::Invalid(issues)) if issues.iter().all(|i| i.code == crate::IssueCode::TooCostly) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -387,10 +437,16 @@ impl Records {
 /// would then be dangling and match nothing); no answer, count or link depends on it. Used when
 /// the guard hides something (otherwise the store's join is exact) and every join of the search
 /// is a chain whose criteria join no further; `_has` and chains inside it are still resolved.
+/// A search that passes over many candidates (a requester who sees few of the targets) resolves
+/// its chains after all when the visible targets are few ([`Records::reconsider`]).
 #[derive(Default)]
 struct Chains {
     /// The chained criteria.
     checks: Vec<Chain>,
+    /// Candidates passed over so far (hidden, or no visible matching target).
+    passed_over: usize,
+    /// Whether resolving the joins instead was considered ([`Records::reconsider`]).
+    reconsidered: bool,
     /// Whether a target may be seen, decided once per search.
     visible: std::collections::HashMap<(String, String), bool>,
     /// Whether a target matches chain `i`'s criterion: `(i, type, id)`.
