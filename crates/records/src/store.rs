@@ -206,6 +206,16 @@ pub struct HistoryQuery {
 pub trait Tx {
     /// The newest version of a resource, deleted or not.
     fn current(&mut self, rt: &ResourceType, id: &ResourceId) -> Result<Option<VersionRecord>, StoreError>;
+    /// [`Tx::current`] of several resources of one type, in the order asked: a store may read
+    /// them in one statement (a search page's candidates; on PostgreSQL each statement is a
+    /// round trip).
+    fn current_many(
+        &mut self,
+        rt: &ResourceType,
+        ids: &[ResourceId],
+    ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
+        ids.iter().map(|id| self.current(rt, id)).collect()
+    }
     /// One version.
     fn version(
         &mut self,

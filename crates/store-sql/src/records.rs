@@ -384,6 +384,42 @@ impl Tx for RecordTx<'_> {
         )
     }
 
+    /// One statement for every id: `resources` joined to the current versions, with the ids
+    /// padded to a power of two by repeating the last, so that a few statement texts serve every
+    /// page size from the connections' statement caches (a prepare is a round trip on
+    /// PostgreSQL).
+    fn current_many(
+        &mut self,
+        rt: &ResourceType,
+        ids: &[ResourceId],
+    ) -> Result<Vec<Option<VersionRecord>>, StoreError> {
+        let Some(last) = ids.last() else { return Ok(Vec::new()) };
+        if ids.len() == 1 {
+            return Ok(vec![self.current(rt, last)?]);
+        }
+        let n = ids.len().next_power_of_two();
+        let mut args: Vec<Value<'_>> = Vec::with_capacity(n + 1);
+        args.push(rt.as_str().into());
+        args.extend(ids.iter().chain(std::iter::repeat(last)).take(n).map(|id| Value::from(id.as_str())));
+        let ph: Vec<String> = (2..n + 2).map(|i| format!("?{i}")).collect();
+        let rows = self
+            .c
+            .query(
+                &format!(
+                    "SELECT {V_COLS} FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.type = ?1 AND r.id IN ({})",
+                    ph.join(", ")
+                ),
+                &args,
+            )
+            .map_err(se)?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for r in rows {
+            let v = row_to_version(r)?;
+            found.insert(v.id.as_str().to_string(), v);
+        }
+        Ok(ids.iter().map(|id| found.get(id.as_str()).cloned()).collect())
+    }
+
     fn version(
         &mut self,
         rt: &ResourceType,

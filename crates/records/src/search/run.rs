@@ -46,9 +46,24 @@ pub struct SearchPage {
 fn visible(tx: &mut dyn Tx, ctx: &RequestContext, rt: &str, id: &str) -> Result<Option<VersionRecord>, RecordError> {
     let (Ok(rt), Ok(id)) = (ResourceType::parse(rt), ResourceId::parse(id)) else { return Ok(None) };
     match tx.current(&rt, &id)? {
-        Some(v) if !v.is_deleted() && ctx.may_see(tx, &v)? => Ok(Some(v)),
+        Some(v) if seen(tx, ctx, &v)? => Ok(Some(v)),
         _ => Ok(None),
     }
+}
+
+/// Whether the current version `v` may be revealed: live, and the guard says so.
+fn seen(tx: &mut dyn Tx, ctx: &RequestContext, v: &VersionRecord) -> Result<bool, RecordError> {
+    Ok(!v.is_deleted() && ctx.may_see(tx, v)?)
+}
+
+/// The current versions of a batch of search hits of type `rt`, in order, read together
+/// (`Tx::current_many`); each is decided by the caller ([`seen`]) only when it gets to it.
+fn read_all(tx: &mut dyn Tx, rt: &str, hits: &[Hit]) -> Result<Vec<Option<VersionRecord>>, RecordError> {
+    let Ok(rt) = ResourceType::parse(rt) else { return Ok(vec![None; hits.len()]) };
+    let ids: Vec<Option<ResourceId>> = hits.iter().map(|h| ResourceId::parse(&h.id).ok()).collect();
+    let wanted: Vec<ResourceId> = ids.iter().flatten().cloned().collect();
+    let mut read = tx.current_many(&rt, &wanted)?.into_iter();
+    Ok(ids.iter().map(|id| id.as_ref().and_then(|_| read.next().flatten())).collect())
 }
 
 impl Records {
@@ -118,9 +133,11 @@ impl Records {
                 let batch = tx.search(&cur, req.count + 1)?;
                 let full = batch.len() > req.count;
                 let mut last = None;
-                for hit in batch {
-                    let v = match visible(tx, ctx, rt, &hit.id)? {
-                        Some(v) if chains.admit(tx, ctx, rt, &hit.id)? => Some(v),
+                let records = read_all(tx, rt, &batch)?;
+                for (hit, record) in batch.into_iter().zip(records) {
+                    // Decided in order, only as far as the page goes.
+                    let v = match record {
+                        Some(v) if seen(tx, ctx, &v)? && chains.admit(tx, ctx, rt, &hit.id)? => Some(v),
                         _ => None,
                     };
                     if let Some(v) = v {
@@ -185,8 +202,10 @@ impl Records {
         loop {
             let batch = tx.search(&q, 1000)?;
             let len = batch.len();
-            for hit in &batch {
-                if visible(tx, ctx, &q.resource_type, &hit.id)?.is_some()
+            let records = read_all(tx, &q.resource_type, &batch)?;
+            for (hit, record) in batch.iter().zip(records) {
+                if let Some(v) = record
+                    && seen(tx, ctx, &v)?
                     && chains.admit(tx, ctx, &q.resource_type, &hit.id)?
                 {
                     n += 1;
