@@ -75,6 +75,19 @@ async fn world() -> World {
     World { h, doctor, nurse, clerk }
 }
 
+/// A patient `id` of family name `family` in the doctor's care (a CareTeam `ct-{id}` with the
+/// doctor's practitioner).
+async fn in_doctors_care(h: &Harness, id: &str, family: &str) {
+    put(h, json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]})).await;
+    put(
+        h,
+        json!({"resourceType": "CareTeam", "id": format!("ct-{id}"), "status": "active",
+               "subject": {"reference": format!("Patient/{id}")},
+               "participant": [{"member": {"reference": "Practitioner/pr-doc"}}]}),
+    )
+    .await;
+}
+
 /// What a searchset reveals besides its self link: entry ids, total, next/previous presence.
 type Shape = (StatusCode, Vec<String>, Value, bool, bool);
 
@@ -268,13 +281,7 @@ async fn r36_a_chain_checked_per_candidate_hides_its_target_as_missing() {
     let w = world().await;
     let h = &w.h;
     // p-vis (鈴木) is in the doctor's care; p-other (鈴木 too) is not: hidden from the doctor.
-    put(h, json!({"resourceType": "Patient", "id": "p-vis", "name": [{"family": "鈴木"}]})).await;
-    put(
-        h,
-        json!({"resourceType": "CareTeam", "id": "ct-vis", "status": "active", "subject": {"reference": "Patient/p-vis"},
-               "participant": [{"member": {"reference": "Practitioner/pr-doc"}}]}),
-    )
-    .await;
+    in_doctors_care(h, "p-vis", "鈴木").await;
     // Observations about p-care (visible to the doctor) performed by: p-vis; p-other (hidden);
     // p-other and p-care (山田: visible, but not of the name); p-other and p-vis; p-vis.
     let performed = |id: &str, by: &[&str]| {
@@ -758,13 +765,7 @@ async fn r22_an_export_job_records_what_it_withheld() {
 async fn r22_an_export_file_is_rechecked_at_download() {
     let w = world().await;
     let h = &w.h;
-    put(h, json!({"resourceType": "Patient", "id": "p-care2", "name": [{"family": "田中"}]})).await;
-    put(
-        h,
-        json!({"resourceType": "CareTeam", "id": "ct2", "status": "active", "subject": {"reference": "Patient/p-care2"},
-               "participant": [{"member": {"reference": "Practitioner/pr-doc"}}]}),
-    )
-    .await;
+    in_doctors_care(h, "p-care2", "田中").await;
     put(h, obs("obs-ended", "p-care", "http://loinc.org", "2345-7", 1.0)).await;
     put(h, obs("obs-kept", "p-care2", "http://loinc.org", "2345-7", 2.0)).await;
     let m = crate::bulk::export(h, &w.doctor, "/fhir/$export?_type=Observation").await;

@@ -44,6 +44,13 @@ fn fresh_db(tag: &str) -> Db {
     Db { admin, name, url }
 }
 
+/// Keys made once under `tmp` (as a first node's `init` would), for [`node_dir`] to copy.
+fn make_keys(tmp: &Path) -> std::path::PathBuf {
+    let seed_dir = tmp.join("keys-source");
+    assert!(cli(&["init", "--data-dir", seed_dir.to_str().unwrap()]).status.success());
+    seed_dir.join("keys")
+}
+
 /// A node directory: the shared keys, and `mamori.toml` naming the database.
 fn node_dir(dir: &Path, keys: &Path, url: &str) {
     std::fs::create_dir_all(dir.join("keys")).unwrap();
@@ -118,11 +125,10 @@ fn two_nodes_on_one_database_are_one_system() {
     let db = fresh_db("two");
     let tmp = tempfile::tempdir().unwrap();
     // Keys are made once (as the first node's `init` would) and copied to every node.
-    let seed_dir = tmp.path().join("keys-source");
-    assert!(cli(&["init", "--data-dir", seed_dir.to_str().unwrap()]).status.success());
+    let keys = make_keys(tmp.path());
     let (a_dir, b_dir) = (tmp.path().join("a"), tmp.path().join("b"));
-    node_dir(&a_dir, &seed_dir.join("keys"), &db.url);
-    node_dir(&b_dir, &seed_dir.join("keys"), &db.url);
+    node_dir(&a_dir, &keys, &db.url);
+    node_dir(&b_dir, &keys, &db.url);
 
     // Both start at once on the empty database: one migrates, the other waits and finds it done.
     let (a, b) = std::thread::scope(|s| {
@@ -328,10 +334,8 @@ fn the_database_link_is_tls_verified_against_the_given_ca() {
 fn a_burst_of_writes_leaves_the_record_tables_analyzed() {
     let db = fresh_db("stats");
     let tmp = tempfile::tempdir().unwrap();
-    let seed_dir = tmp.path().join("keys-source");
-    assert!(cli(&["init", "--data-dir", seed_dir.to_str().unwrap()]).status.success());
     let dir = tmp.path().join("a");
-    node_dir(&dir, &seed_dir.join("keys"), &db.url);
+    node_dir(&dir, &make_keys(tmp.path()), &db.url);
     let analyzed = |table: &str| {
         mamori_store_postgres::query_i64(
             &db.url,

@@ -235,23 +235,25 @@ impl RecordTx<'_> {
     fn how(&mut self, q: &SearchQuery, limit: usize) -> Result<search_sql::How, StoreError> {
         let subs = self.c.dialect().substrings();
         if let Some(sql) = search_sql::time_density(q, subs) {
-            let rows = self.search_rows(&sql)?;
-            let versions = rows.first().ok_or_else(|| bad("the density probe returned no row"))?.int(1).map_err(se)?;
+            let (_, versions) = self.probe(&sql)?;
             return Ok(search_sql::time_how(q, limit, subs, versions));
         }
         let walk = match search_sql::walk_density(q, subs, limit) {
             search_sql::Density::NotWalkable => false,
             search_sql::Density::Short => true,
-            search_sql::Density::Probe(sql) => self.probe(&sql)?,
+            search_sql::Density::Probe(sql) => {
+                let (values, rows) = self.probe(&sql)?;
+                search_sql::dense(values, rows)
+            }
         };
         Ok(search_sql::How { walk, ..search_sql::How::new(subs) })
     }
 
-    /// A density probe's answer (`search_sql::dense`).
-    fn probe(&mut self, sql: &search_sql::Sql) -> Result<bool, StoreError> {
+    /// A density probe's one row: how many dictionary values and how many rows (or versions).
+    fn probe(&mut self, sql: &search_sql::Sql) -> Result<(i64, i64), StoreError> {
         let rows = self.search_rows(sql)?;
         let r = rows.first().ok_or_else(|| bad("the density probe returned no row"))?;
-        Ok(search_sql::dense(r.int(0).map_err(se)?, r.int(1).map_err(se)?))
+        Ok((r.int(0).map_err(se)?, r.int(1).map_err(se)?))
     }
 
     /// `q`'s page merged by value (`search_sql::search_merged`) when a `:exact` criterion drives
@@ -309,6 +311,7 @@ impl RecordTx<'_> {
         // follow the last's in the page's order), up to `search_sql::WALKS` walks — unless a
         // substring criterion can be merged by value instead.
         let mut from = q.clone();
+        let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
         for walks in 1.. {
             if rows.len() >= limit {
                 return Ok(rows);
@@ -322,7 +325,6 @@ impl RecordTx<'_> {
             if walks >= search_sql::WALKS {
                 break;
             }
-            let backwards = q.cursor.as_ref().is_some_and(|c| c.backwards);
             from.cursor = Some(Cursor { keys: Vec::new(), id: last, backwards });
             rows.extend(self.search_rows(&search_sql::search(&from, limit - rows.len(), how))?);
         }

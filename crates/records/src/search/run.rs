@@ -19,7 +19,8 @@ pub const MAX_INCLUDED: usize = 1000;
 pub const LAZY_PASSED_OVER: usize = 200;
 
 /// At most this many joined records (over every chain and `_has` of one search) the requester
-/// may see are gathered to answer its joins; a broader join is refused (`too-costly`).
+/// may see are gathered to answer its joins; a broader join is refused (`too-costly`) — except
+/// a search whose joins are all chains, which checks them per candidate instead ([`Chains`]).
 pub const MAX_JOINED: usize = 10_000;
 
 /// The bump to rebuild every stored resource's index entries (see [`Records::ensure_search_index`]).
