@@ -264,6 +264,17 @@ pub trait Tx {
         id: &ResourceId,
         param: Option<&str>,
     ) -> Result<Vec<(String, String)>, StoreError>;
+    /// [`Tx::references_from`] of several resources of one type through one parameter, in the
+    /// order asked: a store may read them in one statement (a search page's candidates checked
+    /// against a chain; on PostgreSQL each statement is a round trip).
+    fn references_from_many(
+        &mut self,
+        rt: &ResourceType,
+        ids: &[ResourceId],
+        param: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, StoreError> {
+        ids.iter().map(|id| self.references_from(rt, id, Some(param))).collect()
+    }
     /// Ids of current resources of type `source` referring to `target_type/target_id` through
     /// `param` (any when `None`).
     fn references_to(

@@ -123,6 +123,17 @@ impl Dialect {
         }
     }
 
+    /// How searches run here before a density probe decides more: the substring index, and the
+    /// form of a walk's bound that the dialect's planner reads well.
+    pub fn how(self) -> mamori_records::search::sql::How {
+        use mamori_records::search::sql::{How, WalkBound};
+        let bound = match self {
+            Dialect::Sqlite => WalkBound::Range,
+            Dialect::Postgres => WalkBound::Subquery,
+        };
+        How { bound, ..How::new(self.substrings()) }
+    }
+
     /// The statement that lets (`true`) or stops letting the current transaction delete versions
     /// (a purge): the append-only trigger checks it.
     pub fn purge_guard(self, on: bool) -> &'static str {

@@ -236,7 +236,7 @@ impl RecordTx<'_> {
         let subs = self.c.dialect().substrings();
         if let Some(sql) = search_sql::time_density(q, subs) {
             let (_, versions) = self.probe(&sql)?;
-            return Ok(search_sql::time_how(q, limit, subs, versions));
+            return Ok(search_sql::time_how(q, limit, self.c.dialect().how(), versions));
         }
         let walk = match search_sql::walk_density(q, subs, limit) {
             search_sql::Density::NotWalkable => false,
@@ -246,7 +246,7 @@ impl RecordTx<'_> {
                 search_sql::dense(values, rows)
             }
         };
-        Ok(search_sql::How { walk, ..search_sql::How::new(subs) })
+        Ok(search_sql::How { walk, ..self.c.dialect().how() })
     }
 
     /// A density probe's one row: how many dictionary values and how many rows (or versions).
@@ -269,14 +269,14 @@ impl RecordTx<'_> {
                 let values = self.texts(&list)?;
                 if values.len() >= usize::try_from(search_sql::MERGE_VALUES).unwrap_or(usize::MAX) {
                     // More values than a merge reads: dense (`search_sql::dense`).
-                    return Ok(Merged::Instead(search_sql::How { walk: true, ..search_sql::How::new(subs) }));
+                    return Ok(Merged::Instead(search_sql::How { walk: true, ..self.c.dialect().how() }));
                 }
                 values.into_iter().map(search_sql::Arm::value).collect()
             }
         };
         Ok(match self.merged_page(q, limit, &arms)? {
             Some(rows) => Merged::Page(rows),
-            None => Merged::Instead(search_sql::How::new(subs)),
+            None => Merged::Instead(self.c.dialect().how()),
         })
     }
 
@@ -289,7 +289,7 @@ impl RecordTx<'_> {
         limit: usize,
         arms: &[search_sql::Arm],
     ) -> Result<Option<Vec<Row>>, StoreError> {
-        let how = search_sql::How::new(self.c.dialect().substrings());
+        let how = self.c.dialect().how();
         let rows = self.search_rows(&search_sql::search_merged(q, limit, how, arms))?;
         Ok((rows.len() >= limit || q.criteria.len() == 1).then_some(rows))
     }
@@ -674,6 +674,46 @@ impl Tx for RecordTx<'_> {
             )
             .map_err(se)?;
         rows.iter().map(|r| Ok((r.text(0)?, r.text(1)?))).collect::<Result<_, Error>>().map_err(se)
+    }
+
+    fn references_from_many(
+        &mut self,
+        rt: &ResourceType,
+        ids: &[ResourceId],
+        param: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, StoreError> {
+        let Some(last) = ids.last() else { return Ok(Vec::new()) };
+        if ids.len() == 1 {
+            return Ok(vec![self.references_from(rt, last, Some(param))?]);
+        }
+        // Padded to a power of two, as `current_many`: a few statement texts serve every size.
+        let n = ids.len().next_power_of_two();
+        let mut args: Vec<Value<'_>> = Vec::with_capacity(n + 2);
+        args.push(rt.as_str().into());
+        args.push(param.into());
+        args.extend(ids.iter().chain(std::iter::repeat(last)).take(n).map(|id| Value::from(id.as_str())));
+        let ph: Vec<String> = (3..n + 3).map(|i| format!("?{i}")).collect();
+        let rows = self
+            .c
+            .query(
+                &format!(
+                    "SELECT id, target_type, target_id FROM sp_ref WHERE type = ?1 AND param = ?2 AND id IN ({})
+                     AND target_id <> ''",
+                    ph.join(", ")
+                ),
+                &args,
+            )
+            .map_err(se)?;
+        let mut found: std::collections::HashMap<String, Vec<(String, String)>> = std::collections::HashMap::new();
+        for r in rows {
+            let refs = found.entry(r.text(0).map_err(se)?).or_default();
+            let target = (r.text(1).map_err(se)?, r.text(2).map_err(se)?);
+            // Distinct, as `references_from` (a reference written twice, or with two urls).
+            if !refs.contains(&target) {
+                refs.push(target);
+            }
+        }
+        Ok(ids.iter().map(|id| found.get(id.as_str()).cloned().unwrap_or_default()).collect())
     }
 
     fn references_to(

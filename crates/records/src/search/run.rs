@@ -135,6 +135,7 @@ impl Records {
                 let full = batch.len() > req.count;
                 let mut last = None;
                 let records = read_all(tx, rt, &batch)?;
+                chains.prepare(tx, rt, &batch)?;
                 for (hit, record) in batch.into_iter().zip(records) {
                     // Decided in order, only as far as the page goes.
                     let v = match record {
@@ -204,6 +205,7 @@ impl Records {
             let batch = tx.search(&q, 1000)?;
             let len = batch.len();
             let records = read_all(tx, &q.resource_type, &batch)?;
+            chains.prepare(tx, &q.resource_type, &batch)?;
             for (hit, record) in batch.iter().zip(records) {
                 if let Some(v) = record
                     && seen(tx, ctx, &v)?
@@ -471,6 +473,12 @@ struct Chains {
     visible: std::collections::HashMap<(String, String), bool>,
     /// Whether a target matches chain `i`'s criterion: `(i, type, id)`.
     matches: std::collections::HashMap<(usize, String, String), bool>,
+    /// The current batch's references of the chains' types, read together ([`Chains::prepare`]):
+    /// `(i, candidate id)` → chain `i`'s targets.
+    refs: std::collections::HashMap<(usize, String), Vec<(String, String)>>,
+    /// The current versions of those targets not decided yet, read together; each is decided
+    /// (`may_see`) only when a candidate in the page's order gets to it.
+    records: std::collections::HashMap<(String, String), Option<VersionRecord>>,
 }
 
 /// One chained criterion checked per candidate.
@@ -481,6 +489,13 @@ struct Chain {
     only: Option<&'static str>,
     /// Each target type's criterion.
     targets: Vec<(String, Criterion)>,
+}
+
+impl Chain {
+    /// Whether a reference to type `t` can reach this chain's targets.
+    fn reaches(&self, t: &str) -> bool {
+        self.only.is_none_or(|o| o == t) && self.targets.iter().any(|(ty, _)| ty == t)
+    }
 }
 
 impl Chains {
@@ -514,6 +529,44 @@ impl Chains {
         Ok(Some(Chains { checks, ..Chains::default() }))
     }
 
+    /// Reads, for a batch of candidates of type `rt` listed by the store, every chain's
+    /// references (one statement per chain) and the current versions of the targets not decided
+    /// yet (one statement per target type) — data only: [`Chains::admit`] still decides each
+    /// candidate, and each target, in order and only as far as the page goes. On PostgreSQL the
+    /// per-candidate reads were a round trip each (a page of a chain: ~100).
+    fn prepare(&mut self, tx: &mut dyn Tx, rt: &str, hits: &[Hit]) -> Result<(), RecordError> {
+        self.refs.clear();
+        self.records.clear();
+        if self.checks.is_empty() {
+            return Ok(());
+        }
+        let Ok(rt) = ResourceType::parse(rt) else { return Ok(()) };
+        let ids: Vec<ResourceId> = hits.iter().filter_map(|h| ResourceId::parse(&h.id).ok()).collect();
+        let mut wanted: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for (i, chain) in self.checks.iter().enumerate() {
+            let all = tx.references_from_many(&rt, &ids, &chain.param)?;
+            for (id, refs) in ids.iter().zip(all) {
+                let refs: Vec<(String, String)> = refs.into_iter().filter(|(t, _)| chain.reaches(t)).collect();
+                for key in &refs {
+                    if !self.visible.contains_key(key) {
+                        wanted.entry(key.0.clone()).or_default().push(key.1.clone());
+                    }
+                }
+                self.refs.insert((i, id.to_string()), refs);
+            }
+        }
+        for (t, mut targets) in wanted {
+            targets.sort_unstable();
+            targets.dedup();
+            let Ok(trt) = ResourceType::parse(&t) else { continue };
+            let parsed: Vec<ResourceId> = targets.iter().filter_map(|id| ResourceId::parse(id).ok()).collect();
+            for (id, v) in parsed.iter().zip(tx.current_many(&trt, &parsed)?) {
+                self.records.insert((t.clone(), id.to_string()), v);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether candidate `rt/id` (listed by the store, so joined to a matching target of every
     /// chain) refers, for every chain, to a matching target the requester may see.
     fn admit(&mut self, tx: &mut dyn Tx, ctx: &RequestContext, rt: &str, id: &str) -> Result<bool, RecordError> {
@@ -522,11 +575,14 @@ impl Chains {
         }
         let (Ok(rt), Ok(id)) = (ResourceType::parse(rt), ResourceId::parse(id)) else { return Ok(false) };
         for (i, chain) in self.checks.iter().enumerate() {
-            let refs: Vec<(String, String)> = tx
-                .references_from(&rt, &id, Some(&chain.param))?
-                .into_iter()
-                .filter(|(t, _)| chain.only.is_none_or(|o| o == t) && chain.targets.iter().any(|(ty, _)| ty == t))
-                .collect();
+            let refs: Vec<(String, String)> = match self.refs.remove(&(i, id.to_string())) {
+                Some(refs) => refs,
+                None => tx
+                    .references_from(&rt, &id, Some(&chain.param))?
+                    .into_iter()
+                    .filter(|(t, _)| chain.reaches(t))
+                    .collect(),
+            };
             // The store listed the candidate for a reference of this chain to a matching
             // target: with one reference of the chain's types, that is the one.
             let single = refs.len() == 1;
@@ -539,7 +595,11 @@ impl Chains {
                 let seen = match self.visible.get(&key) {
                     Some(seen) => *seen,
                     None => {
-                        let seen = visible(tx, ctx, &key.0, &key.1)?.is_some();
+                        let seen = match self.records.remove(&key) {
+                            Some(Some(v)) => seen(tx, ctx, &v)?,
+                            Some(None) => false,
+                            None => visible(tx, ctx, &key.0, &key.1)?.is_some(),
+                        };
                         self.visible.insert(key, seen);
                         seen
                     }
