@@ -360,6 +360,81 @@ async fn r36_a_chain_checked_per_candidate_hides_its_target_as_missing() {
 }
 
 #[tokio::test]
+async fn r37_a_has_checked_per_candidate_hides_its_referrers_as_missing() {
+    let w = world().await;
+    let h = &w.h;
+    // p-care (山田) and p-vis (鈴木) are in the doctor's care; p-other (鈴木) is not.
+    in_doctors_care(h, "p-vis", "鈴木").await;
+    let obs = |id: &str, subject: &str, by: &[&str], code: &str| {
+        json!({"resourceType": "Observation", "id": id, "status": "final",
+               "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+               "subject": {"reference": format!("Patient/{subject}")},
+               "performer": by.iter().map(|p| json!({"reference": format!("Patient/{p}")})).collect::<Vec<_>>()})
+    };
+    // The Observations about p-other are hidden from the doctor: p-care performed 8867-4 only
+    // in those.
+    for (id, subject, by, code) in [
+        ("ob-1", "p-care", &["p-vis"][..], "8867-4"),
+        ("ob-2", "p-other", &["p-care"][..], "8867-4"),
+        ("ob-3", "p-other", &["p-vis", "p-care"][..], "8867-4"),
+        ("ob-4", "p-care", &["p-care"][..], "8310-5"),
+        ("ob-5", "p-vis", &["p-vis"][..], "8867-4"),
+    ] {
+        put(h, obs(id, subject, by, code)).await;
+    }
+    let questions = [
+        ("/fhir/Patient?_has:Observation:performer:code=8867-4", &["p-vis"][..]),
+        ("/fhir/Patient?_has:Observation:subject:code=8867-4", &["p-care", "p-vis"][..]),
+        ("/fhir/Patient?_has:Observation:performer:code=8867-4,8310-5", &["p-care", "p-vis"][..]),
+        ("/fhir/Patient?name=鈴木&_has:Observation:performer:code=8867-4", &["p-vis"][..]),
+        ("/fhir/Patient?_has:Observation:subject:code=8867-4&_sort=-_id", &["p-vis", "p-care"][..]),
+    ];
+    let ask = || async {
+        let mut out = Vec::new();
+        for (q, want) in &questions {
+            for count in [1, 2, 10] {
+                for total in ["", "&_total=accurate"] {
+                    let p = every_page(h, &w.doctor, format!("{q}&_count={count}{total}")).await;
+                    let ids: Vec<String> = p.iter().flat_map(|(s, _, _)| s.1.clone()).collect();
+                    assert_eq!(ids, *want, "{q} {count}{total}");
+                    out.push(p);
+                }
+            }
+        }
+        out
+    };
+    let with = ask().await;
+    // Not vacuous: an application that sees everything finds p-care through the hidden ones.
+    let all = h.call("GET", "/fhir/Patient?_has:Observation:performer:code=8867-4", None).await;
+    assert_eq!(shape(&all).1, vec!["p-care", "p-vis"]);
+    // Missing instead of hidden: every page, total and link is the same.
+    for id in ["ob-2", "ob-3"] {
+        assert!(h.call("DELETE", &format!("/fhir/Observation/{id}"), None).await.status.is_success());
+    }
+    assert_eq!(with, ask().await);
+    // More hidden candidates first in id order than a search passes over before it resolves its
+    // joins instead (`LAZY_PASSED_OVER`): patients in no one's care, each the subject of an
+    // Observation of the code. Hidden, they change nothing either.
+    let n = mamori_records::search::run::LAZY_PASSED_OVER + 50;
+    let entries: Vec<Value> = (0..n)
+        .flat_map(|i| {
+            let p = format!("p-{i:04}");
+            [
+                json!({"resource": {"resourceType": "Patient", "id": p, "name": [{"family": "鈴木"}]},
+                       "request": {"method": "PUT", "url": format!("Patient/{p}")}}),
+                json!({"resource": obs(&format!("oh-{i:04}"), &p, &[&p], "8867-4"),
+                       "request": {"method": "PUT", "url": format!("Observation/oh-{i:04}")}}),
+            ]
+        })
+        .collect();
+    let r = h.call("POST", "/fhir", Some(&json!({"resourceType": "Bundle", "type": "batch", "entry": entries}))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let all = h.call("GET", "/fhir/Patient?_has:Observation:subject:code=8867-4&_total=accurate", None).await;
+    assert_eq!(all.json()["total"], json!(n + 2), "the hidden ones match for an application that sees them");
+    assert_eq!(with, ask().await);
+}
+
+#[tokio::test]
 async fn r22_care_relationship_follows_every_link_to_a_patient() {
     let w = world().await;
     let h = &w.h;
