@@ -195,7 +195,26 @@ fn counted(c: &Criterion) -> bool {
             ..
         } => !any.is_empty() && substring_needles(c).is_none(),
         Criterion::LastUpdated(any) => !any.is_empty(),
+        // A `_has` whose criterion on the referring type is a plain match: counted by that
+        // criterion's rows (the referrers' references are not: a rare criterion would read
+        // every reference of the parameter to count them).
+        Criterion::Has { inner, .. } => has_counted(inner).is_some(),
         _ => false,
+    }
+}
+
+/// The plain match of a `_has`'s criterion (no negation, no chain, no substring), whose rows a
+/// density probe counts.
+fn has_counted(inner: &Criterion) -> Option<(&str, Table, &[Pred])> {
+    match inner {
+        Criterion::Match { param, table, any, negate: false }
+            if !any.is_empty()
+                && !any.iter().any(|p| matches!(p, Pred::Chain(_)))
+                && substring_needles(inner).is_none() =>
+        {
+            Some((param.as_str(), *table, any.as_slice()))
+        }
+        _ => None,
     }
 }
 
@@ -217,6 +236,17 @@ pub fn walk_density(q: &SearchQuery, subs: Substrings, limit: usize) -> Density 
     let ty = q.resource_type.as_str();
     let mut b = B::new(How::new(subs));
     let limit = b.i(DENSE_ROWS);
+    // A `_has` is dense when its criterion on the referring type is: then most candidates are
+    // referred to by a match (`Patient?_has:Observation:subject:code=8310-5`: a quarter of the
+    // Observations, nearly every patient), and a walk of the candidates, each checked by key,
+    // stops after a page where listing the referrers read every match (75 ms at 200k
+    // resources). A criterion dense on few candidates walks short and is gathered after all.
+    if let Some(Criterion::Has { source, inner, .. }) = gathered_driver(q) {
+        let Some((param, table, any)) = has_counted(inner) else { return Density::NotWalkable };
+        let from = b.match_from(source, param, table, any, Role::Probe);
+        let text = format!("SELECT 0, (SELECT COUNT(*) FROM (SELECT 1 {from} LIMIT {limit}) d)");
+        return Density::Probe(Sql { text, args: b.args });
+    }
     let Some(c @ Criterion::Match { param, table, any, .. }) = gathered_driver(q) else { return Density::NotWalkable };
     // A counted criterion has no dictionary: the probe below counts its rows (for a chain, its
     // references) alone.
@@ -1365,8 +1395,23 @@ mod tests {
             s.text
         );
         assert!(!s.text.contains("IN (SELECT h.target_id"), "{}", s.text);
-        let alone = search(&query("Patient", "_has:Observation:subject:code=8310-5"), 10, How::new(Substrings::Fts5));
-        assert!(alone.text.contains("IN (SELECT h.target_id FROM sp_ref h"), "{}", alone.text);
+        let alone = query("Patient", "_has:Observation:subject:code=8310-5");
+        let gathered = search(&alone, 10, How::new(Substrings::Fts5));
+        assert!(gathered.text.contains("IN (SELECT h.target_id FROM sp_ref h"), "{}", gathered.text);
+        // Its density is its criterion's rows on the referring type; dense, the candidates are
+        // walked and each checked by key.
+        let Density::Probe(p) = walk_density(&alone, Substrings::Fts5, 11) else { panic!("a _has is probed") };
+        assert!(p.text.contains("FROM sp_token x") && !p.text.contains("sp_ref"), "{}", p.text);
+        let walked = search(&alone, 10, How { walk: true, ..How::new(Substrings::Fts5) });
+        assert!(
+            walked.text.contains("r.id <= (SELECT MAX(id)") && walked.text.contains("AND h.target_id = r.id"),
+            "{}",
+            walked.text
+        );
+        // A `_has` whose criterion is a chain or a negation is not probed: gathered.
+        for other in ["_has:Observation:subject:code:not=8310-5", "_has:Observation:subject:performer.name=x"] {
+            assert_eq!(walk_density(&query("Patient", other), Substrings::Fts5, 11), Density::NotWalkable, "{other}");
+        }
     }
 
     #[test]
