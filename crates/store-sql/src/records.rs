@@ -12,6 +12,19 @@ use mamori_records::{
 use crate::{Conn, Db, Error, Row, SqlStore, Value, vals};
 
 /// A failure inside a record transaction, logged once.
+/// The arguments `first` followed by `ids` padded to a power of two with the last id, and the
+/// placeholders of the ids (`?k, …`, after `first`'s): a few statement texts then serve every
+/// number of ids, so the connections' statement caches keep them (a page's candidates, their
+/// references).
+fn id_list<'a>(mut first: Vec<Value<'a>>, ids: &'a [ResourceId]) -> (Vec<Value<'a>>, String) {
+    let n = ids.len().next_power_of_two();
+    let from = first.len() + 1;
+    let last = ids.last().map_or("", |id| id.as_str());
+    first.extend(ids.iter().map(|id| id.as_str()).chain(std::iter::repeat(last)).take(n).map(Value::from));
+    let list = (from..from + n).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+    (first, list)
+}
+
 fn se(e: Error) -> StoreError {
     tracing::error!(error = %e, "record store failure");
     e.into_store_error()
@@ -399,18 +412,11 @@ impl Tx for RecordTx<'_> {
         if ids.len() == 1 {
             return Ok(vec![self.current(rt, last)?]);
         }
-        let n = ids.len().next_power_of_two();
-        let mut args: Vec<Value<'_>> = Vec::with_capacity(n + 1);
-        args.push(rt.as_str().into());
-        args.extend(ids.iter().chain(std::iter::repeat(last)).take(n).map(|id| Value::from(id.as_str())));
-        let ph: Vec<String> = (2..n + 2).map(|i| format!("?{i}")).collect();
+        let (args, list) = id_list(vec![rt.as_str().into()], ids);
         let rows = self
             .c
             .query(
-                &format!(
-                    "SELECT {V_COLS} FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.type = ?1 AND r.id IN ({})",
-                    ph.join(", ")
-                ),
+                &format!("SELECT {V_COLS} FROM resources r JOIN versions v ON v.seq = r.seq WHERE r.type = ?1 AND r.id IN ({list})"),
                 &args,
             )
             .map_err(se)?;
@@ -686,20 +692,13 @@ impl Tx for RecordTx<'_> {
         if ids.len() == 1 {
             return Ok(vec![self.references_from(rt, last, Some(param))?]);
         }
-        // Padded to a power of two, as `current_many`: a few statement texts serve every size.
-        let n = ids.len().next_power_of_two();
-        let mut args: Vec<Value<'_>> = Vec::with_capacity(n + 2);
-        args.push(rt.as_str().into());
-        args.push(param.into());
-        args.extend(ids.iter().chain(std::iter::repeat(last)).take(n).map(|id| Value::from(id.as_str())));
-        let ph: Vec<String> = (3..n + 3).map(|i| format!("?{i}")).collect();
+        let (args, list) = id_list(vec![rt.as_str().into(), param.into()], ids);
         let rows = self
             .c
             .query(
                 &format!(
-                    "SELECT id, target_type, target_id FROM sp_ref WHERE type = ?1 AND param = ?2 AND id IN ({})
-                     AND target_id <> ''",
-                    ph.join(", ")
+                    "SELECT id, target_type, target_id FROM sp_ref WHERE type = ?1 AND param = ?2 AND id IN ({list})
+                     AND target_id <> ''"
                 ),
                 &args,
             )
