@@ -11,7 +11,6 @@ use mamori_records::{
 
 use crate::{Conn, Db, Error, Row, SqlStore, Value, vals};
 
-/// A failure inside a record transaction, logged once.
 /// The arguments `first` followed by `ids` padded to a power of two with the last id, and the
 /// placeholders of the ids (`?k, …`, after `first`'s): a few statement texts then serve every
 /// number of ids, so the connections' statement caches keep them (a page's candidates, their
@@ -25,6 +24,7 @@ fn id_list<'a>(mut first: Vec<Value<'a>>, ids: &'a [ResourceId]) -> (Vec<Value<'
     (first, list)
 }
 
+/// A failure inside a record transaction, logged once.
 fn se(e: Error) -> StoreError {
     tracing::error!(error = %e, "record store failure");
     e.into_store_error()
