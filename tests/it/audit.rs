@@ -74,7 +74,8 @@ async fn when_the_trail_cannot_be_written_requests_fail_closed_and_nothing_chang
     let pid = p["id"].as_str().unwrap().to_string();
     let db = crate::support::RawDb::at(h.dir.path());
     db.exec(
-        "CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        // The trail is a file of its own on SQLite (attached as `audit`); a trigger lives beside its table.
+        "CREATE TRIGGER audit.audit_down BEFORE INSERT ON audit_entries BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
         "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$;
          CREATE TRIGGER audit_down BEFORE INSERT ON audit_entries FOR EACH ROW EXECUTE FUNCTION audit_down();",
     )

@@ -332,7 +332,12 @@ impl RawDb {
             .find_map(|l| l.trim().strip_prefix("database = \"").and_then(|r| r.strip_suffix('"')).map(str::to_string));
         match url {
             Some(u) => RawDb::Pg(u),
-            None => RawDb::Sqlite(rusqlite::Connection::open(dir.join("mamori.db")).unwrap()),
+            None => {
+                // The audit trail has a file of its own (schema step 9), attached as the store does.
+                let c = rusqlite::Connection::open(dir.join("mamori.db")).unwrap();
+                c.execute("ATTACH DATABASE ?1 AS audit", [dir.join("audit.db").to_str().unwrap()]).unwrap();
+                RawDb::Sqlite(c)
+            }
         }
     }
 

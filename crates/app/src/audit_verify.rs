@@ -59,10 +59,27 @@ const PG_AUDIT_TRIGGERS: [&str; 2] = ["audit_no_change", "audit_no_truncate"];
 
 struct SqliteSource(Connection);
 
+impl SqliteSource {
+    /// The embedded store in `dir`, read-only: `mamori.db` with the trail's own file `audit.db`
+    /// attached when there is one (schema step 9; before it the trail is in `mamori.db`, where
+    /// the unqualified names below then find it).
+    fn open(dir: &Path) -> Fallible<SqliteSource> {
+        let c = Connection::open_with_flags(dir.join("mamori.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(context("cannot open the store read-only"))?;
+        let audit = dir.join("audit.db");
+        let attach = if audit.exists() { audit.to_str() } else { None };
+        c.execute("ATTACH DATABASE ?1 AS audit", [attach.unwrap_or(":memory:")])
+            .map_err(context("cannot open the audit trail's file (audit.db) read-only"))?;
+        Ok(SqliteSource(c))
+    }
+}
+
 impl Source for SqliteSource {
     fn audit_triggers(&mut self) -> Fallible<Vec<String>> {
-        let mut st =
-            self.0.prepare("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'")?;
+        let mut st = self.0.prepare(
+            "SELECT name FROM main.sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'
+             UNION ALL SELECT name FROM audit.sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_entries'",
+        )?;
         let rows = st.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -246,10 +263,7 @@ fn verify_log(
     let url = database.or(configured.as_deref());
     let mut db: Box<dyn Source> = match url {
         Some(url) => Box::new(PgSource::open(url)?),
-        None => Box::new(SqliteSource(
-            Connection::open_with_flags(dir.join("mamori.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .map_err(context("cannot open the store read-only"))?,
-        )),
+        None => Box::new(SqliteSource::open(dir)?),
     };
 
     // Checkpoints, by size, each with its signature checked.

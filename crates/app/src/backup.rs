@@ -798,7 +798,7 @@ pub fn restore(opts: &RestoreOptions<'_>, progress: &mut dyn FnMut(Step)) -> Res
         _ => mamori_store_sql::Dialect::Sqlite,
     };
     let want = mamori_store_sql::schema::steps(dialect).len();
-    if i64::try_from(want).ok() != Some(m.schema) {
+    if !mamori_store_sql::schema::loads_into_this_build(m.schema) {
         return Err(AppError::Invalid(format!(
             "generation {} has store schema {} (Mamori {}); this build has schema {want}: restore it with Mamori {}",
             g.name, m.schema, m.mamori, m.mamori

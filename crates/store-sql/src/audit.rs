@@ -122,15 +122,40 @@ pub fn writer_loop(rx: std::sync::mpsc::Receiver<Job>, mut commit: impl FnMut(&[
     }
 }
 
-/// Inserts records inside the caller's write transaction; returns each record's last leaf
-/// index. Time never goes backwards, even when processes' clocks differ slightly.
+/// Inserts records inside the caller's write transaction beside a change of its own (a record,
+/// a configuration version); returns each record's last leaf index. Time never goes backwards,
+/// even when processes' clocks differ slightly.
 pub(crate) fn insert_all(c: &mut dyn Conn, now: i64, records: Vec<AuditRecord>) -> Result<Vec<u64>, Error> {
+    insert_entries(c, now, records, true)
+}
+
+/// As [`insert_all`]. `beside_change`: the transaction also changes the main database, so on
+/// SQLite — where the trail is a file of its own (schema step 9) and a transaction is not atomic
+/// across the two — each entry is kept in `audit_pending` too, beside the change, until it is
+/// known durable in the trail. An append that only records a request leaves `mamori.db`
+/// untouched (the point of the file of its own: readers keep their page cache).
+fn insert_entries(
+    c: &mut dyn Conn,
+    now: i64,
+    records: Vec<AuditRecord>,
+    beside_change: bool,
+) -> Result<Vec<u64>, Error> {
+    let own_file = c.dialect() == crate::Dialect::Sqlite;
+    if own_file {
+        recover_pending(c)?;
+    }
     let (mut idx, mut prev) = match c.one("SELECT idx, time FROM audit_entries ORDER BY idx DESC LIMIT 1", &[])? {
         Some(r) => (r.int(0)?, Some(r.int(1)?)),
         None => (0, None),
     };
     let mut rows = Vec::new();
     let mut out = Vec::with_capacity(records.len());
+    let keep = own_file && beside_change;
+    if keep {
+        // Entries known durable in the trail need no copy beside the change any more.
+        let durable = i64::try_from(c.audit_durable()).map_err(Error::corrupt)?;
+        rows.push(("DELETE FROM audit_pending WHERE idx <= ?1", Vec::from(vals![durable.min(idx)])));
+    }
     for mut record in records {
         let t = match prev {
             Some(p) if p >= now => p + 1,
@@ -141,6 +166,12 @@ pub(crate) fn insert_all(c: &mut dyn Conn, now: i64, records: Vec<AuditRecord>) 
         let alert = record.action.starts_with("alert-");
         for entry in record.into_entries() {
             idx += 1;
+            if keep {
+                rows.push((
+                    "INSERT INTO audit_pending (idx, time, entry, alert) VALUES (?1, ?2, ?3, ?4)",
+                    Vec::from(vals![idx, t, entry.clone(), i64::from(alert)]),
+                ));
+            }
             rows.push((
                 "INSERT INTO audit_entries (idx, time, entry) VALUES (?1, ?2, ?3)",
                 Vec::from(vals![idx, t, entry]),
@@ -153,6 +184,46 @@ pub(crate) fn insert_all(c: &mut dyn Conn, now: i64, records: Vec<AuditRecord>) 
     }
     c.execute_many(&rows)?;
     Ok(out)
+}
+
+/// SQLite: entries written beside a change whose change committed and whose entry did not reach
+/// `audit.db` (schema step 9) go into the trail now, at the indexes they were given — before any
+/// later entry, so the trail stays gap-free and in commit order. Every append runs this first,
+/// whichever process makes it.
+pub fn recover_pending(c: &mut dyn Conn) -> Result<(), Error> {
+    let lost = c.query(
+        "SELECT idx, time, entry, alert FROM audit_pending
+         WHERE idx > (SELECT COALESCE(MAX(idx), 0) FROM audit_entries) ORDER BY idx",
+        &[],
+    )?;
+    if lost.is_empty() {
+        return Ok(());
+    }
+    let size = size(c)?;
+    let mut rows = Vec::with_capacity(lost.len());
+    for (r, expected) in lost.iter().zip(size + 1..) {
+        let (idx, time) = (r.int(0)?, r.int(1)?);
+        if u64::try_from(idx).ok() != Some(expected) {
+            // The trail ends before the entries kept beside the changes begin: `audit.db` is an
+            // older file than `mamori.db` (replaced, or restored alone). Appending would leave a gap.
+            return Err(Error::corrupt(format!(
+                "the audit trail (audit.db) ends at {size} entries, but entries from {idx} on were written \
+                 beside changes in mamori.db: audit.db is older than mamori.db"
+            )));
+        }
+        rows.push((
+            "INSERT INTO audit_entries (idx, time, entry) VALUES (?1, ?2, ?3)",
+            Vec::from(vals![idx, time, r.blob(2)?]),
+        ));
+        if r.bool(3)? {
+            rows.push(("INSERT INTO audit_alerts (idx, time) VALUES (?1, ?2)", Vec::from(vals![idx, time])));
+        }
+    }
+    tracing::warn!(
+        entries = lost.len(),
+        "audit entries written beside a change were missing from the trail (a crash between the two files' commits); recovered"
+    );
+    c.execute_many(&rows)
 }
 
 /// Inserts one record inside the caller's write transaction; returns its last leaf index.
@@ -215,7 +286,8 @@ fn state(c: &mut dyn Conn, name: &str) -> Result<u64, Error> {
 fn commit_batch<D: Db>(db: &D, now: i64, batch: &[Job]) -> Result<Vec<Vec<u64>>, Error> {
     db.write(|c| {
         let records: Vec<AuditRecord> = batch.iter().flat_map(|(r, _)| r.iter().cloned()).collect();
-        let mut ids = insert_all(c, now, records)?.into_iter();
+        // Only the trail changes: the records' file is left alone.
+        let mut ids = insert_entries(c, now, records, false)?.into_iter();
         Ok(batch.iter().map(|(r, _)| ids.by_ref().take(r.len()).collect()).collect())
     })
 }

@@ -397,7 +397,11 @@ impl<D: Db> SqlStore<D> {
         let live = self.db.read_statement(|c| {
             c.query(
                 match dialect {
-                    crate::Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+                    // The audit trail's guards live in its own file (schema step 9).
+                    crate::Dialect::Sqlite => {
+                        "SELECT name FROM main.sqlite_master WHERE type = 'trigger' \
+                         UNION ALL SELECT name FROM audit.sqlite_master WHERE type = 'trigger'"
+                    }
                     crate::Dialect::Postgres => {
                         "SELECT t.tgname FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid \
                          JOIN pg_namespace n ON n.oid = r.relnamespace \

@@ -18,6 +18,7 @@
 //! [`Db`]. The contract module of the integration tests runs the same checks on both.
 
 mod audit;
+pub use audit::recover_pending as recover_pending_audit;
 mod config;
 pub mod dump;
 mod identity;
@@ -333,6 +334,12 @@ pub trait Conn {
     /// The first row of a query, if any.
     fn one(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Option<Row>, Error> {
         Ok(self.query(sql, params)?.into_iter().next())
+    }
+    /// On SQLite's writing connection: the audit trail's size known durable in `audit.db`
+    /// (entries written beside a change and kept in `audit_pending` up to it may go, schema step
+    /// 9); 0 when not known.
+    fn audit_durable(&self) -> u64 {
+        0
     }
 }
 

@@ -278,9 +278,79 @@ CREATE STATISTICS IF NOT EXISTS sp_composite_stats (dependencies, ndistinct, mcv
 ANALYZE sp_string, sp_token, sp_date, sp_number, sp_ref, sp_composite;
 "#;
 
+/// Step 9 on SQLite: the audit trail in a file of its own (#29). Every audited request commits
+/// its entry, and every commit to a SQLite file empties the page cache of every other connection
+/// to that file — so each read and search began with cold b-tree pages, copied again from the
+/// OS. The trail's tables now live in `audit.db`, attached to every connection as `audit` (the
+/// unqualified names below resolve there), and an entry that only records a request (a read, a
+/// search, a sign-in) leaves `mamori.db` untouched. The store adapter copies the tables into
+/// `audit.db` and makes the copy durable before this step drops them here
+/// ([`audit_trail_sqlite`]).
+///
+/// A transaction that writes both files is not atomic across them (SQLite in WAL mode commits
+/// each file on its own), so an entry written beside a change to `mamori.db` (a record, a
+/// configuration version) is also kept in `audit_pending`, in the same file as the change: if
+/// the change committed and its entry did not (a crash between the two files' commits, a power
+/// loss that kept one file's log and not the other's), the next append copies it into the trail
+/// at the index it was given. A pending row is dropped once its entry is known durable in
+/// `audit.db`.
+const AUDIT_FILE_SQLITE: &str = r#"
+DROP TABLE IF EXISTS main.audit_alerts;
+DROP TABLE IF EXISTS main.audit_state;
+DROP TABLE IF EXISTS main.audit_checkpoints;
+DROP TABLE IF EXISTS main.audit_tiles;
+DROP TABLE IF EXISTS main.audit_entries;
+CREATE TABLE IF NOT EXISTS audit_pending (idx INTEGER PRIMARY KEY, time INTEGER NOT NULL, entry BLOB NOT NULL, alert INTEGER NOT NULL);
+"#;
+
+/// The audit trail's tables and guards in the attached `audit` database (SQLite, step 9), as the
+/// first steps made them in the main file; every statement can run again.
+pub fn audit_trail_sqlite() -> String {
+    let d = Dialect::Sqlite;
+    let tables = render(
+        d,
+        r#"
+CREATE TABLE IF NOT EXISTS audit.audit_entries (
+    idx {INT} PRIMARY KEY,
+    time {INT} NOT NULL,
+    entry {BLOB} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit.audit_by_time ON audit_entries (time);
+CREATE TABLE IF NOT EXISTS audit.audit_tiles (
+    level {INT} NOT NULL,
+    idx {INT} NOT NULL,
+    hashes {BLOB} NOT NULL,
+    PRIMARY KEY (level, idx)
+){NOROWID};
+CREATE TABLE IF NOT EXISTS audit.audit_checkpoints (
+    size {INT} PRIMARY KEY,
+    created {INT} NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit.audit_state (name TEXT PRIMARY KEY, value {INT} NOT NULL);
+CREATE TABLE IF NOT EXISTS audit.audit_alerts (idx {INT} PRIMARY KEY, time {INT} NOT NULL);
+"#,
+    );
+    tables + &audit_guards_sqlite()
+}
+
+/// The audit tables' guards on SQLite, in the attached `audit` database (a trigger lives in its
+/// table's file).
+fn audit_guards_sqlite() -> String {
+    guarded_tables()
+        .into_iter()
+        .filter(|(table, _)| AUDIT_TABLES.contains(table))
+        .map(|(table, (name, message))| append_only(Dialect::Sqlite, &format!("audit.{name}"), table, message))
+        .collect()
+}
+
+/// The guarded tables kept in `audit.db` on SQLite (step 9).
+const AUDIT_TABLES: [&str; 2] = ["audit_entries", "audit_alerts"];
+
 /// The tables only one dialect has: SQLite's substring index (PostgreSQL indexes the value
-/// columns themselves).
-pub const SQLITE_ONLY: [&str; 1] = ["sp_text"];
+/// columns themselves) and the audit entries written beside a change, kept until their entry
+/// is durable in `audit.db` (step 9).
+pub const SQLITE_ONLY: [&str; 2] = ["sp_text", "audit_pending"];
 
 /// An append-only table of attributed versions of `(kind, key)` entries (configuration, workflow
 /// state): one shape for every such table.
@@ -396,6 +466,10 @@ pub fn steps(d: Dialect) -> Vec<String> {
         Dialect::Sqlite => "-- nothing on SQLite",
         Dialect::Postgres => STATISTICS_POSTGRES,
     };
+    let audit_file = match d {
+        Dialect::Sqlite => AUDIT_FILE_SQLITE,
+        Dialect::Postgres => "-- nothing on PostgreSQL: the trail stays in the database",
+    };
     vec![
         base,
         workflow,
@@ -405,7 +479,20 @@ pub fn steps(d: Dialect) -> Vec<String> {
         RANGES.to_string(),
         ORDERED_RANGES.to_string(),
         statistics.to_string(),
+        audit_file.to_string(),
     ]
+}
+
+/// The step that moves the audit trail into `audit.db` on SQLite (the adapter copies it first).
+pub const AUDIT_FILE_STEP: i64 = 9;
+
+/// Whether a logical dump (a backup generation) made at schema `version` loads into a store of
+/// this build: made at this build's schema, or at the step before [`AUDIT_FILE_STEP`], which
+/// changes no table's rows (it moves the trail to a file of its own on SQLite and does nothing
+/// on PostgreSQL), so generations taken before it stay restorable.
+pub fn loads_into_this_build(version: i64) -> bool {
+    let now = i64::try_from(steps(Dialect::Sqlite).len()).unwrap_or(i64::MAX);
+    version == now || (now == AUDIT_FILE_STEP && version == AUDIT_FILE_STEP - 1)
 }
 
 /// Every guard trigger of the schema (append-only tables, immutable versions), as statements
@@ -413,7 +500,13 @@ pub fn steps(d: Dialect) -> Vec<String> {
 pub fn guards(d: Dialect) -> String {
     let mut g = versions_guard(d).to_string();
     for (table, (name, message)) in guarded_tables().into_iter().skip(1) {
+        if d == Dialect::Sqlite && AUDIT_TABLES.contains(&table) {
+            continue;
+        }
         g.push_str(&append_only(d, name, table, message));
+    }
+    if d == Dialect::Sqlite {
+        g.push_str(&audit_guards_sqlite());
     }
     g
 }
@@ -440,7 +533,8 @@ pub fn guard_names(d: Dialect) -> Vec<String> {
             l.strip_prefix("CREATE TRIGGER IF NOT EXISTS ").or_else(|| l.strip_prefix("CREATE OR REPLACE TRIGGER "))
         })
         .filter_map(|rest| rest.split(' ').next())
-        .map(str::to_string)
+        // `audit.audit_no_update`: the trigger's name without its database.
+        .map(|name| name.rsplit('.').next().unwrap_or(name).to_string())
         .collect();
     names.sort();
     names
@@ -449,12 +543,21 @@ pub fn guard_names(d: Dialect) -> Vec<String> {
 /// Applies the steps not applied yet, inside the caller's transaction (which the adapter holds
 /// exclusively: several processes may start at once). `now` is recorded with each step.
 pub fn migrate(c: &mut dyn Conn, now: i64) -> Result<(), Error> {
+    migrate_until(c, now, i64::MAX)
+}
+
+/// The schema version a store has reached (0 for a new one).
+pub fn version(c: &mut dyn Conn) -> Result<i64, Error> {
     c.batch("CREATE TABLE IF NOT EXISTS mamori_schema (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")?;
-    let have =
-        c.one("SELECT COALESCE(MAX(version), 0) FROM mamori_schema", &[])?.map(|r| r.int(0)).transpose()?.unwrap_or(0);
+    Ok(c.one("SELECT COALESCE(MAX(version), 0) FROM mamori_schema", &[])?.map(|r| r.int(0)).transpose()?.unwrap_or(0))
+}
+
+/// As [`migrate`], applying no step after `last`.
+pub fn migrate_until(c: &mut dyn Conn, now: i64, last: i64) -> Result<(), Error> {
+    let have = version(c)?;
     for (i, step) in steps(c.dialect()).iter().enumerate() {
         let version = i64::try_from(i + 1).unwrap_or(i64::MAX);
-        if version > have {
+        if version > have && version <= last {
             c.batch(step)?;
             c.execute("INSERT INTO mamori_schema (version, applied) VALUES (?1, ?2)", &vals![version, now])?;
             tracing::info!(version, dialect = c.dialect().name(), "schema migrated");
@@ -466,6 +569,17 @@ pub fn migrate(c: &mut dyn Conn, now: i64) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Generations taken before the trail moved to its own file stay restorable; any other
+    /// schema is refused (its tables may differ).
+    #[test]
+    fn a_dump_from_before_the_audit_file_loads() {
+        assert_eq!(steps(Dialect::Sqlite).len(), steps(Dialect::Postgres).len());
+        assert!(loads_into_this_build(AUDIT_FILE_STEP));
+        assert!(loads_into_this_build(AUDIT_FILE_STEP - 1));
+        assert!(!loads_into_this_build(AUDIT_FILE_STEP - 2));
+        assert!(!loads_into_this_build(AUDIT_FILE_STEP + 1));
+    }
 
     #[test]
     fn every_placeholder_is_rendered() {

@@ -1,8 +1,14 @@
-//! The embedded store: SQLite in WAL mode, one file under the data directory, no set-up — the
+//! The embedded store: SQLite in WAL mode, two files under the data directory, no set-up — the
 //! SQLite adapter of [`mamori_store_sql`], which holds every table, query and rule. What is
 //! SQLite's own stays here: the connections (one writer, a few readers, one for long scans), the
 //! writer thread that commits concurrent record writes together (group commit, `writer.rs`), the
 //! group fsync every write waits for (`durability.rs`) and the WAL checkpointer.
+//!
+//! `mamori.db` holds the records and everything else; `audit.db` the audit trail (schema step 9),
+//! attached to every connection as `audit`, so that the entry every audited request commits does
+//! not empty the other connections' page cache of `mamori.db` (SQLite empties a connection's
+//! cache of a file whenever another connection has committed to it). Both belong together: a
+//! copy of one without the other is not a store.
 //!
 //! Several processes may open the same file (the server and the CLI); SQLite's locking
 //! serialises writers and `busy_timeout` makes them wait rather than fail.
@@ -113,13 +119,88 @@ fn upgrade_legacy(c: &Connection) -> Result<(), Error> {
 
 const READERS: usize = 4;
 
+fn has_table(c: &Connection, schema: &str, name: &str) -> Result<bool, Error> {
+    // `schema` is one of this file's two literal names.
+    Ok(c.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?1)"),
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
+/// Schema step 9's first half: copies the audit trail from `mamori.db` into `audit.db` and makes
+/// the copy durable, so that the step that then drops it from `mamori.db` never loses an entry
+/// (the two files commit separately). Runs again harmlessly: it copies what is not there yet.
+/// A store past step 9 whose `audit.db` has no trail is refused: the trail was removed or
+/// replaced, and starting a new one would hide that.
+fn move_audit_trail(c: &Connection, dir: &Path, audit: &Path) -> Result<(), Error> {
+    let tx = rusqlite::Transaction::new_unchecked(c, TransactionBehavior::Immediate)?;
+    if !has_table(&tx, "main", "audit_entries")? {
+        if !has_table(&tx, "audit", "audit_entries")? {
+            return Err(Error::Batch(format!(
+                "the audit trail (監査証跡) is missing: {} holds no trail, but the records in mamori.db were \
+                 written beside one; restore audit.db from the copy mamori.db was taken with, or the \
+                 whole store from a backup generation",
+                audit.display()
+            )));
+        }
+        return Ok(());
+    }
+    tx.execute_batch(&mamori_store_sql::schema::audit_trail_sqlite())?;
+    tx.execute_batch(
+        "INSERT INTO audit.audit_entries (idx, time, entry) SELECT idx, time, entry FROM main.audit_entries
+             WHERE idx > (SELECT COALESCE(MAX(idx), 0) FROM audit.audit_entries) ORDER BY idx;
+         INSERT INTO audit.audit_alerts (idx, time) SELECT idx, time FROM main.audit_alerts WHERE true
+             ON CONFLICT DO NOTHING;
+         INSERT INTO audit.audit_tiles (level, idx, hashes) SELECT level, idx, hashes FROM main.audit_tiles WHERE true
+             ON CONFLICT DO NOTHING;
+         INSERT INTO audit.audit_checkpoints (size, created, note) SELECT size, created, note FROM main.audit_checkpoints
+             WHERE true ON CONFLICT DO NOTHING;
+         INSERT INTO audit.audit_state (name, value) SELECT name, value FROM main.audit_state WHERE true
+             ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value);",
+    )?;
+    tx.commit()?;
+    // The copy is in the trail's WAL: synced with its directory entry. Never open and close
+    // `audit.db` itself here: closing any descriptor of a file drops every POSIX lock this
+    // process holds on it, SQLite's included — another process would then take itself for the
+    // file's last user and remove the WAL under this one.
+    let mut wal = audit.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::File::open(&wal)?.sync_data()?;
+    std::fs::File::open(dir)?.sync_all()?;
+    tracing::info!(file = %audit.display(), "the audit trail was copied into a file of its own (schema step 9)");
+    Ok(())
+}
+
+/// Before step 9 drops the trail from `mamori.db`: every entry and checkpoint there is in
+/// `audit.db`, byte for byte (a process of an older build may have appended after the copy; then
+/// the store is opened again, and the next copy takes the rest).
+fn moved_whole(c: &Connection) -> Result<(), Error> {
+    let missing: i64 = c.query_row(
+        "SELECT (SELECT COUNT(*) FROM main.audit_entries m WHERE NOT EXISTS
+                    (SELECT 1 FROM audit.audit_entries a WHERE a.idx = m.idx AND a.time = m.time AND a.entry = m.entry))
+              + (SELECT COUNT(*) FROM main.audit_checkpoints m WHERE NOT EXISTS
+                    (SELECT 1 FROM audit.audit_checkpoints a WHERE a.size = m.size AND a.note = m.note))
+              + (SELECT COUNT(*) FROM main.audit_alerts m WHERE NOT EXISTS
+                    (SELECT 1 FROM audit.audit_alerts a WHERE a.idx = m.idx))",
+        [],
+        |r| r.get(0),
+    )?;
+    if missing == 0 {
+        Ok(())
+    } else {
+        Err(Error::Batch("the audit trail changed while it was copied into audit.db; open the store again".into()))
+    }
+}
+
 /// Checkpoints the WAL into the database from a thread of its own, on a connection of its own:
 /// `PASSIVE`, so it never takes the writer lock nor waits for readers — it copies what it can
 /// and the next pass (or the writer's own checkpoint at 10,000 pages) copies the rest. Every
 /// 25 ms while the WAL changes, every 250 ms when it does not; the writer's own checkpoint keeps
 /// the WAL short enough that frequent passes stay cheap (figures in BENCHMARKS.md, issue #9).
-fn checkpointer(path: &Path, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), Error> {
-    let conn = open_conn(path, false)?;
+fn checkpointer(path: &Path, audit: &Path, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), Error> {
+    // Without a schema name, `wal_checkpoint` checkpoints both files.
+    let conn = open_conn(path, audit, false)?;
     std::thread::Builder::new().name("mamori-checkpoint".into()).spawn(move || {
         let mut last = (0, 0);
         while !stop.load(Ordering::Relaxed) {
@@ -155,7 +236,15 @@ pub struct SqliteDb {
     path: std::path::PathBuf,
 }
 
-fn open_conn(path: &Path, read_only: bool) -> Result<Connection, Error> {
+/// The audit trail's size (its last leaf index + 1) as `c` sees it; 0 when it cannot be read.
+pub(crate) fn audit_size(c: &Connection) -> u64 {
+    c.query_row("SELECT COALESCE(MAX(idx), 0) FROM audit_entries", [], |r| r.get::<_, i64>(0))
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0)
+}
+
+fn open_conn(path: &Path, audit: &Path, read_only: bool) -> Result<Connection, Error> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -163,6 +252,11 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, Error> {
     };
     let c = Connection::open_with_flags(path, flags)?;
     c.busy_timeout(std::time::Duration::from_secs(10))?;
+    // The audit trail's file (schema step 9), opened as this connection is (read-only or not).
+    let audit = audit
+        .to_str()
+        .ok_or_else(|| Error::Batch(format!("the data directory's path is not UTF-8: {}", audit.display())))?;
+    c.execute("ATTACH DATABASE ?1 AS audit", [audit])?;
     // Prepared statements kept per connection (rusqlite keeps 16): a search's statement depends
     // on its shape, and a merge by value's on how many values it merges (a power of two); each
     // one prepared anew costs from ~0.1 ms to a few ms (hundreds of merged index ranges).
@@ -176,6 +270,7 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, Error> {
     // NORMAL: commits do not fsync; durability comes from the group fsync of the WAL that every
     // write waits for (see durability.rs) — one fsync per batch of commits, not per commit.
     c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.pragma_update(Some("audit"), "synchronous", "NORMAL")?;
     c.pragma_update(None, "foreign_keys", "ON")?;
     // Page cache (negative = KiB): the writer's holds the index pages every write touches (each
     // version updates several search-index b-trees), each reader's the hot pages of searches.
@@ -189,6 +284,9 @@ fn open_conn(path: &Path, read_only: bool) -> Result<Connection, Error> {
             -32_768
         }),
     )?;
+    // The trail's pages: appended at its end, read back by the audit views and the integrator
+    // (which has a connection of its own).
+    c.pragma_update(Some("audit"), "cache_size", -4096)?;
     Ok(c)
 }
 
@@ -207,8 +305,10 @@ pub fn open(dir: &Path, clock: std::sync::Arc<dyn Clock>) -> Result<SqliteStore,
 impl SqliteDb {
     fn open(dir: &Path, clock: &dyn Clock) -> Result<SqliteDb, Error> {
         let path = dir.join("mamori.db");
-        let writer = open_conn(&path, false)?;
+        let audit = dir.join("audit.db");
+        let writer = open_conn(&path, &audit, false)?;
         writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(Some("audit"), "journal_mode", "WAL")?;
         // The checkpointer thread below copies the WAL into the database beside the writer, so
         // the commit that crosses ~40 MB of WAL (10,000 pages) finds most of it copied already and
         // only finishes the rest, instead of copying and fsyncing it all while holding the writer
@@ -217,24 +317,41 @@ impl SqliteDb {
         writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
         // After a burst, the WAL file is cut back to 64 MiB when it restarts.
         writer.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        writer.pragma_update(Some("audit"), "journal_size_limit", 64 * 1024 * 1024)?;
+        writer.pragma_update(Some("audit"), "cache_size", -8192)?;
+        let migration_failed = |e: mamori_store_sql::Error| Error::Batch(format!("schema migration failed: {e}"));
         {
             let tx = rusqlite::Transaction::new_unchecked(&writer, TransactionBehavior::Immediate)?;
             upgrade_legacy(&tx)?;
-            mamori_store_sql::schema::migrate(&mut SqliteConn(&tx), clock.now().0)
-                .map_err(|e| Error::Batch(format!("schema migration failed: {e}")))?;
+            let until = mamori_store_sql::schema::AUDIT_FILE_STEP - 1;
+            mamori_store_sql::schema::migrate_until(&mut SqliteConn(&tx, 0), clock.now().0, until)
+                .map_err(migration_failed)?;
+            tx.commit()?;
+        }
+        move_audit_trail(&writer, dir, &audit)?;
+        {
+            let tx = rusqlite::Transaction::new_unchecked(&writer, TransactionBehavior::Immediate)?;
+            if has_table(&tx, "main", "audit_entries")? {
+                moved_whole(&tx)?;
+            }
+            let mut c = SqliteConn(&tx, 0);
+            mamori_store_sql::schema::migrate(&mut c, clock.now().0).map_err(migration_failed)?;
+            // Entries a crash kept from the trail go in before anything else is appended.
+            mamori_store_sql::recover_pending_audit(&mut c).map_err(migration_failed)?;
             tx.commit()?;
         }
         // SAVEPOINT sub-journals stay in memory up to 256 MiB (SQLITE_STMTJRNL_SPILL, set for the
         // bundled SQLite in .cargo/config.toml) and spill to a temporary file beyond (#9).
-        let durability = std::sync::Arc::new(durability::Durability::open(dir, &path)?);
+        let durability = std::sync::Arc::new(durability::Durability::open(dir, &path, &audit, audit_size(&writer))?);
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
-            readers.push(Mutex::new(open_conn(&path, true)?));
+            readers.push(Mutex::new(open_conn(&path, &audit, true)?));
         }
-        let scan = open_conn(&path, true)?;
+        let scan = open_conn(&path, &audit, true)?;
         scan.pragma_update(None, "cache_size", -2048)?;
+        scan.pragma_update(Some("audit"), "cache_size", -2048)?;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        checkpointer(&path, stop.clone())?;
+        checkpointer(&path, &audit, stop.clone())?;
         Ok(SqliteDb {
             stop,
             writer: std::sync::Arc::new(writer::Writer::new(writer, durability.clone())?),
@@ -250,7 +367,7 @@ impl SqliteDb {
     /// durable. Releasing first lets others commit meanwhile and share the fsync.
     /// INVARIANT: writes are acknowledged only after this (or the group-commit writer's wait).
     fn release_durably(&self, conn: MutexGuard<'_, Connection>) -> Result<(), Error> {
-        let ticket = self.durability.committed();
+        let ticket = self.durability.committed(audit_size(&conn));
         drop(conn);
         self.durability.wait(ticket)
     }
@@ -284,7 +401,7 @@ impl SqliteDb {
         f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
     ) -> Result<T, E> {
         let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Deferred).map_err(db)?;
-        let r = f(&mut SqliteConn(&tx))?;
+        let r = f(&mut SqliteConn(&tx, 0))?;
         tx.finish().map_err(db)?;
         Ok(r)
     }
@@ -313,14 +430,14 @@ impl Db for SqliteDb {
         f: impl FnOnce(&mut dyn Conn) -> Result<T, E>,
     ) -> Result<T, E> {
         let conn = self.reader().map_err(mamori_store_sql::Error::from)?;
-        f(&mut SqliteConn(&conn))
+        f(&mut SqliteConn(&conn, 0))
     }
 
     /// One statement in autocommit mode on the writer (no `BEGIN`/`COMMIT` around it), then
     /// durable.
     fn exec(&self, sql: &str, params: &[Value<'_>]) -> Result<u64, mamori_store_sql::Error> {
         let conn = self.writer.lock()?;
-        let n = SqliteConn(&conn).execute(sql, params)?;
+        let n = SqliteConn(&conn, 0).execute(sql, params)?;
         self.release_durably(conn)?;
         Ok(n)
     }
@@ -340,7 +457,7 @@ impl Db for SqliteDb {
         let conn = self.writer.lock().map_err(mamori_store_sql::Error::from)?;
         let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(db)?;
         // Dropped without commit on failure: rolled back.
-        let r = f(&mut SqliteConn(&tx))?;
+        let r = f(&mut SqliteConn(&tx, self.durability.audit_durable()))?;
         tx.commit().map_err(db)?;
         self.release_durably(conn).map_err(mamori_store_sql::Error::from)?;
         Ok(r)
@@ -351,12 +468,16 @@ impl Db for SqliteDb {
         f: &mut (dyn FnMut(&mut dyn Conn) -> Result<(), RecordError> + Send),
     ) -> Result<(), RecordError> {
         // Group commit: concurrent writes share one transaction and one fsync (writer.rs).
-        self.writer.write(&mut |c| f(&mut SqliteConn(c)), |e| mamori_store_sql::Error::from(e).into())
+        let durability = &self.durability;
+        self.writer.write(&mut |c| f(&mut SqliteConn(c, durability.audit_durable())), |e| {
+            mamori_store_sql::Error::from(e).into()
+        })
     }
 }
 
-/// A connection inside a transaction.
-struct SqliteConn<'c>(&'c Connection);
+/// A connection inside a transaction, with the audit trail's size known durable (writes only;
+/// 0 elsewhere).
+struct SqliteConn<'c>(&'c Connection, u64);
 
 /// A neutral value bound as SQLite's own, borrowing its data.
 struct Bind<'v, 'a>(&'v Value<'a>);
@@ -417,6 +538,10 @@ impl Conn for SqliteConn<'_> {
 
     fn batch(&mut self, sql: &str) -> Result<(), mamori_store_sql::Error> {
         self.0.execute_batch(sql).map_err(db)
+    }
+
+    fn audit_durable(&self) -> u64 {
+        self.1
     }
 }
 
@@ -527,6 +652,187 @@ mod integration_tests {
         let leaf = merkle::leaf_hash(&store.entries(122, 1).unwrap()[0]);
         let proof = store.audit_inclusion_proof(122, 260).unwrap();
         merkle::verify_inclusion(&leaf, 122, 260, &proof, &root).unwrap();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod audit_file_tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use mamori_audit::{AuditActor, AuditLog, AuditRecord, Outcome};
+    use mamori_records::Store;
+    use rusqlite::Connection;
+
+    fn record(i: u64) -> AuditRecord {
+        AuditRecord::new(
+            "read",
+            AuditActor {
+                client_id: None,
+                fhir_user: None,
+                id: format!("user-{i}"),
+                kind: mamori_audit::ActorKind::User,
+            },
+            Outcome::Success,
+            "TREAT",
+        )
+    }
+
+    fn open(dir: &Path) -> super::SqliteStore {
+        super::open(dir, Arc::new(mamori_records::SystemClock)).unwrap()
+    }
+
+    /// An entry written beside a change, as a record write writes it.
+    fn beside_a_change(store: &super::SqliteStore, i: u64) {
+        store
+            .write(&mut |tx| {
+                tx.append_audit(record(i))?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// The raw files, as another process (or an attacker with the files) sees them.
+    fn raw(dir: &Path) -> Connection {
+        let c = Connection::open(dir.join("mamori.db")).unwrap();
+        c.execute("ATTACH DATABASE ?1 AS audit", [dir.join("audit.db").to_str().unwrap()]).unwrap();
+        c
+    }
+
+    fn int(c: &Connection, sql: &str) -> i64 {
+        c.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// The point of the file of its own (#29): an entry that only records a request leaves
+    /// `mamori.db` untouched — no other connection's page cache of it is emptied — while an
+    /// entry written beside a change is also kept in `mamori.db` with the change.
+    #[test]
+    fn a_request_s_entry_leaves_the_records_file_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let r = raw(dir.path());
+        let version = |schema: &str| int(&r, &format!("PRAGMA {schema}.data_version"));
+        let (main, audit) = (version("main"), version("audit"));
+        store.append((0..20).map(record).collect()).unwrap();
+        assert_eq!(version("main"), main, "a request's entry changed mamori.db");
+        assert_ne!(version("audit"), audit);
+        assert_eq!(store.audit_size().unwrap(), 20);
+        beside_a_change(&store, 20);
+        assert_ne!(version("main"), main, "an entry beside a change is kept with it");
+        assert_eq!(int(&r, "SELECT COUNT(*) FROM main.audit_pending"), 1);
+        assert_eq!(int(&r, "SELECT COUNT(*) FROM audit.audit_entries"), 21);
+        assert_eq!(int(&r, "SELECT COUNT(*) FROM main.sqlite_master WHERE name = 'audit_entries'"), 0);
+    }
+
+    /// A kept entry goes once it is durable in the trail: after a run of writes, one at a time,
+    /// only the last write's entry is still kept.
+    #[test]
+    fn kept_entries_go_once_durable_in_the_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        for i in 0..30 {
+            beside_a_change(&store, i);
+        }
+        let r = raw(dir.path());
+        assert_eq!(int(&r, "SELECT COUNT(*) FROM audit_pending"), 1);
+        assert_eq!(int(&r, "SELECT idx FROM audit_pending"), 30);
+        assert_eq!(store.audit_size().unwrap(), 30);
+    }
+
+    /// A crash between the two files' commits (or a power loss that kept `mamori.db`'s log and
+    /// not `audit.db`'s): the change is there and its entry is not. The next opening puts the
+    /// entry back at the index it was given, the same bytes, before anything else is appended;
+    /// a trail that ends further back than the kept entries begin is refused, not patched over.
+    #[test]
+    fn an_entry_that_missed_the_trail_is_put_back_and_a_gap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.append((0..5).map(record).collect()).unwrap();
+        beside_a_change(&store, 5);
+        let kept = store.entries(5, 1).unwrap();
+        drop(store);
+        let lose = |n: i64| {
+            raw(dir.path())
+                .execute_batch(&format!(
+                    "DROP TRIGGER audit.audit_no_delete; DELETE FROM audit.audit_entries WHERE idx > {n};
+                     CREATE TRIGGER audit.audit_no_delete BEFORE DELETE ON audit_entries BEGIN SELECT RAISE(ABORT, 'x'); END;"
+                ))
+                .unwrap();
+        };
+        lose(5);
+        let store = open(dir.path());
+        assert_eq!(store.audit_size().unwrap(), 6);
+        assert_eq!(store.entries(5, 1).unwrap(), kept);
+        store.append(vec![record(6)]).unwrap();
+        assert_eq!(store.audit_size().unwrap(), 7);
+        let leaves: Vec<_> = store.entries(0, 7).unwrap().iter().map(|e| mamori_audit::merkle::leaf_hash(e)).collect();
+        assert_eq!(leaves.len(), 7);
+        drop(store);
+
+        // Entry 5 (index 4) lost too, and it was not kept beside a change: a gap.
+        lose(4);
+        let e = super::open(dir.path(), Arc::new(mamori_records::SystemClock)).err().expect("a gap must be refused");
+        assert!(e.to_string().contains("audit.db is older than mamori.db"), "{e}");
+        assert_eq!(int(&raw(dir.path()), "SELECT COUNT(*) FROM audit.audit_entries"), 4, "nothing was appended");
+    }
+
+    /// A store whose trail file was removed is refused: a new, empty trail would hide it.
+    #[test]
+    fn a_store_without_its_trail_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        beside_a_change(&store, 0);
+        drop(store);
+        for f in ["audit.db", "audit.db-wal", "audit.db-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(f));
+        }
+        let e = super::open(dir.path(), Arc::new(mamori_records::SystemClock)).err().expect("must be refused");
+        assert!(e.to_string().contains("the audit trail (監査証跡) is missing"), "{e}");
+    }
+
+    /// A store made before step 9 (its trail in `mamori.db`) is moved whole: the same entries,
+    /// tiles, checkpoints and state in `audit.db`, none left behind; moving again after a crash
+    /// between the copy and the drop copies nothing twice.
+    #[test]
+    fn a_trail_made_before_its_own_file_is_moved_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join("mamori.db")).unwrap();
+            c.pragma_update(None, "journal_mode", "WAL").unwrap();
+            let tx = rusqlite::Transaction::new_unchecked(&c, rusqlite::TransactionBehavior::Immediate).unwrap();
+            mamori_store_sql::schema::migrate_until(&mut super::SqliteConn(&tx, 0), 1, 8).unwrap();
+            tx.execute_batch(
+                "INSERT INTO audit_entries (idx, time, entry) VALUES (1, 10, x'7b7d'), (2, 11, x'7b2261227d'), (3, 12, x'7b7d');
+                 INSERT INTO audit_alerts (idx, time) VALUES (2, 11);
+                 INSERT INTO audit_tiles (level, idx, hashes) VALUES (0, 0, x'00');
+                 INSERT INTO audit_checkpoints (size, created, note) VALUES (2, 11, 'note');
+                 INSERT INTO audit_state (name, value) VALUES ('integrated', 2);",
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        // The first half ran and the process stopped: the copy is there, the drop is not.
+        {
+            let c = Connection::open(dir.path().join("mamori.db")).unwrap();
+            c.execute("ATTACH DATABASE ?1 AS audit", [dir.path().join("audit.db").to_str().unwrap()]).unwrap();
+            c.pragma_update(Some("audit"), "journal_mode", "WAL").unwrap();
+            super::move_audit_trail(&c, dir.path(), &dir.path().join("audit.db")).unwrap();
+        }
+        let store = open(dir.path());
+        assert_eq!(store.audit_size().unwrap(), 3);
+        assert_eq!(store.entries(0, 3).unwrap(), vec![b"{}".to_vec(), b"{\"a\"}".to_vec(), b"{}".to_vec()]);
+        assert_eq!(store.audit_integrated_size().unwrap(), 2);
+        assert_eq!(store.checkpoints().unwrap(), vec!["note".to_string()]);
+        assert_eq!(store.tile(0, 0).unwrap(), Vec::<mamori_audit::Hash>::new(), "a 1-byte tile holds no whole hash");
+        assert_eq!(store.recent_alerts(5).unwrap().len(), 1);
+        let r = raw(dir.path());
+        assert_eq!(
+            int(&r, "SELECT COUNT(*) FROM main.sqlite_master WHERE name LIKE 'audit_%' AND name <> 'audit_pending'"),
+            0
+        );
+        assert_eq!(int(&r, "SELECT COUNT(*) FROM audit.sqlite_master WHERE type = 'trigger'"), 4);
+        assert!(store.guards_missing().unwrap().is_empty(), "{:?}", store.guards_missing());
     }
 }
 

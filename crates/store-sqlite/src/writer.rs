@@ -109,7 +109,7 @@ impl Writer {
     fn close(&self, conn: &Connection) {
         let Some(open) = self.open().take() else { return };
         let outcome = match conn.execute_batch("COMMIT") {
-            Ok(()) => Ok(self.durability.committed()),
+            Ok(()) => Ok(self.durability.committed(crate::audit_size(conn))),
             Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK");
                 tracing::error!(error = %e, "a batch of record writes failed to commit");
@@ -200,11 +200,13 @@ mod tests {
     use super::*;
 
     fn writer(dir: &std::path::Path) -> Arc<Writer> {
-        let path = dir.join("t.db");
+        let (path, audit) = (dir.join("t.db"), dir.join("a.db"));
         let c = Connection::open(&path).unwrap();
         c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY)").unwrap();
-        let d = Arc::new(Durability::open(dir, &path).unwrap());
+        c.execute("ATTACH DATABASE ?1 AS audit", [audit.to_str().unwrap()]).unwrap();
+        c.pragma_update(Some("audit"), "journal_mode", "WAL").unwrap();
+        c.execute_batch("CREATE TABLE t (k INTEGER PRIMARY KEY); CREATE TABLE audit.a (k)").unwrap();
+        let d = Arc::new(Durability::open(dir, &path, &audit, 0).unwrap());
         Arc::new(Writer::new(c, d).unwrap())
     }
 
