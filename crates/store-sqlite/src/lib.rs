@@ -199,17 +199,21 @@ fn moved_whole(c: &Connection) -> Result<(), Error> {
 /// 25 ms while the WAL changes, every 250 ms when it does not; the writer's own checkpoint keeps
 /// the WAL short enough that frequent passes stay cheap (figures in BENCHMARKS.md, issue #9).
 fn checkpointer(path: &Path, audit: &Path, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), Error> {
-    // Without a schema name, `wal_checkpoint` checkpoints both files.
+    // Each file on its own: without a schema name `wal_checkpoint` checkpoints both but reports
+    // only the first, so a WAL growing in `audit.db` alone (under reads) looked idle.
     let conn = open_conn(path, audit, false)?;
     std::thread::Builder::new().name("mamori-checkpoint".into()).spawn(move || {
-        let mut last = (0, 0);
+        let mut last = [(0, 0); 2];
         while !stop.load(Ordering::Relaxed) {
-            let r = conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
-            let now = r.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-                last
-            });
+            let mut now = last;
+            for (slot, sql) in
+                now.iter_mut().zip(["PRAGMA main.wal_checkpoint(PASSIVE)", "PRAGMA audit.wal_checkpoint(PASSIVE)"])
+            {
+                match conn.query_row(sql, [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
+                    Ok(v) => *slot = v,
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
+                }
+            }
             // While the WAL grows, every 25 ms: the writer's own checkpoint, when a commit crosses
             // the WAL limit, then has at most ~25 ms of frames left to copy (at 250 ms it copied
             // up to a quarter-second's worth, 2-10 ms holding the writer, under a read load:
@@ -238,7 +242,9 @@ pub struct SqliteDb {
 
 /// The audit trail's size (its last leaf index + 1) as `c` sees it; 0 when it cannot be read.
 pub(crate) fn audit_size(c: &Connection) -> u64 {
-    c.query_row("SELECT COALESCE(MAX(idx), 0) FROM audit_entries", [], |r| r.get::<_, i64>(0))
+    // After every commit: kept prepared.
+    c.prepare_cached("SELECT COALESCE(MAX(idx), 0) FROM audit_entries")
+        .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
         .ok()
         .and_then(|n| u64::try_from(n).ok())
         .unwrap_or(0)
