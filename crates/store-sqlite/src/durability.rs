@@ -86,6 +86,19 @@ impl Durability {
         self.audit_durable.load(Ordering::Acquire)
     }
 
+    /// Syncs the two WALs at the same time: one after the other, a write's wait was the sum of
+    /// two fsyncs, and with it the group commit's cycle (record writes at 16 connections were
+    /// ~15 % slower than with one file).
+    fn sync_both(&self) -> std::io::Result<()> {
+        let [records, audit] = &self.wals;
+        std::thread::scope(|s| {
+            let other = s.spawn(|| audit.sync_data());
+            let mine = records.sync_data();
+            let other = other.join().unwrap_or_else(|_| Err(std::io::Error::other("the fsync thread panicked")));
+            mine.and(other)
+        })
+    }
+
     /// Returns once every commit up to `ticket` is on disk.
     pub(crate) fn wait(&self, ticket: u64) -> Result<(), Error> {
         let mut s = self.state.lock().map_err(|_| Error::Poisoned)?;
@@ -100,7 +113,7 @@ impl Durability {
             s.syncing = true;
             let (target, audit) = (s.committed, s.audit_committed);
             drop(s);
-            let r = self.wals.iter().try_for_each(File::sync_data);
+            let r = self.sync_both();
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             s = self.state.lock().map_err(|_| Error::Poisoned)?;
             s.syncing = false;
