@@ -68,6 +68,10 @@ const JA: &[(&str, &str)] = &[
     ("cannot open the data directory", "データディレクトリを開けません"),
     ("cannot open the database read-only", "データベースを読み取り専用で開けません"),
     ("cannot open the store read-only", "ストアを読み取り専用で開けません"),
+    (
+        "cannot open the audit trail's file (audit.db) read-only",
+        "監査証跡のファイル（audit.db）を読み取り専用で開けません",
+    ),
     ("test table: it has no [[case]]", "テスト表に [[case]] がありません"),
     ("not a baseline note", "ベースラインの署名付きノートではありません"),
     ("approving a baseline must say why", "ベースラインの承認には理由が必要です"),
