@@ -126,25 +126,7 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
 CREATE INDEX IF NOT EXISTS refresh_by_family ON refresh_tokens (family);
 CREATE INDEX IF NOT EXISTS refresh_by_subject ON refresh_tokens (subject);
 -- The audit trail (L2/L3): append-only entries; leaf index = idx - 1.
-CREATE TABLE IF NOT EXISTS audit_entries (
-    idx {INT} PRIMARY KEY,
-    time {INT} NOT NULL,
-    entry {BLOB} NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_by_time ON audit_entries (time);
-CREATE TABLE IF NOT EXISTS audit_tiles (
-    level {INT} NOT NULL,
-    idx {INT} NOT NULL,
-    hashes {BLOB} NOT NULL,
-    PRIMARY KEY (level, idx)
-){NOROWID};
-CREATE TABLE IF NOT EXISTS audit_checkpoints (
-    size {INT} PRIMARY KEY,
-    created {INT} NOT NULL,
-    note TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit_state (name TEXT PRIMARY KEY, value {INT} NOT NULL);
--- Identity: credentials (Argon2id hashes, sealed TOTP seeds) and lockout counters. Account
+{TRAIL}-- Identity: credentials (Argon2id hashes, sealed TOTP seeds) and lockout counters. Account
 -- definitions live in config_versions (kind 'account').
 CREATE TABLE IF NOT EXISTS credentials (username TEXT PRIMARY KEY, data TEXT NOT NULL){NOROWID};
 CREATE TABLE IF NOT EXISTS auth_state (username TEXT PRIMARY KEY, data TEXT NOT NULL, last_login {INT}){NOROWID};
@@ -167,7 +149,7 @@ ON CONFLICT DO NOTHING;
 /// the whole trail; alerts already in the trail are indexed once (canonical entries begin with
 /// `{"action":`).
 const ALERTS: &str = r#"
-CREATE TABLE IF NOT EXISTS audit_alerts (idx {INT} PRIMARY KEY, time {INT} NOT NULL);
+{TRAIL_ALERTS}
 INSERT INTO audit_alerts (idx, time) SELECT idx, time FROM audit_entries WHERE {ALERT_ENTRY}
 ON CONFLICT DO NOTHING;
 "#;
@@ -303,35 +285,36 @@ DROP TABLE IF EXISTS main.audit_entries;
 CREATE TABLE IF NOT EXISTS audit_pending (idx INTEGER PRIMARY KEY, time INTEGER NOT NULL, entry BLOB NOT NULL, alert INTEGER NOT NULL);
 "#;
 
-/// The audit trail's tables and guards in the attached `audit` database (SQLite, step 9), as the
-/// first steps made them in the main file; every statement can run again.
-pub fn audit_trail_sqlite() -> String {
-    let d = Dialect::Sqlite;
-    let tables = render(
-        d,
-        r#"
-CREATE TABLE IF NOT EXISTS audit.audit_entries (
+/// The audit trail's tables (steps 1 and 3 make them in the main database; `{A}` is where a
+/// database name goes, step 9 puts them in `audit`).
+const TRAIL: &str = r#"CREATE TABLE IF NOT EXISTS {A}audit_entries (
     idx {INT} PRIMARY KEY,
     time {INT} NOT NULL,
     entry {BLOB} NOT NULL
 );
-CREATE INDEX IF NOT EXISTS audit.audit_by_time ON audit_entries (time);
-CREATE TABLE IF NOT EXISTS audit.audit_tiles (
+CREATE INDEX IF NOT EXISTS {A}audit_by_time ON audit_entries (time);
+CREATE TABLE IF NOT EXISTS {A}audit_tiles (
     level {INT} NOT NULL,
     idx {INT} NOT NULL,
     hashes {BLOB} NOT NULL,
     PRIMARY KEY (level, idx)
 ){NOROWID};
-CREATE TABLE IF NOT EXISTS audit.audit_checkpoints (
+CREATE TABLE IF NOT EXISTS {A}audit_checkpoints (
     size {INT} PRIMARY KEY,
     created {INT} NOT NULL,
     note TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS audit.audit_state (name TEXT PRIMARY KEY, value {INT} NOT NULL);
-CREATE TABLE IF NOT EXISTS audit.audit_alerts (idx {INT} PRIMARY KEY, time {INT} NOT NULL);
-"#,
-    );
-    tables + &audit_guards_sqlite()
+CREATE TABLE IF NOT EXISTS {A}audit_state (name TEXT PRIMARY KEY, value {INT} NOT NULL);
+"#;
+
+/// The alert index of the trail (step 3), as [`TRAIL`].
+const TRAIL_ALERTS: &str = "CREATE TABLE IF NOT EXISTS {A}audit_alerts (idx {INT} PRIMARY KEY, time {INT} NOT NULL);";
+
+/// The audit trail's tables and guards in the attached `audit` database (SQLite, step 9), as the
+/// first steps made them in the main file; every statement can run again.
+pub fn audit_trail_sqlite() -> String {
+    let tables = format!("{TRAIL}{TRAIL_ALERTS}\n").replace("{A}", "audit.");
+    render(Dialect::Sqlite, &tables) + &audit_guards_sqlite()
 }
 
 /// The audit tables' guards on SQLite, in the attached `audit` database (a trigger lives in its
@@ -382,6 +365,8 @@ fn render(d: Dialect, template: &str) -> String {
         ),
     };
     template
+        .replace("{TRAIL}", &TRAIL.replace("{A}", ""))
+        .replace("{TRAIL_ALERTS}", &TRAIL_ALERTS.replace("{A}", ""))
         .replace("{VERSIONS:config_versions}", &VERSIONS.replace("{TABLE}", "config_versions"))
         .replace("{VERSIONS:workflow_versions}", &VERSIONS.replace("{TABLE}", "workflow_versions"))
         .replace("{SEQ}", seq)
@@ -547,7 +532,7 @@ pub fn migrate(c: &mut dyn Conn, now: i64) -> Result<(), Error> {
 }
 
 /// The schema version a store has reached (0 for a new one).
-pub fn version(c: &mut dyn Conn) -> Result<i64, Error> {
+fn version(c: &mut dyn Conn) -> Result<i64, Error> {
     c.batch("CREATE TABLE IF NOT EXISTS mamori_schema (version BIGINT PRIMARY KEY, applied BIGINT NOT NULL)")?;
     Ok(c.one("SELECT COALESCE(MAX(version), 0) FROM mamori_schema", &[])?.map(|r| r.int(0)).transpose()?.unwrap_or(0))
 }

@@ -87,13 +87,7 @@ pub(crate) fn sqlite_kind(e: &rusqlite::Error) -> fn(String) -> mamori_records::
 /// Brings a store made before `mamori_schema` existed to the columns the first migration step
 /// expects (additive only); the step itself then finds every table present.
 fn upgrade_legacy(c: &Connection) -> Result<(), Error> {
-    let has_table = |name: &str| -> Result<bool, Error> {
-        Ok(c.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
-            [name],
-            |r| r.get(0),
-        )?)
-    };
+    let has_table = |name: &str| has_table(c, "main", name);
     if !has_table("versions")? || has_table("mamori_schema")? {
         return Ok(());
     }
@@ -598,7 +592,7 @@ mod integration_tests {
     use mamori_audit::note::{Checkpoint, NoteSigner, NoteVerifier};
     use mamori_audit::{AuditActor, AuditLog, AuditRecord, Hash, Outcome};
 
-    fn record(i: u64) -> AuditRecord {
+    pub(super) fn record(i: u64) -> AuditRecord {
         AuditRecord {
             resources: vec![format!("Patient/p{i}")],
             status: Some(200),
@@ -667,23 +661,11 @@ mod audit_file_tests {
     use std::path::Path;
     use std::sync::Arc;
 
-    use mamori_audit::{AuditActor, AuditLog, AuditRecord, Outcome};
+    use mamori_audit::AuditLog;
     use mamori_records::Store;
     use rusqlite::Connection;
 
-    fn record(i: u64) -> AuditRecord {
-        AuditRecord::new(
-            "read",
-            AuditActor {
-                client_id: None,
-                fhir_user: None,
-                id: format!("user-{i}"),
-                kind: mamori_audit::ActorKind::User,
-            },
-            Outcome::Success,
-            "TREAT",
-        )
-    }
+    use super::integration_tests::record;
 
     fn open(dir: &Path) -> super::SqliteStore {
         super::open(dir, Arc::new(mamori_records::SystemClock)).unwrap()
