@@ -582,6 +582,22 @@ mod error_kind_tests {
         assert!(matches!(Error::Sqlite(e).kind()(String::new()), StoreError::Busy(_)));
         Ok(())
     }
+
+    /// The bundled SQLite is built as `.cargo/config.toml` says: each connection has a page
+    /// cache of its own and no allocation counts into global statistics. libsqlite3-sys's
+    /// default (`SQLITE_ENABLE_MEMORY_MANAGEMENT`, memory statistics on) puts every page fetch
+    /// and unpin of every connection under one process-wide mutex — a third of the server's CPU
+    /// under a concurrent search load (BENCHMARKS.md, session 39).
+    #[test]
+    fn every_connection_has_a_page_cache_of_its_own() -> Result<(), Box<dyn std::error::Error>> {
+        let c = Connection::open_in_memory()?;
+        let mut s = c.prepare("PRAGMA compile_options")?;
+        let options: Vec<String> = s.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(options.iter().any(|o| o == "STMTJRNL_SPILL=268435456"), "{options:?}");
+        Ok(())
+    }
 }
 
 #[cfg(test)]
