@@ -394,6 +394,8 @@ pub struct SqlStore<D: Db> {
     /// set, versions are written and served unsealed (tools that open a store without keys).
     seal_key: std::sync::OnceLock<[u8; 32]>,
     stamp: Arc<std::sync::RwLock<Option<AuditStamp>>>,
+    /// Recent density probes' answers, shared by the store's transactions.
+    densities: Arc<records::Densities>,
 }
 
 /// What the one audit append adds to every entry before it is written: the remote-maintenance
@@ -434,6 +436,7 @@ impl<D: Db> SqlStore<D> {
             audit_counters: Arc::default(),
             seal_key: std::sync::OnceLock::new(),
             stamp: Arc::default(),
+            densities: Arc::default(),
         }
     }
 

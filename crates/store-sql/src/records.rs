@@ -110,6 +110,47 @@ pub(crate) struct RecordTx<'c> {
     /// The audit clock's now, for entries appended in this transaction.
     now: i64,
     stamp: &'c std::sync::RwLock<Option<crate::AuditStamp>>,
+    densities: &'c Densities,
+}
+
+/// How long a density probe's answer is kept ([`Densities`]).
+const DENSITY_KEPT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// At most this many probe answers are kept; past it the expired go, then all.
+const DENSITIES_KEPT: usize = 1024;
+
+/// The answers of recent density probes (`search_sql::walk_density`, `search_sql::time_density`),
+/// kept for [`DENSITY_KEPT`] by the probe's text and arguments. A probe only chooses how a
+/// search runs (walked or gathered — the same answer either way), never what it answers, so an
+/// answer some seconds old costs at worst a slower plan while the data drifts across a bound.
+/// Asked again — the next page, the same search from another client — the probe was the
+/// largest part of a search: 21 % of the server's CPU under the 1M chain load
+/// (`Observation?subject:Patient.name=…`: up to 5,000 references over ~100 patients' ranges).
+/// Shared by every connection of the store, it says no more about other requesters than the
+/// page caches the probe warms already do (a repeated probe is faster either way).
+#[derive(Default)]
+pub(crate) struct Densities(std::sync::Mutex<std::collections::HashMap<String, ((i64, i64), std::time::Instant)>>);
+
+impl Densities {
+    fn key(sql: &search_sql::Sql) -> String {
+        format!("{}\u{0}{:?}", sql.text, sql.args)
+    }
+
+    fn get(&self, key: &str) -> Option<(i64, i64)> {
+        let kept = self.0.lock().ok()?;
+        kept.get(key).filter(|(_, at)| at.elapsed() < DENSITY_KEPT).map(|(answer, _)| *answer)
+    }
+
+    fn put(&self, key: String, answer: (i64, i64)) {
+        let Ok(mut kept) = self.0.lock() else { return };
+        if kept.len() >= DENSITIES_KEPT {
+            kept.retain(|_, (_, at)| at.elapsed() < DENSITY_KEPT);
+            if kept.len() >= DENSITIES_KEPT {
+                kept.clear();
+            }
+        }
+        kept.insert(key, (answer, std::time::Instant::now()));
+    }
 }
 
 impl RecordTx<'_> {
@@ -262,11 +303,18 @@ impl RecordTx<'_> {
         Ok(search_sql::How { walk, ..self.c.dialect().how() })
     }
 
-    /// A density probe's one row: how many dictionary values and how many rows (or versions).
+    /// A density probe's one row: how many dictionary values and how many rows (or versions);
+    /// a recent answer to the same probe is taken as it was ([`Densities`]).
     fn probe(&mut self, sql: &search_sql::Sql) -> Result<(i64, i64), StoreError> {
+        let key = Densities::key(sql);
+        if let Some(answer) = self.densities.get(&key) {
+            return Ok(answer);
+        }
         let rows = self.search_rows(sql)?;
         let r = rows.first().ok_or_else(|| bad("the density probe returned no row"))?;
-        Ok((r.int(0).map_err(se)?, r.int(1).map_err(se)?))
+        let answer = (r.int(0).map_err(se)?, r.int(1).map_err(se)?);
+        self.densities.put(key, answer);
+        Ok(answer)
     }
 
     /// `q`'s page merged by value (`search_sql::search_merged`) when a `:exact` criterion drives
@@ -773,14 +821,14 @@ impl Tx for RecordTx<'_> {
 impl<D: Db> Store for SqlStore<D> {
     fn write(&self, f: &mut (dyn FnMut(&mut dyn Tx) -> Result<(), RecordError> + Send)) -> Result<(), RecordError> {
         let clock = self.clock.clone();
-        let stamp = &*self.stamp;
-        self.db.write_records(&mut |c| f(&mut RecordTx { c, now: clock.now().0, stamp }))
+        let (stamp, densities) = (&*self.stamp, &*self.densities);
+        self.db.write_records(&mut |c| f(&mut RecordTx { c, now: clock.now().0, stamp, densities }))
     }
 
     fn read(&self, f: &mut dyn FnMut(&mut dyn Tx) -> Result<(), RecordError>) -> Result<(), RecordError> {
         let now = self.clock.now().0;
-        let stamp = &*self.stamp;
-        self.db.read(|c| f(&mut RecordTx { c, now, stamp }))
+        let (stamp, densities) = (&*self.stamp, &*self.densities);
+        self.db.read(|c| f(&mut RecordTx { c, now, stamp, densities }))
     }
 }
 
@@ -791,6 +839,35 @@ mod tests {
         for (table, sql) in super::INDEX_TABLES.iter().zip(super::CLEAR) {
             assert_eq!(sql, format!("DELETE FROM {table} WHERE type = ?1 AND id = ?2"));
         }
+    }
+
+    /// A probe's answer is taken again while it is recent, by the probe's text and arguments
+    /// both; an old one is not; the kept answers stay bounded.
+    #[test]
+    fn density_answers_are_kept_briefly_and_boundedly() {
+        use mamori_records::search::sql::{Arg, Sql};
+        let d = super::Densities::default();
+        let probe = |v: &str| Sql {
+            text: "SELECT 0, (SELECT COUNT(*) FROM t WHERE v = ?1)".into(),
+            args: vec![Arg::Text(v.into())],
+        };
+        let (a, b) = (super::Densities::key(&probe("a")), super::Densities::key(&probe("b")));
+        assert_ne!(a, b, "the arguments are part of the key");
+        assert_eq!(d.get(&a), None);
+        d.put(a.clone(), (0, 5000));
+        assert_eq!(d.get(&a), Some((0, 5000)));
+        assert_eq!(d.get(&b), None);
+        // Older than it is kept for: asked again.
+        if let (Ok(mut kept), Some(old)) =
+            (d.0.lock(), std::time::Instant::now().checked_sub(super::DENSITY_KEPT + std::time::Duration::from_secs(1)))
+        {
+            kept.insert(b.clone(), ((3, 7), old));
+        }
+        assert_eq!(d.get(&b), None);
+        for i in 0..3 * super::DENSITIES_KEPT {
+            d.put(super::Densities::key(&probe(&i.to_string())), (0, 1));
+        }
+        assert!(d.0.lock().map(|k| k.len()).unwrap_or(usize::MAX) <= super::DENSITIES_KEPT);
     }
 
     #[test]
