@@ -129,19 +129,22 @@ const DENSITIES_KEPT: usize = 1024;
 /// Shared by every connection of the store, it says no more about other requesters than the
 /// page caches the probe warms already do (a repeated probe is faster either way).
 #[derive(Default)]
-pub(crate) struct Densities(std::sync::Mutex<std::collections::HashMap<String, ((i64, i64), std::time::Instant)>>);
+pub(crate) struct Densities(std::sync::Mutex<std::collections::HashMap<String, (Density, std::time::Instant)>>);
+
+/// A probe's answer: dictionary values and rows (or versions), each up to its bound.
+type Density = (i64, i64);
 
 impl Densities {
     fn key(sql: &search_sql::Sql) -> String {
         format!("{}\u{0}{:?}", sql.text, sql.args)
     }
 
-    fn get(&self, key: &str) -> Option<(i64, i64)> {
+    fn get(&self, key: &str) -> Option<Density> {
         let kept = self.0.lock().ok()?;
         kept.get(key).filter(|(_, at)| at.elapsed() < DENSITY_KEPT).map(|(answer, _)| *answer)
     }
 
-    fn put(&self, key: String, answer: (i64, i64)) {
+    fn put(&self, key: String, answer: Density) {
         let Ok(mut kept) = self.0.lock() else { return };
         if kept.len() >= DENSITIES_KEPT {
             kept.retain(|_, (_, at)| at.elapsed() < DENSITY_KEPT);
